@@ -1,0 +1,6 @@
+# The sans-I/O protocol cores of every component: sources that include no Asio header.
+# libFuzzer builds (clang-14, which cannot compile Asio's coroutine headers) link only these.
+set(MAILNET_FUZZ_CORE_SOURCES
+  ${PROJECT_SOURCE_DIR}/libmailnet/src/error.cpp
+  ${PROJECT_SOURCE_DIR}/libmailnet/src/line_reader.cpp
+)

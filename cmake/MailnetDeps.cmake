@@ -1,0 +1,32 @@
+# Find logic for the dependencies that ship no CMake config and no .pc file:
+# standalone Asio (header-only) and mimetic. Installed with the mailnet package.
+include(CMakeFindDependencyMacro)
+find_package(Threads REQUIRED)
+find_package(OpenSSL 3 REQUIRED)
+
+if(NOT TARGET mailnet::asio)
+  find_path(MAILNET_ASIO_INCLUDE_DIR asio.hpp REQUIRED)
+  add_library(mailnet::asio INTERFACE IMPORTED)
+  set_target_properties(mailnet::asio PROPERTIES
+    INTERFACE_INCLUDE_DIRECTORIES "${MAILNET_ASIO_INCLUDE_DIR}"
+    INTERFACE_COMPILE_DEFINITIONS "ASIO_STANDALONE;ASIO_NO_DEPRECATED"
+    INTERFACE_LINK_LIBRARIES "Threads::Threads;OpenSSL::SSL;OpenSSL::Crypto")
+endif()
+
+if(NOT TARGET mailnet::mimetic)
+  find_path(MAILNET_MIMETIC_INCLUDE_DIR mimetic/mimetic.h REQUIRED)
+  find_library(MAILNET_MIMETIC_LIBRARY mimetic REQUIRED)
+  add_library(mailnet::mimetic UNKNOWN IMPORTED)
+  set_target_properties(mailnet::mimetic PROPERTIES
+    IMPORTED_LOCATION "${MAILNET_MIMETIC_LIBRARY}"
+    INTERFACE_INCLUDE_DIRECTORIES "${MAILNET_MIMETIC_INCLUDE_DIR}")
+endif()
+
+if(NOT TARGET mailnet::crypt)
+  find_path(MAILNET_CRYPT_INCLUDE_DIR crypt.h REQUIRED)
+  find_library(MAILNET_CRYPT_LIBRARY crypt REQUIRED)
+  add_library(mailnet::crypt UNKNOWN IMPORTED)
+  set_target_properties(mailnet::crypt PROPERTIES
+    IMPORTED_LOCATION "${MAILNET_CRYPT_LIBRARY}"
+    INTERFACE_INCLUDE_DIRECTORIES "${MAILNET_CRYPT_INCLUDE_DIR}")
+endif()
