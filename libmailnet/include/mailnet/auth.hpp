@@ -1,0 +1,82 @@
+// mailnet/auth.hpp: the authentication interface (DESIGN.md) and the Dovecot passwd-file
+// backend (schemes PLAIN, SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT via libxcrypt crypt_rn).
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "mailnet/error.hpp"
+#include "mailnet/log.hpp"
+
+namespace mailnet {
+
+/// What a client proved it knows.
+struct credentials {
+    std::string user;      ///< the login name as sent
+    std::string password;  ///< the plain password (USER/PASS, SASL PLAIN)
+};
+
+/// The answer of authenticate().
+struct auth_result {
+    enum class status { ok, fail, tempfail };
+    status outcome = status::fail;
+    std::string account;  ///< on ok: the canonical account name
+    std::string mailbox;  ///< on ok: the storage reference (the mailbox name for the store)
+
+    static auth_result ok(std::string account, std::string mailbox) {
+        return {status::ok, std::move(account), std::move(mailbox)};
+    }
+    static auth_result fail() { return {status::fail, {}, {}}; }
+    static auth_result tempfail() { return {status::tempfail, {}, {}}; }
+};
+
+/// An authentication backend. Calls may block (hashing, network): servers run them on a
+/// small worker pool. Implementations are thread-safe.
+class authenticator {
+public:
+    virtual ~authenticator() = default;
+    /// Verifies credentials. An unknown user costs as much time as a wrong password.
+    virtual auth_result authenticate(const credentials& c) = 0;
+    /// The plain secret, for APOP and CRAM-style mechanisms; nullopt when the backend
+    /// cannot give it (hashed entry, verify-only backend such as PAM or LDAP).
+    virtual std::optional<std::string> lookup(std::string_view /*user*/) { return std::nullopt; }
+    /// Whether any entry could give plain secrets (APOP is offered only then).
+    virtual bool can_lookup() const { return false; }
+    /// Whether the user exists; never decides a reply (no user enumeration).
+    virtual bool exists(std::string_view user) = 0;
+};
+
+/// The same hooks as std::function slots; an empty slot means the default.
+struct auth_functions : authenticator {
+    std::function<auth_result(const credentials&)> on_authenticate;   ///< default: fail
+    std::function<std::optional<std::string>(std::string_view)> on_lookup;  ///< default: none
+    std::function<bool(std::string_view)> on_exists;                 ///< default: false
+
+    auth_result authenticate(const credentials& c) override {
+        return on_authenticate ? on_authenticate(c) : auth_result::fail();
+    }
+    std::optional<std::string> lookup(std::string_view u) override {
+        return on_lookup ? on_lookup(u) : std::nullopt;
+    }
+    bool can_lookup() const override { return static_cast<bool>(on_lookup); }
+    bool exists(std::string_view u) override { return on_exists ? on_exists(u) : false; }
+};
+
+/// Options of the passwd-file backend.
+struct passwd_file_options {
+    std::filesystem::path path;  ///< Dovecot passwd-file: name:{SCHEME}secret[:...]
+    log_sink log = stderr_log();
+};
+
+/// Opens a passwd-file; it is re-read when it changes (mtime, size or inode), and a
+/// re-read that fails keeps the previous table. errc::bad_config if the first read fails.
+result<std::unique_ptr<authenticator>> open_passwd_file(passwd_file_options options);
+
+/// Constant-time equality of two secrets (compares SHA-256 digests with CRYPTO_memcmp).
+bool secrets_equal(std::string_view a, std::string_view b) noexcept;
+
+}  // namespace mailnet

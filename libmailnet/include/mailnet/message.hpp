@@ -1,0 +1,65 @@
+// mailnet/message.hpp: the message handle. Octets as a stream (no whole copy for RETR, TOP
+// or DATA), the header block on demand, and a lazily parsed mimetic::MimeEntity.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "mailnet/error.hpp"
+
+namespace mimetic { class MimeEntity; }
+
+namespace mailnet {
+
+/// Where a message's stored octets come from (a file, a string, a remote backend).
+class message_source {
+public:
+    virtual ~message_source() = default;
+    /// Reads up to buf.size() octets; 0 means the end.
+    virtual result<std::size_t> read(std::span<char> buf) = 0;
+    /// Starts reading again from the first octet.
+    virtual result<void> rewind() = 0;
+};
+
+/// A source over a file descriptor it owns (closed on destruction); read with pread.
+std::unique_ptr<message_source> file_source(int fd);
+
+/// A source over shared immutable bytes (memory store, tests).
+std::unique_ptr<message_source> string_source(std::shared_ptr<const std::string> bytes);
+
+/// One stored message: LF or CRLF line ends as stored, never dot-stuffed.
+class message {
+public:
+    /// Wraps a source; `stored_octets` is its length as stored.
+    message(std::unique_ptr<message_source> source, std::uint64_t stored_octets);
+    message(message&&) noexcept;
+    message& operator=(message&&) noexcept;
+    ~message();
+
+    /// Octets as stored.
+    std::uint64_t stored_octets() const noexcept { return stored_octets_; }
+
+    /// Reads the next octets as stored; 0 at the end.
+    result<std::size_t> read(std::span<char> buf);
+
+    /// Starts reading again from the first octet.
+    result<void> rewind();
+
+    /// The header block up to and including the empty line that ends it (or the whole
+    /// message if it has none), at most `max_octets`; errc::too_large beyond. Rewinds.
+    result<std::string> headers(std::size_t max_octets = 256 * 1024);
+
+    /// The message parsed by mimetic, on first call; errc::too_large over `max_octets`.
+    /// Not for the RETR/TOP/DATA path: mimetic parses untrusted input and is slow.
+    result<const mimetic::MimeEntity*> mime(std::size_t max_octets = 64 * 1024 * 1024);
+
+private:
+    std::unique_ptr<message_source> source_;
+    std::uint64_t stored_octets_;
+    std::unique_ptr<mimetic::MimeEntity> mime_;
+};
+
+}  // namespace mailnet

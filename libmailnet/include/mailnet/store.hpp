@@ -1,0 +1,96 @@
+// mailnet/store.hpp: the storage interface (DESIGN.md "pluggable interfaces") and the two
+// stores: Maildir on disk (the default) and memory (for embedding and tests).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "mailnet/error.hpp"
+#include "mailnet/log.hpp"
+#include "mailnet/message.hpp"
+
+namespace mailnet {
+
+/// One message of a snapshot, as a POP3 session numbers it.
+struct message_info {
+    std::string id;            ///< the backend's stable id (Maildir: the base name, before ':')
+    std::uint64_t octets = 0;  ///< wire size: CRLF line ends, before dot-stuffing (RFC 1939 LIST)
+    std::string uidl;          ///< 1-70 octets in 0x21-0x7E (RFC 1939 7)
+    bool seen = false;         ///< retrieved by an earlier session (Maildir flag S; LAST)
+};
+
+/// A delivery under way: octets are written as they arrive, then committed or aborted.
+class delivery {
+public:
+    virtual ~delivery() = default;  ///< aborts if neither commit nor abort was called
+    /// Appends octets of the message as it will be stored (LF line ends).
+    virtual result<void> write(std::string_view octets) = 0;
+    /// Makes the message durable in every target mailbox, or in none (then an error).
+    virtual result<void> commit() = 0;
+    /// Drops the message; nothing becomes visible.
+    virtual void abort() noexcept = 0;
+};
+
+/// The storage backend. Calls may block (disk, network): servers run them off the I/O
+/// threads. Implementations are thread-safe. Every mailbox name is checked again here.
+class store {
+public:
+    virtual ~store() = default;
+
+    /// Takes the exclusive POP3 lock on a mailbox (created if missing); errc::mailbox_in_use
+    /// when another session holds it, any other error for a system failure.
+    virtual result<void> lock(std::string_view mailbox) = 0;
+    /// Releases the lock taken by lock().
+    virtual void unlock(std::string_view mailbox) noexcept = 0;
+    /// The messages, oldest delivery first; taken once after lock() so numbers never move.
+    virtual result<std::vector<message_info>> snapshot(std::string_view mailbox) = 0;
+    /// Opens a message of the snapshot by id (found again if renamed meanwhile).
+    virtual result<message> open(std::string_view mailbox, std::string_view id) = 0;
+    /// At QUIT: deletes `deleted` and marks `seen` as seen. One error_code per id of
+    /// `deleted` (in order); a failure to mark seen is logged, not returned.
+    virtual std::vector<std::error_code> commit(std::string_view mailbox, std::span<const std::string> deleted,
+                                                std::span<const std::string> seen) = 0;
+    /// Starts a delivery of one message to every mailbox in `mailboxes` (created on demand).
+    virtual result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) = 0;
+
+    /// Delivers a whole message held in memory: begin_delivery, write, commit.
+    result<void> deliver(std::span<const std::string> mailboxes, std::string_view octets);
+};
+
+/// Options of the Maildir store.
+struct maildir_options {
+    std::filesystem::path root;           ///< DIR: mailboxes are DIR/<encoded name>/{tmp,new,cur}
+    std::string hostname;                 ///< for file names; empty: gethostname()
+    bool fsync = true;                    ///< fsync files and directories on delivery (tests may turn off)
+    std::chrono::hours tmp_max_age{36};   ///< tmp/ files older than this are removed at start
+    log_sink log = stderr_log();          ///< where problems are reported
+    std::function<std::chrono::system_clock::time_point()> clock;  ///< empty: system clock
+};
+
+/// A Maildir store (DESIGN.md "On disk"), readable by Dovecot and mutt.
+result<std::unique_ptr<store>> open_maildir_store(maildir_options options);
+
+/// A store in memory: same semantics as Maildir, nothing on disk.
+std::unique_ptr<store> make_memory_store();
+
+/// The one function that turns a mailbox name into a directory name: escapes '%', '/',
+/// '\', NUL, control bytes, a leading '.', and the names "." and ".." as %XX; a result
+/// over 200 octets becomes a hash. Never empty, never leaves the store's root.
+std::string encode_mailbox_name(std::string_view name);
+
+/// The mailbox for an SMTP recipient address: ASCII letters lowercased, UTF-8 untouched.
+std::string mailbox_for_address(std::string_view address);
+
+/// UIDL for a Maildir base name: itself when 1-70 octets in 0x21-0x7E, else
+/// base32(SHA-256(name)) truncated (DESIGN.md "UIDL").
+std::string uidl_for_id(std::string_view base_name);
+
+}  // namespace mailnet
