@@ -3,4 +3,7 @@
 set(MAILNET_FUZZ_CORE_SOURCES
   ${PROJECT_SOURCE_DIR}/libmailnet/src/error.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/line_reader.cpp
+  ${PROJECT_SOURCE_DIR}/libmailnet/src/base64.cpp
+  ${PROJECT_SOURCE_DIR}/libmailnet/src/dot_stuffing.cpp
+  ${PROJECT_SOURCE_DIR}/pop3d/src/session.cpp
 )

@@ -27,51 +27,71 @@ class stream {
 public:
     using clock = std::chrono::steady_clock;
 
+    /// Takes a connected socket; plain until a handshake.
     explicit stream(asio::ip::tcp::socket socket);
     stream(const stream&) = delete;
     stream& operator=(const stream&) = delete;
     ~stream();
 
-    /// Reads some octets; 0 with an error at EOF (asio::error::eof) or failure.
+    /// Reads some octets; 0 with an error at EOF (asio::error::eof; over TLS without
+    /// close_notify asio::ssl::error::stream_truncated), failure, or errc::timed_out.
     asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, std::error_code& ec);
 
-    /// Writes all of `buf` (several writes; the deadline is renewed by `progress_timeout`
-    /// after each, so a peer that reads nothing is closed).
+    /// Writes all of `buf` in chunks of at most 64 KiB; with a progress timeout the deadline is
+    /// renewed after each, so a peer that reads nothing is closed (errc::timed_out).
     asio::awaitable<std::error_code> write_all(asio::const_buffer buf);
 
     /// Server handshake (implicit TLS or after STLS/STARTTLS). The caller has already
-    /// dropped any plaintext bytes it buffered. Fails cleanly after `timeout`.
-    asio::awaitable<std::error_code> server_handshake(asio::ssl::context& ctx, std::chrono::seconds timeout);
+    /// dropped any plaintext bytes it buffered. Fails cleanly after `timeout` (0: no limit of
+    /// its own): errc::timed_out, or errc::tls_error with the reason in `why`; the stream is
+    /// closed on failure.
+    asio::awaitable<std::error_code> server_handshake(asio::ssl::context& ctx, std::chrono::seconds timeout,
+                                                      std::string* why = nullptr);
 
-    /// Client handshake: sets SNI and checks the host name (unless the context is insecure
-    /// or pinned; a pinned fingerprint is compared here). `why` gets a human reason.
+    /// Client handshake: sets SNI (names only, RFC 6066 3) and checks the host name or IP
+    /// literal (unless `verify` is insecure or pinned; a pinned fingerprint is compared here).
+    /// Failures as server_handshake, plus errc::bad_config for a malformed pin.
     asio::awaitable<std::error_code> client_handshake(asio::ssl::context& ctx, const std::string& host,
                                                       const tls_client_options& verify, std::chrono::seconds timeout,
                                                       std::string* why = nullptr);
 
-    /// Sends close_notify if TLS (bounded by `timeout`), then shuts the socket down.
+    /// Sends close_notify if TLS (bounded by `timeout`), then shuts the socket down and closes it.
     asio::awaitable<void> shutdown(std::chrono::seconds timeout = std::chrono::seconds(5));
 
-    /// Closes the socket now (cancels pending operations).
+    /// Closes the socket now (cancels pending operations) and disarms the deadline.
     void close() noexcept;
 
     /// Sets the time after which the socket is closed, whatever is pending
-    /// (the idle timeout); `clock::time_point::max()` for none.
+    /// (the idle timeout); `clock::time_point::max()` for none. Operations cut short by it
+    /// complete with errc::timed_out.
     void set_deadline(clock::time_point when);
-    /// After every completed write, the deadline becomes now + this (send progress).
+    /// The deadline now in force (`clock::time_point::max()` for none).
+    clock::time_point deadline() const noexcept;
+    /// While write_all runs, the deadline becomes now + this before it starts and after every
+    /// chunk (send progress); 0 (the default): write_all leaves the deadline alone.
     void set_progress_timeout(std::chrono::seconds t) noexcept { progress_timeout_ = t; }
 
+    /// True once a TLS handshake was started on this stream.
     bool is_tls() const noexcept { return tls_ != nullptr; }
+    /// True until closed (by close(), shutdown(), a failed handshake or the deadline).
     bool is_open() const noexcept;
+    /// True if the deadline passed and closed the stream.
+    bool timed_out() const noexcept;
     /// The TLS protocol and cipher, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"; empty if plain.
     std::string tls_description() const;
+    /// The socket (for options; do not read or write it directly once TLS is on).
     asio::ip::tcp::socket& socket() noexcept { return socket_; }
-    asio::ip::tcp::endpoint remote_endpoint() const;
+    /// The peer's address, as it was at construction (still valid after close).
+    asio::ip::tcp::endpoint remote_endpoint() const { return remote_; }
+    /// The socket's executor; the stream must only be used from it (a strand if multi-threaded).
     asio::any_io_executor get_executor() noexcept { return socket_.get_executor(); }
 
 private:
-    void arm_watchdog();
+    asio::awaitable<std::error_code> handshake(asio::ssl::stream_base::handshake_type type,
+                                               std::chrono::seconds timeout, std::string* why);
+    std::error_code handshake_failed(std::error_code ec, std::string* why);
     asio::ip::tcp::socket socket_;
+    asio::ip::tcp::endpoint remote_;
     std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
     std::shared_ptr<struct stream_watchdog> watchdog_;
     std::chrono::seconds progress_timeout_{0};

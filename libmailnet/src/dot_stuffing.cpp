@@ -1,0 +1,249 @@
+// dot_stuffing.cpp: streaming dot-stuffing and unstuffing of multiline data, wire sizes
+// (RFC 5321 4.5.2, 4.1.1.4, 4.5.3.1.6; RFC 1939 3, 7; RFC 1870 3).
+#include "mailnet/dot_stuffing.hpp"
+
+#include <cstring>
+
+namespace mailnet {
+
+namespace {
+
+// First CR or LF in [p, end), or end. Two memchr passes beat a byte loop: lines are long
+// compared with the one CR before each LF.
+const char* find_cr_or_lf(const char* p, const char* end) noexcept {
+    const void* lf = std::memchr(p, '\n', static_cast<std::size_t>(end - p));
+    const char* stop = lf ? static_cast<const char*>(lf) : end;
+    const void* cr = std::memchr(p, '\r', static_cast<std::size_t>(stop - p));
+    return cr ? static_cast<const char*>(cr) : stop;
+}
+
+}  // namespace
+
+// ---- wire size ----
+
+std::uint64_t wire_octets(std::string_view stored) noexcept {
+    wire_size_counter c;
+    c.add(stored);
+    return c.octets();
+}
+
+void wire_size_counter::add(std::string_view stored) noexcept {
+    if (stored.empty()) return;
+    const char* p = stored.data();
+    const char* const end = p + stored.size();
+    octets_ += stored.size();
+    while (const void* hit = std::memchr(p, '\n', static_cast<std::size_t>(end - p))) {
+        const char* lf = static_cast<const char*>(hit);
+        const bool cr_before = lf > p ? lf[-1] == '\r' : prev_cr_;
+        if (!cr_before) ++octets_;  // this LF goes out as CRLF
+        prev_cr_ = false;
+        p = lf + 1;
+        if (p == end) return;
+    }
+    prev_cr_ = end[-1] == '\r';
+}
+
+// ---- encoder ----
+
+dot_encoder::dot_encoder(std::optional<std::size_t> top_body_lines) noexcept : top_(top_body_lines) {}
+
+std::size_t dot_encoder::encode(std::string_view chunk, std::string& out) {
+    // Slices bound the output's transient growth (twice the slice) whatever the chunk size.
+    constexpr std::size_t slice = 64 * 1024;
+    std::size_t used = 0;
+    while (used < chunk.size() && !done()) {
+        const std::string_view piece = chunk.substr(used, slice);
+        const std::size_t n = encode_slice(piece, out);
+        used += n;
+        if (n < piece.size()) break;
+    }
+    return used;
+}
+
+std::size_t dot_encoder::encode_slice(std::string_view chunk, std::string& out) {
+    const char* const begin = chunk.data();
+    const char* p = begin;
+    const char* const end = p + chunk.size();
+    // Each input octet gives at most two ("\n" -> "\r\n", a leading '.' -> ".."): size the
+    // output once and write through a pointer; per-line appends cost more than the scan.
+    const std::size_t base = out.size();
+    out.resize(base + 2 * chunk.size());
+    char* w = out.data() + base;
+    while (p < end) {
+        // RFC 5321 4.5.2, RFC 1939 3: a line that starts with '.' gets one more.
+        if (at_line_start_) {
+            if (*p == '.') *w++ = '.';
+            at_line_start_ = false;
+        }
+        const void* hit = std::memchr(p, '\n', static_cast<std::size_t>(end - p));
+        if (!hit) {
+            const auto n = static_cast<std::size_t>(end - p);
+            std::memcpy(w, p, n);
+            w += n;
+            prev_cr_ = end[-1] == '\r';
+            if (top_) line_octets_ += n;
+            p = end;
+            break;
+        }
+        const char* lf = static_cast<const char*>(hit);
+        const auto n = static_cast<std::size_t>(lf - p);
+        const bool cr_before = n > 0 ? lf[-1] == '\r' : prev_cr_;
+        std::memcpy(w, p, n);
+        w += n;
+        if (!cr_before) *w++ = '\r';  // DESIGN "On disk": a LF not preceded by CR goes out as CRLF
+        *w++ = '\n';
+        p = lf + 1;
+        at_line_start_ = true;
+        prev_cr_ = false;
+        if (top_) {
+            // RFC 1939 7: the header block ends with the first empty line; then count body lines.
+            const std::size_t before_lf = line_octets_ + n;
+            line_octets_ = 0;
+            if (in_header_) {
+                if (before_lf == 0 || (before_lf == 1 && cr_before)) in_header_ = false;
+            } else {
+                --*top_;
+            }
+            if (!in_header_ && *top_ == 0) {
+                top_done_ = true;  // NOTE: the rest of the chunk is not consumed
+                break;
+            }
+        }
+    }
+    out.resize(static_cast<std::size_t>(w - out.data()));
+    return static_cast<std::size_t>(p - begin);
+}
+
+void dot_encoder::finish(std::string& out) {
+    if (finished_) return;
+    finished_ = true;
+    // A bare CR at the very end stays data: the added CRLF follows it.
+    if (!at_line_start_) out.append("\r\n", 2);
+    out.append(".\r\n", 3);
+}
+
+// ---- decoder ----
+
+void dot_decoder::emit(const char* p, std::size_t n, std::string& out) {
+    line_octets_ += n;
+    const std::uint64_t before = message_octets_;
+    message_octets_ += n;
+    const std::uint64_t max = options_.max_message_octets;
+    if (message_octets_ <= max) {
+        out.append(p, n);
+    } else if (before < max) {
+        out.append(p, static_cast<std::size_t>(max - before));  // the part that fits; then nothing
+    }
+}
+
+void dot_decoder::line_end(bool real_crlf, std::string& out) {
+    const std::size_t line = line_octets_ + 2;
+    if (line > longest_line_) longest_line_ = line;
+    line_octets_ = 0;
+    // NOTE: a line end is written whole or not at all, so the cut output stays a prefix.
+    const std::uint64_t max = options_.max_message_octets;
+    const bool fits = message_octets_ <= max && max - message_octets_ >= 2;
+    message_octets_ += 2;
+    if (fits) {
+        if (options_.line_ends == output_line_ends::crlf)
+            out.append("\r\n", 2);
+        else
+            out.push_back('\n');
+    }
+    state_ = state::line_start;
+    after_crlf_ = real_crlf;
+}
+
+void dot_decoder::bare_cr(std::string& out) {
+    bare_cr_ = true;
+    if (options_.bare == bare_line_end_policy::normalise) {
+        line_end(false, out);
+    } else {
+        emit("\r", 1, out);
+        state_ = state::text;
+    }
+}
+
+void dot_decoder::bare_lf(std::string& out) {
+    bare_lf_ = true;
+    if (options_.bare == bare_line_end_policy::normalise) {
+        line_end(false, out);
+    } else {
+        emit("\n", 1, out);
+        state_ = state::text;
+    }
+}
+
+std::size_t dot_decoder::decode(std::string_view in, std::string& out) {
+    const char* const begin = in.data();
+    const char* p = begin;
+    const char* const end = p + in.size();
+    while (p < end && state_ != state::done) {
+        switch (state_) {
+        case state::line_start:
+            if (*p == '.') {
+                ++p;
+                state_ = state::dot;
+            } else {
+                state_ = state::text;
+            }
+            break;
+        case state::dot:
+            // RFC 5321 4.5.2, RFC 1939 3: a leading dot followed by more of the line is removed;
+            // ".\r" may be the end of data. A bare LF ends the line only under normalise, and
+            // then the line is a lone dot: data, never the end.
+            if (*p == '\r') {
+                ++p;
+                state_ = state::dot_cr;
+                break;
+            }
+            if (*p == '\n' && options_.bare == bare_line_end_policy::normalise) emit(".", 1, out);
+            state_ = state::text;
+            break;
+        case state::dot_cr:
+            if (*p == '\n') {
+                ++p;
+                // RFC 5321 4.1.1.4: only CRLF "." CRLF ends the data; after a bare CR or LF
+                // (normalise) this is a line holding one dot.
+                if (after_crlf_) {
+                    state_ = state::done;
+                } else {
+                    emit(".", 1, out);
+                    line_end(true, out);
+                }
+            } else {
+                // A bare CR: under normalise it ends a one-dot line, else the dot is stuffing.
+                if (options_.bare == bare_line_end_policy::normalise) emit(".", 1, out);
+                bare_cr(out);
+            }
+            break;
+        case state::cr:
+            if (*p == '\n') {
+                ++p;
+                line_end(true, out);
+            } else {
+                bare_cr(out);
+            }
+            break;
+        case state::text: {
+            const char* stop = find_cr_or_lf(p, end);
+            if (stop != p) emit(p, static_cast<std::size_t>(stop - p), out);
+            p = stop;
+            if (p == end) break;
+            ++p;
+            if (p[-1] == '\r')
+                state_ = state::cr;
+            else
+                bare_lf(out);
+            break;
+        }
+        case state::done:
+            break;
+        }
+    }
+    const auto consumed = static_cast<std::size_t>(p - begin);
+    consumed_octets_ += consumed;
+    return consumed;
+}
+
+}  // namespace mailnet

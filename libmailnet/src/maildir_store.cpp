@@ -1,0 +1,771 @@
+// maildir_store.cpp: the Maildir store (DESIGN.md "On disk"; the Maildir format of qmail's
+// maildir(5) and Dovecot's extensions ,S= ,W= and :2,<flags>); POP3 locking (RFC 1939 8).
+#include "mailnet/store.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <tuple>
+#include <utility>
+
+namespace mailnet {
+namespace {
+
+constexpr std::size_t max_base_name = 70;  // DESIGN.md: our base names stay within 70 (RFC 1939 UIDL)
+constexpr const char* lock_file_name = "mailnet-pop3.lock";
+
+std::error_code sys_error(int e) { return {e, std::system_category()}; }
+
+// Closes a descriptor on scope exit unless released.
+class unique_fd {
+public:
+    explicit unique_fd(int fd = -1) noexcept : fd_(fd) {}
+    unique_fd(const unique_fd&) = delete;
+    unique_fd& operator=(const unique_fd&) = delete;
+    ~unique_fd() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    int get() const noexcept { return fd_; }
+    int release() noexcept { return std::exchange(fd_, -1); }
+
+private:
+    int fd_;
+};
+
+// Creates a directory; true if this call created it, false if a directory was already there.
+result<bool> make_dir(const std::string& path) {
+    if (::mkdir(path.c_str(), 0700) == 0) return true;
+    if (errno != EEXIST) return unexpected(last_system_error());
+    struct stat st{};
+    if (::stat(path.c_str(), &st) != 0) return unexpected(last_system_error());
+    if (!S_ISDIR(st.st_mode)) return unexpected(sys_error(ENOTDIR));
+    return false;
+}
+
+result<void> fsync_path(const std::string& path) {
+    unique_fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (fd.get() < 0) return unexpected(last_system_error());
+    if (::fsync(fd.get()) != 0) return unexpected(last_system_error());
+    return {};
+}
+
+result<void> write_all(int fd, std::string_view data) {
+    while (!data.empty()) {
+        const ssize_t n = ::write(fd, data.data(), data.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return unexpected(last_system_error());
+        }
+        data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return {};
+}
+
+// Counts LF not preceded by CR (each becomes CRLF on the wire); `prev_cr` carries across calls.
+std::uint64_t bare_lfs(std::string_view s, bool& prev_cr) {
+    std::uint64_t n = 0;
+    for (char c : s) {
+        if (c == '\n' && !prev_cr) ++n;
+        prev_cr = c == '\r';
+    }
+    return n;
+}
+
+// The wire size of a file without ,W= in its name (RFC 1939 LIST counts CRLF line ends).
+result<std::uint64_t> wire_size_of_file(const std::string& path) {
+    unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (fd.get() < 0) return unexpected(last_system_error());
+    std::array<char, 64 * 1024> buf{};
+    std::uint64_t total = 0;
+    bool prev_cr = false;
+    for (;;) {
+        const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return unexpected(last_system_error());
+        }
+        if (n == 0) break;
+        const std::string_view chunk(buf.data(), static_cast<std::size_t>(n));
+        total += chunk.size() + bare_lfs(chunk, prev_cr);
+    }
+    return total;
+}
+
+std::optional<std::uint64_t> parse_u64(std::string_view s) {
+    if (s.empty()) return std::nullopt;
+    std::uint64_t v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc{} || p != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
+// The value of a ",W=<n>" (or ",S=<n>") field of a base name, ending at ',' or the end.
+std::optional<std::uint64_t> name_field(std::string_view base, std::string_view key) {
+    for (std::size_t at = base.find(key); at != std::string_view::npos; at = base.find(key, at + 1)) {
+        std::string_view rest = base.substr(at + key.size());
+        rest = rest.substr(0, rest.find(','));
+        if (auto v = parse_u64(rest)) return v;
+    }
+    return std::nullopt;
+}
+
+// Names in new/ and cur/ that are not messages: dot-files, Dovecot's and Maildir++'s files.
+bool ignored_name(std::string_view name) {
+    return name.empty() || name.front() == '.' || name.starts_with("dovecot") || name == "maildirfolder" ||
+           name == "subscriptions";
+}
+
+// When a Maildir name says the message was delivered.
+struct delivery_key {
+    std::uint64_t secs = 0;
+    std::uint64_t usecs = 0;
+    std::uint64_t counter = 0;  // Q: orders one process's deliveries within a microsecond
+};
+
+// The delivery time of "<secs>.M<usecs>P<pid>Q<n>..." (qmail, Dovecot, ours) or
+// "<secs>.<anything>" (mutt, old qmail: no microseconds); nothing for other names.
+std::optional<delivery_key> delivery_time(std::string_view base) {
+    const std::size_t dot = base.find('.');
+    if (dot == std::string_view::npos) return std::nullopt;
+    auto secs = parse_u64(base.substr(0, dot));
+    if (!secs) return std::nullopt;
+    // The second field starts with <letter><digits> tokens in Dovecot's and qmail's names
+    // ("M123P45Q6"); M counts only among those, so a mutt part ("R8f3M1") gives nothing.
+    std::string_view field = base.substr(dot + 1);
+    field = field.substr(0, field.find('.'));
+    delivery_key key{*secs, 0, 0};
+    std::size_t i = 0;
+    while (i < field.size()) {
+        const char letter = field[i];
+        if (letter < 'A' || letter > 'Z') break;
+        std::size_t j = i + 1;
+        while (j < field.size() && field[j] >= '0' && field[j] <= '9') ++j;
+        auto v = parse_u64(field.substr(i + 1, j - i - 1));
+        if (!v) break;  // e.g. Dovecot's V<hex>: M, if any, came before
+        if (letter == 'M') key.usecs = *v;
+        if (letter == 'Q') key.counter = *v;
+        i = j;
+    }
+    return key;
+}
+
+// One message file found in new/ or cur/.
+struct found_file {
+    std::string base;      // before ':'
+    std::string rel_path;  // "new/<name>" or "cur/<name>"
+    std::string info;      // after ':' ("2,S"), empty if none
+};
+
+// Escapes a host name for file names as Dovecot does ('/' and ':' as \057 and \072); also ','
+// (the field separator of ,S= ,W=), '\' and anything outside 0x21-0x7E, so the name parses.
+std::string escape_host(std::string_view host) {
+    std::string out;
+    for (char c : host) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u == '/' || u == ':' || u == ',' || u == '\\' || u < 0x21 || u > 0x7E) {
+            out += '\\';
+            out += static_cast<char>('0' + ((u >> 6) & 7u));
+            out += static_cast<char>('0' + ((u >> 3) & 7u));
+            out += static_cast<char>('0' + (u & 7u));
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+// Shortens an escaped host name to at most `budget` octets without cutting an escape apart.
+std::string truncate_host(const std::string& host, std::size_t budget) {
+    if (host.size() <= budget) return host;
+    std::string out = host.substr(0, budget);
+    const std::size_t bs = out.rfind('\\');
+    if (bs != std::string::npos && out.size() - bs < 4) out.resize(bs);
+    return out;
+}
+
+std::string system_hostname() {
+    std::array<char, 256> buf{};
+    if (::gethostname(buf.data(), buf.size() - 1) != 0 || buf[0] == '\0') return "localhost";
+    return buf.data();
+}
+
+// The sorted flags of a Maildir info part with `add` added (maildir(5): flags in ASCII order).
+std::string info_with_flag(std::string_view info, char add) {
+    std::string flags;
+    if (info.starts_with("2,")) flags = info.substr(2);
+    // NOTE: an experimental "1,..." info part has no defined meaning to keep; it is replaced.
+    flags += add;
+    std::sort(flags.begin(), flags.end());
+    flags.erase(std::unique(flags.begin(), flags.end()), flags.end());
+    return "2," + flags;
+}
+
+// The directory and file names a delivery needs; copied into each delivery so that it stays
+// valid whatever happens to the store object.
+struct delivery_config {
+    std::string root;
+    std::string host;  // escaped
+    bool fsync = true;
+    log_sink log;
+};
+
+class maildir_delivery final : public delivery {
+public:
+    struct target {
+        std::string dir;         // root/<encoded>
+        bool created_box = false;  // the mailbox directory itself was made by this delivery
+        bool created_sub = false;  // tmp/, new/ or cur/ was made by this delivery
+    };
+
+    maildir_delivery(delivery_config config, std::vector<target> targets, std::string prefix, std::string tmp_path,
+                     int fd, std::shared_ptr<std::atomic<std::uint64_t>> counter, std::string unique_tail)
+        : config_(std::move(config)),
+          targets_(std::move(targets)),
+          prefix_(std::move(prefix)),
+          tmp_path_(std::move(tmp_path)),
+          fd_(fd),
+          counter_(std::move(counter)),
+          unique_tail_(std::move(unique_tail)) {}
+    maildir_delivery(const maildir_delivery&) = delete;
+    maildir_delivery& operator=(const maildir_delivery&) = delete;
+    ~maildir_delivery() override { abort(); }
+
+    result<void> write(std::string_view octets) override {
+        if (done_) return unexpected(errc::bad_input);
+        if (write_error_) return unexpected(write_error_);
+        if (auto r = write_all(fd_, octets); !r) {
+            // A partial write leaves the file unknown: this delivery can only be aborted now.
+            write_error_ = r.error();
+            return r;
+        }
+        stored_ += octets.size();
+        wire_ += octets.size() + bare_lfs(octets, prev_cr_);
+        return {};
+    }
+
+    result<void> commit() override {
+        if (done_) return unexpected(errc::bad_input);
+        auto r = write_error_ ? result<void>(unexpected(write_error_)) : commit_once();
+        abort();  // closes the descriptor and removes the tmp/ name, delivered or not
+        done_ = true;
+        return r;
+    }
+
+    void abort() noexcept override {
+        if (fd_ >= 0) {
+            ::close(fd_);
+            fd_ = -1;
+        }
+        if (!tmp_path_.empty()) {
+            ::unlink(tmp_path_.c_str());
+            tmp_path_.clear();
+        }
+        done_ = true;
+    }
+
+private:
+    result<void> commit_once() {
+        // Delivery step one (maildir(5)): the file is complete and durable in tmp/.
+        if (config_.fsync && ::fsync(fd_) != 0) return fail("fsync", tmp_path_, last_system_error());
+        const int fd = std::exchange(fd_, -1);
+        if (::close(fd) != 0) return fail("close", tmp_path_, last_system_error());
+
+        std::vector<std::string> made;
+        result<void> r = link_everywhere(made);
+        for (int attempt = 0; !r && r.error() == std::errc::file_exists && attempt < 8; ++attempt) {
+            // A name already taken (another store object in this process with the same
+            // counter and a coarse clock): link() never replaces, so take a fresh Q value.
+            prefix_ = unique_tail_ + std::to_string(counter_->fetch_add(1));
+            r = link_everywhere(made);
+        }
+        if (!r) return r;
+
+        if (config_.fsync) {
+            bool root_done = false;
+            for (const auto& t : targets_) {
+                auto s = fsync_path(t.dir + "/new");
+                if (s && (t.created_box || t.created_sub)) s = fsync_path(t.dir);
+                if (s && t.created_box && !root_done) {
+                    s = fsync_path(config_.root);
+                    root_done = true;
+                }
+                if (!s) {
+                    remove_all(made);
+                    return fail("fsync", t.dir, s.error());
+                }
+            }
+        }
+        return {};
+    }
+
+    // Links the tmp/ file into every target's new/ under one final name; on failure removes
+    // the links already made, so a retry never delivers twice. `made` is left empty then.
+    result<void> link_everywhere(std::vector<std::string>& made) {
+        const std::string base = final_base_name();
+        const std::string first = targets_.front().dir + "/new/" + base;
+        // link(), not rename(): it never replaces an existing file, and the tmp/ name is
+        // dropped in abort() after the message is visible everywhere.
+        if (::link(tmp_path_.c_str(), first.c_str()) != 0) {
+            const int e = errno;
+            if (e == EEXIST) return unexpected(sys_error(e));
+            if (e != EPERM && e != ENOTSUP && e != EOPNOTSUPP) return fail("link", first, sys_error(e));
+            // NOTE: a file system without hard links: rename, then the unique name is all
+            // that keeps an existing file from being replaced.
+            if (::rename(tmp_path_.c_str(), first.c_str()) != 0) return fail("rename", first, last_system_error());
+            tmp_path_.clear();
+        }
+        made.push_back(first);
+        for (std::size_t i = 1; i < targets_.size(); ++i) {
+            const std::string path = targets_[i].dir + "/new/" + base;
+            result<void> r;
+            if (::link(first.c_str(), path.c_str()) != 0) {
+                const int e = errno;
+                if (e == EXDEV || e == EPERM || e == ENOTSUP || e == EOPNOTSUPP || e == EMLINK)
+                    r = copy_into(first, targets_[i].dir, base);
+                else
+                    r = unexpected(sys_error(e));
+            }
+            if (!r) {
+                remove_all(made);
+                if (r.error() == std::errc::file_exists) return r;
+                return fail("link", path, r.error());
+            }
+            made.push_back(path);
+        }
+        return {};
+    }
+
+    // The fallback when a hard link cannot be made: a copy through the target's tmp/.
+    result<void> copy_into(const std::string& from, const std::string& dir, const std::string& base) {
+        unique_fd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+        if (in.get() < 0) return unexpected(last_system_error());
+        const std::string tmp = dir + "/tmp/" + base;
+        unique_fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        if (out.get() < 0) return unexpected(last_system_error());
+        auto cleanup = [&](std::error_code ec) -> result<void> {
+            ::unlink(tmp.c_str());
+            return unexpected(ec);
+        };
+        std::array<char, 64 * 1024> buf{};
+        for (;;) {
+            const ssize_t n = ::read(in.get(), buf.data(), buf.size());
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                return cleanup(last_system_error());
+            }
+            if (n == 0) break;
+            if (auto w = write_all(out.get(), {buf.data(), static_cast<std::size_t>(n)}); !w) return cleanup(w.error());
+        }
+        if (config_.fsync && ::fsync(out.get()) != 0) return cleanup(last_system_error());
+        const std::string dest = dir + "/new/" + base;
+        if (::link(tmp.c_str(), dest.c_str()) != 0) return cleanup(last_system_error());
+        ::unlink(tmp.c_str());
+        return {};
+    }
+
+    static void remove_all(std::vector<std::string>& made) {
+        for (const auto& p : made) ::unlink(p.c_str());
+        made.clear();
+    }
+
+    // "<prefix>.<host>,S=<stored>,W=<wire>", the host shortened to keep it within 70 octets.
+    std::string final_base_name() const {
+        const std::string sizes = ",S=" + std::to_string(stored_) + ",W=" + std::to_string(wire_);
+        const std::size_t fixed = prefix_.size() + 1 + sizes.size();
+        const std::size_t budget = fixed < max_base_name ? max_base_name - fixed : 0;
+        return prefix_ + "." + truncate_host(config_.host, budget) + sizes;
+    }
+
+    result<void> fail(const char* what, const std::string& path, std::error_code ec) const {
+        if (config_.log)
+            config_.log(log_level::warning, std::string("maildir delivery: ") + what + " " + path + ": " + ec.message());
+        return unexpected(ec);
+    }
+
+    delivery_config config_;
+    std::vector<target> targets_;
+    std::string prefix_;  // "<secs>.M<usecs>P<pid>Q<n>"
+    std::string tmp_path_;
+    int fd_;
+    std::shared_ptr<std::atomic<std::uint64_t>> counter_;
+    std::string unique_tail_;  // prefix_ without the Q number
+    std::uint64_t stored_ = 0;
+    std::uint64_t wire_ = 0;
+    bool prev_cr_ = false;
+    bool done_ = false;
+    std::error_code write_error_;
+};
+
+class maildir_store final : public store {
+public:
+    maildir_store(maildir_options options, std::string root, std::string host)
+        : options_(std::move(options)), root_(std::move(root)), host_(std::move(host)) {}
+    maildir_store(const maildir_store&) = delete;
+    maildir_store& operator=(const maildir_store&) = delete;
+    ~maildir_store() override {
+        for (auto& [name, fd] : locks_) ::close(fd);
+    }
+
+    result<void> lock(std::string_view mailbox) override {
+        if (mailbox.empty()) return unexpected(errc::bad_input);
+        const std::string enc = encode_mailbox_name(mailbox);
+        if (auto r = ensure_mailbox(enc); !r) return unexpected(r.error());
+        std::lock_guard guard(mutex_);
+        // The table answers for sessions of this process; flock for the other processes. A
+        // second flock from this process (another descriptor) would also fail, but the table
+        // says so without touching the disk.
+        if (locks_.contains(enc)) return unexpected(errc::mailbox_in_use);
+        const std::string path = root_ + "/" + enc + "/" + lock_file_name;
+        unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+        if (fd.get() < 0) return unexpected(last_system_error());
+        while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+            if (errno == EINTR) continue;
+            if (errno == EWOULDBLOCK) return unexpected(errc::mailbox_in_use);
+            return unexpected(last_system_error());
+        }
+        // The descriptor stays open until unlock(); the kernel releases the lock if we die.
+        locks_.emplace(enc, fd.release());
+        return {};
+    }
+
+    void unlock(std::string_view mailbox) noexcept override {
+        const std::string enc = encode_mailbox_name(mailbox);
+        std::lock_guard guard(mutex_);
+        if (auto it = locks_.find(enc); it != locks_.end()) {
+            ::close(it->second);
+            locks_.erase(it);
+        }
+        paths_.erase(enc);
+    }
+
+    result<std::vector<message_info>> snapshot(std::string_view mailbox) override {
+        if (mailbox.empty()) return unexpected(errc::bad_input);
+        const std::string enc = encode_mailbox_name(mailbox);
+        auto files = scan(enc);
+        if (!files) return unexpected(files.error());
+
+        struct entry {
+            delivery_key key;
+            message_info info;
+        };
+        std::vector<entry> entries;
+        entries.reserve(files->size());
+        const std::string dir = root_ + "/" + enc + "/";
+        for (const auto& f : *files) {
+            const std::string path = dir + f.rel_path;
+            delivery_key key;
+            if (auto t = delivery_time(f.base)) {
+                key = *t;
+            } else {
+                struct stat st{};
+                if (::stat(path.c_str(), &st) != 0) {
+                    if (errno == ENOENT) continue;  // deleted meanwhile: not in this snapshot
+                    return unexpected(last_system_error());
+                }
+                key.secs = st.st_mtime > 0 ? static_cast<std::uint64_t>(st.st_mtime) : 0;
+            }
+            std::uint64_t octets = 0;
+            if (auto w = name_field(f.base, ",W=")) {
+                octets = *w;
+            } else {
+                // NOTE: no ,W= (mutt, foreign tools): the file is read to count its lines on
+                // every snapshot; nothing is cached on disk, so the Maildir stays untouched.
+                auto n = wire_size_of_file(path);
+                if (!n) {
+                    if (n.error() == std::errc::no_such_file_or_directory) continue;
+                    return unexpected(n.error());
+                }
+                octets = *n;
+            }
+            const bool seen = f.info.starts_with("2,") && f.info.find('S', 2) != std::string::npos;
+            entries.push_back({key, {f.base, octets, uidl_for_id(f.base), seen}});
+        }
+        std::sort(entries.begin(), entries.end(), [](const entry& a, const entry& b) {
+            return std::tie(a.key.secs, a.key.usecs, a.key.counter, a.info.id) <
+                   std::tie(b.key.secs, b.key.usecs, b.key.counter, b.info.id);
+        });
+        std::vector<message_info> out;
+        out.reserve(entries.size());
+        for (auto& e : entries) out.push_back(std::move(e.info));
+        return out;
+    }
+
+    result<message> open(std::string_view mailbox, std::string_view id) override {
+        if (mailbox.empty()) return unexpected(errc::bad_input);
+        const std::string enc = encode_mailbox_name(mailbox);
+        std::error_code last = make_error_code(errc::not_found);
+        for (int attempt = 0; attempt < 3; ++attempt) {
+            auto rel = attempt == 0 ? cached_path(enc, id) : rescan_for(enc, id);
+            if (!rel) {
+                if (attempt == 0) continue;
+                return unexpected(errc::not_found);
+            }
+            const std::string path = root_ + "/" + enc + "/" + *rel;
+            unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+            if (fd.get() < 0) {
+                last = last_system_error();
+                if (errno == ENOENT) continue;  // renamed (new/ -> cur/, flags) or deleted meanwhile
+                return unexpected(last);
+            }
+            struct stat st{};
+            if (::fstat(fd.get(), &st) != 0) return unexpected(last_system_error());
+            return message(file_source(fd.release()), static_cast<std::uint64_t>(st.st_size));
+        }
+        return unexpected(errc::not_found);
+    }
+
+    std::vector<std::error_code> commit(std::string_view mailbox, std::span<const std::string> deleted,
+                                        std::span<const std::string> seen) override {
+        std::vector<std::error_code> out(deleted.size());
+        if (mailbox.empty()) {
+            std::fill(out.begin(), out.end(), make_error_code(errc::bad_input));
+            return out;
+        }
+        const std::string enc = encode_mailbox_name(mailbox);
+        const std::string dir = root_ + "/" + enc + "/";
+        for (std::size_t i = 0; i < deleted.size(); ++i) {
+            out[i] = on_current_path(enc, deleted[i], [&](const std::string& rel) {
+                return ::unlink((dir + rel).c_str()) == 0 ? 0 : errno;
+            });
+            // NOTE: ENOENT (the file is in neither new/ nor cur/) counts as success: someone
+            // else deleted it, and the goal of the deletion is met.
+            if (out[i] == std::errc::no_such_file_or_directory) out[i].clear();
+            if (out[i]) log(log_level::warning, "maildir: cannot delete " + dir + deleted[i] + ": " + out[i].message());
+        }
+        const std::set<std::string_view> doomed(deleted.begin(), deleted.end());
+        for (const auto& id : seen) {
+            if (doomed.contains(id)) continue;
+            std::string moved_to;
+            auto ec = on_current_path(enc, id, [&](const std::string& rel) {
+                const std::string_view name = std::string_view(rel).substr(4);  // after "new/" or "cur/"
+                const std::size_t colon = name.find(':');
+                const std::string_view info = colon == std::string_view::npos ? "" : name.substr(colon + 1);
+                const std::string target =
+                    "cur/" + std::string(name.substr(0, colon)) + ":" + info_with_flag(info, 'S');
+                if (target == rel) return 0;
+                if (::rename((dir + rel).c_str(), (dir + target).c_str()) != 0) return errno;
+                moved_to = target;
+                return 0;
+            });
+            if (ec) {
+                log(log_level::warning, "maildir: cannot mark " + dir + id + " seen: " + ec.message());
+            } else if (!moved_to.empty()) {
+                std::lock_guard guard(mutex_);
+                if (auto it = paths_.find(enc); it != paths_.end()) it->second[id] = moved_to;
+            }
+        }
+        return out;
+    }
+
+    result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) override {
+        if (mailboxes.empty()) return unexpected(errc::bad_input);
+        for (const auto& m : mailboxes)
+            if (m.empty()) return unexpected(errc::bad_input);  // before any directory is made
+        std::vector<maildir_delivery::target> targets;
+        std::vector<std::string> seen_enc;
+        for (const auto& m : mailboxes) {
+            std::string enc = encode_mailbox_name(m);
+            // The same mailbox named twice receives the message once.
+            if (std::find(seen_enc.begin(), seen_enc.end(), enc) != seen_enc.end()) continue;
+            auto made = ensure_mailbox(enc);
+            if (!made) {
+                log(log_level::warning, "maildir: cannot create mailbox " + root_ + "/" + enc + ": " +
+                                            made.error().message());
+                return unexpected(made.error());
+            }
+            targets.push_back({root_ + "/" + enc, made->first, made->second});
+            seen_enc.push_back(std::move(enc));
+        }
+
+        const auto now = (options_.clock ? options_.clock() : std::chrono::system_clock::now()).time_since_epoch();
+        const auto secs = std::chrono::duration_cast<std::chrono::seconds>(now);
+        const auto usecs = std::chrono::duration_cast<std::chrono::microseconds>(now - secs);
+        // maildir(5) unique names: time, microseconds, pid and a per-store counter (Dovecot's).
+        const std::string tail = std::to_string(secs.count()) + ".M" + std::to_string(usecs.count()) + "P" +
+                                 std::to_string(::getpid()) + "Q";
+        for (int attempt = 0; attempt < 8; ++attempt) {
+            std::string prefix = tail + std::to_string(counter_->fetch_add(1));
+            const std::size_t budget = prefix.size() + 1 < max_base_name ? max_base_name - prefix.size() - 1 : 0;
+            const std::string tmp = targets.front().dir + "/tmp/" + prefix + "." + truncate_host(host_, budget);
+            const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+            if (fd < 0) {
+                if (errno == EEXIST) continue;
+                const auto ec = last_system_error();
+                log(log_level::warning, "maildir: cannot create " + tmp + ": " + ec.message());
+                return unexpected(ec);
+            }
+            delivery_config config{root_, host_, options_.fsync, options_.log};
+            return std::unique_ptr<delivery>(std::make_unique<maildir_delivery>(
+                std::move(config), std::move(targets), std::move(prefix), tmp, fd, counter_, tail));
+        }
+        return unexpected(sys_error(EEXIST));
+    }
+
+    // Removes files in every mailbox's tmp/ older than tmp_max_age (maildir(5): a tmp/ file
+    // that old is a delivery that died).
+    void clean_tmp() {
+        const auto now = options_.clock ? options_.clock() : std::chrono::system_clock::now();
+        const auto limit = std::chrono::system_clock::to_time_t(now - options_.tmp_max_age);
+        for (const auto& box : list_names(root_)) {
+            if (box.front() == '.') continue;  // Maildir++ subfolders are not ours
+            const std::string tmp = root_ + "/" + box + "/tmp";
+            for (const auto& name : list_names(tmp)) {
+                const std::string path = tmp + "/" + name;
+                struct stat st{};
+                if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+                if (st.st_mtime >= limit) continue;
+                if (::unlink(path.c_str()) == 0)
+                    log(log_level::info, "maildir: removed stale " + path);
+                else
+                    log(log_level::warning, "maildir: cannot remove stale " + path + ": " + last_system_error().message());
+            }
+        }
+    }
+
+private:
+    // Every entry of a directory but "." and ".."; empty when it cannot be read.
+    static std::vector<std::string> list_names(const std::string& path) {
+        std::vector<std::string> out;
+        DIR* d = ::opendir(path.c_str());
+        if (!d) return out;
+        while (const dirent* e = ::readdir(d)) {
+            const std::string_view name = e->d_name;
+            if (name != "." && name != "..") out.emplace_back(name);
+        }
+        ::closedir(d);
+        return out;
+    }
+
+    // Creates DIR/<enc>/{tmp,new,cur} as needed: {mailbox dir created, a subdirectory created}.
+    result<std::pair<bool, bool>> ensure_mailbox(const std::string& enc) {
+        const std::string dir = root_ + "/" + enc;
+        auto box = make_dir(dir);
+        if (!box) return unexpected(box.error());
+        bool sub = false;
+        for (const char* s : {"/tmp", "/new", "/cur"}) {
+            auto r = make_dir(dir + s);
+            if (!r) return unexpected(r.error());
+            sub = sub || *r;
+        }
+        return std::pair{*box, sub};
+    }
+
+    // The message files of new/ then cur/: a file renamed new/ -> cur/ between the two reads
+    // is seen twice and kept once (its cur/ name); read the other way round it could be lost.
+    result<std::vector<found_file>> scan(const std::string& enc) {
+        std::map<std::string, found_file> by_base;
+        for (const char* sub : {"new", "cur"}) {
+            const std::string dir = root_ + "/" + enc + "/" + sub;
+            DIR* d = ::opendir(dir.c_str());
+            if (!d) {
+                if (errno == ENOENT) continue;  // no such mailbox yet: no messages
+                return unexpected(last_system_error());
+            }
+            while (const dirent* e = ::readdir(d)) {
+                const std::string_view name = e->d_name;
+                if (ignored_name(name)) continue;
+                struct stat st{};
+                if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+                    continue;  // subdirectories, links, devices, or gone meanwhile
+                const std::size_t colon = name.find(':');
+                found_file f{std::string(name.substr(0, colon)), std::string(sub) + "/" + std::string(name),
+                             colon == std::string_view::npos ? std::string() : std::string(name.substr(colon + 1))};
+                by_base.insert_or_assign(f.base, std::move(f));
+            }
+            ::closedir(d);
+        }
+        std::vector<found_file> out;
+        std::map<std::string, std::string, std::less<>> paths;
+        out.reserve(by_base.size());
+        for (auto& [base, f] : by_base) {
+            paths.emplace(base, f.rel_path);
+            out.push_back(std::move(f));
+        }
+        std::lock_guard guard(mutex_);
+        paths_[enc] = std::move(paths);
+        return out;
+    }
+
+    std::optional<std::string> cached_path(const std::string& enc, std::string_view id) {
+        std::lock_guard guard(mutex_);
+        auto box = paths_.find(enc);
+        if (box == paths_.end()) return std::nullopt;
+        auto it = box->second.find(id);
+        if (it == box->second.end()) return std::nullopt;
+        return it->second;
+    }
+
+    std::optional<std::string> rescan_for(const std::string& enc, std::string_view id) {
+        if (!scan(enc)) return std::nullopt;
+        return cached_path(enc, id);
+    }
+
+    // Runs `op` (returning 0 or an errno) on the current relative path of `id`, looking the
+    // file up again when it moved. ENOENT when it is nowhere.
+    template <class Op>
+    std::error_code on_current_path(const std::string& enc, std::string_view id, Op op) {
+        for (int attempt = 0; attempt < 3; ++attempt) {
+            auto rel = attempt == 0 ? cached_path(enc, id) : rescan_for(enc, id);
+            if (!rel) {
+                if (attempt == 0) continue;
+                return sys_error(ENOENT);
+            }
+            const int e = op(*rel);
+            if (e == 0) return {};
+            if (e != ENOENT) return sys_error(e);
+        }
+        return sys_error(ENOENT);
+    }
+
+    void log(log_level level, const std::string& text) const {
+        if (options_.log) options_.log(level, text);
+    }
+
+    maildir_options options_;
+    std::string root_;
+    std::string host_;  // escaped for file names
+    std::shared_ptr<std::atomic<std::uint64_t>> counter_ = std::make_shared<std::atomic<std::uint64_t>>(0);
+    std::mutex mutex_;
+    std::map<std::string, int> locks_;  // encoded mailbox -> descriptor holding the flock
+    // encoded mailbox -> base name -> "new/<name>" or "cur/<name>", from the last scan
+    std::map<std::string, std::map<std::string, std::string, std::less<>>> paths_;
+};
+
+}  // namespace
+
+result<std::unique_ptr<store>> open_maildir_store(maildir_options options) {
+    if (!options.log) options.log = null_log();
+    if (options.root.empty()) {
+        options.log(log_level::error, "maildir: no store directory given");
+        return unexpected(errc::bad_config);
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(options.root, ec);
+    if (ec || !std::filesystem::is_directory(options.root, ec)) {
+        options.log(log_level::error, "maildir: cannot use " + options.root.string() + " as store: " +
+                                          (ec ? ec.message() : std::string("not a directory")));
+        return unexpected(errc::bad_config);
+    }
+    std::string root = options.root.string();
+    while (root.size() > 1 && root.back() == '/') root.pop_back();
+    std::string host = escape_host(options.hostname.empty() ? system_hostname() : options.hostname);
+    auto s = std::make_unique<maildir_store>(std::move(options), std::move(root), std::move(host));
+    s->clean_tmp();
+    return std::unique_ptr<store>(std::move(s));
+}
+
+}  // namespace mailnet

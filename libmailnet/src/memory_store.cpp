@@ -1,0 +1,158 @@
+// memory_store.cpp: the store in memory (embedding, tests), with the Maildir store's semantics:
+// one lock per mailbox, delivery order, seen flags, deletions only at commit (RFC 1939 6).
+#include "mailnet/store.hpp"
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <set>
+#include <utility>
+
+namespace mailnet {
+namespace {
+
+// Wire size (RFC 1939 LIST): each LF not preceded by CR counts as CRLF.
+std::uint64_t wire_octets(std::string_view s) {
+    std::uint64_t n = s.size();
+    for (std::size_t i = 0; i < s.size(); ++i)
+        if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) ++n;
+    return n;
+}
+
+struct stored_message {
+    std::string id;
+    std::shared_ptr<const std::string> bytes;
+    std::uint64_t wire = 0;
+    bool seen = false;
+};
+
+struct mailbox_state {
+    std::vector<stored_message> messages;  // delivery order
+    bool locked = false;
+};
+
+// Shared with deliveries, so a delivery that outlives the store object stays valid.
+struct memory_state {
+    std::mutex mutex;
+    std::map<std::string, mailbox_state, std::less<>> mailboxes;
+    std::uint64_t next_id = 1;
+};
+
+class memory_delivery final : public delivery {
+public:
+    memory_delivery(std::shared_ptr<memory_state> state, std::vector<std::string> targets)
+        : state_(std::move(state)), targets_(std::move(targets)) {}
+
+    result<void> write(std::string_view octets) override {
+        if (done_) return unexpected(errc::bad_input);
+        buffer_.append(octets);
+        return {};
+    }
+
+    result<void> commit() override {
+        if (done_) return unexpected(errc::bad_input);
+        done_ = true;
+        auto bytes = std::make_shared<const std::string>(std::move(buffer_));
+        const std::uint64_t wire = wire_octets(*bytes);
+        std::lock_guard lock(state_->mutex);
+        // One id for every target: the same message, as a hard link shares a Maildir name.
+        const std::string id = "m" + std::to_string(state_->next_id++);
+        for (const auto& t : targets_) state_->mailboxes[t].messages.push_back({id, bytes, wire, false});
+        return {};
+    }
+
+    void abort() noexcept override {
+        done_ = true;
+        buffer_.clear();
+    }
+
+private:
+    std::shared_ptr<memory_state> state_;
+    std::vector<std::string> targets_;
+    std::string buffer_;
+    bool done_ = false;
+};
+
+class memory_store final : public store {
+public:
+    result<void> lock(std::string_view mailbox) override {
+        if (mailbox.empty()) return unexpected(errc::bad_input);
+        std::lock_guard lock(state_->mutex);
+        auto& box = state_->mailboxes[std::string(mailbox)];
+        if (box.locked) return unexpected(errc::mailbox_in_use);
+        box.locked = true;
+        return {};
+    }
+
+    void unlock(std::string_view mailbox) noexcept override {
+        std::lock_guard lock(state_->mutex);
+        if (auto it = state_->mailboxes.find(mailbox); it != state_->mailboxes.end()) it->second.locked = false;
+    }
+
+    result<std::vector<message_info>> snapshot(std::string_view mailbox) override {
+        if (mailbox.empty()) return unexpected(errc::bad_input);
+        std::vector<message_info> out;
+        std::lock_guard lock(state_->mutex);
+        auto it = state_->mailboxes.find(mailbox);
+        if (it == state_->mailboxes.end()) return out;
+        out.reserve(it->second.messages.size());
+        for (const auto& m : it->second.messages) out.push_back({m.id, m.wire, uidl_for_id(m.id), m.seen});
+        return out;
+    }
+
+    result<message> open(std::string_view mailbox, std::string_view id) override {
+        if (mailbox.empty()) return unexpected(errc::bad_input);
+        std::lock_guard lock(state_->mutex);
+        auto* m = find(mailbox, id);
+        if (!m) return unexpected(errc::not_found);
+        return message(string_source(m->bytes), m->bytes->size());
+    }
+
+    std::vector<std::error_code> commit(std::string_view mailbox, std::span<const std::string> deleted,
+                                        std::span<const std::string> seen) override {
+        std::vector<std::error_code> out(deleted.size());
+        if (mailbox.empty()) {
+            std::fill(out.begin(), out.end(), make_error_code(errc::bad_input));
+            return out;
+        }
+        std::lock_guard lock(state_->mutex);
+        auto it = state_->mailboxes.find(mailbox);
+        if (it == state_->mailboxes.end()) return out;  // nothing there: every deletion is already true
+        auto& messages = it->second.messages;
+        for (const auto& id : seen)
+            if (auto* m = find(mailbox, id)) m->seen = true;
+        // NOTE: an id that is already gone counts as deleted, as in the Maildir store.
+        const std::set<std::string_view> doomed(deleted.begin(), deleted.end());
+        std::erase_if(messages, [&](const stored_message& m) { return doomed.contains(m.id); });
+        return out;
+    }
+
+    result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) override {
+        if (mailboxes.empty()) return unexpected(errc::bad_input);
+        std::vector<std::string> targets;
+        for (const auto& m : mailboxes) {
+            if (m.empty()) return unexpected(errc::bad_input);
+            // The same mailbox named twice receives the message once.
+            if (std::find(targets.begin(), targets.end(), m) == targets.end()) targets.push_back(m);
+        }
+        return std::unique_ptr<delivery>(std::make_unique<memory_delivery>(state_, std::move(targets)));
+    }
+
+private:
+    // Caller holds the mutex.
+    stored_message* find(std::string_view mailbox, std::string_view id) {
+        auto it = state_->mailboxes.find(mailbox);
+        if (it == state_->mailboxes.end()) return nullptr;
+        for (auto& m : it->second.messages)
+            if (m.id == id) return &m;
+        return nullptr;
+    }
+
+    std::shared_ptr<memory_state> state_ = std::make_shared<memory_state>();
+};
+
+}  // namespace
+
+std::unique_ptr<store> make_memory_store() { return std::make_unique<memory_store>(); }
+
+}  // namespace mailnet

@@ -1,0 +1,400 @@
+// net.cpp: TLS contexts (OpenSSL 3; TLS 1.2 minimum per RFC 8996, no renegotiation) and the
+// plain-or-TLS stream with its deadline watchdog (STLS RFC 2595 4, STARTTLS RFC 3207 4, RFC 8314).
+#include "mailnet/net/stream.hpp"
+#include "mailnet/net/tls.hpp"
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/ip/address.hpp>
+#include <asio/ssl/error.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+namespace mailnet::net {
+namespace {
+
+constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+
+// TLS 1.2 suites: forward secrecy and AEAD only (the "intermediate" profile); TLS 1.3 keeps
+// OpenSSL's defaults, which are all AEAD.
+constexpr const char* tls12_ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+// Drains OpenSSL's (thread-local) error queue into one readable string.
+std::string openssl_errors() {
+    std::string out;
+    while (unsigned long e = ERR_get_error()) {
+        std::array<char, 256> buf{};
+        ERR_error_string_n(e, buf.data(), buf.size());
+        if (!out.empty()) out += "; ";
+        out += buf.data();
+    }
+    return out.empty() ? std::string("unknown OpenSSL error") : out;
+}
+
+result<std::shared_ptr<asio::ssl::context>> fail(errc e, std::string* why, std::string reason) {
+    if (why) *why = std::move(reason);
+    ERR_clear_error();
+    return unexpected(e);
+}
+
+// Options both sides share: TLS 1.2 minimum, no compression (CRIME), no renegotiation.
+bool set_common(SSL_CTX* ctx) {
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    return SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1;
+}
+
+// Strips colons and lowercases; empty if the result is not 64 hex digits.
+std::string normalise_fingerprint(const std::string& in) {
+    std::string out;
+    for (char c : in) {
+        if (c == ':') continue;
+        if (!std::isxdigit(static_cast<unsigned char>(c))) return {};
+        out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    return out.size() == 64 ? out : std::string();
+}
+
+}  // namespace
+
+// ---- contexts ---------------------------------------------------------------------------
+
+result<std::shared_ptr<asio::ssl::context>> make_server_tls(const tls_server_options& options, std::string* why) {
+    ERR_clear_error();
+    SSL_CTX* raw = SSL_CTX_new(TLS_server_method());
+    if (!raw) return fail(errc::tls_error, why, "cannot create TLS context: " + openssl_errors());
+    // The context owns `raw` from here on and frees it on every return below.
+    auto ctx = std::make_shared<asio::ssl::context>(raw);
+    if (!set_common(raw)) return fail(errc::tls_error, why, "cannot set TLS 1.2 minimum: " + openssl_errors());
+    SSL_CTX_set_options(raw, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_set_cipher_list(raw, tls12_ciphers) != 1)
+        return fail(errc::tls_error, why, "cannot set cipher list: " + openssl_errors());
+
+    const std::string cert = options.cert_file.string();
+    const std::string key = options.key_file.string();
+    if (cert.empty()) return fail(errc::tls_error, why, "no certificate file given");
+    if (key.empty()) return fail(errc::tls_error, why, "no private key file given");
+    if (SSL_CTX_use_certificate_chain_file(raw, cert.c_str()) != 1)
+        return fail(errc::tls_error, why, "cannot read certificate file " + cert + ": " + openssl_errors());
+    // Read, then use: OpenSSL's use_PrivateKey_file reports a mismatch as a read failure.
+    EVP_PKEY* pkey = nullptr;
+    if (BIO* bio = BIO_new_file(key.c_str(), "r")) {
+        // No passphrase: an encrypted key fails here instead of prompting on a terminal.
+        pkey = PEM_read_bio_PrivateKey(bio, nullptr, [](char*, int, int, void*) { return 0; }, nullptr);
+        BIO_free(bio);
+    }
+    if (!pkey) return fail(errc::tls_error, why, "cannot read private key file " + key + ": " + openssl_errors());
+    const int used = SSL_CTX_use_PrivateKey(raw, pkey);  // takes its own reference
+    EVP_PKEY_free(pkey);
+    if (used != 1 || SSL_CTX_check_private_key(raw) != 1)
+        return fail(errc::tls_error, why,
+                    "private key " + key + " does not match certificate " + cert + ": " + openssl_errors());
+    return ctx;
+}
+
+result<std::shared_ptr<asio::ssl::context>> make_client_tls(const tls_client_options& options, std::string* why) {
+    const bool pinned = !options.fingerprint_sha256.empty();
+    if (pinned && normalise_fingerprint(options.fingerprint_sha256).empty())
+        return fail(errc::bad_config, why, "fingerprint must be a SHA-256 digest: 64 hex digits, colons allowed");
+    ERR_clear_error();
+    SSL_CTX* raw = SSL_CTX_new(TLS_client_method());
+    if (!raw) return fail(errc::tls_error, why, "cannot create TLS context: " + openssl_errors());
+    auto ctx = std::make_shared<asio::ssl::context>(raw);
+    if (!set_common(raw)) return fail(errc::tls_error, why, "cannot set TLS 1.2 minimum: " + openssl_errors());
+
+    if (options.insecure || pinned) {
+        // A pin replaces the chain check: the leaf is compared after the handshake.
+        SSL_CTX_set_verify(raw, SSL_VERIFY_NONE, nullptr);
+        return ctx;
+    }
+    SSL_CTX_set_verify(raw, SSL_VERIFY_PEER, nullptr);
+    if (!options.ca_file.empty()) {
+        const std::string ca = options.ca_file.string();
+        if (SSL_CTX_load_verify_locations(raw, ca.c_str(), nullptr) != 1)
+            return fail(errc::tls_error, why, "cannot read CA file " + ca + ": " + openssl_errors());
+    } else if (SSL_CTX_set_default_verify_paths(raw) != 1) {
+        return fail(errc::tls_error, why, "cannot load the system CA paths: " + openssl_errors());
+    }
+    return ctx;
+}
+
+std::string sha256_hex_of_der(const unsigned char* der, std::size_t len) {
+    std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+    unsigned int md_len = 0;
+    if (EVP_Digest(der, len, md.data(), &md_len, EVP_sha256(), nullptr) != 1) return {};
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(2 * md_len);
+    for (unsigned int i = 0; i < md_len; ++i) {
+        out += digits[md[i] >> 4];
+        out += digits[md[i] & 0x0f];
+    }
+    return out;
+}
+
+// ---- the watchdog -----------------------------------------------------------------------
+
+// One per stream, owned by it alone. Timer handlers hold a weak_ptr, so a stream destroyed
+// with a wait pending is safe: the timer dies with this state, its handler runs with
+// operation_aborted and finds nothing to lock. The timer is armed for the earliest deadline
+// asked; a deadline moved later is only recorded, and the wait re-arms itself when it fires
+// early, so renewing the deadline per write chunk costs no timer syscall.
+struct stream_watchdog {
+    using clock = stream::clock;
+    stream_watchdog(const asio::any_io_executor& ex, asio::ip::tcp::socket& s) : timer(ex), socket(&s) {}
+
+    asio::steady_timer timer;
+    asio::ip::tcp::socket* socket;
+    clock::time_point deadline = clock::time_point::max();  // what the user asked
+    clock::time_point armed_for = clock::time_point::max(); // the pending wait's expiry; max: none
+    std::uint64_t generation = 0;                           // bumped per arm/disarm: stale waits ignore themselves
+    bool expired = false;                                   // the deadline passed and closed the socket
+};
+
+namespace {
+
+void disarm(stream_watchdog& w) noexcept {
+    ++w.generation;
+    w.armed_for = stream_watchdog::clock::time_point::max();
+    try {
+        w.timer.cancel();
+    } catch (...) {  // NOTE: cancelling a timer reports no error in practice; nothing to do if it did
+    }
+}
+
+void arm(const std::shared_ptr<stream_watchdog>& w, stream_watchdog::clock::time_point at) {
+    const auto gen = ++w->generation;
+    w->armed_for = at;
+    w->timer.expires_at(at);  // cancels any previous wait, whose handler then sees a stale generation
+    w->timer.async_wait([weak = std::weak_ptr<stream_watchdog>(w), gen](std::error_code) {
+        auto w = weak.lock();
+        if (!w || gen != w->generation) return;  // stream gone, or re-armed / disarmed since
+        w->armed_for = stream_watchdog::clock::time_point::max();
+        if (w->expired || w->deadline == stream_watchdog::clock::time_point::max()) return;
+        if (stream_watchdog::clock::now() < w->deadline) {
+            arm(w, w->deadline);  // moved later meanwhile
+            return;
+        }
+        w->expired = true;
+        std::error_code ignored;
+        w->socket->close(ignored);  // completes every pending read, write or handshake with an error
+    });
+}
+
+}  // namespace
+
+// ---- the stream -------------------------------------------------------------------------
+
+stream::stream(asio::ip::tcp::socket socket)
+    : socket_(std::move(socket)), watchdog_(std::make_shared<stream_watchdog>(socket_.get_executor(), socket_)) {
+    std::error_code ignored;
+    remote_ = socket_.remote_endpoint(ignored);
+}
+
+stream::~stream() {
+    // Members go in reverse order: the watchdog (and its timer) first, then TLS, then the socket.
+    disarm(*watchdog_);
+}
+
+bool stream::is_open() const noexcept { return socket_.is_open(); }
+
+bool stream::timed_out() const noexcept { return watchdog_->expired; }
+
+stream::clock::time_point stream::deadline() const noexcept { return watchdog_->deadline; }
+
+void stream::set_deadline(clock::time_point when) {
+    auto& w = *watchdog_;
+    w.deadline = when;
+    if (w.expired || !socket_.is_open()) return;
+    if (when == clock::time_point::max()) {
+        if (w.armed_for != clock::time_point::max()) disarm(w);  // lets io_context::run() return
+        return;
+    }
+    if (when < w.armed_for) arm(watchdog_, when);
+}
+
+void stream::close() noexcept {
+    std::error_code ignored;
+    socket_.close(ignored);
+    watchdog_->deadline = clock::time_point::max();
+    disarm(*watchdog_);
+}
+
+asio::awaitable<std::size_t> stream::read_some(asio::mutable_buffer buf, std::error_code& ec) {
+    std::size_t n = 0;
+    if (tls_)
+        std::tie(ec, n) = co_await tls_->async_read_some(buf, use_tuple);
+    else
+        std::tie(ec, n) = co_await socket_.async_read_some(buf, use_tuple);
+    if (ec && watchdog_->expired) ec = make_error_code(errc::timed_out);
+    co_return n;
+}
+
+asio::awaitable<std::error_code> stream::write_all(asio::const_buffer buf) {
+    constexpr std::size_t chunk_octets = 64 * 1024;
+    const auto* p = static_cast<const unsigned char*>(buf.data());
+    std::size_t left = buf.size();
+    if (progress_timeout_.count() > 0) set_deadline(clock::now() + progress_timeout_);
+    while (left > 0) {
+        const auto chunk = asio::buffer(p, std::min(left, chunk_octets));
+        std::error_code ec;
+        std::size_t n = 0;
+        if (tls_)
+            std::tie(ec, n) = co_await asio::async_write(*tls_, chunk, use_tuple);
+        else
+            std::tie(ec, n) = co_await asio::async_write(socket_, chunk, use_tuple);
+        if (ec) co_return watchdog_->expired ? make_error_code(errc::timed_out) : ec;
+        p += n;
+        left -= n;
+        if (progress_timeout_.count() > 0) set_deadline(clock::now() + progress_timeout_);
+    }
+    co_return std::error_code{};
+}
+
+std::error_code stream::handshake_failed(std::error_code ec, std::string* why) {
+    std::string reason;
+    errc code = errc::tls_error;
+    if (watchdog_->expired) {
+        code = errc::timed_out;
+        reason = "TLS handshake timed out";
+    } else if (const long vr = tls_ ? SSL_get_verify_result(tls_->native_handle()) : X509_V_OK; vr != X509_V_OK) {
+        reason = std::string("certificate verification failed: ") + X509_verify_cert_error_string(vr);
+    } else if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+        reason = "the peer closed the connection during the TLS handshake";
+    } else {
+        reason = "TLS handshake failed: " + ec.message();
+    }
+    if (why) *why = std::move(reason);
+    ERR_clear_error();
+    close();  // NOTE: a failed handshake leaves the TLS state unusable; nothing may follow it
+    return make_error_code(code);
+}
+
+asio::awaitable<std::error_code> stream::handshake(asio::ssl::stream_base::handshake_type type,
+                                                   std::chrono::seconds timeout, std::string* why) {
+    const auto saved = watchdog_->deadline;
+    if (timeout.count() > 0) set_deadline(clock::now() + timeout);
+    auto [ec] = co_await tls_->async_handshake(type, use_tuple);
+    if (ec || watchdog_->expired) co_return handshake_failed(ec, why);
+    set_deadline(saved);
+    co_return std::error_code{};
+}
+
+asio::awaitable<std::error_code> stream::server_handshake(asio::ssl::context& ctx, std::chrono::seconds timeout,
+                                                          std::string* why) {
+    if (tls_) {
+        if (why) *why = "TLS is already on";
+        co_return make_error_code(errc::tls_error);
+    }
+    tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket&>>(socket_, ctx);
+    co_return co_await handshake(asio::ssl::stream_base::server, timeout, why);
+}
+
+asio::awaitable<std::error_code> stream::client_handshake(asio::ssl::context& ctx, const std::string& host,
+                                                          const tls_client_options& verify,
+                                                          std::chrono::seconds timeout, std::string* why) {
+    if (tls_) {
+        if (why) *why = "TLS is already on";
+        co_return make_error_code(errc::tls_error);
+    }
+    const bool pinned = !verify.fingerprint_sha256.empty();
+    const std::string pin = normalise_fingerprint(verify.fingerprint_sha256);
+    if (pinned && pin.empty()) {
+        if (why) *why = "fingerprint must be a SHA-256 digest: 64 hex digits, colons allowed";
+        co_return make_error_code(errc::bad_config);
+    }
+    const bool check_name = !verify.insecure && !pinned;
+    if (check_name && host.empty()) {
+        if (why) *why = "no host name to check the certificate against";
+        co_return make_error_code(errc::tls_error);
+    }
+
+    tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket&>>(socket_, ctx);
+    SSL* ssl = tls_->native_handle();
+    // An IP literal, possibly in brackets, gets no SNI (RFC 6066 3) and is matched against
+    // the certificate's iPAddress names (RFC 6125 6.2).
+    std::string literal = host;
+    if (literal.size() > 2 && literal.front() == '[' && literal.back() == ']')
+        literal = literal.substr(1, literal.size() - 2);
+    std::error_code not_ip;
+    (void)asio::ip::make_address(literal, not_ip);
+    const bool is_ip = !not_ip;
+
+    bool ok = true;
+    if (!is_ip && !host.empty()) ok = SSL_set_tlsext_host_name(ssl, host.c_str()) == 1;
+    if (check_name) {
+        SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
+        if (is_ip) {
+            ok = ok && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), literal.c_str()) == 1;
+        } else {
+            SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            ok = ok && SSL_set1_host(ssl, host.c_str()) == 1;
+        }
+    } else {
+        SSL_set_verify(ssl, SSL_VERIFY_NONE, nullptr);
+    }
+    if (!ok) {
+        if (why) *why = "cannot set the server name " + host + ": " + openssl_errors();
+        close();
+        co_return make_error_code(errc::tls_error);
+    }
+
+    if (auto ec = co_await handshake(asio::ssl::stream_base::client, timeout, why)) co_return ec;
+
+    if (pinned) {
+        X509* leaf = SSL_get0_peer_certificate(ssl);
+        std::string got;
+        if (leaf) {
+            const int len = i2d_X509(leaf, nullptr);
+            if (len > 0) {
+                std::vector<unsigned char> der(static_cast<std::size_t>(len));
+                unsigned char* out = der.data();
+                if (i2d_X509(leaf, &out) == len) got = sha256_hex_of_der(der.data(), der.size());
+            }
+        }
+        if (got != pin) {
+            if (why)
+                *why = got.empty() ? std::string("fingerprint mismatch: the server sent no certificate")
+                                   : "fingerprint mismatch: the server's certificate has SHA-256 " + got;
+            close();
+            co_return make_error_code(errc::tls_error);
+        }
+    }
+    co_return std::error_code{};
+}
+
+asio::awaitable<void> stream::shutdown(std::chrono::seconds timeout) {
+    if (tls_ && socket_.is_open() && SSL_is_init_finished(tls_->native_handle())) {
+        // close_notify (RFC 8446 6.1); asio then waits for the peer's, hence the bound.
+        set_deadline(clock::now() + timeout);
+        (void)co_await tls_->async_shutdown(use_tuple);
+    }
+    std::error_code ignored;
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    close();
+}
+
+std::string stream::tls_description() const {
+    if (!tls_) return {};
+    SSL* ssl = tls_->native_handle();
+    if (!SSL_is_init_finished(ssl)) return {};
+    return std::string(SSL_get_version(ssl)) + " " + SSL_get_cipher_name(ssl);
+}
+
+}  // namespace mailnet::net

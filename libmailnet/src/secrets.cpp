@@ -1,0 +1,23 @@
+// secrets.cpp: constant-time comparison of secrets (DESIGN.md "Rules": secrets are compared
+// in constant time by comparing digests), used for PLAIN passwords and crypt(3) outputs.
+#include "mailnet/auth.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+namespace mailnet {
+
+bool secrets_equal(std::string_view a, std::string_view b) noexcept {
+    // Hashing both sides first makes the comparison independent of the lengths and of where
+    // the first difference lies: CRYPTO_memcmp then always compares 32 octets.
+    unsigned char da[EVP_MAX_MD_SIZE];
+    unsigned char db[EVP_MAX_MD_SIZE];
+    unsigned int la = 0;
+    unsigned int lb = 0;
+    const EVP_MD* sha256 = EVP_sha256();
+    if (EVP_Digest(a.data(), a.size(), da, &la, sha256, nullptr) != 1) return false;
+    if (EVP_Digest(b.data(), b.size(), db, &lb, sha256, nullptr) != 1) return false;
+    return la == lb && la == 32 && CRYPTO_memcmp(da, db, la) == 0;
+}
+
+}  // namespace mailnet

@@ -1,0 +1,436 @@
+// server.cpp: the server base: listeners, registry, limits, up/down/destroy, signals.
+// One io_context thread runs the I/O; blocking calls go to a small pool (DESIGN.md "Limits").
+#include "mailnet/net/server.hpp"
+
+#include <sys/resource.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/dispatch.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/ip/v6_only.hpp>
+#include <asio/write.hpp>
+
+#include <charconv>
+#include <exception>
+
+namespace mailnet::net {
+namespace {
+
+constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+
+std::string endpoint_text(const asio::ip::tcp::endpoint& ep) {
+    const auto a = ep.address();
+    std::string s = a.is_v6() ? "[" + a.to_string() + "]" : a.to_string();
+    return s + ":" + std::to_string(ep.port());
+}
+
+bool is_loopback(const asio::ip::address& a) {
+    if (a.is_loopback()) return true;
+    // An IPv4-mapped IPv6 loopback (::ffff:127.0.0.1) from a dual-stack listener.
+    return a.is_v6() && a.to_v6().is_v4_mapped() &&
+           asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).is_loopback();
+}
+
+// Errors of accept() that say the process or system ran out of something: back off.
+bool is_resource_exhaustion(const std::error_code& ec) {
+    return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
+           ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory;
+}
+
+}  // namespace
+
+result<listen_spec> parse_listen(std::string_view text, std::string service, bool implicit_tls) {
+    std::string_view host, port;
+    if (!text.empty() && text.front() == '[') {
+        const auto close = text.find(']');
+        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
+            return unexpected(errc::bad_config);
+        host = text.substr(1, close - 1);
+        port = text.substr(close + 2);
+    } else {
+        const auto colon = text.rfind(':');
+        if (colon == std::string_view::npos || text.find(':') != colon) return unexpected(errc::bad_config);
+        host = text.substr(0, colon);
+        port = text.substr(colon + 1);
+    }
+    unsigned value = 0;
+    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value > 65535)
+        return unexpected(errc::bad_config);
+    std::error_code aec;
+    const auto address = asio::ip::make_address(std::string(host), aec);
+    if (aec) return unexpected(errc::bad_config);
+    return listen_spec{std::move(service), address.to_string(), static_cast<std::uint16_t>(value), implicit_tls};
+}
+
+std::string listening_line(const bound_listener& l) {
+    return "listening " + l.service + " " + endpoint_text(l.endpoint);
+}
+
+// ---- connection -------------------------------------------------------------------------
+
+connection::connection(server& owner, std::uint64_t id, const listen_spec& listener, asio::ip::tcp::socket socket)
+    : owner_(owner), id_(id), listener_(listener), stream_(std::move(socket)),
+      started_(std::chrono::system_clock::now()) {
+    std::error_code ec;
+    peer_ = stream_.socket().remote_endpoint(ec);
+    stream_.set_progress_timeout(owner_.options_.idle_timeout);
+}
+
+bool connection::peer_is_loopback() const noexcept { return is_loopback(peer_.address()); }
+
+asio::awaitable<std::size_t> connection::read_some(asio::mutable_buffer buf, std::error_code& ec) {
+    stream_.set_deadline(stream::clock::now() + owner_.options_.idle_timeout);
+    const std::size_t n = co_await stream_.read_some(buf, ec);
+    bytes_in_ += n;
+    co_return n;
+}
+
+asio::awaitable<std::error_code> connection::write(asio::const_buffer buf) {
+    stream_.set_deadline(stream::clock::now() + owner_.options_.idle_timeout);
+    const auto ec = co_await stream_.write_all(buf);
+    if (!ec) bytes_out_ += buf.size();
+    co_return ec;
+}
+
+asio::awaitable<std::error_code> connection::start_tls() {
+    if (!owner_.options_.tls) co_return make_error_code(errc::tls_error);
+    co_return co_await stream_.server_handshake(*owner_.options_.tls, owner_.options_.tls_handshake_timeout);
+}
+
+asio::awaitable<void> connection::run_blocking(std::function<void()> work) {
+    // The spawned coroutine runs on the pool; its completion resumes us on our executor.
+    co_await asio::co_spawn(
+        owner_.pool_, [&work]() -> asio::awaitable<void> { work(); co_return; }, asio::use_awaitable);
+}
+
+void connection::set_state(std::string_view state) {
+    std::lock_guard lock(mutex_);
+    state_ = state;
+}
+
+void connection::set_user(std::string_view user) {
+    std::lock_guard lock(mutex_);
+    user_ = user;
+}
+
+bool connection::stopping() const noexcept { return owner_.stopping_; }
+bool connection::tls_available() const noexcept { return owner_.options_.tls != nullptr; }
+const log_sink& connection::log() const noexcept { return owner_.options_.log; }
+
+connection_info connection::info() const {
+    connection_info i;
+    i.id = id_;
+    i.service = listener_.service;
+    i.peer = endpoint_text(peer_);
+    {
+        std::lock_guard lock(mutex_);
+        i.state = state_;
+        i.user = user_;
+    }
+    i.bytes_in = bytes_in_;
+    i.bytes_out = bytes_out_;
+    i.tls = stream_.is_tls();
+    i.started = started_;
+    return i;
+}
+
+// ---- server -----------------------------------------------------------------------------
+
+server::server(asio::io_context& io, server_options options, session_handler handler, std::string busy_reply)
+    : io_(io), options_(std::move(options)), handler_(std::move(handler)), busy_reply_(std::move(busy_reply)),
+      pool_(options_.blocking_threads == 0 ? 1 : options_.blocking_threads) {
+    if (!options_.log) options_.log = null_log();
+}
+
+std::shared_ptr<server> server::create(asio::io_context& io, server_options options, session_handler handler,
+                                       std::string busy_reply) {
+    return std::shared_ptr<server>(new server(io, std::move(options), std::move(handler), std::move(busy_reply)));
+}
+
+server::~server() {
+    for (auto& [spec, acceptor] : acceptors_) {
+        std::error_code ec;
+        acceptor->close(ec);
+    }
+    pool_.join();
+}
+
+result<void> server::listen(listen_spec spec) {
+    std::error_code ec;
+    asio::ip::make_address(spec.address, ec);
+    if (ec) return unexpected(errc::bad_config);
+    if (spec.implicit_tls && !options_.tls) return unexpected(errc::bad_config);
+    specs_.push_back(spec);
+    if (up_) {
+        auto acceptor = bind(spec);
+        if (!acceptor) {
+            specs_.pop_back();
+            return unexpected(acceptor.error());
+        }
+        specs_.back().port = (*acceptor)->local_endpoint().port();
+        acceptors_.emplace_back(specs_.back(), *acceptor);
+        asio::co_spawn(io_, accept_loop(*acceptor, specs_.back()), asio::detached);
+    }
+    return {};
+}
+
+result<std::shared_ptr<asio::ip::tcp::acceptor>> server::bind(const listen_spec& spec) {
+    std::error_code ec;
+    const asio::ip::tcp::endpoint ep(asio::ip::make_address(spec.address), spec.port);
+    auto acceptor = std::make_shared<asio::ip::tcp::acceptor>(io_);
+    acceptor->open(ep.protocol(), ec);
+    if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec && ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
+    if (!ec) acceptor->bind(ep, ec);
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+        options_.log(log_level::error, "cannot listen on " + endpoint_text(ep) + ": " + ec.message());
+        return unexpected(errc::io_error);
+    }
+    return acceptor;
+}
+
+result<void> server::up() {
+    if (up_) return {};
+    std::vector<std::pair<listen_spec, std::shared_ptr<asio::ip::tcp::acceptor>>> bound;
+    for (auto& spec : specs_) {
+        auto acceptor = bind(spec);
+        if (!acceptor) {
+            for (auto& [s, a] : bound) {
+                std::error_code ec;
+                a->close(ec);
+            }
+            return unexpected(acceptor.error());
+        }
+        bound.emplace_back(spec, *acceptor);
+    }
+    // Keep the chosen ports: a later up() after down() listens on the same ones.
+    for (std::size_t i = 0; i < specs_.size(); ++i) specs_[i].port = bound[i].second->local_endpoint().port();
+    acceptors_ = std::move(bound);
+    up_ = true;
+    for (auto& [spec, acceptor] : acceptors_) asio::co_spawn(io_, accept_loop(acceptor, spec), asio::detached);
+    return {};
+}
+
+void server::down() {
+    up_ = false;
+    auto acceptors = std::move(acceptors_);
+    acceptors_.clear();
+    // Acceptors belong to the I/O thread: close them there.
+    asio::dispatch(io_, [acceptors = std::move(acceptors)] {
+        for (auto& [spec, acceptor] : acceptors) {
+            std::error_code ec;
+            acceptor->close(ec);
+        }
+    });
+}
+
+void server::destroy(destroy_mode mode, std::function<void()> on_gone) {
+    down();
+    stopping_ = true;
+    std::vector<std::shared_ptr<connection>> open;
+    bool empty = false;
+    {
+        std::lock_guard lock(mutex_);
+        if (on_gone) on_gone_ = std::move(on_gone);
+        for (auto& [id, weak] : registry_)
+            if (auto c = weak.lock()) open.push_back(std::move(c));
+        empty = registry_.empty();
+    }
+    if (mode == destroy_mode::kill && !open.empty()) {
+        asio::dispatch(io_, [open = std::move(open)] {
+            for (auto& c : open) c->io().close();
+        });
+    }
+    if (empty) {
+        asio::post(io_, [self = shared_from_this()] {
+            std::function<void()> f;
+            {
+                std::lock_guard lock(self->mutex_);
+                f = std::move(self->on_gone_);
+                self->on_gone_ = nullptr;
+            }
+            if (f) f();
+        });
+    }
+}
+
+std::vector<bound_listener> server::listeners() const {
+    std::vector<bound_listener> out;
+    for (const auto& [spec, acceptor] : acceptors_) {
+        std::error_code ec;
+        auto ep = acceptor->local_endpoint(ec);
+        if (!ec) out.push_back({spec.service, ep});
+    }
+    return out;
+}
+
+std::vector<connection_info> server::connections() const {
+    std::vector<std::shared_ptr<connection>> open;
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto& [id, weak] : registry_)
+            if (auto c = weak.lock()) open.push_back(std::move(c));
+    }
+    std::vector<connection_info> out;
+    for (const auto& c : open) out.push_back(c->info());
+    return out;
+}
+
+std::optional<connection_info> server::connection_state(std::uint64_t id) const {
+    std::shared_ptr<connection> c;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = registry_.find(id);
+        if (it != registry_.end()) c = it->second.lock();
+    }
+    if (!c) return std::nullopt;
+    return c->info();
+}
+
+asio::awaitable<void> server::accept_loop(std::shared_ptr<asio::ip::tcp::acceptor> acceptor, listen_spec spec) {
+    auto self = shared_from_this();
+    asio::steady_timer backoff(io_);
+    while (acceptor->is_open()) {
+        auto [ec, socket] = co_await acceptor->async_accept(use_tuple);
+        if (ec) {
+            if (ec == asio::error::operation_aborted || !acceptor->is_open()) break;
+            if (is_resource_exhaustion(ec)) {
+                // EMFILE and friends: the pending connection stays queued; retrying at once would spin.
+                options_.log(log_level::warning, "accept on " + spec.service + ": " + ec.message() + "; backing off");
+                backoff.expires_after(std::chrono::milliseconds(100));
+                co_await backoff.async_wait(use_tuple);
+            }
+            continue;
+        }
+        std::error_code pec;
+        const auto peer = socket.remote_endpoint(pec);
+        if (pec) continue;  // already gone
+        std::shared_ptr<connection> c;
+        {
+            std::lock_guard lock(mutex_);
+            const bool loopback = is_loopback(peer.address());
+            if (stopping_) {
+                // destroy() raced this accept: refuse below.
+            } else if (registry_.size() >= options_.max_connections) {
+                options_.log(log_level::warning, "connection limit reached; refusing " + endpoint_text(peer));
+            } else if (!loopback && per_peer_[peer.address()] >= options_.max_per_peer) {
+                options_.log(log_level::warning, "per-address limit reached; refusing " + endpoint_text(peer));
+            } else {
+                const auto id = next_id_++;
+                c = std::make_shared<connection>(*this, id, spec, std::move(socket));
+                registry_.emplace(id, c);
+                ++per_peer_[peer.address()];
+            }
+        }
+        if (!c) {
+            refuse(std::move(socket));
+            continue;
+        }
+        options_.log(log_level::debug, spec.service + " connection " + std::to_string(c->id()) + " from " +
+                                           endpoint_text(peer));
+        asio::co_spawn(io_, run_connection(std::move(c)), asio::detached);
+    }
+}
+
+void server::refuse(asio::ip::tcp::socket socket) {
+    // A short reply into an empty socket buffer: a non-blocking write never waits on the peer.
+    std::error_code ec;
+    socket.non_blocking(true, ec);
+    if (!ec) socket.write_some(asio::buffer(busy_reply_), ec);
+    socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    socket.close(ec);
+}
+
+asio::awaitable<void> server::run_connection(std::shared_ptr<connection> c) {
+    auto self = shared_from_this();
+    try {
+        bool ready = true;
+        if (c->listener_.implicit_tls) {
+            const auto ec = co_await c->stream_.server_handshake(*options_.tls, options_.tls_handshake_timeout);
+            if (ec) {
+                options_.log(log_level::info, c->listener_.service + " connection " + std::to_string(c->id_) +
+                                                  ": TLS handshake failed: " + ec.message());
+                ready = false;
+            }
+        }
+        if (ready && !stopping_) {
+            co_await handler_(*c);
+            co_await c->stream_.shutdown();
+        }
+    } catch (const std::exception& e) {
+        options_.log(log_level::error, "connection " + std::to_string(c->id_) + ": " + e.what());
+    }
+    c->stream_.close();
+    connection_closed(c->id_);
+}
+
+void server::connection_closed(std::uint64_t id) {
+    std::function<void()> gone;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = registry_.find(id);
+        if (it == registry_.end()) return;
+        if (auto c = it->second.lock()) {
+            auto p = per_peer_.find(c->peer_.address());
+            if (p != per_peer_.end() && --p->second == 0) per_peer_.erase(p);
+        }
+        registry_.erase(it);
+        if (stopping_ && registry_.empty()) {
+            gone = std::move(on_gone_);
+            on_gone_ = nullptr;
+        }
+    }
+    if (gone) gone();
+}
+
+std::uint64_t raise_fd_limit() noexcept {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlimit want = rl;
+        want.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+    }
+    return rl.rlim_cur;
+}
+
+// ---- signals ----------------------------------------------------------------------------
+
+shutdown_on_signals::shutdown_on_signals(asio::io_context& io, std::vector<std::shared_ptr<server>> servers,
+                                         std::function<void()> on_all_gone)
+    : signals_(io, SIGINT, SIGTERM), servers_(std::move(servers)), on_all_gone_(std::move(on_all_gone)) {
+    wait();
+}
+
+void shutdown_on_signals::cancel() {
+    std::error_code ec;
+    signals_.cancel(ec);
+}
+
+void shutdown_on_signals::wait() {
+    signals_.async_wait([this](const std::error_code& ec, int) {
+        if (ec) return;
+        ++received_;
+        if (received_ == 1) {
+            for (auto& s : servers_) {
+                s->destroy(server::destroy_mode::defer, [this] {
+                    if (++gone_ == servers_.size()) {
+                        cancel();
+                        if (on_all_gone_) on_all_gone_();
+                    }
+                });
+            }
+        } else {
+            for (auto& s : servers_) s->destroy(server::destroy_mode::kill);
+        }
+        wait();
+    });
+}
+
+}  // namespace mailnet::net

@@ -1,0 +1,102 @@
+// store.cpp: what every store shares: deliver(), the one mailbox-name encoding, the mailbox
+// of an SMTP address and the UIDL of a Maildir base name (RFC 1939 7; RFC 4648 6 base32).
+#include "mailnet/store.hpp"
+
+#include <openssl/evp.h>
+
+#include <array>
+#include <cstddef>
+
+namespace mailnet {
+namespace {
+
+constexpr std::size_t max_encoded_octets = 200;  // DESIGN.md "On disk": longer names become a hash
+constexpr std::size_t max_uidl_octets = 70;      // RFC 1939 7: 1 to 70 characters in 0x21-0x7E
+constexpr std::size_t hashed_uidl_chars = 32;    // 160 bits of SHA-256: collisions are not a concern
+
+std::array<unsigned char, 32> sha256(std::string_view data) {
+    std::array<unsigned char, 32> md{};
+    unsigned int len = 0;
+    // NOTE: EVP_Digest only fails on allocation failure inside OpenSSL; the array then stays
+    // zero, which is still a fixed, valid (if colliding) value rather than a crash.
+    (void)EVP_Digest(data.data(), data.size(), md.data(), &len, EVP_sha256(), nullptr);
+    return md;
+}
+
+// RFC 4648 6: base32, upper-case alphabet, no padding.
+std::string base32(std::span<const unsigned char> bytes) {
+    static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    std::string out;
+    out.reserve((bytes.size() * 8 + 4) / 5);
+    unsigned bits = 0;
+    unsigned nbits = 0;
+    for (unsigned char b : bytes) {
+        bits = (bits << 8) | b;
+        nbits += 8;
+        while (nbits >= 5) {
+            nbits -= 5;
+            out += alphabet[(bits >> nbits) & 31u];
+        }
+        bits &= (1u << nbits) - 1;
+    }
+    if (nbits > 0) out += alphabet[(bits << (5 - nbits)) & 31u];
+    return out;
+}
+
+}  // namespace
+
+result<void> store::deliver(std::span<const std::string> mailboxes, std::string_view octets) {
+    auto d = begin_delivery(mailboxes);
+    if (!d) return unexpected(d.error());
+    if (auto w = (*d)->write(octets); !w) {
+        (*d)->abort();
+        return w;
+    }
+    return (*d)->commit();
+}
+
+std::string encode_mailbox_name(std::string_view name) {
+    // NOTE: the empty name is no account; it still gets a fixed encoding so this function is
+    // total, and the stores refuse it (errc::bad_input) before touching the disk. "%-" cannot
+    // come out of escaping (a '%' there is always followed by two hex digits) nor of hashing.
+    if (name.empty()) return "%-";
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(name.size());
+    for (std::size_t i = 0; i < name.size(); ++i) {
+        const auto c = static_cast<unsigned char>(name[i]);
+        // A leading '.' would hide the folder (a Maildir++ subfolder to Dovecot) and is how
+        // "." and ".." are reached; '/' and '\' separate paths; the rest is unprintable.
+        if (c == '%' || c == '/' || c == '\\' || c < 0x20 || c == 0x7F || (i == 0 && c == '.')) {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15u];
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    if (out.size() <= max_encoded_octets) return out;
+    // 'H' is not a hex digit, so a hashed name never equals an escaped one.
+    const auto md = sha256(name);
+    return "%H" + base32(md);
+}
+
+std::string mailbox_for_address(std::string_view address) {
+    std::string out(address);
+    for (char& c : out)
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    return out;
+}
+
+std::string uidl_for_id(std::string_view base_name) {
+    bool usable = !base_name.empty() && base_name.size() <= max_uidl_octets;
+    for (char c : base_name) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u < 0x21 || u > 0x7E) usable = false;
+    }
+    if (usable) return std::string(base_name);
+    const auto md = sha256(base_name);
+    return base32(md).substr(0, hashed_uidl_chars);
+}
+
+}  // namespace mailnet

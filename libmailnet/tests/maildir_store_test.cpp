@@ -1,0 +1,713 @@
+// maildir_store_test.cpp: the Maildir store as Dovecot, mutt and a second process see it:
+// delivery (tmp/ -> new/, hard links, rollback), foreign names, locks, commit; name encoding, UIDL.
+#include "mailnet/store.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using mailnet::errc;
+
+// A fresh directory under /tmp, removed with everything in it.
+struct temp_dir {
+    fs::path path;
+    temp_dir() {
+        std::string t = "/tmp/mailnet-maildir-XXXXXX";
+        if (::mkdtemp(t.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+        path = t;
+    }
+    temp_dir(const temp_dir&) = delete;
+    temp_dir& operator=(const temp_dir&) = delete;
+    ~temp_dir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+};
+
+// Log lines kept for inspection.
+struct log_capture {
+    std::shared_ptr<std::mutex> mutex = std::make_shared<std::mutex>();
+    std::shared_ptr<std::vector<std::string>> lines = std::make_shared<std::vector<std::string>>();
+    mailnet::log_sink sink() const {
+        return [m = mutex, l = lines](mailnet::log_level, std::string_view text) {
+            std::lock_guard g(*m);
+            l->emplace_back(text);
+        };
+    }
+    bool contains(std::string_view part) const {
+        std::lock_guard g(*mutex);
+        return std::any_of(lines->begin(), lines->end(), [&](const std::string& s) { return s.find(part) != s.npos; });
+    }
+};
+
+mailnet::maildir_options options(const fs::path& root, mailnet::log_sink log = mailnet::null_log()) {
+    mailnet::maildir_options o;
+    o.root = root / "store";
+    o.hostname = "testhost";
+    o.fsync = false;
+    o.log = std::move(log);
+    return o;
+}
+
+std::unique_ptr<mailnet::store> open_store(mailnet::maildir_options o) {
+    auto s = mailnet::open_maildir_store(std::move(o));
+    EXPECT_TRUE(s) << s.error().message();
+    return s ? std::move(*s) : nullptr;
+}
+
+// File names in a directory, sorted; empty if it does not exist.
+std::vector<std::string> names_in(const fs::path& dir) {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+void write_file(const fs::path& path, std::string_view content) {
+    fs::create_directories(path.parent_path());
+    std::ofstream f(path, std::ios::binary);
+    f.write(content.data(), static_cast<std::streamsize>(content.size()));
+}
+
+std::string read_file(const fs::path& path) {
+    std::ifstream f(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+void set_mtime(const fs::path& path, std::time_t secs) {
+    const std::array<timeval, 2> tv{timeval{secs, 0}, timeval{secs, 0}};
+    ASSERT_EQ(::utimes(path.c_str(), tv.data()), 0);
+}
+
+std::string read_message(mailnet::message& m, std::size_t chunk) {
+    std::string out;
+    std::vector<char> buf(chunk);
+    for (;;) {
+        auto n = m.read(buf);
+        if (!n) {
+            ADD_FAILURE() << n.error().message();
+            break;
+        }
+        if (*n == 0) break;
+        out.append(buf.data(), *n);
+    }
+    return out;
+}
+
+std::vector<std::string> ids_of(const std::vector<mailnet::message_info>& snap) {
+    std::vector<std::string> out;
+    for (const auto& m : snap) out.push_back(m.id);
+    return out;
+}
+
+std::vector<std::string> boxes(std::initializer_list<const char*> names) { return {names.begin(), names.end()}; }
+
+ino_t inode_of(const fs::path& p) {
+    struct stat st{};
+    EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+    return st.st_ino;
+}
+
+const std::regex delivered_name(R"((\d+)\.M(\d+)P(\d+)Q(\d+)\.([^,:/]*),S=(\d+),W=(\d+))");
+
+TEST(maildir_store, delivers_one_message_to_three_mailboxes_as_hard_links) {
+    temp_dir d;
+    auto o = options(d.path);
+    o.clock = [] { return std::chrono::system_clock::time_point(1700000000s + 123456us); };
+    auto s = open_store(o);
+    const std::string text = "Subject: hi\n\nline one\nline two\n";  // 31 octets, 4 LF
+    ASSERT_TRUE(s->deliver(boxes({"alice", "bob", "carol"}), text));
+
+    const fs::path root = d.path / "store";
+    std::string name;
+    std::set<ino_t> inodes;
+    for (const char* box : {"alice", "bob", "carol"}) {
+        const auto in_new = names_in(root / box / "new");
+        ASSERT_EQ(in_new.size(), 1u) << box;
+        if (name.empty()) name = in_new[0];
+        EXPECT_EQ(in_new[0], name) << "one name in every mailbox";
+        EXPECT_TRUE(names_in(root / box / "tmp").empty()) << box;
+        EXPECT_TRUE(names_in(root / box / "cur").empty()) << box;
+        EXPECT_EQ(read_file(root / box / "new" / name), text);
+        inodes.insert(inode_of(root / box / "new" / name));
+
+        auto snap = s->snapshot(box);
+        ASSERT_TRUE(snap);
+        ASSERT_EQ(snap->size(), 1u);
+        EXPECT_EQ((*snap)[0].id, name);
+        EXPECT_EQ((*snap)[0].uidl, name);
+        EXPECT_EQ((*snap)[0].octets, 35u);
+        EXPECT_FALSE((*snap)[0].seen);
+    }
+    EXPECT_EQ(inodes.size(), 1u) << "hard links share one inode";
+    EXPECT_EQ(fs::hard_link_count(root / "alice" / "new" / name), 3u);
+
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(name, m, delivered_name)) << name;
+    EXPECT_EQ(m[1], "1700000000");
+    EXPECT_EQ(m[2], "123456");
+    EXPECT_EQ(m[3], std::to_string(::getpid()));
+    EXPECT_EQ(m[5], "testhost");
+    EXPECT_EQ(m[6], "31");
+    EXPECT_EQ(m[7], "35");
+    EXPECT_LE(name.size(), 70u);
+}
+
+TEST(maildir_store, durable_delivery_creates_the_mailbox_with_fsync_on) {
+    temp_dir d;
+    auto o = options(d.path);
+    o.fsync = true;
+    auto s = open_store(o);
+    ASSERT_TRUE(s->deliver(boxes({"new-user@example.org", "other"}), "a\n"));
+    const fs::path root = d.path / "store";
+    EXPECT_EQ(names_in(root / "new-user@example.org" / "new").size(), 1u);
+    EXPECT_EQ(names_in(root / "other" / "new").size(), 1u);
+}
+
+TEST(maildir_store, wire_size_counts_crlf_split_across_writes) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    auto dl = s->begin_delivery(boxes({"alice"}));
+    ASSERT_TRUE(dl);
+    ASSERT_TRUE((*dl)->write("a\r"));
+    ASSERT_TRUE((*dl)->write("\nb\n"));  // "a\r\nb\n": a CRLF stays 2 octets, the bare LF becomes 2
+    ASSERT_TRUE((*dl)->commit());
+    const auto in_new = names_in(d.path / "store" / "alice" / "new");
+    ASSERT_EQ(in_new.size(), 1u);
+    EXPECT_NE(in_new[0].find(",S=5,W=6"), std::string::npos) << in_new[0];
+}
+
+TEST(maildir_store, host_name_is_escaped_and_shortened_to_keep_the_name_within_70) {
+    temp_dir d;
+    auto o = options(d.path);
+    o.hostname = "a/b:c" + std::string(100, 'h');
+    auto s = open_store(o);
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "x\n"));
+    const auto in_new = names_in(d.path / "store" / "alice" / "new");
+    ASSERT_EQ(in_new.size(), 1u);
+    const std::string& name = in_new[0];
+    EXPECT_NE(name.find(".a\\057b\\072chh"), std::string::npos) << name;
+    EXPECT_EQ(name.size(), 70u) << name;
+    EXPECT_NE(name.find(",S=2,W=3"), std::string::npos) << name;
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 1u);
+    EXPECT_EQ((*snap)[0].uidl, name);
+
+    // An escape is never cut in half.
+    o.hostname = std::string(40, 'h') + "/////";
+    auto s2 = open_store(o);
+    ASSERT_TRUE(s2->deliver(boxes({"bob"}), "x\n"));
+    const auto bob = names_in(d.path / "store" / "bob" / "new");
+    ASSERT_EQ(bob.size(), 1u);
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(bob[0], m, delivered_name)) << bob[0];
+    EXPECT_TRUE(std::regex_match(m[5].str(), std::regex(R"(h*(\\057)*)"))) << bob[0];
+    EXPECT_LE(bob[0].size(), 70u);
+}
+
+TEST(maildir_store, a_target_that_fails_at_begin_leaves_nothing_anywhere) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    const fs::path root = d.path / "store";
+    fs::create_directories(root / "carol" / "cur");
+    fs::create_directories(root / "carol" / "tmp");
+    write_file(root / "carol" / "new", "not a directory");
+    EXPECT_FALSE(s->deliver(boxes({"alice", "carol", "bob"}), "x\n"));
+    for (const char* box : {"alice", "bob"}) {
+        EXPECT_TRUE(names_in(root / box / "new").empty()) << box;
+        EXPECT_TRUE(names_in(root / box / "tmp").empty()) << box;
+    }
+    EXPECT_TRUE(names_in(root / "carol" / "tmp").empty());
+}
+
+TEST(maildir_store, a_target_that_fails_at_commit_removes_the_links_already_made) {
+    for (std::size_t failing = 0; failing < 3; ++failing) {
+        temp_dir d;
+        auto s = open_store(options(d.path));
+        const fs::path root = d.path / "store";
+        const auto targets = boxes({"alice", "bob", "carol"});
+        auto dl = s->begin_delivery(targets);
+        ASSERT_TRUE(dl);
+        ASSERT_TRUE((*dl)->write("Subject: x\n\nbody\n"));
+        // Something not a directory is in the way of one target's new/.
+        const fs::path bad = root / targets[failing] / "new";
+        fs::remove(bad);
+        write_file(bad, "in the way");
+        EXPECT_FALSE((*dl)->commit()) << "failing " << failing;
+        dl->reset();
+        for (const auto& box : targets) {
+            if (box != targets[failing]) {
+                EXPECT_TRUE(names_in(root / box / "new").empty()) << box << " failing " << failing;
+            }
+            EXPECT_TRUE(names_in(root / box / "tmp").empty()) << box << " failing " << failing;
+        }
+        // The retry delivers exactly once everywhere.
+        fs::remove(bad);
+        fs::create_directory(bad);
+        ASSERT_TRUE(s->deliver(targets, "Subject: x\n\nbody\n"));
+        for (const auto& box : targets) EXPECT_EQ(names_in(root / box / "new").size(), 1u) << box;
+    }
+}
+
+TEST(maildir_store, abort_or_destruction_without_commit_leaves_nothing) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    const fs::path root = d.path / "store";
+    {
+        auto dl = s->begin_delivery(boxes({"alice", "bob"}));
+        ASSERT_TRUE(dl);
+        ASSERT_TRUE((*dl)->write("half a message\n"));
+        EXPECT_EQ(names_in(root / "alice" / "tmp").size(), 1u) << "written to tmp/ first";
+        (*dl)->abort();
+        EXPECT_FALSE((*dl)->commit()) << "nothing to commit after abort";
+    }
+    {
+        auto dl = s->begin_delivery(boxes({"alice", "bob"}));
+        ASSERT_TRUE(dl);
+        ASSERT_TRUE((*dl)->write("half a message\n"));
+    }  // destroyed without commit
+    for (const char* box : {"alice", "bob"}) {
+        EXPECT_TRUE(names_in(root / box / "new").empty()) << box;
+        EXPECT_TRUE(names_in(root / box / "tmp").empty()) << box;
+        auto snap = s->snapshot(box);
+        ASSERT_TRUE(snap);
+        EXPECT_TRUE(snap->empty());
+    }
+}
+
+TEST(maildir_store, a_crash_between_tmp_and_new_shows_nothing_and_is_cleaned_later) {
+    temp_dir d;
+    log_capture log;
+    auto s = open_store(options(d.path, log.sink()));
+    const fs::path root = d.path / "store";
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        auto dl = s->begin_delivery(boxes({"alice"}));
+        if (dl) (void)(*dl)->write("Subject: lost\n\nbody\n");
+        ::_exit(dl ? 0 : 1);  // dies before commit, no destructor runs
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    EXPECT_EQ(names_in(root / "alice" / "tmp").size(), 1u);
+    EXPECT_TRUE(names_in(root / "alice" / "new").empty());
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    EXPECT_TRUE(snap->empty());
+
+    // At the next start it is fresh: kept. 37 hours later: removed.
+    auto o = options(d.path, log.sink());
+    open_store(o);
+    EXPECT_EQ(names_in(root / "alice" / "tmp").size(), 1u);
+    o.clock = [] { return std::chrono::system_clock::now() + 37h; };
+    open_store(o);
+    EXPECT_TRUE(names_in(root / "alice" / "tmp").empty());
+    EXPECT_TRUE(log.contains("removed stale"));
+}
+
+TEST(maildir_store, stale_tmp_files_are_removed_at_open_and_fresh_ones_kept) {
+    temp_dir d;
+    const fs::path root = d.path / "store";
+    const auto now = std::time(nullptr);
+    write_file(root / "alice" / "tmp" / "old", "x");
+    set_mtime(root / "alice" / "tmp" / "old", now - 37 * 3600);
+    write_file(root / "alice" / "tmp" / "recent", "x");
+    set_mtime(root / "alice" / "tmp" / "recent", now - 35 * 3600);
+    write_file(root / "bob" / "tmp" / "old", "x");
+    set_mtime(root / "bob" / "tmp" / "old", now - 100 * 3600);
+    write_file(root / ".Sent" / "tmp" / "old", "x");  // not a mailbox of ours
+    set_mtime(root / ".Sent" / "tmp" / "old", now - 100 * 3600);
+    log_capture log;
+    open_store(options(d.path, log.sink()));
+    EXPECT_EQ(names_in(root / "alice" / "tmp"), std::vector<std::string>{"recent"});
+    EXPECT_TRUE(names_in(root / "bob" / "tmp").empty());
+    EXPECT_EQ(names_in(root / ".Sent" / "tmp"), std::vector<std::string>{"old"});
+    EXPECT_TRUE(log.contains((root / "alice" / "tmp" / "old").string()));
+}
+
+TEST(maildir_store, reads_a_maildir_written_by_dovecot_and_mutt) {
+    temp_dir d;
+    const fs::path box = d.path / "store" / "alice";
+    struct file {
+        fs::path path;
+        std::string content;
+    };
+    const std::vector<file> files = {
+        {box / "cur" / "1700000000.M1P2.host,S=10,W=12:2,S", "abcd\nefgh\n"},          // Dovecot, seen
+        {box / "new" / "1700000000.M10P3.host", "Subject: ten\n\nx\n"},                 // numeric M: after M9
+        {box / "new" / "1700000000.M9P4.host", "Subject: nine\n"},
+        {box / "cur" / "1700000001.12345_1.mutthost:2,RS", "a\nb\n"},                   // mutt, no S=/W=
+        {box / "new" / "1700000002.R123456.mutt", "x\r\ny\r\n"},                        // CRLF file
+        {box / "cur" / "1699999999.M999999P1.old:2,", "z\n"},                           // oldest, not seen
+        {box / "cur" / "no-time-in-this-name:2,F", "q\n"},                               // mtime decides
+        {box / "cur" / "1700000003.M5P6.my host:2,S", "h\n"},                            // needs a hashed UIDL
+    };
+    for (const auto& f : files) write_file(f.path, f.content);
+    set_mtime(box / "cur" / "no-time-in-this-name:2,F", 1700000001);
+    // Everything else a Maildir may hold.
+    write_file(box / "dovecot-uidlist", "3 V1 N1\n");
+    write_file(box / "dovecot.index", "binary");
+    write_file(box / "dovecot-keywords", "");
+    write_file(box / "maildirfolder", "");
+    write_file(box / "subscriptions", "Sent\n");
+    write_file(box / ".Sent" / "cur" / "1700000000.M7P7.host:2,S", "sent\n");
+    write_file(box / "new" / ".hidden", "no\n");
+    fs::create_directories(box / "cur" / "subdir");
+    write_file(box / "cur" / "subdir" / "1700000000.M8P8.host", "nested\n");
+
+    auto s = open_store(options(d.path));
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    const std::string hashed_id = "1700000003.M5P6.my host";
+    EXPECT_EQ(ids_of(*snap), (std::vector<std::string>{"1699999999.M999999P1.old", "1700000000.M1P2.host,S=10,W=12",
+                                                       "1700000000.M9P4.host", "1700000000.M10P3.host",
+                                                       "1700000001.12345_1.mutthost", "no-time-in-this-name",
+                                                       "1700000002.R123456.mutt", hashed_id}));
+    const std::vector<std::uint64_t> octets = {3, 12, 15, 19, 6, 3, 6, 3};
+    const std::vector<bool> seen = {false, true, false, false, true, false, false, true};
+    for (std::size_t i = 0; i < snap->size(); ++i) {
+        EXPECT_EQ((*snap)[i].octets, octets[i]) << (*snap)[i].id;
+        EXPECT_EQ((*snap)[i].seen, seen[i]) << (*snap)[i].id;
+        if ((*snap)[i].id != hashed_id) {
+            EXPECT_EQ((*snap)[i].uidl, (*snap)[i].id);
+        }
+    }
+    EXPECT_EQ(snap->back().uidl, mailnet::uidl_for_id(hashed_id));
+    EXPECT_EQ(snap->back().uidl.size(), 32u);
+
+    for (const auto& f : files) {
+        const std::string name = f.path.filename().string();
+        auto m = s->open("alice", name.substr(0, name.find(':')));
+        ASSERT_TRUE(m) << name;
+        EXPECT_EQ(m->stored_octets(), f.content.size());
+        EXPECT_EQ(read_message(*m, 3), f.content) << name;
+    }
+    EXPECT_EQ(s->open("alice", "dovecot-uidlist").error(), errc::not_found);
+    EXPECT_EQ(s->open("alice", "../dovecot-uidlist").error(), errc::not_found);
+    EXPECT_EQ(s->open("alice", ".hidden").error(), errc::not_found);
+}
+
+TEST(maildir_store, two_processes_exclude_each_other_and_a_crash_releases_the_lock) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    std::array<int, 2> to_parent{}, to_child{};
+    ASSERT_EQ(::pipe(to_parent.data()), 0);
+    ASSERT_EQ(::pipe(to_child.data()), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        ::close(to_parent[0]);
+        ::close(to_child[1]);
+        auto other = mailnet::open_maildir_store(options(d.path));
+        const char ok = other && (*other)->lock("alice") ? 'L' : 'E';
+        (void)!::write(to_parent[1], &ok, 1);
+        char go = 0;
+        (void)!::read(to_child[0], &go, 1);
+        ::_exit(0);  // a crash: no unlock, no destructor
+    }
+    ::close(to_parent[1]);
+    ::close(to_child[0]);
+    char got = 0;
+    ASSERT_EQ(::read(to_parent[0], &got, 1), 1);
+    ASSERT_EQ(got, 'L');
+    EXPECT_EQ(s->lock("alice").error(), errc::mailbox_in_use);
+    EXPECT_TRUE(s->lock("bob")) << "other mailboxes stay free";
+    ::close(to_child[1]);  // lets the child die
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ::close(to_parent[0]);
+    EXPECT_TRUE(s->lock("alice")) << "the lock of a dead process is gone";
+    s->unlock("alice");
+    s->unlock("bob");
+}
+
+TEST(maildir_store, two_sessions_in_one_process_exclude_each_other) {
+    temp_dir d;
+    auto a = open_store(options(d.path));
+    auto b = open_store(options(d.path));
+    ASSERT_TRUE(a->lock("alice"));
+    EXPECT_EQ(a->lock("alice").error(), errc::mailbox_in_use);
+    EXPECT_EQ(b->lock("alice").error(), errc::mailbox_in_use);
+    EXPECT_EQ(a->lock("").error(), errc::bad_input);
+    a->unlock("alice");
+    ASSERT_TRUE(b->lock("alice"));
+    EXPECT_EQ(a->lock("alice").error(), errc::mailbox_in_use);
+    b->unlock("alice");
+    EXPECT_TRUE(a->lock("alice"));
+    EXPECT_TRUE(fs::is_regular_file(d.path / "store" / "alice" / "mailnet-pop3.lock"));
+    auto snap = a->snapshot("alice");
+    ASSERT_TRUE(snap);
+    EXPECT_TRUE(snap->empty()) << "the lock file is no message";
+}
+
+TEST(maildir_store, commit_deletes_only_the_given_ids) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    for (const char* text : {"one\n", "two\n", "three\n"}) ASSERT_TRUE(s->deliver(boxes({"alice"}), text));
+    ASSERT_TRUE(s->lock("alice"));
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 3u);
+    const std::vector<std::string> deleted = {(*snap)[1].id, "already-gone-elsewhere"};
+    const auto results = s->commit("alice", deleted, {});
+    ASSERT_EQ(results.size(), 2u);
+    EXPECT_FALSE(results[0]) << results[0].message();
+    EXPECT_FALSE(results[1]) << "a file deleted by someone else counts as deleted";
+    s->unlock("alice");
+    auto after = s->snapshot("alice");
+    ASSERT_TRUE(after);
+    EXPECT_EQ(ids_of(*after), (std::vector<std::string>{(*snap)[0].id, (*snap)[2].id}));
+    auto m = s->open("alice", (*snap)[2].id);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(read_message(*m, 100), "three\n");
+}
+
+TEST(maildir_store, a_message_renamed_meanwhile_is_found_by_its_base_name) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "first\n"));
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "second\n"));
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 2u);
+    const fs::path box = d.path / "store" / "alice";
+    // mutt or Dovecot moves both to cur/ and sets flags after our snapshot.
+    for (const auto& m : *snap) fs::rename(box / "new" / m.id, box / "cur" / (m.id + ":2,S"));
+    auto m = s->open("alice", (*snap)[0].id);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(read_message(*m, 2), "first\n");
+    fs::rename(box / "cur" / ((*snap)[1].id + ":2,S"), box / "cur" / ((*snap)[1].id + ":2,RS"));
+    const std::vector<std::string> deleted = {(*snap)[0].id, (*snap)[1].id};
+    const auto results = s->commit("alice", deleted, {});
+    ASSERT_EQ(results.size(), 2u);
+    EXPECT_FALSE(results[0]);
+    EXPECT_FALSE(results[1]);
+    EXPECT_TRUE(names_in(box / "cur").empty());
+    EXPECT_TRUE(names_in(box / "new").empty());
+    EXPECT_EQ(s->open("alice", (*snap)[0].id).error(), errc::not_found);
+}
+
+TEST(maildir_store, seen_messages_move_to_cur_with_flag_s_in_ascii_order) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "a\n"));
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "b\n"));
+    const fs::path box = d.path / "store" / "alice";
+    write_file(box / "cur" / "1999999999.M1P1.host:2,FT", "c\n");
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 3u);
+    const std::string a = (*snap)[0].id, b = (*snap)[1].id, c = (*snap)[2].id;
+    const std::vector<std::string> seen = {a, c, b};
+    const std::vector<std::string> deleted = {b};  // deleted wins over seen
+    EXPECT_FALSE(s->commit("alice", deleted, seen)[0]);
+    EXPECT_EQ(names_in(box / "cur"), (std::vector<std::string>{a + ":2,S", "1999999999.M1P1.host:2,FST"}));
+    EXPECT_TRUE(names_in(box / "new").empty());
+    auto after = s->snapshot("alice");
+    ASSERT_TRUE(after);
+    ASSERT_EQ(after->size(), 2u);
+    EXPECT_TRUE((*after)[0].seen);
+    EXPECT_TRUE((*after)[1].seen);
+    EXPECT_EQ((*after)[0].uidl, (*snap)[0].uidl) << "the UIDL survives the move";
+    // Marking again changes nothing.
+    const std::vector<std::string> again = {a};
+    EXPECT_TRUE(s->commit("alice", {}, again).empty());
+    EXPECT_EQ(names_in(box / "cur").size(), 2u);
+}
+
+TEST(maildir_store, reads_a_5_mib_message_back_in_small_chunks) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    // Lines of 61 octets (60 letters and LF) whose letters shift from line to line over 26
+    // lines: a chunk of 1000 or 4093 octets out of place shows.
+    std::string period;
+    for (std::size_t line = 0; line < 26; ++line) {
+        for (std::size_t i = 0; i < 60; ++i) period += static_cast<char>('a' + (line + i) % 26);
+        period += '\n';
+    }
+    std::string text;
+    text.reserve((5u << 20) + period.size());
+    while (text.size() < (5u << 20)) text += period;
+    text.resize(5u << 20);
+    const std::uint64_t lfs = text.size() / 61;
+    auto dl = s->begin_delivery(boxes({"alice"}));
+    ASSERT_TRUE(dl);
+    for (std::size_t at = 0; at < text.size(); at += 65536) ASSERT_TRUE((*dl)->write(std::string_view(text).substr(at, 65536)));
+    ASSERT_TRUE((*dl)->commit());
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 1u);
+    EXPECT_EQ((*snap)[0].octets, text.size() + lfs);
+    auto m = s->open("alice", (*snap)[0].id);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->stored_octets(), text.size());
+    EXPECT_TRUE(read_message(*m, 1000) == text);
+    ASSERT_TRUE(m->rewind());
+    EXPECT_TRUE(read_message(*m, 4093) == text);
+}
+
+TEST(maildir_store, missing_things_and_bad_names) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    auto snap = s->snapshot("nobody");
+    ASSERT_TRUE(snap);
+    EXPECT_TRUE(snap->empty());
+    EXPECT_EQ(s->open("nobody", "1.M1P1.x").error(), errc::not_found);
+    EXPECT_EQ(s->snapshot("").error(), errc::bad_input);
+    EXPECT_EQ(s->begin_delivery({}).error(), errc::bad_input);
+    EXPECT_EQ(s->begin_delivery(boxes({"alice", ""})).error(), errc::bad_input);
+    EXPECT_TRUE(names_in(d.path / "store").empty()) << "a refused delivery creates nothing";
+}
+
+TEST(maildir_store, a_mailbox_named_twice_gets_the_message_once) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    ASSERT_TRUE(s->deliver(boxes({"alice", "bob", "alice"}), "x\n"));
+    EXPECT_EQ(names_in(d.path / "store" / "alice" / "new").size(), 1u);
+    EXPECT_EQ(names_in(d.path / "store" / "bob" / "new").size(), 1u);
+}
+
+TEST(maildir_store, mailbox_names_never_reach_outside_the_root) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    ASSERT_TRUE(s->deliver(boxes({"../evil", ".", "..", "a/b", ".hidden"}), "x\n"));
+    EXPECT_EQ(names_in(d.path), std::vector<std::string>{"store"});
+    EXPECT_EQ(names_in(d.path / "store"), (std::vector<std::string>{"%2E", "%2E.", "%2E.%2Fevil", "%2Ehidden", "a%2Fb"}));
+}
+
+TEST(maildir_store, a_root_that_cannot_be_a_directory_is_bad_config) {
+    temp_dir d;
+    write_file(d.path / "file", "x");
+    mailnet::maildir_options o;
+    o.root = d.path / "file";
+    o.log = mailnet::null_log();
+    EXPECT_EQ(mailnet::open_maildir_store(o).error(), errc::bad_config);
+    o.root = d.path / "file" / "below";
+    EXPECT_EQ(mailnet::open_maildir_store(o).error(), errc::bad_config);
+    o.root.clear();
+    EXPECT_EQ(mailnet::open_maildir_store(o).error(), errc::bad_config);
+    o.root = d.path / "a" / "b" / "c";
+    EXPECT_TRUE(mailnet::open_maildir_store(o));
+    EXPECT_TRUE(fs::is_directory(o.root));
+}
+
+// ---- the one encoding of mailbox names into directory names
+
+TEST(mailbox_name, escapes_what_could_leave_the_root_or_hide_the_folder) {
+    const std::vector<std::pair<std::string, std::string>> table = {
+        {"alice", "alice"},
+        {"Alice@Example.COM", "Alice@Example.COM"},
+        {"../x", "%2E.%2Fx"},
+        {".", "%2E"},
+        {"..", "%2E."},
+        {".Sent", "%2ESent"},
+        {"a.b.", "a.b."},
+        {"a/b", "a%2Fb"},
+        {"a\\b", "a%5Cb"},
+        {"%", "%25"},
+        {"%2E", "%252E"},
+        {std::string("a\0b", 3), "a%00b"},
+        {"tab\there\n", "tab%09here%0A"},
+        {"\x7f", "%7F"},
+        {"j\xc3\xbcrgen@\xe4\xbe\x8b.jp", "j\xc3\xbcrgen@\xe4\xbe\x8b.jp"},
+        {"", "%-"},
+        {std::string(200, 'a'), std::string(200, 'a')},
+        {std::string(66, '/'), [] {
+             std::string s;
+             for (int i = 0; i < 66; ++i) s += "%2F";
+             return s;
+         }()},
+        {std::string(201, 'a'), "%HVEXP3AQQSNZ6LD42EBLN5YA6QB7CC3HGA5PXAUJAPQFJ67LGNZIA"},
+    };
+    for (const auto& [in, out] : table) EXPECT_EQ(mailnet::encode_mailbox_name(in), out) << in;
+}
+
+TEST(mailbox_name, long_names_become_distinct_hashes) {
+    const std::string a = mailnet::encode_mailbox_name(std::string(67, '/'));  // 201 octets escaped
+    const std::string b = mailnet::encode_mailbox_name(std::string(300, 'x'));
+    const std::string c = mailnet::encode_mailbox_name(std::string(300, 'x') + "y");
+    for (const auto& s : {a, b, c}) {
+        EXPECT_TRUE(s.starts_with("%H")) << s;
+        EXPECT_EQ(s.size(), 54u);
+    }
+    EXPECT_NE(b, c);
+}
+
+TEST(mailbox_name, every_result_is_one_distinct_path_component_not_starting_with_a_dot) {
+    std::vector<std::string> inputs = {"", ".", "..", "...", "%", "%%", "%2F", "%H", "%-", std::string(250, '.')};
+    for (int b = 0; b < 256; ++b) {
+        const char c = static_cast<char>(b);
+        inputs.emplace_back(1, c);
+        inputs.push_back(std::string(1, c) + c);
+        inputs.push_back(std::string("x") + c);
+        inputs.push_back(std::string(1, c) + "x");
+    }
+    std::sort(inputs.begin(), inputs.end());
+    inputs.erase(std::unique(inputs.begin(), inputs.end()), inputs.end());
+    std::set<std::string> outputs;
+    for (const auto& in : inputs) {
+        const std::string e = mailnet::encode_mailbox_name(in);
+        EXPECT_FALSE(e.empty());
+        EXPECT_LE(e.size(), 200u);
+        EXPECT_NE(e, ".");
+        EXPECT_NE(e, "..");
+        EXPECT_NE(e.front(), '.') << in;
+        EXPECT_EQ(e.find('/'), std::string::npos) << in;
+        EXPECT_EQ(e.find('\0'), std::string::npos) << in;
+        EXPECT_EQ(fs::path(e).filename().string(), e) << in;
+        outputs.insert(e);
+    }
+    EXPECT_EQ(outputs.size(), inputs.size()) << "two names never share a folder";
+}
+
+TEST(mailbox_name, address_lowercases_ascii_letters_only) {
+    EXPECT_EQ(mailnet::mailbox_for_address("Alice@Example.COM"), "alice@example.com");
+    EXPECT_EQ(mailnet::mailbox_for_address("\xc3\x84LICE@X.org"), "\xc3\x84lice@x.org");  // Ä untouched
+    EXPECT_EQ(mailnet::mailbox_for_address("a+b_C-9@[127.0.0.1]"), "a+b_c-9@[127.0.0.1]");
+}
+
+// ---- UIDL (RFC 1939 7)
+
+TEST(uidl, a_printable_base_name_of_1_to_70_octets_is_its_own_uidl) {
+    EXPECT_EQ(mailnet::uidl_for_id("1700000000.M1P2.host,S=10,W=12"), "1700000000.M1P2.host,S=10,W=12");
+    EXPECT_EQ(mailnet::uidl_for_id("!"), "!");
+    EXPECT_EQ(mailnet::uidl_for_id("~"), "~");
+    EXPECT_EQ(mailnet::uidl_for_id(std::string(70, 'x')), std::string(70, 'x'));
+}
+
+TEST(uidl, anything_else_is_a_truncated_base32_sha256) {
+    EXPECT_EQ(mailnet::uidl_for_id(""), "4OYMIQUY7QOBJGX36TEJS35ZEQT24QPE");
+    EXPECT_EQ(mailnet::uidl_for_id("a b"), "ZBUHUCFKLVXNEBCDFD5GU2L2XDUW3Q2C");
+    EXPECT_EQ(mailnet::uidl_for_id(std::string(71, 'x')), "Q6Q6JQOJFN5XU7CGIM6XQDPGZQM7T3ZU");
+    for (const std::string& id : {std::string("caf\xc3\xa9"), std::string("a\tb"), std::string("x\x7f")}) {
+        const std::string u = mailnet::uidl_for_id(id);
+        EXPECT_EQ(u.size(), 32u);
+        EXPECT_TRUE(std::all_of(u.begin(), u.end(), [](char c) { return (c >= 'A' && c <= 'Z') || (c >= '2' && c <= '7'); }))
+            << u;
+        EXPECT_EQ(u, mailnet::uidl_for_id(id)) << "stable";
+    }
+}
+
+}  // namespace

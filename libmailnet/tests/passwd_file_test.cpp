@@ -1,0 +1,417 @@
+// passwd_file_test.cpp: the Dovecot passwd-file authenticator (schemes, bare crypt hashes,
+// rejected lines, reload on change, concurrency) and secrets_equal.
+#include "mailnet/auth.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using mailnet::auth_result;
+using mailnet::credentials;
+using mailnet::log_level;
+
+// Hash vectors. None was made by the code under test:
+// - SHA512-CRYPT, SHA256-CRYPT: `openssl passwd -6 -salt saltsalt secret` and `-5` (OpenSSL 3.0).
+// - BLF-CRYPT: Openwall crypt_blowfish wrapper.c test vectors ("U*U"; "\xa3" for $2y$ / $2b$).
+// - yescrypt: the openwall/yescrypt reference TESTS-OK ("pleaseletmein").
+constexpr const char* sha512_secret =
+    "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
+constexpr const char* sha256_secret = "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA";
+constexpr const char* bcrypt_2a_uu = "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+constexpr const char* bcrypt_2y_a3 = "$2y$05$/OK.fbVrR/bpIqNJ5ianF.Sa7shbm4.OzKpvFnX1pQLmQW96oUlCq";
+constexpr const char* bcrypt_2b_a3 = "$2b$05$/OK.fbVrR/bpIqNJ5ianF.Sa7shbm4.OzKpvFnX1pQLmQW96oUlCq";
+constexpr const char* yescrypt_please =
+    "$y$jD5.7$LdJMENpBABJJ3hIHjB1Bi.$HboGM6qPrsK.StKYGt6KErmUYtioHreJd98oIugoNB6";
+
+// Collects log lines; thread-safe, as a sink must be.
+struct log_capture {
+    std::mutex m;
+    std::vector<std::pair<log_level, std::string>> lines;
+
+    mailnet::log_sink sink() {
+        return [this](log_level l, std::string_view s) {
+            std::lock_guard g(m);
+            lines.emplace_back(l, std::string(s));
+        };
+    }
+    // Lines at `level` containing every one of `parts`.
+    int count(log_level level, std::initializer_list<std::string_view> parts) {
+        std::lock_guard g(m);
+        int n = 0;
+        for (const auto& [l, s] : lines) {
+            bool all = l == level;
+            for (auto p : parts) all = all && s.find(p) != std::string::npos;
+            n += all;
+        }
+        return n;
+    }
+    bool mentions(std::string_view text) {
+        std::lock_guard g(m);
+        for (const auto& [l, s] : lines)
+            if (s.find(text) != std::string::npos) return true;
+        return false;
+    }
+};
+
+class passwd_file : public ::testing::Test {
+protected:
+    void SetUp() override {
+        std::string tmpl = (fs::temp_directory_path() / "mailnet-passwd-XXXXXX").string();
+        ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+        dir_ = tmpl;
+        path_ = dir_ / "users";
+    }
+    void TearDown() override { fs::remove_all(dir_); }
+
+    // Writes the file in place and gives it a modification time no earlier write had.
+    void write(std::string_view text) {
+        {
+            std::ofstream f(path_, std::ios::binary | std::ios::trunc);
+            f << text;
+        }
+        bump(path_);
+    }
+    // Replaces the file by rename, as editors and config tools do (a new inode).
+    void replace(std::string_view text) {
+        const fs::path tmp = dir_ / "users.new";
+        {
+            std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+            f << text;
+        }
+        bump(tmp);
+        fs::rename(tmp, path_);
+    }
+    void bump(const fs::path& p) {
+        const timespec t[2] = {{1'600'000'000 + ++stamps_, 0}, {1'600'000'000 + stamps_, 0}};
+        ASSERT_EQ(::utimensat(AT_FDCWD, p.c_str(), t, 0), 0);
+    }
+
+    std::unique_ptr<mailnet::authenticator> open() {
+        auto r = mailnet::open_passwd_file({path_, log_.sink()});
+        EXPECT_TRUE(r) << r.error().message();
+        return r ? std::move(*r) : nullptr;
+    }
+
+    static bool ok(mailnet::authenticator& a, std::string user, std::string password) {
+        const auth_result r = a.authenticate(credentials{std::move(user), std::move(password)});
+        return r.outcome == auth_result::status::ok;
+    }
+
+    fs::path dir_;
+    fs::path path_;
+    log_capture log_;
+    int stamps_ = 0;
+};
+
+TEST_F(passwd_file, each_scheme_accepts_its_password_and_refuses_others) {
+    write(std::string("plain:{PLAIN}pw-plain\n") +           //
+          "s512:{SHA512-CRYPT}" + sha512_secret + "\n" +     //
+          "s256:{SHA256-CRYPT}" + sha256_secret + "\n" +     //
+          "blf2a:{BLF-CRYPT}" + bcrypt_2a_uu + "\n" +        //
+          "blf2y:{BLF-CRYPT}" + bcrypt_2y_a3 + "\n" +        //
+          "blf2b:{BLF-CRYPT}" + bcrypt_2b_a3 + "\n" +        //
+          "bare6:" + sha512_secret + "\n" +                  //
+          "bare5:" + sha256_secret + "\n" +                  //
+          "bare2y:" + bcrypt_2y_a3 + "\n" +                  //
+          "bare_y:" + yescrypt_please + "\n" +               //
+          "crypt:{CRYPT}" + sha512_secret + "\n" +           //
+          "lower:{sha512-crypt}" + sha512_secret + "\n" +    //
+          "mixed:{Plain}pw-mixed\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    const std::vector<std::pair<std::string, std::string>> good = {
+        {"plain", "pw-plain"}, {"s512", "secret"}, {"s256", "secret"},  {"blf2a", "U*U"},
+        {"blf2y", "\xa3"},     {"blf2b", "\xa3"},  {"bare6", "secret"}, {"bare5", "secret"},
+        {"bare2y", "\xa3"},    {"bare_y", "pleaseletmein"}, {"crypt", "secret"}, {"lower", "secret"},
+        {"mixed", "pw-mixed"},
+    };
+    for (const auto& [user, pw] : good) {
+        const auth_result r = a->authenticate({user, pw});
+        EXPECT_EQ(r.outcome, auth_result::status::ok) << user;
+        EXPECT_EQ(r.account, user);
+        EXPECT_EQ(r.mailbox, user);
+        EXPECT_FALSE(ok(*a, user, pw + "x")) << user;
+        EXPECT_FALSE(ok(*a, user, "Secret")) << user;
+    }
+    EXPECT_FALSE(ok(*a, "blf2a", "U*U*"));
+    EXPECT_FALSE(ok(*a, "PLAIN", "pw-plain"));  // names are exact
+    EXPECT_FALSE(ok(*a, "nobody", "secret"));
+    EXPECT_FALSE(ok(*a, "nobody", "pw-plain"));
+    EXPECT_EQ(log_.count(log_level::warning, {}), 0);
+}
+
+TEST_F(passwd_file, a_bare_secret_is_never_plain) {
+    write("bob:hunter2\nbob2:{PLAIN\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_FALSE(ok(*a, "bob", "hunter2"));
+    EXPECT_FALSE(ok(*a, "bob2", "{PLAIN"));
+    EXPECT_EQ(log_.count(log_level::warning, {"line 1", "bob", "never taken as PLAIN", "disabled"}), 1);
+    EXPECT_EQ(log_.count(log_level::warning, {"line 2", "bob2", "disabled"}), 1);
+    EXPECT_FALSE(log_.mentions("hunter2"));
+}
+
+TEST_F(passwd_file, weak_or_unknown_crypt_prefixes_are_disabled) {
+    // DES and MD5-crypt strings: libxcrypt would take them, the users file does not.
+    write("des:ab01FAX.bQRSU\nmd5:$1$abcd0123$9Qcg8DyviekV3tDGMZynJ1\nmismatch:{SHA512-CRYPT}" +
+          std::string(sha256_secret) + "\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_FALSE(ok(*a, "md5", "Xy01@#"));
+    EXPECT_FALSE(ok(*a, "mismatch", "secret"));
+    EXPECT_EQ(log_.count(log_level::warning, {"line 1", "des", "disabled"}), 1);
+    EXPECT_EQ(log_.count(log_level::warning, {"line 2", "md5", "disabled"}), 1);
+    EXPECT_EQ(log_.count(log_level::warning, {"line 3", "mismatch", "SHA512-CRYPT", "disabled"}), 1);
+    EXPECT_TRUE(a->exists("des"));  // the account exists; only its password is unusable
+}
+
+TEST_F(passwd_file, unknown_scheme_disables_the_entry_with_a_warning) {
+    write("# users\nalice:{MD5}X03MO1qnZdYdgyfeuILPmQ==\ncarol:{SSHA}c2VjcmV0c2FsdA==\ndave:{PLAIN}ok\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_FALSE(ok(*a, "alice", "password"));
+    EXPECT_FALSE(ok(*a, "carol", "secret"));
+    EXPECT_TRUE(ok(*a, "dave", "ok"));
+    EXPECT_EQ(log_.count(log_level::warning, {"line 2", "alice", "unknown password scheme {MD5}", "disabled"}), 1);
+    EXPECT_EQ(log_.count(log_level::warning, {"line 3", "carol", "{SSHA}"}), 1);
+    EXPECT_FALSE(log_.mentions("X03MO1qnZdYdgyfeuILPmQ"));
+    EXPECT_FALSE(log_.mentions("c2VjcmV0c2FsdA"));
+}
+
+TEST_F(passwd_file, malformed_lines_are_skipped_with_a_warning) {
+    write("justapassword\n:{PLAIN}nameless\n   \n\t\ngood:{PLAIN}pw\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_TRUE(ok(*a, "good", "pw"));
+    EXPECT_FALSE(ok(*a, "", "nameless"));
+    EXPECT_EQ(log_.count(log_level::warning, {"line 1", "no ':'"}), 1);
+    EXPECT_EQ(log_.count(log_level::warning, {"line 2", "empty user name"}), 1);
+    EXPECT_EQ(log_.count(log_level::warning, {}), 2);  // whitespace-only lines are blank
+    EXPECT_FALSE(log_.mentions("justapassword"));
+    EXPECT_FALSE(log_.mentions("nameless"));
+}
+
+TEST_F(passwd_file, comments_blank_lines_and_extra_fields) {
+    write("# comment: with colon\n\n#alice:{PLAIN}commented\nalice:{PLAIN}pw:1000:1000:Alice:/home/alice:/bin/sh:"
+          "userdb_mail=maildir:~/Mail\nbob:" +
+          std::string(sha512_secret) + "::::::\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_TRUE(ok(*a, "alice", "pw"));
+    EXPECT_FALSE(ok(*a, "alice", "commented"));
+    EXPECT_FALSE(ok(*a, "#alice", "commented"));
+    EXPECT_TRUE(ok(*a, "bob", "secret"));
+    EXPECT_EQ(log_.count(log_level::warning, {}), 0);
+}
+
+TEST_F(passwd_file, crlf_line_ends) {
+    write("# windows\r\n\r\nalice:{PLAIN}pw\r\nbob:" + std::string(sha256_secret) + "\r\ncarol:{PLAIN}last");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_TRUE(ok(*a, "alice", "pw"));
+    EXPECT_FALSE(ok(*a, "alice", "pw\r"));
+    EXPECT_TRUE(ok(*a, "bob", "secret"));
+    EXPECT_TRUE(ok(*a, "carol", "last"));  // no final line end
+    EXPECT_EQ(log_.count(log_level::warning, {}), 0);
+}
+
+TEST_F(passwd_file, duplicate_name_first_wins_with_a_warning) {
+    write("alice:{PLAIN}first\nalice:{PLAIN}second\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_TRUE(ok(*a, "alice", "first"));
+    EXPECT_FALSE(ok(*a, "alice", "second"));
+    EXPECT_EQ(log_.count(log_level::warning, {"line 2", "alice", "line 1"}), 1);
+}
+
+TEST_F(passwd_file, nul_bytes_and_empty_or_overlong_passwords_fail) {
+    write("alice:{PLAIN}pw\nempty:{PLAIN}\nlong:{PLAIN}" + std::string(600, 'x') + "\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_FALSE(ok(*a, "alice", std::string("pw\0", 3)));
+    EXPECT_FALSE(ok(*a, "alice", std::string("p\0w", 3)));
+    EXPECT_FALSE(ok(*a, std::string("alice\0", 6), "pw"));
+    EXPECT_FALSE(ok(*a, "alice", ""));
+    EXPECT_FALSE(ok(*a, "empty", ""));
+    EXPECT_FALSE(ok(*a, "", ""));
+    EXPECT_FALSE(ok(*a, "long", std::string(600, 'x')));
+    EXPECT_TRUE(ok(*a, "alice", "pw"));
+}
+
+TEST_F(passwd_file, lookup_gives_only_plain_secrets) {
+    write("alice:{PLAIN}pw\nbob:" + std::string(sha512_secret) + "\ncarol:{MD5}abc\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_TRUE(a->can_lookup());
+    EXPECT_EQ(a->lookup("alice"), "pw");
+    EXPECT_EQ(a->lookup("bob"), std::nullopt);
+    EXPECT_EQ(a->lookup("carol"), std::nullopt);
+    EXPECT_EQ(a->lookup("nobody"), std::nullopt);
+    EXPECT_TRUE(a->exists("alice"));
+    EXPECT_TRUE(a->exists("bob"));
+    EXPECT_FALSE(a->exists("nobody"));
+
+    write("bob:" + std::string(sha512_secret) + "\n");
+    EXPECT_FALSE(a->can_lookup());
+    EXPECT_EQ(a->lookup("alice"), std::nullopt);
+    EXPECT_FALSE(a->exists("alice"));
+}
+
+TEST_F(passwd_file, rewritten_in_place_is_reloaded) {
+    write("alice:{PLAIN}old\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_TRUE(ok(*a, "alice", "old"));
+    write("alice:{PLAIN}new\n");  // same size, same inode: only the time differs
+    EXPECT_TRUE(ok(*a, "alice", "new"));
+    EXPECT_FALSE(ok(*a, "alice", "old"));
+    write("alice:" + std::string(sha256_secret) + "\nbob:{PLAIN}pw\n");
+    EXPECT_TRUE(ok(*a, "alice", "secret"));
+    EXPECT_TRUE(a->exists("bob"));
+    EXPECT_GE(log_.count(log_level::info, {"reloaded"}), 2);
+}
+
+TEST_F(passwd_file, replaced_by_rename_is_reloaded) {
+    write("alice:{PLAIN}old\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_TRUE(ok(*a, "alice", "old"));
+    replace("alice:{PLAIN}new\n");
+    EXPECT_TRUE(ok(*a, "alice", "new"));
+    EXPECT_FALSE(ok(*a, "alice", "old"));
+}
+
+TEST_F(passwd_file, missing_file_keeps_the_previous_table_and_logs_once) {
+    write("alice:{PLAIN}pw\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    fs::remove(path_);
+    EXPECT_TRUE(ok(*a, "alice", "pw"));
+    EXPECT_TRUE(ok(*a, "alice", "pw"));
+    EXPECT_TRUE(a->exists("alice"));
+    EXPECT_EQ(log_.count(log_level::warning, {"cannot re-read", "keeping the previous 1"}), 1);
+
+    write("alice:{PLAIN}back\n");
+    EXPECT_TRUE(ok(*a, "alice", "back"));
+    EXPECT_EQ(log_.count(log_level::info, {"readable again"}), 1);
+}
+
+TEST_F(passwd_file, unreadable_file_keeps_the_previous_table) {
+    // A directory in the file's place: stat works, reading does not (also as root, which
+    // chmod 000 would not stop).
+    write("alice:{PLAIN}pw\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    fs::remove(path_);
+    fs::create_directory(path_);
+    EXPECT_TRUE(ok(*a, "alice", "pw"));
+    EXPECT_TRUE(ok(*a, "alice", "pw"));
+    EXPECT_EQ(log_.count(log_level::warning, {"cannot re-read", "not a regular file"}), 1);
+    fs::remove(path_);
+    write("alice:{PLAIN}new\n");
+    EXPECT_TRUE(ok(*a, "alice", "new"));
+}
+
+TEST_F(passwd_file, garbage_content_is_read_line_by_line) {
+    // Readable garbage is not a failed read: each bad line is skipped, so the users are gone.
+    write("alice:{PLAIN}pw\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    write("\x7f" "ELF\x01\x02\n\xff\xfe garbage\nno colon here\n");
+    EXPECT_FALSE(ok(*a, "alice", "pw"));
+    EXPECT_FALSE(a->exists("alice"));
+    EXPECT_EQ(log_.count(log_level::warning, {"no ':'"}), 3);
+}
+
+TEST_F(passwd_file, open_fails_with_bad_config_when_the_file_cannot_be_read) {
+    auto r = mailnet::open_passwd_file({dir_ / "missing", log_.sink()});
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), mailnet::errc::bad_config);
+    EXPECT_EQ(log_.count(log_level::error, {"missing"}), 1);
+
+    auto d = mailnet::open_passwd_file({dir_, log_.sink()});
+    ASSERT_FALSE(d);
+    EXPECT_EQ(d.error(), mailnet::errc::bad_config);
+}
+
+TEST_F(passwd_file, empty_file_opens_with_no_users) {
+    write("");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_FALSE(ok(*a, "alice", "pw"));
+    EXPECT_FALSE(a->can_lookup());
+}
+
+TEST_F(passwd_file, concurrent_logins_while_the_file_is_rewritten) {
+    write("alice:{PLAIN}one\nbob:" + std::string(sha256_secret) + "\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    std::atomic<bool> stop{false};
+    std::atomic<int> oks{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i)
+        threads.emplace_back([&, i] {
+            for (int n = 0; !stop || n < 5; ++n) {
+                const bool bob = (n + i) % 4 == 0;
+                const auth_result r = bob ? a->authenticate({"bob", "secret"})
+                                          : a->authenticate({"alice", n % 2 ? "one" : "two"});
+                EXPECT_NE(r.outcome, auth_result::status::tempfail);
+                if (r.outcome == auth_result::status::ok) ++oks;
+                (void)a->exists("alice");
+                (void)a->lookup("alice");
+                (void)a->can_lookup();
+            }
+        });
+    for (int n = 0; n < 40; ++n) {
+        const std::string text = "alice:{PLAIN}" + std::string(n % 2 ? "one" : "two") + "\nbob:" + sha256_secret + "\n";
+        if (n % 3 == 0)
+            replace(text);
+        else
+            write(text);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    stop = true;
+    for (auto& t : threads) t.join();
+    EXPECT_GT(oks.load(), 0);
+
+    write("alice:{PLAIN}final\n");
+    EXPECT_TRUE(ok(*a, "alice", "final"));
+}
+
+TEST(secrets, equal_and_unequal) {
+    using mailnet::secrets_equal;
+    EXPECT_TRUE(secrets_equal("", ""));
+    EXPECT_TRUE(secrets_equal("secret", "secret"));
+    EXPECT_FALSE(secrets_equal("secret", "Secret"));
+    EXPECT_FALSE(secrets_equal("secret", "secrets"));
+    EXPECT_FALSE(secrets_equal("secret", ""));
+    EXPECT_FALSE(secrets_equal("", "x"));
+    const std::string big(100000, 'a');
+    EXPECT_TRUE(secrets_equal(big, big));
+    EXPECT_FALSE(secrets_equal(big, big.substr(1)));
+}
+
+TEST(secrets, embedded_nul_bytes_count) {
+    using mailnet::secrets_equal;
+    using namespace std::string_view_literals;
+    EXPECT_TRUE(secrets_equal("a\0b"sv, "a\0b"sv));
+    EXPECT_FALSE(secrets_equal("a\0b"sv, "a\0c"sv));
+    EXPECT_FALSE(secrets_equal("a\0"sv, "a"sv));
+    EXPECT_FALSE(secrets_equal("\0"sv, ""sv));
+}
+
+}  // namespace

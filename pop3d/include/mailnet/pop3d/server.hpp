@@ -1,0 +1,89 @@
+// mailnet/pop3d/server.hpp: the POP3 server object: the protocol core on the libmailnet
+// server base, with pluggable authentication and storage (RFC 1939, RFC 2449, RFC 2595, RFC 8314).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <asio/io_context.hpp>
+#include <asio/ssl/context.hpp>
+
+#include "mailnet/auth.hpp"
+#include "mailnet/error.hpp"
+#include "mailnet/log.hpp"
+#include "mailnet/net/server.hpp"
+#include "mailnet/pop3d/session.hpp"
+#include "mailnet/store.hpp"
+
+namespace mailnet::pop3 {
+
+/// Everything a POP3 server is configured with (the seed's configure/cget options).
+struct server_config {
+    std::vector<net::listen_spec> listen;            ///< "pop3" (STLS) and "pop3s" (implicit TLS) listeners
+    std::shared_ptr<authenticator> auth;             ///< null: every login is rejected
+    std::shared_ptr<store> storage;                  ///< null: every mailbox is empty
+    std::shared_ptr<asio::ssl::context> tls;         ///< enables STLS and pop3s listeners
+    bool allow_plaintext_auth = false;               ///< plaintext passwords from non-loopback peers without TLS
+    bool enable_apop = false;                        ///< APOP, when the auth backend can give secrets
+    std::string hostname = "localhost";              ///< for the APOP timestamp
+    std::size_t max_connections = 1024;              ///< excess: "-ERR [SYS/TEMP]" and close
+    std::size_t max_per_peer = 32;                   ///< per client address, loopback exempt
+    std::chrono::seconds idle_timeout{600};          ///< RFC 1939 3: at least 10 minutes
+    std::chrono::seconds tls_handshake_timeout{30};
+    std::size_t read_ahead_octets = 64 * 1024;       ///< pipelined input buffered at most
+    std::chrono::seconds peer_failure_window{60};    ///< failed logins per peer counted this long
+    limits session_limits;                           ///< command length, failed logins, delays
+    log_sink log = stderr_log();
+};
+
+/// A POP3 server: create, up, down, destroy(kill | defer), list connections.
+class server {
+public:
+    /// Creates the server on `io` (run it on one thread). Nothing is bound before up().
+    server(asio::io_context& io, server_config config);
+    ~server();
+    server(const server&) = delete;
+    server& operator=(const server&) = delete;
+
+    /// The configuration in force (cget).
+    const server_config& config() const noexcept { return config_; }
+    /// Replaces the configuration (configure); only while down. errc::bad_config otherwise.
+    result<void> configure(server_config config);
+
+    /// Binds every listener and starts serving; the real ports are in listeners().
+    /// errc::bad_config if the configuration was unusable (e.g. pop3s without TLS).
+    result<void> up();
+    /// Stops listening; open sessions go on.
+    void down();
+    /// Stops listening and closes sessions now (kill) or when they end (defer).
+    void destroy(net::server::destroy_mode mode, std::function<void()> on_gone = {});
+    /// The bound listeners with their real ports (port 0 resolved).
+    std::vector<net::bound_listener> listeners() const;
+    /// The open connections (id, peer, state, user, bytes, start).
+    std::vector<net::connection_info> connections() const;
+    /// One connection's state, if it is open.
+    std::optional<net::connection_info> connection(std::uint64_t id) const;
+    /// The underlying server base (for shutdown_on_signals).
+    std::shared_ptr<net::server> base() const noexcept { return base_; }
+
+    struct shared;  ///< state shared with the sessions (implementation detail)
+
+private:
+    result<void> build();
+    asio::io_context& io_;
+    server_config config_;
+    std::shared_ptr<shared> shared_;
+    std::shared_ptr<net::server> base_;
+    std::error_code build_error_;
+};
+
+/// APOP (RFC 1939 7): MD5(timestamp + secret) as lowercase hex, compared in constant time;
+/// an unknown user or a backend without secrets costs the same and fails.
+auth_result verify_apop(authenticator& auth, const std::string& user, const std::string& timestamp,
+                        const std::string& digest_hex);
+
+}  // namespace mailnet::pop3

@@ -1,0 +1,184 @@
+// mailnet/pop3d/session.hpp: the POP3 server protocol core, a sans-I/O state machine
+// (RFC 1939, RFC 2449 CAPA/RESP-CODES/PIPELINING, RFC 2595 STLS, RFC 5034 AUTH, RFC 3206).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <variant>
+#include <vector>
+
+#include "mailnet/auth.hpp"
+#include "mailnet/line_reader.hpp"
+#include "mailnet/store.hpp"
+
+namespace mailnet::pop3 {
+
+/// The POP3 limits (DESIGN.md "Limits"); every one has a test that crosses it.
+struct limits {
+    std::size_t max_command_octets = 512;      ///< RFC 2449 4 asks for at least 255 (CRLF included)
+    std::size_t max_sasl_octets = 12288;       ///< an AUTH continuation line
+    std::size_t max_failed_logins = 3;         ///< then the session is closed
+    std::size_t max_bad_commands = 10;         ///< unknown/invalid commands, then close
+    std::chrono::milliseconds auth_failure_delay{2000};  ///< before each failed-login reply
+};
+
+/// What a session knows of its connection when it starts.
+struct session_config {
+    std::string implementation = "mailnet";    ///< CAPA IMPLEMENTATION
+    bool peer_is_loopback = false;             ///< loopback peers may send plaintext passwords
+    bool allow_plaintext_auth = false;         ///< --allow-plaintext-auth
+    bool tls_active = false;                   ///< implicit TLS (RFC 8314)
+    bool tls_available = false;                ///< STLS can be offered
+    bool apop = false;                         ///< --enable-apop and the backend can give secrets
+    std::string apop_timestamp;                ///< "<unique@host>" for the greeting (RFC 1939 7)
+};
+
+/// The session's state (RFC 1939 3).
+enum class state { authorization, transaction, update, closed };
+
+/// Name of a state, for connection listings.
+std::string_view state_name(state s) noexcept;
+
+namespace act {
+/// Write these octets (one or more complete replies).
+struct send { std::string octets; };
+/// Verify USER/PASS or SASL PLAIN credentials; answer with resume(auth_result).
+struct authenticate { credentials creds; };
+/// Verify APOP: MD5(timestamp + secret) == digest; answer with resume(auth_result).
+struct authenticate_apop { std::string user, timestamp, digest; };
+/// Lock the mailbox and take its snapshot; answer with resume(mailbox_result).
+struct open_mailbox { std::string mailbox; };
+/// Write `ok_line`, then the message (TOP: headers + `top_lines` body lines) dot-stuffed
+/// with its terminator; answer with resume(retrieve_result). If the message cannot be
+/// opened, write nothing and answer with the error.
+struct retrieve { std::string id; std::optional<std::size_t> top_lines; std::string ok_line; };
+/// Delete and mark seen at QUIT (UPDATE state); answer with resume(commit_result).
+struct commit { std::vector<std::string> deleted, seen; };
+/// Upgrade to TLS now: drop buffered input, handshake, then call tls_started().
+struct start_tls {};
+/// Wait this long before going on (failed-login delay).
+struct delay { std::chrono::milliseconds duration; };
+/// Close the connection (after writing what was sent); the lock, if any, is released.
+struct close {};
+/// Nothing to do until more input is fed.
+struct need_input {};
+}  // namespace act
+
+/// One step the outside world performs for the session.
+using action = std::variant<act::need_input, act::send, act::authenticate, act::authenticate_apop,
+                            act::open_mailbox, act::retrieve, act::commit, act::start_tls, act::delay,
+                            act::close>;
+
+/// The answer to open_mailbox.
+struct mailbox_result {
+    std::error_code error;                 ///< errc::mailbox_in_use, or a store failure
+    std::vector<message_info> messages;    ///< the snapshot, on success
+};
+
+/// The answer to retrieve.
+struct retrieve_result { std::error_code error; };
+
+/// The answer to commit: one error_code per deleted id.
+struct commit_result { std::vector<std::error_code> errors; };
+
+/// A POP3 server session: feed it bytes, take actions until need_input, resume it with
+/// the answers the actions ask for.
+class session {
+public:
+    session(session_config config, limits lim = {});
+
+    /// Queues the greeting; call once before the first next().
+    void start();
+    /// Appends received octets.
+    void feed(std::string_view octets);
+    /// The next action; act::need_input when it waits for the peer.
+    action next();
+    /// Answers act::authenticate and act::authenticate_apop.
+    void resume(const auth_result& r);
+    /// Answers act::open_mailbox.
+    void resume(mailbox_result r);
+    /// Answers act::retrieve.
+    void resume(const retrieve_result& r);
+    /// Answers act::commit.
+    void resume(const commit_result& r);
+    /// The TLS handshake that act::start_tls asked for succeeded (RFC 2595 4: back to a
+    /// fresh AUTHORIZATION state; the client asks CAPA again).
+    void tls_started();
+
+    /// The current state.
+    state current() const noexcept { return state_; }
+    /// The logged-in account (empty before login).
+    const std::string& user() const noexcept { return account_; }
+    /// The mailbox locked by this session (empty before login): the server unlocks it.
+    const std::string& mailbox() const noexcept { return mailbox_; }
+    /// Octets of input buffered and not yet processed (the read-ahead limit counts them).
+    std::size_t buffered() const noexcept { return reader_.buffered(); }
+    /// Whether an answer is awaited (no input is processed meanwhile).
+    bool waiting() const noexcept { return waiting_ != wait::none; }
+
+private:
+    enum class wait { none, auth, mailbox, retrieve, commit, tls };
+    struct message_state { bool deleted = false; bool retrieved = false; };
+
+    void handle_line(std::string_view line);
+    void reply(std::string_view line);
+    void ok(std::string_view text);
+    void err(std::string_view text);
+    void bad_command(std::string_view text);
+    void emit(action a);
+    bool plaintext_allowed() const noexcept;
+    std::string capabilities() const;
+    // The message a numeric argument names, or nullopt after an -ERR reply.
+    std::optional<std::size_t> message_arg(std::string_view arg, bool allow_deleted = false);
+    void login_failed(std::string_view reason = "authentication failed");
+    void finish_sasl(std::string_view response);
+
+    void cmd_user(std::string_view arg);
+    void cmd_pass(std::string_view arg);
+    void cmd_apop(std::string_view arg);
+    void cmd_auth(std::string_view arg);
+    void cmd_stls(std::string_view arg);
+    void cmd_capa(std::string_view arg);
+    void cmd_quit(std::string_view arg);
+    void cmd_stat(std::string_view arg);
+    void cmd_list(std::string_view arg);
+    void cmd_uidl(std::string_view arg);
+    void cmd_retr(std::string_view arg);
+    void cmd_top(std::string_view arg);
+    void cmd_dele(std::string_view arg);
+    void cmd_noop(std::string_view arg);
+    void cmd_rset(std::string_view arg);
+    void cmd_last(std::string_view arg);
+
+    struct command {
+        std::string_view name;
+        void (session::*handler)(std::string_view);
+        bool in_authorization;
+        bool in_transaction;
+    };
+    static const command commands_[];
+
+    session_config config_;
+    limits limits_;
+    line_reader reader_;
+    state state_ = state::authorization;
+    wait waiting_ = wait::none;
+    bool sasl_pending_ = false;     // AUTH PLAIN sent "+ ", the response line is next
+    std::string out_;               // replies not yet handed out as act::send
+    std::deque<action> actions_;
+    std::string pending_user_;      // after USER
+    std::size_t failed_logins_ = 0;
+    std::size_t bad_commands_ = 0;
+    std::string account_, mailbox_;
+    std::vector<message_info> messages_;
+    std::vector<message_state> marks_;
+    std::size_t retrieving_ = 0;    // index of the message being retrieved
+    bool retrieving_whole_ = false; // RETR (marks seen) rather than TOP
+};
+
+}  // namespace mailnet::pop3

@@ -1,0 +1,137 @@
+// main.cpp: the pop3d program: a POP3 server (RFC 1939, 2449, 2595, 5034, 8314) serving the
+// Maildirs under --store to the users of a Dovecot passwd-file. Command line: DESIGN.md.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include <asio/io_context.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "mailnet/auth.hpp"
+#include "mailnet/net/server.hpp"
+#include "mailnet/net/tls.hpp"
+#include "mailnet/pop3d/server.hpp"
+#include "mailnet/store.hpp"
+#include "mailnet/version.hpp"
+
+namespace {
+
+// sysexits.h
+constexpr int ex_ok = 0, ex_usage = 64, ex_unavailable = 69, ex_ioerr = 74;
+
+std::string host_name() {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+    return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"pop3d: a POP3 server for Maildirs, with STLS and implicit TLS.\n"
+                 "Users come from a Dovecot passwd-file; mail from DIR/<user>/{new,cur}.",
+                 "pop3d"};
+    app.set_version_flag("--version", "pop3d (mailnet) " + std::string(mailnet::version()));
+    std::vector<std::string> listen{"127.0.0.1:110"};
+    std::vector<std::string> tls_listen;
+    std::string store_dir, users_file, tls_cert, tls_key;
+    bool allow_plaintext = false, enable_apop = false, short_idle = false;
+    std::size_t max_connections = 1024;
+    unsigned idle_timeout = 600;
+    app.add_option("--listen", listen, "ADDR:PORT for POP3 with STLS (repeatable; port 0: any free port)")
+        ->capture_default_str();
+    app.add_option("--tls-listen", tls_listen, "ADDR:PORT for POP3 over implicit TLS, pop3s (repeatable)");
+    app.add_option("--store", store_dir, "Maildir root: DIR/<mailbox>/{tmp,new,cur}")->required();
+    app.add_option("--users", users_file, "Dovecot passwd-file: name:{SCHEME}secret")->required();
+    auto* cert = app.add_option("--tls-cert", tls_cert, "PEM certificate chain (enables STLS)");
+    auto* key = app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
+    cert->needs(key);
+    key->needs(cert);
+    app.add_flag("--allow-plaintext-auth", allow_plaintext,
+                 "allow USER/PASS and AUTH PLAIN without TLS from non-loopback peers");
+    app.add_flag("--enable-apop", enable_apop, "offer APOP (only for {PLAIN} entries; same TLS rule)");
+    app.add_option("--max-connections", max_connections, "open connections at most")
+        ->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--idle-timeout", idle_timeout, "seconds a client may stay silent (RFC 1939: at least 600)")
+        ->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_flag("--allow-short-idle-timeout", short_idle, "accept an --idle-timeout below 600 (for tests)");
+    app.footer("Prints 'listening pop3|pop3s ADDR:PORT' per listener once bound. SIGTERM/SIGINT: stop\n"
+               "accepting and let sessions finish; a second signal closes them.\n"
+               "Exit codes: 0 ok, 64 usage or configuration, 69 cannot listen, 74 store or users file I/O.");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? ex_ok : ex_usage;
+    }
+    auto log = mailnet::stderr_log();
+    if (idle_timeout < 600 && !short_idle) {
+        std::cerr << "pop3d: --idle-timeout below 600 s breaks RFC 1939 3; add --allow-short-idle-timeout\n";
+        return ex_usage;
+    }
+    if (!tls_listen.empty() && tls_cert.empty()) {
+        std::cerr << "pop3d: --tls-listen needs --tls-cert and --tls-key\n";
+        return ex_usage;
+    }
+    mailnet::pop3::server_config cfg;
+    for (const auto& l : listen) {
+        auto spec = mailnet::net::parse_listen(l, "pop3", false);
+        if (!spec) {
+            std::cerr << "pop3d: bad --listen " << l << ": want ADDR:PORT\n";
+            return ex_usage;
+        }
+        cfg.listen.push_back(*spec);
+    }
+    for (const auto& l : tls_listen) {
+        auto spec = mailnet::net::parse_listen(l, "pop3s", true);
+        if (!spec) {
+            std::cerr << "pop3d: bad --tls-listen " << l << ": want ADDR:PORT\n";
+            return ex_usage;
+        }
+        cfg.listen.push_back(*spec);
+    }
+    if (!tls_cert.empty()) {
+        std::string why;
+        auto ctx = mailnet::net::make_server_tls({tls_cert, tls_key}, &why);
+        if (!ctx) {
+            std::cerr << "pop3d: TLS: " << why << "\n";
+            return ex_usage;
+        }
+        cfg.tls = *ctx;
+    }
+    auto users = mailnet::open_passwd_file({users_file, log});
+    if (!users) {
+        std::cerr << "pop3d: cannot read users file " << users_file << ": " << users.error().message() << "\n";
+        return ex_ioerr;
+    }
+    mailnet::maildir_options mo;
+    mo.root = store_dir;
+    mo.log = log;
+    auto store = mailnet::open_maildir_store(mo);
+    if (!store) {
+        std::cerr << "pop3d: cannot use store " << store_dir << ": " << store.error().message() << "\n";
+        return ex_ioerr;
+    }
+    cfg.auth = std::move(*users);
+    cfg.storage = std::move(*store);
+    cfg.allow_plaintext_auth = allow_plaintext;
+    cfg.enable_apop = enable_apop;
+    cfg.hostname = host_name();
+    cfg.max_connections = max_connections;
+    cfg.idle_timeout = std::chrono::seconds(idle_timeout);
+    cfg.log = log;
+
+    mailnet::net::raise_fd_limit();
+    asio::io_context io;
+    mailnet::pop3::server server(io, cfg);
+    if (auto r = server.up(); !r) {
+        std::cerr << "pop3d: cannot listen: " << r.error().message() << "\n";
+        return ex_unavailable;
+    }
+    for (const auto& l : server.listeners()) std::printf("%s\n", mailnet::net::listening_line(l).c_str());
+    std::fflush(stdout);
+    mailnet::net::shutdown_on_signals signals(io, {server.base()}, [&io] { io.stop(); });
+    io.run();
+    return ex_ok;
+}

@@ -1,0 +1,370 @@
+// server.cpp: the POP3 server: the thin Asio loop that feeds the protocol core and performs
+// its actions (auth and store calls on the blocking pool, RETR/TOP streamed with dot-stuffing).
+#include "mailnet/pop3d/server.hpp"
+
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/experimental/as_tuple.hpp>
+
+#include <algorithm>
+#include <array>
+#include <map>
+#include <mutex>
+#include <random>
+
+#include "mailnet/dot_stuffing.hpp"
+
+namespace mailnet::pop3 {
+namespace {
+
+constexpr std::size_t read_chunk_octets = 256 * 1024;   // one blocking-pool hop per this much
+constexpr std::size_t flush_octets = 128 * 1024;        // write when this much is pending
+constexpr std::size_t idle_buffer_octets = 16 * 1024;   // keep no more than this while idle
+
+std::string md5_hex(std::string_view data) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(data.data(), data.size(), digest, &len, EVP_md5(), nullptr);
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned i = 0; i < len; ++i) {
+        out += hex[digest[i] >> 4];
+        out += hex[digest[i] & 15];
+    }
+    return out;
+}
+
+}  // namespace
+
+auth_result verify_apop(authenticator& auth, const std::string& user, const std::string& timestamp,
+                        const std::string& digest_hex) {
+    const auto secret = auth.lookup(user);
+    // An unknown user costs the same digest and comparison (no user enumeration).
+    const std::string expected = md5_hex(timestamp + (secret ? *secret : std::string("\x01 no such user")));
+    if (!secrets_equal(expected, digest_hex) || !secret) return auth_result::fail();
+    return auth_result::ok(user, user);
+}
+
+// State shared by the server object and its sessions (which may outlive a configure()).
+struct server::shared {
+    server_config config;
+    std::mutex mutex;  // guards what follows
+    std::map<asio::ip::address, std::pair<std::size_t, std::chrono::steady_clock::time_point>> failures;
+    std::mt19937_64 random{std::random_device{}()};
+
+    std::string apop_timestamp() {
+        std::lock_guard lock(mutex);
+        return "<" + std::to_string(::getpid()) + "." + std::to_string(random()) + "@" + config.hostname + ">";
+    }
+
+    // Records a failed login of `peer`; returns the extra delay its recent failures earn.
+    std::chrono::milliseconds note_failure(const asio::ip::address& peer) {
+        const auto now = std::chrono::steady_clock::now();
+        std::lock_guard lock(mutex);
+        if (failures.size() > 10000) {
+            // Bounded: forget windows that have passed.
+            std::erase_if(failures, [&](const auto& f) { return now - f.second.second > config.peer_failure_window; });
+        }
+        auto& [count, since] = failures[peer];
+        if (now - since > config.peer_failure_window) {
+            count = 0;
+            since = now;
+        }
+        ++count;
+        if (config.session_limits.auth_failure_delay.count() == 0) return std::chrono::milliseconds(0);
+        return std::min<std::chrono::milliseconds>(std::chrono::seconds(1) * (count - 1), std::chrono::seconds(15));
+    }
+};
+
+namespace {
+
+// One POP3 connection: feeds the core, performs its actions. Unlocks the mailbox at the end,
+// whatever ends it (QUIT, a dropped connection, an exception, a kill).
+class runner {
+public:
+    runner(std::shared_ptr<server::shared> sh, net::connection& c) : sh_(std::move(sh)), c_(c), s_(make_config(), sh_->config.session_limits) {}
+
+    ~runner() {
+        if (!locked_.empty() && sh_->config.storage) sh_->config.storage->unlock(locked_);
+    }
+
+    asio::awaitable<void> run() {
+        s_.start();
+        for (;;) {
+            c_.set_state(state_name(s_.current()));
+            action a = s_.next();
+            if (std::holds_alternative<act::need_input>(a)) {
+                if (!co_await flush()) co_return;
+                if (eof_) co_return;
+                if (!co_await read_more()) co_return;
+            } else if (auto* send = std::get_if<act::send>(&a)) {
+                out_ += send->octets;
+                if (out_.size() >= flush_octets && !co_await flush()) co_return;
+            } else if (auto* auth = std::get_if<act::authenticate>(&a)) {
+                if (!co_await flush()) co_return;
+                auth_result r;
+                co_await c_.run_blocking([&] {
+                    r = sh_->config.auth ? sh_->config.auth->authenticate(auth->creds) : auth_result::fail();
+                });
+                logged(r, auth->creds.user);
+                s_.resume(r);
+            } else if (auto* apop = std::get_if<act::authenticate_apop>(&a)) {
+                if (!co_await flush()) co_return;
+                auth_result r;
+                co_await c_.run_blocking([&] {
+                    r = sh_->config.auth ? verify_apop(*sh_->config.auth, apop->user, apop->timestamp, apop->digest)
+                                         : auth_result::fail();
+                });
+                logged(r, apop->user);
+                s_.resume(r);
+            } else if (auto* open = std::get_if<act::open_mailbox>(&a)) {
+                if (!co_await flush()) co_return;
+                s_.resume(co_await open_mailbox(open->mailbox));
+            } else if (auto* retr = std::get_if<act::retrieve>(&a)) {
+                if (!co_await retrieve(*retr)) co_return;
+            } else if (auto* commit = std::get_if<act::commit>(&a)) {
+                if (!co_await flush()) co_return;
+                commit_result r;
+                auto& store = sh_->config.storage;
+                co_await c_.run_blocking([&] {
+                    r.errors = store ? store->commit(locked_, commit->deleted, commit->seen)
+                                     : std::vector<std::error_code>(commit->deleted.size());
+                });
+                for (std::size_t i = 0; i < r.errors.size(); ++i)
+                    if (r.errors[i])
+                        c_.log()(log_level::error, "pop3 " + s_.user() + ": cannot delete " + commit->deleted[i] +
+                                                       ": " + r.errors[i].message());
+                s_.resume(r);
+            } else if (std::holds_alternative<act::start_tls>(a)) {
+                if (!co_await flush()) co_return;
+                if (const auto ec = co_await c_.start_tls()) {
+                    c_.log()(log_level::info, "pop3 connection " + std::to_string(c_.id()) +
+                                                  ": STLS handshake failed: " + ec.message());
+                    co_return;
+                }
+                s_.tls_started();
+            } else if (auto* d = std::get_if<act::delay>(&a)) {
+                if (!co_await flush()) co_return;
+                asio::steady_timer t(c_.io().get_executor());
+                t.expires_after(d->duration + penalty_);
+                co_await t.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+            } else if (std::holds_alternative<act::close>(a)) {
+                co_await flush();
+                co_return;
+            }
+        }
+    }
+
+private:
+    session_config make_config() {
+        const auto& cfg = sh_->config;
+        session_config sc;
+        sc.peer_is_loopback = c_.peer_is_loopback();
+        sc.allow_plaintext_auth = cfg.allow_plaintext_auth;
+        sc.tls_active = c_.io().is_tls();
+        sc.tls_available = cfg.tls != nullptr;
+        sc.apop = cfg.enable_apop && cfg.auth && cfg.auth->can_lookup();
+        if (sc.apop) sc.apop_timestamp = sh_->apop_timestamp();
+        return sc;
+    }
+
+    void logged(const auth_result& r, const std::string& user) {
+        if (r.outcome == auth_result::status::ok) {
+            c_.set_user(r.account);
+            c_.log()(log_level::info, "pop3 login " + r.account + " from " + c_.peer().address().to_string());
+        } else if (r.outcome == auth_result::status::fail) {
+            penalty_ = sh_->note_failure(c_.peer().address());
+            c_.log()(log_level::info, "pop3 failed login for " + user.substr(0, 64) + " from " +
+                                          c_.peer().address().to_string());
+        }
+    }
+
+    asio::awaitable<mailbox_result> open_mailbox(const std::string& mailbox) {
+        mailbox_result r;
+        auto& store = sh_->config.storage;
+        if (!store) co_return r;  // no storage: every mailbox is empty
+        co_await c_.run_blocking([&] {
+            if (auto locked = store->lock(mailbox); !locked) {
+                r.error = locked.error();
+                return;
+            }
+            auto snap = store->snapshot(mailbox);
+            if (!snap) {
+                store->unlock(mailbox);
+                r.error = snap.error();
+                return;
+            }
+            r.messages = std::move(*snap);
+            locked_ = mailbox;
+        });
+        if (r.error && r.error != errc::mailbox_in_use)
+            c_.log()(log_level::error, "pop3 cannot open mailbox " + mailbox + ": " + r.error.message());
+        co_return r;
+    }
+
+    // Streams one message; false if the connection is lost (or the store fails mid-way,
+    // after the +OK line: then only closing tells the client).
+    asio::awaitable<bool> retrieve(const act::retrieve& r) {
+        auto& store = sh_->config.storage;
+        std::optional<message> msg;
+        std::error_code error;
+        std::size_t n = 0;
+        file_buf_.resize(read_chunk_octets);
+        co_await c_.run_blocking([&] {
+            if (!store) {
+                error = make_error_code(errc::not_found);
+                return;
+            }
+            auto m = store->open(locked_, r.id);
+            if (!m) {
+                error = m.error();
+                return;
+            }
+            msg.emplace(std::move(*m));
+            auto got = msg->read(file_buf_);
+            if (!got) error = got.error(); else n = *got;
+        });
+        if (error) {
+            c_.log()(log_level::error, "pop3 cannot read " + r.id + ": " + error.message());
+            s_.resume(retrieve_result{error});
+            co_return true;
+        }
+        out_ += r.ok_line;
+        dot_encoder enc(r.top_lines);
+        std::uint64_t total = n;
+        for (;;) {
+            enc.encode(std::string_view(file_buf_.data(), n), out_);
+            if (out_.size() >= flush_octets) {
+                if (!co_await flush()) co_return false;
+                co_await drain_input();
+            }
+            if (enc.done() || n == 0 || total >= msg->stored_octets()) break;
+            co_await c_.run_blocking([&] {
+                auto got = msg->read(file_buf_);
+                if (!got) error = got.error(); else n = *got;
+            });
+            if (error) {
+                c_.log()(log_level::error, "pop3 read error in " + r.id + ": " + error.message());
+                co_return false;
+            }
+            total += n;
+        }
+        enc.finish(out_);
+        s_.resume(retrieve_result{});
+        co_return true;
+    }
+
+    asio::awaitable<bool> flush() {
+        if (out_.empty()) co_return c_.io().is_open();
+        const auto ec = co_await c_.write(asio::buffer(out_));
+        out_.clear();
+        co_return !ec;
+    }
+
+    asio::awaitable<bool> read_more() {
+        // An idle session keeps small buffers (DESIGN.md: memory per idle session).
+        if (out_.capacity() > idle_buffer_octets) std::string().swap(out_);
+        if (file_buf_.capacity() > 0) std::string().swap(file_buf_);
+        std::error_code ec;
+        const auto n = co_await c_.read_some(asio::buffer(in_), ec);
+        if (ec) co_return false;
+        s_.feed(std::string_view(in_.data(), n));
+        co_return true;
+    }
+
+    // While a long reply is written, take in what the client pipelined, up to the read-ahead
+    // limit, so a client that writes all its commands before reading never deadlocks.
+    asio::awaitable<void> drain_input() {
+        std::error_code ec;
+        if (eof_ || s_.buffered() >= sh_->config.read_ahead_octets) co_return;
+        if (c_.io().socket().available(ec) == 0 || ec) co_return;
+        const auto n = co_await c_.read_some(asio::buffer(in_), ec);
+        if (ec) {
+            eof_ = true;
+            co_return;
+        }
+        s_.feed(std::string_view(in_.data(), n));
+    }
+
+    std::shared_ptr<server::shared> sh_;
+    net::connection& c_;
+    session s_;
+    std::string out_;
+    std::string file_buf_;
+    std::array<char, 4096> in_{};
+    std::string locked_;  // the mailbox this session holds the lock of
+    bool eof_ = false;
+    std::chrono::milliseconds penalty_{0};
+};
+
+asio::awaitable<void> serve(std::shared_ptr<server::shared> sh, net::connection& c) {
+    runner r(std::move(sh), c);
+    co_await r.run();
+}
+
+}  // namespace
+
+server::server(asio::io_context& io, server_config config) : io_(io), config_(std::move(config)) {
+    if (auto r = build(); !r) build_error_ = r.error();
+}
+
+server::~server() {
+    if (base_) base_->destroy(net::server::destroy_mode::kill);
+}
+
+result<void> server::build() {
+    build_error_.clear();
+    if (!config_.log) config_.log = null_log();
+    shared_ = std::make_shared<shared>();
+    shared_->config = config_;
+    net::server_options o;
+    o.max_connections = config_.max_connections;
+    o.max_per_peer = config_.max_per_peer;
+    o.idle_timeout = config_.idle_timeout;
+    o.tls_handshake_timeout = config_.tls_handshake_timeout;
+    o.tls = config_.tls;
+    o.log = config_.log;
+    base_ = net::server::create(
+        io_, o, [sh = shared_](net::connection& c) { return serve(sh, c); },
+        "-ERR [SYS/TEMP] too many connections, try later\r\n");
+    for (const auto& l : config_.listen)
+        if (auto r = base_->listen(l); !r) return r;
+    return {};
+}
+
+result<void> server::configure(server_config config) {
+    if (base_ && base_->is_up()) return unexpected(errc::bad_config);
+    config_ = std::move(config);
+    auto r = build();
+    if (!r) build_error_ = r.error();
+    return r;
+}
+
+result<void> server::up() {
+    if (build_error_) return unexpected(build_error_);
+    return base_->up();
+}
+
+void server::down() {
+    if (base_) base_->down();
+}
+
+void server::destroy(net::server::destroy_mode mode, std::function<void()> on_gone) {
+    if (base_) base_->destroy(mode, std::move(on_gone));
+}
+
+std::vector<net::bound_listener> server::listeners() const { return base_ ? base_->listeners() : decltype(listeners()){}; }
+
+std::vector<net::connection_info> server::connections() const {
+    return base_ ? base_->connections() : std::vector<net::connection_info>{};
+}
+
+std::optional<net::connection_info> server::connection(std::uint64_t id) const {
+    return base_ ? base_->connection_state(id) : std::nullopt;
+}
+
+}  // namespace mailnet::pop3

@@ -1,0 +1,535 @@
+// session.cpp: the POP3 server protocol core (RFC 1939 3-9, RFC 2449 5-8 CAPA and response
+// codes, RFC 2595 4 STLS, RFC 5034 4 AUTH PLAIN, RFC 3206 AUTH and SYS/TEMP, SYS/PERM).
+#include "mailnet/pop3d/session.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+#include "mailnet/base64.hpp"
+
+namespace mailnet::pop3 {
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
+           });
+}
+
+// A decimal number of at most 9 digits, nothing else (RFC 1939 3: numbers are decimal).
+std::optional<std::size_t> parse_number(std::string_view s) {
+    if (s.empty() || s.size() > 9) return std::nullopt;
+    std::size_t v = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
+std::pair<std::string_view, std::string_view> split_first(std::string_view s) {
+    const auto sp = s.find(' ');
+    if (sp == std::string_view::npos) return {s, {}};
+    return {s.substr(0, sp), s.substr(sp + 1)};
+}
+
+}  // namespace
+
+std::string_view state_name(state s) noexcept {
+    switch (s) {
+        case state::authorization: return "AUTHORIZATION";
+        case state::transaction: return "TRANSACTION";
+        case state::update: return "UPDATE";
+        case state::closed: return "CLOSED";
+    }
+    return "?";
+}
+
+// name, handler, valid in AUTHORIZATION, valid in TRANSACTION
+const session::command session::commands_[] = {
+    {"USER", &session::cmd_user, true, false}, {"PASS", &session::cmd_pass, true, false},
+    {"APOP", &session::cmd_apop, true, false}, {"AUTH", &session::cmd_auth, true, false},
+    {"STLS", &session::cmd_stls, true, false}, {"CAPA", &session::cmd_capa, true, true},
+    {"QUIT", &session::cmd_quit, true, true},  {"NOOP", &session::cmd_noop, false, true},
+    {"STAT", &session::cmd_stat, false, true}, {"LIST", &session::cmd_list, false, true},
+    {"UIDL", &session::cmd_uidl, false, true}, {"RETR", &session::cmd_retr, false, true},
+    {"TOP", &session::cmd_top, false, true},   {"DELE", &session::cmd_dele, false, true},
+    {"RSET", &session::cmd_rset, false, true}, {"LAST", &session::cmd_last, false, true},
+};
+
+session::session(session_config config, limits lim)
+    : config_(std::move(config)), limits_(lim), reader_(lim.max_command_octets) {}
+
+void session::start() {
+    std::string greeting = "mailnet POP3 server ready";
+    if (config_.apop && !config_.apop_timestamp.empty()) greeting += " " + config_.apop_timestamp;
+    ok(greeting);
+}
+
+void session::feed(std::string_view octets) {
+    if (state_ == state::closed) return;
+    reader_.feed(octets);
+}
+
+action session::next() {
+    while (actions_.empty() && waiting_ == wait::none && state_ != state::closed) {
+        const auto s = reader_.next();
+        if (s == line_reader::status::need_more) break;
+        if (s == line_reader::status::too_long) {
+            if (sasl_pending_) {
+                sasl_pending_ = false;
+                reader_.set_limit(limits_.max_command_octets);
+                login_failed("SASL response too long");
+            } else {
+                bad_command("line too long");
+            }
+            continue;
+        }
+        handle_line(reader_.text());
+    }
+    if (!actions_.empty()) {
+        action a = std::move(actions_.front());
+        actions_.pop_front();
+        return a;
+    }
+    if (!out_.empty()) return act::send{std::exchange(out_, {})};
+    return act::need_input{};
+}
+
+void session::emit(action a) {
+    if (!out_.empty()) actions_.emplace_back(act::send{std::exchange(out_, {})});
+    actions_.push_back(std::move(a));
+}
+
+void session::reply(std::string_view line) {
+    out_ += line;
+    out_ += "\r\n";
+}
+
+void session::ok(std::string_view text) {
+    out_ += text.empty() ? "+OK" : "+OK ";
+    reply(text);
+}
+
+void session::err(std::string_view text) {
+    out_ += "-ERR ";
+    reply(text);
+}
+
+void session::bad_command(std::string_view text) {
+    err(text);
+    if (++bad_commands_ >= limits_.max_bad_commands) {
+        // NOTE: RFC 1939 does not limit bad commands; like Dovecot we close, so a client
+        // stuck in a loop or a scanner cannot hold the connection forever.
+        err("too many bad commands, closing");
+        emit(act::close{});
+        state_ = state::closed;
+    }
+}
+
+bool session::plaintext_allowed() const noexcept {
+    // DESIGN.md "Rules": no plaintext password over cleartext from a non-loopback peer.
+    return config_.tls_active || config_.peer_is_loopback || config_.allow_plaintext_auth;
+}
+
+void session::handle_line(std::string_view line) {
+    if (sasl_pending_) {
+        finish_sasl(line);
+        return;
+    }
+    const auto [name, arg] = split_first(line);
+    const command* cmd = nullptr;
+    for (const auto& c : commands_)
+        if (iequals(c.name, name)) cmd = &c;
+    if (!cmd) {
+        bad_command("unknown command");
+        return;
+    }
+    const bool allowed = state_ == state::authorization ? cmd->in_authorization : cmd->in_transaction;
+    if (!allowed) {
+        bad_command("command not valid in this state");
+        return;
+    }
+    (this->*cmd->handler)(arg);
+}
+
+std::string session::capabilities() const {
+    // RFC 2449 6: the list may differ between AUTHORIZATION and TRANSACTION.
+    std::string c = "+OK capability list follows\r\n";
+    c += "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n";
+    if (state_ == state::authorization) {
+        if (plaintext_allowed()) c += "USER\r\nSASL PLAIN\r\n";
+        if (config_.tls_available && !config_.tls_active) c += "STLS\r\n";
+    }
+    c += "EXPIRE NEVER\r\nLOGIN-DELAY 0\r\nIMPLEMENTATION " + config_.implementation + "\r\n.\r\n";
+    return c;
+}
+
+std::optional<std::size_t> session::message_arg(std::string_view arg, bool allow_deleted) {
+    const auto n = parse_number(arg);
+    if (!n) {
+        bad_command("invalid message number");
+        return std::nullopt;
+    }
+    if (*n == 0 || *n > messages_.size()) {
+        err("no such message");
+        return std::nullopt;
+    }
+    const std::size_t index = *n - 1;
+    if (marks_[index].deleted && !allow_deleted) {
+        err("message " + std::to_string(*n) + " already deleted");
+        return std::nullopt;
+    }
+    return index;
+}
+
+void session::login_failed(std::string_view reason) {
+    ++failed_logins_;
+    // RFC 1939 4 / 13: a delay after a failed login slows down password guessing.
+    if (limits_.auth_failure_delay.count() > 0) emit(act::delay{limits_.auth_failure_delay});
+    err("[AUTH] " + std::string(reason));
+    if (failed_logins_ >= limits_.max_failed_logins) {
+        err("too many failed logins, closing");
+        emit(act::close{});
+        state_ = state::closed;
+    }
+}
+
+// ---- AUTHORIZATION ----------------------------------------------------------------------
+
+void session::cmd_user(std::string_view arg) {
+    if (!plaintext_allowed()) {
+        err("[AUTH] plaintext authentication disallowed on non-secure connections");
+        return;
+    }
+    if (arg.empty()) {
+        bad_command("syntax: USER name");
+        return;
+    }
+    // USER always answers +OK: whether the name exists is never told (no user enumeration).
+    pending_user_ = arg;
+    ok("");
+}
+
+void session::cmd_pass(std::string_view arg) {
+    if (!plaintext_allowed()) {
+        err("[AUTH] plaintext authentication disallowed on non-secure connections");
+        return;
+    }
+    if (pending_user_.empty()) {
+        bad_command("USER first");
+        return;
+    }
+    // RFC 1939 7: the password is the rest of the line and may contain spaces.
+    emit(act::authenticate{credentials{std::exchange(pending_user_, {}), std::string(arg)}});
+    waiting_ = wait::auth;
+}
+
+void session::cmd_apop(std::string_view arg) {
+    if (!config_.apop) {
+        bad_command("APOP not available");
+        return;
+    }
+    if (!plaintext_allowed()) {
+        err("[AUTH] APOP disallowed on non-secure connections");
+        return;
+    }
+    const auto [name, digest] = split_first(arg);
+    const bool hex = digest.size() == 32 && std::all_of(digest.begin(), digest.end(), [](char c) {
+                         return std::isxdigit(static_cast<unsigned char>(c));
+                     });
+    if (name.empty() || !hex) {
+        bad_command("syntax: APOP name digest");
+        return;
+    }
+    std::string lower(digest);
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    emit(act::authenticate_apop{std::string(name), config_.apop_timestamp, std::move(lower)});
+    waiting_ = wait::auth;
+}
+
+void session::cmd_auth(std::string_view arg) {
+    const auto [mech, initial] = split_first(arg);
+    if (mech.empty()) {
+        // RFC 5034 4 (and the older AUTH without argument): list the mechanisms.
+        out_ += plaintext_allowed() ? "+OK\r\nPLAIN\r\n.\r\n" : "+OK\r\n.\r\n";
+        return;
+    }
+    if (!iequals(mech, "PLAIN")) {
+        err("unrecognized authentication type");
+        return;
+    }
+    if (!plaintext_allowed()) {
+        err("[AUTH] plaintext authentication disallowed on non-secure connections");
+        return;
+    }
+    if (initial.empty()) {
+        out_ += "+ \r\n";
+        sasl_pending_ = true;
+        reader_.set_limit(limits_.max_sasl_octets);
+        return;
+    }
+    finish_sasl(initial == "=" ? std::string_view{} : initial);
+}
+
+void session::finish_sasl(std::string_view response) {
+    if (sasl_pending_) {
+        sasl_pending_ = false;
+        reader_.set_limit(limits_.max_command_octets);
+    }
+    if (response == "*") {
+        err("authentication cancelled");  // RFC 5034 4
+        return;
+    }
+    const auto decoded = base64_decode(response);
+    if (!decoded) {
+        err("invalid base64 in SASL response");
+        return;
+    }
+    // RFC 4616 2: [authzid] NUL authcid NUL passwd
+    const auto first = decoded->find('\0');
+    const auto second = first == std::string::npos ? first : decoded->find('\0', first + 1);
+    if (second == std::string::npos || decoded->find('\0', second + 1) != std::string::npos) {
+        err("malformed SASL PLAIN response");
+        return;
+    }
+    const std::string authzid = decoded->substr(0, first);
+    std::string authcid = decoded->substr(first + 1, second - first - 1);
+    std::string passwd = decoded->substr(second + 1);
+    if (!authzid.empty() && authzid != authcid) {
+        login_failed();  // no proxy authorization
+        return;
+    }
+    emit(act::authenticate{credentials{std::move(authcid), std::move(passwd)}});
+    waiting_ = wait::auth;
+}
+
+void session::resume(const auth_result& r) {
+    if (waiting_ != wait::auth) return;
+    waiting_ = wait::none;
+    switch (r.outcome) {
+        case auth_result::status::fail: login_failed(); return;
+        case auth_result::status::tempfail: err("[SYS/TEMP] authentication backend unavailable, try later"); return;
+        case auth_result::status::ok: break;
+    }
+    account_ = r.account;
+    mailbox_ = r.mailbox;
+    emit(act::open_mailbox{mailbox_});
+    waiting_ = wait::mailbox;
+}
+
+void session::resume(mailbox_result r) {
+    if (waiting_ != wait::mailbox) return;
+    waiting_ = wait::none;
+    if (r.error) {
+        account_.clear();
+        mailbox_.clear();
+        if (r.error == errc::mailbox_in_use)
+            err("[IN-USE] mailbox is locked by another session");  // RFC 2449 8.1.1
+        else
+            err("[SYS/TEMP] cannot open mailbox, try later");  // RFC 3206 4
+        return;
+    }
+    messages_ = std::move(r.messages);
+    marks_.assign(messages_.size(), {});
+    state_ = state::transaction;
+    std::uint64_t octets = 0;
+    for (const auto& m : messages_) octets += m.octets;
+    ok("logged in, " + std::to_string(messages_.size()) + " messages (" + std::to_string(octets) + " octets)");
+}
+
+void session::cmd_stls(std::string_view arg) {
+    if (!arg.empty()) {
+        bad_command("STLS takes no argument");
+        return;
+    }
+    if (config_.tls_active) {
+        err("already in TLS");
+        return;
+    }
+    if (!config_.tls_available) {
+        bad_command("STLS not available");
+        return;
+    }
+    ok("begin TLS negotiation");
+    emit(act::start_tls{});
+    waiting_ = wait::tls;
+}
+
+void session::tls_started() {
+    if (waiting_ != wait::tls) return;
+    waiting_ = wait::none;
+    // RFC 2595 4: discard what was pipelined in cleartext; a fresh AUTHORIZATION state.
+    reader_.clear();
+    config_.tls_active = true;
+    pending_user_.clear();
+}
+
+void session::cmd_capa(std::string_view arg) {
+    if (!arg.empty()) {
+        bad_command("CAPA takes no argument");
+        return;
+    }
+    out_ += capabilities();
+}
+
+void session::cmd_quit(std::string_view) {
+    if (state_ == state::authorization) {
+        ok("bye");
+        emit(act::close{});
+        state_ = state::closed;
+        return;
+    }
+    // RFC 1939 6: UPDATE state. Retrieved messages become seen, deleted ones go.
+    state_ = state::update;
+    act::commit c;
+    for (std::size_t i = 0; i < messages_.size(); ++i) {
+        if (marks_[i].deleted)
+            c.deleted.push_back(messages_[i].id);
+        else if (marks_[i].retrieved && !messages_[i].seen)
+            c.seen.push_back(messages_[i].id);
+    }
+    if (c.deleted.empty() && c.seen.empty()) {
+        ok("bye");
+        emit(act::close{});
+        state_ = state::closed;
+        return;
+    }
+    emit(std::move(c));
+    waiting_ = wait::commit;
+}
+
+void session::resume(const commit_result& r) {
+    if (waiting_ != wait::commit) return;
+    waiting_ = wait::none;
+    const bool failed = std::any_of(r.errors.begin(), r.errors.end(), [](const auto& e) { return bool(e); });
+    if (failed)
+        err("[SYS/TEMP] some deleted messages were not removed");  // RFC 1939 6, RFC 3206 4
+    else
+        ok("bye");
+    emit(act::close{});
+    state_ = state::closed;
+}
+
+// ---- TRANSACTION ------------------------------------------------------------------------
+
+void session::cmd_stat(std::string_view arg) {
+    if (!arg.empty()) {
+        bad_command("STAT takes no argument");
+        return;
+    }
+    std::size_t count = 0;
+    std::uint64_t octets = 0;
+    for (std::size_t i = 0; i < messages_.size(); ++i) {
+        if (marks_[i].deleted) continue;
+        ++count;
+        octets += messages_[i].octets;
+    }
+    ok(std::to_string(count) + " " + std::to_string(octets));
+}
+
+void session::cmd_list(std::string_view arg) {
+    if (!arg.empty()) {
+        if (const auto i = message_arg(arg))
+            ok(std::to_string(*i + 1) + " " + std::to_string(messages_[*i].octets));
+        return;
+    }
+    ok("scan listing follows");
+    for (std::size_t i = 0; i < messages_.size(); ++i) {
+        if (marks_[i].deleted) continue;
+        reply(std::to_string(i + 1) + " " + std::to_string(messages_[i].octets));
+    }
+    reply(".");
+}
+
+void session::cmd_uidl(std::string_view arg) {
+    if (!arg.empty()) {
+        if (const auto i = message_arg(arg)) ok(std::to_string(*i + 1) + " " + messages_[*i].uidl);
+        return;
+    }
+    ok("unique-id listing follows");
+    for (std::size_t i = 0; i < messages_.size(); ++i) {
+        if (marks_[i].deleted) continue;
+        reply(std::to_string(i + 1) + " " + messages_[i].uidl);
+    }
+    reply(".");
+}
+
+void session::cmd_retr(std::string_view arg) {
+    const auto i = message_arg(arg);
+    if (!i) return;
+    retrieving_ = *i;
+    retrieving_whole_ = true;
+    emit(act::retrieve{messages_[*i].id, std::nullopt, "+OK " + std::to_string(messages_[*i].octets) + " octets\r\n"});
+    waiting_ = wait::retrieve;
+}
+
+void session::cmd_top(std::string_view arg) {
+    const auto [msg, lines_text] = split_first(arg);
+    const auto lines = parse_number(lines_text);
+    if (msg.empty() || !lines) {
+        bad_command("syntax: TOP message lines");
+        return;
+    }
+    const auto i = message_arg(msg);
+    if (!i) return;
+    retrieving_ = *i;
+    retrieving_whole_ = false;
+    emit(act::retrieve{messages_[*i].id, *lines, "+OK top of message follows\r\n"});
+    waiting_ = wait::retrieve;
+}
+
+void session::resume(const retrieve_result& r) {
+    if (waiting_ != wait::retrieve) return;
+    waiting_ = wait::none;
+    if (r.error) {
+        if (r.error == errc::not_found)
+            err("[SYS/PERM] message " + std::to_string(retrieving_ + 1) + " is gone from the mailbox");
+        else
+            err("[SYS/TEMP] cannot read message " + std::to_string(retrieving_ + 1) + ", try later");
+        return;
+    }
+    // RFC 1939 has no seen flag; like Dovecot, RETR (not TOP) marks a message seen at QUIT.
+    if (retrieving_whole_) marks_[retrieving_].retrieved = true;
+}
+
+void session::cmd_dele(std::string_view arg) {
+    const auto i = message_arg(arg);
+    if (!i) return;
+    marks_[*i].deleted = true;
+    ok("message " + std::to_string(*i + 1) + " deleted");
+}
+
+void session::cmd_noop(std::string_view arg) {
+    if (!arg.empty()) {
+        bad_command("NOOP takes no argument");
+        return;
+    }
+    ok("");
+}
+
+void session::cmd_rset(std::string_view arg) {
+    if (!arg.empty()) {
+        bad_command("RSET takes no argument");
+        return;
+    }
+    // RFC 1939 5: unmark deleted messages; this session's seen marks are undone too.
+    marks_.assign(messages_.size(), {});
+    std::uint64_t octets = 0;
+    for (const auto& m : messages_) octets += m.octets;
+    ok("maildrop has " + std::to_string(messages_.size()) + " messages (" + std::to_string(octets) + " octets)");
+}
+
+void session::cmd_last(std::string_view arg) {
+    if (!arg.empty()) {
+        bad_command("LAST takes no argument");
+        return;
+    }
+    // RFC 1460 LAST: the highest message number accessed; here the highest seen one, as
+    // Dovecot's pop3_enable_last (seen before this session, or retrieved in it).
+    std::size_t last = 0;
+    for (std::size_t i = 0; i < messages_.size(); ++i)
+        if (messages_[i].seen || marks_[i].retrieved) last = i + 1;
+    ok(std::to_string(last));
+}
+
+}  // namespace mailnet::pop3

@@ -1,0 +1,283 @@
+// transcript_test.cpp: runs every pop3d/tests/transcripts/*.txt against the POP3 core,
+// line by line and again with all client input pipelined and split at every byte offset.
+//
+// Transcript syntax:
+//   # comment               ! option (see apply_option)
+//   C: client line          (CRLF added; "\r", "\n", "\0" and "\xHH" escapes allowed)
+//   S: expected server line (without CRLF)
+//   A: expected action => answer
+#include "mailnet/pop3d/session.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace mailnet;
+using namespace mailnet::pop3;
+
+std::string unescape(std::string_view s) {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '\\' || i + 1 >= s.size()) {
+            out += s[i];
+            continue;
+        }
+        const char c = s[++i];
+        if (c == 'r') out += '\r';
+        else if (c == 'n') out += '\n';
+        else if (c == '0') out += '\0';
+        else if (c == 'x' && i + 2 < s.size()) {
+            out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+            i += 2;
+        } else out += c;
+    }
+    return out;
+}
+
+std::vector<std::string> split_words(std::string_view s) {
+    std::vector<std::string> w;
+    std::istringstream in{std::string(s)};
+    for (std::string x; in >> x;) w.push_back(x);
+    return w;
+}
+
+struct transcript {
+    std::string name;
+    session_config config;
+    limits lim;
+    bool sequential = false;  // STLS or close mid-way: no whole-input pipelining
+    bool unsplittable = false;  // the arrival time of bytes matters (pipelined after STLS)
+    std::vector<std::pair<char, std::string>> lines;  // 'C', 'S', 'A'
+};
+
+void apply_option(transcript& t, std::string_view opt) {
+    const auto w = split_words(opt);
+    if (w.empty()) return;
+    if (w[0] == "remote") t.config.peer_is_loopback = false;
+    else if (w[0] == "loopback") t.config.peer_is_loopback = true;
+    else if (w[0] == "allow-plaintext") t.config.allow_plaintext_auth = true;
+    else if (w[0] == "tls-available") t.config.tls_available = true;
+    else if (w[0] == "tls-active") t.config.tls_active = true;
+    else if (w[0] == "apop") { t.config.apop = true; t.config.apop_timestamp = w.at(1); }
+    else if (w[0] == "sequential") t.sequential = true;
+    else if (w[0] == "unsplittable") t.unsplittable = true;
+    else if (w[0] == "max-command-octets") t.lim.max_command_octets = std::stoul(w.at(1));
+    else if (w[0] == "max-sasl-octets") t.lim.max_sasl_octets = std::stoul(w.at(1));
+    else if (w[0] == "max-bad-commands") t.lim.max_bad_commands = std::stoul(w.at(1));
+    else if (w[0] == "max-failed-logins") t.lim.max_failed_logins = std::stoul(w.at(1));
+    else if (w[0] == "auth-failure-delay") t.lim.auth_failure_delay = std::chrono::milliseconds(std::stoul(w.at(1)));
+    else throw std::runtime_error("unknown option " + std::string(opt));
+}
+
+transcript load(const fs::path& p) {
+    transcript t;
+    t.name = p.filename().string();
+    t.config.peer_is_loopback = true;
+    t.lim.auth_failure_delay = std::chrono::milliseconds(0);
+    std::ifstream in(p);
+    for (std::string line; std::getline(in, line);) {
+        if (line.empty() || line[0] == '#') continue;
+        if (line[0] == '!') { apply_option(t, std::string_view(line).substr(1)); continue; }
+        if (line.size() < 2 || line[1] != ':' || (line[0] != 'C' && line[0] != 'S' && line[0] != 'A'))
+            throw std::runtime_error(t.name + ": bad line: " + line);
+        std::string body = line.size() > 3 ? line.substr(3) : "";
+        t.lines.emplace_back(line[0], line[0] == 'C' ? unescape(body) + "\r\n" : body);
+    }
+    return t;
+}
+
+// Describes an action as a transcript A: line (without the answer).
+std::string describe(const action& a) {
+    return std::visit([](const auto& x) -> std::string {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, act::authenticate>) return "authenticate " + x.creds.user + " " + x.creds.password;
+        else if constexpr (std::is_same_v<T, act::authenticate_apop>) return "apop " + x.user + " " + x.timestamp + " " + x.digest;
+        else if constexpr (std::is_same_v<T, act::open_mailbox>) return "open_mailbox " + x.mailbox;
+        else if constexpr (std::is_same_v<T, act::retrieve>)
+            return "retrieve " + x.id + (x.top_lines ? " top " + std::to_string(*x.top_lines) : "");
+        else if constexpr (std::is_same_v<T, act::commit>) {
+            std::string s = "commit deleted=";
+            for (std::size_t i = 0; i < x.deleted.size(); ++i) s += (i ? "," : "") + x.deleted[i];
+            s += " seen=";
+            for (std::size_t i = 0; i < x.seen.size(); ++i) s += (i ? "," : "") + x.seen[i];
+            return s;
+        }
+        else if constexpr (std::is_same_v<T, act::start_tls>) return "start_tls";
+        else if constexpr (std::is_same_v<T, act::delay>) return "delay " + std::to_string(x.duration.count());
+        else if constexpr (std::is_same_v<T, act::close>) return "close";
+        else return "?";
+    }, a);
+}
+
+// Plays the session: replies and actions become S:/A: events, answers come from `expected`.
+class player {
+public:
+    explicit player(const transcript& t) : t_(t), s_(t.config, t.lim) {
+        for (const auto& [kind, text] : t.lines)
+            if (kind != 'C') expected_.push_back(std::string(1, kind) + ": " + text);
+        s_.start();
+    }
+
+    void feed(std::string_view octets) {
+        s_.feed(octets);
+        drain();
+    }
+
+    // The events seen, for the failure message; and whether all matched.
+    std::string finish() {
+        drain();
+        if (pos_ < expected_.size()) fail("missing: " + expected_[pos_]);
+        return errors_;
+    }
+
+private:
+    void fail(const std::string& what) {
+        if (errors_.empty()) errors_ = what;
+    }
+
+    std::string answer_for(const std::string& desc) {
+        if (pos_ >= expected_.size()) { fail("unexpected A: " + desc); return {}; }
+        const std::string& e = expected_[pos_++];
+        const auto arrow = e.find(" => ");
+        const std::string want = e.substr(0, arrow == std::string::npos ? e.size() : arrow);
+        if (want != "A: " + desc) fail("expected `" + e + "`, got `A: " + desc + "`");
+        return arrow == std::string::npos ? "" : e.substr(arrow + 4);
+    }
+
+    void drain() {
+        for (int guard = 0; guard < 100000; ++guard) {
+            action a = s_.next();
+            if (std::holds_alternative<act::need_input>(a)) return;
+            if (auto* s = std::get_if<act::send>(&a)) { sent(s->octets); continue; }
+            const auto desc = describe(a);
+            const auto answer = answer_for(desc);
+            const auto w = split_words(answer);
+            if (std::holds_alternative<act::authenticate>(a) || std::holds_alternative<act::authenticate_apop>(a)) {
+                if (w.size() >= 2 && w[0] == "ok") s_.resume(auth_result::ok(w[1], w.size() > 2 ? w[2] : w[1]));
+                else if (!w.empty() && w[0] == "tempfail") s_.resume(auth_result::tempfail());
+                else s_.resume(auth_result::fail());
+            } else if (std::holds_alternative<act::open_mailbox>(a)) {
+                mailbox_result r;
+                if (!w.empty() && w[0] == "in_use") r.error = errc::mailbox_in_use;
+                else if (!w.empty() && w[0] == "error") r.error = errc::io_error;
+                else {
+                    // ok id:octets:uidl[:seen] ...
+                    for (std::size_t i = 1; i < w.size(); ++i) {
+                        std::istringstream f(w[i]);
+                        std::string id, octets, uidl, seen;
+                        std::getline(f, id, ':');
+                        std::getline(f, octets, ':');
+                        std::getline(f, uidl, ':');
+                        std::getline(f, seen, ':');
+                        r.messages.push_back({id, std::stoull(octets), uidl, seen == "seen"});
+                    }
+                }
+                s_.resume(std::move(r));
+            } else if (auto* r = std::get_if<act::retrieve>(&a)) {
+                if (!w.empty() && w[0] == "ok") {
+                    // The server writes the ok line, then the dot-stuffed message.
+                    sent(r->ok_line + "<" + r->id + ">\r\n.\r\n");
+                    s_.resume(retrieve_result{});
+                } else {
+                    s_.resume(retrieve_result{w.empty() || w[0] == "not_found" ? make_error_code(errc::not_found)
+                                                                              : make_error_code(errc::io_error)});
+                }
+            } else if (auto* c = std::get_if<act::commit>(&a)) {
+                commit_result cr;
+                for (const auto& id : c->deleted)
+                    cr.errors.push_back(std::find(w.begin(), w.end(), "fail:" + id) != w.end()
+                                            ? make_error_code(errc::io_error) : std::error_code{});
+                s_.resume(cr);
+            } else if (std::holds_alternative<act::start_tls>(a)) {
+                if (!w.empty() && w[0] == "ok") s_.tls_started();
+            }
+        }
+        fail("session produced actions without end");
+    }
+
+    void sent(const std::string& octets) {
+        pending_ += octets;
+        for (std::size_t p; (p = pending_.find("\r\n")) != std::string::npos;) {
+            const std::string line = "S: " + pending_.substr(0, p);
+            pending_.erase(0, p + 2);
+            if (pos_ >= expected_.size()) fail("unexpected " + line);
+            else if (expected_[pos_] != line) fail("expected `" + expected_[pos_] + "`, got `" + line + "`");
+            ++pos_;
+        }
+    }
+
+    const transcript& t_;
+    session s_;
+    std::vector<std::string> expected_;
+    std::size_t pos_ = 0;
+    std::string pending_;
+    std::string errors_;
+};
+
+fs::path transcript_dir() { return fs::path(MAILNET_POP3D_TRANSCRIPTS); }
+
+std::vector<std::string> transcript_names() {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(transcript_dir()))
+        if (e.path().extension() == ".txt") names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+class pop3_transcript : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(pop3_transcript, line_by_line) {
+    const auto t = load(transcript_dir() / GetParam());
+    player p(t);
+    for (const auto& [kind, text] : t.lines)
+        if (kind == 'C') p.feed(text);
+    EXPECT_EQ(p.finish(), "");
+}
+
+TEST_P(pop3_transcript, split_at_every_offset) {
+    const auto t = load(transcript_dir() / GetParam());
+    if (t.unsplittable) GTEST_SKIP() << "input must arrive as written";
+    if (t.sequential) {
+        // Each client line on its own, split at every offset within it.
+        for (std::size_t k = 0;; ++k) {
+            bool any = false;
+            player p(t);
+            for (const auto& [kind, text] : t.lines) {
+                if (kind != 'C') continue;
+                const auto cut = std::min(k, text.size());
+                any = any || k < text.size();
+                p.feed(std::string_view(text).substr(0, cut));
+                p.feed(std::string_view(text).substr(cut));
+            }
+            const auto e = p.finish();
+            EXPECT_EQ(e, "") << "split at " << k;
+            if (!any || !e.empty()) break;
+        }
+        return;
+    }
+    std::string all;
+    for (const auto& [kind, text] : t.lines)
+        if (kind == 'C') all += text;
+    for (std::size_t k = 0; k <= all.size(); ++k) {
+        player p(t);
+        p.feed(std::string_view(all).substr(0, k));
+        p.feed(std::string_view(all).substr(k));
+        const auto e = p.finish();
+        EXPECT_EQ(e, "") << "split at " << k;
+        if (!e.empty()) break;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(pop3d, pop3_transcript, ::testing::ValuesIn(transcript_names()),
+                         [](const auto& info) {
+                             std::string n = info.param.substr(0, info.param.size() - 4);
+                             for (auto& c : n) if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                             return n;
+                         });
+
+}  // namespace
