@@ -8,8 +8,8 @@ namespace mailnet {
 
 namespace {
 
-// First CR or LF in [p, end), or end. Two memchr passes beat a byte loop: lines are long
-// compared with the one CR before each LF.
+// First CR or LF in [p, end), or end: two vectorised memchr passes instead of a byte loop,
+// since a line is long compared with the one CR before its LF.
 const char* find_cr_or_lf(const char* p, const char* end) noexcept {
     const void* lf = std::memchr(p, '\n', static_cast<std::size_t>(end - p));
     const char* stop = lf ? static_cast<const char*>(lf) : end;
@@ -65,7 +65,7 @@ std::size_t dot_encoder::encode_slice(std::string_view chunk, std::string& out) 
     const char* p = begin;
     const char* const end = p + chunk.size();
     // Each input octet gives at most two ("\n" -> "\r\n", a leading '.' -> ".."): size the
-    // output once and write through a pointer; per-line appends cost more than the scan.
+    // output once and write through a pointer, with no append per line.
     const std::size_t base = out.size();
     out.resize(base + 2 * chunk.size());
     char* w = out.data() + base;

@@ -651,7 +651,7 @@ TEST(dot_decoder, matches_a_whole_input_reference_on_random_wire_octets) {
 
 TEST(dot_stuffing, round_trip_crlf_output_on_random_messages) {
     std::mt19937 rng(1939);
-    for (int n = 0; n < 3000; ++n) {
+    for (int n = 0; n < 2000; ++n) {
         const std::string x = random_bytes(rng, 30);
         const std::string wire = encode(x, 1 + rng() % 9);
         for (auto p : {bare_line_end_policy::reject, bare_line_end_policy::keep}) {
@@ -669,7 +669,7 @@ TEST(dot_stuffing, round_trip_crlf_output_on_random_messages) {
 
 TEST(dot_stuffing, round_trip_lf_output_on_random_messages) {
     std::mt19937 rng(5321);
-    for (int n = 0; n < 3000; ++n) {
+    for (int n = 0; n < 2000; ++n) {
         const std::string x = random_bytes(rng, 30);
         const std::string wire = encode(x, 1 + rng() % 9);
         dot_decoder d(opts(bare_line_end_policy::keep, output_line_ends::lf));

@@ -2,13 +2,8 @@
 // up/down/destroy(kill|defer), the connection limit, idle timeout, the blocking pool.
 #include "mailnet/net/server.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <gtest/gtest.h>
@@ -17,51 +12,14 @@
 #include <future>
 #include <thread>
 
+#include "support/test_client.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
 using mailnet::net::server;
 
-// A blocking client on a raw socket, with every wait bounded.
-class client {
-public:
-    explicit client(std::uint16_t port) {
-        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_port = htons(port);
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    }
-    ~client() { if (fd_ >= 0) ::close(fd_); }
-    bool connected() const { return connected_; }
-    void send(std::string_view s) { (void)!::write(fd_, s.data(), s.size()); }
-    // Reads until `until` is seen, EOF, or the time runs out; returns what came.
-    std::string read_until(std::string_view until, std::chrono::milliseconds limit = 5000ms) {
-        const auto end = std::chrono::steady_clock::now() + limit;
-        while (got_.find(until) == std::string::npos && !eof_) {
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
-            if (left <= 0ms) break;
-            pollfd p{fd_, POLLIN, 0};
-            if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
-            char buf[4096];
-            const auto n = ::read(fd_, buf, sizeof buf);
-            if (n <= 0) eof_ = true; else got_.append(buf, static_cast<std::size_t>(n));
-        }
-        return got_;
-    }
-    // True if the server closed the connection within the limit.
-    bool closed_within(std::chrono::milliseconds limit) {
-        read_until(std::string(1, '\0') + "never", limit);
-        return eof_;
-    }
-
-private:
-    int fd_ = -1;
-    bool connected_ = false;
-    bool eof_ = false;
-    std::string got_;
-};
+using client = mailnet::testing::test_client;
 
 // An echo session: greets, echoes lines until "QUIT", records state and user.
 asio::awaitable<void> echo_session(mailnet::net::connection& c) {
