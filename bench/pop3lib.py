@@ -2,13 +2,15 @@
 """Helpers of bench/run for the POP3 benchmark (standard library only).
 
   pop3lib.py freeport                       a free TCP port on 127.0.0.1 (bind port 0)
-  pop3lib.py gen STORE USERS_FILE NUSERS    the Maildirs and the passwd-file both servers serve
+  pop3lib.py gen STORE tput|idle NUSERS     the Maildirs both servers serve (tput: big, huge, u1..u20)
+  pop3lib.py users FILE NUSERS              the passwd-file: big, huge, u1..uN, all {PLAIN}pw
   pop3lib.py mem PID                        rss_kib pss_kib hwm_kib nprocs, summed over PID's tree
   pop3lib.py cpu PID                        CPU seconds of PID's tree (live ones + reaped children)
   pop3lib.py sample PID OUT SECS            every 0.2 s until PID ends (at most SECS): the peak of
                                             the tree's summed RSS and the largest VmHWM, to OUT
   pop3lib.py report RAW DOC META            medians of RAW, markdown table into DOC between markers
 """
+import functools
 import os
 import statistics
 import socket
@@ -72,6 +74,7 @@ def b64_body(size, seed):
     return body
 
 
+@functools.lru_cache(maxsize=64)
 def message(total, seq, kind):
     """A message of exactly `total` octets as stored (LF line ends)."""
     hdr = (f"Return-Path: <sender@example.org>\n"
@@ -102,15 +105,21 @@ def mailbox(root, name, count, size, kind, uid_gid=None):
             f.write(data)
 
 
-def gen(store, users_file, nusers):
+def gen(store, kind, nusers):
+    """kind tput: big (1000 x 4 KiB), huge (100 x 1 MiB), u1..u20; kind idle: u1..uNUSERS."""
     nusers = int(nusers)
     os.makedirs(store, exist_ok=True)
-    mailbox(store, "big", 1000, 4096, "text")          # (1) RETR 1000 x 4 KiB
-    mailbox(store, "huge", 100, 1024 * 1024, "b64")    # (2) RETR 100 x 1 MiB
-    for u in range(1, nusers + 1):                      # (3) sessions, (5) idle sessions
+    if kind == "tput":
+        mailbox(store, "big", 1000, 4096, "text")          # (1) RETR 1000 x 4 KiB
+        mailbox(store, "huge", 100, 1024 * 1024, "b64")    # (2) RETR 100 x 1 MiB
+        nusers = min(nusers, 20)                            # (3) 20 parallel sessions
+    for u in range(1, nusers + 1):                          # (3), (5) idle sessions
         mailbox(store, f"u{u}", 10, 4096, "text")
+
+
+def users(users_file, nusers):
     with open(users_file, "w") as f:
-        for name in ["big", "huge"] + [f"u{u}" for u in range(1, nusers + 1)]:
+        for name in ["big", "huge"] + [f"u{u}" for u in range(1, int(nusers) + 1)]:
             f.write(f"{name}:{{PLAIN}}pw\n")
 
 
@@ -186,9 +195,10 @@ def cpu(pid):
 
 
 def sample(pid, out, secs):
-    """Peak of the tree's summed VmRSS and the largest single VmHWM, while PID lives."""
+    """Peaks while PID lives: the tree's summed VmRSS, the largest single VmHWM, and the
+    summed Pss (only while the tree has at most 50 processes: smaps_rollup is costly)."""
     pid, end = int(pid), time.monotonic() + float(secs)
-    peak_sum, peak_one, peak_n = 0, 0, 0
+    peak_sum, peak_one, peak_n, peak_pss = 0, 0, 0, 0
     while time.monotonic() < end and os.path.exists(f"/proc/{pid}"):
         pids = tree(pid)
         rss = [status_kib(p, "VmRSS") for p in pids]
@@ -196,8 +206,10 @@ def sample(pid, out, secs):
         if sum(rss) > peak_sum:
             peak_sum, peak_n = sum(rss), len(pids)
         peak_one = max([peak_one] + hwm)
+        if len(pids) <= 50:
+            peak_pss = max(peak_pss, sum(pss_kib(p) for p in pids))
         with open(out + ".tmp", "w") as f:
-            f.write(f"{peak_sum} {peak_one} {peak_n}\n")
+            f.write(f"{peak_sum} {peak_one} {peak_n} {peak_pss}\n")
         os.replace(out + ".tmp", out)
         time.sleep(0.2)
 
@@ -205,13 +217,13 @@ def sample(pid, out, secs):
 # ---- report -------------------------------------------------------------------------------
 FIGS = [
     # key, title, unit, higher is better
-    ("retr4k", "RETR 1000 × 4 KiB, one session, pipelined batches of 50", "msg/s", True),
-    ("retr1m", "RETR 100 × 1 MiB, one session, pipelined batches of 50", "MB/s", True),
-    ("sessions", "USER/PASS/STAT/QUIT sessions, 20 parallel clients (20 users)", "sessions/s", True),
-    ("peak_rss", "peak RSS during (1)–(3)", "KiB", False),
-    ("peak_rss_idle", "peak RSS with 1000 sessions open", "KiB", False),
-    ("idle_pss", "idle authenticated session, Pss (after − before) / sessions", "KiB", False),
-    ("idle_rss", "idle authenticated session, RSS (after − before) / sessions", "KiB", False),
+    ("retr4k", "(1) RETR 1000 × 4 KiB, one session, pipelined batches of 50", "msg/s", True),
+    ("retr1m", "(2) RETR 100 × 1 MiB, one session, pipelined batches of 50", "MB/s", True),
+    ("sessions", "(3) USER/PASS/STAT/QUIT sessions, 20 parallel clients (20 users)", "sessions/s", True),
+    ("peak_rss", "(4) peak RSS during (1)–(3)", "KiB", False),
+    ("peak_rss_idle", "(4) peak RSS with the idle sessions of (5) open", "KiB", False),
+    ("idle_pss", "(5) idle authenticated session: Pss (after − before) / {n} sessions", "KiB", False),
+    ("idle_rss", "(5) idle authenticated session: RSS (after − before) / {n} sessions", "KiB", False),
 ]
 
 
@@ -242,11 +254,36 @@ def report(raw, doc, meta):
     med = {k: statistics.median(v) for k, v in vals.items()}
     emed = {k: statistics.median(v) for k, v in extra.items()}
 
-    def cpu_note(fig, srv):
-        s, c = emed.get((fig, srv, "server_cpu")), emed.get((fig, srv, "client_cpu"))
-        if s is None and c is None:
-            return ""
-        return f"server {s * 100:.0f}% / client {c * 100:.0f}% of a core" if s is not None and c is not None else ""
+    def pct(x):
+        return f"{x * 100:.0f}%"
+
+    def note(key, srv):
+        """Whose CPU was the limit, or how a memory figure was taken."""
+        if key in ("retr4k", "retr1m"):
+            c = "cpu_" + key
+            s, cl, v = emed.get((c, srv, "server_cpu")), emed.get((c, srv, "client_cpu")), med.get((c, srv))
+            if s is None:
+                return ""
+            passes = "20-pass" if key == "retr4k" else "5-pass"
+            return (f"server {pct(s)}, client {pct(cl)} of a core, over a {passes} session that ran at "
+                    f"{fmt(v)} {'msg/s' if key == 'retr4k' else 'MB/s'}")
+        if key == "sessions":
+            s, cl = emed.get((key, srv, "server_cpu")), emed.get((key, srv, "client_cpu"))
+            return f"server {pct(s)}, client {pct(cl)} of a core" if s is not None else ""
+        if key in ("peak_rss", "peak_rss_idle"):
+            if srv == "mailnet":
+                return "VmHWM of its one process"
+            p, h, n = (emed.get((key, srv, k)) for k in ("pss", "largest_process_hwm", "processes"))
+            if n is None:
+                return ""
+            return (f"peak of the summed RSS of its {n:.0f} processes (shared pages counted in each), "
+                    f"sampled every 0.2 s; summed Pss {fmt(p)} KiB; largest single VmHWM {fmt(h)} KiB")
+        if key in ("idle_pss",):
+            a0, a1 = emed.get((key, srv, "processes_before")), emed.get((key, srv, "processes_after"))
+            if a0 is None:
+                return ""
+            return f"{a0:.0f} → {a1:.0f} processes" if srv == "dovecot" else "one process"
+        return ""
 
     rows = []
     for key, title, unit, higher in FIGS:
@@ -260,14 +297,16 @@ def report(raw, doc, meta):
         runs = lambda s: ", ".join(fmt(x) for x in vals.get((key, s), []))
         notes = []
         for srv, name in (("mailnet", "mailnet"), ("dovecot", "Dovecot")):
-            n = cpu_note(key, srv)
+            n = note(key, srv)
             if n:
                 notes.append(f"{name}: {n}")
+        n = emed.get(("idle_pss", "mailnet", "sessions")) or emed.get(("idle_pss", "dovecot", "sessions"))
+        title = title.replace("{n}", f"{n:.0f}" if n else "?")
         rows.append(f"| {title} | {unit} | {fmt(m)} ({runs('mailnet')}) | {fmt(d)} ({runs('dovecot')}) | {ratio} | "
                     f"{'; '.join(notes)} |")
     lo = med.get(("loopback", "loopback"))
     lines = [
-        "| figure | unit | mailnet pop3d: median (runs) | Dovecot: median (runs) | mailnet vs Dovecot | CPU (median) |",
+        "| figure | unit | mailnet pop3d: median (runs) | Dovecot: median (runs) | mailnet vs Dovecot | whose CPU / how measured |",
         "|---|---|---|---|---|---|",
         *rows,
     ]
@@ -322,4 +361,4 @@ def report(raw, doc, meta):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"freeport": freeport, "gen": gen, "mem": mem, "cpu": cpu, "sample": sample, "report": report}[cmd](*args)
+    {"freeport": freeport, "gen": gen, "users": users, "mem": mem, "cpu": cpu, "sample": sample, "report": report}[cmd](*args)

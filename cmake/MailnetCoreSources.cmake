@@ -1,9 +1,12 @@
 # The sans-I/O protocol cores of every component: sources that include no Asio header.
 # libFuzzer builds (clang-14, which cannot compile Asio's coroutine headers) link only these.
+# message.cpp (the message handle and its lazy mimetic parse) needs mimetic: link
+# mailnet::mimetic (MailnetDeps) with this list.
 set(MAILNET_FUZZ_CORE_SOURCES
   ${PROJECT_SOURCE_DIR}/libmailnet/src/error.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/line_reader.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/base64.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/dot_stuffing.cpp
+  ${PROJECT_SOURCE_DIR}/libmailnet/src/message.cpp
   ${PROJECT_SOURCE_DIR}/pop3d/src/session.cpp
 )

@@ -12,5 +12,10 @@ out=$(LD_LIBRARY_PATH="$tmp/prefix/lib:$tmp/prefix/lib/x86_64-linux-gnu" "$tmp/a
 echo "$out"
 grep -qx 'messages 1 octets 22' <<<"$out"
 grep -qx '| hello' <<<"$out"
-PKG_CONFIG_PATH=$(dirname "$(find "$tmp/prefix" -name mailnet.pc)") pkg-config --cflags --libs mailnet | grep -q -- '-lmailnet'
+pc=$(PKG_CONFIG_PATH=$(dirname "$(find "$tmp/prefix" -name mailnet.pc)") pkg-config --cflags --libs mailnet)
+echo "pkg-config: $pc"
+grep -q -- '-lmailnet' <<<"$pc"
+# The flags point into the prefix it was installed to, wherever that is.
+incdir=$(grep -o -- "-I[^ ]*" <<<"$pc" | head -n1 | cut -c3-)
+[ "$(cd "$incdir" && pwd -P)" = "$(cd "$tmp/prefix/include" && pwd -P)" ]
 echo "installed package OK"

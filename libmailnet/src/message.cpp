@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <string_view>
 #include <array>
 #include <cerrno>
 #include <istream>
@@ -14,6 +16,48 @@
 #include <utility>
 
 namespace mailnet {
+namespace {
+
+// mimetic recurses once per multipart level with no bound (a deep enough message overflows
+// the stack): every level needs a "multipart" token, so counting them bounds the depth.
+constexpr std::size_t max_multipart_tokens = 1000;
+
+bool iequal_prefix(std::string_view text, std::string_view lower_word) {
+    if (text.size() < lower_word.size()) return false;
+    for (std::size_t i = 0; i < lower_word.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(text[i])) != lower_word[i]) return false;
+    return true;
+}
+
+bool is_address_field(const std::string& name) {
+    static constexpr std::string_view names[] = {"from", "sender", "reply-to", "to", "cc", "bcc",
+                                                 "resent-from", "resent-sender", "resent-reply-to",
+                                                 "resent-to", "resent-cc", "resent-bcc"};
+    for (auto n : names)
+        if (name.size() == n.size() && iequal_prefix(name, n)) return true;
+    return false;
+}
+
+// NOTE: mimetic 0.9.8's Group::set throws on a group without ';' ("To: undisclosed-recipients:")
+// after freeing the field's parsed value, so the entity later crashes in its destructor. Each
+// address field is test-parsed on a copy; one that throws is emptied (its raw text is lost to
+// mime() users only; read() and headers() still give the stored bytes).
+void neutralise_bad_address_fields(mimetic::MimeEntity& e, int depth = 0) {
+    for (auto& field : e.header()) {
+        if (!is_address_field(field.name())) continue;
+        try {
+            mimetic::AddressList probe(field.value());
+            for (const auto& a : probe) (void)a.isGroup();
+        } catch (...) {
+            field.value("");
+        }
+    }
+    if (depth < 64)
+        for (auto* part : e.body().parts()) neutralise_bad_address_fields(*part, depth + 1);
+}
+
+}  // namespace
+
 namespace {
 
 class fd_source final : public message_source {
@@ -165,6 +209,27 @@ result<const mimetic::MimeEntity*> message::mime(std::size_t max_octets) {
     if (mime_) return mime_.get();
     if (stored_octets_ > max_octets) return unexpected(errc::too_large);
     if (auto r = rewind(); !r) return unexpected(r.error());
+    {
+        // One bounded pass to bound mimetic's recursion depth.
+        std::array<char, 65536> buf;
+        std::size_t tokens = 0, seen = 0;
+        std::string carry;
+        for (;;) {
+            auto n = source_->read(buf);
+            if (!n) return unexpected(n.error());
+            if (*n == 0 || seen > max_octets) break;
+            seen += *n;
+            std::string text = carry + std::string(buf.data(), *n);
+            for (std::size_t p = 0; (p = text.find_first_of("mM", p)) != std::string::npos; ++p)
+                if (iequal_prefix(std::string_view(text).substr(p), "multipart")) ++tokens;
+            carry = text.substr(text.size() > 8 ? text.size() - 8 : 0);
+            if (tokens > max_multipart_tokens) {
+                (void)rewind();
+                return unexpected(errc::bad_input);
+            }
+        }
+        if (auto r = rewind(); !r) return unexpected(r.error());
+    }
     source_streambuf sb(*source_, max_octets);
     std::istream in(&sb);
     std::unique_ptr<mimetic::MimeEntity> entity;
@@ -197,6 +262,7 @@ result<const mimetic::MimeEntity*> message::mime(std::size_t max_octets) {
         }
     }
     if (auto r = rewind(); !r) return unexpected(r.error());
+    neutralise_bad_address_fields(*entity);
     mime_ = std::move(entity);
     return mime_.get();
 }

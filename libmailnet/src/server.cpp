@@ -78,6 +78,9 @@ connection::connection(server& owner, std::uint64_t id, const listen_spec& liste
       started_(std::chrono::system_clock::now()) {
     std::error_code ec;
     peer_ = stream_.socket().remote_endpoint(ec);
+    // Replies are coalesced before each write, so Nagle only delays the tail of a batch
+    // until the client's delayed ACK (up to 40 ms a batch).
+    stream_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
     stream_.set_progress_timeout(owner_.options_.idle_timeout);
 }
 

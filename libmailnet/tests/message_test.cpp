@@ -169,3 +169,37 @@ TEST(message, mime_is_bounded) {
 }
 
 }  // namespace
+
+namespace {
+
+mailnet::message from_text(std::string text) {
+    auto bytes = std::make_shared<const std::string>(std::move(text));
+    return mailnet::message(mailnet::string_source(bytes), bytes->size());
+}
+
+}  // namespace
+
+TEST(message, mime_survives_an_unterminated_address_group) {
+    // mimetic 0.9.8 throws on "group:" without ';' after freeing the field, then crashes.
+    auto m = from_text("From: a@example.org\nTo: undisclosed-recipients:\nCc: x: y,\nSubject: hi\n\nbody\n");
+    auto e = m.mime();
+    ASSERT_TRUE(e);
+    EXPECT_NO_THROW((void)(*e)->header().to().size());
+    EXPECT_NO_THROW((void)(*e)->header().cc().size());
+    EXPECT_EQ((*e)->header().from().size(), 1u);
+    EXPECT_EQ((*e)->header().subject(), "hi");
+}
+
+TEST(message, mime_refuses_nesting_deep_enough_to_overflow_the_stack) {
+    std::string deep;
+    for (int i = 0; i < 50000; ++i) deep += "Content-Type:multipart/x;boundary=\n\n--\n";
+    auto m = from_text(deep);
+    auto e = m.mime();
+    ASSERT_FALSE(e);
+    EXPECT_EQ(e.error(), mailnet::errc::bad_input);
+    // The handle still reads the stored octets.
+    std::string first(16, '\0');
+    auto n = m.read(first);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(first.substr(0, *n), deep.substr(0, 16));
+}

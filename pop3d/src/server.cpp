@@ -21,7 +21,9 @@
 namespace mailnet::pop3 {
 namespace {
 
-constexpr std::size_t read_chunk_octets = 256 * 1024;   // one blocking-pool hop per this much
+// One blocking-pool hop per this much; under glibc's mmap threshold, so the buffer comes
+// from the heap (no mmap/munmap and page faults per RETR), uninitialised.
+constexpr std::size_t read_chunk_octets = 120 * 1024;
 constexpr std::size_t flush_octets = 128 * 1024;        // write when this much is pending
 constexpr std::size_t idle_buffer_octets = 16 * 1024;   // keep no more than this while idle
 
@@ -213,7 +215,8 @@ private:
         std::optional<message> msg;
         std::error_code error;
         std::size_t n = 0;
-        file_buf_.resize(read_chunk_octets);
+        file_buf_ = std::make_unique_for_overwrite<char[]>(read_chunk_octets);
+        const std::span<char> chunk(file_buf_.get(), read_chunk_octets);
         co_await c_.run_blocking([&] {
             if (!store) {
                 error = make_error_code(errc::not_found);
@@ -225,10 +228,11 @@ private:
                 return;
             }
             msg.emplace(std::move(*m));
-            auto got = msg->read(file_buf_);
+            auto got = msg->read(chunk);
             if (!got) error = got.error(); else n = *got;
         });
         if (error) {
+            file_buf_.reset();
             c_.log()(log_level::error, "pop3 cannot read " + r.id + ": " + error.message());
             s_.resume(retrieve_result{error});
             co_return true;
@@ -237,23 +241,25 @@ private:
         dot_encoder enc(r.top_lines);
         std::uint64_t total = n;
         for (;;) {
-            enc.encode(std::string_view(file_buf_.data(), n), out_);
+            enc.encode(std::string_view(file_buf_.get(), n), out_);
             if (out_.size() >= flush_octets) {
                 if (!co_await flush()) co_return false;
                 co_await drain_input();
             }
             if (enc.done() || n == 0 || total >= msg->stored_octets()) break;
             co_await c_.run_blocking([&] {
-                auto got = msg->read(file_buf_);
+                auto got = msg->read(chunk);
                 if (!got) error = got.error(); else n = *got;
             });
             if (error) {
                 c_.log()(log_level::error, "pop3 read error in " + r.id + ": " + error.message());
+                file_buf_.reset();
                 co_return false;
             }
             total += n;
         }
         enc.finish(out_);
+        file_buf_.reset();
         s_.resume(retrieve_result{});
         co_return true;
     }
@@ -268,7 +274,6 @@ private:
     asio::awaitable<bool> read_more() {
         // An idle session keeps small buffers (DESIGN.md: memory per idle session).
         if (out_.capacity() > idle_buffer_octets) std::string().swap(out_);
-        if (file_buf_.capacity() > 0) std::string().swap(file_buf_);
         std::error_code ec;
         const auto n = co_await c_.read_some(asio::buffer(in_), ec);
         if (ec) co_return false;
@@ -294,7 +299,7 @@ private:
     net::connection& c_;
     session s_;
     std::string out_;
-    std::string file_buf_;
+    std::unique_ptr<char[]> file_buf_;  // only while a RETR/TOP streams
     std::array<char, 4096> in_{};
     std::string locked_;  // the mailbox this session holds the lock of
     bool eof_ = false;

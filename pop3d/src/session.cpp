@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <limits>
 
 #include "mailnet/base64.hpp"
 
@@ -23,6 +24,19 @@ std::optional<std::size_t> parse_number(std::string_view s) {
     std::size_t v = 0;
     const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
+// A line count for TOP: any run of digits; a count past what fits means "all lines"
+// (RFC 1939 7: a count beyond the body sends the entire message).
+std::optional<std::size_t> parse_count(std::string_view s) {
+    if (s.empty() || s.size() > 64 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return std::nullopt;
+    std::size_t v = 0;
+    for (char c : s) {
+        if (v > (std::numeric_limits<std::size_t>::max() - 9) / 10) return std::numeric_limits<std::size_t>::max();
+        v = v * 10 + static_cast<std::size_t>(c - '0');
+    }
     return v;
 }
 
@@ -465,7 +479,7 @@ void session::cmd_retr(std::string_view arg) {
 
 void session::cmd_top(std::string_view arg) {
     const auto [msg, lines_text] = split_first(arg);
-    const auto lines = parse_number(lines_text);
+    const auto lines = parse_count(lines_text);
     if (msg.empty() || !lines) {
         bad_command("syntax: TOP message lines");
         return;

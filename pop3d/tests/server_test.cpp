@@ -220,7 +220,7 @@ TEST(pop3_server, retr_of_a_50_mib_message_streams_it_without_loading_it) {
     cfg.storage = store;
     fixture f(cfg);
     auto c = login(f.port());
-    const long before = peak_rss_kib();
+    [[maybe_unused]] const long before = peak_rss_kib();
     c->send("RETR 1\r\nNOOP\r\n");
     const std::string ok_line = "+OK " + std::to_string(wire) + " octets\r\n";
     const std::string& head = c->read_until("octets\r\n");

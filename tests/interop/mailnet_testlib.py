@@ -1,0 +1,791 @@
+# mailnet interop tests: shared helpers (temp dirs, users file, Maildir fixtures, pop3d
+# process control, a throw-away CA, a raw POP3 client, line-end normalisation).
+"""Helpers shared by the interop scripts in tests/interop.
+
+Each script is run by ctest as `run.sh SCRIPT POP3D_BINARY` and exits 0 (pass),
+1 (fail) or SKIP (125: a peer is missing; never 77, which our programs use for
+"permission denied"). Every subprocess and socket has a timeout; every server a
+script starts is stopped by its PID in a `finally`.
+"""
+
+import base64
+import ctypes
+import os
+import pwd
+import grp
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+SKIP = 125
+
+HOST = "127.0.0.1"
+USER = "alice"
+PASSWORD = "secret"
+
+
+# --------------------------------------------------------------------------------------
+# Skipping and running
+
+
+def skip(reason):
+    print(f"SKIP: {reason}", flush=True)
+    sys.exit(SKIP)
+
+
+def require_programs(*names):
+    """Skip the whole script unless every program is on PATH; returns their paths."""
+    paths = []
+    for n in names:
+        p = shutil.which(n) or (os.path.exists(n) and n)
+        if not p:
+            skip(f"{n} not installed")
+        paths.append(p)
+    return paths
+
+
+def require_root(why):
+    if os.geteuid() != 0:
+        skip(f"needs root: {why}")
+
+
+def pop3d_binary():
+    """The pop3d path ctest passes as the first argument ($<TARGET_FILE:pop3d>)."""
+    if len(sys.argv) < 2:
+        print("usage: SCRIPT POP3D_BINARY", file=sys.stderr)
+        sys.exit(64)
+    b = sys.argv[1]
+    if not os.access(b, os.X_OK):
+        print(f"FAIL: pop3d binary {b!r} is not executable", file=sys.stderr)
+        sys.exit(1)
+    return b
+
+
+def run_tests(watchdog_seconds=None):
+    """Runs the unittest cases of __main__; exit 0 pass, 1 fail, SKIP if any were skipped.
+
+    A watchdog (SIGALRM) turns a hang into a failure while the finally blocks still run,
+    so no server outlives the script even if ctest's own TIMEOUT would have hit.
+    """
+    if watchdog_seconds:
+        def on_alarm(signum, frame):
+            raise TimeoutError(f"watchdog: script exceeded {watchdog_seconds} s")
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(watchdog_seconds)
+    argv = [sys.argv[0]] + sys.argv[2:]
+    prog = unittest.main(module="__main__", argv=argv, exit=False, verbosity=2)
+    r = prog.result
+    signal.alarm(0)
+    if r.failures or r.errors or r.unexpectedSuccesses:
+        sys.exit(1)
+    if r.skipped:
+        print(f"SKIP: {len(r.skipped)} test(s) skipped", flush=True)
+        sys.exit(SKIP)
+    if r.testsRun == 0:
+        sys.exit(1)
+    sys.exit(0)
+
+
+# --------------------------------------------------------------------------------------
+# Files
+
+
+class TempDir:
+    """A temporary directory, mode 0755 (Dovecot's and nobody's processes must search it).
+
+    Kept when MAILNET_KEEP_TMP is set, for post-mortems."""
+
+    def __init__(self, prefix="mailnet-interop-"):
+        self.path = tempfile.mkdtemp(prefix=prefix)
+        os.chmod(self.path, 0o755)
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    def cleanup(self):
+        if os.environ.get("MAILNET_KEEP_TMP"):
+            print(f"kept {self.path}", file=sys.stderr)
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def write_users(path, entries):
+    """Writes a Dovecot passwd-file: entries is {name: secret} (secrets get {PLAIN})
+    or a list of complete lines."""
+    if isinstance(entries, dict):
+        lines = [f"{n}:{{PLAIN}}{s}" for n, s in entries.items()]
+    else:
+        lines = list(entries)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o644)
+    return path
+
+
+def make_maildir(path):
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(path, sub), exist_ok=True)
+    return path
+
+
+def to_crlf(data: bytes) -> bytes:
+    """Each LF not preceded by CR becomes CRLF (DESIGN.md "On disk": the one transform)."""
+    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
+
+
+def wire_form(data: bytes) -> bytes:
+    """What a POP3 client reassembles from RETR (after dot-unstuffing, lines joined with
+    CRLF): the stored bytes with LF -> CRLF, plus a final CRLF if the file lacked one
+    (RFC 1939 3: the terminating line is CRLF.CRLF, so the last line needs its CRLF)."""
+    w = to_crlf(data)
+    if w and not w.endswith(b"\r\n"):
+        w += b"\r\n"
+    return w
+
+
+def normalise(data: bytes) -> bytes:
+    """For comparing with peers that rewrite line ends (mpop, Dovecot, fetchmail's MDA):
+    CRLF -> LF, and a final LF added when missing (a message without one comes back with one,
+    since POP3 transfers whole lines)."""
+    d = data.replace(b"\r\n", b"\n")
+    if d and not d.endswith(b"\n"):
+        d += b"\n"
+    return d
+
+
+def maildir_name(n, data, host="testhost", with_sizes=True, secs=1700000000):
+    """A Maildir base name as mailnet writes it: <secs>.M<usecs>P<pid>Q<n>.<host>,S=,W=."""
+    base = f"{secs + n}.M{100000 + n}P4242Q{n}.{host}"
+    if with_sizes:
+        base += f",S={len(data)},W={len(to_crlf(data))}"
+    return base
+
+
+def one_mib_message():
+    head = (b"From: Big Sender <big@example.org>\n"
+            b"To: alice@example.org\n"
+            b"Subject: one mebibyte\n"
+            b"Message-ID: <big@example.org>\n"
+            b"Date: Tue, 14 Nov 2023 22:13:20 +0000\n"
+            b"\n")
+    body = bytearray()
+    i = 0
+    size = 1 << 20
+    while len(head) + len(body) < size:
+        if i % 97 == 0:
+            line = b".dot-leading line %d\n" % i
+        else:
+            line = (b"%08d " % i) + bytes(b"abcdefghijklmnopqrstuvwxyz0123456789"[(i % 36):] +
+                                          b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")[:60] + b"\n"
+        body += line
+        i += 1
+    msg = head + bytes(body)
+    msg = msg[:size - 1] + b"\n"
+    assert len(msg) == size
+    return msg
+
+
+def test_messages(big=True):
+    """The fixture messages: (label, bytes) in the order they are stored.
+
+    Stored with LF line ends except the 'crlf' one (a foreign file). Varied content:
+    dot-leading lines (including a lone '.'), 8-bit bytes, an empty body, a line of
+    1000 octets, no final newline, a 'From ' line, and (big=True) a 1 MiB message."""
+    msgs = [
+        ("plain",
+         b"Return-Path: <bob@example.org>\n"
+         b"From: Bob <bob@example.org>\n"
+         b"To: Alice <alice@example.org>\n"
+         b"Subject: plain message\n"
+         b"Message-ID: <plain@example.org>\n"
+         b"Date: Tue, 14 Nov 2023 22:13:20 +0000\n"
+         b"\n"
+         b"Hello Alice,\n"
+         b"\n"
+         b"From here on the body has a line that mbox would escape.\n"
+         b"Bye.\n"),
+        ("dots",
+         b"From: dots@example.org\n"
+         b"To: alice@example.org\n"
+         b"Subject: dot-leading lines\n"
+         b"Message-ID: <dots@example.org>\n"
+         b"\n"
+         b".\n"
+         b"..\n"
+         b"...\n"
+         b".leading dot\n"
+         b"..two leading dots\n"
+         b"middle . dot\n"
+         b"\n"
+         b".\n"
+         b"not the end\n"
+         b" .space then dot\n"
+         b".\n"),
+        ("crlf",
+         b"From: crlf@example.org\r\n"
+         b"To: alice@example.org\r\n"
+         b"Subject: stored with CRLF line ends\r\n"
+         b"Message-ID: <crlf@example.org>\r\n"
+         b"\r\n"
+         b"This file was written by a foreign tool with CRLF.\r\n"
+         b".dot after CRLF\r\n"
+         b"end\r\n"),
+        ("8bit",
+         "From: =?utf-8?q?J=C3=BCrgen?= <juergen@example.org>\n"
+         "To: alice@example.org\n"
+         "Subject: 8-bit body\n"
+         "Message-ID: <8bit@example.org>\n"
+         "MIME-Version: 1.0\n"
+         "Content-Type: text/plain; charset=utf-8\n"
+         "Content-Transfer-Encoding: 8bit\n"
+         "\n"
+         "Grüße aus Köln, naïve café, 日本語, emoji 😀\n".encode("utf-8")
+         + b"Latin-1 bytes: caf\xe9 na\xefve \xa9\xae\n"
+         + b"high bytes: " + bytes(range(0x80, 0x100)) + b"\n"
+         + b"tab\there, escape \x1b[0m, del \x7f\n"),
+        ("empty-body",
+         b"From: empty@example.org\n"
+         b"To: alice@example.org\n"
+         b"Subject: empty body\n"
+         b"Message-ID: <empty@example.org>\n"
+         b"\n"),
+        ("long-line",
+         b"From: long@example.org\n"
+         b"To: alice@example.org\n"
+         b"Subject: a line of 1000 octets\n"
+         b"Message-ID: <long@example.org>\n"
+         b"\n"
+         + b"x" * 998 + b"\n"
+         + b"short line after it\n"),
+        ("no-final-newline",
+         b"From: nofinal@example.org\n"
+         b"To: alice@example.org\n"
+         b"Subject: no final newline\n"
+         b"Message-ID: <nofinal@example.org>\n"
+         b"\n"
+         b"first line\n"
+         b"the last line has no newline"),
+    ]
+    if big:
+        msgs.append(("1mib", one_mib_message()))
+    return msgs
+
+
+def fill_maildir(mdir, messages, sub="new", with_sizes=True, start=1):
+    """Writes the messages into mdir/<sub>/ with mailnet-style names; returns
+    [(label, base name, bytes)] in the same order."""
+    make_maildir(mdir)
+    out = []
+    for i, (label, data) in enumerate(messages, start):
+        name = maildir_name(i, data, with_sizes=with_sizes)
+        with open(os.path.join(mdir, sub, name), "wb") as f:
+            f.write(data)
+        out.append((label, name, data))
+    return out
+
+
+def maildir_files(mdir):
+    """{base name: (sub, file name)} for every message file in new/ and cur/."""
+    out = {}
+    for sub in ("new", "cur"):
+        d = os.path.join(mdir, sub)
+        if not os.path.isdir(d):
+            continue
+        for fn in os.listdir(d):
+            out[fn.split(":", 1)[0]] = (sub, fn)
+    return out
+
+
+def maildir_messages(mdir):
+    """The bytes of every message in mdir/{new,cur}, sorted by name."""
+    out = []
+    for sub in ("new", "cur"):
+        d = os.path.join(mdir, sub)
+        for fn in sorted(os.listdir(d)):
+            with open(os.path.join(d, fn), "rb") as f:
+                out.append(f.read())
+    return out
+
+
+def chown_tree(path, user="nobody"):
+    pw = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        for n in dirs + files:
+            os.lchown(os.path.join(root, n), pw.pw_uid, pw.pw_gid)
+
+
+def nobody_group():
+    pw = pwd.getpwnam("nobody")
+    return grp.getgrgid(pw.pw_gid).gr_name
+
+
+def compare_message_sets(tc, stored, fetched, what):
+    """Asserts that `fetched` (list of bytes) holds exactly the `stored` messages
+    ([(label, name, bytes)]), after normalising line ends; names the ones that differ."""
+    want = {}
+    for label, _name, data in stored:
+        want.setdefault(normalise(data), []).append(label)
+    got = [normalise(d) for d in fetched]
+    unmatched = []
+    for g in got:
+        if g in want and want[g]:
+            want[g].pop()
+        else:
+            unmatched.append(g)
+    missing = [lbl for lbls in want.values() for lbl in lbls]
+    if missing or unmatched:
+        lines = [f"{what}: {len(fetched)} fetched, {len(stored)} stored"]
+        for m in missing:
+            lines.append(f"  stored message {m!r} not found unchanged")
+        for u in unmatched:
+            lines.append(f"  fetched message not among the stored ones: "
+                         f"{len(u)} octets, head {u[:300]!r}")
+            # Say which stored message it looks like and where it first differs.
+            best = None
+            for label, _n, data in stored:
+                s = normalise(data)
+                k = next((i for i in range(min(len(s), len(u))) if s[i] != u[i]), min(len(s), len(u)))
+                if best is None or k > best[1]:
+                    best = (label, k, s)
+            if best:
+                label, k, s = best
+                lines.append(f"    closest: {label!r}, first difference at octet {k}: "
+                             f"stored {s[max(0, k - 40):k + 40]!r} vs fetched {u[max(0, k - 40):k + 40]!r}")
+        tc.fail("\n".join(lines))
+
+
+# --------------------------------------------------------------------------------------
+# Processes
+
+
+def _set_pdeathsig():
+    # If this script dies (ctest timeout, SIGKILL), the kernel kills the child too.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run(cmd, timeout=30, check=False, **kw):
+    """subprocess.run with a time limit and captured output (bytes)."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    if kw.get("input") is None:
+        kw.setdefault("stdin", subprocess.DEVNULL)
+    p = subprocess.run(cmd, timeout=timeout, preexec_fn=_set_pdeathsig, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd!r} exited {p.returncode}\nstdout: {p.stdout!r}\nstderr: {p.stderr!r}")
+    return p
+
+
+def free_port():
+    """A port that was free a moment ago (for peers that cannot take port 0, e.g. Dovecot)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def stop_pid(proc, term_wait=5.0):
+    """Stops a Popen by its PID: SIGTERM, then SIGKILL after term_wait seconds.
+    Returns the exit status (negative: killed by that signal)."""
+    if proc is None or proc.poll() is not None:
+        return None if proc is None else proc.returncode
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        return proc.wait(timeout=term_wait)
+    except subprocess.TimeoutExpired:
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return proc.wait(timeout=10)
+
+
+class Pop3d:
+    """A pop3d process on 127.0.0.1 port 0; .port (and .tls_port) once it said so.
+
+        with Pop3d(binary, store, users, tls=ca) as srv:
+            poplib.POP3(HOST, srv.port, timeout=10)
+    """
+
+    def __init__(self, binary, store, users, extra=(), tls=None, implicit_tls=False,
+                 listen=True, workdir=None, start_timeout=10.0, addr=HOST):
+        self.binary = binary
+        self.store = store
+        self.users = users
+        self.workdir = workdir or os.path.dirname(os.path.abspath(store))
+        self.port = None
+        self.tls_port = None
+        self.proc = None
+        args = [binary, "--store", store, "--users", users]
+        if listen:
+            args += ["--listen", f"{addr}:0"]
+        if implicit_tls:
+            args += ["--tls-listen", f"{addr}:0"]
+        if tls is not None:
+            args += ["--tls-cert", tls.cert, "--tls-key", tls.key]
+        args += list(extra)
+        self.args = args
+        self.start_timeout = start_timeout
+        self.want = (["pop3"] if listen else []) + (["pop3s"] if implicit_tls else [])
+        n = 0
+        while True:
+            self.out_path = os.path.join(self.workdir, f"pop3d.{n}.out")
+            if not os.path.exists(self.out_path):
+                break
+            n += 1
+        self.err_path = os.path.join(self.workdir, f"pop3d.{n}.err")
+
+    def start(self):
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.proc = subprocess.Popen(self.args, stdout=self._out, stderr=self._err,
+                                     stdin=subprocess.DEVNULL, preexec_fn=_set_pdeathsig)
+        deadline = time.monotonic() + self.start_timeout
+        found = {}
+        while time.monotonic() < deadline:
+            with open(self.out_path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            for m in re.finditer(r"^listening (pop3s?) ([0-9.]+|\[[0-9a-f:]+\]):(\d+)\s*$", text, re.M):
+                found.setdefault(m.group(1), int(m.group(3)))
+            if all(k in found for k in self.want):
+                self.port = found.get("pop3")
+                self.tls_port = found.get("pop3s")
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        status = self.proc.poll()
+        self.stop()
+        raise AssertionError(f"pop3d did not print its listening lines {self.want} "
+                             f"(exit status {status}); stdout {self.stdout()!r}, stderr {self.stderr()!r}")
+
+    def stop(self, term_wait=5.0):
+        try:
+            return stop_pid(self.proc, term_wait)
+        finally:
+            for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
+                if f:
+                    f.close()
+
+    def stdout(self):
+        with open(self.out_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stderr(self):
+        with open(self.err_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# --------------------------------------------------------------------------------------
+# TLS
+
+
+class TestCA:
+    """A throw-away CA and a server certificate for 127.0.0.1 and localhost (openssl CLI).
+    .ca (PEM to trust), .cert (leaf + nothing else), .key."""
+
+    def __init__(self, d):
+        openssl = shutil.which("openssl")
+        if not openssl:
+            skip("openssl not installed")
+        self.dir = os.path.join(d, "ca")
+        os.makedirs(self.dir, exist_ok=True)
+        self.ca = os.path.join(self.dir, "ca.pem")
+        self.ca_key = os.path.join(self.dir, "ca.key")
+        self.cert = os.path.join(self.dir, "server.pem")
+        self.key = os.path.join(self.dir, "server.key")
+        csr = os.path.join(self.dir, "server.csr")
+        ext = os.path.join(self.dir, "server.ext")
+        with open(ext, "w") as f:
+            f.write("basicConstraints = critical, CA:FALSE\n"
+                    "keyUsage = critical, digitalSignature, keyEncipherment\n"
+                    "extendedKeyUsage = serverAuth\n"
+                    "subjectAltName = DNS:localhost, IP:127.0.0.1\n"
+                    "subjectKeyIdentifier = hash\n"
+                    "authorityKeyIdentifier = keyid:always\n")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        run([openssl, "req", "-x509", *ec, "-days", "2", "-subj", "/CN=mailnet interop test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             "-keyout", self.ca_key, "-out", self.ca], check=True)
+        run([openssl, "req", *ec, "-subj", "/CN=localhost", "-keyout", self.key, "-out", csr], check=True)
+        run([openssl, "x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
+             "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", self.cert], check=True)
+        os.chmod(self.key, 0o600)
+
+    def client_context(self):
+        ctx = ssl.create_default_context(cafile=self.ca)
+        ctx.check_hostname = True
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+
+# --------------------------------------------------------------------------------------
+# A raw POP3 client (for pipelining, long lines, exact bytes)
+
+
+class RawPop3:
+    """Line-level POP3 over a socket, every read bounded by `timeout`."""
+
+    def __init__(self, port, timeout=10.0, host=HOST, sock=None):
+        self.sock = sock or socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self.greeting = None
+
+    @classmethod
+    def from_bytes(cls, data: bytes):
+        """Parses replies already captured (e.g. openssl s_client's output)."""
+        class _Closed:
+            def settimeout(self, _t):
+                pass
+
+            def recv(self, _n):
+                return b""
+
+            def close(self):
+                pass
+        r = cls(None, sock=_Closed())
+        r.buf = data
+        return r
+
+    def read_greeting(self):
+        self.greeting = self.readline()
+        return self.greeting
+
+    def send(self, data: bytes):
+        self.sock.sendall(data)
+
+    def cmd(self, line: str):
+        self.send(line.encode() + b"\r\n")
+        return self.readline()
+
+    def readline(self) -> bytes:
+        """One line without its CRLF; raises EOFError if the server closed."""
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"connection closed; pending {self.buf[:200]!r}")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def read_multiline(self, raw=False) -> bytes:
+        """The body of a multi-line reply, dot-unstuffed (unless raw), lines joined with
+        CRLF (each line keeps its CRLF), up to and excluding the terminating '.'."""
+        # Fast path: find the terminator in the buffer.
+        while True:
+            if self.buf.startswith(b".\r\n"):
+                self.buf = self.buf[3:]
+                return b""
+            i = self.buf.find(b"\r\n.\r\n")
+            if i >= 0:
+                body = self.buf[:i + 2]
+                self.buf = self.buf[i + 5:]
+                return body if raw else unstuff(body)
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError("connection closed inside a multi-line reply")
+            self.buf += chunk
+
+    def login(self, user=USER, password=PASSWORD):
+        r = self.cmd(f"USER {user}")
+        assert r.startswith(b"+OK"), r
+        r = self.cmd(f"PASS {password}")
+        assert r.startswith(b"+OK"), r
+        return r
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def unstuff(raw: bytes) -> bytes:
+    """Removes POP3 dot-stuffing from CRLF-joined lines (RFC 1939 3)."""
+    if raw.startswith(b"."):
+        raw = raw[1:]
+    return raw.replace(b"\r\n.", b"\r\n")
+
+
+def auth_plain_b64(user=USER, password=PASSWORD, authzid=""):
+    return base64.b64encode(f"{authzid}\0{user}\0{password}".encode()).decode()
+
+
+def wait_until(pred, timeout=5.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    return pred()
+
+
+class Dovecot:
+    """A private Dovecot POP3 server (PEERS.md): run as root with base_dir, state_dir and
+    log in `workdir`, userdb static uid nobody, plaintext auth allowed, no TLS, Maildirs at
+    `mail_root`/<user>, UIDL %f (the Maildir base name, as pop3d's). Needs root."""
+
+    def __init__(self, workdir, mail_root, users, extra_conf=""):
+        self.workdir = os.path.join(workdir, "dovecot")
+        os.makedirs(self.workdir, exist_ok=True)
+        os.chmod(self.workdir, 0o755)
+        self.mail_root = mail_root
+        self.users = users
+        self.extra_conf = extra_conf
+        self.proc = None
+        self.port = None
+        self.conf = os.path.join(self.workdir, "dovecot.conf")
+        self.log = os.path.join(self.workdir, "dovecot.log")
+
+    def write_conf(self, port):
+        grp_name = nobody_group()
+        with open(self.conf, "w") as f:
+            f.write(f"""# mailnet interop: a private Dovecot POP3 server
+base_dir = {self.workdir}/run
+state_dir = {self.workdir}/state
+log_path = {self.log}
+info_log_path = {self.log}
+listen = {HOST}
+protocols = pop3
+ssl = no
+disable_plaintext_auth = no
+auth_failure_delay = 0
+first_valid_uid = 1
+mail_location = maildir:{self.mail_root}/%u
+pop3_uidl_format = %f
+pop3_enable_last = yes
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {self.users}
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid={grp_name}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = {HOST}
+    port = {port}
+  }}
+}}
+{self.extra_conf}
+""")
+
+    def start(self, timeout=15.0):
+        for _attempt in range(3):
+            port = free_port()
+            self.write_conf(port)
+            p = run(["doveconf", "-c", self.conf, "-n"], timeout=20)
+            if p.returncode != 0:
+                raise AssertionError(f"doveconf rejects {self.conf}: {p.stderr!r}")
+            self._out = open(os.path.join(self.workdir, "dovecot.stderr"), "ab")
+            self.proc = subprocess.Popen(["dovecot", "-F", "-c", self.conf], stdout=self._out,
+                                         stderr=self._out, stdin=subprocess.DEVNULL,
+                                         preexec_fn=_set_pdeathsig)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    with socket.create_connection((HOST, port), timeout=2) as s:
+                        s.settimeout(5)
+                        if s.recv(512).startswith(b"+OK"):
+                            self.port = port
+                            return self
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()
+        raise AssertionError(f"dovecot did not start: {self.logs()}")
+
+    def stop(self):
+        try:
+            return stop_pid(self.proc, term_wait=10)
+        finally:
+            if getattr(self, "_out", None):
+                self._out.close()
+
+    def logs(self):
+        out = []
+        for fn in ("dovecot.log", "dovecot.stderr"):
+            p = os.path.join(self.workdir, fn)
+            if os.path.exists(p):
+                with open(p, "rb") as f:
+                    out.append(f.read().decode("utf-8", "replace")[-4000:])
+        return "\n".join(out)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class FetcherCase(unittest.TestCase):
+    """Base for fetcher peers (fetchmail, mpop, getmail6): one pop3d per class with STLS
+    and pop3s, alice's mailbox filled with test_messages(); each test fetches into a fresh
+    Maildir and compares with check_fetched()."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = TempDir()
+        cls.d = cls.tmp.path
+        cls.ca = TestCA(cls.d)
+        cls.users = write_users(os.path.join(cls.d, "users"), {USER: PASSWORD})
+        cls.store = os.path.join(cls.d, "store")
+        cls.mdir = os.path.join(cls.store, USER)
+        cls.stored = fill_maildir(cls.mdir, test_messages(big=True))
+        cls.srv = Pop3d(cls.binary, cls.store, cls.users, tls=cls.ca, implicit_tls=True,
+                        workdir=cls.d)
+        cls.srv.start()
+        cls.n = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.srv.stop()
+        finally:
+            cls.tmp.cleanup()
+
+    def tearDown(self):
+        if not getattr(self._outcome, "success", True):
+            print(f"--- pop3d stderr ---\n{self.srv.stderr()}", file=sys.stderr)
+
+    def fresh_dir(self, name):
+        type(self).n += 1
+        p = os.path.join(self.d, f"{name}.{self.n}")
+        os.makedirs(p)
+        return p
+
+    def assert_store_untouched(self):
+        """keep: nothing deleted, nothing marked (RETR marks seen: cur/ is allowed)."""
+        files = maildir_files(self.mdir)
+        self.assertEqual(sorted(files), sorted(n for _l, n, _d in self.stored),
+                         "every stored message is still on the server")
+
+    def check_fetched(self, maildir, what):
+        fetched = maildir_messages(maildir)
+        compare_message_sets(self, self.stored, fetched, what)
+        self.assert_store_untouched()
