@@ -2,6 +2,8 @@
 // maildir(5) and Dovecot's extensions ,S= ,W= and :2,<flags>); POP3 locking (RFC 1939 8).
 #include "mailnet/store.hpp"
 
+#include "mailnet/dot_stuffing.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -75,23 +77,12 @@ result<void> write_all(int fd, std::string_view data) {
     return {};
 }
 
-// Counts LF not preceded by CR (each becomes CRLF on the wire); `prev_cr` carries across calls.
-std::uint64_t bare_lfs(std::string_view s, bool& prev_cr) {
-    std::uint64_t n = 0;
-    for (char c : s) {
-        if (c == '\n' && !prev_cr) ++n;
-        prev_cr = c == '\r';
-    }
-    return n;
-}
-
 // The wire size of a file without ,W= in its name (RFC 1939 LIST counts CRLF line ends).
 result<std::uint64_t> wire_size_of_file(const std::string& path) {
     unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (fd.get() < 0) return unexpected(last_system_error());
     std::array<char, 64 * 1024> buf{};
-    std::uint64_t total = 0;
-    bool prev_cr = false;
+    wire_size_counter total;
     for (;;) {
         const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
         if (n < 0) {
@@ -99,10 +90,9 @@ result<std::uint64_t> wire_size_of_file(const std::string& path) {
             return unexpected(last_system_error());
         }
         if (n == 0) break;
-        const std::string_view chunk(buf.data(), static_cast<std::size_t>(n));
-        total += chunk.size() + bare_lfs(chunk, prev_cr);
+        total.add(std::string_view(buf.data(), static_cast<std::size_t>(n)));
     }
-    return total;
+    return total.octets();
 }
 
 std::optional<std::uint64_t> parse_u64(std::string_view s) {
@@ -253,7 +243,7 @@ public:
             return r;
         }
         stored_ += octets.size();
-        wire_ += octets.size() + bare_lfs(octets, prev_cr_);
+        wire_.add(octets);
         return {};
     }
 
@@ -384,7 +374,7 @@ private:
 
     // "<prefix>.<host>,S=<stored>,W=<wire>", the host shortened to keep it within 70 octets.
     std::string final_base_name() const {
-        const std::string sizes = ",S=" + std::to_string(stored_) + ",W=" + std::to_string(wire_);
+        const std::string sizes = ",S=" + std::to_string(stored_) + ",W=" + std::to_string(wire_.octets());
         const std::size_t fixed = prefix_.size() + 1 + sizes.size();
         const std::size_t budget = fixed < max_base_name ? max_base_name - fixed : 0;
         return prefix_ + "." + truncate_host(config_.host, budget) + sizes;
@@ -404,8 +394,7 @@ private:
     std::shared_ptr<std::atomic<std::uint64_t>> counter_;
     std::string unique_tail_;  // prefix_ without the Q number
     std::uint64_t stored_ = 0;
-    std::uint64_t wire_ = 0;
-    bool prev_cr_ = false;
+    wire_size_counter wire_;  // octets with CRLF line ends (,W=)
     bool done_ = false;
     std::error_code write_error_;
 };

@@ -2,6 +2,8 @@
 // one lock per mailbox, delivery order, seen flags, deletions only at commit (RFC 1939 6).
 #include "mailnet/store.hpp"
 
+#include "mailnet/dot_stuffing.hpp"
+
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -10,14 +12,6 @@
 
 namespace mailnet {
 namespace {
-
-// Wire size (RFC 1939 LIST): each LF not preceded by CR counts as CRLF.
-std::uint64_t wire_octets(std::string_view s) {
-    std::uint64_t n = s.size();
-    for (std::size_t i = 0; i < s.size(); ++i)
-        if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) ++n;
-    return n;
-}
 
 struct stored_message {
     std::string id;
