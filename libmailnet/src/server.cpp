@@ -317,12 +317,12 @@ asio::awaitable<void> server::accept_loop(std::shared_ptr<asio::ip::tcp::accepto
         std::shared_ptr<connection> c;
         {
             std::lock_guard lock(mutex_);
-            const bool loopback = is_loopback(peer.address());
+            const bool exempt = options_.loopback_exempt && is_loopback(peer.address());
             if (stopping_) {
                 // destroy() raced this accept: refuse below.
             } else if (registry_.size() >= options_.max_connections) {
                 options_.log(log_level::warning, "connection limit reached; refusing " + endpoint_text(peer));
-            } else if (!loopback && per_peer_[peer.address()] >= options_.max_per_peer) {
+            } else if (!exempt && per_peer_[peer.address()] >= options_.max_per_peer) {
                 options_.log(log_level::warning, "per-address limit reached; refusing " + endpoint_text(peer));
             } else {
                 const auto id = next_id_++;

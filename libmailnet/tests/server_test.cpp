@@ -154,6 +154,42 @@ TEST(server, excess_connections_get_the_busy_reply) {
     EXPECT_EQ(f.srv->connections().size(), 2u);
 }
 
+TEST(server, per_address_limit_refuses_the_excess_and_frees_slots) {
+    mailnet::net::server_options o;
+    o.max_per_peer = 2;
+    o.loopback_exempt = false;  // the tests can only use loopback
+    fixture f(o);
+    f.start();
+    auto a = std::make_unique<client>(f.port());
+    client b(f.port());
+    a->read_until("hello\r\n");
+    b.read_until("hello\r\n");
+    client c(f.port());
+    EXPECT_EQ(c.read_until("busy\r\n"), "busy\r\n");
+    EXPECT_TRUE(c.closed_within(2s));
+    a->send("QUIT\r\n");
+    a->read_until("bye\r\n");
+    a.reset();
+    // Once a connection closes, its address may connect again.
+    std::string got;
+    for (int i = 0; i < 100 && got != "hello\r\n"; ++i) {
+        client d(f.port());
+        got = d.read_until("\r\n");
+        if (got != "hello\r\n") std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_EQ(got, "hello\r\n");
+}
+
+TEST(server, loopback_is_exempt_from_the_per_address_limit_by_default) {
+    mailnet::net::server_options o;
+    o.max_per_peer = 1;
+    fixture f(o);
+    f.start();
+    client a(f.port()), b(f.port());
+    EXPECT_EQ(a.read_until("hello\r\n"), "hello\r\n");
+    EXPECT_EQ(b.read_until("hello\r\n"), "hello\r\n");
+}
+
 TEST(server, down_keeps_sessions_and_refuses_new_ones_then_up_reuses_the_port) {
     fixture f;
     f.start();

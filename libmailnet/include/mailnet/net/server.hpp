@@ -64,7 +64,8 @@ struct connection_info {
 /// Limits and parts of a server.
 struct server_options {
     std::size_t max_connections = 1024;                ///< excess gets `busy_reply`, then close
-    std::size_t max_per_peer = 32;                     ///< per client address; loopback exempt
+    std::size_t max_per_peer = 32;                     ///< per client address
+    bool loopback_exempt = true;                       ///< max_per_peer does not apply to loopback peers
     std::chrono::seconds idle_timeout{600};            ///< read wait and send progress limit
     std::chrono::seconds tls_handshake_timeout{30};
     std::shared_ptr<asio::ssl::context> tls;           ///< for implicit TLS and STLS/STARTTLS; may be null
