@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <variant>
 
 #include "mailnet/dot_stuffing.hpp"
 
@@ -25,6 +26,8 @@ namespace {
 // from the heap (no mmap/munmap and page faults per RETR), uninitialised.
 constexpr std::size_t read_chunk_octets = 120 * 1024;
 constexpr std::size_t flush_octets = 128 * 1024;        // write when this much is pending
+constexpr std::size_t prefetch_octets = 1024 * 1024;    // opened and read ahead in one hop, at most
+constexpr std::size_t max_queued = 256;                 // queued replies and retrievals, at most
 constexpr std::size_t idle_buffer_octets = 16 * 1024;   // keep no more than this while idle
 
 std::string md5_hex(std::string_view data) {
@@ -99,13 +102,26 @@ public:
         for (;;) {
             c_.set_state(state_name(s_.current()));
             action a = s_.next();
+            // Anything but more replies or retrievals first writes out what is queued.
+            if (!queue_.empty() && !std::holds_alternative<act::send>(a) && !std::holds_alternative<act::retrieve>(a)) {
+                if (!co_await drain_queue()) co_return;
+                // Answered retrievals may have released a deferred RSET/LAST/QUIT: ask again.
+                if (std::holds_alternative<act::need_input>(a)) continue;
+            }
             if (std::holds_alternative<act::need_input>(a)) {
                 if (!co_await flush()) co_return;
                 if (eof_) co_return;
                 if (!co_await read_more()) co_return;
             } else if (auto* send = std::get_if<act::send>(&a)) {
+                if (!queue_.empty()) {
+                    queue_.emplace_back(std::move(send->octets));
+                    continue;
+                }
                 out_ += send->octets;
                 if (out_.size() >= flush_octets && !co_await flush()) co_return;
+            } else if (auto* retr = std::get_if<act::retrieve>(&a)) {
+                queue_.emplace_back(std::move(*retr));
+                if (queue_.size() >= max_queued && !co_await drain_queue()) co_return;
             } else if (auto* auth = std::get_if<act::authenticate>(&a)) {
                 if (!co_await flush()) co_return;
                 auth_result r;
@@ -126,8 +142,6 @@ public:
             } else if (auto* open = std::get_if<act::open_mailbox>(&a)) {
                 if (!co_await flush()) co_return;
                 s_.resume(co_await open_mailbox(open->mailbox));
-            } else if (auto* retr = std::get_if<act::retrieve>(&a)) {
-                if (!co_await retrieve(*retr)) co_return;
             } else if (auto* commit = std::get_if<act::commit>(&a)) {
                 if (!co_await flush()) co_return;
                 commit_result r;
@@ -208,58 +222,105 @@ private:
         co_return r;
     }
 
-    // Streams one message; false if the connection is lost (or the store fails mid-way,
-    // after the +OK line: then only closing tells the client).
-    asio::awaitable<bool> retrieve(const act::retrieve& r) {
-        auto& store = sh_->config.storage;
-        std::optional<message> msg;
+    // A message opened ahead of streaming, with its first chunk read.
+    struct fetched {
+        bool done = false;
         std::error_code error;
-        std::size_t n = 0;
-        file_buf_ = std::make_unique_for_overwrite<char[]>(read_chunk_octets);
-        const std::span<char> chunk(file_buf_.get(), read_chunk_octets);
-        co_await c_.run_blocking([&] {
-            if (!store) {
-                error = make_error_code(errc::not_found);
-                return;
-            }
-            auto m = store->open(locked_, r.id);
-            if (!m) {
-                error = m.error();
-                return;
-            }
-            msg.emplace(std::move(*m));
-            auto got = msg->read(chunk);
-            if (!got) error = got.error(); else n = *got;
-        });
-        if (error) {
-            file_buf_.reset();
-            c_.log()(log_level::error, "pop3 cannot read " + r.id + ": " + error.message());
-            s_.resume(retrieve_result{error});
-            co_return true;
+        std::optional<message> msg;
+        std::unique_ptr<char[]> buf;
+        std::size_t size = 0;  // of buf: the message's size, at most read_chunk_octets
+        std::size_t n = 0;     // octets read into buf
+    };
+
+    // Opens a message and reads its first chunk (on the blocking pool).
+    void fetch(const act::retrieve& r, fetched& f) {
+        f.done = true;
+        auto& store = sh_->config.storage;
+        if (!store) {
+            f.error = make_error_code(errc::not_found);
+            return;
         }
-        out_ += r.ok_line;
-        dot_encoder enc(r.top_lines);
-        std::uint64_t total = n;
-        for (;;) {
-            enc.encode(std::string_view(file_buf_.get(), n), out_);
+        auto m = store->open(locked_, r.id);
+        if (!m) {
+            f.error = m.error();
+            return;
+        }
+        f.msg.emplace(std::move(*m));
+        f.size = static_cast<std::size_t>(std::clamp<std::uint64_t>(f.msg->stored_octets(), 1, read_chunk_octets));
+        f.buf = std::make_unique_for_overwrite<char[]>(f.size);
+        auto got = f.msg->read(std::span<char>(f.buf.get(), f.size));
+        if (!got) f.error = got.error(); else f.n = *got;
+    }
+
+    // Writes out what was queued since the last drain: replies and the messages of a
+    // pipelined batch of RETR/TOP, opened and first read in one blocking-pool hop (up to
+    // prefetch_octets), so a batch of small messages costs one hop, not one each.
+    asio::awaitable<bool> drain_queue() {
+        std::vector<const act::retrieve*> wanted;
+        for (const auto& item : queue_)
+            if (const auto* r = std::get_if<act::retrieve>(&item)) wanted.push_back(r);
+        std::vector<fetched> ahead(wanted.size());
+        if (!wanted.empty()) {
+            co_await c_.run_blocking([&] {
+                std::size_t used = 0;
+                for (std::size_t i = 0; i < wanted.size() && used < prefetch_octets; ++i) {
+                    fetch(*wanted[i], ahead[i]);
+                    used += ahead[i].size;
+                }
+            });
+        }
+        std::size_t k = 0;
+        for (auto& item : queue_) {
+            if (auto* text = std::get_if<std::string>(&item)) {
+                out_ += *text;
+            } else {
+                auto& f = ahead[k];
+                const auto& r = *wanted[k++];
+                if (!f.done) co_await c_.run_blocking([&] { fetch(r, f); });
+                if (!co_await stream(r, f)) co_return false;
+                f = fetched{};  // free its buffer now
+            }
             if (out_.size() >= flush_octets) {
                 if (!co_await flush()) co_return false;
                 co_await drain_input();
             }
-            if (enc.done() || n == 0 || total >= msg->stored_octets()) break;
+        }
+        queue_.clear();
+        co_return true;
+    }
+
+    // Streams one fetched message; false if the connection is lost (or the store fails
+    // mid-way, after the +OK line: then only closing tells the client).
+    asio::awaitable<bool> stream(const act::retrieve& r, fetched& f) {
+        if (f.error) {
+            c_.log()(log_level::error, "pop3 cannot read " + r.id + ": " + f.error.message());
+            out_ += session::retrieve_error(r.msn, f.error);
+            s_.resume(retrieve_result{f.error});
+            co_return true;
+        }
+        out_ += r.ok_line;
+        dot_encoder enc(r.top_lines);
+        std::uint64_t total = f.n;
+        std::size_t n = f.n;
+        std::error_code error;
+        for (;;) {
+            enc.encode(std::string_view(f.buf.get(), n), out_);
+            if (out_.size() >= flush_octets) {
+                if (!co_await flush()) co_return false;
+                co_await drain_input();
+            }
+            if (enc.done() || n == 0 || total >= f.msg->stored_octets()) break;
             co_await c_.run_blocking([&] {
-                auto got = msg->read(chunk);
+                auto got = f.msg->read(std::span<char>(f.buf.get(), f.size));
                 if (!got) error = got.error(); else n = *got;
             });
             if (error) {
                 c_.log()(log_level::error, "pop3 read error in " + r.id + ": " + error.message());
-                file_buf_.reset();
                 co_return false;
             }
             total += n;
         }
         enc.finish(out_);
-        file_buf_.reset();
         s_.resume(retrieve_result{});
         co_return true;
     }
@@ -299,7 +360,7 @@ private:
     net::connection& c_;
     session s_;
     std::string out_;
-    std::unique_ptr<char[]> file_buf_;  // only while a RETR/TOP streams
+    std::vector<std::variant<std::string, act::retrieve>> queue_;  // replies and RETR/TOP not yet written
     std::array<char, 4096> in_{};
     std::string locked_;  // the mailbox this session holds the lock of
     bool eof_ = false;

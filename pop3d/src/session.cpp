@@ -163,6 +163,14 @@ void session::handle_line(std::string_view line) {
         bad_command("command not valid in this state");
         return;
     }
+    // These read the retrieved marks: wait until every outstanding RETR has been answered.
+    const bool reads_marks = cmd->handler == &session::cmd_rset || cmd->handler == &session::cmd_last ||
+                             cmd->handler == &session::cmd_quit;
+    if (reads_marks && !retrievals_.empty()) {
+        deferred_line_ = line;
+        waiting_ = wait::retrievals;
+        return;
+    }
     (this->*cmd->handler)(arg);
 }
 
@@ -471,10 +479,9 @@ void session::cmd_uidl(std::string_view arg) {
 void session::cmd_retr(std::string_view arg) {
     const auto i = message_arg(arg);
     if (!i) return;
-    retrieving_ = *i;
-    retrieving_whole_ = true;
-    emit(act::retrieve{messages_[*i].id, std::nullopt, "+OK " + std::to_string(messages_[*i].octets) + " octets\r\n"});
-    waiting_ = wait::retrieve;
+    retrievals_.push_back({*i, true});
+    emit(act::retrieve{messages_[*i].id, std::nullopt, "+OK " + std::to_string(messages_[*i].octets) + " octets\r\n",
+                       *i + 1});
 }
 
 void session::cmd_top(std::string_view arg) {
@@ -486,24 +493,25 @@ void session::cmd_top(std::string_view arg) {
     }
     const auto i = message_arg(msg);
     if (!i) return;
-    retrieving_ = *i;
-    retrieving_whole_ = false;
-    emit(act::retrieve{messages_[*i].id, *lines, "+OK top of message follows\r\n"});
-    waiting_ = wait::retrieve;
+    retrievals_.push_back({*i, false});
+    emit(act::retrieve{messages_[*i].id, *lines, "+OK top of message follows\r\n", *i + 1});
+}
+
+std::string session::retrieve_error(std::size_t msn, std::error_code error) {
+    if (error == errc::not_found) return "-ERR [SYS/PERM] message " + std::to_string(msn) + " is gone from the mailbox\r\n";
+    return "-ERR [SYS/TEMP] cannot read message " + std::to_string(msn) + ", try later\r\n";
 }
 
 void session::resume(const retrieve_result& r) {
-    if (waiting_ != wait::retrieve) return;
-    waiting_ = wait::none;
-    if (r.error) {
-        if (r.error == errc::not_found)
-            err("[SYS/PERM] message " + std::to_string(retrieving_ + 1) + " is gone from the mailbox");
-        else
-            err("[SYS/TEMP] cannot read message " + std::to_string(retrieving_ + 1) + ", try later");
-        return;
-    }
+    if (retrievals_.empty()) return;
+    const auto done = retrievals_.front();
+    retrievals_.pop_front();
     // RFC 1939 has no seen flag; like Dovecot, RETR (not TOP) marks a message seen at QUIT.
-    if (retrieving_whole_) marks_[retrieving_].retrieved = true;
+    if (!r.error && done.whole) marks_[done.index].retrieved = true;
+    if (retrievals_.empty() && waiting_ == wait::retrievals) {
+        waiting_ = wait::none;
+        handle_line(std::exchange(deferred_line_, {}));
+    }
 }
 
 void session::cmd_dele(std::string_view arg) {

@@ -52,6 +52,7 @@ struct transcript {
     limits lim;
     bool sequential = false;  // STLS or close mid-way: no whole-input pipelining
     bool unsplittable = false;  // the arrival time of bytes matters (pipelined after STLS)
+    bool lazy_retrieve = false;  // answer retrieves only when the session needs input, as the server does
     std::vector<std::pair<char, std::string>> lines;  // 'C', 'S', 'A'
 };
 
@@ -66,6 +67,7 @@ void apply_option(transcript& t, std::string_view opt) {
     else if (w[0] == "apop") { t.config.apop = true; t.config.apop_timestamp = w.at(1); }
     else if (w[0] == "sequential") t.sequential = true;
     else if (w[0] == "unsplittable") t.unsplittable = true;
+    else if (w[0] == "lazy-retrieve") t.lazy_retrieve = true;
     else if (w[0] == "max-command-octets") t.lim.max_command_octets = std::stoul(w.at(1));
     else if (w[0] == "max-sasl-octets") t.lim.max_sasl_octets = std::stoul(w.at(1));
     else if (w[0] == "max-bad-commands") t.lim.max_bad_commands = std::stoul(w.at(1));
@@ -149,11 +151,42 @@ private:
         return arrow == std::string::npos ? "" : e.substr(arrow + 4);
     }
 
+    // Lazy mode: replies after an unanswered retrieve wait behind it, as in the server.
+    void answer_queue() {
+        for (auto& [text, retr, answer] : queue_) {
+            if (!retr) sent(text);
+            else answer_retrieve(*retr, split_words(answer));
+        }
+        queue_.clear();
+    }
+
+    void answer_retrieve(const act::retrieve& r, const std::vector<std::string>& w) {
+        if (!w.empty() && w[0] == "ok") {
+            // The server writes the ok line, then the dot-stuffed message.
+            sent(r.ok_line + "<" + r.id + ">\r\n.\r\n");
+            s_.resume(retrieve_result{});
+        } else {
+            const auto ec = w.empty() || w[0] == "not_found" ? make_error_code(errc::not_found)
+                                                            : make_error_code(errc::io_error);
+            sent(session::retrieve_error(r.msn, ec));  // the server writes it in place
+            s_.resume(retrieve_result{ec});
+        }
+    }
+
     void drain() {
         for (int guard = 0; guard < 100000; ++guard) {
             action a = s_.next();
-            if (std::holds_alternative<act::need_input>(a)) return;
-            if (auto* s = std::get_if<act::send>(&a)) { sent(s->octets); continue; }
+            if (std::holds_alternative<act::need_input>(a)) {
+                if (queue_.empty()) return;
+                answer_queue();
+                continue;
+            }
+            if (auto* s = std::get_if<act::send>(&a)) {
+                if (queue_.empty()) sent(s->octets);
+                else queue_.push_back({s->octets, std::nullopt, {}});
+                continue;
+            }
+            if (!queue_.empty() && !std::holds_alternative<act::retrieve>(a)) answer_queue();
             const auto desc = describe(a);
             const auto answer = answer_for(desc);
             const auto w = split_words(answer);
@@ -179,14 +212,8 @@ private:
                 }
                 s_.resume(std::move(r));
             } else if (auto* r = std::get_if<act::retrieve>(&a)) {
-                if (!w.empty() && w[0] == "ok") {
-                    // The server writes the ok line, then the dot-stuffed message.
-                    sent(r->ok_line + "<" + r->id + ">\r\n.\r\n");
-                    s_.resume(retrieve_result{});
-                } else {
-                    s_.resume(retrieve_result{w.empty() || w[0] == "not_found" ? make_error_code(errc::not_found)
-                                                                              : make_error_code(errc::io_error)});
-                }
+                if (t_.lazy_retrieve) queue_.push_back({{}, *r, answer});
+                else answer_retrieve(*r, w);
             } else if (auto* c = std::get_if<act::commit>(&a)) {
                 commit_result cr;
                 for (const auto& id : c->deleted)
@@ -217,6 +244,8 @@ private:
     std::size_t pos_ = 0;
     std::string pending_;
     std::string errors_;
+    struct queued { std::string text; std::optional<act::retrieve> retr; std::string answer; };
+    std::vector<queued> queue_;
 };
 
 fs::path transcript_dir() { return fs::path(MAILNET_POP3D_TRANSCRIPTS); }

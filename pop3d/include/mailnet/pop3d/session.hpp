@@ -54,9 +54,16 @@ struct authenticate_apop { std::string user, timestamp, digest; };
 /// Lock the mailbox and take its snapshot; answer with resume(mailbox_result).
 struct open_mailbox { std::string mailbox; };
 /// Write `ok_line`, then the message (TOP: headers + `top_lines` body lines) dot-stuffed
-/// with its terminator; answer with resume(retrieve_result). If the message cannot be
-/// opened, write nothing and answer with the error.
-struct retrieve { std::string id; std::optional<std::size_t> top_lines; std::string ok_line; };
+/// with its terminator; then answer with resume(retrieve_result). If the message cannot be
+/// opened, write session::retrieve_error(msn, error) instead. The session does not wait:
+/// several retrieves may be outstanding (a pipelined batch); answer them in order, and
+/// write their output in the order of the actions.
+struct retrieve {
+    std::string id;
+    std::optional<std::size_t> top_lines;
+    std::string ok_line;
+    std::size_t msn = 0;  ///< the message number, for retrieve_error
+};
 /// Delete and mark seen at QUIT (UPDATE state); answer with resume(commit_result).
 struct commit { std::vector<std::string> deleted, seen; };
 /// Upgrade to TLS now: drop buffered input, handshake, then call tls_started().
@@ -102,8 +109,10 @@ public:
     void resume(const auth_result& r);
     /// Answers act::open_mailbox.
     void resume(mailbox_result r);
-    /// Answers act::retrieve.
+    /// Answers the oldest outstanding act::retrieve.
     void resume(const retrieve_result& r);
+    /// The reply to write in place of a message that could not be read (RFC 3206 4).
+    static std::string retrieve_error(std::size_t msn, std::error_code error);
     /// Answers act::commit.
     void resume(const commit_result& r);
     /// The TLS handshake that act::start_tls asked for succeeded (RFC 2595 4: back to a
@@ -122,7 +131,7 @@ public:
     bool waiting() const noexcept { return waiting_ != wait::none; }
 
 private:
-    enum class wait { none, auth, mailbox, retrieve, commit, tls };
+    enum class wait { none, auth, mailbox, retrievals, commit, tls };
     struct message_state { bool deleted = false; bool retrieved = false; };
 
     void handle_line(std::string_view line);
@@ -177,8 +186,9 @@ private:
     std::string account_, mailbox_;
     std::vector<message_info> messages_;
     std::vector<message_state> marks_;
-    std::size_t retrieving_ = 0;    // index of the message being retrieved
-    bool retrieving_whole_ = false; // RETR (marks seen) rather than TOP
+    struct retrieval { std::size_t index; bool whole; };  // whole: RETR (marks seen), not TOP
+    std::deque<retrieval> retrievals_;  // outstanding, oldest first
+    std::string deferred_line_;         // RSET/LAST/QUIT waiting for the retrievals to settle
 };
 
 }  // namespace mailnet::pop3
