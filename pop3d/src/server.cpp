@@ -25,7 +25,8 @@ namespace {
 // One blocking-pool hop per this much; under glibc's mmap threshold, so the buffer comes
 // from the heap (no mmap/munmap and page faults per RETR), uninitialised.
 constexpr std::size_t read_chunk_octets = 120 * 1024;
-constexpr std::size_t flush_octets = 128 * 1024;        // write when this much is pending
+constexpr std::size_t big_read_chunk_octets = 512 * 1024;  // for messages larger than the above
+constexpr std::size_t flush_octets = 256 * 1024;        // write when this much is pending
 constexpr std::size_t prefetch_octets = 1024 * 1024;    // opened and read ahead in one hop, at most
 constexpr std::size_t max_queued = 256;                 // queued replies and retrievals, at most
 constexpr std::size_t idle_buffer_octets = 16 * 1024;   // keep no more than this while idle
@@ -246,7 +247,9 @@ private:
             return;
         }
         f.msg.emplace(std::move(*m));
-        f.size = static_cast<std::size_t>(std::clamp<std::uint64_t>(f.msg->stored_octets(), 1, read_chunk_octets));
+        const std::uint64_t stored = f.msg->stored_octets();
+        f.size = static_cast<std::size_t>(
+            std::clamp<std::uint64_t>(stored, 1, stored > read_chunk_octets ? big_read_chunk_octets : read_chunk_octets));
         f.buf = std::make_unique_for_overwrite<char[]>(f.size);
         auto got = f.msg->read(std::span<char>(f.buf.get(), f.size));
         if (!got) f.error = got.error(); else f.n = *got;
