@@ -7,6 +7,7 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/dispatch.hpp>
+#include <asio/error.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
@@ -14,6 +15,7 @@
 #include <asio/ip/v6_only.hpp>
 #include <asio/write.hpp>
 
+#include <cerrno>
 #include <charconv>
 #include <exception>
 
@@ -35,10 +37,16 @@ bool is_loopback(const asio::ip::address& a) {
            asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).is_loopback();
 }
 
-// Errors of accept() that say the process or system ran out of something: back off.
-bool is_resource_exhaustion(const std::error_code& ec) {
-    return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
-           ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory;
+// Errors of accept() that concern only the connection being accepted (it was reset or
+// refused by a filter before we took it): the next accept may succeed at once.
+// NOTE: Asio reports errno values in its own "asio.system" category, which does not map them
+// to std::errc conditions, so the values are compared, not conditions.
+bool is_per_connection_error(const std::error_code& ec) {
+    if (ec == asio::error::connection_aborted) return true;
+    if (ec.category() != asio::error::get_system_category() && ec.category() != std::system_category()) return false;
+    return ec.value() == ECONNABORTED || ec.value() == EPROTO || ec.value() == EPERM || ec.value() == ENETDOWN ||
+           ec.value() == ENOPROTOOPT || ec.value() == EHOSTDOWN || ec.value() == ENONET ||
+           ec.value() == EHOSTUNREACH || ec.value() == EOPNOTSUPP || ec.value() == ENETUNREACH;
 }
 
 }  // namespace
@@ -303,8 +311,9 @@ asio::awaitable<void> server::accept_loop(std::shared_ptr<asio::ip::tcp::accepto
         auto [ec, socket] = co_await acceptor->async_accept(use_tuple);
         if (ec) {
             if (ec == asio::error::operation_aborted || !acceptor->is_open()) break;
-            if (is_resource_exhaustion(ec)) {
-                // EMFILE and friends: the pending connection stays queued; retrying at once would spin.
+            if (!is_per_connection_error(ec)) {
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM or anything unforeseen: the pending connection
+                // stays queued, so retrying at once would spin.
                 options_.log(log_level::warning, "accept on " + spec.service + ": " + ec.message() + "; backing off");
                 backoff.expires_after(std::chrono::milliseconds(100));
                 co_await backoff.async_wait(use_tuple);
