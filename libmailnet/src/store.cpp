@@ -99,4 +99,66 @@ std::string uidl_for_id(std::string_view base_name) {
     return base32(md).substr(0, hashed_uidl_chars);
 }
 
+// ---- store_functions ----
+
+result<void> store_functions::lock(std::string_view mailbox) {
+    {
+        std::lock_guard guard(mutex_);
+        if (!locked_.emplace(mailbox).second) return unexpected(errc::mailbox_in_use);
+    }
+    if (on_lock) {
+        if (auto r = on_lock(mailbox); !r) {
+            std::lock_guard guard(mutex_);
+            locked_.erase(std::string(mailbox));
+            return r;
+        }
+    }
+    return {};
+}
+
+void store_functions::unlock(std::string_view mailbox) noexcept {
+    {
+        std::lock_guard guard(mutex_);
+        const auto it = locked_.find(mailbox);
+        if (it == locked_.end()) return;  // not ours: never release another session's lock
+        locked_.erase(it);
+    }
+    if (on_unlock) {
+        try {
+            on_unlock(mailbox);
+        } catch (...) {
+            // NOTE: unlock is noexcept (it runs when a session ends, whatever ended it); a
+            // throwing hook cannot be reported further than this.
+        }
+    }
+}
+
+result<std::vector<message_info>> store_functions::snapshot(std::string_view mailbox) {
+    if (!on_snapshot) return std::vector<message_info>{};
+    return on_snapshot(mailbox);
+}
+
+result<message> store_functions::open(std::string_view mailbox, std::string_view id) {
+    if (!on_open) return unexpected(errc::not_found);
+    return on_open(mailbox, id);
+}
+
+std::vector<std::error_code> store_functions::commit(std::string_view mailbox, std::span<const std::string> deleted,
+                                                     std::span<const std::string> seen) {
+    std::vector<std::error_code> out;
+    out.reserve(deleted.size());
+    for (const auto& id : deleted) out.push_back(on_delete ? on_delete(mailbox, id) : make_error_code(errc::unsupported));
+    if (on_seen) {
+        for (const auto& id : seen)
+            if (const auto ec = on_seen(mailbox, id))
+                log(log_level::warning, "cannot mark " + id + " seen: " + ec.message());
+    }
+    return out;
+}
+
+result<std::unique_ptr<delivery>> store_functions::begin_delivery(std::span<const std::string> mailboxes) {
+    if (!on_begin_delivery) return unexpected(errc::unsupported);
+    return on_begin_delivery(mailboxes);
+}
+
 }  // namespace mailnet

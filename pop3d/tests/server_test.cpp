@@ -111,6 +111,56 @@ TEST(pop3_server, lists_connections_with_state_and_user) {
     EXPECT_EQ(f.srv->connection(list[0].id)->user, "alice");
 }
 
+TEST(pop3_server, serves_a_mailbox_through_store_function_slots) {
+    // The seed's storage callbacks as std::function slots: snapshot, open, delete, seen.
+    auto bytes = std::make_shared<const std::string>("Subject: slot\n\n.dot\n");
+    auto deleted = std::make_shared<std::vector<std::string>>();
+    auto seen = std::make_shared<std::vector<std::string>>();
+    auto slots = std::make_shared<mailnet::store_functions>();
+    slots->on_snapshot = [bytes](std::string_view) -> mailnet::result<std::vector<mailnet::message_info>> {
+        return std::vector<mailnet::message_info>{{"a", mailnet::wire_octets(*bytes), "uid-a", false},
+                                                  {"b", mailnet::wire_octets(*bytes), "uid-b", false}};
+    };
+    slots->on_open = [bytes](std::string_view, std::string_view) -> mailnet::result<mailnet::message> {
+        return mailnet::message(mailnet::string_source(bytes), bytes->size());
+    };
+    slots->on_delete = [deleted](std::string_view, std::string_view id) {
+        deleted->emplace_back(id);
+        return std::error_code();
+    };
+    slots->on_seen = [seen](std::string_view, std::string_view id) {
+        seen->emplace_back(id);
+        return std::error_code();
+    };
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.storage = slots;
+    fixture f(cfg);
+    auto c = login(f.port());
+    c->send("UIDL\r\nRETR 1\r\nDELE 2\r\nQUIT\r\n");
+    const std::string expected = "+OK unique-id listing follows\r\n1 uid-a\r\n2 uid-b\r\n.\r\n+OK 23 octets\r\nSubject: slot\r\n\r\n..dot\r\n.\r\n"
+                                 "+OK message 2 deleted\r\n+OK bye\r\n";
+    EXPECT_EQ(c->read_until("bye\r\n"), expected);
+    EXPECT_TRUE(c->closed_within(2s));
+    EXPECT_EQ(*deleted, std::vector<std::string>{"b"});
+    EXPECT_EQ(*seen, std::vector<std::string>{"a"});
+}
+
+TEST(pop3_server, quit_says_sys_temp_when_the_store_slots_cannot_delete) {
+    auto slots = std::make_shared<mailnet::store_functions>();
+    slots->on_snapshot = [](std::string_view) -> mailnet::result<std::vector<mailnet::message_info>> {
+        return std::vector<mailnet::message_info>{{"a", 3, "uid-a", false}};
+    };
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.storage = slots;  // no on_delete: deletions are refused
+    fixture f(cfg);
+    auto c = login(f.port());
+    c->send("DELE 1\r\nQUIT\r\n");
+    const std::string& got = c->read_until("[SYS/TEMP]");
+    EXPECT_NE(got.find("+OK message 1 deleted\r\n-ERR [SYS/TEMP]"), std::string::npos) << got;
+}
+
 TEST(pop3_server, second_session_on_a_mailbox_gets_in_use_until_the_first_quits) {
     pop3::server_config cfg;
     cfg.auth = users();

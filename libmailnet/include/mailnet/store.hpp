@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -63,6 +65,40 @@ public:
 
     /// Delivers a whole message held in memory: begin_delivery, write, commit.
     result<void> deliver(std::span<const std::string> mailboxes, std::string_view octets);
+};
+
+/// The same hooks as std::function slots (the seed's lock / unlock / stat / size / get / dele
+/// callbacks); an empty slot means the default. Whatever the slots do, lock() also takes an
+/// in-process table, so two sessions of one process never share a mailbox.
+struct store_functions : store {
+    /// Cross-process or remote lock; default: none beyond the in-process table.
+    std::function<result<void>(std::string_view mailbox)> on_lock;
+    /// Releases on_lock's lock; default: nothing.
+    std::function<void(std::string_view mailbox)> on_unlock;
+    /// The messages; default: none (every mailbox is empty).
+    std::function<result<std::vector<message_info>>(std::string_view mailbox)> on_snapshot;
+    /// One message; default: errc::not_found. Wrap bytes with string_source() or file_source().
+    std::function<result<message>(std::string_view mailbox, std::string_view id)> on_open;
+    /// Deletes one message at QUIT; default: errc::unsupported (QUIT answers -ERR [SYS/TEMP]).
+    std::function<std::error_code(std::string_view mailbox, std::string_view id)> on_delete;
+    /// Marks one message seen at QUIT; default: nothing. A failure is logged, not returned.
+    std::function<std::error_code(std::string_view mailbox, std::string_view id)> on_seen;
+    /// Starts a delivery (SMTP); default: errc::unsupported.
+    std::function<result<std::unique_ptr<delivery>>(std::span<const std::string> mailboxes)> on_begin_delivery;
+    /// Where a failure of on_seen is reported.
+    log_sink log = stderr_log();
+
+    result<void> lock(std::string_view mailbox) override;
+    void unlock(std::string_view mailbox) noexcept override;
+    result<std::vector<message_info>> snapshot(std::string_view mailbox) override;
+    result<message> open(std::string_view mailbox, std::string_view id) override;
+    std::vector<std::error_code> commit(std::string_view mailbox, std::span<const std::string> deleted,
+                                        std::span<const std::string> seen) override;
+    result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) override;
+
+private:
+    std::mutex mutex_;                        // guards locked_
+    std::set<std::string, std::less<>> locked_;  // mailboxes locked in this process
 };
 
 /// Options of the Maildir store.
