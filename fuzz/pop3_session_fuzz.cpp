@@ -40,6 +40,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     lim.max_command_octets = 16 + pick.take();
     lim.max_sasl_octets = 64;
     lim.auth_failure_delay = std::chrono::milliseconds(flags & 32 ? 1 : 0);
+    // Retrievals answered at once, or (as the server does with a pipelined batch) only when
+    // the session wants input: then RSET/LAST/QUIT wait on the outstanding ones.
+    const bool lazy_retrieve = flags & 64;
+    std::size_t outstanding = 0;
     session s(cfg, lim);
     s.start();
     // Answers come from the input too: the byte after each chunk.
@@ -52,7 +56,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         for (int guard = 0;; ++guard) {
             if (guard > 100000) std::abort();  // the core must always come back to need_input
             action a = s.next();
-            if (std::holds_alternative<act::need_input>(a)) break;
+            if (std::holds_alternative<act::need_input>(a)) {
+                if (outstanding == 0) break;
+                for (; outstanding > 0; --outstanding)
+                    s.resume(retrieve_result{answer % 7 == 0 ? make_error_code(errc::io_error) : std::error_code{}});
+                continue;  // a deferred RSET/LAST/QUIT may now go on
+            }
             if (auto* out = std::get_if<act::send>(&a)) {
                 if (out->octets.empty()) std::abort();
                 sent += out->octets.size();
@@ -65,7 +74,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 for (unsigned i = 0; i < answer % 5; ++i) r.messages.push_back({"id" + std::to_string(i), i * 10, "u" + std::to_string(i), (answer & i) != 0});
                 s.resume(std::move(r));
             } else if (std::holds_alternative<act::retrieve>(a)) {
-                s.resume(retrieve_result{answer % 7 == 0 ? make_error_code(errc::io_error) : std::error_code{}});
+                if (lazy_retrieve)
+                    ++outstanding;
+                else
+                    s.resume(retrieve_result{answer % 7 == 0 ? make_error_code(errc::io_error) : std::error_code{}});
             } else if (auto* c = std::get_if<act::commit>(&a)) {
                 commit_result r;
                 r.errors.resize(c->deleted.size());

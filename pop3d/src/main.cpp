@@ -34,14 +34,15 @@ int main(int argc, char** argv) {
                  "Users come from a Dovecot passwd-file; mail from DIR/<user>/{new,cur}.",
                  "pop3d"};
     app.set_version_flag("--version", "pop3d (mailnet) " + std::string(mailnet::version()));
-    std::vector<std::string> listen{"127.0.0.1:110"};
+    std::vector<std::string> listen;
     std::vector<std::string> tls_listen;
     std::string store_dir, users_file, tls_cert, tls_key;
     bool allow_plaintext = false, enable_apop = false, short_idle = false;
     std::size_t max_connections = 1024;
     unsigned idle_timeout = 600;
-    app.add_option("--listen", listen, "ADDR:PORT for POP3 with STLS (repeatable; port 0: any free port)")
-        ->capture_default_str();
+    app.add_option("--listen", listen,
+                   "ADDR:PORT for POP3 with STLS (repeatable; port 0: any free port); default 127.0.0.1:110,\n"
+                   "unless only --tls-listen is given");
     app.add_option("--tls-listen", tls_listen, "ADDR:PORT for POP3 over implicit TLS, pop3s (repeatable)");
     app.add_option("--store", store_dir, "Maildir root: DIR/<mailbox>/{tmp,new,cur}")->required();
     app.add_option("--users", users_file, "Dovecot passwd-file: name:{SCHEME}secret")->required();
@@ -66,6 +67,7 @@ int main(int argc, char** argv) {
         return app.exit(e) == 0 ? ex_ok : ex_usage;
     }
     auto log = mailnet::stderr_log();
+    if (listen.empty() && tls_listen.empty()) listen.emplace_back("127.0.0.1:110");
     if (idle_timeout < 600 && !short_idle) {
         std::cerr << "pop3d: --idle-timeout below 600 s breaks RFC 1939 3; add --allow-short-idle-timeout\n";
         return ex_usage;
@@ -120,12 +122,14 @@ int main(int argc, char** argv) {
     cfg.hostname = host_name();
     cfg.max_connections = max_connections;
     cfg.idle_timeout = std::chrono::seconds(idle_timeout);
+    cfg.allow_short_idle_timeout = short_idle;
     cfg.log = log;
 
     mailnet::net::raise_fd_limit();
     asio::io_context io;
     mailnet::pop3::server server(io, cfg);
     if (auto r = server.up(); !r) {
+        if (r.error() == mailnet::errc::bad_config) return ex_usage;  // the reason is logged
         std::cerr << "pop3d: cannot listen: " << r.error().message() << "\n";
         return ex_unavailable;
     }

@@ -94,11 +94,19 @@ class runner {
 public:
     runner(std::shared_ptr<server::shared> sh, net::connection& c) : sh_(std::move(sh)), c_(c), s_(make_config(), sh_->config.session_limits) {}
 
+    // NOTE: the lock is normally released on the pool (a store's unlock may block); this is
+    // the fallback for an exception or a kill that ends the coroutine on the way.
     ~runner() {
         if (!locked_.empty() && sh_->config.storage) sh_->config.storage->unlock(locked_);
     }
 
     asio::awaitable<void> run() {
+        co_await serve_session();
+        co_await unlock();  // however the session ended: QUIT, a drop, a timeout
+    }
+
+private:
+    asio::awaitable<void> serve_session() {
         s_.start();
         for (;;) {
             c_.set_state(state_name(s_.current()));
@@ -153,7 +161,8 @@ public:
                 });
                 for (std::size_t i = 0; i < r.errors.size(); ++i)
                     if (r.errors[i])
-                        c_.log()(log_level::error, "pop3 " + s_.user() + ": cannot delete " + commit->deleted[i] +
+                        c_.log()(log_level::error, "pop3 " + log_text(s_.user()) + ": cannot delete " +
+                                                       log_text(commit->deleted[i], 200) +
                                                        ": " + r.errors[i].message());
                 s_.resume(r);
             } else if (std::holds_alternative<act::start_tls>(a)) {
@@ -170,13 +179,21 @@ public:
                 t.expires_after(d->duration + penalty_);
                 co_await t.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
             } else if (std::holds_alternative<act::close>(a)) {
+                // After QUIT's commit: free the mailbox before "+OK bye" goes out, so a client
+                // that logs in again at once never meets its own lock ([IN-USE]).
+                co_await unlock();
                 co_await flush();
                 co_return;
             }
         }
     }
 
-private:
+    asio::awaitable<void> unlock() {
+        if (locked_.empty() || !sh_->config.storage) co_return;
+        co_await c_.run_blocking([this] { sh_->config.storage->unlock(locked_); });
+        locked_.clear();
+    }
+
     session_config make_config() {
         const auto& cfg = sh_->config;
         session_config sc;
@@ -192,10 +209,10 @@ private:
     void logged(const auth_result& r, const std::string& user) {
         if (r.outcome == auth_result::status::ok) {
             c_.set_user(r.account);
-            c_.log()(log_level::info, "pop3 login " + r.account + " from " + c_.peer().address().to_string());
+            c_.log()(log_level::info, "pop3 login " + log_text(r.account) + " from " + c_.peer().address().to_string());
         } else if (r.outcome == auth_result::status::fail) {
             penalty_ = sh_->note_failure(c_.peer().address());
-            c_.log()(log_level::info, "pop3 failed login for " + user.substr(0, 64) + " from " +
+            c_.log()(log_level::info, "pop3 failed login for " + log_text(user) + " from " +
                                           c_.peer().address().to_string());
         }
     }
@@ -219,7 +236,7 @@ private:
             locked_ = mailbox;
         });
         if (r.error && r.error != errc::mailbox_in_use)
-            c_.log()(log_level::error, "pop3 cannot open mailbox " + mailbox + ": " + r.error.message());
+            c_.log()(log_level::error, "pop3 cannot open mailbox " + log_text(mailbox) + ": " + r.error.message());
         co_return r;
     }
 
@@ -296,7 +313,7 @@ private:
     // mid-way, after the +OK line: then only closing tells the client).
     asio::awaitable<bool> stream(const act::retrieve& r, fetched& f) {
         if (f.error) {
-            c_.log()(log_level::error, "pop3 cannot read " + r.id + ": " + f.error.message());
+            c_.log()(log_level::error, "pop3 cannot read " + log_text(r.id, 200) + ": " + f.error.message());
             out_ += session::retrieve_error(r.msn, f.error);
             s_.resume(retrieve_result{f.error});
             co_return true;
@@ -318,7 +335,7 @@ private:
                 if (!got) error = got.error(); else n = *got;
             });
             if (error) {
-                c_.log()(log_level::error, "pop3 read error in " + r.id + ": " + error.message());
+                c_.log()(log_level::error, "pop3 read error in " + log_text(r.id, 200) + ": " + error.message());
                 co_return false;
             }
             total += n;
@@ -385,9 +402,39 @@ server::~server() {
     if (base_) base_->destroy(net::server::destroy_mode::kill);
 }
 
+namespace {
+
+// The limits a server can run with (DESIGN.md "Limits"); the reason is logged.
+result<void> validate(const server_config& c, const log_sink& log) {
+    std::string why;
+    const auto& l = c.session_limits;
+    if (c.idle_timeout.count() <= 0)
+        why = "idle timeout must be positive";
+    else if (c.idle_timeout < std::chrono::seconds(600) && !c.allow_short_idle_timeout)
+        why = "idle timeout below 600 s breaks RFC 1939 3 (set allow_short_idle_timeout)";
+    else if (c.tls_handshake_timeout.count() <= 0)
+        why = "TLS handshake timeout must be positive";
+    else if (c.max_connections == 0 || c.max_per_peer == 0)
+        why = "connection limits must be at least 1";
+    else if (l.max_command_octets < 255)
+        why = "command lines of 255 octets must be accepted (RFC 2449 4)";
+    else if (l.max_sasl_octets < l.max_command_octets)
+        why = "the SASL line limit must not be below the command line limit";
+    else if (c.read_ahead_octets < l.max_command_octets)
+        why = "the read-ahead limit must hold one command line";
+    else if (l.max_failed_logins == 0 || l.max_bad_commands == 0)
+        why = "failed-login and bad-command limits must be at least 1";
+    if (why.empty()) return {};
+    log(log_level::error, "pop3 configuration: " + why);
+    return unexpected(errc::bad_config);
+}
+
+}  // namespace
+
 result<void> server::build() {
     build_error_.clear();
     if (!config_.log) config_.log = null_log();
+    if (auto v = validate(config_, config_.log); !v) return v;
     shared_ = std::make_shared<shared>();
     shared_->config = config_;
     net::server_options o;
@@ -406,7 +453,11 @@ result<void> server::build() {
 }
 
 result<void> server::configure(server_config config) {
-    if (base_ && base_->is_up()) return unexpected(errc::bad_config);
+    // NOTE: sessions of the previous configuration would drop out of connections() and out
+    // of destroy()'s reach: refuse until they are gone (destroy with defer, or wait).
+    if (base_ && (base_->is_up() || !base_->connections().empty())) return unexpected(errc::bad_config);
+    // An unusable configuration changes nothing: the previous one stays in force.
+    if (auto v = validate(config, config.log ? config.log : config_.log); !v) return v;
     config_ = std::move(config);
     auto r = build();
     if (!r) build_error_ = r.error();

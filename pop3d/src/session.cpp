@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <limits>
 
 #include "mailnet/base64.hpp"
@@ -18,19 +17,11 @@ bool iequals(std::string_view a, std::string_view b) {
            });
 }
 
-// A decimal number of at most 9 digits, nothing else (RFC 1939 3: numbers are decimal).
+// A run of decimal digits, nothing else (RFC 1939 3: numbers are decimal); a value past
+// what fits saturates (a message number that large names no message; a TOP count that
+// large means "all lines", RFC 1939 7).
 std::optional<std::size_t> parse_number(std::string_view s) {
-    if (s.empty() || s.size() > 9) return std::nullopt;
-    std::size_t v = 0;
-    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
-    return v;
-}
-
-// A line count for TOP: any run of digits; a count past what fits means "all lines"
-// (RFC 1939 7: a count beyond the body sends the entire message).
-std::optional<std::size_t> parse_count(std::string_view s) {
-    if (s.empty() || s.size() > 64 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    if (s.empty() || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
         return std::nullopt;
     std::size_t v = 0;
     for (char c : s) {
@@ -75,7 +66,10 @@ session::session(session_config config, limits lim)
 
 void session::start() {
     std::string greeting = "mailnet POP3 server ready";
-    if (config_.apop && !config_.apop_timestamp.empty()) greeting += " " + config_.apop_timestamp;
+    // DESIGN.md "Rules": APOP is under the plaintext rule, so a remote cleartext client is not
+    // even offered the timestamp (RFC 1939 7: no timestamp, no APOP).
+    apop_offered_ = config_.apop && !config_.apop_timestamp.empty() && plaintext_allowed();
+    if (apop_offered_) greeting += " " + config_.apop_timestamp;
     ok(greeting);
 }
 
@@ -255,6 +249,11 @@ void session::cmd_apop(std::string_view arg) {
         err("[AUTH] APOP disallowed on non-secure connections");
         return;
     }
+    if (!apop_offered_) {
+        // After STLS: the cleartext greeting carried no timestamp to digest.
+        err("[AUTH] APOP not offered on this connection; use AUTH PLAIN or USER/PASS");
+        return;
+    }
     const auto [name, digest] = split_first(arg);
     const bool hex = digest.size() == 32 && std::all_of(digest.begin(), digest.end(), [](char c) {
                          return std::isxdigit(static_cast<unsigned char>(c));
@@ -299,19 +298,21 @@ void session::finish_sasl(std::string_view response) {
         reader_.set_limit(limits_.max_command_octets);
     }
     if (response == "*") {
-        err("authentication cancelled");  // RFC 5034 4
+        // RFC 5034 4; counted, so a client cannot loop on AUTH PLAIN / "*" for ever.
+        bad_command("authentication cancelled");
         return;
     }
+    // A malformed response is a failed login (as in Dovecot): delayed and counted.
     const auto decoded = base64_decode(response);
     if (!decoded) {
-        err("invalid base64 in SASL response");
+        login_failed("invalid base64 in SASL response");
         return;
     }
     // RFC 4616 2: [authzid] NUL authcid NUL passwd
     const auto first = decoded->find('\0');
     const auto second = first == std::string::npos ? first : decoded->find('\0', first + 1);
     if (second == std::string::npos || decoded->find('\0', second + 1) != std::string::npos) {
-        err("malformed SASL PLAIN response");
+        login_failed("malformed SASL PLAIN response");
         return;
     }
     const std::string authzid = decoded->substr(0, first);
@@ -486,7 +487,7 @@ void session::cmd_retr(std::string_view arg) {
 
 void session::cmd_top(std::string_view arg) {
     const auto [msg, lines_text] = split_first(arg);
-    const auto lines = parse_count(lines_text);
+    const auto lines = parse_number(lines_text);
     if (msg.empty() || !lines) {
         bad_command("syntax: TOP message lines");
         return;

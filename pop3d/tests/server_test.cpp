@@ -77,6 +77,124 @@ TEST(pop3_server, port_zero_is_resolved_and_config_is_readable) {
     EXPECT_FALSE(f.srv->configure(pop3::server_config{}));  // not while up
 }
 
+TEST(pop3_server, unusable_limits_are_refused_and_keep_the_previous_configuration) {
+    asio::io_context io;
+    const auto attempt = [&io](auto change) {
+        pop3::server_config cfg;
+        cfg.listen = {{"pop3", "127.0.0.1", 0, false}};
+        cfg.log = mailnet::null_log();
+        change(cfg);
+        pop3::server srv(io, cfg);
+        return srv.up();
+    };
+    EXPECT_EQ(attempt([](auto& c) { c.idle_timeout = 0s; }).error(), mailnet::errc::bad_config);
+    EXPECT_EQ(attempt([](auto& c) { c.idle_timeout = 30s; }).error(), mailnet::errc::bad_config);
+    EXPECT_TRUE(attempt([](auto& c) { c.idle_timeout = 30s; c.allow_short_idle_timeout = true; }));
+    EXPECT_EQ(attempt([](auto& c) { c.max_connections = 0; }).error(), mailnet::errc::bad_config);
+    EXPECT_EQ(attempt([](auto& c) { c.session_limits.max_command_octets = 100; }).error(), mailnet::errc::bad_config);
+    EXPECT_EQ(attempt([](auto& c) { c.read_ahead_octets = 10; }).error(), mailnet::errc::bad_config);
+    EXPECT_EQ(attempt([](auto& c) { c.tls_handshake_timeout = 0s; }).error(), mailnet::errc::bad_config);
+
+    pop3::server_config good;
+    good.idle_timeout = 700s;
+    good.log = mailnet::null_log();
+    pop3::server srv(io, good);
+    pop3::server_config bad = good;
+    bad.idle_timeout = 1s;
+    EXPECT_EQ(srv.configure(bad).error(), mailnet::errc::bad_config);
+    EXPECT_EQ(srv.config().idle_timeout, 700s);
+}
+
+TEST(pop3_server, configure_waits_until_the_sessions_of_the_old_configuration_are_gone) {
+    pop3::server_config cfg;
+    cfg.auth = users();
+    fixture f(cfg);
+    auto c = login(f.port());
+    f.srv->down();
+    pop3::server_config next = f.srv->config();
+    next.max_connections = 10;
+    EXPECT_EQ(f.srv->configure(next).error(), mailnet::errc::bad_config) << "a session is still open";
+    c->send("QUIT\r\n");
+    ASSERT_TRUE(c->closed_within(2s));
+    bool done = false;
+    for (int i = 0; i < 100 && !done; ++i) {
+        done = static_cast<bool>(f.srv->configure(next));
+        if (!done) std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_TRUE(done);
+    EXPECT_EQ(f.srv->config().max_connections, 10u);
+}
+
+TEST(pop3_server, logging_in_again_right_after_quit_finds_the_mailbox_free) {
+    // A backend whose unlock is slow (a remote lock service): the lock must be gone before
+    // "+OK bye" goes out, or a client that logs in again at once meets [IN-USE].
+    auto held = std::make_shared<std::atomic<bool>>(false);
+    auto slots = std::make_shared<mailnet::store_functions>();
+    slots->on_lock = [held](std::string_view) -> mailnet::result<void> {
+        if (held->exchange(true)) return mailnet::unexpected(mailnet::errc::mailbox_in_use);
+        return {};
+    };
+    slots->on_unlock = [held](std::string_view) {
+        std::this_thread::sleep_for(300ms);
+        held->store(false);
+    };
+    slots->on_snapshot = [](std::string_view) -> mailnet::result<std::vector<mailnet::message_info>> {
+        return std::vector<mailnet::message_info>{{"a", 3, "uid-a", true}};
+    };
+    slots->on_delete = [](std::string_view, std::string_view) { return std::error_code(); };
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.storage = slots;
+    fixture f(cfg);
+    {
+        test_client c(f.port());
+        c.read_until("\r\n");
+        c.send("USER alice\r\nPASS secret\r\nDELE 1\r\nQUIT\r\n");
+        ASSERT_NE(c.read_until("+OK bye\r\n").find("+OK bye\r\n"), std::string::npos) << c.received();
+    }
+    test_client again(f.port());
+    again.read_until("\r\n");
+    again.clear();
+    again.send("USER alice\r\nPASS secret\r\n");
+    const std::string& got = again.read_until("s (", 3s);
+    EXPECT_NE(got.find("+OK logged in"), std::string::npos) << got;
+}
+
+TEST(pop3_server, recent_failed_logins_from_an_address_delay_its_next_replies_further) {
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.listen = {{"pop3", "127.0.0.1", 0, false}};
+    cfg.log = mailnet::null_log();
+    cfg.session_limits.auth_failure_delay = 1ms;
+    asio::io_context io;
+    auto work = asio::make_work_guard(io);
+    pop3::server srv(io, cfg);
+    ASSERT_TRUE(srv.up());
+    std::thread t([&io] { io.run(); });
+    const auto port = srv.listeners().at(0).endpoint.port();
+    const auto failed_login_ms = [port] {
+        test_client c(port);
+        c.read_until("\r\n");
+        c.clear();
+        const auto start = std::chrono::steady_clock::now();
+        c.send("USER alice\r\nPASS wrong\r\n");
+        c.read_until("-ERR [AUTH]");
+        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+    };
+    const auto first = failed_login_ms();
+    const auto second = failed_login_ms();
+    const auto third = failed_login_ms();
+    EXPECT_LT(first, 1000ms) << "the first failure waits only the session's own delay";
+    EXPECT_GE(second, 1000ms) << "one recent failure from this address adds a second";
+    EXPECT_GE(third, 2000ms) << "two recent failures add two";
+    std::promise<void> gone;
+    srv.destroy(mailnet::net::server::destroy_mode::kill, [&] { gone.set_value(); });
+    gone.get_future().wait_for(5s);
+    work.reset();
+    io.stop();
+    t.join();
+}
+
 TEST(pop3_server, without_auth_every_login_is_rejected) {
     fixture f(pop3::server_config{});
     test_client c(f.port());

@@ -135,6 +135,21 @@ class CommandLine(Base):
             p.quit()
 
 
+    def test_tls_listen_alone_serves_pop3s_only(self):
+        # The default --listen 127.0.0.1:110 applies only when no listener is given at all.
+        ca = t.TestCA(self.d)
+        srv = self.pop3d(listen=False, implicit_tls=True, tls=ca)
+        lines = [ln for ln in srv.stdout().splitlines() if ln.startswith("listening ")]
+        self.assertEqual(len(lines), 1, srv.stdout())
+        self.assertTrue(lines[0].startswith("listening pop3s "), lines[0])
+        p = poplib.POP3_SSL(t.HOST, srv.tls_port, context=ca.client_context(), timeout=TIMEOUT)
+        self.socks.append(p.sock)
+        p.user("alice")
+        p.pass_("secret")
+        self.assertEqual(p.stat()[0], len(self.stored))
+        p.quit()
+
+
 class Signals(Base):
     def test_sigterm_idle_server_exits_0(self):
         for sig in (signal.SIGTERM, signal.SIGINT):

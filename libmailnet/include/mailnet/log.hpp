@@ -2,7 +2,9 @@
 // store gets a sink as a parameter; the default writes one line per event to stderr.
 #pragma once
 
+#include <cstddef>
 #include <functional>
+#include <string>
 #include <string_view>
 
 namespace mailnet {
@@ -18,5 +20,10 @@ log_sink stderr_log(log_level min = log_level::info);
 
 /// A sink that drops everything.
 log_sink null_log();
+
+/// Peer-supplied text (a login name, a mailbox) made safe for a log line: at most `max_octets`
+/// of it, every octet outside printable ASCII as `\xNN` (so a CR or LF in it can never start
+/// a forged line), `\` doubled, and "..." if it was cut.
+std::string log_text(std::string_view text, std::size_t max_octets = 64);
 
 }  // namespace mailnet

@@ -33,6 +33,7 @@ struct server_config {
     std::size_t max_connections = 1024;              ///< excess: "-ERR [SYS/TEMP]" and close
     std::size_t max_per_peer = 32;                   ///< per client address, loopback exempt
     std::chrono::seconds idle_timeout{600};          ///< RFC 1939 3: at least 10 minutes
+    bool allow_short_idle_timeout = false;           ///< accept an idle_timeout below 600 s (tests)
     std::chrono::seconds tls_handshake_timeout{30};
     std::size_t read_ahead_octets = 64 * 1024;       ///< pipelined input buffered at most
     std::chrono::seconds peer_failure_window{60};    ///< failed logins per peer counted this long
@@ -51,11 +52,13 @@ public:
 
     /// The configuration in force (cget).
     const server_config& config() const noexcept { return config_; }
-    /// Replaces the configuration (configure); only while down. errc::bad_config otherwise.
+    /// Replaces the configuration (configure); only while down with no session open, and
+    /// only with usable limits. errc::bad_config otherwise (the reason is logged).
     result<void> configure(server_config config);
 
     /// Binds every listener and starts serving; the real ports are in listeners().
-    /// errc::bad_config if the configuration was unusable (e.g. pop3s without TLS).
+    /// errc::bad_config if the configuration was unusable (pop3s without TLS, an idle timeout
+    /// below 600 s without allow_short_idle_timeout, limits below RFC minimums).
     result<void> up();
     /// Stops listening; open sessions go on.
     void down();

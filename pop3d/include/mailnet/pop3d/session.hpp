@@ -178,6 +178,7 @@ private:
     state state_ = state::authorization;
     wait waiting_ = wait::none;
     bool sasl_pending_ = false;     // AUTH PLAIN sent "+ ", the response line is next
+    bool apop_offered_ = false;     // the greeting carried the APOP timestamp
     std::string out_;               // replies not yet handed out as act::send
     std::deque<action> actions_;
     std::string pending_user_;      // after USER
