@@ -53,22 +53,24 @@ std::size_t dot_encoder::encode(std::string_view chunk, std::string& out) {
     std::size_t used = 0;
     while (used < chunk.size() && !done()) {
         const std::string_view piece = chunk.substr(used, slice);
-        const std::size_t n = encode_slice(piece, out);
+        const std::size_t base = out.size();
+        out.resize(base + max_encoded(piece.size()));
+        const auto [n, written] = encode_to(piece, out.data() + base);
+        out.resize(base + written);
         used += n;
         if (n < piece.size()) break;
     }
     return used;
 }
 
-std::size_t dot_encoder::encode_slice(std::string_view chunk, std::string& out) {
+std::pair<std::size_t, std::size_t> dot_encoder::encode_to(std::string_view chunk, char* const dest) noexcept {
+    if (done()) return {0, 0};
     const char* const begin = chunk.data();
     const char* p = begin;
     const char* const end = p + chunk.size();
-    // Each input octet gives at most two ("\n" -> "\r\n", a leading '.' -> ".."): size the
-    // output once and write through a pointer, with no append per line.
-    const std::size_t base = out.size();
-    out.resize(base + 2 * chunk.size());
-    char* w = out.data() + base;
+    // Each input octet gives at most two ("\n" -> "\r\n", a leading '.' -> ".."): write
+    // through a pointer, with no append per line.
+    char* w = dest;
     while (p < end) {
         // RFC 5321 4.5.2, RFC 1939 3: a line that starts with '.' gets one more.
         if (at_line_start_) {
@@ -110,16 +112,27 @@ std::size_t dot_encoder::encode_slice(std::string_view chunk, std::string& out) 
             }
         }
     }
-    out.resize(static_cast<std::size_t>(w - out.data()));
-    return static_cast<std::size_t>(p - begin);
+    return {static_cast<std::size_t>(p - begin), static_cast<std::size_t>(w - dest)};
 }
 
 void dot_encoder::finish(std::string& out) {
-    if (finished_) return;
+    char tail[finish_octets];
+    out.append(tail, finish_to(tail));
+}
+
+std::size_t dot_encoder::finish_to(char* dest) noexcept {
+    if (finished_) return 0;
     finished_ = true;
+    std::size_t n = 0;
     // A bare CR at the very end stays data: the added CRLF follows it.
-    if (!at_line_start_) out.append("\r\n", 2);
-    out.append(".\r\n", 3);
+    if (!at_line_start_) {
+        dest[n++] = '\r';
+        dest[n++] = '\n';
+    }
+    dest[n++] = '.';
+    dest[n++] = '\r';
+    dest[n++] = '\n';
+    return n;
 }
 
 // ---- decoder ----

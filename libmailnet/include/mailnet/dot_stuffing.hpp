@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace mailnet {
 
@@ -44,12 +45,24 @@ public:
     /// Ends the message: CRLF if it did not end with a line end, then ".\r\n". Only once.
     void finish(std::string& out);
 
+    /// The most octets encode_to() writes for `n` input octets (finish_to(): finish_octets).
+    static constexpr std::size_t max_encoded(std::size_t n) noexcept { return 2 * n; }
+    /// The most octets finish_to() writes.
+    static constexpr std::size_t finish_octets = 5;
+
+    /// As encode(), for a caller with its own output buffer (no zero-filled growth of a
+    /// std::string): writes to `dest`, which has room for max_encoded(chunk.size()) octets.
+    /// Returns {input octets consumed, octets written}.
+    std::pair<std::size_t, std::size_t> encode_to(std::string_view chunk, char* dest) noexcept;
+
+    /// As finish(): writes at most finish_octets to `dest`; returns how many (0 if finished).
+    std::size_t finish_to(char* dest) noexcept;
+
     /// True when no more input is wanted (TOP has its lines, or finish() was called);
     /// finish() must still be called once.
     bool done() const noexcept { return top_done_ || finished_; }
 
 private:
-    std::size_t encode_slice(std::string_view chunk, std::string& out);
 
     std::optional<std::size_t> top_;  // body lines still to send, when TOP
     bool in_header_ = true;           // TOP: the empty line has not been seen yet
