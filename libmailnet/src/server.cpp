@@ -341,7 +341,10 @@ asio::awaitable<void> server::accept_loop(std::shared_ptr<asio::ip::tcp::accepto
             }
         }
         if (!c) {
-            refuse(std::move(socket));
+            if (spec.implicit_tls && options_.tls && refusing_tls_ < max_refusing_tls)
+                asio::co_spawn(io_, refuse_over_tls(std::move(socket)), asio::detached);
+            else
+                refuse(std::move(socket));
             continue;
         }
         options_.log(log_level::debug, spec.service + " connection " + std::to_string(c->id()) + " from " +
@@ -357,6 +360,21 @@ void server::refuse(asio::ip::tcp::socket socket) {
     if (!ec) socket.write_some(asio::buffer(busy_reply_), ec);
     socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
     socket.close(ec);
+}
+
+asio::awaitable<void> server::refuse_over_tls(asio::ip::tcp::socket socket) {
+    // An implicit-TLS client understands nothing before the handshake: the busy reply goes
+    // over TLS, within a short time limit, so it learns "try later" rather than "broken".
+    auto self = shared_from_this();
+    ++refusing_tls_;
+    const auto limit = std::min<std::chrono::seconds>(options_.tls_handshake_timeout, std::chrono::seconds(10));
+    stream s(std::move(socket));
+    if (!co_await s.server_handshake(*options_.tls, limit)) {
+        s.set_deadline(stream::clock::now() + limit);
+        if (!co_await s.write_all(asio::buffer(busy_reply_))) co_await s.shutdown(limit);
+    }
+    s.close();
+    --refusing_tls_;
 }
 
 asio::awaitable<void> server::run_connection(std::shared_ptr<connection> c) {

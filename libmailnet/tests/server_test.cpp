@@ -671,6 +671,40 @@ TEST(server, implicit_tls_listener_greets_over_tls_and_drops_plaintext_clients) 
     EXPECT_EQ(again.greeting, "hello\r\n");
 }
 
+TEST(server, implicit_tls_client_over_the_limit_reads_the_busy_reply_over_tls) {
+    auto pki = mailnet::test_support::test_pki::create();
+    std::string why;
+    auto tls = mailnet::net::make_server_tls({pki.server_cert, pki.server_key}, &why);
+    ASSERT_TRUE(tls) << why;
+    mailnet::net::server_options o;
+    o.tls = *tls;
+    o.max_connections = 1;
+    fixture f(o);
+    ASSERT_TRUE(f.srv->listen({"echos", "127.0.0.1", 0, true}));
+    f.start();
+    client first(f.port());  // the one connection allowed, on the plain listener
+    ASSERT_EQ(first.read_until("hello\r\n"), "hello\r\n");
+    const auto tls_port = f.srv->listeners().at(1).endpoint.port();
+    const mailnet::net::tls_client_options verify{pki.ca_cert, {}, false};
+    auto ctx = mailnet::net::make_client_tls(verify, &why);
+    ASSERT_TRUE(ctx) << why;
+    std::error_code handshake;
+    std::string reply;
+    run_client([&](asio::io_context& io) -> asio::awaitable<void> {
+        asio::ip::tcp::socket sock(io);
+        auto [ec] = co_await sock.async_connect({asio::ip::make_address("127.0.0.1"), tls_port}, use_tuple);
+        if (ec) {
+            handshake = ec;
+            co_return;
+        }
+        mailnet::net::stream s(std::move(sock));
+        handshake = co_await s.client_handshake(**ctx, "localhost", verify, 5s, &why);
+        if (!handshake) reply = co_await read_line(s);
+    });
+    ASSERT_FALSE(handshake) << handshake.message() << ": " << why;
+    EXPECT_EQ(reply, "busy\r\n") << "the busy reply must come over TLS, not as plaintext before it";
+}
+
 TEST(server, implicit_tls_listener_needs_a_tls_context) {
     fixture f;  // options.tls is null
     const auto r = f.srv->listen({"echos", "127.0.0.1", 0, true});

@@ -63,7 +63,7 @@ struct connection_info {
 
 /// Limits and parts of a server.
 struct server_options {
-    std::size_t max_connections = 1024;                ///< excess gets `busy_reply`, then close
+    std::size_t max_connections = 1024;                ///< excess gets `busy_reply` (over TLS on an implicit-TLS listener), then close
     std::size_t max_per_peer = 32;                     ///< per client address
     bool loopback_exempt = true;                       ///< max_per_peer does not apply to loopback peers
     std::chrono::seconds idle_timeout{600};            ///< read wait and send progress limit
@@ -173,6 +173,7 @@ private:
     asio::awaitable<void> accept_loop(std::shared_ptr<asio::ip::tcp::acceptor> acceptor, listen_spec spec);
     asio::awaitable<void> run_connection(std::shared_ptr<connection> c);
     void refuse(asio::ip::tcp::socket socket);
+    asio::awaitable<void> refuse_over_tls(asio::ip::tcp::socket socket);
     result<std::shared_ptr<asio::ip::tcp::acceptor>> bind(const listen_spec& spec);
     void connection_closed(std::uint64_t id);
 
@@ -190,6 +191,10 @@ private:
     std::atomic<bool> up_{false};
     std::atomic<bool> stopping_{false};
     std::function<void()> on_gone_;
+    // Refusals of implicit-TLS clients in progress (each a handshake): beyond this many, the
+    // excess is closed without a word, so a flood costs no more than that many handshakes.
+    static constexpr std::size_t max_refusing_tls = 64;
+    std::atomic<std::size_t> refusing_tls_{0};
 };
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit (DESIGN.md "Limits"); returns the new soft limit.
