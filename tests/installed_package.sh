@@ -1,21 +1,81 @@
 #!/usr/bin/env bash
 # Installs the build into a temporary prefix, then builds docs/examples/store_roundtrip
-# against it with find_package(mailnet) and checks pkg-config; runs the example.
+# against it with find_package(mailnet), and two small programs with pkg-config; runs them.
 set -euo pipefail
 build=$1 src=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
+libdirs="$tmp/prefix/lib:$tmp/prefix/lib/x86_64-linux-gnu:$tmp/prefix/lib64"
 cmake -S "$src/docs/examples/store_roundtrip" -B "$tmp/app" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
 cmake --build "$tmp/app" >/dev/null
-out=$(LD_LIBRARY_PATH="$tmp/prefix/lib:$tmp/prefix/lib/x86_64-linux-gnu" "$tmp/app/store_roundtrip")
+out=$(LD_LIBRARY_PATH="$libdirs" "$tmp/app/store_roundtrip")
 echo "$out"
 grep -qx 'messages 1 octets 22' <<<"$out"
 grep -qx '| hello' <<<"$out"
-pc=$(PKG_CONFIG_PATH=$(dirname "$(find "$tmp/prefix" -name mailnet.pc)") pkg-config --cflags --libs mailnet)
+
+export PKG_CONFIG_PATH
+PKG_CONFIG_PATH=$(dirname "$(find "$tmp/prefix" -name mailnet.pc)")
+pc=$(pkg-config --cflags --libs mailnet)
 echo "pkg-config: $pc"
 grep -q -- '-lmailnet' <<<"$pc"
+# DESIGN.md: mimetic is private (Libs.private), and there for a static link.
+if grep -q -- '-lmimetic' <<<"$pc"; then echo "mimetic is in the public Libs" >&2; exit 1; fi
+static=$(pkg-config --static --libs mailnet)
+echo "pkg-config --static: $static"
+for l in -lmimetic -lcrypt -lssl -lcrypto; do grep -q -- "$l" <<<"$static"; done
 # The flags point into the prefix it was installed to, wherever that is.
 incdir=$(grep -o -- "-I[^ ]*" <<<"$pc" | head -n1 | cut -c3-)
 [ "$(cd "$incdir" && pwd -P)" = "$(cd "$tmp/prefix/include" && pwd -P)" ]
+
+# A program built with nothing but the pkg-config flags.
+cat >"$tmp/pc.cpp" <<'CPP'
+#include <mailnet/store.hpp>
+#include <mailnet/version.hpp>
+#include <iostream>
+#include <string>
+#include <vector>
+int main() {
+    auto store = mailnet::make_memory_store();
+    const std::vector<std::string> to{"bob"};
+    if (!store->deliver(to, "Subject: pc\n\nbody\n") || !store->lock("bob")) return 1;
+    auto list = store->snapshot("bob");
+    if (!list || list->size() != 1) return 1;
+    std::cout << "mailnet " << mailnet::version() << " octets " << (*list)[0].octets << "\n";
+    return 0;
+}
+CPP
+# shellcheck disable=SC2086  # the flags are words
+g++ "$tmp/pc.cpp" -o "$tmp/pc" $(pkg-config --cflags --libs mailnet)
+out=$(LD_LIBRARY_PATH="$libdirs" "$tmp/pc")
+echo "$out"
+grep -qx "mailnet $(pkg-config --modversion mailnet) octets 21" <<<"$out"
+
+# A program that uses mimetic's API itself adds -lmimetic itself (docs/libmailnet.md).
+cat >"$tmp/pc_mime.cpp" <<'CPP'
+#include <mailnet/message.hpp>
+#include <mailnet/store.hpp>
+#include <mimetic/mimetic.h>
+#include <iostream>
+#include <string>
+#include <vector>
+int main() {
+    auto store = mailnet::make_memory_store();
+    const std::vector<std::string> to{"bob"};
+    if (!store->deliver(to, "Subject: parsed\n\nbody\n") || !store->lock("bob")) return 1;
+    auto list = store->snapshot("bob");
+    if (!list || list->empty()) return 1;
+    auto msg = store->open("bob", (*list)[0].id);
+    if (!msg) return 1;
+    auto mime = msg->mime();
+    if (!mime) return 1;
+    std::cout << "subject " << (*mime)->header().subject() << "\n";
+    return 0;
+}
+CPP
+# shellcheck disable=SC2086
+g++ "$tmp/pc_mime.cpp" -o "$tmp/pc_mime" $(pkg-config --cflags --libs mailnet) -lmimetic
+out=$(LD_LIBRARY_PATH="$libdirs" "$tmp/pc_mime")
+echo "$out"
+grep -qx 'subject parsed' <<<"$out"
 echo "installed package OK"

@@ -49,8 +49,8 @@ private:
 };
 
 // Creates a directory; true if this call created it, false if a directory was already there.
-result<bool> make_dir(const std::string& path) {
-    if (::mkdir(path.c_str(), 0700) == 0) return true;
+result<bool> make_dir(const std::string& path, mode_t mode = 0700) {
+    if (::mkdir(path.c_str(), mode) == 0) return true;
     if (errno != EEXIST) return unexpected(last_system_error());
     struct stat st{};
     if (::stat(path.c_str(), &st) != 0) return unexpected(last_system_error());
@@ -62,6 +62,29 @@ result<void> fsync_path(const std::string& path) {
     unique_fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (fd.get() < 0) return unexpected(last_system_error());
     if (::fsync(fd.get()) != 0) return unexpected(last_system_error());
+    return {};
+}
+
+// Creates `path` and its missing parents (mode 0777 less the umask, as mkdir -p); with
+// `durable`, each new entry is fsync'd in its parent before the next level is made
+// (DESIGN.md "Delivery": a new DIR is made durable too, not only its mailboxes).
+result<void> make_dirs(const std::filesystem::path& path, bool durable) {
+    std::vector<std::filesystem::path> missing;  // deepest first
+    for (std::filesystem::path p = path; !p.empty(); p = p.parent_path()) {
+        struct stat st{};
+        if (::stat(p.c_str(), &st) == 0 || errno != ENOENT) break;
+        missing.push_back(p);
+        if (p == p.parent_path()) break;
+    }
+    for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+        auto made = make_dir(it->string(), 0777);
+        if (!made) return unexpected(made.error());
+        if (!*made || !durable) continue;
+        const std::filesystem::path parent = it->parent_path();
+        if (auto s = fsync_path(parent.empty() ? std::string(".") : parent.string()); !s) return s;
+    }
+    auto last = make_dir(path.string(), 0777);  // there already, or not a directory
+    if (!last) return unexpected(last.error());
     return {};
 }
 
@@ -216,9 +239,7 @@ struct delivery_config {
 class maildir_delivery final : public delivery {
 public:
     struct target {
-        std::string dir;         // root/<encoded>
-        bool created_box = false;  // the mailbox directory itself was made by this delivery
-        bool created_sub = false;  // tmp/, new/ or cur/ was made by this delivery
+        std::string dir;  // root/<encoded>, its directories already durable (ensure_mailbox)
     };
 
     maildir_delivery(delivery_config config, std::vector<target> targets, std::string prefix, std::string tmp_path,
@@ -285,14 +306,9 @@ private:
         if (!r) return r;
 
         if (config_.fsync) {
-            bool root_done = false;
+            // Only new/ here: a mailbox this delivery made was fsync'd by ensure_mailbox.
             for (const auto& t : targets_) {
                 auto s = fsync_path(t.dir + "/new");
-                if (s && (t.created_box || t.created_sub)) s = fsync_path(t.dir);
-                if (s && t.created_box && !root_done) {
-                    s = fsync_path(config_.root);
-                    root_done = true;
-                }
                 if (!s) {
                     remove_all(made);
                     return fail("fsync", t.dir, s.error());
@@ -576,7 +592,7 @@ public:
                                             made.error().message());
                 return unexpected(made.error());
             }
-            targets.push_back({root_ + "/" + enc, made->first, made->second});
+            targets.push_back({root_ + "/" + enc});
             seen_enc.push_back(std::move(enc));
         }
 
@@ -639,18 +655,39 @@ private:
         return out;
     }
 
-    // Creates DIR/<enc>/{tmp,new,cur} as needed: {mailbox dir created, a subdirectory created}.
-    result<std::pair<bool, bool>> ensure_mailbox(const std::string& enc) {
+    // Creates DIR/<enc>/{tmp,new,cur} as needed and, before returning, makes what it created
+    // durable (DESIGN.md "Delivery": DIR and DIR/<mailbox> fsync'd), whoever calls it: a
+    // delivery, or a POP3 lock() on a mailbox that has had no mail yet.
+    // cur/ is made last and only after those fsyncs, so a mailbox that has cur/ was made
+    // durable by whoever made cur/: the common case (all there) costs no fsync, and a
+    // mailbox found half made (a racing creator still before its fsyncs, or a crash) is
+    // fsync'd again here rather than trusted.
+    result<void> ensure_mailbox(const std::string& enc) {
         const std::string dir = root_ + "/" + enc;
         auto box = make_dir(dir);
         if (!box) return unexpected(box.error());
-        bool sub = false;
-        for (const char* s : {"/tmp", "/new", "/cur"}) {
+        bool made_sub = false;
+        for (const char* s : {"/tmp", "/new"}) {
             auto r = make_dir(dir + s);
             if (!r) return unexpected(r.error());
-            sub = sub || *r;
+            made_sub = made_sub || *r;
         }
-        return std::pair{*box, sub};
+        const std::string cur = dir + "/cur";
+        struct stat st{};
+        const bool has_cur = ::stat(cur.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+        if (has_cur && !*box && !made_sub) return {};
+        const bool durable = options_.fsync;
+        if (durable) {
+            if (auto s = fsync_path(dir); !s) return s;  // tmp/, new/
+            if (*box || !has_cur) {
+                if (auto s = fsync_path(root_); !s) return s;  // DIR/<mailbox>
+            }
+        }
+        if (has_cur) return {};
+        auto made_cur = make_dir(cur);
+        if (!made_cur) return unexpected(made_cur.error());
+        if (durable && *made_cur) return fsync_path(dir);  // cur/
+        return {};
     }
 
     // The message files of new/ then cur/: a file renamed new/ -> cur/ between the two reads
@@ -742,11 +779,9 @@ result<std::unique_ptr<store>> open_maildir_store(maildir_options options) {
         options.log(log_level::error, "maildir: no store directory given");
         return unexpected(errc::bad_config);
     }
-    std::error_code ec;
-    std::filesystem::create_directories(options.root, ec);
-    if (ec || !std::filesystem::is_directory(options.root, ec)) {
-        options.log(log_level::error, "maildir: cannot use " + options.root.string() + " as store: " +
-                                          (ec ? ec.message() : std::string("not a directory")));
+    if (auto made = make_dirs(options.root, options.fsync); !made) {
+        options.log(log_level::error,
+                    "maildir: cannot use " + options.root.string() + " as store: " + made.error().message());
         return unexpected(errc::bad_config);
     }
     std::string root = options.root.string();

@@ -95,17 +95,6 @@ bool is_racy(const stamp& s) {
     return s.mtime_ns >= horizon || s.ctime_ns >= horizon;
 }
 
-// A name or scheme fit for a log line: printable ASCII only, and short.
-std::string printable(std::string_view s) {
-    std::string out;
-    for (char ch : s.substr(0, 64)) {
-        const auto c = static_cast<unsigned char>(ch);
-        out += (c < 0x20 || c >= 0x7f) ? '?' : ch;
-    }
-    if (s.size() > 64) out += "...";
-    return out;
-}
-
 bool iequals(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
     for (std::size_t i = 0; i < a.size(); ++i) {
@@ -130,13 +119,31 @@ crypt_family family_of(std::string_view h) {
     return crypt_family::none;
 }
 
-// Parses the file's text into a table; each rejected line or entry is one warning.
-std::shared_ptr<const table> parse(std::string_view text, const std::string& where, const log_sink& log) {
+// What parse() makes of a file's text: a table, or the first line that is not a users-file
+// line at all (DESIGN.md: a reload that fails to parse keeps the previous table).
+struct parsed {
+    std::shared_ptr<const table> users;  // null when the text does not parse
+    std::vector<std::string> warnings;   // about single entries (disabled, duplicate), for the log
+    std::size_t bad_line = 0;            // when !users: the first malformed line
+    std::string why;                     // when !users; never shows the line itself
+};
+
+// Parses the file's text. A line that is not blank, not a '#' comment and not
+// `name:secret[:...]` with a name and a secret field fails the whole text; an entry that
+// only cannot be used (unknown scheme, wrong prefix, empty password after {SCHEME},
+// duplicate name) is disabled or skipped with a warning, as Dovecot does.
+parsed parse(std::string_view text, const std::string& where) {
+    parsed out;
     auto t = std::make_shared<table>();
     bool dummy_set = false;
     std::size_t lineno = 0;
     auto warn = [&](const std::string& what) {
-        log(log_level::warning, "users file " + where + " line " + std::to_string(lineno) + ": " + what);
+        out.warnings.push_back("users file " + where + " line " + std::to_string(lineno) + ": " + what);
+    };
+    auto malformed = [&](std::string why) {
+        out.bad_line = lineno;
+        out.why = std::move(why);
+        return std::move(out);
     };
     while (!text.empty()) {
         const std::size_t nl = text.find('\n');
@@ -148,24 +155,19 @@ std::shared_ptr<const table> parse(std::string_view text, const std::string& whe
 
         // The line itself is never logged: a stray line may well be a password.
         const std::size_t colon = line.find(':');
-        if (colon == std::string_view::npos) {
-            warn("no ':' after a user name; line skipped");
-            continue;
-        }
+        if (colon == std::string_view::npos) return malformed("not name:secret (no ':' after a user name)");
         const std::string_view name = line.substr(0, colon);
-        if (name.empty()) {
-            warn("empty user name; line skipped");
-            continue;
-        }
+        if (name.empty()) return malformed("empty user name");
+        std::string_view secret = line.substr(colon + 1);
+        secret = secret.substr(0, secret.find(':'));  // uid, gid, gecos, home, shell, extra: unused
+        if (secret.empty()) return malformed("empty password field");
         // As Dovecot: the first line for a name wins.
         if (auto it = t->entries.find(name); it != t->entries.end()) {
-            warn("user " + printable(name) + " already defined on line " + std::to_string(it->second.line) +
+            warn("user " + log_text(name) + " already defined on line " + std::to_string(it->second.line) +
                  ", which wins; line skipped");
             continue;
         }
-        std::string_view secret = line.substr(colon + 1);
-        secret = secret.substr(0, secret.find(':'));  // uid, gid, gecos, home, shell, extra: unused
-        const std::string who = "user " + printable(name) + ": ";
+        const std::string who = "user " + log_text(name) + ": ";
 
         entry e;
         e.line = lineno;
@@ -198,10 +200,10 @@ std::shared_ptr<const table> parse(std::string_view text, const std::string& whe
             if (family == want)
                 e.kind = entry_kind::crypt;
             else
-                warn(who + "{" + printable(scheme) + "} password does not have that scheme's hash prefix; "
+                warn(who + "{" + log_text(scheme) + "} password does not have that scheme's hash prefix; "
                      "entry disabled");
         } else {
-            warn(who + "unknown password scheme {" + printable(scheme) + "}; entry disabled");
+            warn(who + "unknown password scheme {" + log_text(scheme) + "}; entry disabled");
         }
         if (e.kind != entry_kind::disabled) e.secret = std::string(secret);
 
@@ -215,7 +217,8 @@ std::shared_ptr<const table> parse(std::string_view text, const std::string& whe
         }
         t->entries.emplace(std::string(name), std::move(e));
     }
-    return t;
+    out.users = std::move(t);
+    return out;
 }
 
 // The file's bytes and the stamp of what was read, or why it could not be read.
@@ -289,7 +292,7 @@ public:
             opt_.log(log_level::error, "cannot read users file " + where_ + ": " + r.why);
             return unexpected(errc::bad_config);
         }
-        install(r);
+        if (!install(r)) return unexpected(errc::bad_config);  // logged by install
         return {};
     }
 
@@ -309,7 +312,7 @@ public:
             const auto out = run_crypt(c.password, e->secret);
             if (!out) {
                 opt_.log(log_level::error, "users file " + where_ + " line " + std::to_string(e->line) + ": user " +
-                                               printable(c.user) + ": crypt(3) refused the stored hash");
+                                               log_text(c.user) + ": crypt(3) refused the stored hash");
                 return auth_result::fail();
             }
             return secrets_equal(*out, e->secret) ? auth_result::ok(c.user, c.user) : auth_result::fail();
@@ -372,17 +375,41 @@ private:
         install(r);
     }
 
-    // Takes a successful read: a new table unless the bytes are the same as before.
-    void install(const read_outcome& r) const {
+    // Takes a successful read: a new table unless the bytes are the same as before. A text
+    // that does not parse keeps the table (false). Either way the stamp is remembered, so a
+    // bad version is read again only when the file changes (or while its stamp is racy),
+    // not on every call, and it is logged once per version (stamp and bytes).
+    bool install(const read_outcome& r) const {
         seen_ = r.st;
         racy_ = is_racy(r.st);
         const digest d = sha256(r.text);
-        if (table_ && d == digest_) return;
+        if (table_ && d == digest_) {
+            if (bad_) opt_.log(log_level::info, "users file " + where_ + " parses again: the previous " +
+                                                    std::to_string(table_->entries.size()) + " entries stay");
+            bad_.reset();
+            return true;
+        }
         const bool first = !table_;
-        table_ = parse(r.text, where_, opt_.log);
+        parsed p = parse(r.text, where_);
+        if (!p.users) {
+            const std::pair<stamp, digest> version{r.st, d};
+            // PATH:LINE: reason, as compilers say it; the line itself may be a password.
+            const std::string at = where_ + ":" + std::to_string(p.bad_line) + ": " + p.why;
+            if (first)
+                opt_.log(log_level::error, at + "; users file not loaded");
+            else if (bad_ != version)
+                opt_.log(log_level::warning, at + "; users file not reloaded, keeping the previous " +
+                                                 std::to_string(table_->entries.size()) + " entries");
+            bad_ = version;
+            return false;
+        }
+        for (const auto& w : p.warnings) opt_.log(log_level::warning, w);
+        table_ = std::move(p.users);
         digest_ = d;
+        bad_.reset();
         opt_.log(log_level::info, std::string(first ? "read" : "reloaded") + " users file " + where_ + ": " +
                                       std::to_string(table_->entries.size()) + " entries");
+        return true;
     }
 
     passwd_file_options opt_;
@@ -395,6 +422,7 @@ private:
     mutable digest digest_{};  // SHA-256 of the bytes behind table_
     mutable bool failing_ = false;
     mutable std::pair<stamp, std::error_code> last_failure_;
+    mutable std::optional<std::pair<stamp, digest>> bad_;  // the last version that did not parse
 };
 
 }  // namespace

@@ -192,17 +192,32 @@ TEST_F(passwd_file, unknown_scheme_disables_the_entry_with_a_warning) {
     EXPECT_FALSE(log_.mentions("c2VjcmV0c2FsdA"));
 }
 
-TEST_F(passwd_file, malformed_lines_are_skipped_with_a_warning) {
-    write("justapassword\n:{PLAIN}nameless\n   \n\t\ngood:{PLAIN}pw\n");
+TEST_F(passwd_file, a_malformed_line_fails_the_first_read_with_bad_config) {
+    // Not name:secret[:...] with a name and a secret field: the file does not parse.
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"justapassword", "no ':'"},
+        {":{PLAIN}nameless", "empty user name"},
+        {"emptypw:", "empty password field"},
+        {"emptypw2::1000:1000::/home/x::", "empty password field"},
+    };
+    for (const auto& [bad, why] : cases) {
+        log_capture log;
+        write("# users\n   \n\t\ngood:{PLAIN}pw\n" + bad + "\nlater:{PLAIN}pw\n");
+        auto r = mailnet::open_passwd_file({path_, log.sink()});
+        ASSERT_FALSE(r) << bad;
+        EXPECT_EQ(r.error(), mailnet::errc::bad_config) << bad;
+        EXPECT_EQ(log.count(log_level::error, {path_.string() + ":5: ", why, "not loaded"}), 1) << bad;
+        EXPECT_EQ(log.count(log_level::warning, {}), 0) << bad;
+        EXPECT_FALSE(log.mentions("justapassword"));
+        EXPECT_FALSE(log.mentions("nameless"));
+    }
+    // Blank, whitespace-only and comment lines are fine; so is an unusable entry.
+    write("# users\n   \n\t\n\ngood:{PLAIN}pw\nodd:{MD5}abc\nnopw:{PLAIN}\n");
     auto a = open();
     ASSERT_TRUE(a);
     EXPECT_TRUE(ok(*a, "good", "pw"));
-    EXPECT_FALSE(ok(*a, "", "nameless"));
-    EXPECT_EQ(log_.count(log_level::warning, {"line 1", "no ':'"}), 1);
-    EXPECT_EQ(log_.count(log_level::warning, {"line 2", "empty user name"}), 1);
-    EXPECT_EQ(log_.count(log_level::warning, {}), 2);  // whitespace-only lines are blank
-    EXPECT_FALSE(log_.mentions("justapassword"));
-    EXPECT_FALSE(log_.mentions("nameless"));
+    EXPECT_EQ(log_.count(log_level::warning, {"line 6", "odd", "disabled"}), 1);
+    EXPECT_EQ(log_.count(log_level::warning, {"line 7", "nopw", "empty password", "disabled"}), 1);
 }
 
 TEST_F(passwd_file, comments_blank_lines_and_extra_fields) {
@@ -326,15 +341,55 @@ TEST_F(passwd_file, unreadable_file_keeps_the_previous_table) {
     EXPECT_TRUE(ok(*a, "alice", "new"));
 }
 
-TEST_F(passwd_file, garbage_content_is_read_line_by_line) {
-    // Readable garbage is not a failed read: each bad line is skipped, so the users are gone.
+TEST_F(passwd_file, a_reload_that_does_not_parse_keeps_the_previous_table) {
+    write("alice:{PLAIN}pw\nbob:{PLAIN}pw2\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    const std::string at = path_.string() + ":";
+    // Garbage (a binary in the file's place): every user still logs in, one log line.
+    write("\x7f" "ELF\x01\x02\n\xff\xfe garbage\nno colon here\n");
+    for (int i = 0; i < 5; ++i) {
+        EXPECT_TRUE(ok(*a, "alice", "pw"));
+        EXPECT_TRUE(a->exists("bob"));
+    }
+    EXPECT_EQ(a->lookup("bob"), "pw2");
+    EXPECT_EQ(log_.count(log_level::warning, {at + "1: ", "not reloaded", "keeping the previous 2 entries"}), 1);
+
+    // A half-edited file: the good lines before the bad one are not taken either.
+    write("alice:{PLAIN}new\ncarol:{PLAIN}pw3\ndave\n");
+    EXPECT_TRUE(ok(*a, "alice", "pw"));
+    EXPECT_FALSE(ok(*a, "alice", "new"));
+    EXPECT_FALSE(a->exists("carol"));
+    EXPECT_TRUE(ok(*a, "bob", "pw2"));
+    EXPECT_EQ(log_.count(log_level::warning, {at + "3: ", "no ':'", "keeping the previous 2 entries"}), 1);
+    EXPECT_EQ(log_.count(log_level::warning, {"not reloaded"}), 2) << "once per version of the file";
+
+    // Fixed: the new file takes effect; an unknown scheme only disables its entry.
+    write("alice:{PLAIN}new\ncarol:{PLAIN}pw3\ndave:{MD5}abc\n");
+    EXPECT_TRUE(ok(*a, "alice", "new"));
+    EXPECT_FALSE(ok(*a, "alice", "pw"));
+    EXPECT_TRUE(ok(*a, "carol", "pw3"));
+    EXPECT_FALSE(a->exists("bob"));
+    EXPECT_TRUE(a->exists("dave"));
+    EXPECT_EQ(log_.count(log_level::warning, {"line 3", "dave", "unknown password scheme", "disabled"}), 1);
+    EXPECT_EQ(log_.count(log_level::info, {"reloaded", "3 entries"}), 1);
+    EXPECT_EQ(log_.count(log_level::warning, {"not reloaded"}), 2);
+}
+
+TEST_F(passwd_file, a_bad_reload_undone_to_the_same_bytes_keeps_the_table_and_says_so) {
     write("alice:{PLAIN}pw\n");
     auto a = open();
     ASSERT_TRUE(a);
-    write("\x7f" "ELF\x01\x02\n\xff\xfe garbage\nno colon here\n");
-    EXPECT_FALSE(ok(*a, "alice", "pw"));
-    EXPECT_FALSE(a->exists("alice"));
-    EXPECT_EQ(log_.count(log_level::warning, {"no ':'"}), 3);
+    replace("alice\n");
+    EXPECT_TRUE(ok(*a, "alice", "pw"));
+    EXPECT_EQ(log_.count(log_level::warning, {path_.string() + ":1: ", "not reloaded"}), 1);
+    replace("alice\n");  // the same bad bytes, a new version of the file: said again
+    EXPECT_TRUE(ok(*a, "alice", "pw"));
+    EXPECT_EQ(log_.count(log_level::warning, {"not reloaded"}), 2);
+    replace("alice:{PLAIN}pw\n");
+    EXPECT_TRUE(ok(*a, "alice", "pw"));
+    EXPECT_EQ(log_.count(log_level::info, {"parses again", "1 entries"}), 1);
+    EXPECT_EQ(log_.count(log_level::info, {"reloaded"}), 0);
 }
 
 TEST_F(passwd_file, open_fails_with_bad_config_when_the_file_cannot_be_read) {

@@ -20,6 +20,7 @@
 #include <variant>
 
 #include "mailnet/dot_stuffing.hpp"
+#include "mailnet/throttle.hpp"
 
 namespace mailnet::pop3 {
 namespace {
@@ -98,8 +99,8 @@ auth_result verify_apop(authenticator& auth, const std::string& user, const std:
 // State shared by the server object and its sessions (which may outlive a configure()).
 struct server::shared {
     server_config config;
-    std::mutex mutex;  // guards what follows
-    std::map<asio::ip::address, std::pair<std::size_t, std::chrono::steady_clock::time_point>> failures;
+    login_throttle throttle{config.peer_failure_window};
+    std::mutex mutex;  // guards random
     std::mt19937_64 random{std::random_device{}()};
 
     std::string apop_timestamp() {
@@ -109,20 +110,8 @@ struct server::shared {
 
     // Records a failed login of `peer`; returns the extra delay its recent failures earn.
     std::chrono::milliseconds note_failure(const asio::ip::address& peer) {
-        const auto now = std::chrono::steady_clock::now();
-        std::lock_guard lock(mutex);
-        if (failures.size() > 10000) {
-            // Bounded: forget windows that have passed.
-            std::erase_if(failures, [&](const auto& f) { return now - f.second.second > config.peer_failure_window; });
-        }
-        auto& [count, since] = failures[peer];
-        if (now - since > config.peer_failure_window) {
-            count = 0;
-            since = now;
-        }
-        ++count;
-        if (config.session_limits.auth_failure_delay.count() == 0) return std::chrono::milliseconds(0);
-        return std::min<std::chrono::milliseconds>(std::chrono::seconds(1) * (count - 1), std::chrono::seconds(15));
+        const auto extra = throttle.failed(peer.to_string(), login_throttle::clock::now());
+        return config.session_limits.auth_failure_delay.count() == 0 ? std::chrono::milliseconds(0) : extra;
     }
 };
 

@@ -1,0 +1,48 @@
+// mailnet/throttle.hpp: failed logins counted per peer address, so a guesser that opens a new
+// connection for every try still slows down (DESIGN.md "Limits": failed logins; RFC 1939 13).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+namespace mailnet {
+
+/// Failed logins per peer address within a window. Thread-safe; the table is bounded.
+class login_throttle {
+public:
+    using clock = std::chrono::steady_clock;
+
+    /// Failures older than `window` are forgotten; at most `max_peers` addresses are kept
+    /// (past that, the oldest windows go first).
+    explicit login_throttle(std::chrono::seconds window = std::chrono::seconds(60), std::size_t max_peers = 10000);
+
+    /// Records a failed login of `peer` at `now`; returns the extra delay that its earlier
+    /// failures within the window earn: `step` for each, at most `cap`.
+    std::chrono::milliseconds failed(std::string_view peer, clock::time_point now,
+                                     std::chrono::milliseconds step = std::chrono::seconds(1),
+                                     std::chrono::milliseconds cap = std::chrono::seconds(15));
+
+    /// The failures of `peer` within the window ending at `now`.
+    std::size_t failures(std::string_view peer, clock::time_point now) const;
+
+    /// Addresses in the table (for tests of the bound).
+    std::size_t peers() const;
+
+private:
+    struct entry {
+        std::size_t count = 0;
+        clock::time_point since{};
+    };
+    void prune(clock::time_point now);
+
+    std::chrono::seconds window_;
+    std::size_t max_peers_;
+    mutable std::mutex mutex_;  // guards table_
+    std::map<std::string, entry, std::less<>> table_;
+};
+
+}  // namespace mailnet

@@ -1,0 +1,50 @@
+// throttle_test.cpp: failed logins per peer address: delays grow within the window, are
+// capped, are forgotten after it, and the table stays bounded under a flood of addresses.
+#include "mailnet/throttle.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace {
+
+using namespace std::chrono_literals;
+using mailnet::login_throttle;
+
+TEST(login_throttle, each_earlier_failure_in_the_window_adds_a_step_up_to_the_cap) {
+    login_throttle t(60s);
+    const auto t0 = login_throttle::clock::time_point{} + 1000s;
+    EXPECT_EQ(t.failed("10.0.0.1", t0), 0ms);
+    EXPECT_EQ(t.failed("10.0.0.1", t0 + 1s), 1000ms);
+    EXPECT_EQ(t.failed("10.0.0.1", t0 + 2s), 2000ms);
+    EXPECT_EQ(t.failures("10.0.0.1", t0 + 2s), 3u);
+    EXPECT_EQ(t.failed("10.0.0.2", t0 + 2s), 0ms) << "another address has its own count";
+    for (int i = 0; i < 30; ++i) t.failed("10.0.0.1", t0 + 3s);
+    EXPECT_EQ(t.failed("10.0.0.1", t0 + 4s), 15000ms) << "capped";
+    EXPECT_EQ(t.failed("10.0.0.3", t0, 100ms, 250ms), 0ms);
+    EXPECT_EQ(t.failed("10.0.0.3", t0, 100ms, 250ms), 100ms);
+    t.failed("10.0.0.3", t0, 100ms, 250ms);
+    EXPECT_EQ(t.failed("10.0.0.3", t0, 100ms, 250ms), 250ms);
+}
+
+TEST(login_throttle, failures_are_forgotten_once_the_window_has_passed) {
+    login_throttle t(60s);
+    const auto t0 = login_throttle::clock::time_point{} + 1000s;
+    t.failed("10.0.0.1", t0);
+    t.failed("10.0.0.1", t0 + 10s);
+    EXPECT_EQ(t.failures("10.0.0.1", t0 + 61s), 0u);
+    EXPECT_EQ(t.failed("10.0.0.1", t0 + 61s), 0ms) << "a new window starts";
+    EXPECT_EQ(t.failed("10.0.0.1", t0 + 62s), 1000ms);
+}
+
+TEST(login_throttle, the_table_stays_bounded_under_a_flood_of_addresses) {
+    login_throttle t(60s, 100);
+    const auto t0 = login_throttle::clock::time_point{} + 1000s;
+    for (int i = 0; i < 5000; ++i) t.failed("10.1." + std::to_string(i), t0 + std::chrono::milliseconds(i));
+    EXPECT_LE(t.peers(), 100u);
+    // The newest addresses are the ones kept.
+    EXPECT_EQ(t.failures("10.1.4999", t0 + 5s), 1u);
+    EXPECT_EQ(t.failures("10.1.0", t0 + 5s), 0u);
+}
+
+}  // namespace
