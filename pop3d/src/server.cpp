@@ -62,7 +62,7 @@ public:
 
 private:
     void grow(std::size_t need) {
-        const std::size_t cap = std::max({need, 2 * capacity_, std::size_t{4096}});
+        const std::size_t cap = std::max({need, 2 * capacity_, std::size_t{256}});
         auto bigger = std::make_unique_for_overwrite<char[]>(cap);
         if (size_ > 0) std::memcpy(bigger.get(), data_.get(), size_);
         data_ = std::move(bigger);
@@ -352,18 +352,23 @@ private:
         std::uint64_t total = f.n;
         std::size_t n = f.n;
         std::error_code error;
+        encode(enc, std::string_view(f.buf.get(), n), out_);
         for (;;) {
-            encode(enc, std::string_view(f.buf.get(), n));
             const bool more = !enc.done() && n > 0 && total < f.msg->stored_octets();
             if (out_.size() >= flush_octets) {
-                // The chunk is encoded, so its buffer is free: the pool reads the next one
-                // while this one is written (disk and network overlap).
-                using namespace asio::experimental::awaitable_operators;
-                const bool written = more ? co_await (flush() && read_chunk(f, n, error)) : co_await flush();
-                if (!written) co_return false;
+                if (more) {
+                    // The pool reads and encodes the next chunk into spare_ while out_ is
+                    // written: disk, encoding and network overlap, and the I/O thread does
+                    // little more than the socket writes.
+                    using namespace asio::experimental::awaitable_operators;
+                    if (!co_await (flush() && read_and_encode(f, enc, spare_, n, error))) co_return false;
+                    std::swap(out_, spare_);  // flush() left out_ empty
+                } else if (!co_await flush()) {
+                    co_return false;
+                }
                 co_await drain_input();
             } else if (more) {
-                co_await read_chunk(f, n, error);
+                co_await read_and_encode(f, enc, out_, n, error);
             }
             if (!more) break;
             if (error) {
@@ -377,22 +382,29 @@ private:
         co_return true;
     }
 
-    // Encodes stored octets into out_, 64 KiB at a time (bounded growth of out_).
-    void encode(dot_encoder& enc, std::string_view chunk) {
+    // Encodes stored octets into `to`, 64 KiB at a time (bounded growth of the buffer).
+    static void encode(dot_encoder& enc, std::string_view chunk, wire_buffer& to) {
         constexpr std::size_t slice = 64 * 1024;
         while (!chunk.empty() && !enc.done()) {
             const auto piece = chunk.substr(0, slice);
-            const auto [used, written] = enc.encode_to(piece, out_.room(dot_encoder::max_encoded(piece.size())));
-            out_.commit(written);
+            const auto [used, written] = enc.encode_to(piece, to.room(dot_encoder::max_encoded(piece.size())));
+            to.commit(written);
             chunk.remove_prefix(used);
         }
     }
 
-    // Reads the next chunk of a message on the blocking pool.
-    asio::awaitable<void> read_chunk(fetched& f, std::size_t& n, std::error_code& error) {
+    // On the blocking pool: reads the next chunk of a message and encodes it into `to`
+    // (nothing else touches `to` or `enc` meanwhile).
+    asio::awaitable<void> read_and_encode(fetched& f, dot_encoder& enc, wire_buffer& to, std::size_t& n,
+                                          std::error_code& error) {
         co_await c_.run_blocking([&] {
             auto got = f.msg->read(std::span<char>(f.buf.get(), f.size));
-            if (!got) error = got.error(); else n = *got;
+            if (!got) {
+                error = got.error();
+                return;
+            }
+            n = *got;
+            encode(enc, std::string_view(f.buf.get(), n), to);
         });
     }
 
@@ -406,6 +418,7 @@ private:
     asio::awaitable<bool> read_more() {
         // An idle session keeps small buffers (DESIGN.md: memory per idle session).
         out_.shrink(idle_buffer_octets);
+        spare_.shrink(0);
         std::error_code ec;
         const auto n = co_await c_.read_some(asio::buffer(in_), ec);
         if (ec) co_return false;
@@ -431,6 +444,7 @@ private:
     net::connection& c_;
     session s_;
     wire_buffer out_;
+    wire_buffer spare_;  // the next chunk of a long RETR, encoded on the pool while out_ is written
     std::vector<std::variant<std::string, act::retrieve>> queue_;  // replies and RETR/TOP not yet written
     std::array<char, 4096> in_{};
     std::string locked_;  // the mailbox this session holds the lock of
