@@ -417,8 +417,9 @@ private:
 
 class maildir_store final : public store {
 public:
-    maildir_store(maildir_options options, std::string root, std::string host)
-        : options_(std::move(options)), root_(std::move(root)), host_(std::move(host)) {}
+    // folder: `root` is itself the one Maildir, whatever the mailbox name (open_maildir_folder).
+    maildir_store(maildir_options options, std::string root, std::string host, bool folder)
+        : options_(std::move(options)), root_(std::move(root)), host_(std::move(host)), folder_(folder) {}
     maildir_store(const maildir_store&) = delete;
     maildir_store& operator=(const maildir_store&) = delete;
     ~maildir_store() override {
@@ -434,7 +435,7 @@ public:
         // second flock from this process (another descriptor) would also fail, but the table
         // says so without touching the disk.
         if (locks_.contains(enc)) return unexpected(errc::mailbox_in_use);
-        const std::string path = root_ + "/" + enc + "/" + lock_file_name;
+        const std::string path = dir_of(enc) + "/" + lock_file_name;
         unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
         if (fd.get() < 0) return unexpected(last_system_error());
         while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
@@ -469,7 +470,7 @@ public:
         };
         std::vector<entry> entries;
         entries.reserve(files->size());
-        const std::string dir = root_ + "/" + enc + "/";
+        const std::string dir = dir_of(enc) + "/";
         for (const auto& f : *files) {
             const std::string path = dir + f.rel_path;
             delivery_key key;
@@ -519,7 +520,7 @@ public:
                 if (attempt == 0) continue;
                 return unexpected(errc::not_found);
             }
-            const std::string path = root_ + "/" + enc + "/" + *rel;
+            const std::string path = dir_of(enc) + "/" + *rel;
             unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
             if (fd.get() < 0) {
                 last = last_system_error();
@@ -541,7 +542,7 @@ public:
             return out;
         }
         const std::string enc = encode_mailbox_name(mailbox);
-        const std::string dir = root_ + "/" + enc + "/";
+        const std::string dir = dir_of(enc) + "/";
         for (std::size_t i = 0; i < deleted.size(); ++i) {
             out[i] = on_current_path(enc, deleted[i], [&](const std::string& rel) {
                 return ::unlink((dir + rel).c_str()) == 0 ? 0 : errno;
@@ -588,11 +589,11 @@ public:
             if (std::find(seen_enc.begin(), seen_enc.end(), enc) != seen_enc.end()) continue;
             auto made = ensure_mailbox(enc);
             if (!made) {
-                log(log_level::warning, "maildir: cannot create mailbox " + root_ + "/" + enc + ": " +
+                log(log_level::warning, "maildir: cannot create mailbox " + dir_of(enc) + ": " +
                                             made.error().message());
                 return unexpected(made.error());
             }
-            targets.push_back({root_ + "/" + enc});
+            targets.push_back({dir_of(enc)});
             seen_enc.push_back(std::move(enc));
         }
 
@@ -625,9 +626,11 @@ public:
     void clean_tmp() {
         const auto now = options_.clock ? options_.clock() : std::chrono::system_clock::now();
         const auto limit = std::chrono::system_clock::to_time_t(now - options_.tmp_max_age);
-        for (const auto& box : list_names(root_)) {
-            if (box.front() == '.') continue;  // Maildir++ subfolders are not ours
-            const std::string tmp = root_ + "/" + box + "/tmp";
+        // A folder has its own tmp/ only; a store has one per mailbox.
+        const std::vector<std::string> boxes = folder_ ? std::vector<std::string>{""} : list_names(root_);
+        for (const auto& box : boxes) {
+            if (!box.empty() && box.front() == '.') continue;  // Maildir++ subfolders are not ours
+            const std::string tmp = folder_ ? root_ + "/tmp" : root_ + "/" + box + "/tmp";
             for (const auto& name : list_names(tmp)) {
                 const std::string path = tmp + "/" + name;
                 struct stat st{};
@@ -642,6 +645,9 @@ public:
     }
 
 private:
+    // The Maildir of an encoded mailbox name.
+    std::string dir_of(const std::string& enc) const { return folder_ ? root_ : root_ + "/" + enc; }
+
     // Every entry of a directory but "." and ".."; empty when it cannot be read.
     static std::vector<std::string> list_names(const std::string& path) {
         std::vector<std::string> out;
@@ -663,7 +669,7 @@ private:
     // mailbox found half made (a racing creator still before its fsyncs, or a crash) is
     // fsync'd again here rather than trusted.
     result<void> ensure_mailbox(const std::string& enc) {
-        const std::string dir = root_ + "/" + enc;
+        const std::string dir = dir_of(enc);
         auto box = make_dir(dir);
         if (!box) return unexpected(box.error());
         bool made_sub = false;
@@ -680,7 +686,10 @@ private:
         if (durable) {
             if (auto s = fsync_path(dir); !s) return s;  // tmp/, new/
             if (*box || !has_cur) {
-                if (auto s = fsync_path(root_); !s) return s;  // DIR/<mailbox>
+                // DIR/<mailbox> (a folder: its entry in its parent, made durable at open)
+                if (!folder_) {
+                    if (auto s = fsync_path(root_); !s) return s;
+                }
             }
         }
         if (has_cur) return {};
@@ -695,7 +704,7 @@ private:
     result<std::vector<found_file>> scan(const std::string& enc) {
         std::map<std::string, found_file> by_base;
         for (const char* sub : {"new", "cur"}) {
-            const std::string dir = root_ + "/" + enc + "/" + sub;
+            const std::string dir = dir_of(enc) + "/" + sub;
             DIR* d = ::opendir(dir.c_str());
             if (!d) {
                 if (errno == ENOENT) continue;  // no such mailbox yet: no messages
@@ -764,6 +773,7 @@ private:
     maildir_options options_;
     std::string root_;
     std::string host_;  // escaped for file names
+    bool folder_ = false;  // root_ is the one Maildir (open_maildir_folder)
     std::shared_ptr<std::atomic<std::uint64_t>> counter_ = std::make_shared<std::atomic<std::uint64_t>>(0);
     std::mutex mutex_;
     std::map<std::string, int> locks_;  // encoded mailbox -> descriptor holding the flock
@@ -773,23 +783,36 @@ private:
 
 }  // namespace
 
-result<std::unique_ptr<store>> open_maildir_store(maildir_options options) {
+namespace {
+
+result<std::unique_ptr<store>> open_maildir(maildir_options options, bool folder) {
+    const char* what = folder ? "Maildir folder" : "store";
     if (!options.log) options.log = null_log();
     if (options.root.empty()) {
-        options.log(log_level::error, "maildir: no store directory given");
+        options.log(log_level::error, std::string("maildir: no ") + what + " directory given");
         return unexpected(errc::bad_config);
     }
     if (auto made = make_dirs(options.root, options.fsync); !made) {
         options.log(log_level::error,
-                    "maildir: cannot use " + options.root.string() + " as store: " + made.error().message());
+                    "maildir: cannot use " + options.root.string() + " as " + what + ": " + made.error().message());
         return unexpected(errc::bad_config);
     }
     std::string root = options.root.string();
     while (root.size() > 1 && root.back() == '/') root.pop_back();
     std::string host = escape_host(options.hostname.empty() ? system_hostname() : options.hostname);
-    auto s = std::make_unique<maildir_store>(std::move(options), std::move(root), std::move(host));
+    auto s = std::make_unique<maildir_store>(std::move(options), std::move(root), std::move(host), folder);
     s->clean_tmp();
     return std::unique_ptr<store>(std::move(s));
+}
+
+}  // namespace
+
+result<std::unique_ptr<store>> open_maildir_store(maildir_options options) {
+    return open_maildir(std::move(options), false);
+}
+
+result<std::unique_ptr<store>> open_maildir_folder(maildir_options options) {
+    return open_maildir(std::move(options), true);
 }
 
 }  // namespace mailnet

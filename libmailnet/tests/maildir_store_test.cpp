@@ -533,6 +533,46 @@ TEST(maildir_store, stale_tmp_files_are_removed_at_open_and_fresh_ones_kept) {
     EXPECT_TRUE(log.contains((root / "alice" / "tmp" / "old").string()));
 }
 
+TEST(maildir_folder, the_root_is_the_maildir_whatever_the_mailbox_name) {
+    // A fetcher's --maildir DIR: DIR/{tmp,new,cur}, no DIR/<name>/ below it.
+    temp_dir d;
+    const fs::path dir = d.path / "Mail" / "inbox";
+    write_file(d.path / "Mail" / "sibling" / "tmp" / "old", "x");  // another folder's tmp/: not ours
+    set_mtime(d.path / "Mail" / "sibling" / "tmp" / "old", std::time(nullptr) - 100 * 3600);
+    write_file(dir / "tmp" / "old", "x");
+    set_mtime(dir / "tmp" / "old", std::time(nullptr) - 100 * 3600);
+    mailnet::maildir_options o = options(d.path);
+    o.root = dir;
+    auto opened = mailnet::open_maildir_folder(o);
+    ASSERT_TRUE(opened) << opened.error().message();
+    auto& folder = **opened;
+    EXPECT_TRUE(names_in(dir / "tmp").empty()) << "its own stale tmp/ file is removed";
+    EXPECT_EQ(names_in(d.path / "Mail" / "sibling" / "tmp"), std::vector<std::string>{"old"});
+
+    const std::vector<std::string> any{"whatever"};
+    ASSERT_TRUE(folder.deliver(any, "Subject: one\n\nbody\n"));
+    const auto files = names_in(dir / "new");
+    ASSERT_EQ(files.size(), 1u);
+    EXPECT_TRUE(std::regex_match(files[0], delivered_name)) << files[0];
+    EXPECT_TRUE(fs::is_directory(dir / "cur"));
+    EXPECT_FALSE(fs::exists(dir / "whatever")) << "no mailbox directory below the folder";
+    EXPECT_TRUE(names_in(dir / "tmp").empty());
+    // Any name reads the same folder back.
+    auto snap = folder.snapshot("inbox");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 1u);
+    EXPECT_EQ((*snap)[0].octets, 22u);  // 19 stored octets, 3 LF sent as CRLF
+    EXPECT_EQ(folder.deliver(std::vector<std::string>{""}, "x\n").error(), mailnet::errc::bad_input);
+}
+
+TEST(maildir_folder, a_folder_that_cannot_be_a_directory_is_bad_config) {
+    temp_dir d;
+    write_file(d.path / "file", "x");
+    mailnet::maildir_options o = options(d.path);
+    o.root = d.path / "file";
+    EXPECT_EQ(mailnet::open_maildir_folder(o).error(), mailnet::errc::bad_config);
+}
+
 TEST(maildir_store, reads_a_maildir_written_by_dovecot_and_mutt) {
     temp_dir d;
     const fs::path box = d.path / "store" / "alice";

@@ -114,6 +114,11 @@ struct maildir_options {
 /// A Maildir store (DESIGN.md "On disk"), readable by Dovecot and mutt.
 result<std::unique_ptr<store>> open_maildir_store(maildir_options options);
 
+/// One Maildir folder: `options.root` is itself the Maildir (ROOT/{tmp,new,cur}, created if
+/// missing), as a fetcher's `--maildir DIR` names it. A store with a single mailbox: every
+/// non-empty mailbox name refers to ROOT; delivery has the store's guarantees.
+result<std::unique_ptr<store>> open_maildir_folder(maildir_options options);
+
 /// A store in memory: same semantics as Maildir, nothing on disk.
 std::unique_ptr<store> make_memory_store();
 
