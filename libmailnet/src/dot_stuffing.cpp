@@ -223,7 +223,7 @@ std::size_t dot_decoder::decode(std::string_view in, std::string& out) {
     while (p < end && state_ != state::done) {
         switch (state_) {
         case state::line_start:
-            if (*p == '.') {
+            if (*p == '.' && options_.dot_stuffed) {
                 ++p;
                 state_ = state::dot;
             } else {
@@ -286,6 +286,14 @@ std::size_t dot_decoder::decode(std::string_view in, std::string& out) {
     const auto consumed = static_cast<std::size_t>(p - begin);
     consumed_octets_ += consumed;
     return consumed;
+}
+
+void dot_decoder::end_of_chunks(std::string& out) {
+    if (state_ == state::done) return;
+    if (state_ == state::cr) bare_cr(out);  // nothing follows the CR: it is no line end
+    if (line_octets_ > longest_line_) longest_line_ = line_octets_;
+    line_octets_ = 0;
+    state_ = state::done;
 }
 
 }  // namespace mailnet

@@ -703,6 +703,71 @@ TEST(dot_decoder, matches_a_whole_input_reference_on_random_wire_octets) {
     }
 }
 
+// ---- BDAT chunks (RFC 3030): no dot-stuffing, the end is said by the command ----
+
+dot_decoder_options chunk_opts(bare_line_end_policy p) {
+    dot_decoder_options o = opts(p, output_line_ends::lf);
+    o.dot_stuffed = false;
+    return o;
+}
+
+TEST(bdat_decoding, dots_are_data_and_only_end_of_chunks_ends_the_message) {
+    const std::string wire = "Subject: x\r\n\r\n.\r\n..two\r\n.\r\nlast";
+    for (std::size_t cut = 0; cut <= wire.size(); ++cut) {
+        dot_decoder d(chunk_opts(bare_line_end_policy::reject));
+        std::string out;
+        EXPECT_EQ(d.decode(std::string_view(wire).substr(0, cut), out), cut);
+        EXPECT_EQ(d.decode(std::string_view(wire).substr(cut), out), wire.size() - cut);
+        EXPECT_FALSE(d.finished()) << "a '.' line does not end BDAT data";
+        d.end_of_chunks(out);
+        EXPECT_TRUE(d.finished());
+        EXPECT_EQ(out, "Subject: x\n\n.\n..two\n.\nlast") << "cut at " << cut;
+        EXPECT_FALSE(d.rejected());
+        EXPECT_EQ(d.message_octets(), wire.size());
+        EXPECT_EQ(d.longest_line_octets(), 12u);
+    }
+}
+
+TEST(bdat_decoding, bare_line_ends_follow_the_policy_and_a_final_cr_is_bare) {
+    {
+        dot_decoder d(chunk_opts(bare_line_end_policy::reject));
+        std::string out;
+        d.decode("a\nb\r\n", out);
+        d.end_of_chunks(out);
+        EXPECT_TRUE(d.rejected());
+        EXPECT_TRUE(d.saw_bare_lf());
+    }
+    {
+        dot_decoder d(chunk_opts(bare_line_end_policy::reject));
+        std::string out;
+        d.decode("a\r\nb\r", out);  // the CR might have been half of a CRLF in the next chunk
+        EXPECT_FALSE(d.saw_bare_cr());
+        d.end_of_chunks(out);  // it was not
+        EXPECT_TRUE(d.saw_bare_cr());
+        EXPECT_TRUE(d.rejected());
+    }
+    {
+        dot_decoder d(chunk_opts(bare_line_end_policy::normalise));
+        std::string out;
+        d.decode("a\rb\nc\r", out);
+        d.end_of_chunks(out);
+        EXPECT_EQ(out, "a\nb\nc\n");
+        EXPECT_FALSE(d.rejected());
+    }
+}
+
+TEST(bdat_decoding, the_size_limit_cuts_the_output_and_counts_on) {
+    dot_decoder_options o = chunk_opts(bare_line_end_policy::reject);
+    o.max_message_octets = 10;
+    dot_decoder d(o);
+    std::string out;
+    d.decode("0123456789\r\nmore\r\n", out);
+    d.end_of_chunks(out);
+    EXPECT_TRUE(d.over_limit());
+    EXPECT_EQ(out, "0123456789");
+    EXPECT_EQ(d.message_octets(), 18u);
+}
+
 // ---- both, and wire sizes ----
 
 TEST(dot_stuffing, round_trip_crlf_output_on_random_messages) {

@@ -95,6 +95,9 @@ struct dot_decoder_options {
     output_line_ends line_ends = output_line_ends::crlf;
     /// Output stops once message_octets() would pass this; decoding goes on to the final dot.
     std::uint64_t max_message_octets = std::numeric_limits<std::uint64_t>::max();
+    /// false: the octets are not dot-stuffed and no "." line ends them (SMTP BDAT, RFC 3030 2):
+    /// a leading dot is data, decode() consumes everything, and end_of_chunks() ends the message.
+    bool dot_stuffed = true;
 };
 
 /// Decodes the multiline data after DATA's 354 (RFC 5321 4.1.1.4) or RETR/TOP's +OK (RFC 1939 3):
@@ -110,8 +113,12 @@ public:
     /// pipelined commands, is the caller's). Consumes nothing once finished().
     std::size_t decode(std::string_view in, std::string& out);
 
-    /// The end of data has been consumed.
+    /// The end of data has been consumed (or end_of_chunks() was called).
     bool finished() const noexcept { return state_ == state::done; }
+
+    /// BDAT ... LAST (RFC 3030 2, with dot_stuffed false): the message ends here. A CR left
+    /// at the very end is a bare CR (policy applies); a last line without CRLF is kept as it is.
+    void end_of_chunks(std::string& out);
 
     /// A bare CR was seen (whatever the policy).
     bool saw_bare_cr() const noexcept { return bare_cr_; }
