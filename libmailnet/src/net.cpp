@@ -402,4 +402,61 @@ std::string stream::tls_description() const {
     return std::string(SSL_get_version(ssl)) + " " + SSL_get_cipher_name(ssl);
 }
 
+// ---- connecting ---------------------------------------------------------------------------
+
+asio::awaitable<result<asio::ip::tcp::socket>> connect_to(asio::any_io_executor ex, std::string host,
+                                                           std::uint16_t port, std::chrono::seconds timeout,
+                                                           std::string* why) {
+    // The timer's handler may run after this frame is gone: it holds the state, not a reference.
+    struct attempt {
+        explicit attempt(const asio::any_io_executor& e) : resolver(e), socket(e), timer(e) {}
+        asio::ip::tcp::resolver resolver;
+        asio::ip::tcp::socket socket;
+        asio::steady_timer timer;
+        bool expired = false;
+    };
+    auto a = std::make_shared<attempt>(ex);
+    if (timeout.count() > 0) {
+        a->timer.expires_after(timeout);
+        a->timer.async_wait([weak = std::weak_ptr<attempt>(a)](std::error_code ec) {
+            auto s = weak.lock();
+            if (ec || !s) return;
+            s->expired = true;
+            s->resolver.cancel();
+            std::error_code ignored;
+            s->socket.close(ignored);
+        });
+    }
+    const auto fail = [&](std::error_code ec, std::string reason) -> result<asio::ip::tcp::socket> {
+        a->timer.cancel();
+        if (a->expired) {
+            ec = make_error_code(errc::timed_out);
+            reason = "no connection to " + host + " within " + std::to_string(timeout.count()) + " s";
+        }
+        if (why) *why = std::move(reason);
+        return unexpected(ec);
+    };
+    auto [rec, endpoints] = co_await a->resolver.async_resolve(host, std::to_string(port), use_tuple);
+    if (rec || endpoints.empty()) {
+        if (a->expired) co_return fail(make_error_code(errc::timed_out), {});
+        co_return fail(make_error_code(errc::not_found), "cannot resolve " + host + ": " +
+                                                              (rec ? rec.message() : std::string("no address")));
+    }
+    std::error_code last;
+    for (const auto& e : endpoints) {
+        if (a->expired) break;
+        std::error_code ignored;
+        a->socket.close(ignored);
+        auto [cec] = co_await a->socket.async_connect(e.endpoint(), use_tuple);
+        if (!cec && !a->expired) {
+            a->timer.cancel();
+            co_return std::move(a->socket);
+        }
+        last = cec;
+    }
+    co_return fail(last ? last : make_error_code(errc::io_error),
+                   "cannot connect to " + host + " port " + std::to_string(port) + ": " +
+                       (last ? last.message() : std::string("no address answered")));
+}
+
 }  // namespace mailnet::net

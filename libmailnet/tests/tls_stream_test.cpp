@@ -5,6 +5,7 @@
 #include "test_certs.hpp"
 
 #include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/address.hpp>
@@ -653,6 +654,69 @@ TEST(stream, tls_shutdown_with_silent_peer_is_bounded) {
             co_await g.wait();
         });
     EXPECT_LT(took, 5s);
+}
+
+}  // namespace
+
+namespace {
+
+// Runs connect_to on a fresh io_context (bounded) and returns what it gave.
+struct connected {
+    bool ok = false;
+    std::error_code error;
+    std::string why;
+    std::uint16_t peer_port = 0;
+};
+
+connected run_connect(std::string host, std::uint16_t port, std::chrono::seconds timeout) {
+    asio::io_context ioc;
+    connected c;
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+            auto s = co_await mailnet::net::connect_to(ioc.get_executor(), host, port, timeout, &c.why);
+            c.ok = static_cast<bool>(s);
+            c.error = s.error();
+            if (s) c.peer_port = s->remote_endpoint().port();
+        },
+        asio::detached);
+    ioc.run_for(10s);
+    return c;
+}
+
+TEST(connect_to, connects_by_ip_literal_and_by_name) {
+    asio::io_context server_io;
+    tcp::acceptor acceptor(server_io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    const auto port = acceptor.local_endpoint().port();
+    const auto by_ip = run_connect("127.0.0.1", port, 5s);
+    EXPECT_TRUE(by_ip.ok) << by_ip.why;
+    EXPECT_EQ(by_ip.peer_port, port);
+    // "localhost" comes from /etc/hosts; it may resolve to ::1 first, where nothing listens:
+    // the next address is tried.
+    const auto by_name = run_connect("localhost", port, 5s);
+    EXPECT_TRUE(by_name.ok) << by_name.why;
+}
+
+TEST(connect_to, a_closed_port_fails_with_the_reason) {
+    std::uint16_t port = 0;
+    {
+        asio::io_context io;
+        tcp::acceptor a(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+        port = a.local_endpoint().port();
+    }  // closed again: nothing listens there now
+    const auto c = run_connect("127.0.0.1", port, 5s);
+    EXPECT_FALSE(c.ok);
+    EXPECT_EQ(c.error, asio::error::connection_refused) << c.error.message();
+    EXPECT_NE(c.why.find("127.0.0.1"), std::string::npos) << c.why;
+}
+
+TEST(connect_to, a_name_that_is_no_address_fails_cleanly) {
+    // Not a resolvable name anywhere (RFC 2606 reserves .invalid); with no resolver reachable
+    // the lookup may also run into the time limit: both are clean failures.
+    const auto c = run_connect("no-such-host.invalid", 110, 3s);
+    EXPECT_FALSE(c.ok);
+    EXPECT_TRUE(c.error == errc::not_found || c.error == errc::timed_out) << c.error.message();
+    EXPECT_FALSE(c.why.empty());
 }
 
 }  // namespace

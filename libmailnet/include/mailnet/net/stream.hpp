@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@
 #include <asio/ssl/stream.hpp>
 #include <asio/steady_timer.hpp>
 
+#include "mailnet/error.hpp"
 #include "mailnet/net/tls.hpp"
 
 namespace mailnet::net {
@@ -96,5 +98,13 @@ private:
     std::shared_ptr<struct stream_watchdog> watchdog_;
     std::chrono::seconds progress_timeout_{0};
 };
+
+/// The client side's first step: resolves `host` (a name or an IP literal) and connects to its
+/// addresses in turn, all within `timeout` (0: no limit of its own). Fails with
+/// errc::timed_out, errc::not_found (the name does not resolve) or the last address's error,
+/// with the reason in `why`. Never throws.
+asio::awaitable<result<asio::ip::tcp::socket>> connect_to(asio::any_io_executor ex, std::string host,
+                                                           std::uint16_t port, std::chrono::seconds timeout,
+                                                           std::string* why = nullptr);
 
 }  // namespace mailnet::net
