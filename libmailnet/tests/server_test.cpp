@@ -411,6 +411,21 @@ TEST(server, accept_backs_off_while_descriptors_run_out_then_serves_the_waiting_
     EXPECT_EQ(later.read_until("hello\r\n"), "hello\r\n");
 }
 
+TEST(server, raise_fd_limit_lifts_the_soft_limit_to_the_hard_one) {
+    rlimit saved{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+    if (saved.rlim_max < 256) GTEST_SKIP() << "hard limit too low to lower the soft one";
+    rlimit low = saved;
+    low.rlim_cur = 128;
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+    const auto got = mailnet::net::raise_fd_limit();
+    rlimit now{};
+    ::getrlimit(RLIMIT_NOFILE, &now);
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+    EXPECT_EQ(now.rlim_cur, saved.rlim_max);
+    EXPECT_EQ(got, static_cast<std::uint64_t>(saved.rlim_max));
+}
+
 // ---- SIGTERM / SIGINT ---------------------------------------------------------------------
 
 // Counts calls of the callback it hands out; the test thread can wait for the first.

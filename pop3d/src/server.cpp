@@ -277,6 +277,7 @@ private:
         std::unique_ptr<char[]> buf;
         std::size_t size = 0;  // of buf: the message's size, at most read_chunk_octets
         std::size_t n = 0;     // octets read into buf
+        std::uint64_t stored = 0;  // the message's stored octets
     };
 
     // Opens a message and reads its first chunk (on the blocking pool).
@@ -299,6 +300,9 @@ private:
         f.buf = std::make_unique_for_overwrite<char[]>(f.size);
         auto got = f.msg->read(std::span<char>(f.buf.get(), f.size));
         if (!got) f.error = got.error(); else f.n = *got;
+        f.stored = stored;
+        // Read whole: its descriptor closes now, so a prefetched batch holds buffers, not files.
+        if (!f.error && f.n >= stored) f.msg.reset();
     }
 
     // Writes out what was queued since the last drain: replies and the messages of a
@@ -354,7 +358,7 @@ private:
         std::error_code error;
         encode(enc, std::string_view(f.buf.get(), n), out_);
         for (;;) {
-            const bool more = !enc.done() && n > 0 && total < f.msg->stored_octets();
+            const bool more = !enc.done() && n > 0 && total < f.stored && f.msg;
             if (out_.size() >= flush_octets) {
                 if (more) {
                     // The pool reads and encodes the next chunk into spare_ while out_ is

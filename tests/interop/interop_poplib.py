@@ -248,8 +248,8 @@ class Commands(PoplibBase):
         self.assertTrue(p.pass_("secret").startswith(b"+OK"))
         p.quit()
 
-    def test_pop3d_bug_top_large_line_count(self):
-        """POP3D BUG (reported): TOP msg n with n >= 10^9 is refused as a syntax error.
+    def test_top_with_a_huge_line_count_sends_the_whole_message(self):
+        """TOP msg n with n >= 10^9 (once refused as a syntax error) sends everything.
         RFC 1939 7 (TOP): n is a non-negative number, and "if the number of lines requested
         is greater than the number of lines in the body, the server sends the entire
         message"; clients ask for 'everything' with a large n such as 2147483647."""
