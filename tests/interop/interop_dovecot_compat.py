@@ -140,9 +140,12 @@ class DovecotCompat(unittest.TestCase):
         self.assertNotIn(victim, theirs2)
 
     def test_b_dovecot_serves_a_maildir_mailnet_wrote(self):
-        # mailnet's names carry ,S=<octets on disk>,W=<octets with CRLF>, which Dovecot
-        # trusts for LIST; half the messages are then marked seen by a pop3d session.
-        stored = t.fill_maildir(self.mdir, t.test_messages(big=True), with_sizes=True)
+        # Written by libmailnet's own delivery (tmp/, fsync, link into new/): names carry
+        # ,S=<octets on disk>,W=<octets with CRLF>, which Dovecot trusts for LIST; half the
+        # messages are then marked seen by a pop3d session.
+        stored = t.deliver_with_mailnet(self.store, "alice", t.test_messages(big=True), self.d)
+        for _label, name, _data in stored:
+            self.assertRegex(name, r"^\d+\.M\d+P\d+Q\d+\.testhost,S=\d+,W=\d+$")
         by_name = {n: dat for _l, n, dat in stored}
         self.start_pop3d()
         r = t.RawPop3(self.srv.port, timeout=20)

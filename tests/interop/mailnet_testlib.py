@@ -68,6 +68,36 @@ def pop3d_binary():
     return b
 
 
+def deliver_with_mailnet(store, mailbox, messages, workdir):
+    """Delivers [(label, bytes)] into STORE/<mailbox> with libmailnet's own Maildir writer (the
+    mailnet-test-deliver tool ctest names in MAILNET_TEST_DELIVER); returns [(label, base
+    name, bytes)] in delivery order, base names read back from the Maildir."""
+    tool = os.environ.get("MAILNET_TEST_DELIVER", "")
+    if not os.access(tool, os.X_OK):
+        print(f"FAIL: MAILNET_TEST_DELIVER={tool!r} is not an executable", file=sys.stderr)
+        sys.exit(1)
+    paths = []
+    for i, (_label, data) in enumerate(messages):
+        p = os.path.join(workdir, f"deliver-{i}.eml")
+        with open(p, "wb") as f:
+            f.write(data)
+        paths.append(p)
+    subprocess.run([tool, store, mailbox, *paths], check=True, timeout=60)
+    mdir = os.path.join(store, mailbox)
+    names = sorted(os.listdir(os.path.join(mdir, "new")),
+                   key=lambda n: tuple(int(x) for x in re.match(r"(\d+)\.M(\d+)P\d+Q(\d+)", n).groups()))
+    if len(names) != len(messages):
+        raise AssertionError(f"{len(messages)} delivered, {len(names)} in {mdir}/new")
+    out = []
+    for (label, data), name in zip(messages, names):
+        with open(os.path.join(mdir, "new", name), "rb") as f:
+            got = f.read()
+        if got != data:
+            raise AssertionError(f"{label}: the delivered file differs from what was given")
+        out.append((label, name, data))
+    return out
+
+
 def run_tests(watchdog_seconds=None):
     """Runs the unittest cases of __main__; exit 0 pass, 1 fail, SKIP if any were skipped.
 
