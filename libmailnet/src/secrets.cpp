@@ -1,6 +1,8 @@
 // secrets.cpp: constant-time comparison of secrets (DESIGN.md "Rules": secrets are compared
-// in constant time by comparing digests), used for PLAIN passwords and crypt(3) outputs.
+// in constant time by comparing digests), used for PLAIN passwords and crypt(3) outputs; and
+// the open-mode authenticator of a test mail server (DESIGN.md "On disk", mailnetd).
 #include "mailnet/auth.hpp"
+#include "mailnet/store.hpp"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -19,5 +21,25 @@ bool secrets_equal(std::string_view a, std::string_view b) noexcept {
     if (EVP_Digest(b.data(), b.size(), db, &lb, sha256, nullptr) != 1) return false;
     return la == lb && la == 32 && CRYPTO_memcmp(da, db, la) == 0;
 }
+
+namespace {
+
+class open_authenticator final : public authenticator {
+public:
+    auth_result authenticate(const credentials& c) override {
+        if (c.user.empty() || !secrets_equal(c.user, c.password)) return auth_result::fail();
+        return auth_result::ok(c.user, mailbox_for_address(c.user));
+    }
+    std::optional<std::string> lookup(std::string_view user) override {
+        if (user.empty()) return std::nullopt;
+        return std::string(user);
+    }
+    bool can_lookup() const override { return true; }
+    bool exists(std::string_view user) override { return !user.empty(); }
+};
+
+}  // namespace
+
+std::unique_ptr<authenticator> make_open_authenticator() { return std::make_unique<open_authenticator>(); }
 
 }  // namespace mailnet

@@ -470,3 +470,19 @@ TEST(secrets, embedded_nul_bytes_count) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(open_authenticator, a_login_is_its_own_password_and_the_mailbox_its_lowercased_address) {
+    auto a = mailnet::make_open_authenticator();
+    const auto ok = a->authenticate({"Alice@Example.ORG", "Alice@Example.ORG"});
+    ASSERT_EQ(ok.outcome, mailnet::auth_result::status::ok);
+    EXPECT_EQ(ok.account, "Alice@Example.ORG");
+    EXPECT_EQ(ok.mailbox, "alice@example.org") << "the mailbox SMTP delivers to";
+    EXPECT_EQ(a->authenticate({"alice@example.org", "secret"}).outcome, mailnet::auth_result::status::fail);
+    EXPECT_EQ(a->authenticate({"", ""}).outcome, mailnet::auth_result::status::fail);
+    EXPECT_TRUE(a->can_lookup());
+    EXPECT_EQ(a->lookup("bob@example.org"), std::optional<std::string>("bob@example.org"));
+}
+
+}  // namespace

@@ -76,6 +76,12 @@ struct passwd_file_options {
 /// re-read that fails keeps the previous table. errc::bad_config if the first read fails.
 result<std::unique_ptr<authenticator>> open_passwd_file(passwd_file_options options);
 
+/// Open mode (DESIGN.md: mailnetd without --users): every login whose password equals its
+/// name succeeds, the account is the name and the mailbox is mailbox_for_address(name);
+/// lookup() gives the name itself (APOP). For test mail servers only: anyone may read any
+/// mailbox whose address they know.
+std::unique_ptr<authenticator> make_open_authenticator();
+
 /// Constant-time equality of two secrets (compares SHA-256 digests with CRYPTO_memcmp).
 bool secrets_equal(std::string_view a, std::string_view b) noexcept;
 
