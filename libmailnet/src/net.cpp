@@ -3,6 +3,8 @@
 #include "mailnet/net/stream.hpp"
 #include "mailnet/net/tls.hpp"
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/ip/address.hpp>
 #include <asio/ssl/error.hpp>
@@ -407,28 +409,34 @@ std::string stream::tls_description() const {
 asio::awaitable<result<asio::ip::tcp::socket>> connect_to(asio::any_io_executor ex, std::string host,
                                                            std::uint16_t port, std::chrono::seconds timeout,
                                                            std::string* why) {
-    // The timer's handler may run after this frame is gone: it holds the state, not a reference.
+    // Shared with the deadline's handler and with the lookup, both of which may finish after
+    // this frame is gone.
     struct attempt {
-        explicit attempt(const asio::any_io_executor& e) : resolver(e), socket(e), timer(e) {}
+        explicit attempt(const asio::any_io_executor& e) : resolver(e), socket(e), deadline(e), wake(e) {}
         asio::ip::tcp::resolver resolver;
         asio::ip::tcp::socket socket;
-        asio::steady_timer timer;
+        asio::steady_timer deadline;
+        asio::steady_timer wake;  // cancelled when the lookup ends or the deadline passes
         bool expired = false;
+        bool resolved = false;
+        std::error_code resolve_error;
+        asio::ip::tcp::resolver::results_type endpoints;
     };
     auto a = std::make_shared<attempt>(ex);
     if (timeout.count() > 0) {
-        a->timer.expires_after(timeout);
-        a->timer.async_wait([weak = std::weak_ptr<attempt>(a)](std::error_code ec) {
+        a->deadline.expires_after(timeout);
+        a->deadline.async_wait([weak = std::weak_ptr<attempt>(a)](std::error_code ec) {
             auto s = weak.lock();
             if (ec || !s) return;
             s->expired = true;
             s->resolver.cancel();
+            s->wake.cancel();
             std::error_code ignored;
             s->socket.close(ignored);
         });
     }
     const auto fail = [&](std::error_code ec, std::string reason) -> result<asio::ip::tcp::socket> {
-        a->timer.cancel();
+        a->deadline.cancel();
         if (a->expired) {
             ec = make_error_code(errc::timed_out);
             reason = "no connection to " + host + " within " + std::to_string(timeout.count()) + " s";
@@ -436,20 +444,33 @@ asio::awaitable<result<asio::ip::tcp::socket>> connect_to(asio::any_io_executor 
         if (why) *why = std::move(reason);
         return unexpected(ec);
     };
-    auto [rec, endpoints] = co_await a->resolver.async_resolve(host, std::to_string(port), use_tuple);
-    if (rec || endpoints.empty()) {
-        if (a->expired) co_return fail(make_error_code(errc::timed_out), {});
-        co_return fail(make_error_code(errc::not_found), "cannot resolve " + host + ": " +
-                                                              (rec ? rec.message() : std::string("no address")));
-    }
+    // NOTE: a lookup already inside getaddrinfo cannot be cancelled (Asio runs it on a
+    // thread of its own), so it runs detached and the deadline only stops the waiting for it.
+    asio::co_spawn(
+        ex,
+        [a, host, port]() -> asio::awaitable<void> {
+            auto [ec, endpoints] = co_await a->resolver.async_resolve(host, std::to_string(port), use_tuple);
+            a->resolve_error = ec;
+            a->endpoints = std::move(endpoints);
+            a->resolved = true;
+            a->wake.cancel();
+        },
+        asio::detached);
+    a->wake.expires_at(asio::steady_timer::time_point::max());
+    while (!a->resolved && !a->expired) (void)co_await a->wake.async_wait(use_tuple);
+    if (!a->resolved) co_return fail(make_error_code(errc::timed_out), {});
+    if (a->resolve_error || a->endpoints.empty())
+        co_return fail(make_error_code(errc::not_found),
+                       "cannot resolve " + host + ": " +
+                           (a->resolve_error ? a->resolve_error.message() : std::string("no address")));
     std::error_code last;
-    for (const auto& e : endpoints) {
+    for (const auto& e : a->endpoints) {
         if (a->expired) break;
         std::error_code ignored;
         a->socket.close(ignored);
         auto [cec] = co_await a->socket.async_connect(e.endpoint(), use_tuple);
         if (!cec && !a->expired) {
-            a->timer.cancel();
+            a->deadline.cancel();
             co_return std::move(a->socket);
         }
         last = cec;

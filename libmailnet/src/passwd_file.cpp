@@ -160,7 +160,6 @@ parsed parse(std::string_view text, const std::string& where) {
         if (name.empty()) return malformed("empty user name");
         std::string_view secret = line.substr(colon + 1);
         secret = secret.substr(0, secret.find(':'));  // uid, gid, gecos, home, shell, extra: unused
-        if (secret.empty()) return malformed("empty password field");
         // As Dovecot: the first line for a name wins.
         if (auto it = t->entries.find(name); it != t->entries.end()) {
             warn("user " + log_text(name) + " already defined on line " + std::to_string(it->second.line) +
@@ -290,7 +289,7 @@ public:
         read_outcome r = read_users(opt_.path);
         if (!r.ok) {
             opt_.log(log_level::error, "cannot read users file " + where_ + ": " + r.why);
-            return unexpected(errc::bad_config);
+            return unexpected(errc::io_error);
         }
         if (!install(r)) return unexpected(errc::bad_config);  // logged by install
         return {};

@@ -367,6 +367,10 @@ asio::awaitable<void> server::refuse_over_tls(asio::ip::tcp::socket socket) {
     // over TLS, within a short time limit, so it learns "try later" rather than "broken".
     auto self = shared_from_this();
     ++refusing_tls_;
+    struct release {
+        std::atomic<std::size_t>& n;
+        ~release() { --n; }
+    } released{refusing_tls_};  // whatever ends this coroutine
     const auto limit = std::min<std::chrono::seconds>(options_.tls_handshake_timeout, std::chrono::seconds(10));
     stream s(std::move(socket));
     if (!co_await s.server_handshake(*options_.tls, limit)) {
@@ -374,7 +378,6 @@ asio::awaitable<void> server::refuse_over_tls(asio::ip::tcp::socket socket) {
         if (!co_await s.write_all(asio::buffer(busy_reply_))) co_await s.shutdown(limit);
     }
     s.close();
-    --refusing_tls_;
 }
 
 asio::awaitable<void> server::run_connection(std::shared_ptr<connection> c) {

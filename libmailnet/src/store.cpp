@@ -106,23 +106,28 @@ result<void> store_functions::lock(std::string_view mailbox) {
         std::lock_guard guard(mutex_);
         if (!locked_.emplace(mailbox).second) return unexpected(errc::mailbox_in_use);
     }
+    result<void> r;
     if (on_lock) {
-        if (auto r = on_lock(mailbox); !r) {
-            std::lock_guard guard(mutex_);
-            locked_.erase(std::string(mailbox));
-            return r;
+        try {
+            r = on_lock(mailbox);
+        } catch (...) {
+            r = unexpected(errc::temporary_failure);  // a throwing hook is a failure to lock
         }
     }
-    return {};
+    if (!r) {
+        std::lock_guard guard(mutex_);
+        locked_.erase(std::string(mailbox));
+    }
+    return r;
 }
 
 void store_functions::unlock(std::string_view mailbox) noexcept {
     {
         std::lock_guard guard(mutex_);
-        const auto it = locked_.find(mailbox);
-        if (it == locked_.end()) return;  // not ours: never release another session's lock
-        locked_.erase(it);
+        if (!locked_.contains(mailbox)) return;  // not ours: never release another session's lock
     }
+    // The hook runs while the table still holds the mailbox, so no new lock() can reach
+    // on_lock before the old holder's external lock is gone.
     if (on_unlock) {
         try {
             on_unlock(mailbox);
@@ -131,6 +136,8 @@ void store_functions::unlock(std::string_view mailbox) noexcept {
             // throwing hook cannot be reported further than this.
         }
     }
+    std::lock_guard guard(mutex_);
+    if (const auto it = locked_.find(mailbox); it != locked_.end()) locked_.erase(it);
 }
 
 result<std::vector<message_info>> store_functions::snapshot(std::string_view mailbox) {

@@ -197,8 +197,6 @@ TEST_F(passwd_file, a_malformed_line_fails_the_first_read_with_bad_config) {
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"justapassword", "no ':'"},
         {":{PLAIN}nameless", "empty user name"},
-        {"emptypw:", "empty password field"},
-        {"emptypw2::1000:1000::/home/x::", "empty password field"},
     };
     for (const auto& [bad, why] : cases) {
         log_capture log;
@@ -211,13 +209,17 @@ TEST_F(passwd_file, a_malformed_line_fails_the_first_read_with_bad_config) {
         EXPECT_FALSE(log.mentions("justapassword"));
         EXPECT_FALSE(log.mentions("nameless"));
     }
-    // Blank, whitespace-only and comment lines are fine; so is an unusable entry.
-    write("# users\n   \n\t\n\ngood:{PLAIN}pw\nodd:{MD5}abc\nnopw:{PLAIN}\n");
+    // Blank, whitespace-only and comment lines are fine; so is an unusable entry, such as one
+    // with an empty password field (Dovecot's `user::1000:1000::/home/u::`): it is disabled.
+    write("# users\n   \n\t\n\ngood:{PLAIN}pw\nodd:{MD5}abc\nnopw:{PLAIN}\nemptypw:\nemptypw2::1000:1000::/home/x::\n");
     auto a = open();
     ASSERT_TRUE(a);
     EXPECT_TRUE(ok(*a, "good", "pw"));
     EXPECT_EQ(log_.count(log_level::warning, {"line 6", "odd", "disabled"}), 1);
     EXPECT_EQ(log_.count(log_level::warning, {"line 7", "nopw", "empty password", "disabled"}), 1);
+    EXPECT_EQ(log_.count(log_level::warning, {"line 8", "emptypw", "empty password", "disabled"}), 1);
+    EXPECT_FALSE(ok(*a, "emptypw", ""));
+    EXPECT_FALSE(ok(*a, "emptypw2", ""));
 }
 
 TEST_F(passwd_file, comments_blank_lines_and_extra_fields) {
@@ -392,15 +394,15 @@ TEST_F(passwd_file, a_bad_reload_undone_to_the_same_bytes_keeps_the_table_and_sa
     EXPECT_EQ(log_.count(log_level::info, {"reloaded"}), 0);
 }
 
-TEST_F(passwd_file, open_fails_with_bad_config_when_the_file_cannot_be_read) {
+TEST_F(passwd_file, open_fails_with_io_error_when_the_file_cannot_be_read) {
     auto r = mailnet::open_passwd_file({dir_ / "missing", log_.sink()});
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error(), mailnet::errc::bad_config);
+    EXPECT_EQ(r.error(), mailnet::errc::io_error);
     EXPECT_EQ(log_.count(log_level::error, {"missing"}), 1);
 
     auto d = mailnet::open_passwd_file({dir_, log_.sink()});
     ASSERT_FALSE(d);
-    EXPECT_EQ(d.error(), mailnet::errc::bad_config);
+    EXPECT_EQ(d.error(), mailnet::errc::io_error);
 }
 
 TEST_F(passwd_file, empty_file_opens_with_no_users) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <stdexcept>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +60,36 @@ TEST(store_functions, a_failing_lock_slot_leaves_the_mailbox_unlocked_and_unlock
     s.unlock("alice");
     s.unlock("alice");
     EXPECT_EQ(unlocks, 1);
+}
+
+TEST(store_functions, a_throwing_lock_slot_is_a_temporary_failure_that_leaves_nothing_locked) {
+    mailnet::store_functions s;
+    bool fail = true;
+    s.on_lock = [&](std::string_view) -> mailnet::result<void> {
+        if (fail) throw std::runtime_error("backend down");
+        return {};
+    };
+    EXPECT_EQ(s.lock("alice").error(), errc::temporary_failure);
+    fail = false;
+    EXPECT_TRUE(s.lock("alice")) << "the failed attempt left the mailbox locked";
+}
+
+TEST(store_functions, the_unlock_slot_runs_before_another_session_can_lock) {
+    mailnet::store_functions s;
+    bool external = false;  // the backend's own lock
+    s.on_lock = [&](std::string_view) -> mailnet::result<void> {
+        if (external) return mailnet::unexpected(errc::mailbox_in_use);
+        external = true;
+        return {};
+    };
+    s.on_unlock = [&](std::string_view m) {
+        // While the old holder releases, a new lock() must not get through to on_lock.
+        EXPECT_EQ(s.lock(m).error(), errc::mailbox_in_use);
+        external = false;
+    };
+    ASSERT_TRUE(s.lock("alice"));
+    s.unlock("alice");
+    EXPECT_TRUE(s.lock("alice"));
 }
 
 TEST(store_functions, slots_serve_snapshot_messages_deletions_and_seen_marks) {

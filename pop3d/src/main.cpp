@@ -60,7 +60,8 @@ int main(int argc, char** argv) {
     app.add_flag("--allow-short-idle-timeout", short_idle, "accept an --idle-timeout below 600 (for tests)");
     app.footer("Prints 'listening pop3|pop3s ADDR:PORT' per listener once bound. SIGTERM/SIGINT: stop\n"
                "accepting and let sessions finish; a second signal closes them.\n"
-               "Exit codes: 0 ok, 64 usage or configuration, 69 cannot listen, 74 store or users file I/O.");
+               "Exit codes: 0 ok, 64 usage or configuration (a users file that does not parse too),\n"
+               "69 cannot listen, 74 store or users file I/O.");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -104,6 +105,11 @@ int main(int argc, char** argv) {
     }
     auto users = mailnet::open_passwd_file({users_file, log});
     if (!users) {
+        // The reason (and the line, for a file that does not parse) is logged already.
+        if (users.error() == mailnet::errc::bad_config) {
+            std::cerr << "pop3d: users file " << users_file << " does not parse\n";
+            return ex_usage;
+        }
         std::cerr << "pop3d: cannot read users file " << users_file << ": " << users.error().message() << "\n";
         return ex_ioerr;
     }

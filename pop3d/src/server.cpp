@@ -98,8 +98,10 @@ auth_result verify_apop(authenticator& auth, const std::string& user, const std:
 
 // State shared by the server object and its sessions (which may outlive a configure()).
 struct server::shared {
+    explicit shared(server_config c) : config(std::move(c)), throttle(config.peer_failure_window) {}
+
     server_config config;
-    login_throttle throttle{config.peer_failure_window};
+    login_throttle throttle;
     std::mutex mutex;  // guards random
     std::mt19937_64 random{std::random_device{}()};
 
@@ -204,8 +206,11 @@ private:
                 s_.tls_started();
             } else if (auto* d = std::get_if<act::delay>(&a)) {
                 if (!co_await flush()) co_return;
+                // Every failed login (wrong password, malformed SASL) delays; recent failures
+                // from the same address add to it (DESIGN.md "Limits").
+                const auto penalty = sh_->note_failure(c_.peer().address());
                 asio::steady_timer t(c_.io().get_executor());
-                t.expires_after(d->duration + penalty_);
+                t.expires_after(d->duration + penalty);
                 co_await t.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
             } else if (std::holds_alternative<act::close>(a)) {
                 // After QUIT's commit: free the mailbox before "+OK bye" goes out, so a client
@@ -218,9 +223,11 @@ private:
     }
 
     asio::awaitable<void> unlock() {
-        if (locked_.empty() || !sh_->config.storage) co_return;
-        co_await c_.run_blocking([this] { sh_->config.storage->unlock(locked_); });
-        locked_.clear();
+        // Taken out first: the destructor's fallback must never unlock it a second time (by
+        // then another session may hold that mailbox).
+        const std::string mailbox = std::exchange(locked_, {});
+        if (mailbox.empty() || !sh_->config.storage) co_return;
+        co_await c_.run_blocking([&] { sh_->config.storage->unlock(mailbox); });
     }
 
     session_config make_config() {
@@ -240,7 +247,6 @@ private:
             c_.set_user(r.account);
             c_.log()(log_level::info, "pop3 login " + log_text(r.account) + " from " + c_.peer().address().to_string());
         } else if (r.outcome == auth_result::status::fail) {
-            penalty_ = sh_->note_failure(c_.peer().address());
             c_.log()(log_level::info, "pop3 failed login for " + log_text(user) + " from " +
                                           c_.peer().address().to_string());
         }
@@ -255,14 +261,15 @@ private:
                 r.error = locked.error();
                 return;
             }
+            locked_ = mailbox;  // from here on, whatever happens (a throwing backend too) unlocks it
             auto snap = store->snapshot(mailbox);
             if (!snap) {
+                locked_.clear();
                 store->unlock(mailbox);
                 r.error = snap.error();
                 return;
             }
             r.messages = std::move(*snap);
-            locked_ = mailbox;
         });
         if (r.error && r.error != errc::mailbox_in_use)
             c_.log()(log_level::error, "pop3 cannot open mailbox " + log_text(mailbox) + ": " + r.error.message());
@@ -453,7 +460,6 @@ private:
     std::array<char, 4096> in_{};
     std::string locked_;  // the mailbox this session holds the lock of
     bool eof_ = false;
-    std::chrono::milliseconds penalty_{0};
 };
 
 asio::awaitable<void> serve(std::shared_ptr<server::shared> sh, net::connection& c) {
@@ -504,8 +510,7 @@ result<void> server::build() {
     build_error_.clear();
     if (!config_.log) config_.log = null_log();
     if (auto v = validate(config_, config_.log); !v) return v;
-    shared_ = std::make_shared<shared>();
-    shared_->config = config_;
+    shared_ = std::make_shared<shared>(config_);
     net::server_options o;
     o.max_connections = config_.max_connections;
     o.max_per_peer = config_.max_per_peer;

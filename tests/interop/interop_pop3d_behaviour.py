@@ -90,6 +90,16 @@ class CommandLine(Base):
         self.assertIn(missing.encode(), p.stderr, f"the message names the file: {p.stderr!r}")
         self.assertNotIn(b"listening", p.stdout, "never claims to listen")
 
+    def test_users_file_that_does_not_parse_is_a_usage_error_naming_the_line(self):
+        bad = os.path.join(self.d, "bad-users")
+        with open(bad, "w") as f:
+            f.write("alice:{PLAIN}secret\nhunter2-without-a-name\n")
+        p = self.run_pop3d("--listen", f"{t.HOST}:0", "--store", self.store, "--users", bad)
+        self.assertEqual(p.returncode, EX_USAGE, p.stderr)
+        self.assertIn(f"{bad}:2:".encode(), p.stderr)
+        self.assertNotIn(b"hunter2", p.stderr, "the line itself may be a password: never logged")
+        self.assertNotIn(b"listening", p.stdout)
+
     def test_short_idle_timeout_refused(self):
         p = self.run_pop3d("--listen", f"{t.HOST}:0", "--store", self.store, "--users", self.users,
                            "--idle-timeout", "5")

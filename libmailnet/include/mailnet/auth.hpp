@@ -73,7 +73,9 @@ struct passwd_file_options {
 };
 
 /// Opens a passwd-file; it is re-read when it changes (mtime, size or inode), and a
-/// re-read that fails keeps the previous table. errc::bad_config if the first read fails.
+/// re-read that fails (unreadable, or a line that is not name:secret[:...]) keeps the
+/// previous table. The first read fails with errc::io_error (unreadable) or errc::bad_config
+/// (does not parse; the line is logged).
 result<std::unique_ptr<authenticator>> open_passwd_file(passwd_file_options options);
 
 /// Open mode (DESIGN.md: mailnetd without --users): every login whose password equals its
