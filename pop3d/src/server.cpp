@@ -30,7 +30,6 @@ namespace {
 constexpr std::size_t read_chunk_octets = 120 * 1024;
 constexpr std::size_t big_read_chunk_octets = 512 * 1024;  // for messages larger than the above
 constexpr std::size_t flush_octets = 256 * 1024;        // write when this much is pending
-constexpr std::size_t prefetch_octets = 1024 * 1024;    // opened and read ahead in one hop, at most
 constexpr std::size_t max_queued = 256;                 // queued replies and retrievals, at most
 constexpr std::size_t idle_buffer_octets = 16 * 1024;   // keep no more than this while idle
 
@@ -276,120 +275,99 @@ private:
         co_return r;
     }
 
-    // A message opened ahead of streaming, with its first chunk read.
-    struct fetched {
-        bool done = false;
-        std::error_code error;
+    // Turns the queue (replies, RETR/TOP) into wire octets, one segment of about flush_octets
+    // at a time, on the blocking pool: it opens, reads and dot-stuffs messages. The I/O thread
+    // writes one segment while the pool makes the next, so disk, encoding and network overlap,
+    // and a batch of small messages costs one pool hop per segment, not one per message.
+    // NOTE: the session is not touched here (it is not thread-safe): finished retrievals are
+    // collected in `finished` and the I/O thread answers them after the hop.
+    struct producer {
+        std::size_t next = 0;                   // the next queue_ item to start
+        const act::retrieve* current = nullptr;  // the message being streamed
         std::optional<message> msg;
-        std::unique_ptr<char[]> buf;
-        std::size_t size = 0;  // of buf: the message's size, at most read_chunk_octets
-        std::size_t n = 0;     // octets read into buf
-        std::uint64_t stored = 0;  // the message's stored octets
+        std::optional<dot_encoder> enc;
+        std::uint64_t stored = 0, read = 0;      // its stored octets, and how many were read
+        std::unique_ptr<char[]> buf;             // read buffer, sized for the message
+        std::size_t buf_size = 0;
+        std::vector<std::error_code> finished;   // retrievals completed since the last hop, in order
+        bool broken = false;                     // the store failed mid-message: close the connection
+
+        bool done(std::size_t items) const noexcept { return current == nullptr && next == items; }
     };
 
-    // Opens a message and reads its first chunk (on the blocking pool).
-    void fetch(const act::retrieve& r, fetched& f) {
-        f.done = true;
+    // On the pool: appends to `to` until it holds flush_octets or the queue is done.
+    void produce(producer& p, wire_buffer& to) {
         auto& store = sh_->config.storage;
-        if (!store) {
-            f.error = make_error_code(errc::not_found);
-            return;
+        while (to.size() < flush_octets && !p.broken) {
+            if (!p.current) {
+                if (p.next == queue_.size()) return;
+                auto& item = queue_[p.next++];
+                if (const auto* text = std::get_if<std::string>(&item)) {
+                    to.append(*text);
+                    continue;
+                }
+                const auto& r = std::get<act::retrieve>(item);
+                auto m = store ? store->open(locked_, r.id) : result<message>(unexpected(errc::not_found));
+                if (!m) {
+                    c_.log()(log_level::error, "pop3 cannot read " + log_text(r.id, 200) + ": " + m.error().message());
+                    to.append(session::retrieve_error(r.msn, m.error()));
+                    p.finished.push_back(m.error());
+                    continue;
+                }
+                p.current = &r;
+                p.msg.emplace(std::move(*m));
+                p.enc.emplace(r.top_lines);
+                p.stored = p.msg->stored_octets();
+                p.read = 0;
+                const std::size_t want = static_cast<std::size_t>(std::clamp<std::uint64_t>(
+                    p.stored, 1, p.stored > read_chunk_octets ? big_read_chunk_octets : read_chunk_octets));
+                if (p.buf_size < want || p.buf_size > 2 * want) {
+                    p.buf = std::make_unique_for_overwrite<char[]>(want);
+                    p.buf_size = want;
+                }
+                to.append(r.ok_line);
+            }
+            // Stream the current message: one chunk per pass, then see whether it is done.
+            std::size_t n = 0;
+            if (!p.enc->done() && p.read < p.stored) {
+                auto got = p.msg->read(std::span<char>(p.buf.get(), p.buf_size));
+                if (!got) {
+                    c_.log()(log_level::error, "pop3 read error in " + log_text(p.current->id, 200) + ": " +
+                                                   got.error().message());
+                    p.broken = true;  // after the +OK line only closing tells the client
+                    return;
+                }
+                n = *got;
+                p.read += n;
+                encode(*p.enc, std::string_view(p.buf.get(), n), to);
+            }
+            if (p.enc->done() || n == 0 || p.read >= p.stored) {
+                to.commit(p.enc->finish_to(to.room(dot_encoder::finish_octets)));
+                p.finished.push_back({});
+                p.current = nullptr;
+                p.msg.reset();  // its descriptor closes now
+                p.enc.reset();
+            }
         }
-        auto m = store->open(locked_, r.id);
-        if (!m) {
-            f.error = m.error();
-            return;
-        }
-        f.msg.emplace(std::move(*m));
-        const std::uint64_t stored = f.msg->stored_octets();
-        f.size = static_cast<std::size_t>(
-            std::clamp<std::uint64_t>(stored, 1, stored > read_chunk_octets ? big_read_chunk_octets : read_chunk_octets));
-        f.buf = std::make_unique_for_overwrite<char[]>(f.size);
-        auto got = f.msg->read(std::span<char>(f.buf.get(), f.size));
-        if (!got) f.error = got.error(); else f.n = *got;
-        f.stored = stored;
-        // Read whole: its descriptor closes now, so a prefetched batch holds buffers, not files.
-        if (!f.error && f.n >= stored) f.msg.reset();
     }
 
-    // Writes out what was queued since the last drain: replies and the messages of a
-    // pipelined batch of RETR/TOP, opened and first read in one blocking-pool hop (up to
-    // prefetch_octets), so a batch of small messages costs one hop, not one each.
+    // Writes out what was queued since the last drain (replies and the messages of a
+    // pipelined batch of RETR/TOP), taking in pipelined input between segments.
     asio::awaitable<bool> drain_queue() {
-        std::vector<const act::retrieve*> wanted;
-        for (const auto& item : queue_)
-            if (const auto* r = std::get_if<act::retrieve>(&item)) wanted.push_back(r);
-        std::vector<fetched> ahead(wanted.size());
-        if (!wanted.empty()) {
-            co_await c_.run_blocking([&] {
-                std::size_t used = 0;
-                for (std::size_t i = 0; i < wanted.size() && used < prefetch_octets; ++i) {
-                    fetch(*wanted[i], ahead[i]);
-                    used += ahead[i].size;
-                }
-            });
-        }
-        std::size_t k = 0;
-        for (auto& item : queue_) {
-            if (auto* text = std::get_if<std::string>(&item)) {
-                out_.append(*text);
-            } else {
-                auto& f = ahead[k];
-                const auto& r = *wanted[k++];
-                if (!f.done) co_await c_.run_blocking([&] { fetch(r, f); });
-                if (!co_await stream(r, f)) co_return false;
-                f = fetched{};  // free its buffer now
-            }
-            if (out_.size() >= flush_octets) {
-                if (!co_await flush()) co_return false;
-                co_await drain_input();
-            }
+        producer p;
+        co_await c_.run_blocking([&] { produce(p, out_); });
+        for (;;) {
+            for (const auto& ec : p.finished) s_.resume(retrieve_result{ec});
+            p.finished.clear();
+            if (p.broken) co_return false;
+            if (p.done(queue_.size())) break;
+            // out_ is full: write it while the pool makes the next segment in spare_.
+            using namespace asio::experimental::awaitable_operators;
+            if (!co_await (flush() && c_.run_blocking([&] { produce(p, spare_); }))) co_return false;
+            std::swap(out_, spare_);  // flush() left out_ empty
+            co_await drain_input();
         }
         queue_.clear();
-        co_return true;
-    }
-
-    // Streams one fetched message; false if the connection is lost (or the store fails
-    // mid-way, after the +OK line: then only closing tells the client).
-    asio::awaitable<bool> stream(const act::retrieve& r, fetched& f) {
-        if (f.error) {
-            c_.log()(log_level::error, "pop3 cannot read " + log_text(r.id, 200) + ": " + f.error.message());
-            out_.append(session::retrieve_error(r.msn, f.error));
-            s_.resume(retrieve_result{f.error});
-            co_return true;
-        }
-        out_.append(r.ok_line);
-        dot_encoder enc(r.top_lines);
-        std::uint64_t total = f.n;
-        std::size_t n = f.n;
-        std::error_code error;
-        encode(enc, std::string_view(f.buf.get(), n), out_);
-        for (;;) {
-            const bool more = !enc.done() && n > 0 && total < f.stored && f.msg;
-            if (out_.size() >= flush_octets) {
-                if (more) {
-                    // The pool reads and encodes the next chunk into spare_ while out_ is
-                    // written: disk, encoding and network overlap, and the I/O thread does
-                    // little more than the socket writes.
-                    using namespace asio::experimental::awaitable_operators;
-                    if (!co_await (flush() && read_and_encode(f, enc, spare_, n, error))) co_return false;
-                    std::swap(out_, spare_);  // flush() left out_ empty
-                } else if (!co_await flush()) {
-                    co_return false;
-                }
-                co_await drain_input();
-            } else if (more) {
-                co_await read_and_encode(f, enc, out_, n, error);
-            }
-            if (!more) break;
-            if (error) {
-                c_.log()(log_level::error, "pop3 read error in " + log_text(r.id, 200) + ": " + error.message());
-                co_return false;
-            }
-            total += n;
-        }
-        out_.commit(enc.finish_to(out_.room(dot_encoder::finish_octets)));
-        s_.resume(retrieve_result{});
         co_return true;
     }
 
@@ -402,21 +380,6 @@ private:
             to.commit(written);
             chunk.remove_prefix(used);
         }
-    }
-
-    // On the blocking pool: reads the next chunk of a message and encodes it into `to`
-    // (nothing else touches `to` or `enc` meanwhile).
-    asio::awaitable<void> read_and_encode(fetched& f, dot_encoder& enc, wire_buffer& to, std::size_t& n,
-                                          std::error_code& error) {
-        co_await c_.run_blocking([&] {
-            auto got = f.msg->read(std::span<char>(f.buf.get(), f.size));
-            if (!got) {
-                error = got.error();
-                return;
-            }
-            n = *got;
-            encode(enc, std::string_view(f.buf.get(), n), to);
-        });
     }
 
     asio::awaitable<bool> flush() {
