@@ -475,6 +475,62 @@ TEST(stream, silent_client_handshake_times_out) {
     EXPECT_LT(took, 5s);
 }
 
+TEST(stream, client_handshake_with_a_silent_server_times_out) {
+    auto pki = test_pki::create();
+    const mailnet::net::tls_client_options verify{pki.ca_cert, {}, false};
+    auto cctx = client_ctx(verify);
+    ASSERT_TRUE(cctx);
+    std::error_code client_ec;
+    std::string why;
+    clock_type::duration took{};
+    run_pair(
+        [&](stream&, gate& g) -> asio::awaitable<void> { co_await g.wait(); },  // accepts, says nothing
+        [&](stream& s, gate& g) -> asio::awaitable<void> {
+            const auto start = clock_type::now();
+            client_ec = co_await s.client_handshake(*cctx, localhost, verify, 1s, &why);
+            took = clock_type::now() - start;
+            g.open();
+        });
+    EXPECT_EQ(client_ec, errc::timed_out);
+    EXPECT_NE(why.find("timed out"), std::string::npos) << why;
+    EXPECT_GE(took, 900ms);
+    EXPECT_LT(took, 5s);
+}
+
+TEST(stream, client_sends_sni_for_a_name_and_none_for_an_ip_literal) {
+    // RFC 6066 3: a host name goes into server_name; an IP literal must not.
+    auto pki = test_pki::create();
+    auto sctx = server_ctx(pki.server_cert, pki.server_key);
+    ASSERT_TRUE(sctx);
+    for (const std::string host : {"localhost", "127.0.0.1"}) {
+        const mailnet::net::tls_client_options verify{pki.ca_cert, {}, false};
+        auto cctx = client_ctx(verify);
+        ASSERT_TRUE(cctx);
+        std::string seen = "(not handshaken)";
+        run_pair(
+            [&](stream& s, gate& g) -> asio::awaitable<void> {
+                std::string why;
+                const auto ec = co_await s.server_handshake(*sctx, 5s, &why);
+                EXPECT_FALSE(ec) << why;
+                if (!ec) {
+                    // The name the ClientHello carried, as the server saw it.
+                    const char* name = SSL_get_servername(s.native_ssl(), TLSEXT_NAMETYPE_host_name);
+                    seen = name ? name : "";
+                }
+                g.open();
+                co_await s.shutdown(1s);
+            },
+            [&](stream& s, gate& g) -> asio::awaitable<void> {
+                std::string why;
+                const auto ec = co_await s.client_handshake(*cctx, host, verify, 5s, &why);
+                EXPECT_FALSE(ec) << host << ": " << why;
+                co_await g.wait();
+                co_await s.shutdown(1s);
+            });
+        EXPECT_EQ(seen, host == "localhost" ? "localhost" : "") << host;
+    }
+}
+
 TEST(stream, tls11_client_refused) {
     auto pki = test_pki::create();
     auto sctx = server_ctx(pki.server_cert, pki.server_key);

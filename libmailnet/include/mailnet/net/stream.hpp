@@ -81,6 +81,9 @@ public:
     bool timed_out() const noexcept;
     /// The TLS protocol and cipher, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"; empty if plain.
     std::string tls_description() const;
+    /// OpenSSL's handle once a handshake was started (peer certificate, SNI); null if plain.
+    /// Read from it; reading or writing through it would bypass the stream.
+    SSL* native_ssl() noexcept { return tls_ ? tls_->native_handle() : nullptr; }
     /// The socket (for options; do not read or write it directly once TLS is on).
     asio::ip::tcp::socket& socket() noexcept { return socket_; }
     /// The peer's address, as it was at construction (still valid after close).
