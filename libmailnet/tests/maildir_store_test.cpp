@@ -266,6 +266,42 @@ TEST(maildir_store, delivers_one_message_to_three_mailboxes_as_hard_links) {
     EXPECT_LE(name.size(), 70u);
 }
 
+TEST(maildir_store, a_mailbox_on_another_file_system_gets_a_copy) {
+    // link(2) across file systems fails with EXDEV: that target gets a copy written through its
+    // own tmp/, the others keep sharing one inode.
+    struct stat tmp_fs{}, shm_fs{};
+    if (::stat("/tmp", &tmp_fs) != 0 || ::stat("/dev/shm", &shm_fs) != 0 || tmp_fs.st_dev == shm_fs.st_dev)
+        GTEST_SKIP() << "needs /dev/shm on another file system than /tmp";
+    temp_dir d;
+    std::string far_template = "/dev/shm/mailnet-exdev-XXXXXX";
+    ASSERT_NE(::mkdtemp(far_template.data()), nullptr);
+    const fs::path far = far_template;
+    struct remove_far {
+        fs::path p;
+        ~remove_far() {
+            std::error_code ec;
+            fs::remove_all(p, ec);
+        }
+    } cleanup{far};
+    auto s = open_store(options(d.path));
+    const fs::path root = d.path / "store";
+    fs::create_directories(far / "bob");
+    fs::create_directory_symlink(far / "bob", root / "bob");  // the mailbox lives on tmpfs
+    const std::string text = "Subject: far\n\nbody\n";
+    ASSERT_TRUE(s->deliver(boxes({"alice", "bob", "carol"}), text));
+    const auto alice = names_in(root / "alice" / "new");
+    const auto bob = names_in(far / "bob" / "new");
+    ASSERT_EQ(alice.size(), 1u);
+    ASSERT_EQ(bob, alice) << "the same name everywhere";
+    EXPECT_EQ(read_file(far / "bob" / "new" / bob[0]), text);
+    EXPECT_TRUE(names_in(far / "bob" / "tmp").empty()) << "the copy's tmp/ name is gone";
+    EXPECT_EQ(inode_of(root / "alice" / "new" / alice[0]), inode_of(root / "carol" / "new" / alice[0]));
+    EXPECT_EQ(fs::hard_link_count(root / "alice" / "new" / alice[0]), 2u);
+    auto snap = s->snapshot("bob");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 1u);
+}
+
 TEST(maildir_store, durable_delivery_creates_the_mailbox_with_fsync_on) {
     temp_dir d;
     auto o = options(d.path);
