@@ -640,13 +640,20 @@ tls_visit visit_over_tls(const fixture& f, std::uint16_t port, const mailnet::ne
     return v;
 }
 
-TEST(server, implicit_tls_listener_greets_over_tls_and_drops_plaintext_clients) {
-    auto pki = mailnet::test_support::test_pki::create();
+// Server options with a TLS context for the test PKI's server certificate.
+mailnet::net::server_options with_tls(const mailnet::test_support::test_pki& pki) {
     std::string why;
     auto tls = mailnet::net::make_server_tls({pki.server_cert, pki.server_key}, &why);
-    ASSERT_TRUE(tls) << why;
+    EXPECT_TRUE(tls) << why;
     mailnet::net::server_options o;
-    o.tls = *tls;
+    if (tls) o.tls = *tls;
+    return o;
+}
+
+TEST(server, implicit_tls_listener_greets_over_tls_and_drops_plaintext_clients) {
+    auto pki = mailnet::test_support::test_pki::create();
+    auto o = with_tls(pki);
+    ASSERT_TRUE(o.tls);
     o.tls_handshake_timeout = 2s;
     fixture f(o);
     ASSERT_TRUE(f.srv->listen({"echos", "127.0.0.1", 0, true}));
@@ -688,12 +695,10 @@ TEST(server, implicit_tls_listener_greets_over_tls_and_drops_plaintext_clients) 
 
 TEST(server, implicit_tls_client_over_the_limit_reads_the_busy_reply_over_tls) {
     auto pki = mailnet::test_support::test_pki::create();
-    std::string why;
-    auto tls = mailnet::net::make_server_tls({pki.server_cert, pki.server_key}, &why);
-    ASSERT_TRUE(tls) << why;
-    mailnet::net::server_options o;
-    o.tls = *tls;
+    auto o = with_tls(pki);
+    ASSERT_TRUE(o.tls);
     o.max_connections = 1;
+    std::string why;
     fixture f(o);
     ASSERT_TRUE(f.srv->listen({"echos", "127.0.0.1", 0, true}));
     f.start();

@@ -38,10 +38,11 @@ struct fixture {
     std::unique_ptr<pop3::server> srv;
     std::thread thread;
 
-    explicit fixture(pop3::server_config cfg) {
+    // failure_delay: the session's own failed-login delay (0: none, and no per-peer delay).
+    explicit fixture(pop3::server_config cfg, std::chrono::milliseconds failure_delay = 0ms) {
         cfg.listen = {{"pop3", "127.0.0.1", 0, false}};
         cfg.log = mailnet::null_log();
-        cfg.session_limits.auth_failure_delay = 0ms;
+        cfg.session_limits.auth_failure_delay = failure_delay;
         srv = std::make_unique<pop3::server>(io, std::move(cfg));
         EXPECT_TRUE(srv->up());
         thread = std::thread([this] { io.run(); });
@@ -160,81 +161,39 @@ TEST(pop3_server, logging_in_again_right_after_quit_finds_the_mailbox_free) {
     EXPECT_NE(got.find("+OK logged in"), std::string::npos) << got;
 }
 
+// How long a fresh connection waits for the -ERR [AUTH] that `commands` earn.
+std::chrono::milliseconds failed_login_ms(std::uint16_t port, std::string_view commands) {
+    test_client c(port);
+    c.read_until("\r\n");
+    c.clear();
+    const auto start = std::chrono::steady_clock::now();
+    c.send(commands);
+    c.read_until("-ERR [AUTH]");
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+}
+
+constexpr std::string_view wrong_password = "USER alice\r\nPASS wrong\r\n";
+
 TEST(pop3_server, recent_failed_logins_from_an_address_delay_its_next_replies_further) {
     pop3::server_config cfg;
     cfg.auth = users();
-    cfg.listen = {{"pop3", "127.0.0.1", 0, false}};
-    cfg.log = mailnet::null_log();
-    cfg.session_limits.auth_failure_delay = 1ms;
-    asio::io_context io;
-    auto work = asio::make_work_guard(io);
-    pop3::server srv(io, cfg);
-    ASSERT_TRUE(srv.up());
-    std::thread t([&io] { io.run(); });
-    const auto port = srv.listeners().at(0).endpoint.port();
-    const auto failed_login_ms = [port] {
-        test_client c(port);
-        c.read_until("\r\n");
-        c.clear();
-        const auto start = std::chrono::steady_clock::now();
-        c.send("USER alice\r\nPASS wrong\r\n");
-        c.read_until("-ERR [AUTH]");
-        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
-    };
-    const auto malformed_sasl_ms = [port] {
-        test_client c(port);
-        c.read_until("\r\n");
-        c.clear();
-        const auto start = std::chrono::steady_clock::now();
-        c.send("AUTH PLAIN not-base64!\r\n");
-        c.read_until("-ERR [AUTH]");
-        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
-    };
-    const auto first = malformed_sasl_ms();
-    const auto second = failed_login_ms();
-    const auto third = failed_login_ms();
+    fixture f(cfg, 1ms);
+    const auto first = failed_login_ms(f.port(), "AUTH PLAIN not-base64!\r\n");
+    const auto second = failed_login_ms(f.port(), wrong_password);
+    const auto third = failed_login_ms(f.port(), wrong_password);
     EXPECT_LT(first, 1000ms) << "the first failure waits only the session's own delay";
     EXPECT_GE(second, 1000ms) << "one recent failure (a malformed SASL response) adds a second";
     EXPECT_GE(third, 2000ms) << "two recent failures add two";
-    std::promise<void> gone;
-    srv.destroy(mailnet::net::server::destroy_mode::kill, [&] { gone.set_value(); });
-    gone.get_future().wait_for(5s);
-    work.reset();
-    io.stop();
-    t.join();
 }
 
 TEST(pop3_server, failures_older_than_the_peer_window_add_no_delay) {
     pop3::server_config cfg;
     cfg.auth = users();
     cfg.peer_failure_window = 1s;
-    cfg.session_limits.auth_failure_delay = 1ms;
-    cfg.listen = {{"pop3", "127.0.0.1", 0, false}};
-    cfg.log = mailnet::null_log();
-    asio::io_context io;
-    auto work = asio::make_work_guard(io);
-    pop3::server srv(io, cfg);
-    ASSERT_TRUE(srv.up());
-    std::thread t([&io] { io.run(); });
-    const auto port = srv.listeners().at(0).endpoint.port();
-    const auto failed_login_ms = [port] {
-        test_client c(port);
-        c.read_until("\r\n");
-        c.clear();
-        const auto start = std::chrono::steady_clock::now();
-        c.send("USER alice\r\nPASS wrong\r\n");
-        c.read_until("-ERR [AUTH]");
-        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
-    };
-    failed_login_ms();
+    fixture f(cfg, 1ms);
+    failed_login_ms(f.port(), wrong_password);
     std::this_thread::sleep_for(1100ms);  // past the configured window
-    EXPECT_LT(failed_login_ms(), 1000ms) << "a failure outside the window still counted";
-    std::promise<void> gone;
-    srv.destroy(mailnet::net::server::destroy_mode::kill, [&] { gone.set_value(); });
-    gone.get_future().wait_for(5s);
-    work.reset();
-    io.stop();
-    t.join();
+    EXPECT_LT(failed_login_ms(f.port(), wrong_password), 1000ms) << "a failure outside the window still counted";
 }
 
 TEST(pop3_server, without_auth_every_login_is_rejected) {
