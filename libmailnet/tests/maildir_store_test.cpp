@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <set>
 #include <string>
@@ -43,7 +44,19 @@ struct fsync_recorder {
     std::mutex mutex;
     bool on = false;
     std::vector<dir_sync> syncs;
+    // A failure to inject: fsync of this directory (by inode), or of any regular file, says EIO.
+    std::optional<std::pair<dev_t, ino_t>> fail_dir;
+    bool fail_files = false;
 };
+
+// True if the injected failure applies to `fd`.
+bool injected_failure(const fsync_recorder& r, int fd) {
+    if (!r.fail_dir && !r.fail_files) return false;
+    struct stat st{};
+    if (::fstat(fd, &st) != 0) return false;
+    if (S_ISREG(st.st_mode)) return r.fail_files;
+    return r.fail_dir && r.fail_dir->first == st.st_dev && r.fail_dir->second == st.st_ino;
+}
 
 fsync_recorder& recorder() {
     static fsync_recorder r;
@@ -75,6 +88,10 @@ extern "C" int fsync(int fd) {
         auto& r = recorder();
         std::lock_guard g(r.mutex);
         if (r.on) note_dir_sync(fd);
+        if (injected_failure(r, fd)) {
+            errno = EIO;
+            return -1;
+        }
     }
     return static_cast<int>(::syscall(SYS_fsync, fd));
 }
@@ -487,6 +504,58 @@ TEST(maildir_store, a_target_that_fails_at_commit_removes_the_links_already_made
         // The retry delivers exactly once everywhere.
         fs::remove(bad);
         fs::create_directory(bad);
+        ASSERT_TRUE(s->deliver(targets, "Subject: x\n\nbody\n"));
+        for (const auto& box : targets) EXPECT_EQ(names_in(root / box / "new").size(), 1u) << box;
+    }
+}
+
+// Makes fsync(2) fail with EIO for one directory, or for every regular file, until destroyed.
+struct fsync_failure {
+    explicit fsync_failure(const fs::path& dir) {
+        struct stat st{};
+        EXPECT_EQ(::stat(dir.c_str(), &st), 0) << dir;
+        std::lock_guard g(recorder().mutex);
+        recorder().fail_dir = std::pair{st.st_dev, st.st_ino};
+    }
+    explicit fsync_failure(bool files) {
+        std::lock_guard g(recorder().mutex);
+        recorder().fail_files = files;
+    }
+    fsync_failure(const fsync_failure&) = delete;
+    fsync_failure& operator=(const fsync_failure&) = delete;
+    ~fsync_failure() {
+        std::lock_guard g(recorder().mutex);
+        recorder().fail_dir.reset();
+        recorder().fail_files = false;
+    }
+};
+
+TEST(maildir_store, a_failed_fsync_fails_the_delivery_and_leaves_nothing_anywhere) {
+    // No 250 without durability: a failed fsync of the message or of any target's new/ is an
+    // error, every link already made is removed, and the retry delivers exactly once.
+    for (int failing = 0; failing < 4; ++failing) {  // 0-2: that target's new/; 3: the file
+        temp_dir d;
+        auto o = options(d.path);
+        o.fsync = true;
+        auto s = open_store(o);
+        const fs::path root = d.path / "store";
+        const auto targets = boxes({"alice", "bob", "carol"});
+        for (const auto& box : targets) {  // the mailboxes exist before the failing delivery
+            ASSERT_TRUE(s->lock(box));
+            s->unlock(box);
+        }
+        {
+            std::optional<fsync_failure> fail;
+            if (failing < 3)
+                fail.emplace(root / targets[static_cast<std::size_t>(failing)] / "new");
+            else
+                fail.emplace(true);
+            EXPECT_FALSE(s->deliver(targets, "Subject: x\n\nbody\n")) << "failing " << failing;
+        }
+        for (const auto& box : targets) {
+            EXPECT_TRUE(names_in(root / box / "new").empty()) << box << " failing " << failing;
+            EXPECT_TRUE(names_in(root / box / "tmp").empty()) << box << " failing " << failing;
+        }
         ASSERT_TRUE(s->deliver(targets, "Subject: x\n\nbody\n"));
         for (const auto& box : targets) EXPECT_EQ(names_in(root / box / "new").size(), 1u) << box;
     }
