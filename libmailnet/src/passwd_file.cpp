@@ -44,9 +44,12 @@ constexpr std::int64_t racy_window_ns = 2'000'000'000;
 
 enum class entry_kind { plain, crypt, disabled };
 
+using digest = std::array<unsigned char, 32>;
+
 struct entry {
     entry_kind kind = entry_kind::disabled;
     std::string secret;  // the plain password or the crypt(3) string; empty when disabled
+    digest plain_digest{};  // SHA-256 of a PLAIN secret: each login compares 32 octets
     std::size_t line = 0;
 };
 
@@ -61,8 +64,6 @@ struct table {
     bool any_crypt = false;                // without crypt entries no login ever hashes
     std::string dummy = fixed_dummy_hash;  // crypt setting for the timing-only hash
 };
-
-using digest = std::array<unsigned char, 32>;
 
 digest sha256(std::string_view text) {
     digest d{};
@@ -206,6 +207,7 @@ parsed parse(std::string_view text, const std::string& where) {
             warn(who + "unknown password scheme {" + log_text(scheme) + "}; entry disabled");
         }
         if (e.kind != entry_kind::disabled) e.secret = std::string(secret);
+        if (e.kind == entry_kind::plain) e.plain_digest = sha256(e.secret);
 
         if (e.kind == entry_kind::plain) t->any_plain = true;
         if (e.kind == entry_kind::crypt && !dummy_set) {
@@ -321,9 +323,15 @@ public:
         // Unknown user, disabled entry or PLAIN entry: as slow as a crypt entry would be, so
         // that the time taken does not tell which (DESIGN.md: no user enumeration). A file
         // with no crypt entry has no slow login to match: every login is one comparison.
+        // The comparison is of 32-octet digests, the stored one made at parse time, so its
+        // cost depends on neither the stored secret's length nor whether there is one.
         if (t->any_crypt) (void)run_crypt(c.password, t->dummy);
         const bool plain = e != nullptr && e->kind == entry_kind::plain;
-        const bool match = secrets_equal(c.password, plain ? std::string_view(e->secret) : std::string_view(t->dummy));
+        static constexpr digest no_secret{};  // SHA-256 of nothing is never all zeros
+        const digest given = sha256(c.password);
+        const digest& stored = plain ? e->plain_digest : no_secret;
+        // An all-zero digest is sha256()'s failure value: never a match (fail closed).
+        const bool match = given != digest{} && CRYPTO_memcmp(given.data(), stored.data(), given.size()) == 0;
         if (plain && match) return auth_result::ok(c.user, c.user);
         return auth_result::fail();
     }

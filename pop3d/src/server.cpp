@@ -328,20 +328,26 @@ private:
                 to.append(r.ok_line);
             }
             // Stream the current message: one chunk per pass, then see whether it is done.
-            std::size_t n = 0;
             if (!p.enc->done() && p.read < p.stored) {
-                auto got = p.msg->read(std::span<char>(p.buf.get(), p.buf_size));
-                if (!got) {
-                    c_.log()(log_level::error, "pop3 read error in " + log_text(p.current->id, 200) + ": " +
-                                                   got.error().message());
-                    p.broken = true;  // after the +OK line only closing tells the client
+                // Never past the size the +OK line and LIST announced, even if the file grew.
+                const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(p.buf_size, p.stored - p.read));
+                auto got = p.msg->read(std::span<char>(p.buf.get(), want));
+                std::string why;
+                if (!got)
+                    why = got.error().message();
+                else if (*got == 0)
+                    why = "the file is shorter than its " + std::to_string(p.stored) + " octets";
+                if (!why.empty()) {
+                    // After the +OK line only closing tells the client; the message is not
+                    // marked seen and the session ends without UPDATE.
+                    c_.log()(log_level::error, "pop3 read error in " + log_text(p.current->id, 200) + ": " + why);
+                    p.broken = true;
                     return;
                 }
-                n = *got;
-                p.read += n;
-                encode(*p.enc, std::string_view(p.buf.get(), n), to);
+                p.read += *got;
+                encode(*p.enc, std::string_view(p.buf.get(), *got), to);
             }
-            if (p.enc->done() || n == 0 || p.read >= p.stored) {
+            if (p.enc->done() || p.read >= p.stored) {
                 to.commit(p.enc->finish_to(to.room(dot_encoder::finish_octets)));
                 p.finished.push_back({});
                 p.current = nullptr;

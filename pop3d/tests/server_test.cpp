@@ -265,6 +265,34 @@ TEST(pop3_server, serves_a_mailbox_through_store_function_slots) {
     EXPECT_EQ(*seen, std::vector<std::string>{"a"});
 }
 
+TEST(pop3_server, a_message_shorter_than_announced_is_cut_off_not_terminated) {
+    // The store says 100 octets, the source ends after 4: the client must not take the short
+    // body for the whole message, so the connection closes without the final "." line, and
+    // nothing is marked seen.
+    auto seen = std::make_shared<std::atomic<int>>(0);
+    auto slots = std::make_shared<mailnet::store_functions>();
+    slots->on_snapshot = [](std::string_view) -> mailnet::result<std::vector<mailnet::message_info>> {
+        return std::vector<mailnet::message_info>{{"a", 100, "uid-a", false}};
+    };
+    slots->on_open = [](std::string_view, std::string_view) -> mailnet::result<mailnet::message> {
+        return mailnet::message(mailnet::string_source(std::make_shared<const std::string>("abc\n")), 100);
+    };
+    slots->on_seen = [seen](std::string_view, std::string_view) {
+        ++*seen;
+        return std::error_code();
+    };
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.storage = slots;
+    fixture f(cfg);
+    auto c = login(f.port());
+    c->send("RETR 1\r\nQUIT\r\n");
+    EXPECT_TRUE(c->closed_within(5s));
+    EXPECT_EQ(c->received().find(".\r\n"), std::string::npos) << c->received();
+    EXPECT_EQ(c->received().find("+OK bye"), std::string::npos) << c->received();
+    EXPECT_EQ(seen->load(), 0);
+}
+
 TEST(pop3_server, quit_says_sys_temp_when_the_store_slots_cannot_delete) {
     auto slots = std::make_shared<mailnet::store_functions>();
     slots->on_snapshot = [](std::string_view) -> mailnet::result<std::vector<mailnet::message_info>> {
