@@ -206,6 +206,15 @@ parsed parse(std::string_view text, const std::string& where) {
         } else {
             warn(who + "unknown password scheme {" + log_text(scheme) + "}; entry disabled");
         }
+        if (e.kind == entry_kind::crypt) {
+            // A hash libxcrypt cannot use (a bcrypt cost out of range, a broken salt) never
+            // matches any password: disable it now, so that it can never be the timing dummy.
+            const std::string setting(secret);
+            if (const int ok = crypt_checksalt(setting.c_str()); ok == CRYPT_SALT_INVALID) {
+                warn(who + "crypt(3) hash that libxcrypt cannot use; entry disabled");
+                e.kind = entry_kind::disabled;
+            }
+        }
         if (e.kind != entry_kind::disabled) e.secret = std::string(secret);
         if (e.kind == entry_kind::plain) e.plain_digest = sha256(e.secret);
 
@@ -325,7 +334,8 @@ public:
         // with no crypt entry has no slow login to match: every login is one comparison.
         // The comparison is of 32-octet digests, the stored one made at parse time, so its
         // cost depends on neither the stored secret's length nor whether there is one.
-        if (t->any_crypt) (void)run_crypt(c.password, t->dummy);
+        // A dummy libxcrypt refuses fails at once: hash with the fixed one instead.
+        if (t->any_crypt && !run_crypt(c.password, t->dummy)) (void)run_crypt(c.password, fixed_dummy_hash);
         const bool plain = e != nullptr && e->kind == entry_kind::plain;
         static constexpr digest no_secret{};  // SHA-256 of nothing is never all zeros
         const digest given = sha256(c.password);

@@ -222,6 +222,15 @@ TEST_F(passwd_file, a_malformed_line_fails_the_first_read_with_bad_config) {
     EXPECT_FALSE(ok(*a, "emptypw2", ""));
 }
 
+TEST_F(passwd_file, a_crypt_hash_libxcrypt_cannot_use_disables_its_entry) {
+    write("broken:$6$bad salt$abc\nalice:{PLAIN}pw\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(log_.count(log_level::warning, {"line 1", "broken", "cannot use", "disabled"}), 1);
+    EXPECT_FALSE(ok(*a, "broken", "abc"));
+    EXPECT_TRUE(ok(*a, "alice", "pw"));
+}
+
 TEST_F(passwd_file, comments_blank_lines_and_extra_fields) {
     write("# comment: with colon\n\n#alice:{PLAIN}commented\nalice:{PLAIN}pw:1000:1000:Alice:/home/alice:/bin/sh:"
           "userdb_mail=maildir:~/Mail\nbob:" +
