@@ -531,6 +531,50 @@ TEST(stream, client_sends_sni_for_a_name_and_none_for_an_ip_literal) {
     }
 }
 
+// Whether a client-initiated TLS 1.2 renegotiation completes against `sctx`: the client is
+// allowed to ask (its context's refusal is lifted), then sends a line and reads the answer.
+bool renegotiation_completes(asio::ssl::context& sctx, const test_pki& pki) {
+    const mailnet::net::tls_client_options verify{pki.ca_cert, {}, false};
+    auto cctx = client_ctx(verify);
+    if (!cctx) return false;
+    SSL_CTX_clear_options(cctx->native_handle(), SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_max_proto_version(cctx->native_handle(), TLS1_2_VERSION);  // TLS 1.3 has none
+    bool completed = false;
+    run_pair(
+        [&](stream& s, gate&) -> asio::awaitable<void> {
+            if (co_await s.server_handshake(sctx, 5s)) co_return;
+            if (co_await read_line(s) != "ping\r\n") co_return;
+            (void)co_await write(s, "pong\r\n");
+            co_await s.shutdown(1s);
+        },
+        [&](stream& s, gate&) -> asio::awaitable<void> {
+            std::string why;
+            if (co_await s.client_handshake(*cctx, localhost, verify, 5s, &why)) co_return;
+            if (SSL_renegotiate(s.native_ssl()) != 1) co_return;
+            s.set_deadline(clock_type::now() + 5s);
+            if (co_await write(s, "ping\r\n")) co_return;
+            const auto line = co_await read_line(s);
+            completed = line == "pong\r\n" && SSL_renegotiate_pending(s.native_ssl()) == 0;
+            co_await s.shutdown(1s);
+        });
+    return completed;
+}
+
+TEST(stream, renegotiation_is_refused) {
+    auto pki = test_pki::create();
+    // The control: a context like ours but allowing renegotiation lets it complete, so the
+    // exchange really renegotiates when it is allowed to. (OpenSSL 3 servers refuse client
+    // renegotiation by default too; ours also sets SSL_OP_NO_RENEGOTIATION, DESIGN.md "Rules".)
+    auto lenient = server_ctx(pki.server_cert, pki.server_key);
+    ASSERT_TRUE(lenient);
+    SSL_CTX_clear_options(lenient->native_handle(), SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_options(lenient->native_handle(), SSL_OP_ALLOW_CLIENT_RENEGOTIATION);  // OpenSSL 3 servers
+    ASSERT_TRUE(renegotiation_completes(*lenient, pki)) << "the control renegotiation did not complete";
+    auto ours = server_ctx(pki.server_cert, pki.server_key);
+    ASSERT_TRUE(ours);
+    EXPECT_FALSE(renegotiation_completes(*ours, pki)) << "make_server_tls let a client renegotiate";
+}
+
 TEST(stream, tls11_client_refused) {
     auto pki = test_pki::create();
     auto sctx = server_ctx(pki.server_cert, pki.server_key);
