@@ -7,6 +7,6 @@ set(MAILNET_FUZZ_CORE_SOURCES
   ${PROJECT_SOURCE_DIR}/libmailnet/src/line_reader.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/base64.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/dot_stuffing.cpp
-  ${PROJECT_SOURCE_DIR}/libmailnet/src/message.cpp
+  ${PROJECT_SOURCE_DIR}/libmailnet/src/store/message.cpp
   ${PROJECT_SOURCE_DIR}/pop3d/src/session.cpp
 )

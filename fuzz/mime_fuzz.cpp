@@ -15,7 +15,7 @@
 
 #include <mimetic/mimetic.h>
 
-#include "mailnet/message.hpp"
+#include "mailnet/store/message.hpp"
 
 namespace {
 

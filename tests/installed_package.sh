@@ -30,7 +30,7 @@ incdir=$(grep -o -- "-I[^ ]*" <<<"$pc" | head -n1 | cut -c3-)
 
 # A program built with nothing but the pkg-config flags.
 cat >"$tmp/pc.cpp" <<'CPP'
-#include <mailnet/store.hpp>
+#include <mailnet/store/store.hpp>
 #include <mailnet/version.hpp>
 #include <iostream>
 #include <string>
@@ -53,8 +53,8 @@ grep -qx "mailnet $(pkg-config --modversion mailnet) octets 21" <<<"$out"
 
 # A program that uses mimetic's API itself adds -lmimetic itself (docs/libmailnet.md).
 cat >"$tmp/pc_mime.cpp" <<'CPP'
-#include <mailnet/message.hpp>
-#include <mailnet/store.hpp>
+#include <mailnet/store/message.hpp>
+#include <mailnet/store/store.hpp>
 #include <mimetic/mimetic.h>
 #include <iostream>
 #include <string>

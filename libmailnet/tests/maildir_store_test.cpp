@@ -1,6 +1,6 @@
 // maildir_store_test.cpp: the Maildir store as Dovecot, mutt and a second process see it:
 // delivery (tmp/ -> new/, hard links, rollback), foreign names, locks, commit; name encoding, UIDL.
-#include "mailnet/store.hpp"
+#include "mailnet/store/store.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // memory_store_test.cpp: the memory store keeps the Maildir store's semantics: locks, delivery
 // order, seen flags, deletions only at commit (RFC 1939 6), one message to many mailboxes.
-#include "mailnet/store.hpp"
+#include "mailnet/store/store.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // message_test.cpp: the message handle over a file and over shared bytes: chunked reads,
 // rewind, the header block (RFC 5322 2.1, LF or CRLF) and lazy MIME parsing (RFC 2045/2046).
-#include "mailnet/message.hpp"
+#include "mailnet/store/message.hpp"
 
 #include <mimetic/mimetic.h>
 

@@ -1,6 +1,6 @@
 // passwd_file_test.cpp: the Dovecot passwd-file authenticator (schemes, bare crypt hashes,
 // rejected lines, reload on change, concurrency) and secrets_equal.
-#include "mailnet/auth.hpp"
+#include "mailnet/auth/auth.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // store_functions_test.cpp: the storage hooks as std::function slots: the defaults (every
 // mailbox empty, deletions refused), the in-process lock table, each slot called as given.
-#include "mailnet/store.hpp"
+#include "mailnet/store/store.hpp"
 
 #include <gtest/gtest.h>
 

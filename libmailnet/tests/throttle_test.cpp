@@ -1,6 +1,6 @@
 // throttle_test.cpp: failed logins per peer address: delays grow within the window, are
 // capped, are forgotten after it, and the table stays bounded under a flood of addresses.
-#include "mailnet/throttle.hpp"
+#include "mailnet/auth/throttle.hpp"
 
 #include <gtest/gtest.h>
 

@@ -9,11 +9,11 @@
 #include <cstdio>
 #include <iostream>
 
-#include "mailnet/auth.hpp"
+#include "mailnet/auth/auth.hpp"
 #include "mailnet/net/server.hpp"
 #include "mailnet/net/tls.hpp"
 #include "mailnet/pop3d/server.hpp"
-#include "mailnet/store.hpp"
+#include "mailnet/store/store.hpp"
 #include "mailnet/version.hpp"
 
 namespace {

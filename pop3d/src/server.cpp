@@ -20,7 +20,7 @@
 #include <variant>
 
 #include "mailnet/dot_stuffing.hpp"
-#include "mailnet/throttle.hpp"
+#include "mailnet/auth/throttle.hpp"
 
 namespace mailnet::pop3 {
 namespace {

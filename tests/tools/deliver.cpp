@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "mailnet/store.hpp"
+#include "mailnet/store/store.hpp"
 
 int main(int argc, char** argv) {
     if (argc < 4) {

@@ -1,7 +1,7 @@
 // main.cpp: delivers a message into a memory store, lists the mailbox as a POP3 session
 // would see it, and prints the message back through the line reader.
 #include <mailnet/line_reader.hpp>
-#include <mailnet/store.hpp>
+#include <mailnet/store/store.hpp>
 
 #include <iostream>
 #include <string>

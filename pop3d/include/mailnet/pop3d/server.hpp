@@ -12,12 +12,12 @@
 #include <asio/io_context.hpp>
 #include <asio/ssl/context.hpp>
 
-#include "mailnet/auth.hpp"
+#include "mailnet/auth/auth.hpp"
 #include "mailnet/error.hpp"
 #include "mailnet/log.hpp"
 #include "mailnet/net/server.hpp"
 #include "mailnet/pop3d/session.hpp"
-#include "mailnet/store.hpp"
+#include "mailnet/store/store.hpp"
 
 namespace mailnet::pop3 {
 

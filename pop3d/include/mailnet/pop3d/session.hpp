@@ -12,9 +12,9 @@
 #include <variant>
 #include <vector>
 
-#include "mailnet/auth.hpp"
+#include "mailnet/auth/auth.hpp"
 #include "mailnet/line_reader.hpp"
-#include "mailnet/store.hpp"
+#include "mailnet/store/store.hpp"
 
 namespace mailnet::pop3 {
 

@@ -1,4 +1,4 @@
-// mailnet/store.hpp: the storage interface (DESIGN.md "pluggable interfaces") and the two
+// mailnet/store/store.hpp: the storage interface (DESIGN.md "pluggable interfaces") and the two
 // stores: Maildir on disk (the default) and memory (for embedding and tests).
 #pragma once
 
@@ -17,7 +17,7 @@
 
 #include "mailnet/error.hpp"
 #include "mailnet/log.hpp"
-#include "mailnet/message.hpp"
+#include "mailnet/store/message.hpp"
 
 namespace mailnet {
 

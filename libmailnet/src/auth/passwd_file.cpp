@@ -1,6 +1,6 @@
 // passwd_file.cpp: the Dovecot passwd-file authenticator (DESIGN.md "On disk", users file):
 // `name:{SCHEME}secret[:...]`, PLAIN and crypt(3) schemes via libxcrypt's crypt_rn, reloaded on change.
-#include "mailnet/auth.hpp"
+#include "mailnet/auth/auth.hpp"
 
 #include <crypt.h>
 #include <fcntl.h>

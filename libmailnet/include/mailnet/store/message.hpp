@@ -1,4 +1,4 @@
-// mailnet/message.hpp: the message handle. Octets as a stream (no whole copy for RETR, TOP
+// mailnet/store/message.hpp: the message handle. Octets as a stream (no whole copy for RETR, TOP
 // or DATA), the header block on demand, and a lazily parsed mimetic::MimeEntity.
 #pragma once
 

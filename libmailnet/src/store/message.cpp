@@ -1,6 +1,6 @@
 // message.cpp: the message handle and its sources (a file read with pread, shared bytes);
 // the header block (RFC 5322 2.1: headers end at the first empty line) and lazy MIME parsing.
-#include "mailnet/message.hpp"
+#include "mailnet/store/message.hpp"
 
 #include <mimetic/mimetic.h>
 

@@ -1,4 +1,4 @@
-// mailnet/throttle.hpp: failed logins counted per peer address, so a guesser that opens a new
+// mailnet/auth/throttle.hpp: failed logins counted per peer address, so a guesser that opens a new
 // connection for every try still slows down (DESIGN.md "Limits": failed logins; RFC 1939 13).
 #pragma once
 

@@ -1,6 +1,6 @@
 // maildir_store.cpp: the Maildir store (DESIGN.md "On disk"; the Maildir format of qmail's
 // maildir(5) and Dovecot's extensions ,S= ,W= and :2,<flags>); POP3 locking (RFC 1939 8).
-#include "mailnet/store.hpp"
+#include "mailnet/store/store.hpp"
 
 #include "mailnet/dot_stuffing.hpp"
 

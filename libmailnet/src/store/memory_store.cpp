@@ -1,6 +1,6 @@
 // memory_store.cpp: the store in memory (embedding, tests), with the Maildir store's semantics:
 // one lock per mailbox, delivery order, seen flags, deletions only at commit (RFC 1939 6).
-#include "mailnet/store.hpp"
+#include "mailnet/store/store.hpp"
 
 #include "mailnet/dot_stuffing.hpp"
 

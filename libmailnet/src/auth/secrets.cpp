@@ -1,8 +1,8 @@
 // secrets.cpp: constant-time comparison of secrets (DESIGN.md "Rules": secrets are compared
 // in constant time by comparing digests), used for PLAIN passwords and crypt(3) outputs; and
 // the open-mode authenticator of a test mail server (DESIGN.md "On disk", mailnetd).
-#include "mailnet/auth.hpp"
-#include "mailnet/store.hpp"
+#include "mailnet/auth/auth.hpp"
+#include "mailnet/store/store.hpp"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

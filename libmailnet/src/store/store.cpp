@@ -1,6 +1,6 @@
 // store.cpp: what every store shares: deliver(), the one mailbox-name encoding, the mailbox
 // of an SMTP address and the UIDL of a Maildir base name (RFC 1939 7; RFC 4648 6 base32).
-#include "mailnet/store.hpp"
+#include "mailnet/store/store.hpp"
 
 #include <openssl/evp.h>
 

@@ -1,4 +1,4 @@
-// mailnet/auth.hpp: the authentication interface (DESIGN.md) and the Dovecot passwd-file
+// mailnet/auth/auth.hpp: the authentication interface (DESIGN.md) and the Dovecot passwd-file
 // backend (schemes PLAIN, SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT via libxcrypt crypt_rn).
 #pragma once
 

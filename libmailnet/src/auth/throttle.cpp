@@ -1,5 +1,5 @@
 // throttle.cpp: failed logins per peer address within a window (DESIGN.md "Limits").
-#include "mailnet/throttle.hpp"
+#include "mailnet/auth/throttle.hpp"
 
 #include <algorithm>
 #include <vector>
