@@ -25,6 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (size < 4) return 0;
     using namespace mailnet;
     using namespace mailnet::pop3;
+    namespace act = mailnet::pop3::act;
     chooser pick{std::string_view(reinterpret_cast<const char*>(data), 4)};
     std::string_view input(reinterpret_cast<const char*>(data) + 4, size - 4);
     const unsigned flags = pick.take();
@@ -59,11 +60,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (std::holds_alternative<act::need_input>(a)) {
                 if (outstanding == 0) break;
                 for (; outstanding > 0; --outstanding)
-                    s.resume(retrieve_result{answer % 7 == 0 ? make_error_code(errc::io_error) : std::error_code{}});
+                    s.streamed(answer % 7 == 0 ? make_error_code(errc::io_error) : std::error_code{});
                 continue;  // a deferred RSET/LAST/QUIT may now go on
             }
             if (auto* out = std::get_if<act::send>(&a)) {
                 if (out->octets.empty()) std::abort();
+                // Output leaves the core in bounded pieces (DESIGN.md "Layers" 1).
+                if (out->octets.size() > max_pending_output_octets + 1024) std::abort();
                 sent += out->octets.size();
             } else if (std::holds_alternative<act::authenticate>(a) || std::holds_alternative<act::authenticate_apop>(a)) {
                 s.resume(answer % 3 == 0 ? auth_result::ok("u", "u") : answer % 3 == 1 ? auth_result::fail()
@@ -73,11 +76,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 if (answer % 4 == 0) r.error = make_error_code(errc::mailbox_in_use);
                 for (unsigned i = 0; i < answer % 5; ++i) r.messages.push_back({"id" + std::to_string(i), i * 10, "u" + std::to_string(i), (answer & i) != 0});
                 s.resume(std::move(r));
-            } else if (std::holds_alternative<act::retrieve>(a)) {
+            } else if (std::holds_alternative<act::stream_message>(a)) {
                 if (lazy_retrieve)
                     ++outstanding;
                 else
-                    s.resume(retrieve_result{answer % 7 == 0 ? make_error_code(errc::io_error) : std::error_code{}});
+                    s.streamed(answer % 7 == 0 ? make_error_code(errc::io_error) : std::error_code{});
             } else if (auto* c = std::get_if<act::commit>(&a)) {
                 commit_result r;
                 r.errors.resize(c->deleted.size());

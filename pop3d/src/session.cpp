@@ -6,7 +6,7 @@
 #include <cctype>
 #include <limits>
 
-#include "mailnet/base64.hpp"
+#include "mailnet/auth/sasl.hpp"
 
 namespace mailnet::pop3 {
 namespace {
@@ -80,13 +80,21 @@ void session::feed(std::string_view octets) {
 
 action session::next() {
     while (actions_.empty() && waiting_ == wait::none && state_ != state::closed) {
+        // A long listing goes out piece by piece, and no input line is taken while output is
+        // pending past the bound: the runner writes it first (DESIGN.md "Layers" 1).
+        if (listing_) {
+            continue_listing();
+            if (out_.size() >= max_pending_output_octets / 4) break;
+            continue;
+        }
+        if (out_.size() >= max_pending_output_octets) break;
         const auto s = reader_.next();
         if (s == line_reader::status::need_more) break;
         if (s == line_reader::status::too_long) {
             if (sasl_pending_) {
                 sasl_pending_ = false;
                 reader_.set_limit(limits_.max_command_octets);
-                login_failed("SASL response too long");
+                login_failed({}, "SASL response too long", "SASL response too long");
             } else {
                 bad_command("line too long");
             }
@@ -198,11 +206,12 @@ std::optional<std::size_t> session::message_arg(std::string_view arg, bool allow
     return index;
 }
 
-void session::login_failed(std::string_view reason) {
+void session::login_failed(std::string_view user, std::string_view reason, std::string_view reply) {
     ++failed_logins_;
-    // RFC 1939 4 / 13: a delay after a failed login slows down password guessing.
-    if (limits_.auth_failure_delay.count() > 0) emit(act::delay{limits_.auth_failure_delay});
-    err("[AUTH] " + std::string(reason));
+    // RFC 1939 4 / 13: a delay after a failed login slows down password guessing; the runner
+    // logs every failure, whatever its way in (fail2ban-style monitoring sees them all).
+    emit(act::login_failed{std::string(user), std::string(reason), limits_.auth_failure_delay});
+    err("[AUTH] " + std::string(reply));
     if (failed_logins_ >= limits_.max_failed_logins) {
         err("too many failed logins, closing");
         emit(act::close{});
@@ -236,6 +245,7 @@ void session::cmd_pass(std::string_view arg) {
         return;
     }
     // RFC 1939 7: the password is the rest of the line and may contain spaces.
+    last_user_ = pending_user_;
     emit(act::authenticate{credentials{std::exchange(pending_user_, {}), std::string(arg)}});
     waiting_ = wait::auth;
 }
@@ -264,6 +274,7 @@ void session::cmd_apop(std::string_view arg) {
     }
     std::string lower(digest);
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    last_user_ = name;
     emit(act::authenticate_apop{std::string(name), config_.apop_timestamp, std::move(lower)});
     waiting_ = wait::auth;
 }
@@ -289,7 +300,7 @@ void session::cmd_auth(std::string_view arg) {
         reader_.set_limit(limits_.max_sasl_octets);
         return;
     }
-    finish_sasl(initial == "=" ? std::string_view{} : initial);
+    finish_sasl(initial);
 }
 
 void session::finish_sasl(std::string_view response) {
@@ -302,27 +313,15 @@ void session::finish_sasl(std::string_view response) {
         bad_command("authentication cancelled");
         return;
     }
-    // A malformed response is a failed login (as in Dovecot): delayed and counted.
-    const auto decoded = base64_decode(response);
-    if (!decoded) {
-        login_failed("invalid base64 in SASL response");
+    // A malformed response is a failed login (as in Dovecot): delayed, counted and logged.
+    auto decoded = decode_sasl_plain(response);
+    if (auto* refused = std::get_if<sasl_refusal>(&decoded)) {
+        // The reply names a syntax problem, never whether a name or password was right.
+        login_failed(refused->user, refused->reason, refused->user.empty() ? refused->reason : "authentication failed");
         return;
     }
-    // RFC 4616 2: [authzid] NUL authcid NUL passwd
-    const auto first = decoded->find('\0');
-    const auto second = first == std::string::npos ? first : decoded->find('\0', first + 1);
-    if (second == std::string::npos || decoded->find('\0', second + 1) != std::string::npos) {
-        login_failed("malformed SASL PLAIN response");
-        return;
-    }
-    const std::string authzid = decoded->substr(0, first);
-    std::string authcid = decoded->substr(first + 1, second - first - 1);
-    std::string passwd = decoded->substr(second + 1);
-    if (!authzid.empty() && authzid != authcid) {
-        login_failed();  // no proxy authorization
-        return;
-    }
-    emit(act::authenticate{credentials{std::move(authcid), std::move(passwd)}});
+    last_user_ = std::get<credentials>(decoded).user;
+    emit(act::authenticate{std::move(std::get<credentials>(decoded))});
     waiting_ = wait::auth;
 }
 
@@ -330,7 +329,7 @@ void session::resume(const auth_result& r) {
     if (waiting_ != wait::auth) return;
     waiting_ = wait::none;
     switch (r.outcome) {
-        case auth_result::status::fail: login_failed(); return;
+        case auth_result::status::fail: login_failed(last_user_, "wrong name or password"); return;
         case auth_result::status::tempfail: err("[SYS/TEMP] authentication backend unavailable, try later"); return;
         case auth_result::status::ok: break;
     }
@@ -457,11 +456,7 @@ void session::cmd_list(std::string_view arg) {
         return;
     }
     ok("scan listing follows");
-    for (std::size_t i = 0; i < messages_.size(); ++i) {
-        if (marks_[i].deleted) continue;
-        reply(std::to_string(i + 1) + " " + std::to_string(messages_[i].octets));
-    }
-    reply(".");
+    listing_ = listing{false, 0};
 }
 
 void session::cmd_uidl(std::string_view arg) {
@@ -470,19 +465,33 @@ void session::cmd_uidl(std::string_view arg) {
         return;
     }
     ok("unique-id listing follows");
-    for (std::size_t i = 0; i < messages_.size(); ++i) {
-        if (marks_[i].deleted) continue;
-        reply(std::to_string(i + 1) + " " + messages_[i].uidl);
+    listing_ = listing{true, 0};
+}
+
+void session::continue_listing() {
+    // One piece: next() hands it out before the next, so 100,000 lines never sit in one string.
+    auto& l = *listing_;
+    const std::size_t piece = max_pending_output_octets / 4;
+    for (; l.next < messages_.size() && out_.size() < piece; ++l.next) {
+        if (marks_[l.next].deleted) continue;
+        out_ += std::to_string(l.next + 1);
+        out_ += ' ';
+        out_ += l.uidl ? messages_[l.next].uidl : std::to_string(messages_[l.next].octets);
+        out_ += "\r\n";
     }
-    reply(".");
+    if (l.next == messages_.size()) {
+        reply(".");
+        listing_.reset();
+    }
 }
 
 void session::cmd_retr(std::string_view arg) {
     const auto i = message_arg(arg);
     if (!i) return;
     retrievals_.push_back({*i, true});
-    emit(act::retrieve{messages_[*i].id, std::nullopt, "+OK " + std::to_string(messages_[*i].octets) + " octets\r\n",
-                       *i + 1});
+    emit(act::stream_message{messages_[*i].id, std::nullopt,
+                             "+OK " + std::to_string(messages_[*i].octets) + " octets\r\n", messages_[*i].octets,
+                             *i + 1, &session::retrieve_error});
 }
 
 void session::cmd_top(std::string_view arg) {
@@ -495,7 +504,8 @@ void session::cmd_top(std::string_view arg) {
     const auto i = message_arg(msg);
     if (!i) return;
     retrievals_.push_back({*i, false});
-    emit(act::retrieve{messages_[*i].id, *lines, "+OK top of message follows\r\n", *i + 1});
+    emit(act::stream_message{messages_[*i].id, *lines, "+OK top of message follows\r\n", messages_[*i].octets,
+                             *i + 1, &session::retrieve_error});
 }
 
 std::string session::retrieve_error(std::size_t msn, std::error_code error) {
@@ -503,12 +513,12 @@ std::string session::retrieve_error(std::size_t msn, std::error_code error) {
     return "-ERR [SYS/TEMP] cannot read message " + std::to_string(msn) + ", try later\r\n";
 }
 
-void session::resume(const retrieve_result& r) {
+void session::streamed(std::error_code error) {
     if (retrievals_.empty()) return;
     const auto done = retrievals_.front();
     retrievals_.pop_front();
     // RFC 1939 has no seen flag; like Dovecot, RETR (not TOP) marks a message seen at QUIT.
-    if (!r.error && done.whole) marks_[done.index].retrieved = true;
+    if (!error && done.whole) marks_[done.index].retrieved = true;
     if (retrievals_.empty() && waiting_ == wait::retrievals) {
         waiting_ = wait::none;
         handle_line(std::exchange(deferred_line_, {}));

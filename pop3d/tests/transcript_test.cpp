@@ -19,6 +19,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace mailnet;
 using namespace mailnet::pop3;
+namespace act = mailnet::pop3::act;
 
 std::string unescape(std::string_view s) {
     std::string out;
@@ -52,7 +53,7 @@ struct transcript {
     limits lim;
     bool sequential = false;  // STLS or close mid-way: no whole-input pipelining
     bool unsplittable = false;  // the arrival time of bytes matters (pipelined after STLS)
-    bool lazy_retrieve = false;  // answer retrieves only when the session needs input, as the server does
+    bool lazy_retrieve = false;  // answer stream_message only when the session needs input, as the runner may
     std::vector<std::pair<char, std::string>> lines;  // 'C', 'S', 'A'
 };
 
@@ -100,7 +101,7 @@ std::string describe(const action& a) {
         if constexpr (std::is_same_v<T, act::authenticate>) return "authenticate " + x.creds.user + " " + x.creds.password;
         else if constexpr (std::is_same_v<T, act::authenticate_apop>) return "apop " + x.user + " " + x.timestamp + " " + x.digest;
         else if constexpr (std::is_same_v<T, act::open_mailbox>) return "open_mailbox " + x.mailbox;
-        else if constexpr (std::is_same_v<T, act::retrieve>)
+        else if constexpr (std::is_same_v<T, act::stream_message>)
             return "retrieve " + x.id + (x.top_lines ? " top " + std::to_string(*x.top_lines) : "");
         else if constexpr (std::is_same_v<T, act::commit>) {
             std::string s = "commit deleted=";
@@ -110,7 +111,9 @@ std::string describe(const action& a) {
             return s;
         }
         else if constexpr (std::is_same_v<T, act::start_tls>) return "start_tls";
-        else if constexpr (std::is_same_v<T, act::delay>) return "delay " + std::to_string(x.duration.count());
+        else if constexpr (std::is_same_v<T, act::login_failed>)
+            return "login_failed " + (x.user.empty() ? std::string("-") : x.user) + ": " + x.reason +
+                   (x.delay.count() ? " (delay " + std::to_string(x.delay.count()) + ")" : "");
         else if constexpr (std::is_same_v<T, act::close>) return "close";
         else return "?";
     }, a);
@@ -151,42 +154,30 @@ private:
         return arrow == std::string::npos ? "" : e.substr(arrow + 4);
     }
 
-    // Lazy mode: replies after an unanswered retrieve wait behind it, as in the server.
-    void answer_queue() {
-        for (auto& [text, retr, answer] : queue_) {
-            if (!retr) sent(text);
-            else answer_retrieve(*retr, split_words(answer));
-        }
-        queue_.clear();
-    }
-
-    void answer_retrieve(const act::retrieve& r, const std::vector<std::string>& w) {
-        if (!w.empty() && w[0] == "ok") {
-            // The server writes the ok line, then the dot-stuffed message.
-            sent(r.ok_line + "<" + r.id + ">\r\n.\r\n");
-            s_.resume(retrieve_result{});
-        } else {
-            const auto ec = w.empty() || w[0] == "not_found" ? make_error_code(errc::not_found)
-                                                            : make_error_code(errc::io_error);
-            sent(session::retrieve_error(r.msn, ec));  // the server writes it in place
-            s_.resume(retrieve_result{ec});
-        }
+    // The runner writes a message's ok line and octets (or the error reply in its place) in
+    // action order, like every other output; only when it answers streamed() may vary.
+    void stream(const act::stream_message& r, const std::vector<std::string>& w) {
+        std::error_code ec;
+        if (w.empty() || w[0] != "ok")
+            ec = w.empty() || w[0] == "not_found" ? make_error_code(errc::not_found) : make_error_code(errc::io_error);
+        if (!ec) sent(r.ok_line + "<" + r.id + ">\r\n.\r\n");
+        else sent(r.error_reply(r.tag, ec));
+        if (t_.lazy_retrieve) unanswered_.push_back(ec);
+        else s_.streamed(ec);
     }
 
     void drain() {
         for (int guard = 0; guard < 100000; ++guard) {
             action a = s_.next();
             if (std::holds_alternative<act::need_input>(a)) {
-                if (queue_.empty()) return;
-                answer_queue();
+                if (unanswered_.empty()) return;
+                for (const auto& ec : std::exchange(unanswered_, {})) s_.streamed(ec);
                 continue;
             }
             if (auto* s = std::get_if<act::send>(&a)) {
-                if (queue_.empty()) sent(s->octets);
-                else queue_.push_back({s->octets, std::nullopt, {}});
+                sent(s->octets);
                 continue;
             }
-            if (!queue_.empty() && !std::holds_alternative<act::retrieve>(a)) answer_queue();
             const auto desc = describe(a);
             const auto answer = answer_for(desc);
             const auto w = split_words(answer);
@@ -211,9 +202,8 @@ private:
                     }
                 }
                 s_.resume(std::move(r));
-            } else if (auto* r = std::get_if<act::retrieve>(&a)) {
-                if (t_.lazy_retrieve) queue_.push_back({{}, *r, answer});
-                else answer_retrieve(*r, w);
+            } else if (auto* r = std::get_if<act::stream_message>(&a)) {
+                stream(*r, w);
             } else if (auto* c = std::get_if<act::commit>(&a)) {
                 commit_result cr;
                 for (const auto& id : c->deleted)
@@ -244,8 +234,7 @@ private:
     std::size_t pos_ = 0;
     std::string pending_;
     std::string errors_;
-    struct queued { std::string text; std::optional<act::retrieve> retr; std::string answer; };
-    std::vector<queued> queue_;
+    std::vector<std::error_code> unanswered_;  // lazy: streamed messages not yet answered
 };
 
 fs::path transcript_dir() { return fs::path(MAILNET_POP3D_TRANSCRIPTS); }

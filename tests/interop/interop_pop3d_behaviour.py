@@ -167,10 +167,31 @@ class Signals(Base):
             os.kill(srv.proc.pid, sig)
             self.assertEqual(srv.proc.wait(timeout=5), 0, f"exit status after {sig.name}")
 
-    def test_sigterm_lets_open_session_finish(self):
+    def test_sigterm_closes_idle_sessions_and_finishes_the_exchange_in_progress(self):
+        # DESIGN.md "Command lines": idle sessions close at once (no UPDATE: nothing is
+        # deleted), a RETR being sent finishes, a failed-login delay does not hold shutdown,
+        # and the process exits within a few seconds.
+        big = t.fill_maildir(os.path.join(self.store, "bob"), [("1mib", t.one_mib_message())])
+        t.write_users(self.users, {"alice": "secret", "bob": "bobpass", "carol": "pw"})
         srv = self.pop3d(tls=t.TestCA(self.d), implicit_tls=True)
-        p = self.login(srv.port)
-        uids = dict((int(n), u.decode()) for n, u in (ln.split(b" ", 1) for ln in p.uidl()[1]))
+        idle = self.login(srv.port)
+        self.assertTrue(idle.dele(2).startswith(b"+OK"))
+        # Mid-RETR: a client that has not read its 1 MiB message yet (small receive buffer).
+        s = socket.socket()
+        self.socks.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(TIMEOUT)
+        s.connect((t.HOST, srv.port))
+        s.sendall(b"USER bob\r\nPASS bobpass\r\nRETR 1\r\n")
+        time.sleep(0.5)
+        # Mid-delay: a failed login waits 2 s before its reply.
+        delayed = t.RawPop3(srv.port, timeout=TIMEOUT)
+        self.socks.append(delayed.sock)
+        delayed.read_greeting()
+        delayed.cmd("USER carol")
+        delayed.send(b"PASS wrong\r\n")
+        time.sleep(0.3)
+        t0 = time.monotonic()
         os.kill(srv.proc.pid, signal.SIGTERM)
 
         def refused():
@@ -182,39 +203,45 @@ class Signals(Base):
                     pass
             return True
         self.assertTrue(t.wait_until(refused, timeout=5), "both listeners close on SIGTERM")
-        self.assertIsNone(srv.proc.poll(), "still running while a session is open")
-        # The open session goes on, and its UPDATE state still runs.
-        self.assertEqual(p.stat()[0], len(self.stored))
-        _r, lines, _ = p.retr(1)
-        self.assertTrue(p.dele(2).startswith(b"+OK"))
-        self.assertTrue(p.quit().startswith(b"+OK"))
-        self.assertEqual(srv.proc.wait(timeout=5), 0, "exits 0 once the last session ended")
-        self.assertNotIn(uids[2], t.maildir_files(self.mdir), "QUIT's deletion happened")
+        # The idle session is closed without UPDATE.
+        with self.assertRaises((EOFError, ConnectionResetError, poplib.error_proto, OSError)):
+            idle.stat()
+        # The RETR in progress arrives whole, with its terminator.
+        got = b""
+        while not got.endswith(b"\r\n.\r\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        body = got.split(b" octets\r\n", 1)[1]
+        self.assertTrue(body.endswith(b"\r\n.\r\n"), "the message in flight was finished")
+        self.assertEqual(t.unstuff(body[:-5]) + b"\r\n", t.wire_form(big[0][2]))
+        self.assertEqual(srv.proc.wait(timeout=5), 0, "exits 0 once the exchange in progress ended")
+        self.assertLess(time.monotonic() - t0, 4, "a failed-login delay does not hold shutdown")
+        self.assertEqual(len(t.maildir_files(self.mdir)), len(self.stored), "no UPDATE for a closed idle session")
 
     def test_second_sigterm_kills_sessions(self):
+        # A client that reads nothing of its RETR holds the first shutdown (the exchange is
+        # in progress); a second signal closes it at once.
+        t.fill_maildir(os.path.join(self.store, "bob"), [("1mib", t.one_mib_message())])
+        t.write_users(self.users, {"alice": "secret", "bob": "bobpass"})
         srv = self.pop3d()
-        r = t.RawPop3(srv.port, timeout=TIMEOUT)
-        self.socks.append(r.sock)
-        r.read_greeting()
-        r.login()
-        self.assertTrue(r.cmd("DELE 1").startswith(b"+OK"))
+        s = socket.socket()
+        self.socks.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(TIMEOUT)
+        s.connect((t.HOST, srv.port))
+        s.sendall(b"USER bob\r\nPASS bobpass\r\n" + b"RETR 1\r\n" * 4)
+        time.sleep(0.5)
         os.kill(srv.proc.pid, signal.SIGTERM)
-        time.sleep(0.3)
-        self.assertIsNone(srv.proc.poll())
+        time.sleep(0.5)
+        self.assertIsNone(srv.proc.poll(), "the stalled RETR holds the first shutdown")
         os.kill(srv.proc.pid, signal.SIGTERM)
         try:
             status = srv.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.fail("a second SIGTERM must end the process")
         self.assertEqual(status, 0, "clean exit after closing the sessions")
-        r.sock.settimeout(5)
-        try:
-            rest = r.sock.recv(4096)
-        except ConnectionResetError:
-            rest = b""
-        self.assertFalse(rest.startswith(b"+OK"), rest)
-        self.assertEqual(len(t.maildir_files(self.mdir)), len(self.stored),
-                         "a killed session deletes nothing")
 
 
 class Limits(Base):

@@ -1,6 +1,6 @@
 // secrets.cpp: constant-time comparison of secrets (DESIGN.md "Rules": secrets are compared
 // in constant time by comparing digests), used for PLAIN passwords and crypt(3) outputs; and
-// the open-mode authenticator of a test mail server (DESIGN.md "On disk", mailnetd).
+// APOP digests (RFC 1939 7); the open-mode authenticator of a test mail server (DESIGN.md "On disk", mailnetd).
 #include "mailnet/auth/auth.hpp"
 #include "mailnet/store/store.hpp"
 
@@ -20,6 +20,33 @@ bool secrets_equal(std::string_view a, std::string_view b) noexcept {
     if (EVP_Digest(a.data(), a.size(), da, &la, sha256, nullptr) != 1) return false;
     if (EVP_Digest(b.data(), b.size(), db, &lb, sha256, nullptr) != 1) return false;
     return la == lb && la == 32 && CRYPTO_memcmp(da, db, la) == 0;
+}
+
+namespace {
+
+std::string md5_hex(std::string_view data) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(data.data(), data.size(), digest, &len, EVP_md5(), nullptr);
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned i = 0; i < len; ++i) {
+        out += hex[digest[i] >> 4];
+        out += hex[digest[i] & 15];
+    }
+    return out;
+}
+
+}  // namespace
+
+auth_result authenticator::authenticate_apop(const std::string& user, const std::string& timestamp,
+                                             const std::string& digest_hex) {
+    const auto secret = lookup(user);
+    // An unknown user costs the same digest and comparison (no user enumeration).
+    const std::string expected = md5_hex(timestamp + (secret ? *secret : std::string("\x01 no such user")));
+    if (!secrets_equal(expected, digest_hex) || !secret) return auth_result::fail();
+    // The backend names the account and its mailbox, as for a password login.
+    return authenticate(credentials{user, *secret});
 }
 
 namespace {

@@ -101,6 +101,16 @@ asio::awaitable<std::size_t> connection::read_some(asio::mutable_buffer buf, std
     co_return n;
 }
 
+asio::awaitable<std::size_t> connection::read_some_until(asio::mutable_buffer buf, std::error_code& ec,
+                                                         stream::clock::time_point deadline) {
+    stream_.set_deadline(deadline);
+    const std::size_t n = co_await stream_.read_some(buf, ec);
+    bytes_in_ += n;
+    co_return n;
+}
+
+std::chrono::seconds connection::idle_timeout() const noexcept { return owner_.options_.idle_timeout; }
+
 asio::awaitable<std::error_code> connection::write(asio::const_buffer buf) {
     stream_.set_deadline(stream::clock::now() + owner_.options_.idle_timeout);
     const auto ec = co_await stream_.write_all(buf);
@@ -110,6 +120,7 @@ asio::awaitable<std::error_code> connection::write(asio::const_buffer buf) {
 
 asio::awaitable<std::error_code> connection::start_tls() {
     if (!owner_.options_.tls) co_return make_error_code(errc::tls_error);
+    tls_ = true;
     co_return co_await stream_.server_handshake(*owner_.options_.tls, owner_.options_.tls_handshake_timeout);
 }
 
@@ -145,7 +156,7 @@ connection_info connection::info() const {
     }
     i.bytes_in = bytes_in_;
     i.bytes_out = bytes_out_;
-    i.tls = stream_.is_tls();
+    i.tls = tls_;
     i.started = started_;
     return i;
 }
@@ -185,7 +196,7 @@ result<void> server::listen(listen_spec spec) {
         }
         specs_.back().port = (*acceptor)->local_endpoint().port();
         acceptors_.emplace_back(specs_.back(), *acceptor);
-        asio::co_spawn(io_, accept_loop(*acceptor, specs_.back()), asio::detached);
+        asio::co_spawn(io_, accept_loop(shared_from_this(), *acceptor, specs_.back()), asio::detached);
     }
     return {};
 }
@@ -224,7 +235,8 @@ result<void> server::up() {
     for (std::size_t i = 0; i < specs_.size(); ++i) specs_[i].port = bound[i].second->local_endpoint().port();
     acceptors_ = std::move(bound);
     up_ = true;
-    for (auto& [spec, acceptor] : acceptors_) asio::co_spawn(io_, accept_loop(acceptor, spec), asio::detached);
+    for (auto& [spec, acceptor] : acceptors_)
+        asio::co_spawn(io_, accept_loop(shared_from_this(), acceptor, spec), asio::detached);
     return {};
 }
 
@@ -253,9 +265,12 @@ void server::destroy(destroy_mode mode, std::function<void()> on_gone) {
             if (auto c = weak.lock()) open.push_back(std::move(c));
         empty = registry_.empty();
     }
-    if (mode == destroy_mode::kill && !open.empty()) {
-        asio::dispatch(io_, [open = std::move(open)] {
-            for (auto& c : open) c->io().close();
+    if (!open.empty()) {
+        // kill: every connection now; defer: the idle ones now (DESIGN.md "Command lines":
+        // idle sessions close at once, the exchange in progress finishes).
+        asio::dispatch(io_, [open = std::move(open), mode] {
+            for (auto& c : open)
+                if (mode == destroy_mode::kill || c->idle_) c->io().close();
         });
     }
     if (empty) {
@@ -304,8 +319,14 @@ std::optional<connection_info> server::connection_state(std::uint64_t id) const 
     return c->info();
 }
 
-asio::awaitable<void> server::accept_loop(std::shared_ptr<asio::ip::tcp::acceptor> acceptor, listen_spec spec) {
-    auto self = shared_from_this();
+asio::awaitable<void> server::accept_loop(std::shared_ptr<server> self,
+                                          std::shared_ptr<asio::ip::tcp::acceptor> acceptor, listen_spec spec) {
+    auto& io_ = self->io_;
+    auto& options_ = self->options_;
+    auto& mutex_ = self->mutex_;
+    auto& registry_ = self->registry_;
+    auto& per_peer_ = self->per_peer_;
+    auto& next_id_ = self->next_id_;
     asio::steady_timer backoff(io_);
     while (acceptor->is_open()) {
         auto [ec, socket] = co_await acceptor->async_accept(use_tuple);
@@ -327,7 +348,7 @@ asio::awaitable<void> server::accept_loop(std::shared_ptr<asio::ip::tcp::accepto
         {
             std::lock_guard lock(mutex_);
             const bool exempt = options_.loopback_exempt && is_loopback(peer.address());
-            if (stopping_) {
+            if (self->stopping_) {
                 // destroy() raced this accept: refuse below.
             } else if (registry_.size() >= options_.max_connections) {
                 options_.log(log_level::warning, "connection limit reached; refusing " + endpoint_text(peer));
@@ -335,21 +356,21 @@ asio::awaitable<void> server::accept_loop(std::shared_ptr<asio::ip::tcp::accepto
                 options_.log(log_level::warning, "per-address limit reached; refusing " + endpoint_text(peer));
             } else {
                 const auto id = next_id_++;
-                c = std::make_shared<connection>(*this, id, spec, std::move(socket));
+                c = std::make_shared<connection>(*self, id, spec, std::move(socket));
                 registry_.emplace(id, c);
                 ++per_peer_[peer.address()];
             }
         }
         if (!c) {
-            if (spec.implicit_tls && options_.tls && refusing_tls_ < max_refusing_tls)
-                asio::co_spawn(io_, refuse_over_tls(std::move(socket)), asio::detached);
+            if (spec.implicit_tls && options_.tls && self->refusing_tls_ < max_refusing_tls)
+                asio::co_spawn(io_, refuse_over_tls(self, std::move(socket)), asio::detached);
             else
-                refuse(std::move(socket));
+                self->refuse(std::move(socket));
             continue;
         }
         options_.log(log_level::debug, spec.service + " connection " + std::to_string(c->id()) + " from " +
                                            endpoint_text(peer));
-        asio::co_spawn(io_, run_connection(std::move(c)), asio::detached);
+        asio::co_spawn(io_, run_connection(self, std::move(c)), asio::detached);
     }
 }
 
@@ -362,10 +383,12 @@ void server::refuse(asio::ip::tcp::socket socket) {
     socket.close(ec);
 }
 
-asio::awaitable<void> server::refuse_over_tls(asio::ip::tcp::socket socket) {
+asio::awaitable<void> server::refuse_over_tls(std::shared_ptr<server> self, asio::ip::tcp::socket socket) {
     // An implicit-TLS client understands nothing before the handshake: the busy reply goes
     // over TLS, within a short time limit, so it learns "try later" rather than "broken".
-    auto self = shared_from_this();
+    auto& refusing_tls_ = self->refusing_tls_;
+    auto& options_ = self->options_;
+    auto& busy_reply_ = self->busy_reply_;
     ++refusing_tls_;
     struct release {
         std::atomic<std::size_t>& n;
@@ -380,11 +403,12 @@ asio::awaitable<void> server::refuse_over_tls(asio::ip::tcp::socket socket) {
     s.close();
 }
 
-asio::awaitable<void> server::run_connection(std::shared_ptr<connection> c) {
-    auto self = shared_from_this();
+asio::awaitable<void> server::run_connection(std::shared_ptr<server> self, std::shared_ptr<connection> c) {
+    auto& options_ = self->options_;
     try {
         bool ready = true;
         if (c->listener_.implicit_tls) {
+            c->tls_ = true;
             const auto ec = co_await c->stream_.server_handshake(*options_.tls, options_.tls_handshake_timeout);
             if (ec) {
                 options_.log(log_level::info, c->listener_.service + " connection " + std::to_string(c->id_) +
@@ -392,15 +416,15 @@ asio::awaitable<void> server::run_connection(std::shared_ptr<connection> c) {
                 ready = false;
             }
         }
-        if (ready && !stopping_) {
-            co_await handler_(*c);
+        if (ready && !self->stopping_) {
+            co_await self->handler_(*c);
             co_await c->stream_.shutdown();
         }
     } catch (const std::exception& e) {
         options_.log(log_level::error, "connection " + std::to_string(c->id_) + ": " + e.what());
     }
     c->stream_.close();
-    connection_closed(c->id_);
+    self->connection_closed(c->id_);
 }
 
 void server::connection_closed(std::uint64_t id) {

@@ -44,8 +44,15 @@ public:
     /// The plain secret, for APOP and CRAM-style mechanisms; nullopt when the backend
     /// cannot give it (hashed entry, verify-only backend such as PAM or LDAP).
     virtual std::optional<std::string> lookup(std::string_view /*user*/) { return std::nullopt; }
-    /// Whether any entry could give plain secrets (APOP is offered only then).
+    /// Whether any entry could give plain secrets (APOP is offered only then). May read the
+    /// backend's files: servers ask once when they start, never per connection.
     virtual bool can_lookup() const { return false; }
+    /// APOP (RFC 1939 7): whether `digest_hex` (lowercase) is MD5(timestamp + secret), compared
+    /// in constant time. Default: lookup() the secret, compare, then authenticate() with it, so
+    /// the answer carries the backend's own account and mailbox like every other login; an
+    /// unknown user or an entry without a plain secret costs the same digest and fails.
+    virtual auth_result authenticate_apop(const std::string& user, const std::string& timestamp,
+                                          const std::string& digest_hex);
     /// Whether the user exists; never decides a reply (no user enumeration).
     virtual bool exists(std::string_view user) = 0;
 };

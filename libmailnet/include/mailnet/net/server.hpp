@@ -93,6 +93,11 @@ public:
 
     /// Reads some octets, waiting at most the idle timeout; 0 and an error at EOF/timeout.
     asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, std::error_code& ec);
+    /// Reads some octets, waiting until `deadline` at most (errc::timed_out then).
+    asio::awaitable<std::size_t> read_some_until(asio::mutable_buffer buf, std::error_code& ec,
+                                                 stream::clock::time_point deadline);
+    /// The idle timeout of the server.
+    std::chrono::seconds idle_timeout() const noexcept;
     /// Writes everything; a peer that reads nothing for the idle timeout is closed.
     asio::awaitable<std::error_code> write(asio::const_buffer buf);
     /// Upgrades to TLS in place (STLS/STARTTLS), with the handshake timeout.
@@ -106,6 +111,9 @@ public:
     void set_user(std::string_view user);
     /// True once the server is destroyed with defer: finish the exchange, then close.
     bool stopping() const noexcept;
+    /// Marks the connection idle (waiting for a new command, or in a failed-login delay):
+    /// destroy(defer) closes idle connections at once. I/O thread only.
+    void set_idle(bool idle) noexcept { idle_ = idle; }
     /// Whether a TLS context is configured (STLS/STARTTLS can be offered).
     bool tls_available() const noexcept;
     /// The server's log.
@@ -121,6 +129,8 @@ private:
     asio::ip::tcp::endpoint peer_;
     stream stream_;
     std::atomic<std::uint64_t> bytes_in_{0}, bytes_out_{0};
+    std::atomic<bool> tls_{false};  // for info() from other threads: the stream's own state is the I/O thread's
+    bool idle_ = false;
     std::chrono::system_clock::time_point started_;
     mutable std::mutex mutex_;  // guards state_ and user_ (read from other threads)
     std::string state_, user_;
@@ -170,10 +180,14 @@ public:
 private:
     friend class connection;
     server(asio::io_context& io, server_options options, session_handler handler, std::string busy_reply);
-    asio::awaitable<void> accept_loop(std::shared_ptr<asio::ip::tcp::acceptor> acceptor, listen_spec spec);
-    asio::awaitable<void> run_connection(std::shared_ptr<connection> c);
+    // The coroutines take their owner as a parameter: it is copied into the frame when the
+    // coroutine is created, so the server outlives every one of them (shared_from_this()
+    // inside the body would run only once the coroutine starts, possibly too late).
+    static asio::awaitable<void> accept_loop(std::shared_ptr<server> self,
+                                             std::shared_ptr<asio::ip::tcp::acceptor> acceptor, listen_spec spec);
+    static asio::awaitable<void> run_connection(std::shared_ptr<server> self, std::shared_ptr<connection> c);
     void refuse(asio::ip::tcp::socket socket);
-    asio::awaitable<void> refuse_over_tls(asio::ip::tcp::socket socket);
+    static asio::awaitable<void> refuse_over_tls(std::shared_ptr<server> self, asio::ip::tcp::socket socket);
     result<std::shared_ptr<asio::ip::tcp::acceptor>> bind(const listen_spec& spec);
     void connection_closed(std::uint64_t id);
 

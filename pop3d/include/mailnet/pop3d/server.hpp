@@ -36,6 +36,8 @@ struct server_config {
     bool allow_short_idle_timeout = false;           ///< accept an idle_timeout below 600 s (tests)
     std::chrono::seconds tls_handshake_timeout{30};
     std::size_t read_ahead_octets = 64 * 1024;       ///< pipelined input buffered at most
+    std::chrono::seconds line_timeout{60};           ///< a command line completes within this of its first octet
+    std::chrono::seconds login_timeout{120};         ///< AUTHORIZATION ends within this (logged in, or closed)
     std::chrono::seconds peer_failure_window{60};    ///< failed logins per peer counted this long
     limits session_limits;                           ///< command length, failed logins, delays
     log_sink log = stderr_log();
@@ -83,10 +85,5 @@ private:
     std::shared_ptr<net::server> base_;
     std::error_code build_error_;
 };
-
-/// APOP (RFC 1939 7): MD5(timestamp + secret) as lowercase hex, compared in constant time;
-/// an unknown user or a backend without secrets costs the same and fails.
-auth_result verify_apop(authenticator& auth, const std::string& user, const std::string& timestamp,
-                        const std::string& digest_hex);
 
 }  // namespace mailnet::pop3

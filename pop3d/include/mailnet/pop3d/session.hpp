@@ -12,6 +12,7 @@
 #include <variant>
 #include <vector>
 
+#include "mailnet/actions.hpp"
 #include "mailnet/auth/auth.hpp"
 #include "mailnet/line_reader.hpp"
 #include "mailnet/store/store.hpp"
@@ -45,50 +46,35 @@ enum class state { authorization, transaction, update, closed };
 std::string_view state_name(state s) noexcept;
 
 namespace act {
-/// Write these octets (one or more complete replies).
-struct send { std::string octets; };
+using mailnet::act::close;
+using mailnet::act::login_failed;
+using mailnet::act::need_input;
+using mailnet::act::send;
+using mailnet::act::start_tls;
+using mailnet::act::stream_message;
 /// Verify USER/PASS or SASL PLAIN credentials; answer with resume(auth_result).
 struct authenticate { credentials creds; };
-/// Verify APOP: MD5(timestamp + secret) == digest; answer with resume(auth_result).
+/// Verify APOP (the backend's authenticate_apop); answer with resume(auth_result).
 struct authenticate_apop { std::string user, timestamp, digest; };
-/// Lock the mailbox and take its snapshot; answer with resume(mailbox_result).
+/// Lock the mailbox and take its snapshot; answer with resume(mailbox_result). From then on,
+/// stream_message reads from this mailbox.
 struct open_mailbox { std::string mailbox; };
-/// Write `ok_line`, then the message (TOP: headers + `top_lines` body lines) dot-stuffed
-/// with its terminator; then answer with resume(retrieve_result). If the message cannot be
-/// opened, write session::retrieve_error(msn, error) instead. The session does not wait:
-/// several retrieves may be outstanding (a pipelined batch); answer them in order, and
-/// write their output in the order of the actions.
-struct retrieve {
-    std::string id;
-    std::optional<std::size_t> top_lines;
-    std::string ok_line;
-    std::size_t msn = 0;  ///< the message number, for retrieve_error
-};
 /// Delete and mark seen at QUIT (UPDATE state); answer with resume(commit_result).
 struct commit { std::vector<std::string> deleted, seen; };
-/// Upgrade to TLS now: drop buffered input, handshake, then call tls_started().
-struct start_tls {};
-/// Wait this long before going on (failed-login delay).
-struct delay { std::chrono::milliseconds duration; };
-/// Close the connection (after writing what was sent); the lock, if any, is released.
-struct close {};
-/// Nothing to do until more input is fed.
-struct need_input {};
 }  // namespace act
 
-/// One step the outside world performs for the session.
-using action = std::variant<act::need_input, act::send, act::authenticate, act::authenticate_apop,
-                            act::open_mailbox, act::retrieve, act::commit, act::start_tls, act::delay,
-                            act::close>;
+/// One step the outside world performs for the session. The output of send and
+/// stream_message goes out in the order of the actions (RETR/TOP are stream_message: several
+/// may be outstanding in a pipelined batch, each answered with streamed()).
+using action = std::variant<act::need_input, act::send, act::stream_message, act::authenticate,
+                            act::authenticate_apop, act::open_mailbox, act::commit, act::start_tls,
+                            act::login_failed, act::close>;
 
 /// The answer to open_mailbox.
 struct mailbox_result {
     std::error_code error;                 ///< errc::mailbox_in_use, or a store failure
     std::vector<message_info> messages;    ///< the snapshot, on success
 };
-
-/// The answer to retrieve.
-struct retrieve_result { std::error_code error; };
 
 /// The answer to commit: one error_code per deleted id.
 struct commit_result { std::vector<std::error_code> errors; };
@@ -97,6 +83,7 @@ struct commit_result { std::vector<std::error_code> errors; };
 /// the answers the actions ask for.
 class session {
 public:
+    using action = pop3::action;
     session(session_config config, limits lim = {});
 
     /// Queues the greeting; call once before the first next().
@@ -109,9 +96,10 @@ public:
     void resume(const auth_result& r);
     /// Answers act::open_mailbox.
     void resume(mailbox_result r);
-    /// Answers the oldest outstanding act::retrieve.
-    void resume(const retrieve_result& r);
-    /// The reply to write in place of a message that could not be read (RFC 3206 4).
+    /// Answers the oldest outstanding act::stream_message (RETR marks the message seen at QUIT
+    /// only when it was sent whole).
+    void streamed(std::error_code error);
+    /// The reply written in place of a message that could not be read (RFC 3206 4).
     static std::string retrieve_error(std::size_t msn, std::error_code error);
     /// Answers act::commit.
     void resume(const commit_result& r);
@@ -127,6 +115,11 @@ public:
     const std::string& mailbox() const noexcept { return mailbox_; }
     /// Octets of input buffered and not yet processed (the read-ahead limit counts them).
     std::size_t buffered() const noexcept { return reader_.buffered(); }
+    /// Output not yet handed out; no input line is taken while it is over
+    /// max_pending_output_octets (DESIGN.md "Layers" 1).
+    std::size_t pending_output() const noexcept { return out_.size(); }
+    /// The state's name, for connection listings.
+    std::string_view state_text() const noexcept { return state_name(state_); }
     /// Whether an answer is awaited (no input is processed meanwhile).
     bool waiting() const noexcept { return waiting_ != wait::none; }
 
@@ -144,7 +137,9 @@ private:
     std::string capabilities() const;
     // The message a numeric argument names, or nullopt after an -ERR reply.
     std::optional<std::size_t> message_arg(std::string_view arg, bool allow_deleted = false);
-    void login_failed(std::string_view reason = "authentication failed");
+    void login_failed(std::string_view user, std::string_view reason,
+                      std::string_view reply = "authentication failed");
+    void continue_listing();
     void finish_sasl(std::string_view response);
 
     void cmd_user(std::string_view arg);
@@ -182,6 +177,7 @@ private:
     std::string out_;               // replies not yet handed out as act::send
     std::deque<action> actions_;
     std::string pending_user_;      // after USER
+    std::string last_user_;         // the name of the login being checked, for the failure log
     std::size_t failed_logins_ = 0;
     std::size_t bad_commands_ = 0;
     std::string account_, mailbox_;
@@ -190,6 +186,8 @@ private:
     struct retrieval { std::size_t index; bool whole; };  // whole: RETR (marks seen), not TOP
     std::deque<retrieval> retrievals_;  // outstanding, oldest first
     std::string deferred_line_;         // RSET/LAST/QUIT waiting for the retrievals to settle
+    struct listing { bool uidl; std::size_t next; };
+    std::optional<listing> listing_;    // a LIST/UIDL being produced piece by piece
 };
 
 }  // namespace mailnet::pop3

@@ -1,0 +1,23 @@
+// mailnet/auth/sasl.hpp: SASL PLAIN responses (RFC 4616 2) as POP3 AUTH (RFC 5034) and SMTP
+// AUTH (RFC 4954) carry them, decoded once for every server. No Asio here.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "mailnet/auth/auth.hpp"
+
+namespace mailnet {
+
+/// Why a SASL PLAIN response was refused: the text goes into the failed-login log line.
+struct sasl_refusal {
+    std::string user;    ///< the authentication identity, when the response got that far
+    std::string reason;  ///< "invalid base64 in SASL response", ...
+};
+
+/// Decodes a base64 SASL PLAIN response ("=" or empty: no octets): [authzid] NUL authcid NUL
+/// passwd. An authzid other than the authcid is refused (no proxy authorization).
+std::variant<credentials, sasl_refusal> decode_sasl_plain(std::string_view base64);
+
+}  // namespace mailnet

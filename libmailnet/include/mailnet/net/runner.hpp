@@ -1,0 +1,178 @@
+// mailnet/net/runner.hpp: the one connection runner (DESIGN.md "Layers" 3). It drives any
+// sans-I/O protocol core over a connection: feeds it input, performs the actions every core
+// shares (mailnet/actions.hpp) and hands the others to the component's hooks.
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <variant>
+
+#include <asio/awaitable.hpp>
+
+#include "mailnet/actions.hpp"
+#include "mailnet/auth/throttle.hpp"
+#include "mailnet/net/server.hpp"
+
+namespace mailnet {
+class store;
+}
+
+namespace mailnet::net {
+
+/// What any core offers the runner. The core owns every ordering rule of its protocol: the
+/// runner writes the output of send and stream_message actions in the order they were taken,
+/// answers stream_message with streamed(), and never holds a queue of replies of its own.
+template <class Core>
+concept protocol_core = requires(Core c, const Core cc, std::string_view in, std::error_code ec) {
+    c.feed(in);                                          // input octets
+    { c.next() } -> std::same_as<typename Core::action>;  // the next action, need_input when idle
+    { cc.buffered() } -> std::convertible_to<std::size_t>;  // input octets fed and not yet used
+    c.streamed(ec);                                      // answers the oldest stream_message
+    c.tls_started();                                     // the handshake start_tls asked for is done
+    { cc.state_text() } -> std::convertible_to<std::string_view>;  // for connection listings
+};
+
+/// The runner's limits and parts (DESIGN.md "Limits").
+struct runner_options {
+    std::string protocol = "pop3";                    ///< in log lines
+    std::size_t read_ahead_octets = 64 * 1024;        ///< pipelined input buffered at most
+    std::chrono::seconds line_timeout{60};            ///< a command line completes within this of its first octet
+    std::chrono::seconds login_timeout{120};          ///< until logged_in(): AUTHORIZATION, or SMTP before MAIL with AUTH required
+    std::shared_ptr<login_throttle> throttle;         ///< failed logins per peer and per account; null: none
+    std::shared_ptr<mailnet::store> storage;          ///< where stream_message reads from; null: every message is gone
+};
+
+/// The type-erased view of a core the runner's compiled part uses.
+class core_port {
+public:
+    virtual ~core_port() = default;
+    virtual void feed(std::string_view octets) = 0;
+    virtual std::size_t buffered() const = 0;
+    virtual void streamed(std::error_code error) = 0;
+    virtual void tls_started() = 0;
+};
+
+/// One connection's runner: the write buffer, the read-ahead rule, the message producer on the
+/// blocking pool, the failed-login delay and TLS. Hooks use it to reach the pool and the log.
+class runner {
+public:
+    runner(connection& c, core_port& core, runner_options options);
+    ~runner();
+    runner(const runner&) = delete;
+    runner& operator=(const runner&) = delete;
+
+    /// Queues octets for the peer (written once enough is pending, or before any other action).
+    asio::awaitable<bool> perform(act::send& a);
+    /// Queues a message to stream (see act::stream_message).
+    asio::awaitable<bool> perform(act::stream_message& a);
+    /// Writes what is queued, then waits for input (within the idle, line and login limits) and
+    /// feeds it; false when the peer is gone, timed out, or the server stops and this is idle.
+    asio::awaitable<bool> perform(act::need_input& a);
+    /// Writes what is queued, then upgrades to TLS and tells the core; false on failure.
+    asio::awaitable<bool> perform(act::start_tls& a);
+    /// Logs, counts and waits (see act::login_failed); false if the peer left meanwhile.
+    asio::awaitable<bool> perform(act::login_failed& a);
+    /// Writes what is queued; false (the connection ends).
+    asio::awaitable<bool> perform(act::close& a);
+
+    /// Writes everything queued (replies and messages); false if the connection broke.
+    asio::awaitable<bool> drain();
+    /// Runs `work` on the blocking pool (auth and store calls) and resumes here with its result.
+    template <class F>
+    asio::awaitable<std::invoke_result_t<F&>> on_pool(F work) {
+        using R = std::invoke_result_t<F&>;
+        if constexpr (std::is_void_v<R>) {
+            co_await c_.run_blocking([&] { work(); });
+        } else {
+            std::optional<R> r;
+            co_await c_.run_blocking([&] { r.emplace(work()); });
+            co_return std::move(*r);
+        }
+    }
+    /// The mailbox stream_message reads from (after a POP3 login), or none.
+    void set_mailbox(std::string mailbox);
+    /// The login succeeded: the login deadline ends; `user` shows in connection listings.
+    void logged_in(std::string_view user);
+    /// The connection.
+    connection& conn() noexcept { return c_; }
+    /// The server's log.
+    const log_sink& log() const noexcept { return c_.log(); }
+    /// Ends any read still in flight (before the connection is shut down).
+    asio::awaitable<void> finish();
+
+    struct impl;  ///< implementation detail
+
+private:
+    connection& c_;
+    std::unique_ptr<impl> p_;
+};
+
+namespace detail {
+template <class T>
+concept shared_action = std::is_same_v<T, act::need_input> || std::is_same_v<T, act::send> ||
+                        std::is_same_v<T, act::stream_message> || std::is_same_v<T, act::start_tls> ||
+                        std::is_same_v<T, act::login_failed> || std::is_same_v<T, act::close>;
+
+template <protocol_core Core>
+class port final : public core_port {
+public:
+    explicit port(Core& core) : core_(core) {}
+    void feed(std::string_view octets) override { core_.feed(octets); }
+    std::size_t buffered() const override { return core_.buffered(); }
+    void streamed(std::error_code error) override { core_.streamed(error); }
+    void tls_started() override { core_.tls_started(); }
+
+private:
+    Core& core_;
+};
+}  // namespace detail
+
+/// Drives `core` over `c` until it closes or the connection ends. `hooks(action, core, runner)`
+/// performs the component's own actions (returning awaitable<bool>: false ends the connection);
+/// `hooks.finish(core, runner)` runs once at the end, before the last octets are written when the
+/// core closes (POP3 releases its mailbox there), and on every other way out too.
+template <protocol_core Core, class Hooks>
+asio::awaitable<void> run_connection(connection& c, Core& core, Hooks& hooks, runner_options options) {
+    detail::port<Core> p(core);
+    runner r(c, p, std::move(options));
+    bool finished = false;
+    std::exception_ptr failure;
+    try {
+        for (;;) {
+            c.set_state(core.state_text());
+            auto a = core.next();
+            if (std::holds_alternative<act::close>(a)) {
+                finished = true;
+                co_await hooks.finish(core, r);
+                co_await r.perform(std::get<act::close>(a));
+                break;
+            }
+            const bool go = co_await std::visit(
+                [&](auto& x) -> asio::awaitable<bool> {
+                    using T = std::decay_t<decltype(x)>;
+                    if constexpr (detail::shared_action<T>) {
+                        co_return co_await r.perform(x);
+                    } else {
+                        // A hook's answer may depend on what went before: write that first.
+                        if (!co_await r.drain()) co_return false;
+                        co_return co_await hooks(x, core, r);
+                    }
+                },
+                a);
+            if (!go) break;
+        }
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    if (!finished) co_await hooks.finish(core, r);
+    co_await r.finish();
+    if (failure) std::rethrow_exception(failure);
+}
+
+}  // namespace mailnet::net

@@ -1,0 +1,432 @@
+// runner.cpp: the connection runner (DESIGN.md "Layers" 3, "Limits"): bounded write buffer,
+// read-ahead while long output is written, messages streamed from the store on the blocking
+// pool (RFC 1939 3 dot-stuffing), failed-login delays, STLS/STARTTLS (RFC 2595 4, RFC 3207 4).
+#include "mailnet/net/runner.hpp"
+
+#include <openssl/ssl.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <optional>
+#include <variant>
+#include <vector>
+
+#include "mailnet/dot_stuffing.hpp"
+#include "mailnet/store/store.hpp"
+
+namespace mailnet::net {
+namespace {
+
+constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+
+// One blocking-pool hop per this much; under glibc's mmap threshold, so the buffer comes
+// from the heap (no mmap/munmap and page faults per RETR), uninitialised.
+constexpr std::size_t read_chunk_octets = 120 * 1024;
+constexpr std::size_t big_read_chunk_octets = 512 * 1024;  // for messages larger than the above
+constexpr std::size_t flush_octets = 256 * 1024;        // write when this much is pending
+constexpr std::size_t max_queued = 256;                 // queued replies and messages, at most
+constexpr std::size_t idle_buffer_octets = 16 * 1024;   // keep no more than this while idle
+
+// Octets waiting to be written. Unlike std::string, it grows without zero-filling what the
+// encoder is about to overwrite (a measurable share of a 1 MiB RETR).
+class wire_buffer {
+public:
+    char* room(std::size_t n) {
+        if (capacity_ - size_ < n) grow(size_ + n);
+        return data_.get() + size_;
+    }
+    void commit(std::size_t n) noexcept { size_ += n; }
+    void append(std::string_view s) {
+        std::memcpy(room(s.size()), s.data(), s.size());
+        size_ += s.size();
+    }
+    const char* data() const noexcept { return data_.get(); }
+    std::size_t size() const noexcept { return size_; }
+    bool empty() const noexcept { return size_ == 0; }
+    void clear() noexcept { size_ = 0; }
+    // Frees the storage if it is larger than `keep` and empty (idle sessions stay small).
+    void shrink(std::size_t keep) noexcept {
+        if (size_ == 0 && capacity_ > keep) {
+            data_.reset();
+            capacity_ = 0;
+        }
+    }
+
+private:
+    void grow(std::size_t need) {
+        const std::size_t cap = std::max({need, 2 * capacity_, std::size_t{256}});
+        auto bigger = std::make_unique_for_overwrite<char[]>(cap);
+        if (size_ > 0) std::memcpy(bigger.get(), data_.get(), size_);
+        data_ = std::move(bigger);
+        capacity_ = cap;
+    }
+    std::unique_ptr<char[]> data_;
+    std::size_t size_ = 0, capacity_ = 0;
+};
+
+// The one read a connection may have in flight, started in the background while output is
+// written or a delay runs, so neither ever waits on the peer's input (a partial TLS record,
+// or one without application data, completes no read). Shared with the reading coroutine.
+struct read_state {
+    explicit read_state(const asio::any_io_executor& ex) : event(ex) {}
+    asio::steady_timer event;  // cancelled when the read completes: the "done" signal
+    std::array<char, 4096> buf{};
+    std::size_t n = 0;
+    std::error_code ec;
+    bool active = false;  // a read is in flight
+    bool done = false;    // it completed and its result was not consumed yet
+};
+
+asio::awaitable<void> read_in_background(std::shared_ptr<read_state> st, connection& c) {
+    st->n = co_await c.read_some_until(asio::buffer(st->buf), st->ec, c.io().deadline());
+    st->active = false;
+    st->done = true;
+    st->event.cancel();
+}
+
+// Encodes stored octets into `to`, 64 KiB at a time (bounded growth of the buffer).
+void encode(dot_encoder& enc, std::string_view chunk, wire_buffer& to) {
+    constexpr std::size_t slice = 64 * 1024;
+    while (!chunk.empty() && !enc.done()) {
+        const auto piece = chunk.substr(0, slice);
+        const auto [used, written] = enc.encode_to(piece, to.room(dot_encoder::max_encoded(piece.size())));
+        to.commit(written);
+        chunk.remove_prefix(used);
+    }
+}
+
+}  // namespace
+
+struct runner::impl {
+    impl(connection& conn, core_port& port, runner_options opts)
+        : c(conn), core(port), o(std::move(opts)), rd(std::make_shared<read_state>(conn.io().get_executor())) {}
+
+    connection& c;
+    core_port& core;
+    runner_options o;
+    wire_buffer out;
+    wire_buffer spare;  // the next segment, made on the pool while `out` is written
+    std::vector<std::variant<std::string, act::stream_message>> queue;  // not yet written, in order
+    std::size_t queued_text = 0;   // octets of the strings in `queue`
+    std::size_t queued_messages = 0;
+    std::string mailbox;
+    std::shared_ptr<read_state> rd;
+    bool eof = false;              // the peer closed its side (or the read failed)
+    bool logged_in = false;
+    std::size_t answered = 0;      // streamed() calls so far
+    stream::clock::time_point started = stream::clock::now();
+    std::optional<stream::clock::time_point> line_started;  // a partial command line is buffered since
+
+    // ---- output ----------------------------------------------------------------------
+
+    asio::awaitable<bool> flush() {
+        if (out.empty()) co_return c.io().is_open();
+        const auto ec = co_await c.write(asio::buffer(out.data(), out.size()));
+        out.clear();
+        co_return !ec;
+    }
+
+    // Turns the queue (replies, messages) into wire octets, one segment of about flush_octets
+    // at a time, on the blocking pool: it opens, reads and dot-stuffs messages. The I/O thread
+    // writes one segment while the pool makes the next, so disk, encoding and network overlap,
+    // and a batch of small messages costs one pool hop per segment, not one per message.
+    // NOTE: the core is not touched on the pool (it is not thread-safe): finished messages are
+    // collected in `finished` and answered on the I/O thread after the hop.
+    struct producer {
+        std::size_t next = 0;                           // the next queue item to start
+        const act::stream_message* current = nullptr;   // the message being streamed
+        std::optional<message> msg;
+        std::optional<dot_encoder> enc;
+        std::optional<wire_size_counter> wire;          // RETR: what is sent, against what was announced
+        std::uint64_t stored = 0, read = 0;             // its stored octets, and how many were read
+        std::unique_ptr<char[]> buf;                    // read buffer, sized for the message
+        std::size_t buf_size = 0;
+        std::vector<std::error_code> finished;          // messages completed since the last hop, in order
+        bool broken = false;                            // failed after its ok line: close the connection
+
+        bool done(std::size_t items) const noexcept { return current == nullptr && next == items; }
+    };
+
+    void fail_message(producer& p, const std::string& why) {
+        // After the ok line only closing tells the client; the message is not answered as
+        // sent (POP3: not marked seen) and the session ends without UPDATE.
+        c.log()(log_level::error, o.protocol + " read error in " + log_text(p.current->id, 200) + ": " + why);
+        p.broken = true;
+    }
+
+    // On the pool: appends to `to` until it holds flush_octets or the queue is done.
+    void produce(producer& p, wire_buffer& to) {
+        while (to.size() < flush_octets && !p.broken) {
+            if (!p.current) {
+                if (p.next == queue.size()) return;
+                auto& item = queue[p.next++];
+                if (const auto* text = std::get_if<std::string>(&item)) {
+                    to.append(*text);
+                    continue;
+                }
+                const auto& r = std::get<act::stream_message>(item);
+                auto m = o.storage && !mailbox.empty() ? o.storage->open(mailbox, r.id)
+                                                       : result<message>(unexpected(errc::not_found));
+                if (!m) {
+                    c.log()(log_level::error, o.protocol + " cannot read " + log_text(r.id, 200) + ": " + m.error().message());
+                    if (r.error_reply) to.append(r.error_reply(r.tag, m.error()));
+                    p.finished.push_back(m.error());
+                    continue;
+                }
+                p.current = &r;
+                p.msg.emplace(std::move(*m));
+                p.enc.emplace(r.top_lines);
+                if (r.top_lines) p.wire.reset();
+                else p.wire.emplace();
+                p.stored = p.msg->stored_octets();
+                p.read = 0;
+                const std::size_t want = static_cast<std::size_t>(std::clamp<std::uint64_t>(
+                    p.stored, 1, p.stored > read_chunk_octets ? big_read_chunk_octets : read_chunk_octets));
+                if (p.buf_size < want || p.buf_size > 2 * want) {
+                    p.buf = std::make_unique_for_overwrite<char[]>(want);
+                    p.buf_size = want;
+                }
+                to.append(r.ok_line);
+            }
+            // Stream the current message: one chunk per pass, then see whether it is done.
+            if (!p.enc->done() && p.read < p.stored) {
+                // Never past the size the store opened it with, even if the file grew since.
+                const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(p.buf_size, p.stored - p.read));
+                auto got = p.msg->read(std::span<char>(p.buf.get(), want));
+                if (!got) return fail_message(p, got.error().message());
+                if (*got == 0) return fail_message(p, "the file is shorter than its " + std::to_string(p.stored) + " octets");
+                p.read += *got;
+                const std::string_view chunk(p.buf.get(), *got);
+                if (p.wire) p.wire->add(chunk);
+                encode(*p.enc, chunk, to);
+            }
+            if (p.enc->done() || p.read >= p.stored) {
+                // A RETR whose wire size differs from what LIST and the ok line announced (a
+                // file changed under us, or a name whose W= lies) must not end as if whole.
+                if (p.wire && p.wire->octets() != p.current->wire_octets)
+                    return fail_message(p, std::to_string(p.wire->octets()) + " wire octets, " +
+                                               std::to_string(p.current->wire_octets) + " announced");
+                to.commit(p.enc->finish_to(to.room(dot_encoder::finish_octets)));
+                p.finished.push_back({});
+                p.current = nullptr;
+                p.msg.reset();  // its descriptor closes now
+                p.enc.reset();
+            }
+        }
+    }
+
+    // Writes out the queue and what is buffered, taking in pipelined input between segments.
+    asio::awaitable<bool> drain() {
+        if (queue.empty()) co_return co_await flush();
+        producer p;
+        co_await c.run_blocking([&] { produce(p, out); });
+        for (;;) {
+            answered += p.finished.size();
+            for (const auto& ec : p.finished) core.streamed(ec);
+            p.finished.clear();
+            if (p.broken) co_return false;
+            if (p.done(queue.size())) break;
+            // `out` is full: write it while the pool makes the next segment in `spare`.
+            using namespace asio::experimental::awaitable_operators;
+            if (!co_await (flush() && c.run_blocking([&] { produce(p, spare); }))) co_return false;
+            std::swap(out, spare);  // flush() left `out` empty
+            take_input();
+        }
+        queue.clear();
+        queued_text = queued_messages = 0;
+        co_return co_await flush();
+    }
+
+    // ---- input -----------------------------------------------------------------------
+
+    // The deadline of a read now: the idle timeout, a partial line's own limit, the login limit.
+    stream::clock::time_point read_deadline() const {
+        const auto now = stream::clock::now();
+        auto at = now + c.idle_timeout();
+        if (line_started) at = std::min(at, *line_started + o.line_timeout);
+        if (!logged_in) at = std::min(at, started + o.login_timeout);
+        return at;
+    }
+
+    void start_read() {
+        if (rd->active || rd->done || eof) return;
+        rd->active = true;
+        rd->event.expires_at(asio::steady_timer::time_point::max());
+        c.io().set_deadline(read_deadline());
+        asio::co_spawn(c.io().get_executor(), read_in_background(rd, c), asio::detached);
+    }
+
+    // Feeds a completed read to the core; false at EOF or error.
+    bool consume() {
+        if (!rd->done) return !eof;
+        rd->done = false;
+        if (rd->ec || rd->n == 0) {
+            eof = true;
+            return false;
+        }
+        core.feed(std::string_view(rd->buf.data(), rd->n));
+        return true;
+    }
+
+    // Between segments of long output: takes what the peer pipelined, up to the read-ahead
+    // limit, without ever waiting for it, so a client that writes all its commands before
+    // reading never deadlocks, and one that writes slowly never stalls the output.
+    void take_input() {
+        consume();
+        if (eof || rd->active || core.buffered() >= o.read_ahead_octets) return;
+        std::error_code ec;
+        bool ready = c.io().socket().available(ec) > 0 && !ec;
+        if (SSL* ssl = c.io().native_ssl(); ssl && SSL_pending(ssl) > 0) ready = true;
+        if (ready) start_read();
+    }
+
+    asio::awaitable<void> wait_for_read() {
+        if (rd->active) co_await rd->event.async_wait(use_tuple);
+    }
+};
+
+runner::runner(connection& c, core_port& core, runner_options options)
+    : c_(c), p_(std::make_unique<impl>(c, core, std::move(options))) {}
+
+runner::~runner() = default;
+
+void runner::set_mailbox(std::string mailbox) { p_->mailbox = std::move(mailbox); }
+
+void runner::logged_in(std::string_view user) {
+    p_->logged_in = true;
+    c_.set_user(user);
+    c_.log()(log_level::info, p_->o.protocol + " login " + log_text(user) + " from " + c_.peer().address().to_string());
+}
+
+asio::awaitable<bool> runner::perform(act::send& a) {
+    auto& p = *p_;
+    if (!p.queue.empty()) {
+        p.queued_text += a.octets.size();
+        p.queue.emplace_back(std::move(a.octets));
+        if (p.queued_text >= max_pending_output_octets || p.queue.size() >= max_queued) co_return co_await p.drain();
+        co_return true;
+    }
+    p.out.append(a.octets);
+    if (p.out.size() >= flush_octets) co_return co_await p.flush();
+    co_return true;
+}
+
+asio::awaitable<bool> runner::perform(act::stream_message& a) {
+    auto& p = *p_;
+    p.queue.emplace_back(std::move(a));
+    ++p.queued_messages;
+    if (p.queue.size() >= max_queued) co_return co_await p.drain();
+    co_return true;
+}
+
+asio::awaitable<bool> runner::drain() { return p_->drain(); }
+
+asio::awaitable<bool> runner::perform(act::need_input&) {
+    auto& p = *p_;
+    const auto answered = p.answered;
+    if (!co_await p.drain()) co_return false;
+    // Answers may have released what the core held back (POP3: a deferred RSET/LAST/QUIT).
+    if (p.answered != answered) co_return true;
+    // An idle session keeps small buffers (DESIGN.md: memory per idle session).
+    p.out.shrink(idle_buffer_octets);
+    p.spare.shrink(0);
+    for (;;) {
+        if (p.rd->done) co_return p.consume();
+        if (p.eof) co_return false;
+        const bool idle = p.core.buffered() == 0;
+        if (idle) {
+            p.line_started.reset();
+            // Shutting down: an idle session closes at once (DESIGN.md "Command lines").
+            if (c_.stopping()) co_return false;
+        } else if (!p.line_started) {
+            p.line_started = stream::clock::now();
+        }
+        c_.set_idle(idle);
+        if (p.rd->active) {
+            c_.io().set_deadline(p.read_deadline());
+            co_await p.wait_for_read();
+        } else {
+            // The common case: read here, no background read needed.
+            p.rd->n = co_await c_.read_some_until(asio::buffer(p.rd->buf), p.rd->ec, p.read_deadline());
+            p.rd->done = true;
+        }
+        c_.set_idle(false);
+    }
+}
+
+asio::awaitable<bool> runner::perform(act::start_tls&) {
+    auto& p = *p_;
+    if (!co_await p.drain()) co_return false;
+    if (p.rd->active || p.rd->done) {
+        // Octets read after the STLS/STARTTLS command would be the handshake's: a client that
+        // sends anything then is not speaking TLS (RFC 2595 4, RFC 3207 4 discard them).
+        c_.log()(log_level::info, p.o.protocol + " connection " + std::to_string(c_.id()) +
+                                      ": input after the TLS upgrade command; closing");
+        co_return false;
+    }
+    if (const auto ec = co_await c_.start_tls()) {
+        c_.log()(log_level::info, p.o.protocol + " connection " + std::to_string(c_.id()) +
+                                      ": TLS handshake failed: " + ec.message());
+        co_return false;
+    }
+    p.core.tls_started();
+    co_return true;
+}
+
+asio::awaitable<bool> runner::perform(act::login_failed& a) {
+    auto& p = *p_;
+    if (!co_await p.drain()) co_return false;
+    c_.log()(log_level::info, p.o.protocol + " failed login for " + log_text(a.user) + " from " +
+                                  c_.peer().address().to_string() + ": " + a.reason);
+    if (a.delay.count() <= 0) co_return true;
+    // Recent failures from the same address, or against the same account from anywhere, add
+    // to the delay (DESIGN.md "Limits": failed logins).
+    auto delay = a.delay;
+    if (p.o.throttle) {
+        const auto now = login_throttle::clock::now();
+        const auto by_peer = p.o.throttle->failed(c_.peer().address().to_string(), now);
+        const auto by_account = a.user.empty() ? std::chrono::milliseconds(0)
+                                               : p.o.throttle->failed("account " + a.user, now);
+        delay += std::max(by_peer, by_account);
+    }
+    // Wait, but watch the peer: one that hangs up frees its slot now, not after the delay
+    // (DESIGN.md "Limits": slow peers); a shutdown ends the wait too.
+    asio::steady_timer t(c_.io().get_executor());
+    t.expires_after(delay);
+    using namespace asio::experimental::awaitable_operators;
+    for (;;) {
+        if (!p.consume()) co_return false;
+        if (c_.stopping()) co_return false;
+        if (p.core.buffered() < p.o.read_ahead_octets) p.start_read();
+        c_.set_idle(true);
+        const auto which = co_await (t.async_wait(use_tuple) || p.rd->event.async_wait(use_tuple));
+        c_.set_idle(false);
+        if (which.index() == 0) break;
+    }
+    co_return p.consume() || !p.eof;
+}
+
+asio::awaitable<bool> runner::perform(act::close&) {
+    co_await p_->drain();
+    co_return false;
+}
+
+asio::awaitable<void> runner::finish() {
+    auto& p = *p_;
+    if (p.rd->active) {
+        // A read still in flight would race the shutdown: end it (NOTE: over TLS the
+        // close_notify is then not sent; only a client that pipelined a partial line gets here).
+        c_.io().close();
+        co_await p.wait_for_read();
+    }
+}
+
+}  // namespace mailnet::net
