@@ -330,30 +330,61 @@ TEST(maildir_store, durable_delivery_creates_the_mailbox_with_fsync_on) {
     EXPECT_EQ(names_in(root / "other" / "new").size(), 1u);
 }
 
-TEST(maildir_store, a_mailbox_made_by_lock_is_durable_and_the_next_lock_fsyncs_nothing) {
+TEST(maildir_store, lock_never_creates_a_mailbox_and_a_missing_one_is_empty) {
+    // DESIGN.md: a login to an empty account is an empty snapshot; only delivery makes a
+    // mailbox, so logins (open mode: any name) leave nothing on disk.
     temp_dir d;
     auto o = options(d.path);
     o.fsync = true;
     auto s = open_store(o);
     const fs::path root = d.path / "store";
-    {
-        recording rec;
-        ASSERT_TRUE(s->lock("alice"));  // a POP3 login before any mail: the mailbox is made here
-        const auto syncs = rec.stop();
-        EXPECT_TRUE(synced_holding(syncs, root, {"alice"}));
-        EXPECT_TRUE(synced_holding(syncs, root / "alice", {"tmp", "new", "cur"}));
-    }
+    recording rec;
+    ASSERT_TRUE(s->lock("alice"));
+    EXPECT_EQ(s->lock("alice").error(), errc::mailbox_in_use) << "the in-process table still excludes";
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    EXPECT_TRUE(snap->empty());
+    EXPECT_TRUE(s->commit("alice", {}, {}).empty());
+    const std::vector<std::string> gone = {"1.M1P1.x"};
+    const auto r = s->commit("alice", gone, gone);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_FALSE(r[0]) << r[0].message();
     s->unlock("alice");
+    EXPECT_TRUE(rec.stop().empty()) << "nothing was made, so nothing was fsync'd";
+    EXPECT_TRUE(names_in(root).empty()) << "no directory, no lock file";
+    ASSERT_TRUE(s->lock("alice")) << "unlock released the table entry";
+    s->unlock("alice");
+}
+
+TEST(maildir_store, mail_arriving_after_a_lock_of_a_missing_mailbox_waits_for_the_next_session) {
+    // Without a mailbox there was no lock file to flock: another process's session may own
+    // what arrives, so this session's snapshot stays empty; the next lock takes the flock.
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    ASSERT_TRUE(s->lock("alice"));
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "late\n"));
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    EXPECT_TRUE(snap->empty());
+    s->unlock("alice");
+    ASSERT_TRUE(s->lock("alice"));
+    EXPECT_TRUE(fs::is_regular_file(d.path / "store" / "alice" / "mailnet-pop3.lock"));
+    auto next = s->snapshot("alice");
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->size(), 1u);
+    s->unlock("alice");
+}
+
+TEST(maildir_store, locking_an_existing_mailbox_fsyncs_nothing) {
+    temp_dir d;
+    auto o = options(d.path);
+    o.fsync = true;
+    auto s = open_store(o);
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "a\n"));
     recording rec;
     ASSERT_TRUE(s->lock("alice"));
     EXPECT_TRUE(rec.stop().empty());
     s->unlock("alice");
-    // A delivery into the mailbox lock() made: only new/ (what DESIGN.md asks of every delivery).
-    recording rec2;
-    ASSERT_TRUE(s->deliver(boxes({"alice"}), "a\n"));
-    const auto syncs = rec2.stop();
-    EXPECT_EQ(syncs.size(), 1u);
-    EXPECT_EQ(syncs_of(syncs, root / "alice" / "new").size(), 1u);
 }
 
 TEST(maildir_store, a_first_delivery_makes_the_mailbox_durable_and_the_next_fsyncs_only_new) {
@@ -540,10 +571,8 @@ TEST(maildir_store, a_failed_fsync_fails_the_delivery_and_leaves_nothing_anywher
         auto s = open_store(o);
         const fs::path root = d.path / "store";
         const auto targets = boxes({"alice", "bob", "carol"});
-        for (const auto& box : targets) {  // the mailboxes exist before the failing delivery
-            ASSERT_TRUE(s->lock(box));
-            s->unlock(box);
-        }
+        for (const auto& box : targets)  // the mailboxes exist before the failing delivery
+            for (const char* sub : {"tmp", "new", "cur"}) fs::create_directories(root / box / sub);
         {
             std::optional<fsync_failure> fail;
             if (failing < 3)
@@ -743,6 +772,7 @@ TEST(maildir_store, reads_a_maildir_written_by_dovecot_and_mutt) {
 TEST(maildir_store, two_processes_exclude_each_other_and_a_crash_releases_the_lock) {
     temp_dir d;
     auto s = open_store(options(d.path));
+    ASSERT_TRUE(s->deliver(boxes({"alice", "bob"}), "x\n"));  // flock needs a mailbox to hold its file
     std::array<int, 2> to_parent{}, to_child{};
     ASSERT_EQ(::pipe(to_parent.data()), 0);
     ASSERT_EQ(::pipe(to_child.data()), 0);
@@ -778,6 +808,7 @@ TEST(maildir_store, two_sessions_in_one_process_exclude_each_other) {
     temp_dir d;
     auto a = open_store(options(d.path));
     auto b = open_store(options(d.path));
+    ASSERT_TRUE(a->deliver(boxes({"alice"}), "x\n"));
     ASSERT_TRUE(a->lock("alice"));
     EXPECT_EQ(a->lock("alice").error(), errc::mailbox_in_use);
     EXPECT_EQ(b->lock("alice").error(), errc::mailbox_in_use);
@@ -790,7 +821,7 @@ TEST(maildir_store, two_sessions_in_one_process_exclude_each_other) {
     EXPECT_TRUE(fs::is_regular_file(d.path / "store" / "alice" / "mailnet-pop3.lock"));
     auto snap = a->snapshot("alice");
     ASSERT_TRUE(snap);
-    EXPECT_TRUE(snap->empty()) << "the lock file is no message";
+    EXPECT_EQ(snap->size(), 1u) << "the lock file is no message";
 }
 
 TEST(maildir_store, commit_deletes_only_the_given_ids) {

@@ -36,6 +36,38 @@ TEST(memory_store, one_lock_per_mailbox) {
     s->unlock("nobody");  // harmless
 }
 
+TEST(memory_store, lock_of_a_missing_mailbox_is_an_empty_session) {
+    // NOTE: that lock() adds no map entry is not visible through the interface; this shows
+    // what a session sees: the lock holds, the snapshot is empty, commit has nothing to do.
+    auto s = mailnet::make_memory_store();
+    ASSERT_TRUE(s->lock("nobody"));
+    EXPECT_EQ(s->lock("nobody").error(), errc::mailbox_in_use);
+    auto snap = s->snapshot("nobody");
+    ASSERT_TRUE(snap);
+    EXPECT_TRUE(snap->empty());
+    const std::vector<std::string> gone = {"m1"};
+    const auto r = s->commit("nobody", gone, gone);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_FALSE(r[0]);
+    s->unlock("nobody");
+    EXPECT_TRUE(s->lock("nobody"));
+    s->unlock("nobody");
+    // A mailbox emptied by commit behaves as one never delivered to.
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "x\n"));
+    auto a = s->snapshot("alice");
+    ASSERT_TRUE(a);
+    ASSERT_EQ(a->size(), 1u);
+    const std::vector<std::string> del = {(*a)[0].id};
+    EXPECT_FALSE(s->commit("alice", del, {})[0]);
+    auto after = s->snapshot("alice");
+    ASSERT_TRUE(after);
+    EXPECT_TRUE(after->empty());
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "y\n"));
+    auto again = s->snapshot("alice");
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->size(), 1u);
+}
+
 TEST(memory_store, snapshot_is_in_delivery_order_with_wire_sizes) {
     auto s = mailnet::make_memory_store();
     ASSERT_TRUE(s->deliver(boxes({"alice"}), "first\n"));

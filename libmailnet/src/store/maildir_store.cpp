@@ -423,13 +423,13 @@ public:
     maildir_store(const maildir_store&) = delete;
     maildir_store& operator=(const maildir_store&) = delete;
     ~maildir_store() override {
-        for (auto& [name, fd] : locks_) ::close(fd);
+        for (auto& [name, fd] : locks_)
+            if (fd >= 0) ::close(fd);
     }
 
     result<void> lock(std::string_view mailbox) override {
         if (mailbox.empty()) return unexpected(errc::bad_input);
         const std::string enc = encode_mailbox_name(mailbox);
-        if (auto r = ensure_mailbox(enc); !r) return unexpected(r.error());
         std::lock_guard guard(mutex_);
         // The table answers for sessions of this process; flock for the other processes. A
         // second flock from this process (another descriptor) would also fail, but the table
@@ -437,7 +437,15 @@ public:
         if (locks_.contains(enc)) return unexpected(errc::mailbox_in_use);
         const std::string path = dir_of(enc) + "/" + lock_file_name;
         unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-        if (fd.get() < 0) return unexpected(last_system_error());
+        if (fd.get() < 0) {
+            if (errno != ENOENT) return unexpected(last_system_error());
+            // O_CREAT says ENOENT only when the mailbox directory is missing. lock() never
+            // creates a mailbox (DESIGN.md: delivery does), or every login of open mode would
+            // leave a directory behind: the in-process table alone holds this lock, and the
+            // session's snapshot is empty (see snapshot()).
+            locks_.emplace(enc, -1);
+            return {};
+        }
         while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
             if (errno == EINTR) continue;
             if (errno == EWOULDBLOCK) return unexpected(errc::mailbox_in_use);
@@ -452,7 +460,7 @@ public:
         const std::string enc = encode_mailbox_name(mailbox);
         std::lock_guard guard(mutex_);
         if (auto it = locks_.find(enc); it != locks_.end()) {
-            ::close(it->second);
+            if (it->second >= 0) ::close(it->second);
             locks_.erase(it);
         }
         paths_.erase(enc);
@@ -461,6 +469,12 @@ public:
     result<std::vector<message_info>> snapshot(std::string_view mailbox) override {
         if (mailbox.empty()) return unexpected(errc::bad_input);
         const std::string enc = encode_mailbox_name(mailbox);
+        {
+            std::lock_guard guard(mutex_);
+            // A mailbox that was missing at lock() has no flock: a message delivered since
+            // could belong to another process's session, so this session sees none.
+            if (auto it = locks_.find(enc); it != locks_.end() && it->second < 0) return std::vector<message_info>{};
+        }
         auto files = scan(enc);
         if (!files) return unexpected(files.error());
 
@@ -662,8 +676,8 @@ private:
     }
 
     // Creates DIR/<enc>/{tmp,new,cur} as needed and, before returning, makes what it created
-    // durable (DESIGN.md "Delivery": DIR and DIR/<mailbox> fsync'd), whoever calls it: a
-    // delivery, or a POP3 lock() on a mailbox that has had no mail yet.
+    // durable (DESIGN.md "Delivery": DIR and DIR/<mailbox> fsync'd). Only a delivery calls
+    // it: lock() never creates a mailbox.
     // cur/ is made last and only after those fsyncs, so a mailbox that has cur/ was made
     // durable by whoever made cur/: the common case (all there) costs no fsync, and a
     // mailbox found half made (a racing creator still before its fsyncs, or a crash) is
@@ -776,7 +790,7 @@ private:
     bool folder_ = false;  // root_ is the one Maildir (open_maildir_folder)
     std::shared_ptr<std::atomic<std::uint64_t>> counter_ = std::make_shared<std::atomic<std::uint64_t>>(0);
     std::mutex mutex_;
-    std::map<std::string, int> locks_;  // encoded mailbox -> descriptor holding the flock
+    std::map<std::string, int> locks_;  // encoded mailbox -> descriptor holding the flock; -1: no mailbox at lock()
     // encoded mailbox -> base name -> "new/<name>" or "cur/<name>", from the last scan
     std::map<std::string, std::map<std::string, std::string, std::less<>>> paths_;
 };

@@ -22,13 +22,15 @@ struct stored_message {
 
 struct mailbox_state {
     std::vector<stored_message> messages;  // delivery order
-    bool locked = false;
 };
 
 // Shared with deliveries, so a delivery that outlives the store object stays valid.
 struct memory_state {
     std::mutex mutex;
-    std::map<std::string, mailbox_state, std::less<>> mailboxes;
+    std::map<std::string, mailbox_state, std::less<>> mailboxes;  // made by delivery only
+    // Locks apart from the mailboxes: lock() never creates a mailbox (DESIGN.md), so logins
+    // to empty accounts leave nothing behind once unlocked.
+    std::set<std::string, std::less<>> locked;
     std::uint64_t next_id = 1;
 };
 
@@ -72,15 +74,13 @@ public:
     result<void> lock(std::string_view mailbox) override {
         if (mailbox.empty()) return unexpected(errc::bad_input);
         std::lock_guard lock(state_->mutex);
-        auto& box = state_->mailboxes[std::string(mailbox)];
-        if (box.locked) return unexpected(errc::mailbox_in_use);
-        box.locked = true;
+        if (!state_->locked.emplace(mailbox).second) return unexpected(errc::mailbox_in_use);
         return {};
     }
 
     void unlock(std::string_view mailbox) noexcept override {
         std::lock_guard lock(state_->mutex);
-        if (auto it = state_->mailboxes.find(mailbox); it != state_->mailboxes.end()) it->second.locked = false;
+        if (auto it = state_->locked.find(mailbox); it != state_->locked.end()) state_->locked.erase(it);
     }
 
     result<std::vector<message_info>> snapshot(std::string_view mailbox) override {
@@ -118,6 +118,7 @@ public:
         // NOTE: an id that is already gone counts as deleted, as in the Maildir store.
         const std::set<std::string_view> doomed(deleted.begin(), deleted.end());
         std::erase_if(messages, [&](const stored_message& m) { return doomed.contains(m.id); });
+        if (messages.empty()) state_->mailboxes.erase(it);  // as if never delivered to: nothing grows
         return out;
     }
 

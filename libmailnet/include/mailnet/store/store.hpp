@@ -47,8 +47,9 @@ class store {
 public:
     virtual ~store() = default;
 
-    /// Takes the exclusive POP3 lock on a mailbox (created if missing); errc::mailbox_in_use
-    /// when another session holds it, any other error for a system failure.
+    /// Takes the exclusive POP3 lock on a mailbox; errc::mailbox_in_use when another session
+    /// holds it, any other error for a system failure. Never creates the mailbox (delivery
+    /// does): a missing one locks and its snapshot is empty.
     virtual result<void> lock(std::string_view mailbox) = 0;
     /// Releases the lock taken by lock().
     virtual void unlock(std::string_view mailbox) noexcept = 0;
