@@ -17,6 +17,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <regex>
@@ -928,6 +929,113 @@ TEST(maildir_store, reads_a_5_mib_message_back_in_small_chunks) {
     EXPECT_TRUE(read_message(*m, 1000) == text);
     ASSERT_TRUE(m->rewind());
     EXPECT_TRUE(read_message(*m, 4093) == text);
+}
+
+// open() on another thread, given `limit` to answer; a FIFO it waits on is then opened for
+// writing so the call returns and the test ends (failed) instead of hanging.
+mailnet::result<mailnet::message> open_within(mailnet::store& s, const std::string& id, const fs::path& fifo,
+                                              std::chrono::milliseconds limit = 5000ms) {
+    auto f = std::async(std::launch::async, [&s, id] { return s.open("alice", id); });
+    if (f.wait_for(limit) == std::future_status::timeout) {
+        ADD_FAILURE() << "open() still waiting after " << limit.count() << " ms";
+        const int w = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        auto r = f.get();
+        if (w >= 0) ::close(w);
+        return r;
+    }
+    return f.get();
+}
+
+TEST(maildir_store, a_message_file_replaced_by_a_fifo_directory_or_symlink_is_an_error_at_once) {
+    // DESIGN.md: a FIFO, a directory or a symlink where a message was is an error for that
+    // message (not errc::not_found: pop3d answers -ERR [SYS/TEMP]), never a wait, and a
+    // symlink is not followed out of the store.
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    for (const char* text : {"one\n", "two\n", "three\n"}) ASSERT_TRUE(s->deliver(boxes({"alice"}), text));
+    const fs::path outside = d.path / "outside";
+    write_file(outside, "secret\n");  // the same size, so only following the link would show it
+    ASSERT_TRUE(s->lock("alice"));
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 3u);
+    const fs::path box = d.path / "store" / "alice" / "new";
+    const std::string fifo_id = (*snap)[0].id, dir_id = (*snap)[1].id, link_id = (*snap)[2].id;
+    fs::remove(box / fifo_id);
+    ASSERT_EQ(::mkfifo((box / fifo_id).c_str(), 0600), 0);
+    fs::remove(box / dir_id);
+    fs::create_directory(box / dir_id);
+    fs::remove(box / link_id);
+    fs::create_symlink(outside, box / link_id);
+    for (const auto& id : {fifo_id, dir_id, link_id}) {
+        const auto start = std::chrono::steady_clock::now();
+        auto m = open_within(*s, id, box / fifo_id);
+        EXPECT_FALSE(m) << id << " opened: " << (m ? read_message(*m, 100) : "");
+        if (!m) {
+            EXPECT_NE(m.error(), errc::not_found) << id;
+        }
+        EXPECT_LT(std::chrono::steady_clock::now() - start, 1s) << id;
+    }
+    EXPECT_EQ(read_file(outside), "secret\n");
+    s->unlock("alice");
+}
+
+TEST(maildir_store, a_lock_file_that_is_a_fifo_or_a_symlink_fails_the_lock) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    ASSERT_TRUE(s->deliver(boxes({"alice", "bob"}), "x\n"));
+    const fs::path root = d.path / "store";
+    ASSERT_EQ(::mkfifo((root / "alice" / "mailnet-pop3.lock").c_str(), 0600), 0);
+    const fs::path outside = d.path / "outside-lock";
+    fs::create_symlink(outside, root / "bob" / "mailnet-pop3.lock");
+    for (const char* box : {"alice", "bob"}) {
+        auto r = s->lock(box);
+        EXPECT_FALSE(r) << box;
+        if (!r) {
+            EXPECT_NE(r.error(), errc::mailbox_in_use) << box << ": a system failure, not a busy mailbox";
+        }
+    }
+    EXPECT_FALSE(fs::exists(outside)) << "the symlink was not followed";
+}
+
+TEST(maildir_store, a_message_whose_size_changed_since_the_snapshot_does_not_open) {
+    // Sent anyway, a shorter file would end early with a final dot and a longer one would
+    // run past the count LIST and RETR announced.
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "hello world\n"));
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "second\n"));
+    const fs::path box = d.path / "store" / "alice";
+    write_file(box / "cur" / "1999999999.R1.mutt:2,", "mutt's own\n");  // no S= in the name
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 3u);
+    const fs::path shrunk = box / "new" / (*snap)[0].id;
+    const fs::path grown = box / "new" / (*snap)[1].id;
+    const fs::path foreign = box / "cur" / "1999999999.R1.mutt:2,";
+    fs::resize_file(shrunk, 5);
+    { std::ofstream(grown, std::ios::app) << "more\n"; }
+    { std::ofstream(foreign, std::ios::app) << "more\n"; }
+    for (const auto& id : {(*snap)[0].id, (*snap)[1].id, (*snap)[2].id}) {
+        auto m = s->open("alice", id);
+        EXPECT_FALSE(m) << id;
+        if (!m) {
+            EXPECT_NE(m.error(), errc::not_found) << id;
+        }
+    }
+    // Put back as announced, they open again.
+    fs::resize_file(grown, 7);
+    fs::resize_file(foreign, 11);
+    for (const auto& id : {(*snap)[1].id, (*snap)[2].id}) {
+        auto m = s->open("alice", id);
+        ASSERT_TRUE(m) << id << ": " << m.error().message();
+        EXPECT_EQ(m->stored_octets(), fs::file_size(id == (*snap)[1].id ? grown : foreign));
+    }
+    // A name whose S= lies is refused the same way.
+    write_file(box / "new" / "1999999998.M1P1Q1.x,S=99,W=101", "short\n");
+    auto again = s->snapshot("alice");
+    ASSERT_TRUE(again);
+    EXPECT_FALSE(s->open("alice", "1999999998.M1P1Q1.x,S=99,W=101"));
 }
 
 TEST(maildir_store, missing_things_and_bad_names) {

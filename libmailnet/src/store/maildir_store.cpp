@@ -38,6 +38,14 @@ public:
     explicit unique_fd(int fd = -1) noexcept : fd_(fd) {}
     unique_fd(const unique_fd&) = delete;
     unique_fd& operator=(const unique_fd&) = delete;
+    unique_fd(unique_fd&& other) noexcept : fd_(other.release()) {}
+    unique_fd& operator=(unique_fd&& other) noexcept {
+        if (this != &other) {
+            if (fd_ >= 0) ::close(fd_);
+            fd_ = other.release();
+        }
+        return *this;
+    }
     ~unique_fd() {
         if (fd_ >= 0) ::close(fd_);
     }
@@ -47,6 +55,27 @@ public:
 private:
     int fd_;
 };
+
+// A regular file opened by open_regular(), with its size at that moment.
+struct regular_file {
+    unique_fd fd;
+    std::uint64_t size = 0;
+};
+
+// Opens `name` (relative to `dir`, or a path with AT_FDCWD) only if it is a regular file
+// (DESIGN.md: what is on disk is an error for that message, never a wait): O_NOFOLLOW makes
+// a symlink ELOOP, O_NONBLOCK keeps a FIFO from waiting for a writer; anything but a regular
+// file is then errc::io_error. O_NONBLOCK is cleared again before the descriptor is used.
+result<regular_file> open_regular(int dir, const char* name, int flags, mode_t mode = 0) {
+    unique_fd fd(::openat(dir, name, flags | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, mode));
+    if (fd.get() < 0) return unexpected(last_system_error());
+    struct stat st{};
+    if (::fstat(fd.get(), &st) != 0) return unexpected(last_system_error());
+    if (!S_ISREG(st.st_mode)) return unexpected(errc::io_error);
+    const int fl = ::fcntl(fd.get(), F_GETFL);
+    if (fl < 0 || ::fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK) != 0) return unexpected(last_system_error());
+    return regular_file{std::move(fd), static_cast<std::uint64_t>(st.st_size)};
+}
 
 // Creates a directory; true if this call created it, false if a directory was already there.
 result<bool> make_dir(const std::string& path, mode_t mode = 0700) {
@@ -181,6 +210,13 @@ struct found_file {
     std::string base;      // before ':'
     std::string rel_path;  // "new/<name>" or "cur/<name>"
     std::string info;      // after ':' ("2,S"), empty if none
+    std::uint64_t size = 0;  // octets on disk when scanned
+};
+
+// Where the last scan found a message, and its size then (open() checks it).
+struct cached_file {
+    std::string rel;  // "new/<name>" or "cur/<name>"
+    std::uint64_t size = 0;
 };
 
 // Escapes a host name for file names as Dovecot does ('/' and ':' as \057 and \072); also ','
@@ -436,9 +472,12 @@ public:
         // says so without touching the disk.
         if (locks_.contains(enc)) return unexpected(errc::mailbox_in_use);
         const std::string path = dir_of(enc) + "/" + lock_file_name;
-        unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-        if (fd.get() < 0) {
-            if (errno != ENOENT) return unexpected(last_system_error());
+        auto file = open_regular(AT_FDCWD, path.c_str(), O_RDWR | O_CREAT, 0600);
+        if (!file) {
+            if (file.error() != std::errc::no_such_file_or_directory) {
+                log(log_level::warning, "maildir: cannot use lock file " + path + ": " + file.error().message());
+                return unexpected(file.error());
+            }
             // O_CREAT says ENOENT only when the mailbox directory is missing. lock() never
             // creates a mailbox (DESIGN.md: delivery does), or every login of open mode would
             // leave a directory behind: the in-process table alone holds this lock, and the
@@ -446,6 +485,7 @@ public:
             locks_.emplace(enc, -1);
             return {};
         }
+        unique_fd fd = std::move(file->fd);
         while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
             if (errno == EINTR) continue;
             if (errno == EWOULDBLOCK) return unexpected(errc::mailbox_in_use);
@@ -534,16 +574,25 @@ public:
                 if (attempt == 0) continue;
                 return unexpected(errc::not_found);
             }
-            const std::string path = dir_of(enc) + "/" + *rel;
-            unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-            if (fd.get() < 0) {
-                last = last_system_error();
-                if (errno == ENOENT) continue;  // renamed (new/ -> cur/, flags) or deleted meanwhile
+            const std::string path = dir_of(enc) + "/" + rel->rel;
+            auto file = open_regular(AT_FDCWD, path.c_str(), O_RDONLY);
+            if (!file) {
+                last = file.error();
+                // renamed (new/ -> cur/, flags) or deleted meanwhile
+                if (last == std::errc::no_such_file_or_directory) continue;
+                log(log_level::warning, "maildir: cannot open " + path + ": " + last.message());
                 return unexpected(last);
             }
-            struct stat st{};
-            if (::fstat(fd.get(), &st) != 0) return unexpected(last_system_error());
-            return message(file_source(fd.release()), static_cast<std::uint64_t>(st.st_size));
+            // The snapshot announced a size derived from this one (S= in the name, else what
+            // the scan saw): a file that shrank or grew since, or whose S= lies, would be sent
+            // short (with a final dot) or past the announced count, so it is an error here.
+            const std::uint64_t expected = name_field(id, ",S=").value_or(rel->size);
+            if (file->size != expected) {
+                log(log_level::warning, "maildir: " + path + " has " + std::to_string(file->size) +
+                                            " octets, the snapshot expected " + std::to_string(expected));
+                return unexpected(errc::io_error);
+            }
+            return message(file_source(file->fd.release()), file->size);
         }
         return unexpected(errc::not_found);
     }
@@ -585,7 +634,9 @@ public:
                 log(log_level::warning, "maildir: cannot mark " + dir + id + " seen: " + ec.message());
             } else if (!moved_to.empty()) {
                 std::lock_guard guard(mutex_);
-                if (auto it = paths_.find(enc); it != paths_.end()) it->second[id] = moved_to;
+                if (auto it = paths_.find(enc); it != paths_.end()) {
+                    if (auto f = it->second.find(id); f != it->second.end()) f->second.rel = moved_to;
+                }
             }
         }
         return out;
@@ -732,24 +783,31 @@ private:
                     continue;  // subdirectories, links, devices, or gone meanwhile
                 const std::size_t colon = name.find(':');
                 found_file f{std::string(name.substr(0, colon)), std::string(sub) + "/" + std::string(name),
-                             colon == std::string_view::npos ? std::string() : std::string(name.substr(colon + 1))};
+                             colon == std::string_view::npos ? std::string() : std::string(name.substr(colon + 1)),
+                             static_cast<std::uint64_t>(st.st_size)};
                 by_base.insert_or_assign(f.base, std::move(f));
             }
             ::closedir(d);
         }
         std::vector<found_file> out;
-        std::map<std::string, std::string, std::less<>> paths;
+        std::map<std::string, cached_file, std::less<>> paths;
         out.reserve(by_base.size());
+        std::lock_guard guard(mutex_);
+        const auto old = paths_.find(enc);
         for (auto& [base, f] : by_base) {
-            paths.emplace(base, f.rel_path);
+            std::uint64_t size = f.size;
+            if (old != paths_.end()) {
+                // A rescan (a file moved) keeps the size the snapshot was based on.
+                if (auto it = old->second.find(base); it != old->second.end()) size = it->second.size;
+            }
+            paths.emplace(base, cached_file{f.rel_path, size});
             out.push_back(std::move(f));
         }
-        std::lock_guard guard(mutex_);
         paths_[enc] = std::move(paths);
         return out;
     }
 
-    std::optional<std::string> cached_path(const std::string& enc, std::string_view id) {
+    std::optional<cached_file> cached_path(const std::string& enc, std::string_view id) {
         std::lock_guard guard(mutex_);
         auto box = paths_.find(enc);
         if (box == paths_.end()) return std::nullopt;
@@ -758,7 +816,7 @@ private:
         return it->second;
     }
 
-    std::optional<std::string> rescan_for(const std::string& enc, std::string_view id) {
+    std::optional<cached_file> rescan_for(const std::string& enc, std::string_view id) {
         if (!scan(enc)) return std::nullopt;
         return cached_path(enc, id);
     }
@@ -773,7 +831,7 @@ private:
                 if (attempt == 0) continue;
                 return sys_error(ENOENT);
             }
-            const int e = op(*rel);
+            const int e = op(rel->rel);
             if (e == 0) return {};
             if (e != ENOENT) return sys_error(e);
         }
@@ -792,7 +850,7 @@ private:
     std::mutex mutex_;
     std::map<std::string, int> locks_;  // encoded mailbox -> descriptor holding the flock; -1: no mailbox at lock()
     // encoded mailbox -> base name -> "new/<name>" or "cur/<name>", from the last scan
-    std::map<std::string, std::map<std::string, std::string, std::less<>>> paths_;
+    std::map<std::string, std::map<std::string, cached_file, std::less<>>> paths_;
 };
 
 }  // namespace

@@ -55,7 +55,9 @@ public:
     virtual void unlock(std::string_view mailbox) noexcept = 0;
     /// The messages, oldest delivery first; taken once after lock() so numbers never move.
     virtual result<std::vector<message_info>> snapshot(std::string_view mailbox) = 0;
-    /// Opens a message of the snapshot by id (found again if renamed meanwhile).
+    /// Opens a message of the snapshot by id (found again if renamed meanwhile); errc::not_found
+    /// if it is gone, another error if it is no longer what the snapshot announced (not a
+    /// regular file, or another size).
     virtual result<message> open(std::string_view mailbox, std::string_view id) = 0;
     /// At QUIT: deletes `deleted` and marks `seen` as seen. One error_code per id of
     /// `deleted` (in order); a failure to mark seen is logged, not returned.
