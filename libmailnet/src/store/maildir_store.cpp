@@ -82,7 +82,8 @@ result<bool> make_dir(const std::string& path, mode_t mode = 0700) {
     if (::mkdir(path.c_str(), mode) == 0) return true;
     if (errno != EEXIST) return unexpected(last_system_error());
     struct stat st{};
-    if (::stat(path.c_str(), &st) != 0) return unexpected(last_system_error());
+    // lstat: a symlink in the store is never taken for a directory (nothing is followed out).
+    if (::lstat(path.c_str(), &st) != 0) return unexpected(last_system_error());
     if (!S_ISDIR(st.st_mode)) return unexpected(sys_error(ENOTDIR));
     return false;
 }
@@ -130,9 +131,10 @@ result<void> write_all(int fd, std::string_view data) {
 }
 
 // The wire size of a file without ,W= in its name (RFC 1939 LIST counts CRLF line ends).
-result<std::uint64_t> wire_size_of_file(const std::string& path) {
-    unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (fd.get() < 0) return unexpected(last_system_error());
+result<std::uint64_t> wire_size_of_file(int dir, const char* name) {
+    auto file = open_regular(dir, name, O_RDONLY);
+    if (!file) return unexpected(file.error());
+    const unique_fd fd = std::move(file->fd);
     std::array<char, 64 * 1024> buf{};
     wire_size_counter total;
     for (;;) {
@@ -472,28 +474,35 @@ public:
         // says so without touching the disk.
         if (locks_.contains(enc)) return unexpected(errc::mailbox_in_use);
         const std::string path = dir_of(enc) + "/" + lock_file_name;
-        auto file = open_regular(AT_FDCWD, path.c_str(), O_RDWR | O_CREAT, 0600);
-        if (!file) {
-            if (file.error() != std::errc::no_such_file_or_directory) {
+        auto dirs = open_dirs(enc);
+        if (!dirs) {
+            log(log_level::warning, "maildir: cannot use mailbox " + dir_of(enc) + ": " + dirs.error().message());
+            return unexpected(dirs.error());
+        }
+        if (dirs->box.get() >= 0) {
+            auto file = open_regular(dirs->box.get(), lock_file_name, O_RDWR | O_CREAT, 0600);
+            if (!file) {
                 log(log_level::warning, "maildir: cannot use lock file " + path + ": " + file.error().message());
                 return unexpected(file.error());
             }
-            // O_CREAT says ENOENT only when the mailbox directory is missing. lock() never
+            unique_fd fd = std::move(file->fd);
+            while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+                if (errno == EINTR) continue;
+                if (errno == EWOULDBLOCK) return unexpected(errc::mailbox_in_use);
+                return unexpected(last_system_error());
+            }
+            // The descriptor stays open until unlock(); the kernel releases the lock if we die.
+            locks_.emplace(enc, fd.release());
+            return {};
+        }
+        {
+            // No mailbox directory. lock() never
             // creates a mailbox (DESIGN.md: delivery does), or every login of open mode would
             // leave a directory behind: the in-process table alone holds this lock, and the
             // session's snapshot is empty (see snapshot()).
             locks_.emplace(enc, -1);
             return {};
         }
-        unique_fd fd = std::move(file->fd);
-        while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-            if (errno == EINTR) continue;
-            if (errno == EWOULDBLOCK) return unexpected(errc::mailbox_in_use);
-            return unexpected(last_system_error());
-        }
-        // The descriptor stays open until unlock(); the kernel releases the lock if we die.
-        locks_.emplace(enc, fd.release());
-        return {};
     }
 
     void unlock(std::string_view mailbox) noexcept override {
@@ -515,7 +524,12 @@ public:
             // could belong to another process's session, so this session sees none.
             if (auto it = locks_.find(enc); it != locks_.end() && it->second < 0) return std::vector<message_info>{};
         }
-        auto files = scan(enc);
+        auto dirs = open_dirs(enc);
+        if (!dirs) {
+            log(log_level::warning, "maildir: cannot use mailbox " + dir_of(enc) + ": " + dirs.error().message());
+            return unexpected(dirs.error());
+        }
+        auto files = scan(*dirs, enc);
         if (!files) return unexpected(files.error());
 
         struct entry {
@@ -524,15 +538,15 @@ public:
         };
         std::vector<entry> entries;
         entries.reserve(files->size());
-        const std::string dir = dir_of(enc) + "/";
         for (const auto& f : *files) {
-            const std::string path = dir + f.rel_path;
+            const int sub = dirs->sub(f.rel_path);
+            const char* name = f.rel_path.c_str() + 4;  // after "new/" or "cur/"
             delivery_key key;
             if (auto t = delivery_time(f.base)) {
                 key = *t;
             } else {
                 struct stat st{};
-                if (::stat(path.c_str(), &st) != 0) {
+                if (::fstatat(sub, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
                     if (errno == ENOENT) continue;  // deleted meanwhile: not in this snapshot
                     return unexpected(last_system_error());
                 }
@@ -544,7 +558,7 @@ public:
             } else {
                 // NOTE: no ,W= (mutt, foreign tools): the file is read to count its lines on
                 // every snapshot; nothing is cached on disk, so the Maildir stays untouched.
-                auto n = wire_size_of_file(path);
+                auto n = wire_size_of_file(sub, name);
                 if (!n) {
                     if (n.error() == std::errc::no_such_file_or_directory) continue;
                     return unexpected(n.error());
@@ -567,15 +581,21 @@ public:
     result<message> open(std::string_view mailbox, std::string_view id) override {
         if (mailbox.empty()) return unexpected(errc::bad_input);
         const std::string enc = encode_mailbox_name(mailbox);
+        auto dirs = open_dirs(enc);
+        if (!dirs) {
+            log(log_level::warning, "maildir: cannot use mailbox " + dir_of(enc) + ": " + dirs.error().message());
+            return unexpected(dirs.error());
+        }
+        if (dirs->box.get() < 0) return unexpected(errc::not_found);
         std::error_code last = make_error_code(errc::not_found);
         for (int attempt = 0; attempt < 3; ++attempt) {
-            auto rel = attempt == 0 ? cached_path(enc, id) : rescan_for(enc, id);
+            auto rel = attempt == 0 ? cached_path(enc, id) : rescan_for(*dirs, enc, id);
             if (!rel) {
                 if (attempt == 0) continue;
                 return unexpected(errc::not_found);
             }
             const std::string path = dir_of(enc) + "/" + rel->rel;
-            auto file = open_regular(AT_FDCWD, path.c_str(), O_RDONLY);
+            auto file = open_regular(dirs->sub(rel->rel), rel->rel.c_str() + 4, O_RDONLY);
             if (!file) {
                 last = file.error();
                 // renamed (new/ -> cur/, flags) or deleted meanwhile
@@ -606,9 +626,16 @@ public:
         }
         const std::string enc = encode_mailbox_name(mailbox);
         const std::string dir = dir_of(enc) + "/";
+        auto dirs = open_dirs(enc);
+        if (!dirs) {
+            log(log_level::warning, "maildir: cannot use mailbox " + dir + ": " + dirs.error().message());
+            std::fill(out.begin(), out.end(), dirs.error());
+            return out;
+        }
+        if (dirs->box.get() < 0) return out;  // no mailbox: every deletion is already true
         for (std::size_t i = 0; i < deleted.size(); ++i) {
-            out[i] = on_current_path(enc, deleted[i], [&](const std::string& rel) {
-                return ::unlink((dir + rel).c_str()) == 0 ? 0 : errno;
+            out[i] = on_current_path(*dirs, enc, deleted[i], [&](const std::string& rel) {
+                return ::unlinkat(dirs->sub(rel), rel.c_str() + 4, 0) == 0 ? 0 : errno;
             });
             // NOTE: ENOENT (the file is in neither new/ nor cur/) counts as success: someone
             // else deleted it, and the goal of the deletion is met.
@@ -619,14 +646,15 @@ public:
         for (const auto& id : seen) {
             if (doomed.contains(id)) continue;
             std::string moved_to;
-            auto ec = on_current_path(enc, id, [&](const std::string& rel) {
+            auto ec = on_current_path(*dirs, enc, id, [&](const std::string& rel) {
                 const std::string_view name = std::string_view(rel).substr(4);  // after "new/" or "cur/"
                 const std::size_t colon = name.find(':');
                 const std::string_view info = colon == std::string_view::npos ? "" : name.substr(colon + 1);
                 const std::string target =
                     "cur/" + std::string(name.substr(0, colon)) + ":" + info_with_flag(info, 'S');
                 if (target == rel) return 0;
-                if (::rename((dir + rel).c_str(), (dir + target).c_str()) != 0) return errno;
+                if (dirs->cur_dir.get() < 0) return ENOENT;
+                if (::renameat(dirs->sub(rel), name.data(), dirs->cur_dir.get(), target.c_str() + 4) != 0) return errno;
                 moved_to = target;
                 return 0;
             });
@@ -696,22 +724,61 @@ public:
         for (const auto& box : boxes) {
             if (!box.empty() && box.front() == '.') continue;  // Maildir++ subfolders are not ours
             const std::string tmp = folder_ ? root_ + "/tmp" : root_ + "/" + box + "/tmp";
-            for (const auto& name : list_names(tmp)) {
-                const std::string path = tmp + "/" + name;
+            // Through descriptors opened without following symlinks: a mailbox or tmp/ that
+            // is a symlink is skipped, so nothing outside the store is ever removed.
+            auto dirs = open_dirs(box);
+            if (!dirs || dirs->box.get() < 0) continue;
+            const int tmp_fd = ::openat(dirs->box.get(), "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (tmp_fd < 0) continue;
+            DIR* d = ::fdopendir(tmp_fd);
+            if (!d) {
+                ::close(tmp_fd);
+                continue;
+            }
+            while (const dirent* e = ::readdir(d)) {
+                const std::string_view name = e->d_name;
+                if (name == "." || name == "..") continue;
                 struct stat st{};
-                if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+                if (::fstatat(tmp_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
                 if (st.st_mtime >= limit) continue;
-                if (::unlink(path.c_str()) == 0)
+                const std::string path = tmp + "/" + std::string(name);
+                if (::unlinkat(tmp_fd, e->d_name, 0) == 0)
                     log(log_level::info, "maildir: removed stale " + path);
                 else
                     log(log_level::warning, "maildir: cannot remove stale " + path + ": " + last_system_error().message());
             }
+            ::closedir(d);
         }
     }
 
 private:
     // The Maildir of an encoded mailbox name.
     std::string dir_of(const std::string& enc) const { return folder_ ? root_ : root_ + "/" + enc; }
+
+    // The directories of one mailbox, none of them reached through a symlink (DESIGN.md:
+    // nothing under --store is followed out of it); all further work is relative to them.
+    struct box_dirs {
+        unique_fd box;  // -1: no such mailbox
+        unique_fd new_dir, cur_dir;  // -1: missing
+        int sub(std::string_view rel) const { return rel.starts_with("cur/") ? cur_dir.get() : new_dir.get(); }
+    };
+
+    result<box_dirs> open_dirs(const std::string& enc) const {
+        box_dirs d;
+        // The encoded name is one path component, so O_NOFOLLOW on it is enough. The root of
+        // a folder is the configured directory itself, symlink or not (the user's choice).
+        const int nofollow = folder_ ? 0 : O_NOFOLLOW;
+        d.box = unique_fd(::open(dir_of(enc).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | nofollow));
+        if (d.box.get() < 0) {
+            if (errno == ENOENT) return d;
+            return unexpected(last_system_error());
+        }
+        for (auto [name, fd] : {std::pair{"new", &d.new_dir}, std::pair{"cur", &d.cur_dir}}) {
+            *fd = unique_fd(::openat(d.box.get(), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (fd->get() < 0 && errno != ENOENT) return unexpected(last_system_error());
+        }
+        return d;
+    }
 
     // Every entry of a directory but "." and ".."; empty when it cannot be read.
     static std::vector<std::string> list_names(const std::string& path) {
@@ -733,6 +800,9 @@ private:
     // durable by whoever made cur/: the common case (all there) costs no fsync, and a
     // mailbox found half made (a racing creator still before its fsyncs, or a crash) is
     // fsync'd again here rather than trusted.
+    // NOTE: delivery still works by path: make_dir's lstat refuses a mailbox, tmp/, new/ or
+    // cur/ that is a symlink, but one swapped in between that check and the link() would be
+    // followed. Only someone who can write the store's root could do that.
     result<void> ensure_mailbox(const std::string& enc) {
         const std::string dir = dir_of(enc);
         auto box = make_dir(dir);
@@ -745,7 +815,7 @@ private:
         }
         const std::string cur = dir + "/cur";
         struct stat st{};
-        const bool has_cur = ::stat(cur.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+        const bool has_cur = ::lstat(cur.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
         if (has_cur && !*box && !made_sub) return {};
         const bool durable = options_.fsync;
         if (durable) {
@@ -766,14 +836,19 @@ private:
 
     // The message files of new/ then cur/: a file renamed new/ -> cur/ between the two reads
     // is seen twice and kept once (its cur/ name); read the other way round it could be lost.
-    result<std::vector<found_file>> scan(const std::string& enc) {
+    result<std::vector<found_file>> scan(const box_dirs& dirs, const std::string& enc) {
         std::map<std::string, found_file> by_base;
         for (const char* sub : {"new", "cur"}) {
-            const std::string dir = dir_of(enc) + "/" + sub;
-            DIR* d = ::opendir(dir.c_str());
+            const int sub_fd = dirs.sub(sub[0] == 'c' ? "cur/" : "new/");
+            if (sub_fd < 0) continue;  // no such mailbox or folder yet: no messages
+            // fdopendir takes its own descriptor: the box_dirs keep theirs.
+            const int own = ::openat(sub_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (own < 0) return unexpected(last_system_error());
+            DIR* d = ::fdopendir(own);
             if (!d) {
-                if (errno == ENOENT) continue;  // no such mailbox yet: no messages
-                return unexpected(last_system_error());
+                const auto ec = last_system_error();
+                ::close(own);
+                return unexpected(ec);
             }
             while (const dirent* e = ::readdir(d)) {
                 const std::string_view name = e->d_name;
@@ -816,17 +891,17 @@ private:
         return it->second;
     }
 
-    std::optional<cached_file> rescan_for(const std::string& enc, std::string_view id) {
-        if (!scan(enc)) return std::nullopt;
+    std::optional<cached_file> rescan_for(const box_dirs& dirs, const std::string& enc, std::string_view id) {
+        if (!scan(dirs, enc)) return std::nullopt;
         return cached_path(enc, id);
     }
 
     // Runs `op` (returning 0 or an errno) on the current relative path of `id`, looking the
     // file up again when it moved. ENOENT when it is nowhere.
     template <class Op>
-    std::error_code on_current_path(const std::string& enc, std::string_view id, Op op) {
+    std::error_code on_current_path(const box_dirs& dirs, const std::string& enc, std::string_view id, Op op) {
         for (int attempt = 0; attempt < 3; ++attempt) {
-            auto rel = attempt == 0 ? cached_path(enc, id) : rescan_for(enc, id);
+            auto rel = attempt == 0 ? cached_path(enc, id) : rescan_for(dirs, enc, id);
             if (!rel) {
                 if (attempt == 0) continue;
                 return sys_error(ENOENT);
