@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -116,6 +117,21 @@ extern "C" int link(const char* from, const char* to) {
         }
     }
     return static_cast<int>(::syscall(SYS_link, from, to));
+}
+
+// fstatat(2) counted while a test counts: how many files a snapshot stats.
+namespace {
+std::atomic<bool> counting_stats{false};
+std::atomic<long> stat_calls{0};
+int counted_fstatat(int dir, const char* path, struct stat* st, int flags) {
+    if (counting_stats) ++stat_calls;
+    return static_cast<int>(::syscall(SYS_newfstatat, dir, path, st, flags));
+}
+}  // namespace
+
+extern "C" int fstatat(int dir, const char* path, struct stat* st, int flags) { return counted_fstatat(dir, path, st, flags); }
+extern "C" int fstatat64(int dir, const char* path, struct stat64* st, int flags) {
+    return counted_fstatat(dir, path, reinterpret_cast<struct stat*>(st), flags);  // one layout on 64-bit Linux
 }
 
 namespace {
@@ -303,7 +319,7 @@ TEST(maildir_store, delivers_one_message_to_three_mailboxes_as_hard_links) {
         ASSERT_TRUE(snap);
         ASSERT_EQ(snap->size(), 1u);
         EXPECT_EQ((*snap)[0].id, name);
-        EXPECT_EQ((*snap)[0].uidl, name);
+        EXPECT_EQ((*snap)[0].pop3_uidl(), name);
         EXPECT_EQ((*snap)[0].octets, 35u);
         EXPECT_FALSE((*snap)[0].seen);
     }
@@ -510,7 +526,7 @@ TEST(maildir_store, host_name_is_escaped_and_shortened_to_keep_the_name_within_7
     auto snap = s->snapshot("alice");
     ASSERT_TRUE(snap);
     ASSERT_EQ(snap->size(), 1u);
-    EXPECT_EQ((*snap)[0].uidl, name);
+    EXPECT_EQ((*snap)[0].pop3_uidl(), name);
 
     // An escape is never cut in half.
     o.hostname = std::string(40, 'h') + "/////";
@@ -779,11 +795,11 @@ TEST(maildir_store, reads_a_maildir_written_by_dovecot_and_mutt) {
         EXPECT_EQ((*snap)[i].octets, octets[i]) << (*snap)[i].id;
         EXPECT_EQ((*snap)[i].seen, seen[i]) << (*snap)[i].id;
         if ((*snap)[i].id != hashed_id) {
-            EXPECT_EQ((*snap)[i].uidl, (*snap)[i].id);
+            EXPECT_EQ((*snap)[i].pop3_uidl(), (*snap)[i].id);
         }
     }
-    EXPECT_EQ(snap->back().uidl, mailnet::uidl_for_id(hashed_id));
-    EXPECT_EQ(snap->back().uidl.size(), 32u);
+    EXPECT_EQ(snap->back().pop3_uidl(), mailnet::uidl_for_id(hashed_id));
+    EXPECT_EQ(snap->back().pop3_uidl().size(), 32u);
 
     for (const auto& f : files) {
         const std::string name = f.path.filename().string();
@@ -920,7 +936,7 @@ TEST(maildir_store, seen_messages_move_to_cur_with_flag_s_in_ascii_order) {
     ASSERT_EQ(after->size(), 2u);
     EXPECT_TRUE((*after)[0].seen);
     EXPECT_TRUE((*after)[1].seen);
-    EXPECT_EQ((*after)[0].uidl, (*snap)[0].uidl) << "the UIDL survives the move";
+    EXPECT_EQ((*after)[0].pop3_uidl(), (*snap)[0].pop3_uidl()) << "the UIDL survives the move";
     // Marking again changes nothing.
     const std::vector<std::string> again = {a};
     EXPECT_TRUE(s->commit("alice", {}, again).empty());
@@ -1098,6 +1114,38 @@ TEST(maildir_store, a_mailbox_that_is_a_symlink_is_never_followed_out_of_the_sto
     EXPECT_FALSE(s->deliver(boxes({"alice"}), "new mail\n"));
     EXPECT_TRUE(tree_of(outside) == before) << "the directory outside the store is untouched";
     EXPECT_FALSE(fs::exists(outside / "mailnet-pop3.lock"));
+}
+
+TEST(maildir_store, a_snapshot_of_names_with_s_and_w_stats_no_file) {
+    // The names carry sizes and delivery times: a big mailbox is listed from readdir alone
+    // (100,000 files cost a stat each before). Names without S= still get one.
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    const fs::path new_dir = d.path / "store" / "alice" / "new";
+    fs::create_directories(new_dir);
+    fs::create_directories(d.path / "store" / "alice" / "cur");
+    constexpr int count = 20000;
+    for (int i = 0; i < count; ++i) {
+        const std::string name = std::to_string(1700000000 + i) + ".M1P1Q" + std::to_string(i) + ".h,S=2,W=3";
+        const int fd = ::open((new_dir / name).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        ASSERT_GE(fd, 0);
+        ASSERT_EQ(::write(fd, "x\n", 2), 2);
+        ::close(fd);
+    }
+    write_file(new_dir / "1600000000.mutt-style", "no sizes\n");
+    stat_calls = 0;
+    counting_stats = true;
+    auto snap = s->snapshot("alice");
+    counting_stats = false;
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), static_cast<std::size_t>(count) + 1);
+    EXPECT_LE(stat_calls.load(), 10) << "one stat per file is back";
+    EXPECT_EQ((*snap)[0].id, "1600000000.mutt-style");
+    EXPECT_EQ((*snap)[0].octets, 10u);
+    EXPECT_EQ((*snap)[1].octets, 3u);
+    auto m = s->open("alice", (*snap)[count].id);
+    ASSERT_TRUE(m) << m.error().message();
+    EXPECT_EQ(m->stored_octets(), 2u);
 }
 
 TEST(maildir_store, missing_things_and_bad_names) {

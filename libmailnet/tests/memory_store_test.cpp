@@ -82,8 +82,8 @@ TEST(memory_store, snapshot_is_in_delivery_order_with_wire_sizes) {
     std::set<std::string> ids, uidls;
     for (const auto& m : *snap) {
         ids.insert(m.id);
-        uidls.insert(m.uidl);
-        EXPECT_EQ(m.uidl, mailnet::uidl_for_id(m.id));
+        uidls.insert(m.pop3_uidl());
+        EXPECT_EQ(m.pop3_uidl(), mailnet::uidl_for_id(m.id));
         EXPECT_FALSE(m.seen);
     }
     EXPECT_EQ(ids.size(), 3u);

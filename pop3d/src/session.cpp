@@ -461,7 +461,7 @@ void session::cmd_list(std::string_view arg) {
 
 void session::cmd_uidl(std::string_view arg) {
     if (!arg.empty()) {
-        if (const auto i = message_arg(arg)) ok(std::to_string(*i + 1) + " " + messages_[*i].uidl);
+        if (const auto i = message_arg(arg)) ok(std::to_string(*i + 1) + " " + messages_[*i].pop3_uidl());
         return;
     }
     ok("unique-id listing follows");
@@ -476,7 +476,7 @@ void session::continue_listing() {
         if (marks_[l.next].deleted) continue;
         out_ += std::to_string(l.next + 1);
         out_ += ' ';
-        out_ += l.uidl ? messages_[l.next].uidl : std::to_string(messages_[l.next].octets);
+        out_ += l.uidl ? messages_[l.next].pop3_uidl() : std::to_string(messages_[l.next].octets);
         out_ += "\r\n";
     }
     if (l.next == messages_.size()) {

@@ -207,12 +207,14 @@ std::optional<delivery_key> delivery_time(std::string_view base) {
     return key;
 }
 
-// One message file found in new/ or cur/.
+// One message file found in new/ or cur/. The base name is the only allocation per file:
+// it becomes message_info::id (DESIGN.md: snapshots of 100,000 messages stay small).
 struct found_file {
-    std::string base;      // before ':'
-    std::string rel_path;  // "new/<name>" or "cur/<name>"
-    std::string info;      // after ':' ("2,S"), empty if none
-    std::uint64_t size = 0;  // octets on disk when scanned
+    std::string base;        // before ':'
+    std::uint32_t info = 0;  // index of the part after ':' in the scan's interned infos
+    bool in_cur = false;
+    std::uint64_t size = 0;  // octets on disk: from ,S= or, without it, stat'd
+    std::int64_t mtime = 0;  // stat'd only for names without a delivery time
 };
 
 // Where the last scan found a message, and its size then (open() checks it).
@@ -220,6 +222,25 @@ struct cached_file {
     std::string rel;  // "new/<name>" or "cur/<name>"
     std::uint64_t size = 0;
 };
+
+// What a scan remembers of a mailbox for open() and commit(): 24 octets per message, keyed
+// by a hash of the base name (equal hashes are all tried, so a collision costs a retry).
+struct scan_cache {
+    struct entry {
+        std::uint64_t hash = 0;
+        std::uint64_t size = 0;
+        std::uint32_t info = 0;
+        bool in_cur = false;
+    };
+    std::vector<std::string> infos;  // distinct info parts ("", "2,", "2,S", ...): few
+    std::vector<entry> entries;      // sorted by hash
+};
+
+// True when a base name is its own UIDL (DESIGN.md "UIDL": 1-70 octets in 0x21-0x7E).
+bool own_uidl(std::string_view base) {
+    return !base.empty() && base.size() <= max_base_name &&
+           std::all_of(base.begin(), base.end(), [](char c) { return c >= 0x21 && c <= 0x7E; });
+}
 
 // Escapes a host name for file names as Dovecot does ('/' and ':' as \057 and \072); also ','
 // (the field separator of ,S= ,W=), '\' and anything outside 0x21-0x7E, so the name parses.
@@ -512,7 +533,7 @@ public:
             if (it->second >= 0) ::close(it->second);
             locks_.erase(it);
         }
-        paths_.erase(enc);
+        caches_.erase(enc);
     }
 
     result<std::vector<message_info>> snapshot(std::string_view mailbox) override {
@@ -532,49 +553,51 @@ public:
         auto files = scan(*dirs, enc);
         if (!files) return unexpected(files.error());
 
-        struct entry {
+        // Sorted through keys and indexes (32 octets a message), the messages then moved once.
+        struct order {
             delivery_key key;
-            message_info info;
+            std::size_t index;
         };
-        std::vector<entry> entries;
-        entries.reserve(files->size());
-        for (const auto& f : *files) {
-            const int sub = dirs->sub(f.rel_path);
-            const char* name = f.rel_path.c_str() + 4;  // after "new/" or "cur/"
+        std::vector<order> keys;
+        keys.reserve(files->files.size());
+        std::vector<message_info> infos;
+        infos.reserve(files->files.size());
+        for (auto& f : files->files) {
+            const int sub = f.in_cur ? dirs->cur_dir.get() : dirs->new_dir.get();
             delivery_key key;
-            if (auto t = delivery_time(f.base)) {
+            if (auto t = delivery_time(f.base))
                 key = *t;
-            } else {
-                struct stat st{};
-                if (::fstatat(sub, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-                    if (errno == ENOENT) continue;  // deleted meanwhile: not in this snapshot
-                    return unexpected(last_system_error());
-                }
-                key.secs = st.st_mtime > 0 ? static_cast<std::uint64_t>(st.st_mtime) : 0;
-            }
+            else
+                key.secs = f.mtime > 0 ? static_cast<std::uint64_t>(f.mtime) : 0;
             std::uint64_t octets = 0;
             if (auto w = name_field(f.base, ",W=")) {
                 octets = *w;
             } else {
                 // NOTE: no ,W= (mutt, foreign tools): the file is read to count its lines on
                 // every snapshot; nothing is cached on disk, so the Maildir stays untouched.
-                auto n = wire_size_of_file(sub, name);
+                const std::string name = file_name(f.base, files->infos[f.info]);
+                auto n = wire_size_of_file(sub, name.c_str());
                 if (!n) {
                     if (n.error() == std::errc::no_such_file_or_directory) continue;
                     return unexpected(n.error());
                 }
                 octets = *n;
             }
-            const bool seen = f.info.starts_with("2,") && f.info.find('S', 2) != std::string::npos;
-            entries.push_back({key, {f.base, octets, uidl_for_id(f.base), seen}});
+            const std::string& info = files->infos[f.info];
+            const bool seen = info.starts_with("2,") && info.find('S', 2) != std::string::npos;
+            // An id that is its own UIDL leaves `uidl` empty: one string per message, not two.
+            std::string uidl = own_uidl(f.base) ? std::string() : uidl_for_id(f.base);
+            keys.push_back({key, infos.size()});
+            infos.push_back({std::move(f.base), octets, std::move(uidl), seen});
         }
-        std::sort(entries.begin(), entries.end(), [](const entry& a, const entry& b) {
-            return std::tie(a.key.secs, a.key.usecs, a.key.counter, a.info.id) <
-                   std::tie(b.key.secs, b.key.usecs, b.key.counter, b.info.id);
+        files->files = {};
+        std::sort(keys.begin(), keys.end(), [&](const order& a, const order& b) {
+            return std::tie(a.key.secs, a.key.usecs, a.key.counter, infos[a.index].id) <
+                   std::tie(b.key.secs, b.key.usecs, b.key.counter, infos[b.index].id);
         });
         std::vector<message_info> out;
-        out.reserve(entries.size());
-        for (auto& e : entries) out.push_back(std::move(e.info));
+        out.reserve(keys.size());
+        for (const auto& k : keys) out.push_back(std::move(infos[k.index]));
         return out;
     }
 
@@ -662,8 +685,20 @@ public:
                 log(log_level::warning, "maildir: cannot mark " + dir + id + " seen: " + ec.message());
             } else if (!moved_to.empty()) {
                 std::lock_guard guard(mutex_);
-                if (auto it = paths_.find(enc); it != paths_.end()) {
-                    if (auto f = it->second.find(id); f != it->second.end()) f->second.rel = moved_to;
+                if (auto it = caches_.find(enc); it != caches_.end()) {
+                    const std::string info = moved_to.substr(moved_to.find(':') + 1);
+                    auto& infos = it->second.infos;
+                    auto known = std::find(infos.begin(), infos.end(), info);
+                    if (known == infos.end()) known = infos.insert(infos.end(), info);
+                    const auto index = static_cast<std::uint32_t>(known - infos.begin());
+                    const std::uint64_t h = hash_of(id);
+                    auto& entries = it->second.entries;
+                    auto e = std::lower_bound(entries.begin(), entries.end(), h,
+                                              [](const scan_cache::entry& x, std::uint64_t v) { return x.hash < v; });
+                    for (; e != entries.end() && e->hash == h; ++e) {
+                        e->info = index;
+                        e->in_cur = true;
+                    }
                 }
             }
         }
@@ -836,10 +871,17 @@ private:
 
     // The message files of new/ then cur/: a file renamed new/ -> cur/ between the two reads
     // is seen twice and kept once (its cur/ name); read the other way round it could be lost.
-    result<std::vector<found_file>> scan(const box_dirs& dirs, const std::string& enc) {
-        std::map<std::string, found_file> by_base;
-        for (const char* sub : {"new", "cur"}) {
-            const int sub_fd = dirs.sub(sub[0] == 'c' ? "cur/" : "new/");
+    struct scan_result {
+        std::vector<found_file> files;
+        std::vector<std::string> infos;  // found_file::info indexes these
+    };
+
+    result<scan_result> scan(const box_dirs& dirs, const std::string& enc) {
+        std::vector<found_file> files;
+        scan_cache cache;
+        cache.infos.emplace_back();  // index 0: no info part
+        for (const bool in_cur : {false, true}) {
+            const int sub_fd = in_cur ? dirs.cur_dir.get() : dirs.new_dir.get();
             if (sub_fd < 0) continue;  // no such mailbox or folder yet: no messages
             // fdopendir takes its own descriptor: the box_dirs keep theirs.
             const int own = ::openat(sub_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -853,42 +895,91 @@ private:
             while (const dirent* e = ::readdir(d)) {
                 const std::string_view name = e->d_name;
                 if (ignored_name(name)) continue;
-                struct stat st{};
-                if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
-                    continue;  // subdirectories, links, devices, or gone meanwhile
+                // d_type says "regular file" without a stat; only file systems that do not
+                // fill it in (DT_UNKNOWN) cost one. Subdirectories, links, devices: not mail.
+                if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;
                 const std::size_t colon = name.find(':');
-                found_file f{std::string(name.substr(0, colon)), std::string(sub) + "/" + std::string(name),
-                             colon == std::string_view::npos ? std::string() : std::string(name.substr(colon + 1)),
-                             static_cast<std::uint64_t>(st.st_size)};
-                by_base.insert_or_assign(f.base, std::move(f));
+                const std::string_view base = name.substr(0, colon);
+                const std::string_view info = colon == std::string_view::npos ? "" : name.substr(colon + 1);
+                found_file f;
+                const auto s_field = name_field(base, ",S=");
+                if (e->d_type == DT_UNKNOWN || !s_field || !delivery_time(base)) {
+                    // The size a name without S= does not say, and the mtime that orders a
+                    // name without a delivery time, are what the snapshot is based on.
+                    struct stat st{};
+                    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+                        continue;  // gone meanwhile, or not a regular file
+                    f.size = static_cast<std::uint64_t>(st.st_size);
+                    f.mtime = st.st_mtime;
+                }
+                if (s_field) f.size = *s_field;
+                auto known = std::find(cache.infos.begin(), cache.infos.end(), info);
+                if (known == cache.infos.end()) known = cache.infos.emplace(cache.infos.end(), info);
+                f.info = static_cast<std::uint32_t>(known - cache.infos.begin());
+                f.in_cur = in_cur;
+                f.base.assign(base);
+                files.push_back(std::move(f));
             }
             ::closedir(d);
         }
+        // A file renamed new/ -> cur/ between the two reads is seen twice: keep its cur/ name.
+        std::stable_sort(files.begin(), files.end(), [](const found_file& a, const found_file& b) { return a.base < b.base; });
         std::vector<found_file> out;
-        std::map<std::string, cached_file, std::less<>> paths;
-        out.reserve(by_base.size());
-        std::lock_guard guard(mutex_);
-        const auto old = paths_.find(enc);
-        for (auto& [base, f] : by_base) {
-            std::uint64_t size = f.size;
-            if (old != paths_.end()) {
-                // A rescan (a file moved) keeps the size the snapshot was based on.
-                if (auto it = old->second.find(base); it != old->second.end()) size = it->second.size;
-            }
-            paths.emplace(base, cached_file{f.rel_path, size});
-            out.push_back(std::move(f));
+        out.reserve(files.size());
+        for (auto& f : files) {
+            if (!out.empty() && out.back().base == f.base)
+                out.back() = std::move(f);  // new/ came first in the stable order
+            else
+                out.push_back(std::move(f));
         }
-        paths_[enc] = std::move(paths);
-        return out;
+        files = {};
+        cache.entries.reserve(out.size());
+        std::lock_guard guard(mutex_);
+        const auto old = caches_.find(enc);
+        for (const auto& f : out) {
+            scan_cache::entry c{hash_of(f.base), f.size, f.info, f.in_cur};
+            if (old != caches_.end() && !name_field(f.base, ",S=")) {
+                // A rescan (a file moved) keeps the size the snapshot was based on.
+                if (auto prev = find_cached(old->second, f.base)) c.size = prev->size;
+            }
+            cache.entries.push_back(c);
+        }
+        std::sort(cache.entries.begin(), cache.entries.end(),
+                  [](const scan_cache::entry& a, const scan_cache::entry& b) { return a.hash < b.hash; });
+        std::vector<std::string> infos = cache.infos;
+        caches_[enc] = std::move(cache);
+        return scan_result{std::move(out), std::move(infos)};
+    }
+
+    static std::uint64_t hash_of(std::string_view base) { return std::hash<std::string_view>{}(base); }
+
+    // "<base>" or "<base>:<info>".
+    static std::string file_name(std::string_view base, std::string_view info) {
+        std::string name(base);
+        if (!info.empty()) (name += ':') += info;
+        return name;
+    }
+
+    // The cached entry for `base` that names an existing file, checked by its hash; with
+    // several equal hashes, the first whose file is still there.
+    std::optional<scan_cache::entry> find_cached(const scan_cache& cache, std::string_view base) const {
+        const std::uint64_t h = hash_of(base);
+        auto it = std::lower_bound(cache.entries.begin(), cache.entries.end(), h,
+                                   [](const scan_cache::entry& e, std::uint64_t v) { return e.hash < v; });
+        if (it == cache.entries.end() || it->hash != h) return std::nullopt;
+        return *it;
     }
 
     std::optional<cached_file> cached_path(const std::string& enc, std::string_view id) {
         std::lock_guard guard(mutex_);
-        auto box = paths_.find(enc);
-        if (box == paths_.end()) return std::nullopt;
-        auto it = box->second.find(id);
-        if (it == box->second.end()) return std::nullopt;
-        return it->second;
+        auto box = caches_.find(enc);
+        if (box == caches_.end()) return std::nullopt;
+        auto e = find_cached(box->second, id);
+        if (!e) return std::nullopt;
+        // NOTE: a hash collision gives another file's info part: the path does not exist
+        // (ENOENT), so callers rescan and then find it again the same way; the chance of two
+        // of one mailbox's base names sharing 64 bits is negligible.
+        return cached_file{(e->in_cur ? "cur/" : "new/") + file_name(id, box->second.infos.at(e->info)), e->size};
     }
 
     std::optional<cached_file> rescan_for(const box_dirs& dirs, const std::string& enc, std::string_view id) {
@@ -924,8 +1015,8 @@ private:
     std::shared_ptr<std::atomic<std::uint64_t>> counter_ = std::make_shared<std::atomic<std::uint64_t>>(0);
     std::mutex mutex_;
     std::map<std::string, int> locks_;  // encoded mailbox -> descriptor holding the flock; -1: no mailbox at lock()
-    // encoded mailbox -> base name -> "new/<name>" or "cur/<name>", from the last scan
-    std::map<std::string, std::map<std::string, cached_file, std::less<>>> paths_;
+    // encoded mailbox -> where the last scan found each message
+    std::map<std::string, scan_cache> caches_;
 };
 
 }  // namespace

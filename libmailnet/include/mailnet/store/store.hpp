@@ -25,8 +25,12 @@ namespace mailnet {
 struct message_info {
     std::string id;            ///< the backend's stable id (Maildir: the base name, before ':')
     std::uint64_t octets = 0;  ///< wire size: CRLF line ends, before dot-stuffing (RFC 1939 LIST)
-    std::string uidl;          ///< 1-70 octets in 0x21-0x7E (RFC 1939 7)
+    std::string uidl;          ///< 1-70 octets in 0x21-0x7E (RFC 1939 7); empty: `id` is the UIDL
     bool seen = false;         ///< retrieved by an earlier session (Maildir flag S; LAST)
+
+    /// The UIDL to send: `uidl`, or `id` when `uidl` is empty (stores leave it empty when the
+    /// id is itself a valid UIDL, so a snapshot holds one string per message, not two).
+    const std::string& pop3_uidl() const noexcept { return uidl.empty() ? id : uidl; }
 };
 
 /// A delivery under way: octets are written as they arrive, then committed or aborted.
