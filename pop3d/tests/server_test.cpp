@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "mailnet/dot_stuffing.hpp"
+#include "server_fixture.hpp"
 #include "support/test_client.hpp"
 
 namespace {
@@ -20,54 +21,7 @@ namespace {
 using namespace std::chrono_literals;
 using mailnet::testing::test_client;
 namespace pop3 = mailnet::pop3;
-
-std::shared_ptr<mailnet::auth_functions> users() {
-    auto a = std::make_shared<mailnet::auth_functions>();
-    a->on_authenticate = [](const mailnet::credentials& c) {
-        const bool ok = (c.user == "alice" || c.user == "bob") && c.password == "secret";
-        return ok ? mailnet::auth_result::ok(c.user, c.user) : mailnet::auth_result::fail();
-    };
-    a->on_exists = [](std::string_view u) { return u == "alice" || u == "bob"; };
-    return a;
-}
-
-// A pop3 server on its own I/O thread.
-struct fixture {
-    asio::io_context io;
-    asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
-    std::unique_ptr<pop3::server> srv;
-    std::thread thread;
-
-    // failure_delay: the session's own failed-login delay (0: none, and no per-peer delay).
-    explicit fixture(pop3::server_config cfg, std::chrono::milliseconds failure_delay = 0ms) {
-        cfg.listen = {{"pop3", "127.0.0.1", 0, false}};
-        cfg.log = mailnet::null_log();
-        cfg.session_limits.auth_failure_delay = failure_delay;
-        srv = std::make_unique<pop3::server>(io, std::move(cfg));
-        EXPECT_TRUE(srv->up());
-        thread = std::thread([this] { io.run(); });
-    }
-    ~fixture() {
-        std::promise<void> gone;
-        srv->destroy(mailnet::net::server::destroy_mode::kill, [&] { gone.set_value(); });
-        gone.get_future().wait_for(5s);
-        work.reset();
-        io.stop();
-        thread.join();
-    }
-    std::uint16_t port() const { return srv->listeners().at(0).endpoint.port(); }
-};
-
-// Logs in on a fresh connection; the greeting and login replies are consumed.
-std::unique_ptr<test_client> login(std::uint16_t port, const std::string& user = "alice") {
-    auto c = std::make_unique<test_client>(port);
-    c->read_until("\r\n");
-    c->send("USER " + user + "\r\nPASS secret\r\n");
-    c->read_until("logged in");
-    c->read_until("\r\n");
-    c->clear();
-    return c;
-}
+using namespace pop3_test;
 
 TEST(pop3_server, port_zero_is_resolved_and_config_is_readable) {
     pop3::server_config cfg;

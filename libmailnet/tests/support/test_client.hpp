@@ -18,8 +18,15 @@ namespace mailnet::testing {
 /// Connects to 127.0.0.1:port; reads and writes with bounded waits.
 class test_client {
 public:
-    explicit test_client(std::uint16_t port) {
+    /// `source`: a local address to connect from (e.g. "127.0.0.2": another peer address).
+    explicit test_client(std::uint16_t port, const char* source = nullptr) {
         fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        if (source) {
+            sockaddr_in from{};
+            from.sin_family = AF_INET;
+            ::inet_pton(AF_INET, source, &from.sin_addr);
+            (void)::bind(fd_, reinterpret_cast<sockaddr*>(&from), sizeof from);
+        }
         sockaddr_in a{};
         a.sin_family = AF_INET;
         a.sin_port = htons(port);

@@ -1,0 +1,288 @@
+// hardening_test.cpp: pop3d against what a code review and a hostile client found (issue 11):
+// output bounded under pipelining, every backend call off the I/O thread, APOP through the
+// backend, slow and vanishing clients, failed logins logged and throttled per account.
+#include <openssl/evp.h>
+
+#include <asio/post.hpp>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+#include "mailnet/dot_stuffing.hpp"
+#include "server_fixture.hpp"
+
+namespace {
+
+using namespace pop3_test;
+
+// The process's peak resident set since the last reset_peak_rss(), in KiB (0 if unknown).
+std::size_t peak_rss_kib() {
+    std::ifstream in("/proc/self/status");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("VmHWM:", 0) == 0) return std::stoul(line.substr(6));
+    return 0;
+}
+bool reset_peak_rss() {
+    std::ofstream out("/proc/self/clear_refs");
+    out << "5";
+    return static_cast<bool>(out.flush());
+}
+
+// A mailbox of `n` messages with short UIDs, served through the storage slots.
+std::shared_ptr<mailnet::store_functions> mailbox_of(std::size_t n) {
+    auto slots = std::make_shared<mailnet::store_functions>();
+    slots->on_snapshot = [n](std::string_view) -> mailnet::result<std::vector<mailnet::message_info>> {
+        std::vector<mailnet::message_info> v;
+        for (std::size_t i = 1; i <= n; ++i) v.push_back({"m" + std::to_string(i), 100 + i, "u" + std::to_string(i), false});
+        return v;
+    };
+    return slots;
+}
+
+TEST(pop3_hardening, pipelined_listings_are_produced_as_the_client_reads_them) {
+    // 64 KiB of pipelined UIDL/LIST against 1,000 messages asks for about 110 MB of replies;
+    // the server must not build them before the client reads (it built one 43 MB string).
+    constexpr std::size_t messages = 1000;
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.storage = mailbox_of(messages);
+    fixture f(cfg);
+    auto c = login(f.port());
+    std::string uidl = "+OK unique-id listing follows\r\n", list = "+OK scan listing follows\r\n";
+    for (std::size_t i = 1; i <= messages; ++i) {
+        uidl += std::to_string(i) + " u" + std::to_string(i) + "\r\n";
+        list += std::to_string(i) + " " + std::to_string(100 + i) + "\r\n";
+    }
+    uidl += ".\r\n";
+    list += ".\r\n";
+    std::string flood;
+    std::size_t commands = 0;
+    while (flood.size() + 6 <= 64 * 1024) flood += (commands++ % 2 ? "LIST\r\n" : "UIDL\r\n");
+    const bool measurable = reset_peak_rss();
+    const auto before = peak_rss_kib();
+    c->send(flood);
+    std::this_thread::sleep_for(1s);  // the server does what it can without a reader
+    const auto grown_kib = peak_rss_kib() - before;
+    if (measurable && before > 0) {
+        EXPECT_LT(grown_kib, 8u * 1024) << "the server buffered replies nobody read yet";
+    } else {
+        ADD_FAILURE() << "cannot measure the peak RSS here (/proc/self/status, clear_refs)";
+    }
+    // Then every reply arrives, complete and in order.
+    std::size_t ok = 0;
+    std::size_t pos = 0;
+    std::string got;
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (ok < commands && std::chrono::steady_clock::now() < deadline) {
+        c->read_until(".\r\n", 2s);
+        got += c->received();
+        c->clear();
+        for (;;) {
+            const auto& want = ok % 2 ? list : uidl;
+            if (got.size() - pos < want.size()) break;
+            ASSERT_EQ(got.compare(pos, want.size(), want), 0) << "reply " << ok << " differs";
+            pos += want.size();
+            ++ok;
+        }
+        if (pos > (1u << 20)) {
+            got.erase(0, pos);
+            pos = 0;
+        }
+    }
+    EXPECT_EQ(ok, commands);
+}
+
+// Records on which threads the backends were called.
+struct thread_log {
+    std::mutex m;
+    std::set<std::string> on_io, calls;
+    std::thread::id io;
+    void note(const char* what) {
+        std::lock_guard l(m);
+        calls.insert(what);
+        if (std::this_thread::get_id() == io) on_io.insert(what);
+    }
+};
+
+std::string md5_hex(const std::string& s) {
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_Digest(s.data(), s.size(), d, &n, EVP_md5(), nullptr);
+    std::string out;
+    for (unsigned i = 0; i < n; ++i) {
+        static constexpr char hex[] = "0123456789abcdef";
+        out += hex[d[i] >> 4];
+        out += hex[d[i] & 15];
+    }
+    return out;
+}
+
+std::string apop_timestamp(const std::string& greeting) {
+    const auto a = greeting.find('<'), b = greeting.find('>');
+    return a == std::string::npos || b == std::string::npos ? "" : greeting.substr(a, b - a + 1);
+}
+
+TEST(pop3_hardening, every_backend_call_runs_off_the_io_thread_and_apop_reaches_the_backends_mailbox) {
+    auto log = std::make_shared<thread_log>();
+    auto auth = std::make_shared<mailnet::auth_functions>();
+    // The account "alice" keeps her mail in the mailbox "box-of-alice": every way in must end there.
+    auth->on_authenticate = [log](const mailnet::credentials& c) {
+        log->note("authenticate");
+        return c.user == "alice" && c.password == "secret" ? mailnet::auth_result::ok("alice", "box-of-alice")
+                                                           : mailnet::auth_result::fail();
+    };
+    auth->on_lookup = [log](std::string_view u) -> std::optional<std::string> {
+        log->note("lookup");
+        if (u == "alice") return "secret";
+        return std::nullopt;
+    };
+    auto slots = std::make_shared<mailnet::store_functions>();
+    auto opened = std::make_shared<std::string>();
+    slots->on_lock = [log](std::string_view) -> mailnet::result<void> {
+        log->note("lock");
+        return {};
+    };
+    slots->on_unlock = [log](std::string_view) { log->note("unlock"); };
+    slots->on_snapshot = [log, opened](std::string_view box) -> mailnet::result<std::vector<mailnet::message_info>> {
+        log->note("snapshot");
+        *opened = box;
+        return std::vector<mailnet::message_info>{{"a", 5, "uid-a", false}};
+    };
+    slots->on_open = [log](std::string_view, std::string_view) -> mailnet::result<mailnet::message> {
+        log->note("open");
+        return mailnet::message(mailnet::string_source(std::make_shared<const std::string>("abc\n")), 4);
+    };
+    pop3::server_config cfg;
+    cfg.auth = auth;
+    cfg.storage = slots;
+    cfg.enable_apop = true;
+    fixture f(cfg);
+    std::promise<std::thread::id> io_id;
+    asio::post(f.io, [&] { io_id.set_value(std::this_thread::get_id()); });
+    log->io = io_id.get_future().get();
+
+    test_client c(f.port());
+    const auto ts = apop_timestamp(c.read_until("\r\n"));
+    ASSERT_FALSE(ts.empty()) << "APOP is offered to a loopback peer when enabled";
+    c.clear();
+    c.send("APOP alice " + md5_hex(ts + "secret") + "\r\nRETR 1\r\nQUIT\r\n");
+    EXPECT_NE(c.read_until("+OK bye\r\n").find("+OK 5 octets\r\nabc\r\n.\r\n"), std::string::npos) << c.received();
+    EXPECT_EQ(*opened, "box-of-alice") << "APOP used the login name as the mailbox";
+    // A second session that just drops: its unlock must run off the I/O thread too.
+    {
+        test_client d(f.port());
+        d.read_until("\r\n");
+        d.send("USER alice\r\nPASS secret\r\n");
+        d.read_until("logged in");
+    }
+    std::this_thread::sleep_for(200ms);
+    std::lock_guard l(log->m);
+    for (const char* call : {"lookup", "authenticate", "lock", "snapshot", "open", "unlock"})
+        EXPECT_TRUE(log->calls.count(call)) << call << " was never called";
+    EXPECT_TRUE(log->on_io.empty()) << "called on the I/O thread: " << *log->on_io.begin();
+}
+
+TEST(pop3_hardening, a_client_that_hangs_up_during_the_failed_login_delay_frees_its_slot) {
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.max_connections = 3;
+    fixture f(cfg, 3000ms);
+    for (int i = 0; i < 3; ++i) {
+        test_client c(f.port());
+        c.read_until("\r\n");
+        c.send("USER alice\r\nPASS wrong\r\n");
+        std::this_thread::sleep_for(100ms);  // the delay has begun
+    }  // each hangs up
+    std::this_thread::sleep_for(300ms);
+    test_client real(f.port());
+    EXPECT_NE(real.read_until("\r\n", 2s).find("+OK mailnet POP3 server ready"), std::string::npos)
+        << "a slot is still held by a client that left: " << real.received();
+}
+
+TEST(pop3_hardening, failed_logins_against_one_account_slow_down_every_address) {
+    pop3::server_config cfg;
+    cfg.auth = users();
+    fixture f(cfg, 1ms);
+    const auto attempt = [&](const char* from) {
+        test_client c(f.port(), from);
+        c.read_until("\r\n");
+        c.clear();
+        const auto start = std::chrono::steady_clock::now();
+        c.send("USER alice\r\nPASS guess\r\n");
+        c.read_until("-ERR [AUTH]", 10s);
+        return std::chrono::steady_clock::now() - start;
+    };
+    attempt("127.0.0.2");
+    attempt("127.0.0.3");
+    EXPECT_GE(attempt("127.0.0.4"), 1900ms) << "a third address guessing alice's password is not slowed";
+}
+
+TEST(pop3_hardening, a_command_line_must_complete_within_its_limit) {
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.line_timeout = 1s;
+    fixture f(cfg);
+    auto c = login(f.port());
+    const auto start = std::chrono::steady_clock::now();
+    bool closed = false;
+    for (int i = 0; i < 20 && !closed; ++i) {  // one octet every 200 ms, never a line end
+        c->send("N");
+        closed = c->closed_within(200ms);
+    }
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_TRUE(closed) << "a line trickling in holds the connection";
+    EXPECT_GE(took, 800ms);
+    EXPECT_LT(took, 2500ms);
+}
+
+TEST(pop3_hardening, authorization_ends_within_the_login_deadline) {
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.login_timeout = 1s;
+    fixture f(cfg);
+    test_client c(f.port());
+    c.read_until("\r\n");
+    const auto start = std::chrono::steady_clock::now();
+    bool closed = false;
+    for (int i = 0; i < 20 && !closed; ++i) {  // busy, but never logging in
+        c.send("NOOP\r\n");
+        closed = c.closed_within(200ms);
+    }
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_TRUE(closed);
+    EXPECT_LT(took, 2500ms);
+    // A session that logged in is not held to it.
+    auto in = login(f.port());
+    std::this_thread::sleep_for(1200ms);
+    in->send("NOOP\r\n");
+    EXPECT_NE(in->read_until("+OK\r\n", 2s).find("+OK\r\n"), std::string::npos);
+}
+
+TEST(pop3_hardening, every_failed_login_is_logged_with_user_address_and_reason) {
+    auto lines = std::make_shared<std::vector<std::string>>();
+    auto m = std::make_shared<std::mutex>();
+    pop3::server_config cfg;
+    cfg.auth = users();
+    fixture f(cfg, 0ms, [lines, m](mailnet::log_level, std::string_view text) {
+        std::lock_guard l(*m);
+        lines->emplace_back(text);
+    });
+    test_client c(f.port());
+    c.read_until("\r\n");
+    // authzid "bob", authcid "alice": no proxy logins; then a malformed response; then a wrong password.
+    c.send("AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\nAUTH PLAIN YWxpY2U=\r\n");
+    c.read_until("malformed");
+    std::this_thread::sleep_for(100ms);
+    std::lock_guard l(*m);
+    std::string all;
+    for (const auto& x : *lines) all += x + "\n";
+    EXPECT_NE(all.find("pop3 failed login for alice from 127.0.0.1: SASL authorization identity differs"),
+              std::string::npos) << all;
+    EXPECT_NE(all.find("pop3 failed login for  from 127.0.0.1: malformed SASL PLAIN response"), std::string::npos)
+        << all;
+}
+
+}  // namespace
