@@ -3,7 +3,13 @@
 
   pop3lib.py freeport                       a free TCP port on 127.0.0.1 (bind port 0)
   pop3lib.py gen STORE tput|idle NUSERS     the Maildirs both servers serve (tput: big, huge, u1..u20)
-  pop3lib.py users FILE NUSERS              the passwd-file: big, huge, u1..uN, all {PLAIN}pw
+  pop3lib.py users FILE NUSERS [NAME...]    the passwd-file: big, huge, u1..uN, NAMEs, all {PLAIN}pw
+  pop3lib.py genbig STORE NAME COUNT sizes|nosizes
+                                            one Maildir of COUNT x 1 KiB messages in cur/, names
+                                            with ,S=,W= (sizes) or without (nosizes)
+  pop3lib.py status PID KEY...              the /proc/PID/status values of KEYs (KiB), one line
+  pop3lib.py procmem PID COMM               VmHWM and VmRSS (KiB) of the largest process named
+                                            COMM in PID's tree, and the tree's summed RSS
   pop3lib.py mem PID                        rss_kib pss_kib hwm_kib nprocs, summed over PID's tree
   pop3lib.py cpu PID                        CPU seconds of PID's tree (live ones + reaped children)
   pop3lib.py sample PID OUT SECS            every 0.2 s until PID ends (at most SECS): the peak of
@@ -117,9 +123,34 @@ def gen(store, kind, nusers):
         mailbox(store, f"u{u}", 10, 4096, "text")
 
 
-def users(users_file, nusers):
+def genbig(store, name, count, kind):
+    """COUNT messages of exactly 1024 octets (LF) in NAME/cur/, as a mailbox long in use: names
+    <secs>.M<n>P4242Q<n>.<host>[,S=<octets>,W=<wire>]:2, (no flags). Fast: one body text."""
+    count = int(count)
+    box = os.path.join(store, name)
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(box, sub), exist_ok=True)
+    body = text_body(2048, 1)
+    base = 1764064800
+    cur = os.path.join(box, "cur")
+    for q in range(1, count + 1):
+        hdr = (f"From: Sender <sender@example.org>\nTo: Bench <bench@example.org>\n"
+               f"Subject: old message {q}\nMessage-ID: <{q}.old@example.org>\n\n")
+        text = hdr + body[:1024 - len(hdr)]
+        if not text.endswith("\n"):
+            text = text[:-1] + "\n"
+        data = text.encode()
+        assert len(data) == 1024
+        wire = len(data) + data.count(b"\n")
+        sizes = f",S={len(data)},W={wire}" if kind == "sizes" else ""
+        fname = f"{base + q}.M{q:06d}P4242Q{q}.{HOST}{sizes}:2,"
+        with open(os.path.join(cur, fname), "wb") as f:
+            f.write(data)
+
+
+def users(users_file, nusers, *extra):
     with open(users_file, "w") as f:
-        for name in ["big", "huge"] + [f"u{u}" for u in range(1, int(nusers) + 1)]:
+        for name in ["big", "huge"] + [f"u{u}" for u in range(1, int(nusers) + 1)] + list(extra):
             f.write(f"{name}:{{PLAIN}}pw\n")
 
 
@@ -169,6 +200,25 @@ def pss_kib(pid):
     except OSError:
         pass
     return 0
+
+
+def status(pid, *keys):
+    print(" ".join(str(status_kib(pid, k)) for k in keys))
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def procmem(pid, name):
+    pids = tree(pid)
+    best = max(((status_kib(p, "VmHWM"), status_kib(p, "VmRSS")) for p in pids if comm(p) == name),
+               default=(0, 0))
+    print(best[0], best[1], sum(status_kib(p, "VmRSS") for p in pids))
 
 
 def mem(pid):
@@ -376,6 +426,197 @@ def report(raw, doc, meta):
     print(block)
 
 
+# ---- report: the parts with their own blocks (big, tls) --------------------------------------
+def read_raw(raw, prefixes):
+    """vals[(fig, srv)] -> values in run order, by_run[(fig, srv, run)] -> value,
+    extra[(fig, srv, key)] -> values; only figures starting with one of PREFIXES."""
+    vals, by_run, extra = {}, {}, {}
+    with open(raw) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 4 or not parts[0].startswith(prefixes):
+                continue
+            fig, srv, run, v = parts[:4]
+            vals.setdefault((fig, srv), []).append(float(v))
+            by_run[(fig, srv, run)] = float(v)
+            for kv in parts[4:]:
+                k, _, x = kv.partition("=")
+                try:
+                    extra.setdefault((fig, srv, k), []).append(float(x))
+                except ValueError:
+                    pass
+    return vals, by_run, extra
+
+
+def write_block(doc, tag, block):
+    """Replaces the text between <!-- bench:TAG:begin ... --> and <!-- bench:TAG:end --> in DOC
+    (appends the block when the markers are missing); the rest of DOC is left as it is."""
+    begin, end = f"<!-- bench:{tag}:begin", f"<!-- bench:{tag}:end -->"
+    block = f"{begin} (written by bench/run; edits here are overwritten) -->\n{block}\n{end}"
+    text = open(doc).read() if os.path.exists(doc) else "# Benchmarks\n\n"
+    b, e = text.find(begin), text.find(end)
+    if b >= 0 and e > b:
+        text = text[:b] + block + text[e + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(doc + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(doc + ".tmp", doc)
+    print(block)
+
+
+def med_of(d, key):
+    v = d.get(key)
+    return statistics.median(v) if v else None
+
+
+def runs_of(vals, key, f=None):
+    return ", ".join((f or fmt)(x) for x in vals.get(key, []))
+
+
+def report_big(raw, doc, meta):
+    """(6) big mailboxes: RAW lines big_secs:LABEL, big_first:LABEL, big_growth:LABEL, big_peak:LABEL."""
+    vals, by_run, extra = read_raw(raw, ("big_",))
+    labels = []
+    for (fig, _srv) in vals:
+        lab = fig.split(":", 1)[1]
+        if lab not in labels:
+            labels.append(lab)
+    def count(lab):
+        n = med_of(extra, ("big_secs:" + lab, "mailnet", "msgs")) or med_of(extra, ("big_secs:" + lab, "dovecot", "msgs"))
+        return int(n) if n else 0
+    labels.sort(key=lambda lab: (lab.startswith("nosize"), count(lab)))
+    ms = lambda x: fmt(x * 1000)
+    rows, targets = [], []
+    for lab in labels:
+        n = count(lab)
+        names = "names without ,S=/,W=" if lab.startswith("nosize") else "names with ,S=/,W="
+        what = f"`{lab}`: {n:,} × 1 KiB, {names}"
+        k = "big_secs:" + lab
+        m, d = med_of(vals, (k, "mailnet")), med_of(vals, (k, "dovecot"))
+        ratio = f"{d / m:.2f}× faster" if m and d and d >= m else (f"{m / d:.2f}× slower" if m and d else "—")
+        phases = []
+        for srv, name in (("mailnet", "mailnet"), ("dovecot", "Dovecot")):
+            ph = [(p, med_of(extra, (k, srv, p + "_secs"))) for p in ("login", "stat", "list", "uidl", "quit")]
+            if all(v is not None for _, v in ph):
+                phases.append(f"{name}: " + ", ".join(f"{p} {v * 1000:.1f}" for p, v in ph) + " ms")
+        rows.append(f"| {what}: USER/PASS + STAT + LIST + UIDL + QUIT, warm | ms | {ms(m) if m else '—'} "
+                    f"({runs_of(vals, (k, 'mailnet'), ms)}) | {ms(d) if d else '—'} ({runs_of(vals, (k, 'dovecot'), ms)}) "
+                    f"| {ratio} | {'; '.join(phases)} |")
+        k = "big_first:" + lab
+        m1, d1 = med_of(vals, (k, "mailnet")), med_of(vals, (k, "dovecot"))
+        if m1 or d1:
+            rows.append(f"| {what}: the first session (warm-up, not in the median; Dovecot builds its index files) "
+                        f"| ms | {ms(m1) if m1 else '—'} | {ms(d1) if d1 else '—'} | — | |")
+        k = "big_growth:" + lab
+        mg, dg = med_of(vals, (k, "mailnet")), med_of(vals, (k, "dovecot"))
+        mh, dh = med_of(vals, ("big_peak:" + lab, "mailnet")), med_of(vals, ("big_peak:" + lab, "dovecot"))
+        notes = []
+        r0 = med_of(extra, (k, "mailnet", "rss0_kib"))
+        if r0 is not None:
+            mb, mh0 = med_of(extra, (k, "mailnet", "base_kib")), med_of(extra, (k, "mailnet", "hwm_kib"))
+            net = (f"; net of the growth over a 10-message session ({fmt(mb)} KiB), as for Dovecot: "
+                   f"{fmt((mh0 - r0 - mb) * 1024 / n)}" if mb is not None and mh0 is not None else "")
+            notes.append(f"mailnet: (VmHWM after the session − VmRSS before it, HWM reset by clear_refs) / {n:,}; "
+                         f"a fresh pop3d per run, {fmt(r0)} KiB RSS before{net}")
+        b0 = med_of(extra, (k, "dovecot", "base_hwm_kib"))
+        if b0 is not None:
+            notes.append(f"Dovecot: (VmHWM of the session's `pop3` process − that of a session on a 10-message "
+                         f"mailbox, {fmt(b0)} KiB) / {n:,}, read before QUIT")
+        rows.append(f"| {what}: session memory growth per message (an upper bound of the snapshot's) | octets "
+                    f"| {fmt(mg)} ({runs_of(vals, (k, 'mailnet'))}) | {fmt(dg)} ({runs_of(vals, (k, 'dovecot'))}) | "
+                    f"{(f'{dg / mg:.1f}× less' if mg and dg and dg >= mg else (f'{mg / dg:.1f}× more' if mg and dg else '—'))} "
+                    f"| {'; '.join(notes)} |")
+        tr = med_of(extra, ("big_growth:" + lab, "dovecot", "tree_rss_kib"))
+        pn = ["mailnet: VmHWM of its one process"]
+        if dh:
+            pn.append("Dovecot: VmHWM of the session's `pop3` process (its `pop3-login`, `auth`, … not included"
+                      + (f"; its whole tree's summed RSS then: {fmt(tr)} KiB" if tr else "") + ")")
+        rows.append(f"| {what}: peak RSS of the session | KiB | {fmt(mh)} ({runs_of(vals, ('big_peak:' + lab, 'mailnet'))}) "
+                    f"| {fmt(dh)} ({runs_of(vals, ('big_peak:' + lab, 'dovecot'))}) | "
+                    f"{(f'{dh / mh:.1f}× less' if mh and dh and dh >= mh else (f'{mh / dh:.1f}× more' if mh and dh else '—'))} "
+                    f"| {'; '.join(pn)} |")
+        def tgt(label, okv):
+            targets.append(f"| {label} | {'met' if okv else '**not met**'} |")
+        if lab.startswith("nosize"):
+            if m is not None:
+                targets.append(f"| `{lab}` (no sizes in the names) works: every LIST/UIDL line and the LIST sizes "
+                               f"match STAT | met (reported, no target: {ms(m)} ms against Dovecot's {ms(d) if d else '—'} ms) |")
+        else:
+            if m and d:
+                tgt(f"`{lab}` session time ≤ Dovecot's (is {ms(m)} against {ms(d)} ms)", m <= d)
+            if mg is not None:
+                tgt(f"`{lab}` snapshot memory ≤ 200 octets per message (session growth {fmt(mg)})", mg <= 200)
+            if n >= 100000 and mh is not None:
+                tgt(f"`{lab}` peak RSS of the whole session < 64 MiB (is {mh / 1024:.1f} MiB)", mh < 64 * 1024)
+    block = "\n".join([
+        meta.replace("\\n", "\n"),
+        "",
+        "| figure | unit | mailnet pop3d: median (runs) | Dovecot: median (runs) | mailnet vs Dovecot | how measured |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "| target | result |",
+        "|---|---|",
+        *targets,
+    ])
+    write_block(doc, "pop3-big", block)
+
+
+def report_tls(raw, doc, meta):
+    """(7) RETR over implicit TLS: RAW lines tls_retr4k, tls_retr1m, plain_retr4k, plain_retr1m,
+    cpu_tls_retr4k, cpu_tls_retr1m (FIG SERVER RUN VALUE server_cpu= client_cpu=)."""
+    vals, by_run, extra = read_raw(raw, ("tls_", "plain_", "cpu_tls_"))
+    rows, targets, tail = [], [], []
+    figs = [("tls_retr4k", "RETR 1000 × 4 KiB over pop3s, one session, pipelined batches of 50", "msg/s"),
+            ("tls_retr1m", "RETR 100 × 1 MiB over pop3s, one session, pipelined batches of 50", "MB/s"),
+            ("plain_retr4k", "the same without TLS, same run (as (1))", "msg/s"),
+            ("plain_retr1m", "the same without TLS, same run (as (2))", "MB/s")]
+    for key, title, unit in figs:
+        m, d = med_of(vals, (key, "mailnet")), med_of(vals, (key, "dovecot"))
+        if m is None and d is None:
+            continue
+        notes = []
+        for srv, name in (("mailnet", "mailnet"), ("dovecot", "Dovecot")):
+            c = "cpu_" + key
+            sc, cc, v = med_of(extra, (c, srv, "server_cpu")), med_of(extra, (c, srv, "client_cpu")), med_of(vals, (c, srv))
+            if sc is not None:
+                passes = "20-pass" if key.endswith("4k") else "5-pass"
+                notes.append(f"{name}: server {sc * 100:.0f}%, client {cc * 100:.0f}% of a core over a {passes} "
+                             f"session that ran at {fmt(v)} {unit}")
+        rows.append(f"| {title} | {unit} | {fmt(m)} ({runs_of(vals, (key, 'mailnet'))}) | {fmt(d)} "
+                    f"({runs_of(vals, (key, 'dovecot'))}) | {f'{m / d:.2f}×' if m and d else '—'} | {'; '.join(notes)} |")
+        if key.startswith("tls_") and m and d:
+            targets.append(f"| {title.split(',')[0]} ≥ 1.5× Dovecot (is {m / d:.2f}×) | {'met' if m >= 1.5 * d else '**not met**'} |")
+    # TLS cost per octet: per run, 1000/MBps(TLS) − 1000/MBps(plain) ns per octet, median over the runs.
+    for srv, name in (("mailnet", "mailnet pop3d"), ("dovecot", "Dovecot")):
+        costs = []
+        for (fig, s, run), v in sorted(by_run.items()):
+            if fig == "tls_retr1m" and s == srv and ("plain_retr1m", srv, run) in by_run:
+                p = by_run[("plain_retr1m", srv, run)]
+                costs.append((1000 / v - 1000 / p, 1000 / v, 1000 / p))
+        if costs:
+            c = statistics.median(x[0] for x in costs)
+            tail.append(f"TLS cost per octet, {name} (1 MiB messages; per run: time per octet over pop3s − "
+                        f"without, from the pair of sessions of that run): median **{c:.2f} ns/octet** "
+                        f"({', '.join(f'{a:.2f} − {b:.2f} = {x:.2f}' for x, a, b in costs)}).")
+    block = "\n".join([
+        meta.replace("\\n", "\n"),
+        "",
+        "| figure | unit | mailnet pop3d: median (runs) | Dovecot: median (runs) | mailnet vs Dovecot | whose CPU |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        *tail,
+        "",
+        "| target | result |",
+        "|---|---|",
+        *targets,
+    ])
+    write_block(doc, "pop3-tls", block)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"freeport": freeport, "gen": gen, "users": users, "mem": mem, "cpu": cpu, "sample": sample, "report": report}[cmd](*args)
+    {"freeport": freeport, "gen": gen, "genbig": genbig, "status": status, "procmem": procmem,
+     "report_big": report_big, "report_tls": report_tls, "users": users, "mem": mem, "cpu": cpu, "sample": sample, "report": report}[cmd](*args)

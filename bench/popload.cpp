@@ -1,11 +1,19 @@
-// popload.cpp: the POP3 load client of bench/run (standalone: libc and libstdc++ only).
+// popload.cpp: the POP3 load client of bench/run (standalone: libc, libstdc++ and, for
+// --tls, OpenSSL's libssl/libcrypto).
 //
 //   popload loopback --bytes N [--seconds T]
 //       two processes (fork): the child blasts N bytes over a loopback TCP connection, the
 //       parent receives them into the same buffer the RETR reader uses; what loopback carries.
-//   popload retr --port P --user U --pass W [--batch 50] [--passes 1] [--seconds T]
+//   popload retr --port P --user U --pass W [--batch 50] [--passes 1] [--seconds T] [--tls 0|1]
 //       one session: USER/PASS, LIST, then RETR 1..N in pipelined batches; checks every body's
-//       length against LIST; times the RETR phase only, then QUIT.
+//       length against LIST; times the RETR phase only, then QUIT. --tls 1: implicit TLS
+//       (pop3s), TLS 1.3 only, offering only --ciphersuite (TLS_AES_128_GCM_SHA256); the
+//       server's certificate is not verified (a self-signed one on 127.0.0.1).
+//   popload list --port P --user U --pass W [--seconds T] [--hold T] [--tls 0|1]
+//       one session: connect, greeting, USER/PASS, STAT, LIST, UIDL (every reply read to its
+//       end; the line counts and the LIST sizes checked against STAT), QUIT and its reply;
+//       times the whole session from connect. --hold T: before QUIT print "listed ..." and wait
+//       for a line on stdin (at most T s), so the caller can read the server's memory.
 //   popload sessions --port P --prefix u --pass W [--first 1] [--clients 20]
 //                    [--max-sessions N] [--seconds T]
 //       CLIENTS threads, each with its own user (PREFIX<first+i>), loop: connect, greeting,
@@ -28,6 +36,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -130,11 +142,76 @@ bool send_all(int fd, const char* p, std::size_t n) {
 }
 bool send_all(int fd, const std::string& s) { return send_all(fd, s.data(), s.size()); }
 
+// A connection: a socket, and the TLS session over it when --tls 1.
+struct link {
+    int fd = -1;
+    SSL* ssl = nullptr;
+};
+
+bool send_all(link& l, const char* p, std::size_t n) {
+    if (!l.ssl) return send_all(l.fd, p, n);
+    while (n > 0) {
+        const int w = SSL_write(l.ssl, p, static_cast<int>(std::min<std::size_t>(n, 1 << 20)));
+        if (w <= 0) {
+            const int e = SSL_get_error(l.ssl, w);
+            if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ || (e == SSL_ERROR_SYSCALL && errno == EINTR))
+                continue;
+            return false;
+        }
+        p += w;
+        n -= static_cast<std::size_t>(w);
+    }
+    return true;
+}
+bool send_all(link& l, const std::string& s) { return send_all(l, s.data(), s.size()); }
+
+// The client context of --tls 1: TLS 1.3 only, one cipher suite offered, no verification.
+SSL_CTX* g_tls = nullptr;
+
+void init_tls(const std::string& suite) {
+    g_tls = SSL_CTX_new(TLS_client_method());
+    if (!g_tls) die("tls: SSL_CTX_new failed");
+    SSL_CTX_set_min_proto_version(g_tls, TLS1_3_VERSION);
+    SSL_CTX_set_max_proto_version(g_tls, TLS1_3_VERSION);
+    if (SSL_CTX_set_ciphersuites(g_tls, suite.c_str()) != 1) die("tls: bad cipher suite " + suite);
+    SSL_CTX_set_verify(g_tls, SSL_VERIFY_NONE, nullptr);
+}
+
+// Connects (and handshakes when --tls 1); fd -1 on failure.
+link open_link(int port, int timeout_secs) {
+    link l;
+    l.fd = connect_to(port, timeout_secs);
+    if (l.fd < 0 || !g_tls) return l;
+    l.ssl = SSL_new(g_tls);
+    if (!l.ssl || SSL_set_fd(l.ssl, l.fd) != 1 || SSL_connect(l.ssl) != 1) {
+        ERR_print_errors_fp(stderr);
+        if (l.ssl) SSL_free(l.ssl);
+        ::close(l.fd);
+        return link{};
+    }
+    return l;
+}
+
+void close_link(link& l) {
+    if (l.ssl) {
+        SSL_shutdown(l.ssl);
+        SSL_free(l.ssl);
+        l.ssl = nullptr;
+    }
+    if (l.fd >= 0) ::close(l.fd);
+    l.fd = -1;
+}
+
+std::string tls_desc(const link& l) {
+    if (!l.ssl) return "tls=none";
+    return std::string("tls=") + SSL_get_version(l.ssl) + " cipher=" + SSL_get_cipher_name(l.ssl);
+}
+
 // A blocking connection with a receive buffer; every wait ends at the socket timeout or at
 // the deadline, whichever comes first (the deadline is checked between receives).
 class reader {
 public:
-    reader(int fd, std::size_t cap, double deadline) : fd_(fd), buf_(cap), deadline_(deadline) {}
+    reader(const link& l, std::size_t cap, double deadline) : fd_(l.fd), ssl_(l.ssl), buf_(cap), deadline_(deadline) {}
 
     // Receives more bytes; false on EOF, error, timeout or deadline.
     bool fill() {
@@ -146,6 +223,20 @@ public:
         }
         if (e_ == buf_.size()) buf_.resize(buf_.size() * 2);
         for (;;) {
+            if (ssl_) {
+                const int r = SSL_read(ssl_, buf_.data() + e_, static_cast<int>(std::min<std::size_t>(buf_.size() - e_, 1 << 30)));
+                if (r > 0) {
+                    e_ += static_cast<std::size_t>(r);
+                    total_ += static_cast<std::uint64_t>(r);
+                    return true;
+                }
+                const int e = SSL_get_error(ssl_, r);
+                if (e == SSL_ERROR_WANT_READ || (e == SSL_ERROR_SYSCALL && errno == EINTR)) {
+                    if (now_s() > deadline_) return false;
+                    continue;
+                }
+                return false;
+            }
             ssize_t r = ::recv(fd_, buf_.data() + e_, buf_.size() - e_, 0);
             if (r > 0) {
                 e_ += static_cast<std::size_t>(r);
@@ -247,6 +338,7 @@ private:
     }
 
     int fd_;
+    SSL* ssl_;
     std::vector<char> buf_;
     std::size_t b_ = 0, e_ = 0;
     char prev_[2] = {'\r', '\n'};
@@ -256,14 +348,14 @@ private:
 
 bool ok(const std::string& l) { return l.rfind("+OK", 0) == 0; }
 
-bool command(int fd, reader& r, const std::string& cmd, std::string* reply = nullptr) {
+bool command(link& fd, reader& r, const std::string& cmd, std::string* reply = nullptr) {
     std::string l;
     if (!send_all(fd, cmd + "\r\n") || !r.line(l)) return false;
     if (reply) *reply = l;
     return ok(l);
 }
 
-bool login(int fd, reader& r, const std::string& user, const std::string& pass) {
+bool login(link& fd, reader& r, const std::string& user, const std::string& pass) {
     std::string l;
     if (!r.line(l) || !ok(l)) return false;
     return command(fd, r, "USER " + user) && command(fd, r, "PASS " + pass);
@@ -328,8 +420,9 @@ int mode_retr(const options& o) {
     const std::string user = o.get("user"), pass = o.get("pass");
     const long batch = o.num("batch", "50"), passes = o.num("passes", "1");
     const double deadline = now_s() + static_cast<double>(o.num("seconds", "120"));
-    int fd = connect_to(port, 30);
-    if (fd < 0) die("retr: cannot connect");
+    if (o.num("tls", "0")) init_tls(o.get("ciphersuite", "TLS_AES_128_GCM_SHA256"));
+    link fd = open_link(port, 30);
+    if (fd.fd < 0) die("retr: cannot connect");
     reader r(fd, 1024 * 1024, deadline);
     if (!login(fd, r, user, pass)) die("retr: login failed");
     std::string st;
@@ -366,12 +459,77 @@ int mode_retr(const options& o) {
     const double secs = now_s() - t0, cpu = cpu_s() - c0;
     const std::uint64_t wire = r.total() - before;
     command(fd, r, "QUIT");
-    ::close(fd);
+    const std::string tls = tls_desc(fd);
+    close_link(fd);
     std::printf("mode=retr msgs=%ld wire_bytes=%llu body_bytes=%llu secs=%.4f msgs_per_s=%.1f MBps=%.1f "
-                "client_cpu=%.2f size_mismatches=%ld\n",
+                "client_cpu=%.2f size_mismatches=%ld %s\n",
                 done, static_cast<unsigned long long>(wire), static_cast<unsigned long long>(body_octets), secs,
-                static_cast<double>(done) / secs, static_cast<double>(wire) / secs / 1e6, cpu / secs, bad);
+                static_cast<double>(done) / secs, static_cast<double>(wire) / secs / 1e6, cpu / secs, bad,
+                tls.c_str());
     return bad == 0 && done == n * passes ? 0 : 1;
+}
+
+// ---- list ---------------------------------------------------------------------------------
+// Reads a multi-line reply's lines up to the terminating ".", counting them and summing the
+// second field (LIST's sizes); false on a lost connection.
+bool listing(reader& r, long& lines, std::uint64_t& sum) {
+    std::string l;
+    lines = 0;
+    sum = 0;
+    for (;;) {
+        if (!r.line(l)) return false;
+        if (l == ".") return true;
+        ++lines;
+        const auto sp = l.find(' ');
+        if (sp != std::string::npos) sum += std::strtoull(l.c_str() + sp + 1, nullptr, 10);
+    }
+}
+
+int mode_list(const options& o) {
+    const int port = static_cast<int>(o.num("port"));
+    const std::string user = o.get("user"), pass = o.get("pass");
+    const double deadline = now_s() + static_cast<double>(o.num("seconds", "120"));
+    const long hold = o.num("hold", "0");
+    if (o.num("tls", "0")) init_tls(o.get("ciphersuite", "TLS_AES_128_GCM_SHA256"));
+    const double t0 = now_s(), c0 = cpu_s();
+    link fd = open_link(port, 60);
+    if (fd.fd < 0) die("list: cannot connect");
+    reader r(fd, 1024 * 1024, deadline);
+    if (!login(fd, r, user, pass)) die("list: login failed");
+    const double t_login = now_s();
+    std::string st;
+    if (!command(fd, r, "STAT", &st)) die("list: STAT: " + st);
+    long n = 0;
+    unsigned long long octets = 0;
+    if (std::sscanf(st.c_str(), "+OK %ld %llu", &n, &octets) != 2) die("list: STAT reply: " + st);
+    const double t_stat = now_s();
+    long list_lines = 0, uidl_lines = 0;
+    std::uint64_t list_sum = 0, uidl_sum = 0;
+    if (!command(fd, r, "LIST", &st) || !listing(r, list_lines, list_sum)) die("list: LIST failed: " + st);
+    const double t_list = now_s();
+    if (!command(fd, r, "UIDL", &st) || !listing(r, uidl_lines, uidl_sum)) die("list: UIDL failed: " + st);
+    const double t_uidl = now_s();
+    const double cpu = cpu_s() - c0;
+    if (hold > 0) {
+        std::printf("listed msgs=%ld\n", n);
+        std::fflush(stdout);
+        pollfd in{0, POLLIN, 0};
+        ::poll(&in, 1, static_cast<int>(hold * 1000));
+    }
+    const double t_quit0 = now_s();
+    if (!command(fd, r, "QUIT", &st)) die("list: QUIT: " + st);
+    const double t1 = now_s();
+    const std::string tls = tls_desc(fd);
+    close_link(fd);
+    const bool fine = list_lines == n && uidl_lines == n && list_sum == octets;
+    // With --hold, the whole-session time leaves out the wait.
+    const double secs = (t1 - t0) - (t_quit0 - t_uidl);
+    std::printf("mode=list msgs=%ld octets=%llu list_lines=%ld uidl_lines=%ld list_sum=%llu secs=%.4f "
+                "login_secs=%.4f stat_secs=%.4f list_secs=%.4f uidl_secs=%.4f quit_secs=%.4f client_cpu=%.2f %s\n",
+                n, octets, list_lines, uidl_lines, static_cast<unsigned long long>(list_sum), secs, t_login - t0,
+                t_stat - t_login, t_list - t_stat, t_uidl - t_list, t1 - t_quit0, cpu / secs, tls.c_str());
+    if (!fine) std::fprintf(stderr, "popload: list: counts do not match STAT\n");
+    return fine ? 0 : 1;
 }
 
 // ---- sessions -----------------------------------------------------------------------------
@@ -390,13 +548,13 @@ int mode_sessions(const options& o) {
             std::string l;
             while (now_s() < deadline && claimed.fetch_add(1) < max_sessions) {
                 bool fine = false;
-                int fd = connect_to(port, 10);
-                if (fd >= 0) {
+                link fd{connect_to(port, 10), nullptr};
+                if (fd.fd >= 0) {
                     reader r(fd, 4096, deadline + 10);
                     fine = login(fd, r, user, pass) && command(fd, r, "STAT") && command(fd, r, "QUIT");
                     // Wait for the server's close, so TIME_WAIT stays on its side.
                     if (fine) while (r.fill()) {}
-                    ::close(fd);
+                    ::close(fd.fd);
                 }
                 (fine ? good : failed).fetch_add(1);
                 if (failed.load() > 100) break;
@@ -529,12 +687,13 @@ int mode_idle(const options& o) {
 int main(int argc, char** argv) {
     ::signal(SIGPIPE, SIG_IGN);
     raise_nofile();
-    if (argc < 2) die("usage: popload loopback|retr|sessions|idle --key value ...");
+    if (argc < 2) die("usage: popload loopback|retr|list|sessions|idle --key value ...");
     const std::string mode = argv[1];
     try {
         const options o = parse(argc, argv, 2);
         if (mode == "loopback") return mode_loopback(o);
         if (mode == "retr") return mode_retr(o);
+        if (mode == "list") return mode_list(o);
         if (mode == "sessions") return mode_sessions(o);
         if (mode == "idle") return mode_idle(o);
     } catch (const std::exception& e) {
