@@ -10,16 +10,15 @@
 #include <iostream>
 
 #include "mailnet/auth/auth.hpp"
-#include "mailnet/net/server.hpp"
-#include "mailnet/net/tls.hpp"
+#include "mailnet/net/program.hpp"
 #include "mailnet/pop3d/server.hpp"
 #include "mailnet/store/store.hpp"
 #include "mailnet/version.hpp"
 
 namespace {
 
-// sysexits.h
-constexpr int ex_ok = 0, ex_usage = 64, ex_unavailable = 69, ex_ioerr = 74;
+namespace net = mailnet::net;
+namespace exit_code = mailnet::net::exit_code;
 
 std::string host_name() {
     char buf[256] = {};
@@ -65,64 +64,36 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e) == 0 ? ex_ok : ex_usage;
+        return app.exit(e) == 0 ? exit_code::ok : exit_code::usage;
     }
     auto log = mailnet::stderr_log();
     if (listen.empty() && tls_listen.empty()) listen.emplace_back("127.0.0.1:110");
     if (idle_timeout < 600 && !short_idle) {
         std::cerr << "pop3d: --idle-timeout below 600 s breaks RFC 1939 3; add --allow-short-idle-timeout\n";
-        return ex_usage;
+        return exit_code::usage;
     }
     if (!tls_listen.empty() && tls_cert.empty()) {
         std::cerr << "pop3d: --tls-listen needs --tls-cert and --tls-key\n";
-        return ex_usage;
+        return exit_code::usage;
     }
     mailnet::pop3::server_config cfg;
-    for (const auto& l : listen) {
-        auto spec = mailnet::net::parse_listen(l, "pop3", false);
-        if (!spec) {
-            std::cerr << "pop3d: bad --listen " << l << ": want ADDR:PORT\n";
-            return ex_usage;
-        }
-        cfg.listen.push_back(*spec);
-    }
-    for (const auto& l : tls_listen) {
-        auto spec = mailnet::net::parse_listen(l, "pop3s", true);
-        if (!spec) {
-            std::cerr << "pop3d: bad --tls-listen " << l << ": want ADDR:PORT\n";
-            return ex_usage;
-        }
-        cfg.listen.push_back(*spec);
-    }
+    auto plain = net::listen_specs("pop3d", "--listen", listen, "pop3", false);
+    auto implicit = net::listen_specs("pop3d", "--tls-listen", tls_listen, "pop3s", true);
+    if (!plain || !implicit) return exit_code::usage;
+    cfg.listen = std::move(*plain);
+    cfg.listen.insert(cfg.listen.end(), implicit->begin(), implicit->end());
     if (!tls_cert.empty()) {
-        std::string why;
-        auto ctx = mailnet::net::make_server_tls({tls_cert, tls_key}, &why);
-        if (!ctx) {
-            std::cerr << "pop3d: TLS: " << why << "\n";
-            return ex_usage;
-        }
+        auto ctx = net::server_tls_from_files("pop3d", tls_cert, tls_key);
+        if (!ctx) return exit_code::usage;
         cfg.tls = *ctx;
     }
-    auto users = mailnet::open_passwd_file({users_file, log});
-    if (!users) {
-        // The reason (and the line, for a file that does not parse) is logged already.
-        if (users.error() == mailnet::errc::bad_config) {
-            std::cerr << "pop3d: users file " << users_file << " does not parse\n";
-            return ex_usage;
-        }
-        std::cerr << "pop3d: cannot read users file " << users_file << ": " << users.error().message() << "\n";
-        return ex_ioerr;
-    }
-    mailnet::maildir_options mo;
-    mo.root = store_dir;
-    mo.log = log;
-    auto store = mailnet::open_maildir_store(mo);
-    if (!store) {
-        std::cerr << "pop3d: cannot use store " << store_dir << ": " << store.error().message() << "\n";
-        return ex_ioerr;
-    }
-    cfg.auth = std::move(*users);
-    cfg.storage = std::move(*store);
+    int failed = exit_code::ok;
+    auto users = net::users_from_file("pop3d", users_file, log, failed);
+    if (!users) return failed;
+    auto store = net::maildir_store_at("pop3d", store_dir, log, failed);
+    if (!store) return failed;
+    cfg.auth = std::move(users);
+    cfg.storage = std::move(store);
     cfg.allow_plaintext_auth = allow_plaintext;
     cfg.enable_apop = enable_apop;
     cfg.hostname = host_name();
@@ -135,13 +106,9 @@ int main(int argc, char** argv) {
     asio::io_context io;
     mailnet::pop3::server server(io, cfg);
     if (auto r = server.up(); !r) {
-        if (r.error() == mailnet::errc::bad_config) return ex_usage;  // the reason is logged
+        if (r.error() == mailnet::errc::bad_config) return exit_code::usage;  // the reason is logged
         std::cerr << "pop3d: cannot listen: " << r.error().message() << "\n";
-        return ex_unavailable;
+        return exit_code::unavailable;
     }
-    for (const auto& l : server.listeners()) std::printf("%s\n", mailnet::net::listening_line(l).c_str());
-    std::fflush(stdout);
-    mailnet::net::shutdown_on_signals signals(io, {server.base()}, [&io] { io.stop(); });
-    io.run();
-    return ex_ok;
+    return net::run_until_signalled(io, {server.base()});
 }

@@ -194,6 +194,82 @@ class Implicit(TlsBase):
         self.assertTrue(p.pass_("secret").startswith(b"+OK"))
         p.quit()
 
+    def test_a_partial_tls_record_never_stalls_a_long_retr(self):
+        # Issue 11, defect 4: while pipelined RETRs of many segments are written, the client
+        # sends a command one octet at a time, so the server sees partial TLS records. The
+        # server must never wait for the rest of a record before writing the next segment.
+        sock = socket.create_connection((t.HOST, self.srv.tls_port), timeout=TIMEOUT)
+        self.clients.append(sock)
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.ca.client_context().wrap_bio(inc, out, server_hostname=t.HOST)
+        got = bytearray()
+
+        def pull():
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise EOFError("server closed")
+            inc.write(chunk)
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(out.read())
+                pull()
+        sock.sendall(out.read())
+
+        def read_until(marker):
+            while marker not in got:
+                try:
+                    got.extend(tls.read(65536))
+                except ssl.SSLWantReadError:
+                    pull()
+
+        def send(data):
+            tls.write(data)
+            sock.sendall(out.read())
+
+        read_until(b"\r\n")
+        send(b"USER alice\r\nPASS secret\r\nUIDL\r\n")
+        read_until(b"\r\n.\r\n")
+        lines = bytes(got).split(b"listing follows\r\n", 1)[1].split(b"\r\n.\r\n")[0].split(b"\r\n")
+        uids = {u.decode(): int(n) for n, u in (ln.split(b" ", 1) for ln in lines)}
+        big_uid = next(n for _l, n, d in self.stored if len(d) > 500000)
+        big = uids[big_uid]
+        del got[:]
+        send(f"RETR {big}\r\n".encode() * 3)
+        # One more command, as a TLS record the server gets an octet at a time.
+        tls.write(b"NOOP\r\n")
+        record = out.read()
+        trickled = 0
+        sock.settimeout(5)
+        terminators = 0
+        while terminators < 3:
+            if trickled < len(record) - 1 and len(got) > 150_000 * (trickled + 1):
+                sock.sendall(record[trickled:trickled + 1])
+                trickled += 1
+            try:
+                got.extend(tls.read(65536))
+            except ssl.SSLWantReadError:
+                try:
+                    pull()
+                except socket.timeout:
+                    self.fail(f"the RETRs stalled after {len(got)} octets with {trickled} octets "
+                              "of a record sent")
+            terminators = got.count(b"\r\n.\r\n")
+        self.assertGreater(trickled, 3, "the record was sent in pieces while the RETRs ran")
+        sock.sendall(record[trickled:])
+        read_until(b"\r\n+OK\r\n")
+        want = t.wire_form(self.by_name[big_uid])
+        replies = bytes(got).split(b"\r\n.\r\n")
+        for r in replies[:3]:
+            head, body = r.split(b"\r\n", 1)
+            self.assertTrue(head.startswith(b"+OK"), head)
+            self.assertEqual(t.unstuff(body) + b"\r\n", want)
+        self.assertEqual(replies[3].strip(), b"+OK", "NOOP answered once its record was whole")
+        send(b"QUIT\r\n")
+
 
 if __name__ == "__main__":
     t.run_tests(watchdog_seconds=100)

@@ -1,0 +1,54 @@
+// mailnet/net/program.hpp: what every server program's main() does the same way (DESIGN.md
+// "Command lines"): sysexits codes, --listen parsing, TLS and users-file set-up with their
+// error messages, the listening lines, SIGTERM/SIGINT shutdown.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <asio/io_context.hpp>
+#include <asio/ssl/context.hpp>
+
+#include "mailnet/auth/auth.hpp"
+#include "mailnet/log.hpp"
+#include "mailnet/net/server.hpp"
+#include "mailnet/store/store.hpp"
+
+namespace mailnet::net {
+
+/// sysexits.h codes (DESIGN.md "Command lines").
+namespace exit_code {
+inline constexpr int ok = 0, usage = 64, unavailable = 69, io_error = 74, temporary = 75, protocol = 76,
+                     denied = 77;
+}
+
+/// Parses every "ADDR:PORT" of `texts` as a listener of `service`. A bad one is reported on
+/// stderr as "PROGRAM: bad OPTION TEXT: want ADDR:PORT" and gives nullopt (exit_code::usage).
+std::optional<std::vector<listen_spec>> listen_specs(std::string_view program, std::string_view option,
+                                                     const std::vector<std::string>& texts, const std::string& service,
+                                                     bool implicit_tls);
+
+/// The server TLS context of --tls-cert/--tls-key; nullopt after "PROGRAM: TLS: reason" on stderr.
+std::optional<std::shared_ptr<asio::ssl::context>> server_tls_from_files(std::string_view program,
+                                                                         const std::filesystem::path& cert,
+                                                                         const std::filesystem::path& key);
+
+/// Opens a users file (Dovecot passwd-file); on failure prints why and sets `exit` (usage for a
+/// file that does not parse, io_error for one that cannot be read).
+std::unique_ptr<authenticator> users_from_file(std::string_view program, const std::filesystem::path& file,
+                                               const log_sink& log, int& exit);
+
+/// Opens the Maildir store under `dir`; on failure prints why and sets `exit` (io_error).
+std::shared_ptr<store> maildir_store_at(std::string_view program, const std::filesystem::path& dir,
+                                        const log_sink& log, int& exit);
+
+/// Prints "listening SERVICE ADDR:PORT" for every bound listener of `servers` (stdout, flushed),
+/// then runs `io` until SIGTERM/SIGINT has ended every server: the first signal lets sessions
+/// finish their exchange, a second closes them. Returns exit_code::ok.
+int run_until_signalled(asio::io_context& io, const std::vector<std::shared_ptr<server>>& servers);
+
+}  // namespace mailnet::net

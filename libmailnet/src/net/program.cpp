@@ -1,0 +1,75 @@
+// program.cpp: the parts of a server program's main() every component shares (DESIGN.md
+// "Command lines": listening lines, sysexits codes, signals).
+#include "mailnet/net/program.hpp"
+
+#include <cstdio>
+#include <iostream>
+
+#include "mailnet/net/tls.hpp"
+
+namespace mailnet::net {
+
+std::optional<std::vector<listen_spec>> listen_specs(std::string_view program, std::string_view option,
+                                                     const std::vector<std::string>& texts, const std::string& service,
+                                                     bool implicit_tls) {
+    std::vector<listen_spec> out;
+    for (const auto& text : texts) {
+        auto spec = parse_listen(text, service, implicit_tls);
+        if (!spec) {
+            std::cerr << program << ": bad " << option << " " << text << ": want ADDR:PORT\n";
+            return std::nullopt;
+        }
+        out.push_back(std::move(*spec));
+    }
+    return out;
+}
+
+std::optional<std::shared_ptr<asio::ssl::context>> server_tls_from_files(std::string_view program,
+                                                                         const std::filesystem::path& cert,
+                                                                         const std::filesystem::path& key) {
+    std::string why;
+    auto ctx = make_server_tls({cert, key}, &why);
+    if (!ctx) {
+        std::cerr << program << ": TLS: " << why << "\n";
+        return std::nullopt;
+    }
+    return *ctx;
+}
+
+std::unique_ptr<authenticator> users_from_file(std::string_view program, const std::filesystem::path& file,
+                                               const log_sink& log, int& exit) {
+    auto users = open_passwd_file({file, log});
+    if (users) return std::move(*users);
+    // The reason (and the line number, for a file that does not parse) is logged already.
+    if (users.error() == errc::bad_config) {
+        std::cerr << program << ": users file " << file.string() << " does not parse\n";
+        exit = exit_code::usage;
+    } else {
+        std::cerr << program << ": cannot read users file " << file.string() << ": " << users.error().message() << "\n";
+        exit = exit_code::io_error;
+    }
+    return nullptr;
+}
+
+std::shared_ptr<store> maildir_store_at(std::string_view program, const std::filesystem::path& dir,
+                                        const log_sink& log, int& exit) {
+    maildir_options o;
+    o.root = dir;
+    o.log = log;
+    auto s = open_maildir_store(o);
+    if (s) return std::move(*s);
+    std::cerr << program << ": cannot use store " << dir.string() << ": " << s.error().message() << "\n";
+    exit = exit_code::io_error;
+    return nullptr;
+}
+
+int run_until_signalled(asio::io_context& io, const std::vector<std::shared_ptr<server>>& servers) {
+    for (const auto& s : servers)
+        for (const auto& l : s->listeners()) std::printf("%s\n", listening_line(l).c_str());
+    std::fflush(stdout);
+    shutdown_on_signals signals(io, servers, [&io] { io.stop(); });
+    io.run();
+    return exit_code::ok;
+}
+
+}  // namespace mailnet::net
