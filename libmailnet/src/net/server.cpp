@@ -305,6 +305,9 @@ std::vector<connection_info> server::connections() const {
     }
     std::vector<connection_info> out;
     for (const auto& c : open) out.push_back(c->info());
+    // A connection that ended meanwhile may be held only here: it must die on the I/O thread,
+    // which owns its socket and timer (found by ThreadSanitizer).
+    asio::post(io_, [open = std::move(open)] {});
     return out;
 }
 
@@ -316,7 +319,9 @@ std::optional<connection_info> server::connection_state(std::uint64_t id) const 
         if (it != registry_.end()) c = it->second.lock();
     }
     if (!c) return std::nullopt;
-    return c->info();
+    auto i = c->info();
+    asio::post(io_, [c = std::move(c)] {});  // as in connections()
+    return i;
 }
 
 asio::awaitable<void> server::accept_loop(std::shared_ptr<server> self,
