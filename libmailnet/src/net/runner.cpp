@@ -123,7 +123,9 @@ struct runner::impl {
     bool logged_in = false;
     std::size_t answered = 0;      // streamed() calls so far
     stream::clock::time_point started = stream::clock::now();
-    std::optional<stream::clock::time_point> line_started;  // a partial command line is buffered since
+    std::optional<stream::clock::time_point> line_started;  // the partial command line buffered arrived from then
+    std::uint64_t fed = 0;         // octets fed to the core so far
+    std::uint64_t line_offset = 0;  // where (in `fed`) that partial line starts
 
     // ---- output ----------------------------------------------------------------------
 
@@ -273,6 +275,7 @@ struct runner::impl {
             return false;
         }
         core.feed(std::string_view(rd->buf.data(), rd->n));
+        fed += rd->n;
         return true;
     }
 
@@ -341,13 +344,16 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
     for (;;) {
         if (p.rd->done) co_return p.consume();
         if (p.eof) co_return false;
-        const bool idle = p.core.buffered() == 0;
+        const std::size_t partial = p.core.buffered();  // the core took every whole line
+        const bool idle = partial == 0;
         if (idle) {
             p.line_started.reset();
             // Shutting down: an idle session closes at once (DESIGN.md "Command lines").
             if (c_.stopping()) co_return false;
-        } else if (!p.line_started) {
+        } else if (!p.line_started || p.line_offset != p.fed - partial) {
+            // A new partial line: its own 60 s start now (one that keeps trickling in does not).
             p.line_started = stream::clock::now();
+            p.line_offset = p.fed - partial;
         }
         c_.set_idle(idle);
         if (p.rd->active) {
