@@ -30,6 +30,7 @@ line_reader::status line_reader::next() {
             if (discarding_ || keep_from - pos_ > max_ - 2) {
                 // Over-long: drop what we have, remember to report when its CRLF arrives.
                 discarding_ = true;
+                dropped_ += keep_from - pos_;
                 buf_.erase(0, keep_from);
                 pos_ = 0;
                 scan_ = 0;
@@ -41,6 +42,7 @@ line_reader::status line_reader::next() {
         scan_ = pos_;
         if (discarding_ || crlf - start > max_ - 2) {
             discarding_ = false;
+            dropped_ = 0;
             return status::too_long;
         }
         line_ = std::string_view(buf_).substr(start, crlf - start);
@@ -58,6 +60,7 @@ void line_reader::clear() noexcept {
     buf_.clear();
     pos_ = scan_ = 0;
     discarding_ = false;
+    dropped_ = 0;
     line_ = {};
 }
 

@@ -16,11 +16,13 @@ namespace mailnet::pop3 {
 struct server::shared {
     explicit shared(server_config c)
         : config(std::move(c)), throttle(std::make_shared<login_throttle>(config.peer_failure_window)),
+          account_throttle(std::make_shared<login_throttle>(config.peer_failure_window)),
           // Asked once here, never per connection on the I/O thread (the backend may read files).
           apop(config.enable_apop && config.auth && config.auth->can_lookup()) {}
 
     server_config config;
-    std::shared_ptr<login_throttle> throttle;
+    std::shared_ptr<login_throttle> throttle;          // per peer address
+    std::shared_ptr<login_throttle> account_throttle;  // per account, apart: junk names cannot evict the peers
     bool apop;
     std::mutex mutex;  // guards random
     std::mt19937_64 random{std::random_device{}()};
@@ -129,6 +131,7 @@ asio::awaitable<void> serve(std::shared_ptr<server::shared> sh, net::connection&
     o.line_timeout = sh->config.line_timeout;
     o.login_timeout = sh->config.login_timeout;
     o.throttle = sh->throttle;
+    o.account_throttle = sh->account_throttle;
     o.storage = sh->config.storage;
     pop3_hooks hooks{sh, {}};
     co_await net::run_connection(c, s, hooks, std::move(o));

@@ -260,6 +260,17 @@ TEST(pop3_hardening, a_command_line_must_complete_within_its_limit) {
     EXPECT_TRUE(closed) << "a line trickling in holds the connection";
     EXPECT_GE(took, 800ms);
     EXPECT_LT(took, 2500ms);
+    // An over-long line is dropped as it arrives, but its octets still count as one line.
+    auto longer = login(f.port());
+    longer->send(std::string(600, 'A'));
+    const auto long_start = std::chrono::steady_clock::now();
+    bool long_closed = false;
+    for (int i = 0; i < 20 && !long_closed; ++i) {
+        longer->send("A");
+        long_closed = longer->closed_within(200ms);
+    }
+    EXPECT_TRUE(long_closed) << "an over-long line trickling in holds the connection";
+    EXPECT_LT(std::chrono::steady_clock::now() - long_start, 2500ms);
     // Whole lines that arrive split across segments are not a trickle: each partial line
     // has its own limit, so a client pipelining for longer than the limit goes on.
     auto busy = login(f.port());
@@ -284,18 +295,52 @@ TEST(pop3_hardening, authorization_ends_within_the_login_deadline) {
     c.read_until("\r\n");
     const auto start = std::chrono::steady_clock::now();
     bool closed = false;
-    for (int i = 0; i < 20 && !closed; ++i) {  // busy, but never logging in
-        c.send("NOOP\r\n");
+    for (int i = 0; i < 20 && !closed; ++i) {  // busy with valid commands, but never logging in
+        c.send("CAPA\r\n");
         closed = c.closed_within(200ms);
     }
     const auto took = std::chrono::steady_clock::now() - start;
     EXPECT_TRUE(closed);
-    EXPECT_LT(took, 2500ms);
+    EXPECT_GE(took, 800ms);
+    EXPECT_LT(took, 1600ms);
+    EXPECT_EQ(c.received().find("-ERR"), std::string::npos) << "closed by another limit: " << c.received();
     // A session that logged in is not held to it.
     auto in = login(f.port());
     std::this_thread::sleep_for(1200ms);
     in->send("NOOP\r\n");
     EXPECT_NE(in->read_until("+OK\r\n", 2s).find("+OK\r\n"), std::string::npos);
+}
+
+TEST(pop3_hardening, a_session_closed_by_its_core_streams_what_it_owes_before_giving_up_its_mailbox) {
+    // RETR, then ten bad commands: the core closes the session. The message still goes out
+    // whole, read while the session holds its lock; the lock is released after.
+    auto locked = std::make_shared<std::atomic<bool>>(false);
+    auto unlocked_read = std::make_shared<std::atomic<bool>>(false);
+    auto slots = std::make_shared<mailnet::store_functions>();
+    slots->on_lock = [locked](std::string_view) -> mailnet::result<void> {
+        locked->store(true);
+        return {};
+    };
+    slots->on_unlock = [locked](std::string_view) { locked->store(false); };
+    slots->on_snapshot = [](std::string_view) -> mailnet::result<std::vector<mailnet::message_info>> {
+        return std::vector<mailnet::message_info>{{"a", 5, "uid-a", false}};
+    };
+    slots->on_open = [locked, unlocked_read](std::string_view, std::string_view) -> mailnet::result<mailnet::message> {
+        if (!locked->load()) unlocked_read->store(true);
+        return mailnet::message(mailnet::string_source(std::make_shared<const std::string>("abc\n")), 4);
+    };
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.storage = slots;
+    fixture f(cfg);
+    auto c = login(f.port());
+    std::string flood = "RETR 1\r\n";
+    for (int i = 0; i < 10; ++i) flood += "BOGUS\r\n";
+    c->send(flood);
+    EXPECT_TRUE(c->closed_within(3s));
+    EXPECT_EQ(c->received().rfind("+OK 5 octets\r\nabc\r\n.\r\n", 0), 0u) << c->received();
+    EXPECT_FALSE(unlocked_read->load()) << "the message was read after the mailbox was unlocked";
+    EXPECT_FALSE(locked->load()) << "the lock was never released";
 }
 
 TEST(pop3_hardening, every_failed_login_is_logged_with_user_address_and_reason) {

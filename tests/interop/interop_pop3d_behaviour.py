@@ -190,6 +190,11 @@ class Signals(Base):
         delayed.read_greeting()
         delayed.cmd("USER carol")
         delayed.send(b"PASS wrong\r\n")
+        # Mid-command: half a command line sent; no exchange has begun.
+        partial = t.RawPop3(srv.port, timeout=TIMEOUT)
+        self.socks.append(partial.sock)
+        partial.read_greeting()
+        partial.send(b"NOO")
         time.sleep(0.3)
         t0 = time.monotonic()
         os.kill(srv.proc.pid, signal.SIGTERM)
@@ -203,6 +208,14 @@ class Signals(Base):
                     pass
             return True
         self.assertTrue(t.wait_until(refused, timeout=5), "both listeners close on SIGTERM")
+        # The sessions in a failed-login delay or with half a command are closed at once, with
+        # no reply (the delayed -ERR would come 1.7 s after the signal).
+        for sock in (delayed.sock, partial.sock):
+            sock.settimeout(1.0)
+            try:
+                self.assertEqual(sock.recv(4096), b"", "closed without a reply")
+            except ConnectionResetError:
+                pass
         # The idle session is closed without UPDATE.
         with self.assertRaises((EOFError, ConnectionResetError, poplib.error_proto, OSError)):
             idle.stat()

@@ -33,6 +33,10 @@ public:
     /// Octets buffered and not yet returned (what the transport's read-ahead limit counts).
     std::size_t buffered() const noexcept { return buf_.size() - pos_; }
 
+    /// Octets of the line in progress: buffered, plus those already dropped from an over-long
+    /// one (a transport's per-line time limit counts them, since they were received).
+    std::size_t line_octets() const noexcept { return buffered() + dropped_; }
+
     /// Removes and returns the buffered bytes not yet returned (e.g. the start of DATA).
     std::string take_buffered();
 
@@ -50,6 +54,7 @@ private:
     std::size_t pos_ = 0;       // start of the unreturned bytes
     std::size_t scan_ = 0;      // where the CRLF search resumes
     bool discarding_ = false;   // inside an over-long line
+    std::size_t dropped_ = 0;   // octets of it dropped so far
     std::size_t max_;
     std::string_view line_;
 };

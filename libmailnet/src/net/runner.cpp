@@ -14,7 +14,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <variant>
 #include <vector>
@@ -90,6 +92,14 @@ asio::awaitable<void> read_in_background(std::shared_ptr<read_state> st, connect
     st->active = false;
     st->done = true;
     st->event.cancel();
+}
+
+// The account throttle's key: a fixed-size digest of the name as typed, case folded, so a
+// guesser's 9 KiB names cost the table no more than short ones.
+std::string account_key(std::string_view user) {
+    std::string folded(user);
+    for (auto& ch : folded) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return std::to_string(std::hash<std::string>{}(folded));
 }
 
 // Encodes stored octets into `to`, 64 KiB at a time (bounded growth of the buffer).
@@ -258,11 +268,11 @@ struct runner::impl {
         return at;
     }
 
-    void start_read() {
+    void start_read(stream::clock::time_point deadline) {
         if (rd->active || rd->done || eof) return;
         rd->active = true;
         rd->event.expires_at(asio::steady_timer::time_point::max());
-        c.io().set_deadline(read_deadline());
+        c.io().set_deadline(deadline);
         asio::co_spawn(c.io().get_executor(), read_in_background(rd, c), asio::detached);
     }
 
@@ -288,7 +298,8 @@ struct runner::impl {
         std::error_code ec;
         bool ready = c.io().socket().available(ec) > 0 && !ec;
         if (SSL* ssl = c.io().native_ssl(); ssl && SSL_pending(ssl) > 0) ready = true;
-        if (ready) start_read();
+        // While we write, the peer is reading: only the idle limit applies to its input.
+        if (ready) start_read(stream::clock::now() + c.idle_timeout());
     }
 
     asio::awaitable<void> wait_for_read() {
@@ -332,6 +343,11 @@ asio::awaitable<bool> runner::perform(act::stream_message& a) {
 
 asio::awaitable<bool> runner::drain() { return p_->drain(); }
 
+asio::awaitable<bool> runner::drain_messages() {
+    if (p_->queued_messages == 0) co_return true;
+    co_return co_await p_->drain();
+}
+
 asio::awaitable<bool> runner::perform(act::need_input&) {
     auto& p = *p_;
     const auto answered = p.answered;
@@ -344,18 +360,19 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
     for (;;) {
         if (p.rd->done) co_return p.consume();
         if (p.eof) co_return false;
-        const std::size_t partial = p.core.buffered();  // the core took every whole line
-        const bool idle = partial == 0;
-        if (idle) {
+        // Waiting for a command, a partial one included: no exchange is in progress, so a
+        // shutdown closes the session at once (DESIGN.md "Command lines").
+        if (c_.stopping()) co_return false;
+        const std::size_t partial = p.core.partial_line_octets();  // the core took every whole line
+        if (partial == 0) {
             p.line_started.reset();
-            // Shutting down: an idle session closes at once (DESIGN.md "Command lines").
-            if (c_.stopping()) co_return false;
         } else if (!p.line_started || p.line_offset != p.fed - partial) {
-            // A new partial line: its own 60 s start now (one that keeps trickling in does not).
+            // A new partial line: its own 60 s start now (one that keeps trickling in, or an
+            // over-long one being dropped, does not).
             p.line_started = stream::clock::now();
             p.line_offset = p.fed - partial;
         }
-        c_.set_idle(idle);
+        c_.set_idle(true);
         if (p.rd->active) {
             c_.io().set_deadline(p.read_deadline());
             co_await p.wait_for_read();
@@ -378,7 +395,10 @@ asio::awaitable<bool> runner::perform(act::start_tls&) {
                                       ": input after the TLS upgrade command; closing");
         co_return false;
     }
-    if (const auto ec = co_await c_.start_tls()) {
+    c_.set_idle(true);  // a shutdown need not wait for a handshake
+    const auto ec = co_await c_.start_tls();
+    c_.set_idle(false);
+    if (ec) {
         c_.log()(log_level::info, p.o.protocol + " connection " + std::to_string(c_.id()) +
                                       ": TLS handshake failed: " + ec.message());
         co_return false;
@@ -396,13 +416,12 @@ asio::awaitable<bool> runner::perform(act::login_failed& a) {
     // Recent failures from the same address, or against the same account from anywhere, add
     // to the delay (DESIGN.md "Limits": failed logins).
     auto delay = a.delay;
-    if (p.o.throttle) {
-        const auto now = login_throttle::clock::now();
-        const auto by_peer = p.o.throttle->failed(c_.peer().address().to_string(), now);
-        const auto by_account = a.user.empty() ? std::chrono::milliseconds(0)
-                                               : p.o.throttle->failed("account " + a.user, now);
-        delay += std::max(by_peer, by_account);
-    }
+    const auto now = login_throttle::clock::now();
+    std::chrono::milliseconds extra{0};
+    if (p.o.throttle) extra = p.o.throttle->failed(c_.peer().address().to_string(), now);
+    if (p.o.account_throttle && !a.user.empty())
+        extra = std::max(extra, p.o.account_throttle->failed(account_key(a.user), now));
+    delay += extra;
     // Wait, but watch the peer: one that hangs up frees its slot now, not after the delay
     // (DESIGN.md "Limits": slow peers); a shutdown ends the wait too.
     asio::steady_timer t(c_.io().get_executor());
@@ -411,7 +430,7 @@ asio::awaitable<bool> runner::perform(act::login_failed& a) {
     for (;;) {
         if (!p.consume()) co_return false;
         if (c_.stopping()) co_return false;
-        if (p.core.buffered() < p.o.read_ahead_octets) p.start_read();
+        if (p.core.buffered() < p.o.read_ahead_octets) p.start_read(p.read_deadline());
         c_.set_idle(true);
         const auto which = co_await (t.async_wait(use_tuple) || p.rd->event.async_wait(use_tuple));
         c_.set_idle(false);

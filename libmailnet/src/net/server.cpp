@@ -414,7 +414,9 @@ asio::awaitable<void> server::run_connection(std::shared_ptr<server> self, std::
         bool ready = true;
         if (c->listener_.implicit_tls) {
             c->tls_ = true;
+            c->idle_ = true;  // no exchange yet: a shutdown need not wait for the handshake
             const auto ec = co_await c->stream_.server_handshake(*options_.tls, options_.tls_handshake_timeout);
+            c->idle_ = false;
             if (ec) {
                 options_.log(log_level::info, c->listener_.service + " connection " + std::to_string(c->id_) +
                                                   ": TLS handshake failed: " + ec.message());

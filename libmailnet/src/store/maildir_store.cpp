@@ -457,7 +457,8 @@ private:
 
     result<void> fail(const char* what, const std::string& path, std::error_code ec) const {
         if (config_.log)
-            config_.log(log_level::warning, std::string("maildir delivery: ") + what + " " + path + ": " + ec.message());
+            config_.log(log_level::warning,
+                        log_text(std::string("maildir delivery: ") + what + " " + path + ": " + ec.message(), 1024));
         return unexpected(ec);
     }
 
@@ -494,6 +495,8 @@ public:
         // second flock from this process (another descriptor) would also fail, but the table
         // says so without touching the disk.
         if (locks_.contains(enc)) return unexpected(errc::mailbox_in_use);
+        // A session starts from its own scan: sizes a former one's rescans kept are not its.
+        caches_.erase(enc);
         const std::string path = dir_of(enc) + "/" + lock_file_name;
         auto dirs = open_dirs(enc);
         if (!dirs) {
@@ -553,16 +556,18 @@ public:
         auto files = scan(*dirs, enc);
         if (!files) return unexpected(files.error());
 
-        // Sorted through keys and indexes (32 octets a message), the messages then moved once.
+        // Sorted through keys and indexes (40 octets a message), each message then built once
+        // in its place: the peak holds the scan's list, the keys and the snapshot, no more.
         struct order {
             delivery_key key;
+            std::uint64_t octets;
             std::size_t index;
         };
+        auto& found = files->files;
         std::vector<order> keys;
-        keys.reserve(files->files.size());
-        std::vector<message_info> infos;
-        infos.reserve(files->files.size());
-        for (auto& f : files->files) {
+        keys.reserve(found.size());
+        for (std::size_t i = 0; i < found.size(); ++i) {
+            const auto& f = found[i];
             const int sub = f.in_cur ? dirs->cur_dir.get() : dirs->new_dir.get();
             delivery_key key;
             if (auto t = delivery_time(f.base))
@@ -583,21 +588,22 @@ public:
                 }
                 octets = *n;
             }
+            keys.push_back({key, octets, i});
+        }
+        std::sort(keys.begin(), keys.end(), [&](const order& a, const order& b) {
+            return std::tie(a.key.secs, a.key.usecs, a.key.counter, found[a.index].base) <
+                   std::tie(b.key.secs, b.key.usecs, b.key.counter, found[b.index].base);
+        });
+        std::vector<message_info> out;
+        out.reserve(keys.size());
+        for (const auto& k : keys) {
+            auto& f = found[k.index];
             const std::string& info = files->infos[f.info];
             const bool seen = info.starts_with("2,") && info.find('S', 2) != std::string::npos;
             // An id that is its own UIDL leaves `uidl` empty: one string per message, not two.
             std::string uidl = own_uidl(f.base) ? std::string() : uidl_for_id(f.base);
-            keys.push_back({key, infos.size()});
-            infos.push_back({std::move(f.base), octets, std::move(uidl), seen});
+            out.push_back({std::move(f.base), k.octets, std::move(uidl), seen});
         }
-        files->files = {};
-        std::sort(keys.begin(), keys.end(), [&](const order& a, const order& b) {
-            return std::tie(a.key.secs, a.key.usecs, a.key.counter, infos[a.index].id) <
-                   std::tie(b.key.secs, b.key.usecs, b.key.counter, infos[b.index].id);
-        });
-        std::vector<message_info> out;
-        out.reserve(keys.size());
-        for (const auto& k : keys) out.push_back(std::move(infos[k.index]));
         return out;
     }
 
@@ -626,10 +632,10 @@ public:
                 log(log_level::warning, "maildir: cannot open " + path + ": " + last.message());
                 return unexpected(last);
             }
-            // The snapshot announced a size derived from this one (S= in the name, else what
-            // the scan saw): a file that shrank or grew since, or whose S= lies, would be sent
-            // short (with a final dot) or past the announced count, so it is an error here.
-            const std::uint64_t expected = name_field(id, ",S=").value_or(rel->size);
+            // The snapshot announced a size derived from this one (S= beside W= in the name,
+            // else what the scan saw): a file that shrank or grew since, or whose S= lies, would
+            // be sent short (with a final dot) or past the announced count: an error here.
+            const std::uint64_t expected = rel->size;
             if (file->size != expected) {
                 log(log_level::warning, "maildir: " + path + " has " + std::to_string(file->size) +
                                             " octets, the snapshot expected " + std::to_string(expected));
@@ -903,7 +909,10 @@ private:
                 const std::string_view info = colon == std::string_view::npos ? "" : name.substr(colon + 1);
                 found_file f;
                 const auto s_field = name_field(base, ",S=");
-                if (e->d_type == DT_UNKNOWN || !s_field || !delivery_time(base)) {
+                // S= is trusted only beside W=: without W= the snapshot reads the file anyway,
+                // and the stat'd size is what open() then checks (a wrong S= is not fatal).
+                const bool sized_name = s_field && name_field(base, ",W=");
+                if (e->d_type == DT_UNKNOWN || !sized_name || !delivery_time(base)) {
                     // The size a name without S= does not say, and the mtime that orders a
                     // name without a delivery time, are what the snapshot is based on.
                     struct stat st{};
@@ -912,7 +921,7 @@ private:
                     f.size = static_cast<std::uint64_t>(st.st_size);
                     f.mtime = st.st_mtime;
                 }
-                if (s_field) f.size = *s_field;
+                if (sized_name) f.size = *s_field;
                 auto known = std::find(cache.infos.begin(), cache.infos.end(), info);
                 if (known == cache.infos.end()) known = cache.infos.emplace(cache.infos.end(), info);
                 f.info = static_cast<std::uint32_t>(known - cache.infos.begin());
@@ -924,21 +933,22 @@ private:
         }
         // A file renamed new/ -> cur/ between the two reads is seen twice: keep its cur/ name.
         std::stable_sort(files.begin(), files.end(), [](const found_file& a, const found_file& b) { return a.base < b.base; });
-        std::vector<found_file> out;
-        out.reserve(files.size());
-        for (auto& f : files) {
-            if (!out.empty() && out.back().base == f.base)
-                out.back() = std::move(f);  // new/ came first in the stable order
-            else
-                out.push_back(std::move(f));
+        // In place, so a big mailbox holds one list of names at a time.
+        auto kept = files.begin();
+        for (auto it = files.begin(); it != files.end(); ++it) {
+            if (kept != files.begin() && std::prev(kept)->base == it->base)
+                *std::prev(kept) = std::move(*it);  // new/ came first in the stable order
+            else if (kept++ != it)
+                *std::prev(kept) = std::move(*it);
         }
-        files = {};
+        files.erase(kept, files.end());
+        std::vector<found_file>& out = files;
         cache.entries.reserve(out.size());
         std::lock_guard guard(mutex_);
         const auto old = caches_.find(enc);
         for (const auto& f : out) {
             scan_cache::entry c{hash_of(f.base), f.size, f.info, f.in_cur};
-            if (old != caches_.end() && !name_field(f.base, ",S=")) {
+            if (old != caches_.end() && !(name_field(f.base, ",S=") && name_field(f.base, ",W="))) {
                 // A rescan (a file moved) keeps the size the snapshot was based on.
                 if (auto prev = find_cached(old->second, f.base)) c.size = prev->size;
             }
@@ -1006,8 +1016,10 @@ private:
         return sys_error(ENOENT);
     }
 
+    // Paths in these lines come from file names anyone with write access to a Maildir
+    // chooses: escaped, so no name can forge a line (a failed login for a log watcher).
     void log(log_level level, const std::string& text) const {
-        if (options_.log) options_.log(level, text);
+        if (options_.log) options_.log(level, log_text(text, 1024));
     }
 
     maildir_options options_;

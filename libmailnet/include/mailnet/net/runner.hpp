@@ -33,6 +33,7 @@ concept protocol_core = requires(Core c, const Core cc, std::string_view in, std
     c.feed(in);                                          // input octets
     { c.next() } -> std::same_as<typename Core::action>;  // the next action, need_input when idle
     { cc.buffered() } -> std::convertible_to<std::size_t>;  // input octets fed and not yet used
+    { cc.partial_line_octets() } -> std::convertible_to<std::size_t>;  // of the line in progress, dropped ones included
     c.streamed(ec);                                      // answers the oldest stream_message
     c.tls_started();                                     // the handshake start_tls asked for is done
     { cc.state_text() } -> std::convertible_to<std::string_view>;  // for connection listings
@@ -44,7 +45,8 @@ struct runner_options {
     std::size_t read_ahead_octets = 64 * 1024;        ///< pipelined input buffered at most
     std::chrono::seconds line_timeout{60};            ///< a command line completes within this of its first octet
     std::chrono::seconds login_timeout{120};          ///< until logged_in(): AUTHORIZATION, or SMTP before MAIL with AUTH required
-    std::shared_ptr<login_throttle> throttle;         ///< failed logins per peer and per account; null: none
+    std::shared_ptr<login_throttle> throttle;         ///< failed logins per peer address; null: none
+    std::shared_ptr<login_throttle> account_throttle; ///< failed logins per account (a table of its own); null: none
     std::shared_ptr<mailnet::store> storage;          ///< where stream_message reads from; null: every message is gone
 };
 
@@ -54,6 +56,7 @@ public:
     virtual ~core_port() = default;
     virtual void feed(std::string_view octets) = 0;
     virtual std::size_t buffered() const = 0;
+    virtual std::size_t partial_line_octets() const = 0;
     virtual void streamed(std::error_code error) = 0;
     virtual void tls_started() = 0;
 };
@@ -80,6 +83,8 @@ public:
     asio::awaitable<bool> perform(act::login_failed& a);
     /// Writes what is queued; false (the connection ends).
     asio::awaitable<bool> perform(act::close& a);
+    /// Streams the messages still queued (before a core that closes early gives up its mailbox).
+    asio::awaitable<bool> drain_messages();
 
     /// Writes everything queued (replies and messages); false if the connection broke.
     asio::awaitable<bool> drain();
@@ -125,6 +130,7 @@ public:
     explicit port(Core& core) : core_(core) {}
     void feed(std::string_view octets) override { core_.feed(octets); }
     std::size_t buffered() const override { return core_.buffered(); }
+    std::size_t partial_line_octets() const override { return core_.partial_line_octets(); }
     void streamed(std::error_code error) override { core_.streamed(error); }
     void tls_started() override { core_.tls_started(); }
 
@@ -148,6 +154,10 @@ asio::awaitable<void> run_connection(connection& c, Core& core, Hooks& hooks, ru
             c.set_state(core.state_text());
             auto a = core.next();
             if (std::holds_alternative<act::close>(a)) {
+                // Messages still queued go out while the hooks hold what they read (POP3: the
+                // mailbox lock); the last replies after `finish` (POP3: "+OK bye" only once the
+                // mailbox is free again).
+                co_await r.drain_messages();
                 finished = true;
                 co_await hooks.finish(core, r);
                 co_await r.perform(std::get<act::close>(a));
@@ -170,7 +180,14 @@ asio::awaitable<void> run_connection(connection& c, Core& core, Hooks& hooks, ru
     } catch (...) {
         failure = std::current_exception();
     }
-    if (!finished) co_await hooks.finish(core, r);
+    if (!finished) {
+        try {
+            co_await hooks.finish(core, r);
+        } catch (...) {
+            if (!failure) failure = std::current_exception();
+        }
+    }
+    // Always: no background read may outlive the runner.
     co_await r.finish();
     if (failure) std::rethrow_exception(failure);
 }

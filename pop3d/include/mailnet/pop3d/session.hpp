@@ -115,6 +115,9 @@ public:
     const std::string& mailbox() const noexcept { return mailbox_; }
     /// Octets of input buffered and not yet processed (the read-ahead limit counts them).
     std::size_t buffered() const noexcept { return reader_.buffered(); }
+    /// Octets of the command line in progress, dropped ones of an over-long line included
+    /// (the runner's per-line time limit).
+    std::size_t partial_line_octets() const noexcept { return reader_.line_octets(); }
     /// Output not yet handed out; no input line is taken while it is over
     /// max_pending_output_octets (DESIGN.md "Layers" 1).
     std::size_t pending_output() const noexcept { return out_.size(); }
