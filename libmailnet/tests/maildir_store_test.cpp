@@ -28,6 +28,9 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+#include <cstdio>
+
+#include "support/heap.hpp"
 
 // ---- which directories the store fsyncs, seen from outside the library
 // NOTE: this test binary defines fsync(2) itself. The executable comes first in symbol lookup,
@@ -1139,7 +1142,9 @@ TEST(maildir_store, a_snapshot_of_names_with_s_and_w_stats_no_file) {
     fs::create_directories(d.path / "store" / "alice" / "cur");
     constexpr int count = 20000;
     for (int i = 0; i < count; ++i) {
-        const std::string name = std::to_string(1700000000 + i) + ".M1P1Q" + std::to_string(i) + ".h,S=2,W=3";
+        // Names as long as real ones (ours, Dovecot's): the id's heap block is part of the cost.
+        const std::string name = std::to_string(1700000000 + i) + ".M" + std::to_string(100000 + i) + "P12345Q" +
+                                 std::to_string(i) + ".mail.example.org,S=2,W=3";
         const int fd = ::open((new_dir / name).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         ASSERT_GE(fd, 0);
         ASSERT_EQ(::write(fd, "x\n", 2), 2);
@@ -1148,11 +1153,18 @@ TEST(maildir_store, a_snapshot_of_names_with_s_and_w_stats_no_file) {
     write_file(new_dir / "1600000000.mutt-style", "no sizes\n");
     stat_calls = 0;
     counting_stats = true;
+    const auto heap_before = mailnet::testing::heap_in_use();
     auto snap = s->snapshot("alice");
+    // What a session holds for its snapshot (the store's own index of the mailbox included):
+    // at most 200 octets a message (issue 11, big mailboxes).
+    const auto held = mailnet::testing::heap_in_use() - heap_before;
     counting_stats = false;
     ASSERT_TRUE(snap);
     ASSERT_EQ(snap->size(), static_cast<std::size_t>(count) + 1);
     EXPECT_LE(stat_calls.load(), 10) << "one stat per file is back";
+    EXPECT_LE(held / (count + 1), 200u) << held << " octets of heap for " << count + 1 << " messages";
+    std::printf("snapshot: %zu octets of heap a message (id, UIDL, size, flag; the store's index)\n",
+                held / (count + 1));
     EXPECT_EQ((*snap)[0].id, "1600000000.mutt-style");
     EXPECT_EQ((*snap)[0].octets, 10u);
     EXPECT_EQ((*snap)[1].octets, 3u);

@@ -1,12 +1,7 @@
 // hardening_test.cpp: pop3d against what a code review and a hostile client found (issue 11):
 // output bounded under pipelining, every backend call off the I/O thread, APOP through the
 // backend, slow and vanishing clients, failed logins logged and throttled per account.
-#include <malloc.h>
 #include <openssl/evp.h>
-#if defined(__SANITIZE_ADDRESS__)
-// From ASan's runtime (g++ 12 ships no allocator_interface.h).
-extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
-#endif
 
 #include <asio/post.hpp>
 #include <gtest/gtest.h>
@@ -18,10 +13,12 @@ extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
 
 #include "mailnet/dot_stuffing.hpp"
 #include "server_fixture.hpp"
+#include "support/heap.hpp"
 
 namespace {
 
 using namespace pop3_test;
+using mailnet::testing::heap_in_use;
 
 // The process's peak resident set since the last reset_peak_rss(), in KiB (0 if unknown).
 std::size_t peak_rss_kib() {
@@ -34,17 +31,6 @@ bool reset_peak_rss() {
     std::ofstream out("/proc/self/clear_refs");
     out << "5";
     return static_cast<bool>(out.flush());
-}
-
-// Octets of heap in use now (ASan's allocator keeps freed blocks in quarantine, so its peak
-// RSS says nothing about what the program holds: ask the allocator instead).
-std::size_t heap_in_use() {
-#if defined(__SANITIZE_ADDRESS__)
-    return __sanitizer_get_current_allocated_bytes();
-#else
-    const auto m = mallinfo2();
-    return m.uordblks + m.hblkhd;
-#endif
 }
 
 // A mailbox of `n` messages with short UIDs, served through the storage slots.
