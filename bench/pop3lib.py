@@ -399,9 +399,8 @@ def report(raw, doc, meta):
         tgt(f"RETR 1 MiB within 50% of loopback (is {m1 / lo * 100:.0f}%)", m1 >= 0.5 * lo)
     ip = med.get(("idle_pss", "mailnet"))
     if ip is not None:
-        tgt(f"idle session < 32 KiB (Pss {fmt(ip)} KiB, RSS {fmt(med.get(('idle_rss', 'mailnet')))} KiB)", ip < 32)
+        tgt(f"idle session < 16 KiB (Pss {fmt(ip)} KiB, RSS {fmt(med.get(('idle_rss', 'mailnet')))} KiB)", ip < 16)
     block = "\n".join([
-        "<!-- bench:pop3:begin (written by bench/run; edits here are overwritten) -->",
         meta.replace("\\n", "\n"),
         "",
         *lines,
@@ -411,19 +410,8 @@ def report(raw, doc, meta):
         "| target | result |",
         "|---|---|",
         *targets,
-        "<!-- bench:pop3:end -->",
     ])
-    text = open(doc).read() if os.path.exists(doc) else "# Benchmarks\n\n"
-    b = text.find("<!-- bench:pop3:begin")
-    e = text.find("<!-- bench:pop3:end -->")
-    if b >= 0 and e > b:
-        text = text[:b] + block + text[e + len("<!-- bench:pop3:end -->"):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(doc + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(doc + ".tmp", doc)
-    print(block)
+    write_block(doc, "pop3", block)
 
 
 # ---- report: the parts with their own blocks (big, tls) --------------------------------------

@@ -347,6 +347,62 @@ class Limits(Base):
         self.assertLessEqual(len(replies), 11, "closed after 10 invalid commands")
         self.assertGreaterEqual(len(replies), 10, replies)
 
+    def test_message_files_changed_under_a_session_are_errors_never_waits(self):
+        # Issue 11, defects 8 and 10, as a hostile local user would: after login, message files
+        # are replaced by a FIFO, a directory and a symlink, one is truncated, one grows. Each
+        # RETR answers -ERR [SYS/TEMP] at once (the FIFO must not block a pool thread: four
+        # such sessions would stop every login), the others are still served.
+        names = [n for _l, n, _d in self.stored]
+        srv = self.pop3d()
+        p = self.login(srv.port)
+        _r, lines, _ = p.uidl()
+        number = {u.decode(): int(n) for n, u in (ln.split(b" ", 1) for ln in lines)}
+        files = t.maildir_files(self.mdir)
+
+        def path(base):
+            sub, fn = files[base]
+            return os.path.join(self.mdir, sub, fn)
+        fifo, directory, link, short, long_ = names[:5]
+        os.remove(path(fifo))
+        os.mkfifo(path(fifo))
+        os.remove(path(directory))
+        os.mkdir(path(directory))
+        outside = os.path.join(self.d, "outside")
+        with open(outside, "wb") as f:
+            f.write(self.stored[2][2])  # the same bytes: only following the link would serve them
+        os.remove(path(link))
+        os.symlink(outside, path(link))
+        with open(path(short), "r+b") as f:
+            f.truncate(3)
+        with open(path(long_), "ab") as f:
+            f.write(b"grown\n")
+        for base in (fifo, directory, link, short, long_):
+            t0 = time.monotonic()
+            with self.assertRaises(poplib.error_proto) as cm:
+                p.retr(number[base])
+            self.assertTrue(cm.exception.args[0].startswith(b"-ERR [SYS/TEMP]"), (base, cm.exception.args))
+            self.assertLess(time.monotonic() - t0, 2, f"RETR of {base} waited")
+        # The session goes on: an untouched message is served whole.
+        _label, base, data = self.stored[5]
+        _r, body, _o = p.retr(number[base])
+        self.assertEqual(b"\r\n".join(body) + b"\r\n", t.wire_form(data))
+        p.quit()
+
+    def test_open_mode_logins_create_nothing(self):
+        # Issue 11, defect 7: a login never creates a mailbox (only delivery does), so logins
+        # to any number of empty accounts leave the store as it was.
+        before = sorted(os.listdir(self.store))
+        srv = self.pop3d()
+        for i in range(3):
+            p = poplib.POP3(t.HOST, srv.port, timeout=TIMEOUT)
+            self.socks.append(p.sock)
+            t.write_users(self.users, {"alice": "secret", f"ghost{i}": "pw"})
+            p.user(f"ghost{i}")
+            self.assertTrue(p.pass_("pw").startswith(b"+OK"))
+            self.assertEqual(p.stat(), (0, 0))
+            p.quit()
+        self.assertEqual(sorted(os.listdir(self.store)), before, "a login created something in the store")
+
     def test_lock_across_processes_and_crash_release(self):
         # One POP3 session per mailbox across processes (flock); a crash releases it.
         a = self.pop3d()
