@@ -116,6 +116,7 @@ std::pair<std::size_t, std::size_t> dot_encoder::encode_to(std::string_view chun
         const auto n = static_cast<std::size_t>(lf - p);
         if (lf == end) {
             prev_cr_ = end[-1] == '\r';
+            wire_ += n;
             if (top_) line_octets_ += n;
             p = end;
             break;
@@ -123,6 +124,7 @@ std::pair<std::size_t, std::size_t> dot_encoder::encode_to(std::string_view chun
         const bool cr_before = n > 0 ? lf[-1] == '\r' : prev_cr_;
         if (!cr_before) *w++ = '\r';  // DESIGN "On disk": a LF not preceded by CR goes out as CRLF
         *w++ = '\n';
+        wire_ += n + (cr_before ? 1 : 2);
         p = lf + 1;
         at_line_start_ = true;
         prev_cr_ = false;

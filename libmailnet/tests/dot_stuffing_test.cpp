@@ -415,6 +415,19 @@ TEST(dot_encoder, matches_a_line_by_line_reference_on_random_input) {
     }
 }
 
+TEST(dot_encoder, counts_the_wire_size_it_encoded_as_wire_octets_does) {
+    // A server checks RETR's wire size against LIST's with this count, split anywhere.
+    std::mt19937 rng(1939);
+    for (int n = 0; n < 3000; ++n) {
+        const std::string x = random_bytes(rng, 30);
+        const std::size_t chunk = 1 + rng() % 8;
+        mailnet::dot_encoder e;
+        std::string out;
+        for (std::size_t i = 0; i < x.size(); i += chunk) e.encode(std::string_view(x).substr(i, chunk), out);
+        ASSERT_EQ(e.wire_octets(), mailnet::wire_octets(x)) << testing::PrintToString(x) << " chunk " << chunk;
+    }
+}
+
 // ---- dot_decoder ----
 
 TEST(dot_decoder, ends_at_crlf_dot_crlf_and_unstuffs) {

@@ -62,6 +62,11 @@ public:
     /// finish() must still be called once.
     bool done() const noexcept { return top_done_ || finished_; }
 
+    /// The wire size of the input consumed so far, as wire_octets() counts it (CRLF line ends,
+    /// before dot-stuffing; the line end finish() may add is not counted): what a server
+    /// compares with the size it announced, at no extra pass over the octets.
+    std::uint64_t wire_octets() const noexcept { return wire_; }
+
 private:
 
     std::optional<std::size_t> top_;  // body lines still to send, when TOP
@@ -71,6 +76,7 @@ private:
     bool top_done_ = false;
     bool finished_ = false;
     std::size_t line_octets_ = 0;     // TOP: input octets of the current line so far
+    std::uint64_t wire_ = 0;          // wire_octets()
 };
 
 /// What a dot_decoder does with a CR not followed by LF, or a LF not preceded by CR

@@ -157,7 +157,6 @@ struct runner::impl {
         const act::stream_message* current = nullptr;   // the message being streamed
         std::optional<message> msg;
         std::optional<dot_encoder> enc;
-        std::optional<wire_size_counter> wire;          // RETR: what is sent, against what was announced
         std::uint64_t stored = 0, read = 0;             // its stored octets, and how many were read
         std::unique_ptr<char[]> buf;                    // read buffer, sized for the message
         std::size_t buf_size = 0;
@@ -196,8 +195,6 @@ struct runner::impl {
                 p.current = &r;
                 p.msg.emplace(std::move(*m));
                 p.enc.emplace(r.top_lines);
-                if (r.top_lines) p.wire.reset();
-                else p.wire.emplace();
                 p.stored = p.msg->stored_octets();
                 p.read = 0;
                 const std::size_t want = static_cast<std::size_t>(std::clamp<std::uint64_t>(
@@ -216,15 +213,13 @@ struct runner::impl {
                 if (!got) return fail_message(p, got.error().message());
                 if (*got == 0) return fail_message(p, "the file is shorter than its " + std::to_string(p.stored) + " octets");
                 p.read += *got;
-                const std::string_view chunk(p.buf.get(), *got);
-                if (p.wire) p.wire->add(chunk);
-                encode(*p.enc, chunk, to);
+                encode(*p.enc, std::string_view(p.buf.get(), *got), to);
             }
             if (p.enc->done() || p.read >= p.stored) {
                 // A RETR whose wire size differs from what LIST and the ok line announced (a
                 // file changed under us, or a name whose W= lies) must not end as if whole.
-                if (p.wire && p.wire->octets() != p.current->wire_octets)
-                    return fail_message(p, std::to_string(p.wire->octets()) + " wire octets, " +
+                if (!p.current->top_lines && p.enc->wire_octets() != p.current->wire_octets)
+                    return fail_message(p, std::to_string(p.enc->wire_octets()) + " wire octets, " +
                                                std::to_string(p.current->wire_octets) + " announced");
                 to.commit(p.enc->finish_to(to.room(dot_encoder::finish_octets)));
                 p.finished.push_back({});

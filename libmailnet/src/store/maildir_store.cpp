@@ -72,8 +72,8 @@ result<regular_file> open_regular(int dir, const char* name, int flags, mode_t m
     struct stat st{};
     if (::fstat(fd.get(), &st) != 0) return unexpected(last_system_error());
     if (!S_ISREG(st.st_mode)) return unexpected(errc::io_error);
-    const int fl = ::fcntl(fd.get(), F_GETFL);
-    if (fl < 0 || ::fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK) != 0) return unexpected(last_system_error());
+    // NOTE: O_NONBLOCK stays set: it changes nothing for a regular file's reads and writes,
+    // and clearing it would cost two more system calls per RETR.
     return regular_file{std::move(fd), static_cast<std::uint64_t>(st.st_size)};
 }
 
@@ -223,9 +223,19 @@ struct cached_file {
     std::uint64_t size = 0;
 };
 
+// A mailbox's directories, opened without following a symlink; files are opened relative
+// to them (nothing under the store is followed out of it).
+struct box_dirs {
+    unique_fd box;  // -1: no such mailbox
+    unique_fd new_dir, cur_dir;  // -1: missing
+    int sub(std::string_view rel) const { return rel.starts_with("cur/") ? cur_dir.get() : new_dir.get(); }
+};
+
 // What a scan remembers of a mailbox for open() and commit(): 24 octets per message, keyed
-// by a hash of the base name (equal hashes are all tried, so a collision costs a retry).
+// by a hash of the base name, and the directories it read (a RETR opens one file, not the
+// mailbox's directories again).
 struct scan_cache {
+    std::shared_ptr<const box_dirs> dirs;
     struct entry {
         std::uint64_t hash = 0;
         std::uint64_t size = 0;
@@ -610,10 +620,19 @@ public:
     result<message> open(std::string_view mailbox, std::string_view id) override {
         if (mailbox.empty()) return unexpected(errc::bad_input);
         const std::string enc = encode_mailbox_name(mailbox);
-        auto dirs = open_dirs(enc);
+        // The directories the session's scan opened; opened again only without a scan.
+        std::shared_ptr<const box_dirs> dirs;
+        {
+            std::lock_guard guard(mutex_);
+            if (auto it = caches_.find(enc); it != caches_.end()) dirs = it->second.dirs;
+        }
         if (!dirs) {
-            log(log_level::warning, "maildir: cannot use mailbox " + dir_of(enc) + ": " + dirs.error().message());
-            return unexpected(dirs.error());
+            auto opened = open_dirs(enc);
+            if (!opened) {
+                log(log_level::warning, "maildir: cannot use mailbox " + dir_of(enc) + ": " + opened.error().message());
+                return unexpected(opened.error());
+            }
+            dirs = std::make_shared<const box_dirs>(std::move(*opened));
         }
         if (dirs->box.get() < 0) return unexpected(errc::not_found);
         std::error_code last = make_error_code(errc::not_found);
@@ -623,13 +642,12 @@ public:
                 if (attempt == 0) continue;
                 return unexpected(errc::not_found);
             }
-            const std::string path = dir_of(enc) + "/" + rel->rel;
             auto file = open_regular(dirs->sub(rel->rel), rel->rel.c_str() + 4, O_RDONLY);
             if (!file) {
                 last = file.error();
                 // renamed (new/ -> cur/, flags) or deleted meanwhile
                 if (last == std::errc::no_such_file_or_directory) continue;
-                log(log_level::warning, "maildir: cannot open " + path + ": " + last.message());
+                log(log_level::warning, "maildir: cannot open " + dir_of(enc) + "/" + rel->rel + ": " + last.message());
                 return unexpected(last);
             }
             // The snapshot announced a size derived from this one (S= beside W= in the name,
@@ -637,7 +655,7 @@ public:
             // be sent short (with a final dot) or past the announced count: an error here.
             const std::uint64_t expected = rel->size;
             if (file->size != expected) {
-                log(log_level::warning, "maildir: " + path + " has " + std::to_string(file->size) +
+                log(log_level::warning, "maildir: " + dir_of(enc) + "/" + rel->rel + " has " + std::to_string(file->size) +
                                             " octets, the snapshot expected " + std::to_string(expected));
                 return unexpected(errc::io_error);
             }
@@ -798,12 +816,6 @@ private:
 
     // The directories of one mailbox, none of them reached through a symlink (DESIGN.md:
     // nothing under --store is followed out of it); all further work is relative to them.
-    struct box_dirs {
-        unique_fd box;  // -1: no such mailbox
-        unique_fd new_dir, cur_dir;  // -1: missing
-        int sub(std::string_view rel) const { return rel.starts_with("cur/") ? cur_dir.get() : new_dir.get(); }
-    };
-
     result<box_dirs> open_dirs(const std::string& enc) const {
         box_dirs d;
         // The encoded name is one path component, so O_NOFOLLOW on it is enough. The root of
@@ -885,6 +897,7 @@ private:
     result<scan_result> scan(const box_dirs& dirs, const std::string& enc) {
         std::vector<found_file> files;
         scan_cache cache;
+        cache.dirs = dup_dirs(dirs);
         cache.infos.emplace_back();  // index 0: no info part
         for (const bool in_cur : {false, true}) {
             const int sub_fd = in_cur ? dirs.cur_dir.get() : dirs.new_dir.get();
@@ -962,6 +975,16 @@ private:
     }
 
     static std::uint64_t hash_of(std::string_view base) { return std::hash<std::string_view>{}(base); }
+
+    // Copies of a mailbox's directory descriptors for the scan cache (the caller keeps its own).
+    static std::shared_ptr<const box_dirs> dup_dirs(const box_dirs& d) {
+        const auto dup = [](const unique_fd& fd) { return unique_fd(fd.get() < 0 ? -1 : ::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0)); };
+        auto c = std::make_shared<box_dirs>();
+        c->box = dup(d.box);
+        c->new_dir = dup(d.new_dir);
+        c->cur_dir = dup(d.cur_dir);
+        return c;
+    }
 
     // "<base>" or "<base>:<info>".
     static std::string file_name(std::string_view base, std::string_view info) {
