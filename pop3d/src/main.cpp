@@ -58,7 +58,8 @@ int main(int argc, char** argv) {
         ->capture_default_str()->check(CLI::PositiveNumber);
     app.add_flag("--allow-short-idle-timeout", short_idle, "accept an --idle-timeout below 600 (for tests)");
     app.footer("Prints 'listening pop3|pop3s ADDR:PORT' per listener once bound. SIGTERM/SIGINT: stop\n"
-               "accepting and let sessions finish; a second signal closes them.\n"
+               "accepting, close idle sessions, let the exchange in progress finish, exit; a second\n"
+               "signal closes every session at once.\n"
                "Exit codes: 0 ok, 64 usage or configuration (a users file that does not parse too),\n"
                "69 cannot listen, 74 store or users file I/O.");
     try {
