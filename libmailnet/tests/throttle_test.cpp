@@ -47,4 +47,18 @@ TEST(login_throttle, the_table_stays_bounded_under_a_flood_of_addresses) {
     EXPECT_EQ(t.failures("10.1.0", t0 + 5s), 0u);
 }
 
+TEST(login_throttle, a_key_under_constant_attack_survives_a_flood_of_junk_keys) {
+    // A guesser mixes thousands of junk names with guesses at one account: the account's count
+    // must not be evicted with the junk (its window started first, but it keeps failing).
+    login_throttle t(60s, 100);
+    const auto t0 = login_throttle::clock::time_point{} + 1000s;
+    for (int i = 0; i < 5000; ++i) {
+        const auto now = t0 + std::chrono::milliseconds(i);
+        t.failed("junk " + std::to_string(i), now);
+        if (i % 10 == 0) t.failed("account alice", now);
+    }
+    EXPECT_LE(t.peers(), 100u);
+    EXPECT_EQ(t.failures("account alice", t0 + 5s), 500u);
+}
+
 }  // namespace

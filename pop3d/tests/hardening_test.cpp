@@ -277,9 +277,9 @@ TEST(pop3_hardening, authorization_ends_within_the_login_deadline) {
     cfg.auth = users();
     cfg.login_timeout = 1s;
     fixture f(cfg);
+    const auto start = std::chrono::steady_clock::now();  // the limit runs from the accept
     test_client c(f.port());
     c.read_until("\r\n");
-    const auto start = std::chrono::steady_clock::now();
     bool closed = false;
     for (int i = 0; i < 20 && !closed; ++i) {  // busy with valid commands, but never logging in
         c.send("CAPA\r\n");
@@ -287,9 +287,19 @@ TEST(pop3_hardening, authorization_ends_within_the_login_deadline) {
     }
     const auto took = std::chrono::steady_clock::now() - start;
     EXPECT_TRUE(closed);
-    EXPECT_GE(took, 800ms);
-    EXPECT_LT(took, 1600ms);
+    EXPECT_GE(took, 900ms);
+    EXPECT_LT(took, 2500ms);
     EXPECT_EQ(c.received().find("-ERR"), std::string::npos) << "closed by another limit: " << c.received();
+    // Nor does a client that reads our replies slowly (here: not at all) outlast it: 64 KiB of
+    // pipelined CAPA owe it 1.6 MB of replies, whose writes must not renew the deadline.
+    {
+        test_client slow(f.port());
+        std::string capas;
+        while (capas.size() + 6 <= 64 * 1024) capas += "CAPA\r\n";
+        slow.send(capas);
+        std::this_thread::sleep_for(1800ms);
+        EXPECT_TRUE(f.srv->connections().empty()) << "a client that reads nothing holds its slot past the login limit";
+    }
     // A session that logged in is not held to it.
     auto in = login(f.port());
     std::this_thread::sleep_for(1200ms);
@@ -327,6 +337,49 @@ TEST(pop3_hardening, a_session_closed_by_its_core_streams_what_it_owes_before_gi
     EXPECT_EQ(c->received().rfind("+OK 5 octets\r\nabc\r\n.\r\n", 0), 0u) << c->received();
     EXPECT_FALSE(unlocked_read->load()) << "the message was read after the mailbox was unlocked";
     EXPECT_FALSE(locked->load()) << "the lock was never released";
+}
+
+TEST(pop3_hardening, a_message_cut_short_is_never_followed_by_what_was_queued_after_it) {
+    // RETR 1 (small), RETR 2 (1 MiB announced, the store gives 4 octets less), then ten bad
+    // commands: the core closes. Message 2 must end without its final dot and nothing may
+    // follow it (no replayed "+OK" and message 1 with a dot that would end it), and no message
+    // is opened once the mailbox is unlocked.
+    auto locked = std::make_shared<std::atomic<bool>>(false);
+    auto unlocked_open = std::make_shared<std::atomic<bool>>(false);
+    const auto big = std::make_shared<const std::string>(std::string(1 << 20, 'a') + "\n");
+    auto slots = std::make_shared<mailnet::store_functions>();
+    slots->on_lock = [locked](std::string_view) -> mailnet::result<void> {
+        locked->store(true);
+        return {};
+    };
+    slots->on_unlock = [locked](std::string_view) { locked->store(false); };
+    slots->on_snapshot = [big](std::string_view) -> mailnet::result<std::vector<mailnet::message_info>> {
+        return std::vector<mailnet::message_info>{{"a", 5, "uid-a", false}, {"b", big->size() + 1, "uid-b", false}};
+    };
+    slots->on_open = [locked, unlocked_open, big](std::string_view, std::string_view id) -> mailnet::result<mailnet::message> {
+        if (!locked->load()) unlocked_open->store(true);
+        if (id == "a") return mailnet::message(mailnet::string_source(std::make_shared<const std::string>("abc\n")), 4);
+        // Announced whole, but the source ends 4 octets early.
+        return mailnet::message(mailnet::string_source(std::make_shared<const std::string>(big->substr(0, big->size() - 4))),
+                                big->size());
+    };
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.storage = slots;
+    fixture f(cfg);
+    auto c = login(f.port());
+    std::string flood = "RETR 1\r\nRETR 2\r\n";
+    for (int i = 0; i < 10; ++i) flood += "BOGUS\r\n";
+    c->send(flood);
+    EXPECT_TRUE(c->closed_within(5s));
+    const std::string& got = c->received();
+    const auto second = got.find("+OK " + std::to_string(big->size() + 1) + " octets\r\n");
+    ASSERT_NE(second, std::string::npos) << got.substr(0, 200);
+    const std::string after = got.substr(second);
+    EXPECT_EQ(after.find("\r\n.\r\n"), std::string::npos) << "the cut message was terminated";
+    EXPECT_EQ(after.find("+OK"), 0u);
+    EXPECT_EQ(after.find("+OK", 1), std::string::npos) << "something followed the cut message";
+    EXPECT_FALSE(unlocked_open->load()) << "a message was opened after the unlock";
 }
 
 TEST(pop3_hardening, every_failed_login_is_logged_with_user_address_and_reason) {

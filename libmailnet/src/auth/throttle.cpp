@@ -12,15 +12,16 @@ login_throttle::login_throttle(std::chrono::seconds window, std::size_t max_peer
 void login_throttle::prune(clock::time_point now) {
     std::erase_if(table_, [&](const auto& e) { return now - e.second.since > window_; });
     if (table_.size() < max_peers_) return;
-    // Still full (a flood from many addresses): drop the older half of the windows at once,
-    // so each new address costs O(1) amortised, not a scan of the table.
-    std::vector<clock::time_point> since;
-    since.reserve(table_.size());
-    for (const auto& [peer, e] : table_) since.push_back(e.since);
-    auto mid = since.begin() + static_cast<std::ptrdiff_t>(since.size() / 2);
-    std::nth_element(since.begin(), mid, since.end());
+    // Still full (a flood from many keys): drop the half whose last failure is oldest at once,
+    // so each new key costs O(1) amortised, not a scan of the table; a key failing all the
+    // time (the account under attack) is never among them.
+    std::vector<clock::time_point> last;
+    last.reserve(table_.size());
+    for (const auto& [peer, e] : table_) last.push_back(e.last);
+    auto mid = last.begin() + static_cast<std::ptrdiff_t>(last.size() / 2);
+    std::nth_element(last.begin(), mid, last.end());
     const auto cut = *mid;
-    std::erase_if(table_, [&](const auto& e) { return e.second.since < cut; });
+    std::erase_if(table_, [&](const auto& e) { return e.second.last < cut; });
     while (table_.size() >= max_peers_) table_.erase(table_.begin());  // all equally old
 }
 
@@ -30,10 +31,11 @@ std::chrono::milliseconds login_throttle::failed(std::string_view peer, clock::t
     auto it = table_.find(peer);
     if (it == table_.end()) {
         if (table_.size() >= max_peers_) prune(now);
-        it = table_.emplace(std::string(peer), entry{0, now}).first;
+        it = table_.emplace(std::string(peer), entry{0, now, now}).first;
     }
     auto& e = it->second;
-    if (now - e.since > window_) e = entry{0, now};
+    if (now - e.since > window_) e = entry{0, now, now};
+    e.last = now;
     const auto earlier = e.count++;
     return std::min<std::chrono::milliseconds>(step * static_cast<long>(std::min<std::size_t>(earlier, 1000)), cap);
 }

@@ -220,7 +220,13 @@ bool stream::timed_out() const noexcept { return watchdog_->expired; }
 
 stream::clock::time_point stream::deadline() const noexcept { return watchdog_->deadline; }
 
+void stream::set_deadline_cap(clock::time_point cap) {
+    cap_ = cap;
+    if (watchdog_->deadline > cap) set_deadline(cap);
+}
+
 void stream::set_deadline(clock::time_point when) {
+    when = std::min(when, cap_);
     auto& w = *watchdog_;
     w.deadline = when;
     if (w.expired || !socket_.is_open()) return;

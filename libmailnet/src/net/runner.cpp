@@ -131,6 +131,7 @@ struct runner::impl {
     std::shared_ptr<read_state> rd;
     bool eof = false;              // the peer closed its side (or the read failed)
     bool logged_in = false;
+    bool failed = false;           // see broke()
     std::size_t answered = 0;      // streamed() calls so far
     stream::clock::time_point started = stream::clock::now();
     std::optional<stream::clock::time_point> line_started;  // the partial command line buffered arrived from then
@@ -230,26 +231,39 @@ struct runner::impl {
         }
     }
 
+    // The output broke (a message failed after its ok line, or a write failed): nothing more
+    // is written, and nothing queued is ever produced again (it would follow a cut message as
+    // if that one had ended).
+    bool broke() {
+        failed = true;
+        queue.clear();
+        queued_text = queued_messages = 0;
+        out.clear();
+        spare.clear();
+        return false;
+    }
+
     // Writes out the queue and what is buffered, taking in pipelined input between segments.
     asio::awaitable<bool> drain() {
-        if (queue.empty()) co_return co_await flush();
+        if (failed) co_return false;
+        if (queue.empty()) co_return co_await flush() || broke();
         producer p;
         co_await c.run_blocking([&] { produce(p, out); });
         for (;;) {
             answered += p.finished.size();
             for (const auto& ec : p.finished) core.streamed(ec);
             p.finished.clear();
-            if (p.broken) co_return false;
+            if (p.broken) co_return broke();
             if (p.done(queue.size())) break;
             // `out` is full: write it while the pool makes the next segment in `spare`.
             using namespace asio::experimental::awaitable_operators;
-            if (!co_await (flush() && c.run_blocking([&] { produce(p, spare); }))) co_return false;
+            if (!co_await (flush() && c.run_blocking([&] { produce(p, spare); }))) co_return broke();
             std::swap(out, spare);  // flush() left `out` empty
             take_input();
         }
         queue.clear();
         queued_text = queued_messages = 0;
-        co_return co_await flush();
+        co_return co_await flush() || broke();
     }
 
     // ---- input -----------------------------------------------------------------------
@@ -303,7 +317,10 @@ struct runner::impl {
 };
 
 runner::runner(connection& c, core_port& core, runner_options options)
-    : c_(c), p_(std::make_unique<impl>(c, core, std::move(options))) {}
+    : c_(c), p_(std::make_unique<impl>(c, core, std::move(options))) {
+    // Until logged_in(), nothing (a read, a slow reader of our replies) outlasts the login limit.
+    c_.io().set_deadline_cap(p_->started + p_->o.login_timeout);
+}
 
 runner::~runner() = default;
 
@@ -311,12 +328,14 @@ void runner::set_mailbox(std::string mailbox) { p_->mailbox = std::move(mailbox)
 
 void runner::logged_in(std::string_view user) {
     p_->logged_in = true;
+    c_.io().set_deadline_cap(stream::clock::time_point::max());
     c_.set_user(user);
     c_.log()(log_level::info, p_->o.protocol + " login " + log_text(user) + " from " + c_.peer().address().to_string());
 }
 
 asio::awaitable<bool> runner::perform(act::send& a) {
     auto& p = *p_;
+    if (p.failed) co_return false;
     if (!p.queue.empty()) {
         p.queued_text += a.octets.size();
         p.queue.emplace_back(std::move(a.octets));
@@ -330,6 +349,7 @@ asio::awaitable<bool> runner::perform(act::send& a) {
 
 asio::awaitable<bool> runner::perform(act::stream_message& a) {
     auto& p = *p_;
+    if (p.failed) co_return false;
     p.queue.emplace_back(std::move(a));
     ++p.queued_messages;
     if (p.queue.size() >= max_queued) co_return co_await p.drain();

@@ -634,9 +634,16 @@ public:
             }
             dirs = std::make_shared<const box_dirs>(std::move(*opened));
         }
-        if (dirs->box.get() < 0) return unexpected(errc::not_found);
+        if (dirs->new_dir.get() < 0 && dirs->cur_dir.get() < 0) return unexpected(errc::not_found);
         std::error_code last = make_error_code(errc::not_found);
         for (int attempt = 0; attempt < 3; ++attempt) {
+            if (attempt > 0) {
+                // Moved meanwhile: look again in directories opened now (a cur/ made since the
+                // scan, say), not in the ones the scan kept.
+                auto fresh = open_dirs(enc);
+                if (!fresh) return unexpected(fresh.error());
+                dirs = std::make_shared<const box_dirs>(std::move(*fresh));
+            }
             auto rel = attempt == 0 ? cached_path(enc, id) : rescan_for(*dirs, enc, id);
             if (!rel) {
                 if (attempt == 0) continue;
@@ -976,13 +983,15 @@ private:
 
     static std::uint64_t hash_of(std::string_view base) { return std::hash<std::string_view>{}(base); }
 
-    // Copies of a mailbox's directory descriptors for the scan cache (the caller keeps its own).
+    // Copies of new/ and cur/ for the scan cache (the caller keeps its own): two descriptors a
+    // locked mailbox. Null when a copy fails (EMFILE): open() then opens them itself.
     static std::shared_ptr<const box_dirs> dup_dirs(const box_dirs& d) {
-        const auto dup = [](const unique_fd& fd) { return unique_fd(fd.get() < 0 ? -1 : ::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0)); };
         auto c = std::make_shared<box_dirs>();
-        c->box = dup(d.box);
-        c->new_dir = dup(d.new_dir);
-        c->cur_dir = dup(d.cur_dir);
+        for (auto [from, to] : {std::pair{&d.new_dir, &c->new_dir}, std::pair{&d.cur_dir, &c->cur_dir}}) {
+            if (from->get() < 0) continue;
+            *to = unique_fd(::fcntl(from->get(), F_DUPFD_CLOEXEC, 0));
+            if (to->get() < 0) return nullptr;
+        }
         return c;
     }
 

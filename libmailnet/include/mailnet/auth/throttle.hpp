@@ -16,8 +16,8 @@ class login_throttle {
 public:
     using clock = std::chrono::steady_clock;
 
-    /// Failures older than `window` are forgotten; at most `max_peers` addresses are kept
-    /// (past that, the oldest windows go first).
+    /// Failures older than `window` are forgotten; at most `max_peers` keys are kept (past
+    /// that, those whose last failure is oldest go first: a key under constant attack stays).
     explicit login_throttle(std::chrono::seconds window = std::chrono::seconds(60), std::size_t max_peers = 10000);
 
     /// Records a failed login of `peer` at `now`; returns the extra delay that its earlier
@@ -35,7 +35,8 @@ public:
 private:
     struct entry {
         std::size_t count = 0;
-        clock::time_point since{};
+        clock::time_point since{};  // the window's start
+        clock::time_point last{};   // the latest failure
     };
     void prune(clock::time_point now);
 

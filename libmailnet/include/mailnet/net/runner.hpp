@@ -157,10 +157,10 @@ asio::awaitable<void> run_connection(connection& c, Core& core, Hooks& hooks, ru
                 // Messages still queued go out while the hooks hold what they read (POP3: the
                 // mailbox lock); the last replies after `finish` (POP3: "+OK bye" only once the
                 // mailbox is free again).
-                co_await r.drain_messages();
+                const bool whole = co_await r.drain_messages();
                 finished = true;
                 co_await hooks.finish(core, r);
-                co_await r.perform(std::get<act::close>(a));
+                if (whole) co_await r.perform(std::get<act::close>(a));  // nothing after a cut message
                 break;
             }
             const bool go = co_await std::visit(

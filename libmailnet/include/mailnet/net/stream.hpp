@@ -69,6 +69,9 @@ public:
     void set_deadline(clock::time_point when);
     /// The deadline now in force (`clock::time_point::max()` for none).
     clock::time_point deadline() const noexcept;
+    /// No deadline set from now on (by set_deadline, a write's progress, a handshake) lies past
+    /// `cap` (a login limit); `clock::time_point::max()` lifts it. Applies to the current one too.
+    void set_deadline_cap(clock::time_point cap);
     /// While write_all runs, the deadline becomes now + this before it starts and after every
     /// chunk (send progress); 0 (the default): write_all leaves the deadline alone.
     void set_progress_timeout(std::chrono::seconds t) noexcept { progress_timeout_ = t; }
@@ -100,6 +103,7 @@ private:
     std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
     std::shared_ptr<struct stream_watchdog> watchdog_;
     std::chrono::seconds progress_timeout_{0};
+    clock::time_point cap_ = clock::time_point::max();
 };
 
 /// The client side's first step: resolves `host` (a name or an IP literal) and connects to its
