@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/transcript.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -20,32 +22,10 @@ namespace fs = std::filesystem;
 using namespace mailnet;
 using namespace mailnet::pop3;
 namespace act = mailnet::pop3::act;
-
-std::string unescape(std::string_view s) {
-    std::string out;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] != '\\' || i + 1 >= s.size()) {
-            out += s[i];
-            continue;
-        }
-        const char c = s[++i];
-        if (c == 'r') out += '\r';
-        else if (c == 'n') out += '\n';
-        else if (c == '0') out += '\0';
-        else if (c == 'x' && i + 2 < s.size()) {
-            out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-            i += 2;
-        } else out += c;
-    }
-    return out;
-}
-
-std::vector<std::string> split_words(std::string_view s) {
-    std::vector<std::string> w;
-    std::istringstream in{std::string(s)};
-    for (std::string x; in >> x;) w.push_back(x);
-    return w;
-}
+using mailnet::testing::load_transcript;
+using mailnet::testing::split_words;
+using mailnet::testing::transcript_names;
+using mailnet::testing::transcript_test_name;
 
 struct transcript {
     std::string name;
@@ -57,8 +37,7 @@ struct transcript {
     std::vector<std::pair<char, std::string>> lines;  // 'C', 'S', 'A'
 };
 
-void apply_option(transcript& t, std::string_view opt) {
-    const auto w = split_words(opt);
+void apply_option(transcript& t, const std::vector<std::string>& w) {
     if (w.empty()) return;
     if (w[0] == "remote") t.config.peer_is_loopback = false;
     else if (w[0] == "loopback") t.config.peer_is_loopback = true;
@@ -74,23 +53,17 @@ void apply_option(transcript& t, std::string_view opt) {
     else if (w[0] == "max-bad-commands") t.lim.max_bad_commands = std::stoul(w.at(1));
     else if (w[0] == "max-failed-logins") t.lim.max_failed_logins = std::stoul(w.at(1));
     else if (w[0] == "auth-failure-delay") t.lim.auth_failure_delay = std::chrono::milliseconds(std::stoul(w.at(1)));
-    else throw std::runtime_error("unknown option " + std::string(opt));
+    else throw std::runtime_error("unknown option " + w[0]);
 }
 
 transcript load(const fs::path& p) {
     transcript t;
-    t.name = p.filename().string();
     t.config.peer_is_loopback = true;
     t.lim.auth_failure_delay = std::chrono::milliseconds(0);
-    std::ifstream in(p);
-    for (std::string line; std::getline(in, line);) {
-        if (line.empty() || line[0] == '#') continue;
-        if (line[0] == '!') { apply_option(t, std::string_view(line).substr(1)); continue; }
-        if (line.size() < 2 || line[1] != ':' || (line[0] != 'C' && line[0] != 'S' && line[0] != 'A'))
-            throw std::runtime_error(t.name + ": bad line: " + line);
-        std::string body = line.size() > 3 ? line.substr(3) : "";
-        t.lines.emplace_back(line[0], line[0] == 'C' ? unescape(body) + "\r\n" : body);
-    }
+    auto file = load_transcript(p);
+    t.name = file.name;
+    for (const auto& words : file.options) apply_option(t, words);
+    t.lines = std::move(file.lines);
     return t;
 }
 
@@ -239,14 +212,6 @@ private:
 
 fs::path transcript_dir() { return fs::path(MAILNET_POP3D_TRANSCRIPTS); }
 
-std::vector<std::string> transcript_names() {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(transcript_dir()))
-        if (e.path().extension() == ".txt") names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-}
-
 class pop3_transcript : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(pop3_transcript, line_by_line) {
@@ -291,11 +256,7 @@ TEST_P(pop3_transcript, split_at_every_offset) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(pop3d, pop3_transcript, ::testing::ValuesIn(transcript_names()),
-                         [](const auto& info) {
-                             std::string n = info.param.substr(0, info.param.size() - 4);
-                             for (auto& c : n) if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-                             return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(pop3d, pop3_transcript, ::testing::ValuesIn(transcript_names(transcript_dir())),
+                         [](const auto& info) { return transcript_test_name(info.param); });
 
 }  // namespace

@@ -1,0 +1,296 @@
+// session.cpp: the SMTP server protocol core (RFC 5321 3.3 mail transactions, 4.1.1 commands,
+// 4.1.4 sequencing, 4.2 replies, 4.5.2 dot-stuffing, 4.5.3.1 limits; RFC 1870 SIZE; RFC 6152
+// 8BITMIME; RFC 2920 PIPELINING; RFC 3463 and RFC 2034 enhanced codes; RFC 6531 SMTPUTF8).
+#include "mailnet/smtpd/session.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+namespace mailnet::smtp {
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
+           });
+}
+
+bool istarts_with(std::string_view s, std::string_view prefix) {
+    return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+std::pair<std::string_view, std::string_view> split_first(std::string_view s) {
+    const auto sp = s.find(' ');
+    if (sp == std::string_view::npos) return {s, {}};
+    return {s.substr(0, sp), s.substr(sp + 1)};
+}
+
+}  // namespace
+
+session::session(session_config config, limits lim)
+    : config_(std::move(config)), limits_(lim), reader_(lim.max_command_octets) {}
+
+std::string_view session::state_text() const noexcept {
+    if (closed_) return "CLOSED";
+    if (in_data_) return "DATA";
+    if (has_sender_) return "MAIL";
+    if (!greeted_.empty()) return "READY";
+    return "GREETING";
+}
+
+void session::start() {
+    // The seed's validate_host: the client's address is judged before anything is said.
+    emit(act::validate_host{config_.peer_address});
+    waiting_ = wait::host;
+}
+
+void session::feed(std::string_view octets) {
+    if (closed_) return;
+    if (in_data_)
+        data_in_.append(octets);
+    else
+        reader_.feed(octets);
+}
+
+session::action session::next() {
+    while (actions_.empty() && waiting_ == wait::none && !closed_) {
+        if (in_data_) {
+            take_data();
+            if (in_data_) break;  // more of the message is needed
+            continue;
+        }
+        // No input line is taken while the replies pile up (DESIGN.md "Layers" 1).
+        if (out_.size() >= max_pending_output_octets) break;
+        const auto s = reader_.next();
+        if (s == line_reader::status::need_more) break;
+        if (s == line_reader::status::too_long) {
+            bad_command(500, "5.5.2", "Error: line too long");
+            continue;
+        }
+        handle_line(reader_.text());
+    }
+    if (!actions_.empty()) {
+        action a = std::move(actions_.front());
+        actions_.pop_front();
+        return a;
+    }
+    if (!out_.empty()) return act::send{std::exchange(out_, {})};
+    return act::need_input{};
+}
+
+void session::emit(action a) {
+    if (!out_.empty()) actions_.emplace_back(act::send{std::exchange(out_, {})});
+    actions_.push_back(std::move(a));
+}
+
+void session::say(int code, std::string_view enhanced, std::string_view text) {
+    out_ += std::to_string(code);
+    out_ += ' ';
+    if (!enhanced.empty()) {
+        out_ += enhanced;
+        out_ += ' ';
+    }
+    out_ += text;
+    out_ += "\r\n";
+}
+
+void session::say(const reply& r) { say(r.code, r.enhanced, r.text); }
+
+void session::bad_command(int code, std::string_view enhanced, std::string_view text) {
+    say(code, enhanced, text);
+    if (++bad_commands_ >= limits_.max_bad_commands) {
+        // A protection limit closes (STYLE.md "Limits"): a client stuck in a loop, or a scanner.
+        say(421, "4.7.0", config_.hostname + " Error: too many errors");
+        emit(act::close{});
+        closed_ = true;
+    }
+}
+
+void session::reset_transaction() {
+    mail_ = envelope{};
+    has_sender_ = false;
+    pending_rcpt_.reset();
+}
+
+void session::handle_line(std::string_view line) {
+    const auto [verb, arg] = split_first(line);
+    if (iequals(verb, "EHLO") || iequals(verb, "HELO")) return cmd_ehlo(arg, iequals(verb, "EHLO"));
+    if (iequals(verb, "MAIL")) return cmd_mail(arg);
+    if (iequals(verb, "RCPT")) return cmd_rcpt(arg);
+    if (iequals(verb, "DATA")) return cmd_data(arg);
+    if (iequals(verb, "RSET")) {
+        if (!arg.empty()) return bad_command(501, "5.5.4", "Syntax: RSET");
+        reset_transaction();
+        return say(250, "2.0.0", "Ok");
+    }
+    if (iequals(verb, "NOOP")) return say(250, "2.0.0", "Ok");  // RFC 5321 4.1.1.9: an argument is allowed
+    if (iequals(verb, "QUIT")) {
+        say(221, "2.0.0", "Bye");
+        emit(act::close{});
+        closed_ = true;
+        return;
+    }
+    if (iequals(verb, "VRFY")) {
+        if (arg.empty()) return bad_command(501, "5.5.4", "Syntax: VRFY address");
+        // RFC 5321 3.5.3: 252 neither confirms nor denies (no user enumeration).
+        return say(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
+    }
+    if (iequals(verb, "HELP")) return say(214, "2.0.0", "See RFC 5321: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+    if (iequals(verb, "EXPN")) return bad_command(502, "5.5.1", "Error: EXPN not supported");
+    bad_command(502, "5.5.2", "Error: command not recognized");
+}
+
+void session::cmd_ehlo(std::string_view arg, bool extended) {
+    // RFC 5321 4.1.1.1: a domain or an address literal; whatever is sent is kept as data.
+    if (arg.empty() || arg.find(' ') != std::string_view::npos)
+        return bad_command(501, "5.5.4", extended ? "Syntax: EHLO hostname" : "Syntax: HELO hostname");
+    // RFC 5321 4.1.4: EHLO/HELO also resets the transaction.
+    reset_transaction();
+    greeted_ = arg;
+    extended_ = extended;
+    // RFC 2034 4: no enhanced code on the EHLO/HELO reply.
+    if (!extended) {
+        out_ += "250 " + config_.hostname + "\r\n";
+        return;
+    }
+    out_ += "250-" + config_.hostname + "\r\n";
+    out_ += "250-PIPELINING\r\n";
+    out_ += "250-SIZE " + std::to_string(limits_.max_message_octets) + "\r\n";
+    out_ += "250-8BITMIME\r\n";
+    out_ += "250-ENHANCEDSTATUSCODES\r\n";
+    out_ += "250 SMTPUTF8\r\n";
+}
+
+void session::cmd_mail(std::string_view arg) {
+    if (greeted_.empty()) return bad_command(503, "5.5.1", "Error: send HELO/EHLO first");
+    if (has_sender_) return bad_command(503, "5.5.1", "Error: nested MAIL command");
+    if (!istarts_with(arg, "FROM:")) return bad_command(501, "5.5.4", "Syntax: MAIL FROM:<address>");
+    std::string why;
+    auto path = parse_path(arg.substr(5), path_options{true, extended_, false}, &why);
+    if (!path) return bad_command(501, "5.1.7", "Bad sender address syntax: " + why);
+    envelope next;
+    for (const auto& p : path->parameters) {
+        if (!extended_) return bad_command(555, "5.5.4", "Unsupported option: " + p.keyword + " (send EHLO first)");
+        if (p.keyword == "SIZE") {
+            std::uint64_t n = 0;
+            const auto [end, ec] = std::from_chars(p.value.data(), p.value.data() + p.value.size(), n);
+            if (!p.has_value || ec != std::errc() || end != p.value.data() + p.value.size())
+                return bad_command(501, "5.5.4", "Bad SIZE parameter");
+            // RFC 1870 6: refused at once when the announced size is over the limit.
+            if (n > limits_.max_message_octets) return say(552, "5.3.4", "Error: message size exceeds fixed limit");
+            next.announced_size = n;
+        } else if (p.keyword == "BODY") {
+            if (iequals(p.value, "8BITMIME"))
+                next.eight_bit = true;
+            else if (!iequals(p.value, "7BIT"))
+                return bad_command(501, "5.5.4", "Bad BODY parameter");
+        } else if (p.keyword == "SMTPUTF8") {
+            if (p.has_value) return bad_command(501, "5.5.4", "SMTPUTF8 takes no value");
+            next.smtputf8 = true;
+        } else if (p.keyword == "AUTH") {
+            // RFC 4954 5: the submitter's identity; accepted and not used (nothing is relayed).
+        } else {
+            return bad_command(555, "5.5.4", "Unsupported option: " + p.keyword);
+        }
+    }
+    if (path->mailbox.utf8 && !next.smtputf8)
+        return say(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
+    next.sender = std::move(path->mailbox);
+    mail_ = std::move(next);
+    emit(act::validate_sender{mail_.sender});
+    waiting_ = wait::sender;
+}
+
+void session::cmd_rcpt(std::string_view arg) {
+    if (!has_sender_) return bad_command(503, "5.5.1", "Error: need MAIL command");
+    if (!istarts_with(arg, "TO:")) return bad_command(501, "5.5.4", "Syntax: RCPT TO:<address>");
+    std::string why;
+    auto path = parse_path(arg.substr(3), path_options{false, mail_.smtputf8, true}, &why);
+    if (!path) return bad_command(501, "5.1.3", "Bad recipient address syntax: " + why);
+    if (!path->parameters.empty())
+        return bad_command(555, "5.5.4", "Unsupported option: " + path->parameters.front().keyword);
+    // RFC 5321 4.5.3.1.10: past the limit, 452; the client sends the rest in another transaction.
+    if (mail_.recipients.size() >= limits_.max_recipients) return say(452, "4.5.3", "Error: too many recipients");
+    pending_rcpt_ = std::move(path->mailbox);
+    emit(act::validate_recipient{*pending_rcpt_});
+    waiting_ = wait::recipient;
+}
+
+void session::cmd_data(std::string_view arg) {
+    if (!arg.empty()) return bad_command(501, "5.5.4", "Syntax: DATA");
+    if (!has_sender_) return bad_command(503, "5.5.1", "Error: need MAIL command");
+    if (mail_.recipients.empty()) return bad_command(554, "5.5.1", "Error: no valid recipients");
+    say(354, "", "End data with <CR><LF>.<CR><LF>");
+    dot_decoder_options o;
+    o.bare = config_.normalise_bare_line_ends ? bare_line_end_policy::normalise : bare_line_end_policy::reject;
+    o.line_ends = output_line_ends::lf;  // stored as Dovecot and mutt store it (DESIGN.md "On disk")
+    o.max_message_octets = limits_.max_message_octets;
+    decoder_.emplace(o);
+    in_data_ = true;
+    // Octets the client sent after DATA are the message's (RFC 2920 3.1 asks it to wait for
+    // the 354, but what arrived there is data, never commands).
+    data_in_ = reader_.take_buffered();
+}
+
+void session::take_data() {
+    std::string chunk;
+    const std::size_t used = decoder_->decode(data_in_, chunk);
+    data_in_.erase(0, used);
+    // What is refused anyway is not handed out; the decoder stops its output past the size limit.
+    if (!chunk.empty() && !decoder_->rejected()) emit(act::message_data{std::move(chunk)});
+    if (!decoder_->finished()) return;
+    // The message ended at CRLF.CRLF exactly (RFC 5321 4.1.1.4): no bare CR or LF ends it.
+    in_data_ = false;
+    reader_.feed(data_in_);  // what follows the final dot is commands again
+    data_in_.clear();
+    const dot_decoder d = *decoder_;
+    decoder_.reset();
+    const auto refuse = [&](int code, const char* enhanced, const char* text) {
+        emit(act::discard{});
+        reset_transaction();
+        say(code, enhanced, text);
+    };
+    if (d.over_limit()) return refuse(552, "5.3.4", "Error: message size exceeds fixed limit");
+    // RFC 5321 2.3.8: a bare CR or LF is no line end; a message holding one is not taken (it is
+    // how SMTP smuggling hides a second message inside the first).
+    if (d.rejected()) return refuse(550, "5.6.0", "Error: bare CR or LF in the message");
+    if (d.longest_line_octets() > limits_.max_text_line_octets)
+        return refuse(500, "5.5.6", "Error: a line of the message is longer than 1000 octets");
+    emit(act::deliver{mail_});
+    waiting_ = wait::deliver;
+}
+
+void session::resume(const verdict& v) {
+    const wait w = std::exchange(waiting_, wait::none);
+    switch (w) {
+        case wait::none: return;
+        case wait::host:
+            if (v.accepted) return say(220, "", config_.hostname + " ESMTP mailnet");
+            say(v.answer);
+            emit(act::close{});
+            closed_ = true;
+            return;
+        case wait::sender:
+            if (!v.accepted) {
+                mail_ = envelope{};
+                return say(v.answer);
+            }
+            has_sender_ = true;
+            return say(250, "2.1.0", "Ok");
+        case wait::recipient:
+            if (!v.accepted) {
+                pending_rcpt_.reset();
+                return say(v.answer);
+            }
+            mail_.recipients.push_back(std::move(*pending_rcpt_));
+            pending_rcpt_.reset();
+            return say(250, "2.1.5", "Ok");
+        case wait::deliver:
+            // RFC 5321 4.1.1.4: the transaction is over, whatever the answer.
+            reset_transaction();
+            return say(v.answer);
+    }
+}
+
+}  // namespace mailnet::smtp

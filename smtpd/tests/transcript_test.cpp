@@ -1,0 +1,182 @@
+// transcript_test.cpp: runs every smtpd/tests/transcripts/*.txt against the SMTP core, line by
+// line and again with all client input pipelined and split at every byte offset (RFC 2920:
+// replies in order whatever the client's batching). Syntax: libmailnet/tests/support/transcript.hpp.
+// Actions: "A: host PEER", "A: sender ADDRESS", "A: recipient ADDRESS" (answered "ok" or
+// "refuse CODE ENHANCED TEXT"), "A: deliver from=ADDRESS to=A,B data=OCTETS" (answered "ok
+// CODE ENHANCED TEXT" or "refuse ..."; message_data is collected into data=, \r and \n
+// escaped), "A: discard", "A: close".
+#include "mailnet/smtpd/session.hpp"
+
+#include <gtest/gtest.h>
+
+#include "support/transcript.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace mailnet::smtp;
+using mailnet::testing::load_transcript;
+using mailnet::testing::split_words;
+using mailnet::testing::transcript_names;
+using mailnet::testing::transcript_test_name;
+
+struct transcript {
+    std::string name;
+    session_config config;
+    limits lim;
+    std::vector<std::pair<char, std::string>> lines;
+};
+
+transcript load(const fs::path& p) {
+    transcript t;
+    t.config.hostname = "mx.example";
+    t.config.peer_address = "192.0.2.7";
+    auto file = load_transcript(p);
+    t.name = file.name;
+    for (const auto& w : file.options) {
+        if (w.empty()) continue;
+        if (w[0] == "max-recipients") t.lim.max_recipients = std::stoul(w.at(1));
+        else if (w[0] == "max-message-octets") t.lim.max_message_octets = std::stoull(w.at(1));
+        else if (w[0] == "max-bad-commands") t.lim.max_bad_commands = std::stoul(w.at(1));
+        else if (w[0] == "max-command-octets") t.lim.max_command_octets = std::stoul(w.at(1));
+        else if (w[0] == "normalise") t.config.normalise_bare_line_ends = true;
+        else throw std::runtime_error("unknown option " + w[0]);
+    }
+    t.lines = std::move(file.lines);
+    return t;
+}
+
+std::string escaped(std::string_view s) {
+    std::string out;
+    for (char c : s) {
+        if (c == '\r') out += "\\r";
+        else if (c == '\n') out += "\\n";
+        else out += c;
+    }
+    return out;
+}
+
+// "ok [CODE ENHANCED TEXT...]" or "refuse CODE ENHANCED TEXT..."
+verdict parse_verdict(const std::string& answer) {
+    const auto w = split_words(answer);
+    verdict v;
+    v.accepted = !w.empty() && w[0] == "ok";
+    if (w.size() >= 3) {
+        v.answer.code = std::stoi(w[1]);
+        v.answer.enhanced = w[2];
+        const auto text = answer.find(w[2]) + w[2].size();
+        v.answer.text = text < answer.size() ? answer.substr(text + 1) : "";
+    } else if (!v.accepted) {
+        v.answer = reply{550, "5.0.0", "refused"};
+    }
+    return v;
+}
+
+class player {
+public:
+    explicit player(const transcript& t) : s_(t.config, t.lim) {
+        for (const auto& [kind, text] : t.lines)
+            if (kind != 'C') expected_.push_back(std::string(1, kind) + ": " + text);
+        s_.start();
+        drain();
+    }
+    void feed(std::string_view octets) {
+        s_.feed(octets);
+        drain();
+    }
+    std::string finish() {
+        drain();
+        if (pos_ < expected_.size()) fail("missing: " + expected_[pos_]);
+        return errors_;
+    }
+
+private:
+    void fail(const std::string& what) {
+        if (errors_.empty()) errors_ = what;
+    }
+    std::string answer_for(const std::string& desc) {
+        if (pos_ >= expected_.size()) {
+            fail("unexpected A: " + desc);
+            return {};
+        }
+        const std::string& e = expected_[pos_++];
+        const auto arrow = e.find(" => ");
+        if (e.substr(0, arrow) != "A: " + desc) fail("expected `" + e + "`, got `A: " + desc + "`");
+        return arrow == std::string::npos ? "" : e.substr(arrow + 4);
+    }
+    void drain() {
+        for (int guard = 0; guard < 100000; ++guard) {
+            action a = s_.next();
+            if (std::holds_alternative<act::need_input>(a)) return;
+            if (auto* out = std::get_if<act::send>(&a)) {
+                sent(out->octets);
+            } else if (auto* d = std::get_if<act::message_data>(&a)) {
+                data_ += d->octets;
+            } else if (auto* h = std::get_if<act::validate_host>(&a)) {
+                s_.resume(parse_verdict(answer_for("host " + h->peer)));
+            } else if (auto* m = std::get_if<act::validate_sender>(&a)) {
+                s_.resume(parse_verdict(answer_for("sender " + (m->sender.is_null() ? "<>" : m->sender.address()))));
+            } else if (auto* r = std::get_if<act::validate_recipient>(&a)) {
+                s_.resume(parse_verdict(answer_for("recipient " + r->recipient.address())));
+            } else if (auto* dl = std::get_if<act::deliver>(&a)) {
+                std::string to;
+                for (const auto& r : dl->mail.recipients) to += (to.empty() ? "" : ",") + r.address();
+                const auto from = dl->mail.sender.is_null() ? std::string("<>") : dl->mail.sender.address();
+                s_.resume(parse_verdict(answer_for("deliver from=" + from + " to=" + to + " data=" + escaped(std::exchange(data_, {})))));
+            } else if (std::holds_alternative<act::discard>(a)) {
+                data_.clear();
+                answer_for("discard");
+            } else if (std::holds_alternative<act::close>(a)) {
+                answer_for("close");
+            }
+        }
+        fail("session produced actions without end");
+    }
+    void sent(const std::string& octets) {
+        pending_ += octets;
+        for (std::size_t p; (p = pending_.find("\r\n")) != std::string::npos;) {
+            const std::string line = "S: " + pending_.substr(0, p);
+            pending_.erase(0, p + 2);
+            if (pos_ >= expected_.size()) fail("unexpected " + line);
+            else if (expected_[pos_] != line) fail("expected `" + expected_[pos_] + "`, got `" + line + "`");
+            ++pos_;
+        }
+    }
+
+    session s_;
+    std::vector<std::string> expected_;
+    std::size_t pos_ = 0;
+    std::string pending_, data_, errors_;
+};
+
+fs::path transcript_dir() { return fs::path(MAILNET_SMTPD_TRANSCRIPTS); }
+
+class smtp_transcript : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(smtp_transcript, line_by_line) {
+    const auto t = load(transcript_dir() / GetParam());
+    player p(t);
+    for (const auto& [kind, text] : t.lines)
+        if (kind == 'C') p.feed(text);
+    EXPECT_EQ(p.finish(), "");
+}
+
+TEST_P(smtp_transcript, pipelined_and_split_at_every_offset) {
+    const auto t = load(transcript_dir() / GetParam());
+    std::string all;
+    for (const auto& [kind, text] : t.lines)
+        if (kind == 'C') all += text;
+    for (std::size_t k = 0; k <= all.size(); ++k) {
+        player p(t);
+        p.feed(std::string_view(all).substr(0, k));
+        p.feed(std::string_view(all).substr(k));
+        const auto e = p.finish();
+        EXPECT_EQ(e, "") << "split at " << k;
+        if (!e.empty()) break;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(smtpd, smtp_transcript, ::testing::ValuesIn(transcript_names(transcript_dir())),
+                         [](const auto& info) { return transcript_test_name(info.param); });
+
+}  // namespace
