@@ -79,15 +79,15 @@ void session::feed(std::string_view octets) {
 }
 
 action session::next() {
-    while (actions_.empty() && waiting_ == wait::none && state_ != state::closed) {
+    while (!output_.has_actions() && waiting_ == wait::none && state_ != state::closed) {
         // A long listing goes out piece by piece, and no input line is taken while output is
         // pending past the bound: the runner writes it first (DESIGN.md "Layers" 1).
         if (listing_) {
             continue_listing();
-            if (out_.size() >= max_pending_output_octets / 4) break;
+            if (output_.pending() >= max_pending_output_octets / 4) break;
             continue;
         }
-        if (out_.size() >= max_pending_output_octets) break;
+        if (output_.pending() >= max_pending_output_octets) break;
         const auto s = reader_.next();
         if (s == line_reader::status::need_more) break;
         if (s == line_reader::status::too_long) {
@@ -102,32 +102,23 @@ action session::next() {
         }
         handle_line(reader_.text());
     }
-    if (!actions_.empty()) {
-        action a = std::move(actions_.front());
-        actions_.pop_front();
-        return a;
-    }
-    if (!out_.empty()) return act::send{std::exchange(out_, {})};
-    return act::need_input{};
+    return output_.take();
 }
 
-void session::emit(action a) {
-    if (!out_.empty()) actions_.emplace_back(act::send{std::exchange(out_, {})});
-    actions_.push_back(std::move(a));
-}
+void session::emit(action a) { output_.emit(std::move(a)); }
 
 void session::reply(std::string_view line) {
-    out_ += line;
-    out_ += "\r\n";
+    output_.text() += line;
+    output_.text() += "\r\n";
 }
 
 void session::ok(std::string_view text) {
-    out_ += text.empty() ? "+OK" : "+OK ";
+    output_.text() += text.empty() ? "+OK" : "+OK ";
     reply(text);
 }
 
 void session::err(std::string_view text) {
-    out_ += "-ERR ";
+    output_.text() += "-ERR ";
     reply(text);
 }
 
@@ -283,7 +274,7 @@ void session::cmd_auth(std::string_view arg) {
     const auto [mech, initial] = split_first(arg);
     if (mech.empty()) {
         // RFC 5034 4 (and the older AUTH without argument): list the mechanisms.
-        out_ += plaintext_allowed() ? "+OK\r\nPLAIN\r\n.\r\n" : "+OK\r\n.\r\n";
+        output_.text() += plaintext_allowed() ? "+OK\r\nPLAIN\r\n.\r\n" : "+OK\r\n.\r\n";
         return;
     }
     if (!iequals(mech, "PLAIN")) {
@@ -295,7 +286,7 @@ void session::cmd_auth(std::string_view arg) {
         return;
     }
     if (initial.empty()) {
-        out_ += "+ \r\n";
+        output_.text() += "+ \r\n";
         sasl_pending_ = true;
         reader_.set_limit(limits_.max_sasl_octets);
         return;
@@ -391,7 +382,7 @@ void session::cmd_capa(std::string_view arg) {
         bad_command("CAPA takes no argument");
         return;
     }
-    out_ += capabilities();
+    output_.text() += capabilities();
 }
 
 void session::cmd_quit(std::string_view) {
@@ -472,12 +463,12 @@ void session::continue_listing() {
     // One piece: next() hands it out before the next, so 100,000 lines never sit in one string.
     auto& l = *listing_;
     const std::size_t piece = max_pending_output_octets / 4;
-    for (; l.next < messages_.size() && out_.size() < piece; ++l.next) {
+    for (; l.next < messages_.size() && output_.pending() < piece; ++l.next) {
         if (marks_[l.next].deleted) continue;
-        out_ += std::to_string(l.next + 1);
-        out_ += ' ';
-        out_ += l.uidl ? messages_[l.next].pop3_uidl() : std::to_string(messages_[l.next].octets);
-        out_ += "\r\n";
+        output_.text() += std::to_string(l.next + 1);
+        output_.text() += ' ';
+        output_.text() += l.uidl ? messages_[l.next].pop3_uidl() : std::to_string(messages_[l.next].octets);
+        output_.text() += "\r\n";
     }
     if (l.next == messages_.size()) {
         reply(".");

@@ -22,7 +22,9 @@ namespace fs = std::filesystem;
 using namespace mailnet;
 using namespace mailnet::pop3;
 namespace act = mailnet::pop3::act;
+using mailnet::testing::client_input;
 using mailnet::testing::load_transcript;
+using mailnet::testing::play_split_everywhere;
 using mailnet::testing::split_words;
 using mailnet::testing::transcript_names;
 using mailnet::testing::transcript_test_name;
@@ -95,46 +97,28 @@ std::string describe(const action& a) {
 // Plays the session: replies and actions become S:/A: events, answers come from `expected`.
 class player {
 public:
-    explicit player(const transcript& t) : t_(t), s_(t.config, t.lim) {
-        for (const auto& [kind, text] : t.lines)
-            if (kind != 'C') expected_.push_back(std::string(1, kind) + ": " + text);
-        s_.start();
-    }
+    explicit player(const transcript& t) : t_(t), s_(t.config, t.lim), m_(t.lines) { s_.start(); }
 
     void feed(std::string_view octets) {
         s_.feed(octets);
         drain();
     }
 
-    // The events seen, for the failure message; and whether all matched.
+    // "" when every line matched, else the first mismatch.
     std::string finish() {
         drain();
-        if (pos_ < expected_.size()) fail("missing: " + expected_[pos_]);
-        return errors_;
+        return m_.finish();
     }
 
 private:
-    void fail(const std::string& what) {
-        if (errors_.empty()) errors_ = what;
-    }
-
-    std::string answer_for(const std::string& desc) {
-        if (pos_ >= expected_.size()) { fail("unexpected A: " + desc); return {}; }
-        const std::string& e = expected_[pos_++];
-        const auto arrow = e.find(" => ");
-        const std::string want = e.substr(0, arrow == std::string::npos ? e.size() : arrow);
-        if (want != "A: " + desc) fail("expected `" + e + "`, got `A: " + desc + "`");
-        return arrow == std::string::npos ? "" : e.substr(arrow + 4);
-    }
-
     // The runner writes a message's ok line and octets (or the error reply in its place) in
     // action order, like every other output; only when it answers streamed() may vary.
     void stream(const act::stream_message& r, const std::vector<std::string>& w) {
         std::error_code ec;
         if (w.empty() || w[0] != "ok")
             ec = w.empty() || w[0] == "not_found" ? make_error_code(errc::not_found) : make_error_code(errc::io_error);
-        if (!ec) sent(r.ok_line + "<" + r.id + ">\r\n.\r\n");
-        else sent(r.error_reply(r.tag, ec));
+        if (!ec) m_.sent(r.ok_line + "<" + r.id + ">\r\n.\r\n");
+        else m_.sent(r.error_reply(r.tag, ec));
         if (t_.lazy_retrieve) unanswered_.push_back(ec);
         else s_.streamed(ec);
     }
@@ -148,11 +132,11 @@ private:
                 continue;
             }
             if (auto* s = std::get_if<act::send>(&a)) {
-                sent(s->octets);
+                m_.sent(s->octets);
                 continue;
             }
             const auto desc = describe(a);
-            const auto answer = answer_for(desc);
+            const auto answer = m_.answer_for(desc);
             const auto w = split_words(answer);
             if (std::holds_alternative<act::authenticate>(a) || std::holds_alternative<act::authenticate_apop>(a)) {
                 if (w.size() >= 2 && w[0] == "ok") s_.resume(auth_result::ok(w[1], w.size() > 2 ? w[2] : w[1]));
@@ -187,26 +171,12 @@ private:
                 if (!w.empty() && w[0] == "ok") s_.tls_started();
             }
         }
-        fail("session produced actions without end");
-    }
-
-    void sent(const std::string& octets) {
-        pending_ += octets;
-        for (std::size_t p; (p = pending_.find("\r\n")) != std::string::npos;) {
-            const std::string line = "S: " + pending_.substr(0, p);
-            pending_.erase(0, p + 2);
-            if (pos_ >= expected_.size()) fail("unexpected " + line);
-            else if (expected_[pos_] != line) fail("expected `" + expected_[pos_] + "`, got `" + line + "`");
-            ++pos_;
-        }
+        m_.fail("session produced actions without end");
     }
 
     const transcript& t_;
     session s_;
-    std::vector<std::string> expected_;
-    std::size_t pos_ = 0;
-    std::string pending_;
-    std::string errors_;
+    mailnet::testing::transcript_matcher m_;
     std::vector<std::error_code> unanswered_;  // lazy: streamed messages not yet answered
 };
 
@@ -243,17 +213,7 @@ TEST_P(pop3_transcript, split_at_every_offset) {
         }
         return;
     }
-    std::string all;
-    for (const auto& [kind, text] : t.lines)
-        if (kind == 'C') all += text;
-    for (std::size_t k = 0; k <= all.size(); ++k) {
-        player p(t);
-        p.feed(std::string_view(all).substr(0, k));
-        p.feed(std::string_view(all).substr(k));
-        const auto e = p.finish();
-        EXPECT_EQ(e, "") << "split at " << k;
-        if (!e.empty()) break;
-    }
+    EXPECT_EQ(play_split_everywhere(client_input(t.lines), [&] { return player(t); }), "");
 }
 
 INSTANTIATE_TEST_SUITE_P(pop3d, pop3_transcript, ::testing::ValuesIn(transcript_names(transcript_dir())),

@@ -54,14 +54,14 @@ void session::feed(std::string_view octets) {
 }
 
 session::action session::next() {
-    while (actions_.empty() && waiting_ == wait::none && !closed_) {
+    while (!output_.has_actions() && waiting_ == wait::none && !closed_) {
         if (in_data_) {
             take_data();
             if (in_data_) break;  // more of the message is needed
             continue;
         }
         // No input line is taken while the replies pile up (DESIGN.md "Layers" 1).
-        if (out_.size() >= max_pending_output_octets) break;
+        if (output_.pending() >= max_pending_output_octets) break;
         const auto s = reader_.next();
         if (s == line_reader::status::need_more) break;
         if (s == line_reader::status::too_long) {
@@ -70,29 +70,20 @@ session::action session::next() {
         }
         handle_line(reader_.text());
     }
-    if (!actions_.empty()) {
-        action a = std::move(actions_.front());
-        actions_.pop_front();
-        return a;
-    }
-    if (!out_.empty()) return act::send{std::exchange(out_, {})};
-    return act::need_input{};
+    return output_.take();
 }
 
-void session::emit(action a) {
-    if (!out_.empty()) actions_.emplace_back(act::send{std::exchange(out_, {})});
-    actions_.push_back(std::move(a));
-}
+void session::emit(action a) { output_.emit(std::move(a)); }
 
 void session::say(int code, std::string_view enhanced, std::string_view text) {
-    out_ += std::to_string(code);
-    out_ += ' ';
+    output_.text() += std::to_string(code);
+    output_.text() += ' ';
     if (!enhanced.empty()) {
-        out_ += enhanced;
-        out_ += ' ';
+        output_.text() += enhanced;
+        output_.text() += ' ';
     }
-    out_ += text;
-    out_ += "\r\n";
+    output_.text() += text;
+    output_.text() += "\r\n";
 }
 
 void session::say(const reply& r) { say(r.code, r.enhanced, r.text); }
@@ -151,15 +142,15 @@ void session::cmd_ehlo(std::string_view arg, bool extended) {
     extended_ = extended;
     // RFC 2034 4: no enhanced code on the EHLO/HELO reply.
     if (!extended) {
-        out_ += "250 " + config_.hostname + "\r\n";
+        output_.text() += "250 " + config_.hostname + "\r\n";
         return;
     }
-    out_ += "250-" + config_.hostname + "\r\n";
-    out_ += "250-PIPELINING\r\n";
-    out_ += "250-SIZE " + std::to_string(limits_.max_message_octets) + "\r\n";
-    out_ += "250-8BITMIME\r\n";
-    out_ += "250-ENHANCEDSTATUSCODES\r\n";
-    out_ += "250 SMTPUTF8\r\n";
+    output_.text() += "250-" + config_.hostname + "\r\n";
+    output_.text() += "250-PIPELINING\r\n";
+    output_.text() += "250-SIZE " + std::to_string(limits_.max_message_octets) + "\r\n";
+    output_.text() += "250-8BITMIME\r\n";
+    output_.text() += "250-ENHANCEDSTATUSCODES\r\n";
+    output_.text() += "250 SMTPUTF8\r\n";
 }
 
 void session::cmd_mail(std::string_view arg) {

@@ -5,9 +5,11 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 #include <system_error>
+#include <utility>
 
 namespace mailnet {
 
@@ -55,4 +57,36 @@ struct login_failed {
 struct close {};
 
 }  // namespace act
+
+/// What a core has to say, in order: reply text not yet handed out, and actions. Text written
+/// before an action goes out as an act::send before it, so output keeps the order it was made in.
+template <class Action>
+class core_output {
+public:
+    /// The reply text being gathered (append to it).
+    std::string& text() noexcept { return text_; }
+    /// Octets of reply text not yet handed out (a core's back-pressure bound).
+    std::size_t pending() const noexcept { return text_.size(); }
+    /// Queues an action after the text written so far.
+    void emit(Action a) {
+        if (!text_.empty()) actions_.emplace_back(act::send{std::exchange(text_, {})});
+        actions_.push_back(std::move(a));
+    }
+    /// Whether an action is queued (a core takes no input until it is handed out).
+    bool has_actions() const noexcept { return !actions_.empty(); }
+    /// The next action: a queued one, else the text as act::send, else act::need_input.
+    Action take() {
+        if (!actions_.empty()) {
+            Action a = std::move(actions_.front());
+            actions_.pop_front();
+            return a;
+        }
+        if (!text_.empty()) return act::send{std::exchange(text_, {})};
+        return act::need_input{};
+    }
+
+private:
+    std::string text_;
+    std::deque<Action> actions_;
+};
 }  // namespace mailnet

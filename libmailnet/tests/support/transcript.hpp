@@ -81,6 +81,73 @@ inline std::vector<std::string> transcript_names(const std::filesystem::path& di
     return names;
 }
 
+/// Checks what a core does against a transcript's S: and A: lines, in order.
+class transcript_matcher {
+public:
+    explicit transcript_matcher(const std::vector<std::pair<char, std::string>>& lines) {
+        for (const auto& [kind, text] : lines)
+            if (kind != 'C') expected_.push_back(std::string(1, kind) + ": " + text);
+    }
+    /// Matches "A: <desc>" and returns its answer (what follows " => "), "" if none.
+    std::string answer_for(const std::string& desc) {
+        if (pos_ >= expected_.size()) {
+            fail("unexpected A: " + desc);
+            return {};
+        }
+        const std::string& e = expected_[pos_++];
+        const auto arrow = e.find(" => ");
+        if (e.substr(0, arrow) != "A: " + desc) fail("expected `" + e + "`, got `A: " + desc + "`");
+        return arrow == std::string::npos ? "" : e.substr(arrow + 4);
+    }
+    /// Matches the output octets, a line (CRLF) at a time, against S: lines.
+    void sent(const std::string& octets) {
+        pending_ += octets;
+        for (std::size_t p; (p = pending_.find("\r\n")) != std::string::npos;) {
+            const std::string line = "S: " + pending_.substr(0, p);
+            pending_.erase(0, p + 2);
+            if (pos_ >= expected_.size()) fail("unexpected " + line);
+            else if (expected_[pos_] != line) fail("expected `" + expected_[pos_] + "`, got `" + line + "`");
+            ++pos_;
+        }
+    }
+    /// Records a failure (the first one is kept).
+    void fail(const std::string& what) {
+        if (errors_.empty()) errors_ = what;
+    }
+    /// "" when every line matched and none is left, else the first mismatch.
+    std::string finish() {
+        if (pos_ < expected_.size()) fail("missing: " + expected_[pos_]);
+        return errors_;
+    }
+
+private:
+    std::vector<std::string> expected_;
+    std::size_t pos_ = 0;
+    std::string pending_, errors_;
+};
+
+/// Everything the client sends in a transcript, as one string.
+inline std::string client_input(const std::vector<std::pair<char, std::string>>& lines) {
+    std::string all;
+    for (const auto& [kind, text] : lines)
+        if (kind == 'C') all += text;
+    return all;
+}
+
+/// Plays `input` pipelined, split in two at every offset, each time through a fresh player from
+/// `make` (with feed() and finish() returning "" or the first mismatch); returns the first
+/// failure as "split at K: ...", or "".
+template <class MakePlayer>
+std::string play_split_everywhere(const std::string& input, MakePlayer make) {
+    for (std::size_t k = 0; k <= input.size(); ++k) {
+        auto p = make();
+        p.feed(std::string_view(input).substr(0, k));
+        p.feed(std::string_view(input).substr(k));
+        if (auto e = p.finish(); !e.empty()) return "split at " + std::to_string(k) + ": " + e;
+    }
+    return {};
+}
+
 /// A test name from a transcript file name ("long_line.txt" -> "long_line").
 inline std::string transcript_test_name(const std::string& file) {
     std::string n = file.substr(0, file.size() - 4);

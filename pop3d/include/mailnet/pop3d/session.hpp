@@ -120,7 +120,7 @@ public:
     std::size_t partial_line_octets() const noexcept { return reader_.line_octets(); }
     /// Output not yet handed out; no input line is taken while it is over
     /// max_pending_output_octets (DESIGN.md "Layers" 1).
-    std::size_t pending_output() const noexcept { return out_.size(); }
+    std::size_t pending_output() const noexcept { return output_.pending(); }
     /// The state's name, for connection listings.
     std::string_view state_text() const noexcept { return state_name(state_); }
     /// Whether an answer is awaited (no input is processed meanwhile).
@@ -177,8 +177,7 @@ private:
     wait waiting_ = wait::none;
     bool sasl_pending_ = false;     // AUTH PLAIN sent "+ ", the response line is next
     bool apop_offered_ = false;     // the greeting carried the APOP timestamp
-    std::string out_;               // replies not yet handed out as act::send
-    std::deque<action> actions_;
+    core_output<action> output_;  // replies not yet handed out, and actions, in order
     std::string pending_user_;      // after USER
     std::string last_user_;         // the name of the login being checked, for the failure log
     std::size_t failed_logins_ = 0;

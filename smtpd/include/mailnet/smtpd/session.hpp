@@ -109,7 +109,7 @@ public:
     /// Octets of the command line in progress (0 inside DATA: the idle limit applies there).
     std::size_t partial_line_octets() const noexcept { return in_data_ ? 0 : reader_.line_octets(); }
     /// Output not yet handed out.
-    std::size_t pending_output() const noexcept { return out_.size(); }
+    std::size_t pending_output() const noexcept { return output_.pending(); }
     /// For connection listings.
     std::string_view state_text() const noexcept;
     /// The transaction being built (for tests and logs).
@@ -133,8 +133,7 @@ private:
     session_config config_;
     limits limits_;
     line_reader reader_;
-    std::string out_;
-    std::deque<action> actions_;
+    core_output<action> output_;  // replies not yet handed out, and actions, in order
     wait waiting_ = wait::none;
     bool closed_ = false;
     std::string greeted_;      // the EHLO/HELO name; empty before one
