@@ -17,6 +17,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto& m = p->mailbox;
     if (m.local.size() > 64 || m.domain.size() > 255) std::abort();
     if (m.is_null()) return 0;
+    // What goes into headers and replies: no control octet, never longer than the path allows.
+    const std::string canonical = m.address();
+    for (char c : canonical)
+        if (static_cast<unsigned char>(c) < 32 || c == 127) std::abort();
+    if (canonical.size() > 256) std::abort();
     // The canonical form is itself a valid path with the same meaning.
     auto again = mailnet::parse_path("<" + m.address() + ">", o);
     if (!again || again->mailbox.local != m.local || again->mailbox.domain != m.domain) std::abort();

@@ -35,8 +35,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (std::holds_alternative<mailnet::act::need_input>(a)) break;
             if (auto* out = std::get_if<mailnet::act::send>(&a)) {
                 if (out->octets.empty() || out->octets.size() > mailnet::max_pending_output_octets + 4096) std::abort();
+                // Every reply line starts with three digits (RFC 5321 4.2).
+                if (out->octets.size() < 5 || out->octets[0] < '2' || out->octets[0] > '5') std::abort();
+            } else if (auto* d = std::get_if<act::deliver>(&a)) {
+                if (d->mail.recipients.empty() || d->mail.recipients.size() > lim.max_recipients) std::abort();
+                s.resume(answer % 3 ? verdict::accept() : verdict::refuse(451, "4.3.0", "no"));
             } else if (std::holds_alternative<act::validate_host>(a) || std::holds_alternative<act::validate_sender>(a) ||
-                       std::holds_alternative<act::validate_recipient>(a) || std::holds_alternative<act::deliver>(a)) {
+                       std::holds_alternative<act::validate_recipient>(a)) {
                 s.resume(answer % 3 ? verdict::accept() : verdict::refuse(550, "5.7.1", "no"));
             } else if (std::holds_alternative<act::close>(a)) {
                 return 0;

@@ -61,6 +61,7 @@ std::size_t parse_domain(std::string_view s, std::size_t i, bool utf8) {
             else break;
         }
         if (i == start || s[start] == '-' || s[i - 1] == '-') return npos;  // Let-dig at both ends
+        if (i - start > 63) return npos;  // RFC 1035 2.3.4: a label is at most 63 octets
         if (i < s.size() && s[i] == '.') {
             ++i;
             continue;
@@ -76,15 +77,20 @@ std::size_t parse_address_literal(std::string_view s, std::size_t i) {
     if (close == npos) return npos;
     const std::string inner(s.substr(i + 1, close - i - 1));
     unsigned char buf[16];
+    // Only what an IP literal can hold reaches inet_pton (a NUL would end its string early).
+    const bool ip_chars = std::all_of(inner.begin(), inner.end(), [](char c) {
+        return digit(static_cast<unsigned char>(c)) || c == '.' || c == ':' || (c >= 'a' && c <= 'f') ||
+               (c >= 'A' && c <= 'F') || c == 'v' || c == 'P' || c == 'I';
+    });
     if (inner.find(':') == std::string::npos) {
         // inet_pton accepts exactly four decimal parts of 0-255 (no leading-zero octal).
-        return ::inet_pton(AF_INET, inner.c_str(), buf) == 1 ? close + 1 : npos;
+        return ip_chars && ::inet_pton(AF_INET, inner.c_str(), buf) == 1 ? close + 1 : npos;
     }
     const auto colon = inner.find(':');
     const std::string tag = inner.substr(0, colon), rest = inner.substr(colon + 1);
     if (tag.size() == 4 && (tag[0] == 'I' || tag[0] == 'i') && (tag[1] == 'P' || tag[1] == 'p') &&
         (tag[2] == 'v' || tag[2] == 'V') && tag[3] == '6')
-        return ::inet_pton(AF_INET6, rest.c_str(), buf) == 1 ? close + 1 : npos;
+        return ip_chars && ::inet_pton(AF_INET6, rest.c_str(), buf) == 1 ? close + 1 : npos;
     // General-address-literal: a tag (Ldh-str) and dcontent (%d33-90 / %d94-126).
     if (tag.empty() || parse_domain(tag, 0, false) != tag.size() || tag.find('.') != std::string::npos) return npos;
     if (rest.empty()) return npos;
@@ -169,8 +175,12 @@ std::string mailbox_address::address() const {
 }
 
 result<smtp_path> parse_path(std::string_view s, const path_options& options, std::string* why) {
-    if (!options.allow_utf8 && std::any_of(s.begin(), s.end(), [](char c) { return high(static_cast<unsigned char>(c)); }))
-        return fail(why, "8-bit octets in an address need SMTPUTF8 (RFC 6531)");
+    // Control octets (NUL, CR, LF, ...) are in no production: refused before anything else.
+    if (std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 32 || c == 127; }))
+        return fail(why, "control octets in an address");
+    const bool eight_bit = std::any_of(s.begin(), s.end(), [](char c) { return high(static_cast<unsigned char>(c)); });
+    if (eight_bit && !options.allow_utf8) return fail(why, "8-bit octets in an address need SMTPUTF8 (RFC 6531)");
+    if (eight_bit && !valid_utf8(s)) return fail(why, "the address is not valid UTF-8");
     std::size_t i = 0;
     while (i < s.size() && s[i] == ' ') ++i;  // "MAIL FROM: <a@b>": a common client's extra space
     smtp_path out;
@@ -223,9 +233,11 @@ result<smtp_path> parse_path(std::string_view s, const path_options& options, st
         if (i >= s.size() || s[i] != '>') return fail(why, "the address must end with >");
         m.original.assign(s.substr(mailbox_start, i - mailbox_start));
         ++i;
-        if (m.local.size() > max_local_octets) return fail(why, "local part longer than 64 octets");
+        // Sizes as written (quotes and brackets count: RFC 5321 4.5.3.1).
+        const std::size_t at = m.domain.empty() ? m.original.size() : m.original.size() - m.domain.size() - 1;
+        if (at > max_local_octets) return fail(why, "local part longer than 64 octets");
         if (m.domain.size() > max_domain_octets) return fail(why, "domain longer than 255 octets");
-        if (i - open - 1 > max_path_octets) return fail(why, "path longer than 256 octets");
+        if (i - open + 1 > max_path_octets) return fail(why, "path longer than 256 octets");
         m.utf8 = std::any_of(m.original.begin(), m.original.end(), [](char c) { return high(static_cast<unsigned char>(c)); });
         if (m.utf8 && !valid_utf8(m.original)) return fail(why, "the address is not valid UTF-8");
     }

@@ -131,6 +131,23 @@ TEST(address, limits_and_malformed_paths_get_a_reason) {
                             "<alice@example.org> =1", "<alice@example.org>x", "<alice@example.org> SIZE=1 SIZE=2",
                             "<alice@exa mple.org>", "<a\"b@example.org>", "<alice@example.org> SIZE=a=b"})
         EXPECT_NE(refused(bad), "accepted") << bad;
+    // Sizes count as written: quotes in the local part, brackets in the path; labels 63.
+    EXPECT_EQ(refused("<\"" + std::string(63, 'a') + "\"@example.org>"), "local part longer than 64 octets");
+    EXPECT_NE(refused("<a@" + std::string(64, 'b') + ".example>"), "accepted");
+    const std::string label(63, 'x');
+    const std::string path_255 = "a@" + label + "." + label + "." + label + "." + std::string(60, 'y');  // 254 octets
+    ASSERT_EQ(path_255.size(), 254u);
+    EXPECT_EQ(refused("<" + path_255 + ">"), "accepted");
+    EXPECT_EQ(refused("<" + path_255 + "x>"), "path longer than 256 octets");
+    // Control octets go nowhere: not through an address literal (inet_pton stops at NUL), not
+    // into a quoted local part or a parameter.
+    using namespace std::string_literals;
+    EXPECT_EQ(refused("<b@[127.0.0.1\0\n<script>]>"s), "control octets in an address");
+    EXPECT_EQ(refused("<\"a\rb\"@example.org>"), "control octets in an address");
+    EXPECT_EQ(refused("<a@example.org> X=\x7f"), "control octets in an address");
+    // 8-bit octets anywhere (a source route too) need SMTPUTF8, and then well-formed UTF-8.
+    EXPECT_EQ(refused("<@\xff\xfe:a@b.example>"), "8-bit octets in an address need SMTPUTF8 (RFC 6531)");
+    EXPECT_EQ(refused("<@\xff\xfe:a@b.example>", utf8_recipient), "the address is not valid UTF-8");
     // Tolerated: a space before the path, several between parameters.
     EXPECT_EQ(refused(" <alice@example.org>  SIZE=1   BODY=7BIT"), "accepted");
 }

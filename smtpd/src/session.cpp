@@ -86,10 +86,27 @@ void session::say(int code, std::string_view enhanced, std::string_view text) {
     output_.text() += "\r\n";
 }
 
-void session::say(const reply& r) { say(r.code, r.enhanced, r.text); }
+void session::say(const reply& r) {
+    // A callback's reply goes out as one line: no CR, LF or NUL of its text can add another.
+    std::string text = r.text;
+    for (auto& c : text)
+        if (c == '\r' || c == '\n' || c == '\0') c = ' ';
+    say(r.code, r.enhanced, text);
+}
+
+// A verdict's reply with a code that fits it: a refusal is 4xx/5xx, an acceptance 2xx.
+static reply fitting(const verdict& v) {
+    reply r = v.answer;
+    if (!v.accepted && (r.code < 400 || r.code > 599)) r = reply{554, "5.0.0", "Error: refused"};
+    if (v.accepted && (r.code < 200 || r.code > 299)) r = reply{250, "2.0.0", "Ok"};
+    return r;
+}
 
 void session::bad_command(int code, std::string_view enhanced, std::string_view text) {
     say(code, enhanced, text);
+    // A 503 is what a pipelining client gets for every command after a refused MAIL or RCPT
+    // (RFC 2920 3.1): not a sign of a broken client, so not counted.
+    if (code == 503) return;
     if (++bad_commands_ >= limits_.max_bad_commands) {
         // A protection limit closes (STYLE.md "Limits"): a client stuck in a loop, or a scanner.
         say(421, "4.7.0", config_.hostname + " Error: too many errors");
@@ -105,7 +122,11 @@ void session::reset_transaction() {
 }
 
 void session::handle_line(std::string_view line) {
+    if (std::any_of(line.begin(), line.end(), [](char c) { return c == '\0' || c == '\r' || c == '\n'; }))
+        return bad_command(500, "5.5.2", "Error: NUL, CR or LF inside a command line");
     const auto [verb, arg] = split_first(line);
+    if (refused_ && !iequals(verb, "QUIT"))
+        return bad_command(503, "5.5.1", "Error: no SMTP service here");  // RFC 5321 3.1: wait for QUIT
     if (iequals(verb, "EHLO") || iequals(verb, "HELO")) return cmd_ehlo(arg, iequals(verb, "EHLO"));
     if (iequals(verb, "MAIL")) return cmd_mail(arg);
     if (iequals(verb, "RCPT")) return cmd_rcpt(arg);
@@ -136,6 +157,10 @@ void session::cmd_ehlo(std::string_view arg, bool extended) {
     // RFC 5321 4.1.1.1: a domain or an address literal; whatever is sent is kept as data.
     if (arg.empty() || arg.find(' ') != std::string_view::npos)
         return bad_command(501, "5.5.4", extended ? "Syntax: EHLO hostname" : "Syntax: HELO hostname");
+    // Kept for the Received: header: printable ASCII only. NOTE: not held to RFC 5321's
+    // Domain syntax, as Postfix does not (names like "my_pc" are common and harmless).
+    if (!std::all_of(arg.begin(), arg.end(), [](char c) { return c > 32 && c < 127; }))
+        return bad_command(501, "5.5.2", "Error: invalid hostname");
     // RFC 5321 4.1.4: EHLO/HELO also resets the transaction.
     reset_transaction();
     greeted_ = arg;
@@ -160,14 +185,17 @@ void session::cmd_mail(std::string_view arg) {
     std::string why;
     auto path = parse_path(arg.substr(5), path_options{true, extended_, false}, &why);
     if (!path) return bad_command(501, "5.1.7", "Bad sender address syntax: " + why);
+    const bool eight_bit = std::any_of(arg.begin(), arg.end(), [](char c) { return static_cast<unsigned char>(c) > 0x7F; });
     envelope next;
     for (const auto& p : path->parameters) {
         if (!extended_) return bad_command(555, "5.5.4", "Unsupported option: " + p.keyword + " (send EHLO first)");
         if (p.keyword == "SIZE") {
             std::uint64_t n = 0;
             const auto [end, ec] = std::from_chars(p.value.data(), p.value.data() + p.value.size(), n);
-            if (!p.has_value || ec != std::errc() || end != p.value.data() + p.value.size())
-                return bad_command(501, "5.5.4", "Bad SIZE parameter");
+            const bool digits = p.has_value && end == p.value.data() + p.value.size();
+            if (digits && ec == std::errc::result_out_of_range)  // RFC 1870: 20 digits are valid
+                return say(552, "5.3.4", "Error: message size exceeds fixed limit");
+            if (!digits || ec != std::errc()) return bad_command(501, "5.5.4", "Bad SIZE parameter");
             // RFC 1870 6: refused at once when the announced size is over the limit.
             if (n > limits_.max_message_octets) return say(552, "5.3.4", "Error: message size exceeds fixed limit");
             next.announced_size = n;
@@ -185,7 +213,7 @@ void session::cmd_mail(std::string_view arg) {
             return bad_command(555, "5.5.4", "Unsupported option: " + p.keyword);
         }
     }
-    if (path->mailbox.utf8 && !next.smtputf8)
+    if (eight_bit && !next.smtputf8)
         return say(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
     next.sender = std::move(path->mailbox);
     mail_ = std::move(next);
@@ -196,6 +224,8 @@ void session::cmd_mail(std::string_view arg) {
 void session::cmd_rcpt(std::string_view arg) {
     if (!has_sender_) return bad_command(503, "5.5.1", "Error: need MAIL command");
     if (!istarts_with(arg, "TO:")) return bad_command(501, "5.5.4", "Syntax: RCPT TO:<address>");
+    if (!mail_.smtputf8 && std::any_of(arg.begin(), arg.end(), [](char c) { return static_cast<unsigned char>(c) > 0x7F; }))
+        return say(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
     std::string why;
     auto path = parse_path(arg.substr(3), path_options{false, mail_.smtputf8, true}, &why);
     if (!path) return bad_command(501, "5.1.3", "Bad recipient address syntax: " + why);
@@ -247,7 +277,7 @@ void session::take_data() {
     // how SMTP smuggling hides a second message inside the first).
     if (d.rejected()) return refuse(550, "5.6.0", "Error: bare CR or LF in the message");
     if (d.longest_line_octets() > limits_.max_text_line_octets)
-        return refuse(500, "5.5.6", "Error: a line of the message is longer than 1000 octets");
+        return refuse(554, "5.6.0", "Error: a line of the message is longer than 1000 octets");
     emit(act::deliver{mail_});
     waiting_ = wait::deliver;
 }
@@ -258,21 +288,26 @@ void session::resume(const verdict& v) {
         case wait::none: return;
         case wait::host:
             if (v.accepted) return say(220, "", config_.hostname + " ESMTP mailnet");
-            say(v.answer);
-            emit(act::close{});
-            closed_ = true;
+            say(fitting(v));
+            // RFC 5321 3.1: after a 554 the server waits for QUIT (503 to the rest); a 421 closes.
+            if (fitting(v).code == 421) {
+                emit(act::close{});
+                closed_ = true;
+            } else {
+                refused_ = true;
+            }
             return;
         case wait::sender:
             if (!v.accepted) {
                 mail_ = envelope{};
-                return say(v.answer);
+                return say(fitting(v));
             }
             has_sender_ = true;
             return say(250, "2.1.0", "Ok");
         case wait::recipient:
             if (!v.accepted) {
                 pending_rcpt_.reset();
-                return say(v.answer);
+                return say(fitting(v));
             }
             mail_.recipients.push_back(std::move(*pending_rcpt_));
             pending_rcpt_.reset();
@@ -280,7 +315,7 @@ void session::resume(const verdict& v) {
         case wait::deliver:
             // RFC 5321 4.1.1.4: the transaction is over, whatever the answer.
             reset_transaction();
-            return say(v.answer);
+            return say(fitting(v));
     }
 }
 

@@ -41,6 +41,7 @@ transcript load(const fs::path& p) {
         else if (w[0] == "max-message-octets") t.lim.max_message_octets = std::stoull(w.at(1));
         else if (w[0] == "max-bad-commands") t.lim.max_bad_commands = std::stoul(w.at(1));
         else if (w[0] == "max-command-octets") t.lim.max_command_octets = std::stoul(w.at(1));
+        else if (w[0] == "max-text-line-octets") t.lim.max_text_line_octets = std::stoul(w.at(1));
         else if (w[0] == "normalise") t.config.normalise_bare_line_ends = true;
         else throw std::runtime_error("unknown option " + w[0]);
     }
@@ -67,7 +68,8 @@ verdict parse_verdict(const std::string& answer) {
         v.answer.code = std::stoi(w[1]);
         v.answer.enhanced = w[2];
         const auto text = answer.find(w[2]) + w[2].size();
-        v.answer.text = text < answer.size() ? answer.substr(text + 1) : "";
+        // Escapes as in C: lines, so a callback's text can carry a CR or LF to the core.
+        v.answer.text = text < answer.size() ? mailnet::testing::unescape(answer.substr(text + 1)) : "";
     } else if (!v.accepted) {
         v.answer = reply{550, "5.0.0", "refused"};
     }

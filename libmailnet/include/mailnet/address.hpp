@@ -47,8 +47,9 @@ struct path_options {
 
 /// Parses what follows "MAIL FROM:" or "RCPT TO:": `<path> [SP esmtp-param ...]`. Spaces before
 /// the `<` are tolerated (many clients send them); a source route (`<@a,@b:user@c>`) is
-/// accepted and dropped (RFC 5321 4.1.1.3, C.). Limits: local part 64 octets, domain 255,
-/// path 256 (RFC 5321 4.5.3.1). errc::bad_input otherwise, with the reason in `why`.
+/// accepted and dropped (RFC 5321 4.1.1.3, C.). Limits as written: local part 64 octets,
+/// domain 255 (labels 63), path 256 with its brackets (RFC 5321 4.5.3.1). Control octets are
+/// refused anywhere. errc::bad_input otherwise, with the reason in `why`.
 result<smtp_path> parse_path(std::string_view argument, const path_options& options, std::string* why = nullptr);
 
 }  // namespace mailnet

@@ -136,6 +136,7 @@ private:
     core_output<action> output_;  // replies not yet handed out, and actions, in order
     wait waiting_ = wait::none;
     bool closed_ = false;
+    bool refused_ = false;     // validate_host refused: only QUIT is served
     std::string greeted_;      // the EHLO/HELO name; empty before one
     bool extended_ = false;    // EHLO (not HELO)
     bool has_sender_ = false;  // MAIL accepted in this transaction
