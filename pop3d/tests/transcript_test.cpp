@@ -24,6 +24,7 @@ using namespace mailnet::pop3;
 namespace act = mailnet::pop3::act;
 using mailnet::testing::client_input;
 using mailnet::testing::load_transcript;
+using mailnet::testing::play_line_by_line;
 using mailnet::testing::play_split_everywhere;
 using mailnet::testing::split_words;
 using mailnet::testing::transcript_names;
@@ -187,9 +188,7 @@ class pop3_transcript : public ::testing::TestWithParam<std::string> {};
 TEST_P(pop3_transcript, line_by_line) {
     const auto t = load(transcript_dir() / GetParam());
     player p(t);
-    for (const auto& [kind, text] : t.lines)
-        if (kind == 'C') p.feed(text);
-    EXPECT_EQ(p.finish(), "");
+    EXPECT_EQ(play_line_by_line(t.lines, p), "");
 }
 
 TEST_P(pop3_transcript, split_at_every_offset) {

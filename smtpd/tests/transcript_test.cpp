@@ -17,6 +17,7 @@ namespace fs = std::filesystem;
 using namespace mailnet::smtp;
 using mailnet::testing::client_input;
 using mailnet::testing::load_transcript;
+using mailnet::testing::play_line_by_line;
 using mailnet::testing::play_split_everywhere;
 using mailnet::testing::split_words;
 using mailnet::testing::transcript_names;
@@ -134,9 +135,7 @@ class smtp_transcript : public ::testing::TestWithParam<std::string> {};
 TEST_P(smtp_transcript, line_by_line) {
     const auto t = load(transcript_dir() / GetParam());
     player p(t);
-    for (const auto& [kind, text] : t.lines)
-        if (kind == 'C') p.feed(text);
-    EXPECT_EQ(p.finish(), "");
+    EXPECT_EQ(play_line_by_line(t.lines, p), "");
 }
 
 TEST_P(smtp_transcript, pipelined_and_split_at_every_offset) {

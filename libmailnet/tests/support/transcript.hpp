@@ -134,6 +134,14 @@ inline std::string client_input(const std::vector<std::pair<char, std::string>>&
     return all;
 }
 
+/// Feeds the client's lines one at a time to `p`; returns "" or the first mismatch.
+template <class Player>
+std::string play_line_by_line(const std::vector<std::pair<char, std::string>>& lines, Player& p) {
+    for (const auto& [kind, text] : lines)
+        if (kind == 'C') p.feed(text);
+    return p.finish();
+}
+
 /// Plays `input` pipelined, split in two at every offset, each time through a fresh player from
 /// `make` (with feed() and finish() returning "" or the first mismatch); returns the first
 /// failure as "split at K: ...", or "".
