@@ -24,6 +24,7 @@ using namespace mailnet::pop3;
 namespace act = mailnet::pop3::act;
 using mailnet::testing::client_input;
 using mailnet::testing::load_transcript;
+using mailnet::testing::play_each_line_split;
 using mailnet::testing::play_line_by_line;
 using mailnet::testing::play_split_everywhere;
 using mailnet::testing::split_words;
@@ -195,21 +196,7 @@ TEST_P(pop3_transcript, split_at_every_offset) {
     const auto t = load(transcript_dir() / GetParam());
     if (t.unsplittable) GTEST_SKIP() << "input must arrive as written";
     if (t.sequential) {
-        // Each client line on its own, split at every offset within it.
-        for (std::size_t k = 0;; ++k) {
-            bool any = false;
-            player p(t);
-            for (const auto& [kind, text] : t.lines) {
-                if (kind != 'C') continue;
-                const auto cut = std::min(k, text.size());
-                any = any || k < text.size();
-                p.feed(std::string_view(text).substr(0, cut));
-                p.feed(std::string_view(text).substr(cut));
-            }
-            const auto e = p.finish();
-            EXPECT_EQ(e, "") << "split at " << k;
-            if (!any || !e.empty()) break;
-        }
+        EXPECT_EQ(play_each_line_split(t.lines, [&] { return player(t); }), "");
         return;
     }
     EXPECT_EQ(play_split_everywhere(client_input(t.lines), [&] { return player(t); }), "");

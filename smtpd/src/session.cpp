@@ -1,7 +1,11 @@
 // session.cpp: the SMTP server protocol core (RFC 5321 3.3 mail transactions, 4.1.1 commands,
 // 4.1.4 sequencing, 4.2 replies, 4.5.2 dot-stuffing, 4.5.3.1 limits; RFC 1870 SIZE; RFC 6152
-// 8BITMIME; RFC 2920 PIPELINING; RFC 3463 and RFC 2034 enhanced codes; RFC 6531 SMTPUTF8).
+// 8BITMIME; RFC 2920 PIPELINING; RFC 3463 and RFC 2034 enhanced codes; RFC 6531 SMTPUTF8;
+// RFC 3030 CHUNKING; RFC 3207 STARTTLS; RFC 4954 AUTH with RFC 4616 PLAIN and LOGIN).
 #include "mailnet/smtpd/session.hpp"
+
+#include "mailnet/auth/sasl.hpp"
+#include "mailnet/base64.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -33,7 +37,8 @@ session::session(session_config config, limits lim)
 
 std::string_view session::state_text() const noexcept {
     if (closed_) return "CLOSED";
-    if (in_data_) return "DATA";
+    if (in_data_) return chunk_ ? "BDAT" : "DATA";
+    if (sasl_ != sasl::none || waiting_ == wait::auth) return "AUTH";
     if (has_sender_) return "MAIL";
     if (!greeted_.empty()) return "READY";
     return "GREETING";
@@ -56,7 +61,10 @@ void session::feed(std::string_view octets) {
 session::action session::next() {
     while (!output_.has_actions() && waiting_ == wait::none && !closed_) {
         if (in_data_) {
-            take_data();
+            if (chunk_)
+                take_chunk();
+            else
+                take_data();
             if (in_data_) break;  // more of the message is needed
             continue;
         }
@@ -65,10 +73,19 @@ session::action session::next() {
         const auto s = reader_.next();
         if (s == line_reader::status::need_more) break;
         if (s == line_reader::status::too_long) {
-            bad_command(500, "5.5.2", "Error: line too long");
+            if (sasl_ != sasl::none) {
+                sasl_ = sasl::none;
+                reader_.set_limit(limits_.max_command_octets);
+                login_failed(sasl_user_, "SASL response too long", "Error: SASL response too long");
+            } else {
+                bad_command(500, "5.5.2", "Error: line too long");
+            }
             continue;
         }
-        handle_line(reader_.text());
+        if (sasl_ != sasl::none)
+            sasl_response(reader_.text());
+        else
+            handle_line(reader_.text());
     }
     return output_.take();
 }
@@ -116,9 +133,28 @@ void session::bad_command(int code, std::string_view enhanced, std::string_view 
 }
 
 void session::reset_transaction() {
+    // A BDAT transaction ended without LAST (RSET, EHLO, STARTTLS): drop what it gave.
+    if (decoder_ && !in_data_) {
+        decoder_.reset();
+        emit(act::discard{});
+    }
     mail_ = envelope{};
     has_sender_ = false;
     pending_rcpt_.reset();
+}
+
+bool session::auth_allowed() const noexcept {
+    // DESIGN.md "Rules": no plaintext password from a non-loopback peer without TLS.
+    return config_.auth_available && (config_.tls_active || config_.peer_is_loopback || config_.allow_plaintext_auth);
+}
+
+std::string session::with_protocol() const {
+    // RFC 3848 2 and RFC 6531 4.3: S for TLS, A for AUTH; HELO is plain SMTP.
+    std::string w = mail_.smtputf8 ? "UTF8SMTP" : extended_ ? "ESMTP" : "SMTP";
+    if (w == "SMTP") return w;
+    if (config_.tls_active) w += 'S';
+    if (authenticated_) w += 'A';
+    return w;
 }
 
 void session::handle_line(std::string_view line) {
@@ -131,6 +167,9 @@ void session::handle_line(std::string_view line) {
     if (iequals(verb, "MAIL")) return cmd_mail(arg);
     if (iequals(verb, "RCPT")) return cmd_rcpt(arg);
     if (iequals(verb, "DATA")) return cmd_data(arg);
+    if (iequals(verb, "BDAT")) return cmd_bdat(arg);
+    if (iequals(verb, "STARTTLS")) return cmd_starttls(arg);
+    if (iequals(verb, "AUTH")) return cmd_auth(arg);
     if (iequals(verb, "RSET")) {
         if (!arg.empty()) return bad_command(501, "5.5.4", "Syntax: RSET");
         reset_transaction();
@@ -148,7 +187,7 @@ void session::handle_line(std::string_view line) {
         // RFC 5321 3.5.3: 252 neither confirms nor denies (no user enumeration).
         return say(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
     }
-    if (iequals(verb, "HELP")) return say(214, "2.0.0", "See RFC 5321: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+    if (iequals(verb, "HELP")) return say(214, "2.0.0", "See RFC 5321: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH");
     if (iequals(verb, "EXPN")) return bad_command(502, "5.5.1", "Error: EXPN not supported");
     bad_command(502, "5.5.2", "Error: command not recognized");
 }
@@ -175,12 +214,17 @@ void session::cmd_ehlo(std::string_view arg, bool extended) {
     output_.text() += "250-SIZE " + std::to_string(limits_.max_message_octets) + "\r\n";
     output_.text() += "250-8BITMIME\r\n";
     output_.text() += "250-ENHANCEDSTATUSCODES\r\n";
+    output_.text() += "250-CHUNKING\r\n";
+    if (config_.tls_available && !config_.tls_active) output_.text() += "250-STARTTLS\r\n";
+    if (auth_allowed() && !authenticated_) output_.text() += "250-AUTH PLAIN LOGIN\r\n";
     output_.text() += "250 SMTPUTF8\r\n";
 }
 
 void session::cmd_mail(std::string_view arg) {
     if (greeted_.empty()) return bad_command(503, "5.5.1", "Error: send HELO/EHLO first");
     if (has_sender_) return bad_command(503, "5.5.1", "Error: nested MAIL command");
+    // RFC 4954 6: a submission server takes mail only from an authenticated client.
+    if (config_.require_auth && !authenticated_) return bad_command(530, "5.7.0", "Authentication required");
     if (!istarts_with(arg, "FROM:")) return bad_command(501, "5.5.4", "Syntax: MAIL FROM:<address>");
     std::string why;
     auto path = parse_path(arg.substr(5), path_options{true, extended_, false}, &why);
@@ -233,6 +277,13 @@ void session::cmd_rcpt(std::string_view arg) {
         return bad_command(555, "5.5.4", "Unsupported option: " + path->parameters.front().keyword);
     // RFC 5321 4.5.3.1.10: past the limit, 452; the client sends the rest in another transaction.
     if (mail_.recipients.size() >= limits_.max_recipients) return say(452, "4.5.3", "Error: too many recipients");
+    // The same recipient twice gets one copy (as Postfix merges them); the domain's case does
+    // not matter (RFC 5321 2.4), the local part's does.
+    const auto same = [&](const mailbox_address& r) {
+        return r.local == path->mailbox.local && iequals(r.domain, path->mailbox.domain);
+    };
+    if (std::any_of(mail_.recipients.begin(), mail_.recipients.end(), same))
+        return say(250, "2.1.5", "Ok (duplicate recipient)");
     pending_rcpt_ = std::move(path->mailbox);
     emit(act::validate_recipient{*pending_rcpt_});
     waiting_ = wait::recipient;
@@ -242,6 +293,7 @@ void session::cmd_data(std::string_view arg) {
     if (!arg.empty()) return bad_command(501, "5.5.4", "Syntax: DATA");
     if (!has_sender_) return bad_command(503, "5.5.1", "Error: need MAIL command");
     if (mail_.recipients.empty()) return bad_command(554, "5.5.1", "Error: no valid recipients");
+    if (decoder_) return bad_command(503, "5.5.1", "Error: DATA after BDAT");  // RFC 3030 2
     say(354, "", "End data with <CR><LF>.<CR><LF>");
     dot_decoder_options o;
     o.bare = config_.normalise_bare_line_ends ? bare_line_end_policy::normalise : bare_line_end_policy::reject;
@@ -265,8 +317,15 @@ void session::take_data() {
     in_data_ = false;
     reader_.feed(data_in_);  // what follows the final dot is commands again
     data_in_.clear();
+    std::string none;
+    end_message(none);
+}
+
+// The message is complete: `tail` is its last octets not yet handed out (BDAT LAST's pending CR).
+void session::end_message(std::string& tail) {
     const dot_decoder d = *decoder_;
     decoder_.reset();
+    if (!tail.empty() && !d.rejected() && !d.over_limit()) emit(act::message_data{std::move(tail)});
     const auto refuse = [&](int code, const char* enhanced, const char* text) {
         emit(act::discard{});
         reset_transaction();
@@ -282,10 +341,194 @@ void session::take_data() {
     waiting_ = wait::deliver;
 }
 
+void session::cmd_bdat(std::string_view arg) {
+    // RFC 3030 2: BDAT <size> [LAST]. Without a size the chunk cannot be skipped: a syntax error,
+    // and whatever follows is read as commands (a broken client soon meets the bad-command limit).
+    const auto [size_text, rest] = split_first(arg);
+    std::uint64_t size = 0;
+    const auto [end, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size);
+    const bool last = iequals(rest, "LAST");
+    if (size_text.empty() || ec != std::errc() || end != size_text.data() + size_text.size() || (!rest.empty() && !last))
+        return bad_command(501, "5.5.4", "Syntax: BDAT size [LAST]");
+    chunk c{size, size, last, std::nullopt};
+    // A refused chunk is read all the same (RFC 3030 2: "MUST still consume"), then answered.
+    if (greeted_.empty())
+        c.refusal = reply{503, "5.5.1", "Error: send HELO/EHLO first"};
+    else if (!has_sender_)
+        c.refusal = reply{503, "5.5.1", "Error: need MAIL command"};
+    else if (mail_.recipients.empty())
+        c.refusal = reply{554, "5.5.1", "Error: no valid recipients"};
+    if (!c.refusal && !decoder_) {
+        dot_decoder_options o;
+        o.bare = config_.normalise_bare_line_ends ? bare_line_end_policy::normalise : bare_line_end_policy::reject;
+        o.line_ends = output_line_ends::lf;
+        o.max_message_octets = limits_.max_message_octets;
+        o.dot_stuffed = false;
+        decoder_.emplace(o);
+    }
+    chunk_ = c;
+    in_data_ = true;
+    data_in_ = reader_.take_buffered();
+}
+
+void session::take_chunk() {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_->remaining, data_in_.size()));
+    if (!chunk_->refusal && n > 0) {
+        std::string out;
+        decoder_->decode(std::string_view(data_in_).substr(0, n), out);
+        if (!out.empty() && !decoder_->rejected() && !decoder_->over_limit()) emit(act::message_data{std::move(out)});
+    }
+    data_in_.erase(0, n);
+    chunk_->remaining -= n;
+    if (chunk_->remaining > 0) return;
+    const chunk c = *std::exchange(chunk_, std::nullopt);
+    in_data_ = false;
+    reader_.feed(data_in_);  // what follows the chunk is commands again
+    data_in_.clear();
+    if (c.refusal) return bad_command(c.refusal->code, c.refusal->enhanced, c.refusal->text);
+    if (c.last) {
+        std::string tail;
+        decoder_->end_of_chunks(tail);
+        return end_message(tail);
+    }
+    // Refused as soon as it is over the limit (RFC 3030 2: the client then gives up the
+    // transaction); what it sends after is 503 until a new MAIL.
+    if (decoder_->over_limit()) {
+        decoder_.reset();
+        emit(act::discard{});
+        reset_transaction();
+        return say(552, "5.3.4", "Error: message size exceeds fixed limit");
+    }
+    say(250, "2.0.0", std::to_string(c.size) + " octets received");
+}
+
+void session::cmd_starttls(std::string_view arg) {
+    if (!arg.empty()) return bad_command(501, "5.5.4", "Syntax: STARTTLS");
+    if (config_.tls_active) return bad_command(503, "5.5.1", "Error: TLS already active");
+    if (!config_.tls_available) return bad_command(502, "5.5.1", "Error: STARTTLS not available");
+    if (greeted_.empty()) return bad_command(503, "5.5.1", "Error: send EHLO first");
+    // DESIGN.md "Rules": STARTTLS before MAIL.
+    if (has_sender_ || decoder_) return bad_command(503, "5.5.1", "Error: MAIL transaction in progress");
+    say(220, "2.0.0", "Ready to start TLS");
+    emit(act::start_tls{});
+    waiting_ = wait::tls;
+}
+
+void session::tls_started() {
+    if (waiting_ != wait::tls) return;
+    waiting_ = wait::none;
+    // RFC 3207 4.2: what was pipelined in cleartext is dropped, and everything learnt before
+    // the handshake is forgotten: the client starts again with EHLO.
+    reader_.clear();
+    config_.tls_active = true;
+    reset_transaction();
+    greeted_.clear();
+    extended_ = false;
+    authenticated_ = false;
+    account_.clear();
+}
+
+void session::cmd_auth(std::string_view arg) {
+    if (greeted_.empty() || !extended_) return bad_command(503, "5.5.1", "Error: send EHLO first");
+    if (!config_.auth_available) return bad_command(502, "5.5.1", "Error: authentication not enabled");
+    if (authenticated_) return bad_command(503, "5.5.1", "Error: already authenticated");  // RFC 4954 4
+    if (has_sender_ || decoder_) return bad_command(503, "5.5.1", "Error: MAIL transaction in progress");
+    // RFC 4954 4 and DESIGN.md "Rules": 538 when only TLS would make the mechanism acceptable.
+    if (!auth_allowed()) return say(538, "5.7.11", "Encryption required for requested authentication mechanism");
+    const auto [mech, initial] = split_first(arg);
+    if (initial.find(' ') != std::string_view::npos) return bad_command(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]");
+    if (iequals(mech, "PLAIN")) {
+        if (!initial.empty()) return sasl_response_plain(initial);
+        output_.text() += "334 \r\n";  // RFC 4954 4: an empty challenge
+        sasl_ = sasl::plain;
+    } else if (iequals(mech, "LOGIN")) {
+        sasl_ = sasl::login_user;
+        if (!initial.empty()) return sasl_response(initial);  // the user name, as some clients send it
+        output_.text() += "334 VXNlcm5hbWU6\r\n";  // "Username:"
+    } else {
+        return bad_command(504, "5.5.4", "Error: unrecognized authentication type");
+    }
+    reader_.set_limit(limits_.max_sasl_octets);
+}
+
+void session::sasl_response(std::string_view line) {
+    const sasl step = std::exchange(sasl_, sasl::none);
+    reader_.set_limit(limits_.max_command_octets);
+    if (line == "*") {
+        // RFC 4954 4; counted, so a client cannot loop on AUTH / "*" for ever.
+        sasl_user_.clear();
+        return bad_command(501, "5.7.0", "Authentication cancelled");
+    }
+    if (step == sasl::plain) return sasl_response_plain(line);
+    // LOGIN (draft-murchison-sasl-login): the user name, then the password, each in base64.
+    auto decoded = base64_decode(line);
+    const bool usable = decoded && decoded->find('\0') == std::string::npos;
+    if (step == sasl::login_user) {
+        if (!usable) return login_failed({}, "invalid base64 in SASL response", "Error: invalid base64 in SASL response");
+        sasl_user_ = std::move(*decoded);
+        sasl_ = sasl::login_password;
+        reader_.set_limit(limits_.max_sasl_octets);
+        output_.text() += "334 UGFzc3dvcmQ6\r\n";  // "Password:"
+        return;
+    }
+    std::string user = std::exchange(sasl_user_, {});
+    if (!usable) return login_failed(user, "invalid base64 in SASL response", "Error: invalid base64 in SASL response");
+    sasl_user_ = user;  // for the failure log line
+    emit(act::authenticate{credentials{std::move(user), std::move(*decoded)}});
+    waiting_ = wait::auth;
+}
+
+void session::sasl_response_plain(std::string_view response) {
+    auto decoded = decode_sasl_plain(response);
+    if (auto* refused = std::get_if<sasl_refusal>(&decoded)) {
+        // A malformed response is a failed login (delayed, counted, logged); the reply names a
+        // syntax problem, never whether a name or password was right.
+        return login_failed(refused->user, refused->reason,
+                            refused->user.empty() ? "Error: " + refused->reason : "Error: authentication failed");
+    }
+    sasl_user_ = std::get<credentials>(decoded).user;
+    emit(act::authenticate{std::move(std::get<credentials>(decoded))});
+    waiting_ = wait::auth;
+}
+
+void session::login_failed(std::string_view user, std::string_view reason, std::string_view reply_text) {
+    sasl_user_.clear();
+    // The runner logs it (fail2ban reads these lines), counts it per peer and delays the reply.
+    emit(act::login_failed{std::string(user), std::string(reason), limits_.auth_failure_delay});
+    say(535, "5.7.8", reply_text);
+    if (++failed_logins_ >= limits_.max_failed_logins) {
+        say(421, "4.7.0", config_.hostname + " Error: too many failed logins");
+        emit(act::close{});
+        closed_ = true;
+    }
+}
+
+void session::resume(const auth_result& r) {
+    if (waiting_ != wait::auth) return;
+    waiting_ = wait::none;
+    switch (r.outcome) {
+        case auth_result::status::fail:
+            return login_failed(std::exchange(sasl_user_, {}), "wrong name or password",
+                                "Error: authentication failed");
+        case auth_result::status::tempfail:
+            sasl_user_.clear();
+            return say(454, "4.7.0", "Temporary authentication failure, try later");
+        case auth_result::status::ok: break;
+    }
+    sasl_user_.clear();
+    authenticated_ = true;
+    account_ = r.account;
+    say(235, "2.7.0", "Authentication successful");
+}
+
 void session::resume(const verdict& v) {
     const wait w = std::exchange(waiting_, wait::none);
     switch (w) {
-        case wait::none: return;
+        case wait::none:
+        case wait::auth:  // answered by resume(auth_result)
+        case wait::tls:   // answered by tls_started()
+            waiting_ = w;
+            return;
         case wait::host:
             if (v.accepted) return say(220, "", config_.hostname + " ESMTP mailnet");
             say(fitting(v));

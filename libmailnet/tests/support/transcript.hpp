@@ -156,6 +156,26 @@ std::string play_split_everywhere(const std::string& input, MakePlayer make) {
     return {};
 }
 
+/// For a transcript whose input must not be pipelined whole (STARTTLS, a close mid-way): feeds
+/// each client line on its own, split in two at offset K within it, for every K, each time
+/// through a fresh player from `make`; returns the first failure as "split at K: ...", or "".
+template <class MakePlayer>
+std::string play_each_line_split(const std::vector<std::pair<char, std::string>>& lines, MakePlayer make) {
+    for (std::size_t k = 0;; ++k) {
+        bool any = false;
+        auto p = make();
+        for (const auto& [kind, text] : lines) {
+            if (kind != 'C') continue;
+            const auto cut = std::min(k, text.size());
+            any = any || k < text.size();
+            p.feed(std::string_view(text).substr(0, cut));
+            p.feed(std::string_view(text).substr(cut));
+        }
+        if (auto e = p.finish(); !e.empty()) return "split at " + std::to_string(k) + ": " + e;
+        if (!any) return {};
+    }
+}
+
 /// A test name from a transcript file name ("long_line.txt" -> "long_line").
 inline std::string transcript_test_name(const std::string& file) {
     std::string n = file.substr(0, file.size() - 4);

@@ -1,7 +1,7 @@
 // mailnet/smtpd/session.hpp: the SMTP server protocol core, a sans-I/O state machine (RFC 5321
 // 4.1 commands and 4.3 sequencing, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 2920 PIPELINING,
-// RFC 3463/2034 enhanced status codes, RFC 6531 SMTPUTF8). First part of issue 12: the
-// envelope, DATA and the reply rules; STARTTLS, AUTH and BDAT come next.
+// RFC 3463/2034 enhanced status codes, RFC 6531 SMTPUTF8, RFC 3030 CHUNKING, RFC 3207 STARTTLS,
+// RFC 4954 AUTH PLAIN and LOGIN).
 #pragma once
 
 #include <chrono>
@@ -10,11 +10,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <variant>
 #include <vector>
 
 #include "mailnet/actions.hpp"
 #include "mailnet/address.hpp"
+#include "mailnet/auth/auth.hpp"
 #include "mailnet/dot_stuffing.hpp"
 #include "mailnet/line_reader.hpp"
 
@@ -27,6 +29,9 @@ struct limits {
     std::uint64_t max_message_octets = 35ull << 20;  ///< announced in SIZE (RFC 1870)
     std::size_t max_recipients = 100;              ///< RFC 5321 4.5.3.1.8
     std::size_t max_bad_commands = 10;             ///< then 421 and close
+    std::size_t max_sasl_octets = 12288;           ///< an AUTH response line (RFC 4954 4)
+    std::size_t max_failed_logins = 3;             ///< then 421 and close
+    std::chrono::milliseconds auth_failure_delay{2000};  ///< before each failed-login reply
 };
 
 /// What a session knows of its connection when it starts.
@@ -34,6 +39,12 @@ struct session_config {
     std::string hostname = "localhost";  ///< in the greeting, EHLO and Received:
     std::string peer_address;            ///< the client's address, for validate_host
     bool normalise_bare_line_ends = false;  ///< a bare CR or LF in DATA becomes a line end instead of 550 5.6.0
+    bool tls_available = false;          ///< STARTTLS can be offered (a certificate is set)
+    bool tls_active = false;             ///< implicit TLS (smtps, RFC 8314)
+    bool auth_available = false;         ///< an authenticator is set: AUTH PLAIN and LOGIN
+    bool peer_is_loopback = false;       ///< loopback peers may send passwords without TLS
+    bool allow_plaintext_auth = false;   ///< passwords without TLS from any peer
+    bool require_auth = false;           ///< MAIL only after AUTH (a submission server)
 };
 
 /// A reply the outside world decided (a callback's rejection): code, enhanced code, text.
@@ -64,8 +75,10 @@ struct envelope {
 
 namespace act {
 using mailnet::act::close;
+using mailnet::act::login_failed;
 using mailnet::act::need_input;
 using mailnet::act::send;
+using mailnet::act::start_tls;
 /// Decide on the client's address before the greeting (the seed's validate_host); answer
 /// resume(verdict). A refusal is sent instead of the greeting, then the session closes.
 struct validate_host { std::string peer; };
@@ -73,9 +86,11 @@ struct validate_host { std::string peer; };
 struct validate_sender { mailbox_address sender; };
 /// Decide on one RCPT TO; answer resume(verdict).
 struct validate_recipient { mailbox_address recipient; };
+/// Check AUTH credentials (RFC 4954); answer resume(auth_result).
+struct authenticate { credentials creds; };
 /// Message octets in order (LF line ends, as stored: DESIGN.md "On disk"); nothing to answer.
 struct message_data { std::string octets; };
-/// The message ended (CRLF.CRLF) and is acceptable: make it durable for the envelope's
+/// The message ended (CRLF.CRLF, or BDAT LAST) and is acceptable: make it durable for the envelope's
 /// recipients; answer resume(verdict) (250 only once it is durable).
 struct deliver { envelope mail; };
 /// The message ended but is refused (size, bare line ends) or the client left: drop what
@@ -85,7 +100,8 @@ struct discard {};
 
 /// One step the outside world performs for the session; output in action order.
 using action = std::variant<act::need_input, act::send, act::validate_host, act::validate_sender,
-                            act::validate_recipient, act::message_data, act::deliver, act::discard, act::close>;
+                            act::validate_recipient, act::message_data, act::deliver, act::discard, act::close,
+                            act::start_tls, act::authenticate, act::login_failed>;
 
 /// An SMTP server session: feed it bytes, take actions until need_input, resume it with the
 /// verdicts the actions ask for.
@@ -103,6 +119,12 @@ public:
     action next();
     /// Answers validate_host, validate_sender, validate_recipient and deliver.
     void resume(const verdict& v);
+    /// Answers authenticate.
+    void resume(const auth_result& r);
+    /// The TLS handshake start_tls asked for is done: a fresh session (RFC 3207 4.2).
+    void tls_started();
+    /// SMTP streams no stored message (the runner's protocol_core asks for it).
+    void streamed(std::error_code) noexcept {}
 
     /// Input octets buffered and not yet used.
     std::size_t buffered() const noexcept { return reader_.buffered() + data_in_.size(); }
@@ -114,11 +136,25 @@ public:
     std::string_view state_text() const noexcept;
     /// The transaction being built (for tests and logs).
     const envelope& transaction() const noexcept { return mail_; }
+    /// The EHLO/HELO name (Received: from); empty before one.
+    const std::string& helo_name() const noexcept { return greeted_; }
+    /// Whether AUTH succeeded.
+    bool authenticated() const noexcept { return authenticated_; }
+    /// The account AUTH logged in as (the backend's name for it).
+    const std::string& account() const noexcept { return account_; }
+    /// Whether TLS is on (STARTTLS done or implicit TLS).
+    bool tls_active() const noexcept { return config_.tls_active; }
+    /// The Received: header's "with" (RFC 3848, RFC 6531 4.3): SMTP, ESMTP, ESMTPS, ESMTPA,
+    /// ESMTPSA, or UTF8SMTP... for an SMTPUTF8 transaction.
+    std::string with_protocol() const;
 
 private:
-    enum class wait { none, host, sender, recipient, deliver };
+    enum class wait { none, host, sender, recipient, deliver, auth, tls };
+    enum class sasl { none, plain, login_user, login_password };  // the AUTH response awaited
     void handle_line(std::string_view line);
     void take_data();
+    void take_chunk();
+    void end_message(std::string& tail);
     void say(int code, std::string_view enhanced, std::string_view text);
     void say(const reply& r);
     void bad_command(int code, std::string_view enhanced, std::string_view text);
@@ -129,6 +165,13 @@ private:
     void cmd_mail(std::string_view arg);
     void cmd_rcpt(std::string_view arg);
     void cmd_data(std::string_view arg);
+    void cmd_bdat(std::string_view arg);
+    void cmd_starttls(std::string_view arg);
+    void cmd_auth(std::string_view arg);
+    void sasl_response(std::string_view line);
+    void sasl_response_plain(std::string_view response);
+    void login_failed(std::string_view user, std::string_view reason, std::string_view reply_text);
+    bool auth_allowed() const noexcept;
 
     session_config config_;
     limits limits_;
@@ -143,9 +186,23 @@ private:
     envelope mail_;
     std::optional<mailbox_address> pending_rcpt_;
     std::size_t bad_commands_ = 0;
-    bool in_data_ = false;
-    std::string data_in_;      // raw octets of DATA not yet decoded
-    std::optional<dot_decoder> decoder_;
+    bool in_data_ = false;     // octets go to the message (DATA, or a BDAT chunk), not to commands
+    std::string data_in_;      // raw octets of DATA or of a chunk not yet decoded
+    std::optional<dot_decoder> decoder_;  // the message being received (DATA, or BDAT until LAST)
+    // The BDAT chunk being read (RFC 3030 2): octets still to come, whether it is LAST, and the
+    // reply it gets once read when it is refused (its octets are consumed all the same).
+    struct chunk {
+        std::uint64_t size = 0;
+        std::uint64_t remaining = 0;
+        bool last = false;
+        std::optional<reply> refusal;
+    };
+    std::optional<chunk> chunk_;
+    sasl sasl_ = sasl::none;
+    std::string sasl_user_;    // AUTH LOGIN's user name, while its password is awaited
+    bool authenticated_ = false;  // AUTH succeeded
+    std::string account_;      // as this account
+    std::size_t failed_logins_ = 0;
 };
 
 }  // namespace mailnet::smtp
