@@ -139,12 +139,8 @@ asio::awaitable<void> serve(std::shared_ptr<server::shared> sh, net::connection&
 
 }  // namespace
 
-server::server(asio::io_context& io, server_config config) : io_(io), config_(std::move(config)) {
-    if (auto r = build(); !r) build_error_ = r.error();
-}
-
-server::~server() {
-    if (base_) base_->destroy(net::server::destroy_mode::kill);
+server::server(asio::io_context& io, server_config config) : net::service(io), config_(std::move(config)) {
+    if (auto r = build(); !r) set_build_error(r.error());
 }
 
 namespace {
@@ -179,7 +175,6 @@ result<void> validate(const server_config& c, const log_sink& log) {
 }  // namespace
 
 result<void> server::build() {
-    build_error_.clear();
     if (!config_.log) config_.log = null_log();
     if (auto v = validate(config_, config_.log); !v) return v;
     shared_ = std::make_shared<shared>(config_);
@@ -190,47 +185,19 @@ result<void> server::build() {
     o.tls_handshake_timeout = config_.tls_handshake_timeout;
     o.tls = config_.tls;
     o.log = config_.log;
-    base_ = net::server::create(
-        io_, o, [sh = shared_](net::connection& c) { return serve(sh, c); },
-        "-ERR [SYS/TEMP] too many connections, try later\r\n");
-    for (const auto& l : config_.listen)
-        if (auto r = base_->listen(l); !r) return r;
-    return {};
+    return rebuild(
+        o, [sh = shared_](net::connection& c) { return serve(sh, c); },
+        "-ERR [SYS/TEMP] too many connections, try later\r\n", config_.listen);
 }
 
 result<void> server::configure(server_config config) {
-    // NOTE: sessions of the previous configuration would drop out of connections() and out
-    // of destroy()'s reach: refuse until they are gone (destroy with defer, or wait).
-    if (base_ && (base_->is_up() || !base_->connections().empty())) return unexpected(errc::bad_config);
+    if (!replaceable()) return unexpected(errc::bad_config);
     // An unusable configuration changes nothing: the previous one stays in force.
     if (auto v = validate(config, config.log ? config.log : config_.log); !v) return v;
     config_ = std::move(config);
     auto r = build();
-    if (!r) build_error_ = r.error();
+    if (!r) set_build_error(r.error());
     return r;
-}
-
-result<void> server::up() {
-    if (build_error_) return unexpected(build_error_);
-    return base_->up();
-}
-
-void server::down() {
-    if (base_) base_->down();
-}
-
-void server::destroy(net::server::destroy_mode mode, std::function<void()> on_gone) {
-    if (base_) base_->destroy(mode, std::move(on_gone));
-}
-
-std::vector<net::bound_listener> server::listeners() const { return base_ ? base_->listeners() : decltype(listeners()){}; }
-
-std::vector<net::connection_info> server::connections() const {
-    return base_ ? base_->connections() : std::vector<net::connection_info>{};
-}
-
-std::optional<net::connection_info> server::connection(std::uint64_t id) const {
-    return base_ ? base_->connection_state(id) : std::nullopt;
 }
 
 }  // namespace mailnet::pop3

@@ -16,6 +16,7 @@
 #include "mailnet/error.hpp"
 #include "mailnet/log.hpp"
 #include "mailnet/net/server.hpp"
+#include "mailnet/net/service.hpp"
 #include "mailnet/pop3d/session.hpp"
 #include "mailnet/store/store.hpp"
 
@@ -43,14 +44,13 @@ struct server_config {
     log_sink log = stderr_log();
 };
 
-/// A POP3 server: create, up, down, destroy(kill | defer), list connections.
-class server {
+/// A POP3 server: create, up, down, destroy(kill | defer), list connections (net::service).
+class server : public net::service {
 public:
-    /// Creates the server on `io` (run it on one thread). Nothing is bound before up().
+    /// Creates the server on `io` (run it on one thread). Nothing is bound before up(), which
+    /// returns errc::bad_config if the configuration was unusable (pop3s without TLS, an idle
+    /// timeout below 600 s without allow_short_idle_timeout, limits below RFC minimums).
     server(asio::io_context& io, server_config config);
-    ~server();
-    server(const server&) = delete;
-    server& operator=(const server&) = delete;
 
     /// The configuration in force (cget).
     const server_config& config() const noexcept { return config_; }
@@ -58,32 +58,12 @@ public:
     /// only with usable limits. errc::bad_config otherwise (the reason is logged).
     result<void> configure(server_config config);
 
-    /// Binds every listener and starts serving; the real ports are in listeners().
-    /// errc::bad_config if the configuration was unusable (pop3s without TLS, an idle timeout
-    /// below 600 s without allow_short_idle_timeout, limits below RFC minimums).
-    result<void> up();
-    /// Stops listening; open sessions go on.
-    void down();
-    /// Stops listening and closes sessions now (kill) or when they end (defer).
-    void destroy(net::server::destroy_mode mode, std::function<void()> on_gone = {});
-    /// The bound listeners with their real ports (port 0 resolved).
-    std::vector<net::bound_listener> listeners() const;
-    /// The open connections (id, peer, state, user, bytes, start).
-    std::vector<net::connection_info> connections() const;
-    /// One connection's state, if it is open.
-    std::optional<net::connection_info> connection(std::uint64_t id) const;
-    /// The underlying server base (for shutdown_on_signals).
-    std::shared_ptr<net::server> base() const noexcept { return base_; }
-
     struct shared;  ///< state shared with the sessions (implementation detail)
 
 private:
     result<void> build();
-    asio::io_context& io_;
     server_config config_;
     std::shared_ptr<shared> shared_;
-    std::shared_ptr<net::server> base_;
-    std::error_code build_error_;
 };
 
 }  // namespace mailnet::pop3
