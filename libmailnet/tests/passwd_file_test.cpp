@@ -1,5 +1,5 @@
 // passwd_file_test.cpp: the Dovecot passwd-file authenticator (schemes, bare crypt hashes,
-// rejected lines, reload on change, concurrency) and secrets_equal.
+// rejected lines, reload on change, concurrency, recipient resolution) and secrets_equal.
 #include "mailnet/auth/auth.hpp"
 
 #include <gtest/gtest.h>
@@ -23,6 +23,7 @@ namespace fs = std::filesystem;
 using mailnet::auth_result;
 using mailnet::credentials;
 using mailnet::log_level;
+using mailnet::recipient_result;
 
 // Hash vectors. None was made by the code under test:
 // - SHA512-CRYPT, SHA256-CRYPT: `openssl passwd -6 -salt saltsalt secret` and `-5` (OpenSSL 3.0).
@@ -109,6 +110,17 @@ protected:
     static bool ok(mailnet::authenticator& a, std::string user, std::string password) {
         const auth_result r = a.authenticate(credentials{std::move(user), std::move(password)});
         return r.outcome == auth_result::status::ok;
+    }
+
+    // "account mailbox" when the address resolves, "unknown" or "tempfail" otherwise.
+    static std::string rcpt(mailnet::authenticator& a, std::string_view address) {
+        const recipient_result r = a.resolve_recipient(address);
+        switch (r.outcome) {
+            case recipient_result::status::ok: return r.account + " " + r.mailbox;
+            case recipient_result::status::unknown: return "unknown";
+            case recipient_result::status::tempfail: return "tempfail";
+        }
+        return "?";
     }
 
     fs::path dir_;
@@ -438,6 +450,9 @@ TEST_F(passwd_file, concurrent_logins_while_the_file_is_rewritten) {
                 EXPECT_NE(r.outcome, auth_result::status::tempfail);
                 if (r.outcome == auth_result::status::ok) ++oks;
                 (void)a->exists("alice");
+                // A reader may catch the file truncated (an empty table): unknown, never another.
+                const std::string to = rcpt(*a, "ALICE");
+                EXPECT_TRUE(to == "alice alice" || to == "unknown") << to;
                 (void)a->lookup("alice");
                 (void)a->can_lookup();
             }
@@ -456,6 +471,117 @@ TEST_F(passwd_file, concurrent_logins_while_the_file_is_rewritten) {
 
     write("alice:{PLAIN}final\n");
     EXPECT_TRUE(ok(*a, "alice", "final"));
+}
+
+TEST_F(passwd_file, a_recipient_resolves_to_the_account_a_login_reaches_in_any_ascii_case) {
+    write("alice@example.org:{PLAIN}pw\nbob@example.org:" + std::string(sha512_secret) + "\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(rcpt(*a, "alice@example.org"), "alice@example.org alice@example.org");
+    // The whole address: local part and domain alike.
+    EXPECT_EQ(rcpt(*a, "Alice@Example.ORG"), "alice@example.org alice@example.org");
+    EXPECT_EQ(rcpt(*a, "ALICE@EXAMPLE.ORG"), "alice@example.org alice@example.org");
+    EXPECT_EQ(rcpt(*a, "BOB@example.org"), "bob@example.org bob@example.org");
+    // The same account and mailbox as a login of it.
+    const auth_result login = a->authenticate({"alice@example.org", "pw"});
+    const recipient_result r = a->resolve_recipient("aLiCe@eXaMpLe.oRg");
+    ASSERT_EQ(login.outcome, auth_result::status::ok);
+    ASSERT_EQ(r.outcome, recipient_result::status::ok);
+    EXPECT_EQ(r.account, login.account);
+    EXPECT_EQ(r.mailbox, login.mailbox);
+    const auth_result bob = a->authenticate({"bob@example.org", "secret"});
+    EXPECT_EQ(rcpt(*a, "Bob@Example.org"), bob.account + " " + bob.mailbox);
+    EXPECT_EQ(log_.count(log_level::warning, {}), 0);
+}
+
+TEST_F(passwd_file, an_address_with_no_account_is_unknown) {
+    write("alice@example.org:{PLAIN}pw\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(rcpt(*a, "carol@example.org"), "unknown");
+    EXPECT_EQ(rcpt(*a, "alice"), "unknown");  // the whole address, not the local part
+    EXPECT_EQ(rcpt(*a, "alice@example.org.evil"), "unknown");
+    EXPECT_EQ(rcpt(*a, "alice@example.or"), "unknown");
+    EXPECT_EQ(rcpt(*a, ""), "unknown");
+    EXPECT_EQ(rcpt(*a, std::string("alice@example.org\0", 18)), "unknown");
+}
+
+TEST_F(passwd_file, names_differing_only_in_case_exact_case_wins_else_the_first_line) {
+    write("Alice@Example.org:{PLAIN}upper\nalice@example.org:{PLAIN}lower\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(rcpt(*a, "Alice@Example.org"), "Alice@Example.org Alice@Example.org");
+    EXPECT_EQ(rcpt(*a, "alice@example.org"), "alice@example.org alice@example.org");
+    EXPECT_EQ(rcpt(*a, "ALICE@EXAMPLE.ORG"), "Alice@Example.org Alice@Example.org");  // line 1's
+    EXPECT_TRUE(ok(*a, "Alice@Example.org", "upper"));
+    EXPECT_TRUE(ok(*a, "alice@example.org", "lower"));
+    // Said once, when the file is read; never per call.
+    EXPECT_EQ(log_.count(log_level::warning, {"line 2", "alice@example.org", "differs only in case", "line 1"}), 1);
+    EXPECT_EQ(log_.count(log_level::warning, {}), 1);
+}
+
+TEST_F(passwd_file, a_disabled_entry_still_receives_mail) {
+    // As Dovecot: an entry whose password cannot be used cannot log in, but it is an account.
+    write("carol@example.org:{MD5}X03MO1qnZdYdgyfeuILPmQ==\ndave@example.org:\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_FALSE(ok(*a, "carol@example.org", "password"));
+    EXPECT_EQ(rcpt(*a, "carol@example.org"), "carol@example.org carol@example.org");
+    EXPECT_EQ(rcpt(*a, "Dave@Example.org"), "dave@example.org dave@example.org");
+}
+
+TEST_F(passwd_file, recipients_follow_a_reload) {
+    write("alice@example.org:{PLAIN}pw\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(rcpt(*a, "Alice@example.org"), "alice@example.org alice@example.org");
+    replace("bob@example.org:{PLAIN}pw\nAlice@Example.org:{PLAIN}pw\n");
+    EXPECT_EQ(rcpt(*a, "BOB@example.org"), "bob@example.org bob@example.org");
+    EXPECT_EQ(rcpt(*a, "alice@example.org"), "Alice@Example.org Alice@Example.org");
+    write("bob@example.org:{PLAIN}pw\n");
+    EXPECT_EQ(rcpt(*a, "alice@example.org"), "unknown");
+    // A reload that does not parse keeps the previous table, recipients included.
+    write("bob@example.org:{PLAIN}pw\ngarbage\n");
+    EXPECT_EQ(rcpt(*a, "Bob@example.org"), "bob@example.org bob@example.org");
+    fs::remove(path_);  // unreadable: still the previous table, never tempfail
+    EXPECT_EQ(rcpt(*a, "Bob@example.org"), "bob@example.org bob@example.org");
+}
+
+TEST_F(passwd_file, utf8_in_a_recipient_is_matched_octet_for_octet) {
+    // Only ASCII letters fold: "Ö" (c3 96) is not "ö" (c3 b6), as DESIGN.md's mailbox names.
+    write("j\xc3\xb6rg@example.org:{PLAIN}pw\n\xc3\x84lice@example.org:{PLAIN}pw\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(rcpt(*a, "J\xc3\xb6RG@EXAMPLE.org"), "j\xc3\xb6rg@example.org j\xc3\xb6rg@example.org");
+    EXPECT_EQ(rcpt(*a, "J\xc3\x96RG@example.org"), "unknown");
+    EXPECT_EQ(rcpt(*a, "j\xc3\x96rg@example.org"), "unknown");
+    EXPECT_EQ(rcpt(*a, "\xc3\x84LICE@example.org"), "\xc3\x84lice@example.org \xc3\x84lice@example.org");
+    EXPECT_EQ(rcpt(*a, "\xc3\xa4lice@example.org"), "unknown");
+}
+
+TEST(auth_functions, resolve_recipient_slot_default_and_set) {
+    mailnet::auth_functions f;
+    EXPECT_EQ(f.resolve_recipient("alice@example.org").outcome, recipient_result::status::unknown);
+    // The interface's own default, for a backend that does not override it: no recipients.
+    struct login_only final : mailnet::authenticator {
+        auth_result authenticate(const credentials&) override { return auth_result::ok("a", "a"); }
+        bool exists(std::string_view) override { return true; }
+    } backend;
+    EXPECT_EQ(backend.resolve_recipient("a").outcome, recipient_result::status::unknown);
+
+    f.on_resolve_recipient = [](std::string_view address) {
+        if (address == "down@example.org") return recipient_result::tempfail();
+        if (address == "alice@example.org") return recipient_result::ok("alice", "alice-box");
+        return recipient_result::unknown();
+    };
+    const recipient_result r = f.resolve_recipient("alice@example.org");
+    ASSERT_EQ(r.outcome, recipient_result::status::ok);
+    EXPECT_EQ(r.account, "alice");
+    EXPECT_EQ(r.mailbox, "alice-box");
+    EXPECT_EQ(f.resolve_recipient("down@example.org").outcome, recipient_result::status::tempfail);
+    EXPECT_EQ(f.resolve_recipient("bob@example.org").outcome, recipient_result::status::unknown);
+    f.on_resolve_recipient = nullptr;  // unset again: the default
+    EXPECT_EQ(f.resolve_recipient("alice@example.org").outcome, recipient_result::status::unknown);
 }
 
 TEST(secrets, equal_and_unequal) {

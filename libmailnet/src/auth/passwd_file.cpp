@@ -1,5 +1,6 @@
 // passwd_file.cpp: the Dovecot passwd-file authenticator (DESIGN.md "On disk", users file):
-// `name:{SCHEME}secret[:...]`, PLAIN and crypt(3) schemes via libxcrypt's crypt_rn, reloaded on change.
+// `name:{SCHEME}secret[:...]`, PLAIN and crypt(3) schemes via libxcrypt's crypt_rn, reloaded on change;
+// SMTP recipients resolved to their entry, ASCII case aside (DESIGN.md "The pluggable interfaces").
 #include "mailnet/auth/auth.hpp"
 
 #include <crypt.h>
@@ -60,6 +61,9 @@ struct name_hash {
 
 struct table {
     std::unordered_map<std::string, entry, name_hash, std::equal_to<>> entries;
+    // ascii_fold(name) -> name, for resolve_recipient(): the first line of names that differ
+    // only in ASCII case. Built with the table, so each RCPT is a hash lookup, never a scan.
+    std::unordered_map<std::string, std::string, name_hash, std::equal_to<>> folded;
     bool any_plain = false;
     bool any_crypt = false;                // without crypt entries no login ever hashes
     std::string dummy = fixed_dummy_hash;  // crypt setting for the timing-only hash
@@ -106,6 +110,23 @@ bool iequals(std::string_view a, std::string_view b) {
         if (x != y) return false;
     }
     return true;
+}
+
+// ASCII letters lowercased, every other octet (UTF-8 included) untouched: how addresses
+// match entry names. RFC 5321 2.4: domains are case-insensitive, and a local part's case is
+// the host's to decide (relying on it is discouraged); Postfix and Dovecot users expect none.
+std::string ascii_fold(std::string_view s) {
+    std::string out(s);
+    for (char& c : out)
+        if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
+    return out;
+}
+
+// The account and mailbox an entry answers, to a login (auth_result) and to RCPT
+// (recipient_result) alike: one code path, so both reach the same mailbox.
+template <class Result>
+Result granted(std::string_view name) {
+    return Result::ok(std::string(name), std::string(name));
 }
 
 enum class crypt_family { none, sha512, sha256, bcrypt, yescrypt };
@@ -228,6 +249,10 @@ parsed parse(std::string_view text, const std::string& where) {
             t->any_crypt = true;
         }
         t->entries.emplace(std::string(name), std::move(e));
+        if (auto [it, fresh] = t->folded.try_emplace(ascii_fold(name), name); !fresh)
+            warn("user " + log_text(name) + " differs only in case from line " +
+                 std::to_string(t->entries.find(it->second)->second.line) +
+                 "'s; mail to an address matching neither exactly goes to that line's");
     }
     out.users = std::move(t);
     return out;
@@ -327,7 +352,7 @@ public:
                                                log_text(c.user) + ": crypt(3) refused the stored hash");
                 return auth_result::fail();
             }
-            return secrets_equal(*out, e->secret) ? auth_result::ok(c.user, c.user) : auth_result::fail();
+            return secrets_equal(*out, e->secret) ? granted<auth_result>(it->first) : auth_result::fail();
         }
         // Unknown user, disabled entry or PLAIN entry: as slow as a crypt entry would be, so
         // that the time taken does not tell which (DESIGN.md: no user enumeration). A file
@@ -342,8 +367,25 @@ public:
         const digest& stored = plain ? e->plain_digest : no_secret;
         // An all-zero digest is sha256()'s failure value: never a match (fail closed).
         const bool match = given != digest{} && CRYPTO_memcmp(given.data(), stored.data(), given.size()) == 0;
-        if (plain && match) return auth_result::ok(c.user, c.user);
+        if (plain && match) return granted<auth_result>(it->first);
         return auth_result::fail();
+    }
+
+    // The whole address, local part and domain, with ASCII letters in any case; an entry
+    // named exactly so wins over one that differs only in case. A disabled entry receives
+    // mail (only its password is unusable), as Dovecot delivers to a user whose password
+    // it cannot check. Never tempfail: an unreadable file keeps the previous table.
+    recipient_result resolve_recipient(std::string_view address) override {
+        if (address.empty() || address.find('\0') != std::string_view::npos) return recipient_result::unknown();
+        const std::shared_ptr<const table> t = current();
+        std::string_view name;
+        if (const auto it = t->entries.find(address); it != t->entries.end())
+            name = it->first;
+        else if (const auto f = t->folded.find(ascii_fold(address)); f != t->folded.end())
+            name = f->second;
+        else
+            return recipient_result::unknown();
+        return granted<recipient_result>(name);
     }
 
     std::optional<std::string> lookup(std::string_view user) override {

@@ -34,6 +34,20 @@ struct auth_result {
     static auth_result tempfail() { return {status::tempfail, {}, {}}; }
 };
 
+/// The answer of resolve_recipient(): whose mailbox an SMTP recipient address reaches.
+struct recipient_result {
+    enum class status { ok, unknown, tempfail };
+    status outcome = status::unknown;
+    std::string account;  ///< on ok: the canonical account name, as a login of it answers
+    std::string mailbox;  ///< on ok: the storage reference, the same a login of it answers
+
+    static recipient_result ok(std::string account, std::string mailbox) {
+        return {status::ok, std::move(account), std::move(mailbox)};
+    }
+    static recipient_result unknown() { return {status::unknown, {}, {}}; }
+    static recipient_result tempfail() { return {status::tempfail, {}, {}}; }
+};
+
 /// An authentication backend. Calls may block (hashing, network): servers run them on a
 /// small worker pool. Implementations are thread-safe.
 class authenticator {
@@ -55,6 +69,11 @@ public:
                                           const std::string& digest_hex);
     /// Whether the user exists; never decides a reply (no user enumeration).
     virtual bool exists(std::string_view user) = 0;
+    /// The account an SMTP recipient address (the full address) belongs to, and its mailbox:
+    /// the same {account, mailbox} a login of that account answers, so RCPT and POP3 reach
+    /// one mailbox. unknown: RCPT gets 550 5.1.1; tempfail: a 4xx, try later.
+    /// Default: unknown, so a backend that does not know recipients accepts none.
+    virtual recipient_result resolve_recipient(std::string_view /*address*/) { return recipient_result::unknown(); }
 };
 
 /// The same hooks as std::function slots; an empty slot means the default.
@@ -62,6 +81,7 @@ struct auth_functions : authenticator {
     std::function<auth_result(const credentials&)> on_authenticate;   ///< default: fail
     std::function<std::optional<std::string>(std::string_view)> on_lookup;  ///< default: none
     std::function<bool(std::string_view)> on_exists;                 ///< default: false
+    std::function<recipient_result(std::string_view)> on_resolve_recipient;  ///< default: unknown
 
     auth_result authenticate(const credentials& c) override {
         return on_authenticate ? on_authenticate(c) : auth_result::fail();
@@ -71,6 +91,9 @@ struct auth_functions : authenticator {
     }
     bool can_lookup() const override { return static_cast<bool>(on_lookup); }
     bool exists(std::string_view u) override { return on_exists ? on_exists(u) : false; }
+    recipient_result resolve_recipient(std::string_view address) override {
+        return on_resolve_recipient ? on_resolve_recipient(address) : recipient_result::unknown();
+    }
 };
 
 /// Options of the passwd-file backend.
@@ -82,7 +105,8 @@ struct passwd_file_options {
 /// Opens a passwd-file; it is re-read when it changes (mtime, size or inode), and a
 /// re-read that fails (unreadable, or a line that is not name:secret[:...]) keeps the
 /// previous table. The first read fails with errc::io_error (unreadable) or errc::bad_config
-/// (does not parse; the line is logged).
+/// (does not parse; the line is logged). resolve_recipient() finds the entry named by the
+/// whole address, ASCII letters in any case (an exact-case entry first), disabled ones too.
 result<std::unique_ptr<authenticator>> open_passwd_file(passwd_file_options options);
 
 /// Open mode (DESIGN.md: mailnetd without --users): every login whose password equals its
