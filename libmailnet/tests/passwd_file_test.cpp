@@ -622,4 +622,12 @@ TEST(open_authenticator, a_login_is_its_own_password_and_the_mailbox_its_lowerca
     EXPECT_EQ(a->lookup("bob@example.org"), std::optional<std::string>("bob@example.org"));
 }
 
+TEST(open_authenticator, every_recipient_reaches_the_mailbox_its_login_reaches) {
+    auto a = mailnet::make_open_authenticator();
+    const auto r = a->resolve_recipient("Alice@Example.ORG");
+    ASSERT_EQ(r.outcome, mailnet::recipient_result::status::ok);
+    EXPECT_EQ(r.mailbox, a->authenticate({"alice@example.org", "alice@example.org"}).mailbox);
+    EXPECT_EQ(a->resolve_recipient("").outcome, mailnet::recipient_result::status::unknown);
+}
+
 }  // namespace

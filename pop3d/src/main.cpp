@@ -1,7 +1,5 @@
 // main.cpp: the pop3d program: a POP3 server (RFC 1939, 2449, 2595, 5034, 8314) serving the
 // Maildirs under --store to the users of a Dovecot passwd-file. Command line: DESIGN.md.
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
 
 #include <asio/io_context.hpp>
@@ -19,12 +17,6 @@ namespace {
 
 namespace net = mailnet::net;
 namespace exit_code = mailnet::net::exit_code;
-
-std::string host_name() {
-    char buf[256] = {};
-    if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
-    return buf;
-}
 
 }  // namespace
 
@@ -97,19 +89,14 @@ int main(int argc, char** argv) {
     cfg.storage = std::move(store);
     cfg.allow_plaintext_auth = allow_plaintext;
     cfg.enable_apop = enable_apop;
-    cfg.hostname = host_name();
+    cfg.hostname = net::host_name();
     cfg.max_connections = max_connections;
     cfg.idle_timeout = std::chrono::seconds(idle_timeout);
     cfg.allow_short_idle_timeout = short_idle;
     cfg.log = log;
 
-    mailnet::net::raise_fd_limit();
     asio::io_context io;
     mailnet::pop3::server server(io, cfg);
-    if (auto r = server.up(); !r) {
-        if (r.error() == mailnet::errc::bad_config) return exit_code::usage;  // the reason is logged
-        std::cerr << "pop3d: cannot listen: " << r.error().message() << "\n";
-        return exit_code::unavailable;
-    }
+    if (int e = net::start_servers("pop3d", {&server}); e != exit_code::ok) return e;
     return net::run_until_signalled(io, {server.base()});
 }

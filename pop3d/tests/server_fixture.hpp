@@ -2,13 +2,10 @@
 // I/O thread, a logged-in client.
 #pragma once
 
-#include <asio/executor_work_guard.hpp>
 #include <gtest/gtest.h>
 
-#include <future>
-#include <thread>
-
 #include "mailnet/pop3d/server.hpp"
+#include "support/fixtures.hpp"
 #include "support/test_client.hpp"
 
 namespace pop3_test {
@@ -28,31 +25,19 @@ inline std::shared_ptr<mailnet::auth_functions> users() {
 }
 
 // A pop3 server on its own I/O thread.
-struct fixture {
-    asio::io_context io;
-    asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
-    std::unique_ptr<pop3::server> srv;
-    std::thread thread;
-
+struct fixture : mailnet::testing::server_thread<pop3::server> {
     // failure_delay: the session's own failed-login delay (0: none, and no per-peer delay).
     explicit fixture(pop3::server_config cfg, std::chrono::milliseconds failure_delay = 0ms,
-                     mailnet::log_sink log = mailnet::null_log()) {
+                     mailnet::log_sink log = mailnet::null_log())
+        : server_thread(adjusted(std::move(cfg), failure_delay, std::move(log))) {}
+
+    static pop3::server_config adjusted(pop3::server_config cfg, std::chrono::milliseconds failure_delay,
+                                        mailnet::log_sink log) {
         cfg.listen = {{"pop3", "127.0.0.1", 0, false}};
         cfg.log = std::move(log);
         cfg.session_limits.auth_failure_delay = failure_delay;
-        srv = std::make_unique<pop3::server>(io, std::move(cfg));
-        EXPECT_TRUE(srv->up());
-        thread = std::thread([this] { io.run(); });
+        return cfg;
     }
-    ~fixture() {
-        std::promise<void> gone;
-        srv->destroy(mailnet::net::server::destroy_mode::kill, [&] { gone.set_value(); });
-        gone.get_future().wait_for(5s);
-        work.reset();
-        io.stop();
-        thread.join();
-    }
-    std::uint16_t port() const { return srv->listeners().at(0).endpoint.port(); }
 };
 
 // Logs in on a fresh connection; the greeting and login replies are consumed.

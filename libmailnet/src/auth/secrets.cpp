@@ -63,6 +63,11 @@ public:
     }
     bool can_lookup() const override { return true; }
     bool exists(std::string_view user) override { return !user.empty(); }
+    // Every address is an account whose mailbox is the one its login reaches.
+    recipient_result resolve_recipient(std::string_view address) override {
+        if (address.empty()) return recipient_result::unknown();
+        return recipient_result::ok(std::string(address), mailbox_for_address(address));
+    }
 };
 
 }  // namespace

@@ -2,6 +2,8 @@
 // "Command lines": listening lines, sysexits codes, signals).
 #include "mailnet/net/program.hpp"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <iostream>
 
@@ -61,6 +63,24 @@ std::shared_ptr<store> maildir_store_at(std::string_view program, const std::fil
     std::cerr << program << ": cannot use store " << dir.string() << ": " << s.error().message() << "\n";
     exit = exit_code::io_error;
     return nullptr;
+}
+
+std::string host_name() {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+    return buf;
+}
+
+int start_servers(std::string_view program, const std::vector<service*>& servers) {
+    raise_fd_limit();
+    for (auto* s : servers) {
+        if (auto r = s->up(); !r) {
+            if (r.error() == errc::bad_config) return exit_code::usage;  // the reason is logged
+            std::cerr << program << ": cannot listen: " << r.error().message() << "\n";
+            return exit_code::unavailable;
+        }
+    }
+    return exit_code::ok;
 }
 
 int run_until_signalled(asio::io_context& io, const std::vector<std::shared_ptr<server>>& servers) {

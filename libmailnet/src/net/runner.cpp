@@ -319,7 +319,10 @@ struct runner::impl {
 runner::runner(connection& c, core_port& core, runner_options options)
     : c_(c), p_(std::make_unique<impl>(c, core, std::move(options))) {
     // Until logged_in(), nothing (a read, a slow reader of our replies) outlasts the login limit.
-    c_.io().set_deadline_cap(p_->started + p_->o.login_timeout);
+    if (p_->o.login_required)
+        c_.io().set_deadline_cap(p_->started + p_->o.login_timeout);
+    else
+        p_->logged_in = true;
 }
 
 runner::~runner() = default;

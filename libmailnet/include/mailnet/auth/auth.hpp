@@ -111,7 +111,8 @@ result<std::unique_ptr<authenticator>> open_passwd_file(passwd_file_options opti
 
 /// Open mode (DESIGN.md: mailnetd without --users): every login whose password equals its
 /// name succeeds, the account is the name and the mailbox is mailbox_for_address(name);
-/// lookup() gives the name itself (APOP). For test mail servers only: anyone may read any
+/// lookup() gives the name itself (APOP); resolve_recipient() takes every address, to
+/// mailbox_for_address(address). For test mail servers only: anyone may read any
 /// mailbox whose address they know.
 std::unique_ptr<authenticator> make_open_authenticator();
 

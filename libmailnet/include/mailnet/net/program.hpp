@@ -16,6 +16,7 @@
 #include "mailnet/auth/auth.hpp"
 #include "mailnet/log.hpp"
 #include "mailnet/net/server.hpp"
+#include "mailnet/net/service.hpp"
 #include "mailnet/store/store.hpp"
 
 namespace mailnet::net {
@@ -45,6 +46,14 @@ std::unique_ptr<authenticator> users_from_file(std::string_view program, const s
 /// Opens the Maildir store under `dir`; on failure prints why and sets `exit` (io_error).
 std::shared_ptr<store> maildir_store_at(std::string_view program, const std::filesystem::path& dir,
                                         const log_sink& log, int& exit);
+
+/// This machine's name (gethostname), "localhost" if it has none: greetings, Received:.
+std::string host_name();
+
+/// Raises the descriptor limit, then brings every server up; on failure prints why and returns
+/// the exit code (usage for an unusable configuration, whose reason the server logged;
+/// unavailable when an address cannot be bound), else exit_code::ok.
+int start_servers(std::string_view program, const std::vector<service*>& servers);
 
 /// Prints "listening SERVICE ADDR:PORT" for every bound listener of `servers` (stdout, flushed),
 /// then runs `io` until SIGTERM/SIGINT has ended every server: the first signal lets sessions

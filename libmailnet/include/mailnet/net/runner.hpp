@@ -45,6 +45,7 @@ struct runner_options {
     std::size_t read_ahead_octets = 64 * 1024;        ///< pipelined input buffered at most
     std::chrono::seconds line_timeout{60};            ///< a command line completes within this of its first octet
     std::chrono::seconds login_timeout{120};          ///< until logged_in(): AUTHORIZATION, or SMTP before MAIL with AUTH required
+    bool login_required = true;                       ///< false: no login deadline (SMTP without required AUTH)
     std::shared_ptr<login_throttle> throttle;         ///< failed logins per peer address; null: none
     std::shared_ptr<login_throttle> account_throttle; ///< failed logins per account (a table of its own); null: none
     std::shared_ptr<mailnet::store> storage;          ///< where stream_message reads from; null: every message is gone

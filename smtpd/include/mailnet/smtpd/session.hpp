@@ -136,6 +136,8 @@ public:
     std::string_view state_text() const noexcept;
     /// The transaction being built (for tests and logs).
     const envelope& transaction() const noexcept { return mail_; }
+    /// The client's address, as configured.
+    const std::string& peer_address() const noexcept { return config_.peer_address; }
     /// The EHLO/HELO name (Received: from); empty before one.
     const std::string& helo_name() const noexcept { return greeted_; }
     /// Whether AUTH succeeded.

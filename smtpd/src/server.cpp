@@ -1,0 +1,399 @@
+// server.cpp: the SMTP server: what is SMTP's own on the libmailnet connection runner (the
+// seed's callbacks, AUTH, recipient routing and durable delivery; every callback, auth and store
+// call on the blocking pool).
+#include "mailnet/smtpd/server.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+
+#include "mailnet/auth/throttle.hpp"
+#include "mailnet/net/runner.hpp"
+
+namespace mailnet::smtp {
+
+// State shared by the server object and its sessions (which may outlive a configure()).
+struct server::shared {
+    explicit shared(server_config c)
+        : config(std::move(c)), throttle(std::make_shared<login_throttle>(config.peer_failure_window)),
+          account_throttle(std::make_shared<login_throttle>(config.peer_failure_window)) {
+        char buf[16];
+        std::snprintf(buf, sizeof buf, "%06X", static_cast<unsigned>(std::random_device{}() & 0xFFFFFF));
+        id_prefix = buf;
+    }
+
+    server_config config;
+    std::shared_ptr<login_throttle> throttle;          // per peer address
+    std::shared_ptr<login_throttle> account_throttle;  // per account
+    std::string id_prefix;                             // random per server: ids differ across restarts
+    std::atomic<std::uint64_t> counter{0};
+
+    // A queue id: unique in this server's life, different after a restart (Postfix-like, 12+ hex).
+    std::string next_id() {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%s%06llX", id_prefix.c_str(),
+                      static_cast<unsigned long long>(counter.fetch_add(1, std::memory_order_relaxed)));
+        return buf;
+    }
+    std::chrono::system_clock::time_point now() const {
+        return config.clock ? config.clock() : std::chrono::system_clock::now();
+    }
+};
+
+namespace {
+
+// Message octets are written out in pieces of this size (never the whole message in memory).
+constexpr std::size_t flush_octets = 256 * 1024;
+
+const verdict temporary_failure = verdict::refuse(451, "4.3.0", "Error: temporary failure, try again later");
+
+// An unnamed temporary file for a message a deliver callback gets (beyond flush_octets).
+int open_spool_file() {
+    std::error_code ec;
+    auto dir = std::filesystem::temp_directory_path(ec);
+    if (ec) dir = "/tmp";
+#ifdef O_TMPFILE
+    int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0) return fd;
+#endif
+    std::string name = (dir / "mailnet-smtpd-XXXXXX").string();
+    fd = ::mkostemp(name.data(), O_CLOEXEC);
+    if (fd >= 0) ::unlink(name.c_str());
+    return fd;
+}
+
+result<void> write_fd(int fd, std::string_view octets) {
+    while (!octets.empty()) {
+        const ssize_t n = ::write(fd, octets.data(), octets.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return unexpected(last_system_error());
+        }
+        octets.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return {};
+}
+
+// The SMTP actions the runner does not know. One per connection; lives on its I/O thread, and
+// the pool runs one call of it at a time (the runner awaits each).
+struct smtp_hooks {
+    std::shared_ptr<server::shared> sh;
+    std::vector<std::pair<std::string, std::string>> routes;  // accepted recipient address -> mailbox
+
+    // The message in progress.
+    bool started = false;
+    transaction_info info;             // id and receipt time from its first octet
+    std::string pending;               // octets not yet written out
+    std::uint64_t octets = 0;          // stored octets so far
+    std::unique_ptr<delivery> out;     // with a store: the delivery under way
+    int spool = -1;                    // without: the spool file, once past flush_octets
+    std::error_code write_error;       // a write failed: the message can only be refused (451)
+
+    ~smtp_hooks() {
+        if (spool >= 0) ::close(spool);
+    }
+
+    const server_config& cfg() const { return sh->config; }
+
+    // A callback on the pool; an exception is logged and becomes `failed`.
+    template <class F>
+    asio::awaitable<verdict> ask(net::runner& r, const char* what, verdict failed, F call) {
+        if (!cfg().handler) co_return verdict::accept();
+        std::string error;
+        auto v = co_await r.on_pool([&]() -> verdict {
+            try {
+                return call(*cfg().handler);
+            } catch (const std::exception& e) {
+                error = e.what();
+            } catch (...) {
+                error = "unknown exception";
+            }
+            return failed;
+        });
+        if (!error.empty()) r.log()(log_level::error, std::string("smtp ") + what + " callback failed: " + log_text(error));
+        co_return v;
+    }
+
+    asio::awaitable<bool> operator()(act::validate_host& a, session& s, net::runner& r) {
+        // RFC 5321 3.1 and 4.2.3: a greeting that is not 220 is 554 or 421.
+        s.resume(co_await ask(r, "validate_host", verdict::refuse(421, "4.3.0", "Error: temporary failure, try again later"),
+                              [&](callbacks& cb) { return cb.validate_host(a.peer); }));
+        co_return true;
+    }
+
+    asio::awaitable<bool> operator()(act::validate_sender& a, session& s, net::runner& r) {
+        routes.clear();  // a new transaction
+        s.resume(co_await ask(r, "validate_sender", temporary_failure,
+                              [&](callbacks& cb) { return cb.validate_sender(a.sender); }));
+        co_return true;
+    }
+
+    asio::awaitable<bool> operator()(act::validate_recipient& a, session& s, net::runner& r) {
+        auto v = co_await ask(r, "validate_recipient", temporary_failure,
+                              [&](callbacks& cb) { return cb.validate_recipient(a.recipient); });
+        if (v.accepted && cfg().storage) v = co_await route(a.recipient, r);
+        s.resume(v);
+        co_return true;
+    }
+
+    // Which mailbox an accepted recipient's copy goes to (DESIGN.md "On disk").
+    asio::awaitable<verdict> route(const mailbox_address& rcpt, net::runner& r) {
+        const std::string address = rcpt.address();
+        std::string mailbox;
+        if (cfg().auth && cfg().recipients_from_auth) {
+            const auto res = co_await r.on_pool([&] { return cfg().auth->resolve_recipient(address); });
+            if (res.outcome == recipient_result::status::unknown)
+                co_return verdict::refuse(550, "5.1.1", "Error: no such user here");
+            if (res.outcome == recipient_result::status::tempfail) co_return temporary_failure;
+            mailbox = res.mailbox;
+        } else {
+            mailbox = mailbox_for_address(address);
+        }
+        routes.emplace_back(address, std::move(mailbox));
+        co_return verdict::accept();
+    }
+
+    // The distinct mailboxes of the envelope's recipients (two addresses may share one).
+    std::vector<std::string> mailboxes(const envelope& mail) const {
+        std::vector<std::string> m;
+        for (const auto& rcpt : mail.recipients) {
+            const auto address = rcpt.address();
+            for (auto it = routes.rbegin(); it != routes.rend(); ++it)
+                if (it->first == address) {
+                    if (std::find(m.begin(), m.end(), it->second) == m.end()) m.push_back(it->second);
+                    break;
+                }
+        }
+        return m;
+    }
+
+    void start_message(const session& s) {
+        started = true;
+        info = transaction_info{};
+        info.mail = s.transaction();
+        info.id = sh->next_id();
+        info.peer_address = s.peer_address();
+        info.helo = s.helo_name();
+        info.protocol = s.with_protocol();
+        info.account = s.account();
+        info.hostname = cfg().hostname;
+        info.received = sh->now();
+    }
+
+    // Writes `pending` out (on the pool): into the store's delivery, begun with the trace
+    // headers, or into the spool file. A failure is kept for the end of the message.
+    void write_out() {
+        if (write_error) return pending.clear();
+        if (cfg().storage) {
+            if (!out) {
+                const auto targets = mailboxes(info.mail);
+                auto d = cfg().storage->begin_delivery(targets);
+                if (!d) {
+                    write_error = d.error();
+                    return pending.clear();
+                }
+                out = std::move(*d);
+                if (auto w = out->write(trace_headers(info)); !w) write_error = w.error();
+            }
+            if (!write_error && !pending.empty())
+                if (auto w = out->write(pending); !w) write_error = w.error();
+        } else if (!pending.empty()) {
+            if (spool < 0 && (spool = open_spool_file()) < 0) write_error = last_system_error();
+            if (!write_error)
+                if (auto w = write_fd(spool, pending); !w) write_error = w.error();
+        }
+        pending.clear();
+    }
+
+    asio::awaitable<bool> operator()(act::message_data& a, session& s, net::runner& r) {
+        if (!started) start_message(s);
+        octets += a.octets.size();
+        pending += a.octets;
+        if (pending.size() >= flush_octets) co_await r.on_pool([&] { write_out(); });
+        co_return true;
+    }
+
+    asio::awaitable<bool> operator()(act::deliver& a, session& s, net::runner& r) {
+        if (!started) start_message(s);  // an empty message
+        info.mail = a.mail;
+        std::string error;
+        auto v = co_await r.on_pool([&]() -> verdict {
+            if (cfg().storage) {
+                write_out();  // the rest, and the trace headers if nothing was written yet
+                if (write_error) return temporary_failure;
+                auto c = out->commit();  // durable in every mailbox, or in none
+                out.reset();
+                if (!c) {
+                    write_error = c.error();
+                    return temporary_failure;
+                }
+                return verdict::accept();
+            }
+            if (spool >= 0) write_out();
+            if (write_error) return temporary_failure;
+            std::unique_ptr<message_source> src;
+            if (spool >= 0)
+                src = file_source(std::exchange(spool, -1));
+            else
+                src = string_source(std::make_shared<const std::string>(std::move(pending)));
+            pending.clear();
+            message m(std::move(src), octets);
+            try {
+                return cfg().handler ? cfg().handler->deliver(info, m) : verdict::accept();
+            } catch (const std::exception& e) {
+                error = e.what();
+            } catch (...) {
+                error = "unknown exception";
+            }
+            return temporary_failure;
+        });
+        if (!error.empty()) r.log()(log_level::error, "smtp deliver callback failed: " + log_text(error));
+        if (v.accepted && v.answer.code == 250 && v.answer.text == "Ok") v.answer.text = "Ok: queued as " + info.id;
+        if (write_error)
+            r.log()(log_level::error, "smtp " + info.id + " not delivered: " + write_error.message());
+        else
+            r.log()(log_level::info, "smtp " + info.id + (v.accepted ? " delivered" : " refused") +
+                                         " from=" + log_text(a.mail.sender.is_null() ? "<>" : a.mail.sender.address()) +
+                                         " rcpts=" + std::to_string(a.mail.recipients.size()) +
+                                         " octets=" + std::to_string(octets));
+        end_message();
+        s.resume(v);
+        co_return true;
+    }
+
+    void end_message() {
+        started = false;
+        pending.clear();
+        octets = 0;
+        write_error.clear();
+    }
+
+    asio::awaitable<bool> operator()(act::discard&, session&, net::runner& r) {
+        co_await drop(r);
+        co_return true;
+    }
+
+    // Nothing of a refused or abandoned message stays (the store's tmp/ file goes).
+    asio::awaitable<void> drop(net::runner& r) {
+        if (out || spool >= 0) {
+            co_await r.on_pool([&] {
+                if (out) out->abort();
+                out.reset();
+                if (spool >= 0) ::close(std::exchange(spool, -1));
+            });
+        }
+        end_message();
+    }
+
+    asio::awaitable<bool> operator()(act::authenticate& a, session& s, net::runner& r) {
+        auto& auth = cfg().auth;
+        const auto result = co_await r.on_pool([&] { return auth ? auth->authenticate(a.creds) : auth_result::fail(); });
+        if (result.outcome == auth_result::status::ok) r.logged_in(result.account);
+        s.resume(result);
+        co_return true;
+    }
+
+    // However the session ends: a message half received is dropped (nothing delivered).
+    asio::awaitable<void> finish(session&, net::runner& r) { co_await drop(r); }
+};
+
+asio::awaitable<void> serve(std::shared_ptr<server::shared> sh, net::connection& c) {
+    const auto& cfg = sh->config;
+    session_config sc;
+    sc.hostname = cfg.hostname;
+    sc.peer_address = c.peer().address().to_string();
+    sc.normalise_bare_line_ends = cfg.normalise_bare_line_ends;
+    sc.tls_available = cfg.tls != nullptr;
+    sc.tls_active = c.listener().implicit_tls;
+    sc.auth_available = cfg.auth != nullptr;
+    sc.peer_is_loopback = c.peer_is_loopback();
+    sc.allow_plaintext_auth = cfg.allow_plaintext_auth;
+    sc.require_auth = cfg.require_auth;
+    session s(std::move(sc), cfg.session_limits);
+    s.start();
+    net::runner_options o;
+    o.protocol = "smtp";
+    o.read_ahead_octets = cfg.read_ahead_octets;
+    o.line_timeout = cfg.line_timeout;
+    o.login_timeout = cfg.login_timeout;
+    o.login_required = cfg.require_auth;  // otherwise no login deadline: anyone may send
+    o.throttle = sh->throttle;
+    o.account_throttle = sh->account_throttle;
+    smtp_hooks hooks;
+    hooks.sh = sh;
+    co_await net::run_connection(c, s, hooks, std::move(o));
+}
+
+// The limits a server can run with (DESIGN.md "Limits"); the reason is logged.
+result<void> validate(const server_config& c, const log_sink& log) {
+    std::string why;
+    const auto& l = c.session_limits;
+    if (c.idle_timeout.count() <= 0)
+        why = "idle timeout must be positive";
+    else if (c.idle_timeout < std::chrono::seconds(300) && !c.allow_short_idle_timeout)
+        why = "idle timeout below 300 s breaks RFC 5321 4.5.3.2.7 (set allow_short_idle_timeout)";
+    else if (c.line_timeout.count() <= 0 || c.login_timeout.count() <= 0)
+        why = "command line and login timeouts must be positive";
+    else if (c.tls_handshake_timeout.count() <= 0)
+        why = "TLS handshake timeout must be positive";
+    else if (c.max_connections == 0 || c.max_per_peer == 0 || c.blocking_threads == 0)
+        why = "connection limits and the pool size must be at least 1";
+    else if (l.max_command_octets < 512)
+        why = "command lines of 512 octets must be accepted (RFC 5321 4.5.3.1.4)";
+    else if (l.max_text_line_octets < 1000)
+        why = "text lines of 1000 octets must be accepted (RFC 5321 4.5.3.1.6)";
+    else if (l.max_sasl_octets < l.max_command_octets)
+        why = "the SASL line limit must not be below the command line limit";
+    else if (c.read_ahead_octets < l.max_sasl_octets)
+        why = "the read-ahead limit must hold one SASL line";
+    else if (l.max_message_octets == 0 || l.max_recipients == 0)
+        why = "message size and recipient limits must be at least 1";
+    else if (l.max_failed_logins == 0 || l.max_bad_commands == 0)
+        why = "failed-login and bad-command limits must be at least 1";
+    else if (c.hostname.empty() ||
+             !std::all_of(c.hostname.begin(), c.hostname.end(), [](char ch) { return ch > 32 && ch < 127; }))
+        why = "the hostname must be printable ASCII without spaces";
+    if (why.empty()) return {};
+    log(log_level::error, "smtp configuration: " + why);
+    return unexpected(errc::bad_config);
+}
+
+}  // namespace
+
+server::server(asio::io_context& io, server_config config) : net::service(io), config_(std::move(config)) {
+    if (auto r = build(); !r) set_build_error(r.error());
+}
+
+result<void> server::build() {
+    if (!config_.log) config_.log = null_log();
+    if (auto v = validate(config_, config_.log); !v) return v;
+    shared_ = std::make_shared<shared>(config_);
+    net::server_options o;
+    o.max_connections = config_.max_connections;
+    o.max_per_peer = config_.max_per_peer;
+    o.idle_timeout = config_.idle_timeout;
+    o.tls_handshake_timeout = config_.tls_handshake_timeout;
+    o.tls = config_.tls;
+    o.blocking_threads = config_.blocking_threads;
+    o.log = config_.log;
+    return rebuild(
+        o, [sh = shared_](net::connection& c) { return serve(sh, c); },
+        "421 4.3.2 Too many connections, try again later\r\n", config_.listen);
+}
+
+result<void> server::configure(server_config config) {
+    if (!replaceable()) return unexpected(errc::bad_config);
+    // An unusable configuration changes nothing: the previous one stays in force.
+    if (auto v = validate(config, config.log ? config.log : config_.log); !v) return v;
+    config_ = std::move(config);
+    auto r = build();
+    if (!r) set_build_error(r.error());
+    return r;
+}
+
+}  // namespace mailnet::smtp

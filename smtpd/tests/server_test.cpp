@@ -1,0 +1,368 @@
+// server_test.cpp: the SMTP server object over real sockets: delivery into a Maildir with trace
+// headers, the callbacks (throwing ones too), AUTH, users mode, a client that leaves mid-DATA,
+// a store that fails. The protocol rules themselves are in the transcripts.
+#include "mailnet/smtpd/server.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "support/fixtures.hpp"
+#include "support/test_client.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace smtp = mailnet::smtp;
+using namespace std::chrono_literals;
+using mailnet::testing::log_capture;
+using mailnet::testing::temp_dir;
+using mailnet::testing::test_client;
+
+// 2026-01-02 03:04:05 UTC: Received: headers are exact in tests.
+std::chrono::system_clock::time_point fixed_time() {
+    return std::chrono::system_clock::from_time_t(1767323045);
+}
+constexpr const char* fixed_date = "Fri, 02 Jan 2026 03:04:05 +0000";
+
+std::shared_ptr<mailnet::store> maildir(const fs::path& root) {
+    mailnet::maildir_options o;
+    o.root = root;
+    o.fsync = false;
+    o.log = mailnet::null_log();
+    auto s = mailnet::open_maildir_store(o);
+    EXPECT_TRUE(s);
+    return std::move(*s);
+}
+
+smtp::server_config config(std::shared_ptr<mailnet::store> store, mailnet::log_sink log = mailnet::null_log()) {
+    smtp::server_config c;
+    c.listen = {{"smtp", "127.0.0.1", 0, false}};
+    c.storage = std::move(store);
+    c.hostname = "mx.test";
+    c.clock = fixed_time;
+    c.session_limits.auth_failure_delay = 0ms;
+    c.log = std::move(log);
+    return c;
+}
+
+using fixture = mailnet::testing::server_thread<smtp::server>;
+
+std::vector<std::string> files_in(const fs::path& dir) {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+        std::ifstream in(e.path(), std::ios::binary);
+        std::ostringstream s;
+        s << in.rdbuf();
+        out.push_back(s.str());
+    }
+    return out;
+}
+
+// Greeting and EHLO consumed.
+std::unique_ptr<test_client> greeted(std::uint16_t port) {
+    auto c = std::make_unique<test_client>(port);
+    c->read_until("\r\n");
+    c->send("EHLO client.example\r\n");
+    c->read_until("250 SMTPUTF8\r\n");
+    c->clear();
+    return c;
+}
+
+// The queue id of the last "250 2.0.0 Ok: queued as ID" read.
+std::string queued_id(const std::string& got) {
+    const auto p = got.rfind("queued as ");
+    if (p == std::string::npos) return {};
+    return got.substr(p + 10, got.find("\r\n", p) - p - 10);
+}
+
+bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds limit = 5000ms) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() > end) return false;
+        std::this_thread::sleep_for(5ms);
+    }
+    return true;
+}
+
+TEST(smtp_server, a_message_reaches_each_recipient_mailbox_once_with_its_trace_headers) {
+    temp_dir dir("mailnet-smtpd");
+    fixture f(config(maildir(dir.path)));
+    auto c = greeted(f.port());
+    // Pipelined (RFC 2920): the whole transaction in one write.
+    c->send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.net>\r\nRCPT TO:<Carol@Example.NET>\r\n"
+            "RCPT TO:<bob@EXAMPLE.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->send("Subject: hi\r\n\r\n..a dot line\r\nlast\r\n.\r\n");
+    const auto got = c->read_until("queued as");
+    c->read_until("\r\n");
+    EXPECT_NE(got.find("250 2.1.5 Ok (duplicate recipient)"), std::string::npos) << got;
+    const auto id = queued_id(c->read_until("\r\n"));
+    ASSERT_FALSE(id.empty()) << got;
+    const std::string expected = std::string("Return-Path: <alice@example.org>\n") +
+                                 "Received: from client.example ([127.0.0.1])\n\tby mx.test (mailnet) with ESMTP id " +
+                                 id + ";\n\t" + fixed_date + "\nSubject: hi\n\n.a dot line\nlast\n";
+    const auto bob = files_in(dir.path / "bob@example.net" / "new");
+    const auto carol = files_in(dir.path / "carol@example.net" / "new");
+    ASSERT_EQ(bob.size(), 1u) << "the same address twice is one copy";
+    ASSERT_EQ(carol.size(), 1u) << "the mailbox is the address lowercased";
+    EXPECT_EQ(bob[0], expected);
+    EXPECT_EQ(carol[0], expected) << "no 'for' with two recipients: a copy shows no other address";
+}
+
+TEST(smtp_server, a_single_recipient_is_named_in_received_and_protocols_follow_rfc_3848) {
+    temp_dir dir("mailnet-smtpd");
+    fixture f(config(maildir(dir.path)));
+    auto c = std::make_unique<test_client>(f.port());
+    c->read_until("\r\n");
+    c->send("HELO old.example\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->send("x\r\n.\r\n");
+    const auto id = queued_id(c->read_until("queued as") + c->read_until("\r\n"));
+    const auto bob = files_in(dir.path / "bob@example.net" / "new");
+    ASSERT_EQ(bob.size(), 1u);
+    EXPECT_EQ(bob[0], "Return-Path: <>\nReceived: from old.example ([127.0.0.1])\n\tby mx.test (mailnet) with SMTP id " +
+                          id + "\n\tfor <bob@example.net>; " + fixed_date + "\nx\n");
+}
+
+TEST(smtp_server, a_client_that_leaves_mid_data_delivers_nothing_and_leaves_no_file) {
+    temp_dir dir("mailnet-smtpd");
+    fixture f(config(maildir(dir.path)));
+    {
+        auto c = greeted(f.port());
+        c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+        c->read_until("354 ");
+        // More than one write-out piece, so a tmp/ file exists when the client goes.
+        const std::string line(998, 'x');
+        for (int i = 0; i < 600; ++i) c->send(line + "\r\n");
+        // Every piece written so far has been handed to the store before the client leaves.
+        ASSERT_TRUE(wait_for([&] { return !files_in(dir.path / "bob@example.net" / "tmp").empty(); }))
+            << "the message was being written out";
+    }
+    ASSERT_TRUE(wait_for([&] { return f.srv->connections().empty(); }));
+    ASSERT_TRUE(wait_for([&] { return files_in(dir.path / "bob@example.net" / "tmp").empty(); }));
+    EXPECT_TRUE(files_in(dir.path / "bob@example.net" / "new").empty());
+}
+
+TEST(smtp_server, a_large_message_in_bdat_chunks_is_stored_whole) {
+    temp_dir dir("mailnet-smtpd");
+    fixture f(config(maildir(dir.path)));
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\n");
+    std::string body, stored;
+    for (int i = 0; i < 20000; ++i) {
+        const auto line = "line " + std::to_string(i) + (i % 7 ? "" : " .") + std::string(60, 'a' + i % 26);
+        body += line + "\r\n";
+        stored += line + "\n";
+    }
+    // Chunks of odd sizes: CRLFs fall across their edges.
+    for (std::size_t at = 0; at < body.size();) {
+        const auto n = std::min<std::size_t>(70001, body.size() - at);
+        c->send("BDAT " + std::to_string(n) + (at + n == body.size() ? " LAST" : "") + "\r\n");
+        c->send(std::string_view(body).substr(at, n));
+        at += n;
+    }
+    c->read_until("queued as");
+    const auto bob = files_in(dir.path / "bob@example.net" / "new");
+    ASSERT_EQ(bob.size(), 1u);
+    const auto start = bob[0].find("+0000\n") + 6;  // after the trace headers
+    EXPECT_EQ(bob[0].size() - start, stored.size());
+    EXPECT_TRUE(bob[0].compare(start, std::string::npos, stored) == 0) << "the stored octets differ";
+}
+
+TEST(smtp_server, callbacks_that_throw_answer_a_temporary_error_and_log_why) {
+    log_capture log;
+    auto cb = std::make_shared<smtp::callback_functions>();
+    cb->on_validate_sender = [](const mailnet::mailbox_address& a) -> smtp::verdict {
+        if (a.local == "boom") throw std::runtime_error("database password is hunter2");
+        return smtp::verdict::accept();
+    };
+    cb->on_validate_recipient = [](const mailnet::mailbox_address& a) -> smtp::verdict {
+        if (a.local == "boom") throw 42;
+        if (a.local == "nobody") return smtp::verdict::refuse(550, "5.1.1", "no such user\r\n250 injected");
+        return smtp::verdict::accept();
+    };
+    auto cfg = config(nullptr, log.sink());
+    cfg.handler = cb;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<boom@example.org>\r\n");
+    auto got = c->read_until("\r\n");
+    EXPECT_EQ(got, "451 4.3.0 Error: temporary failure, try again later\r\n");
+    EXPECT_TRUE(log.contains("hunter2")) << log.all();
+    c->clear();
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<boom@example.net>\r\nRCPT TO:<nobody@example.net>\r\nQUIT\r\n");
+    got = c->read_until("221 ");
+    EXPECT_NE(got.find("250 2.1.0"), std::string::npos) << got;
+    EXPECT_NE(got.find("451 4.3.0"), std::string::npos) << got;
+    EXPECT_NE(got.find("550 5.1.1 no such user  250 injected\r\n"), std::string::npos) << "one line: " << got;
+    EXPECT_TRUE(log.contains("unknown exception")) << log.all();
+}
+
+TEST(smtp_server, a_host_callback_that_throws_closes_with_421) {
+    auto cb = std::make_shared<smtp::callback_functions>();
+    cb->on_validate_host = [](std::string_view) -> smtp::verdict { throw std::runtime_error("dns down"); };
+    auto cfg = config(nullptr);
+    cfg.handler = cb;
+    fixture f(cfg);
+    test_client c(f.port());
+    EXPECT_EQ(c.read_until("\r\n"), "421 4.3.0 Error: temporary failure, try again later\r\n");
+    EXPECT_TRUE(c.closed_within(2000ms));
+}
+
+TEST(smtp_server, without_a_store_deliver_gets_the_envelope_and_the_message_streamed) {
+    struct seen {
+        std::mutex m;
+        smtp::transaction_info info;
+        std::string octets, headers;
+        std::uint64_t size = 0;
+    };
+    auto s = std::make_shared<seen>();
+    auto cb = std::make_shared<smtp::callback_functions>();
+    cb->on_deliver = [s](const smtp::transaction_info& t, mailnet::message& m) {
+        std::lock_guard g(s->m);
+        s->info = t;
+        s->size = m.stored_octets();
+        s->headers = m.headers().value_or("?");
+        char buf[4096];
+        for (;;) {
+            auto n = m.read(buf);
+            if (!n || *n == 0) break;
+            s->octets.append(buf, *n);
+        }
+        if (t.mail.recipients.front().local == "refuse") return smtp::verdict::refuse(554, "5.7.1", "not wanted");
+        if (t.mail.recipients.front().local == "throw") throw std::runtime_error("disk gone");
+        return smtp::verdict::accept();
+    };
+    auto cfg = config(nullptr);
+    cfg.handler = cb;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    // Over one write-out piece: the message goes through the spool file.
+    std::string body = "Subject: big\r\n\r\n", stored = "Subject: big\n\n";
+    for (int i = 0; i < 5000; ++i) {
+        body += std::string(99, 'b') + "\r\n";
+        stored += std::string(99, 'b') + "\n";
+    }
+    c->send("MAIL FROM:<alice@example.org> BODY=8BITMIME\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->send(body + ".\r\n");
+    const auto id = queued_id(c->read_until("queued as") + c->read_until("\r\n"));
+    {
+        std::lock_guard g(s->m);
+        EXPECT_EQ(s->octets, stored);
+        EXPECT_EQ(s->size, stored.size());
+        EXPECT_EQ(s->headers, "Subject: big\n\n");
+        EXPECT_EQ(s->info.id, id);
+        EXPECT_EQ(s->info.mail.sender.address(), "alice@example.org");
+        EXPECT_TRUE(s->info.mail.eight_bit);
+        EXPECT_EQ(s->info.helo, "client.example");
+        EXPECT_EQ(s->info.protocol, "ESMTP");
+        EXPECT_EQ(s->info.peer_address, "127.0.0.1");
+        EXPECT_EQ(s->info.received, fixed_time());
+        EXPECT_EQ(smtp::trace_headers(s->info).substr(0, 33), "Return-Path: <alice@example.org>\n");
+    }
+    c->clear();
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<refuse@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->send("small\r\n.\r\n");
+    EXPECT_NE(c->read_until("554 ").find("554 5.7.1 not wanted"), std::string::npos);
+    c->clear();
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<throw@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->send("small\r\n.\r\n");
+    EXPECT_NE(c->read_until("451 ").find("451 4.3.0"), std::string::npos);
+}
+
+TEST(smtp_server, with_users_only_their_addresses_are_accepted_in_any_case) {
+    temp_dir dir("mailnet-smtpd");
+    auto users = std::make_shared<mailnet::auth_functions>();
+    users->on_resolve_recipient = [](std::string_view address) {
+        std::string lower(address);
+        for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        if (lower == "bob@example.net") return mailnet::recipient_result::ok("bob@example.net", "bob");
+        if (lower == "temp@example.net") return mailnet::recipient_result::tempfail();
+        return mailnet::recipient_result::unknown();
+    };
+    auto cfg = config(maildir(dir.path));
+    cfg.auth = users;
+    cfg.recipients_from_auth = true;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<nobody@example.net>\r\nRCPT TO:<temp@example.net>\r\n"
+            "RCPT TO:<Bob@Example.net>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    const auto got = c->read_until("354 ");
+    EXPECT_NE(got.find("550 5.1.1 Error: no such user here"), std::string::npos) << got;
+    EXPECT_NE(got.find("451 4.3.0"), std::string::npos) << got;
+    c->send("hi\r\n.\r\n");
+    c->read_until("queued as");
+    EXPECT_EQ(files_in(dir.path / "bob" / "new").size(), 1u) << "two spellings of one account: one copy";
+    EXPECT_FALSE(fs::exists(dir.path / "nobody@example.net"));
+}
+
+TEST(smtp_server, a_store_that_fails_gives_451_and_the_session_goes_on) {
+    auto store = std::make_shared<mailnet::store_functions>();
+    store->on_begin_delivery = [](std::span<const std::string>) -> mailnet::result<std::unique_ptr<mailnet::delivery>> {
+        return mailnet::unexpected(mailnet::errc::io_error);
+    };
+    log_capture log;
+    fixture f(config(store, log.sink()));
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->send("hi\r\n.\r\nNOOP\r\n");
+    const auto got = c->read_until("250 2.0.0 Ok\r\n");
+    EXPECT_NE(got.find("451 4.3.0"), std::string::npos) << got;
+    EXPECT_TRUE(log.contains("not delivered")) << log.all();
+}
+
+TEST(smtp_server, auth_plain_logs_in_and_marks_received_esmtpa) {
+    temp_dir dir("mailnet-smtpd");
+    auto users = std::make_shared<mailnet::auth_functions>();
+    users->on_authenticate = [](const mailnet::credentials& c) {
+        return c.user == "alice" && c.password == "secret" ? mailnet::auth_result::ok("alice", "alice")
+                                                           : mailnet::auth_result::fail();
+    };
+    auto cfg = config(maildir(dir.path));
+    cfg.auth = users;
+    cfg.require_auth = true;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<alice@example.org>\r\n");
+    EXPECT_EQ(c->read_until("\r\n"), "530 5.7.0 Authentication required\r\n");
+    c->clear();
+    c->send("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+    EXPECT_EQ(c->read_until("\r\n"), "235 2.7.0 Authentication successful\r\n");
+    EXPECT_TRUE(wait_for([&] {
+        auto list = f.srv->connections();
+        return list.size() == 1 && list[0].user == "alice";
+    })) << "the connection list shows the account";
+    c->send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->send("hi\r\n.\r\n");
+    c->read_until("queued as");
+    const auto bob = files_in(dir.path / "bob@example.net" / "new");
+    ASSERT_EQ(bob.size(), 1u);
+    EXPECT_NE(bob[0].find("with ESMTPA id"), std::string::npos) << bob[0];
+}
+
+TEST(smtp_server, an_unusable_configuration_is_refused_and_the_old_one_kept) {
+    auto cfg = config(nullptr);
+    cfg.idle_timeout = 10s;
+    asio::io_context io;
+    smtp::server s(io, cfg);
+    EXPECT_EQ(s.up().error(), mailnet::errc::bad_config) << "below RFC 5321's 5 minutes";
+    cfg.allow_short_idle_timeout = true;
+    EXPECT_TRUE(s.configure(cfg));
+    auto bad = cfg;
+    bad.session_limits.max_command_octets = 100;
+    EXPECT_EQ(s.configure(bad).error(), mailnet::errc::bad_config);
+    EXPECT_EQ(s.config().session_limits.max_command_octets, 2048u);
+    EXPECT_TRUE(s.up());
+    EXPECT_EQ(s.configure(cfg).error(), mailnet::errc::bad_config) << "not while up";
+    s.destroy(mailnet::net::server::destroy_mode::kill);
+}
+
+}  // namespace
