@@ -202,6 +202,7 @@ private:
         std::optional<reply> refusal;
     };
     std::optional<chunk> chunk_;
+    bool line_open_ = false;   // BDAT: the message so far ends inside a line
     sasl sasl_ = sasl::none;
     std::string sasl_user_;    // AUTH LOGIN's user name, while its password is awaited
     bool authenticated_ = false;  // AUTH succeeded
