@@ -2,6 +2,8 @@
 // delivery (tmp/ -> new/, hard links, rollback), foreign names, locks, commit; name encoding, UIDL.
 #include "mailnet/store/store.hpp"
 
+#include "support/fixtures.hpp"
+
 #include <gtest/gtest.h>
 
 #include <dirent.h>
@@ -173,36 +175,11 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using mailnet::errc;
 
-// A fresh directory under /tmp, removed with everything in it.
-struct temp_dir {
-    fs::path path;
-    temp_dir() {
-        std::string t = "/tmp/mailnet-maildir-XXXXXX";
-        if (::mkdtemp(t.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-        path = t;
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
+using mailnet::testing::log_capture;
 
-// Log lines kept for inspection.
-struct log_capture {
-    std::shared_ptr<std::mutex> mutex = std::make_shared<std::mutex>();
-    std::shared_ptr<std::vector<std::string>> lines = std::make_shared<std::vector<std::string>>();
-    mailnet::log_sink sink() const {
-        return [m = mutex, l = lines](mailnet::log_level, std::string_view text) {
-            std::lock_guard g(*m);
-            l->emplace_back(text);
-        };
-    }
-    bool contains(std::string_view part) const {
-        std::lock_guard g(*mutex);
-        return std::any_of(lines->begin(), lines->end(), [&](const std::string& s) { return s.find(part) != s.npos; });
-    }
+// A fresh directory under /tmp, removed with everything in it.
+struct temp_dir : mailnet::testing::temp_dir {
+    temp_dir() : mailnet::testing::temp_dir("mailnet-maildir") {}
 };
 
 mailnet::maildir_options options(const fs::path& root, mailnet::log_sink log = mailnet::null_log()) {

@@ -357,25 +357,21 @@ result<void> validate(const server_config& c, const log_sink& log) {
 
 }  // namespace
 
-server::server(asio::io_context& io, server_config config) : net::service(io), config_(std::move(config)) {
-    if (auto r = build(); !r) set_build_error(r.error());
+server::server(asio::io_context& io, server_config config) : configured_service(io, std::move(config)) {
+    start();
 }
 
 result<void> server::build() {
     if (!config_.log) config_.log = null_log();
-    if (auto v = validate(config_, config_.log); !v) return v;
     shared_ = std::make_shared<shared>(config_);
     return rebuild(
         config_.base_options(), [sh = shared_](net::connection& c) { return serve(sh, c); },
         "421 4.3.2 Too many connections, try again later\r\n", config_.listen);
 }
 
-result<void> server::configure(server_config config) {
-    // An unusable configuration changes nothing: the previous one stays in force.
-    return replace(
-        config_, std::move(config),
-        [&](const server_config& next) { return validate(next, next.log ? next.log : config_.log); },
-        [&] { return build(); });
+result<void> server::check(const server_config& c) const {
+    // A configuration without a log reports to the one in force.
+    return validate(c, c.log ? c.log : (config_.log ? config_.log : null_log()));
 }
 
 }  // namespace mailnet::smtp

@@ -116,4 +116,35 @@ private:
     std::error_code build_error_;
 };
 
+/// A service with its configuration: config() (cget) and configure(), which puts a new one in
+/// force only while down and idle and only if check() passes. A component's server derives,
+/// calls start() at the end of its constructor, and implements check() and build().
+template <class Config>
+class configured_service : public service {
+public:
+    /// The configuration in force (cget).
+    const Config& config() const noexcept { return config_; }
+    /// Replaces the configuration (configure); only while down with no session open, and only
+    /// with usable limits. errc::bad_config otherwise (the reason is logged); the previous
+    /// configuration then stays in force.
+    result<void> configure(Config next) {
+        return replace(config_, std::move(next), [&](const Config& c) { return check(c); }, [&] { return build(); });
+    }
+
+protected:
+    configured_service(asio::io_context& io, Config config) : service(io), config_(std::move(config)) {}
+    ~configured_service() = default;
+    /// Builds from the constructor's configuration (a failure is returned by up()).
+    void start() {
+        if (auto r = check(config_); !r) return set_build_error(r.error());
+        if (auto r = build(); !r) set_build_error(r.error());
+    }
+    /// errc::bad_config, with the reason logged, if `c` cannot run.
+    virtual result<void> check(const Config& c) const = 0;
+    /// (Re)creates the server base from config_ (rebuild()).
+    virtual result<void> build() = 0;
+
+    Config config_;
+};
+
 }  // namespace mailnet::net

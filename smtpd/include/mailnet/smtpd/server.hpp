@@ -48,7 +48,7 @@ struct server_config : net::service_config {
 };
 
 /// An SMTP server: create, up, down, destroy(kill | defer), list connections (net::service).
-class server : public net::service {
+class server : public net::configured_service<server_config> {
 public:
     /// Creates the server on `io` (run it on one thread). Nothing is bound before up(), which
     /// returns errc::bad_config if the configuration was unusable (smtps or STARTTLS without a
@@ -56,17 +56,11 @@ public:
     /// RFC 5321's minimums).
     server(asio::io_context& io, server_config config);
 
-    /// The configuration in force (cget).
-    const server_config& config() const noexcept { return config_; }
-    /// Replaces the configuration (configure); only while down with no session open, and only
-    /// with usable limits. errc::bad_config otherwise (the reason is logged).
-    result<void> configure(server_config config);
-
     struct shared;  ///< state shared with the sessions (implementation detail)
 
 private:
-    result<void> build();
-    server_config config_;
+    result<void> check(const server_config& c) const override;
+    result<void> build() override;
     std::shared_ptr<shared> shared_;
 };
 
