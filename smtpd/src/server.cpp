@@ -222,7 +222,11 @@ struct smtp_hooks {
         if (!started) start_message(s);  // an empty message
         info.mail = a.mail;
         std::string error;
-        auto v = co_await r.on_pool([&]() -> verdict {
+        // No store, no handler, nothing spooled: the default deliver accepts and drops, which
+        // cannot block, so it takes no trip to the pool (as ask() does for validate_*).
+        const bool drop_here = !cfg().storage && !cfg().handler && spool < 0 && !write_error;
+        auto v = verdict::accept();
+        if (!drop_here) v = co_await r.on_pool([&]() -> verdict {
             if (cfg().storage) {
                 write_out();  // the rest, and the trace headers if nothing was written yet
                 if (write_error) return temporary_failure;
