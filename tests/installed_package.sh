@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the build into a temporary prefix, then builds docs/examples/store_roundtrip
-# against it with find_package(mailnet), and two small programs with pkg-config; runs them.
+# Installs the build into a temporary prefix, then builds docs/examples/store_roundtrip and
+# docs/examples/smtpd_embed against it with find_package(mailnet), and two small programs with
+# pkg-config; runs them.
 set -euo pipefail
 build=$1 src=$2
 tmp=$(mktemp -d)
@@ -13,6 +14,16 @@ out=$(LD_LIBRARY_PATH="$libdirs" "$tmp/app/store_roundtrip")
 echo "$out"
 grep -qx 'messages 1 octets 22' <<<"$out"
 grep -qx '| hello' <<<"$out"
+
+# An application embedding the SMTP server (docs/smtpd.md "Embedding"), built the same way.
+cmake -S "$src/docs/examples/smtpd_embed" -B "$tmp/smtpd_app" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
+cmake --build "$tmp/smtpd_app" >/dev/null
+out=$(LD_LIBRARY_PATH="$libdirs" timeout 20 "$tmp/smtpd_app/smtpd_embed")
+echo "$out"
+grep -qx '> 550 5.7.1 we take mail for example.org only' <<<"$out"
+grep -qx 'delivered 1 recipient(s) from alice@example.net, 24 octets' <<<"$out"
+grep -qx 'Subject: hello' <<<"$out"
+grep -q '^> 250 2.0.0 Ok: queued as ' <<<"$out"
 
 export PKG_CONFIG_PATH
 PKG_CONFIG_PATH=$(dirname "$(find "$tmp/prefix" -name mailnet.pc)")

@@ -18,7 +18,9 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
+#include <latch>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -26,6 +28,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 #include <cstdio>
@@ -53,6 +56,9 @@ struct fsync_recorder {
     // A failure to inject: fsync of this directory (by inode), or of any regular file, says EIO.
     std::optional<std::pair<dev_t, ino_t>> fail_dir;
     bool fail_files = false;
+    // Called before each fsync, outside the mutex (it may wait for other threads): 0 goes on,
+    // an errno fails that call with it.
+    std::function<int(int fd)> before;
 };
 
 // True if the injected failure applies to `fd`.
@@ -90,12 +96,20 @@ void note_dir_sync(int fd) {
 }  // namespace
 
 extern "C" int fsync(int fd) {
+    std::function<int(int)> before;
     {
         auto& r = recorder();
         std::lock_guard g(r.mutex);
         if (r.on) note_dir_sync(fd);
         if (injected_failure(r, fd)) {
             errno = EIO;
+            return -1;
+        }
+        before = r.before;
+    }
+    if (before) {
+        if (const int e = before(fd); e != 0) {
+            errno = e;
             return -1;
         }
     }
@@ -634,6 +648,229 @@ TEST(maildir_store, a_failed_fsync_fails_the_delivery_and_leaves_nothing_anywher
         }
         ASSERT_TRUE(s->deliver(targets, "Subject: x\n\nbody\n"));
         for (const auto& box : targets) EXPECT_EQ(names_in(root / box / "new").size(), 1u) << box;
+    }
+}
+
+// ---- group commit: concurrent deliveries into one new/ share its fsync (DESIGN.md "pluggable
+// interfaces", Delivery)
+
+// The message (thread, i) delivers in the concurrent tests: distinct, of varying sizes.
+std::string message_for(int thread, int i) {
+    std::string m = "Subject: t" + std::to_string(thread) + " n" + std::to_string(i) + "\n\n";
+    for (int line = 0; line <= (thread * 7 + i) % 13; ++line) m += "line " + std::to_string(line) + "\n";
+    return m;
+}
+
+using chooser = std::function<std::vector<std::string>(int thread, int i)>;
+
+// Delivers message_for(t, i) to to(t, i) for each i < per_thread from each of `threads`
+// threads, all started at once. Whether each succeeded, indexed t * per_thread + i; `returned`
+// counts the deliveries that have returned.
+std::vector<char> deliver_concurrently(mailnet::store& s, int threads, int per_thread, const chooser& to,
+                                       std::atomic<int>* returned = nullptr) {
+    std::vector<char> ok(static_cast<std::size_t>(threads * per_thread));
+    std::latch start(threads);
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+            start.arrive_and_wait();
+            for (int i = 0; i < per_thread; ++i) {
+                ok[static_cast<std::size_t>(t * per_thread + i)] = s.deliver(to(t, i), message_for(t, i)) ? 1 : 0;
+                if (returned) ++*returned;
+            }
+        });
+    for (auto& th : pool) th.join();
+    return ok;
+}
+
+// What each mailbox must hold after deliver_concurrently: every successful message, sorted.
+std::map<std::string, std::vector<std::string>> expected_contents(const std::vector<char>& ok, int per_thread,
+                                                                  const chooser& to) {
+    std::map<std::string, std::vector<std::string>> out;
+    for (std::size_t n = 0; n < ok.size(); ++n) {
+        if (!ok[n]) continue;
+        const int t = static_cast<int>(n) / per_thread, i = static_cast<int>(n) % per_thread;
+        for (const auto& box : to(t, i)) out[box].push_back(message_for(t, i));
+    }
+    for (auto& [box, messages] : out) std::sort(messages.begin(), messages.end());
+    return out;
+}
+
+// The contents of every file in `dir`, sorted.
+std::vector<std::string> contents_in(const fs::path& dir) {
+    std::vector<std::string> out;
+    for (const auto& name : names_in(dir)) out.push_back(read_file(dir / name));
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+// Holds the first fsync of `dir` until `dir` has `count` entries (at most 10 s), so that the
+// other deliveries link their files while it runs; `at_release` runs then. That fsync fails
+// with `first_error`, later ones of `dir` with `later_error` (0: they succeed). Until destroyed.
+struct hold_first_sync {
+    hold_first_sync(const fs::path& dir, std::size_t count, std::function<void()> at_release, int first_error = 0,
+                    int later_error = 0) {
+        struct stat st{};
+        EXPECT_EQ(::stat(dir.c_str(), &st), 0) << dir;
+        auto first = std::make_shared<std::atomic<bool>>(true);
+        std::lock_guard g(recorder().mutex);
+        recorder().before = [=](int fd) {
+            struct stat f{};
+            if (::fstat(fd, &f) != 0 || f.st_dev != st.st_dev || f.st_ino != st.st_ino) return 0;
+            if (!first->exchange(false)) return later_error;
+            const auto until = std::chrono::steady_clock::now() + 10s;
+            while (names_in(dir).size() < count && std::chrono::steady_clock::now() < until)
+                std::this_thread::sleep_for(1ms);
+            at_release();
+            return first_error;
+        };
+    }
+    hold_first_sync(const hold_first_sync&) = delete;
+    hold_first_sync& operator=(const hold_first_sync&) = delete;
+    ~hold_first_sync() {
+        std::lock_guard g(recorder().mutex);
+        recorder().before = nullptr;
+    }
+};
+
+// A mailbox made up front: a delivery to it then fsyncs its new/ only.
+void make_mailbox(const fs::path& box) {
+    for (const char* sub : {"tmp", "new", "cur"}) fs::create_directories(box / sub);
+}
+
+TEST(maildir_store, concurrent_deliveries_each_arrive_once_with_their_bytes) {
+    // 16 threads x 50 deliveries: all into one mailbox, then each into two of four mailboxes
+    // (pairs in both orders, so a delivery waits for one new/ while others wait for it in turn).
+    constexpr int threads = 16, per_thread = 50;
+    const std::vector<std::string> four = {"alice", "bob", "carol", "dave"};
+    const std::vector<chooser> choosers = {
+        [](int, int) { return boxes({"alice"}); },
+        [&](int t, int i) {  // (t + i) and (t + 3i + 1) differ mod 4: always two mailboxes
+            return std::vector<std::string>{four[static_cast<std::size_t>((t + i) % 4)],
+                                            four[static_cast<std::size_t>((t + 3 * i + 1) % 4)]};
+        }};
+    for (const bool durable : {true, false}) {
+        for (std::size_t c = 0; c < choosers.size(); ++c) {
+            temp_dir d;
+            auto o = options(d.path);
+            o.fsync = durable;
+            auto s = open_store(o);
+            const auto ok = deliver_concurrently(*s, threads, per_thread, choosers[c]);
+            EXPECT_EQ(std::count(ok.begin(), ok.end(), 1), threads * per_thread) << "fsync " << durable << " case " << c;
+            const auto expected = expected_contents(ok, per_thread, choosers[c]);
+            for (const auto& box : four) {
+                const fs::path dir = d.path / "store" / box;
+                const auto it = expected.find(box);
+                EXPECT_EQ(contents_in(dir / "new"), it == expected.end() ? std::vector<std::string>{} : it->second)
+                    << box << " fsync " << durable << " case " << c;
+                EXPECT_TRUE(names_in(dir / "tmp").empty()) << box;
+            }
+        }
+    }
+}
+
+TEST(maildir_store, concurrent_deliveries_into_one_mailbox_share_its_new_fsync) {
+    // The first delivery's fsync of new/ is held until all 16 have linked their files: the 15
+    // others arrive while it runs, so they cannot count on it, and share the next one.
+    constexpr int threads = 16;
+    temp_dir d;
+    auto o = options(d.path);
+    o.fsync = true;
+    auto s = open_store(o);
+    const fs::path box = d.path / "store" / "alice";
+    make_mailbox(box);
+    std::atomic<int> returned{0};
+    int returned_while_held = -1;
+    hold_first_sync hold(box / "new", threads, [&] { returned_while_held = returned; });
+    recording rec;
+    const auto ok = deliver_concurrently(*s, threads, 1, [](int, int) { return boxes({"alice"}); }, &returned);
+    const auto syncs = rec.stop();
+    EXPECT_EQ(std::count(ok.begin(), ok.end(), 1), threads);
+    EXPECT_EQ(returned_while_held, 0) << "deliveries ran an fsync of their own while one was running";
+    const auto news = syncs_of(syncs, box / "new");
+    EXPECT_GE(news.size(), 2u);
+    EXPECT_LT(news.size(), static_cast<std::size_t>(threads)) << "no fsync of new/ was shared";
+    const auto names = names_in(box / "new");
+    ASSERT_EQ(names.size(), static_cast<std::size_t>(threads));
+    for (const auto& name : names) EXPECT_TRUE(synced_holding(syncs, box / "new", {name.c_str()})) << name;
+}
+
+TEST(maildir_store, deliveries_one_after_another_each_wait_for_an_fsync_of_their_own) {
+    constexpr std::size_t count = 5;
+    temp_dir d;
+    auto o = options(d.path);
+    o.fsync = true;
+    auto s = open_store(o);
+    const fs::path box = d.path / "store" / "alice";
+    make_mailbox(box);
+    recording rec;
+    for (std::size_t i = 0; i < count; ++i) ASSERT_TRUE(s->deliver(boxes({"alice"}), message_for(0, static_cast<int>(i))));
+    const auto news = syncs_of(rec.stop(), box / "new");
+    ASSERT_EQ(news.size(), count);
+    for (std::size_t i = 0; i < count; ++i) EXPECT_EQ(news[i].names.size(), i + 1) << "fsync " << i;
+}
+
+TEST(maildir_store, a_delivery_outliving_its_store_still_commits_durably) {
+    // The delivery shares its new/'s group-commit state with the store, and keeps it alive.
+    temp_dir d;
+    auto o = options(d.path);
+    o.fsync = true;
+    auto s = open_store(o);
+    auto dl = s->begin_delivery(boxes({"alice"}));
+    ASSERT_TRUE(dl);
+    s.reset();
+    ASSERT_TRUE((*dl)->write("Subject: late\n\n"));
+    recording rec;
+    ASSERT_TRUE((*dl)->commit());
+    const fs::path news = d.path / "store" / "alice" / "new";
+    const auto names = names_in(news);
+    ASSERT_EQ(names.size(), 1u);
+    EXPECT_TRUE(synced_holding(rec.stop(), news, {names[0].c_str()}));
+}
+
+TEST(maildir_store, a_failed_shared_fsync_fails_every_delivery_that_waited_for_it) {
+    constexpr int threads = 16;
+    const chooser alice = [](int, int) { return boxes({"alice"}); };
+    {
+        // Every fsync of new/ fails: all 16 fail, through fewer fsyncs than deliveries, and
+        // nothing stays visible.
+        temp_dir d;
+        auto o = options(d.path);
+        o.fsync = true;
+        auto s = open_store(o);
+        const fs::path box = d.path / "store" / "alice";
+        make_mailbox(box);
+        std::optional<hold_first_sync> hold;
+        hold.emplace(box / "new", threads, [] {}, EIO, EIO);
+        recording rec;
+        const auto ok = deliver_concurrently(*s, threads, 1, alice);
+        const auto syncs = rec.stop();
+        hold.reset();
+        EXPECT_EQ(std::count(ok.begin(), ok.end(), 0), threads);
+        EXPECT_LT(syncs_of(syncs, box / "new").size(), static_cast<std::size_t>(threads));
+        EXPECT_TRUE(names_in(box / "new").empty());
+        EXPECT_TRUE(names_in(box / "tmp").empty());
+        // The retry delivers each once.
+        const auto again = deliver_concurrently(*s, threads, 1, alice);
+        EXPECT_EQ(std::count(again.begin(), again.end(), 1), threads);
+        EXPECT_EQ(contents_in(box / "new"), expected_contents(again, 1, alice)["alice"]);
+    }
+    {
+        // Only the first fsync fails: the one delivery that depended on it fails and is gone;
+        // the 15 that linked while it ran were covered by the next one and arrive once each.
+        temp_dir d;
+        auto o = options(d.path);
+        o.fsync = true;
+        auto s = open_store(o);
+        const fs::path box = d.path / "store" / "alice";
+        make_mailbox(box);
+        std::optional<hold_first_sync> hold;
+        hold.emplace(box / "new", threads, [] {}, EIO, 0);
+        const auto ok = deliver_concurrently(*s, threads, 1, alice);
+        hold.reset();
+        EXPECT_EQ(std::count(ok.begin(), ok.end(), 0), 1);
+        EXPECT_EQ(contents_in(box / "new"), expected_contents(ok, 1, alice)["alice"]);
+        EXPECT_TRUE(names_in(box / "tmp").empty());
     }
 }
 

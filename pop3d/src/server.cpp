@@ -125,13 +125,7 @@ session_config make_session_config(server::shared& sh, net::connection& c) {
 asio::awaitable<void> serve(std::shared_ptr<server::shared> sh, net::connection& c) {
     session s(make_session_config(*sh, c), sh->config.session_limits);
     s.start();
-    net::runner_options o;
-    o.protocol = "pop3";
-    o.read_ahead_octets = sh->config.read_ahead_octets;
-    o.line_timeout = sh->config.line_timeout;
-    o.login_timeout = sh->config.login_timeout;
-    o.throttle = sh->throttle;
-    o.account_throttle = sh->account_throttle;
+    auto o = sh->config.runner("pop3", sh->throttle, sh->account_throttle);
     o.storage = sh->config.storage;
     pop3_hooks hooks{sh, {}};
     co_await net::run_connection(c, s, hooks, std::move(o));
@@ -147,24 +141,14 @@ namespace {
 
 // The limits a server can run with (DESIGN.md "Limits"); the reason is logged.
 result<void> validate(const server_config& c, const log_sink& log) {
-    std::string why;
     const auto& l = c.session_limits;
-    if (c.idle_timeout.count() <= 0)
-        why = "idle timeout must be positive";
-    else if (c.idle_timeout < std::chrono::seconds(600) && !c.allow_short_idle_timeout)
-        why = "idle timeout below 600 s breaks RFC 1939 3 (set allow_short_idle_timeout)";
-    else if (c.line_timeout.count() <= 0 || c.login_timeout.count() <= 0)
-        why = "command line and login timeouts must be positive";
-    else if (c.tls_handshake_timeout.count() <= 0)
-        why = "TLS handshake timeout must be positive";
-    else if (c.max_connections == 0 || c.max_per_peer == 0)
-        why = "connection limits must be at least 1";
+    std::string why = c.problem(std::chrono::seconds(600), "RFC 1939 3", l.max_command_octets);
+    if (!why.empty())
+        ;
     else if (l.max_command_octets < 255)
         why = "command lines of 255 octets must be accepted (RFC 2449 4)";
     else if (l.max_sasl_octets < l.max_command_octets)
         why = "the SASL line limit must not be below the command line limit";
-    else if (c.read_ahead_octets < l.max_command_octets)
-        why = "the read-ahead limit must hold one command line";
     else if (l.max_failed_logins == 0 || l.max_bad_commands == 0)
         why = "failed-login and bad-command limits must be at least 1";
     if (why.empty()) return {};
@@ -178,26 +162,17 @@ result<void> server::build() {
     if (!config_.log) config_.log = null_log();
     if (auto v = validate(config_, config_.log); !v) return v;
     shared_ = std::make_shared<shared>(config_);
-    net::server_options o;
-    o.max_connections = config_.max_connections;
-    o.max_per_peer = config_.max_per_peer;
-    o.idle_timeout = config_.idle_timeout;
-    o.tls_handshake_timeout = config_.tls_handshake_timeout;
-    o.tls = config_.tls;
-    o.log = config_.log;
     return rebuild(
-        o, [sh = shared_](net::connection& c) { return serve(sh, c); },
+        config_.base_options(), [sh = shared_](net::connection& c) { return serve(sh, c); },
         "-ERR [SYS/TEMP] too many connections, try later\r\n", config_.listen);
 }
 
 result<void> server::configure(server_config config) {
-    if (!replaceable()) return unexpected(errc::bad_config);
     // An unusable configuration changes nothing: the previous one stays in force.
-    if (auto v = validate(config, config.log ? config.log : config_.log); !v) return v;
-    config_ = std::move(config);
-    auto r = build();
-    if (!r) set_build_error(r.error());
-    return r;
+    return replace(
+        config_, std::move(config),
+        [&](const server_config& next) { return validate(next, next.log ? next.log : config_.log); },
+        [&] { return build(); });
 }
 
 }  // namespace mailnet::pop3

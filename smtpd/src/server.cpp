@@ -320,14 +320,8 @@ asio::awaitable<void> serve(std::shared_ptr<server::shared> sh, net::connection&
     sc.require_auth = cfg.require_auth;
     session s(std::move(sc), cfg.session_limits);
     s.start();
-    net::runner_options o;
-    o.protocol = "smtp";
-    o.read_ahead_octets = cfg.read_ahead_octets;
-    o.line_timeout = cfg.line_timeout;
-    o.login_timeout = cfg.login_timeout;
+    auto o = cfg.runner("smtp", sh->throttle, sh->account_throttle);
     o.login_required = cfg.require_auth;  // otherwise no login deadline: anyone may send
-    o.throttle = sh->throttle;
-    o.account_throttle = sh->account_throttle;
     smtp_hooks hooks;
     hooks.sh = sh;
     co_await net::run_connection(c, s, hooks, std::move(o));
@@ -335,33 +329,20 @@ asio::awaitable<void> serve(std::shared_ptr<server::shared> sh, net::connection&
 
 // The limits a server can run with (DESIGN.md "Limits"); the reason is logged.
 result<void> validate(const server_config& c, const log_sink& log) {
-    std::string why;
     const auto& l = c.session_limits;
-    if (c.idle_timeout.count() <= 0)
-        why = "idle timeout must be positive";
-    else if (c.idle_timeout < std::chrono::seconds(300) && !c.allow_short_idle_timeout)
-        why = "idle timeout below 300 s breaks RFC 5321 4.5.3.2.7 (set allow_short_idle_timeout)";
-    else if (c.line_timeout.count() <= 0 || c.login_timeout.count() <= 0)
-        why = "command line and login timeouts must be positive";
-    else if (c.tls_handshake_timeout.count() <= 0)
-        why = "TLS handshake timeout must be positive";
-    else if (c.max_connections == 0 || c.max_per_peer == 0 || c.blocking_threads == 0)
-        why = "connection limits and the pool size must be at least 1";
+    std::string why = c.problem(std::chrono::seconds(300), "RFC 5321 4.5.3.2.7", l.max_sasl_octets);
+    if (!why.empty())
+        ;
     else if (l.max_command_octets < 512)
         why = "command lines of 512 octets must be accepted (RFC 5321 4.5.3.1.4)";
     else if (l.max_text_line_octets < 1000)
         why = "text lines of 1000 octets must be accepted (RFC 5321 4.5.3.1.6)";
     else if (l.max_sasl_octets < l.max_command_octets)
         why = "the SASL line limit must not be below the command line limit";
-    else if (c.read_ahead_octets < l.max_sasl_octets)
-        why = "the read-ahead limit must hold one SASL line";
     else if (l.max_message_octets == 0 || l.max_recipients == 0)
         why = "message size and recipient limits must be at least 1";
     else if (l.max_failed_logins == 0 || l.max_bad_commands == 0)
         why = "failed-login and bad-command limits must be at least 1";
-    else if (c.hostname.empty() ||
-             !std::all_of(c.hostname.begin(), c.hostname.end(), [](char ch) { return ch > 32 && ch < 127; }))
-        why = "the hostname must be printable ASCII without spaces";
     if (why.empty()) return {};
     log(log_level::error, "smtp configuration: " + why);
     return unexpected(errc::bad_config);
@@ -377,27 +358,17 @@ result<void> server::build() {
     if (!config_.log) config_.log = null_log();
     if (auto v = validate(config_, config_.log); !v) return v;
     shared_ = std::make_shared<shared>(config_);
-    net::server_options o;
-    o.max_connections = config_.max_connections;
-    o.max_per_peer = config_.max_per_peer;
-    o.idle_timeout = config_.idle_timeout;
-    o.tls_handshake_timeout = config_.tls_handshake_timeout;
-    o.tls = config_.tls;
-    o.blocking_threads = config_.blocking_threads;
-    o.log = config_.log;
     return rebuild(
-        o, [sh = shared_](net::connection& c) { return serve(sh, c); },
+        config_.base_options(), [sh = shared_](net::connection& c) { return serve(sh, c); },
         "421 4.3.2 Too many connections, try again later\r\n", config_.listen);
 }
 
 result<void> server::configure(server_config config) {
-    if (!replaceable()) return unexpected(errc::bad_config);
     // An unusable configuration changes nothing: the previous one stays in force.
-    if (auto v = validate(config, config.log ? config.log : config_.log); !v) return v;
-    config_ = std::move(config);
-    auto r = build();
-    if (!r) set_build_error(r.error());
-    return r;
+    return replace(
+        config_, std::move(config),
+        [&](const server_config& next) { return validate(next, next.log ? next.log : config_.log); },
+        [&] { return build(); });
 }
 
 }  // namespace mailnet::smtp

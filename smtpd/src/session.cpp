@@ -365,6 +365,7 @@ void session::cmd_bdat(std::string_view arg) {
         o.max_message_octets = limits_.max_message_octets;
         o.dot_stuffed = false;
         decoder_.emplace(o);
+        line_open_ = false;
     }
     chunk_ = c;
     in_data_ = true;
@@ -376,6 +377,7 @@ void session::take_chunk() {
     if (!chunk_->refusal && n > 0) {
         std::string out;
         decoder_->decode(std::string_view(data_in_).substr(0, n), out);
+        if (!out.empty()) line_open_ = out.back() != '\n';
         if (!out.empty() && !decoder_->rejected() && !decoder_->over_limit()) emit(act::message_data{std::move(out)});
     }
     data_in_.erase(0, n);
@@ -389,6 +391,10 @@ void session::take_chunk() {
     if (c.last) {
         std::string tail;
         decoder_->end_of_chunks(tail);
+        if (!tail.empty()) line_open_ = tail.back() != '\n';
+        // A message ends with a line end (RFC 5322 2.1; DATA's CRLF.CRLF always gives one): the
+        // stored size then matches what POP3 RETR sends.
+        if (line_open_) tail += '\n';
         return end_message(tail);
     }
     // Refused as soon as it is over the limit (RFC 3030 2: the client then gives up the

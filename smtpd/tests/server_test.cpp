@@ -146,6 +146,30 @@ TEST(smtp_server, a_client_that_leaves_mid_data_delivers_nothing_and_leaves_no_f
     EXPECT_TRUE(files_in(dir.path / "bob@example.net" / "new").empty());
 }
 
+TEST(smtp_server, a_shutdown_lets_a_message_being_sent_finish_and_closes_idle_sessions_at_once) {
+    temp_dir dir("mailnet-smtpd");
+    fixture f(config(maildir(dir.path)));
+    auto idle = greeted(f.port());
+    auto sending = greeted(f.port());
+    auto chunked = greeted(f.port());
+    sending->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    sending->read_until("354 ");
+    sending->send("Subject: half\r\n");
+    chunked->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<carol@example.net>\r\nBDAT 7\r\nfirst\r\n");
+    chunked->read_until("7 octets received");
+    ASSERT_TRUE(wait_for([&] { return f.srv->connections().size() == 3; }));
+    std::this_thread::sleep_for(50ms);  // every session back waiting for input
+    f.srv->destroy(mailnet::net::server::destroy_mode::defer);
+    EXPECT_TRUE(idle->closed_within(2000ms)) << "an idle session closes at once";
+    sending->send("\r\nthe rest\r\n.\r\n");
+    EXPECT_NE(sending->read_until("queued as").find("250 2.0.0 Ok: queued as"), std::string::npos);
+    EXPECT_TRUE(sending->closed_within(2000ms)) << "and closes once the exchange is done";
+    chunked->send("BDAT 6 LAST\r\nlast\r\n");
+    EXPECT_NE(chunked->read_until("queued as").find("queued as"), std::string::npos);
+    EXPECT_EQ(files_in(dir.path / "bob@example.net" / "new").size(), 1u);
+    EXPECT_EQ(files_in(dir.path / "carol@example.net" / "new").size(), 1u);
+}
+
 TEST(smtp_server, a_large_message_in_bdat_chunks_is_stored_whole) {
     temp_dir dir("mailnet-smtpd");
     fixture f(config(maildir(dir.path)));

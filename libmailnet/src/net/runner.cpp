@@ -379,8 +379,10 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
         if (p.rd->done) co_return p.consume();
         if (p.eof) co_return false;
         // Waiting for a command, a partial one included: no exchange is in progress, so a
-        // shutdown closes the session at once (DESIGN.md "Command lines").
-        if (c_.stopping()) co_return false;
+        // shutdown closes the session at once (DESIGN.md "Command lines"). A message being
+        // received is an exchange: it may finish and get its reply.
+        const bool exchange = p.core.in_exchange();
+        if (c_.stopping() && !exchange) co_return false;
         const std::size_t partial = p.core.partial_line_octets();  // the core took every whole line
         if (partial == 0) {
             p.line_started.reset();
@@ -390,7 +392,7 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
             p.line_started = stream::clock::now();
             p.line_offset = p.fed - partial;
         }
-        c_.set_idle(true);
+        c_.set_idle(!exchange);
         if (p.rd->active) {
             c_.io().set_deadline(p.read_deadline());
             co_await p.wait_for_read();

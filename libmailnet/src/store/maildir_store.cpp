@@ -13,8 +13,10 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cassert>
 #include <cerrno>
 #include <charconv>
+#include <condition_variable>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -296,6 +298,63 @@ std::string info_with_flag(std::string_view info, char add) {
     return "2," + flags;
 }
 
+// Group commit of one directory's fsync (DESIGN.md "pluggable interfaces", Delivery: concurrent
+// deliveries share their durability work). A delivery that linked its file into the directory
+// needs an fsync of it that *started after* the link: one already running may have written the
+// directory out before the link. Rounds are numbered; one thread at a time runs a round, and
+// every caller that arrives while round g runs waits for it to end, then is covered by round
+// g + 1, which the first of them to wake runs for all of them. So under load one fsync per
+// round covers every delivery that linked during the round before; alone, a delivery still
+// waits for exactly one fsync of its own.
+class directory_sync {
+public:
+    explicit directory_sync(std::string dir) : dir_(std::move(dir)) {}
+
+    /// Returns once an fsync of the directory that started after this call has succeeded, or
+    /// with the error of the one that should have covered it.
+    result<void> sync() {
+        std::unique_lock lock(mutex_);
+        const std::uint64_t need = started_ + 1;  // a round running now may predate the caller's link
+        while (synced_ < need) {
+            if (running_) {
+                cv_.wait(lock);
+                continue;
+            }
+            // Nothing runs and round `need` is not done: it has not started, and this caller
+            // starts it (rounds end in order, so started_ == synced_ == need - 1 here).
+            running_ = true;
+            const std::uint64_t round = ++started_;
+            assert(round == need);
+            lock.unlock();  // others link and register meanwhile: they need the next round
+            auto r = fsync_path(dir_);
+            lock.lock();
+            running_ = false;
+            synced_ = round;
+            if (!r) {
+                failed_ = round;
+                error_ = r.error();
+            }
+            cv_.notify_all();
+        }
+        // A failed round fails every caller that depended on it: never a 250 without the fsync.
+        // NOTE: only the latest failure is kept, so a caller woken late, after a failed round
+        // later than its own, fails although its own round succeeded: a needless 451 (the
+        // client retries), never a false success, and rare enough not to keep more.
+        if (failed_ >= need) return unexpected(error_);
+        return {};
+    }
+
+private:
+    const std::string dir_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::uint64_t started_ = 0;  // the latest round begun
+    std::uint64_t synced_ = 0;   // the latest round ended (rounds run one at a time, in order)
+    bool running_ = false;
+    std::uint64_t failed_ = 0;  // the latest round that failed, with its error
+    std::error_code error_;
+};
+
 // The directory and file names a delivery needs; copied into each delivery so that it stays
 // valid whatever happens to the store object.
 struct delivery_config {
@@ -309,6 +368,7 @@ class maildir_delivery final : public delivery {
 public:
     struct target {
         std::string dir;  // root/<encoded>, its directories already durable (ensure_mailbox)
+        std::shared_ptr<directory_sync> new_sync;  // dir/new, shared with the store; null: fsync off
     };
 
     maildir_delivery(delivery_config config, std::vector<target> targets, std::string prefix, std::string tmp_path,
@@ -375,12 +435,14 @@ private:
         if (!r) return r;
 
         if (config_.fsync) {
-            // Only new/ here: a mailbox this delivery made was fsync'd by ensure_mailbox.
+            // Only new/ here: a mailbox this delivery made was fsync'd by ensure_mailbox. The
+            // fsync is shared with concurrent deliveries into the same new/ (group commit);
+            // the file's own fsync above cannot be.
             for (const auto& t : targets_) {
-                auto s = fsync_path(t.dir + "/new");
+                auto s = t.new_sync->sync();
                 if (!s) {
                     remove_all(made);
-                    return fail("fsync", t.dir, s.error());
+                    return fail("fsync", t.dir + "/new", s.error());
                 }
             }
         }
@@ -752,7 +814,9 @@ public:
                                             made.error().message());
                 return unexpected(made.error());
             }
-            targets.push_back({dir_of(enc)});
+            std::string dir = dir_of(enc);
+            auto sync = options_.fsync ? sync_of(dir + "/new") : nullptr;
+            targets.push_back({std::move(dir), std::move(sync)});
             seen_enc.push_back(std::move(enc));
         }
 
@@ -818,6 +882,25 @@ public:
     }
 
 private:
+    // The group-commit state of a new/ directory, shared by the deliveries into it. The table
+    // holds weak references: a state lives while a delivery holds it (also past the store's
+    // end), and expired entries are swept as the table doubles, so a mailbox delivered to once
+    // does not stay in memory.
+    std::shared_ptr<directory_sync> sync_of(const std::string& new_dir) {
+        std::lock_guard guard(syncs_mutex_);
+        auto& slot = syncs_[new_dir];
+        auto sync = slot.lock();
+        if (!sync) {
+            sync = std::make_shared<directory_sync>(new_dir);
+            slot = sync;
+        }
+        if (syncs_.size() > sweep_at_) {
+            std::erase_if(syncs_, [](const auto& e) { return e.second.expired(); });
+            sweep_at_ = 2 * syncs_.size() + 64;
+        }
+        return sync;
+    }
+
     // The Maildir of an encoded mailbox name.
     std::string dir_of(const std::string& enc) const { return folder_ ? root_ : root_ + "/" + enc; }
 
@@ -1063,6 +1146,9 @@ private:
     std::map<std::string, int> locks_;  // encoded mailbox -> descriptor holding the flock; -1: no mailbox at lock()
     // encoded mailbox -> where the last scan found each message
     std::map<std::string, scan_cache> caches_;
+    std::mutex syncs_mutex_;  // guards syncs_ and sweep_at_ (apart from mutex_: scans hold that long)
+    std::map<std::string, std::weak_ptr<directory_sync>> syncs_;  // new/ path -> its group commit
+    std::size_t sweep_at_ = 64;  // syncs_ size at which expired entries are dropped
 };
 
 }  // namespace

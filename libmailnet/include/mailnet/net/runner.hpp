@@ -60,6 +60,7 @@ public:
     virtual std::size_t partial_line_octets() const = 0;
     virtual void streamed(std::error_code error) = 0;
     virtual void tls_started() = 0;
+    virtual bool in_exchange() const = 0;
 };
 
 /// One connection's runner: the write buffer, the read-ahead rule, the message producer on the
@@ -134,6 +135,14 @@ public:
     std::size_t partial_line_octets() const override { return core_.partial_line_octets(); }
     void streamed(std::error_code error) override { core_.streamed(error); }
     void tls_started() override { core_.tls_started(); }
+    // Optional in a core: whether input it waits for belongs to an exchange in progress (SMTP:
+    // a message being sent), which a shutdown lets finish. Without it: never.
+    bool in_exchange() const override {
+        if constexpr (requires(const Core& c) { { c.in_exchange() } -> std::convertible_to<bool>; })
+            return core_.in_exchange();
+        else
+            return false;
+    }
 
 private:
     Core& core_;

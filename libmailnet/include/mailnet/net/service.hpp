@@ -4,6 +4,7 @@
 // pop3::server and smtp::server derive from it and add only their protocol's configuration.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -13,11 +14,53 @@
 #include <vector>
 
 #include <asio/io_context.hpp>
+#include <asio/ssl/context.hpp>
 
+#include "mailnet/auth/throttle.hpp"
 #include "mailnet/error.hpp"
+#include "mailnet/log.hpp"
+#include "mailnet/net/runner.hpp"
 #include "mailnet/net/server.hpp"
 
+namespace mailnet {
+class authenticator;
+class store;
+}  // namespace mailnet
+
 namespace mailnet::net {
+
+/// What every protocol server is configured with (the seed's configure/cget options that are
+/// not its protocol's own; DESIGN.md "Limits"). pop3::server_config and smtp::server_config
+/// derive from it.
+struct service_config {
+    std::vector<listen_spec> listen;                ///< plain (STLS/STARTTLS) and implicit-TLS listeners
+    std::shared_ptr<authenticator> auth;            ///< logins (and SMTP recipients in users mode)
+    std::shared_ptr<store> storage;                 ///< the mailboxes
+    std::shared_ptr<asio::ssl::context> tls;        ///< enables STLS/STARTTLS and implicit-TLS listeners
+    bool allow_plaintext_auth = false;              ///< plaintext passwords from non-loopback peers without TLS
+    std::string hostname = "localhost";             ///< in greetings (and SMTP's Received:)
+    std::size_t max_connections = 1024;             ///< excess: a temporary error and close
+    std::size_t max_per_peer = 32;                  ///< per client address, loopback exempt
+    std::chrono::seconds idle_timeout{600};         ///< the protocol's RFC minimum at least (POP3 600 s, SMTP 300 s)
+    bool allow_short_idle_timeout = false;          ///< accept an idle_timeout below that minimum (tests)
+    std::chrono::seconds tls_handshake_timeout{30};
+    std::size_t read_ahead_octets = 64 * 1024;      ///< pipelined input buffered at most
+    std::chrono::seconds line_timeout{60};          ///< a command line completes within this of its first octet
+    std::chrono::seconds login_timeout{120};        ///< logged in within this, or closed
+    std::chrono::seconds peer_failure_window{60};   ///< failed logins per peer counted this long
+    std::size_t blocking_threads = 4;               ///< pool for auth hashing, callbacks and store calls
+    log_sink log = stderr_log();
+
+    /// Why these settings cannot run ("" if they can): the idle timeout below `min_idle`
+    /// (named by `rfc`) without allow_short_idle_timeout, a timeout or limit that is not
+    /// positive, a read-ahead limit below `min_read_ahead` octets.
+    std::string problem(std::chrono::seconds min_idle, std::string_view rfc, std::size_t min_read_ahead) const;
+    /// The server base's options.
+    server_options base_options() const;
+    /// The runner's options for `protocol`, with the service's failed-login tables.
+    runner_options runner(std::string protocol, std::shared_ptr<login_throttle> per_peer,
+                          std::shared_ptr<login_throttle> per_account) const;
+};
 
 class service {
 public:
@@ -53,6 +96,17 @@ protected:
                          const std::vector<listen_spec>& listen);
     /// Records why the configuration cannot run (up() returns it).
     void set_build_error(std::error_code e) noexcept { build_error_ = e; }
+    /// configure(): puts `next` in force as `current` only while replaceable() and only if
+    /// `check(next)` passes (else errc::bad_config and `current` stays); then `build()`.
+    template <class Config, class Check, class Build>
+    result<void> replace(Config& current, Config next, Check check, Build build) {
+        if (!replaceable()) return unexpected(errc::bad_config);
+        if (auto v = check(next); !v) return v;
+        current = std::move(next);
+        auto r = build();
+        if (!r) set_build_error(r.error());
+        return r;
+    }
 
     asio::io_context& io_;
 

@@ -22,26 +22,13 @@
 
 namespace mailnet::pop3 {
 
-/// Everything a POP3 server is configured with (the seed's configure/cget options).
-struct server_config {
-    std::vector<net::listen_spec> listen;            ///< "pop3" (STLS) and "pop3s" (implicit TLS) listeners
-    std::shared_ptr<authenticator> auth;             ///< null: every login is rejected
-    std::shared_ptr<store> storage;                  ///< null: every mailbox is empty
-    std::shared_ptr<asio::ssl::context> tls;         ///< enables STLS and pop3s listeners
-    bool allow_plaintext_auth = false;               ///< plaintext passwords from non-loopback peers without TLS
+/// Everything a POP3 server is configured with (the seed's configure/cget options): what every
+/// server has (net::service_config: listeners "pop3" and "pop3s", auth — null: every login is
+/// rejected —, storage — null: every mailbox is empty —, TLS, limits; idle_timeout at least
+/// 600 s, RFC 1939 3) and POP3's own.
+struct server_config : net::service_config {
     bool enable_apop = false;                        ///< APOP, when the auth backend can give secrets
-    std::string hostname = "localhost";              ///< for the APOP timestamp
-    std::size_t max_connections = 1024;              ///< excess: "-ERR [SYS/TEMP]" and close
-    std::size_t max_per_peer = 32;                   ///< per client address, loopback exempt
-    std::chrono::seconds idle_timeout{600};          ///< RFC 1939 3: at least 10 minutes
-    bool allow_short_idle_timeout = false;           ///< accept an idle_timeout below 600 s (tests)
-    std::chrono::seconds tls_handshake_timeout{30};
-    std::size_t read_ahead_octets = 64 * 1024;       ///< pipelined input buffered at most
-    std::chrono::seconds line_timeout{60};           ///< a command line completes within this of its first octet
-    std::chrono::seconds login_timeout{120};         ///< AUTHORIZATION ends within this (logged in, or closed)
-    std::chrono::seconds peer_failure_window{60};    ///< failed logins per peer counted this long
     limits session_limits;                           ///< command length, failed logins, delays
-    log_sink log = stderr_log();
 };
 
 /// A POP3 server: create, up, down, destroy(kill | defer), list connections (net::service).

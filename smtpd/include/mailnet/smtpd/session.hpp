@@ -134,6 +134,8 @@ public:
     std::size_t pending_output() const noexcept { return output_.pending(); }
     /// For connection listings.
     std::string_view state_text() const noexcept;
+    /// A message is being received (DATA, or BDAT before LAST): a shutdown lets it finish.
+    bool in_exchange() const noexcept { return in_data_ || decoder_.has_value(); }
     /// The transaction being built (for tests and logs).
     const envelope& transaction() const noexcept { return mail_; }
     /// The client's address, as configured.
@@ -200,6 +202,7 @@ private:
         std::optional<reply> refusal;
     };
     std::optional<chunk> chunk_;
+    bool line_open_ = false;   // BDAT: the message so far ends inside a line
     sasl sasl_ = sasl::none;
     std::string sasl_user_;    // AUTH LOGIN's user name, while its password is awaited
     bool authenticated_ = false;  // AUTH succeeded

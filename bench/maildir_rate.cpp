@@ -1,0 +1,152 @@
+// maildir_rate.cpp: durable Maildir deliveries per second of 4 KiB messages (DESIGN.md "On disk",
+// Delivery), raw system calls beside the Maildir store, with 1 and 20 delivering threads.
+// Usage: mailnet-maildir-rate DIR [MAX_MESSAGES=2000] [MAX_SECONDS=10]   (exit 0, 64, 74)
+// DIR must exist. Each case runs in a fresh directory under DIR, removed afterwards, and stops
+// at MAX_MESSAGES or MAX_SECONDS, whichever comes first. One line per case: "raw 1 thread: N/s".
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mailnet/store/store.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using bench_clock = std::chrono::steady_clock;
+
+const std::string message = [] {
+    std::string m = "From: bench@example.org\nSubject: rate\n\n";
+    while (m.size() < 4096) m += "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef\n";
+    m.resize(4095);
+    return m + "\n";
+}();
+
+struct limits {
+    long max_messages = 2000;
+    std::chrono::seconds max_time{10};
+};
+
+// Runs `deliver(thread, n)` on `threads` threads until the limits; false if any call failed.
+// Prints "<name>: N/s" from the deliveries that completed.
+bool run_case(const std::string& name, int threads, const limits& lim, const std::function<bool(int, long)>& deliver) {
+    std::atomic<long> claimed{0}, done{0};
+    std::atomic<bool> failed{false};
+    const auto start = bench_clock::now();
+    const auto deadline = start + lim.max_time;
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+            for (long n = claimed++; n < lim.max_messages && !failed && bench_clock::now() < deadline; n = claimed++) {
+                if (!deliver(t, n)) {
+                    failed = true;
+                    return;
+                }
+                ++done;
+            }
+        });
+    for (auto& th : pool) th.join();
+    const double secs = std::chrono::duration<double>(bench_clock::now() - start).count();
+    std::printf("%s: %.0f/s (%ld in %.2f s)\n", name.c_str(), static_cast<double>(done) / secs, done.load(), secs);
+    std::fflush(stdout);
+    return !failed;
+}
+
+// Says why a raw delivery failed (errno), for run_case's "false".
+bool failed(const std::string& what) {
+    std::perror(what.c_str());
+    return false;
+}
+
+// What the store does for one mailbox, in plain system calls: write to tmp/, fsync, link into
+// new/, drop the tmp/ name, fsync new/.
+bool raw_delivery(const std::string& box, int thread, long n) {
+    const std::string base = std::to_string(n) + "." + std::to_string(thread) + ".bench";
+    const std::string tmp = box + "/tmp/" + base;
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return failed(tmp);
+    const bool written = ::write(fd, message.data(), message.size()) == static_cast<ssize_t>(message.size()) &&
+                         ::fsync(fd) == 0;
+    if (::close(fd) != 0 || !written) return failed(tmp);
+    const std::string final_name = box + "/new/" + base;
+    if (::link(tmp.c_str(), final_name.c_str()) != 0 || ::unlink(tmp.c_str()) != 0)
+        return failed(final_name);
+    const int dir = ::open((box + "/new").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return failed(box);
+    const bool synced = ::fsync(dir) == 0;
+    ::close(dir);
+    return synced || failed(box);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2 || argc > 4) {
+        std::cerr << "usage: mailnet-maildir-rate DIR [MAX_MESSAGES=2000] [MAX_SECONDS=10]\n";
+        return 64;
+    }
+    limits lim;
+    if (argc > 2) lim.max_messages = std::atol(argv[2]);
+    if (argc > 3) lim.max_time = std::chrono::seconds(std::atol(argv[3]));
+    if (lim.max_messages <= 0 || lim.max_time.count() <= 0) {
+        std::cerr << "mailnet-maildir-rate: MAX_MESSAGES and MAX_SECONDS must be positive\n";
+        return 64;
+    }
+    const fs::path dir = argv[1];
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) {  // made by no one but the caller: a typo creates nothing
+        std::cerr << "mailnet-maildir-rate: " << dir << " is not a directory\n";
+        return 74;
+    }
+    bool ok = true;
+    int case_no = 0;
+    // A fresh directory per case, so no case lists or syncs another's files.
+    auto fresh = [&] {
+        const fs::path p = dir / ("mailnet-maildir-rate." + std::to_string(::getpid()) + "." + std::to_string(case_no++));
+        fs::remove_all(p, ec);
+        fs::create_directories(p, ec);
+        return p;
+    };
+
+    for (const int threads : {1, 20}) {
+        const fs::path root = fresh();
+        const std::string box = (root / "bench").string();
+        for (const char* sub : {"/tmp", "/new", "/cur"}) fs::create_directories(box + sub, ec);
+        if (ec) {
+            std::cerr << "mailnet-maildir-rate: cannot use " << dir << ": " << ec.message() << "\n";
+            return 74;
+        }
+        ok = run_case("raw " + std::to_string(threads) + (threads == 1 ? " thread" : " threads"), threads, lim,
+                      [&](int t, long n) { return raw_delivery(box, t, n); }) && ok;
+        fs::remove_all(root, ec);
+    }
+
+    for (const int threads : {1, 20}) {
+        const fs::path root = fresh();
+        mailnet::maildir_options o;
+        o.root = root / "store";
+        o.hostname = "bench";
+        o.log = mailnet::stderr_log();
+        auto store = mailnet::open_maildir_store(o);
+        const std::vector<std::string> to{"bench"};
+        // The mailbox is made before the clock starts.
+        if (!store || !(*store)->deliver(to, message)) {
+            fs::remove_all(root, ec);
+            return 74;
+        }
+        ok = run_case("store " + std::to_string(threads) + (threads == 1 ? " thread" : " threads"), threads, lim,
+                      [&](int, long) { return static_cast<bool>((*store)->deliver(to, message)); }) && ok;
+        store->reset();
+        fs::remove_all(root, ec);
+    }
+    return ok ? 0 : 74;
+}
