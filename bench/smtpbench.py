@@ -115,7 +115,13 @@ def report(raw, doc, meta):
             return ""
         sy = ex(fig, srv, "server_sys")
         sys_part = f" ({sy * 100:.0f}% in the kernel)" if sy is not None else ""
-        return f"{SERVERS[srv].split(' (')[0]}: server {s * 100:.0f}%{sys_part}, smtp-source {c * 100:.0f}% of a core"
+        rates = vals.get((fig, srv), [])
+        per = [x * 1e6 / r for x, r in zip(extra.get((fig, srv, "server_cpu"), []), rates) if r > 0]
+        per_sys = [x * 1e6 / r for x, r in zip(extra.get((fig, srv, "server_sys"), []), rates) if r > 0]
+        per_part = (f"; server CPU per message {statistics.median(per):.0f} µs"
+                    + (f" ({statistics.median(per_sys):.0f} in the kernel)" if per_sys else "")) if per else ""
+        return (f"{SERVERS[srv].split(' (')[0]}: server {s * 100:.0f}%{sys_part}, smtp-source {c * 100:.0f}% of a core"
+                f"{per_part}")
 
     def whose(fig, srv):
         """Whose CPU was the limit: 2 cores for server + smtp-source; a side at ≥ 90% of a
@@ -136,28 +142,50 @@ def report(raw, doc, meta):
     def ratio(a, b):
         return None if a is None or b is None or b == 0 else a / b
 
+    run_ids = sorted({run for (_f, _s, run) in by_run if run.isdigit()}, key=int)
+
+    def disk_of(fig, run):
+        """The disk's rate of RUN: the mean of its samples before and after the run's figures."""
+        xs = [by_run[(fig, "disk", run + t)] for t in "ba" if (fig, "disk", run + t) in by_run]
+        return sum(xs) / len(xs) if xs else None
+
+    def paired(fig, a, b, disk=None):
+        """Per run: A's figure over B's of the same run (B: a server, or the disk's rate DISK of
+        that run); the median of those ratios, and the list."""
+        rs = []
+        for run in run_ids:
+            x = by_run.get((fig, a, run))
+            y = disk_of(disk, run) if disk else by_run.get((fig, b, run))
+            if x is not None and y:
+                rs.append(x / y)
+        return (statistics.median(rs) if rs else None), rs
+
     def rfmt(r):
         return "—" if r is None else f"{r:.2f}×"
 
     rows, targets = [], []
-    disk1, disk20 = med("disk_fsync1", "disk"), med("disk_fsync20", "disk")
     for key, label in MODES:
         fig = f"smtp_{key}"
         n = ex(fig, "null", "msgs")
         nm = ex(fig, "maildir", "msgs")
         na = ex(fig, "aiosmtpd", "msgs")
-        r_ns = ratio(med(fig, "null"), med(fig, "sink"))
-        r_ma = ratio(med(fig, "maildir"), med(fig, "aiosmtpd"))
-        r_msink = ratio(med(fig, "maildir"), med(fig, "sink"))
-        disk = disk20 if key.startswith("s20") else disk1
-        r_disk = ratio(med(fig, "maildir"), disk)
+        # Ratios: the median of the per-run ratios (each server against the other of the same
+        # run, minutes apart at most), which the machine's swings disturb less than a ratio of
+        # medians; the ratio of the medians is given beside them.
+        r_ns, l_ns = paired(fig, "null", "sink")
+        r_ma, l_ma = paired(fig, "maildir", "aiosmtpd")
+        r_msink, l_msink = paired(fig, "maildir", "sink")
+        r_disk, l_disk = paired(fig, "maildir", None, "disk_fsync20" if key.startswith("s20") else "disk_fsync1")
+        lst = lambda rs: ", ".join(f"{x:.2f}" for x in rs)  # noqa: E731
+        m_ns = ratio(med(fig, "null"), med(fig, "sink"))
+        m_ma = ratio(med(fig, "maildir"), med(fig, "aiosmtpd"))
         rows.append(f"| {label}: null deliver against smtp-sink ({fmt(n)} messages each) | msg/s | "
-                    f"{cell(fig, 'null')} | {cell(fig, 'sink')} | **{rfmt(r_ns)}** | "
+                    f"{cell(fig, 'null')} | {cell(fig, 'sink')} | **{rfmt(r_ns)}** (runs {lst(l_ns)}; of the medians {rfmt(m_ns)}) | "
                     f"{cpu(fig, 'null')} ({whose(fig, 'null')}); {cpu(fig, 'sink')} ({whose(fig, 'sink')}) |")
         rows.append(f"| {label}: Maildir with fsync against aiosmtpd's Maildir ({fmt(nm)} / {fmt(na)} messages) | msg/s | "
-                    f"{cell(fig, 'maildir')} | {cell(fig, 'aiosmtpd')} | **{rfmt(r_ma)}**; "
-                    f"{rfmt(r_msink)} of smtp-sink; {'—' if r_disk is None else f'{r_disk * 100:.0f}%'} of the disk's "
-                    f"{'20-thread' if key.startswith('s20') else 'one-thread'} fsync'd rate | "
+                    f"{cell(fig, 'maildir')} | {cell(fig, 'aiosmtpd')} | **{rfmt(r_ma)}** (runs {lst(l_ma)}; of the medians {rfmt(m_ma)}); "
+                    f"{rfmt(r_msink)} of smtp-sink (runs {lst(l_msink)}); {'—' if r_disk is None else f'{r_disk * 100:.0f}%'} of the disk's "
+                    f"{'20-thread' if key.startswith('s20') else 'one-thread'} fsync'd rate of the same run | "
                     f"{cpu(fig, 'maildir')} ({whose(fig, 'maildir')}); {cpu(fig, 'aiosmtpd')} ({whose(fig, 'aiosmtpd')}) |")
         if True:
             mode = ("new connection per message" if key.endswith("new") else "one connection per session")
@@ -174,13 +202,17 @@ def report(raw, doc, meta):
             targets.append(f"| Maildir + fsync as a fraction of the disk's fsync'd write rate "
                            f"({'20' if key.startswith('s20') else 'one'} thread{'s' if key.startswith('s20') else ''}), {mode} | "
                            f"{'—' if r_disk is None else f'{r_disk * 100:.0f}%'} (reported, no target) |")
-    rows.append(f"| the disk: fsync'd 4 KiB Maildir writes, one thread ({fmt(ex('disk_fsync1', 'disk', 'files'))} files) | "
-                f"files/s | {cell('disk_fsync1', 'disk')} | | | `smtpload fsync`: open tmp/, write, fsync, close, link "
-                f"into new/, fsync new/, unlink tmp/ (the store's steps) |")
+    def ksys(fig):
+        v = ex(fig, "disk", "sys_us_per_file")
+        return "" if v is None else f"its own CPU per file: {v:.0f} µs in the kernel (median)"
+    rows.append(f"| the disk: fsync'd 4 KiB Maildir writes, one thread ({fmt(ex('disk_fsync1', 'disk', 'files'))} files; "
+                f"before and after each run's figures) | files/s | {cell('disk_fsync1', 'disk')} | | | `smtpload fsync`: open tmp/, "
+                f"write, fsync, close, link into new/, fsync new/, unlink tmp/ (the store's steps, without its shared new/ fsync); "
+                f"{ksys('disk_fsync1')} |")
     rows.append(f"| the disk: the same from 8 threads ({fmt(ex('disk_fsync8', 'disk', 'files'))} files; smtpd's blocking pool has 8) | "
-                f"files/s | {cell('disk_fsync8', 'disk')} | | | |")
+                f"files/s | {cell('disk_fsync8', 'disk')} | | | {ksys('disk_fsync8')} |")
     rows.append(f"| the disk: the same from 20 threads ({fmt(ex('disk_fsync20', 'disk', 'files'))} files) | "
-                f"files/s | {cell('disk_fsync20', 'disk')} | | | |")
+                f"files/s | {cell('disk_fsync20', 'disk')} | | | {ksys('disk_fsync20')} |")
     if rows and ("smtp_s20_new", "null") in vals:
         write_block(doc, "smtp", "\n".join([
             meta.replace("\\n", "\n"),
