@@ -4,7 +4,6 @@
 #include <CLI/CLI.hpp>
 
 #include <asio/io_context.hpp>
-#include <asio/ip/address.hpp>
 
 #include <iostream>
 
@@ -18,12 +17,6 @@ namespace {
 
 namespace net = mailnet::net;
 namespace exit_code = mailnet::net::exit_code;
-
-bool loopback(const net::listen_spec& l) {
-    std::error_code ec;
-    const auto a = asio::ip::make_address(l.address, ec);
-    return !ec && a.is_loopback();
-}
 
 }  // namespace
 
@@ -66,8 +59,8 @@ int main(int argc, char** argv) {
         ->capture_default_str()->check(CLI::PositiveNumber);
     app.add_flag("--allow-short-idle-timeout", short_idle, "accept an --idle-timeout below 300 (for tests)");
     app.footer("Prints 'listening smtp|smtps ADDR:PORT' per listener once bound. SIGTERM/SIGINT: stop\n"
-               "accepting, close idle sessions, let the exchange in progress (a DATA and its reply)\n"
-               "finish, exit; a second signal closes every session at once.\n"
+               "accepting, close idle sessions, give a message being received up to 10 s to finish\n"
+               "and get its reply, exit; a second signal closes every session at once.\n"
                "Exit codes: 0 ok, 64 usage or configuration (a users file that does not parse too),\n"
                "69 cannot listen, 74 store or users file I/O.");
     try {
@@ -102,9 +95,18 @@ int main(int argc, char** argv) {
     // DESIGN.md "Rules": open mode takes mail for any address, so only from this machine.
     if (users_file.empty() && !open_network)
         for (const auto& l : cfg.listen)
-            if (!loopback(l)) {
+            if (!net::is_loopback(l)) {
                 std::cerr << "smtpd: without --users only loopback addresses may listen (" << l.address
                           << "); add --allow-open-network\n";
+                return exit_code::usage;
+            }
+    // AUTH goes only over TLS, from loopback, or with --allow-plaintext-auth: a submission server
+    // that can offer none of them to its remote clients refuses everyone.
+    if (require_auth && tls_cert.empty() && !allow_plaintext)
+        for (const auto& l : cfg.listen)
+            if (!net::is_loopback(l)) {
+                std::cerr << "smtpd: --require-auth on " << l.address
+                          << " needs --tls-cert/--tls-key (or --allow-plaintext-auth): remote clients could never log in\n";
                 return exit_code::usage;
             }
     if (!tls_cert.empty()) {

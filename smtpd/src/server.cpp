@@ -10,7 +10,6 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
-#include <random>
 
 #include "mailnet/auth/throttle.hpp"
 #include "mailnet/net/runner.hpp"
@@ -22,23 +21,27 @@ struct server::shared {
     explicit shared(server_config c)
         : config(std::move(c)), throttle(std::make_shared<login_throttle>(config.peer_failure_window)),
           account_throttle(std::make_shared<login_throttle>(config.peer_failure_window)) {
-        char buf[16];
-        std::snprintf(buf, sizeof buf, "%06X", static_cast<unsigned>(std::random_device{}() & 0xFFFFFF));
+        // Unique across restarts and processes: the start time to the microsecond and the pid.
+        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count();
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%llX%05llX%X", static_cast<unsigned long long>(us / 1000000),
+                      static_cast<unsigned long long>(us % 1000000), static_cast<unsigned>(::getpid()));
         id_prefix = buf;
     }
 
     server_config config;
     std::shared_ptr<login_throttle> throttle;          // per peer address
     std::shared_ptr<login_throttle> account_throttle;  // per account
-    std::string id_prefix;                             // random per server: ids differ across restarts
+    std::string id_prefix;                             // start time and pid: ids differ across restarts
     std::atomic<std::uint64_t> counter{0};
 
-    // A queue id: unique in this server's life, different after a restart (Postfix-like, 12+ hex).
+    // A queue id: the server's prefix, then a counter (Postfix-like long ids, 0-9A-Z only).
     std::string next_id() {
         char buf[32];
-        std::snprintf(buf, sizeof buf, "%s%06llX", id_prefix.c_str(),
+        std::snprintf(buf, sizeof buf, "Q%llX",
                       static_cast<unsigned long long>(counter.fetch_add(1, std::memory_order_relaxed)));
-        return buf;
+        return id_prefix + buf;
     }
     std::chrono::system_clock::time_point now() const {
         return config.clock ? config.clock() : std::chrono::system_clock::now();
@@ -47,8 +50,9 @@ struct server::shared {
 
 namespace {
 
-// Message octets are written out in pieces of this size (never the whole message in memory).
-constexpr std::size_t flush_octets = 256 * 1024;
+// Message octets are written out in pieces of this size (never the whole message in memory;
+// 1,000 sessions sending at once hold 64 MiB at most).
+constexpr std::size_t flush_octets = 64 * 1024;
 
 const verdict temporary_failure = verdict::refuse(451, "4.3.0", "Error: temporary failure, try again later");
 
@@ -91,9 +95,13 @@ struct smtp_hooks {
     std::string pending;               // octets not yet written out
     std::uint64_t octets = 0;          // stored octets so far
     std::unique_ptr<delivery> out;     // with a store: the delivery under way
+    std::vector<std::string> targets;  // the mailboxes `out` was begun for
     int spool = -1;                    // without: the spool file, once past flush_octets
     std::error_code write_error;       // a write failed: the message can only be refused (451)
 
+    smtp_hooks() = default;
+    smtp_hooks(const smtp_hooks&) = delete;
+    smtp_hooks& operator=(const smtp_hooks&) = delete;
     ~smtp_hooks() {
         if (spool >= 0) ::close(spool);
     }
@@ -104,19 +112,8 @@ struct smtp_hooks {
     template <class F>
     asio::awaitable<verdict> ask(net::runner& r, const char* what, verdict failed, F call) {
         if (!cfg().handler) co_return verdict::accept();
-        std::string error;
-        auto v = co_await r.on_pool([&]() -> verdict {
-            try {
-                return call(*cfg().handler);
-            } catch (const std::exception& e) {
-                error = e.what();
-            } catch (...) {
-                error = "unknown exception";
-            }
-            return failed;
-        });
-        if (!error.empty()) r.log()(log_level::error, std::string("smtp ") + what + " callback failed: " + log_text(error));
-        co_return v;
+        co_return co_await r.on_pool_guarded(std::string(what) + " callback", failed,
+                                             [&] { return call(*cfg().handler); });
     }
 
     asio::awaitable<bool> operator()(act::validate_host& a, session& s, net::runner& r) {
@@ -146,7 +143,8 @@ struct smtp_hooks {
         const std::string address = rcpt.address();
         std::string mailbox;
         if (cfg().auth && cfg().recipients_from_auth) {
-            const auto res = co_await r.on_pool([&] { return cfg().auth->resolve_recipient(address); });
+            const auto res = co_await r.on_pool_guarded("resolve_recipient", recipient_result::tempfail(),
+                                                        [&] { return cfg().auth->resolve_recipient(address); });
             if (res.outcome == recipient_result::status::unknown)
                 co_return verdict::refuse(550, "5.1.1", "Error: no such user here");
             if (res.outcome == recipient_result::status::tempfail) co_return temporary_failure;
@@ -186,12 +184,13 @@ struct smtp_hooks {
     }
 
     // Writes `pending` out (on the pool): into the store's delivery, begun with the trace
-    // headers, or into the spool file. A failure is kept for the end of the message.
+    // headers, or into the spool file. A failure is kept for the end of the message. May throw
+    // (a store's code): the caller guards it.
     void write_out() {
         if (write_error) return pending.clear();
         if (cfg().storage) {
             if (!out) {
-                const auto targets = mailboxes(info.mail);
+                targets = mailboxes(info.mail);
                 auto d = cfg().storage->begin_delivery(targets);
                 if (!d) {
                     write_error = d.error();
@@ -214,49 +213,60 @@ struct smtp_hooks {
         if (!started) start_message(s);
         octets += a.octets.size();
         pending += a.octets;
-        if (pending.size() >= flush_octets) co_await r.on_pool([&] { write_out(); });
+        if (pending.size() >= flush_octets) {
+            const bool ok = co_await r.on_pool_guarded("message write", false, [&] {
+                write_out();
+                return true;
+            });
+            if (!ok && !write_error) write_error = make_error_code(errc::io_error);
+        }
         co_return true;
     }
 
-    asio::awaitable<bool> operator()(act::deliver& a, session& s, net::runner& r) {
-        if (!started) start_message(s);  // an empty message
-        info.mail = a.mail;
-        std::string error;
-        // No store, no handler, nothing spooled: the default deliver accepts and drops, which
-        // cannot block, so it takes no trip to the pool (as ask() does for validate_*).
-        const bool drop_here = !cfg().storage && !cfg().handler && spool < 0 && !write_error;
-        auto v = verdict::accept();
-        if (!drop_here) v = co_await r.on_pool([&]() -> verdict {
-            if (cfg().storage) {
+    static asio::awaitable<verdict> accepted_here() { co_return verdict::accept(); }
+
+    // The message ended: durable in every recipient's mailbox (or given to the deliver
+    // callback), and only then accepted.
+    asio::awaitable<verdict> complete(const envelope& mail, net::runner& r) {
+        if (cfg().storage) {
+            return r.on_pool_guarded("delivery", temporary_failure, [&] {
                 write_out();  // the rest, and the trace headers if nothing was written yet
                 if (write_error) return temporary_failure;
+                // Every recipient accepted since the delivery began is in it (the core takes no
+                // RCPT once a message is under way); checked, since a miss would lose mail.
+                if (mailboxes(mail) != targets) {
+                    write_error = make_error_code(errc::bad_input);
+                    return temporary_failure;
+                }
                 auto c = out->commit();  // durable in every mailbox, or in none
-                out.reset();
                 if (!c) {
                     write_error = c.error();
                     return temporary_failure;
                 }
+                out.reset();
                 return verdict::accept();
-            }
-            if (spool >= 0) write_out();
+            });
+        }
+        // No store, no handler, nothing spooled: the default deliver accepts and drops, which
+        // cannot block, so it takes no trip to the pool (as ask() does for validate_*).
+        if (!cfg().handler && spool < 0 && !write_error) return accepted_here();
+        return r.on_pool_guarded("deliver callback", temporary_failure, [&] {
+            write_out();
             if (write_error) return temporary_failure;
             std::unique_ptr<message_source> src;
             if (spool >= 0)
                 src = file_source(std::exchange(spool, -1));
             else
-                src = string_source(std::make_shared<const std::string>(std::move(pending)));
-            pending.clear();
+                src = string_source(std::make_shared<const std::string>(std::exchange(pending, {})));
             message m(std::move(src), octets);
-            try {
-                return cfg().handler ? cfg().handler->deliver(info, m) : verdict::accept();
-            } catch (const std::exception& e) {
-                error = e.what();
-            } catch (...) {
-                error = "unknown exception";
-            }
-            return temporary_failure;
+            return cfg().handler ? cfg().handler->deliver(info, m) : verdict::accept();
         });
-        if (!error.empty()) r.log()(log_level::error, "smtp deliver callback failed: " + log_text(error));
+    }
+
+    asio::awaitable<bool> operator()(act::deliver& a, session& s, net::runner& r) {
+        if (!started) start_message(s);  // an empty message
+        info.mail = a.mail;
+        auto v = co_await complete(a.mail, r);
         if (v.accepted && v.answer.code == 250 && v.answer.text == "Ok") v.answer.text = "Ok: queued as " + info.id;
         if (write_error)
             r.log()(log_level::error, "smtp " + info.id + " not delivered: " + write_error.message());
@@ -265,16 +275,11 @@ struct smtp_hooks {
                                          " from=" + log_text(a.mail.sender.is_null() ? "<>" : a.mail.sender.address()) +
                                          " rcpts=" + std::to_string(a.mail.recipients.size()) +
                                          " octets=" + std::to_string(octets));
-        end_message();
+        // Whatever the outcome, nothing of this message outlives it (a refused one leaves no
+        // tmp/ file and no open delivery for the next message to write into).
+        co_await drop(r);
         s.resume(v);
         co_return true;
-    }
-
-    void end_message() {
-        started = false;
-        pending.clear();
-        octets = 0;
-        write_error.clear();
     }
 
     asio::awaitable<bool> operator()(act::discard&, session&, net::runner& r) {
@@ -282,21 +287,28 @@ struct smtp_hooks {
         co_return true;
     }
 
-    // Nothing of a refused or abandoned message stays (the store's tmp/ file goes).
+    // Ends the message in progress: an open delivery is aborted (its tmp/ file goes), the
+    // spool closed, the buffer given back.
     asio::awaitable<void> drop(net::runner& r) {
         if (out || spool >= 0) {
-            co_await r.on_pool([&] {
+            co_await r.on_pool_guarded("delivery abort", true, [&] {
                 if (out) out->abort();
                 out.reset();
                 if (spool >= 0) ::close(std::exchange(spool, -1));
+                return true;
             });
         }
-        end_message();
+        started = false;
+        octets = 0;
+        targets.clear();
+        write_error.clear();
+        std::string().swap(pending);  // a big message's buffer is not kept for an idle session
     }
 
     asio::awaitable<bool> operator()(act::authenticate& a, session& s, net::runner& r) {
         auto& auth = cfg().auth;
-        const auto result = co_await r.on_pool([&] { return auth ? auth->authenticate(a.creds) : auth_result::fail(); });
+        const auto result = co_await r.on_pool_guarded(
+            "authenticate", auth_result::tempfail(), [&] { return auth ? auth->authenticate(a.creds) : auth_result::fail(); });
         if (result.outcome == auth_result::status::ok) r.logged_in(result.account);
         s.resume(result);
         co_return true;

@@ -267,6 +267,9 @@ void session::cmd_mail(std::string_view arg) {
 
 void session::cmd_rcpt(std::string_view arg) {
     if (!has_sender_) return bad_command(503, "5.5.1", "Error: need MAIL command");
+    // RFC 3030 2: the recipients come before the chunks; one added now would miss the message
+    // already being written for the others.
+    if (decoder_) return bad_command(503, "5.5.1", "Error: RCPT after BDAT");
     if (!istarts_with(arg, "TO:")) return bad_command(501, "5.5.4", "Syntax: RCPT TO:<address>");
     if (!mail_.smtputf8 && std::any_of(arg.begin(), arg.end(), [](char c) { return static_cast<unsigned char>(c) > 0x7F; }))
         return say(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
@@ -348,8 +351,15 @@ void session::cmd_bdat(std::string_view arg) {
     std::uint64_t size = 0;
     const auto [end, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size);
     const bool last = iequals(rest, "LAST");
-    if (size_text.empty() || ec != std::errc() || end != size_text.data() + size_text.size() || (!rest.empty() && !last))
-        return bad_command(501, "5.5.4", "Syntax: BDAT size [LAST]");
+    if (size_text.empty() || ec != std::errc() || end != size_text.data() + size_text.size() || (!rest.empty() && !last)) {
+        // Without a size the chunk's end is unknown: its octets would be read as commands (a
+        // smuggling path). The framing is lost, so the session ends (RFC 5321 3.8).
+        say(501, "5.5.4", "Syntax: BDAT size [LAST]");
+        say(421, "4.5.4", config_.hostname + " Error: BDAT framing lost, closing");
+        emit(act::close{});
+        closed_ = true;
+        return;
+    }
     chunk c{size, size, last, std::nullopt};
     // A refused chunk is read all the same (RFC 3030 2: "MUST still consume"), then answered.
     if (greeted_.empty())

@@ -161,13 +161,35 @@ TEST(smtp_server, a_shutdown_lets_a_message_being_sent_finish_and_closes_idle_se
     std::this_thread::sleep_for(50ms);  // every session back waiting for input
     f.srv->destroy(mailnet::net::server::destroy_mode::defer);
     EXPECT_TRUE(idle->closed_within(2000ms)) << "an idle session closes at once";
+    EXPECT_TRUE(chunked->closed_within(2000ms)) << "between chunks the client is at a command boundary";
     sending->send("\r\nthe rest\r\n.\r\n");
     EXPECT_NE(sending->read_until("queued as").find("250 2.0.0 Ok: queued as"), std::string::npos);
     EXPECT_TRUE(sending->closed_within(2000ms)) << "and closes once the exchange is done";
-    chunked->send("BDAT 6 LAST\r\nlast\r\n");
-    EXPECT_NE(chunked->read_until("queued as").find("queued as"), std::string::npos);
     EXPECT_EQ(files_in(dir.path / "bob@example.net" / "new").size(), 1u);
-    EXPECT_EQ(files_in(dir.path / "carol@example.net" / "new").size(), 1u);
+    EXPECT_TRUE(files_in(dir.path / "carol@example.net" / "new").empty());
+    EXPECT_TRUE(wait_for([&] { return files_in(dir.path / "carol@example.net" / "tmp").empty(); }));
+}
+
+TEST(smtp_server, a_client_trickling_data_holds_a_stopping_server_no_longer_than_its_grace) {
+    temp_dir dir("mailnet-smtpd");
+    auto cfg = config(maildir(dir.path));
+    cfg.shutdown_grace = 1s;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    std::promise<void> gone;
+    const auto stopped = std::chrono::steady_clock::now();
+    f.srv->destroy(mailnet::net::server::destroy_mode::defer, [&] { gone.set_value(); });
+    auto done = gone.get_future();
+    bool closed = false;
+    for (int i = 0; i < 40 && !closed; ++i) {  // one octet every 100 ms: never idle, never done
+        c->send("x");
+        closed = done.wait_for(100ms) == std::future_status::ready;
+    }
+    EXPECT_TRUE(closed) << "still open 4 s after the stop";
+    EXPECT_LT(std::chrono::steady_clock::now() - stopped, 3s);
+    EXPECT_TRUE(files_in(dir.path / "bob@example.net" / "new").empty());
 }
 
 TEST(smtp_server, a_large_message_in_bdat_chunks_is_stored_whole) {
@@ -340,6 +362,110 @@ TEST(smtp_server, a_store_that_fails_gives_451_and_the_session_goes_on) {
     const auto got = c->read_until("250 2.0.0 Ok\r\n");
     EXPECT_NE(got.find("451 4.3.0"), std::string::npos) << got;
     EXPECT_TRUE(log.contains("not delivered")) << log.all();
+}
+
+// A store whose deliveries record what they were given; the first `writes_to_fail` writes fail.
+struct recording_store {
+    struct delivered {
+        std::vector<std::string> targets;
+        std::string octets;
+    };
+    struct state {
+        std::mutex m;
+        std::vector<delivered> committed;
+        int writes_to_fail = 0;
+        int aborted = 0;
+    };
+    struct recording_delivery : mailnet::delivery {
+        std::shared_ptr<state> st;
+        delivered d;
+        mailnet::result<void> write(std::string_view o) override {
+            std::lock_guard l(st->m);
+            if (st->writes_to_fail > 0) {
+                --st->writes_to_fail;
+                return mailnet::unexpected(mailnet::errc::io_error);
+            }
+            d.octets += o;
+            return {};
+        }
+        mailnet::result<void> commit() override {
+            std::lock_guard l(st->m);
+            st->committed.push_back(d);
+            return {};
+        }
+        void abort() noexcept override {
+            std::lock_guard l(st->m);
+            ++st->aborted;
+        }
+    };
+    std::shared_ptr<state> st = std::make_shared<state>();
+    std::shared_ptr<mailnet::store_functions> store() const {
+        auto s = std::make_shared<mailnet::store_functions>();
+        s->on_begin_delivery = [st = st](std::span<const std::string> m)
+            -> mailnet::result<std::unique_ptr<mailnet::delivery>> {
+            auto d = std::make_unique<recording_delivery>();
+            d->st = st;
+            d->d.targets.assign(m.begin(), m.end());
+            return std::unique_ptr<mailnet::delivery>(std::move(d));
+        };
+        return s;
+    }
+};
+
+TEST(smtp_server, a_failed_write_refuses_its_own_message_only) {
+    recording_store rec;
+    rec.st->writes_to_fail = 1;
+    fixture f(config(rec.store()));
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<first@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->send("Subject: first\r\n\r\nsecret of the first\r\n.\r\n");
+    EXPECT_NE(c->read_until("451 ").find("451 4.3.0"), std::string::npos);
+    c->clear();
+    c->send("MAIL FROM:<b@example.org>\r\nRCPT TO:<second@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->send("Subject: second\r\n\r\nhello\r\n.\r\n");
+    ASSERT_NE(c->read_until("queued as").find("250 2.0.0 Ok: queued as"), std::string::npos);
+    std::lock_guard l(rec.st->m);
+    EXPECT_EQ(rec.st->aborted, 1) << "the refused message's delivery was aborted (its tmp/ file goes)";
+    ASSERT_EQ(rec.st->committed.size(), 1u);
+    EXPECT_EQ(rec.st->committed[0].targets, std::vector<std::string>{"second@example.net"});
+    EXPECT_EQ(rec.st->committed[0].octets.rfind("Return-Path: <b@example.org>\n", 0), 0u);
+    EXPECT_EQ(rec.st->committed[0].octets.find("secret"), std::string::npos);
+}
+
+TEST(smtp_server, a_backend_that_throws_gives_a_temporary_error_not_a_dropped_connection) {
+    struct throwing_auth : mailnet::authenticator {
+        mailnet::auth_result authenticate(const mailnet::credentials&) override { throw std::runtime_error("ldap down"); }
+        bool exists(std::string_view) override { return true; }
+        mailnet::recipient_result resolve_recipient(std::string_view) override { throw std::runtime_error("ldap down"); }
+    };
+    struct throwing_store : mailnet::store_functions {
+        mailnet::result<std::unique_ptr<mailnet::delivery>> begin_delivery(std::span<const std::string>) override {
+            throw std::runtime_error("disk on fire");
+        }
+    };
+    log_capture log;
+    auto cfg = config(std::make_shared<throwing_store>(), log.sink());
+    cfg.auth = std::make_shared<throwing_auth>();
+    cfg.recipients_from_auth = true;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nQUIT\r\n");
+    const auto got = c->read_until("221 ");
+    EXPECT_NE(got.find("454 4.7.0"), std::string::npos) << got;
+    EXPECT_NE(got.find("451 4.3.0"), std::string::npos) << got;
+    EXPECT_TRUE(log.contains("ldap down")) << log.all();
+    // A store that throws: 451, and the session goes on.
+    auto open = config(std::make_shared<throwing_store>(), log.sink());
+    fixture g(open);
+    auto d = greeted(g.port());
+    d->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    d->read_until("354 ");
+    d->send("hi\r\n.\r\nNOOP\r\n");
+    const auto after = d->read_until("250 2.0.0 Ok\r\n");
+    EXPECT_NE(after.find("451 4.3.0"), std::string::npos) << after;
+    EXPECT_TRUE(log.contains("disk on fire")) << log.all();
 }
 
 TEST(smtp_server, auth_plain_logs_in_and_marks_received_esmtpa) {

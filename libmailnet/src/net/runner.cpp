@@ -329,6 +329,10 @@ runner::~runner() = default;
 
 void runner::set_mailbox(std::string mailbox) { p_->mailbox = std::move(mailbox); }
 
+void runner::log_failure(std::string_view what, std::string_view text) const {
+    c_.log()(log_level::error, p_->o.protocol + " " + std::string(what) + " failed: " + log_text(text));
+}
+
 void runner::logged_in(std::string_view user) {
     p_->logged_in = true;
     c_.io().set_deadline_cap(stream::clock::time_point::max());

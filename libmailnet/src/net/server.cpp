@@ -30,13 +30,6 @@ std::string endpoint_text(const asio::ip::tcp::endpoint& ep) {
     return s + ":" + std::to_string(ep.port());
 }
 
-bool is_loopback(const asio::ip::address& a) {
-    if (a.is_loopback()) return true;
-    // An IPv4-mapped IPv6 loopback (::ffff:127.0.0.1) from a dual-stack listener.
-    return a.is_v6() && a.to_v6().is_v4_mapped() &&
-           asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).is_loopback();
-}
-
 // Errors of accept() that concern only the connection being accepted (it was reset or
 // refused by a filter before we took it): the next accept may succeed at once.
 // NOTE: Asio reports errno values in its own "asio.system" category, which does not map them
@@ -50,6 +43,20 @@ bool is_per_connection_error(const std::error_code& ec) {
 }
 
 }  // namespace
+
+bool is_loopback(const asio::ip::address& a) {
+    if (a.is_loopback()) return true;
+    // An IPv4-mapped IPv6 loopback (::ffff:127.0.0.1) from a dual-stack listener.
+    return a.is_v6() && a.to_v6().is_v4_mapped() &&
+           asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).is_loopback();
+}
+
+bool is_loopback(const listen_spec& l) {
+    std::error_code ec;
+    const auto a = asio::ip::make_address(l.address, ec);
+    return !ec && is_loopback(a);
+}
+
 
 result<listen_spec> parse_listen(std::string_view text, std::string service, bool implicit_tls) {
     std::string_view host, port;
@@ -268,9 +275,16 @@ void server::destroy(destroy_mode mode, std::function<void()> on_gone) {
     if (!open.empty()) {
         // kill: every connection now; defer: the idle ones now (DESIGN.md "Command lines":
         // idle sessions close at once, the exchange in progress finishes).
-        asio::dispatch(io_, [open = std::move(open), mode] {
-            for (auto& c : open)
-                if (mode == destroy_mode::kill || c->idle_) c->io().close();
+        // An exchange in progress may not hold the server for ever (a client trickling DATA):
+        // it gets shutdown_grace, then its connection closes like any other.
+        asio::dispatch(io_, [open = std::move(open), mode, grace = options_.shutdown_grace] {
+            const auto cap = stream::clock::now() + grace;
+            for (auto& c : open) {
+                if (mode == destroy_mode::kill || c->idle_)
+                    c->io().close();
+                else
+                    c->io().set_deadline_cap(cap);
+            }
         });
     }
     if (empty) {

@@ -12,7 +12,8 @@ std::string service_config::problem(std::chrono::seconds min_idle, std::string_v
         return "idle timeout below " + std::to_string(min_idle.count()) + " s breaks " + std::string(rfc) +
                " (set allow_short_idle_timeout)";
     if (line_timeout.count() <= 0 || login_timeout.count() <= 0) return "command line and login timeouts must be positive";
-    if (tls_handshake_timeout.count() <= 0) return "TLS handshake timeout must be positive";
+    if (tls_handshake_timeout.count() <= 0 || shutdown_grace.count() <= 0)
+        return "TLS handshake timeout and shutdown grace must be positive";
     if (max_connections == 0 || max_per_peer == 0 || blocking_threads == 0)
         return "connection limits and the pool size must be at least 1";
     if (read_ahead_octets < min_read_ahead) return "the read-ahead limit must hold one command line";
@@ -28,6 +29,7 @@ server_options service_config::base_options() const {
     o.max_per_peer = max_per_peer;
     o.idle_timeout = idle_timeout;
     o.tls_handshake_timeout = tls_handshake_timeout;
+    o.shutdown_grace = shutdown_grace;
     o.tls = tls;
     o.blocking_threads = blocking_threads;
     o.log = log ? log : null_log();

@@ -5,9 +5,11 @@
 
 #include <chrono>
 #include <concepts>
+#include <exception>
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -102,6 +104,24 @@ public:
             co_return std::move(*r);
         }
     }
+    /// As on_pool, for a call into code that may throw (a backend, a callback): an exception is
+    /// logged ("PROTOCOL WHAT failed: TEXT", never sent to the peer) and `fallback` returned.
+    template <class F, class R = std::invoke_result_t<F&>>
+    asio::awaitable<R> on_pool_guarded(std::string_view what, R fallback, F work) {
+        std::string error;
+        auto r = co_await on_pool([&]() -> R {
+            try {
+                return work();
+            } catch (const std::exception& e) {
+                error = e.what();
+            } catch (...) {
+                error = "unknown exception";
+            }
+            return fallback;
+        });
+        if (!error.empty()) log_failure(what, error);
+        co_return r;
+    }
     /// The mailbox stream_message reads from (after a POP3 login), or none.
     void set_mailbox(std::string mailbox);
     /// The login succeeded: the login deadline ends; `user` shows in connection listings.
@@ -112,6 +132,8 @@ public:
     const log_sink& log() const noexcept { return c_.log(); }
     /// Ends any read still in flight (before the connection is shut down).
     asio::awaitable<void> finish();
+    /// Logs "PROTOCOL WHAT failed: TEXT" as an error.
+    void log_failure(std::string_view what, std::string_view text) const;
 
     struct impl;  ///< implementation detail
 

@@ -39,6 +39,12 @@ struct listen_spec {
 /// Parses "ADDR:PORT" or "[V6ADDR]:PORT" (port 0-65535); errc::bad_config otherwise.
 result<listen_spec> parse_listen(std::string_view text, std::string service, bool implicit_tls);
 
+/// Whether `a` is a loopback address, an IPv4-mapped one (::ffff:127.0.0.1) included.
+bool is_loopback(const asio::ip::address& a);
+
+/// Whether the listener's address is a loopback address (open mode and plaintext rules).
+bool is_loopback(const listen_spec& l);
+
 /// A bound listener.
 struct bound_listener {
     std::string service;                ///< as in its listen_spec
@@ -68,6 +74,7 @@ struct server_options {
     bool loopback_exempt = true;                       ///< max_per_peer does not apply to loopback peers
     std::chrono::seconds idle_timeout{600};            ///< read wait and send progress limit
     std::chrono::seconds tls_handshake_timeout{30};
+    std::chrono::seconds shutdown_grace{10};           ///< destroy(defer): an exchange in progress gets this long to finish
     std::shared_ptr<asio::ssl::context> tls;           ///< for implicit TLS and STLS/STARTTLS; may be null
     std::size_t blocking_threads = 4;                  ///< pool for auth hashing and store calls
     log_sink log = stderr_log();

@@ -44,6 +44,7 @@ struct service_config {
     std::chrono::seconds idle_timeout{600};         ///< the protocol's RFC minimum at least (POP3 600 s, SMTP 300 s)
     bool allow_short_idle_timeout = false;          ///< accept an idle_timeout below that minimum (tests)
     std::chrono::seconds tls_handshake_timeout{30};
+    std::chrono::seconds shutdown_grace{10};        ///< destroy(defer): an exchange in progress gets this long
     std::size_t read_ahead_octets = 64 * 1024;      ///< pipelined input buffered at most
     std::chrono::seconds line_timeout{60};          ///< a command line completes within this of its first octet
     std::chrono::seconds login_timeout{120};        ///< logged in within this, or closed

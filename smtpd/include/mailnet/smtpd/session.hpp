@@ -134,8 +134,10 @@ public:
     std::size_t pending_output() const noexcept { return output_.pending(); }
     /// For connection listings.
     std::string_view state_text() const noexcept;
-    /// A message is being received (DATA, or BDAT before LAST): a shutdown lets it finish.
-    bool in_exchange() const noexcept { return in_data_ || decoder_.has_value(); }
+    /// A message is being received (DATA, or an accepted BDAT chunk): a shutdown lets it
+    /// finish. Between chunks the client is at a command boundary, and a refused chunk is no
+    /// exchange: neither holds a stopping server.
+    bool in_exchange() const noexcept { return in_data_ && !(chunk_ && chunk_->refusal); }
     /// The transaction being built (for tests and logs).
     const envelope& transaction() const noexcept { return mail_; }
     /// The client's address, as configured.
