@@ -223,6 +223,8 @@ struct smtp_hooks {
         co_return true;
     }
 
+    static asio::awaitable<verdict> accepted_here() { co_return verdict::accept(); }
+
     // The message ended: durable in every recipient's mailbox (or given to the deliver
     // callback), and only then accepted.
     asio::awaitable<verdict> complete(const envelope& mail, net::runner& r) {
@@ -245,6 +247,9 @@ struct smtp_hooks {
                 return verdict::accept();
             });
         }
+        // No store, no handler, nothing spooled: the default deliver accepts and drops, which
+        // cannot block, so it takes no trip to the pool (as ask() does for validate_*).
+        if (!cfg().handler && spool < 0 && !write_error) return accepted_here();
         return r.on_pool_guarded("deliver callback", temporary_failure, [&] {
             write_out();
             if (write_error) return temporary_failure;
