@@ -118,30 +118,6 @@ extern "C" int fsync(int fd) {
     return static_cast<int>(::syscall(SYS_fsync, fd));
 }
 
-// syncfs(2) counted; it fails with `syncfs_error` when that is set, and calls
-// `syncfs_before` (outside any lock; it may wait) first when set.
-namespace {
-std::atomic<int> syncfs_calls{0};
-std::atomic<int> syncfs_error{0};
-std::mutex syncfs_mutex;
-std::function<void()> syncfs_before;
-}  // namespace
-
-extern "C" int syncfs(int fd) {
-    ++syncfs_calls;
-    std::function<void()> before;
-    {
-        std::lock_guard g(syncfs_mutex);
-        before = syncfs_before;
-    }
-    if (before) before();
-    if (const int e = syncfs_error.load()) {
-        errno = e;
-        return -1;
-    }
-    return static_cast<int>(::syscall(SYS_syncfs, fd));
-}
-
 // link(2) says EXDEV for a new name containing this part, as across file systems. As with
 // fsync above, the executable's definition is the one libmailnet's calls bind to.
 namespace {
@@ -873,73 +849,6 @@ TEST(maildir_store, a_failed_shared_fsync_fails_every_delivery_that_waited_for_i
         EXPECT_EQ(contents_in(box / "new"), expected_contents(ok, 1, alice)["alice"]);
         EXPECT_TRUE(names_in(box / "tmp").empty());
     }
-}
-
-// maildir_sync::file_system: no file or directory is fsync'd one by one (an fsync of a file
-// would fail here); one syncfs round covers every delivery that linked before it began.
-TEST(maildir_store, file_system_sync_shares_one_round_among_concurrent_deliveries) {
-    constexpr int threads = 16;
-    const chooser alice = [](int, int) { return boxes({"alice"}); };
-    temp_dir d;
-    auto o = options(d.path);
-    o.fsync = true;
-    o.sync = mailnet::maildir_sync::file_system;
-    auto s = open_store(o);
-    const fs::path box = d.path / "store" / "alice";
-    make_mailbox(box);
-    {
-        std::lock_guard g(recorder().mutex);
-        recorder().fail_files = true;
-    }
-    // The first round waits until every delivery has linked its file: the second covers them.
-    std::atomic<bool> first{true};
-    {
-        std::lock_guard g(syncfs_mutex);
-        syncfs_before = [&] {
-            if (!first.exchange(false)) return;
-            const auto end = std::chrono::steady_clock::now() + 10s;
-            while (names_in(box / "new").size() < threads && std::chrono::steady_clock::now() < end)
-                std::this_thread::sleep_for(1ms);
-        };
-    }
-    syncfs_calls = 0;
-    recording rec;
-    const auto ok = deliver_concurrently(*s, threads, 1, alice);
-    const auto syncs = rec.stop();
-    {
-        std::lock_guard g(syncfs_mutex);
-        syncfs_before = nullptr;
-    }
-    {
-        std::lock_guard g(recorder().mutex);
-        recorder().fail_files = false;
-    }
-    EXPECT_EQ(std::count(ok.begin(), ok.end(), 1), threads);
-    EXPECT_EQ(contents_in(box / "new"), expected_contents(ok, 1, alice)["alice"]);
-    EXPECT_EQ(syncfs_calls.load(), 2) << "one round for the first, one for the 15 that linked meanwhile";
-    EXPECT_TRUE(syncs_of(syncs, box / "new").empty()) << "no fsync of new/ one by one";
-    // One after another: a round each (none returns before a round that began after its link).
-    syncfs_calls = 0;
-    for (int i = 0; i < 3; ++i) ASSERT_TRUE(s->deliver(boxes({"alice", "bob"}), "Subject: seq\n\n"));
-    EXPECT_EQ(syncfs_calls.load(), 3) << "one round for both mailboxes of each delivery";
-}
-
-TEST(maildir_store, a_failed_file_system_sync_fails_its_deliveries_and_leaves_nothing) {
-    temp_dir d;
-    auto o = options(d.path);
-    o.fsync = true;
-    o.sync = mailnet::maildir_sync::file_system;
-    auto s = open_store(o);
-    const fs::path root = d.path / "store";
-    ASSERT_TRUE(s->deliver(boxes({"alice"}), "Subject: before\n\n"));
-    syncfs_error = EIO;
-    EXPECT_FALSE(s->deliver(boxes({"alice", "bob"}), "Subject: lost disk\n\n"));
-    syncfs_error = 0;
-    EXPECT_EQ(names_in(root / "alice" / "new").size(), 1u) << "only the message delivered before";
-    EXPECT_TRUE(names_in(root / "bob" / "new").empty());
-    EXPECT_TRUE(names_in(root / "alice" / "tmp").empty());
-    EXPECT_TRUE(s->deliver(boxes({"alice", "bob"}), "Subject: again\n\n"));
-    EXPECT_EQ(names_in(root / "alice" / "new").size(), 2u);
 }
 
 TEST(maildir_store, abort_or_destruction_without_commit_leaves_nothing) {

@@ -29,7 +29,6 @@ int main(int argc, char** argv) {
     net::server_cli common{"smtpd", {"smtp", "smtps", "SMTP", "STARTTLS", "127.0.0.1:25"}, 300, "RFC 5321"};
     std::string store_dir, users_file, hostname = net::host_name();
     bool require_auth = false, open_network = false, normalise = false;
-    std::string sync = "file";
     mailnet::smtp::limits lim;
     app.add_option("--store", store_dir, "Maildir root: mail goes to DIR/<mailbox>/new")->required();
     app.add_option("--users", users_file,
@@ -41,11 +40,6 @@ int main(int argc, char** argv) {
     app.add_option("--max-recipients", lim.max_recipients, "per message (more: 452 4.5.3)")
         ->capture_default_str()->check(CLI::PositiveNumber);
     common.add_to(app, "offer AUTH without TLS to non-loopback peers");
-    app.add_option("--sync", sync,
-                   "how a message is made durable before its 250: file (fsync of the file and of new/) or\n"
-                   "filesystem (one syncfs round for every delivery at once; also flushes what else is\n"
-                   "dirty on the store's file system)")
-        ->capture_default_str()->check(CLI::IsMember({"file", "filesystem"}));
     app.add_flag("--require-auth", require_auth, "accept MAIL only after AUTH (a submission server; needs --users)");
     app.add_flag("--allow-open-network", open_network, "without --users, listen on non-loopback addresses too");
     app.add_flag("--normalise-bare-line-ends", normalise,
@@ -95,9 +89,7 @@ int main(int argc, char** argv) {
         cfg.auth = std::move(users);
         cfg.recipients_from_auth = true;
     }
-    auto store = net::maildir_store_at("smtpd", store_dir, log, failed,
-                                       sync == "filesystem" ? mailnet::maildir_sync::file_system
-                                                            : mailnet::maildir_sync::per_file);
+    auto store = net::maildir_store_at("smtpd", store_dir, log, failed);
     if (!store) return failed;
     cfg.storage = std::move(store);
     cfg.hostname = hostname;

@@ -1,8 +1,7 @@
 # mailnet interop: Postfix's smtp-source (its load generator) against smtpd: 5 sessions ×
 # 200 messages of 4096 octets, one connection per message, then again with -d (one connection
 # per session for all its messages): exactly 200, then 400, files in the recipient's mailbox,
-# each with well-formed trace headers and smtp-source's message after them; and 200 again with
-# --sync filesystem.
+# each with well-formed trace headers and smtp-source's message after them.
 import os
 import re
 import sys
@@ -69,13 +68,6 @@ class SmtpSource(t.SmtpdCase):
         self.check_all(200)
         self.source(srv, "-d")
         self.check_all(400)
-
-    def test_200_with_filesystem_sync(self):
-        # --sync filesystem: one syncfs round covers the deliveries running at once; every
-        # message is there exactly once all the same.
-        srv = self.start(tls=False, extra=("--sync", "filesystem"))
-        self.source(srv)
-        self.check_all(200)
 
 
 if __name__ == "__main__":

@@ -54,11 +54,10 @@ std::unique_ptr<authenticator> users_from_file(std::string_view program, const s
 }
 
 std::shared_ptr<store> maildir_store_at(std::string_view program, const std::filesystem::path& dir,
-                                        const log_sink& log, int& exit, maildir_sync sync) {
+                                        const log_sink& log, int& exit) {
     maildir_options o;
     o.root = dir;
     o.log = log;
-    o.sync = sync;
     auto s = open_maildir_store(o);
     if (s) return std::move(*s);
     std::cerr << program << ": cannot use store " << dir.string() << ": " << s.error().message() << "\n";

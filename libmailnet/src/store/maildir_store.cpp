@@ -97,16 +97,6 @@ result<void> fsync_path(const std::string& path) {
     return {};
 }
 
-// syncfs(2) of the file system holding `path`: every file's data and every directory entry
-// written before the call is durable when it returns 0 (Linux 5.8 and later report writeback
-// errors here too).
-result<void> syncfs_path(const std::string& path) {
-    unique_fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (fd.get() < 0) return unexpected(last_system_error());
-    if (::syncfs(fd.get()) != 0) return unexpected(last_system_error());
-    return {};
-}
-
 // Creates `path` and its missing parents (mode 0777 less the umask, as mkdir -p); with
 // `durable`, each new entry is fsync'd in its parent before the next level is made
 // (DESIGN.md "Delivery": a new DIR is made durable too, not only its mailboxes).
@@ -318,12 +308,10 @@ std::string info_with_flag(std::string_view info, char add) {
 // waits for exactly one fsync of its own.
 class directory_sync {
 public:
-    /// Rounds of fsync(dir), or with `whole_file_system` of syncfs on dir's file system.
-    explicit directory_sync(std::string dir, bool whole_file_system = false)
-        : dir_(std::move(dir)), whole_fs_(whole_file_system) {}
+    explicit directory_sync(std::string dir) : dir_(std::move(dir)) {}
 
-    /// Returns once a sync round that started after this call has succeeded, or with the
-    /// error of the one that should have covered it.
+    /// Returns once an fsync of the directory that started after this call has succeeded, or
+    /// with the error of the one that should have covered it.
     result<void> sync() {
         std::unique_lock lock(mutex_);
         const std::uint64_t need = started_ + 1;  // a round running now may predate the caller's link
@@ -338,7 +326,7 @@ public:
             const std::uint64_t round = ++started_;
             assert(round == need);
             lock.unlock();  // others link and register meanwhile: they need the next round
-            auto r = whole_fs_ ? syncfs_path(dir_) : fsync_path(dir_);
+            auto r = fsync_path(dir_);
             lock.lock();
             running_ = false;
             synced_ = round;
@@ -358,7 +346,6 @@ public:
 
 private:
     const std::string dir_;
-    const bool whole_fs_;
     std::mutex mutex_;
     std::condition_variable cv_;
     std::uint64_t started_ = 0;  // the latest round begun
@@ -374,7 +361,6 @@ struct delivery_config {
     std::string root;
     std::string host;  // escaped
     bool fsync = true;
-    bool file_fsync = true;  // fsync each file (maildir_sync::per_file); else the round covers it
     log_sink log;
 };
 
@@ -382,7 +368,7 @@ class maildir_delivery final : public delivery {
 public:
     struct target {
         std::string dir;  // root/<encoded>, its directories already durable (ensure_mailbox)
-        std::shared_ptr<directory_sync> new_sync;  // dir/new's rounds (or the file system's); null: fsync off
+        std::shared_ptr<directory_sync> new_sync;  // dir/new, shared with the store; null: fsync off
     };
 
     maildir_delivery(delivery_config config, std::vector<target> targets, std::string prefix, std::string tmp_path,
@@ -434,8 +420,7 @@ public:
 private:
     result<void> commit_once() {
         // Delivery step one (maildir(5)): the file is complete and durable in tmp/.
-        if (config_.fsync && config_.file_fsync && ::fsync(fd_) != 0)
-            return fail("fsync", tmp_path_, last_system_error());
+        if (config_.fsync && ::fsync(fd_) != 0) return fail("fsync", tmp_path_, last_system_error());
         const int fd = std::exchange(fd_, -1);
         if (::close(fd) != 0) return fail("close", tmp_path_, last_system_error());
 
@@ -452,13 +437,8 @@ private:
         if (config_.fsync) {
             // Only new/ here: a mailbox this delivery made was fsync'd by ensure_mailbox. The
             // fsync is shared with concurrent deliveries into the same new/ (group commit);
-            // per file, the file's own fsync above cannot be. With maildir_sync::file_system
-            // one syncfs round covers the file and every new/ at once, for every delivery
-            // that linked before it began.
-            const directory_sync* done = nullptr;
+            // the file's own fsync above cannot be.
             for (const auto& t : targets_) {
-                if (t.new_sync.get() == done) continue;  // the file system's round, once
-                done = t.new_sync.get();
                 auto s = t.new_sync->sync();
                 if (!s) {
                     remove_all(made);
@@ -835,9 +815,7 @@ public:
                 return unexpected(made.error());
             }
             std::string dir = dir_of(enc);
-            auto sync = !options_.fsync ? nullptr
-                        : options_.sync == maildir_sync::file_system ? fs_sync_
-                                                                     : sync_of(dir + "/new");
+            auto sync = options_.fsync ? sync_of(dir + "/new") : nullptr;
             targets.push_back({std::move(dir), std::move(sync)});
             seen_enc.push_back(std::move(enc));
         }
@@ -859,8 +837,7 @@ public:
                 log(log_level::warning, "maildir: cannot create " + tmp + ": " + ec.message());
                 return unexpected(ec);
             }
-            delivery_config config{root_, host_, options_.fsync, options_.sync == maildir_sync::per_file,
-                                   options_.log};
+            delivery_config config{root_, host_, options_.fsync, options_.log};
             return std::unique_ptr<delivery>(std::make_unique<maildir_delivery>(
                 std::move(config), std::move(targets), std::move(prefix), tmp, fd, counter_, tail));
         }
@@ -1171,8 +1148,6 @@ private:
     std::map<std::string, scan_cache> caches_;
     std::mutex syncs_mutex_;  // guards syncs_ and sweep_at_ (apart from mutex_: scans hold that long)
     std::map<std::string, std::weak_ptr<directory_sync>> syncs_;  // new/ path -> its group commit
-    // maildir_sync::file_system: the store's one round of syncfs, shared by every delivery.
-    std::shared_ptr<directory_sync> fs_sync_ = std::make_shared<directory_sync>(root_, true);
     std::size_t sweep_at_ = 64;  // syncs_ size at which expired entries are dropped
 };
 

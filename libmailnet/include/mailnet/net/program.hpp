@@ -45,8 +45,7 @@ std::unique_ptr<authenticator> users_from_file(std::string_view program, const s
 
 /// Opens the Maildir store under `dir`; on failure prints why and sets `exit` (io_error).
 std::shared_ptr<store> maildir_store_at(std::string_view program, const std::filesystem::path& dir,
-                                        const log_sink& log, int& exit,
-                                        maildir_sync sync = maildir_sync::per_file);
+                                        const log_sink& log, int& exit);
 
 /// This machine's name (gethostname), "localhost" if it has none: greetings, Received:.
 std::string host_name();

@@ -108,23 +108,11 @@ private:
     std::set<std::string, std::less<>> locked_;  // mailboxes locked in this process
 };
 
-/// How a Maildir delivery is made durable before commit() returns.
-enum class maildir_sync {
-    /// fsync(2) of the message file, then of each new/ it was linked into; deliveries running
-    /// at the same time into one new/ share that directory's fsync.
-    per_file,
-    /// syncfs(2) of the store's file system after the links: one round covers the files and
-    /// directories of every delivery that linked before it began (group commit across
-    /// mailboxes), at the price of also flushing whatever else is dirty on that file system.
-    file_system,
-};
-
 /// Options of the Maildir store.
 struct maildir_options {
     std::filesystem::path root;           ///< DIR: mailboxes are DIR/<encoded name>/{tmp,new,cur}
     std::string hostname;                 ///< for file names; empty: gethostname()
-    bool fsync = true;                    ///< make deliveries durable before commit() returns (tests may turn off)
-    maildir_sync sync = maildir_sync::per_file;  ///< how (see maildir_sync)
+    bool fsync = true;                    ///< fsync files and directories on delivery (tests may turn off)
     std::chrono::hours tmp_max_age{36};   ///< tmp/ files older than this are removed at start
     log_sink log = stderr_log();          ///< where problems are reported
     std::function<std::chrono::system_clock::time_point()> clock;  ///< empty: system clock
