@@ -212,6 +212,7 @@ struct smtp_hooks {
     asio::awaitable<bool> operator()(act::message_data& a, session& s, net::runner& r) {
         if (!started) start_message(s);
         octets += a.octets.size();
+        if (!cfg().storage && !cfg().handler) co_return true;  // a sink: nobody reads the octets
         pending += a.octets;
         if (pending.size() >= flush_octets) {
             const bool ok = co_await r.on_pool_guarded("message write", false, [&] {
@@ -251,7 +252,7 @@ struct smtp_hooks {
         // cannot block, so it takes no trip to the pool (as ask() does for validate_*).
         if (!cfg().handler && spool < 0 && !write_error) return accepted_here();
         return r.on_pool_guarded("deliver callback", temporary_failure, [&] {
-            write_out();
+            if (spool >= 0) write_out();  // the rest after what was spooled; a small message stays in memory
             if (write_error) return temporary_failure;
             std::unique_ptr<message_source> src;
             if (spool >= 0)
@@ -291,10 +292,14 @@ struct smtp_hooks {
     // spool closed, the buffer given back.
     asio::awaitable<void> drop(net::runner& r) {
         if (out || spool >= 0) {
+            // Taken from the hooks first: whatever abort() does (a store's code may throw), the
+            // next message never writes into this delivery or spool.
+            auto d = std::move(out);
+            const int fd = std::exchange(spool, -1);
             co_await r.on_pool_guarded("delivery abort", true, [&] {
-                if (out) out->abort();
-                out.reset();
-                if (spool >= 0) ::close(std::exchange(spool, -1));
+                if (fd >= 0) ::close(fd);
+                if (d) d->abort();
+                d.reset();
                 return true;
             });
         }

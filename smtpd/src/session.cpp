@@ -158,8 +158,12 @@ std::string session::with_protocol() const {
 }
 
 void session::handle_line(std::string_view line) {
-    if (std::any_of(line.begin(), line.end(), [](char c) { return c == '\0' || c == '\r' || c == '\n'; }))
+    if (std::any_of(line.begin(), line.end(), [](char c) { return c == '\0' || c == '\r' || c == '\n'; })) {
+        // A BDAT line we cannot read still announced a chunk: its octets must not become
+        // commands (a relay that read the line differently would see a smuggled message).
+        if (istarts_with(line, "BDAT")) return lose_framing();
         return bad_command(500, "5.5.2", "Error: NUL, CR or LF inside a command line");
+    }
     const auto [verb, arg] = split_first(line);
     if (refused_ && !iequals(verb, "QUIT"))
         return bad_command(503, "5.5.1", "Error: no SMTP service here");  // RFC 5321 3.1: wait for QUIT
@@ -354,11 +358,7 @@ void session::cmd_bdat(std::string_view arg) {
     if (size_text.empty() || ec != std::errc() || end != size_text.data() + size_text.size() || (!rest.empty() && !last)) {
         // Without a size the chunk's end is unknown: its octets would be read as commands (a
         // smuggling path). The framing is lost, so the session ends (RFC 5321 3.8).
-        say(501, "5.5.4", "Syntax: BDAT size [LAST]");
-        say(421, "4.5.4", config_.hostname + " Error: BDAT framing lost, closing");
-        emit(act::close{});
-        closed_ = true;
-        return;
+        return lose_framing();
     }
     chunk c{size, size, last, std::nullopt};
     // A refused chunk is read all the same (RFC 3030 2: "MUST still consume"), then answered.
@@ -380,6 +380,13 @@ void session::cmd_bdat(std::string_view arg) {
     chunk_ = c;
     in_data_ = true;
     data_in_ = reader_.take_buffered();
+}
+
+void session::lose_framing() {
+    say(501, "5.5.4", "Syntax: BDAT size [LAST]");
+    say(421, "4.5.4", config_.hostname + " Error: BDAT framing lost, closing");
+    emit(act::close{});
+    closed_ = true;
 }
 
 void session::take_chunk() {

@@ -192,6 +192,52 @@ TEST(smtp_server, a_client_trickling_data_holds_a_stopping_server_no_longer_than
     EXPECT_TRUE(files_in(dir.path / "bob@example.net" / "new").empty());
 }
 
+TEST(smtp_server, the_shutdown_grace_never_cuts_a_delivery_from_its_reply) {
+    // A deliver that takes longer than the grace: the message was accepted, so its 250 goes out.
+    std::atomic<int> delivering{0};
+    auto cb = std::make_shared<smtp::callback_functions>();
+    cb->on_deliver = [&](const smtp::transaction_info&, mailnet::message&) {
+        ++delivering;
+        std::this_thread::sleep_for(1500ms);
+        return smtp::verdict::accept();
+    };
+    auto cfg = config(nullptr);
+    cfg.handler = cb;
+    cfg.shutdown_grace = 1s;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->send("hello\r\n.\r\n");
+    ASSERT_TRUE(wait_for([&] { return delivering.load() == 1; }));
+    f.srv->destroy(mailnet::net::server::destroy_mode::defer);
+    EXPECT_NE(c->read_until("queued as", 5000ms).find("250 2.0.0 Ok: queued as"), std::string::npos);
+    EXPECT_TRUE(c->closed_within(3000ms));
+    EXPECT_EQ(delivering.load(), 1);
+}
+
+TEST(smtp_server, a_login_does_not_lift_the_shutdown_grace) {
+    auto users = std::make_shared<mailnet::auth_functions>();
+    users->on_authenticate = [](const mailnet::credentials&) { return mailnet::auth_result::ok("alice", "alice"); };
+    temp_dir dir("mailnet-smtpd");
+    auto cfg = config(maildir(dir.path));
+    cfg.auth = users;
+    cfg.shutdown_grace = 1s;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    std::promise<void> gone;
+    f.srv->destroy(mailnet::net::server::destroy_mode::defer, [&] { gone.set_value(); });
+    auto done = gone.get_future();
+    bool closed = false;
+    for (int i = 0; i < 40 && !closed; ++i) {
+        c->send("x");
+        closed = done.wait_for(100ms) == std::future_status::ready;
+    }
+    EXPECT_TRUE(closed) << "still open 4 s after the stop";
+}
+
 TEST(smtp_server, a_large_message_in_bdat_chunks_is_stored_whole) {
     temp_dir dir("mailnet-smtpd");
     fixture f(config(maildir(dir.path)));

@@ -397,15 +397,21 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
             p.line_offset = p.fed - partial;
         }
         c_.set_idle(!exchange);
+        // A stopping server's grace bounds this wait only (set_reading): never the hooks and
+        // writes that follow, so a delivery under way is never cut from its reply.
+        const auto until = std::min(p.read_deadline(), c_.read_limit());
+        c_.set_reading(true);
         if (p.rd->active) {
-            c_.io().set_deadline(p.read_deadline());
+            c_.io().set_deadline(until);
             co_await p.wait_for_read();
         } else {
             // The common case: read here, no background read needed.
-            p.rd->n = co_await c_.read_some_until(asio::buffer(p.rd->buf), p.rd->ec, p.read_deadline());
+            p.rd->n = co_await c_.read_some_until(asio::buffer(p.rd->buf), p.rd->ec, until);
             p.rd->done = true;
         }
+        c_.set_reading(false);
         c_.set_idle(false);
+        if (until == c_.read_limit()) c_.io().set_deadline(p.read_deadline());  // the grace is over for what follows
     }
 }
 

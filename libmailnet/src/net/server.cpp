@@ -276,14 +276,18 @@ void server::destroy(destroy_mode mode, std::function<void()> on_gone) {
         // kill: every connection now; defer: the idle ones now (DESIGN.md "Command lines":
         // idle sessions close at once, the exchange in progress finishes).
         // An exchange in progress may not hold the server for ever (a client trickling DATA):
-        // it gets shutdown_grace, then its connection closes like any other.
+        // its reads get shutdown_grace, then the connection closes like any other. Only reads:
+        // a hook at work (a delivery's fsync) and the reply it produces are never cut, so a
+        // client is never left without the 250 of a message that was delivered.
         asio::dispatch(io_, [open = std::move(open), mode, grace = options_.shutdown_grace] {
-            const auto cap = stream::clock::now() + grace;
+            const auto limit = stream::clock::now() + grace;
             for (auto& c : open) {
-                if (mode == destroy_mode::kill || c->idle_)
+                if (mode == destroy_mode::kill || c->idle_) {
                     c->io().close();
-                else
-                    c->io().set_deadline_cap(cap);
+                    continue;
+                }
+                c->read_limit_ = std::min(c->read_limit_, limit);
+                if (c->reading_) c->io().set_deadline(std::min(c->io().deadline(), c->read_limit_));
             }
         });
     }

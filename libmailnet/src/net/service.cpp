@@ -16,7 +16,7 @@ std::string service_config::problem(std::chrono::seconds min_idle, std::string_v
         return "TLS handshake timeout and shutdown grace must be positive";
     if (max_connections == 0 || max_per_peer == 0 || blocking_threads == 0)
         return "connection limits and the pool size must be at least 1";
-    if (read_ahead_octets < min_read_ahead) return "the read-ahead limit must hold one command line";
+    if (read_ahead_octets < min_read_ahead) return "the read-ahead limit must hold one command (or SASL) line";
     if (hostname.empty() ||
         !std::all_of(hostname.begin(), hostname.end(), [](char c) { return c > 32 && c < 127; }))
         return "the hostname must be printable ASCII without spaces";

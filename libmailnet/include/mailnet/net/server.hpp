@@ -121,6 +121,12 @@ public:
     /// Marks the connection idle (waiting for a new command, or in a failed-login delay):
     /// destroy(defer) closes idle connections at once. I/O thread only.
     void set_idle(bool idle) noexcept { idle_ = idle; }
+    /// Marks the connection waiting for input (I/O thread): destroy(defer) shortens that wait
+    /// to the shutdown grace; a hook's work and the writing of its reply are never cut by it.
+    void set_reading(bool reading) noexcept { reading_ = reading; }
+    /// After destroy(defer): when reads must be done by (an exchange in progress gets the
+    /// shutdown grace); time_point::max() before. I/O thread.
+    stream::clock::time_point read_limit() const noexcept { return read_limit_; }
     /// Whether a TLS context is configured (STLS/STARTTLS can be offered).
     bool tls_available() const noexcept;
     /// The server's log.
@@ -138,6 +144,8 @@ private:
     std::atomic<std::uint64_t> bytes_in_{0}, bytes_out_{0};
     std::atomic<bool> tls_{false};  // for info() from other threads: the stream's own state is the I/O thread's
     bool idle_ = false;
+    bool reading_ = false;
+    stream::clock::time_point read_limit_ = stream::clock::time_point::max();
     std::chrono::system_clock::time_point started_;
     mutable std::mutex mutex_;  // guards state_ and user_ (read from other threads)
     std::string state_, user_;

@@ -136,6 +136,7 @@ protected:
     ~configured_service() = default;
     /// Builds from the constructor's configuration (a failure is returned by up()).
     void start() {
+        if (!config_.log) config_.log = null_log();
         if (auto r = check(config_); !r) return set_build_error(r.error());
         if (auto r = build(); !r) set_build_error(r.error());
     }

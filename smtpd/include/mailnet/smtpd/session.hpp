@@ -160,6 +160,7 @@ private:
     void handle_line(std::string_view line);
     void take_data();
     void take_chunk();
+    void lose_framing();
     void end_message(std::string& tail);
     void say(int code, std::string_view enhanced, std::string_view text);
     void say(const reply& r);
