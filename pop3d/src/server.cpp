@@ -35,22 +35,25 @@ struct server::shared {
 
 namespace {
 
-// The POP3 actions the runner does not know: every backend call runs on the pool.
+// The POP3 actions the runner does not know: every backend call runs on the pool, and one that
+// throws is a temporary failure for that command (logged), never a dropped connection.
 struct pop3_hooks {
     std::shared_ptr<server::shared> sh;
     std::string locked;  // the mailbox this session holds the lock of
 
     asio::awaitable<bool> operator()(act::authenticate& a, session& s, net::runner& r) {
         auto& auth = sh->config.auth;
-        const auto result = co_await r.on_pool([&] { return auth ? auth->authenticate(a.creds) : auth_result::fail(); });
+        const auto result = co_await r.on_pool_guarded(
+            "authenticate", auth_result::tempfail(), [&] { return auth ? auth->authenticate(a.creds) : auth_result::fail(); });
         s.resume(result);
         co_return true;
     }
 
     asio::awaitable<bool> operator()(act::authenticate_apop& a, session& s, net::runner& r) {
         auto& auth = sh->config.auth;
-        const auto result = co_await r.on_pool(
-            [&] { return auth ? auth->authenticate_apop(a.user, a.timestamp, a.digest) : auth_result::fail(); });
+        const auto result = co_await r.on_pool_guarded("authenticate_apop", auth_result::tempfail(), [&] {
+            return auth ? auth->authenticate_apop(a.user, a.timestamp, a.digest) : auth_result::fail();
+        });
         s.resume(result);
         co_return true;
     }
@@ -59,10 +62,10 @@ struct pop3_hooks {
         mailbox_result result;
         auto& store = sh->config.storage;
         if (store) {
-            co_await r.on_pool([&] {
+            const bool ran = co_await r.on_pool_guarded("open mailbox", false, [&] {
                 if (auto l = store->lock(a.mailbox); !l) {
                     result.error = l.error();
-                    return;
+                    return true;
                 }
                 locked = a.mailbox;  // from here on, whatever happens (a throwing backend too) unlocks it
                 auto snap = store->snapshot(a.mailbox);
@@ -70,10 +73,19 @@ struct pop3_hooks {
                     locked.clear();
                     store->unlock(a.mailbox);
                     result.error = snap.error();
-                    return;
+                    return true;
                 }
                 result.messages = std::move(*snap);
+                return true;
             });
+            if (!ran) {
+                // The store threw: [SYS/TEMP], and a lock it took is released now, so the
+                // session can try again.
+                result = mailbox_result{};
+                result.error = make_error_code(errc::io_error);
+                if (const std::string held = std::exchange(locked, {}); !held.empty())
+                    co_await r.on_pool([&] { store->unlock(held); });
+            }
         }  // no storage: every mailbox is empty
         if (result.error && result.error != errc::mailbox_in_use)
             r.log()(log_level::error, "pop3 cannot open mailbox " + log_text(a.mailbox) + ": " + result.error.message());
@@ -88,9 +100,10 @@ struct pop3_hooks {
     asio::awaitable<bool> operator()(act::commit& a, session& s, net::runner& r) {
         commit_result result;
         auto& store = sh->config.storage;
-        co_await r.on_pool([&] {
-            result.errors = store ? store->commit(locked, a.deleted, a.seen) : std::vector<std::error_code>(a.deleted.size());
-        });
+        result.errors = co_await r.on_pool_guarded(
+            "commit", std::vector<std::error_code>(a.deleted.size(), make_error_code(errc::io_error)), [&] {
+                return store ? store->commit(locked, a.deleted, a.seen) : std::vector<std::error_code>(a.deleted.size());
+            });
         for (std::size_t i = 0; i < result.errors.size() && i < a.deleted.size(); ++i)
             if (result.errors[i])
                 r.log()(log_level::error, "pop3 " + log_text(s.user()) + ": cannot delete " + log_text(a.deleted[i], 200) +

@@ -262,6 +262,39 @@ TEST(pop3_server, quit_says_sys_temp_when_the_store_slots_cannot_delete) {
     EXPECT_NE(got.find("+OK message 1 deleted\r\n-ERR [SYS/TEMP]"), std::string::npos) << got;
 }
 
+TEST(pop3_server, a_backend_that_throws_is_a_temporary_error_not_a_dropped_connection) {
+    // An authenticator or store of the embedder's (LDAP, SQL) that throws: -ERR [SYS/TEMP] or
+    // -ERR for that command, the reason logged, the session going on, no lock left held.
+    auto auth = std::make_shared<mailnet::auth_functions>();
+    auth->on_authenticate = [](const mailnet::credentials& c) -> mailnet::auth_result {
+        if (c.user == "boom") throw std::runtime_error("ldap down");
+        return mailnet::auth_result::ok(c.user, c.user);
+    };
+    auto snapshots = std::make_shared<std::atomic<int>>(0);
+    auto slots = std::make_shared<mailnet::store_functions>();
+    slots->on_snapshot = [snapshots](std::string_view) -> mailnet::result<std::vector<mailnet::message_info>> {
+        if (++*snapshots == 1) throw std::runtime_error("disk on fire");
+        return std::vector<mailnet::message_info>{};
+    };
+    mailnet::testing::log_capture log;
+    pop3::server_config cfg;
+    cfg.auth = auth;
+    cfg.storage = slots;
+    fixture f(cfg, 0ms, log.sink());
+    test_client c(f.port());
+    c.read_until("\r\n");
+    c.send("USER boom\r\nPASS x\r\n");
+    EXPECT_NE(c.read_until("[SYS/TEMP]").find("-ERR [SYS/TEMP]"), std::string::npos) << c.read_until("\r\n");
+    c.clear();
+    c.send("USER alice\r\nPASS secret\r\n");
+    EXPECT_NE(c.read_until("[SYS/TEMP]").find("-ERR [SYS/TEMP] cannot open mailbox"), std::string::npos);
+    c.clear();
+    c.send("USER alice\r\nPASS secret\r\nQUIT\r\n");
+    EXPECT_NE(c.read_until("bye").find("+OK logged in, 0 messages"), std::string::npos) << "the lock was released";
+    EXPECT_TRUE(log.contains("ldap down")) << log.all();
+    EXPECT_TRUE(log.contains("disk on fire")) << log.all();
+}
+
 TEST(pop3_server, second_session_on_a_mailbox_gets_in_use_until_the_first_quits) {
     pop3::server_config cfg;
     cfg.auth = users();
