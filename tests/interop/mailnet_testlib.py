@@ -464,6 +464,21 @@ class ListeningServer:
     name = "server"
     plain_kind = tls_kind = None
 
+    @classmethod
+    def listener_args(cls, listen, implicit_tls, tls, addr, extra):
+        """The --listen/--tls-listen/--tls-cert/--tls-key arguments and `extra`, with the kinds
+        of listening line to wait for."""
+        args = []
+        if listen:
+            args += ["--listen", f"{addr}:0"]
+        if implicit_tls:
+            args += ["--tls-listen", f"{addr}:0"]
+        if tls is not None:
+            args += ["--tls-cert", tls.cert, "--tls-key", tls.key]
+        args += list(extra)
+        want = ([cls.plain_kind] if listen else []) + ([cls.tls_kind] if implicit_tls else [])
+        return args, want
+
     def __init__(self, args, want, workdir, start_timeout=10.0):
         self.args = list(args)
         self.want = list(want)
@@ -546,15 +561,8 @@ class Pop3d(ListeningServer):
         self.binary = binary
         self.store = store
         self.users = users
-        args = [binary, "--store", store, "--users", users]
-        if listen:
-            args += ["--listen", f"{addr}:0"]
-        if implicit_tls:
-            args += ["--tls-listen", f"{addr}:0"]
-        if tls is not None:
-            args += ["--tls-cert", tls.cert, "--tls-key", tls.key]
-        args += list(extra)
-        want = (["pop3"] if listen else []) + (["pop3s"] if implicit_tls else [])
+        more, want = self.listener_args(listen, implicit_tls, tls, addr, extra)
+        args = [binary, "--store", store, "--users", users] + more
         super().__init__(args, want, workdir or os.path.dirname(os.path.abspath(store)), start_timeout)
 
 
@@ -579,15 +587,8 @@ class Smtpd(ListeningServer):
         args = [binary, "--store", store, "--hostname", SMTPD_HOSTNAME]
         if users is not None:
             args += ["--users", users]
-        if listen:
-            args += ["--listen", f"{addr}:0"]
-        if implicit_tls:
-            args += ["--tls-listen", f"{addr}:0"]
-        if tls is not None:
-            args += ["--tls-cert", tls.cert, "--tls-key", tls.key]
-        args += list(extra)
-        want = (["smtp"] if listen else []) + (["smtps"] if implicit_tls else [])
-        super().__init__(args, want, workdir or os.path.dirname(os.path.abspath(store)), start_timeout)
+        more, want = self.listener_args(listen, implicit_tls, tls, addr, extra)
+        super().__init__(args + more, want, workdir or os.path.dirname(os.path.abspath(store)), start_timeout)
 
 
 # --------------------------------------------------------------------------------------
