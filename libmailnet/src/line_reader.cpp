@@ -1,6 +1,8 @@
 // line_reader.cpp: CRLF line splitting with a hard limit (RFC 5321 4.5.3.1, RFC 2449 4).
 #include "mailnet/line_reader.hpp"
 
+#include <algorithm>
+
 namespace mailnet {
 
 void line_reader::feed(std::string_view bytes) {
@@ -29,6 +31,7 @@ line_reader::status line_reader::next() {
             scan_ = keep_from;
             if (discarding_ || keep_from - pos_ > max_ - 2) {
                 // Over-long: drop what we have, remember to report when its CRLF arrives.
+                if (!discarding_) head_ = buf_.substr(pos_, std::min(keep_from - pos_, head_octets));
                 discarding_ = true;
                 dropped_ += keep_from - pos_;
                 buf_.erase(0, keep_from);
@@ -41,6 +44,7 @@ line_reader::status line_reader::next() {
         pos_ = crlf + 2;
         scan_ = pos_;
         if (discarding_ || crlf - start > max_ - 2) {
+            if (!discarding_) head_ = buf_.substr(start, std::min(crlf - start, head_octets));
             discarding_ = false;
             dropped_ = 0;
             return status::too_long;
@@ -62,6 +66,7 @@ void line_reader::clear() noexcept {
     discarding_ = false;
     dropped_ = 0;
     line_ = {};
+    head_.clear();
 }
 
 }  // namespace mailnet

@@ -74,6 +74,23 @@ TEST(line_reader, over_long_line_ending_in_split_crlf) {
     EXPECT_EQ(split("abcdefghij\r\nz\r\n", 5, 11), (std::vector<std::string>{"<too long>", "z"}));
 }
 
+TEST(line_reader, the_head_of_a_dropped_line_is_kept_whatever_the_chunking) {
+    // An SMTP server must know a dropped line was a BDAT (its chunk follows).
+    const std::string line = "BDAT 5 LAST " + std::string(3000, 'x') + "\r\n";
+    for (const std::size_t chunk : {1u, 7u, 512u, 4096u}) {
+        line_reader r(512);
+        std::string_view in = line;
+        line_reader::status last = line_reader::status::need_more;
+        while (!in.empty()) {
+            r.feed(in.substr(0, chunk));
+            in.remove_prefix(std::min<std::size_t>(chunk, in.size()));
+            last = r.next();
+        }
+        ASSERT_EQ(last, line_reader::status::too_long) << "chunk " << chunk;
+        EXPECT_EQ(r.too_long_head(), "BDAT 5 LAST xxxx") << "chunk " << chunk;
+    }
+}
+
 TEST(line_reader, take_buffered_returns_unread_bytes_and_clear_drops_them) {
     line_reader r(512);
     r.feed("DATA\r\nSubject: x\r\n\r\nbody");

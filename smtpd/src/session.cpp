@@ -77,6 +77,8 @@ session::action session::next() {
                 sasl_ = sasl::none;
                 reader_.set_limit(limits_.max_command_octets);
                 login_failed(sasl_user_, "SASL response too long", "Error: SASL response too long");
+            } else if (istarts_with(reader_.too_long_head(), "BDAT")) {
+                lose_framing();  // its chunk follows: never read it as commands
             } else {
                 bad_command(500, "5.5.2", "Error: line too long");
             }

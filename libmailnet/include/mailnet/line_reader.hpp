@@ -37,6 +37,11 @@ public:
     /// one (a transport's per-line time limit counts them, since they were received).
     std::size_t line_octets() const noexcept { return buffered() + dropped_; }
 
+    /// After status::too_long: the first octets (at most head_octets) of the line that was
+    /// dropped, so a caller can tell what it was (an SMTP BDAT announces a chunk that follows).
+    std::string_view too_long_head() const noexcept { return head_; }
+    static constexpr std::size_t head_octets = 16;
+
     /// Removes and returns the buffered bytes not yet returned (e.g. the start of DATA).
     std::string take_buffered();
 
@@ -55,6 +60,7 @@ private:
     std::size_t scan_ = 0;      // where the CRLF search resumes
     bool discarding_ = false;   // inside an over-long line
     std::size_t dropped_ = 0;   // octets of it dropped so far
+    std::string head_;          // the first octets of the last over-long line
     std::size_t max_;
     std::string_view line_;
 };
