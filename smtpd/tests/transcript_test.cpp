@@ -17,11 +17,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace mailnet::smtp;
-using mailnet::testing::client_input;
 using mailnet::testing::load_transcript;
-using mailnet::testing::play_each_line_split;
 using mailnet::testing::play_line_by_line;
-using mailnet::testing::play_split_everywhere;
+using mailnet::testing::play_pipelined;
 using mailnet::testing::split_words;
 using mailnet::testing::transcript_names;
 using mailnet::testing::transcript_test_name;
@@ -166,11 +164,7 @@ TEST_P(smtp_transcript, line_by_line) {
 TEST_P(smtp_transcript, pipelined_and_split_at_every_offset) {
     const auto t = load(transcript_dir() / GetParam());
     if (t.unsplittable) GTEST_SKIP() << "input must arrive as written";
-    if (t.sequential) {
-        EXPECT_EQ(play_each_line_split(t.lines, [&] { return player(t); }), "");
-        return;
-    }
-    EXPECT_EQ(play_split_everywhere(client_input(t.lines), [&] { return player(t); }), "");
+    EXPECT_EQ(play_pipelined(t.lines, t.sequential, [&] { return player(t); }), "");
 }
 
 INSTANTIATE_TEST_SUITE_P(smtpd, smtp_transcript, ::testing::ValuesIn(transcript_names(transcript_dir())),

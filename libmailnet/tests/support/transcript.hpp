@@ -176,6 +176,14 @@ std::string play_each_line_split(const std::vector<std::pair<char, std::string>>
     }
 }
 
+/// The pipelined runs of a transcript: with `sequential` (STLS/STARTTLS, a close mid-way) each
+/// client line on its own split at every offset, else all client input pipelined and split at
+/// every offset; "" or the first failure.
+template <class MakePlayer>
+std::string play_pipelined(const std::vector<std::pair<char, std::string>>& lines, bool sequential, MakePlayer make) {
+    return sequential ? play_each_line_split(lines, make) : play_split_everywhere(client_input(lines), make);
+}
+
 /// A test name from a transcript file name ("long_line.txt" -> "long_line").
 inline std::string transcript_test_name(const std::string& file) {
     std::string n = file.substr(0, file.size() - 4);
