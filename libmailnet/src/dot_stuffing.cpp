@@ -210,7 +210,9 @@ void dot_decoder::bare_cr(std::string& out) {
 
 void dot_decoder::bare_lf(std::string& out) {
     bare_lf_ = true;
-    if (options_.bare == bare_line_end_policy::normalise) {
+    if (options_.bare == bare_line_end_policy::lf_line_end) {
+        line_end(true, out);
+    } else if (options_.bare == bare_line_end_policy::normalise) {
         line_end(false, out);
     } else {
         emit("\n", 1, out);
@@ -239,6 +241,12 @@ std::size_t dot_decoder::decode(std::string_view in, std::string& out) {
             if (*p == '\r') {
                 ++p;
                 state_ = state::dot_cr;
+                break;
+            }
+            if (*p == '\n' && options_.bare == bare_line_end_policy::lf_line_end && after_crlf_) {
+                ++p;  // "." LF after a line end: the end of data of a bare-LF server
+                bare_lf_ = true;
+                state_ = state::done;
                 break;
             }
             if (*p == '\n' && options_.bare == bare_line_end_policy::normalise) emit(".", 1, out);

@@ -554,6 +554,26 @@ TEST(dot_decoder, normalise_makes_bare_octets_line_ends_but_never_the_end) {
     EXPECT_EQ(lf.out, "a\nb\nc\n");
 }
 
+TEST(dot_decoder, lf_line_end_reads_a_bare_lf_server_to_its_end) {
+    for (std::size_t chunk = 1; chunk <= 5; ++chunk) {
+        // A bare-LF server (MS Exchange quirk): LF is a line end, ".\n" the end, "..x" unstuffed;
+        // a bare CR stays data; CRLF lines mix in; what follows the end is not consumed.
+        const std::string wire = "a\nb\rc\r\n..x\n..\r\n\n.\nNEXT";
+        dot_decoder d(opts(bare_line_end_policy::lf_line_end));
+        std::string out;
+        std::size_t used = 0;
+        for (std::size_t at = 0; at < wire.size() && !d.finished(); at += chunk)
+            used += d.decode(std::string_view(wire).substr(at, chunk), out);
+        EXPECT_TRUE(d.finished()) << "chunk " << chunk;
+        EXPECT_EQ(out, "a\r\nb\rc\r\n.x\r\n.\r\n\r\n") << "chunk " << chunk;
+        EXPECT_EQ(used, wire.size() - 4) << "chunk " << chunk;
+        EXPECT_FALSE(d.rejected());
+    }
+    const decoded crlf = decode("a\r\n.\r\n", opts(bare_line_end_policy::lf_line_end, output_line_ends::lf));
+    EXPECT_TRUE(crlf.finished);
+    EXPECT_EQ(crlf.out, "a\n");
+}
+
 TEST(dot_decoder, lf_output_for_storage) {
     dot_decoder d(opts(bare_line_end_policy::reject, output_line_ends::lf));
     std::string out;

@@ -85,6 +85,9 @@ enum class bare_line_end_policy {
     reject,     ///< keep it as data and flag the message (rejected()) so the server answers 5xx
     normalise,  ///< make it a line end (never an end of data)
     keep,       ///< keep it as data (a lenient client)
+    /// a bare LF is a line end like CRLF, so "." LF after one ends the data; a bare CR is
+    /// data (a client of a server that sends bare LF, the MS Exchange quirk; never a server)
+    lf_line_end,
 };
 
 /// Line ends of a dot_decoder's output.

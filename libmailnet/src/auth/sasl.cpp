@@ -1,4 +1,4 @@
-// sasl.cpp: SASL PLAIN (RFC 4616 2) decoding for POP3 AUTH (RFC 5034 4) and SMTP AUTH (RFC 4954 4).
+// sasl.cpp: SASL PLAIN (RFC 4616 2) decoding, and the client's encoding, for POP3 AUTH (RFC 5034 4) and SMTP AUTH (RFC 4954 4).
 #include "mailnet/auth/sasl.hpp"
 
 #include "mailnet/base64.hpp"
@@ -18,6 +18,16 @@ std::variant<credentials, sasl_refusal> decode_sasl_plain(std::string_view base6
     if (!authzid.empty() && authzid != authcid)
         return sasl_refusal{std::move(authcid), "SASL authorization identity differs from the login (no proxy logins)"};
     return credentials{std::move(authcid), decoded->substr(second + 1)};
+}
+
+std::string encode_sasl_plain(std::string_view user, std::string_view password) {
+    std::string raw;
+    raw.reserve(user.size() + password.size() + 2);
+    raw.push_back('\0');
+    raw.append(user);
+    raw.push_back('\0');
+    raw.append(password);
+    return base64_encode(raw);
 }
 
 }  // namespace mailnet

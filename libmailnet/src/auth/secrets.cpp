@@ -2,6 +2,7 @@
 // in constant time by comparing digests), used for PLAIN passwords and crypt(3) outputs; and
 // APOP digests (RFC 1939 7); the open-mode authenticator of a test mail server (DESIGN.md "On disk", mailnetd).
 #include "mailnet/auth/auth.hpp"
+#include "mailnet/auth/sasl.hpp"
 #include "mailnet/store/store.hpp"
 
 #include <openssl/crypto.h>
@@ -22,9 +23,10 @@ bool secrets_equal(std::string_view a, std::string_view b) noexcept {
     return la == lb && la == 32 && CRYPTO_memcmp(da, db, la) == 0;
 }
 
-namespace {
-
-std::string md5_hex(std::string_view data) {
+std::string apop_digest(std::string_view timestamp, std::string_view secret) {
+    std::string data;
+    data.reserve(timestamp.size() + secret.size());
+    data.append(timestamp).append(secret);
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     EVP_Digest(data.data(), data.size(), digest, &len, EVP_md5(), nullptr);
@@ -37,13 +39,11 @@ std::string md5_hex(std::string_view data) {
     return out;
 }
 
-}  // namespace
-
 auth_result authenticator::authenticate_apop(const std::string& user, const std::string& timestamp,
                                              const std::string& digest_hex) {
     const auto secret = lookup(user);
     // An unknown user costs the same digest and comparison (no user enumeration).
-    const std::string expected = md5_hex(timestamp + (secret ? *secret : std::string("\x01 no such user")));
+    const std::string expected = apop_digest(timestamp, secret ? std::string_view(*secret) : std::string_view("\x01 no such user"));
     if (!secrets_equal(expected, digest_hex) || !secret) return auth_result::fail();
     // The backend names the account and its mailbox, as for a password login.
     return authenticate(credentials{user, *secret});

@@ -20,4 +20,10 @@ struct sasl_refusal {
 /// passwd. An authzid other than the authcid is refused (no proxy authorization).
 std::variant<credentials, sasl_refusal> decode_sasl_plain(std::string_view base64);
 
+/// A client's SASL PLAIN response (RFC 4616 2), base64: NUL authcid NUL passwd (no authzid).
+std::string encode_sasl_plain(std::string_view user, std::string_view password);
+
+/// APOP's digest (RFC 1939 7): lowercase hex MD5 of the greeting's timestamp and the secret.
+std::string apop_digest(std::string_view timestamp, std::string_view secret);
+
 }  // namespace mailnet
