@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
     cfg.storage = std::move(store);
     cfg.hostname = hostname;
     cfg.require_auth = require_auth;
+    cfg.allow_open_network = open_network;  // checked above too, with the command line's words
     cfg.normalise_bare_line_ends = normalise;
     cfg.session_limits = lim;
     cfg.log = log;

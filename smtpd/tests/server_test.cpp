@@ -677,4 +677,47 @@ TEST(smtp_server, an_unusable_configuration_is_refused_and_the_old_one_kept) {
     s.destroy(mailnet::net::server::destroy_mode::kill);
 }
 
+TEST(smtp_server, an_empty_listen_list_is_the_seeds_all_interfaces_port_25_refused_in_open_mode) {
+    // The seed's smtpd::start listens on all interfaces, port 25. Nothing below binds 0.0.0.0:
+    // those configurations are only checked (configure() while down binds nothing).
+    const auto seed = smtp::listeners_of(smtp::server_config{});
+    ASSERT_EQ(seed.size(), 1u);
+    EXPECT_EQ(seed[0].service, "smtp");
+    EXPECT_EQ(seed[0].address, "0.0.0.0");
+    EXPECT_EQ(seed[0].port, 25);
+    EXPECT_FALSE(seed[0].implicit_tls);
+
+    temp_dir dir("mailnet-smtpd");
+    log_capture log;
+    auto open = config(maildir(dir.path), log.sink());
+    open.listen.clear();
+    asio::io_context io;
+    smtp::server s(io, open);
+    // DESIGN.md "Rules": open mode (a store, any recipient) listens on loopback only.
+    EXPECT_EQ(s.up().error(), mailnet::errc::bad_config) << "open mode on all interfaces";
+    EXPECT_TRUE(log.contains("listens on loopback addresses only, not 0.0.0.0 (the default when listen is empty"))
+        << log.all();
+    auto explicit_any = open;
+    explicit_any.listen = {{"smtp", "0.0.0.0", 0, false}};
+    EXPECT_EQ(s.configure(explicit_any).error(), mailnet::errc::bad_config) << "an explicit one neither";
+    auto allowed = open;
+    allowed.allow_open_network = true;
+    EXPECT_TRUE(s.configure(allowed));
+    EXPECT_TRUE(s.config().listen.empty()) << "cget shows the configuration as given";
+    auto users_mode = open;
+    users_mode.recipients_from_auth = true;
+    EXPECT_TRUE(s.configure(users_mode)) << "only known accounts receive mail";
+    auto submission = open;
+    submission.require_auth = true;
+    EXPECT_TRUE(s.configure(submission)) << "only logged-in clients send";
+    auto no_store = open;
+    no_store.storage = nullptr;
+    EXPECT_TRUE(s.configure(no_store)) << "the handler decides what is kept";
+    // Loopback in open mode runs as before.
+    EXPECT_TRUE(s.configure(config(maildir(dir.path))));
+    ASSERT_TRUE(s.up());
+    EXPECT_NE(s.listeners().at(0).endpoint.port(), 0);
+    s.destroy(mailnet::net::server::destroy_mode::kill);
+}
+
 }  // namespace
