@@ -715,6 +715,50 @@ void make_mailbox(const fs::path& box) {
     for (const char* sub : {"tmp", "new", "cur"}) fs::create_directories(box / sub);
 }
 
+TEST(maildir_store, links_removed_after_a_failure_are_made_durable_by_an_fsync_of_their_new) {
+    // A link removed because a target failed may already have been written out by a
+    // concurrent delivery's fsync of that new/: without an fsync of new/ after the unlink, a
+    // crash could bring it back and the retry would deliver twice. That holds for the target
+    // whose own fsync failed too (its group-commit round removes the link and runs again).
+    for (int failing = 0; failing < 2; ++failing) {  // carol's new/: 0 its fsync fails, 1 its link
+        temp_dir d;
+        auto o = options(d.path);
+        o.fsync = true;
+        auto s = open_store(o);
+        const fs::path root = d.path / "store";
+        const auto targets = boxes({"alice", "bob", "carol"});
+        for (const auto& box : targets) make_mailbox(root / box);
+        auto dl = s->begin_delivery(targets);
+        ASSERT_TRUE(dl);
+        ASSERT_TRUE((*dl)->write("Subject: x\n\nbody\n"));
+        recording rec;
+        {
+            std::optional<fsync_failure> fail;
+            if (failing == 0) {
+                fail.emplace(root / "carol" / "new");
+            } else {
+                fs::remove(root / "carol" / "new");
+                write_file(root / "carol" / "new", "in the way");
+            }
+            EXPECT_FALSE((*dl)->commit()) << "failing " << failing;
+        }
+        const auto syncs = rec.stop();
+        // carol's new/ is fsync'd again only if it was (0): its failed round removes the link.
+        for (const char* box : {"alice", "bob", "carol"}) {
+            if (failing == 1 && std::string_view(box) == "carol") continue;
+            EXPECT_TRUE(names_in(root / box / "new").empty()) << box << " failing " << failing;
+            const auto mine = syncs_of(syncs, root / box / "new");
+            ASSERT_FALSE(mine.empty()) << box << " failing " << failing << ": the removal was not fsync'd";
+            EXPECT_TRUE(mine.back().names.empty())
+                << box << " failing " << failing << ": new/ was not fsync'd after the link was removed";
+            if (failing == 0) {
+                EXPECT_GE(mine.size(), 2u) << box << ": once with the link, once without";
+                EXPECT_FALSE(mine.front().names.empty()) << box;
+            }
+        }
+    }
+}
+
 TEST(maildir_store, concurrent_deliveries_each_arrive_once_with_their_bytes) {
     // 16 threads x 50 deliveries: all into one mailbox, then each into two of four mailboxes
     // (pairs in both orders, so a delivery waits for one new/ while others wait for it in turn).
@@ -824,7 +868,10 @@ TEST(maildir_store, a_failed_shared_fsync_fails_every_delivery_that_waited_for_i
         const auto syncs = rec.stop();
         hold.reset();
         EXPECT_EQ(std::count(ok.begin(), ok.end(), 0), threads);
-        EXPECT_LT(syncs_of(syncs, box / "new").size(), static_cast<std::size_t>(threads));
+        const auto news = syncs_of(syncs, box / "new");
+        EXPECT_LT(news.size(), static_cast<std::size_t>(threads)) << "the removals' fsyncs were not shared";
+        ASSERT_FALSE(news.empty());
+        EXPECT_TRUE(news.back().names.empty()) << "new/ was not fsync'd after the links were removed";
         EXPECT_TRUE(names_in(box / "new").empty());
         EXPECT_TRUE(names_in(box / "tmp").empty());
         // The retry delivers each once.

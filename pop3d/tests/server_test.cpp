@@ -425,4 +425,24 @@ TEST(pop3_server, retr_of_a_50_mib_message_streams_it_without_loading_it) {
     std::filesystem::remove_all(dir);
 }
 
+TEST(pop3_server, a_shutdown_closes_idle_sessions_without_a_word) {
+    // POP3 has no reply for a server going away (RFC 1939 has no unsolicited response, unlike
+    // SMTP's 421): an idle session, logged in or not, is closed at once and reads only EOF.
+    pop3::server_config cfg;
+    cfg.auth = users();
+    fixture f(cfg);
+    auto logged_in = login(f.port());
+    test_client greeted(f.port());
+    greeted.read_until("\r\n");
+    greeted.clear();
+    ASSERT_TRUE(greeted.connected());
+    for (int i = 0; i < 200 && f.srv->connections().size() < 2; ++i) std::this_thread::sleep_for(5ms);
+    std::this_thread::sleep_for(50ms);  // both wait for a command
+    f.srv->destroy(mailnet::net::server::destroy_mode::defer);
+    for (auto* c : {logged_in.get(), &greeted}) {
+        EXPECT_TRUE(c->closed_within(2000ms)) << "closed at once";
+        EXPECT_EQ(c->received(), "");
+    }
+}
+
 }  // namespace

@@ -45,8 +45,9 @@ int main(int argc, char** argv) {
     app.add_flag("--normalise-bare-line-ends", normalise,
                  "turn a bare CR or LF in DATA into a line end instead of refusing the message (550 5.6.0)");
     app.footer("Prints 'listening smtp|smtps ADDR:PORT' per listener once bound. SIGTERM/SIGINT: stop\n"
-               "accepting, close idle sessions, give a message being received up to 10 s more to arrive\n"
-               "(one that arrived is delivered and answered), exit; a second signal closes every session.\n"
+               "accepting, tell idle sessions 421 and close them, give a message being received up to\n"
+               "10 s more to arrive (one that arrived is delivered and answered), exit; a second signal\n"
+               "closes every session.\n"
                "Exit codes: 0 ok, 64 usage or configuration (a users file that does not parse too),\n"
                "69 cannot listen, 74 store or users file I/O.");
     try {
@@ -94,6 +95,7 @@ int main(int argc, char** argv) {
     cfg.storage = std::move(store);
     cfg.hostname = hostname;
     cfg.require_auth = require_auth;
+    cfg.allow_open_network = open_network;  // checked above too, with the command line's words
     cfg.normalise_bare_line_ends = normalise;
     cfg.session_limits = lim;
     cfg.log = log;

@@ -360,12 +360,29 @@ result<void> validate(const server_config& c, const log_sink& log) {
         why = "message size and recipient limits must be at least 1";
     else if (l.max_failed_logins == 0 || l.max_bad_commands == 0)
         why = "failed-login and bad-command limits must be at least 1";
+    // DESIGN.md "Rules": open mode takes mail for any address, so only from this machine.
+    const bool open_mode = c.storage && !c.recipients_from_auth && !c.require_auth;
+    if (why.empty() && open_mode && !c.allow_open_network) {
+        for (const auto& listener : listeners_of(c)) {
+            if (net::is_loopback(listener)) continue;
+            why = "open mode (a store without recipients_from_auth or require_auth: mail for any address) "
+                  "listens on loopback addresses only, not " + listener.address +
+                  (c.listen.empty() ? " (the default when listen is empty: 0.0.0.0:25)" : "") +
+                  "; set allow_open_network, or listen on loopback addresses";
+            break;
+        }
+    }
     if (why.empty()) return {};
     log(log_level::error, "smtp configuration: " + why);
     return unexpected(errc::bad_config);
 }
 
 }  // namespace
+
+std::vector<net::listen_spec> listeners_of(const server_config& c) {
+    if (!c.listen.empty()) return c.listen;
+    return {{"smtp", "0.0.0.0", 25, false}};  // the seed's smtpd::start: all interfaces, port 25
+}
 
 server::server(asio::io_context& io, server_config config) : configured_service(io, std::move(config)) {
     start();
@@ -376,7 +393,7 @@ result<void> server::build() {
     shared_ = std::make_shared<shared>(config_);
     return rebuild(
         config_.base_options(), [sh = shared_](net::connection& c) { return serve(sh, c); },
-        "421 4.3.2 Too many connections, try again later\r\n", config_.listen);
+        "421 4.3.2 Too many connections, try again later\r\n", listeners_of(config_));
 }
 
 result<void> server::check(const server_config& c) const {

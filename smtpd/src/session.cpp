@@ -33,7 +33,17 @@ std::pair<std::string_view, std::string_view> split_first(std::string_view s) {
 }  // namespace
 
 session::session(session_config config, limits lim)
-    : config_(std::move(config)), limits_(lim), reader_(lim.max_command_octets) {}
+    : config_(std::move(config)),
+      limits_(lim),
+      shutdown_notice_("421 4.3.2 " + config_.hostname + " Service shutting down\r\n"),
+      reader_(lim.max_command_octets) {}
+
+std::string_view session::shutdown_notice() const noexcept {
+    // Inside a message the client is sending, not reading: a stopping server lets a message
+    // finish (in_exchange), and a refused chunk is cut without a word, as before.
+    if (closed_ || in_data_) return {};
+    return shutdown_notice_;
+}
 
 std::string_view session::state_text() const noexcept {
     if (closed_) return "CLOSED";

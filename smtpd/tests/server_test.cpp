@@ -3,13 +3,22 @@
 // a store that fails. The protocol rules themselves are in the transcripts.
 #include "mailnet/smtpd/server.hpp"
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/use_awaitable.hpp>
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <future>
+#include <regex>
 #include <sstream>
 
+#include "mailnet/net/stream.hpp"
+#include "mailnet/net/tls.hpp"
 #include "support/fixtures.hpp"
 #include "support/test_client.hpp"
+#include "test_certs.hpp"
 
 namespace {
 
@@ -168,6 +177,113 @@ TEST(smtp_server, a_shutdown_lets_a_message_being_sent_finish_and_closes_idle_se
     EXPECT_EQ(files_in(dir.path / "bob@example.net" / "new").size(), 1u);
     EXPECT_TRUE(files_in(dir.path / "carol@example.net" / "new").empty());
     EXPECT_TRUE(wait_for([&] { return files_in(dir.path / "carol@example.net" / "tmp").empty(); }));
+}
+
+TEST(smtp_server, a_shutdown_says_421_to_sessions_waiting_for_a_command_and_after_a_message_being_sent) {
+    // RFC 5321 3.8: a server that shuts down sends 421 before it closes. A session waiting for a
+    // command (half of one too, or between BDAT chunks) reads exactly that line, then EOF; a
+    // message being sent finishes and gets its 250 first.
+    temp_dir dir("mailnet-smtpd");
+    fixture f(config(maildir(dir.path)));
+    auto idle = greeted(f.port());
+    auto partial = greeted(f.port());
+    auto chunked = greeted(f.port());
+    auto sending = greeted(f.port());
+    partial->send("NOO");
+    chunked->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<carol@example.net>\r\nBDAT 7\r\nfirst\r\n");
+    chunked->read_until("7 octets received\r\n");
+    chunked->clear();
+    sending->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    sending->read_until("354 ");
+    sending->read_until("\r\n");
+    sending->clear();
+    sending->send("Subject: half\r\n");
+    ASSERT_TRUE(wait_for([&] { return f.srv->connections().size() == 4; }));
+    std::this_thread::sleep_for(50ms);  // every session back waiting for input
+    f.srv->destroy(mailnet::net::server::destroy_mode::defer);
+    const std::string notice = "421 4.3.2 mx.test Service shutting down\r\n";
+    for (auto* c : {idle.get(), partial.get(), chunked.get()}) {
+        EXPECT_TRUE(c->closed_within(2000ms)) << "closed at once";
+        EXPECT_EQ(c->received(), notice);
+    }
+    sending->send("\r\nthe rest\r\n.\r\n");
+    EXPECT_TRUE(sending->closed_within(3000ms)) << "closed once the exchange is done";
+    EXPECT_TRUE(std::regex_match(sending->received(), std::regex("250 2\\.0\\.0 Ok: queued as \\S+\r\n" + notice)))
+        << sending->received();
+    EXPECT_EQ(files_in(dir.path / "bob@example.net" / "new").size(), 1u);
+    EXPECT_TRUE(files_in(dir.path / "carol@example.net" / "new").empty());
+}
+
+// An implicit-TLS (smtps) client on a thread of its own: `greeting` is set once the first line
+// is read, `rest` with everything read after it, once the server closes ("" and a failure if
+// not within 10 s); `clean` (set before `rest`) whether that close was a TLS close_notify.
+struct smtps_client {
+    std::promise<std::string> greeting, rest;
+    bool clean = false;
+    std::thread thread;
+
+    smtps_client(std::uint16_t port, const fs::path& ca) {
+        thread = std::thread([this, port, ca] {
+            const mailnet::net::tls_client_options verify{ca, {}, false};
+            auto ctx = mailnet::net::make_client_tls(verify);
+            asio::io_context io;
+            bool greeted = false, done = false;
+            asio::co_spawn(
+                io,
+                [&]() -> asio::awaitable<void> {
+                    constexpr auto tuple = asio::experimental::as_tuple(asio::use_awaitable);
+                    asio::ip::tcp::socket sock(io);
+                    auto [ec] = co_await sock.async_connect({asio::ip::make_address("127.0.0.1"), port}, tuple);
+                    if (ec || !ctx) co_return;
+                    mailnet::net::stream s(std::move(sock));
+                    if (co_await s.client_handshake(**ctx, "localhost", verify, std::chrono::seconds(5))) co_return;
+                    std::string got;
+                    std::array<char, 4096> buf{};
+                    for (;;) {
+                        const auto n = co_await s.read_some(asio::buffer(buf), ec);
+                        if (ec) break;
+                        got.append(buf.data(), n);
+                        if (const auto end = got.find("\r\n"); !greeted && end != std::string::npos) {
+                            greeted = true;
+                            greeting.set_value(got.substr(0, end + 2));
+                            got.erase(0, end + 2);
+                        }
+                    }
+                    clean = ec == asio::error::eof;
+                    co_await s.shutdown(std::chrono::seconds(1));
+                    done = true;
+                    rest.set_value(got);
+                },
+                asio::detached);
+            io.run_for(std::chrono::seconds(10));
+            if (!greeted) greeting.set_value("");
+            if (!done) rest.set_value("");
+        });
+    }
+    ~smtps_client() { thread.join(); }
+};
+
+TEST(smtp_server, a_shutdown_says_421_over_tls_too_and_closes_with_close_notify) {
+    // The session's read is cut to say it: over TLS the stream must still write and shut down.
+    auto pki = mailnet::test_support::test_pki::create();
+    temp_dir dir("mailnet-smtpd");
+    auto cfg = config(maildir(dir.path));
+    cfg.listen = {{"smtps", "127.0.0.1", 0, true}};
+    auto tls = mailnet::net::make_server_tls({pki.server_cert, pki.server_key});
+    ASSERT_TRUE(tls);
+    cfg.tls = *tls;
+    fixture f(cfg);
+    smtps_client c(f.port(), pki.ca_cert);
+    auto greeting = c.greeting.get_future();
+    ASSERT_EQ(greeting.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(greeting.get(), "220 mx.test ESMTP mailnet\r\n");
+    ASSERT_TRUE(wait_for([&] { return f.srv->connections().size() == 1; }));
+    std::this_thread::sleep_for(50ms);  // the session waits for a command
+    f.srv->destroy(mailnet::net::server::destroy_mode::defer);
+    auto rest = c.rest.get_future();
+    ASSERT_EQ(rest.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(rest.get(), "421 4.3.2 mx.test Service shutting down\r\n");
+    EXPECT_TRUE(c.clean) << "the TLS stream was not closed with close_notify";
 }
 
 TEST(smtp_server, a_client_trickling_data_holds_a_stopping_server_no_longer_than_its_grace) {
@@ -558,6 +674,49 @@ TEST(smtp_server, an_unusable_configuration_is_refused_and_the_old_one_kept) {
     EXPECT_EQ(s.config().session_limits.max_command_octets, 2048u);
     EXPECT_TRUE(s.up());
     EXPECT_EQ(s.configure(cfg).error(), mailnet::errc::bad_config) << "not while up";
+    s.destroy(mailnet::net::server::destroy_mode::kill);
+}
+
+TEST(smtp_server, an_empty_listen_list_is_the_seeds_all_interfaces_port_25_refused_in_open_mode) {
+    // The seed's smtpd::start listens on all interfaces, port 25. Nothing below binds 0.0.0.0:
+    // those configurations are only checked (configure() while down binds nothing).
+    const auto seed = smtp::listeners_of(smtp::server_config{});
+    ASSERT_EQ(seed.size(), 1u);
+    EXPECT_EQ(seed[0].service, "smtp");
+    EXPECT_EQ(seed[0].address, "0.0.0.0");
+    EXPECT_EQ(seed[0].port, 25);
+    EXPECT_FALSE(seed[0].implicit_tls);
+
+    temp_dir dir("mailnet-smtpd");
+    log_capture log;
+    auto open = config(maildir(dir.path), log.sink());
+    open.listen.clear();
+    asio::io_context io;
+    smtp::server s(io, open);
+    // DESIGN.md "Rules": open mode (a store, any recipient) listens on loopback only.
+    EXPECT_EQ(s.up().error(), mailnet::errc::bad_config) << "open mode on all interfaces";
+    EXPECT_TRUE(log.contains("listens on loopback addresses only, not 0.0.0.0 (the default when listen is empty"))
+        << log.all();
+    auto explicit_any = open;
+    explicit_any.listen = {{"smtp", "0.0.0.0", 0, false}};
+    EXPECT_EQ(s.configure(explicit_any).error(), mailnet::errc::bad_config) << "an explicit one neither";
+    auto allowed = open;
+    allowed.allow_open_network = true;
+    EXPECT_TRUE(s.configure(allowed));
+    EXPECT_TRUE(s.config().listen.empty()) << "cget shows the configuration as given";
+    auto users_mode = open;
+    users_mode.recipients_from_auth = true;
+    EXPECT_TRUE(s.configure(users_mode)) << "only known accounts receive mail";
+    auto submission = open;
+    submission.require_auth = true;
+    EXPECT_TRUE(s.configure(submission)) << "only logged-in clients send";
+    auto no_store = open;
+    no_store.storage = nullptr;
+    EXPECT_TRUE(s.configure(no_store)) << "the handler decides what is kept";
+    // Loopback in open mode runs as before.
+    EXPECT_TRUE(s.configure(config(maildir(dir.path))));
+    ASSERT_TRUE(s.up());
+    EXPECT_NE(s.listeners().at(0).endpoint.port(), 0);
     s.destroy(mailnet::net::server::destroy_mode::kill);
 }
 

@@ -244,6 +244,11 @@ void stream::close() noexcept {
     disarm(*watchdog_);
 }
 
+void stream::cancel() noexcept {
+    std::error_code ignored;
+    socket_.cancel(ignored);  // a TLS operation's read or write on the socket ends, and with it the operation
+}
+
 asio::awaitable<std::size_t> stream::read_some(asio::mutable_buffer buf, std::error_code& ec) {
     std::size_t n = 0;
     if (tls_)

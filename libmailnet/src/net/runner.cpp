@@ -7,6 +7,7 @@
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/error.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
@@ -36,6 +37,7 @@ constexpr std::size_t big_read_chunk_octets = 512 * 1024;  // for messages large
 constexpr std::size_t flush_octets = 256 * 1024;        // write when this much is pending
 constexpr std::size_t max_queued = 256;                 // queued replies and messages, at most
 constexpr std::size_t idle_buffer_octets = 16 * 1024;   // keep no more than this while idle
+constexpr std::chrono::seconds notice_timeout{2};       // a shutdown notice and the close that follows, at most
 
 // Octets waiting to be written. Unlike std::string, it grows without zero-filling what the
 // encoder is about to overwrite (a measurable share of a 1 MiB RETR).
@@ -314,6 +316,23 @@ struct runner::impl {
     asio::awaitable<void> wait_for_read() {
         if (rd->active) co_await rd->event.async_wait(use_tuple);
     }
+
+    // The server stops while the session waits for a command: the core's notice (SMTP: 421
+    // 4.3.2, RFC 5321 3.8), if it has one, then the close, all within notice_timeout and the
+    // shutdown grace, so a peer that reads nothing never holds the shutdown. Always false.
+    asio::awaitable<bool> say_goodbye() {
+        const auto notice = core.shutdown_notice();
+        if (notice.empty() || failed || !c.io().is_open()) co_return false;
+        if (rd->active) {  // no read may be in flight while the stream is shut down
+            c.io().cancel();
+            co_await wait_for_read();
+        }
+        rd->done = false;  // input no one will serve
+        eof = true;
+        c.io().set_deadline_cap(std::min(stream::clock::now() + notice_timeout, c.read_limit()));
+        if (!co_await c.write(asio::buffer(notice.data(), notice.size()))) co_await c.io().shutdown(notice_timeout);
+        co_return false;
+    }
 };
 
 runner::runner(connection& c, core_port& core, runner_options options)
@@ -380,13 +399,21 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
     p.out.shrink(idle_buffer_octets);
     p.spare.shrink(0);
     for (;;) {
-        if (p.rd->done) co_return p.consume();
+        if (p.rd->done) {
+            // The server stopped while the session waited for a command, and ended the read
+            // to let it say so (set_notice_on_stop below).
+            if (p.rd->ec == asio::error::operation_aborted && c_.stopping() && c_.io().is_open() &&
+                !p.core.in_exchange())
+                co_return co_await p.say_goodbye();
+            co_return p.consume();
+        }
         if (p.eof) co_return false;
         // Waiting for a command, a partial one included: no exchange is in progress, so a
-        // shutdown closes the session at once (DESIGN.md "Command lines"). A message being
-        // received is an exchange: it may finish and get its reply.
+        // shutdown closes the session at once (DESIGN.md "Command lines"), after the core's
+        // shutdown notice if it has one. A message being received is an exchange: it may
+        // finish and get its reply.
         const bool exchange = p.core.in_exchange();
-        if (c_.stopping() && !exchange) co_return false;
+        if (c_.stopping() && !exchange) co_return co_await p.say_goodbye();
         const std::size_t partial = p.core.partial_line_octets();  // the core took every whole line
         if (partial == 0) {
             p.line_started.reset();
@@ -397,6 +424,7 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
             p.line_offset = p.fed - partial;
         }
         c_.set_idle(!exchange);
+        c_.set_notice_on_stop(!exchange && !p.core.shutdown_notice().empty());
         // A stopping server's grace bounds this wait only (set_reading): never the hooks and
         // writes that follow, so a delivery under way is never cut from its reply.
         const auto until = std::min(p.read_deadline(), c_.read_limit());
@@ -411,6 +439,7 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
         }
         c_.set_reading(false);
         c_.set_idle(false);
+        c_.set_notice_on_stop(false);
         if (until == c_.read_limit()) c_.io().set_deadline(p.read_deadline());  // the grace is over for what follows
     }
 }

@@ -274,7 +274,8 @@ void server::destroy(destroy_mode mode, std::function<void()> on_gone) {
     }
     if (!open.empty()) {
         // kill: every connection now; defer: the idle ones now (DESIGN.md "Command lines":
-        // idle sessions close at once, the exchange in progress finishes).
+        // idle sessions close at once, after their session's shutdown notice if it has one;
+        // the exchange in progress finishes).
         // An exchange in progress may not hold the server for ever (a client trickling DATA):
         // its reads get shutdown_grace, then the connection closes like any other. Only reads:
         // a hook at work (a delivery's fsync) and the reply it produces are never cut, so a
@@ -282,11 +283,17 @@ void server::destroy(destroy_mode mode, std::function<void()> on_gone) {
         asio::dispatch(io_, [open = std::move(open), mode, grace = options_.shutdown_grace] {
             const auto limit = stream::clock::now() + grace;
             for (auto& c : open) {
-                if (mode == destroy_mode::kill || c->idle_) {
+                if (mode == destroy_mode::kill || (c->idle_ && !c->notice_on_stop_)) {
                     c->io().close();
                     continue;
                 }
                 c->read_limit_ = std::min(c->read_limit_, limit);
+                if (c->idle_) {
+                    // Idle, with a notice for the peer (SMTP: 421, RFC 5321 3.8): its read
+                    // ends, the session writes the notice (within the grace) and closes.
+                    c->io().cancel();
+                    continue;
+                }
                 if (c->reading_) c->io().set_deadline(std::min(c->io().deadline(), c->read_limit_));
             }
         });

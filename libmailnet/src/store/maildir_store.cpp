@@ -25,6 +25,7 @@
 #include <set>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 namespace mailnet {
 namespace {
@@ -306,15 +307,29 @@ std::string info_with_flag(std::string_view info, char add) {
 // g + 1, which the first of them to wake runs for all of them. So under load one fsync per
 // round covers every delivery that linked during the round before; alone, a delivery still
 // waits for exactly one fsync of its own.
+// A round that fails removes the links it should have made durable, and the removal is made
+// durable in turn by the next round, run at once by the same thread (it also covers whoever
+// linked meanwhile): the deliveries answer 451, and a retry must not find their message back
+// after a crash. One removal round serves every link of the failed round, so failing
+// deliveries share their fsyncs too.
 class directory_sync {
 public:
     explicit directory_sync(std::string dir) : dir_(std::move(dir)) {}
 
+    /// A caller's link into the directory, for sync().
+    struct link {
+        std::string path;
+        bool removed = false;  ///< the round that should have covered it failed: it was unlinked
+    };
+
     /// Returns once an fsync of the directory that started after this call has succeeded, or
-    /// with the error of the one that should have covered it.
-    result<void> sync() {
+    /// with the error of the one that should have covered it. If that one failed, `l` (when
+    /// given) was unlinked and l->removed set, and an fsync that started after the unlink has
+    /// run (its own failure is not reported: the caller fails anyway).
+    result<void> sync(link* l = nullptr) {
         std::unique_lock lock(mutex_);
         const std::uint64_t need = started_ + 1;  // a round running now may predate the caller's link
+        if (l) links_.push_back({need, l});
         while (synced_ < need) {
             if (running_) {
                 cv_.wait(lock);
@@ -322,29 +337,49 @@ public:
             }
             // Nothing runs and round `need` is not done: it has not started, and this caller
             // starts it (rounds end in order, so started_ == synced_ == need - 1 here).
+            assert(started_ + 1 == need);
             running_ = true;
-            const std::uint64_t round = ++started_;
-            assert(round == need);
-            lock.unlock();  // others link and register meanwhile: they need the next round
-            auto r = fsync_path(dir_);
-            lock.lock();
-            running_ = false;
-            synced_ = round;
-            if (!r) {
-                failed_ = round;
-                error_ = r.error();
+            for (bool again = true; again;) {
+                const std::uint64_t round = ++started_;
+                lock.unlock();  // others link and register meanwhile: they need the next round
+                auto r = fsync_path(dir_);
+                lock.lock();
+                synced_ = round;
+                if (!r) {
+                    failed_ = round;
+                    error_ = r.error();
+                }
+                // The links of this round are settled: durable, or removed (under the lock, so
+                // no caller hears of the failure before its link is gone) and then covered by
+                // the next round, which runs now if anything was removed.
+                again = false;
+                std::erase_if(links_, [&](const pending& p) {
+                    if (p.round != round) return false;
+                    if (!r) {
+                        ::unlink(p.l->path.c_str());
+                        p.l->removed = true;
+                        again = true;
+                    }
+                    return true;
+                });
             }
+            running_ = false;
             cv_.notify_all();
         }
         // A failed round fails every caller that depended on it: never a 250 without the fsync.
         // NOTE: only the latest failure is kept, so a caller woken late, after a failed round
         // later than its own, fails although its own round succeeded: a needless 451 (the
-        // client retries), never a false success, and rare enough not to keep more.
+        // client retries), never a false success, and rare enough not to keep more. Its link
+        // is then not removed here (l->removed stays false): the caller removes it.
         if (failed_ >= need) return unexpected(error_);
         return {};
     }
 
 private:
+    struct pending {
+        std::uint64_t round;  // the round that covers it
+        link* l;              // the caller's, which waits until that round is done
+    };
     const std::string dir_;
     std::mutex mutex_;
     std::condition_variable cv_;
@@ -353,6 +388,7 @@ private:
     bool running_ = false;
     std::uint64_t failed_ = 0;  // the latest round that failed, with its error
     std::error_code error_;
+    std::vector<pending> links_;  // registered links whose round has not ended
 };
 
 // The directory and file names a delivery needs; copied into each delivery so that it stays
@@ -438,11 +474,13 @@ private:
             // Only new/ here: a mailbox this delivery made was fsync'd by ensure_mailbox. The
             // fsync is shared with concurrent deliveries into the same new/ (group commit);
             // the file's own fsync above cannot be.
-            for (const auto& t : targets_) {
-                auto s = t.new_sync->sync();
+            for (std::size_t i = 0; i < targets_.size(); ++i) {
+                directory_sync::link l{made[i]};
+                auto s = targets_[i].new_sync->sync(&l);
                 if (!s) {
-                    remove_all(made);
-                    return fail("fsync", t.dir + "/new", s.error());
+                    auto failed = fail("fsync", targets_[i].dir + "/new", s.error());  // logged before the removal's own
+                    remove_all(made, l.removed ? i : std::string::npos);
+                    return failed;
                 }
             }
         }
@@ -477,9 +515,9 @@ private:
                     r = unexpected(sys_error(e));
             }
             if (!r) {
+                if (r.error() != std::errc::file_exists) r = fail("link", path, r.error());
                 remove_all(made);
-                if (r.error() == std::errc::file_exists) return r;
-                return fail("link", path, r.error());
+                return r;
             }
             made.push_back(path);
         }
@@ -514,8 +552,22 @@ private:
         return {};
     }
 
-    static void remove_all(std::vector<std::string>& made) {
-        for (const auto& p : made) ::unlink(p.c_str());
+    // Removes the links already made (made[i] is in targets_[i]'s new/, as link_everywhere
+    // makes them), so a retry never delivers twice, and makes the removal durable: a concurrent
+    // delivery's fsync of that new/ may already have written a link out, and after a crash it
+    // would be back. The fsync is the new/'s shared one (group commit), as for the links.
+    // `gone`: the index of a link its failed fsync round already removed and covered.
+    void remove_all(std::vector<std::string>& made, std::size_t gone = std::string::npos) const {
+        assert(made.size() <= targets_.size());
+        for (std::size_t i = 0; i < made.size(); ++i)
+            if (i != gone) ::unlink(made[i].c_str());
+        if (config_.fsync) {
+            for (std::size_t i = 0; i < made.size(); ++i) {
+                if (i == gone) continue;
+                if (auto s = targets_[i].new_sync->sync(); !s)
+                    (void)fail("fsync after removing a link from", targets_[i].dir + "/new", s.error());
+            }
+        }
         made.clear();
     }
 

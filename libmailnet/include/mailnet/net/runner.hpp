@@ -63,6 +63,7 @@ public:
     virtual void streamed(std::error_code error) = 0;
     virtual void tls_started() = 0;
     virtual bool in_exchange() const = 0;
+    virtual std::string_view shutdown_notice() const = 0;
 };
 
 /// One connection's runner: the write buffer, the read-ahead rule, the message producer on the
@@ -79,7 +80,8 @@ public:
     /// Queues a message to stream (see act::stream_message).
     asio::awaitable<bool> perform(act::stream_message& a);
     /// Writes what is queued, then waits for input (within the idle, line and login limits) and
-    /// feeds it; false when the peer is gone, timed out, or the server stops and this is idle.
+    /// feeds it; false when the peer is gone, timed out, or the server stops and this is idle
+    /// (after writing the core's shutdown_notice(), if it has one, within a few seconds).
     asio::awaitable<bool> perform(act::need_input& a);
     /// Writes what is queued, then upgrades to TLS and tells the core; false on failure.
     asio::awaitable<bool> perform(act::start_tls& a);
@@ -164,6 +166,15 @@ public:
             return core_.in_exchange();
         else
             return false;
+    }
+    // Optional in a core: what to tell the peer when the server stops while the session waits
+    // for a command (SMTP: 421 4.3.2, RFC 5321 3.8), written before the close. Without it, or
+    // empty: the session is closed without a word (POP3 has nothing to say then).
+    std::string_view shutdown_notice() const override {
+        if constexpr (requires(const Core& c) { { c.shutdown_notice() } -> std::convertible_to<std::string_view>; })
+            return core_.shutdown_notice();
+        else
+            return {};
     }
 
 private:

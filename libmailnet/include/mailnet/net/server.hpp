@@ -121,6 +121,10 @@ public:
     /// Marks the connection idle (waiting for a new command, or in a failed-login delay):
     /// destroy(defer) closes idle connections at once. I/O thread only.
     void set_idle(bool idle) noexcept { idle_ = idle; }
+    /// Marks an idle connection whose session has words for the peer at shutdown (SMTP's 421):
+    /// destroy(defer) then ends its read (operation_aborted; the connection stays open) instead
+    /// of closing it, and the session writes them and closes. I/O thread only.
+    void set_notice_on_stop(bool notice) noexcept { notice_on_stop_ = notice; }
     /// Marks the connection waiting for input (I/O thread): destroy(defer) shortens that wait
     /// to the shutdown grace; a hook's work and the writing of its reply are never cut by it.
     void set_reading(bool reading) noexcept { reading_ = reading; }
@@ -144,6 +148,7 @@ private:
     std::atomic<std::uint64_t> bytes_in_{0}, bytes_out_{0};
     std::atomic<bool> tls_{false};  // for info() from other threads: the stream's own state is the I/O thread's
     bool idle_ = false;
+    bool notice_on_stop_ = false;
     bool reading_ = false;
     stream::clock::time_point read_limit_ = stream::clock::time_point::max();
     std::chrono::system_clock::time_point started_;

@@ -62,6 +62,10 @@ public:
 
     /// Closes the socket now (cancels pending operations) and disarms the deadline.
     void close() noexcept;
+    /// Ends the pending operations (they complete with asio::error::operation_aborted) and
+    /// leaves the socket open. A TLS stream whose read was cancelled may still be written to
+    /// and shut down, never read again (a record may have been cut).
+    void cancel() noexcept;
 
     /// Sets the time after which the socket is closed, whatever is pending
     /// (the idle timeout); `clock::time_point::max()` for none. Operations cut short by it

@@ -27,6 +27,8 @@ namespace mailnet::smtp {
 /// Everything an SMTP server is configured with (the seed's configure/cget options): what every
 /// server has (net::service_config: listeners "smtp" (STARTTLS) and "smtps" (implicit TLS), TLS,
 /// limits, timeouts; idle_timeout at least 300 s, RFC 5321 4.5.3.2.7) and SMTP's own.
+// listen (service_config): empty means the seed's default, smtp on all interfaces, port 25
+// (listeners_of); the smtpd program always passes its own (127.0.0.1:25 by default).
 struct server_config : net::service_config {
     server_config() {
         idle_timeout = std::chrono::seconds(300);
@@ -41,11 +43,20 @@ struct server_config : net::service_config {
     // mailbox; without, to mailbox_for_address(recipient) (open mode).
     bool recipients_from_auth = false;
     bool require_auth = false;                     ///< MAIL only after AUTH (a submission server)
+    /// Open mode (`storage` set, neither `recipients_from_auth` nor `require_auth`: anyone who
+    /// connects may store mail for any address) listens on loopback addresses only unless this
+    /// is set (DESIGN.md "Rules"); a non-loopback listener, the default 0.0.0.0 included, is
+    /// errc::bad_config otherwise.
+    bool allow_open_network = false;
     bool normalise_bare_line_ends = false;         ///< bare CR/LF in DATA become line ends instead of 550
     limits session_limits;                         ///< command and message sizes, recipients, failures
     /// The time in Received: headers; empty: the system clock (tests fix it).
     std::function<std::chrono::system_clock::time_point()> clock;
 };
+
+/// The listeners `c` runs: `c.listen`, or when it is empty the seed's default, "smtp" on
+/// 0.0.0.0 port 25 (all IPv4 interfaces).
+std::vector<net::listen_spec> listeners_of(const server_config& c);
 
 /// An SMTP server: create, up, down, destroy(kill | defer), list connections (net::service).
 class server : public net::configured_service<server_config> {
@@ -53,7 +64,7 @@ public:
     /// Creates the server on `io` (run it on one thread). Nothing is bound before up(), which
     /// returns errc::bad_config if the configuration was unusable (smtps or STARTTLS without a
     /// certificate, an idle timeout below 300 s without allow_short_idle_timeout, limits below
-    /// RFC 5321's minimums).
+    /// RFC 5321's minimums, open mode on a non-loopback address without allow_open_network).
     server(asio::io_context& io, server_config config);
 
     struct shared;  ///< state shared with the sessions (implementation detail)

@@ -138,6 +138,10 @@ public:
     /// finish. Between chunks the client is at a command boundary, and a refused chunk is no
     /// exchange: neither holds a stopping server.
     bool in_exchange() const noexcept { return in_data_ && !(chunk_ && chunk_->refusal); }
+    /// What a stopping server tells the client waiting for a command before it closes
+    /// (RFC 5321 3.8, 4.2.2: 421, with RFC 3463's 4.3.2 "system not accepting network
+    /// messages"); empty while a refused BDAT chunk is still arriving, and once closed.
+    std::string_view shutdown_notice() const noexcept;
     /// The transaction being built (for tests and logs).
     const envelope& transaction() const noexcept { return mail_; }
     /// The client's address, as configured.
@@ -182,6 +186,7 @@ private:
 
     session_config config_;
     limits limits_;
+    std::string shutdown_notice_;  // "421 4.3.2 <hostname> Service shutting down\r\n"
     line_reader reader_;
     core_output<action> output_;  // replies not yet handed out, and actions, in order
     wait waiting_ = wait::none;
