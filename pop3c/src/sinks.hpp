@@ -62,6 +62,23 @@ struct maildir_sink_options {
 result<std::unique_ptr<message_sink>> open_maildir_sink(const std::filesystem::path& dir, log_sink log,
                                                         maildir_sink_options options = {});
 
+/// How an mbox sink opens its file and dates its messages.
+struct mbox_sink_options {
+    /// How long to wait for another program's lock on the file before giving up.
+    std::chrono::milliseconds lock_wait{5000};
+    /// The time in each message's From_ line; empty: the system clock.
+    std::function<std::chrono::system_clock::time_point()> clock;
+};
+
+/// `--mbox FILE`: mboxrd, appended to FILE (created 0600 if missing) under an fcntl and an
+/// flock write lock held for the sink's lifetime (errc::mailbox_in_use, logged, when another
+/// program holds either beyond `lock_wait`). Each message: `From SENDER DATE` (SENDER from its
+/// first Return-Path, else MAILER-DAEMON; DATE as asctime(), UTC), its lines matching
+/// `^>*From ` with one more '>', then a line end and an empty line. A failed or aborted message
+/// is cut off again; flush() is one fsync. One message at a time.
+result<std::unique_ptr<message_sink>> open_mbox_sink(const std::filesystem::path& file, log_sink log,
+                                                     mbox_sink_options options = {});
+
 /// `--stdout`: the octets as they come, nothing between messages; flush() is fflush(), and
 /// fsync() too when `out` is a regular file.
 std::unique_ptr<message_sink> make_stream_sink(std::FILE* out);
