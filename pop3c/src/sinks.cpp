@@ -358,7 +358,8 @@ public:
         if (!prefix) return unexpected(prefix.error());
         open_ = true;
         const auto now = options_.clock ? options_.clock() : std::chrono::system_clock::now();
-        return std::unique_ptr<sink_message>(std::make_unique<mbox_message>(*this, size_, std::move(*prefix), asctime_utc(now)));
+        return std::unique_ptr<sink_message>(
+            std::make_unique<mbox_message>(*this, size_, std::move(*prefix), asctime_utc(now)));
     }
 
     result<void> flush() override {

@@ -121,7 +121,8 @@ TEST(maildir_sink, many_completes_on_the_pool_then_one_flush_store_every_message
     ASSERT_TRUE(sink);
     std::multiset<std::string> sent;
     for (int i = 0; i < 300; ++i) {
-        std::string m = "Subject: message " + std::to_string(i) + "\n\n" + std::string(static_cast<std::size_t>(i) * 13, 'x') + "\n";
+        std::string m = "Subject: message " + std::to_string(i) + "\n\n" +
+                        std::string(static_cast<std::size_t>(i) * 13, 'x') + "\n";
         store(*sink, m, 100);
         sent.insert(std::move(m));
     }
@@ -294,7 +295,8 @@ TEST(mbox_sink, mboxrd_quoting_and_message_ends_whatever_the_chunks) {
         "From me\n>From you\n>>From x\nFrom\nFromage\n > From not\n>From\n>\n>>\nFrom the last";
     const std::string expected = "From alice@example.org " + fixed_date + "\n" +
                                  "Return-Path: <alice@example.org>\nSubject: quoting\n\n"
-                                 ">From me\n>>From you\n>>>From x\nFrom\nFromage\n > From not\n>From\n>\n>>\n>From the last"
+                                 ">From me\n>>From you\n>>>From x\nFrom\nFromage\n > From not\n>From\n>\n>>\n"
+                                 ">From the last"
                                  "\n\n";
     // Every chunk size, so "From " and the '>'s before it are cut at every place.
     for (std::size_t piece = 1; piece <= message.size(); ++piece) ASSERT_EQ(as_mbox(message, piece), expected) << piece;
@@ -373,7 +375,9 @@ TEST(mbox_sink, a_long_header_is_not_held_in_memory_whole) {
 TEST(mbox_sink, the_date_is_asctime_in_utc) {
     temp_dir d;
     for (const auto& [secs, date] : std::vector<std::pair<long long, std::string>>{
-             {0, "Thu Jan  1 00:00:00 1970"}, {1703548799, "Mon Dec 25 23:59:59 2023"}, {951782400, "Tue Feb 29 00:00:00 2000"}}) {
+             {0, "Thu Jan  1 00:00:00 1970"},
+             {1703548799, "Mon Dec 25 23:59:59 2023"},
+             {951782400, "Tue Feb 29 00:00:00 2000"}}) {
         mbox_sink_options o;
         o.clock = [s = secs] { return std::chrono::system_clock::time_point(std::chrono::seconds(s)); };
         const fs::path file = d.path / ("mbox" + std::to_string(secs));
@@ -407,7 +411,8 @@ TEST(mbox_sink, appends_to_what_is_there_and_creates_a_missing_file_0600) {
         ASSERT_TRUE(sink->flush());
     }
     const std::string f = "From MAILER-DAEMON " + fixed_date + "\n";
-    EXPECT_EQ(read_file(file), f + "Subject: 1\n\none\n\n" + f + "Subject: 2\n\ntwo\n\n" + f + "Subject: 3\n\nthree\n\n");
+    EXPECT_EQ(read_file(file),
+              f + "Subject: 1\n\none\n\n" + f + "Subject: 2\n\ntwo\n\n" + f + "Subject: 3\n\nthree\n\n");
 }
 
 TEST(mbox_sink, a_file_without_a_final_empty_line_is_kept_and_appended_to_cleanly) {
