@@ -39,7 +39,10 @@ public:
     virtual result<std::unique_ptr<sink_message>> begin(std::uint64_t size_hint) = 0;
     /// Makes every completed message durable. Any error means that *none* of the messages
     /// completed since the last successful flush may be counted as stored: the caller keeps
-    /// them on the server (a later fetch may then store some twice, never lose one).
+    /// them on the server. The mbox sink cuts them off again; the Maildir sink leaves those
+    /// that reached new/ (a later fetch stores them twice: a duplicate, never a loss). A
+    /// failed commit (Maildir) or write (stream) fails the whole batch, and begin() refuses
+    /// until flush() has reported it; in the mbox sink a failed message is cut off alone.
     virtual result<void> flush() = 0;
     /// Messages completed since the last flush().
     virtual std::size_t pending() const = 0;
