@@ -1,0 +1,60 @@
+// posix_io.hpp: the few POSIX file helpers pop3c's local side shares (sinks, state file):
+// a descriptor closed on scope exit, a write that finishes or fails, fsync of a directory.
+#pragma once
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "mailnet/error.hpp"
+
+namespace mailnet::pop3c::posix {
+
+/// Closes a descriptor on scope exit unless released.
+class unique_fd {
+public:
+    explicit unique_fd(int fd = -1) noexcept : fd_(fd) {}
+    unique_fd(const unique_fd&) = delete;
+    unique_fd& operator=(const unique_fd&) = delete;
+    unique_fd(unique_fd&& other) noexcept : fd_(other.release()) {}
+    unique_fd& operator=(unique_fd&& other) noexcept {
+        if (this != &other) reset(other.release());
+        return *this;
+    }
+    ~unique_fd() { reset(); }
+    int get() const noexcept { return fd_; }
+    int release() noexcept { return std::exchange(fd_, -1); }
+    void reset(int fd = -1) noexcept {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = fd;
+    }
+
+private:
+    int fd_;
+};
+
+/// Writes all of `octets` (retrying short writes and EINTR), or fails with errno.
+inline result<void> write_all(int fd, std::string_view octets) {
+    while (!octets.empty()) {
+        const ssize_t n = ::write(fd, octets.data(), octets.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return unexpected(last_system_error());
+        }
+        octets.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return {};
+}
+
+/// fsync of a directory, so that an entry made or renamed in it is durable.
+inline result<void> fsync_dir(const std::string& dir) {
+    unique_fd fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (fd.get() < 0 || ::fsync(fd.get()) != 0) return unexpected(last_system_error());
+    return {};
+}
+
+}  // namespace mailnet::pop3c::posix

@@ -1,0 +1,675 @@
+// sinks.cpp: the Maildir, mbox (mboxrd) and stdout sinks of `pop3c fetch` (DESIGN.md "On disk":
+// Delivery); a message counts as stored only after flush(), before the server deletes it (RFC 1939 6).
+#include "sinks.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "mailnet/store/store.hpp"
+#include "posix_io.hpp"
+
+namespace mailnet::pop3c {
+
+sink_message::~sink_message() = default;
+message_sink::~message_sink() = default;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Maildir: libmailnet's delivery does the writing, naming, fsync and tmp/ -> new/; the sink only
+// decides on which thread a delivery's commit() runs. Committing on a small pool lets several
+// commits wait on the disk at once: each message's own fsync overlaps the others', and the
+// store's group commit covers all of them with one fsync of new/ per round.
+
+class maildir_sink;
+
+class maildir_message final : public sink_message {
+public:
+    maildir_message(maildir_sink& sink, std::unique_ptr<delivery> d) : sink_(sink), delivery_(std::move(d)) {}
+    ~maildir_message() override { abort(); }
+
+    result<void> write(std::string_view octets) override {
+        if (!delivery_) return unexpected(errc::bad_input);  // completed or aborted
+        auto r = delivery_->write(octets);
+        if (!r) abort();  // the store's delivery can only be aborted after a failed write
+        return r;
+    }
+    result<void> complete() override;
+    void abort() noexcept override {
+        if (delivery_) delivery_->abort();
+        delivery_.reset();
+    }
+
+private:
+    maildir_sink& sink_;
+    std::unique_ptr<delivery> delivery_;  // null once completed or aborted
+};
+
+class maildir_sink final : public message_sink {
+public:
+    maildir_sink(std::unique_ptr<store> folder, log_sink log, maildir_sink_options options)
+        : folder_(std::move(folder)), log_(std::move(log)), options_(std::move(options)) {
+        if (options_.max_outstanding == 0) options_.max_outstanding = 1;
+    }
+
+    // Starts the pool; false (with the threads already started stopped) if a thread could not be.
+    result<void> start() {
+        try {
+            for (unsigned i = 0; i < options_.commit_threads; ++i) threads_.emplace_back([this] { work(); });
+        } catch (const std::system_error& e) {
+            stop();
+            return unexpected(e.code());
+        }
+        return {};
+    }
+
+    ~maildir_sink() override { stop(); }
+
+    result<std::unique_ptr<sink_message>> begin(std::uint64_t /*size_hint*/) override {
+        {
+            // A batch that already failed takes no more: flush() will fail it anyway, and a
+            // full disk should stop the fetch, not let it run through the whole mailbox.
+            std::lock_guard lock(mutex_);
+            if (error_) return unexpected(error_);
+        }
+        auto d = folder_->begin_delivery(mailboxes_);
+        if (!d) return unexpected(d.error());  // logged by the store
+        return std::unique_ptr<sink_message>(std::make_unique<maildir_message>(*this, std::move(*d)));
+    }
+
+    result<void> flush() override {
+        std::unique_lock lock(mutex_);
+        idle_.wait(lock, [&] { return outstanding_ == 0; });
+        const std::error_code e = std::exchange(error_, {});
+        pending_ = 0;
+        if (e) return unexpected(e);
+        return {};
+    }
+
+    std::size_t pending() const override {
+        std::lock_guard lock(mutex_);
+        return pending_;
+    }
+
+    // complete() of a message: its commit() queued for the pool (or run here without one).
+    result<void> submit(std::unique_ptr<delivery> d) {
+        if (threads_.empty()) {
+            auto r = d->commit();
+            std::lock_guard lock(mutex_);
+            ++pending_;
+            if (!r && !error_) error_ = r.error();
+            return r;
+        }
+        std::unique_lock lock(mutex_);
+        idle_.wait(lock, [&] { return outstanding_ < options_.max_outstanding || error_; });
+        if (error_) {
+            d->abort();
+            return unexpected(error_);
+        }
+        queue_.push_back(std::move(d));
+        ++outstanding_;
+        ++pending_;
+        lock.unlock();
+        work_.notify_one();
+        return {};
+    }
+
+private:
+    void work() {
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) return;  // stopping, and nothing left to commit
+            std::unique_ptr<delivery> d = std::move(queue_.front());
+            queue_.pop_front();
+            lock.unlock();
+            std::error_code e;
+            try {
+                if (auto r = d->commit(); !r) e = r.error();  // a failure is logged by the store
+            } catch (const std::exception& ex) {
+                // NOTE: the store reports failures as results; a throw (bad_alloc) still must
+                // fail the batch, never be taken for a stored message.
+                log_(log_level::error, std::string("maildir sink: commit threw: ") + ex.what());
+                e = make_error_code(errc::io_error);
+            }
+            d.reset();  // aborts what was not committed: no tmp/ file stays
+            lock.lock();
+            if (e && !error_) error_ = e;
+            --outstanding_;
+            idle_.notify_all();
+        }
+    }
+
+    // Lets the pool commit what was completed (a message completed but never flushed may
+    // still land: as after a failed flush, a duplicate at worst), then joins it.
+    void stop() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        work_.notify_all();
+        for (auto& t : threads_) t.join();
+        threads_.clear();
+    }
+
+    std::unique_ptr<store> folder_;
+    const std::vector<std::string> mailboxes_{"fetched"};  // any name: a folder is one mailbox
+    log_sink log_;
+    maildir_sink_options options_;
+    std::vector<std::thread> threads_;
+
+    mutable std::mutex mutex_;         // guards everything below
+    std::condition_variable work_;     // queue_ has work, or stopping_
+    std::condition_variable idle_;     // outstanding_ fell (room for submit, or none for flush)
+    std::deque<std::unique_ptr<delivery>> queue_;  // completed, waiting for a thread
+    std::size_t outstanding_ = 0;      // queued or committing
+    std::size_t pending_ = 0;          // completed since the last flush
+    std::error_code error_;            // the first failure since the last flush
+    bool stopping_ = false;
+};
+
+result<void> maildir_message::complete() {
+    if (!delivery_) return unexpected(errc::bad_input);
+    return sink_.submit(std::move(delivery_));
+}
+
+// ---------------------------------------------------------------------------------------------
+// mbox (mboxrd): one file, appended to under lock; a message is cut off again if it fails.
+
+constexpr std::size_t mbox_write_octets = 64 * 1024;   // buffered before a write()
+constexpr std::size_t mbox_header_octets = 64 * 1024;  // where the Return-Path is looked for
+constexpr std::size_t max_sender_octets = 256;         // RFC 5321 4.5.3.1.3: a path's limit
+constexpr std::chrono::milliseconds lock_retry{50};
+
+// The asctime() form of a time in UTC, "Thu Jan  1 00:00:00 1970" (locale-independent).
+std::string asctime_utc(std::chrono::system_clock::time_point t) {
+    static constexpr const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    const std::time_t secs = std::chrono::system_clock::to_time_t(t);
+    std::tm tm{};
+    if (::gmtime_r(&secs, &tm) == nullptr) return "Thu Jan  1 00:00:00 1970";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s %s %2d %02d:%02d:%02d %d", days[tm.tm_wday % 7], months[tm.tm_mon % 12],
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, tm.tm_year + 1900);
+    return buf;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+           });
+}
+
+// The SENDER of a From_ line: the address of the first Return-Path field of `header` (whole
+// lines of the message's header), or MAILER-DAEMON when there is none, it is the null path
+// `<>`, or it could not stand in a From_ line (a space or control octet, or too long).
+std::string mbox_sender(std::string_view header) {
+    const std::string fallback = "MAILER-DAEMON";
+    std::string value;
+    bool found = false;
+    while (!header.empty()) {
+        const std::size_t nl = header.find('\n');
+        std::string_view line = header.substr(0, nl);
+        header.remove_prefix(nl == header.npos ? header.size() : nl + 1);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        if (found) {
+            if (line.empty() || (line.front() != ' ' && line.front() != '\t')) break;
+            value += line;  // RFC 5322 2.2.3: unfolding
+            continue;
+        }
+        const std::size_t colon = line.find(':');
+        if (colon == line.npos || line.empty() || line.front() == ' ' || line.front() == '\t') continue;
+        std::string_view name = line.substr(0, colon);
+        while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);  // obs-optional
+        if (!iequals(name, "Return-Path")) continue;
+        found = true;
+        value = line.substr(colon + 1);
+    }
+    if (!found) return fallback;
+    std::string_view v = value;
+    if (const std::size_t lt = v.find('<'); lt != v.npos) {
+        const std::size_t gt = v.find('>', lt);
+        if (gt == v.npos) return fallback;
+        v = v.substr(lt + 1, gt - lt - 1);
+    } else {
+        while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+        while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    }
+    if (v.empty() || v.size() > max_sender_octets) return fallback;
+    for (const char c : v) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u <= 0x20 || u == 0x7F) return fallback;  // UTF-8 (RFC 6531) stays
+    }
+    return std::string(v);
+}
+
+// mboxrd quoting: each line matching ^>*From gets one more '>', however the input is cut. A
+// line's leading '>'s and a partial "From " are held as counts until the line shows which it is.
+class from_quoter {
+public:
+    void feed(std::string_view in, std::string& out) {
+        std::size_t i = 0;
+        while (i < in.size()) {
+            if (at_line_start_) {
+                const char c = in[i];
+                if (matched_ == 0 && c == '>') {
+                    ++quotes_;
+                    ++i;
+                    continue;
+                }
+                if (c == from_[matched_]) {
+                    ++i;
+                    if (++matched_ == from_.size()) {
+                        out += '>';
+                        release(out);
+                    }
+                    continue;
+                }
+                release(out);  // not a From_ line: what was held goes out as it was, then `c`
+            }
+            const std::size_t nl = in.find('\n', i);
+            const std::size_t end = nl == in.npos ? in.size() : nl + 1;
+            out.append(in.substr(i, end - i));
+            i = end;
+            at_line_start_ = nl != in.npos;
+        }
+    }
+
+    /// The message ended: a line cut short while held ("From" at the very end) goes out as is.
+    void finish(std::string& out) {
+        if (at_line_start_) release(out);
+    }
+
+private:
+    void release(std::string& out) {
+        out.append(quotes_, '>');
+        out.append(from_.substr(0, matched_));
+        quotes_ = matched_ = 0;
+        at_line_start_ = false;
+    }
+
+    static constexpr std::string_view from_ = "From ";
+    bool at_line_start_ = true;
+    std::size_t quotes_ = 0;   // '>'s held at the start of the line
+    std::size_t matched_ = 0;  // octets of "From " held after them
+};
+
+class mbox_sink;
+
+class mbox_message final : public sink_message {
+public:
+    mbox_message(mbox_sink& sink, off_t start, std::string from_line_prefix, std::string date)
+        : sink_(sink), start_(start), prefix_(std::move(from_line_prefix)), date_(std::move(date)) {}
+    ~mbox_message() override { abort(); }
+
+    result<void> write(std::string_view octets) override;
+    result<void> complete() override;
+    void abort() noexcept override;
+
+private:
+    void start_body(bool at_end);
+    result<void> drain(std::size_t at_least);
+    result<void> fail(std::error_code e);
+
+    mbox_sink& sink_;
+    const off_t start_;   // the file's size before this message: where a failure cuts it back to
+    std::string prefix_;  // line ends the file needs before this message's From_ line
+    std::string date_;
+    bool done_ = false;
+    // Until the end of the header (or mbox_header_octets of it) the octets wait in head_: the
+    // From_ line, which needs the Return-Path, comes first.
+    bool in_header_ = true;
+    std::string head_;
+    std::size_t line_start_ = 0;  // of the first head_ line not yet known to be whole
+    from_quoter quoter_;
+    std::string out_;  // quoted octets not yet written
+    off_t written_ = 0;  // octets of this message in the file
+    char last_ = '\n';  // the message's last octet ('\n' while it is empty)
+};
+
+class mbox_sink final : public message_sink {
+public:
+    mbox_sink(posix::unique_fd fd, std::string path, off_t size, log_sink log, mbox_sink_options options)
+        : fd_(std::move(fd)), path_(std::move(path)), size_(size), flushed_(size), log_(std::move(log)),
+          options_(std::move(options)) {}
+
+    result<std::unique_ptr<sink_message>> begin(std::uint64_t /*size_hint*/) override {
+        if (broken_) return unexpected(errc::io_error);
+        if (open_) return unexpected(errc::bad_input);  // one message at a time
+        auto prefix = separator();
+        if (!prefix) return unexpected(prefix.error());
+        open_ = true;
+        const auto now = options_.clock ? options_.clock() : std::chrono::system_clock::now();
+        return std::unique_ptr<sink_message>(
+            std::make_unique<mbox_message>(*this, size_, std::move(*prefix), asctime_utc(now)));
+    }
+
+    result<void> flush() override {
+        if (broken_) return unexpected(errc::io_error);
+        const std::size_t batch = std::exchange(pending_, 0);
+        if (::fsync(fd_.get()) != 0) {
+            const auto e = last_system_error();
+            log_(log_level::error, "mbox " + path_ + ": fsync: " + e.message());
+            // None of the batch counts as stored, so none of it stays: the server keeps it
+            // and a later fetch would store it a second time.
+            if (batch > 0) cut_back(flushed_);
+            return unexpected(e);
+        }
+        flushed_ = size_;
+        return {};
+    }
+
+    std::size_t pending() const override { return pending_; }
+
+    // For mbox_message.
+    result<void> append(std::string_view octets) {
+        if (auto w = posix::write_all(fd_.get(), octets); !w) {
+            log_(log_level::error, "mbox " + path_ + ": write: " + w.error().message());
+            return w;
+        }
+        return {};
+    }
+    void completed(off_t end) {
+        size_ = end;
+        ++pending_;
+        open_ = false;
+    }
+    void dropped(off_t start) {
+        cut_back(start);
+        open_ = false;
+    }
+
+private:
+    // The line ends the file needs before a From_ line: none when it is empty or ends in an
+    // empty line; else what makes its last line whole and adds the empty line mboxrd expects.
+    // NOTE: the file is never rewritten: what it held stays, even the partial last message of
+    // another program that crashed (a reader sees it end there, then our messages).
+    result<std::string> separator() {
+        if (size_ == 0) return std::string();
+        char tail[2] = {0, 0};
+        const off_t from = size_ >= 2 ? size_ - 2 : 0;
+        const auto want = static_cast<std::size_t>(size_ - from);
+        const ssize_t n = ::pread(fd_.get(), tail, want, from);
+        if (n != static_cast<ssize_t>(want)) {
+            const auto e = n < 0 ? last_system_error() : make_error_code(errc::io_error);
+            log_(log_level::error, "mbox " + path_ + ": read: " + e.message());
+            return unexpected(e);
+        }
+        if (tail[want - 1] != '\n') return std::string("\n\n");
+        if (want == 2 && tail[0] == '\n') return std::string();
+        return std::string("\n");
+    }
+
+    // Cuts the file back to `size`: a message that failed, or a batch whose fsync failed.
+    void cut_back(off_t size) {
+        if (::ftruncate(fd_.get(), size) != 0) {
+            // The file now ends in a partial message we cannot remove: take no more.
+            broken_ = true;
+            log_(log_level::error, "mbox " + path_ + ": cannot cut off a failed message at " + std::to_string(size) +
+                                       ": " + last_system_error().message());
+            return;
+        }
+        size_ = size;
+        if (flushed_ > size) flushed_ = size;
+    }
+
+    posix::unique_fd fd_;  // O_APPEND, locked until closed
+    std::string path_;
+    off_t size_;     // the file's size: where the next message starts
+    off_t flushed_;  // its size at the last successful flush (or at open)
+    std::size_t pending_ = 0;
+    bool open_ = false;    // a message is being written
+    bool broken_ = false;  // a failed message could not be cut off
+    log_sink log_;
+    mbox_sink_options options_;
+};
+
+result<void> mbox_message::write(std::string_view octets) {
+    if (done_) return unexpected(errc::bad_input);
+    if (octets.empty()) return {};
+    last_ = octets.back();
+    if (!in_header_) {
+        quoter_.feed(octets, out_);
+        return drain(mbox_write_octets);
+    }
+    head_.append(octets);
+    // The header ends at its first empty line (a CRLF one too, from a foreign source).
+    for (std::size_t nl; in_header_ && (nl = head_.find('\n', line_start_)) != head_.npos;) {
+        const std::string_view line = std::string_view(head_).substr(line_start_, nl - line_start_);
+        line_start_ = nl + 1;
+        if (line.empty() || line == "\r") start_body(false);
+    }
+    // NOTE: a Return-Path further down than mbox_header_octets is not looked for (mbox_sender).
+    if (in_header_ && head_.size() >= mbox_header_octets) start_body(false);
+    return drain(mbox_write_octets);
+}
+
+// Writes the From_ line and what waited for it. `at_end`: the message ended in its header, so
+// its last line counts even without a line end.
+void mbox_message::start_body(bool at_end) {
+    in_header_ = false;
+    std::string_view header = at_end ? std::string_view(head_) : std::string_view(head_).substr(0, line_start_);
+    if (header.size() > mbox_header_octets) {
+        // Only whole lines within the first mbox_header_octets count, however the octets
+        // came in: the same message always gets the same From_ line.
+        header = header.substr(0, mbox_header_octets);
+        header = header.substr(0, header.rfind('\n') + 1);
+    }
+    out_ = prefix_ + "From " + mbox_sender(header) + " " + date_ + "\n";
+    quoter_.feed(head_, out_);
+    std::string().swap(head_);
+}
+
+result<void> mbox_message::drain(std::size_t at_least) {
+    if (out_.size() < at_least || out_.empty()) return {};
+    auto r = sink_.append(out_);
+    written_ += static_cast<off_t>(out_.size());
+    out_.clear();
+    if (!r) return fail(r.error());
+    return {};
+}
+
+result<void> mbox_message::complete() {
+    if (done_) return unexpected(errc::bad_input);
+    if (in_header_) start_body(true);
+    quoter_.finish(out_);
+    // mboxrd: the message ends with a line end, then an empty line before the next From_.
+    // NOTE: so a reader cannot tell whether a message had its last line end: one is added.
+    if (last_ != '\n') out_ += '\n';
+    out_ += '\n';
+    if (auto r = drain(1); !r) return r;
+    done_ = true;
+    sink_.completed(start_ + written_);
+    return {};
+}
+
+void mbox_message::abort() noexcept {
+    if (done_) return;
+    done_ = true;
+    sink_.dropped(start_);
+}
+
+result<void> mbox_message::fail(std::error_code e) {
+    done_ = true;
+    sink_.dropped(start_);  // a failed message leaves no partial
+    return unexpected(e);
+}
+
+// ---------------------------------------------------------------------------------------------
+// stdout: octets pass straight through.
+
+class stream_sink;
+
+class stream_message final : public sink_message {
+public:
+    explicit stream_message(stream_sink& sink) : sink_(sink) {}
+    result<void> write(std::string_view octets) override;
+    result<void> complete() override;
+    // NOTE: what was written is already on its way to the reader: nothing can take it back.
+    // The caller keeps the message on the server, so a later fetch sends it whole again.
+    void abort() noexcept override { done_ = true; }
+
+private:
+    stream_sink& sink_;
+    bool done_ = false;
+};
+
+class stream_sink final : public message_sink {
+public:
+    explicit stream_sink(std::FILE* out) : out_(out) {}
+
+    result<std::unique_ptr<sink_message>> begin(std::uint64_t /*size_hint*/) override {
+        if (error_) return unexpected(error_);  // the batch failed: flush() says so
+        return std::unique_ptr<sink_message>(std::make_unique<stream_message>(*this));
+    }
+
+    result<void> flush() override {
+        errno = 0;
+        if (std::fflush(out_) != 0) fail();
+        // A regular file (`--stdout > FILE`) is made durable as the other sinks are; a pipe
+        // or terminal has handed the octets over once fflush() returns.
+        const int fd = ::fileno(out_);
+        struct stat st{};
+        if (!error_ && fd >= 0 && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::fsync(fd) != 0) fail();
+        pending_ = 0;
+        if (error_) return unexpected(std::exchange(error_, {}));
+        return {};
+    }
+
+    std::size_t pending() const override { return pending_; }
+
+    result<void> write(std::string_view octets) {
+        if (error_) return unexpected(error_);
+        errno = 0;
+        if (!octets.empty() && std::fwrite(octets.data(), 1, octets.size(), out_) != octets.size()) fail();
+        if (error_) return unexpected(error_);
+        return {};
+    }
+
+    void completed() { ++pending_; }
+
+private:
+    // Records the failure of the last call: it fails the whole batch (what was buffered with
+    // it is lost too), and the stream is cleared for the next one.
+    void fail() {
+        const std::error_code e = errno != 0 ? last_system_error() : make_error_code(errc::io_error);
+        std::clearerr(out_);
+        if (!error_) error_ = e;
+    }
+
+    std::FILE* out_;
+    std::size_t pending_ = 0;
+    std::error_code error_;  // the first failure since the last flush
+};
+
+result<void> stream_message::write(std::string_view octets) {
+    if (done_) return unexpected(errc::bad_input);
+    auto r = sink_.write(octets);
+    if (!r) done_ = true;
+    return r;
+}
+
+result<void> stream_message::complete() {
+    if (done_) return unexpected(errc::bad_input);
+    done_ = true;
+    sink_.completed();
+    return {};
+}
+
+}  // namespace
+
+result<std::unique_ptr<message_sink>> open_maildir_sink(const std::filesystem::path& dir, log_sink log,
+                                                        maildir_sink_options options) {
+    if (!log) log = null_log();
+    maildir_options o;
+    o.root = dir;
+    o.hostname = options.hostname;
+    o.log = log;
+    auto folder = open_maildir_folder(std::move(o));
+    if (!folder) return unexpected(folder.error());  // logged by the store
+    auto sink = std::make_unique<maildir_sink>(std::move(*folder), log, std::move(options));
+    if (auto started = sink->start(); !started) {
+        log(log_level::error, "maildir sink: cannot start its commit threads: " + started.error().message());
+        return unexpected(started.error());
+    }
+    return std::unique_ptr<message_sink>(std::move(sink));
+}
+
+result<std::unique_ptr<message_sink>> open_mbox_sink(const std::filesystem::path& file, log_sink log,
+                                                     mbox_sink_options options) {
+    if (!log) log = null_log();
+    const std::string path = file.string();
+    auto fail = [&](const std::string& what, std::error_code e) -> result<std::unique_ptr<message_sink>> {
+        log(log_level::error, "mbox " + path + ": " + what + (e ? ": " + e.message() : std::string()));
+        return unexpected(e ? e : make_error_code(errc::bad_config));
+    };
+    // O_NONBLOCK only while opening: a FIFO in its place must not hang the fetch.
+    posix::unique_fd fd(::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_NOCTTY | O_NONBLOCK | O_CLOEXEC, 0600));
+    if (fd.get() < 0) return fail("cannot open", last_system_error());
+    struct stat st{};
+    if (::fstat(fd.get(), &st) != 0) return fail("stat", last_system_error());
+    if (!S_ISREG(st.st_mode)) return fail("not a regular file", {});
+    if (::fcntl(fd.get(), F_SETFL, O_APPEND) != 0) return fail("fcntl", last_system_error());
+
+    // The locks mutt, procmail and Dovecot take on an mbox: fcntl, then flock (on Linux these
+    // are separate locks, and either may be all another program checks). The fcntl lock is
+    // an open file description lock (F_OFD_SETLK): it conflicts with the classic F_SETLK
+    // locks of other programs as one, but closing another descriptor of the same file in this
+    // process (a second open that failed) does not drop it as it would a classic one.
+    // NOTE: no dot-lock file (FILE.lock): that needs write access to the file's directory
+    // and is what the others take in addition, not instead.
+    const auto deadline = std::chrono::steady_clock::now() + options.lock_wait;
+    int lock_cmd = F_OFD_SETLK;
+    for (;;) {
+        struct flock fl{};
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;  // l_start = l_len = 0: the whole file, as it grows too
+        int r = ::fcntl(fd.get(), lock_cmd, &fl);
+        if (r != 0 && errno == EINVAL && lock_cmd == F_OFD_SETLK) {
+            lock_cmd = F_SETLK;  // a kernel or file system without OFD locks
+            r = ::fcntl(fd.get(), lock_cmd, &fl);
+        }
+        if (r == 0) {
+            if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) break;
+            const int e = errno;
+            fl.l_type = F_UNLCK;  // never hold one lock while waiting for the other
+            (void)::fcntl(fd.get(), lock_cmd, &fl);
+            if (e != EWOULDBLOCK) return fail("flock", {e, std::system_category()});
+        } else if (errno != EACCES && errno != EAGAIN) {
+            return fail("fcntl lock", last_system_error());
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            const auto ms = options.lock_wait.count();
+            log(log_level::error, "mbox " + path + ": locked by another program (waited " + std::to_string(ms / 1000) +
+                                      "." + std::to_string(ms % 1000 / 100) + " s)");
+            return unexpected(errc::mailbox_in_use);
+        }
+        std::this_thread::sleep_for(lock_retry);
+    }
+    // The size only now: another program may have appended until it let go of the lock.
+    if (::fstat(fd.get(), &st) != 0) return fail("stat", last_system_error());
+    return std::unique_ptr<message_sink>(
+        std::make_unique<mbox_sink>(std::move(fd), path, st.st_size, std::move(log), std::move(options)));
+}
+
+std::unique_ptr<message_sink> make_stream_sink(std::FILE* out) { return std::make_unique<stream_sink>(out); }
+
+}  // namespace mailnet::pop3c

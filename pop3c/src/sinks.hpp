@@ -1,0 +1,89 @@
+// sinks.hpp: where `pop3c fetch` puts what it retrieves (DESIGN.md "Command lines": --maildir,
+// --mbox, --stdout), in batches made durable by flush() before the server deletes (RFC 1939 6).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "mailnet/error.hpp"
+#include "mailnet/log.hpp"
+
+namespace mailnet::pop3c {
+
+/// One message on its way into a sink. Not thread-safe; its sink must outlive it.
+class sink_message {
+public:
+    virtual ~sink_message();  ///< aborts if neither complete() nor abort() was called
+    /// Appends octets of the message as stored (LF line ends), in chunks split anywhere.
+    virtual result<void> write(std::string_view octets) = 0;
+    /// All octets are written. The message is durable only once the sink's flush() succeeds.
+    /// After an error the message is gone (as after abort()).
+    virtual result<void> complete() = 0;
+    /// Drops the message: nothing of it stays (the stream sink cannot take back its output).
+    virtual void abort() noexcept = 0;
+};
+
+/// A destination for fetched messages. The caller deletes a message on the server (or records
+/// it as fetched) only after a flush() that covered it succeeded.
+class message_sink {
+public:
+    virtual ~message_sink();
+    /// Starts a message of about `size_hint` octets (the server's LIST size; 0 if unknown).
+    virtual result<std::unique_ptr<sink_message>> begin(std::uint64_t size_hint) = 0;
+    /// Makes every completed message durable. Any error means that *none* of the messages
+    /// completed since the last successful flush may be counted as stored: the caller keeps
+    /// them on the server. The mbox sink cuts them off again; the Maildir sink leaves those
+    /// that reached new/ (a later fetch stores them twice: a duplicate, never a loss). A
+    /// failed commit (Maildir) or write (stream) fails the whole batch, and begin() refuses
+    /// until flush() has reported it; in the mbox sink a failed message is cut off alone.
+    virtual result<void> flush() = 0;
+    /// Messages completed since the last flush().
+    virtual std::size_t pending() const = 0;
+};
+
+/// How a Maildir sink commits.
+struct maildir_sink_options {
+    /// Threads committing completed messages, so that several commits share the store's
+    /// group commit of new/; 0: each complete() commits before it returns.
+    unsigned commit_threads = 8;
+    /// Completed messages not yet committed at most; complete() waits beyond (memory and
+    /// open descriptors stay bounded however fast the server sends).
+    std::size_t max_outstanding = 64;
+    /// For the file names; empty: gethostname().
+    std::string hostname;
+};
+
+/// `--maildir DIR`: DIR/{tmp,new,cur}, created if missing; messages land in new/ through the
+/// Maildir store's delivery (libmailnet open_maildir_folder: names, tmp/ -> new/, fsync).
+result<std::unique_ptr<message_sink>> open_maildir_sink(const std::filesystem::path& dir, log_sink log,
+                                                        maildir_sink_options options = {});
+
+/// How an mbox sink opens its file and dates its messages.
+struct mbox_sink_options {
+    /// How long to wait for another program's lock on the file before giving up.
+    std::chrono::milliseconds lock_wait{5000};
+    /// The time in each message's From_ line; empty: the system clock.
+    std::function<std::chrono::system_clock::time_point()> clock;
+};
+
+/// `--mbox FILE`: mboxrd, appended to FILE (created 0600 if missing) under an fcntl and an
+/// flock write lock held for the sink's lifetime (errc::mailbox_in_use, logged, when another
+/// program holds either beyond `lock_wait`). Each message: `From SENDER DATE` (SENDER from its
+/// first Return-Path, else MAILER-DAEMON; DATE as asctime(), UTC), its lines matching
+/// `^>*From ` with one more '>', then a line end and an empty line. A failed or aborted message
+/// is cut off again; flush() is one fsync. One message at a time.
+result<std::unique_ptr<message_sink>> open_mbox_sink(const std::filesystem::path& file, log_sink log,
+                                                     mbox_sink_options options = {});
+
+/// `--stdout`: the octets as they come, nothing between messages; flush() is fflush(), and
+/// fsync() too when `out` is a regular file.
+std::unique_ptr<message_sink> make_stream_sink(std::FILE* out);
+
+}  // namespace mailnet::pop3c

@@ -1,0 +1,136 @@
+// state_file.cpp: the UIDL state file of `pop3c fetch --new-only --state FILE` (RFC 1939 7 for
+// what a UIDL may be); saved by write-to-temporary, fsync, rename, fsync of the directory.
+#include "state_file.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <string>
+#include <utility>
+
+#include "posix_io.hpp"
+
+namespace mailnet::pop3c {
+
+bool is_valid_uidl(std::string_view uid) noexcept {
+    // RFC 1939 7: "1 to 70 characters in the range 0x21 to 0x7E".
+    if (uid.empty() || uid.size() > 70) return false;
+    return std::all_of(uid.begin(), uid.end(), [](char c) {
+        const auto u = static_cast<unsigned char>(c);
+        return u >= 0x21 && u <= 0x7E;
+    });
+}
+
+result<state_file> state_file::load(std::filesystem::path path, log_sink log) {
+    if (!log) log = null_log();
+    const std::string name = path.string();
+    posix::unique_fd fd(::open(name.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (fd.get() < 0) {
+        if (errno == ENOENT) return state_file(std::move(path), std::move(log));  // first run
+        const auto ec = last_system_error();
+        log(log_level::error, "state file " + name + ": " + ec.message());
+        return unexpected(ec);
+    }
+    struct stat st{};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        // A FIFO or a device would block or never end: not a state file we wrote.
+        log(log_level::error, "state file " + name + ": not a regular file");
+        return unexpected(errc::bad_config);
+    }
+    std::string text;
+    text.reserve(static_cast<std::size_t>(st.st_size));
+    std::array<char, 64 * 1024> buf{};
+    for (;;) {
+        const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            const auto ec = last_system_error();
+            log(log_level::error, "state file " + name + ": " + ec.message());
+            return unexpected(ec);
+        }
+        if (n == 0) break;
+        text.append(buf.data(), static_cast<std::size_t>(n));
+    }
+
+    state_file state(std::move(path), std::move(log));
+    std::string_view rest = text;
+    for (std::size_t line_no = 1; !rest.empty(); ++line_no) {
+        const std::size_t nl = rest.find('\n');
+        const std::string_view line = rest.substr(0, nl);
+        rest.remove_prefix(nl == rest.npos ? rest.size() : nl + 1);
+        const bool ok = line_no == 1 ? line == header : is_valid_uidl(line);
+        if (!ok) {
+            // FILE:LINE only: the line itself could be anything (DESIGN.md, the users file).
+            state.log_(log_level::error, name + ":" + std::to_string(line_no) + ": " +
+                                             (line_no == 1 ? "not a mailnet pop3c state file (version 1)"
+                                                           : "not a UIDL (1-70 octets in 0x21-0x7E)"));
+            return unexpected(errc::bad_config);
+        }
+        if (line_no > 1) state.insert(line);
+    }
+    return state;
+}
+
+bool state_file::contains(std::string_view uid) const { return set_.contains(uid); }
+
+void state_file::insert(std::string_view uid) {
+    if (set_.contains(uid)) return;
+    set_.insert(order_.emplace_back(uid));
+}
+
+result<void> state_file::add(std::string_view uid) {
+    if (!is_valid_uidl(uid)) return unexpected(errc::bad_input);
+    insert(uid);
+    return {};
+}
+
+std::size_t state_file::retain_only(std::span<const std::string> on_server) {
+    std::unordered_set<std::string_view> server(on_server.begin(), on_server.end());
+    std::deque<std::string> kept;
+    std::unordered_set<std::string_view> kept_set;
+    kept_set.reserve(std::min(order_.size(), server.size()));
+    for (auto& uid : order_)
+        if (server.contains(uid)) kept_set.insert(kept.emplace_back(std::move(uid)));
+    const std::size_t forgotten = order_.size() - kept.size();
+    order_ = std::move(kept);
+    set_ = std::move(kept_set);
+    return forgotten;
+}
+
+result<void> state_file::save() {
+    const std::string name = path_.string();
+    const std::string tmp = name + ".tmp";
+    auto fail = [&](const std::string& what, std::error_code ec) -> result<void> {
+        log_(log_level::error, "state file " + name + ": " + what + ": " + ec.message());
+        ::unlink(tmp.c_str());
+        return unexpected(ec);
+    };
+
+    std::string text;
+    std::size_t octets = header.size() + 1;
+    for (const auto& uid : order_) octets += uid.size() + 1;
+    text.reserve(octets);
+    text.append(header).push_back('\n');
+    for (const auto& uid : order_) text.append(uid).push_back('\n');
+
+    // O_TRUNC, not O_EXCL: a FILE.tmp left by a crash is ours and stale.
+    posix::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (fd.get() < 0) return fail("cannot create " + tmp, last_system_error());
+    if (auto w = posix::write_all(fd.get(), text); !w) return fail("write " + tmp, w.error());
+    if (::fsync(fd.get()) != 0) return fail("fsync " + tmp, last_system_error());
+    if (::close(fd.release()) != 0) return fail("close " + tmp, last_system_error());
+    // rename() replaces FILE in one step: a reader (or a crash) sees the old file or the new.
+    if (::rename(tmp.c_str(), name.c_str()) != 0) return fail("rename " + tmp, last_system_error());
+    // The rename itself is durable only once the directory is.
+    if (auto s = posix::fsync_dir(path_.parent_path().string()); !s) {
+        log_(log_level::error, "state file " + name + ": fsync of its directory: " + s.error().message());
+        return s;
+    }
+    return {};
+}
+
+}  // namespace mailnet::pop3c

@@ -1,0 +1,69 @@
+// state_file.hpp: `pop3c fetch --new-only --state FILE` (DESIGN.md "Command lines"): the UIDLs
+// (RFC 1939 7) of the messages already stored locally, kept across runs and replaced atomically.
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+
+#include "mailnet/error.hpp"
+#include "mailnet/log.hpp"
+
+namespace mailnet::pop3c {
+
+/// True for a UIDL as RFC 1939 7 allows it: 1-70 octets, each in 0x21-0x7E.
+bool is_valid_uidl(std::string_view uid) noexcept;
+
+/// The set of UIDLs known to be stored locally. The file: a first line
+/// `# mailnet pop3c state 1`, then one UIDL per line, in the order they were added.
+class state_file {
+public:
+    /// The first line of every state file (version 1).
+    static constexpr std::string_view header = "# mailnet pop3c state 1";
+
+    /// Reads `path`; a missing file (or an empty one) is an empty state. A line that is not a
+    /// valid UIDL, or a wrong first line, is errc::bad_config, logged as FILE:LINE (never the
+    /// line itself); an unreadable file is the system's error, logged.
+    static result<state_file> load(std::filesystem::path path, log_sink log = null_log());
+
+    /// Whether `uid` is stored locally. O(1).
+    bool contains(std::string_view uid) const;
+    /// Records `uid` as stored; errc::bad_input (nothing recorded) if it is not a valid UIDL,
+    /// so a saved file always loads again. Adding one already there changes nothing.
+    result<void> add(std::string_view uid);
+    /// Forgets every UIDL not in `on_server` (the messages deleted on the server), so the file
+    /// does not grow forever; returns how many were forgotten. Linear in both sizes.
+    std::size_t retain_only(std::span<const std::string> on_server);
+    /// Writes the state: FILE.tmp in the same directory, fsync, rename over FILE, fsync the
+    /// directory. A crash leaves the old file or the new one, never a mix. Linear in size().
+    result<void> save();
+
+    /// How many UIDLs are known.
+    std::size_t size() const noexcept { return order_.size(); }
+    /// The file this state is read from and saved to.
+    const std::filesystem::path& path() const noexcept { return path_; }
+
+    // Moves keep the set's views valid: a deque's move takes its blocks, never its strings.
+    state_file(state_file&&) = default;
+    state_file& operator=(state_file&&) = default;
+    state_file(const state_file&) = delete;
+    state_file& operator=(const state_file&) = delete;
+
+private:
+    state_file(std::filesystem::path path, log_sink log) : path_(std::move(path)), log_(std::move(log)) {}
+    void insert(std::string_view uid);
+
+    std::filesystem::path path_;
+    log_sink log_;
+    // The UIDLs in the order added; the set views the deque's strings (a deque never moves its
+    // elements on push_back), so a lookup costs no copy and each UIDL is held once.
+    std::deque<std::string> order_;
+    std::unordered_set<std::string_view> set_;
+};
+
+}  // namespace mailnet::pop3c

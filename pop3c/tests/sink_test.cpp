@@ -1,0 +1,723 @@
+// sink_test.cpp: where `pop3c fetch` stores messages: Maildir (through the store's delivery, with
+// commits on a pool), stdout; each durable after flush() and all-or-nothing per batch.
+#include "sinks.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "support/fixtures.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using mailnet::pop3c::maildir_sink_options;
+using mailnet::pop3c::mbox_sink_options;
+using mailnet::pop3c::message_sink;
+using mailnet::pop3c::sink_message;
+using mailnet::testing::log_capture;
+using mailnet::testing::temp_dir;
+
+std::string read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// The files of a directory, by name.
+std::vector<fs::path> files_in(const fs::path& dir) {
+    std::vector<fs::path> out;
+    if (!fs::exists(dir)) return out;
+    for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+// The contents of every file in a directory, sorted.
+std::multiset<std::string> contents_of(const fs::path& dir) {
+    std::multiset<std::string> out;
+    for (const auto& p : files_in(dir)) out.insert(read_file(p));
+    return out;
+}
+
+// Writes `octets` into a new message of `sink` in pieces of `piece` octets and completes it.
+void store(message_sink& sink, std::string_view octets, std::size_t piece = 7) {
+    auto m = sink.begin(octets.size());
+    ASSERT_TRUE(m) << m.error().message();
+    for (std::size_t off = 0; off < octets.size(); off += piece) ASSERT_TRUE((*m)->write(octets.substr(off, piece)));
+    ASSERT_TRUE((*m)->complete());
+}
+
+std::unique_ptr<message_sink> open_maildir(const fs::path& dir, unsigned threads = 8, std::size_t outstanding = 64,
+                                           mailnet::log_sink log = mailnet::null_log()) {
+    maildir_sink_options o;
+    o.commit_threads = threads;
+    o.max_outstanding = outstanding;
+    o.hostname = "test.example";
+    auto s = mailnet::pop3c::open_maildir_sink(dir, std::move(log), o);
+    EXPECT_TRUE(s) << s.error().message();
+    return s ? std::move(*s) : nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Maildir
+
+TEST(maildir_sink, messages_land_in_new_with_their_exact_octets) {
+    temp_dir d;
+    const fs::path box = d.path / "Maildir";  // created with tmp/ new/ cur/
+    auto sink = open_maildir(box);
+    ASSERT_TRUE(sink);
+    const std::string a = "Return-Path: <a@example.org>\nSubject: one\n\nbody\n.\n..dots stay\nFrom here\n";
+    const std::string b = "Subject: two\n\nno final line end";
+    store(*sink, a, 1);
+    store(*sink, b, 5);
+    EXPECT_EQ(sink->pending(), 2u);
+    ASSERT_TRUE(sink->flush());
+    EXPECT_EQ(sink->pending(), 0u);
+    EXPECT_EQ(contents_of(box / "new"), (std::multiset<std::string>{a, b}));
+    EXPECT_TRUE(files_in(box / "tmp").empty());
+    EXPECT_TRUE(fs::is_directory(box / "cur"));
+    // The store's names: unique, with the sizes (LIST needs no reads), our host name.
+    for (const auto& p : files_in(box / "new")) {
+        const std::string name = p.filename().string();
+        EXPECT_NE(name.find(".test.example,S="), std::string::npos) << name;
+        const auto size = fs::file_size(p);
+        EXPECT_NE(name.find(",S=" + std::to_string(size) + ",W="), std::string::npos) << name;
+    }
+}
+
+TEST(maildir_sink, an_empty_flush_succeeds) {
+    temp_dir d;
+    auto sink = open_maildir(d.path / "m");
+    ASSERT_TRUE(sink);
+    EXPECT_TRUE(sink->flush());
+    EXPECT_EQ(sink->pending(), 0u);
+}
+
+TEST(maildir_sink, many_completes_on_the_pool_then_one_flush_store_every_message) {
+    temp_dir d;
+    const fs::path box = d.path / "m";
+    // Few slots: complete() has to wait for the pool again and again.
+    auto sink = open_maildir(box, 4, 3);
+    ASSERT_TRUE(sink);
+    std::multiset<std::string> sent;
+    for (int i = 0; i < 300; ++i) {
+        std::string m = "Subject: message " + std::to_string(i) + "\n\n" +
+                        std::string(static_cast<std::size_t>(i) * 13, 'x') + "\n";
+        store(*sink, m, 100);
+        sent.insert(std::move(m));
+    }
+    EXPECT_EQ(sink->pending(), 300u);
+    ASSERT_TRUE(sink->flush());
+    EXPECT_EQ(sink->pending(), 0u);
+    EXPECT_EQ(contents_of(box / "new"), sent);
+    EXPECT_TRUE(files_in(box / "tmp").empty());
+}
+
+TEST(maildir_sink, batches_flush_one_after_another) {
+    temp_dir d;
+    const fs::path box = d.path / "m";
+    auto sink = open_maildir(box);
+    ASSERT_TRUE(sink);
+    for (int batch = 0; batch < 5; ++batch) {
+        for (int i = 0; i < 10; ++i) store(*sink, "Subject: " + std::to_string(batch * 10 + i) + "\n\n");
+        ASSERT_TRUE(sink->flush());
+        EXPECT_EQ(files_in(box / "new").size(), static_cast<std::size_t>(batch + 1) * 10);
+    }
+}
+
+TEST(maildir_sink, sequential_commit_without_a_pool) {
+    temp_dir d;
+    const fs::path box = d.path / "m";
+    auto sink = open_maildir(box, 0);
+    ASSERT_TRUE(sink);
+    store(*sink, "Subject: a\n\n");
+    // Committed by complete() itself, still counted until flush().
+    EXPECT_EQ(files_in(box / "new").size(), 1u);
+    EXPECT_EQ(sink->pending(), 1u);
+    ASSERT_TRUE(sink->flush());
+    EXPECT_EQ(sink->pending(), 0u);
+}
+
+TEST(maildir_sink, abort_leaves_nothing_in_tmp_or_new) {
+    temp_dir d;
+    const fs::path box = d.path / "m";
+    auto sink = open_maildir(box);
+    ASSERT_TRUE(sink);
+    {
+        auto m = sink->begin(10);
+        ASSERT_TRUE(m);
+        ASSERT_TRUE((*m)->write("Subject: half\n"));
+        EXPECT_EQ(files_in(box / "tmp").size(), 1u);  // being written
+        (*m)->abort();
+        EXPECT_TRUE(files_in(box / "tmp").empty());
+        EXPECT_EQ((*m)->write("more").error(), mailnet::errc::bad_input);
+        EXPECT_EQ((*m)->complete().error(), mailnet::errc::bad_input);
+    }
+    {
+        auto m = sink->begin(10);  // dropped without complete(): aborted
+        ASSERT_TRUE(m);
+        ASSERT_TRUE((*m)->write("Subject: dropped\n"));
+    }
+    EXPECT_EQ(sink->pending(), 0u);
+    ASSERT_TRUE(sink->flush());
+    EXPECT_TRUE(files_in(box / "tmp").empty());
+    EXPECT_TRUE(files_in(box / "new").empty());
+}
+
+TEST(maildir_sink, a_completed_message_cannot_be_written_again) {
+    temp_dir d;
+    auto sink = open_maildir(d.path / "m");
+    ASSERT_TRUE(sink);
+    auto m = sink->begin(0);
+    ASSERT_TRUE(m);
+    ASSERT_TRUE((*m)->complete());
+    EXPECT_EQ((*m)->write("x").error(), mailnet::errc::bad_input);
+    EXPECT_EQ((*m)->complete().error(), mailnet::errc::bad_input);
+    (*m)->abort();  // too late: nothing happens
+    ASSERT_TRUE(sink->flush());
+    EXPECT_EQ(contents_of(d.path / "m" / "new"), std::multiset<std::string>{""});
+}
+
+TEST(maildir_sink, a_failed_commit_fails_the_batch_and_the_next_batch_starts_clean) {
+    for (unsigned threads : {0u, 4u}) {
+        temp_dir d;
+        const fs::path box = d.path / "m";
+        log_capture log;
+        auto sink = open_maildir(box, threads, 64, log.sink());
+        ASSERT_TRUE(sink);
+        auto m = sink->begin(0);
+        ASSERT_TRUE(m);
+        ASSERT_TRUE((*m)->write("Subject: lost\n\n"));
+        // new/ stops being a directory between the write and the commit: the link fails.
+        fs::rename(box / "new", box / "new.away");
+        std::ofstream(box / "new") << "in the way";
+        if (threads == 0) {
+            EXPECT_FALSE((*m)->complete());
+            EXPECT_FALSE(sink->begin(0)) << "a failed batch takes no more messages";
+        } else {
+            EXPECT_TRUE((*m)->complete());  // queued: the failure shows in flush()
+        }
+        EXPECT_FALSE(sink->flush()) << threads;
+        EXPECT_TRUE(log.contains("maildir")) << log.all();
+        EXPECT_TRUE(files_in(box / "tmp").empty());
+
+        fs::remove(box / "new");
+        fs::rename(box / "new.away", box / "new");
+        store(*sink, "Subject: next\n\n");
+        EXPECT_TRUE(sink->flush()) << threads;
+        EXPECT_EQ(contents_of(box / "new"), std::multiset<std::string>{"Subject: next\n\n"});
+    }
+}
+
+TEST(maildir_sink, a_directory_that_cannot_be_a_maildir_is_an_error) {
+    temp_dir d;
+    std::ofstream(d.path / "file") << "x";
+    log_capture log;
+    auto s = mailnet::pop3c::open_maildir_sink(d.path / "file", log.sink());
+    EXPECT_FALSE(s);
+    EXPECT_TRUE(log.contains((d.path / "file").string())) << log.all();
+}
+
+TEST(maildir_sink, destroying_the_sink_commits_what_was_completed) {
+    temp_dir d;
+    const fs::path box = d.path / "m";
+    {
+        auto sink = open_maildir(box, 2);
+        ASSERT_TRUE(sink);
+        for (int i = 0; i < 20; ++i) store(*sink, "Subject: " + std::to_string(i) + "\n\n");
+    }
+    // Not flushed, so not counted as stored (the server keeps them), but never half there.
+    EXPECT_EQ(files_in(box / "new").size(), 20u);
+    EXPECT_TRUE(files_in(box / "tmp").empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// mbox
+
+// 2024-03-05 07:08:09 UTC, a Tuesday.
+const auto fixed_time = std::chrono::system_clock::time_point(std::chrono::seconds(1709622489));
+const std::string fixed_date = "Tue Mar  5 07:08:09 2024";
+
+std::unique_ptr<message_sink> open_mbox(const fs::path& file, mailnet::log_sink log = mailnet::null_log(),
+                                        std::chrono::milliseconds lock_wait = std::chrono::milliseconds(200)) {
+    mbox_sink_options o;
+    o.lock_wait = lock_wait;
+    o.clock = [] { return fixed_time; };
+    auto s = mailnet::pop3c::open_mbox_sink(file, std::move(log), o);
+    EXPECT_TRUE(s) << s.error().message();
+    return s ? std::move(*s) : nullptr;
+}
+
+void write_file(const fs::path& p, const std::string& text) {
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out << text;
+}
+
+// What one message becomes in a fresh mbox, written in pieces of `piece` octets.
+std::string as_mbox(std::string_view message, std::size_t piece = 1000000) {
+    temp_dir d;
+    auto sink = open_mbox(d.path / "mbox");
+    if (!sink) return "(open failed)";
+    store(*sink, message, piece);
+    EXPECT_TRUE(sink->flush());
+    return read_file(d.path / "mbox");
+}
+
+// The From_ line one message gets.
+std::string from_line(std::string_view message) {
+    const std::string m = as_mbox(message);
+    return m.substr(0, m.find('\n'));
+}
+
+TEST(mbox_sink, mboxrd_quoting_and_message_ends_whatever_the_chunks) {
+    const std::string message =
+        "Return-Path: <alice@example.org>\nSubject: quoting\n\n"
+        "From me\n>From you\n>>From x\nFrom\nFromage\n > From not\n>From\n>\n>>\nFrom the last";
+    const std::string expected = "From alice@example.org " + fixed_date + "\n" +
+                                 "Return-Path: <alice@example.org>\nSubject: quoting\n\n"
+                                 ">From me\n>>From you\n>>>From x\nFrom\nFromage\n > From not\n>From\n>\n>>\n"
+                                 ">From the last"
+                                 "\n\n";
+    // Every chunk size, so "From " and the '>'s before it are cut at every place.
+    for (std::size_t piece = 1; piece <= message.size(); ++piece) ASSERT_EQ(as_mbox(message, piece), expected) << piece;
+}
+
+TEST(mbox_sink, from_split_across_writes) {
+    temp_dir d;
+    auto sink = open_mbox(d.path / "mbox");
+    ASSERT_TRUE(sink);
+    auto m = sink->begin(0);
+    ASSERT_TRUE(m);
+    for (const char* piece : {"Subject: s\n", "\n", ">", "Fr", "om", " x\n", "F", "rom", "", " y\nFro", "m"})
+        ASSERT_TRUE((*m)->write(piece));
+    ASSERT_TRUE((*m)->complete());
+    ASSERT_TRUE(sink->flush());
+    EXPECT_EQ(read_file(d.path / "mbox"),
+              "From MAILER-DAEMON " + fixed_date + "\nSubject: s\n\n>>From x\n>From y\nFrom\n\n");
+}
+
+TEST(mbox_sink, the_first_line_and_header_lines_are_quoted_too) {
+    EXPECT_EQ(as_mbox("From old-style envelope\nSubject: x\n\nbody\n"),
+              "From MAILER-DAEMON " + fixed_date + "\n>From old-style envelope\nSubject: x\n\nbody\n\n");
+}
+
+TEST(mbox_sink, messages_end_with_one_empty_line) {
+    EXPECT_EQ(as_mbox("Subject: a\n\nends with a line end\n"),
+              "From MAILER-DAEMON " + fixed_date + "\nSubject: a\n\nends with a line end\n\n");
+    EXPECT_EQ(as_mbox("Subject: a\n\nno line end"),
+              "From MAILER-DAEMON " + fixed_date + "\nSubject: a\n\nno line end\n\n");
+    EXPECT_EQ(as_mbox("Subject: a\n\nends with an empty line\n\n"),
+              "From MAILER-DAEMON " + fixed_date + "\nSubject: a\n\nends with an empty line\n\n\n");
+    EXPECT_EQ(as_mbox("Subject: header only"), "From MAILER-DAEMON " + fixed_date + "\nSubject: header only\n\n");
+    EXPECT_EQ(as_mbox(""), "From MAILER-DAEMON " + fixed_date + "\n\n");
+}
+
+TEST(mbox_sink, sender_from_the_first_return_path_of_the_header) {
+    const std::string tail = " " + fixed_date;
+    EXPECT_EQ(from_line("Return-Path: <bob@example.org>\n\nx\n"), "From bob@example.org" + tail);
+    EXPECT_EQ(from_line("Subject: s\nreturn-PATH:   <bob@example.org>  \n\nx\n"), "From bob@example.org" + tail);
+    EXPECT_EQ(from_line("Return-Path: bob@example.org\n\n"), "From bob@example.org" + tail);
+    EXPECT_EQ(from_line("Return-Path:\n  <folded@example.org>\nSubject: s\n\n"), "From folded@example.org" + tail);
+    EXPECT_EQ(from_line("Return-Path : <obs@example.org>\n\n"), "From obs@example.org" + tail);
+    EXPECT_EQ(from_line("Return-Path: <first@example.org>\nReturn-Path: <second@example.org>\n\n"),
+              "From first@example.org" + tail);
+    EXPECT_EQ(from_line("Return-Path: <crlf@example.org>\r\nSubject: s\r\n\r\nbody\r\n"),
+              "From crlf@example.org" + tail);
+    EXPECT_EQ(from_line("Return-Path: <no-body@example.org>"), "From no-body@example.org" + tail);
+    // None, or none that could stand in a From_ line.
+    EXPECT_EQ(from_line("Subject: s\n\nReturn-Path: <in-the-body@example.org>\n"), "From MAILER-DAEMON" + tail);
+    EXPECT_EQ(from_line("\nReturn-Path: <after-an-empty-header@example.org>\n"), "From MAILER-DAEMON" + tail);
+    EXPECT_EQ(from_line("Return-Path: <>\n\n"), "From MAILER-DAEMON" + tail);
+    EXPECT_EQ(from_line("Return-Path: <\"a b\"@example.org>\n\n"), "From MAILER-DAEMON" + tail);
+    EXPECT_EQ(from_line("Return-Path: <a\x01@example.org>\n\n"), "From MAILER-DAEMON" + tail);
+    EXPECT_EQ(from_line("Return-Path: <unclosed@example.org\n\n"), "From MAILER-DAEMON" + tail);
+    EXPECT_EQ(from_line("Return-Path: <" + std::string(300, 'a') + "@example.org>\n\n"), "From MAILER-DAEMON" + tail);
+    EXPECT_EQ(from_line("X-Return-Path: <x@example.org>\n\n"), "From MAILER-DAEMON" + tail);
+    // UTF-8 (RFC 6531) addresses stay.
+    EXPECT_EQ(from_line("Return-Path: <j\xc3\xb6rg@example.org>\n\n"), "From j\xc3\xb6rg@example.org" + tail);
+}
+
+TEST(mbox_sink, a_return_path_cut_across_writes_is_found) {
+    const std::string message = "Subject: s\nReturn-Path: <split@example.org>\n\nbody\n";
+    const std::string expected = "From split@example.org " + fixed_date + "\n" + message + "\n";
+    for (std::size_t piece = 1; piece <= message.size(); ++piece) ASSERT_EQ(as_mbox(message, piece), expected) << piece;
+}
+
+TEST(mbox_sink, a_long_header_is_not_held_in_memory_whole) {
+    // Past the 64 KiB looked at, the From_ line goes out without a Return-Path that comes later.
+    std::string header;
+    while (header.size() < 70 * 1024) header += "X-Filler: 0123456789012345678901234567890123456789\n";
+    const std::string message = header + "Return-Path: <late@example.org>\n\nbody\n";
+    EXPECT_EQ(from_line(message), "From MAILER-DAEMON " + fixed_date);  // in one write
+    EXPECT_EQ(as_mbox(message, 4096), "From MAILER-DAEMON " + fixed_date + "\n" + message + "\n");
+}
+
+TEST(mbox_sink, the_date_is_asctime_in_utc) {
+    temp_dir d;
+    for (const auto& [secs, date] : std::vector<std::pair<long long, std::string>>{
+             {0, "Thu Jan  1 00:00:00 1970"},
+             {1703548799, "Mon Dec 25 23:59:59 2023"},
+             {951782400, "Tue Feb 29 00:00:00 2000"}}) {
+        mbox_sink_options o;
+        o.clock = [s = secs] { return std::chrono::system_clock::time_point(std::chrono::seconds(s)); };
+        const fs::path file = d.path / ("mbox" + std::to_string(secs));
+        auto sink = mailnet::pop3c::open_mbox_sink(file, mailnet::null_log(), o);
+        ASSERT_TRUE(sink);
+        store(**sink, "Subject: s\n\n");
+        ASSERT_TRUE((*sink)->flush());
+        EXPECT_EQ(read_file(file), "From MAILER-DAEMON " + date + "\nSubject: s\n\n\n");
+    }
+}
+
+TEST(mbox_sink, appends_to_what_is_there_and_creates_a_missing_file_0600) {
+    temp_dir d;
+    const fs::path file = d.path / "mbox";
+    {
+        auto sink = open_mbox(file);
+        ASSERT_TRUE(sink);
+        store(*sink, "Subject: 1\n\none\n");
+        store(*sink, "Subject: 2\n\ntwo\n");
+        EXPECT_EQ(sink->pending(), 2u);
+        ASSERT_TRUE(sink->flush());
+        EXPECT_EQ(sink->pending(), 0u);
+    }
+    struct stat st{};
+    ASSERT_EQ(::stat(file.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    {
+        auto sink = open_mbox(file);
+        ASSERT_TRUE(sink);
+        store(*sink, "Subject: 3\n\nthree\n");
+        ASSERT_TRUE(sink->flush());
+    }
+    const std::string f = "From MAILER-DAEMON " + fixed_date + "\n";
+    EXPECT_EQ(read_file(file),
+              f + "Subject: 1\n\none\n\n" + f + "Subject: 2\n\ntwo\n\n" + f + "Subject: 3\n\nthree\n\n");
+}
+
+TEST(mbox_sink, a_file_without_a_final_empty_line_is_kept_and_appended_to_cleanly) {
+    temp_dir d;
+    const std::string f = "From MAILER-DAEMON " + fixed_date + "\nSubject: new\n\n";
+    for (const auto& [before, separator] : std::vector<std::pair<std::string, std::string>>{
+             {"", ""},
+             {"\n", "\n"},
+             {"From x Thu Jan  1 00:00:00 1970\nSubject: old\n\nfull\n\n", ""},
+             {"From x Thu Jan  1 00:00:00 1970\nSubject: old\n\nno empty line\n", "\n"},
+             {"From x Thu Jan  1 00:00:00 1970\nSubject: old\n\ncut off by a cra", "\n\n"},
+             {"x", "\n\n"}}) {
+        const fs::path file = d.path / "mbox";
+        write_file(file, before);
+        auto sink = open_mbox(file);
+        ASSERT_TRUE(sink);
+        // An aborted message first: the separator is cut off with it and written again.
+        {
+            auto m = sink->begin(0);
+            ASSERT_TRUE(m);
+            ASSERT_TRUE((*m)->write("Subject: aborted\n\nbody\n"));
+        }
+        ASSERT_TRUE(sink->flush());
+        store(*sink, "Subject: new\n\n");
+        ASSERT_TRUE(sink->flush());
+        EXPECT_EQ(read_file(file), before + separator + f + "\n") << before;
+        sink.reset();
+        fs::remove(file);
+    }
+}
+
+TEST(mbox_sink, abort_cuts_the_file_back_to_before_the_message) {
+    temp_dir d;
+    const fs::path file = d.path / "mbox";
+    auto sink = open_mbox(file);
+    ASSERT_TRUE(sink);
+    store(*sink, "Subject: kept\n\n");
+    ASSERT_TRUE(sink->flush());
+    const std::string kept = read_file(file);
+    const std::string big(300 * 1024, 'x');  // more than is buffered: part of it reaches the file
+    {
+        auto m = sink->begin(big.size());
+        ASSERT_TRUE(m);
+        ASSERT_TRUE((*m)->write("Subject: aborted\n\n"));
+        ASSERT_TRUE((*m)->write(big));
+        EXPECT_GT(fs::file_size(file), kept.size() + 64 * 1024);
+        EXPECT_EQ(sink->begin(0).error(), mailnet::errc::bad_input) << "one message at a time";
+        (*m)->abort();
+        EXPECT_EQ(read_file(file), kept);
+        EXPECT_EQ((*m)->write("x").error(), mailnet::errc::bad_input);
+        EXPECT_EQ((*m)->complete().error(), mailnet::errc::bad_input);
+    }
+    {
+        auto m = sink->begin(big.size());  // dropped without complete(): aborted as well
+        ASSERT_TRUE(m);
+        ASSERT_TRUE((*m)->write(big));
+    }
+    EXPECT_EQ(read_file(file), kept);
+    EXPECT_EQ(sink->pending(), 0u);
+    store(*sink, "Subject: after\n\n");
+    ASSERT_TRUE(sink->flush());
+    EXPECT_EQ(read_file(file), kept + "From MAILER-DAEMON " + fixed_date + "\nSubject: after\n\n\n");
+}
+
+// Runs `child` in a forked process (this test binary has no other thread then) and returns
+// its exit status; -1 if it did not exit normally.
+int run_in_child(const std::function<int()>& child) {
+    const pid_t pid = ::fork();
+    if (pid == 0) ::_exit(child());
+    int status = 0;
+    if (pid < 0 || ::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}
+
+TEST(mbox_sink, a_write_error_cuts_the_file_back) {
+    temp_dir d;
+    const fs::path file = d.path / "mbox";
+    // A file size limit makes write() fail with EFBIG part way through a message; in a child,
+    // so that the limit and the ignored SIGXFSZ stay there.
+    const int status = run_in_child([&] {
+        {
+            auto sink = open_mbox(file);
+            if (!sink) return 10;
+            store(*sink, "Subject: kept\n\n");
+            if (!sink->flush()) return 11;
+            const auto kept = fs::file_size(file);
+            struct sigaction ignore{};
+            ignore.sa_handler = SIG_IGN;
+            ::sigaction(SIGXFSZ, &ignore, nullptr);
+            const rlimit lim{kept + 100 * 1024, RLIM_INFINITY};
+            if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) return 12;
+            auto m = sink->begin(0);
+            if (!m) return 13;
+            bool failed = false;
+            const std::string chunk(16 * 1024, 'y');
+            for (int i = 0; i < 20 && !failed; ++i) failed = !(*m)->write(chunk);
+            if (!failed) failed = !(*m)->complete();
+            if (!failed) return 14;
+            if (fs::file_size(file) != kept) return 15;  // no partial
+            if (sink->pending() != 0) return 16;
+            if (!(*m)->write("x").error()) return 17;
+            store(*sink, "Subject: small\n\n");  // the sink goes on
+            if (!sink->flush()) return 18;
+        }
+        return 0;
+    });
+    EXPECT_EQ(status, 0);
+    const std::string f = "From MAILER-DAEMON " + fixed_date + "\n";
+    EXPECT_EQ(read_file(file), f + "Subject: kept\n\n\n" + f + "Subject: small\n\n\n");
+}
+
+// A child process holding a lock on a file, as another mail program would, until release()
+// (or for `hold` only).
+class lock_holder {
+public:
+    enum kind { posix_fcntl, bsd_flock };
+    lock_holder(const fs::path& file, kind k, std::chrono::milliseconds hold = std::chrono::milliseconds(-1)) {
+        int ready[2], release[2];
+        if (::pipe(ready) != 0 || ::pipe(release) != 0) throw std::runtime_error("pipe");
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::close(ready[0]);
+            ::close(release[1]);
+            const int fd = ::open(file.c_str(), O_RDWR | O_CREAT, 0600);
+            bool locked = false;
+            if (k == posix_fcntl) {
+                struct flock fl{};
+                fl.l_type = F_WRLCK;
+                fl.l_whence = SEEK_SET;
+                locked = fd >= 0 && ::fcntl(fd, F_SETLK, &fl) == 0;
+            } else {
+                locked = fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+            }
+            const char c = locked ? 'y' : 'n';
+            if (::write(ready[1], &c, 1) != 1) ::_exit(1);
+            if (hold.count() >= 0) {
+                ::usleep(static_cast<useconds_t>(hold.count()) * 1000);
+            } else {
+                char x;
+                while (::read(release[0], &x, 1) > 0) {
+                }
+            }
+            ::_exit(0);
+        }
+        ::close(ready[1]);
+        ::close(release[0]);
+        release_ = release[1];
+        char c = 'n';
+        locked_ = ::read(ready[0], &c, 1) == 1 && c == 'y';
+        ::close(ready[0]);
+    }
+    ~lock_holder() { release(); }
+    bool locked() const { return locked_; }
+    void release() {
+        if (release_ >= 0) ::close(release_);
+        release_ = -1;
+        if (pid_ > 0) ::waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+    }
+
+private:
+    pid_t pid_ = -1;
+    int release_ = -1;
+    bool locked_ = false;
+};
+
+// Whether another process could take a classic fcntl write lock on `file` now.
+bool others_can_fcntl_lock(const fs::path& file) {
+    return run_in_child([&] {
+        const int fd = ::open(file.c_str(), O_RDWR);
+        struct flock fl{};
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        return fd >= 0 && ::fcntl(fd, F_SETLK, &fl) == 0 ? 0 : 1;
+    }) == 0;
+}
+
+bool others_can_flock(const fs::path& file) {
+    return run_in_child([&] {
+        const int fd = ::open(file.c_str(), O_RDWR);
+        return fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : 1;
+    }) == 0;
+}
+
+TEST(mbox_sink, the_file_is_locked_for_the_sinks_lifetime) {
+    temp_dir d;
+    const fs::path file = d.path / "mbox";
+    {
+        auto first = open_mbox(file);
+        ASSERT_TRUE(first);
+        EXPECT_FALSE(others_can_fcntl_lock(file));
+        EXPECT_FALSE(others_can_flock(file));
+
+        // A second sink on the same file, in this process: refused after the bounded wait.
+        log_capture log;
+        mbox_sink_options o;
+        o.lock_wait = std::chrono::milliseconds(300);
+        const auto t0 = std::chrono::steady_clock::now();
+        auto second = mailnet::pop3c::open_mbox_sink(file, log.sink(), o);
+        const auto waited = std::chrono::steady_clock::now() - t0;
+        ASSERT_FALSE(second);
+        EXPECT_EQ(second.error(), mailnet::errc::mailbox_in_use);
+        EXPECT_TRUE(log.contains("locked by another program")) << log.all();
+        EXPECT_GE(waited, std::chrono::milliseconds(300));
+        EXPECT_LT(waited, std::chrono::seconds(3));
+
+        // The failed open closed its descriptor: the first sink's locks are all still held (a
+        // classic fcntl lock would have been dropped by that close).
+        EXPECT_FALSE(others_can_fcntl_lock(file));
+        EXPECT_FALSE(others_can_flock(file));
+        store(*first, "Subject: still mine\n\n");
+        EXPECT_TRUE(first->flush());
+    }
+    EXPECT_TRUE(others_can_fcntl_lock(file));
+    EXPECT_TRUE(others_can_flock(file));
+    EXPECT_TRUE(open_mbox(file));
+}
+
+TEST(mbox_sink, another_programs_fcntl_or_flock_lock_is_respected) {
+    temp_dir d;
+    const fs::path file = d.path / "mbox";
+    for (auto k : {lock_holder::posix_fcntl, lock_holder::bsd_flock}) {
+        lock_holder other(file, k);
+        ASSERT_TRUE(other.locked());
+        log_capture log;
+        mbox_sink_options o;
+        o.lock_wait = std::chrono::milliseconds(200);
+        auto s = mailnet::pop3c::open_mbox_sink(file, log.sink(), o);
+        ASSERT_FALSE(s) << k;
+        EXPECT_EQ(s.error(), mailnet::errc::mailbox_in_use);
+        EXPECT_TRUE(log.contains(file.string())) << log.all();
+        other.release();
+        EXPECT_TRUE(mailnet::pop3c::open_mbox_sink(file, mailnet::null_log(), o)) << k;
+    }
+}
+
+TEST(mbox_sink, a_lock_let_go_within_the_wait_is_taken) {
+    temp_dir d;
+    const fs::path file = d.path / "mbox";
+    lock_holder other(file, lock_holder::posix_fcntl, std::chrono::milliseconds(300));
+    ASSERT_TRUE(other.locked());
+    auto s = open_mbox(file, mailnet::null_log(), std::chrono::seconds(10));
+    EXPECT_TRUE(s);
+}
+
+TEST(mbox_sink, only_a_regular_file_is_an_mbox) {
+    temp_dir d;
+    fs::create_directory(d.path / "dir");
+    ASSERT_EQ(::mkfifo((d.path / "fifo").c_str(), 0600), 0);
+    for (const char* name : {"dir", "fifo", "missing-dir/mbox"}) {
+        log_capture log;
+        auto s = mailnet::pop3c::open_mbox_sink(d.path / name, log.sink());  // never blocks on the FIFO
+        EXPECT_FALSE(s) << name;
+        EXPECT_TRUE(log.contains((d.path / name).string())) << log.all();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// stdout
+
+TEST(stream_sink, octets_pass_through_as_they_come) {
+    std::FILE* f = std::tmpfile();
+    ASSERT_NE(f, nullptr);
+    auto sink = mailnet::pop3c::make_stream_sink(f);
+    store(*sink, "Subject: a\n\nFrom x\n", 3);
+    store(*sink, "Subject: b\n\nno end", 4);
+    {
+        auto m = sink->begin(0);
+        ASSERT_TRUE(m);
+        ASSERT_TRUE((*m)->write("partial"));
+        (*m)->abort();  // cannot be taken back from a stream
+    }
+    EXPECT_EQ(sink->pending(), 2u);
+    ASSERT_TRUE(sink->flush());
+    EXPECT_EQ(sink->pending(), 0u);
+    std::rewind(f);
+    std::string got(256, '\0');
+    got.resize(std::fread(got.data(), 1, got.size(), f));
+    EXPECT_EQ(got, "Subject: a\n\nFrom x\nSubject: b\n\nno endpartial");
+    std::fclose(f);
+}
+
+TEST(stream_sink, a_write_error_is_an_error) {
+    std::FILE* f = std::fopen("/dev/full", "w");
+    ASSERT_NE(f, nullptr);
+    std::setvbuf(f, nullptr, _IONBF, 0);
+    auto sink = mailnet::pop3c::make_stream_sink(f);
+    auto m = sink->begin(0);
+    ASSERT_TRUE(m);
+    EXPECT_EQ((*m)->write("Subject: x\n\n").error(), std::errc::no_space_on_device);
+    EXPECT_FALSE((*m)->complete());
+    EXPECT_FALSE(sink->begin(0)) << "the batch failed";
+    EXPECT_FALSE(sink->flush());
+    EXPECT_TRUE(sink->begin(0)) << "a new batch may start";
+    std::fclose(f);
+}
+
+TEST(stream_sink, an_error_of_buffered_output_shows_in_flush) {
+    std::FILE* f = std::fopen("/dev/full", "w");
+    ASSERT_NE(f, nullptr);
+    auto sink = mailnet::pop3c::make_stream_sink(f);
+    store(*sink, "Subject: x\n\nbody\n");
+    EXPECT_EQ(sink->flush().error(), std::errc::no_space_on_device);
+    EXPECT_EQ(sink->pending(), 0u);
+    std::fclose(f);
+}
+
+}  // namespace
