@@ -12,4 +12,5 @@ set(MAILNET_FUZZ_CORE_SOURCES
   ${PROJECT_SOURCE_DIR}/libmailnet/src/store/message.cpp
   ${PROJECT_SOURCE_DIR}/pop3d/src/session.cpp
   ${PROJECT_SOURCE_DIR}/smtpd/src/session.cpp
+  ${PROJECT_SOURCE_DIR}/pop3c/src/core.cpp
 )

@@ -1,0 +1,538 @@
+// main.cpp: the pop3c program: a POP3 fetcher (fetch into a Maildir, an mbox or stdout, deleting
+// on the server only what is durable locally) and one command per client call. Command line:
+// DESIGN.md "Command lines"; manual: docs/pop3c.md.
+#include <CLI/CLI.hpp>
+
+#include <termios.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <unordered_map>
+
+#include "mailnet/net/program.hpp"
+#include "mailnet/pop3c/client.hpp"
+#include "mailnet/version.hpp"
+#include "sinks.hpp"
+#include "state_file.hpp"
+
+namespace {
+
+namespace exit_code = mailnet::net::exit_code;
+using namespace mailnet::pop3c;
+
+// sysexits code for a failure (DESIGN.md "Command lines").
+int exit_for(const failure& f) {
+    const auto& e = f.error;
+    if (e == make_error_code(errc::server_error)) {
+        if (f.code == "IN-USE" || f.code == "SYS/TEMP" || f.code == "LOGIN-DELAY") return exit_code::temporary;
+        if (f.code == "AUTH") return exit_code::denied;
+        return exit_code::protocol;
+    }
+    if (e == make_error_code(errc::no_such_message) || e == make_error_code(errc::bad_index)) return exit_code::usage;
+    if (e == make_error_code(errc::plaintext_refused) || e == make_error_code(mailnet::errc::tls_error)) return exit_code::denied;
+    if (e == make_error_code(errc::tls_unavailable) || e == make_error_code(errc::no_mechanism)) return exit_code::unavailable;
+    if (e == make_error_code(errc::protocol_error) || e == make_error_code(errc::closed)) return exit_code::protocol;
+    if (e == make_error_code(mailnet::errc::timed_out)) return exit_code::temporary;
+    if (e == make_error_code(mailnet::errc::bad_config)) return exit_code::usage;
+    return exit_code::unavailable;  // resolving, connecting
+}
+
+int fail(const failure& f, std::string_view what) {
+    std::cerr << "pop3c: " << what << ": " << f.message() << "\n";
+    return exit_for(f);
+}
+
+// The password: from an environment variable, a file's first line, or a prompt on the terminal.
+std::optional<std::string> read_password(const std::string& env, const std::string& file, const std::string& user,
+                                         const std::string& host) {
+    if (!env.empty()) {
+        const char* v = std::getenv(env.c_str());
+        if (v == nullptr) {
+            std::cerr << "pop3c: --password-env: " << env << " is not set\n";
+            return std::nullopt;
+        }
+        return std::string(v);
+    }
+    if (!file.empty()) {
+        std::ifstream in(file);
+        std::string line;
+        if (!in || !std::getline(in, line)) {
+            std::cerr << "pop3c: --password-file: cannot read " << file << "\n";
+            return std::nullopt;
+        }
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        return line;
+    }
+    FILE* tty = std::fopen("/dev/tty", "r+");
+    if (tty == nullptr) {
+        std::cerr << "pop3c: no terminal to ask for the password: use --password-env or --password-file\n";
+        return std::nullopt;
+    }
+    std::fprintf(tty, "Password for %s@%s: ", user.c_str(), host.c_str());
+    std::fflush(tty);
+    termios old{};
+    const bool echo_off = tcgetattr(fileno(tty), &old) == 0;
+    if (echo_off) {
+        termios quiet = old;
+        quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+        tcsetattr(fileno(tty), TCSAFLUSH, &quiet);
+    }
+    char buf[1024];
+    const bool got = std::fgets(buf, sizeof buf, tty) != nullptr;
+    if (echo_off) tcsetattr(fileno(tty), TCSAFLUSH, &old);
+    std::fprintf(tty, "\n");
+    std::fclose(tty);
+    if (!got) return std::nullopt;
+    std::string p(buf);
+    while (!p.empty() && (p.back() == '\n' || p.back() == '\r')) p.pop_back();
+    return p;
+}
+
+// Messages, octets and rate on a terminal (at most ten redraws a second).
+class progress {
+public:
+    progress(bool show, std::size_t total) : show_(show), total_(total) {}
+    void add(std::uint64_t octets) {
+        ++messages_;
+        octets_ += octets;
+        const auto now = clock::now();
+        if (show_ && (now - drawn_ > std::chrono::milliseconds(100) || messages_ == total_)) {
+            drawn_ = now;
+            std::fprintf(stderr, "\r%zu/%zu messages, %.1f MiB, %.0f msg/s   ", messages_, total_,
+                         static_cast<double>(octets_) / (1 << 20), rate());
+            std::fflush(stderr);
+        }
+    }
+    void done() const {
+        if (show_ && messages_ > 0) std::fprintf(stderr, "\n");
+    }
+    double seconds() const { return std::chrono::duration<double>(clock::now() - start_).count(); }
+    double rate() const { return seconds() > 0 ? static_cast<double>(messages_) / seconds() : 0; }
+    std::size_t messages() const { return messages_; }
+    std::uint64_t octets() const { return octets_; }
+
+private:
+    using clock = std::chrono::steady_clock;
+    bool show_;
+    std::size_t total_;
+    std::size_t messages_ = 0;
+    std::uint64_t octets_ = 0;
+    clock::time_point start_ = clock::now();
+    clock::time_point drawn_{};
+};
+
+// Streams retrieved messages into a sink; remembers which completed.
+class sink_handler final : public retrieval_handler {
+public:
+    sink_handler(message_sink& sink, progress& meter) : sink_(sink), meter_(meter) {}
+    std::vector<std::uint32_t> completed;
+    std::optional<std::string> local_error;
+    std::size_t refused_count = 0;
+
+    bool begin(std::uint32_t, std::optional<std::uint64_t> hint) override {
+        auto m = sink_.begin(hint.value_or(0));
+        if (!m) return stop("cannot start a local message: " + m.error().message());
+        msg_ = std::move(*m);
+        return true;
+    }
+    bool data(std::uint32_t, std::string_view octets) override {
+        if (auto r = msg_->write(octets); !r) return stop("writing a message: " + r.error().message());
+        return true;
+    }
+    bool end(std::uint32_t n, std::uint64_t octets) override {
+        if (auto r = msg_->complete(); !r) return stop("storing a message: " + r.error().message());
+        msg_.reset();
+        completed.push_back(n);
+        meter_.add(octets);
+        return true;
+    }
+    void refused(std::uint32_t n, const failure& why) override {
+        ++refused_count;
+        std::cerr << "pop3c: message " << n << " not retrieved: " << why.message() << "\n";
+    }
+
+private:
+    bool stop(std::string why) {
+        if (msg_) msg_->abort();
+        msg_.reset();
+        local_error = std::move(why);
+        return false;
+    }
+    message_sink& sink_;
+    progress& meter_;
+    std::unique_ptr<sink_message> msg_;
+};
+
+// Where the UIDL state lives when deleting without --state: one file per account.
+std::filesystem::path default_state_path(const std::string& user, const std::string& host, std::uint16_t port) {
+    std::filesystem::path base;
+    if (const char* x = std::getenv("XDG_STATE_HOME"); x != nullptr && *x != '\0')
+        base = x;
+    else if (const char* h = std::getenv("HOME"); h != nullptr && *h != '\0')
+        base = std::filesystem::path(h) / ".local" / "state";
+    else
+        base = ".";
+    std::string name = user + "@" + host + "_" + std::to_string(port);
+    for (char& c : name)
+        if (c == '/' || c == '\0') c = '_';
+    return base / "mailnet-pop3c" / (name + ".state");
+}
+
+struct fetch_options {
+    std::string maildir, mbox;
+    bool to_stdout = false, keep = false, new_only = false, quiet = false;
+    std::string state;
+    std::size_t batch_messages = 500;
+    std::uint64_t batch_octets = 64ull << 20;
+};
+
+int fetch(client& c, const fetch_options& f, const std::string& user, const std::string& host, std::uint16_t port) {
+    auto log = mailnet::stderr_log();
+    std::unique_ptr<message_sink> sink;
+    if (!f.maildir.empty()) {
+        auto s = open_maildir_sink(f.maildir, log);
+        if (!s) return std::cerr << "pop3c: --maildir " << f.maildir << ": " << s.error().message() << "\n", exit_code::io_error;
+        sink = std::move(*s);
+    } else if (!f.mbox.empty()) {
+        auto s = open_mbox_sink(f.mbox, log);
+        if (!s) {
+            std::cerr << "pop3c: --mbox " << f.mbox << ": " << s.error().message() << "\n";
+            return s.error() == make_error_code(mailnet::errc::mailbox_in_use) ? exit_code::temporary : exit_code::io_error;
+        }
+        sink = std::move(*s);
+    } else {
+        sink = make_stream_sink(stdout);
+    }
+    // The UIDL state: asked for (--new-only), or needed so that a run cut between storing and
+    // deleting never fetches a message twice (deleting without --keep).
+    const bool use_state = f.new_only || !f.keep || !f.state.empty();
+    std::optional<state_file> state;
+    std::vector<unique_id> uids;
+    if (use_state) {
+        const std::filesystem::path path = f.state.empty() ? default_state_path(user, host, port) : std::filesystem::path(f.state);
+        if (f.state.empty()) {
+            std::error_code ec;
+            std::filesystem::create_directories(path.parent_path(), ec);
+        }
+        auto s = state_file::load(path, log);
+        if (!s) return std::cerr << "pop3c: state " << path << ": " << s.error().message() << "\n", exit_code::io_error;
+        state.emplace(std::move(*s));
+        auto u = c.uidl();
+        if (!u) {
+            if (u.error() == make_error_code(errc::server_error))
+                std::cerr << "pop3c: the server has no UIDL, which --new-only and deleting need (use --keep): "
+                          << u.why().message() << "\n";
+            else
+                return fail(u.why(), "UIDL");
+            return exit_code::unavailable;
+        }
+        uids = std::move(*u);
+    }
+    std::unordered_map<std::uint32_t, std::string> uid_of;
+    for (auto& u : uids) uid_of.emplace(u.number, std::move(u.uid));
+    auto sizes = c.list();
+    if (!sizes) return fail(sizes.why(), "LIST");
+
+    // What to fetch, and what is already here (stored by an earlier run that was cut off
+    // before it could delete): the latter is deleted (unless --keep), never fetched again.
+    std::vector<std::pair<std::uint32_t, std::uint64_t>> todo;
+    std::vector<std::uint32_t> already;
+    for (const auto& l : *sizes) {
+        const auto it = uid_of.find(l.number);
+        const bool stored = state && it != uid_of.end() && state->contains(it->second);
+        if (stored && (f.new_only || !f.keep)) {
+            already.push_back(l.number);
+            continue;
+        }
+        todo.emplace_back(l.number, l.octets);
+    }
+    progress meter(!f.quiet && isatty(STDERR_FILENO) && f.maildir.size() + f.mbox.size() > 0, todo.size());
+    std::size_t deleted = 0, refused = 0;
+    if (!f.keep && !already.empty()) {
+        if (auto r = c.remove_each(already); !r) return fail(r.why(), "DELE");
+        deleted += already.size();
+    }
+    std::size_t at = 0;
+    while (at < todo.size()) {
+        // A batch: bounded in messages and octets; one local flush, one state write, then DELE.
+        std::vector<std::uint32_t> batch;
+        std::uint64_t octets = 0;
+        while (at < todo.size() && batch.size() < f.batch_messages && (batch.empty() || octets < f.batch_octets)) {
+            batch.push_back(todo[at].first);
+            octets += todo[at].second;
+            ++at;
+        }
+        sink_handler h(*sink, meter);
+        auto r = c.retrieve_each(batch, h);
+        refused += h.refused_count;
+        if (h.local_error) {
+            meter.done();
+            std::cerr << "pop3c: " << *h.local_error << " (nothing of this batch is deleted on the server)\n";
+            (void)sink->flush();  // what completed stays; the server keeps all of it
+            return exit_code::io_error;
+        }
+        if (!r) {
+            meter.done();
+            (void)sink->flush();
+            return fail(r.why(), "RETR");
+        }
+        if (auto fl = sink->flush(); !fl) {
+            meter.done();
+            std::cerr << "pop3c: making messages durable: " << fl.error().message() << " (nothing of this batch is deleted)\n";
+            return exit_code::io_error;
+        }
+        if (state) {
+            for (const auto n : h.completed) {
+                const auto it = uid_of.find(n);
+                if (it != uid_of.end()) (void)state->add(it->second);
+            }
+            if (auto s = state->save(); !s) {
+                meter.done();
+                std::cerr << "pop3c: saving the state " << state->path() << ": " << s.error().message()
+                          << " (nothing of this batch is deleted)\n";
+                return exit_code::io_error;
+            }
+        }
+        if (!f.keep && !h.completed.empty()) {
+            if (auto d = c.remove_each(h.completed); !d) {
+                meter.done();
+                return fail(d.why(), "DELE");
+            }
+            deleted += h.completed.size();
+        }
+    }
+    meter.done();
+    if (auto q = c.close(); !q) return fail(q.why(), deleted > 0 ? "QUIT (the deletions failed; they are retried next run)" : "QUIT");
+    if (state) {
+        // Forget what the server no longer has, so the file does not grow forever: without
+        // --keep every stored message was deleted now; with it, the server keeps them all.
+        std::vector<std::string> on_server;
+        if (f.keep)
+            for (const auto& [n, uid] : uid_of) on_server.push_back(uid);
+        (void)state->retain_only(on_server);
+        if (auto s = state->save(); !s)
+            std::cerr << "pop3c: saving the state " << state->path() << ": " << s.error().message() << "\n";
+    }
+    if (!f.quiet)
+        std::fprintf(stderr, "pop3c: %zu messages (%.1f MiB) fetched in %.2f s%s%s\n", meter.messages(),
+                     static_cast<double>(meter.octets()) / (1 << 20), meter.seconds(),
+                     deleted > 0 ? (", " + std::to_string(deleted) + " deleted").c_str() : "",
+                     refused > 0 ? (", " + std::to_string(refused) + " refused by the server").c_str() : "");
+    return refused > 0 ? exit_code::temporary : exit_code::ok;
+}
+
+// Writes retrieved messages to stdout as they come.
+class stdout_handler final : public retrieval_handler {
+public:
+    bool begin(std::uint32_t, std::optional<std::uint64_t>) override { return true; }
+    bool data(std::uint32_t, std::string_view octets) override {
+        return std::fwrite(octets.data(), 1, octets.size(), stdout) == octets.size();
+    }
+    bool end(std::uint32_t, std::uint64_t) override { return std::fflush(stdout) == 0; }
+    void refused(std::uint32_t n, const failure& why) override {
+        std::cerr << "pop3c: message " << n << ": " << why.message() << "\n";
+        ok = false;
+    }
+    bool ok = true;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"pop3c: fetch mail from a POP3 server (RFC 1939, 2449, 2595, 5034, 8314) into a Maildir, an mbox\n"
+                 "or stdout, or run one POP3 command. TLS certificates and host names are verified.",
+                 "pop3c"};
+    app.set_version_flag("--version", "pop3c (mailnet) " + std::string(mailnet::version()));
+    app.require_subcommand(1);
+    std::string host, user, password_env, password_file, ca_file, fingerprint, retr_mode_name = "retr";
+    int port = 0;
+    bool tls = false, starttls = false, insecure = false, msex = false, allow_plaintext = false, quiet = false;
+    int timeout = 60;
+    app.add_option("--host", host, "server name or address")->required();
+    app.add_option("--port", port, "default 110, or 995 with --tls")->check(CLI::Range(1, 65535));
+    app.add_option("--user", user, "login name")->required();
+    app.add_option("--password-env", password_env, "take the password from this environment variable");
+    app.add_option("--password-file", password_file, "take the password from this file's first line");
+    app.add_flag("--tls", tls, "implicit TLS (RFC 8314, port 995)");
+    app.add_flag("--starttls", starttls, "STLS (RFC 2595): a server that cannot is an error, never plaintext");
+    app.add_option("--ca-file", ca_file, "PEM certificates to verify the server with (default: the system's)");
+    app.add_option("--fingerprint", fingerprint, "accept only the server certificate with this SHA-256 (hex)");
+    app.add_flag("--insecure", insecure, "do not verify the server's certificate (tests only)");
+    app.add_option("--retr-mode", retr_mode_name, "where a message's size is learnt: retr, list or slow")
+        ->check(CLI::IsMember({"retr", "list", "slow"}))->capture_default_str();
+    app.add_flag("--msex", msex, "MS Exchange: bare LF line ends accepted");
+    app.add_flag("--allow-plaintext-password", allow_plaintext,
+                 "send the password in clear to a non-loopback server without TLS");
+    app.add_option("--timeout", timeout, "seconds for each step (connect, read, write)")->capture_default_str()
+        ->check(CLI::Range(1, 3600));
+    app.add_flag("-q,--quiet", quiet, "no progress and no summary");
+
+    fetch_options fo;
+    auto* fetch_cmd = app.add_subcommand("fetch", "fetch every message (deleted on the server once stored, unless --keep)");
+    auto* dest = fetch_cmd->add_option_group("destination");
+    dest->add_option("--maildir", fo.maildir, "Maildir DIR (DIR/{tmp,new,cur}, created if missing)");
+    dest->add_option("--mbox", fo.mbox, "mboxrd FILE, locked while written");
+    dest->add_flag("--stdout", fo.to_stdout, "write the messages to stdout");
+    dest->require_option(1);
+    fetch_cmd->add_flag("--keep", fo.keep, "leave the messages on the server");
+    fetch_cmd->add_flag("--new-only", fo.new_only, "skip messages whose UIDL is in the state file");
+    fetch_cmd->add_option("--state", fo.state,
+                          "UIDL state file (default without --keep: $XDG_STATE_HOME/mailnet-pop3c/USER@HOST_PORT.state)");
+    fetch_cmd->add_option("--batch", fo.batch_messages, "messages per local flush and DELE round")
+        ->capture_default_str()->check(CLI::Range(1, 100000));
+    auto* stat_cmd = app.add_subcommand("stat", "print COUNT OCTETS");
+    std::vector<std::string> args;
+    auto* list_cmd = app.add_subcommand("list", "print N OCTETS lines (all, or message N)");
+    list_cmd->add_option("N", args)->expected(0, 1);
+    auto* uidl_cmd = app.add_subcommand("uidl", "print N UID lines (all, or message N)");
+    uidl_cmd->add_option("N", args)->expected(0, 1);
+    auto* capa_cmd = app.add_subcommand("capa", "print the server's capabilities, one per line");
+    auto* top_cmd = app.add_subcommand("top", "print message N's header and first LINES body lines");
+    top_cmd->add_option("N LINES", args)->expected(2)->required();
+    auto* retr_cmd = app.add_subcommand("retrieve", "print messages START[..END] (numbers, or start|next|end|last)");
+    retr_cmd->add_option("START END", args)->expected(1, 2)->required();
+    auto* dele_cmd = app.add_subcommand("delete", "delete messages START[..END] (numbers, or start|next|end|last)");
+    dele_cmd->add_option("START END", args)->expected(1, 2)->required();
+    for (auto* sc : {fetch_cmd, stat_cmd, list_cmd, uidl_cmd, capa_cmd, top_cmd, retr_cmd, dele_cmd}) sc->fallthrough();
+    app.footer("The password never comes from the command line: --password-env, --password-file, or a prompt.\n"
+               "Exit codes: 0 ok, 64 usage, 69 unavailable, 74 local I/O error, 75 temporary failure\n"
+               "(IN-USE, SYS/TEMP, timeout), 76 protocol error, 77 login or certificate refused.");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? exit_code::ok : exit_code::usage;
+    }
+    if (tls && starttls) {
+        std::cerr << "pop3c: --tls and --starttls exclude each other\n";
+        return exit_code::usage;
+    }
+    if (!fo.state.empty() && fo.state == fo.mbox) {
+        std::cerr << "pop3c: --state and --mbox name the same file\n";
+        return exit_code::usage;
+    }
+    const auto password = read_password(password_env, password_file, user, host);
+    if (!password) return exit_code::usage;
+
+    options o;
+    o.tls = tls ? tls_mode::implicit : starttls ? tls_mode::stls : tls_mode::none;
+    o.ca_file = ca_file;
+    o.fingerprint_sha256 = fingerprint;
+    o.insecure = insecure;
+    o.mode = retr_mode_name == "list" ? retr_mode::list : retr_mode_name == "slow" ? retr_mode::slow : retr_mode::retr;
+    o.msex = msex;
+    o.allow_plaintext_password = allow_plaintext;
+    o.timeout = std::chrono::seconds(timeout);
+    o.connect_timeout = std::chrono::seconds(std::min(timeout, 30));
+    // Local files hold LF line ends (DESIGN.md "On disk"), as mpop and fetchmail write them.
+    o.line_ends = mailnet::output_line_ends::lf;
+    const auto real_port = static_cast<std::uint16_t>(port != 0 ? port : tls ? 995 : 110);
+    auto opened = client::open(host, user, *password, real_port, o);
+    if (!opened) return fail(opened.why(), "cannot log in to " + host + ":" + std::to_string(real_port));
+    client c = std::move(opened.value());
+
+    auto index_arg = [&](std::size_t i) -> std::optional<message_index> {
+        auto ix = message_index::parse(args.at(i));
+        if (!ix) {
+            std::cerr << "pop3c: " << ix.why().text << "\n";
+            return std::nullopt;
+        }
+        return *ix;
+    };
+    auto number_arg = [&](std::size_t i) -> std::optional<std::uint32_t> {
+        auto ix = index_arg(i);
+        if (!ix) return std::nullopt;
+        if (ix->w != message_index::word::number) {
+            std::cerr << "pop3c: want a message number, got " << args.at(i) << "\n";
+            return std::nullopt;
+        }
+        return ix->n;
+    };
+    auto finish = [&](int code) {
+        if (code == exit_code::ok) {
+            if (auto q = c.close(); !q) return fail(q.why(), "QUIT");
+        }
+        return code;
+    };
+
+    if (*fetch_cmd) return fetch(c, fo, user, host, real_port);
+    if (*stat_cmd) {
+        auto s = c.status();
+        if (!s) return fail(s.why(), "STAT");
+        std::printf("%u %llu\n", s->count, static_cast<unsigned long long>(s->octets));
+        return finish(exit_code::ok);
+    }
+    if (*list_cmd) {
+        if (args.empty()) {
+            auto l = c.list();
+            if (!l) return fail(l.why(), "LIST");
+            for (const auto& e : *l) std::printf("%u %llu\n", e.number, static_cast<unsigned long long>(e.octets));
+        } else {
+            const auto n = number_arg(0);
+            if (!n) return exit_code::usage;
+            auto l = c.list(*n);
+            if (!l) return fail(l.why(), "LIST");
+            std::printf("%u %llu\n", l->number, static_cast<unsigned long long>(l->octets));
+        }
+        return finish(exit_code::ok);
+    }
+    if (*uidl_cmd) {
+        if (args.empty()) {
+            auto l = c.uidl();
+            if (!l) return fail(l.why(), "UIDL");
+            for (const auto& e : *l) std::printf("%u %s\n", e.number, e.uid.c_str());
+        } else {
+            const auto n = number_arg(0);
+            if (!n) return exit_code::usage;
+            auto l = c.uidl(*n);
+            if (!l) return fail(l.why(), "UIDL");
+            std::printf("%u %s\n", l->number, l->uid.c_str());
+        }
+        return finish(exit_code::ok);
+    }
+    if (*capa_cmd) {
+        for (const auto& [name, a] : c.server_capabilities().items) {
+            std::string line = name;
+            for (const auto& w : a) line += " " + w;
+            std::printf("%s\n", line.c_str());
+        }
+        return finish(exit_code::ok);
+    }
+    if (*top_cmd) {
+        const auto n = number_arg(0);
+        std::uint32_t lines = 0;
+        try {
+            lines = static_cast<std::uint32_t>(std::stoul(args.at(1)));
+        } catch (...) {
+            std::cerr << "pop3c: LINES must be a number\n";
+            return exit_code::usage;
+        }
+        if (!n) return exit_code::usage;
+        auto t = c.top(*n, lines);
+        if (!t) return fail(t.why(), "TOP");
+        std::fwrite(t->data(), 1, t->size(), stdout);
+        return finish(exit_code::ok);
+    }
+    if (*retr_cmd || *dele_cmd) {
+        const auto start = index_arg(0);
+        if (!start) return exit_code::usage;
+        std::optional<message_index> end;
+        if (args.size() > 1) {
+            end = index_arg(1);
+            if (!end) return exit_code::usage;
+        }
+        if (*retr_cmd) {
+            stdout_handler h;
+            auto r = c.retrieve(*start, end, h);
+            if (!r) return fail(r.why(), "RETR");
+            return finish(h.ok ? exit_code::ok : exit_code::temporary);
+        }
+        auto r = c.remove(*start, end);
+        if (!r) return fail(r.why(), "DELE");
+        return finish(exit_code::ok);
+    }
+    return exit_code::usage;
+}
