@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "mailnet/net/program.hpp"
+#include "mailnet/net/server.hpp"
 #include "mailnet/pop3c/client.hpp"
 #include "mailnet/version.hpp"
 #include "sinks.hpp"
@@ -130,6 +131,7 @@ class sink_handler final : public retrieval_handler {
 public:
     sink_handler(message_sink& sink, progress& meter) : sink_(sink), meter_(meter) {}
     std::vector<std::uint32_t> completed;
+    std::vector<std::string> locators;  // completed[i]'s sink locator
     std::optional<std::string> local_error;
     std::size_t refused_count = 0;
 
@@ -145,6 +147,7 @@ public:
     }
     bool end(std::uint32_t n, std::uint64_t octets) override {
         if (auto r = msg_->complete(); !r) return stop("storing a message: " + r.error().message());
+        locators.push_back(msg_->locator());
         msg_.reset();
         completed.push_back(n);
         meter_.add(octets);
@@ -186,15 +189,23 @@ struct fetch_options {
     std::string maildir, mbox;
     bool to_stdout = false, keep = false, new_only = false, quiet = false;
     std::string state;
-    std::size_t batch_messages = 500;
+    std::size_t batch_messages = 256;
     std::uint64_t batch_octets = 64ull << 20;
 };
+
+// The UIDL state: asked for (--new-only, --state), or needed so that a run cut between storing
+// and deleting never fetches a message twice (deleting without --keep).
+bool use_state_for(const fetch_options& f) { return f.new_only || !f.keep || !f.state.empty(); }
 
 int fetch(client& c, const fetch_options& f, const std::string& user, const std::string& host, std::uint16_t port) {
     auto log = mailnet::stderr_log();
     std::unique_ptr<message_sink> sink;
     if (!f.maildir.empty()) {
-        auto s = open_maildir_sink(f.maildir, log);
+        maildir_sink_options mo;
+        // Nothing of a batch reaches new/ before its locators are in the state file as
+        // pending: a run killed at any moment neither loses nor duplicates a message.
+        mo.defer_commits = use_state_for(f);
+        auto s = open_maildir_sink(f.maildir, log, mo);
         if (!s) return std::cerr << "pop3c: --maildir " << f.maildir << ": " << s.error().message() << "\n", exit_code::io_error;
         sink = std::move(*s);
     } else if (!f.mbox.empty()) {
@@ -207,9 +218,7 @@ int fetch(client& c, const fetch_options& f, const std::string& user, const std:
     } else {
         sink = make_stream_sink(stdout);
     }
-    // The UIDL state: asked for (--new-only), or needed so that a run cut between storing and
-    // deleting never fetches a message twice (deleting without --keep).
-    const bool use_state = f.new_only || !f.keep || !f.state.empty();
+    const bool use_state = use_state_for(f);
     std::optional<state_file> state;
     std::vector<unique_id> uids;
     if (use_state) {
@@ -221,6 +230,20 @@ int fetch(client& c, const fetch_options& f, const std::string& user, const std:
         auto s = state_file::load(path, log);
         if (!s) return std::cerr << "pop3c: state " << path << ": " << s.error().message() << "\n", exit_code::io_error;
         state.emplace(std::move(*s));
+        // A run cut off between a flush and its state save left pending records: what the
+        // sink holds counts as stored (deleted below, never fetched again); the rest is
+        // fetched again.
+        if (state->pending() > 0) {
+            std::size_t held = 0;
+            for (auto& [uid, loc] : state->take_pending()) {
+                if (!sink->holds(loc)) continue;
+                (void)state->add(uid);
+                ++held;
+            }
+            if (auto sv = state->save(); !sv)
+                return std::cerr << "pop3c: state " << path << ": " << sv.error().message() << "\n", exit_code::io_error;
+            if (!f.quiet) std::cerr << "pop3c: " << held << " messages of an interrupted run were already stored\n";
+        }
         auto u = c.uidl();
         if (!u) {
             if (u.error() == make_error_code(errc::server_error))
@@ -269,26 +292,12 @@ int fetch(client& c, const fetch_options& f, const std::string& user, const std:
         sink_handler h(*sink, meter);
         auto r = c.retrieve_each(batch, h);
         refused += h.refused_count;
-        if (h.local_error) {
-            meter.done();
-            std::cerr << "pop3c: " << *h.local_error << " (nothing of this batch is deleted on the server)\n";
-            (void)sink->flush();  // what completed stays; the server keeps all of it
-            return exit_code::io_error;
-        }
-        if (!r) {
-            meter.done();
-            (void)sink->flush();
-            return fail(r.why(), "RETR");
-        }
-        if (auto fl = sink->flush(); !fl) {
-            meter.done();
-            std::cerr << "pop3c: making messages durable: " << fl.error().message() << " (nothing of this batch is deleted)\n";
-            return exit_code::io_error;
-        }
-        if (state) {
-            for (const auto n : h.completed) {
-                const auto it = uid_of.find(n);
-                if (it != uid_of.end()) (void)state->add(it->second);
+        // What was written is recorded as pending before the flush, so that a run cut off
+        // after the flush finds it again (sink->holds) instead of fetching it twice.
+        if (state && !h.completed.empty()) {
+            for (std::size_t i = 0; i < h.completed.size(); ++i) {
+                const auto it = uid_of.find(h.completed[i]);
+                if (it != uid_of.end()) (void)state->add_pending(it->second, h.locators[i]);
             }
             if (auto s = state->save(); !s) {
                 meter.done();
@@ -296,6 +305,31 @@ int fetch(client& c, const fetch_options& f, const std::string& user, const std:
                           << " (nothing of this batch is deleted)\n";
                 return exit_code::io_error;
             }
+        }
+        const auto flushed = sink->flush();
+        if (flushed && state && !h.completed.empty()) {
+            for (auto& [uid, loc] : state->take_pending()) (void)state->add(uid);
+            if (auto s = state->save(); !s) {
+                meter.done();
+                std::cerr << "pop3c: saving the state " << state->path() << ": " << s.error().message()
+                          << " (nothing of this batch is deleted)\n";
+                return exit_code::io_error;
+            }
+        }
+        if (h.local_error) {
+            meter.done();
+            std::cerr << "pop3c: " << *h.local_error << " (nothing of this batch is deleted on the server)\n";
+            return exit_code::io_error;
+        }
+        if (!r) {
+            meter.done();
+            return fail(r.why(), "RETR");
+        }
+        if (!flushed) {
+            meter.done();
+            std::cerr << "pop3c: making messages durable: " << flushed.error().message()
+                      << " (nothing of this batch is deleted)\n";
+            return exit_code::io_error;
         }
         if (!f.keep && !h.completed.empty()) {
             if (auto d = c.remove_each(h.completed); !d) {
@@ -383,7 +417,7 @@ int main(int argc, char** argv) {
     fetch_cmd->add_option("--state", fo.state,
                           "UIDL state file (default without --keep: $XDG_STATE_HOME/mailnet-pop3c/USER@HOST_PORT.state)");
     fetch_cmd->add_option("--batch", fo.batch_messages, "messages per local flush and DELE round")
-        ->capture_default_str()->check(CLI::Range(1, 100000));
+        ->capture_default_str()->check(CLI::Range(1, 4096));
     auto* stat_cmd = app.add_subcommand("stat", "print COUNT OCTETS");
     std::vector<std::string> args;
     auto* list_cmd = app.add_subcommand("list", "print N OCTETS lines (all, or message N)");
@@ -414,6 +448,9 @@ int main(int argc, char** argv) {
         std::cerr << "pop3c: --state and --mbox name the same file\n";
         return exit_code::usage;
     }
+    // A Maildir batch keeps one descriptor per message until its flush.
+    const std::uint64_t fds = mailnet::net::raise_fd_limit();
+    if (fds > 0 && fo.batch_messages + 64 > fds) fo.batch_messages = fds > 128 ? static_cast<std::size_t>(fds - 64) : 64;
     const auto password = read_password(password_env, password_file, user, host);
     if (!password) return exit_code::usage;
 

@@ -19,6 +19,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <optional>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -56,16 +58,18 @@ public:
         if (delivery_) delivery_->abort();
         delivery_.reset();
     }
+    std::string locator() const override { return locator_; }
 
 private:
     maildir_sink& sink_;
     std::unique_ptr<delivery> delivery_;  // null once completed or aborted
+    std::string locator_;                 // the delivery's name(), read before its commit
 };
 
 class maildir_sink final : public message_sink {
 public:
-    maildir_sink(std::unique_ptr<store> folder, log_sink log, maildir_sink_options options)
-        : folder_(std::move(folder)), log_(std::move(log)), options_(std::move(options)) {
+    maildir_sink(std::unique_ptr<store> folder, std::filesystem::path dir, log_sink log, maildir_sink_options options)
+        : folder_(std::move(folder)), dir_(std::move(dir)), log_(std::move(log)), options_(std::move(options)) {
         if (options_.max_outstanding == 0) options_.max_outstanding = 1;
     }
 
@@ -95,6 +99,8 @@ public:
     }
 
     result<void> flush() override {
+        // Held messages (defer_commits) are committed now, on the pool.
+        for (auto& d : std::exchange(held_, {})) (void)submit(std::move(d));
         std::unique_lock lock(mutex_);
         idle_.wait(lock, [&] { return outstanding_ == 0; });
         const std::error_code e = std::exchange(error_, {});
@@ -108,12 +114,48 @@ public:
         return pending_;
     }
 
-    // complete() of a message: its commit() queued for the pool (or run here without one).
+    // A name's file is in new/ (or in cur/, moved there by a mail reader meanwhile). Both are
+    // read once, on the first call: only a run that was cut off asks, right at its start.
+    bool holds(std::string_view locator) override {
+        if (locator.empty()) return false;
+        if (!names_) {
+            names_.emplace();
+            for (const char* sub : {"new", "cur"}) {
+                std::error_code ec;
+                for (const auto& e : std::filesystem::directory_iterator(dir_ / sub, ec)) {
+                    const std::string n = e.path().filename().string();
+                    // "<secs>.M<usecs>P<pid>Q<n>" is all before the second '.'.
+                    const auto first = n.find('.');
+                    const auto second = first == n.npos ? n.npos : n.find('.', first + 1);
+                    if (second != n.npos) names_->insert(n.substr(0, second));
+                }
+            }
+        }
+        return names_->contains(std::string(locator));
+    }
+
+    // complete() of a message: with defer_commits held until flush(), so nothing of a batch
+    // is visible in new/ before the caller recorded it (its locator) as pending.
+    result<void> completed(std::unique_ptr<delivery> d) {
+        if (!options_.defer_commits) return submit(std::move(d));
+        {
+            std::lock_guard lock(mutex_);
+            if (error_) {
+                d->abort();
+                return unexpected(error_);
+            }
+            ++pending_;
+        }
+        held_.push_back(std::move(d));
+        return {};
+    }
+
+    // A commit() queued for the pool (or run here without one).
     result<void> submit(std::unique_ptr<delivery> d) {
         if (threads_.empty()) {
             auto r = d->commit();
             std::lock_guard lock(mutex_);
-            ++pending_;
+            if (!options_.defer_commits) ++pending_;
             if (!r && !error_) error_ = r.error();
             return r;
         }
@@ -125,7 +167,7 @@ public:
         }
         queue_.push_back(std::move(d));
         ++outstanding_;
-        ++pending_;
+        if (!options_.defer_commits) ++pending_;
         lock.unlock();
         work_.notify_one();
         return {};
@@ -170,7 +212,8 @@ private:
     }
 
     std::unique_ptr<store> folder_;
-    const std::vector<std::string> mailboxes_{"fetched"};  // any name: a folder is one mailbox
+    std::filesystem::path dir_;  // the Maildir: holds() looks in its new/ and cur/
+    const std::vector<std::string> mailboxes_{"fetched"};  // any name: a folder is one mailbox  // any name: a folder is one mailbox
     log_sink log_;
     maildir_sink_options options_;
     std::vector<std::thread> threads_;
@@ -183,11 +226,14 @@ private:
     std::size_t pending_ = 0;          // completed since the last flush
     std::error_code error_;            // the first failure since the last flush
     bool stopping_ = false;
+    std::optional<std::unordered_set<std::string>> names_;  // holds(): what new/ and cur/ held
+    std::vector<std::unique_ptr<delivery>> held_;  // defer_commits: completed, committed at flush()
 };
 
 result<void> maildir_message::complete() {
     if (!delivery_) return unexpected(errc::bad_input);
-    return sink_.submit(std::move(delivery_));
+    locator_ = delivery_->name();
+    return sink_.completed(std::move(delivery_));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,6 +358,17 @@ private:
     std::size_t matched_ = 0;  // octets of "From " held after them
 };
 
+// FNV-1a (64 bits) of the octets a message put into the file: enough to tell, after a crash,
+// whether the octets at its place are still the ones it wrote.
+constexpr std::uint64_t fnv_offset = 14695981039346656037ull;
+std::uint64_t fnv1a(std::uint64_t h, std::string_view octets) {
+    for (const char c : octets) {
+        h ^= static_cast<unsigned char>(c);
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
 class mbox_sink;
 
 class mbox_message final : public sink_message {
@@ -323,6 +380,7 @@ public:
     result<void> write(std::string_view octets) override;
     result<void> complete() override;
     void abort() noexcept override;
+    std::string locator() const override;
 
 private:
     void start_body(bool at_end);
@@ -343,6 +401,7 @@ private:
     std::string out_;  // quoted octets not yet written
     off_t written_ = 0;  // octets of this message in the file
     char last_ = '\n';  // the message's last octet ('\n' while it is empty)
+    std::uint64_t digest_ = fnv_offset;  // of the octets written, for locator()
 };
 
 class mbox_sink final : public message_sink {
@@ -378,6 +437,27 @@ public:
     }
 
     std::size_t pending() const override { return pending_; }
+
+    // "mbox:START:END:DIGEST": the file still holds, at START..END, the octets that digest to it.
+    bool holds(std::string_view locator) override {
+        unsigned long long start = 0, end = 0, digest = 0;
+        const std::string loc(locator);
+        char tail = 0;
+        if (std::sscanf(loc.c_str(), "mbox:%llu:%llu:%llx%c", &start, &end, &digest, &tail) != 3 || end < start)
+            return false;
+        struct stat st{};
+        if (::fstat(fd_.get(), &st) != 0 || static_cast<unsigned long long>(st.st_size) < end) return false;
+        std::uint64_t h = fnv_offset;
+        std::string buf(64 * 1024, '\0');
+        for (unsigned long long at = start; at < end;) {
+            const auto want = static_cast<std::size_t>(std::min<unsigned long long>(buf.size(), end - at));
+            const ssize_t n = ::pread(fd_.get(), buf.data(), want, static_cast<off_t>(at));
+            if (n <= 0) return false;
+            h = fnv1a(h, std::string_view(buf.data(), static_cast<std::size_t>(n)));
+            at += static_cast<unsigned long long>(n);
+        }
+        return h == digest;
+    }
 
     // For mbox_message.
     result<void> append(std::string_view octets) {
@@ -481,6 +561,7 @@ void mbox_message::start_body(bool at_end) {
 result<void> mbox_message::drain(std::size_t at_least) {
     if (out_.size() < at_least || out_.empty()) return {};
     auto r = sink_.append(out_);
+    digest_ = fnv1a(digest_, out_);
     written_ += static_cast<off_t>(out_.size());
     out_.clear();
     if (!r) return fail(r.error());
@@ -499,6 +580,13 @@ result<void> mbox_message::complete() {
     done_ = true;
     sink_.completed(start_ + written_);
     return {};
+}
+
+std::string mbox_message::locator() const {
+    if (!done_) return {};
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(digest_));
+    return "mbox:" + std::to_string(start_) + ":" + std::to_string(start_ + written_) + ":" + hex;
 }
 
 void mbox_message::abort() noexcept {
@@ -605,7 +693,7 @@ result<std::unique_ptr<message_sink>> open_maildir_sink(const std::filesystem::p
     o.log = log;
     auto folder = open_maildir_folder(std::move(o));
     if (!folder) return unexpected(folder.error());  // logged by the store
-    auto sink = std::make_unique<maildir_sink>(std::move(*folder), log, std::move(options));
+    auto sink = std::make_unique<maildir_sink>(std::move(*folder), dir, log, std::move(options));
     if (auto started = sink->start(); !started) {
         log(log_level::error, "maildir sink: cannot start its commit threads: " + started.error().message());
         return unexpected(started.error());

@@ -28,6 +28,10 @@ public:
     virtual result<void> complete() = 0;
     /// Drops the message: nothing of it stays (the stream sink cannot take back its output).
     virtual void abort() noexcept = 0;
+    /// After complete(): where the message can be found again after a crash, for
+    /// message_sink::holds() (Maildir: its file name's unique part; mbox: its place in the
+    /// file and a digest of its octets). Printable, no spaces; empty: it cannot be found.
+    virtual std::string locator() const { return {}; }
 };
 
 /// A destination for fetched messages. The caller deletes a message on the server (or records
@@ -46,6 +50,12 @@ public:
     virtual result<void> flush() = 0;
     /// Messages completed since the last flush().
     virtual std::size_t pending() const = 0;
+    /// Whether the message a locator() names is there (a run cut off between its flush and
+    /// its record in the state file). False for an empty or foreign locator.
+    virtual bool holds(std::string_view locator) {
+        (void)locator;
+        return false;
+    }
 };
 
 /// How a Maildir sink commits.
@@ -58,6 +68,10 @@ struct maildir_sink_options {
     std::size_t max_outstanding = 64;
     /// For the file names; empty: gethostname().
     std::string hostname;
+    /// Commit nothing before flush(): completed messages wait in tmp/ (their descriptors
+    /// open), so none is visible in new/ before the caller recorded its locator (a run cut
+    /// off then leaves only tmp/ files, which are never delivered). `pop3c fetch` uses it.
+    bool defer_commits = false;
 };
 
 /// `--maildir DIR`: DIR/{tmp,new,cur}, created if missing; messages land in new/ through the

@@ -62,6 +62,17 @@ result<state_file> state_file::load(std::filesystem::path path, log_sink log) {
         const std::size_t nl = rest.find('\n');
         const std::string_view line = rest.substr(0, nl);
         rest.remove_prefix(nl == rest.npos ? rest.size() : nl + 1);
+        // A pending record: "? UIDL LOCATOR" (the locator may be empty).
+        if (line_no > 1 && line.size() > 2 && line.substr(0, 2) == "? ") {
+            const std::string_view rec = line.substr(2);
+            const std::size_t sp = rec.find(' ');
+            const std::string_view uid = rec.substr(0, sp);
+            const std::string_view loc = sp == rec.npos ? std::string_view() : rec.substr(sp + 1);
+            if (is_valid_uidl(uid) && loc.find(' ') == loc.npos) {
+                state.pending_.emplace_back(uid, loc);
+                continue;
+            }
+        }
         const bool ok = line_no == 1 ? line == header : is_valid_uidl(line);
         if (!ok) {
             // FILE:LINE only: the line itself could be anything (DESIGN.md, the users file).
@@ -76,6 +87,14 @@ result<state_file> state_file::load(std::filesystem::path path, log_sink log) {
 }
 
 bool state_file::contains(std::string_view uid) const { return set_.contains(uid); }
+
+result<void> state_file::add_pending(std::string_view uid, std::string_view locator) {
+    if (!is_valid_uidl(uid) || locator.find_first_of(" \r\n") != locator.npos) return unexpected(errc::bad_input);
+    pending_.emplace_back(uid, locator);
+    return {};
+}
+
+std::vector<std::pair<std::string, std::string>> state_file::take_pending() { return std::exchange(pending_, {}); }
 
 void state_file::insert(std::string_view uid) {
     if (set_.contains(uid)) return;
@@ -113,9 +132,11 @@ result<void> state_file::save() {
     std::string text;
     std::size_t octets = header.size() + 1;
     for (const auto& uid : order_) octets += uid.size() + 1;
+    for (const auto& [uid, loc] : pending_) octets += uid.size() + loc.size() + 4;
     text.reserve(octets);
     text.append(header).push_back('\n');
     for (const auto& uid : order_) text.append(uid).push_back('\n');
+    for (const auto& [uid, loc] : pending_) text.append("? ").append(uid).append(" ").append(loc).push_back('\n');
 
     // O_TRUNC, not O_EXCL: a FILE.tmp left by a crash is ours and stale.
     posix::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));

@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "mailnet/error.hpp"
 #include "mailnet/log.hpp"
@@ -20,7 +22,9 @@ namespace mailnet::pop3c {
 bool is_valid_uidl(std::string_view uid) noexcept;
 
 /// The set of UIDLs known to be stored locally. The file: a first line
-/// `# mailnet pop3c state 1`, then one UIDL per line, in the order they were added.
+/// `# mailnet pop3c state 1`, then one UIDL per line, in the order they were added, then the
+/// pending ones as `? UIDL LOCATOR`: messages written locally whose flush had not been
+/// confirmed when the file was saved (LOCATOR, where the sink can find them, may be empty).
 class state_file {
 public:
     /// The first line of every state file (version 1).
@@ -36,6 +40,15 @@ public:
     /// Records `uid` as stored; errc::bad_input (nothing recorded) if it is not a valid UIDL,
     /// so a saved file always loads again. Adding one already there changes nothing.
     result<void> add(std::string_view uid);
+    /// Records `uid` as written to the sink at `locator`, not yet known to be durable: saved
+    /// before a flush, so that a run cut off after the flush and before the state is saved
+    /// again can ask the sink (message_sink::holds) instead of fetching it a second time.
+    /// errc::bad_input for an invalid UIDL or a locator with a space, CR or LF.
+    result<void> add_pending(std::string_view uid, std::string_view locator);
+    /// The pending records, removed from the state: {uid, locator} in the order added.
+    std::vector<std::pair<std::string, std::string>> take_pending();
+    /// How many records are pending.
+    std::size_t pending() const noexcept { return pending_.size(); }
     /// Forgets every UIDL not in `on_server` (the messages deleted on the server), so the file
     /// does not grow forever; returns how many were forgotten. Linear in both sizes.
     std::size_t retain_only(std::span<const std::string> on_server);
@@ -64,6 +77,7 @@ private:
     // elements on push_back), so a lookup costs no copy and each UIDL is held once.
     std::deque<std::string> order_;
     std::unordered_set<std::string_view> set_;
+    std::vector<std::pair<std::string, std::string>> pending_;  // uid, locator
 };
 
 }  // namespace mailnet::pop3c

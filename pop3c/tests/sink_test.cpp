@@ -721,3 +721,77 @@ TEST(stream_sink, an_error_of_buffered_output_shows_in_flush) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Finding a message again after a run was cut off (locator, holds)
+
+namespace {
+
+std::string store_located(message_sink& sink, std::string_view octets) {
+    auto m = sink.begin(octets.size());
+    EXPECT_TRUE(m);
+    if (!m) return {};
+    EXPECT_TRUE((*m)->write(octets));
+    EXPECT_TRUE((*m)->complete());
+    return (*m)->locator();
+}
+
+}  // namespace
+
+TEST(maildir_sink, a_stored_message_is_found_again_by_its_locator_in_new_or_cur) {
+    temp_dir d;
+    std::string a, b;
+    {
+        auto sink = open_maildir(d.path / "md");
+        a = store_located(*sink, "Subject: a\n\nA\n");
+        b = store_located(*sink, "Subject: b\n\nB\n");
+        ASSERT_TRUE(sink->flush());
+    }
+    EXPECT_FALSE(a.empty());
+    EXPECT_NE(a, b);
+    // A mail reader moves one into cur/ and flags it.
+    const auto moved = files_in(d.path / "md" / "new").front();
+    fs::rename(moved, d.path / "md" / "cur" / (moved.filename().string() + ":2,S"));
+    auto again = open_maildir(d.path / "md");
+    EXPECT_TRUE(again->holds(a));
+    EXPECT_TRUE(again->holds(b));
+    EXPECT_FALSE(again->holds(""));
+    EXPECT_FALSE(again->holds("1700000000.M1P1Q1"));
+}
+
+TEST(maildir_sink, an_aborted_message_is_not_held) {
+    temp_dir d;
+    auto sink = open_maildir(d.path / "md");
+    auto m = sink->begin(10);
+    ASSERT_TRUE(m);
+    ASSERT_TRUE((*m)->write("Subject: x\n\n"));
+    (*m)->abort();
+    auto fresh = open_maildir(d.path / "md");
+    EXPECT_FALSE(fresh->holds((*m)->locator()));
+}
+
+TEST(mbox_sink, a_stored_message_is_found_again_only_while_its_octets_are_there) {
+    temp_dir d;
+    const auto file = d.path / "mbox";
+    std::string a, b;
+    {
+        auto sink = open_mbox(file);
+        a = store_located(*sink, "Subject: a\n\nFrom here\n");
+        b = store_located(*sink, "Subject: b\n\nB\n");
+        ASSERT_TRUE(sink->flush());
+    }
+    EXPECT_EQ(a.rfind("mbox:0:", 0), 0u) << a;
+    {
+        auto sink = open_mbox(file);
+        EXPECT_TRUE(sink->holds(a));
+        EXPECT_TRUE(sink->holds(b));
+        EXPECT_FALSE(sink->holds("mbox:0:5:0000000000000000"));
+        EXPECT_FALSE(sink->holds("garbage"));
+    }
+    // The file cut back (a message lost with a crash before its fsync): b is not there.
+    std::string text = read_file(file);
+    fs::resize_file(file, text.size() - 3);
+    auto sink = open_mbox(file);
+    EXPECT_TRUE(sink->holds(a));
+    EXPECT_FALSE(sink->holds(b));
+}

@@ -237,3 +237,30 @@ TEST(state_file, a_moved_state_still_finds_its_uidls) {
 }
 
 }  // namespace
+
+TEST(state_file, pending_records_survive_a_save_and_are_taken_once) {
+    temp_dir d;
+    {
+        auto s = state_file::load(d.path / "state");
+        ASSERT_TRUE(s);
+        ASSERT_TRUE(s->add("stored-1"));
+        ASSERT_TRUE(s->add_pending("maybe-2", "1700000000.M1P2Q3"));
+        ASSERT_TRUE(s->add_pending("maybe-3", ""));
+        EXPECT_FALSE(s->add_pending("bad uid", "x"));
+        EXPECT_FALSE(s->add_pending("ok", "has space"));
+        EXPECT_FALSE(s->contains("maybe-2"));  // pending is not stored
+        ASSERT_TRUE(s->save());
+    }
+    EXPECT_EQ(read_file(d.path / "state"),
+              "# mailnet pop3c state 1\nstored-1\n? maybe-2 1700000000.M1P2Q3\n? maybe-3 \n");
+    auto s = state_file::load(d.path / "state");
+    ASSERT_TRUE(s);
+    EXPECT_TRUE(s->contains("stored-1"));
+    EXPECT_FALSE(s->contains("maybe-2"));
+    EXPECT_EQ(s->pending(), 2u);
+    const auto p = s->take_pending();
+    ASSERT_EQ(p.size(), 2u);
+    EXPECT_EQ(p[0], (std::pair<std::string, std::string>{"maybe-2", "1700000000.M1P2Q3"}));
+    EXPECT_EQ(p[1], (std::pair<std::string, std::string>{"maybe-3", ""}));
+    EXPECT_EQ(s->pending(), 0u);
+}

@@ -441,6 +441,8 @@ public:
         return r;
     }
 
+    std::string name() const override { return prefix_; }
+
     void abort() noexcept override {
         if (fd_ >= 0) {
             ::close(fd_);

@@ -43,6 +43,12 @@ public:
     virtual result<void> commit() = 0;
     /// Drops the message; nothing becomes visible.
     virtual void abort() noexcept = 0;
+    /// A name the stored message's files begin with (Maildir: the `<secs>.M<usecs>P<pid>Q<n>`
+    /// before the first "." of the host part), known from the start, so a caller cut off
+    /// between commit() and recording it can tell later whether the message was stored. Read
+    /// it before commit(): a commit that meets a name already taken picks another (rare).
+    /// Empty when the store has none.
+    virtual std::string name() const { return {}; }
 };
 
 /// The storage backend. Calls may block (disk, network): servers run them off the I/O
