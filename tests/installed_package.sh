@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the build into a temporary prefix, then builds docs/examples/store_roundtrip and
-# docs/examples/smtpd_embed against it with find_package(mailnet), and two small programs with
-# pkg-config; runs them.
+# Installs the build into a temporary prefix, then builds docs/examples/store_roundtrip,
+# docs/examples/smtpd_embed and docs/examples/pop3c_list (run against our pop3d on 127.0.0.1)
+# against it with find_package(mailnet), and two small programs with pkg-config; runs them.
 set -euo pipefail
 build=$1 src=$2
 tmp=$(mktemp -d)
@@ -24,6 +24,25 @@ grep -qx '> 550 5.7.1 we take mail for example.org only' <<<"$out"
 grep -qx 'delivered 1 recipient(s) from alice@example.net, 24 octets' <<<"$out"
 grep -qx 'Subject: hello' <<<"$out"
 grep -q '^> 250 2.0.0 Ok: queued as ' <<<"$out"
+
+# An application using the POP3 client library (docs/pop3c.md "The library") against our pop3d.
+cmake -S "$src/docs/examples/pop3c_list" -B "$tmp/pop3c_app" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
+cmake --build "$tmp/pop3c_app" >/dev/null
+mkdir -p "$tmp/mail/alice/new" "$tmp/mail/alice/cur" "$tmp/mail/alice/tmp"
+printf 'Subject: first\n\none\n' >"$tmp/mail/alice/new/1.M1P1.host"
+printf 'From: x\nSubject: second\n\ntwo\n' >"$tmp/mail/alice/new/2.M1P1.host"
+echo 'alice:{PLAIN}secret' >"$tmp/users"
+"$build/pop3d/pop3d" --listen 127.0.0.1:0 --store "$tmp/mail" --users "$tmp/users" >"$tmp/pop3d.out" 2>"$tmp/pop3d.err" &
+pop3d_pid=$!
+trap 'kill $pop3d_pid 2>/dev/null; rm -rf "$tmp"' EXIT
+for _ in $(seq 50); do grep -q '^listening pop3 ' "$tmp/pop3d.out" && break; sleep 0.1; done
+port=$(sed -n 's/^listening pop3 127.0.0.1://p' "$tmp/pop3d.out")
+out=$(POP3_PASSWORD=secret LD_LIBRARY_PATH="$libdirs" timeout 20 "$tmp/pop3c_app/pop3c_list" 127.0.0.1 "$port" alice)
+echo "$out"
+kill $pop3d_pid
+grep -qx 'messages 2 octets 56' <<<"$out"
+grep -qx '1 Subject: first' <<<"$out"
+grep -qx '2 Subject: second' <<<"$out"
 
 export PKG_CONFIG_PATH
 PKG_CONFIG_PATH=$(dirname "$(find "$tmp/prefix" -name mailnet.pc)")
