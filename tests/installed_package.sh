@@ -34,7 +34,7 @@ printf 'From: x\nSubject: second\n\ntwo\n' >"$tmp/mail/alice/new/2.M1P1.host"
 echo 'alice:{PLAIN}secret' >"$tmp/users"
 "$build/pop3d/pop3d" --listen 127.0.0.1:0 --store "$tmp/mail" --users "$tmp/users" >"$tmp/pop3d.out" 2>"$tmp/pop3d.err" &
 pop3d_pid=$!
-trap 'kill $pop3d_pid 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $pop3d_pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 for _ in $(seq 50); do grep -q '^listening pop3 ' "$tmp/pop3d.out" && break; sleep 0.1; done
 port=$(sed -n 's/^listening pop3 127.0.0.1://p' "$tmp/pop3d.out")
 out=$(POP3_PASSWORD=secret LD_LIBRARY_PATH="$libdirs" timeout 20 "$tmp/pop3c_app/pop3c_list" 127.0.0.1 "$port" alice)
