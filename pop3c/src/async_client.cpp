@@ -108,6 +108,9 @@ struct async_client::impl {
 
     void set_deadline() { s->set_deadline(net::stream::clock::now() + o.timeout); }
 
+    static constexpr std::size_t max_capa_lines = 512;
+    std::size_t listing_cap() const { return static_cast<std::size_t>(count) + 64; }
+
     // The next event of the core, doing the I/O it needs. An I/O failure or a protocol
     // violation breaks the connection: ev::failed, and `broken` says why.
     asio::awaitable<event> next_event() {
@@ -169,12 +172,15 @@ struct async_client::impl {
 
     // A command with a multiline listing; on_line sees each line. A false from on_line marks
     // the listing bad (it is read to its end all the same).
+    // A listing longer than `max_lines` is a hostile server's: the connection is failed (the
+    // numbers of a session never change, so LIST and UIDL have one line per message).
     template <class OnLine>
-    asio::awaitable<outcome<response>> listing(std::string line, OnLine on_line) {
+    asio::awaitable<outcome<response>> listing(std::string line, OnLine on_line, std::size_t max_lines) {
         if (broken) co_return *broken;
         const std::uint64_t seq = submit(command{std::move(line), answer::lines});
         std::optional<response> status;
         std::optional<failure> bad;
+        std::size_t lines = 0;
         for (;;) {
             event e = co_await next_event();
             if (std::holds_alternative<ev::failed>(e)) co_return *broken;
@@ -183,6 +189,9 @@ struct async_client::impl {
                 if (!r->r.ok) co_return std::move(r->r);
                 status = std::move(r->r);
             } else if (auto* l = std::get_if<ev::line>(&e); l && l->seq == seq) {
+                if (++lines > max_lines)
+                    co_return break_with(make_failure(errc::protocol_error, "the server's listing has more than " +
+                                                                                std::to_string(max_lines) + " lines"));
                 if (!bad) {
                     if (auto f = on_line(l->text)) bad = std::move(*f);
                 }
@@ -250,7 +259,7 @@ struct async_client::impl {
             words.erase(words.begin());
             got.items[std::move(name)] = std::move(words);
             return std::nullopt;
-        });
+        }, max_capa_lines);
         if (!r) co_return r.why();
         caps = std::move(got);  // an -ERR (RFC 1939 server without CAPA) leaves none
         co_return outcome<void>{};
@@ -266,14 +275,16 @@ struct async_client::impl {
         const auto& sasl = caps.args("SASL");
         const bool plain_offered = std::find(sasl.begin(), sasl.end(), "PLAIN") != sasl.end();
         if (m == login_method::automatic) {
-            if (!s->is_tls() && !apop_timestamp.empty())
+            // APOP keeps the password off the wire, but its MD5 over a cleartext connection is
+            // an offline dictionary attack: the same rule as a cleartext password (DESIGN.md).
+            if (!s->is_tls() && !apop_timestamp.empty() && cleartext_allowed())
                 m = login_method::apop;
             else if (plain_offered)
                 m = login_method::plain;
             else
                 m = login_method::user;
         }
-        if (m != login_method::apop && !cleartext_allowed())
+        if (!cleartext_allowed())
             co_return make_failure(errc::plaintext_refused,
                                    "the password would cross an unencrypted connection to " + host +
                                        " (use TLS or STLS, or allow cleartext passwords)");
@@ -301,6 +312,8 @@ struct async_client::impl {
                 if (auto* ch = std::get_if<ev::challenge>(&e); ch && ch->seq == seq) {
                     // The payload once (if not sent yet, or asked again), then cancel.
                     trace("S: ", "+ ");
+                    if (challenges >= 2)
+                        co_return break_with(make_failure(errc::protocol_error, "the server goes on challenging after AUTH was cancelled"));
                     const bool send = challenges++ == 0;
                     c.respond(send ? std::string_view(payload) : std::string_view("*"));
                     trace("C: ", send ? "***" : "*");
@@ -355,7 +368,11 @@ struct async_client::impl {
         // LAST only when next or last is used (the seed asked it before every retrieve).
         const bool needs_last = start.w == message_index::word::next || (end && end->w == message_index::word::last);
         std::optional<outcome<std::uint32_t>> last_read;
-        if (needs_last) last_read = co_await last();
+        if (needs_last) {
+            last_read = co_await last();
+            // A server without LAST (Dovecot's default): nothing counts as read, as the seed did.
+            if (!*last_read && last_read->error() == make_error_code(errc::server_error)) last_read = 0u;
+        }
         co_return resolve(start, end, count, [&]() -> outcome<std::uint32_t> {
             if (last_read) return *last_read;
             return 0u;
@@ -370,7 +387,7 @@ struct async_client::impl {
             const auto octets = leading_number(line);
             if (n && octets && *n >= 1 && *n <= count) sizes[*n] = *octets;
             return std::nullopt;
-        });
+        }, listing_cap());
         if (r && r->ok)
             list_sizes = std::move(sizes);
         else
@@ -388,6 +405,7 @@ struct async_client::impl {
         std::deque<std::pair<std::uint64_t, std::uint32_t>> sent;  // seq, number
         std::size_t next = 0;
         std::uint32_t current = 0;
+        std::uint64_t octets = 0;  // of the current message so far
         // Bounded: at most two windows of commands queued or in flight, however many messages.
         const std::size_t ahead = std::max<std::size_t>(1, o.window) * 2;
         while (next < numbers.size() || !sent.empty()) {
@@ -400,6 +418,9 @@ struct async_client::impl {
             event e = co_await next_event();
             if (std::holds_alternative<ev::failed>(e)) co_return *broken;
             bool go_on = true;
+            // NOTE: a handler that throws leaves RETRs in flight: the connection is closed
+            // (nothing deleted, no watchdog left to hold io_context::run()), then it propagates.
+            try {
             if (auto* r = std::get_if<ev::reply>(&e)) {
                 if (sent.empty() || r->seq != sent.front().first) continue;
                 const std::uint32_t n = sent.front().second;
@@ -422,14 +443,26 @@ struct async_client::impl {
                     }
                 }
                 current = n;
+                octets = 0;
                 go_on = h.begin(n, hint);
             } else if (auto* d = std::get_if<ev::data>(&e)) {
-                if (!sent.empty() && d->seq == sent.front().first) go_on = h.data(current, d->octets);
+                if (!sent.empty() && d->seq == sent.front().first) {
+                    octets += d->octets.size();
+                    if (octets > o.max_message_octets)
+                        co_return break_with(make_failure(mailnet::errc::too_large,
+                                                          "message " + std::to_string(current) + " is larger than " +
+                                                              std::to_string(o.max_message_octets) + " octets"));
+                    go_on = h.data(current, d->octets);
+                }
             } else if (auto* end = std::get_if<ev::end>(&e)) {
                 if (!sent.empty() && end->seq == sent.front().first) {
                     sent.pop_front();
                     go_on = h.end(current, end->octets);
                 }
+            }
+            } catch (...) {
+                break_with(make_failure(errc::stopped, "the retrieval handler threw; the connection is closed"));
+                throw;
             }
             if (!go_on) co_return break_with(make_failure(errc::stopped, "the retrieval was stopped; the connection is closed"));
         }
@@ -498,8 +531,9 @@ asio::awaitable<outcome<std::unique_ptr<async_client>>> async_client::open(asio:
     impl& i = *p;
     i.host = host;
     if (port == 0) port = i.o.tls == tls_mode::implicit ? 995 : 110;
-    if (user.find_first_of("\r\n") != std::string::npos || password.find_first_of("\r\n") != std::string::npos)
-        co_return make_failure(errc::bad_index, "a user name or password holds a line end");
+    if (user.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos ||
+        password.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
+        co_return make_failure(mailnet::errc::bad_config, "a user name or password holds a line end or NUL");
     std::string why;
     auto sock = co_await net::connect_to(ex, host, port, i.o.connect_timeout, &why);
     if (!sock)
@@ -553,7 +587,7 @@ asio::awaitable<outcome<std::vector<listing>>> async_client::list() {
         if (!n || !octets || *n > UINT32_MAX) return make_failure(errc::protocol_error, "bad LIST line: " + core::describe(line));
         out.push_back(listing{static_cast<std::uint32_t>(*n), *octets});
         return std::nullopt;
-    });
+    }, p_->listing_cap());
     if (!r) co_return r.why();
     if (!r->ok) co_return refused(*r);
     co_return out;
@@ -579,7 +613,7 @@ asio::awaitable<outcome<std::vector<unique_id>>> async_client::uidl() {
         if (!n || *n > UINT32_MAX || !valid_uid(t)) return make_failure(errc::protocol_error, "bad UIDL line: " + core::describe(line));
         out.push_back(unique_id{static_cast<std::uint32_t>(*n), std::string(t)});
         return std::nullopt;
-    });
+    }, p_->listing_cap());
     if (!r) co_return r.why();
     if (!r->ok) co_return refused(*r);
     co_return out;

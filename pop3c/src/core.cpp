@@ -75,7 +75,7 @@ bool parse_response(std::string_view line, response& r) {
 }
 
 core::core(core_options options) : options_(options) {
-    if (options_.window == 0) options_.window = 1;
+    options_.window = std::clamp<std::size_t>(options_.window, 1, max_window);
     if (options_.max_line_octets < 3) options_.max_line_octets = 3;
 }
 
@@ -91,6 +91,10 @@ void core::respond(std::string_view line) {
 }
 
 std::string core::take_output() {
+    // Octets that arrived while nothing was asked are no answer to what is sent now: taking
+    // them for one would shift every later reply (an extra +OK becoming QUIT's answer).
+    if (drained_ && !broken() && in_flight_.empty() && !queued_.empty() && pos_ < in_.size())
+        fail("the server sent octets no command asked for: " + describe(std::string_view(in_).substr(pos_)));
     // Nothing before the greeting; nothing after STLS or AUTH until they are answered (the
     // connection changes, or the SASL exchange owns it); STLS and AUTH themselves go alone.
     while (greeted_ && !broken() && !queued_.empty() && in_flight_.size() < options_.window) {
@@ -102,6 +106,7 @@ std::string core::take_output() {
         }
         out_.append(next.cmd.line);
         out_.append(options_.send_bare_lf ? "\n" : "\r\n");
+        drained_ = false;
         in_flight_.push_back(std::move(queued_.front()));
         in_flight_.back().cmd.line.clear();
         in_flight_.back().cmd.line.shrink_to_fit();
@@ -163,9 +168,11 @@ bool core::next_line(std::string_view& line) {
     std::size_t stop = at;
     if (stop > pos_ && base[stop - 1] == '\r') {
         --stop;
-    } else {
-        // A bare LF ends a line only from a server that uses bare LF: such a server gets bare
-        // LF line ends in its message data too (the MS Exchange quirk; the seed hung on it).
+    } else if (!greeted_) {
+        // A greeting that ends in a bare LF comes from a server that uses bare LF: its message
+        // data is read with bare LF line ends too (the MS Exchange quirk; the seed hung on
+        // it). A later status line with a bare LF ends there, but changes nothing else: a body
+        // holding "\n.\n" from a CRLF server must not end early.
         options_.lf_line_ends = true;
     }
     if (at + 1 - pos_ > options_.max_line_octets) {
@@ -205,6 +212,7 @@ event core::on_status_line(std::string_view line) {
     } else {
         const bool tls = p.cmd.starts_tls && r.ok;
         in_flight_.pop_front();
+        drained_ = in_flight_.empty() && queued_.empty();
         // RFC 2595 4 / DESIGN "Rules": octets after STLS's +OK would be read as if protected
         // by TLS (response injection); the connection is failed instead.
         if (tls && pos_ < in_.size())
@@ -227,6 +235,7 @@ event core::next() {
         const std::uint64_t seq = in_flight_.front().seq;
         if (line == ".") {
             in_flight_.pop_front();
+            drained_ = in_flight_.empty() && queued_.empty();
             phase_ = phase::status;
             return ev::end{seq, 0};
         }
@@ -244,6 +253,7 @@ event core::next() {
             if (!decoder_.finished()) return ev::need_input{};
         }
         in_flight_.pop_front();
+        drained_ = in_flight_.empty() && queued_.empty();
         phase_ = phase::status;
         return ev::end{seq, decoder_.message_octets()};
     }

@@ -3,6 +3,7 @@
 // DESIGN.md "Command lines"; manual: docs/pop3c.md.
 #include <CLI/CLI.hpp>
 
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -34,6 +35,7 @@ int exit_for(const failure& f) {
         return exit_code::protocol;
     }
     if (e == make_error_code(errc::no_such_message) || e == make_error_code(errc::bad_index)) return exit_code::usage;
+    if (e == make_error_code(errc::stopped)) return exit_code::io_error;  // our own output failed
     if (e == make_error_code(errc::plaintext_refused) || e == make_error_code(mailnet::errc::tls_error)) return exit_code::denied;
     if (e == make_error_code(errc::tls_unavailable) || e == make_error_code(errc::no_mechanism)) return exit_code::unavailable;
     if (e == make_error_code(errc::protocol_error) || e == make_error_code(errc::closed)) return exit_code::protocol;
@@ -233,7 +235,12 @@ int fetch(client& c, const fetch_options& f, const std::string& user, const std:
         // A run cut off between a flush and its state save left pending records: what the
         // sink holds counts as stored (deleted below, never fetched again); the rest is
         // fetched again.
-        if (state->pending() > 0) {
+        if (state->pending() == 0) {
+            // Written once before anything is fetched: a state file that cannot be written
+            // fails now, not after a batch was stored (which the next run would store again).
+            if (auto sv = state->save(); !sv)
+                return std::cerr << "pop3c: state " << path << ": " << sv.error().message() << "\n", exit_code::io_error;
+        } else {
             std::size_t held = 0;
             for (auto& [uid, loc] : state->take_pending()) {
                 if (!sink->holds(loc)) continue;
@@ -275,9 +282,16 @@ int fetch(client& c, const fetch_options& f, const std::string& user, const std:
     }
     progress meter(!f.quiet && isatty(STDERR_FILENO) && f.maildir.size() + f.mbox.size() > 0, todo.size());
     std::size_t deleted = 0, refused = 0;
+    std::size_t dele_refused = 0;
     if (!f.keep && !already.empty()) {
-        if (auto r = c.remove_each(already); !r) return fail(r.why(), "DELE");
-        deleted += already.size();
+        // Stored by an earlier run; a server that refuses to delete one does not stop the fetch.
+        if (auto r = c.remove_each(already); !r) {
+            if (r.error() != make_error_code(errc::server_error)) return fail(r.why(), "DELE");
+            std::cerr << "pop3c: deleting messages stored by an earlier run: " << r.why().message() << "\n";
+            ++dele_refused;
+        } else {
+            deleted += already.size();
+        }
     }
     std::size_t at = 0;
     while (at < todo.size()) {
@@ -356,7 +370,7 @@ int fetch(client& c, const fetch_options& f, const std::string& user, const std:
                      static_cast<double>(meter.octets()) / (1 << 20), meter.seconds(),
                      deleted > 0 ? (", " + std::to_string(deleted) + " deleted").c_str() : "",
                      refused > 0 ? (", " + std::to_string(refused) + " refused by the server").c_str() : "");
-    return refused > 0 ? exit_code::temporary : exit_code::ok;
+    return refused > 0 || dele_refused > 0 ? exit_code::temporary : exit_code::ok;
 }
 
 // Writes retrieved messages to stdout as they come.
@@ -444,6 +458,14 @@ int main(int argc, char** argv) {
         std::cerr << "pop3c: --tls and --starttls exclude each other\n";
         return exit_code::usage;
     }
+    if (*fetch_cmd && fo.to_stdout && !fo.keep) {
+        // A pipe's reader may lose what it was given: only a file can be made durable.
+        struct stat st{};
+        if (::fstat(STDOUT_FILENO, &st) != 0 || !S_ISREG(st.st_mode)) {
+            std::cerr << "pop3c: fetch --stdout deletes on the server only when stdout is a file; add --keep\n";
+            return exit_code::usage;
+        }
+    }
     if (!fo.state.empty() && fo.state == fo.mbox) {
         std::cerr << "pop3c: --state and --mbox name the same file\n";
         return exit_code::usage;
@@ -463,12 +485,22 @@ int main(int argc, char** argv) {
     o.msex = msex;
     o.allow_plaintext_password = allow_plaintext;
     o.timeout = std::chrono::seconds(timeout);
-    o.connect_timeout = std::chrono::seconds(std::min(timeout, 30));
+    o.connect_timeout = std::chrono::seconds(timeout);
     // Local files hold LF line ends (DESIGN.md "On disk"), as mpop and fetchmail write them.
     o.line_ends = mailnet::output_line_ends::lf;
     const auto real_port = static_cast<std::uint16_t>(port != 0 ? port : tls ? 995 : 110);
     auto opened = client::open(host, user, *password, real_port, o);
-    if (!opened) return fail(opened.why(), "cannot log in to " + host + ":" + std::to_string(real_port));
+    if (!opened) {
+        const auto& f = opened.why();
+        // A refusal while logging in is a refused login (77), unless the server says why it
+        // is temporary (RFC 2449 8.1.2 IN-USE, LOGIN-DELAY; RFC 3206 SYS/TEMP).
+        if (f.error == make_error_code(errc::server_error) && f.code != "IN-USE" && f.code != "SYS/TEMP" &&
+            f.code != "LOGIN-DELAY") {
+            std::cerr << "pop3c: cannot log in to " << host << ":" << real_port << ": " << f.message() << "\n";
+            return exit_code::denied;
+        }
+        return fail(f, "cannot log in to " + host + ":" + std::to_string(real_port));
+    }
     client c = std::move(opened.value());
 
     auto index_arg = [&](std::size_t i) -> std::optional<message_index> {
@@ -489,12 +521,17 @@ int main(int argc, char** argv) {
         return ix->n;
     };
     auto finish = [&](int code) {
+        if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+            std::cerr << "pop3c: writing to stdout failed\n";
+            return exit_code::io_error;  // no QUIT: a delete asked for is not carried out
+        }
         if (code == exit_code::ok) {
             if (auto q = c.close(); !q) return fail(q.why(), "QUIT");
         }
         return code;
     };
 
+    fo.quiet = quiet;
     if (*fetch_cmd) return fetch(c, fo, user, host, real_port);
     if (*stat_cmd) {
         auto s = c.status();

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <variant>
 #include <vector>
@@ -59,6 +60,9 @@ struct recorder {
 // written); returns the rendered events.
 std::string play(const std::vector<command>& commands, std::string_view server, std::size_t piece,
                  core_options o = {}) {
+    // The whole transcript may arrive at once, so every command is written at once (a
+    // pipelining window as wide): an answer before its command was written is unsolicited.
+    o.window = std::max(o.window, commands.size());
     core c(o);
     for (const auto& cmd : commands) c.submit(cmd);
     recorder r;
@@ -164,8 +168,8 @@ TEST(pop3c_core, octets_after_the_stls_ok_fail_the_connection) {
                   "G+hi\nF the server sent octets after its STLS +OK: +OK injected", 0),
               0u);
     EXPECT_EQ(play_all({stls}, "+OK hi\r\n+OK begin TLS\r\n"), "G+hi\nR1+begin TLS\n");
-    // A refusal is a reply; what follows is the next command's.
-    EXPECT_EQ(play_all({stls, {"NOOP"}}, "+OK hi\r\n-ERR no TLS\r\n+OK\r\n"), "G+hi\nR1-no TLS\nR2+\n");
+    // A refusal is a reply.
+    EXPECT_EQ(play_all({stls}, "+OK hi\r\n-ERR no TLS\r\n"), "G+hi\nR1-no TLS\n");
 }
 
 TEST(pop3c_core, nothing_is_written_before_the_greeting_nor_past_the_window) {
@@ -231,6 +235,20 @@ TEST(pop3c_core, commands_can_end_in_bare_lf_when_asked) {
     c.feed("+OK hi\r\n");
     (void)c.next();
     EXPECT_EQ(c.take_output(), "STAT\n");
+}
+
+TEST(pop3c_core, octets_before_a_command_was_written_are_unsolicited) {
+    // An extra +OK after DELE's answer must not become the answer of the QUIT sent next.
+    core c;
+    c.submit({"DELE 1"});
+    c.feed("+OK hi\r\n");
+    (void)c.next();
+    EXPECT_EQ(c.take_output(), "DELE 1\r\n");
+    c.feed("+OK deleted\r\n+OK extra\r\n");
+    EXPECT_TRUE(std::holds_alternative<ev::reply>(c.next()));
+    c.submit({"QUIT"});
+    EXPECT_EQ(c.take_output(), "");
+    EXPECT_TRUE(std::holds_alternative<ev::failed>(c.next()));
 }
 
 TEST(pop3c_core, bad_servers_fail_cleanly_and_bounded) {

@@ -5,6 +5,7 @@
 // client drive it, and tests and the fuzz target feed it transcripts.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -115,7 +116,10 @@ public:
     /// True after ev::failed.
     bool broken() const noexcept { return !failure_.empty(); }
     /// The pipelining window (RFC 2449 6.6): set once CAPA offered PIPELINING.
-    void set_window(std::size_t commands) noexcept { options_.window = commands == 0 ? 1 : commands; }
+    void set_window(std::size_t commands) noexcept { options_.window = std::clamp<std::size_t>(commands, 1, max_window); }
+    /// The most commands ever in flight: a window's commands must fit in the socket buffers,
+    /// or writing them could block while the server blocks writing its answers.
+    static constexpr std::size_t max_window = 128;
     /// Whether bare LF counts as a line end (set by msex, or by the server's own bare LF).
     bool lf_line_ends() const noexcept { return options_.lf_line_ends; }
     /// What a server's unusable input is described as: at most 60 octets, controls escaped.
@@ -145,6 +149,7 @@ private:
     phase phase_ = phase::status;
     dot_decoder decoder_;
     bool greeted_ = false;
+    bool drained_ = false;  // every command was answered and none waited: octets now are unsolicited
     std::string failure_;
 };
 

@@ -152,8 +152,11 @@ struct options {
     bool allow_plaintext_password = false;
     std::chrono::seconds connect_timeout{30};  ///< resolving, connecting, and the TLS handshake
     std::chrono::seconds timeout{60};          ///< each read or write of a step
-    /// Commands in flight with PIPELINING (RFC 2449 6.6); 1 turns pipelining off.
+    /// Commands in flight with PIPELINING (RFC 2449 6.6); 1 turns pipelining off; at most 128.
     std::size_t window = 32;
+    /// A message longer than this (as handed over) fails with mailnet::errc::too_large and
+    /// closes the connection: a server that sends without end is not followed forever.
+    std::uint64_t max_message_octets = 1ull << 30;
     /// Line ends of the messages handed over: CRLF as on the wire, or LF as stored on disk.
     output_line_ends line_ends = output_line_ends::crlf;
     /// Debug trace of the conversation (passwords and SASL answers replaced by "***"); null: none.
