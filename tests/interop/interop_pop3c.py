@@ -242,6 +242,8 @@ class Pop3cTests:
         one_list = {n: p.list(n).decode().split(" ", 1)[1] for n in range(1, count + 1)}
         one_uidl = {n: p.uidl(n).decode().split(" ", 1)[1] for n in range(1, count + 1)}
         tops = {n: poplib_bytes(p.top(n, 0)[1]) for n in range(1, count + 1)}
+        top3 = poplib_bytes(p.top(2, 3)[1])
+        whole2 = poplib_bytes(p.retr(2)[1])
         p.quit()
         self.assertEqual(count, len(stored))
 
@@ -263,6 +265,15 @@ class Pop3cTests:
             with self.subTest(top=n):
                 got = self.pop3c("top", str(n), "0", user=user).stdout
                 self.assertEqual(got, tops[n], f"top {n} 0: the header and the empty line")
+        self.assertEqual(self.pop3c("top", "2", "3", user=user).stdout, top3, "top 2 3")
+        for huge in ("4294967295", "4294967296", "99999999999"):
+            with self.subTest(top_lines=huge):
+                # More lines than the body has: the whole message (RFC 1939 7), never a count
+                # cut down to 32 bits (4294967296 was TOP 2 0).
+                self.assertEqual(self.pop3c("top", "2", huge, user=user).stdout, whole2, f"top 2 {huge}")
+        for bad in ("-1", "3x", "+1"):
+            with self.subTest(top_lines=bad):
+                self.pop3c("top", "2", bad, user=user, expect=64)
         out = self.pop3c("capa", user=user).stdout.decode()
         want = sorted(" ".join([name.upper(), *args]) for name, args in capa.items())
         self.assertEqual(sorted(out.splitlines()), want, "capa: one capability per line")
