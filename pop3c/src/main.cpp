@@ -18,6 +18,7 @@
 #include "mailnet/net/server.hpp"
 #include "mailnet/pop3c/client.hpp"
 #include "mailnet/version.hpp"
+#include "arguments.hpp"
 #include "sinks.hpp"
 #include "state_file.hpp"
 
@@ -577,15 +578,14 @@ int main(int argc, char** argv) {
     }
     if (*top_cmd) {
         const auto n = number_arg(0);
-        std::uint32_t lines = 0;
-        try {
-            lines = static_cast<std::uint32_t>(std::stoul(args.at(1)));
-        } catch (...) {
-            std::cerr << "pop3c: LINES must be a number\n";
+        if (!n) return exit_code::usage;
+        // NOTE: a huge LINES saturates (the whole message), never wraps to a small count.
+        const auto lines = parse_line_count(args.at(1));
+        if (!lines) {
+            std::cerr << "pop3c: LINES must be a number (decimal digits), got " << args.at(1).substr(0, 40) << "\n";
             return exit_code::usage;
         }
-        if (!n) return exit_code::usage;
-        auto t = c.top(*n, lines);
+        auto t = c.top(*n, *lines);
         if (!t) return fail(t.why(), "TOP");
         std::fwrite(t->data(), 1, t->size(), stdout);
         return finish(exit_code::ok);

@@ -58,12 +58,23 @@ def require_root(why):
 
 
 def program_binary(name="pop3d"):
-    """The path of the program under test, which ctest passes as the first argument
-    ($<TARGET_FILE:pop3d> or $<TARGET_FILE:smtpd>)."""
+    """The path of program NAME. The program under test is the first argument, which ctest
+    passes ($<TARGET_FILE:pop3d>, smtpd or pop3c: mailnet_interop_test's PROGRAM). A script
+    that needs a second program (the pop3c script also runs pop3d) gets it from
+    $MAILNET_<NAME>_BINARY (ctest sets MAILNET_POP3D_BINARY for every script), else from
+    BUILD/<name>/<name> beside the first argument's BUILD/<program>/<program>."""
     if len(sys.argv) < 2:
         print(f"usage: SCRIPT {name.upper()}_BINARY", file=sys.stderr)
         sys.exit(64)
     b = sys.argv[1]
+    if os.path.basename(b) != name:
+        env = os.environ.get(f"MAILNET_{name.upper()}_BINARY")
+        sibling = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(b))), name, name)
+        if env:
+            b = env
+        elif os.access(sibling, os.X_OK):
+            b = sibling
+        # else: the first argument itself, under another file name
     if not os.access(b, os.X_OK):
         print(f"FAIL: {name} binary {b!r} is not executable", file=sys.stderr)
         sys.exit(1)
@@ -76,6 +87,10 @@ def pop3d_binary():
 
 def smtpd_binary():
     return program_binary("smtpd")
+
+
+def pop3c_binary():
+    return program_binary("pop3c")
 
 
 def deliver_with_mailnet(store, mailbox, messages, workdir):
@@ -597,9 +612,10 @@ class Smtpd(ListeningServer):
 
 class TestCA:
     """A throw-away CA and a server certificate for 127.0.0.1 and localhost (openssl CLI).
-    .ca (PEM to trust), .cert (leaf + nothing else), .key."""
+    .ca (PEM to trust), .cert (leaf + nothing else), .key. `san` names the server otherwise
+    (e.g. "DNS:localhost" alone, for a host name check that must fail at 127.0.0.1)."""
 
-    def __init__(self, d):
+    def __init__(self, d, san="DNS:localhost, IP:127.0.0.1"):
         openssl = shutil.which("openssl")
         if not openssl:
             skip("openssl not installed")
@@ -615,7 +631,7 @@ class TestCA:
             f.write("basicConstraints = critical, CA:FALSE\n"
                     "keyUsage = critical, digitalSignature, keyEncipherment\n"
                     "extendedKeyUsage = serverAuth\n"
-                    "subjectAltName = DNS:localhost, IP:127.0.0.1\n"
+                    f"subjectAltName = {san}\n"
                     "subjectKeyIdentifier = hash\n"
                     "authorityKeyIdentifier = keyid:always\n")
         ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -633,6 +649,19 @@ class TestCA:
         ctx.check_hostname = True
         ctx.verify_mode = ssl.CERT_REQUIRED
         return ctx
+
+    def fingerprint(self):
+        """The server certificate's SHA-256 (of its DER form), lowercase hex."""
+        return cert_sha256(self.cert)
+
+
+def cert_sha256(pem_path):
+    """SHA-256 of the first certificate in a PEM file (its DER form), lowercase hex."""
+    import hashlib
+    with open(pem_path) as f:
+        pem = f.read()
+    m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", pem, re.S)
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(m.group(0))).hexdigest()
 
 
 class SelfSignedCert:
@@ -766,23 +795,44 @@ def wait_until(pred, timeout=5.0, interval=0.05):
 
 class Dovecot:
     """A private Dovecot POP3 server (PEERS.md): run as root with base_dir, state_dir and
-    log in `workdir`, userdb static uid nobody, plaintext auth allowed, no TLS, Maildirs at
-    `mail_root`/<user>, UIDL %f (the Maildir base name, as pop3d's). Needs root."""
+    log in `workdir`/`name`, userdb static uid nobody, plaintext auth allowed, Maildirs at
+    `mail_root`/<user>, UIDL %f (the Maildir base name, as pop3d's). Needs root.
 
-    def __init__(self, workdir, mail_root, users, extra_conf=""):
-        self.workdir = os.path.join(workdir, "dovecot")
+    Without `tls` no TLS at all (`ssl = no`). With `tls` (an object with .cert and .key PEM
+    paths: TestCA, SelfSignedCert) the pop3 listener offers STLS, and with implicit_tls a
+    pop3s listener too (.tls_port). Dovecot cannot take port 0: free ports are chosen first
+    (and the start is retried if one was taken meanwhile)."""
+
+    def __init__(self, workdir, mail_root, users, extra_conf="", tls=None, implicit_tls=False,
+                 name="dovecot"):
+        self.workdir = os.path.join(workdir, name)
         os.makedirs(self.workdir, exist_ok=True)
         os.chmod(self.workdir, 0o755)
         self.mail_root = mail_root
         self.users = users
         self.extra_conf = extra_conf
+        self.tls = tls
+        self.implicit_tls = implicit_tls
         self.proc = None
         self.port = None
+        self.tls_port = None
         self.conf = os.path.join(self.workdir, "dovecot.conf")
         self.log = os.path.join(self.workdir, "dovecot.log")
 
-    def write_conf(self, port):
+    def write_conf(self, port, tls_port=None):
         grp_name = nobody_group()
+        if self.tls is None:
+            ssl_conf = "ssl = no"
+        else:
+            ssl_conf = f"ssl = yes\nssl_cert = <{self.tls.cert}\nssl_key = <{self.tls.key}"
+        pop3s = ""
+        if tls_port is not None:
+            pop3s = f"""  inet_listener pop3s {{
+    address = {HOST}
+    port = {tls_port}
+    ssl = yes
+  }}
+"""
         with open(self.conf, "w") as f:
             f.write(f"""# mailnet interop: a private Dovecot POP3 server
 base_dir = {self.workdir}/run
@@ -791,7 +841,7 @@ log_path = {self.log}
 info_log_path = {self.log}
 listen = {HOST}
 protocols = pop3
-ssl = no
+{ssl_conf}
 disable_plaintext_auth = no
 auth_failure_delay = 0
 first_valid_uid = 1
@@ -811,14 +861,17 @@ service pop3-login {{
     address = {HOST}
     port = {port}
   }}
-}}
+{pop3s}}}
 {self.extra_conf}
 """)
 
     def start(self, timeout=15.0):
         for _attempt in range(3):
             port = free_port()
-            self.write_conf(port)
+            tls_port = free_port() if self.implicit_tls else None
+            while tls_port == port:
+                tls_port = free_port()
+            self.write_conf(port, tls_port)
             p = run(["doveconf", "-c", self.conf, "-n"], timeout=20)
             if p.returncode != 0:
                 raise AssertionError(f"doveconf rejects {self.conf}: {p.stderr!r}")
@@ -831,13 +884,30 @@ service pop3-login {{
                 try:
                     with socket.create_connection((HOST, port), timeout=2) as s:
                         s.settimeout(5)
-                        if s.recv(512).startswith(b"+OK"):
+                        if s.recv(512).startswith(b"+OK") and self._tls_ready(tls_port):
                             self.port = port
+                            self.tls_port = tls_port
                             return self
                 except OSError:
-                    time.sleep(0.05)
+                    pass
+                time.sleep(0.05)
             self.stop()
         raise AssertionError(f"dovecot did not start: {self.logs()}")
+
+    def _tls_ready(self, tls_port):
+        """The pop3s listener answers a TLS handshake with a greeting (not verified here)."""
+        if tls_port is None:
+            return True
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        try:
+            with socket.create_connection((HOST, tls_port), timeout=2) as raw:
+                with ctx.wrap_socket(raw) as s:
+                    s.settimeout(5)
+                    return s.recv(512).startswith(b"+OK")
+        except OSError:
+            return False
 
     def stop(self):
         try:
