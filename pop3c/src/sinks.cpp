@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "mailnet/store/store.hpp"
-#include "posix_io.hpp"
+#include "mailnet/posix_io.hpp"
 
 namespace mailnet::pop3c {
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <utility>
 
-#include "posix_io.hpp"
+#include "mailnet/posix_io.hpp"
 
 namespace mailnet::pop3c {
 

@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "mailnet/auth/throttle.hpp"
+#include "mailnet/posix_io.hpp"
 #include "mailnet/net/runner.hpp"
 
 namespace mailnet::smtp {
@@ -71,17 +72,7 @@ int open_spool_file() {
     return fd;
 }
 
-result<void> write_fd(int fd, std::string_view octets) {
-    while (!octets.empty()) {
-        const ssize_t n = ::write(fd, octets.data(), octets.size());
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return unexpected(last_system_error());
-        }
-        octets.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return {};
-}
+result<void> write_fd(int fd, std::string_view octets) { return posix::write_all(fd, octets); }
 
 // The SMTP actions the runner does not know. One per connection; lives on its I/O thread, and
 // the pool runs one call of it at a time (the runner awaits each).

@@ -3,6 +3,7 @@
 #include "mailnet/store/store.hpp"
 
 #include "mailnet/dot_stuffing.hpp"
+#include "mailnet/posix_io.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -121,17 +122,7 @@ result<void> make_dirs(const std::filesystem::path& path, bool durable) {
     return {};
 }
 
-result<void> write_all(int fd, std::string_view data) {
-    while (!data.empty()) {
-        const ssize_t n = ::write(fd, data.data(), data.size());
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return unexpected(last_system_error());
-        }
-        data.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return {};
-}
+using posix::write_all;
 
 // The wire size of a file without ,W= in its name (RFC 1939 LIST counts CRLF line ends).
 result<std::uint64_t> wire_size_of_file(int dir, const char* name) {

@@ -1,5 +1,6 @@
-// posix_io.hpp: the few POSIX file helpers pop3c's local side shares (sinks, state file):
-// a descriptor closed on scope exit, a write that finishes or fails, fsync of a directory.
+// mailnet/posix_io.hpp: the few POSIX file helpers the stores, smtpd's spool and pop3c's local
+// side share: a descriptor closed on scope exit, a write that finishes or fails, fsync of a
+// directory. No Asio here.
 #pragma once
 
 #include <fcntl.h>
@@ -12,7 +13,7 @@
 
 #include "mailnet/error.hpp"
 
-namespace mailnet::pop3c::posix {
+namespace mailnet::posix {
 
 /// Closes a descriptor on scope exit unless released.
 class unique_fd {
@@ -57,4 +58,4 @@ inline result<void> fsync_dir(const std::string& dir) {
     return {};
 }
 
-}  // namespace mailnet::pop3c::posix
+}  // namespace mailnet::posix
