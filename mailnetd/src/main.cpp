@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
     net::listener_cli smtp_listen{{"smtp", "smtps", "SMTP", "STARTTLS", "127.0.0.1:2525"}, "--smtp", "--smtps"};
     net::listener_cli pop3_listen{{"pop3", "pop3s", "POP3", "STLS", "127.0.0.1:1100"}, "--pop3", "--pop3s"};
     // One --idle-timeout for both protocols: checked against POP3's minimum, the higher one.
-    net::service_cli common{"mailnetd", 600, "RFC 1939 3 (POP3; SMTP's own minimum, 300 s, is its default)", true};
+    net::service_cli common{"mailnetd", 600, "RFC 1939 3; SMTP: 300 unless given", true};
     std::string store_dir = "./var/mail", users_file, http;
     bool no_http = false, open_network = false, quiet = false;
     std::uint64_t exit_after = 0;
