@@ -104,6 +104,7 @@ int main(int argc, char** argv) {
     bool no_http = false, open_network = false, quiet = false;
     std::uint64_t exit_after = 0;
     mailnet::smtp::limits lim;
+    smtp_listen.default_with_tls = pop3_listen.default_with_tls = true;
     smtp_listen.add_to(app);
     pop3_listen.add_to(app);
     auto* http_opt = app.add_option("--http", http, "ADDR:PORT of the HTTP API (default 127.0.0.1:8025): not built yet");
