@@ -479,6 +479,10 @@ public:
     }
     signal_handling(const signal_handling&) = delete;
     signal_handling& operator=(const signal_handling&) = delete;
+    /// The program stops by itself (shutdown_on_signals::stop), on the I/O thread.
+    void stop(std::chrono::milliseconds patience) {
+        f_.on_io([&] { signals_->stop(patience); });
+    }
 
 private:
     fixture& f_;
@@ -494,7 +498,9 @@ bool refuses_within_2s(std::uint16_t port) {
     return false;
 }
 
-TEST(server, sigterm_stops_accepting_and_waits_for_the_open_session) {
+// A graceful stop, however it is asked for (`begin`): the listener closes at once, the open
+// session goes on until it ends by itself, and only then is every server gone.
+void expect_graceful_stop(const std::function<void(signal_handling&)>& begin, const char* what) {
     fixture f;
     f.start();
     const auto port = f.port();
@@ -502,8 +508,8 @@ TEST(server, sigterm_stops_accepting_and_waits_for_the_open_session) {
     ASSERT_EQ(a.read_until("hello\r\n"), "hello\r\n");
     call_counter all_gone;
     signal_handling signals(f, all_gone.callback());
-    ASSERT_EQ(std::raise(SIGTERM), 0);
-    EXPECT_TRUE(refuses_within_2s(port)) << "still accepting after SIGTERM";
+    begin(signals);
+    EXPECT_TRUE(refuses_within_2s(port)) << "still accepting after " << what;
     a.send("still here\r\n");
     EXPECT_TRUE(a.read_until("still here\r\n").ends_with("still here\r\n"));
     EXPECT_FALSE(all_gone.called_within(300ms)) << "on_all_gone ran while a session was open";
@@ -511,6 +517,10 @@ TEST(server, sigterm_stops_accepting_and_waits_for_the_open_session) {
     EXPECT_TRUE(a.read_until("bye\r\n").ends_with("bye\r\n"));
     EXPECT_TRUE(all_gone.called_within(5000ms));
     EXPECT_EQ(all_gone.calls(), 1);
+}
+
+TEST(server, sigterm_stops_accepting_and_waits_for_the_open_session) {
+    expect_graceful_stop([](signal_handling&) { ASSERT_EQ(std::raise(SIGTERM), 0); }, "SIGTERM");
 }
 
 TEST(server, second_signal_closes_the_open_session) {
@@ -527,6 +537,28 @@ TEST(server, second_signal_closes_the_open_session) {
     EXPECT_TRUE(a.read_until("ping\r\n").ends_with("ping\r\n"));
     ASSERT_EQ(std::raise(SIGINT), 0);
     EXPECT_TRUE(a.closed_within(2000ms)) << "the session outlived the second signal";
+    EXPECT_TRUE(all_gone.called_within(5000ms));
+    EXPECT_EQ(all_gone.calls(), 1);
+}
+
+TEST(server, stop_closes_the_listeners_at_once_and_lets_open_sessions_end_by_themselves) {
+    // A patience far longer than the test: the session's own QUIT ends the wait.
+    expect_graceful_stop([](signal_handling& s) { s.stop(10s); }, "stop()");
+}
+
+TEST(server, after_stop_s_patience_a_signal_is_the_second_one) {
+    fixture f;
+    f.start();
+    client a(f.port());
+    ASSERT_EQ(a.read_until("hello\r\n"), "hello\r\n");
+    call_counter all_gone;
+    signal_handling signals(f, all_gone.callback());
+    signals.stop(100ms);
+    std::this_thread::sleep_for(400ms);  // the patience is over: destroy(defer) is under way
+    a.send("ping\r\n");
+    EXPECT_TRUE(a.read_until("ping\r\n").ends_with("ping\r\n")) << "the exchange in progress goes on";
+    ASSERT_EQ(std::raise(SIGTERM), 0);
+    EXPECT_TRUE(a.closed_within(2000ms)) << "a signal after stop() closes what is left";
     EXPECT_TRUE(all_gone.called_within(5000ms));
     EXPECT_EQ(all_gone.calls(), 1);
 }

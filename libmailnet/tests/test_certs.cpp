@@ -1,139 +1,42 @@
-// test_certs.cpp: builds the test PKI with OpenSSL 3's C API: EC keys, X.509 v3 certificates
-// with the RFC 5280 4.2.1 extensions a verifier checks (basicConstraints, keyUsage, SAN, EKU).
+// test_certs.cpp: the test PKI, made with libmailnet's make_certificate (OpenSSL 3's C API: EC
+// keys, X.509 v3 with the RFC 5280 4.2.1 extensions a verifier checks) and written to files.
 #include "test_certs.hpp"
-
-#include <openssl/bio.h>
-#include <openssl/bn.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/rand.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include <stdlib.h>  // mkdtemp
 
-#include <array>
-#include <memory>
+#include <fstream>
 #include <stdexcept>
 #include <system_error>
 #include <utility>
 #include <vector>
 
+#include "mailnet/net/tls.hpp"
+
 namespace mailnet::test_support {
 namespace {
 
-struct pkey_free { void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); } };
-struct x509_free { void operator()(X509* x) const { X509_free(x); } };
-struct ext_free { void operator()(X509_EXTENSION* e) const { X509_EXTENSION_free(e); } };
-struct bio_free { void operator()(BIO* b) const { BIO_free(b); } };
-using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_free>;
-using x509_ptr = std::unique_ptr<X509, x509_free>;
-
-[[noreturn]] void fail(const std::string& what) {
-    std::string reason = what;
-    while (unsigned long e = ERR_get_error()) {
-        std::array<char, 256> buf{};
-        ERR_error_string_n(e, buf.data(), buf.size());
-        reason += ": ";
-        reason += buf.data();
-    }
-    throw std::runtime_error("test_pki: " + reason);
+net::certificate_pem make(const std::string& cn, std::vector<std::string> alt_names, bool ca,
+                          const net::certificate_pem* issuer) {
+    net::certificate_spec spec;
+    spec.common_name = cn;
+    spec.alt_names = std::move(alt_names);
+    spec.ca = ca;
+    spec.organisation = "mailnet tests";
+    std::string why;
+    auto made = net::make_certificate(spec, issuer, &why);
+    if (!made) throw std::runtime_error("test_pki: " + why);
+    return std::move(*made);
 }
 
-pkey_ptr make_key() {
-    pkey_ptr key(EVP_EC_gen("P-256"));
-    if (!key) fail("cannot generate a P-256 key");
-    return key;
-}
-
-void add_ext(X509* cert, X509* issuer, int nid, const char* value) {
-    X509V3_CTX ctx;
-    X509V3_set_ctx_nodb(&ctx);
-    X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-    std::unique_ptr<X509_EXTENSION, ext_free> ext(X509V3_EXT_nconf_nid(nullptr, &ctx, nid, value));
-    if (!ext || X509_add_ext(cert, ext.get(), -1) != 1) fail(std::string("cannot add extension ") + value);
-}
-
-// A v3 certificate for `cn`, signed by `issuer_key` (self-signed when issuer is null).
-x509_ptr make_cert(const char* cn, EVP_PKEY* key, X509* issuer, EVP_PKEY* issuer_key, bool is_ca, const char* san) {
-    x509_ptr cert(X509_new());
-    if (!cert) fail("X509_new");
-    X509* c = cert.get();
-    if (X509_set_version(c, X509_VERSION_3) != 1) fail("X509_set_version");
-
-    std::array<unsigned char, 16> serial{};
-    if (RAND_bytes(serial.data(), static_cast<int>(serial.size())) != 1) fail("RAND_bytes");
-    serial[0] &= 0x7f;  // positive (RFC 5280 4.1.2.2)
-    BIGNUM* bn = BN_bin2bn(serial.data(), static_cast<int>(serial.size()), nullptr);
-    if (!bn || !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(c))) {
-        BN_free(bn);
-        fail("serial number");
-    }
-    BN_free(bn);
-
-    if (!X509_gmtime_adj(X509_getm_notBefore(c), -3600) || !X509_gmtime_adj(X509_getm_notAfter(c), 24 * 3600))
-        fail("validity");
-    X509_NAME* name = X509_get_subject_name(c);
-    if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("mailnet tests"),
-                                   -1, -1, 0) != 1 ||
-        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn), -1, -1,
-                                   0) != 1)
-        fail("subject name");
-    if (X509_set_issuer_name(c, issuer ? X509_get_subject_name(issuer) : name) != 1) fail("issuer name");
-    if (X509_set_pubkey(c, key) != 1) fail("X509_set_pubkey");
-
-    X509* signer = issuer ? issuer : c;
-    if (is_ca) {
-        add_ext(c, signer, NID_basic_constraints, "critical,CA:TRUE");
-        add_ext(c, signer, NID_key_usage, "critical,keyCertSign,cRLSign");
-    } else {
-        add_ext(c, signer, NID_basic_constraints, "critical,CA:FALSE");
-        add_ext(c, signer, NID_key_usage, "critical,digitalSignature");
-        add_ext(c, signer, NID_ext_key_usage, "serverAuth");
-    }
-    add_ext(c, signer, NID_subject_key_identifier, "hash");
-    if (issuer) add_ext(c, signer, NID_authority_key_identifier, "keyid:always");
-    if (san) add_ext(c, signer, NID_subject_alt_name, san);
-
-    if (X509_sign(c, issuer_key ? issuer_key : key, EVP_sha256()) <= 0) fail(std::string("cannot sign ") + cn);
-    return cert;
-}
-
-std::unique_ptr<BIO, bio_free> open_for_writing(const std::filesystem::path& p) {
-    std::unique_ptr<BIO, bio_free> bio(BIO_new_file(p.c_str(), "w"));
-    if (!bio) fail("cannot create " + p.string());
-    return bio;
-}
-
-void write_cert(const std::filesystem::path& p, X509* cert) {
-    auto bio = open_for_writing(p);
-    if (PEM_write_bio_X509(bio.get(), cert) != 1) fail("cannot write " + p.string());
-}
-
-void write_key(const std::filesystem::path& p, EVP_PKEY* key) {
-    auto bio = open_for_writing(p);
-    if (PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1)
-        fail("cannot write " + p.string());
-}
-
-std::string fingerprint(X509* cert) {
-    std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
-    unsigned int len = 0;
-    if (X509_digest(cert, EVP_sha256(), md.data(), &len) != 1) fail("X509_digest");
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < len; ++i) {
-        out += digits[md[i] >> 4];
-        out += digits[md[i] & 0x0f];
-    }
-    return out;
+void write_file(const std::filesystem::path& p, const std::string& text) {
+    std::ofstream f(p, std::ios::binary | std::ios::trunc);
+    f << text;
+    if (!f.flush()) throw std::runtime_error("test_pki: cannot write " + p.string());
 }
 
 }  // namespace
 
 test_pki test_pki::create() {
-    ERR_clear_error();
     std::string tmpl = (std::filesystem::temp_directory_path() / "mailnet-pki-XXXXXX").string();
     std::vector<char> buf(tmpl.begin(), tmpl.end());
     buf.push_back('\0');
@@ -147,21 +50,16 @@ test_pki test_pki::create() {
     pki.other_cert = pki.dir / "other.pem";
     pki.other_key = pki.dir / "other-key.pem";
 
-    auto ca_key = make_key();
-    auto ca = make_cert("mailnet test CA", ca_key.get(), nullptr, nullptr, true, nullptr);
-    auto server_key = make_key();
-    auto server = make_cert("localhost", server_key.get(), ca.get(), ca_key.get(), false,
-                            "DNS:localhost,IP:127.0.0.1");
-    auto other_key = make_key();
-    auto other = make_cert("other.example", other_key.get(), nullptr, nullptr, false, "DNS:other.example");
-
-    write_cert(pki.ca_cert, ca.get());
-    write_cert(pki.server_cert, server.get());
-    write_key(pki.server_key, server_key.get());
-    write_cert(pki.other_cert, other.get());
-    write_key(pki.other_key, other_key.get());
-    pki.server_fingerprint = fingerprint(server.get());
-    pki.other_fingerprint = fingerprint(other.get());
+    const auto ca = make("mailnet test CA", {}, true, nullptr);
+    const auto server = make("localhost", {"localhost", "127.0.0.1"}, false, &ca);
+    const auto other = make("other.example", {"other.example"}, false, nullptr);
+    write_file(pki.ca_cert, ca.cert);
+    write_file(pki.server_cert, server.cert);
+    write_file(pki.server_key, server.key);
+    write_file(pki.other_cert, other.cert);
+    write_file(pki.other_key, other.key);
+    pki.server_fingerprint = server.fingerprint_sha256;
+    pki.other_fingerprint = other.fingerprint_sha256;
     return pki;
 }
 

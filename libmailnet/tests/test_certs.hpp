@@ -1,4 +1,4 @@
-// test_certs.hpp: a throw-away PKI for tests, made with the OpenSSL 3 C API (no openssl CLI):
+// test_certs.hpp: a throw-away PKI for tests, made with libmailnet's make_certificate (no openssl CLI):
 // a CA, a server certificate it signs for "localhost" and 127.0.0.1 (RFC 5280 4.2.1.6 SAN),
 // and a self-signed certificate for another name. Reused by other components' tests.
 #pragma once

@@ -38,11 +38,7 @@ int main(int argc, char** argv) {
                "signal closes every session at once.\n"
                "Exit codes: 0 ok, 64 usage or configuration (a users file that does not parse too),\n"
                "69 cannot listen, 74 store or users file I/O.");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return app.exit(e) == 0 ? exit_code::ok : exit_code::usage;
-    }
+    if (auto done = net::parse_command_line(app, argc, argv)) return *done;
     auto log = mailnet::stderr_log();
     mailnet::pop3::server_config cfg;
     if (int e = common.apply(cfg); e != exit_code::ok) return e;

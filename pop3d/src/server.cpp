@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <mutex>
 #include <random>
 
@@ -40,6 +41,10 @@ namespace {
 struct pop3_hooks {
     std::shared_ptr<server::shared> sh;
     std::string locked;  // the mailbox this session holds the lock of
+    // For the session's closing log line: what it saw and what its QUIT deleted.
+    std::string user;
+    std::size_t messages = 0, deleted = 0;
+    bool updated = false;
 
     asio::awaitable<bool> operator()(act::authenticate& a, session& s, net::runner& r) {
         auto& auth = sh->config.auth;
@@ -92,6 +97,8 @@ struct pop3_hooks {
         if (!result.error) {
             r.set_mailbox(a.mailbox);
             r.logged_in(s.user());
+            user = s.user();
+            messages = result.messages.size();
         }
         s.resume(std::move(result));
         co_return true;
@@ -108,6 +115,9 @@ struct pop3_hooks {
             if (result.errors[i])
                 r.log()(log_level::error, "pop3 " + log_text(s.user()) + ": cannot delete " + log_text(a.deleted[i], 200) +
                                               ": " + result.errors[i].message());
+        updated = true;
+        deleted = static_cast<std::size_t>(std::count_if(result.errors.begin(), result.errors.end(),
+                                                         [](const std::error_code& e) { return !e; }));
         s.resume(result);
         co_return true;
     }
@@ -116,6 +126,12 @@ struct pop3_hooks {
     // pool, before QUIT's "+OK bye" goes out, so a client that logs in again at once never
     // meets its own lock ([IN-USE]).
     asio::awaitable<void> finish(session&, net::runner& r) {
+        if (!user.empty())  // one line per logged-in session, however it ended
+            r.log()(log_level::info, "pop3 " + log_text(user) + " from " + r.conn().peer().address().to_string() +
+                                         (updated ? " quit: " + std::to_string(deleted) + " of " + std::to_string(messages) +
+                                                        " messages deleted"
+                                                  : " left without QUIT: " + std::to_string(messages) +
+                                                        " messages, none deleted"));
         const std::string mailbox = std::exchange(locked, {});
         if (mailbox.empty() || !sh->config.storage) co_return;
         auto& store = sh->config.storage;
@@ -140,7 +156,8 @@ asio::awaitable<void> serve(std::shared_ptr<server::shared> sh, net::connection&
     s.start();
     auto o = sh->config.runner("pop3", sh->throttle, sh->account_throttle);
     o.storage = sh->config.storage;
-    pop3_hooks hooks{sh, {}};
+    pop3_hooks hooks;
+    hooks.sh = sh;
     co_await net::run_connection(c, s, hooks, std::move(o));
 }
 

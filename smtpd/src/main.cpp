@@ -10,6 +10,7 @@
 #include "mailnet/auth/auth.hpp"
 #include "mailnet/net/cli.hpp"
 #include "mailnet/net/program.hpp"
+#include "mailnet/smtpd/cli.hpp"
 #include "mailnet/smtpd/server.hpp"
 #include "mailnet/store/store.hpp"
 #include "mailnet/version.hpp"
@@ -35,10 +36,7 @@ int main(int argc, char** argv) {
                    "Dovecot passwd-file of full addresses: only they receive mail (others 550 5.1.1),\n"
                    "and AUTH checks it. Without it every recipient is accepted (open mode, loopback only)");
     app.add_option("--hostname", hostname, "name in the greeting and Received: headers")->capture_default_str();
-    app.add_option("--max-message-size", lim.max_message_octets, "octets, announced in SIZE (larger: 552)")
-        ->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--max-recipients", lim.max_recipients, "per message (more: 452 4.5.3)")
-        ->capture_default_str()->check(CLI::PositiveNumber);
+    mailnet::smtp::add_limit_options(app, lim);
     common.add_to(app, "offer AUTH without TLS to non-loopback peers");
     app.add_flag("--require-auth", require_auth, "accept MAIL only after AUTH (a submission server; needs --users)");
     app.add_flag("--allow-open-network", open_network, "without --users, listen on non-loopback addresses too");
@@ -50,30 +48,17 @@ int main(int argc, char** argv) {
                "closes every session.\n"
                "Exit codes: 0 ok, 64 usage or configuration (a users file that does not parse too),\n"
                "69 cannot listen, 74 store or users file I/O.");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return app.exit(e) == 0 ? exit_code::ok : exit_code::usage;
-    }
+    if (auto done = net::parse_command_line(app, argc, argv)) return *done;
     auto log = mailnet::stderr_log();
     if (require_auth && users_file.empty()) {
         std::cerr << "smtpd: --require-auth needs --users\n";
-        return exit_code::usage;
-    }
-    if (store_dir.starts_with("postgresql:") || store_dir.starts_with("postgres:")) {
-        std::cerr << "smtpd: a PostgreSQL store is not supported yet; give a directory\n";
         return exit_code::usage;
     }
     mailnet::smtp::server_config cfg;
     if (int e = common.apply(cfg); e != exit_code::ok) return e;
     // DESIGN.md "Rules": open mode takes mail for any address, so only from this machine.
     if (users_file.empty() && !open_network)
-        for (const auto& l : cfg.listen)
-            if (!net::is_loopback(l)) {
-                std::cerr << "smtpd: without --users only loopback addresses may listen (" << l.address
-                          << "); add --allow-open-network\n";
-                return exit_code::usage;
-            }
+        if (int e = net::loopback_only("smtpd", cfg.listen); e != exit_code::ok) return e;
     // AUTH goes only over TLS, from loopback, or with --allow-plaintext-auth: a submission server
     // that can offer none of them to its remote clients refuses everyone.
     if (require_auth && !cfg.tls && !cfg.allow_plaintext_auth)

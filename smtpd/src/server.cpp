@@ -74,6 +74,16 @@ int open_spool_file() {
 
 result<void> write_fd(int fd, std::string_view octets) { return posix::write_all(fd, octets); }
 
+// The recipients for a log line: the first few addresses, then how many more.
+std::string recipients_text(const envelope& mail) {
+    constexpr std::size_t shown = 4;
+    std::string out;
+    for (std::size_t i = 0; i < mail.recipients.size() && i < shown; ++i)
+        out += (i ? "," : "") + log_text(mail.recipients[i].address(), 100);
+    if (mail.recipients.size() > shown) out += ",+" + std::to_string(mail.recipients.size() - shown);
+    return out;
+}
+
 // The SMTP actions the runner does not know. One per connection; lives on its I/O thread, and
 // the pool runs one call of it at a time (the runner awaits each).
 struct smtp_hooks {
@@ -266,7 +276,14 @@ struct smtp_hooks {
             r.log()(log_level::info, "smtp " + info.id + (v.accepted ? " delivered" : " refused") +
                                          " from=" + log_text(a.mail.sender.is_null() ? "<>" : a.mail.sender.address()) +
                                          " rcpts=" + std::to_string(a.mail.recipients.size()) +
-                                         " octets=" + std::to_string(octets));
+                                         " octets=" + std::to_string(octets) + " to=" + recipients_text(a.mail));
+        if (v.accepted && !write_error && cfg().on_delivered) {
+            try {
+                cfg().on_delivered(info);
+            } catch (const std::exception& e) {  // the message is stored: its 250 goes out all the same
+                r.log_failure("on_delivered", e.what());
+            }
+        }
         // Whatever the outcome, nothing of this message outlives it (a refused one leaves no
         // tmp/ file and no open delivery for the next message to write into).
         co_await drop(r);

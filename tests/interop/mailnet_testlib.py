@@ -606,6 +606,67 @@ class Smtpd(ListeningServer):
         super().__init__(args + more, want, workdir or os.path.dirname(os.path.abspath(store)), start_timeout)
 
 
+class Mailnetd(ListeningServer):
+    """A mailnetd process: SMTP and POP3 on 127.0.0.1 port 0 over the Maildir root `store`
+    (open mode unless `users`); with implicit_tls also smtps and pop3s, with tls_self_signed a
+    certificate made at start. .ports {kind: port} and .fingerprint (the printed
+    `tls-fingerprint sha256 HEX`, or None) once it is up; .port/.tls_port are SMTP's, .pop3_port
+    POP3's.
+
+        with Mailnetd(binary, store) as srv:
+            smtplib.SMTP(HOST, srv.port, timeout=10)
+            poplib.POP3(HOST, srv.pop3_port, timeout=10)
+    """
+
+    name, plain_kind, tls_kind = "mailnetd", "smtp", "smtps"
+
+    def __init__(self, binary, store, users=None, extra=(), implicit_tls=False, tls_self_signed=False,
+                 workdir=None, start_timeout=10.0, addr=HOST):
+        self.binary = binary
+        self.store = store
+        args = [binary, "--store", store, "--smtp", f"{addr}:0", "--pop3", f"{addr}:0", "--no-http"]
+        want = ["smtp", "pop3"]
+        if implicit_tls:
+            args += ["--smtps", f"{addr}:0", "--pop3s", f"{addr}:0"]
+            want += ["smtps", "pop3s"]
+        if tls_self_signed:
+            args.append("--tls-self-signed")
+        if users is not None:
+            args += ["--users", users]
+        args += list(extra)
+        self.ports = {}
+        self.fingerprint = None
+        super().__init__(args, want, workdir or os.path.dirname(os.path.abspath(store)), start_timeout)
+
+    def start(self):
+        super().start()
+        out = self.stdout()
+        self.ports = parse_listening(out)
+        self.pop3_port = self.ports.get("pop3")
+        self.pop3s_port = self.ports.get("pop3s")
+        m = re.search(r"^tls-fingerprint sha256 ([0-9a-f]{64})$", out, re.M)
+        self.fingerprint = m.group(1) if m else None
+        return self
+
+
+def pinned_context():
+    """A client TLS context that checks nothing by itself: the caller compares the peer
+    certificate's SHA-256 with a pin (assert_pinned), as `pop3c --fingerprint` does."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def assert_pinned(tc, sock, fingerprint):
+    """The TLS peer of `sock` presented the certificate whose SHA-256 is `fingerprint`."""
+    import hashlib
+    der = sock.getpeercert(binary_form=True)
+    tc.assertIsNotNone(der, "no peer certificate")
+    tc.assertEqual(hashlib.sha256(der).hexdigest(), fingerprint, "the certificate is the one printed")
+
+
 # --------------------------------------------------------------------------------------
 # TLS
 

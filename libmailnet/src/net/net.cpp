@@ -3,6 +3,8 @@
 #include "mailnet/net/stream.hpp"
 #include "mailnet/net/tls.hpp"
 
+#include "openssl_detail.hpp"
+
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -38,17 +40,7 @@ constexpr const char* tls12_ciphers =
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-// Drains OpenSSL's (thread-local) error queue into one readable string.
-std::string openssl_errors() {
-    std::string out;
-    while (unsigned long e = ERR_get_error()) {
-        std::array<char, 256> buf{};
-        ERR_error_string_n(e, buf.data(), buf.size());
-        if (!out.empty()) out += "; ";
-        out += buf.data();
-    }
-    return out.empty() ? std::string("unknown OpenSSL error") : out;
-}
+using detail::openssl_errors;
 
 result<std::shared_ptr<asio::ssl::context>> fail(errc e, std::string* why, std::string reason) {
     if (why) *why = std::move(reason);
@@ -77,7 +69,10 @@ std::string normalise_fingerprint(const std::string& in) {
 
 // ---- contexts ---------------------------------------------------------------------------
 
-result<std::shared_ptr<asio::ssl::context>> make_server_tls(const tls_server_options& options, std::string* why) {
+namespace {
+
+// A server context with the settings every one has: TLS 1.2 minimum, our cipher list.
+result<std::shared_ptr<asio::ssl::context>> new_server_context(std::string* why) {
     ERR_clear_error();
     SSL_CTX* raw = SSL_CTX_new(TLS_server_method());
     if (!raw) return fail(errc::tls_error, why, "cannot create TLS context: " + openssl_errors());
@@ -87,7 +82,25 @@ result<std::shared_ptr<asio::ssl::context>> make_server_tls(const tls_server_opt
     SSL_CTX_set_options(raw, SSL_OP_CIPHER_SERVER_PREFERENCE);
     if (SSL_CTX_set_cipher_list(raw, tls12_ciphers) != 1)
         return fail(errc::tls_error, why, "cannot set cipher list: " + openssl_errors());
+    return ctx;
+}
 
+// Puts `pkey` (consumed) into the context and checks it against the certificate.
+bool use_key(SSL_CTX* raw, EVP_PKEY* pkey) {
+    const int used = SSL_CTX_use_PrivateKey(raw, pkey);  // takes its own reference
+    EVP_PKEY_free(pkey);
+    return used == 1 && SSL_CTX_check_private_key(raw) == 1;
+}
+
+// No passphrase: an encrypted key fails instead of prompting on a terminal.
+int no_passphrase(char*, int, int, void*) { return 0; }
+
+}  // namespace
+
+result<std::shared_ptr<asio::ssl::context>> make_server_tls(const tls_server_options& options, std::string* why) {
+    auto ctx = new_server_context(why);
+    if (!ctx) return ctx;
+    SSL_CTX* raw = (*ctx)->native_handle();
     const std::string cert = options.cert_file.string();
     const std::string key = options.key_file.string();
     if (cert.empty()) return fail(errc::tls_error, why, "no certificate file given");
@@ -97,16 +110,35 @@ result<std::shared_ptr<asio::ssl::context>> make_server_tls(const tls_server_opt
     // Read, then use: OpenSSL's use_PrivateKey_file reports a mismatch as a read failure.
     EVP_PKEY* pkey = nullptr;
     if (BIO* bio = BIO_new_file(key.c_str(), "r")) {
-        // No passphrase: an encrypted key fails here instead of prompting on a terminal.
-        pkey = PEM_read_bio_PrivateKey(bio, nullptr, [](char*, int, int, void*) { return 0; }, nullptr);
+        pkey = PEM_read_bio_PrivateKey(bio, nullptr, no_passphrase, nullptr);
         BIO_free(bio);
     }
     if (!pkey) return fail(errc::tls_error, why, "cannot read private key file " + key + ": " + openssl_errors());
-    const int used = SSL_CTX_use_PrivateKey(raw, pkey);  // takes its own reference
-    EVP_PKEY_free(pkey);
-    if (used != 1 || SSL_CTX_check_private_key(raw) != 1)
+    if (!use_key(raw, pkey))
         return fail(errc::tls_error, why,
                     "private key " + key + " does not match certificate " + cert + ": " + openssl_errors());
+    return ctx;
+}
+
+result<std::shared_ptr<asio::ssl::context>> make_server_tls_from_pem(const certificate_pem& pem, std::string* why) {
+    auto ctx = new_server_context(why);
+    if (!ctx) return ctx;
+    SSL_CTX* raw = (*ctx)->native_handle();
+    X509* cert = nullptr;
+    if (BIO* bio = BIO_new_mem_buf(pem.cert.data(), static_cast<int>(pem.cert.size()))) {
+        cert = PEM_read_bio_X509(bio, nullptr, no_passphrase, nullptr);
+        BIO_free(bio);
+    }
+    const int used = cert ? SSL_CTX_use_certificate(raw, cert) : 0;  // takes its own reference
+    X509_free(cert);
+    if (used != 1) return fail(errc::tls_error, why, "cannot use the certificate: " + openssl_errors());
+    EVP_PKEY* pkey = nullptr;
+    if (BIO* bio = BIO_new_mem_buf(pem.key.data(), static_cast<int>(pem.key.size()))) {
+        pkey = PEM_read_bio_PrivateKey(bio, nullptr, no_passphrase, nullptr);
+        BIO_free(bio);
+    }
+    if (!pkey || !use_key(raw, pkey))
+        return fail(errc::tls_error, why, "cannot use the private key: " + openssl_errors());
     return ctx;
 }
 

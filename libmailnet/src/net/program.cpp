@@ -55,6 +55,12 @@ std::unique_ptr<authenticator> users_from_file(std::string_view program, const s
 
 std::shared_ptr<store> maildir_store_at(std::string_view program, const std::filesystem::path& dir,
                                         const log_sink& log, int& exit) {
+    const std::string text = dir.string();
+    if (text.starts_with("postgresql:") || text.starts_with("postgres:")) {
+        std::cerr << program << ": a PostgreSQL store is not supported yet; give a directory\n";
+        exit = exit_code::usage;
+        return nullptr;
+    }
     maildir_options o;
     o.root = dir;
     o.log = log;
@@ -63,6 +69,16 @@ std::shared_ptr<store> maildir_store_at(std::string_view program, const std::fil
     std::cerr << program << ": cannot use store " << dir.string() << ": " << s.error().message() << "\n";
     exit = exit_code::io_error;
     return nullptr;
+}
+
+int loopback_only(std::string_view program, const std::vector<listen_spec>& listeners) {
+    for (const auto& l : listeners)
+        if (!is_loopback(l)) {
+            std::cerr << program << ": without --users only loopback addresses may listen (" << l.address
+                      << "); add --allow-open-network\n";
+            return exit_code::usage;
+        }
+    return exit_code::ok;
 }
 
 std::string host_name() {
@@ -83,11 +99,13 @@ int start_servers(std::string_view program, const std::vector<service*>& servers
     return exit_code::ok;
 }
 
-int run_until_signalled(asio::io_context& io, const std::vector<std::shared_ptr<server>>& servers) {
+int run_until_signalled(asio::io_context& io, const std::vector<std::shared_ptr<server>>& servers,
+                        const std::function<void(shutdown_on_signals&)>& on_running) {
     for (const auto& s : servers)
         for (const auto& l : s->listeners()) std::printf("%s\n", listening_line(l).c_str());
     std::fflush(stdout);
     shutdown_on_signals signals(io, servers, [&io] { io.stop(); });
+    if (on_running) on_running(signals);
     io.run();
     return exit_code::ok;
 }

@@ -493,32 +493,58 @@ std::uint64_t raise_fd_limit() noexcept {
 
 shutdown_on_signals::shutdown_on_signals(asio::io_context& io, std::vector<std::shared_ptr<server>> servers,
                                          std::function<void()> on_all_gone)
-    : signals_(io, SIGINT, SIGTERM), servers_(std::move(servers)), on_all_gone_(std::move(on_all_gone)) {
+    : signals_(io, SIGINT, SIGTERM), timer_(io), servers_(std::move(servers)), on_all_gone_(std::move(on_all_gone)) {
     wait();
 }
 
 void shutdown_on_signals::cancel() {
     std::error_code ec;
     signals_.cancel(ec);
+    timer_.cancel();
 }
 
 void shutdown_on_signals::wait() {
     signals_.async_wait([this](const std::error_code& ec, int) {
         if (ec) return;
-        ++received_;
-        if (received_ == 1) {
-            for (auto& s : servers_) {
-                s->destroy(server::destroy_mode::defer, [this] {
-                    if (++gone_ == servers_.size()) {
-                        cancel();
-                        if (on_all_gone_) on_all_gone_();
-                    }
-                });
-            }
-        } else {
+        if (!stopping_)
+            begin_stop();
+        else
             for (auto& s : servers_) s->destroy(server::destroy_mode::kill);
-        }
         wait();
+    });
+}
+
+void shutdown_on_signals::begin_stop() {
+    if (stopping_) return;
+    stopping_ = true;
+    timer_.cancel();
+    for (auto& s : servers_) {
+        s->destroy(server::destroy_mode::defer, [this] {
+            if (++gone_ == servers_.size()) {
+                cancel();
+                if (on_all_gone_) on_all_gone_();
+            }
+        });
+    }
+}
+
+void shutdown_on_signals::stop(std::chrono::milliseconds patience) {
+    if (stopping_ || asked_) return;
+    asked_ = true;
+    for (auto& s : servers_) s->down();
+    wait_for_idle(std::chrono::steady_clock::now() + patience);
+}
+
+void shutdown_on_signals::wait_for_idle(std::chrono::steady_clock::time_point until) {
+    if (stopping_) return;
+    bool idle = true;
+    for (const auto& s : servers_) idle = idle && s->connections().empty();
+    if (idle || std::chrono::steady_clock::now() >= until) return begin_stop();
+    // NOTE: polled, not signalled: the registry has no "became empty" event short of destroy(),
+    // and a few checks a second for a few seconds cost nothing.
+    timer_.expires_after(std::chrono::milliseconds(20));
+    timer_.async_wait([this, until](const std::error_code& ec) {
+        if (!ec) wait_for_idle(until);
     });
 }
 

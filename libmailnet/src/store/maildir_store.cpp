@@ -389,11 +389,13 @@ struct delivery_config {
     std::string host;  // escaped
     bool fsync = true;
     log_sink log;
+    std::shared_ptr<event_hub> events;  // told of the message once it is durable everywhere
 };
 
 class maildir_delivery final : public delivery {
 public:
     struct target {
+        std::string mailbox;  // the name, as begin_delivery was given it (for the subscribers)
         std::string dir;  // root/<encoded>, its directories already durable (ensure_mailbox)
         std::shared_ptr<directory_sync> new_sync;  // dir/new, shared with the store; null: fsync off
     };
@@ -429,6 +431,11 @@ public:
         auto r = write_error_ ? result<void>(unexpected(write_error_)) : commit_once();
         abort();  // closes the descriptor and removes the tmp/ name, delivered or not
         done_ = true;
+        if (r && config_.events && config_.events->has_subscribers()) {
+            const std::string id = final_base_name();  // the id snapshot() gives: the base name
+            for (const auto& t : targets_)
+                config_.events->publish({store_event::kind::delivered, t.mailbox, id, wire_.octets()});
+        }
         return r;
     }
 
@@ -794,10 +801,12 @@ public:
             return out;
         }
         if (dirs->box.get() < 0) return out;  // no mailbox: every deletion is already true
+        std::vector<std::string> gone;  // told to the subscribers: what this commit removed
         for (std::size_t i = 0; i < deleted.size(); ++i) {
             out[i] = on_current_path(*dirs, enc, deleted[i], [&](const std::string& rel) {
                 return ::unlinkat(dirs->sub(rel), rel.c_str() + 4, 0) == 0 ? 0 : errno;
             });
+            if (!out[i]) gone.push_back(deleted[i]);
             // NOTE: ENOENT (the file is in neither new/ nor cur/) counts as success: someone
             // else deleted it, and the goal of the deletion is met.
             if (out[i] == std::errc::no_such_file_or_directory) out[i].clear();
@@ -840,6 +849,7 @@ public:
                 }
             }
         }
+        tell_deleted(mailbox, gone);
         return out;
     }
 
@@ -861,7 +871,7 @@ public:
             }
             std::string dir = dir_of(enc);
             auto sync = options_.fsync ? sync_of(dir + "/new") : nullptr;
-            targets.push_back({std::move(dir), std::move(sync)});
+            targets.push_back({m, std::move(dir), std::move(sync)});
             seen_enc.push_back(std::move(enc));
         }
 
@@ -882,7 +892,7 @@ public:
                 log(log_level::warning, "maildir: cannot create " + tmp + ": " + ec.message());
                 return unexpected(ec);
             }
-            delivery_config config{root_, host_, options_.fsync, options_.log};
+            delivery_config config{root_, host_, options_.fsync, options_.log, events()};
             return std::unique_ptr<delivery>(std::make_unique<maildir_delivery>(
                 std::move(config), std::move(targets), std::move(prefix), tmp, fd, counter_, tail));
         }

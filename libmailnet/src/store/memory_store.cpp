@@ -36,8 +36,9 @@ struct memory_state {
 
 class memory_delivery final : public delivery {
 public:
-    memory_delivery(std::shared_ptr<memory_state> state, std::vector<std::string> targets)
-        : state_(std::move(state)), targets_(std::move(targets)) {}
+    memory_delivery(std::shared_ptr<memory_state> state, std::vector<std::string> targets,
+                    std::shared_ptr<event_hub> events)
+        : state_(std::move(state)), targets_(std::move(targets)), events_(std::move(events)) {}
 
     result<void> write(std::string_view octets) override {
         if (done_) return unexpected(errc::bad_input);
@@ -50,10 +51,15 @@ public:
         done_ = true;
         auto bytes = std::make_shared<const std::string>(std::move(buffer_));
         const std::uint64_t wire = wire_octets(*bytes);
-        std::lock_guard lock(state_->mutex);
-        // One id for every target: the same message, as a hard link shares a Maildir name.
-        const std::string id = "m" + std::to_string(state_->next_id++);
-        for (const auto& t : targets_) state_->mailboxes[t].messages.push_back({id, bytes, wire, false});
+        std::string id;
+        {
+            std::lock_guard lock(state_->mutex);
+            // One id for every target: the same message, as a hard link shares a Maildir name.
+            id = "m" + std::to_string(state_->next_id++);
+            for (const auto& t : targets_) state_->mailboxes[t].messages.push_back({id, bytes, wire, false});
+        }
+        // Outside the lock: a listener may read the store.
+        for (const auto& t : targets_) events_->publish({store_event::kind::delivered, t, id, wire});
         return {};
     }
 
@@ -65,6 +71,7 @@ public:
 private:
     std::shared_ptr<memory_state> state_;
     std::vector<std::string> targets_;
+    std::shared_ptr<event_hub> events_;
     std::string buffer_;
     bool done_ = false;
 };
@@ -109,16 +116,24 @@ public:
             std::fill(out.begin(), out.end(), make_error_code(errc::bad_input));
             return out;
         }
-        std::lock_guard lock(state_->mutex);
-        auto it = state_->mailboxes.find(mailbox);
-        if (it == state_->mailboxes.end()) return out;  // nothing there: every deletion is already true
-        auto& messages = it->second.messages;
-        for (const auto& id : seen)
-            if (auto* m = find(mailbox, id)) m->seen = true;
-        // NOTE: an id that is already gone counts as deleted, as in the Maildir store.
-        const std::set<std::string_view> doomed(deleted.begin(), deleted.end());
-        std::erase_if(messages, [&](const stored_message& m) { return doomed.contains(m.id); });
-        if (messages.empty()) state_->mailboxes.erase(it);  // as if never delivered to: nothing grows
+        std::vector<std::string> gone;  // told to the subscribers: what this commit removed
+        {
+            std::lock_guard lock(state_->mutex);
+            auto it = state_->mailboxes.find(mailbox);
+            if (it == state_->mailboxes.end()) return out;  // nothing there: every deletion is already true
+            auto& messages = it->second.messages;
+            for (const auto& id : seen)
+                if (auto* m = find(mailbox, id)) m->seen = true;
+            // NOTE: an id that is already gone counts as deleted, as in the Maildir store.
+            const std::set<std::string_view> doomed(deleted.begin(), deleted.end());
+            std::erase_if(messages, [&](const stored_message& m) {
+                if (!doomed.contains(m.id)) return false;
+                gone.push_back(m.id);
+                return true;
+            });
+            if (messages.empty()) state_->mailboxes.erase(it);  // as if never delivered to: nothing grows
+        }
+        tell_deleted(mailbox, gone);
         return out;
     }
 
@@ -130,7 +145,7 @@ public:
             // The same mailbox named twice receives the message once.
             if (std::find(targets.begin(), targets.end(), m) == targets.end()) targets.push_back(m);
         }
-        return std::unique_ptr<delivery>(std::make_unique<memory_delivery>(state_, std::move(targets)));
+        return std::unique_ptr<delivery>(std::make_unique<memory_delivery>(state_, std::move(targets), events()));
     }
 
 private:

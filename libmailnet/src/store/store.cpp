@@ -4,8 +4,11 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
+#include <mutex>
+#include <vector>
 
 namespace mailnet {
 namespace {
@@ -44,6 +47,83 @@ std::string base32(std::span<const unsigned char> bytes) {
 }
 
 }  // namespace
+
+// ---- events ------------------------------------------------------------------------------
+
+// One listener. Its mutex is held while it runs, so reset() waits for a call in progress;
+// recursive, so a listener may end its own subscription from inside its call.
+struct subscription::entry {
+    std::recursive_mutex mutex;
+    bool active = true;  // under mutex
+    event_hub::listener call;
+};
+
+subscription::subscription(subscription&& other) noexcept
+    : hub_(std::move(other.hub_)), entry_(std::move(other.entry_)) {}
+
+subscription& subscription::operator=(subscription&& other) noexcept {
+    if (this != &other) {
+        reset();
+        hub_ = std::move(other.hub_);
+        entry_ = std::move(other.entry_);
+    }
+    return *this;
+}
+
+void subscription::reset() noexcept {
+    if (!entry_) return;
+    if (auto hub = hub_.lock()) hub->remove(entry_.get());
+    {
+        std::lock_guard lock(entry_->mutex);  // a call in progress ends first
+        entry_->active = false;
+    }
+    entry_.reset();
+    hub_.reset();
+}
+
+subscription event_hub::subscribe(listener l) {
+    subscription s;
+    if (!l) return s;
+    s.entry_ = std::make_shared<subscription::entry>();
+    s.entry_->call = std::move(l);
+    s.hub_ = weak_from_this();
+    std::lock_guard lock(mutex_);
+    listeners_.push_back(s.entry_);
+    count_.store(listeners_.size(), std::memory_order_release);
+    return s;
+}
+
+void event_hub::remove(const subscription::entry* e) noexcept {
+    std::lock_guard lock(mutex_);
+    std::erase_if(listeners_, [e](const auto& x) { return x.get() == e; });
+    count_.store(listeners_.size(), std::memory_order_release);
+}
+
+void event_hub::publish(const store_event& e) const {
+    if (!has_subscribers()) return;
+    std::vector<std::shared_ptr<subscription::entry>> now;
+    {
+        std::lock_guard lock(mutex_);
+        now = listeners_;
+    }
+    // Called without the hub's lock: a listener may subscribe or unsubscribe meanwhile.
+    for (const auto& l : now) {
+        std::lock_guard lock(l->mutex);
+        if (!l->active) continue;
+        try {
+            l->call(e);
+        } catch (...) {
+            // NOTE: the change is made whatever a listener does; the store has nobody to tell.
+        }
+    }
+}
+
+void store::tell_deleted(std::string_view mailbox, const std::vector<std::string>& ids) const {
+    if (!events_->has_subscribers()) return;
+    for (const auto& id : ids) events_->publish({store_event::kind::deleted, std::string(mailbox), id, 0});
+}
+
+// ---- what every store shares ---------------------------------------------------------------
 
 result<void> store::deliver(std::span<const std::string> mailboxes, std::string_view octets) {
     auto d = begin_delivery(mailboxes);
@@ -154,7 +234,12 @@ std::vector<std::error_code> store_functions::commit(std::string_view mailbox, s
                                                      std::span<const std::string> seen) {
     std::vector<std::error_code> out;
     out.reserve(deleted.size());
-    for (const auto& id : deleted) out.push_back(on_delete ? on_delete(mailbox, id) : make_error_code(errc::unsupported));
+    std::vector<std::string> gone;
+    for (const auto& id : deleted) {
+        out.push_back(on_delete ? on_delete(mailbox, id) : make_error_code(errc::unsupported));
+        if (!out.back()) gone.push_back(id);
+    }
+    tell_deleted(mailbox, gone);
     if (on_seen) {
         for (const auto& id : seen)
             if (const auto ec = on_seen(mailbox, id))

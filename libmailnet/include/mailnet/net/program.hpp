@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,9 +44,15 @@ std::optional<std::shared_ptr<asio::ssl::context>> server_tls_from_files(std::st
 std::unique_ptr<authenticator> users_from_file(std::string_view program, const std::filesystem::path& file,
                                                const log_sink& log, int& exit);
 
-/// Opens the Maildir store under `dir`; on failure prints why and sets `exit` (io_error).
+/// Opens the Maildir store under `dir`; on failure prints why and sets `exit` (io_error; usage
+/// for a postgresql:// URI, which is not supported yet).
 std::shared_ptr<store> maildir_store_at(std::string_view program, const std::filesystem::path& dir,
                                         const log_sink& log, int& exit);
+
+/// Open mode (DESIGN.md "Rules": no --users, mail for any address) listens on loopback
+/// addresses only: exit_code::ok when every listener is one, else usage after "PROGRAM: without
+/// --users only loopback addresses may listen (ADDR); add --allow-open-network" on stderr.
+int loopback_only(std::string_view program, const std::vector<listen_spec>& listeners);
 
 /// This machine's name (gethostname), "localhost" if it has none: greetings, Received:.
 std::string host_name();
@@ -57,7 +64,10 @@ int start_servers(std::string_view program, const std::vector<service*>& servers
 
 /// Prints "listening SERVICE ADDR:PORT" for every bound listener of `servers` (stdout, flushed),
 /// then runs `io` until SIGTERM/SIGINT has ended every server: the first signal lets sessions
-/// finish their exchange, a second closes them. Returns exit_code::ok.
-int run_until_signalled(asio::io_context& io, const std::vector<std::shared_ptr<server>>& servers);
+/// finish their exchange, a second closes them. `on_running`, if given, is called once the lines
+/// are out, before `io` runs, with the signal handler: a program keeps it to stop by itself
+/// (shutdown_on_signals::stop, on `io`'s thread; mailnetd --exit-after). Returns exit_code::ok.
+int run_until_signalled(asio::io_context& io, const std::vector<std::shared_ptr<server>>& servers,
+                        const std::function<void(shutdown_on_signals&)>& on_running = {});
 
 }  // namespace mailnet::net

@@ -19,6 +19,7 @@
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/ssl/context.hpp>
 #include <asio/thread_pool.hpp>
 
@@ -243,13 +244,22 @@ public:
                         std::function<void()> on_all_gone = {});
     /// Stops listening for signals.
     void cancel();
+    /// The program stops by itself (mailnetd --exit-after): stop accepting at once, give open
+    /// sessions up to `patience` to end by themselves (a client that just got its reply QUITs
+    /// normally), then what a first signal does; a signal meanwhile is that first signal.
+    /// On the io_context's thread. Once only; nothing if a signal came first.
+    void stop(std::chrono::milliseconds patience = {});
 
 private:
     void wait();
+    void begin_stop();  // the first signal's work: destroy(defer), once
+    void wait_for_idle(std::chrono::steady_clock::time_point until);
     asio::signal_set signals_;
+    asio::steady_timer timer_;  // stop()'s patience
     std::vector<std::shared_ptr<server>> servers_;
     std::function<void()> on_all_gone_;
-    int received_ = 0;
+    bool stopping_ = false;  // begin_stop() ran: the next signal kills
+    bool asked_ = false;     // stop() ran
     std::size_t gone_ = 0;
 };
 

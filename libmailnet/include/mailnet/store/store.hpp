@@ -2,6 +2,7 @@
 // stores: Maildir on disk (the default) and memory (for embedding and tests).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -31,6 +32,65 @@ struct message_info {
     /// The UIDL to send: `uidl`, or `id` when `uidl` is empty (stores leave it empty when the
     /// id is itself a valid UIDL, so a snapshot holds one string per message, not two).
     const std::string& pop3_uidl() const noexcept { return uidl.empty() ? id : uidl; }
+};
+
+/// What changed in a store: the source of mailnetd's wait-for-mail and live events (DESIGN.md
+/// "pluggable interfaces": "a store tells subscribers of each delivery and deletion").
+struct store_event {
+    enum class kind {
+        delivered,  ///< a message became visible in `mailbox`: its delivery is durable
+        deleted,    ///< a message was deleted from `mailbox` (a POP3 QUIT's commit)
+    };
+    kind what = kind::delivered;
+    std::string mailbox;       ///< as begin_delivery() or commit() was given it
+    std::string id;            ///< the message's id in that mailbox, as snapshot() and open() take it
+    std::uint64_t octets = 0;  ///< delivered: the wire size, as snapshot() gives it; deleted: 0
+};
+
+class event_hub;
+
+/// Keeps a listener subscribed to a store's events; destroying it (or reset()) unsubscribes.
+/// Once that returns, the listener is not running and is never called again, except when a
+/// listener ends its own subscription from inside its call (allowed; not another's from there).
+/// Move-only; may outlive the store.
+class subscription {
+public:
+    subscription() = default;
+    subscription(subscription&& other) noexcept;
+    subscription& operator=(subscription&& other) noexcept;
+    subscription(const subscription&) = delete;
+    subscription& operator=(const subscription&) = delete;
+    ~subscription() { reset(); }
+    /// Unsubscribes now (nothing if already done).
+    void reset() noexcept;
+    /// Whether a listener is subscribed through this object.
+    explicit operator bool() const noexcept { return entry_ != nullptr; }
+
+    struct entry;  ///< implementation detail
+
+private:
+    friend class event_hub;
+    std::weak_ptr<event_hub> hub_;
+    std::shared_ptr<entry> entry_;
+};
+
+/// The subscribers of one store; the store and the deliveries it began share it. Thread-safe.
+class event_hub : public std::enable_shared_from_this<event_hub> {
+public:
+    using listener = std::function<void(const store_event&)>;
+    /// Adds a listener (see store::subscribe).
+    subscription subscribe(listener l);
+    /// Calls every listener with `e`, on this thread; a listener that throws is skipped.
+    void publish(const store_event& e) const;
+    /// Whether anyone listens (a store builds no events for nobody).
+    bool has_subscribers() const noexcept { return count_.load(std::memory_order_acquire) > 0; }
+
+private:
+    friend class subscription;
+    void remove(const subscription::entry* e) noexcept;
+    mutable std::mutex mutex_;  // guards listeners_
+    std::vector<std::shared_ptr<subscription::entry>> listeners_;
+    std::atomic<std::size_t> count_{0};
 };
 
 /// A delivery under way: octets are written as they arrive, then committed or aborted.
@@ -78,6 +138,24 @@ public:
 
     /// Delivers a whole message held in memory: begin_delivery, write, commit.
     result<void> deliver(std::span<const std::string> mailboxes, std::string_view octets);
+
+    /// Calls `listener` after each delivery this store object made durable (once per mailbox,
+    /// when commit() succeeded, before it returns) and after each message a commit() deleted
+    /// (once per id), on the thread that did it, one call at a time per listener. It must be
+    /// quick and thread-safe, and must not call this store's lock/commit/delivery methods. Only
+    /// this process's changes through this object are told (a PostgreSQL store will tell every
+    /// front-end's). Keep the subscription: destroying it unsubscribes. The Maildir and memory
+    /// stores tell both kinds; store_functions tells the deletions its on_delete made.
+    virtual subscription subscribe(event_hub::listener listener) { return events_->subscribe(std::move(listener)); }
+
+protected:
+    /// The subscribers, for implementations (a delivery keeps the pointer past its store).
+    const std::shared_ptr<event_hub>& events() const noexcept { return events_; }
+    /// Tells the subscribers that `ids` were deleted from `mailbox` (after a commit()).
+    void tell_deleted(std::string_view mailbox, const std::vector<std::string>& ids) const;
+
+private:
+    std::shared_ptr<event_hub> events_ = std::make_shared<event_hub>();
 };
 
 /// The same hooks as std::function slots (the seed's lock / unlock / stat / size / get / dele

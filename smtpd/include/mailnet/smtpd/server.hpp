@@ -50,6 +50,10 @@ struct server_config : net::service_config {
     bool allow_open_network = false;
     bool normalise_bare_line_ends = false;         ///< bare CR/LF in DATA become line ends instead of 550
     limits session_limits;                         ///< command and message sizes, recipients, failures
+    /// Told of each message accepted (durable in every recipient's mailbox, or taken by
+    /// handler->deliver), just before its 250 goes out; called on the I/O thread, so it must
+    /// return at once (count, post work elsewhere). mailnetd --exit-after counts with it.
+    std::function<void(const transaction_info&)> on_delivered;
     /// The time in Received: headers; empty: the system clock (tests fix it).
     std::function<std::chrono::system_clock::time_point()> clock;
 };

@@ -1,0 +1,229 @@
+// store_events_test.cpp: a store tells its subscribers of each delivery and deletion (DESIGN.md
+// "pluggable interfaces"), the same way for the Maildir and the memory store: after the commit,
+// once per mailbox or id, never for what did not happen; unsubscribing is final.
+#include "mailnet/store/store.hpp"
+
+#include "support/fixtures.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using mailnet::store_event;
+
+struct recorder {
+    std::mutex mutex;
+    std::vector<store_event> events;
+    mailnet::event_hub::listener listener() {
+        return [this](const store_event& e) {
+            std::lock_guard lock(mutex);
+            events.push_back(e);
+        };
+    }
+    std::vector<store_event> taken() {
+        std::lock_guard lock(mutex);
+        return std::exchange(events, {});
+    }
+};
+
+class store_events : public ::testing::TestWithParam<bool> {
+protected:
+    void SetUp() override {
+        if (GetParam()) {
+            mailnet::maildir_options o;
+            o.root = dir.path / "store";
+            o.fsync = false;
+            o.log = mailnet::null_log();
+            store = std::move(*mailnet::open_maildir_store(o));
+        } else {
+            store = mailnet::make_memory_store();
+        }
+    }
+    mailnet::testing::temp_dir dir{"mailnet-events"};
+    std::unique_ptr<mailnet::store> store;
+};
+
+TEST_P(store_events, a_delivery_is_told_once_per_mailbox_after_it_is_visible) {
+    recorder r;
+    std::vector<store_event> seen_when_told;
+    auto sub = store->subscribe(r.listener());
+    const std::vector<std::string> boxes{"alice@example.org", "bob@example.org", "alice@example.org"};
+    ASSERT_TRUE(store->deliver(boxes, "Subject: hi\n\nhello\n"));
+    const auto events = r.taken();
+    ASSERT_EQ(events.size(), 2u);  // the mailbox named twice receives (and is told) once
+    for (std::size_t i = 0; i < 2; ++i) {
+        EXPECT_EQ(events[i].what, store_event::kind::delivered);
+        EXPECT_EQ(events[i].mailbox, boxes[i]);
+        ASSERT_TRUE(store->lock(boxes[i]));
+        auto snap = store->snapshot(boxes[i]);
+        store->unlock(boxes[i]);
+        ASSERT_TRUE(snap);
+        ASSERT_EQ(snap->size(), 1u);
+        EXPECT_EQ(events[i].id, (*snap)[0].id);          // the id a session opens it by
+        EXPECT_EQ(events[i].octets, (*snap)[0].octets);  // the wire size LIST gives
+        EXPECT_EQ(events[i].octets, 22u);  // 19 octets stored, 3 LFs sent as CRLF
+    }
+}
+
+TEST_P(store_events, what_does_not_happen_is_not_told) {
+    recorder r;
+    auto sub = store->subscribe(r.listener());
+    const std::vector<std::string> boxes{"carol@example.org"};
+    {
+        auto d = store->begin_delivery(boxes);
+        ASSERT_TRUE(d);
+        ASSERT_TRUE((*d)->write("aborted\n"));
+        (*d)->abort();
+    }
+    {
+        auto d = store->begin_delivery(boxes);
+        ASSERT_TRUE(d);
+        ASSERT_TRUE((*d)->write("dropped without a commit\n"));
+    }
+    EXPECT_TRUE(r.taken().empty());
+    // A commit that deletes nothing, or ids that are not there, tells nothing either.
+    ASSERT_TRUE(store->lock("carol@example.org"));
+    const std::vector<std::string> none, unknown{"no-such-id"};
+    store->commit("carol@example.org", none, none);
+    store->commit("carol@example.org", unknown, none);
+    store->unlock("carol@example.org");
+    EXPECT_TRUE(r.taken().empty());
+}
+
+TEST_P(store_events, deletions_at_commit_are_told_per_id_and_seen_flags_are_not) {
+    const std::vector<std::string> box{"dave@example.org"};
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(store->deliver(box, "Subject: " + std::to_string(i) + "\n\nx\n"));
+    recorder r;
+    auto sub = store->subscribe(r.listener());
+    ASSERT_TRUE(store->lock(box[0]));
+    auto snap = store->snapshot(box[0]);
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 3u);
+    const std::vector<std::string> deleted{(*snap)[0].id, (*snap)[2].id}, seen{(*snap)[1].id};
+    const auto results = store->commit(box[0], deleted, seen);
+    store->unlock(box[0]);
+    ASSERT_EQ(results.size(), 2u);
+    EXPECT_FALSE(results[0]);
+    EXPECT_FALSE(results[1]);
+    const auto events = r.taken();
+    ASSERT_EQ(events.size(), 2u);
+    for (std::size_t i = 0; i < 2; ++i) {
+        EXPECT_EQ(events[i].what, store_event::kind::deleted);
+        EXPECT_EQ(events[i].mailbox, box[0]);
+        EXPECT_EQ(events[i].id, deleted[i]);
+    }
+}
+
+TEST_P(store_events, every_subscriber_is_told_and_an_ended_subscription_is_not) {
+    recorder a, b;
+    auto sa = store->subscribe(a.listener());
+    auto sb = store->subscribe(b.listener());
+    const std::vector<std::string> box{"erin@example.org"};
+    ASSERT_TRUE(store->deliver(box, "one\n"));
+    EXPECT_EQ(a.taken().size(), 1u);
+    EXPECT_EQ(b.taken().size(), 1u);
+    sa.reset();
+    EXPECT_FALSE(sa);
+    EXPECT_TRUE(sb);
+    ASSERT_TRUE(store->deliver(box, "two\n"));
+    EXPECT_TRUE(a.taken().empty());
+    EXPECT_EQ(b.taken().size(), 1u);
+    {
+        auto moved = std::move(sb);  // the subscription moves with its object
+        ASSERT_TRUE(store->deliver(box, "three\n"));
+        EXPECT_EQ(b.taken().size(), 1u);
+    }
+    ASSERT_TRUE(store->deliver(box, "four\n"));
+    EXPECT_TRUE(b.taken().empty());
+}
+
+TEST_P(store_events, a_listener_may_end_its_own_subscription_and_one_that_throws_changes_nothing) {
+    mailnet::subscription self;
+    int calls = 0;
+    self = store->subscribe([&](const store_event&) {
+        ++calls;
+        self.reset();
+    });
+    auto thrower = store->subscribe([](const store_event&) { throw std::runtime_error("listener failed"); });
+    const std::vector<std::string> box{"frank@example.org"};
+    ASSERT_TRUE(store->deliver(box, "one\n"));
+    ASSERT_TRUE(store->deliver(box, "two\n"));
+    EXPECT_EQ(calls, 1);
+    ASSERT_TRUE(store->lock(box[0]));
+    auto snap = store->snapshot(box[0]);
+    store->unlock(box[0]);
+    ASSERT_TRUE(snap);
+    EXPECT_EQ(snap->size(), 2u);  // both delivered, whatever the listeners did
+}
+
+TEST_P(store_events, concurrent_deliveries_are_each_told_once_and_reset_waits_for_a_call_in_progress) {
+    std::atomic<int> told{0};
+    std::atomic<bool> inside{false}, after_reset{false};
+    std::atomic<bool> overlapped{false};
+    auto sub = store->subscribe([&](const store_event&) {
+        if (inside.exchange(true)) overlapped = true;  // one call at a time per listener
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        if (after_reset) overlapped = true;  // reset() returned while this ran
+        ++told;
+        inside = false;
+    });
+    constexpr int threads = 4, each = 25;
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t)
+        workers.emplace_back([&, t] {
+            const std::vector<std::string> box{"box" + std::to_string(t)};
+            for (int i = 0; i < each; ++i) (void)store->deliver(box, "m\n");
+        });
+    for (auto& w : workers) w.join();
+    EXPECT_EQ(told.load(), threads * each);
+    // A delivery on another thread while the subscription ends: after reset() returns, no
+    // call is running and none starts.
+    std::thread late([&] {
+        const std::vector<std::string> box{"late"};
+        for (int i = 0; i < 20; ++i) (void)store->deliver(box, "m\n");
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    sub.reset();
+    after_reset = true;
+    late.join();
+    EXPECT_FALSE(overlapped.load());
+}
+
+TEST_P(store_events, a_subscription_may_outlive_its_store) {
+    recorder r;
+    auto sub = store->subscribe(r.listener());
+    store.reset();
+    sub.reset();  // nothing to unsubscribe from: no crash
+    EXPECT_FALSE(sub);
+}
+
+INSTANTIATE_TEST_SUITE_P(maildir_and_memory, store_events, ::testing::Values(true, false),
+                         [](const auto& info) { return std::string(info.param ? "maildir" : "memory"); });
+
+TEST(store_events_functions, store_functions_tells_the_deletions_on_delete_made) {
+    mailnet::store_functions s;
+    s.on_delete = [](std::string_view, std::string_view id) {
+        return id == "bad" ? std::make_error_code(std::errc::io_error) : std::error_code{};
+    };
+    recorder r;
+    auto sub = s.subscribe(r.listener());
+    const std::vector<std::string> deleted{"a", "bad", "b"}, none;
+    ASSERT_TRUE(s.lock("box"));
+    s.commit("box", deleted, none);
+    s.unlock("box");
+    const auto events = r.taken();
+    ASSERT_EQ(events.size(), 2u);
+    EXPECT_EQ(events[0].id, "a");
+    EXPECT_EQ(events[1].id, "b");
+    EXPECT_EQ(events[1].mailbox, "box");
+}
+
+}  // namespace

@@ -1,0 +1,200 @@
+// main.cpp: the mailnetd program: a test mail server for developers and CI: SMTP in (RFC 5321,
+// STARTTLS RFC 3207, implicit TLS RFC 8314) and POP3 out (RFC 1939, STLS RFC 2595) in one
+// process, on one I/O thread and over one store. Command line: DESIGN.md; manual: docs/mailnetd.md.
+#include <CLI/CLI.hpp>
+
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mailnet/auth/auth.hpp"
+#include "mailnet/net/cli.hpp"
+#include "mailnet/net/program.hpp"
+#include "mailnet/pop3d/server.hpp"
+#include "mailnet/smtpd/cli.hpp"
+#include "mailnet/smtpd/server.hpp"
+#include "mailnet/store/store.hpp"
+#include "mailnet/version.hpp"
+
+namespace {
+
+namespace net = mailnet::net;
+namespace exit_code = mailnet::net::exit_code;
+
+// After --exit-after's last message: how long open sessions get to end by themselves (the
+// sender's QUIT after its 250) before the shutdown a first SIGTERM makes.
+constexpr std::chrono::seconds exit_after_patience{3};
+
+// "ADDR:PORT" of the first plain listener of `service`, as a client on this machine reaches it
+// (an unspecified address, 0.0.0.0 or ::, through loopback); empty if there is none.
+std::string reachable(const net::service& s, const std::string& service) {
+    for (const auto& l : s.listeners()) {
+        if (l.service != service) continue;
+        auto a = l.endpoint.address();
+        if (a.is_unspecified()) a = a.is_v4() ? asio::ip::address(asio::ip::address_v4::loopback())
+                                              : asio::ip::address(asio::ip::address_v6::loopback());
+        const std::string host = a.is_v6() ? "[" + a.to_string() + "]" : a.to_string();
+        return host + ":" + std::to_string(l.endpoint.port());
+    }
+    return {};
+}
+
+// How to run pop3c as this user would type it: beside this program in a build tree
+// (build/mailnetd/mailnetd, build/pop3c/pop3c), relative to the working directory when it is
+// below it; otherwise the installed one on PATH.
+std::string pop3c_command() {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    if (ec) return "pop3c";
+    for (const fs::path& p : {self.parent_path().parent_path() / "pop3c" / "pop3c", self.parent_path() / "pop3c"}) {
+        if (p.filename() != "pop3c" || !fs::is_regular_file(p, ec) || p == self) continue;
+        const fs::path rel = p.lexically_relative(fs::current_path(ec));
+        if (!ec && !rel.empty() && *rel.begin() != "..") return rel.string();
+        return p.string();
+    }
+    return "pop3c";
+}
+
+// Open mode's first words for a person at a terminal (stderr, unless --quiet): commands that
+// send a message and fetch it again, exactly as they work against this process.
+void print_try_this(const net::service& smtp, const net::service& pop3, const std::string& store_dir) {
+    const std::string s = reachable(smtp, "smtp"), p = reachable(pop3, "pop3");
+    const std::string from = "me@example.org", to = "you@example.org";
+    std::string out = "mailnetd: open mode: every recipient is accepted; a mailbox's POP3 login and password are "
+                      "its address. Try:\n";
+    if (!s.empty()) {
+        out += "  swaks --server " + s + " --from " + from + " --to " + to + "\n";
+        out += "  printf 'Subject: hello\\r\\n\\r\\nHello from curl.\\r\\n' | curl -sS smtp://" + s +
+               " --mail-from " + from + " --mail-rcpt " + to + " -T -\n";
+    }
+    if (!p.empty()) {
+        const auto colon = p.rfind(':');
+        out += "  curl -sS -u " + to + ":" + to + " pop3://" + p + "/1\n";
+        out += "  PW=" + to + " " + pop3c_command() + " fetch --stdout --keep --host " + p.substr(0, colon) +
+               " --port " + p.substr(colon + 1) + " --user " + to + " --password-env PW\n";
+    }
+    // new/ holds what no session has retrieved yet; a RETR moves a message to cur/ at QUIT.
+    const auto box = std::filesystem::path(store_dir) / to;
+    out += "  ls " + (box / "new").string() + " " + (box / "cur").string() + "\n";
+    std::cerr << out << std::flush;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"mailnetd: a test mail server for developers and CI: SMTP in, POP3 out, one Maildir store.\n"
+                 "Without --users every recipient is accepted and each mailbox's POP3 login and password\n"
+                 "are its address (open mode, loopback only).",
+                 "mailnetd"};
+    app.set_version_flag("--version", "mailnetd (mailnet) " + std::string(mailnet::version()));
+    net::listener_cli smtp_listen{{"smtp", "smtps", "SMTP", "STARTTLS", "127.0.0.1:2525"}, "--smtp", "--smtps"};
+    net::listener_cli pop3_listen{{"pop3", "pop3s", "POP3", "STLS", "127.0.0.1:1100"}, "--pop3", "--pop3s"};
+    // One --idle-timeout for both protocols: checked against POP3's minimum, the higher one.
+    net::service_cli common{"mailnetd", 600, "RFC 1939 3; SMTP: 300 unless given", true};
+    std::string store_dir = "./var/mail", users_file, http;
+    bool no_http = false, open_network = false, quiet = false;
+    std::uint64_t exit_after = 0;
+    mailnet::smtp::limits lim;
+    smtp_listen.default_with_tls = pop3_listen.default_with_tls = true;
+    smtp_listen.add_to(app);
+    pop3_listen.add_to(app);
+    auto* http_opt = app.add_option("--http", http, "ADDR:PORT of the HTTP API (default 127.0.0.1:8025): not built yet");
+    app.add_flag("--no-http", no_http, "no HTTP API (it is not built yet either way)")->excludes(http_opt);
+    app.add_option("--store", store_dir, "Maildir root: DIR/<mailbox>/{tmp,new,cur}")->capture_default_str();
+    app.add_option("--users", users_file,
+                   "Dovecot passwd-file of full addresses: only they receive mail (others 550 5.1.1);\n"
+                   "SMTP AUTH and POP3 logins are checked against it");
+    common.add_to(app, "STARTTLS and STLS", "allow AUTH, USER/PASS and AUTH PLAIN without TLS from non-loopback peers");
+    app.add_flag("--allow-open-network", open_network, "without --users, listen on non-loopback addresses too");
+    app.add_option("--exit-after", exit_after, "exit 0 once N messages were accepted by SMTP (for CI)")
+        ->check(CLI::PositiveNumber);
+    app.add_flag("--quiet", quiet, "log errors and warnings only (no line per delivery and per POP3 session)");
+    mailnet::smtp::add_limit_options(app, lim);
+    app.footer("Prints 'tls-fingerprint sha256 HEX' (with --tls-self-signed), then 'listening smtp|smtps|pop3|pop3s\n"
+               "ADDR:PORT' per listener once bound (stdout, flushed). SIGTERM/SIGINT: stop accepting, let\n"
+               "the exchange in progress finish, close idle sessions, exit; a second signal closes every\n"
+               "session at once.\n"
+               "Exit codes: 0 ok (a signal, or --exit-after reached), 64 usage or configuration (a users\n"
+               "file that does not parse too), 69 cannot listen, 74 store or users file I/O.");
+    if (auto done = net::parse_command_line(app, argc, argv)) return *done;
+    auto log = mailnet::stderr_log(quiet ? mailnet::log_level::warning : mailnet::log_level::info);
+    if (!http.empty()) {
+        if (!mailnet::net::parse_listen(http, "http", false)) {
+            std::cerr << "mailnetd: bad --http " << http << ": want ADDR:PORT\n";
+            return exit_code::usage;
+        }
+        if (!quiet) std::cerr << "mailnetd: note: the HTTP API is not built yet; --http " << http << " is ignored\n";
+    }
+
+    mailnet::smtp::server_config smtp_cfg;
+    mailnet::pop3::server_config pop3_cfg;
+    if (int e = common.prepare(); e != exit_code::ok) return e;
+    if (int e = common.apply(smtp_cfg, smtp_listen); e != exit_code::ok) return e;
+    if (int e = common.apply(pop3_cfg, pop3_listen); e != exit_code::ok) return e;
+    // DESIGN.md "Rules": open mode takes mail for any address and shows any mailbox, so only
+    // to this machine; both protocols' listeners are checked, with the command line's words.
+    const bool open_mode = users_file.empty();
+    if (open_mode && !open_network) {
+        std::vector<net::listen_spec> all = smtp_cfg.listen;
+        all.insert(all.end(), pop3_cfg.listen.begin(), pop3_cfg.listen.end());
+        if (int e = net::loopback_only("mailnetd", all); e != exit_code::ok) return e;
+    }
+
+    int failed = exit_code::ok;
+    std::shared_ptr<mailnet::authenticator> auth;
+    if (open_mode) {
+        auth = mailnet::make_open_authenticator();
+    } else {
+        auth = net::users_from_file("mailnetd", users_file, log, failed);
+        if (!auth) return failed;
+    }
+    // One store object for both servers: its in-process lock table and group commit are shared.
+    std::shared_ptr<mailnet::store> store = net::maildir_store_at("mailnetd", store_dir, log, failed);
+    if (!store) return failed;
+    const std::string hostname = net::host_name();
+
+    for (net::service_config* c : std::initializer_list<net::service_config*>{&smtp_cfg, &pop3_cfg}) {
+        c->auth = auth;
+        c->storage = store;
+        c->hostname = hostname;
+        c->log = log;
+    }
+    // Users mode: RCPT only for accounts, into the account's mailbox (resolve_recipient). Open
+    // mode: every address into mailbox_for_address(address), which is also where the open
+    // authenticator's POP3 login of that address leads.
+    smtp_cfg.recipients_from_auth = !open_mode;
+    smtp_cfg.allow_open_network = open_network;
+    smtp_cfg.session_limits = lim;
+
+    asio::io_context io;
+    net::shutdown_on_signals* stopper = nullptr;  // set before io runs; used on io's thread only
+    std::atomic<std::uint64_t> accepted{0};
+    if (exit_after > 0) {
+        smtp_cfg.on_delivered = [&](const mailnet::smtp::transaction_info&) {
+            if (accepted.fetch_add(1) + 1 != exit_after) return;
+            log(mailnet::log_level::info,
+                "mailnetd: " + std::to_string(exit_after) + " messages accepted (--exit-after); stopping");
+            asio::post(io, [&] {
+                if (stopper) stopper->stop(exit_after_patience);
+            });
+        };
+    }
+
+    mailnet::smtp::server smtp(io, smtp_cfg);
+    mailnet::pop3::server pop3(io, pop3_cfg);
+    if (int e = net::start_servers("mailnetd", {&smtp, &pop3}); e != exit_code::ok) return e;
+    if (!common.tls_fingerprint.empty()) std::printf("tls-fingerprint sha256 %s\n", common.tls_fingerprint.c_str());
+    return net::run_until_signalled(io, {smtp.base(), pop3.base()}, [&](net::shutdown_on_signals& s) {
+        stopper = &s;
+        if (open_mode && !quiet) print_try_this(smtp, pop3, store_dir);
+    });
+}

@@ -1,0 +1,265 @@
+# mailnetd end to end: the real mailnetd on port 0 (SMTP in, POP3 out, one store), mail sent
+# with python3 smtplib and swaks, fetched with python3 poplib, over plain TCP, STARTTLS/STLS and
+# implicit TLS with --tls-self-signed (clients pinned to the printed fingerprint); --exit-after,
+# open mode's loopback rule, users mode, and the try-this commands it prints.
+import os
+import poplib
+import re
+import shlex
+import smtplib
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mailnet_testlib as t  # noqa: E402
+
+MAILNETD = t.program_binary("mailnetd")
+SENDER = "sender@example.org"
+EX_USAGE = 64
+
+
+def fetch_all(tc, port, user, password=None, context=None, stls=False, implicit=False, pin=None):
+    """Logs in with poplib and returns [message bytes] (CRLF, as RETR gave them after
+    dot-unstuffing); the session ends with QUIT. With `pin`, the TLS peer's certificate must
+    be the one whose SHA-256 that is."""
+    password = user if password is None else password
+    if implicit:
+        p = poplib.POP3_SSL(t.HOST, port, timeout=10, context=context)
+    else:
+        p = poplib.POP3(t.HOST, port, timeout=10)
+        if stls:
+            p.stls(context=context)
+    try:
+        if pin is not None:
+            t.assert_pinned(tc, p.sock, pin)
+        p.user(user)
+        p.pass_(password)
+        count, _ = p.stat()
+        out = [b"\r\n".join(p.retr(i)[1]) + b"\r\n" for i in range(1, count + 1)]
+        p.quit()
+        return out
+    except BaseException:
+        p.close()
+        raise
+
+
+def body(fetched):
+    """A fetched message without the Return-Path: and Received: of its delivery."""
+    return t.split_trace(fetched)[2]
+
+
+def files_in(store, mailbox):
+    out = []
+    for sub in ("new", "cur"):
+        d = os.path.join(store, mailbox, sub)
+        if os.path.isdir(d):
+            out += [os.path.join(d, n) for n in os.listdir(d)]
+    return out
+
+
+class Mailnetd(unittest.TestCase):
+    def setUp(self):
+        self.tmp = t.TempDir()
+        self.dir = self.tmp.path
+        self.store = os.path.join(self.dir, "store")
+        self.servers = []
+
+    def tearDown(self):
+        for s in self.servers:
+            s.stop()
+        self.tmp.cleanup()
+
+    def start(self, **kw):
+        srv = t.Mailnetd(MAILNETD, self.store, workdir=self.dir, **kw)
+        self.servers.append(srv)
+        return srv.start()
+
+    def send(self, port, to, message, sender=SENDER):
+        with smtplib.SMTP(t.HOST, port, timeout=10) as s:
+            refused = s.sendmail(sender, to, message)
+            self.assertEqual(refused, {})
+
+    def test_smtplib_two_recipients_each_get_one_copy_with_the_sent_bytes(self):
+        srv = self.start()
+        msg = t.smtp_message("two recipients", t.DOT_LINES, to="alice@example.org, Bob@Example.NET")
+        self.send(srv.port, ["alice@example.org", "Bob@Example.NET"], msg)
+        # Each mailbox is the address with its ASCII letters lowercased: one copy each.
+        self.assertEqual(len(files_in(self.store, "alice@example.org")), 1)
+        self.assertEqual(len(files_in(self.store, "bob@example.net")), 1)
+        for login in ("alice@example.org", "BOB@EXAMPLE.NET"):  # any case: the same mailbox
+            got = fetch_all(self, srv.pop3_port, login)
+            self.assertEqual(len(got), 1, login)
+            self.assertEqual(body(got[0]), msg, f"{login}: fetched == sent after the trace headers")
+        # A wrong password (open mode: the address itself) is refused.
+        with self.assertRaises(poplib.error_proto):
+            fetch_all(self, srv.pop3_port, "alice@example.org", "secret")
+        err = srv.stderr()
+        self.assertRegex(err, r"smtp \S+ delivered from=sender@example.org rcpts=2 octets=\d+ "
+                              r"to=alice@example.org,Bob@Example.NET")
+        self.assertRegex(err, r"pop3 alice@example.org from 127.0.0.1 quit: 0 of 1 messages deleted")
+
+    def test_swaks(self):
+        (swaks,) = t.require_programs("swaks")
+        srv = self.start()
+        msg = t.smtp_message("swaks", [b"Hello from swaks.", b".a dot-leading line", b"Bye."],
+                             to="carol@example.org")
+        path = os.path.join(self.dir, "swaks.eml")
+        with open(path, "wb") as f:
+            f.write(msg[:-2])  # swaks appends the CRLF before the final dot itself
+        p = t.run([swaks, "--server", f"{t.HOST}:{srv.port}", "--from", SENDER, "--to", "carol@example.org",
+                   "--data", "@" + path, "--timeout", "20"], timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        got = fetch_all(self, srv.pop3_port, "carol@example.org")
+        self.assertEqual([body(m) for m in got], [msg])
+
+    def test_an_open_session_keeps_its_snapshot_and_the_next_one_sees_new_mail(self):
+        srv = self.start()
+        box = "dave@example.org"
+        first = t.smtp_message("first", [b"one"], to=box)
+        second = t.smtp_message("second", [b"two"], to=box)
+        self.send(srv.port, [box], first)
+        p = poplib.POP3(t.HOST, srv.pop3_port, timeout=10)
+        try:
+            p.user(box)
+            p.pass_(box)
+            self.assertEqual(p.stat()[0], 1)
+            self.send(srv.port, [box], second)  # delivered while the session is open
+            self.assertEqual(p.stat()[0], 1, "the open session does not see the new message")
+            self.assertEqual(len(p.list()[1]), 1)
+            p.quit()
+        finally:
+            p.close()
+        got = fetch_all(self, srv.pop3_port, box)
+        self.assertEqual([body(m) for m in got], [first, second], "the next session sees both, in order")
+
+    def test_dele_and_quit_removes_a_dropped_session_removes_nothing(self):
+        srv = self.start()
+        box = "erin@example.org"
+        msg = t.smtp_message("to delete", [b"bye"], to=box)
+        self.send(srv.port, [box], msg)
+        # DELE, then the connection drops without QUIT: nothing is deleted (RFC 1939 6).
+        p = poplib.POP3(t.HOST, srv.pop3_port, timeout=10)
+        p.user(box)
+        p.pass_(box)
+        p.dele(1)
+        p.close()
+        deadline = time.monotonic() + 10
+        while True:  # the server notices the drop and releases the mailbox lock
+            try:
+                got = fetch_all(self, srv.pop3_port, box)
+                break
+            except poplib.error_proto as e:
+                if b"IN-USE" not in e.args[0] or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.assertEqual(len(got), 1, "a dropped session deletes nothing")
+        self.assertEqual(len(files_in(self.store, box)), 1)
+        # DELE and QUIT: gone, from POP3 and from the Maildir.
+        p = poplib.POP3(t.HOST, srv.pop3_port, timeout=10)
+        p.user(box)
+        p.pass_(box)
+        p.dele(1)
+        p.quit()
+        got = fetch_all(self, srv.pop3_port, box)
+        self.assertEqual(got, [])
+        self.assertEqual(files_in(self.store, box), [])
+        self.assertRegex(srv.stderr(), r"pop3 erin@example.org from 127.0.0.1 left without QUIT: 1 messages, none deleted")
+        self.assertRegex(srv.stderr(), r"pop3 erin@example.org from 127.0.0.1 quit: 1 of 1 messages deleted")
+
+    def test_tls_self_signed_starttls_stls_and_implicit_tls_pinned_to_the_printed_fingerprint(self):
+        srv = self.start(tls_self_signed=True, implicit_tls=True)
+        self.assertIsNotNone(srv.fingerprint, srv.stdout())
+        out = srv.stdout().splitlines()
+        self.assertTrue(out[0].startswith("tls-fingerprint sha256 "), "the fingerprint comes before the listening lines")
+        ctx = t.pinned_context()
+        box = "frank@example.org"
+        starttls_msg = t.smtp_message("over starttls", t.DOT_LINES, to=box)
+        smtps_msg = t.smtp_message("over smtps", [b"implicit TLS", b".dot"], to=box)
+        with smtplib.SMTP(t.HOST, srv.port, timeout=10) as s:
+            s.starttls(context=ctx)
+            t.assert_pinned(self, s.sock, srv.fingerprint)
+            self.assertEqual(s.sendmail(SENDER, [box], starttls_msg), {})
+        with smtplib.SMTP_SSL(t.HOST, srv.ports["smtps"], timeout=10, context=ctx) as s:
+            t.assert_pinned(self, s.sock, srv.fingerprint)
+            self.assertEqual(s.sendmail(SENDER, [box], smtps_msg), {})
+        got = fetch_all(self, srv.pop3_port, box, context=ctx, stls=True, pin=srv.fingerprint)
+        self.assertEqual([body(m) for m in got], [starttls_msg, smtps_msg])
+        for m in got:
+            self.assertRegex(t.split_trace(m)[1], r" with ESMTPS id ", "the trace says TLS")
+        got = fetch_all(self, srv.pop3s_port, box, context=ctx, implicit=True, pin=srv.fingerprint)
+        self.assertEqual([body(m) for m in got], [starttls_msg, smtps_msg])
+
+    def test_exit_after_2_exits_0_after_the_second_message(self):
+        srv = self.start(extra=["--exit-after", "2"])
+        box = "gina@example.org"
+        msgs = [t.smtp_message(f"message {i}", [b"hello"], to=box) for i in (1, 2)]
+        self.send(srv.port, [box], msgs[0])
+        time.sleep(0.3)
+        self.assertIsNone(srv.proc.poll(), "still running after one message")
+        with smtplib.SMTP(t.HOST, srv.port, timeout=10) as s:
+            self.assertEqual(s.sendmail(SENDER, [box], msgs[1]), {})
+            code, _ = s.quit()
+            self.assertEqual(code, 221, "the sender that made the count ends its session normally")
+        status = srv.proc.wait(timeout=15)
+        self.assertEqual(status, 0, srv.stderr())
+        self.assertEqual(len(files_in(self.store, box)), 2, "both messages are in the store")
+        self.assertIn("2 messages accepted (--exit-after); stopping", srv.stderr())
+
+    def test_open_mode_refuses_non_loopback_listeners_without_allow_open_network(self):
+        for option in ("--smtp", "--pop3"):
+            p = t.run([MAILNETD, "--store", self.store, "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0",
+                       "--no-http", option, "0.0.0.0:0"], timeout=20)
+            self.assertEqual(p.returncode, EX_USAGE, p.stderr)
+            self.assertIn(b"--allow-open-network", p.stderr)
+            self.assertIn(b"0.0.0.0", p.stderr)
+
+    def test_users_mode_takes_mail_for_its_accounts_only(self):
+        users = t.write_users(os.path.join(self.dir, "users"), {"Alice@Example.org": "alice-secret"})
+        srv = self.start(users=users)
+        msg = t.smtp_message("users mode", [b"for an account"], to="alice@example.org")
+        with smtplib.SMTP(t.HOST, srv.port, timeout=10) as s:
+            with self.assertRaises(smtplib.SMTPRecipientsRefused) as refused:
+                s.sendmail(SENDER, ["nobody@example.org"], msg)
+            self.assertEqual(refused.exception.recipients["nobody@example.org"][0], 550)
+            self.assertEqual(s.sendmail(SENDER, ["ALICE@example.org"], msg), {})
+        with self.assertRaises(poplib.error_proto):  # open mode's rule does not apply
+            fetch_all(self, srv.pop3_port, "Alice@Example.org", "Alice@Example.org")
+        got = fetch_all(self, srv.pop3_port, "Alice@Example.org", "alice-secret")
+        self.assertEqual([body(m) for m in got], [msg])
+
+    def test_the_commands_it_prints_work_as_printed(self):
+        (swaks, curl) = t.require_programs("swaks", "curl")
+        srv = self.start()
+        err = srv.stderr()
+        lines = [l.strip() for l in err.splitlines() if l.startswith("  ")]
+        self.assertEqual(len(lines), 5, err)
+        send_swaks, send_curl, fetch_curl, fetch_pop3c, ls = lines
+        self.assertTrue(send_swaks.startswith("swaks "), send_swaks)
+        self.assertIn(f"127.0.0.1:{srv.port}", send_swaks)
+        self.assertIn(f"pop3://127.0.0.1:{srv.pop3_port}/1", fetch_curl)
+
+        def sh(cmd):
+            p = subprocess.run(["sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, timeout=60)
+            self.assertEqual(p.returncode, 0, f"{cmd}\n{p.stdout!r}\n{p.stderr!r}")
+            return p.stdout
+
+        sh(send_swaks)
+        sh(send_curl)
+        self.assertTrue(fetch_curl.endswith("/1"), fetch_curl)
+        self.assertIn(b"X-Mailer: swaks", sh(fetch_curl))  # the first: swaks's
+        second = sh(fetch_curl[:-1] + "2")
+        self.assertIn(b"Subject: hello", second)
+        self.assertIn(b"Hello from curl.", second)
+        pop3c = shlex.split(fetch_pop3c)[1]
+        if os.path.exists(pop3c) or subprocess.run(["sh", "-c", f"command -v {shlex.quote(pop3c)}"],
+                                                   stdout=subprocess.DEVNULL).returncode == 0:
+            out = sh(fetch_pop3c)
+            self.assertEqual(out.count(b"Return-Path: <me@example.org>"), 2, out)
+        self.assertEqual(len(re.findall(rb",S=\d+,W=\d+", sh(ls))), 2, "both messages in new/ or cur/")
+
+
+if __name__ == "__main__":
+    t.run_tests(watchdog_seconds=240)
