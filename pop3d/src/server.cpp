@@ -125,10 +125,10 @@ struct pop3_hooks {
     // However the session ends (QUIT, a drop, a timeout, a kill): the lock is released on the
     // pool, before QUIT's "+OK bye" goes out, so a client that logs in again at once never
     // meets its own lock ([IN-USE]).
-    asio::awaitable<void> finish(session&, net::runner& r) {
+    asio::awaitable<void> finish(session& s, net::runner& r) {
         if (!user.empty())  // one line per logged-in session, however it ended
             r.log()(log_level::info, "pop3 " + log_text(user) + " from " + r.conn().peer().address().to_string() +
-                                         (updated ? " quit: " + std::to_string(deleted) + " of " + std::to_string(messages) +
+                                         (updated || s.quit_in_transaction() ? " quit: " + std::to_string(deleted) + " of " + std::to_string(messages) +
                                                         " messages deleted"
                                                   : " left without QUIT: " + std::to_string(messages) +
                                                         " messages, none deleted"));

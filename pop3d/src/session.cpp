@@ -394,6 +394,7 @@ void session::cmd_quit(std::string_view) {
     }
     // RFC 1939 6: UPDATE state. Retrieved messages become seen, deleted ones go.
     state_ = state::update;
+    quit_in_transaction_ = true;
     act::commit c;
     for (std::size_t i = 0; i < messages_.size(); ++i) {
         if (marks_[i].deleted)

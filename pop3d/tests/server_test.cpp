@@ -295,6 +295,28 @@ TEST(pop3_server, a_backend_that_throws_is_a_temporary_error_not_a_dropped_conne
     EXPECT_TRUE(log.contains("disk on fire")) << log.all();
 }
 
+TEST(pop3_server, the_session_end_line_tells_a_quit_from_a_drop) {
+    mailnet::testing::log_capture log;
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.storage = mailnet::make_memory_store();
+    fixture f(cfg, 0ms, log.sink());
+    {
+        // QUIT with nothing to delete or mark seen still ends in UPDATE (RFC 1939 6).
+        auto c = login(f.port());
+        c->send("STAT\r\nQUIT\r\n");
+        c->read_until("bye");
+    }
+    {
+        auto c = login(f.port(), "bob");
+        c->send("STAT\r\n");
+        c->read_until("\r\n");
+    }  // dropped
+    for (int i = 0; i < 100 && !log.contains("pop3 bob from"); ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_TRUE(log.contains("pop3 alice from 127.0.0.1 quit: 0 of 0 messages deleted")) << log.all();
+    EXPECT_TRUE(log.contains("pop3 bob from 127.0.0.1 left without QUIT")) << log.all();
+}
+
 TEST(pop3_server, second_session_on_a_mailbox_gets_in_use_until_the_first_quits) {
     pop3::server_config cfg;
     cfg.auth = users();

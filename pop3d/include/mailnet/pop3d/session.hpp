@@ -125,9 +125,13 @@ public:
     std::string_view state_text() const noexcept { return state_name(state_); }
     /// Whether an answer is awaited (no input is processed meanwhile).
     bool waiting() const noexcept { return waiting_ != wait::none; }
+    /// Whether a logged-in session ended with QUIT (its UPDATE state ran, RFC 1939 6), with or
+    /// without anything to delete.
+    bool quit_in_transaction() const noexcept { return quit_in_transaction_; }
 
 private:
     enum class wait { none, auth, mailbox, retrievals, commit, tls };
+    bool quit_in_transaction_ = false;
     struct message_state { bool deleted = false; bool retrieved = false; };
 
     void handle_line(std::string_view line);
