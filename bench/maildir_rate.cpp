@@ -1,6 +1,7 @@
 // maildir_rate.cpp: durable Maildir deliveries per second of 4 KiB messages (DESIGN.md "On disk",
-// Delivery), raw system calls beside the Maildir store, with 1 and 20 delivering threads.
-// Usage: mailnet-maildir-rate DIR [MAX_MESSAGES=2000] [MAX_SECONDS=10]   (exit 0, 64, 74)
+// Delivery), raw system calls beside the Maildir store, with 1 and 20 delivering threads (or
+// THREADS: a comma-separated list of thread counts).
+// Usage: mailnet-maildir-rate DIR [MAX_MESSAGES=2000] [MAX_SECONDS=10] [THREADS=1,20]   (exit 0, 64, 74)
 // DIR must exist. Each case runs in a fresh directory under DIR, removed afterwards, and stops
 // at MAX_MESSAGES or MAX_SECONDS, whichever comes first. One line per case: "raw 1 thread: N/s".
 #include <fcntl.h>
@@ -90,15 +91,29 @@ bool raw_delivery(const std::string& box, int thread, long n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 2 || argc > 4) {
-        std::cerr << "usage: mailnet-maildir-rate DIR [MAX_MESSAGES=2000] [MAX_SECONDS=10]\n";
+    if (argc < 2 || argc > 5) {
+        std::cerr << "usage: mailnet-maildir-rate DIR [MAX_MESSAGES=2000] [MAX_SECONDS=10] [THREADS=1,20]\n";
         return 64;
     }
     limits lim;
     if (argc > 2) lim.max_messages = std::atol(argv[2]);
     if (argc > 3) lim.max_time = std::chrono::seconds(std::atol(argv[3]));
-    if (lim.max_messages <= 0 || lim.max_time.count() <= 0) {
-        std::cerr << "mailnet-maildir-rate: MAX_MESSAGES and MAX_SECONDS must be positive\n";
+    std::vector<int> thread_counts{1, 20};
+    if (argc > 4) {
+        thread_counts.clear();
+        for (const char* p = argv[4]; *p != '\0';) {
+            char* end = nullptr;
+            const long n = std::strtol(p, &end, 10);
+            if (end == p || n <= 0 || n > 256 || (*end != ',' && *end != '\0')) {
+                std::cerr << "mailnet-maildir-rate: THREADS is a list of counts from 1 to 256, such as 1,8,20\n";
+                return 64;
+            }
+            thread_counts.push_back(static_cast<int>(n));
+            p = *end == ',' ? end + 1 : end;
+        }
+    }
+    if (lim.max_messages <= 0 || lim.max_time.count() <= 0 || thread_counts.empty()) {
+        std::cerr << "mailnet-maildir-rate: MAX_MESSAGES, MAX_SECONDS and THREADS must be positive\n";
         return 64;
     }
     const fs::path dir = argv[1];
@@ -117,7 +132,7 @@ int main(int argc, char** argv) {
         return p;
     };
 
-    for (const int threads : {1, 20}) {
+    for (const int threads : thread_counts) {
         const fs::path root = fresh();
         const std::string box = (root / "bench").string();
         for (const char* sub : {"/tmp", "/new", "/cur"}) fs::create_directories(box + sub, ec);
@@ -130,7 +145,7 @@ int main(int argc, char** argv) {
         fs::remove_all(root, ec);
     }
 
-    for (const int threads : {1, 20}) {
+    for (const int threads : thread_counts) {
         const fs::path root = fresh();
         mailnet::maildir_options o;
         o.root = root / "store";

@@ -1,0 +1,101 @@
+# bench/common.sh: what bench/run (pop3) and bench/fetchrun (fetch) share, sourced by both:
+# the load client popload and a private Dovecot POP3 server (/work/shared/PEERS.md).
+# Uses the caller's globals: here (bench/), build (the build directory), work (the run's
+# directory), py and lib (python3 and bench/pop3lib.py), started (PIDs to stop on exit),
+# with_tls and tls_suite (pop3s), log().
+
+# build_popload: sets popload=BUILD/bench/popload, rebuilt (g++ -O2) when its source is newer.
+build_popload() {
+  mkdir -p "$build/bench"
+  popload=$build/bench/popload
+  if [ ! -x "$popload" ] || [ "$here/popload.cpp" -nt "$popload" ]; then
+    echo "== building $popload"
+    g++ -std=c++20 -O2 -Wall -Wextra -pthread "$here/popload.cpp" -o "$popload" -lssl -lcrypto
+  fi
+}
+
+# start_dovecot NAME SRC|-: Dovecot on 127.0.0.1 (a free port: server_port; server_pid) serving
+# $work/NAME/mail, a copy of $work/gen/SRC (-: there already), to the users of $work/gen/users.
+start_dovecot() {
+  local d=$work/$1
+  if [ "$2" != - ]; then
+    rm -rf "$d"
+    mkdir -p "$d"
+    cp -a "$work/gen/$2" "$d/mail"
+  fi
+  mkdir -p "$d/run" "$d/state" "$d/log"
+  chmod 755 "$d"
+  chown -R nobody:nogroup "$d/mail"
+  cp "$work/gen/users" "$d/users"
+  server_port=$("$py" "$lib" freeport)
+  # pop3s: with_tls=1 gives it a free port, TLS 1.3 and the one cipher suite; otherwise port 0
+  # (none: its default would be 995).
+  local ssl=no tls_port=0 ssl_conf=
+  if [ "$with_tls" = 1 ]; then
+    ssl=yes
+    tls_port=$("$py" "$lib" freeport)
+    ssl_conf="ssl_cert = <$work/tls/cert.pem
+ssl_key = <$work/tls/key.pem
+ssl_min_protocol = TLSv1.3
+ssl_cipher_suites = $tls_suite"
+  fi
+  server_tls_port=$tls_port
+  # Dovecot's defaults otherwise, including its secure login mode (service_count = 1 for
+  # pop3-login). default_client_limit is raised from 1000 so that 1000 sessions do not hit
+  # the per-service client limits of its helper services (capacity, not a mode change).
+  cat >"$d/dovecot.conf" <<EOF
+base_dir = $d/run
+state_dir = $d/state
+log_path = $d/log/dovecot.log
+info_log_path = $d/log/info.log
+protocols = pop3
+listen = 127.0.0.1
+ssl = $ssl
+$ssl_conf
+disable_plaintext_auth = no
+first_valid_uid = 1
+default_client_limit = 2200
+mail_location = maildir:$d/mail/%u
+passdb {
+  driver = passwd-file
+  args = $d/users
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=$d/mail/%u
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = $server_port
+  }
+  inet_listener pop3s {
+    port = $tls_port
+  }
+}
+service pop3 {
+  process_limit = 1100
+}
+EOF
+  /usr/bin/doveconf -c "$d/dovecot.conf" -n >/dev/null
+  /usr/sbin/dovecot -F -c "$d/dovecot.conf" &
+  server_pid=$!
+  started+=("$server_pid")
+  local i
+  for i in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$server_port") 2>/dev/null; then return 0; fi
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "bench/run: dovecot did not start:" >&2
+  cat "$d/log/dovecot.log" >&2 || true
+  exit 70
+}
+
+check_dovecot_log() {  # check_dovecot_log NAME: Dovecot's errors and warnings, if any
+  local f=$work/$1/log/dovecot.log n
+  [ -f "$f" ] || return 0
+  n=$(grep -E 'Error|Warning|Fatal|Panic' "$f" | grep -vc 'Killed with signal 15' || true)
+  [ "$n" = 0 ] && return 0
+  log "Dovecot ($1) logged $n errors/warnings, first ones:"
+  grep -E 'Error|Warning|Fatal|Panic' "$f" | grep -v 'Killed with signal 15' | head -5
+}
