@@ -205,11 +205,8 @@ TEST(pop3c_client, tls_verification_failures_refuse_the_server) {
     o.tls_callback = [](const peer_certificate&) { return false; };
     c = client::open("127.0.0.1", "alice", "secret", f.tls_port(), o);
     EXPECT_EQ(c.error(), make_error_code(mailnet::errc::tls_error));
-    // A host name the certificate does not name.
-    auto v = f.verified();
-    v.tls = tls_mode::implicit;
-    c = client::open("127.0.0.2", "alice", "secret", f.tls_port(), v);
-    EXPECT_FALSE(c);
+    // (A host name the certificate does not name: interop_pop3c, whose test CA can issue a
+    // certificate for localhost alone.)
 }
 
 // A handler that keeps chunk sizes and the message.

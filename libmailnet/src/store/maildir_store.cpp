@@ -36,29 +36,7 @@ constexpr const char* lock_file_name = "mailnet-pop3.lock";
 
 std::error_code sys_error(int e) { return {e, std::system_category()}; }
 
-// Closes a descriptor on scope exit unless released.
-class unique_fd {
-public:
-    explicit unique_fd(int fd = -1) noexcept : fd_(fd) {}
-    unique_fd(const unique_fd&) = delete;
-    unique_fd& operator=(const unique_fd&) = delete;
-    unique_fd(unique_fd&& other) noexcept : fd_(other.release()) {}
-    unique_fd& operator=(unique_fd&& other) noexcept {
-        if (this != &other) {
-            if (fd_ >= 0) ::close(fd_);
-            fd_ = other.release();
-        }
-        return *this;
-    }
-    ~unique_fd() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    int get() const noexcept { return fd_; }
-    int release() noexcept { return std::exchange(fd_, -1); }
-
-private:
-    int fd_;
-};
+using posix::unique_fd;
 
 // A regular file opened by open_regular(), with its size at that moment.
 struct regular_file {
