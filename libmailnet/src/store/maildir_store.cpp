@@ -33,6 +33,10 @@ namespace {
 
 constexpr std::size_t max_base_name = 70;  // DESIGN.md: our base names stay within 70 (RFC 1939 UIDL)
 constexpr const char* lock_file_name = "mailnet-pop3.lock";
+// A hashed mailbox directory (a name over 200 octets, "%H...") keeps its name in this file, so
+// mailboxes() can tell it; written when delivery makes the mailbox.
+constexpr const char* name_file_name = "mailnet-mailbox-name";
+constexpr std::size_t max_name_file_octets = 64 * 1024;
 
 std::error_code sys_error(int e) { return {e, std::system_category()}; }
 
@@ -841,7 +845,7 @@ public:
             std::string enc = encode_mailbox_name(m);
             // The same mailbox named twice receives the message once.
             if (std::find(seen_enc.begin(), seen_enc.end(), enc) != seen_enc.end()) continue;
-            auto made = ensure_mailbox(enc);
+            auto made = ensure_mailbox(enc, m);
             if (!made) {
                 log(log_level::warning, "maildir: cannot create mailbox " + dir_of(enc) + ": " +
                                             made.error().message());
@@ -979,10 +983,13 @@ private:
     // NOTE: delivery still works by path: make_dir's lstat refuses a mailbox, tmp/, new/ or
     // cur/ that is a symlink, but one swapped in between that check and the link() would be
     // followed. Only someone who can write the store's root could do that.
-    result<void> ensure_mailbox(const std::string& enc) {
+    result<void> ensure_mailbox(const std::string& enc, const std::string& name) {
         const std::string dir = dir_of(enc);
         auto box = make_dir(dir);
         if (!box) return unexpected(box.error());
+        if (!folder_ && enc.starts_with("%H")) {
+            if (auto n = write_name_file(dir, name); !n) return n;
+        }
         bool made_sub = false;
         for (const char* s : {"/tmp", "/new"}) {
             auto r = make_dir(dir + s);
@@ -1008,6 +1015,74 @@ private:
         if (!made_cur) return unexpected(made_cur.error());
         if (durable && *made_cur) return fsync_path(dir);  // cur/
         return {};
+    }
+
+    // The name of a hashed mailbox directory, beside its tmp/ new/ cur/: written once (a
+    // temporary file renamed into place, so a reader never sees half of it), made durable with
+    // the directory's own fsync that follows for a new mailbox.
+    result<void> write_name_file(const std::string& dir, const std::string& name) {
+        const std::string path = dir + "/" + name_file_name;
+        struct stat st{};
+        if (::lstat(path.c_str(), &st) == 0) return {};
+        const std::string tmp = path + "." + std::to_string(::getpid()) + "." + std::to_string(counter_->fetch_add(1));
+        unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (fd.get() < 0) return unexpected(last_system_error());
+        auto w = write_all(fd.get(), name);
+        if (w && options_.fsync && ::fsync(fd.get()) != 0) w = unexpected(last_system_error());
+        if (w && ::rename(tmp.c_str(), path.c_str()) != 0) w = unexpected(last_system_error());
+        if (!w) ::unlink(tmp.c_str());
+        if (w && options_.fsync) return fsync_path(dir);
+        return w;
+    }
+
+public:
+    result<std::vector<std::string>> mailboxes() override {
+        if (folder_) return unexpected(errc::unsupported);
+        unique_fd root(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (root.get() < 0) return unexpected(last_system_error());
+        const int own = ::dup(root.get());
+        if (own < 0) return unexpected(last_system_error());
+        DIR* d = ::fdopendir(own);
+        if (!d) {
+            const auto ec = last_system_error();
+            ::close(own);
+            return unexpected(ec);
+        }
+        std::vector<std::string> names;
+        while (const dirent* e = ::readdir(d)) {
+            const std::string_view entry = e->d_name;
+            if (ignored_name(entry)) continue;
+            if (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN) continue;
+            // A mailbox is a directory (never a symlink) with new/ in it, as delivery makes it.
+            struct stat st{};
+            if (::fstatat(root.get(), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) continue;
+            const std::string sub = std::string(entry) + "/new";
+            if (::fstatat(root.get(), sub.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) continue;
+            std::optional<std::string> name = decode_mailbox_name(entry);
+            if (!name && entry.starts_with("%H")) name = read_name_file(root.get(), std::string(entry));
+            // A folder no name of ours leads to (made by hand, or a hashed one without its
+            // file) is no mailbox this store can open.
+            if (name && encode_mailbox_name(*name) == entry) names.push_back(std::move(*name));
+        }
+        ::closedir(d);
+        std::sort(names.begin(), names.end());
+        return names;
+    }
+
+private:
+    static std::optional<std::string> read_name_file(int root, const std::string& entry) {
+        const std::string rel = entry + "/" + name_file_name;
+        auto file = open_regular(root, rel.c_str(), O_RDONLY);
+        if (!file || file->size == 0 || file->size > max_name_file_octets) return std::nullopt;
+        std::string name(static_cast<std::size_t>(file->size), '\0');
+        std::size_t got = 0;
+        while (got < name.size()) {
+            const ssize_t n = ::read(file->fd.get(), name.data() + got, name.size() - got);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return std::nullopt;
+            got += static_cast<std::size_t>(n);
+        }
+        return name;
     }
 
     // The message files of new/ then cur/: a file renamed new/ -> cur/ between the two reads
@@ -1093,6 +1168,10 @@ private:
         std::sort(cache.entries.begin(), cache.entries.end(),
                   [](const scan_cache::entry& a, const scan_cache::entry& b) { return a.hash < b.hash; });
         std::vector<std::string> infos = cache.infos;
+        // NOTE: a mailbox scanned without this process's lock (mailnetd's HTTP API) keeps its
+        // cache (24 octets a message, self-correcting: a miss rescans) but not two descriptors
+        // per mailbox for as long as the store lives; open() then opens the directories itself.
+        if (!locks_.contains(enc)) cache.dirs = nullptr;
         caches_[enc] = std::move(cache);
         return scan_result{std::move(out), std::move(infos)};
     }

@@ -148,6 +148,13 @@ public:
         return std::unique_ptr<delivery>(std::make_unique<memory_delivery>(state_, std::move(targets), events()));
     }
 
+    result<std::vector<std::string>> mailboxes() override {
+        std::vector<std::string> out;
+        std::lock_guard lock(state_->mutex);
+        for (const auto& [name, box] : state_->mailboxes) out.push_back(name);
+        return out;  // std::map: sorted
+    }
+
 private:
     // Caller holds the mutex.
     stored_message* find(std::string_view mailbox, std::string_view id) {

@@ -161,6 +161,31 @@ std::string encode_mailbox_name(std::string_view name) {
     return "%H" + base32(md);
 }
 
+std::optional<std::string> decode_mailbox_name(std::string_view directory) {
+    if (directory.starts_with("%H")) return std::nullopt;
+    std::string out;
+    out.reserve(directory.size());
+    const auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    for (std::size_t i = 0; i < directory.size(); ++i) {
+        if (directory[i] != '%') {
+            out += directory[i];
+            continue;
+        }
+        if (i + 2 >= directory.size()) return std::nullopt;
+        const int hi = hex(directory[i + 1]), lo = hex(directory[i + 2]);
+        if (hi < 0 || lo < 0) return std::nullopt;
+        out += static_cast<char>(hi * 16 + lo);
+        i += 2;
+    }
+    // Only what the encoding makes: "a%41" (an 'A' escaped for no reason) is a foreign name.
+    if (out.empty() || encode_mailbox_name(out) != directory) return std::nullopt;
+    return out;
+}
+
 std::string mailbox_for_address(std::string_view address) {
     std::string out(address);
     for (char& c : out)
@@ -246,6 +271,11 @@ std::vector<std::error_code> store_functions::commit(std::string_view mailbox, s
                 log(log_level::warning, "cannot mark " + id + " seen: " + ec.message());
     }
     return out;
+}
+
+result<std::vector<std::string>> store_functions::mailboxes() {
+    if (!on_mailboxes) return unexpected(errc::unsupported);
+    return on_mailboxes();
 }
 
 result<std::unique_ptr<delivery>> store_functions::begin_delivery(std::span<const std::string> mailboxes) {

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -130,11 +131,20 @@ public:
     /// regular file, or another size).
     virtual result<message> open(std::string_view mailbox, std::string_view id) = 0;
     /// At QUIT: deletes `deleted` and marks `seen` as seen. One error_code per id of
-    /// `deleted` (in order); a failure to mark seen is logged, not returned.
+    /// `deleted` (in order); a failure to mark seen is logged, not returned. An id already gone
+    /// counts as deleted. Also callable without lock() (mailnetd's HTTP DELETE): a message
+    /// deleted so while a POP3 session holds the mailbox is gone for that session too: its
+    /// open() answers errc::not_found (RETR: -ERR) and its own commit of the id succeeds.
     virtual std::vector<std::error_code> commit(std::string_view mailbox, std::span<const std::string> deleted,
                                                 std::span<const std::string> seen) = 0;
     /// Starts a delivery of one message to every mailbox in `mailboxes` (created on demand).
     virtual result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) = 0;
+
+    /// The mailboxes that delivery made and that are still there (a mailbox emptied by
+    /// deletions may stay), by name as begin_delivery() was given it, sorted; no lock needed.
+    /// errc::unsupported where the store cannot tell (a Maildir folder, store_functions
+    /// without on_mailboxes).
+    virtual result<std::vector<std::string>> mailboxes() { return unexpected(errc::unsupported); }
 
     /// Delivers a whole message held in memory: begin_delivery, write, commit.
     result<void> deliver(std::span<const std::string> mailboxes, std::string_view octets);
@@ -176,6 +186,8 @@ struct store_functions : store {
     std::function<std::error_code(std::string_view mailbox, std::string_view id)> on_seen;
     /// Starts a delivery (SMTP); default: errc::unsupported.
     std::function<result<std::unique_ptr<delivery>>(std::span<const std::string> mailboxes)> on_begin_delivery;
+    /// The mailboxes (store::mailboxes); default: errc::unsupported.
+    std::function<result<std::vector<std::string>>()> on_mailboxes;
     /// Where a failure of on_seen is reported.
     log_sink log = stderr_log();
 
@@ -186,6 +198,7 @@ struct store_functions : store {
     std::vector<std::error_code> commit(std::string_view mailbox, std::span<const std::string> deleted,
                                         std::span<const std::string> seen) override;
     result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) override;
+    result<std::vector<std::string>> mailboxes() override;
 
 private:
     std::mutex mutex_;                        // guards locked_
@@ -217,6 +230,11 @@ std::unique_ptr<store> make_memory_store();
 /// '\', NUL, control bytes, a leading '.', and the names "." and ".." as %XX; a result
 /// over 200 octets becomes a hash. Never empty, never leaves the store's root.
 std::string encode_mailbox_name(std::string_view name);
+
+/// The mailbox name a directory name of encode_mailbox_name() stands for; nullopt for a
+/// hashed name (the Maildir store keeps those names in a file) or one encode_mailbox_name()
+/// would not have made (a foreign folder).
+std::optional<std::string> decode_mailbox_name(std::string_view directory);
 
 /// The mailbox for an SMTP recipient address: ASCII letters lowercased, UTF-8 untouched.
 std::string mailbox_for_address(std::string_view address);
