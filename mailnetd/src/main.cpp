@@ -16,6 +16,11 @@
 #include <vector>
 
 #include "mailnet/auth/auth.hpp"
+#ifdef MAILNETD_WITH_HTTP
+#include "mailnet/mailnetd/http_server.hpp"
+#endif
+#include "mailnet/mailnetd/index_sync.hpp"
+#include "mailnet/mailnetd/mail_index.hpp"
 #include "mailnet/net/cli.hpp"
 #include "mailnet/net/program.hpp"
 #include "mailnet/pop3d/server.hpp"
@@ -100,26 +105,30 @@ int main(int argc, char** argv) {
     net::listener_cli pop3_listen{{"pop3", "pop3s", "POP3", "STLS", "127.0.0.1:1100"}, "--pop3", "--pop3s"};
     // One --idle-timeout for both protocols: checked against POP3's minimum, the higher one.
     net::service_cli common{"mailnetd", 600, "RFC 1939 3; SMTP: 300 unless given", true};
-    std::string store_dir = "./var/mail", users_file, http;
+    std::string store_dir = "./var/mail", users_file, http = "127.0.0.1:8025";
     bool no_http = false, open_network = false, quiet = false;
     std::uint64_t exit_after = 0;
     mailnet::smtp::limits lim;
     smtp_listen.default_with_tls = pop3_listen.default_with_tls = true;
     smtp_listen.add_to(app);
     pop3_listen.add_to(app);
-    auto* http_opt = app.add_option("--http", http, "ADDR:PORT of the HTTP API (default 127.0.0.1:8025): not built yet");
-    app.add_flag("--no-http", no_http, "no HTTP API (it is not built yet either way)")->excludes(http_opt);
+    auto* http_opt = app.add_option("--http", http,
+                                    "ADDR:PORT of the HTTP API (JSON under /api/v1, docs/mailnetd.md); port 0: any free\n"
+                                    "port; loopback only unless --allow-open-network")
+                         ->capture_default_str();
+    app.add_flag("--no-http", no_http, "no HTTP API")->excludes(http_opt);
     app.add_option("--store", store_dir, "Maildir root: DIR/<mailbox>/{tmp,new,cur}")->capture_default_str();
     app.add_option("--users", users_file,
                    "Dovecot passwd-file of full addresses: only they receive mail (others 550 5.1.1);\n"
                    "SMTP AUTH and POP3 logins are checked against it");
     common.add_to(app, "STARTTLS and STLS", "allow AUTH, USER/PASS and AUTH PLAIN without TLS from non-loopback peers");
-    app.add_flag("--allow-open-network", open_network, "without --users, listen on non-loopback addresses too");
+    app.add_flag("--allow-open-network", open_network,
+                 "without --users, listen on non-loopback addresses too; the HTTP API (no login) likewise");
     app.add_option("--exit-after", exit_after, "exit 0 once N messages were accepted by SMTP (for CI)")
         ->check(CLI::PositiveNumber);
     app.add_flag("--quiet", quiet, "log errors and warnings only (no line per delivery and per POP3 session)");
     mailnet::smtp::add_limit_options(app, lim);
-    app.footer("Prints 'tls-fingerprint sha256 HEX' (with --tls-self-signed), then 'listening smtp|smtps|pop3|pop3s\n"
+    app.footer("Prints 'tls-fingerprint sha256 HEX' (with --tls-self-signed), then 'listening smtp|smtps|pop3|pop3s|http\n"
                "ADDR:PORT' per listener once bound (stdout, flushed). SIGTERM/SIGINT: stop accepting, let\n"
                "the exchange in progress finish, close idle sessions, exit; a second signal closes every\n"
                "session at once.\n"
@@ -127,12 +136,18 @@ int main(int argc, char** argv) {
                "file that does not parse too), 69 cannot listen, 74 store or users file I/O.");
     if (auto done = net::parse_command_line(app, argc, argv)) return *done;
     auto log = mailnet::stderr_log(quiet ? mailnet::log_level::warning : mailnet::log_level::info);
-    if (!http.empty()) {
-        if (!mailnet::net::parse_listen(http, "http", false)) {
+    std::optional<net::listen_spec> http_listen;
+    if (!no_http) {
+        auto l = mailnet::net::parse_listen(http, "http", false);
+        if (!l) {
             std::cerr << "mailnetd: bad --http " << http << ": want ADDR:PORT\n";
             return exit_code::usage;
         }
-        if (!quiet) std::cerr << "mailnetd: note: the HTTP API is not built yet; --http " << http << " is ignored\n";
+        http_listen = *l;
+        // The API has no login and shows every mailbox: to this machine only, whatever the mode.
+        if (!open_network) {
+            if (int e = net::loopback_only("mailnetd", {*http_listen}); e != exit_code::ok) return e;
+        }
     }
 
     mailnet::smtp::server_config smtp_cfg;
@@ -192,7 +207,37 @@ int main(int argc, char** argv) {
     mailnet::smtp::server smtp(io, smtp_cfg);
     mailnet::pop3::server pop3(io, pop3_cfg);
     if (int e = net::start_servers("mailnetd", {&smtp, &pop3}); e != exit_code::ok) return e;
+    // The HTTP API: an index of the store kept by its events, served on the same io_context.
+    mailnet::mailnetd::mail_index index;
+    std::optional<mailnet::mailnetd::index_sync> sync;
+#ifdef MAILNETD_WITH_HTTP
+    std::optional<mailnet::mailnetd::http_server> api;
+#endif
+    std::optional<net::bound_listener> http_bound;
+    if (http_listen) {
+        sync.emplace(io, store, index, log);
+#ifdef MAILNETD_WITH_HTTP
+        mailnet::mailnetd::http_config hc;
+        hc.address = http_listen->address;
+        hc.port = http_listen->port;
+        hc.log = log;
+        api.emplace(io, hc, store, index, sync->pool());
+        auto ep = api->start();
+        if (!ep) {
+            std::cerr << "mailnetd: cannot listen on http " << http << "\n";
+            return exit_code::unavailable;
+        }
+        http_bound = net::bound_listener{"http", *ep};
+        sync->start();
+#else
+        // NOTE: built without MAILNETD_HTTP (mailnetd/CMakeLists.txt): the index is not served.
+        if (!quiet && http_opt->count() > 0)
+            std::cerr << "mailnetd: note: the HTTP API is not built yet; --http " << http << " is ignored\n";
+        sync.reset();
+#endif
+    }
     if (!common.tls_fingerprint.empty()) std::printf("tls-fingerprint sha256 %s\n", common.tls_fingerprint.c_str());
+    if (http_bound) std::printf("%s\n", net::listening_line(*http_bound).c_str());
     return net::run_until_signalled(io, {smtp.base(), pop3.base()}, [&](net::shutdown_on_signals& s) {
         stopper = &s;
         if (open_mode && !quiet) print_try_this(smtp, pop3, store_dir);

@@ -1,0 +1,54 @@
+// mailnet/mailnetd/index_sync.hpp: keeps mailnetd's mail_index equal to the store: a scan at
+// start and the store's delivered/deleted events, each message's head read off the I/O thread
+// (DESIGN.md "pluggable interfaces": a store tells subscribers of each delivery and deletion).
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/strand.hpp>
+#include <asio/thread_pool.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "mailnet/log.hpp"
+#include "mailnet/mailnetd/mail_index.hpp"
+#include "mailnet/store/store.hpp"
+
+namespace mailnet::mailnetd {
+
+/// The summary of one stored message, read from its header block (blocking: store I/O).
+std::optional<message_summary> read_summary(store& st, const std::string& mailbox, const std::string& store_id,
+                                            std::uint64_t wire_octets);
+
+/// Feeds `index` (used on `io`'s thread only) from `st`. Its pool also serves the HTTP API's
+/// blocking reads (pool()).
+class index_sync {
+public:
+    index_sync(asio::io_context& io, std::shared_ptr<store> st, mail_index& index, log_sink log);
+    ~index_sync();
+    index_sync(const index_sync&) = delete;
+    index_sync& operator=(const index_sync&) = delete;
+
+    /// Subscribes to the store, then scans it on the pool; messages appear in the index as the
+    /// scan reads them. `on_scanned` runs on `io` once the scan is in.
+    void start(std::function<void(std::size_t messages)> on_scanned = {});
+    /// The pool for blocking store calls of the API.
+    asio::thread_pool& pool() noexcept { return pool_; }
+
+private:
+    void scan(std::function<void(std::size_t)> on_scanned);
+    void on_event(const store_event& e);
+
+    asio::io_context& io_;
+    std::shared_ptr<store> store_;
+    mail_index& index_;
+    log_sink log_;
+    asio::thread_pool pool_{2};
+    // The scan, then every event, one at a time in publish order: a message's delivered is
+    // read and inserted before its deleted removes it.
+    asio::strand<asio::thread_pool::executor_type> serial_;
+    subscription sub_;
+};
+
+}  // namespace mailnet::mailnetd

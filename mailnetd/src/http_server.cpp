@@ -1,0 +1,662 @@
+// http_server.cpp: mailnetd's HTTP/1.1 API (DESIGN.md "mailnetd's HTTP API and web view") with
+// RESTinio on the program's io_context: routing, answers, the raw stream, the waiters of
+// /api/v1/wait and the Server-Sent Events stream (WHATWG HTML 9.2). The only RESTinio file.
+// NOTE: built with ASIO_DISABLE_HANDLER_HOOKS (mailnetd/CMakeLists.txt says why), under which
+// Asio 1.22's handler_alloc_helpers.hpp calls aligned_new/aligned_delete unqualified: they are
+// made visible there first.
+#include <asio/detail/memory.hpp>
+namespace asio_handler_alloc_helpers {
+using asio::aligned_delete;
+using asio::aligned_new;
+}  // namespace asio_handler_alloc_helpers
+
+#include "mailnet/mailnetd/http_server.hpp"
+
+#include <restinio/all.hpp>
+
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <array>
+#include <map>
+#include <unordered_map>
+
+#include "mailnet/mailnetd/message_view.hpp"
+
+namespace mailnet::mailnetd {
+namespace {
+
+constexpr std::size_t raw_chunk_octets = 64 * 1024;
+constexpr std::size_t max_event_backlog_octets = 4 << 20;  // an events client this far behind is dropped
+constexpr std::chrono::seconds event_keepalive{20};
+
+class connection_listener;
+
+struct traits : restinio::default_single_thread_traits_t {
+    using connection_state_listener_t = connection_listener;
+};
+
+using request = restinio::request_handle_t;
+using server_t = restinio::http_server_t<traits>;
+
+const char* reason(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 500: return "Internal Server Error";
+    default: return "Error";
+    }
+}
+
+restinio::http_status_line_t status(int code) {
+    return restinio::http_status_line_t{restinio::http_status_code_t{static_cast<std::uint16_t>(code)}, reason(code)};
+}
+
+void answer(const request& req, int code, std::string body, const char* type = "application/json") {
+    auto r = req->create_response(status(code));
+    if (code != 204) {
+        r.append_header(restinio::http_field::content_type, type);
+        r.set_body(std::move(body));
+    }
+    r.append_header("Cache-Control", "no-store");
+    r.done();
+}
+
+void fail(const request& req, int code, std::string_view message) { answer(req, code, error_json(message)); }
+
+// LF not preceded by CR becomes CRLF (DESIGN.md "On disk": the way out, without the
+// dot-stuffing, which belongs to POP3's framing), for chunks split anywhere.
+struct crlf_encoder {
+    bool prev_cr = false;
+    void encode(std::string_view in, std::string& out) {
+        out.reserve(out.size() + in.size() + in.size() / 16);
+        for (char c : in) {
+            if (c == '\n' && !prev_cr) out += '\r';
+            out += c;
+            prev_cr = c == '\r';
+        }
+    }
+};
+
+// A message's stored octets, at most `max` (errc::too_large beyond).
+result<std::string> load(store& st, const message_summary& s, std::uint64_t max) {
+    auto m = st.open(s.mailbox, s.store_id);
+    if (!m) return unexpected(m.error());
+    if (m->stored_octets() > max) return unexpected(errc::too_large);
+    std::string octets(static_cast<std::size_t>(m->stored_octets()), '\0');
+    std::size_t got = 0;
+    while (got < octets.size()) {
+        auto n = m->read(std::span<char>(octets.data() + got, octets.size() - got));
+        if (!n) return unexpected(n.error());
+        if (*n == 0) break;
+        got += *n;
+    }
+    octets.resize(got);
+    return octets;
+}
+
+// RFC 6266 4.3: a filename parameter a browser cannot misread (ASCII only, quoted), plus the
+// exact name as filename* (RFC 8187 ext-value).
+std::string disposition(std::string_view filename) {
+    std::string ascii, ext;
+    static constexpr char hex[] = "0123456789ABCDEF";
+    for (unsigned char c : filename) {
+        ascii += (c >= 0x20 && c < 0x7F && c != '"' && c != '\\' && c != '/') ? static_cast<char>(c) : '_';
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_') {
+            ext += static_cast<char>(c);
+        } else {
+            ext += '%';
+            ext += hex[c >> 4];
+            ext += hex[c & 15u];
+        }
+    }
+    if (filename.empty()) return "attachment";
+    return "attachment; filename=\"" + ascii + "\"; filename*=UTF-8''" + ext;
+}
+
+// The path split at '/': "/api/v1/messages/ID/raw" -> {"api","v1","messages","ID","raw"}.
+std::vector<std::string_view> segments(std::string_view path) {
+    std::vector<std::string_view> out;
+    while (!path.empty()) {
+        if (path.front() == '/') {
+            path.remove_prefix(1);
+            continue;
+        }
+        const auto slash = path.find('/');
+        out.push_back(path.substr(0, slash));
+        path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash);
+    }
+    return out;
+}
+
+}  // namespace
+
+// Everything of the server; shared with the pool's jobs and posted handlers, which keep it alive.
+struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
+    asio::io_context& io;
+    http_config cfg;
+    std::shared_ptr<store> st;
+    mail_index& index;
+    asio::thread_pool& pool;
+    std::unique_ptr<server_t> server;
+    asio::ip::tcp::endpoint bound;
+    bool stopped = false;
+    // What to undo when a connection closes (a waiter, an events stream), by connection id.
+    std::unordered_map<std::uint64_t, std::map<std::uint64_t, std::function<void()>>> on_close;
+    std::uint64_t next_token = 1;
+
+    impl(asio::io_context& i, http_config c, std::shared_ptr<store> s, mail_index& x, asio::thread_pool& p)
+        : io(i), cfg(std::move(c)), st(std::move(s)), index(x), pool(p) {}
+
+    std::uint64_t when_closed(std::uint64_t conn, std::function<void()> f) {
+        const auto token = next_token++;
+        on_close[conn].emplace(token, std::move(f));
+        return token;
+    }
+    void forget(std::uint64_t conn, std::uint64_t token) {
+        auto it = on_close.find(conn);
+        if (it == on_close.end()) return;
+        it->second.erase(token);
+        if (it->second.empty()) on_close.erase(it);
+    }
+    void closed(std::uint64_t conn) {
+        auto it = on_close.find(conn);
+        if (it == on_close.end()) return;
+        auto fs = std::move(it->second);
+        on_close.erase(it);
+        for (auto& [token, f] : fs) f();
+    }
+
+    // Runs `work` on the pool, then `then(result)` on the I/O thread.
+    template <class Work, class Then>
+    void off_thread(Work work, Then then) {
+        asio::post(pool, [self = shared_from_this(), work = std::move(work), then = std::move(then)]() mutable {
+            // Shared: a result may be move-only (a message), and this file's Asio copies handlers.
+            auto r = std::make_shared<decltype(work())>(work());
+            asio::post(self->io, [r, then = std::move(then)]() mutable { then(std::move(*r)); });
+        });
+    }
+
+    restinio::request_handling_status_t handle(const request& req);
+    void list(const request& req, const query_params& params);
+    void detail(const request& req, const message_summary& s);
+    void raw(const request& req, const message_summary& s);
+    void part(const request& req, const message_summary& s, std::string part);
+    void delete_one(const request& req, const message_summary& s);
+    void delete_all(const request& req, const query_params& params);
+    void mailboxes(const request& req);
+    void wait(const request& req, const query_params& params);
+    void events(const request& req);
+};
+
+namespace {
+
+// RESTinio tells of closed connections here (on the I/O thread); the work is posted, so it
+// never runs inside RESTinio's own call that closes.
+class connection_listener {
+public:
+    explicit connection_listener(std::weak_ptr<http_server::impl> owner) : owner_(std::move(owner)) {}
+    void state_changed(const restinio::connection_state::notice_t& notice) noexcept {
+        if (!restinio::holds_alternative<restinio::connection_state::closed_t>(notice.cause())) return;
+        auto owner = owner_.lock();
+        if (!owner) return;
+        try {
+            asio::post(owner->io, [owner, id = notice.connection_id()] { owner->closed(id); });
+        } catch (...) {
+        }
+    }
+
+private:
+    std::weak_ptr<http_server::impl> owner_;
+};
+
+}  // namespace
+
+restinio::request_handling_status_t http_server::impl::handle(const request& req) {
+    const auto& h = req->header();
+    // DESIGN.md: headers 16 KiB, bodies 64 KiB, 413 beyond (RESTinio's own limits, set higher,
+    // close the connection of a request that is far over).
+    std::size_t header_octets = h.request_target().size() + 16;
+    h.for_each_field([&](const restinio::http_header_field_t& f) { header_octets += f.name().size() + f.value().size() + 4; });
+    if (header_octets > cfg.limits.max_header_octets) {
+        fail(req, 413, "request headers over " + std::to_string(cfg.limits.max_header_octets) + " octets");
+        return restinio::request_accepted();
+    }
+    if (req->body().size() > cfg.limits.max_body_octets) {
+        fail(req, 413, "request body over " + std::to_string(cfg.limits.max_body_octets) + " octets");
+        return restinio::request_accepted();
+    }
+    const auto method = h.method();
+    const bool get = method == restinio::http_method_get() || method == restinio::http_method_head();
+    const bool del = method == restinio::http_method_delete();
+    auto parsed = parse_query_string(h.query());
+    if (auto* e = std::get_if<api_error>(&parsed)) {
+        fail(req, e->status, e->message);
+        return restinio::request_accepted();
+    }
+    const query_params& params = std::get<query_params>(parsed);
+    const auto seg = segments(h.path());
+    const auto not_allowed = [&] {
+        fail(req, 405, "method not allowed here");
+        return restinio::request_accepted();
+    };
+    const auto no_params = [&] {
+        if (params.empty()) return true;
+        fail(req, 400, "unknown query parameter: " + params.front().first);
+        return false;
+    };
+
+    if (seg.size() == 1 && seg[0] == "healthz") {
+        if (!get) return not_allowed();
+        if (no_params()) answer(req, 200, R"({"status":"ok"})");
+        return restinio::request_accepted();
+    }
+    if (seg.size() < 3 || seg[0] != "api" || seg[1] != "v1") {
+        fail(req, 404, "no such endpoint");
+        return restinio::request_accepted();
+    }
+    const std::string_view what = seg[2];
+    if (what == "messages" && seg.size() == 3) {
+        if (get)
+            list(req, params);
+        else if (del)
+            delete_all(req, params);
+        else
+            return not_allowed();
+        return restinio::request_accepted();
+    }
+    if (what == "messages" && seg.size() >= 4 && seg.size() <= 6) {
+        const message_summary* s = index.find(seg[3]);
+        const bool known_shape = seg.size() == 4 || (seg.size() == 5 && seg[4] == "raw") ||
+                                 (seg.size() == 6 && seg[4] == "parts");
+        if (!known_shape) {
+            fail(req, 404, "no such endpoint");
+            return restinio::request_accepted();
+        }
+        if (!(get || (del && seg.size() == 4))) return not_allowed();
+        if (!no_params()) return restinio::request_accepted();
+        if (!s) {
+            fail(req, 404, "no such message");
+            return restinio::request_accepted();
+        }
+        if (seg.size() == 4 && del)
+            delete_one(req, *s);
+        else if (seg.size() == 4)
+            detail(req, *s);
+        else if (seg.size() == 5)
+            raw(req, *s);
+        else
+            part(req, *s, std::string(seg[5]));
+        return restinio::request_accepted();
+    }
+    if (seg.size() == 3 && what == "mailboxes") {
+        if (!get) return not_allowed();
+        if (no_params()) mailboxes(req);
+        return restinio::request_accepted();
+    }
+    if (seg.size() == 3 && what == "wait") {
+        if (!get) return not_allowed();
+        wait(req, params);
+        return restinio::request_accepted();
+    }
+    if (seg.size() == 3 && what == "events") {
+        if (!get) return not_allowed();
+        if (no_params()) events(req);
+        return restinio::request_accepted();
+    }
+    fail(req, 404, "no such endpoint");
+    return restinio::request_accepted();
+}
+
+void http_server::impl::list(const request& req, const query_params& params) {
+    auto q = parse_list_request(params, cfg.limits);
+    if (auto* e = std::get_if<api_error>(&q)) return fail(req, e->status, e->message);
+    answer(req, 200, list_json(index.query(std::get<message_query>(q))));
+}
+
+void http_server::impl::detail(const request& req, const message_summary& s) {
+    const std::uint64_t max = cfg.limits.max_view_octets;
+    off_thread(
+        [st = st, s, max]() -> result<std::string> {
+            auto octets = load(*st, s, max);
+            if (!octets) return unexpected(octets.error());
+            return message_json(s, read_message(*octets));
+        },
+        [req, max](result<std::string> r) {
+            if (r) return answer(req, 200, std::move(*r));
+            if (r.error() == errc::too_large)
+                return fail(req, 413, "message over " + std::to_string(max) + " octets: see /raw");
+            if (r.error() == errc::not_found) return fail(req, 404, "no such message");
+            fail(req, 500, "cannot read the message: " + r.error().message());
+        });
+}
+
+// The raw stream: a piece read and encoded on the pool, written here, and only then the next,
+// so a huge message is never held whole. Alive while a step of it is pending.
+struct raw_stream : std::enable_shared_from_this<raw_stream> {
+    std::shared_ptr<http_server::impl> self;
+    message msg;
+    crlf_encoder enc;
+    restinio::response_builder_t<restinio::chunked_output_t> out;
+    raw_stream(std::shared_ptr<http_server::impl> s, message m, restinio::response_builder_t<restinio::chunked_output_t> o)
+        : self(std::move(s)), msg(std::move(m)), out(std::move(o)) {}
+    void step() {
+        self->off_thread(
+            [me = shared_from_this()]() -> result<std::string> {
+                std::vector<char> buf(raw_chunk_octets);
+                auto n = me->msg.read(buf);
+                if (!n) return unexpected(n.error());
+                std::string piece;
+                me->enc.encode(std::string_view(buf.data(), *n), piece);
+                return piece;
+            },
+            [me = shared_from_this()](result<std::string> piece) {
+                if (!piece || piece->empty()) {
+                    // NOTE: a read error after the headers can only cut the stream short.
+                    me->out.done();
+                    return;
+                }
+                me->out.append_chunk(std::move(*piece));
+                me->out.flush([me](const asio::error_code& ec) {
+                    if (!ec) me->step();
+                });
+            });
+    }
+};
+
+void http_server::impl::raw(const request& req, const message_summary& s) {
+    off_thread([st = st, s]() { return st->open(s.mailbox, s.store_id); },
+               [self = shared_from_this(), req](result<message> m) {
+                   if (!m) {
+                       if (m.error() == errc::not_found) return fail(req, 404, "no such message");
+                       return fail(req, 500, "cannot read the message: " + m.error().message());
+                   }
+                   auto out = req->create_response<restinio::chunked_output_t>(status(200));
+                   out.append_header(restinio::http_field::content_type, "message/rfc822");
+                   out.append_header("Cache-Control", "no-store");
+                   std::make_shared<raw_stream>(self, std::move(*m), std::move(out))->step();
+               });
+}
+
+void http_server::impl::part(const request& req, const message_summary& s, std::string number) {
+    if (!valid_part_number(number)) return fail(req, 400, "part: want a MIME part number such as 1 or 1.2");
+    const std::uint64_t max = cfg.limits.max_view_octets;
+    off_thread(
+        [st = st, s, max, number]() -> result<std::optional<part_content>> {
+            auto octets = load(*st, s, max);
+            if (!octets) return unexpected(octets.error());
+            return read_part(*octets, number);
+        },
+        [req, max](result<std::optional<part_content>> r) {
+            if (!r) {
+                if (r.error() == errc::too_large) return fail(req, 413, "message over " + std::to_string(max) + " octets");
+                if (r.error() == errc::not_found) return fail(req, 404, "no such message");
+                return fail(req, 500, "cannot read the message: " + r.error().message());
+            }
+            if (!*r) return fail(req, 404, "no such part");
+            const part_content& p = **r;
+            auto resp = req->create_response(status(200));
+            resp.append_header(restinio::http_field::content_type,
+                               p.content_type.empty() ? "application/octet-stream" : p.content_type);
+            resp.append_header("Content-Disposition", disposition(p.filename));
+            // An HTML part opened directly runs nothing and loads nothing (DESIGN.md).
+            resp.append_header("Content-Security-Policy", "sandbox");
+            resp.append_header("X-Content-Type-Options", "nosniff");
+            resp.append_header("Cache-Control", "no-store");
+            resp.set_body(p.octets);
+            resp.done();
+        });
+}
+
+void http_server::impl::delete_one(const request& req, const message_summary& s) {
+    off_thread(
+        [st = st, s]() {
+            auto r = st->commit(s.mailbox, std::vector<std::string>{s.store_id}, {});
+            return r.empty() ? std::error_code{} : r[0];
+        },
+        [self = shared_from_this(), req, id = s.id](std::error_code ec) {
+            if (ec) return fail(req, 500, "cannot delete: " + ec.message());
+            self->index.remove(id);  // now, not when the store's event arrives: the next GET agrees
+            answer(req, 204, {});
+        });
+}
+
+void http_server::impl::delete_all(const request& req, const query_params& params) {
+    auto mailbox = parse_delete_request(params);
+    if (auto* e = std::get_if<api_error>(&mailbox)) return fail(req, e->status, e->message);
+    // The store's own list, so messages the index has not read yet go too.
+    std::vector<std::string> known;
+    for (const auto* s : index.in_mailbox(std::get<std::string>(mailbox))) known.push_back(s->mailbox);
+    off_thread(
+        [st = st, want = std::get<std::string>(mailbox), known]() {
+            std::vector<std::string> boxes;
+            if (auto all = st->mailboxes()) {
+                for (auto& b : *all)
+                    if (want.empty() || equals_nocase(b, want)) boxes.push_back(std::move(b));
+            } else {
+                boxes = known;
+            }
+            std::sort(boxes.begin(), boxes.end());
+            boxes.erase(std::unique(boxes.begin(), boxes.end()), boxes.end());
+            std::vector<std::pair<std::string, std::string>> gone;  // mailbox, store id
+            std::error_code failed;
+            for (const auto& b : boxes) {
+                auto snap = st->snapshot(b);
+                if (!snap) {
+                    failed = snap.error();
+                    continue;
+                }
+                std::vector<std::string> ids;
+                for (const auto& m : *snap) ids.push_back(m.id);
+                auto r = st->commit(b, ids, {});
+                for (std::size_t i = 0; i < r.size(); ++i) {
+                    if (r[i])
+                        failed = r[i];
+                    else
+                        gone.emplace_back(b, ids[i]);
+                }
+            }
+            return std::make_pair(std::move(gone), failed);
+        },
+        [self = shared_from_this(), req](std::pair<std::vector<std::pair<std::string, std::string>>, std::error_code> r) {
+            for (const auto& [box, id] : r.first) self->index.remove(box, id);
+            if (r.second) return fail(req, 500, "cannot delete every message: " + r.second.message());
+            answer(req, 204, {});
+        });
+}
+
+void http_server::impl::mailboxes(const request& req) {
+    off_thread([st = st]() { return st->mailboxes(); },
+               [self = shared_from_this(), req](result<std::vector<std::string>> names) {
+                   std::vector<std::string> list;
+                   if (names) {
+                       list = std::move(*names);
+                   } else {
+                       // A store that cannot list: the mailboxes the index has seen.
+                       for (const auto* s : self->index.in_mailbox("")) list.push_back(s->mailbox);
+                       std::sort(list.begin(), list.end());
+                       list.erase(std::unique(list.begin(), list.end()), list.end());
+                   }
+                   answer(req, 200, mailboxes_json(list, self->index));
+               });
+}
+
+void http_server::impl::wait(const request& req, const query_params& params) {
+    auto parsed = parse_wait_request(params, index, cfg.limits);
+    if (auto* e = std::get_if<api_error>(&parsed)) return fail(req, e->status, e->message);
+    const wait_request w = std::get<wait_request>(parsed);
+    // One waiter: the index calls done() at the insertion that reaches the count; the timer
+    // answers 408; a closed connection cancels both. Whichever comes first ends the others.
+    struct pending {
+        mail_index::waiter_id id = 0;
+        std::uint64_t token = 0;
+        bool over = false;
+        std::optional<asio::steady_timer> timer;
+    };
+    auto p = std::make_shared<pending>();
+    auto self = shared_from_this();
+    const auto conn = req->connection_id();
+    const auto finish = [self, p, req, conn, q = w.q](int code) {
+        if (p->over) return;
+        p->over = true;
+        if (p->timer) p->timer->cancel();
+        self->forget(conn, p->token);
+        if (code) answer(req, code, list_json(self->index.query(q)));
+    };
+    p->id = index.wait(w.q, w.count, [finish] { finish(200); });
+    if (p->id == 0) return;  // already answered
+    p->timer.emplace(io, w.timeout);
+    p->timer->async_wait([self, p, finish](const asio::error_code& ec) {
+        if (ec || p->over) return;
+        self->index.cancel(p->id);
+        finish(408);
+    });
+    p->token = when_closed(conn, [self, p] {
+        if (p->over) return;
+        p->over = true;
+        self->index.cancel(p->id);
+        if (p->timer) p->timer->cancel();
+    });
+}
+
+// One Server-Sent Events client: held by the index's watcher, the connection's cleanup and
+// the keep-alive timer; end() lets go of all three.
+struct event_stream : std::enable_shared_from_this<event_stream> {
+    std::shared_ptr<http_server::impl> self;
+    restinio::response_builder_t<restinio::chunked_output_t> out;
+    std::uint64_t conn = 0;
+    std::uint64_t watch = 0;
+    std::uint64_t token = 0;
+    std::size_t backlog = 0;  // octets handed to RESTinio and not yet written
+    bool over = false;
+    asio::steady_timer keepalive;
+    event_stream(std::shared_ptr<http_server::impl> s, restinio::response_builder_t<restinio::chunked_output_t> o,
+                 std::uint64_t c)
+        : self(std::move(s)), out(std::move(o)), conn(c), keepalive(self->io) {}
+
+    void start() {
+        // The headers at once and a first comment: the client knows the stream is open.
+        send(": mailnetd events\n\n");
+        watch = self->index.watch([me = shared_from_this()](const mail_index::change& c) {
+            if (c.added)
+                me->send("event: new\ndata: " + summary_json(*c.summary) + "\n\n");
+            else
+                me->send("event: deleted\ndata: " + id_json(c.id) + "\n\n");
+        });
+        token = self->when_closed(conn, [me = shared_from_this()] { me->end(false); });
+        tick();
+    }
+    // A comment now and then keeps RESTinio's request timer (and proxies) from closing an idle stream.
+    void tick() {
+        keepalive.expires_after(event_keepalive);
+        keepalive.async_wait([me = shared_from_this()](const asio::error_code& ec) {
+            if (ec || me->over) return;
+            me->send(": keep-alive\n\n");
+            me->tick();
+        });
+    }
+    void send(std::string text) {
+        if (over) return;
+        if (backlog > max_event_backlog_octets) {
+            // NOTE: a client that reads nothing is dropped rather than buffered without bound;
+            // it reconnects and lists what it missed.
+            end(true);
+            return;
+        }
+        backlog += text.size();
+        const std::size_t n = text.size();
+        out.append_chunk(std::move(text));
+        out.flush([me = shared_from_this(), n](const asio::error_code& ec) {
+            me->backlog = me->backlog >= n ? me->backlog - n : 0;
+            if (ec) me->end(false);
+        });
+    }
+    void end(bool close) {
+        if (over) return;
+        over = true;
+        const auto keep = shared_from_this();  // the watcher let go of below may hold the last reference
+        self->index.unwatch(watch);
+        self->forget(conn, token);
+        keepalive.cancel();
+        if (close) out.done();
+    }
+};
+
+void http_server::impl::events(const request& req) {
+    auto out = req->create_response<restinio::chunked_output_t>(status(200));
+    out.append_header(restinio::http_field::content_type, "text/event-stream; charset=utf-8");
+    out.append_header("Cache-Control", "no-store");
+    std::make_shared<event_stream>(shared_from_this(), std::move(out), req->connection_id())->start();
+}
+
+http_server::http_server(asio::io_context& io, http_config cfg, std::shared_ptr<store> st, mail_index& index,
+                         asio::thread_pool& pool)
+    : impl_(std::make_shared<impl>(io, std::move(cfg), std::move(st), index, pool)) {}
+
+http_server::~http_server() { stop(); }
+
+result<asio::ip::tcp::endpoint> http_server::start() {
+    auto& m = *impl_;
+    asio::error_code ec;
+    const auto address = asio::ip::make_address(m.cfg.address, ec);
+    if (ec) return unexpected(make_error_code(errc::bad_config));
+    std::weak_ptr<impl> weak = impl_;
+    restinio::incoming_http_msg_limits_t limits;
+    // Far over ours: RESTinio closes such a request's connection; below them our 413 answers.
+    limits.max_url_size(4 * m.cfg.limits.max_header_octets)
+        .max_field_name_size(4 * m.cfg.limits.max_header_octets)
+        .max_field_value_size(4 * m.cfg.limits.max_header_octets)
+        .max_field_count(1000)
+        .max_body_size(16 * m.cfg.limits.max_body_octets);
+    auto settings = restinio::server_settings_t<traits>{}
+                        .address(address)
+                        .port(m.cfg.port)
+                        // A pending request (a wait, an events stream) keeps its connection read, so a
+                        // client that goes away is seen at once (its waiter freed).
+                        .max_pipelined_requests(4)
+                        .handle_request_timeout(m.cfg.limits.max_wait + std::chrono::seconds(60))
+                        .read_next_http_message_timelimit(std::chrono::seconds(60))
+                        .incoming_http_msg_limits(limits)
+                        .connection_state_listener(std::make_shared<connection_listener>(weak))
+                        .acceptor_post_bind_hook([weak](asio::ip::tcp::acceptor& a) {
+                            if (auto i = weak.lock()) i->bound = a.local_endpoint();
+                        })
+                        .request_handler([weak](const request& req) {
+                            auto i = weak.lock();
+                            if (!i || i->stopped) return restinio::request_rejected();
+                            try {
+                                return i->handle(req);
+                            } catch (const std::exception& e) {
+                                if (i->cfg.log) i->cfg.log(log_level::error, std::string("mailnetd: http: ") + e.what());
+                                return restinio::request_rejected();
+                            }
+                        });
+    try {
+        m.server = std::make_unique<server_t>(restinio::external_io_context(m.io), std::move(settings));
+        m.server->open_sync();
+    } catch (const std::exception& e) {
+        if (m.cfg.log) m.cfg.log(log_level::error, std::string("mailnetd: http: cannot listen: ") + e.what());
+        m.server.reset();
+        return unexpected(make_error_code(std::errc::address_not_available));
+    }
+    return m.bound;
+}
+
+void http_server::stop() {
+    if (!impl_ || impl_->stopped) return;
+    impl_->stopped = true;
+    if (impl_->server) {
+        try {
+            impl_->server->close_sync();
+        } catch (...) {
+        }
+    }
+    // Waiters and event streams end with their connections; their cleanups run as they close.
+}
+
+}  // namespace mailnet::mailnetd

@@ -1,0 +1,93 @@
+// index_sync.cpp: the store -> mail_index feed of mailnetd (scan at start, then store events),
+// with each message's head read on a pool, never on the I/O thread.
+#include "mailnet/mailnetd/index_sync.hpp"
+
+#include <asio/post.hpp>
+
+#include "mailnet/mailnetd/message_view.hpp"
+
+namespace mailnet::mailnetd {
+namespace {
+// A header block larger than this is summarised from its first part (subject, addresses).
+constexpr std::size_t max_head_octets = 256 * 1024;
+}  // namespace
+
+std::optional<message_summary> read_summary(store& st, const std::string& mailbox, const std::string& store_id,
+                                            std::uint64_t wire_octets) {
+    auto m = st.open(mailbox, store_id);
+    if (!m) return std::nullopt;  // gone meanwhile: its deleted event follows
+    std::string head;
+    if (auto h = m->headers(max_head_octets)) {
+        head = std::move(*h);
+    } else {
+        if (auto r = m->rewind(); !r) return std::nullopt;
+        head.resize(max_head_octets);
+        auto n = m->read(head);
+        if (!n) return std::nullopt;
+        head.resize(*n);
+    }
+    const message_head mh = read_head(head);
+    message_summary s;
+    s.id = make_message_id(mailbox, store_id);
+    s.mailbox = mailbox;
+    s.store_id = store_id;
+    s.from = mh.return_path;
+    s.from_header = mh.from;
+    s.to = mh.to;
+    s.subject = mh.subject;
+    // NOTE: a store id that is no Maildir name (the memory store's) says no time: the time it
+    // was indexed stands in.
+    s.received = received_from_store_id(store_id).value_or(std::chrono::system_clock::now());
+    s.size = wire_octets;
+    return s;
+}
+
+index_sync::index_sync(asio::io_context& io, std::shared_ptr<store> st, mail_index& index, log_sink log)
+    : io_(io), store_(std::move(st)), index_(index), log_(std::move(log)), serial_(asio::make_strand(pool_)) {}
+
+index_sync::~index_sync() {
+    sub_.reset();
+    pool_.stop();
+    pool_.join();
+}
+
+void index_sync::start(std::function<void(std::size_t)> on_scanned) {
+    sub_ = store_->subscribe([this](const store_event& e) { on_event(e); });
+    asio::post(serial_, [this, done = std::move(on_scanned)]() mutable { scan(std::move(done)); });
+}
+
+void index_sync::scan(std::function<void(std::size_t)> on_scanned) {
+    std::size_t count = 0;
+    auto boxes = store_->mailboxes();
+    if (!boxes) {
+        if (log_) log_(log_level::warning, "mailnetd: http: the store cannot list its mailboxes (" +
+                                               boxes.error().message() + "): the index starts empty");
+    } else {
+        for (const auto& box : *boxes) {
+            auto snap = store_->snapshot(box);
+            if (!snap) continue;
+            std::vector<message_summary> batch;
+            for (const auto& m : *snap)
+                if (auto s = read_summary(*store_, box, m.id, m.octets)) batch.push_back(std::move(*s));
+            count += batch.size();
+            asio::post(io_, [this, batch = std::move(batch)]() mutable {
+                for (auto& s : batch) index_.insert(std::move(s));
+            });
+        }
+    }
+    if (on_scanned) asio::post(io_, [count, f = std::move(on_scanned)] { f(count); });
+}
+
+void index_sync::on_event(const store_event& e) {
+    asio::post(serial_, [this, e] {
+        if (e.what == store_event::kind::deleted) {
+            asio::post(io_, [this, box = e.mailbox, id = e.id] { index_.remove(box, id); });
+            return;
+        }
+        auto s = read_summary(*store_, e.mailbox, e.id, e.octets);
+        if (!s) return;
+        asio::post(io_, [this, s = std::move(*s)]() mutable { index_.insert(std::move(s)); });
+    });
+}
+
+}  // namespace mailnet::mailnetd

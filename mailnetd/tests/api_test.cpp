@@ -1,0 +1,149 @@
+// api_test.cpp: the HTTP API's request parsing (400 for unknown names and bad values) and its
+// JSON, without a socket.
+#include "mailnet/mailnetd/api.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <gtest/gtest.h>
+
+namespace {
+
+using namespace mailnet::mailnetd;
+using json = nlohmann::json;
+
+query_params params(std::string_view q) {
+    auto p = parse_query_string(q);
+    EXPECT_TRUE(std::holds_alternative<query_params>(p)) << q;
+    return std::get<query_params>(p);
+}
+
+TEST(query_string, decodes) {
+    auto p = params("to=bob%40x.org&subject=Password+reset&&empty=&flag");
+    ASSERT_EQ(p.size(), 4u);
+    EXPECT_EQ(p[0], (std::pair<std::string, std::string>{"to", "bob@x.org"}));
+    EXPECT_EQ(p[1].second, "Password reset");
+    EXPECT_EQ(p[2].second, "");
+    EXPECT_EQ(p[3], (std::pair<std::string, std::string>{"flag", ""}));
+    EXPECT_TRUE(params("").empty());
+}
+
+TEST(query_string, bad_escapes_and_repeats_are_400) {
+    for (const char* q : {"to=%4", "to=%zz", "to=a&to=b", "%=x"}) {
+        auto p = parse_query_string(q);
+        ASSERT_TRUE(std::holds_alternative<api_error>(p)) << q;
+        EXPECT_EQ(std::get<api_error>(p).status, 400);
+    }
+}
+
+TEST(list_request, values_and_limits) {
+    api_limits lim;
+    auto r = parse_list_request(params("mailbox=Bob%40x.org&to=a&from=b&subject=c&limit=1000"), lim);
+    ASSERT_TRUE(std::holds_alternative<message_query>(r));
+    const auto& q = std::get<message_query>(r);
+    EXPECT_EQ(q.mailbox, "Bob@x.org");
+    EXPECT_EQ(q.to, "a");
+    EXPECT_EQ(q.from, "b");
+    EXPECT_EQ(q.subject, "c");
+    EXPECT_EQ(q.limit, 1000u);
+    EXPECT_EQ(std::get<message_query>(parse_list_request({}, lim)).limit, 50u);
+    for (const char* bad : {"limit=0", "limit=1001", "limit=-1", "limit=x", "limit=", "limit=99999999999999999999",
+                            "color=red", "since=2024-01-01T00:00:00Z"}) {
+        auto e = parse_list_request(params(bad), lim);
+        ASSERT_TRUE(std::holds_alternative<api_error>(e)) << bad;
+        EXPECT_EQ(std::get<api_error>(e).status, 400);
+    }
+}
+
+TEST(wait_request, values_since_and_limits) {
+    api_limits lim;
+    mail_index index;
+    message_summary s;
+    s.id = make_message_id("bob@x.org", "1");
+    s.mailbox = "bob@x.org";
+    s.store_id = "1";
+    index.insert(s);
+    auto r = parse_wait_request(params("to=bob&count=3&timeout=5&since=" + s.id), index, lim);
+    ASSERT_TRUE(std::holds_alternative<wait_request>(r));
+    auto w = std::get<wait_request>(r);
+    EXPECT_EQ(w.count, 3u);
+    EXPECT_EQ(w.timeout, std::chrono::seconds(5));
+    EXPECT_EQ(w.q.after, index.key_of(s.id));
+    w = std::get<wait_request>(parse_wait_request({}, index, lim));
+    EXPECT_EQ(w.count, 1u);
+    EXPECT_EQ(w.timeout, std::chrono::seconds(30));
+    EXPECT_FALSE(w.q.after);
+    r = parse_wait_request(params("since=2024-01-01T00:00:00Z"), index, lim);
+    ASSERT_TRUE(std::holds_alternative<wait_request>(r));
+    EXPECT_TRUE(std::get<wait_request>(r).q.after);
+    EXPECT_TRUE(std::holds_alternative<wait_request>(parse_wait_request(params("timeout=0"), index, lim)));
+    for (const char* bad : {"count=0", "count=x", "timeout=601", "timeout=-1", "since=nosuchid", "since=",
+                            "limit=5", "unknown=1"}) {
+        auto e = parse_wait_request(params(bad), index, lim);
+        ASSERT_TRUE(std::holds_alternative<api_error>(e)) << bad;
+        EXPECT_EQ(std::get<api_error>(e).status, 400);
+    }
+}
+
+TEST(delete_request, mailbox_only) {
+    EXPECT_EQ(std::get<std::string>(parse_delete_request(params("mailbox=a%40b"))), "a@b");
+    EXPECT_EQ(std::get<std::string>(parse_delete_request({})), "");
+    EXPECT_TRUE(std::holds_alternative<api_error>(parse_delete_request(params("to=x"))));
+}
+
+TEST(part_number, shapes) {
+    for (const char* ok : {"1", "2", "1.2", "10.3.1"}) EXPECT_TRUE(valid_part_number(ok)) << ok;
+    for (const char* bad : {"", "0", "01", "1.", ".1", "1..2", "a", "1.0", "-1", "1/2"}) EXPECT_FALSE(valid_part_number(bad)) << bad;
+}
+
+TEST(json, summary_list_and_errors) {
+    message_summary s;
+    s.id = "abc";
+    s.mailbox = "bob@x.org";
+    s.from = "alice@a.org";
+    s.to = {"bob@x.org"};
+    s.subject = "Caf\xc3\xa9 <script>";
+    s.received = std::chrono::system_clock::time_point(std::chrono::seconds(1700000000));
+    s.size = 42;
+    auto j = json::parse(summary_json(s));
+    EXPECT_EQ(j["id"], "abc");
+    EXPECT_EQ(j["subject"], "Caf\xc3\xa9 <script>");
+    EXPECT_EQ(j["received"], "2023-11-14T22:13:20.000000Z");
+    EXPECT_EQ(j["size"], 42);
+    EXPECT_EQ(j["to"], json::array({"bob@x.org"}));
+    EXPECT_FALSE(j.contains("store_id"));
+    s.subject = "bad \xff byte";  // not UTF-8: replaced, never an exception
+    EXPECT_NO_THROW(json::parse(summary_json(s)));
+    query_result r;
+    r.total = 7;
+    r.messages.push_back(&s);
+    j = json::parse(list_json(r));
+    EXPECT_EQ(j["total"], 7);
+    EXPECT_EQ(j["messages"].size(), 1u);
+    EXPECT_EQ(json::parse(error_json("no \"such\" id"))["error"], "no \"such\" id");
+    EXPECT_EQ(json::parse(id_json("abc")), json({{"id", "abc"}}));
+}
+
+TEST(json, message_view_and_mailboxes) {
+    message_summary s;
+    s.id = "abc";
+    s.mailbox = "bob@x.org";
+    s.size = 10;
+    message_view v;
+    v.headers = {{"Subject", "hi"}, {"To", "bob@x.org"}};
+    v.text = "hello\n";
+    v.html = "<p>hello</p>";
+    v.attachments.push_back({"2", "a.pdf", "application/pdf", 1234});
+    v.links = {"https://example.org/confirm?x=1"};
+    auto j = json::parse(message_json(s, v));
+    EXPECT_EQ(j["headers"], json::parse(R"([["Subject","hi"],["To","bob@x.org"]])"));
+    EXPECT_EQ(j["text"], "hello\n");
+    EXPECT_EQ(j["attachments"][0]["part"], "2");
+    EXPECT_EQ(j["attachments"][0]["size"], 1234);
+    EXPECT_EQ(j["links"][0], "https://example.org/confirm?x=1");
+    mail_index index;
+    index.insert(s);
+    j = json::parse(mailboxes_json({"bob@x.org", "empty@x.org"}, index));
+    EXPECT_EQ(j, json::parse(R"([{"name":"bob@x.org","messages":1,"size":10},{"name":"empty@x.org","messages":0,"size":0}])"));
+}
+
+}  // namespace
