@@ -1,15 +1,6 @@
 // http_server.cpp: mailnetd's HTTP/1.1 API (DESIGN.md "mailnetd's HTTP API and web view") with
 // RESTinio on the program's io_context: routing, answers, the raw stream, the waiters of
 // /api/v1/wait and the Server-Sent Events stream (WHATWG HTML 9.2). The only RESTinio file.
-// NOTE: built with ASIO_DISABLE_HANDLER_HOOKS (mailnetd/CMakeLists.txt says why), under which
-// Asio 1.22's handler_alloc_helpers.hpp calls aligned_new/aligned_delete unqualified: they are
-// made visible there first.
-#include <asio/detail/memory.hpp>
-namespace asio_handler_alloc_helpers {
-using asio::aligned_delete;
-using asio::aligned_new;
-}  // namespace asio_handler_alloc_helpers
-
 #include "mailnet/mailnetd/http_server.hpp"
 
 #include <restinio/all.hpp>
