@@ -3,25 +3,24 @@
 // parameters, charsets to UTF-8 (iconv), part numbers (RFC 3501 6.4.5) and links.
 #include "mailnet/mailnetd/message_view.hpp"
 
-#include <mimetic/codec/qp.h>
-
 #include <iconv.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
-#include <iterator>
 #include <string>
 #include <unordered_set>
 
-// NOTE: mimetic (0.9.8) is used for quoted-printable decoding only. Its MimeEntity parser is
-// not safe on untrusted input: header names and values grow their buffer 128 octets at a time
-// with a full copy each time (quadratic in a long header line), message/rfc822 parts recurse
-// with no bound (a stack overflow needs no "multipart" token), every part is a heap entity
-// (millions from one message of "--b\n\n" lines), and its random-access parser matches a
-// boundary anywhere in a line. Its Base64::Decoder reads one entry past its 124-entry table,
-// so '|' decodes as 'A'. The MIME structure is therefore split here over string_views, with
-// bounds, and base64 is decoded here; both are short.
+// NOTE: mimetic (0.9.8) is not used here, though libmailnet links it: each step it could do is
+// wrong or unsafe on untrusted input, and each is short to do right. Its MimeEntity parser grows
+// header name and value buffers 128 octets at a time with a full copy (quadratic in a long
+// header line), recurses once per message/rfc822 level with no bound (a stack overflow needs no
+// "multipart" token), allocates an entity per part (millions from one message of "--b" lines)
+// and, over random-access iterators, matches a boundary anywhere in a line. Its Base64::Decoder
+// reads one entry past its 124-entry table, so '|' decodes as 'A'. Its QP::Decoder takes blanks
+// at a line's end plus the line break for a soft line break, joining the line to the next.
+// Structure is therefore split here over string_views, with bounds, and both transfer
+// encodings are decoded here.
 
 namespace mailnet::mailnetd {
 namespace {
@@ -285,22 +284,31 @@ void base64_decode(std::string_view in, Put&& put) {
     flush();
 }
 
-// An output iterator that only counts.
-struct counting_iterator {
-    using iterator_category = std::output_iterator_tag;
-    using value_type = void;
-    using difference_type = std::ptrdiff_t;
-    using pointer = void;
-    using reference = void;
-    std::uint64_t* n;
-    counting_iterator& operator*() { return *this; }
-    counting_iterator& operator=(char) {
-        ++*n;
-        return *this;
+// Quoted-printable (RFC 2045 6.7): "=XX" (either case) is an octet, '=' at a line's end a soft
+// line break, blanks at a line's end are deleted (rule 3), other line breaks become LF; an '='
+// that starts no escape stays as written.
+template <class Put>
+void qp_decode(std::string_view in, Put&& put) {
+    std::size_t pos = 0;
+    while (pos < in.size()) {
+        const auto eol = in.find('\n', pos);
+        const bool has_eol = eol != std::string_view::npos;
+        auto line = in.substr(pos, (has_eol ? eol : in.size()) - pos);
+        pos = has_eol ? eol + 1 : in.size();
+        while (!line.empty() && (is_wsp(line.back()) || line.back() == '\r')) line.remove_suffix(1);
+        const bool soft = !line.empty() && line.back() == '=';
+        if (soft) line.remove_suffix(1);
+        for (std::size_t i = 0; i < line.size(); ++i) {
+            if (line[i] == '=' && i + 2 < line.size() && hex_value(line[i + 1]) >= 0 && hex_value(line[i + 2]) >= 0) {
+                put(static_cast<char>(hex_value(line[i + 1]) * 16 + hex_value(line[i + 2])));
+                i += 2;
+            } else {
+                put(line[i]);
+            }
+        }
+        if (has_eol && !soft) put('\n');
     }
-    counting_iterator& operator++() { return *this; }
-    counting_iterator operator++(int) { return *this; }
-};
+}
 
 std::string transfer_decode(std::string_view body, std::string_view cte) {
     std::string out;
@@ -308,9 +316,8 @@ std::string transfer_decode(std::string_view body, std::string_view cte) {
         out.reserve(body.size() / 4 * 3);
         base64_decode(body, [&](char c) { out += c; });
     } else if (cte == "quoted-printable") {
-        // Soft line breaks go, hard ones become LF, trailing blanks go (RFC 2045 6.7).
-        mimetic::QP::Decoder d;
-        d.process(body.begin(), body.end(), std::back_inserter(out));
+        out.reserve(body.size());
+        qp_decode(body, [&](char c) { out += c; });
     } else {
         out.assign(body);  // 7bit, 8bit, binary, or unknown: as is (RFC 2045 6.4)
     }
@@ -319,14 +326,9 @@ std::string transfer_decode(std::string_view body, std::string_view cte) {
 
 std::uint64_t transfer_decoded_size(std::string_view body, std::string_view cte) {
     std::uint64_t n = 0;
-    if (cte == "base64") {
-        base64_decode(body, [&](char) { ++n; });
-    } else if (cte == "quoted-printable") {
-        mimetic::QP::Decoder d;
-        d.process(body.begin(), body.end(), counting_iterator{&n});
-    } else {
-        n = body.size();
-    }
+    if (cte == "base64") base64_decode(body, [&](char) { ++n; });
+    else if (cte == "quoted-printable") qp_decode(body, [&](char) { ++n; });
+    else n = body.size();
     return n;
 }
 
@@ -454,7 +456,7 @@ bool field_name(std::string_view line, std::string_view& name, std::string_view&
 // continuation is skipped (with its continuations), as are fields past max_fields. If a body
 // part's first line is no field at all, the part has no header and all of it is body (a MIME
 // part without its empty line); at the top such a line (an mbox "From " line) is skipped.
-header_block parse_header_block(std::string_view s, bool top) {
+header_block parse_header_lines(std::string_view s, bool top) {
     header_block h;
     std::size_t pos = 0;
     bool first = true, skipping = false;
@@ -483,6 +485,12 @@ header_block parse_header_block(std::string_view s, bool top) {
         pos = next;
     }
     h.body = s.substr(s.size());
+    return h;
+}
+
+header_block parse_header_block(std::string_view s, bool top) {
+    header_block h = parse_header_lines(s, top);
+    for (auto& f : h.fields) f.value = std::string(trim(f.value));
     return h;
 }
 
@@ -753,9 +761,10 @@ void walk(const entity& e, const std::string& number, int depth, std::size_t& bu
 // too; a bare word without '@' outside angle brackets is not taken for an address.
 void append_addresses(std::string_view s, std::vector<std::string>& out) {
     std::string plain, angle;
-    bool have_angle = false;
+    bool have_angle = false, broken = false;
     auto finish = [&] {
         if (out.size() >= max_addresses) return;
+        if (broken) return;  // an unterminated quoted string: nothing here is an address
         std::string a = have_angle ? angle : plain;
         if (have_angle && !a.empty() && a.front() == '@') {  // obs-route "@a,@b:"
             const auto colon = a.find(':');
@@ -775,6 +784,7 @@ void append_addresses(std::string_view s, std::vector<std::string>& out) {
             const std::size_t start = i;
             for (++i; i < s.size() && s[i] != '"'; ++i)
                 if (s[i] == '\\') ++i;
+            if (i >= s.size()) broken = true;
             i = std::min(i + 1, s.size());
             plain.append(s.substr(start, i - start));
         } else if (c == '(') {
