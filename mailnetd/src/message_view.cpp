@@ -132,16 +132,19 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i, std::size_t& bad) {
 }
 
 void append_valid_utf8(std::string& out, std::string_view s) {
+    std::size_t run = 0;  // start of the valid octets not yet appended
     for (std::size_t i = 0; i < s.size();) {
         std::size_t bad = 0;
         if (const auto n = utf8_sequence(s, i, bad)) {
-            out.append(s.data() + i, n);
             i += n;
         } else {
+            out.append(s.data() + run, i - run);
             out += replacement;
             i += bad;
+            run = i;
         }
     }
+    out.append(s.data() + run, s.size() - run);
 }
 
 bool is_valid_utf8(std::string_view s) {
