@@ -442,7 +442,7 @@ TEST(MessageView, HostileSizesStayFast) {
     for (std::size_t i = 0; i < n / 4; ++i) addresses += "a@" + std::to_string(i) + ",";
     EXPECT_EQ(read_head(addresses + "\n\n").to.size(), 1000u);
     const auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    EXPECT_LT(secs, 20.0);
+    EXPECT_LT(secs, 60.0);  // linear: ~3 s here, more under ASan on a shared machine; quadratic would be hours
 }
 
 }  // namespace
