@@ -137,13 +137,18 @@ def report(raw, doc, meta):
         r_ai, l_ai = per_run_ratio(fig, "mailnetd", "aiosmtpd")
         cpu = "; ".join(f"{t} {emed(fig, s, 'server_cpu'):.0%}" for s, t in SERVERS
                         if emed(fig, s, "server_cpu") is not None)
-        rows.append(f"| (1) {label}, 4 KiB, {fmt(any_emed(fig, 'msgs'))} messages per figure | msg/s | " +
+        rows.append(f"| (1) {label}, 4 KiB, {any_emed(fig, 'msgs'):,.0f} messages per figure | msg/s | " +
                     " | ".join(cell(fig, s) for s, _ in SERVERS) +
                     f" | **{rf(r_md)}** (runs {', '.join(rf(x) for x in l_md)}) | **{rf(r_ai)}** (runs {', '.join(rf(x) for x in l_ai)}) |")
         rows.append("| (1) the server's CPU during it (user + kernel; Dovecot idle), median | of one core | " +
                     per_server(fig, "server_cpu", pct) + " | | |")
         rows.append("| (1) smtp-source's CPU during it, median | of one core | " +
                     per_server(fig, "client_cpu", pct) + " | | |")
+        if (fig, "tmpfs") in vals:
+            r_t, l_t = per_run_ratio(fig, "tmpfs", "mailnetd")
+            rows.append(f"| (1) the same, a second mailnetd with its store on tmpfs (fsync next to free: what the disk costs) | msg/s | "
+                        f"{cell(fig, 'tmpfs')}; {rf(r_t)} mailnetd's on the disk (runs {', '.join(rf(x) for x in l_t)}); "
+                        f"server CPU {pct(emed(fig, 'tmpfs', 'server_cpu'))}, smtp-source {pct(emed(fig, 'tmpfs', 'client_cpu'))} | | | | |")
         targets.append((f"throughput ≥ 10× MailDev, {label} (is {rf(r_md)})", r_md is not None and r_md >= 10))
         targets.append((f"throughput ahead of aiosmtpd + Dovecot, {label} (is {rf(r_ai)})", r_ai is not None and r_ai > 1))
     for fig, what in (("lat_p50", "p50"), ("lat_p99", "p99"), ("lat_e2e_p50", "p50"), ("lat_e2e_p99", "p99")):
@@ -152,7 +157,7 @@ def report(raw, doc, meta):
         r_md, l_md = per_run_ratio(fig, "mailnetd", "maildev", invert=True)
         r_ai, l_ai = per_run_ratio(fig, "mailnetd", "aiosmtpd", invert=True)
         n = any_emed("lat_p50", "probes")
-        label = (f"(2) send-to-visible latency (from the 250), {what} of {fmt(n)} probes per run, no other load"
+        label = (f"(2) send-to-visible latency (from the 250), {what} of {n:.0f} probes per run, no other load"
                  if not fig.startswith("lat_e2e") else
                  f"(2) the same from the probe's SMTP connect (delivery + visibility), {what}")
         rows.append(f"| {label} | ms | " +
