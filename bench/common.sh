@@ -1,5 +1,6 @@
-# bench/common.sh: what bench/run (pop3) and bench/fetchrun (fetch) share, sourced by both:
-# the load client popload and a private Dovecot POP3 server (/work/shared/PEERS.md).
+# bench/common.sh: what bench/run (pop3), bench/smtprun (smtp), bench/fetchrun (fetch) and
+# bench/mailnetdrun (mailnetd) share, sourced by them: the load clients popload and smtpload and
+# a private Dovecot POP3 server (/work/shared/PEERS.md).
 # Uses the caller's globals: here (bench/), build (the build directory), work (the run's
 # directory), py and lib (python3 and bench/pop3lib.py), started (PIDs to stop on exit),
 # with_tls and tls_suite (pop3s), log().
@@ -11,6 +12,16 @@ build_popload() {
   if [ ! -x "$popload" ] || [ "$here/popload.cpp" -nt "$popload" ]; then
     echo "== building $popload"
     g++ -std=c++20 -O2 -Wall -Wextra -pthread "$here/popload.cpp" -o "$popload" -lssl -lcrypto
+  fi
+}
+
+# build_smtpload: sets smtpload=BUILD/bench/smtpload, rebuilt (g++ -O2) when its source is newer.
+build_smtpload() {
+  mkdir -p "$build/bench"
+  smtpload=$build/bench/smtpload
+  if [ ! -x "$smtpload" ] || [ "$here/smtpload.cpp" -nt "$smtpload" ]; then
+    echo "== building $smtpload"
+    g++ -std=c++20 -O2 -Wall -Wextra -pthread "$here/smtpload.cpp" -o "$smtpload"
   fi
 }
 

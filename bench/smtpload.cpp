@@ -1,5 +1,5 @@
-// smtpload.cpp: bench/run smtp's own load tools (libc and libstdc++ only; built by bench/run
-// with g++ -O2). Every loop is bounded in count and in time.
+// smtpload.cpp: the load tools of bench/run smtp and bench/mailnetdrun (libc and libstdc++ only;
+// built by them with g++ -O2). Every loop is bounded in count and in time.
 //
 //   smtpload hold --port P [--sessions 1000] [--size 4096] [--seconds 120] [--wait]
 //       opens SESSIONS connections to 127.0.0.1:P (at most 128 waiting for their greeting at
@@ -13,10 +13,26 @@
 //       D/tmp/NAME (O_CREAT|O_EXCL), write SIZE octets, fsync, close, link into D/new/, open
 //       D/new and fsync it, unlink the tmp/ name; THREADS threads share COUNT files.
 //       Prints "files=N threads=T secs=S per_s=R user_us_per_file=U sys_us_per_file=K" (its own CPU).
+//   smtpload probe --port P --rcpt ADDR (--pop3-port Q --user U --pass W
+//                  | --http-port H [--http-path /api/email?subject=])
+//                  [--count 200] [--seconds 60] [--probe-seconds 10] [--size 4096] [--out FILE]
+//       send-to-visible latency, one probe after another (open loop per probe): a new SMTP
+//       connection delivers one SIZE-octet message to ADDR (Subject: probe-PID-I); from its 250
+//       on, new sessions poll until the message can be fetched: POP3 (USER, PASS, STAT, QUIT on
+//       a new connection each time; visible when STAT counts the mailbox's messages before the
+//       probes plus I+1: the mailbox must get nothing else) or HTTP (GET
+//       HTTP-PATH + probe-PID-I on a new connection: MailDev 3's REST API filter; visible when
+//       the reply is 200 and its body names the subject). The SMTP session's QUIT follows.
+//       Latency = from the 250 read to the reply that shows the message. At most COUNT probes,
+//       SECONDS in all, PROBE-SECONDS each (a probe not visible by then fails the run).
+//       Prints "probes=N failed=F p50_ms= p90_ms= p99_ms= max_ms= mean_ms= polls_mean= send_p50_ms=
+//       e2e_p50_ms= e2e_p99_ms= secs=" (send: SMTP connect to 250; e2e: SMTP connect to visible)
+//       and with --out one line per probe: "latency_ms polls send_ms".
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/time.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,9 +40,11 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -331,17 +349,207 @@ int fsync_rate(const std::map<std::string, std::string>& a) {
     return error ? 70 : 0;
 }
 
+// ---- probe ------------------------------------------------------------------------------------
+// Blocking line-oriented client sockets with a receive timeout.
+struct conn {
+    int fd = -1;
+    std::string in;
+    conn() = default;
+    conn(const conn&) = delete;
+    conn& operator=(const conn&) = delete;
+    ~conn() {
+        if (fd >= 0) ::close(fd);
+    }
+    bool open(int port, double timeout) {
+        fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) die("socket");
+        int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        timeval tv{};
+        tv.tv_sec = static_cast<time_t>(timeout);
+        tv.tv_usec = static_cast<suseconds_t>((timeout - static_cast<double>(tv.tv_sec)) * 1e6);
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(static_cast<std::uint16_t>(port));
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        return ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+    }
+    bool put(const std::string& text) {
+        std::size_t pos = 0;
+        while (pos < text.size()) {
+            const auto w = ::send(fd, text.data() + pos, text.size() - pos, MSG_NOSIGNAL);
+            if (w <= 0) return false;
+            pos += static_cast<std::size_t>(w);
+        }
+        return true;
+    }
+    bool fill() {  // false on EOF, error or timeout
+        char buf[16384];
+        const auto got = ::recv(fd, buf, sizeof buf, 0);
+        if (got <= 0) return false;
+        in.append(buf, static_cast<std::size_t>(got));
+        return true;
+    }
+    int smtp_reply() {  // the next complete SMTP reply's code, -1 on failure
+        for (int code; true;) {
+            if ((code = take_reply(in)) != 0) return code;
+            if (!fill()) return -1;
+        }
+    }
+    bool line(std::string& out) {  // the next CRLF line (POP3 status lines)
+        while (true) {
+            const auto eol = in.find("\r\n");
+            if (eol != std::string::npos) {
+                out = in.substr(0, eol);
+                in.erase(0, eol + 2);
+                return true;
+            }
+            if (!fill()) return false;
+        }
+    }
+    bool rest() {  // everything until the peer closes
+        while (fill()) {
+        }
+        return true;
+    }
+};
+
+// One POP3 session: USER, PASS, STAT; the message count, or -1.
+long pop3_stat(int port, const std::string& user, const std::string& pass, double timeout) {
+    conn c;
+    if (!c.open(port, timeout)) return -1;
+    std::string l;
+    if (!c.line(l) || l.rfind("+OK", 0) != 0) return -1;
+    if (!c.put("USER " + user + "\r\n") || !c.line(l) || l.rfind("+OK", 0) != 0) return -1;
+    if (!c.put("PASS " + pass + "\r\n") || !c.line(l) || l.rfind("+OK", 0) != 0) return -1;
+    if (!c.put("STAT\r\n") || !c.line(l) || l.rfind("+OK ", 0) != 0) return -1;
+    const long n = std::strtol(l.c_str() + 4, nullptr, 10);
+    c.put("QUIT\r\n");
+    c.line(l);
+    return n;
+}
+
+// One HTTP/1.1 GET on a new connection: 1 if the reply is 200 and names `needle`, 0 if not, -1 on failure.
+int http_has(int port, const std::string& path, const std::string& needle, double timeout) {
+    conn c;
+    if (!c.open(port, timeout)) return -1;
+    if (!c.put("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nConnection: close\r\n\r\n"))
+        return -1;
+    c.rest();
+    if (c.in.rfind("HTTP/1.1 200", 0) != 0) return -1;
+    const auto body = c.in.find("\r\n\r\n");
+    return body != std::string::npos && c.in.find(needle, body) != std::string::npos ? 1 : 0;
+}
+
+int probe(const std::map<std::string, std::string>& a) {
+    const int port = static_cast<int>(num(a, "--port", 0));
+    const int pop3_port = static_cast<int>(num(a, "--pop3-port", 0));
+    const int http_port = static_cast<int>(num(a, "--http-port", 0));
+    const long count = num(a, "--count", 200);
+    const double limit = static_cast<double>(num(a, "--seconds", 60));
+    const double per_probe = static_cast<double>(num(a, "--probe-seconds", 10));
+    const auto size = static_cast<std::size_t>(num(a, "--size", 4096));
+    const auto get = [&](const char* k) {
+        const auto it = a.find(k);
+        return it == a.end() ? std::string() : it->second;
+    };
+    const std::string rcpt = get("--rcpt"), user = get("--user"), pass = get("--pass"), out_file = get("--out");
+    const std::string http_path = a.count("--http-path") ? get("--http-path") : "/api/email?subject=";
+    if (port <= 0 || rcpt.empty() || (pop3_port > 0) == (http_port > 0) || (pop3_port > 0 && user.empty())) {
+        std::fprintf(stderr, "smtpload probe: --port, --rcpt and either --pop3-port with --user/--pass or --http-port\n");
+        return 64;
+    }
+    long base = 0;
+    if (pop3_port > 0 && (base = pop3_stat(pop3_port, user, pass, per_probe)) < 0) {
+        std::fprintf(stderr, "smtpload probe: the first POP3 session failed\n");
+        return 70;
+    }
+    const std::string body_line = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor\r\n";
+    std::vector<double> lat, send_ms, e2e;
+    std::vector<long> polls_of;
+    long failed = 0;
+    const auto t0 = clk::now();
+    for (long i = 0; i < count && secs_since(t0) < limit; ++i) {
+        const std::string subject = "probe-" + std::to_string(getpid()) + "-" + std::to_string(i);
+        std::string m = "From: <probe@example.com>\r\nTo: <" + rcpt + ">\r\nSubject: " + subject + "\r\nMessage-ID: <" +
+                        subject + "@bench.example>\r\n\r\n";
+        while (m.size() + body_line.size() <= size) m += body_line;
+        while (m.size() + 2 < size) m += 'x';
+        m += "\r\n.\r\n";
+        const auto ts = clk::now();
+        conn s;
+        const bool sent = s.open(port, per_probe) && s.smtp_reply() == 220 && s.put("EHLO probe.bench.example\r\n") &&
+                          s.smtp_reply() == 250 && s.put("MAIL FROM:<probe@example.com>\r\n") && s.smtp_reply() == 250 &&
+                          s.put("RCPT TO:<" + rcpt + ">\r\n") && s.smtp_reply() == 250 && s.put("DATA\r\n") &&
+                          s.smtp_reply() == 354 && s.put(m) && s.smtp_reply() == 250;
+        const auto t250 = clk::now();
+        if (!sent) {
+            std::fprintf(stderr, "smtpload probe %ld: the SMTP delivery failed\n", i);
+            ++failed;
+            break;
+        }
+        long polls = 0;
+        bool seen = false;
+        while (!seen && secs_since(t250) < per_probe) {
+            ++polls;
+            if (pop3_port > 0) {
+                const long n = pop3_stat(pop3_port, user, pass, per_probe);
+                seen = n >= base + i + 1;
+            } else {
+                seen = http_has(http_port, http_path + subject, subject, per_probe) == 1;
+            }
+        }
+        const auto tv = clk::now();
+        s.put("QUIT\r\n");
+        s.smtp_reply();
+        if (!seen) {
+            std::fprintf(stderr, "smtpload probe %ld: not visible after %.0f s (%ld polls)\n", i, per_probe, polls);
+            ++failed;
+            break;
+        }
+        lat.push_back(std::chrono::duration<double, std::milli>(tv - t250).count());
+        send_ms.push_back(std::chrono::duration<double, std::milli>(t250 - ts).count());
+        e2e.push_back(std::chrono::duration<double, std::milli>(tv - ts).count());
+        polls_of.push_back(polls);
+    }
+    if (!out_file.empty()) {
+        if (FILE* f = std::fopen(out_file.c_str(), "w")) {
+            for (std::size_t i = 0; i < lat.size(); ++i) std::fprintf(f, "%.3f %ld %.3f\n", lat[i], polls_of[i], send_ms[i]);
+            std::fclose(f);
+        }
+    }
+    auto pct = [](std::vector<double> v, double p) {
+        if (v.empty()) return 0.0;
+        std::sort(v.begin(), v.end());
+        // nearest rank
+        auto k = static_cast<std::size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
+        return v[k == 0 ? 0 : k - 1];
+    };
+    double sum = 0, psum = 0;
+    for (double x : lat) sum += x;
+    for (long x : polls_of) psum += static_cast<double>(x);
+    const double n = lat.empty() ? 1 : static_cast<double>(lat.size());
+    std::printf("probes=%zu failed=%ld p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f mean_ms=%.3f polls_mean=%.2f "
+                "send_p50_ms=%.3f e2e_p50_ms=%.3f e2e_p99_ms=%.3f secs=%.2f\n",
+                lat.size(), failed, pct(lat, 50), pct(lat, 90), pct(lat, 99), pct(lat, 100), sum / n, psum / n,
+                pct(send_ms, 50), pct(e2e, 50), pct(e2e, 99), secs_since(t0));
+    return failed == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: smtpload hold|fsync [--option value...]\n");
+        std::fprintf(stderr, "usage: smtpload hold|fsync|probe [--option value...]\n");
         return 64;
     }
     const std::string cmd = argv[1];
     const auto a = parse_args(argc, argv, 2);
     if (cmd == "hold") return hold(a);
     if (cmd == "fsync") return fsync_rate(a);
+    if (cmd == "probe") return probe(a);
     std::fprintf(stderr, "smtpload: unknown command %s\n", cmd.c_str());
     return 64;
 }

@@ -13,4 +13,5 @@ set(MAILNET_FUZZ_CORE_SOURCES
   ${PROJECT_SOURCE_DIR}/pop3d/src/session.cpp
   ${PROJECT_SOURCE_DIR}/smtpd/src/session.cpp
   ${PROJECT_SOURCE_DIR}/pop3c/src/core.cpp
+  ${PROJECT_SOURCE_DIR}/mailnetd/src/message_view.cpp
 )

@@ -33,9 +33,9 @@ std::string digest_hex(X509* cert) {
     return pin;
 }
 
-TEST(certs, self_signed_server_context_is_for_localhost_and_127_0_0_1_and_pinned_by_its_fingerprint) {
+TEST(certs, self_signed_server_context_is_for_localhost_and_loopback_and_pinned_by_its_fingerprint) {
     std::string why;
-    auto made = mailnet::net::make_self_signed_server_tls({"localhost", "127.0.0.1"}, &why);
+    auto made = mailnet::net::make_self_signed_server_tls({"localhost", "127.0.0.1", "::1"}, &why);
     ASSERT_TRUE(made) << why;
     ASSERT_TRUE(made->context);
     X509* cert = SSL_CTX_get0_certificate(made->context->native_handle());
@@ -44,6 +44,8 @@ TEST(certs, self_signed_server_context_is_for_localhost_and_127_0_0_1_and_pinned
     EXPECT_EQ(made->fingerprint_sha256, digest_hex(cert));  // what `tls-fingerprint sha256` prints
     EXPECT_EQ(X509_check_host(cert, "localhost", 0, 0, nullptr), 1);
     EXPECT_EQ(X509_check_ip_asc(cert, "127.0.0.1", 0), 1);
+    EXPECT_EQ(X509_check_ip_asc(cert, "::1", 0), 1);
+    EXPECT_NE(X509_check_ip_asc(cert, "127.0.0.2", 0), 1);
     EXPECT_NE(X509_check_host(cert, "example.org", 0, 0, nullptr), 1);
     EXPECT_EQ(X509_check_purpose(cert, X509_PURPOSE_SSL_SERVER, 0), 1);
     EXPECT_EQ(X509_check_ca(cert), 0);

@@ -160,7 +160,8 @@ TEST_F(passwd_file, each_scheme_accepts_its_password_and_refuses_others) {
         EXPECT_FALSE(ok(*a, user, "Secret")) << user;
     }
     EXPECT_FALSE(ok(*a, "blf2a", "U*U*"));
-    EXPECT_FALSE(ok(*a, "PLAIN", "pw-plain"));  // names are exact
+    EXPECT_TRUE(ok(*a, "PLAIN", "pw-plain"));  // a name in any ASCII case (Dovecot %Lu)
+    EXPECT_FALSE(ok(*a, "plainx", "pw-plain"));
     EXPECT_FALSE(ok(*a, "nobody", "secret"));
     EXPECT_FALSE(ok(*a, "nobody", "pw-plain"));
     EXPECT_EQ(log_.count(log_level::warning, {}), 0);
@@ -492,6 +493,23 @@ TEST_F(passwd_file, a_recipient_resolves_to_the_account_a_login_reaches_in_any_a
     const auth_result bob = a->authenticate({"bob@example.org", "secret"});
     EXPECT_EQ(rcpt(*a, "Bob@Example.org"), bob.account + " " + bob.mailbox);
     EXPECT_EQ(log_.count(log_level::warning, {}), 0);
+}
+
+TEST_F(passwd_file, a_login_in_any_ascii_case_reaches_the_entry_and_only_with_its_password) {
+    // As Dovecot's default auth_username_format %Lu: the login's case does not matter, so a
+    // user who types ALICE@Example.org reaches the mailbox RCPT TO:<alice@example.org> fills.
+    write("alice@example.org:{PLAIN}pw\nbob@example.org:" + std::string(sha512_secret) + "\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    const auth_result upper = a->authenticate({"ALICE@Example.ORG", "pw"});
+    ASSERT_EQ(upper.outcome, auth_result::status::ok);
+    EXPECT_EQ(upper.account, "alice@example.org");
+    EXPECT_EQ(upper.mailbox, "alice@example.org");
+    EXPECT_FALSE(ok(*a, "ALICE@Example.ORG", "PW"));  // the password's case does
+    EXPECT_TRUE(ok(*a, "Bob@Example.org", "secret"));  // crypt entries alike
+    EXPECT_FALSE(ok(*a, "Bob@Example.org", "Secret"));
+    EXPECT_EQ(a->lookup("ALICE@EXAMPLE.ORG").value_or(""), "pw");  // APOP's secret
+    EXPECT_FALSE(ok(*a, "alice@example.orgx", "pw"));
 }
 
 TEST_F(passwd_file, an_address_with_no_account_is_unknown) {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -197,12 +198,99 @@ TEST_P(store_events, concurrent_deliveries_are_each_told_once_and_reset_waits_fo
     EXPECT_FALSE(overlapped.load());
 }
 
+TEST_P(store_events, a_deletion_is_never_told_before_its_delivery_and_seq_orders_every_event) {
+    // A POP3 session may delete a message the moment it is visible, before its delivery's
+    // commit() has published it: the listener still hears "delivered" first.
+    struct checker {
+        std::mutex mutex;
+        std::set<std::string> delivered, deleted;
+        std::uint64_t last_seq = 0;
+        int bad_order = 0, bad_seq = 0;
+    } c;
+    auto sub = store->subscribe([&](const store_event& e) {
+        std::lock_guard lock(c.mutex);
+        if (e.seq != c.last_seq + 1) ++c.bad_seq;
+        c.last_seq = e.seq;
+        if (e.what == store_event::kind::delivered) {
+            c.delivered.insert(e.id);
+        } else {
+            if (!c.delivered.contains(e.id)) ++c.bad_order;
+            c.deleted.insert(e.id);
+        }
+    });
+    const std::vector<std::string> box{"race@example.org"};
+    constexpr int senders = 3, each = 60;
+    std::atomic<bool> sending{true};
+    std::set<std::string> removed;
+    std::thread reaper([&] {
+        // Deletes whatever is visible, as fast as it can, while deliveries go on.
+        for (int round = 0; round < 100000; ++round) {
+            const bool last = !sending.load();
+            if (!store->lock(box[0])) continue;
+            auto snap = store->snapshot(box[0]);
+            std::vector<std::string> ids;
+            if (snap)
+                for (const auto& m : *snap) ids.push_back(m.id);
+            auto errs = store->commit(box[0], ids, {});
+            store->unlock(box[0]);
+            for (std::size_t i = 0; i < ids.size(); ++i)
+                if (!errs[i]) removed.insert(ids[i]);
+            if (last) break;
+        }
+    });
+    std::vector<std::thread> workers;
+    for (int t = 0; t < senders; ++t)
+        workers.emplace_back([&] {
+            for (int i = 0; i < each; ++i) (void)store->deliver(box, "Subject: race\n\nm\n");
+        });
+    for (auto& w : workers) w.join();
+    sending = false;
+    reaper.join();
+    std::lock_guard lock(c.mutex);
+    EXPECT_EQ(c.bad_order, 0);
+    EXPECT_EQ(c.bad_seq, 0);
+    EXPECT_EQ(c.delivered.size(), std::size_t{senders * each});
+    EXPECT_EQ(c.deleted, removed);
+    EXPECT_EQ(removed.size(), std::size_t{senders * each});  // the last round took the rest
+}
+
 TEST_P(store_events, a_subscription_may_outlive_its_store) {
     recorder r;
     auto sub = store->subscribe(r.listener());
     store.reset();
     sub.reset();  // nothing to unsubscribe from: no crash
     EXPECT_FALSE(sub);
+}
+
+TEST(event_hub, a_deletion_waits_for_the_expected_delivery_and_a_withdrawn_one_is_dropped) {
+    auto hub = std::make_shared<mailnet::event_hub>();
+    recorder r;
+    auto sub = hub->subscribe(r.listener());
+    using k = store_event::kind;
+    hub->expect("box", "1");
+    hub->expect("box", "2");
+    hub->publish({k::deleted, "box", "1", 0, 0});  // seen by a fast session: waits
+    hub->publish({k::deleted, "box", "3", 0, 0});  // nothing expected of it: told now
+    EXPECT_EQ(r.taken().size(), 1u);
+    hub->publish({k::delivered, "box", "1", 7, 0});
+    auto e = r.taken();
+    ASSERT_EQ(e.size(), 2u);
+    EXPECT_EQ(e[0].what, k::delivered);
+    EXPECT_EQ(e[0].id, "1");
+    EXPECT_EQ(e[0].octets, 7u);
+    EXPECT_EQ(e[1].what, k::deleted);
+    EXPECT_EQ(e[1].id, "1");
+    EXPECT_EQ(e[1].seq, e[0].seq + 1);
+    EXPECT_EQ(e[0].seq, 2u);  // after "3"'s deletion
+    // A delivery that failed after its message was seen and deleted: neither is told.
+    hub->publish({k::deleted, "box", "2", 0, 0});
+    hub->withdraw("box", "2");
+    EXPECT_TRUE(r.taken().empty());
+    // The same id in another mailbox is another message.
+    hub->expect("other", "1");
+    hub->publish({k::deleted, "box", "1", 0, 0});
+    EXPECT_EQ(r.taken().size(), 1u);
+    hub->withdraw("other", "1");
 }
 
 INSTANTIATE_TEST_SUITE_P(maildir_and_memory, store_events, ::testing::Values(true, false),

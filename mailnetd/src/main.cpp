@@ -52,9 +52,19 @@ std::string reachable(const net::service& s, const std::string& service) {
     return {};
 }
 
-// How to run pop3c as this user would type it: beside this program in a build tree
-// (build/mailnetd/mailnetd, build/pop3c/pop3c), relative to the working directory when it is
-// below it; otherwise the installed one on PATH.
+// `text` as one word for sh: as it is when it holds only safe characters, else single-quoted.
+std::string shell_word(const std::string& text) {
+    const bool safe = !text.empty() && text.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                             "0123456789_./@%+=:,-") == std::string::npos;
+    if (safe) return text;
+    std::string out = "'";
+    for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+}
+
+// How to run pop3c from any directory: the one beside this program in a build tree
+// (build/mailnetd/mailnetd, build/pop3c/pop3c) by its absolute path; otherwise the installed
+// one on PATH.
 std::string pop3c_command() {
     namespace fs = std::filesystem;
     std::error_code ec;
@@ -62,9 +72,7 @@ std::string pop3c_command() {
     if (ec) return "pop3c";
     for (const fs::path& p : {self.parent_path().parent_path() / "pop3c" / "pop3c", self.parent_path() / "pop3c"}) {
         if (p.filename() != "pop3c" || !fs::is_regular_file(p, ec) || p == self) continue;
-        const fs::path rel = p.lexically_relative(fs::current_path(ec));
-        if (!ec && !rel.empty() && *rel.begin() != "..") return rel.string();
-        return p.string();
+        return shell_word(p.lexically_normal().string());
     }
     return "pop3c";
 }
@@ -83,13 +91,16 @@ void print_try_this(const net::service& smtp, const net::service& pop3, const st
     }
     if (!p.empty()) {
         const auto colon = p.rfind(':');
+        std::string host = p.substr(0, colon);  // "[::1]" as pop3c --host takes it too
         out += "  curl -sS -u " + to + ":" + to + " pop3://" + p + "/1\n";
-        out += "  PW=" + to + " " + pop3c_command() + " fetch --stdout --keep --host " + p.substr(0, colon) +
+        out += "  PW=" + to + " " + pop3c_command() + " fetch --stdout --keep --host " + host +
                " --port " + p.substr(colon + 1) + " --user " + to + " --password-env PW\n";
     }
     // new/ holds what no session has retrieved yet; a RETR moves a message to cur/ at QUIT.
-    const auto box = std::filesystem::path(store_dir) / to;
-    out += "  ls " + (box / "new").string() + " " + (box / "cur").string() + "\n";
+    std::error_code ec;
+    const auto root = std::filesystem::absolute(store_dir, ec);
+    const auto box = (ec ? std::filesystem::path(store_dir) : root.lexically_normal()) / to;
+    out += "  ls " + shell_word((box / "new").string()) + " " + shell_word((box / "cur").string()) + "\n";
     std::cerr << out << std::flush;
 }
 
@@ -109,7 +120,6 @@ int main(int argc, char** argv) {
     bool no_http = false, open_network = false, quiet = false;
     std::uint64_t exit_after = 0;
     mailnet::smtp::limits lim;
-    smtp_listen.default_with_tls = pop3_listen.default_with_tls = true;
     smtp_listen.add_to(app);
     pop3_listen.add_to(app);
     auto* http_opt = app.add_option("--http", http,

@@ -401,7 +401,7 @@ int main(int argc, char** argv) {
     int port = 0;
     bool tls = false, starttls = false, insecure = false, msex = false, allow_plaintext = false, quiet = false;
     int timeout = 60;
-    app.add_option("--host", host, "server name or address")->required();
+    app.add_option("--host", host, "server name or address (an IPv6 address with or without [ ])")->required();
     app.add_option("--port", port, "default 110, or 995 with --tls")->check(CLI::Range(1, 65535));
     app.add_option("--user", user, "login name")->required();
     app.add_option("--password-env", password_env, "take the password from this environment variable");
@@ -471,6 +471,8 @@ int main(int argc, char** argv) {
         std::cerr << "pop3c: --state and --mbox name the same file\n";
         return exit_code::usage;
     }
+    // An IPv6 address as URLs and listening lines write it: [::1] is ::1.
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
     // A Maildir batch keeps one descriptor per message until its flush.
     const std::uint64_t fds = mailnet::net::raise_fd_limit();
     if (fds > 0 && fo.batch_messages + 64 > fds) fo.batch_messages = fds > 128 ? static_cast<std::size_t>(fds - 64) : 64;

@@ -354,6 +354,27 @@ TEST(smtp_server, a_login_does_not_lift_the_shutdown_grace) {
     EXPECT_TRUE(closed) << "still open 4 s after the stop";
 }
 
+TEST(smtp_server, a_shutdown_during_a_failed_login_delay_says_421_at_once) {
+    // DESIGN.md "Command lines": a pending failed-login delay does not hold shutdown; the session
+    // gets the notice a session waiting for a command gets (RFC 5321 3.8), not a bare close.
+    auto users = std::make_shared<mailnet::auth_functions>();
+    users->on_authenticate = [](const mailnet::credentials&) { return mailnet::auth_result::fail(); };
+    temp_dir dir("mailnet-smtpd");
+    auto cfg = config(maildir(dir.path));
+    cfg.auth = users;
+    cfg.session_limits.auth_failure_delay = 20s;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("AUTH PLAIN AGFsaWNlAHdyb25n\r\n");
+    ASSERT_TRUE(wait_for([&] { return f.srv->connections().size() == 1; }));
+    std::this_thread::sleep_for(100ms);  // the session waits out its delay
+    const auto stopped = std::chrono::steady_clock::now();
+    f.srv->destroy(mailnet::net::server::destroy_mode::defer);
+    EXPECT_TRUE(c->closed_within(3000ms)) << "the 20 s delay held the shutdown";
+    EXPECT_LT(std::chrono::steady_clock::now() - stopped, 5s);
+    EXPECT_EQ(c->received(), "421 4.3.2 mx.test Service shutting down\r\n");
+}
+
 TEST(smtp_server, a_large_message_in_bdat_chunks_is_stored_whole) {
     temp_dir dir("mailnet-smtpd");
     fixture f(config(maildir(dir.path)));

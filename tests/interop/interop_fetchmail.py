@@ -9,14 +9,7 @@ import mailnet_testlib as t  # noqa: E402
 POP3D = t.pop3d_binary()
 (FETCHMAIL,) = t.require_programs("fetchmail")
 
-# fetchmail has no Maildir writer: this MDA writes tmp/ then renames into new/.
-MDA = """#!/bin/sh
-set -e
-d=$1
-n="$(date +%s.%N).$$"
-cat > "$d/tmp/$n"
-mv "$d/tmp/$n" "$d/new/$n"
-"""
+MDA = t.FETCHMAIL_MDA  # writes tmp/ then renames into new/
 
 
 class Fetchmail(t.FetcherCase):

@@ -9,16 +9,9 @@ import mailnet_testlib as t  # noqa: E402
 POP3D = t.pop3d_binary()
 (GETMAIL,) = t.require_programs("getmail")
 
-# getmail6 always writes a Return-Path: first (taken from the message's Return-Path:, or
-# Sender:, or "<unknown>"), moving any existing one there; the fixtures either start with
-# their Return-Path: or have none, so removing an added "<unknown>" one restores them.
-ADDED_RETURN_PATH = b"Return-Path: <unknown>\n"
-
-# getmail6 6.18 delivers each message in a forked child and installs its SIGCHLD handler
-# only after fork() returns (baseclasses.py forkchild/_prepare_child): when the child exits
-# first, the parent waits out its socket timeout and fails with "waiting child pid N timed
-# out". That race is getmail's, not pop3d's: such a run is retried into a fresh Maildir.
-GETMAIL_FORK_RACE = b"waiting child pid"
+# getmail6's quirks (mailnet_testlib): the Return-Path: it adds, its fork/SIGCHLD race.
+ADDED_RETURN_PATH = t.GETMAIL_ADDED_RETURN_PATH
+GETMAIL_FORK_RACE = t.GETMAIL_FORK_RACE
 
 
 class Getmail6(t.FetcherCase):

@@ -191,6 +191,32 @@ class Mailnetd(unittest.TestCase):
         got = fetch_all(self, srv.pop3s_port, box, context=ctx, implicit=True, pin=srv.fingerprint)
         self.assertEqual([body(m) for m in got], [starttls_msg, smtps_msg])
 
+    def test_implicit_tls_listeners_alone_bind_no_default_port(self):
+        # As pop3d: a protocol's plain default (2525, 1100) only when neither of its options is
+        # given, so a CI job asking for TLS on port 0 never collides on a fixed port.
+        p = subprocess.Popen([MAILNETD, "--store", self.store, "--no-http", "--tls-self-signed",
+                              "--smtps", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.dir)
+        try:
+            lines = []
+            deadline = time.monotonic() + 10
+            while len(lines) < 3 and time.monotonic() < deadline:
+                line = p.stdout.readline().decode()
+                if not line:
+                    break
+                lines.append(line.strip())
+            self.assertEqual(len(lines), 3, lines)
+            self.assertRegex(lines[0], r"^tls-fingerprint sha256 [0-9a-f]{64}$")
+            self.assertEqual(sorted(l.split()[1] for l in lines[1:]), ["pop3s", "smtps"], lines)
+            for l in lines[1:]:
+                self.assertRegex(l, r"^listening (smtps|pop3s) 127\.0\.0\.1:\d+$")
+                self.assertNotRegex(l, r":(2525|1100)$")
+        finally:
+            p.terminate()
+            p.wait(timeout=10)
+            p.stdout.close()
+            p.stderr.close()
+
     def test_exit_after_2_exits_0_after_the_second_message(self):
         srv = self.start(extra=["--exit-after", "2"])
         box = "gina@example.org"
@@ -226,7 +252,9 @@ class Mailnetd(unittest.TestCase):
             self.assertEqual(s.sendmail(SENDER, ["ALICE@example.org"], msg), {})
         with self.assertRaises(poplib.error_proto):  # open mode's rule does not apply
             fetch_all(self, srv.pop3_port, "Alice@Example.org", "Alice@Example.org")
-        got = fetch_all(self, srv.pop3_port, "Alice@Example.org", "alice-secret")
+        with self.assertRaises(poplib.error_proto):
+            fetch_all(self, srv.pop3_port, "alice@example.org", "ALICE-SECRET")
+        got = fetch_all(self, srv.pop3_port, "aLiCe@eXaMpLe.org", "alice-secret")  # any case reaches it
         self.assertEqual([body(m) for m in got], [msg])
 
     def test_the_commands_it_prints_work_as_printed(self):
@@ -254,10 +282,10 @@ class Mailnetd(unittest.TestCase):
         self.assertIn(b"Subject: hello", second)
         self.assertIn(b"Hello from curl.", second)
         pop3c = shlex.split(fetch_pop3c)[1]
-        if os.path.exists(pop3c) or subprocess.run(["sh", "-c", f"command -v {shlex.quote(pop3c)}"],
-                                                   stdout=subprocess.DEVNULL).returncode == 0:
-            out = sh(fetch_pop3c)
-            self.assertEqual(out.count(b"Return-Path: <me@example.org>"), 2, out)
+        self.assertTrue(os.path.isabs(pop3c), "a path that works from any directory: " + fetch_pop3c)
+        self.assertTrue(os.access(pop3c, os.X_OK), "the pop3c beside mailnetd: " + fetch_pop3c)
+        out = sh(fetch_pop3c)
+        self.assertEqual(out.count(b"Return-Path: <me@example.org>"), 2, out)
         self.assertEqual(len(re.findall(rb",S=\d+,W=\d+", sh(ls))), 2, "both messages in new/ or cur/")
 
 

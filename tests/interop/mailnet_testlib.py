@@ -667,6 +667,65 @@ def assert_pinned(tc, sock, fingerprint):
     tc.assertEqual(hashlib.sha256(der).hexdigest(), fingerprint, "the certificate is the one printed")
 
 
+def save_peer_certificate(tc, port, fingerprint, path):
+    """Connects to an implicit-TLS listener with pinned_context(), checks that the certificate
+    it presents is the one whose SHA-256 is `fingerprint` (mailnetd's printed
+    `tls-fingerprint`) and writes it to `path` as PEM: the trust file for a client that cannot
+    pin a SHA-256 itself. Returns the DER bytes."""
+    import hashlib
+    with socket.create_connection((HOST, port), timeout=10) as raw:
+        with pinned_context().wrap_socket(raw) as s:
+            der = s.getpeercert(binary_form=True)
+    tc.assertIsNotNone(der, "no peer certificate")
+    tc.assertEqual(hashlib.sha256(der).hexdigest(), fingerprint, "the certificate is the one printed")
+    with open(path, "w") as f:
+        f.write(ssl.DER_cert_to_PEM_cert(der))
+    return der
+
+
+def colon_hex(digest_hex):
+    """`0123ab...` -> `01:23:AB:...` (the form mpop's --tls-fingerprint and fetchmail's
+    sslfingerprint take)."""
+    return ":".join(digest_hex[i:i + 2] for i in range(0, len(digest_hex), 2)).upper()
+
+
+def spki_sha256_b64(pem_path):
+    """curl's --pinnedpubkey form of a certificate's key: `sha256//` + base64 of the SHA-256 of
+    its DER SubjectPublicKeyInfo (openssl CLI)."""
+    import hashlib
+    openssl = shutil.which("openssl")
+    if not openssl:
+        skip("openssl not installed")
+    pub = run([openssl, "x509", "-in", pem_path, "-noout", "-pubkey"], check=True).stdout
+    der = run([openssl, "pkey", "-pubin", "-outform", "DER"], input=pub, check=True).stdout
+    return "sha256//" + base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+# --------------------------------------------------------------------------------------
+# Fetcher peers' quirks, shared by their pop3d scripts and interop_mailnetd_clients
+
+# fetchmail has no Maildir writer: this MDA (argument: the Maildir) writes tmp/ then renames
+# into new/.
+FETCHMAIL_MDA = """#!/bin/sh
+set -e
+d=$1
+n="$(date +%s.%N).$$"
+cat > "$d/tmp/$n"
+mv "$d/tmp/$n" "$d/new/$n"
+"""
+
+# getmail6 always writes a Return-Path: first (taken from the message's Return-Path:, or
+# Sender:, or "<unknown>"), moving any existing one there; removing an added "<unknown>" one
+# restores a message that had none.
+GETMAIL_ADDED_RETURN_PATH = b"Return-Path: <unknown>\n"
+
+# getmail6 6.18 delivers each message in a forked child and installs its SIGCHLD handler
+# only after fork() returns (baseclasses.py forkchild/_prepare_child): when the child exits
+# first, the parent waits out its socket timeout and fails with "waiting child pid N timed
+# out". That race is getmail's, not the server's: such a run is retried into a fresh Maildir.
+GETMAIL_FORK_RACE = b"waiting child pid"
+
+
 # --------------------------------------------------------------------------------------
 # TLS
 

@@ -61,7 +61,7 @@ struct name_hash {
 
 struct table {
     std::unordered_map<std::string, entry, name_hash, std::equal_to<>> entries;
-    // ascii_fold(name) -> name, for resolve_recipient(): the first line of names that differ
+    // ascii_fold(name) -> name, for find_entry(): the first line of names that differ
     // only in ASCII case. Built with the table, so each RCPT is a hash lookup, never a scan.
     std::unordered_map<std::string, std::string, name_hash, std::equal_to<>> folded;
     bool any_plain = false;
@@ -121,6 +121,15 @@ std::string ascii_fold(std::string_view s) {
         if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
     return out;
 }
+
+// The entry a login or recipient names: the one named exactly so, else the first one that
+// differs only in ASCII case (as Dovecot's default auth_username_format %Lu lets any case in).
+auto find_entry(const table& t, std::string_view name) -> decltype(t.entries.end()) {
+    if (auto it = t.entries.find(name); it != t.entries.end()) return it;
+    if (const auto f = t.folded.find(ascii_fold(name)); f != t.folded.end()) return t.entries.find(f->second);
+    return t.entries.end();
+}
+
 
 // The account and mailbox an entry answers, to a login (auth_result) and to RCPT
 // (recipient_result) alike: one code path, so both reach the same mailbox.
@@ -342,7 +351,7 @@ public:
             return auth_result::fail();
 
         const std::shared_ptr<const table> t = current();  // no lock is held while hashing
-        const auto it = t->entries.find(c.user);
+        const auto it = find_entry(*t, c.user);
         const entry* e = it == t->entries.end() ? nullptr : &it->second;
 
         if (e != nullptr && e->kind == entry_kind::crypt) {
@@ -378,19 +387,14 @@ public:
     recipient_result resolve_recipient(std::string_view address) override {
         if (address.empty() || address.find('\0') != std::string_view::npos) return recipient_result::unknown();
         const std::shared_ptr<const table> t = current();
-        std::string_view name;
-        if (const auto it = t->entries.find(address); it != t->entries.end())
-            name = it->first;
-        else if (const auto f = t->folded.find(ascii_fold(address)); f != t->folded.end())
-            name = f->second;
-        else
-            return recipient_result::unknown();
-        return granted<recipient_result>(name);
+        const auto it = find_entry(*t, address);
+        if (it == t->entries.end()) return recipient_result::unknown();
+        return granted<recipient_result>(it->first);
     }
 
     std::optional<std::string> lookup(std::string_view user) override {
         const auto t = current();
-        const auto it = t->entries.find(user);
+        const auto it = find_entry(*t, user);
         if (it == t->entries.end() || it->second.kind != entry_kind::plain) return std::nullopt;
         return it->second.secret;
     }

@@ -482,17 +482,20 @@ asio::awaitable<bool> runner::perform(act::login_failed& a) {
         extra = std::max(extra, p.o.account_throttle->failed(account_key(a.user), now));
     delay += extra;
     // Wait, but watch the peer: one that hangs up frees its slot now, not after the delay
-    // (DESIGN.md "Limits": slow peers); a shutdown ends the wait too.
+    // (DESIGN.md "Limits": slow peers); a shutdown ends the wait too, with the core's notice
+    // (SMTP's 421 after a failed AUTH), as for a session waiting for its next command.
     asio::steady_timer t(c_.io().get_executor());
     t.expires_after(delay);
     using namespace asio::experimental::awaitable_operators;
     for (;;) {
+        if (c_.stopping()) co_return co_await p.say_goodbye();  // before consume(): the read it cut
         if (!p.consume()) co_return false;
-        if (c_.stopping()) co_return false;
         if (p.core.buffered() < p.o.read_ahead_octets) p.start_read(p.read_deadline());
         c_.set_idle(true);
+        c_.set_notice_on_stop(!p.core.shutdown_notice().empty());
         const auto which = co_await (t.async_wait(use_tuple) || p.rd->event.async_wait(use_tuple));
         c_.set_idle(false);
+        c_.set_notice_on_stop(false);
         if (which.index() == 0) break;
     }
     co_return p.consume() || !p.eof;

@@ -413,10 +413,11 @@ public:
         auto r = write_error_ ? result<void>(unexpected(write_error_)) : commit_once();
         abort();  // closes the descriptor and removes the tmp/ name, delivered or not
         done_ = true;
-        if (r && config_.events && config_.events->has_subscribers()) {
+        if (r && config_.events) {
+            // Also without subscribers: it ends link_everywhere's expect().
             const std::string id = final_base_name();  // the id snapshot() gives: the base name
             for (const auto& t : targets_)
-                config_.events->publish({store_event::kind::delivered, t.mailbox, id, wire_.octets()});
+                config_.events->publish({store_event::kind::delivered, t.mailbox, id, wire_.octets(), 0});
         }
         return r;
     }
@@ -443,12 +444,12 @@ private:
         if (::close(fd) != 0) return fail("close", tmp_path_, last_system_error());
 
         std::vector<std::string> made;
-        result<void> r = link_everywhere(made);
+        result<void> r = expect_and_link(made);
         for (int attempt = 0; !r && r.error() == std::errc::file_exists && attempt < 8; ++attempt) {
             // A name already taken (another store object in this process with the same
             // counter and a coarse clock): link() never replaces, so take a fresh Q value.
             prefix_ = unique_tail_ + std::to_string(counter_->fetch_add(1));
-            r = link_everywhere(made);
+            r = expect_and_link(made);
         }
         if (!r) return r;
 
@@ -462,6 +463,7 @@ private:
                 if (!s) {
                     auto failed = fail("fsync", targets_[i].dir + "/new", s.error());  // logged before the removal's own
                     remove_all(made, l.removed ? i : std::string::npos);
+                    withdraw();
                     return failed;
                 }
             }
@@ -471,6 +473,20 @@ private:
 
     // Links the tmp/ file into every target's new/ under one final name; on failure removes
     // the links already made, so a retry never delivers twice. `made` is left empty then.
+    // link_everywhere, told to the subscribers first: a POP3 session may delete the message
+    // once it is visible, before commit() publishes its delivery (event_hub::expect).
+    result<void> expect_and_link(std::vector<std::string>& made) {
+        if (config_.events)
+            for (const auto& t : targets_) config_.events->expect(t.mailbox, final_base_name());
+        auto r = link_everywhere(made);
+        if (!r) withdraw();
+        return r;
+    }
+    void withdraw() const {
+        if (config_.events)
+            for (const auto& t : targets_) config_.events->withdraw(t.mailbox, final_base_name());
+    }
+
     result<void> link_everywhere(std::vector<std::string>& made) {
         const std::string base = final_base_name();
         const std::string first = targets_.front().dir + "/new/" + base;

@@ -56,10 +56,13 @@ public:
             std::lock_guard lock(state_->mutex);
             // One id for every target: the same message, as a hard link shares a Maildir name.
             id = "m" + std::to_string(state_->next_id++);
-            for (const auto& t : targets_) state_->mailboxes[t].messages.push_back({id, bytes, wire, false});
+            for (const auto& t : targets_) {
+                events_->expect(t, id);  // a deletion before the publish below waits for it
+                state_->mailboxes[t].messages.push_back({id, bytes, wire, false});
+            }
         }
         // Outside the lock: a listener may read the store.
-        for (const auto& t : targets_) events_->publish({store_event::kind::delivered, t, id, wire});
+        for (const auto& t : targets_) events_->publish({store_event::kind::delivered, t, id, wire, 0});
         return {};
     }
 

@@ -99,14 +99,28 @@ void event_hub::remove(const subscription::entry* e) noexcept {
     count_.store(listeners_.size(), std::memory_order_release);
 }
 
-void event_hub::publish(const store_event& e) const {
-    if (!has_subscribers()) return;
-    std::vector<std::shared_ptr<subscription::entry>> now;
-    {
-        std::lock_guard lock(mutex_);
-        now = listeners_;
-    }
-    // Called without the hub's lock: a listener may subscribe or unsubscribe meanwhile.
+std::string event_hub::key(std::string_view mailbox, std::string_view id) {
+    std::string k;
+    k.reserve(mailbox.size() + 1 + id.size());
+    k.append(mailbox).push_back('\0');  // no mailbox name holds NUL (encode_mailbox_name)
+    k.append(id);
+    return k;
+}
+
+void event_hub::expect(std::string_view mailbox, std::string_view id) {
+    std::lock_guard lock(mutex_);
+    expected_.insert(key(mailbox, id));
+}
+
+void event_hub::withdraw(std::string_view mailbox, std::string_view id) {
+    const std::string k = key(mailbox, id);
+    std::lock_guard lock(mutex_);
+    expected_.erase(k);
+    deferred_.erase(k);
+}
+
+void event_hub::call_listeners(const store_event& e, const std::vector<std::shared_ptr<subscription::entry>>& now) {
+    // Called without the hub's mutex_: a listener may subscribe or unsubscribe meanwhile.
     for (const auto& l : now) {
         std::lock_guard lock(l->mutex);
         if (!l->active) continue;
@@ -118,9 +132,37 @@ void event_hub::publish(const store_event& e) const {
     }
 }
 
+void event_hub::publish(store_event e) {
+    std::lock_guard order(publish_mutex_);
+    std::vector<std::shared_ptr<subscription::entry>> now;
+    bool was_deleted = false;
+    {
+        std::lock_guard lock(mutex_);
+        if (!expected_.empty()) {
+            const std::string k = key(e.mailbox, e.id);
+            if (e.what == store_event::kind::deleted) {
+                if (expected_.contains(k)) {
+                    deferred_.insert(k);  // told after its delivery, below
+                    return;
+                }
+            } else if (expected_.erase(k) > 0) {
+                was_deleted = deferred_.erase(k) > 0;
+            }
+        }
+        if (listeners_.empty()) return;
+        now = listeners_;
+    }
+    e.seq = ++seq_;
+    call_listeners(e, now);
+    if (was_deleted) {
+        store_event d{store_event::kind::deleted, std::move(e.mailbox), std::move(e.id), 0, ++seq_};
+        call_listeners(d, now);
+    }
+}
+
 void store::tell_deleted(std::string_view mailbox, const std::vector<std::string>& ids) const {
-    if (!events_->has_subscribers()) return;
-    for (const auto& id : ids) events_->publish({store_event::kind::deleted, std::string(mailbox), id, 0});
+    if (!events_->has_subscribers()) return;  // NOTE: an expected delivery then has no deletion to wait for
+    for (const auto& id : ids) events_->publish({store_event::kind::deleted, std::string(mailbox), id, 0, 0});
 }
 
 // ---- what every store shares ---------------------------------------------------------------

@@ -105,8 +105,9 @@ struct passwd_file_options {
 /// Opens a passwd-file; it is re-read when it changes (mtime, size or inode), and a
 /// re-read that fails (unreadable, or a line that is not name:secret[:...]) keeps the
 /// previous table. The first read fails with errc::io_error (unreadable) or errc::bad_config
-/// (does not parse; the line is logged). resolve_recipient() finds the entry named by the
-/// whole address, ASCII letters in any case (an exact-case entry first), disabled ones too.
+/// (does not parse; the line is logged). A login (authenticate, lookup) and a recipient
+/// (resolve_recipient, disabled entries too) find the entry named so with ASCII letters in any
+/// case, an exact-case entry first (as Dovecot's default auth_username_format %Lu).
 result<std::unique_ptr<authenticator>> open_passwd_file(passwd_file_options options);
 
 /// Open mode (DESIGN.md: mailnetd without --users): every login whose password equals its

@@ -50,24 +50,21 @@ struct listener_cli {
     std::string plain_option = "--listen";    ///< the plain listener's option
     std::string tls_option = "--tls-listen";  ///< the implicit-TLS listener's option
     std::vector<std::string> plain, tls;      ///< as given
-    /// The default plain listener also when only implicit-TLS ones are given (mailnetd, whose
-    /// SMTP and POP3 ports are where clients expect them); pop3d and smtpd leave it out then.
-    bool default_with_tls = false;
 
     /// Adds both options (repeatable) to `app`.
     void add_to(CLI::App& app) {
         app.add_option(plain_option, plain,
                        "ADDR:PORT for " + names.protocol + " with " + names.upgrade +
                            " (repeatable; port 0: any free port); default " + names.default_listen +
-                           (default_with_tls ? std::string() : ",\nunless only " + tls_option + " is given"));
+                           ",\nunless only " + tls_option + " is given");
         app.add_option(tls_option, tls,
                        "ADDR:PORT for " + names.protocol + " over implicit TLS, " + names.tls_service + " (repeatable)");
     }
 
     /// The listeners after parsing: the given ones, and the default plain one when neither
-    /// option was given (or no plain one, with default_with_tls). nullopt after "PROGRAM: bad OPTION TEXT" on stderr (exit_code::usage).
+    /// option was given (so a TLS listener alone on port 0 binds no fixed port). nullopt after "PROGRAM: bad OPTION TEXT" on stderr (exit_code::usage).
     std::optional<std::vector<listen_spec>> specs(std::string_view program) {
-        if (plain.empty() && (tls.empty() || default_with_tls)) plain.push_back(names.default_listen);
+        if (plain.empty() && tls.empty()) plain.push_back(names.default_listen);
         auto p = listen_specs(program, plain_option, plain, names.service, false);
         auto t = listen_specs(program, tls_option, tls, names.tls_service, true);
         if (!p || !t) return std::nullopt;
@@ -138,7 +135,7 @@ struct service_cli {
             tls = *ctx;
         } else if (self_signed) {
             std::string why;
-            auto made = make_self_signed_server_tls({"localhost", "127.0.0.1"}, &why);
+            auto made = make_self_signed_server_tls({"localhost", "127.0.0.1", "::1"}, &why);
             if (!made) {
                 std::cerr << program << ": TLS: cannot make a self-signed certificate: " << why << "\n";
                 return exit_code::unavailable;

@@ -46,6 +46,7 @@ struct store_event {
     std::string mailbox;       ///< as begin_delivery() or commit() was given it
     std::string id;            ///< the message's id in that mailbox, as snapshot() and open() take it
     std::uint64_t octets = 0;  ///< delivered: the wire size, as snapshot() gives it; deleted: 0
+    std::uint64_t seq = 0;     ///< the store's publish order, from 1: listeners see events in this order
 };
 
 class event_hub;
@@ -81,16 +82,32 @@ public:
     using listener = std::function<void(const store_event&)>;
     /// Adds a listener (see store::subscribe).
     subscription subscribe(listener l);
-    /// Calls every listener with `e`, on this thread; a listener that throws is skipped.
-    void publish(const store_event& e) const;
+    /// Numbers `e` (seq) and calls every listener with it, on this thread, one event at a time
+    /// store-wide, so every listener sees every event in seq order; a listener that throws is
+    /// skipped. A `deleted` of a message whose delivery was expect()ed but not yet published
+    /// waits and is published right after that `delivered`: a listener never hears of a
+    /// deletion before the delivery. Every expect() must end in a `delivered` or a withdraw().
+    void publish(store_event e);
+    /// A delivery is about to make `id` visible in `mailbox` (before it is durable): a deletion
+    /// of it (a fast POP3 session) is told after its `delivered`.
+    void expect(std::string_view mailbox, std::string_view id);
+    /// The delivery expect()ed failed and removed its message: a deletion waiting on it is
+    /// dropped (its delivery never was told).
+    void withdraw(std::string_view mailbox, std::string_view id);
     /// Whether anyone listens (a store builds no events for nobody).
     bool has_subscribers() const noexcept { return count_.load(std::memory_order_acquire) > 0; }
 
 private:
     friend class subscription;
     void remove(const subscription::entry* e) noexcept;
-    mutable std::mutex mutex_;  // guards listeners_
+    static std::string key(std::string_view mailbox, std::string_view id);
+    void call_listeners(const store_event& e, const std::vector<std::shared_ptr<subscription::entry>>& now);
+    std::mutex publish_mutex_;   // held while listeners run: one event at a time, in seq order
+    std::uint64_t seq_ = 0;      // under publish_mutex_
+    mutable std::mutex mutex_;   // guards listeners_, expected_, deferred_
     std::vector<std::shared_ptr<subscription::entry>> listeners_;
+    std::set<std::string, std::less<>> expected_;  // key(): deliveries visible, not yet published
+    std::set<std::string, std::less<>> deferred_;  // key(): deleted while expected
     std::atomic<std::size_t> count_{0};
 };
 
@@ -151,7 +168,8 @@ public:
 
     /// Calls `listener` after each delivery this store object made durable (once per mailbox,
     /// when commit() succeeded, before it returns) and after each message a commit() deleted
-    /// (once per id), on the thread that did it, one call at a time per listener. It must be
+    /// (once per id), on the thread that did it, one event at a time store-wide, in `seq`
+    /// order; a message's `deleted` never comes before its `delivered`. It must be
     /// quick and thread-safe, and must not call this store's lock/commit/delivery methods. Only
     /// this process's changes through this object are told (a PostgreSQL store will tell every
     /// front-end's). Keep the subscription: destroying it unsubscribes. The Maildir and memory

@@ -1,8 +1,9 @@
 // mailnet/mailnetd/message_view.hpp: what mailnetd's HTTP API and web view show of a stored
 // message (DESIGN.md "mailnetd's HTTP API and web view"): the summary fields, the headers, the
 // text and HTML parts decoded to UTF-8, the attachments and the links, and one decoded MIME part.
-// Pure functions over octets: no store, no socket. mimetic does the MIME work; its input is
-// untrusted, so every entry point is fuzzed (fuzz/message_view_fuzz.cpp) and bounded.
+// Pure functions over octets: no store, no socket. The input is untrusted: every entry point is
+// fuzzed (fuzz/message_view_fuzz.cpp) and bounded; MIME is split and decoded here, not by
+// mimetic (message_view.cpp says why; docs/mailnetd.md says what is decoded how).
 #pragma once
 
 #include <cstdint>
