@@ -7,9 +7,13 @@ find_package(OpenSSL 3 REQUIRED)
 if(NOT TARGET mailnet::asio)
   find_path(MAILNET_ASIO_INCLUDE_DIR asio.hpp REQUIRED)
   add_library(mailnet::asio INTERFACE IMPORTED)
+  # One Asio configuration for every translation unit (ASIO_SEPARATE_COMPILATION: Asio is compiled
+  # once, in libmailnet, and a unit built with other macros would disagree with it, e.g. on the
+  # handler allocation hooks). NOTE: no ASIO_NO_DEPRECATED: RESTinio 0.6.16 (mailnetd's HTTP API)
+  # uses buffer_cast, socket_base::max_connections and address::from_string, which it hides.
   set_target_properties(mailnet::asio PROPERTIES
     INTERFACE_INCLUDE_DIRECTORIES "${MAILNET_ASIO_INCLUDE_DIR}"
-    INTERFACE_COMPILE_DEFINITIONS "ASIO_STANDALONE;ASIO_NO_DEPRECATED;ASIO_SEPARATE_COMPILATION"
+    INTERFACE_COMPILE_DEFINITIONS "ASIO_STANDALONE;ASIO_SEPARATE_COMPILATION"
     INTERFACE_LINK_LIBRARIES "Threads::Threads;OpenSSL::SSL;OpenSSL::Crypto")
 endif()
 

@@ -16,9 +16,7 @@
 #include <vector>
 
 #include "mailnet/auth/auth.hpp"
-#ifdef MAILNETD_WITH_HTTP
 #include "mailnet/mailnetd/http_server.hpp"
-#endif
 #include "mailnet/mailnetd/index_sync.hpp"
 #include "mailnet/mailnetd/mail_index.hpp"
 #include "mailnet/net/cli.hpp"
@@ -220,13 +218,10 @@ int main(int argc, char** argv) {
     // The HTTP API: an index of the store kept by its events, served on the same io_context.
     mailnet::mailnetd::mail_index index;
     std::optional<mailnet::mailnetd::index_sync> sync;
-#ifdef MAILNETD_WITH_HTTP
     std::optional<mailnet::mailnetd::http_server> api;
-#endif
     std::optional<net::bound_listener> http_bound;
     if (http_listen) {
         sync.emplace(io, store, index, log);
-#ifdef MAILNETD_WITH_HTTP
         mailnet::mailnetd::http_config hc;
         hc.address = http_listen->address;
         hc.port = http_listen->port;
@@ -239,12 +234,6 @@ int main(int argc, char** argv) {
         }
         http_bound = net::bound_listener{"http", *ep};
         sync->start();
-#else
-        // NOTE: built without MAILNETD_HTTP (mailnetd/CMakeLists.txt): the index is not served.
-        if (!quiet && http_opt->count() > 0)
-            std::cerr << "mailnetd: note: the HTTP API is not built yet; --http " << http << " is ignored\n";
-        sync.reset();
-#endif
     }
     if (!common.tls_fingerprint.empty()) std::printf("tls-fingerprint sha256 %s\n", common.tls_fingerprint.c_str());
     if (http_bound) std::printf("%s\n", net::listening_line(*http_bound).c_str());
