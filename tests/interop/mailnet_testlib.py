@@ -609,9 +609,9 @@ class Smtpd(ListeningServer):
 class Mailnetd(ListeningServer):
     """A mailnetd process: SMTP and POP3 on 127.0.0.1 port 0 over the Maildir root `store`
     (open mode unless `users`); with implicit_tls also smtps and pop3s, with tls_self_signed a
-    certificate made at start. .ports {kind: port} and .fingerprint (the printed
-    `tls-fingerprint sha256 HEX`, or None) once it is up; .port/.tls_port are SMTP's, .pop3_port
-    POP3's.
+    certificate made at start, with http the HTTP API on port 0 too (--no-http without).
+    .ports {kind: port} and .fingerprint (the printed `tls-fingerprint sha256 HEX`, or None) once
+    it is up; .port/.tls_port are SMTP's, .pop3_port POP3's, .http_port the API's (or None).
 
         with Mailnetd(binary, store) as srv:
             smtplib.SMTP(HOST, srv.port, timeout=10)
@@ -621,11 +621,16 @@ class Mailnetd(ListeningServer):
     name, plain_kind, tls_kind = "mailnetd", "smtp", "smtps"
 
     def __init__(self, binary, store, users=None, extra=(), implicit_tls=False, tls_self_signed=False,
-                 workdir=None, start_timeout=10.0, addr=HOST):
+                 workdir=None, start_timeout=10.0, addr=HOST, http=False):
         self.binary = binary
         self.store = store
-        args = [binary, "--store", store, "--smtp", f"{addr}:0", "--pop3", f"{addr}:0", "--no-http"]
+        args = [binary, "--store", store, "--smtp", f"{addr}:0", "--pop3", f"{addr}:0"]
         want = ["smtp", "pop3"]
+        if http:
+            args += ["--http", f"{addr}:0"]
+            want.append("http")
+        else:
+            args.append("--no-http")
         if implicit_tls:
             args += ["--smtps", f"{addr}:0", "--pop3s", f"{addr}:0"]
             want += ["smtps", "pop3s"]
@@ -644,6 +649,7 @@ class Mailnetd(ListeningServer):
         self.ports = parse_listening(out)
         self.pop3_port = self.ports.get("pop3")
         self.pop3s_port = self.ports.get("pop3s")
+        self.http_port = self.ports.get("http")
         m = re.search(r"^tls-fingerprint sha256 ([0-9a-f]{64})$", out, re.M)
         self.fingerprint = m.group(1) if m else None
         return self

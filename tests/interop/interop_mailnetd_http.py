@@ -1,0 +1,524 @@
+# mailnetd's HTTP API (DESIGN.md "mailnetd's HTTP API and web view", #15): the real mailnetd with
+# SMTP, POP3 and HTTP on 127.0.0.1 port 0, mail sent with smtplib, the API read with http.client.
+"""What each test proves, against the contract other projects' tests rely on:
+- /healthz; the list with each filter, limit, total, newest first; 400 for an unknown parameter
+  or a bad value; 404 for an unknown id or endpoint;
+- one message (the issue's case: a quoted-printable text part, a base64 HTML part in
+  ISO-8859-1, an attachment, an RFC 2047 subject) decoded and exact; /raw byte for byte what
+  POP3 RETR gives; /parts/{part} as an attachment under Content-Security-Policy: sandbox;
+- DELETE of one message and of a mailbox, seen by the next POP3 session; the mailboxes list;
+- wait: answered within 1 s of a delivery made while it waits, 408 with what matched at the
+  timeout, since= (an id or an RFC 3339 time);
+- events (Server-Sent Events): `new` then `deleted`, in order;
+- 413 for headers over 16 KiB and bodies over 64 KiB;
+- the API refuses a non-loopback address without --allow-open-network (exit 64)."""
+import datetime
+import http.client
+import json
+import os
+import poplib
+import re
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+import unittest
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mailnet_testlib as t  # noqa: E402
+
+MAILNETD = t.program_binary("mailnetd")
+EX_USAGE = 64
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+
+# The issue's case (as mailnetd/tests/message_view_test.cpp): multipart/mixed of a
+# multipart/alternative (quoted-printable UTF-8 text, base64 ISO-8859-1 HTML) and a PDF
+# attachment whose name is RFC 2231-encoded; the subject is RFC 2047 in two charsets.
+ISSUE_MESSAGE = (
+    "From: =?UTF-8?B?w5xuw69jb2Rl?= Sender <sender@example.org>\n"
+    "To: \"Doe, Jane\" <jane@example.org>, bob@example.org (Bob)\n"
+    "Cc: team: carol@example.org, \"Dan\" <dan@example.org>;, JANE@example.org\n"
+    "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe_aus?=\n"
+    " =?ISO-8859-1?Q?_K=F6ln?= [#42]\n"
+    "Message-ID: <issue-case@interop.test>\n"
+    "MIME-Version: 1.0\n"
+    "Content-Type: multipart/mixed; boundary=\"outer\"\n"
+    "\n"
+    "This is a multi-part message in MIME format.\n"
+    "--outer\n"
+    "Content-Type: multipart/alternative; boundary=inner\n"
+    "\n"
+    "--inner\n"
+    "Content-Type: text/plain; charset=utf-8\n"
+    "Content-Transfer-Encoding: quoted-printable\n"
+    "\n"
+    "Hallo J=C3=B6rg,\n"
+    "\n"
+    "bitte best=C3=A4tige: https://example.org/confirm?id=3D7&t=3Dx.\n"
+    "Ein sehr langer Satz, der umgebrochen wird und weiterl=\n"
+    "=C3=A4uft.\n"
+    "--inner\n"
+    "Content-Type: text/html; charset=\"ISO-8859-1\"\n"
+    "Content-Transfer-Encoding: base64\n"
+    "\n"
+    "PHA+R3L832UgYXVzIEv2bG4gJmFtcDsgbWVoci48L3A+DQo8cD48YSBocmVmPSJodHRwczovL2V4\n"
+    "YW1wbGUub3JnL2NvbmZpcm0/aWQ9NyZhbXA7dD14JmFtcDt2aWE9aHRtbCI+QmVzdOR0aWdlbjwv\n"
+    "YT48L3A+DQo=\n"
+    "--inner--\n"
+    "\n"
+    "--outer\n"
+    "Content-Type: application/pdf; name=\"=?UTF-8?Q?r=C3=A9sum=C3=A9.pdf?=\"\n"
+    "Content-Disposition: attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf\n"
+    "Content-Transfer-Encoding: base64\n"
+    "\n"
+    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4\n"
+    "OTo7PD0+P0BBQkNERUZHSElKS0xNTk9QUVJTVFVWV1hZWltcXV5fYGFiY2RlZmdoaWprbG1ub3Bx\n"
+    "cnN0dXZ3eHl6e3x9fn+AgYKDhIWGh4iJiouMjY6PkJGSk5SVlpeYmZqbnJ2en6ChoqOkpaanqKmq\n"
+    "q6ytrq+wsbKztLW2t7i5uru8vb6/wMHCw8TFxsc=\n"
+    "--outer--\n"
+    "epilogue\n").encode("ascii").replace(b"\n", b"\r\n")
+
+
+def response(conn):
+    r = conn.getresponse()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+
+
+class Api:
+    """http.client against the API: one connection per request (as curl in a CI job)."""
+
+    def __init__(self, port):
+        self.port = port
+
+    def request(self, method, path, body=None, headers=None, timeout=10):
+        conn = http.client.HTTPConnection(t.HOST, self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            return response(conn)
+        finally:
+            conn.close()
+
+    def json(self, method, path, want=200, **kw):
+        status, headers, body = self.request(method, path, **kw)
+        if status != want:
+            raise AssertionError(f"{method} {path}: {status} {body!r}, want {want}")
+        if want == 204:
+            if body:
+                raise AssertionError(f"{method} {path}: a 204 with a body {body!r}")
+            return None
+        if not headers.get("content-type", "").startswith("application/json"):
+            raise AssertionError(f"{method} {path}: content type {headers.get('content-type')!r}")
+        return json.loads(body)
+
+    def get(self, path, want=200, **kw):
+        return self.json("GET", path, want, **kw)
+
+
+def q(path, **params):
+    return path + "?" + urllib.parse.urlencode(params) if params else path
+
+
+def send(srv, sender, rcpts, msg):
+    with smtplib.SMTP(t.HOST, srv.port, timeout=10) as s:
+        refused = s.sendmail(sender, rcpts, msg)
+    if refused:
+        raise AssertionError(f"refused: {refused}")
+
+
+def simple(subject, to, frm="Sender <sender@example.org>", cc=None, body="hello\r\n"):
+    h = [f"From: {frm}", f"To: {to}"] + ([f"Cc: {cc}"] if cc else []) + [
+        f"Subject: {subject}", f"Message-ID: <{subject.replace(' ', '-')}@interop.test>"]
+    return ("\r\n".join(h) + "\r\n\r\n" + body).encode("utf-8")
+
+
+def pop3_fetch(srv, mailbox):
+    """Every message of `mailbox` as POP3 RETR gives it (CRLF, dot-unstuffed); QUIT ends the session."""
+    p = poplib.POP3(t.HOST, srv.pop3_port, timeout=10)
+    try:
+        p.user(mailbox)
+        p.pass_(mailbox)
+        count, _ = p.stat()
+        out = [b"\r\n".join(p.retr(i)[1]) + b"\r\n" for i in range(1, count + 1)]
+        p.quit()
+        return out
+    except BaseException:
+        p.close()
+        raise
+
+
+class HttpCase(unittest.TestCase):
+    def setUp(self):
+        self.tmp = t.TempDir()
+        self.store = os.path.join(self.tmp.path, "store")
+        self.srv = t.Mailnetd(MAILNETD, self.store, http=True).start()
+        self.api = Api(self.srv.http_port)
+
+    def tearDown(self):
+        try:
+            self.srv.stop()
+        finally:
+            self.tmp.cleanup()
+
+    def until(self, count, **filters):
+        """Waits (through the API) until `count` messages match: the index trails the 250 a little."""
+        return self.api.get(q("/api/v1/wait", count=count, timeout=10, **filters))
+
+    def ids(self, result):
+        return [m["id"] for m in result["messages"]]
+
+    def test_healthz_and_listening_line(self):
+        self.assertRegex(self.srv.stdout(), r"(?m)^listening http 127\.0\.0\.1:\d+$")
+        self.assertEqual(self.api.get("/healthz"), {"status": "ok"})
+        self.api.get("/healthz?x=1", want=400)
+        self.api.get("/nothing-here", want=404)
+        self.api.get("/api/v1/nothing", want=404)
+        self.api.get("/api/v2/messages", want=404)
+        self.api.json("PUT", "/api/v1/mailboxes", want=405)
+
+    def test_list_filters_limit_total_order(self):
+        send(self.srv, "alice@example.org", ["bob@example.org"], simple("Alpha one", "Bob <bob@example.org>"))
+        send(self.srv, "carol@example.net", ["carol@example.org"],
+             simple("Reset your password", "carol@example.org", frm="Carol <carol@example.net>",
+                    cc="bob@example.org"))
+        send(self.srv, "alice@example.org", ["bob@example.org", "dave@example.org"],
+             simple("Gamma =?UTF-8?Q?gr=C3=BC=C3=9Fe?=", "bob@example.org, dave@example.org",
+                    frm="Someone Else <else@example.com>"))
+        everything = self.until(4)
+        self.assertEqual(everything["total"], 4)
+        msgs = everything["messages"]
+        self.assertEqual(len(msgs), 4)
+        for m in msgs:
+            self.assertEqual(set(m), {"id", "mailbox", "from", "to", "subject", "received", "size"})
+            self.assertRegex(m["id"], r"^[a-z2-7]{16}$")
+            self.assertRegex(m["received"], RFC3339)
+        # Newest first: the two copies of the third mail, then the second, then the first.
+        self.assertEqual([m["subject"] for m in msgs],
+                         ["Gamma grüße", "Gamma grüße", "Reset your password", "Alpha one"])
+        self.assertEqual(sorted(m["mailbox"] for m in msgs[:2]), ["bob@example.org", "dave@example.org"])
+        self.assertNotEqual(msgs[0]["id"], msgs[1]["id"], "each copy has its own id")
+        self.assertEqual(msgs[2], {**msgs[2], "mailbox": "carol@example.org", "from": "carol@example.net",
+                                   "to": ["carol@example.org", "bob@example.org"]})
+        self.assertEqual(self.api.get("/api/v1/messages"), everything)
+
+        def subjects(**f):
+            r = self.api.get(q("/api/v1/messages", **f))
+            self.assertEqual(r["total"], len(r["messages"]), f)
+            return [(m["mailbox"], m["subject"]) for m in r["messages"]]
+
+        # mailbox=: exact, case-insensitive.
+        self.assertEqual(subjects(mailbox="BOB@Example.ORG"),
+                         [("bob@example.org", "Gamma grüße"), ("bob@example.org", "Alpha one")])
+        self.assertEqual(subjects(mailbox="bob@example"), [])
+        # to=: the mailbox or a To/Cc address, substring, case-insensitive.
+        # (The two copies of one mail are in the order their deliveries were told: either.)
+        gamma = [(m["mailbox"], m["subject"]) for m in msgs[:2]]
+        self.assertEqual(subjects(to="BOB@"), gamma + [("carol@example.org", "Reset your password"),
+                                                       ("bob@example.org", "Alpha one")])
+        self.assertEqual(subjects(to="dave"), gamma, "bob's copy too: its To names dave")
+        self.assertEqual(subjects(to="carol"), [("carol@example.org", "Reset your password")])
+        # from=: the envelope sender or the From address.
+        self.assertEqual(subjects(**{"from": "alice@"}), gamma + [("bob@example.org", "Alpha one")])
+        self.assertEqual(subjects(**{"from": "ELSE@example.com"}), gamma)
+        # subject=: the decoded subject.
+        self.assertEqual(subjects(subject="RESET"), [("carol@example.org", "Reset your password")])
+        self.assertEqual(subjects(subject="grüße", mailbox="dave@example.org"), [("dave@example.org", "Gamma grüße")])
+        self.assertEqual(subjects(subject="nothing like it"), [])
+        # limit=: at most that many, total still counts every match.
+        r = self.api.get(q("/api/v1/messages", limit=1))
+        self.assertEqual((r["total"], self.ids(r)), (4, self.ids(everything)[:1]))
+        r = self.api.get(q("/api/v1/messages", limit=1000, to="bob"))
+        self.assertEqual(r["total"], 4)
+        # 400s, each with a JSON reason.
+        for bad in ({"limit": "0"}, {"limit": "1001"}, {"limit": "ten"}, {"limit": "-1"}, {"unknown": "1"},
+                    {"since": "x"}, {"count": "1"}):
+            err = self.api.get(q("/api/v1/messages", **bad), want=400)
+            self.assertIsInstance(err.get("error"), str, bad)
+            self.assertTrue(err["error"], bad)
+        self.api.get("/api/v1/messages?limit=1&limit=2", want=400)
+        self.api.get("/api/v1/messages?to=%zz", want=400)
+
+    def test_message_detail_raw_and_parts(self):
+        send(self.srv, "bounce@example.net", ["jane@example.org"], ISSUE_MESSAGE)
+        [summary] = self.until(1)["messages"]
+        got = self.api.get(f"/api/v1/messages/{summary['id']}")
+        self.assertEqual({k: got[k] for k in summary}, summary)
+        self.assertEqual(summary["mailbox"], "jane@example.org")
+        self.assertEqual(summary["from"], "bounce@example.net")
+        self.assertEqual(summary["to"], ["jane@example.org", "bob@example.org", "carol@example.org", "dan@example.org"])
+        self.assertEqual(got["subject"], "Grüße aus Köln [#42]")
+        self.assertEqual(got["text"], "Hallo Jörg,\n\nbitte bestätige: https://example.org/confirm?id=7&t=x.\n"
+                                      "Ein sehr langer Satz, der umgebrochen wird und weiterläuft.")
+        self.assertEqual(got["html"], "<p>Grüße aus Köln &amp; mehr.</p>\n"
+                                      "<p><a href=\"https://example.org/confirm?id=7&amp;t=x&amp;via=html\">"
+                                      "Bestätigen</a></p>\n")
+        self.assertEqual(got["attachments"], [{"part": "2", "filename": "résumé.pdf",
+                                               "content_type": "application/pdf", "size": 200}])
+        self.assertEqual(got["links"], ["https://example.org/confirm?id=7&t=x",
+                                        "https://example.org/confirm?id=7&t=x&via=html"])
+        names = [h[0] for h in got["headers"]]
+        self.assertEqual(names, ["Return-Path", "Received", "From", "To", "Cc", "Subject", "Message-ID",
+                                 "MIME-Version", "Content-Type"])
+        self.assertEqual(got["headers"][0][1], "<bounce@example.net>")
+        self.assertEqual(got["headers"][2][1], "Ünïcode Sender <sender@example.org>")
+        self.assertEqual(got["headers"][5][1], "Grüße aus Köln [#42]")
+
+        # /raw: exactly what RETR gives, as message/rfc822; the summary's size is its length.
+        status, headers, raw = self.api.request("GET", f"/api/v1/messages/{summary['id']}/raw")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["content-type"], "message/rfc822")
+        [retr] = pop3_fetch(self.srv, "jane@example.org")
+        self.assertEqual(raw, retr)
+        self.assertEqual(summary["size"], len(retr))
+        self.assertTrue(raw.endswith(ISSUE_MESSAGE), "the message as sent, after the trace headers")
+
+        # /parts/{part}: decoded, its own content type, never run by a browser.
+        status, headers, pdf = self.api.request("GET", f"/api/v1/messages/{summary['id']}/parts/2")
+        self.assertEqual(status, 200)
+        self.assertEqual(pdf, bytes(range(200)))
+        self.assertEqual(headers["content-type"], "application/pdf")
+        self.assertTrue(headers["content-disposition"].startswith("attachment"), headers)
+        self.assertIn("filename*=UTF-8''r%C3%A9sum%C3%A9.pdf", headers["content-disposition"])
+        self.assertEqual(headers["content-security-policy"], "sandbox")
+        status, headers, html = self.api.request("GET", f"/api/v1/messages/{summary['id']}/parts/1.2")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["content-type"], "text/html; charset=iso-8859-1")
+        self.assertEqual(headers["content-disposition"], "attachment")
+        self.assertEqual(headers["content-security-policy"], "sandbox")
+        self.assertTrue(html.startswith(b"<p>Gr\xfc\xdfe aus K\xf6ln"), html)
+        status, headers, text = self.api.request("GET", f"/api/v1/messages/{summary['id']}/parts/1.1")
+        self.assertEqual((status, text[:12]), (200, "Hallo Jörg,".encode()))
+        self.api.get(f"/api/v1/messages/{summary['id']}/parts/3", want=404)
+        self.api.get(f"/api/v1/messages/{summary['id']}/parts/1.x", want=400)
+        self.api.get(f"/api/v1/messages/{summary['id']}/other", want=404)
+        # Unknown ids: 404 on every path.
+        for path in ("/api/v1/messages/aaaaaaaaaaaaaaaa", "/api/v1/messages/aaaaaaaaaaaaaaaa/raw",
+                     "/api/v1/messages/aaaaaaaaaaaaaaaa/parts/1", "/api/v1/messages/no-such-id"):
+            self.assertIn("error", self.api.get(path, want=404))
+        self.api.json("DELETE", "/api/v1/messages/aaaaaaaaaaaaaaaa", want=404)
+
+    def test_deletes_are_seen_by_pop3_and_mailboxes(self):
+        for i in range(2):
+            send(self.srv, "a@example.org", ["bob@example.org"], simple(f"for bob {i}", "bob@example.org"))
+            send(self.srv, "a@example.org", ["carol@example.org"], simple(f"for carol {i}", "carol@example.org"))
+        send(self.srv, "a@example.org", ["dave@example.org"], simple("for dave", "dave@example.org"))
+        self.until(5)
+        boxes = self.api.get("/api/v1/mailboxes")
+        self.assertEqual(sorted(b["name"] for b in boxes), ["bob@example.org", "carol@example.org", "dave@example.org"])
+        for b in boxes:
+            fetched = pop3_fetch(self.srv, b["name"])
+            self.assertEqual((b["messages"], b["size"]), (len(fetched), sum(map(len, fetched))), b)
+
+        bob = self.api.get(q("/api/v1/messages", mailbox="bob@example.org"))["messages"]
+        self.api.json("DELETE", f"/api/v1/messages/{bob[0]['id']}", want=204)
+        self.api.get(f"/api/v1/messages/{bob[0]['id']}", want=404)
+        self.api.json("DELETE", f"/api/v1/messages/{bob[0]['id']}", want=404)
+        left = pop3_fetch(self.srv, "bob@example.org")
+        self.assertEqual(len(left), 1)
+        self.assertIn(b"Subject: for bob 0\r\n", left[0])
+        self.assertEqual(self.ids(self.api.get(q("/api/v1/messages", mailbox="bob@example.org"))), [bob[1]["id"]])
+
+        self.api.json("DELETE", q("/api/v1/messages", mailbox="CAROL@example.org"), want=204)
+        self.assertEqual(pop3_fetch(self.srv, "carol@example.org"), [])
+        self.assertEqual(self.api.get(q("/api/v1/messages", mailbox="carol@example.org"))["total"], 0)
+        self.assertEqual(len(pop3_fetch(self.srv, "bob@example.org")), 1, "another mailbox is left alone")
+        self.api.json("DELETE", q("/api/v1/messages", limit="1"), want=400)
+
+        counts = {b["name"]: b["messages"] for b in self.api.get("/api/v1/mailboxes")}
+        self.assertEqual({k: v for k, v in counts.items() if v}, {"bob@example.org": 1, "dave@example.org": 1})
+
+        self.api.json("DELETE", "/api/v1/messages", want=204)
+        self.assertEqual(self.api.get("/api/v1/messages")["total"], 0)
+        for box in ("bob@example.org", "carol@example.org", "dave@example.org"):
+            self.assertEqual(pop3_fetch(self.srv, box), [], box)
+
+    def test_wait(self):
+        send(self.srv, "a@example.org", ["bob@example.org"], simple("early", "bob@example.org"))
+        [early] = self.until(1)["messages"]
+        # Already there: answered at once.
+        t0 = time.monotonic()
+        r = self.api.get(q("/api/v1/wait", to="bob", timeout=10))
+        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertEqual(self.ids(r), [early["id"]])
+
+        # A delivery made while the wait is pending answers it within 1 s of the 250.
+        got = {}
+
+        def waiter():
+            t_start = time.monotonic()
+            got["r"] = self.api.request("GET", q("/api/v1/wait", to="late@example.org",
+                                                 subject="reset", timeout=20), timeout=30)
+            got["at"] = time.monotonic()
+            got["took"] = got["at"] - t_start
+
+        th = threading.Thread(target=waiter)
+        th.start()
+        time.sleep(0.5)
+        self.assertTrue(th.is_alive(), "the wait answered before any matching mail")
+        send(self.srv, "a@example.org", ["late@example.org"], simple("not it", "late@example.org"))
+        time.sleep(0.3)
+        self.assertTrue(th.is_alive(), "the wait answered for a message its filter does not match")
+        send(self.srv, "a@example.org", ["late@example.org"], simple("Password RESET", "late@example.org"))
+        sent_at = time.monotonic()
+        th.join(10)
+        self.assertFalse(th.is_alive())
+        status, _, body = got["r"]
+        self.assertEqual(status, 200, body)
+        self.assertLess(got["at"] - sent_at, 1.0, "answered within 1 s of the 250")
+        r = json.loads(body)
+        self.assertEqual((r["total"], [m["subject"] for m in r["messages"]]), (1, ["Password RESET"]))
+        reset_id = r["messages"][0]["id"]
+
+        # The timeout: 408 with what matched.
+        t0 = time.monotonic()
+        r = self.api.get(q("/api/v1/wait", mailbox="late@example.org", count=3, timeout=1), want=408)
+        took = time.monotonic() - t0
+        self.assertGreaterEqual(took, 0.9)
+        self.assertLess(took, 5)
+        self.assertEqual([m["subject"] for m in r["messages"]], ["Password RESET", "not it"])
+        self.assertEqual(r["total"], 2)
+        self.assertEqual(self.api.get(q("/api/v1/wait", to="nobody", timeout=0), want=408), {"total": 0, "messages": []})
+
+        # since=: an id counts only what came after it; an RFC 3339 time likewise.
+        self.api.get(q("/api/v1/wait", since=reset_id, timeout=1), want=408)
+        r = self.api.get(q("/api/v1/wait", since=early["id"], count=2, timeout=1))
+        self.assertEqual([m["subject"] for m in r["messages"]], ["Password RESET", "not it"])
+        r = self.api.get(q("/api/v1/wait", since="2000-01-01T00:00:00Z", count=3, timeout=1))
+        self.assertEqual(r["total"], 3)
+        future = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
+        self.api.get(q("/api/v1/wait", since=future.strftime("%Y-%m-%dT%H:%M:%SZ"), timeout=0), want=408)
+
+        th = threading.Thread(target=lambda: got.update(
+            since=self.api.request("GET", q("/api/v1/wait", since=reset_id, timeout=20), timeout=30)))
+        th.start()
+        time.sleep(0.3)
+        send(self.srv, "a@example.org", ["zed@example.org"], simple("after reset", "zed@example.org"))
+        th.join(10)
+        status, _, body = got["since"]
+        self.assertEqual(status, 200, body)
+        self.assertEqual([m["subject"] for m in json.loads(body)["messages"]], ["after reset"])
+
+        for bad in ({"since": "aaaaaaaaaaaaaaaa"}, {"since": "yesterday"}, {"count": "0"}, {"timeout": "-1"},
+                    {"timeout": "601"}, {"limit": "1"}):
+            self.assertIn("error", self.api.get(q("/api/v1/wait", **bad), want=400), bad)
+
+    def test_wait_of_a_client_that_goes_away(self):
+        # Many waiters whose clients close: the server goes on answering (and frees them).
+        conns = []
+        for _ in range(50):
+            c = http.client.HTTPConnection(t.HOST, self.srv.http_port, timeout=10)
+            c.request("GET", q("/api/v1/wait", to="never", timeout=60))
+            conns.append(c)
+        for c in conns:
+            c.close()
+        time.sleep(0.2)
+        self.assertEqual(self.api.get("/healthz"), {"status": "ok"})
+        send(self.srv, "a@example.org", ["bob@example.org"], simple("after", "bob@example.org"))
+        self.assertEqual(self.until(1)["total"], 1)
+
+    def test_events_new_then_deleted(self):
+        conn = http.client.HTTPConnection(t.HOST, self.srv.http_port, timeout=10)
+        try:
+            conn.request("GET", "/api/v1/events")
+            resp = conn.getresponse()
+            self.assertEqual(resp.status, 200)
+            self.assertTrue(resp.getheader("Content-Type").startswith("text/event-stream"))
+            events = []
+            done = threading.Event()
+
+            def reader():
+                kind = None
+                try:
+                    while not done.is_set():
+                        line = resp.readline()
+                        if not line:
+                            return
+                        line = line.decode().rstrip("\n")
+                        if line.startswith("event: "):
+                            kind = line[len("event: "):]
+                        elif line.startswith("data: "):
+                            events.append((kind, json.loads(line[len("data: "):])))
+                except OSError:
+                    pass
+
+            th = threading.Thread(target=reader, daemon=True)
+            th.start()
+            send(self.srv, "a@example.org", ["bob@example.org", "carol@example.org"],
+                 simple("evented", "bob@example.org, carol@example.org"))
+            self.assertTrue(t.wait_until(lambda: len(events) >= 2, timeout=5), events)
+            news = [e for e in events if e[0] == "new"]
+            self.assertEqual(len(news), 2, events)
+            self.assertEqual(sorted(e[1]["mailbox"] for e in news), ["bob@example.org", "carol@example.org"])
+            listed = self.api.get("/api/v1/messages")["messages"]
+            self.assertEqual(sorted(e[1]["id"] for e in news), sorted(m["id"] for m in listed))
+            self.assertEqual({e[1]["id"]: e[1] for e in news}, {m["id"]: m for m in listed})
+            first = news[0][1]["id"]
+            self.api.json("DELETE", f"/api/v1/messages/{first}", want=204)
+            send(self.srv, "a@example.org", ["dave@example.org"], simple("third", "dave@example.org"))
+            self.assertTrue(t.wait_until(lambda: len(events) >= 4, timeout=5), events)
+            self.assertEqual(events[2], ("deleted", {"id": first}))
+            self.assertEqual((events[3][0], events[3][1]["subject"]), ("new", "third"))
+            # A deletion through POP3 is told as well.
+            pop3_fetch(self.srv, "dave@example.org")  # RETR only, no DELE
+            p = poplib.POP3(t.HOST, self.srv.pop3_port, timeout=10)
+            p.user("dave@example.org")
+            p.pass_("dave@example.org")  # open mode: the password is the address
+            p.dele(1)
+            p.quit()
+            self.assertTrue(t.wait_until(lambda: len(events) >= 5, timeout=5), events)
+            self.assertEqual(events[4], ("deleted", {"id": events[3][1]["id"]}))
+            done.set()
+        finally:
+            conn.close()
+
+    def test_request_limits(self):
+        status, _, body = self.api.request("GET", "/healthz", headers={"X-Big": "a" * (17 * 1024)})
+        self.assertEqual(status, 413, body)
+        self.assertIn("error", json.loads(body))
+        status, _, body = self.api.request("GET", "/healthz", headers={"X-Ok": "a" * (8 * 1024)})
+        self.assertEqual(status, 200, body)
+        status, _, body = self.api.request("PUT", "/api/v1/messages", body=b"x" * (65 * 1024),
+                                           headers={"Content-Type": "application/json"})
+        self.assertEqual(status, 413, body)
+        self.assertIn("error", json.loads(body))
+        # Still serving.
+        self.assertEqual(self.api.get("/healthz"), {"status": "ok"})
+
+
+class OpenNetwork(unittest.TestCase):
+    def run_mailnetd(self, *args):
+        with t.TempDir() as d:
+            return subprocess.run([MAILNETD, "--store", os.path.join(d, "store"), "--smtp", "127.0.0.1:0",
+                                   "--pop3", "127.0.0.1:0", *args], capture_output=True, timeout=20)
+
+    def test_http_on_a_non_loopback_address_needs_allow_open_network(self):
+        r = self.run_mailnetd("--http", "0.0.0.0:0")
+        self.assertEqual(r.returncode, EX_USAGE, r)
+        self.assertNotIn(b"listening", r.stdout)
+        self.assertIn(b"--allow-open-network", r.stderr)
+        with t.TempDir() as d:
+            users = t.write_users(os.path.join(d, "users"), {"bob@example.org": "secret"})
+            r = self.run_mailnetd("--users", users, "--http", "0.0.0.0:0")
+        self.assertEqual(r.returncode, EX_USAGE, "users mode too: the API has no login")
+        with t.TempDir() as d:
+            srv = t.Mailnetd(MAILNETD, os.path.join(d, "store"), http=True, addr="0.0.0.0",
+                             extra=["--allow-open-network"]).start()
+            try:
+                self.assertRegex(srv.stdout(), r"(?m)^listening http 0\.0\.0\.0:\d+$")
+                self.assertEqual(Api(srv.http_port).get("/healthz"), {"status": "ok"})
+            finally:
+                srv.stop()
+
+    def test_no_http(self):
+        with t.TempDir() as d:
+            srv = t.Mailnetd(MAILNETD, os.path.join(d, "store")).start()
+            try:
+                self.assertNotIn("listening http", srv.stdout())
+                self.assertIsNone(srv.http_port)
+            finally:
+                srv.stop()
+
+
+if __name__ == "__main__":
+    t.run_tests(watchdog_seconds=240)
