@@ -36,17 +36,20 @@ namespace exit_code = mailnet::net::exit_code;
 // sender's QUIT after its 250) before the shutdown a first SIGTERM makes.
 constexpr std::chrono::seconds exit_after_patience{3};
 
-// "ADDR:PORT" of the first plain listener of `service`, as a client on this machine reaches it
-// (an unspecified address, 0.0.0.0 or ::, through loopback); empty if there is none.
+// "ADDR:PORT" of `ep` as a client on this machine reaches it (an unspecified address, 0.0.0.0
+// or ::, through loopback).
+std::string reachable(const asio::ip::tcp::endpoint& ep) {
+    auto a = ep.address();
+    if (a.is_unspecified()) a = a.is_v4() ? asio::ip::address(asio::ip::address_v4::loopback())
+                                          : asio::ip::address(asio::ip::address_v6::loopback());
+    const std::string host = a.is_v6() ? "[" + a.to_string() + "]" : a.to_string();
+    return host + ":" + std::to_string(ep.port());
+}
+
+// The first plain listener of `service`, reachable(); empty if there is none.
 std::string reachable(const net::service& s, const std::string& service) {
-    for (const auto& l : s.listeners()) {
-        if (l.service != service) continue;
-        auto a = l.endpoint.address();
-        if (a.is_unspecified()) a = a.is_v4() ? asio::ip::address(asio::ip::address_v4::loopback())
-                                              : asio::ip::address(asio::ip::address_v6::loopback());
-        const std::string host = a.is_v6() ? "[" + a.to_string() + "]" : a.to_string();
-        return host + ":" + std::to_string(l.endpoint.port());
-    }
+    for (const auto& l : s.listeners())
+        if (l.service == service) return reachable(l.endpoint);
     return {};
 }
 
@@ -77,7 +80,8 @@ std::string pop3c_command() {
 
 // Open mode's first words for a person at a terminal (stderr, unless --quiet): commands that
 // send a message and fetch it again, exactly as they work against this process.
-void print_try_this(const net::service& smtp, const net::service& pop3, const std::string& store_dir) {
+void print_try_this(const net::service& smtp, const net::service& pop3, const std::string& store_dir,
+                    const std::optional<net::bound_listener>& http) {
     const std::string s = reachable(smtp, "smtp"), p = reachable(pop3, "pop3");
     const std::string from = "me@example.org", to = "you@example.org";
     std::string out = "mailnetd: open mode: every recipient is accepted; a mailbox's POP3 login and password are "
@@ -94,6 +98,11 @@ void print_try_this(const net::service& smtp, const net::service& pop3, const st
         out += "  PW=" + to + " " + pop3c_command() + " fetch --stdout --keep --host " + host +
                " --port " + p.substr(colon + 1) + " --user " + to + " --password-env PW\n";
     }
+    if (http) {
+        const std::string api = "http://" + reachable(http->endpoint) + "/api/v1";
+        out += "  curl -sS " + shell_word(api + "/wait?to=" + to + "&timeout=30") + "\n";
+        out += "  curl -sS " + shell_word(api + "/messages") + "\n";
+    }
     // new/ holds what no session has retrieved yet; a RETR moves a message to cur/ at QUIT.
     std::error_code ec;
     const auto root = std::filesystem::absolute(store_dir, ec);
@@ -105,7 +114,8 @@ void print_try_this(const net::service& smtp, const net::service& pop3, const st
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"mailnetd: a test mail server for developers and CI: SMTP in, POP3 out, one Maildir store.\n"
+    CLI::App app{"mailnetd: a test mail server for developers and CI: SMTP in, POP3 and an HTTP API out, one\n"
+                 "Maildir store. The API (docs/mailnetd.md) lists, shows, deletes and waits for mail.\n"
                  "Without --users every recipient is accepted and each mailbox's POP3 login and password\n"
                  "are its address (open mode, loopback only).",
                  "mailnetd"};
@@ -239,6 +249,6 @@ int main(int argc, char** argv) {
     if (http_bound) std::printf("%s\n", net::listening_line(*http_bound).c_str());
     return net::run_until_signalled(io, {smtp.base(), pop3.base()}, [&](net::shutdown_on_signals& s) {
         stopper = &s;
-        if (open_mode && !quiet) print_try_this(smtp, pop3, store_dir);
+        if (open_mode && !quiet) print_try_this(smtp, pop3, store_dir, http_bound);
     });
 }
