@@ -183,6 +183,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     void mailboxes(const request& req);
     void wait(const request& req, const query_params& params);
     void events(const request& req);
+    void faults(const request& req);
 };
 
 namespace {
@@ -298,6 +299,11 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
     if (seg.size() == 3 && what == "events") {
         if (!get) return not_allowed();
         if (no_params()) events(req);
+        return restinio::request_accepted();
+    }
+    if (seg.size() == 3 && what == "faults") {
+        if (!(get || del || method == restinio::http_method_put())) return not_allowed();
+        if (no_params()) faults(req);
         return restinio::request_accepted();
     }
     fail(req, 404, "no such endpoint");
@@ -583,6 +589,23 @@ void http_server::impl::events(const request& req) {
     out.append_header(restinio::http_field::content_type, "text/event-stream; charset=utf-8");
     out.append_header("Cache-Control", "no-store");
     std::make_shared<event_stream>(shared_from_this(), std::move(out), req->connection_id())->start();
+}
+
+// GET/PUT/DELETE /api/v1/faults through the slots main() gives (http_server.hpp, fault_endpoint).
+void http_server::impl::faults(const request& req) {
+    if (!cfg.faults) return fail(req, 404, "fault injection is not available in this build");
+    const auto& f = *cfg.faults;
+    const auto method = req->header().method();
+    if (method == restinio::http_method_delete()) {
+        f.clear();
+        return answer(req, 204, {});
+    }
+    if (method == restinio::http_method_put()) {
+        auto r = f.replace(req->body());
+        if (auto* e = std::get_if<api_error>(&r)) return fail(req, e->status, e->message);
+        return answer(req, 200, std::move(std::get<std::string>(r)));
+    }
+    answer(req, 200, f.list());
 }
 
 http_server::http_server(asio::io_context& io, http_config cfg, std::shared_ptr<store> st, mail_index& index,

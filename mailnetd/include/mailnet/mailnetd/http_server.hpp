@@ -7,8 +7,12 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/thread_pool.hpp>
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <variant>
 
 #include "mailnet/error.hpp"
 #include "mailnet/log.hpp"
@@ -18,12 +22,27 @@
 
 namespace mailnet::mailnetd {
 
+/// The API's side of the fault rules (DESIGN.md "Fault rule"): GET/PUT/DELETE /api/v1/faults.
+/// The rules themselves (parsing, matching, acting in the SMTP and POP3 sessions) belong to
+/// libmailnet, smtpd and pop3d; mailnetd's main() fills these slots with them. Each slot is
+/// called on the I/O thread. Without them (http_config::faults empty) the path answers 404.
+struct fault_endpoint {
+    /// The list in force, as the JSON array GET and PUT answer.
+    std::function<std::string()> list;
+    /// Replaces the list with `body` (a JSON array of rules): the new list as JSON, or the
+    /// error (400: bad JSON, an unknown field or phase) with the old list left in force.
+    std::function<std::variant<std::string, api_error>(std::string_view body)> replace;
+    /// Removes every rule.
+    std::function<void()> clear;
+};
+
 /// What the HTTP server needs.
 struct http_config {
     std::string address = "127.0.0.1";  ///< an IP literal
     std::uint16_t port = 8025;          ///< 0: the OS chooses; start() tells which
     api_limits limits;
     log_sink log = null_log();
+    std::optional<fault_endpoint> faults;  ///< /api/v1/faults; empty: 404
 };
 
 /// The HTTP API. Runs on `io`'s thread; blocking store calls go to `pool`.
