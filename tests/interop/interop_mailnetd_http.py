@@ -11,7 +11,8 @@
   timeout, since= (an id or an RFC 3339 time);
 - events (Server-Sent Events): `new` then `deleted`, in order;
 - 413 for headers over 16 KiB and bodies over 64 KiB;
-- the API refuses a non-loopback address without --allow-open-network (exit 64)."""
+- the API refuses a non-loopback address without --allow-open-network (exit 64); a port in
+  use is exit 69."""
 import datetime
 import http.client
 import json
@@ -509,6 +510,15 @@ class OpenNetwork(unittest.TestCase):
                 self.assertEqual(Api(srv.http_port).get("/healthz"), {"status": "ok"})
             finally:
                 srv.stop()
+
+    def test_http_port_in_use_is_69(self):
+        import socket
+        with socket.socket() as busy:
+            busy.bind((t.HOST, 0))
+            busy.listen()
+            r = self.run_mailnetd("--http", f"{t.HOST}:{busy.getsockname()[1]}")
+        self.assertEqual(r.returncode, 69, r)
+        self.assertNotIn(b"listening", r.stdout)
 
     def test_no_http(self):
         with t.TempDir() as d:
