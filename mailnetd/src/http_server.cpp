@@ -670,7 +670,12 @@ void http_server::stop() {
         } catch (...) {
         }
     }
-    // Waiters and event streams end with their connections; their cleanups run as they close.
+    // Waiters and event streams let go now: once the loop has stopped their connections never
+    // tell of closing, and an events stream and the server would keep each other alive.
+    auto pending = std::move(impl_->on_close);
+    impl_->on_close.clear();
+    for (auto& [conn, cleanups] : pending)
+        for (auto& [token, f] : cleanups) f();
 }
 
 }  // namespace mailnet::mailnetd
