@@ -485,18 +485,23 @@ asio::awaitable<bool> runner::perform(act::login_failed& a) {
     // (DESIGN.md "Limits": slow peers); a shutdown ends the wait too, with the core's notice
     // (SMTP's 421 after a failed AUTH), as for a session waiting for its next command.
     asio::steady_timer t(c_.io().get_executor());
-    t.expires_after(delay);
+    const auto end = asio::steady_timer::clock_type::now() + delay;
     using namespace asio::experimental::awaitable_operators;
     for (;;) {
         if (c_.stopping()) co_return co_await p.say_goodbye();  // before consume(): the read it cut
         if (!p.consume()) co_return false;
-        if (p.core.buffered() < p.o.read_ahead_octets) p.start_read(p.read_deadline());
+        const bool reading = p.core.buffered() < p.o.read_ahead_octets;
+        if (reading) p.start_read(p.read_deadline());
+        const auto now = asio::steady_timer::clock_type::now();
+        if (now >= end) break;
+        // A stop wakes the wait by cutting the read; with the read-ahead full there is none,
+        // so the wait then looks again every quarter second.
+        t.expires_at(reading ? end : std::min(end, now + std::chrono::milliseconds(250)));
         c_.set_idle(true);
         c_.set_notice_on_stop(!p.core.shutdown_notice().empty());
-        const auto which = co_await (t.async_wait(use_tuple) || p.rd->event.async_wait(use_tuple));
+        (void)co_await (t.async_wait(use_tuple) || p.rd->event.async_wait(use_tuple));
         c_.set_idle(false);
         c_.set_notice_on_stop(false);
-        if (which.index() == 0) break;
     }
     co_return p.consume() || !p.eof;
 }
