@@ -194,7 +194,7 @@ def report(raw, doc, meta):
             mm, md = med(fig, "mailnetd"), med(fig, "maildev")
             targets.append((f"p99 send-to-visible latency (from the 250) lower than MailDev's (MailDev's ÷ mailnetd's, "
                             f"median of the runs: {rf(r_md)}; the medians {ms(mm)} ms against {ms(md)} ms)",
-                            r_md is not None and r_md > 1))
+                            (r_md is not None and r_md > 1) if r_md is None or not 1 < r_md < 1.1 else "near"))
     if ("lat_p50", "mailnetd") in vals or ("lat_p50", "maildev") in vals:
         rows.append("| (2) polls per probe (mean; median of the runs) | sessions | " +
                     per_server("lat_p50", "polls_mean", lambda x: f"{x:.2f}") + " | | |")
@@ -208,11 +208,17 @@ def report(raw, doc, meta):
             if s == "aiosmtpd":
                 return f"{fmt(m)} (Dovecot's processes alone {fmt(emed('pss', s, 'dovecot_pss'))})"
             return fmt(m)
-        r_md = ratio(med("pss", "maildev"), med("pss", "mailnetd"))
-        r_ai = ratio(med("pss", "aiosmtpd"), med("pss", "mailnetd"))
+        # mailnetd's Pss is lowered by the pages it shares with the second (tmpfs) mailnetd, the
+        # same binary: the bold ratio takes mailnetd's VmHWM (all its resident pages) instead.
+        m_pss, m_hwm = med("pss", "mailnetd"), med("rss", "mailnetd")
+
+        def pcell(s):
+            cons, same = ratio(med("pss", s), m_hwm), ratio(med("pss", s), m_pss)
+            return f"**{rf(cons)}** against mailnetd's VmHWM; {rf(same)} against its PSS"
         rows.append("| (3) peak PSS over the whole run: the server's processes' summed `Pss` (`/proc/PID/smaps_rollup`), "
-                    "sampled every 0.2 s; aiosmtpd's and Dovecot's processes sampled together | KiB | " +
-                    " | ".join(pss_cell(s) for s, _ in SERVERS) + f" | **{rf(r_md)}** | **{rf(r_ai)}** |")
+                    "sampled every 0.2 s; aiosmtpd's and Dovecot's processes sampled together (mailnetd's PSS is lowered "
+                    "by the pages it shares with the second, tmpfs mailnetd: the bold ratio takes its VmHWM) | KiB | " +
+                    " | ".join(pss_cell(s) for s, _ in SERVERS) + f" | {pcell('maildev')} | {pcell('aiosmtpd')} |")
     if any(("rss", s) in vals for s, _ in SERVERS):
         def rss_cell(s):
             m = med("rss", s)
@@ -238,7 +244,11 @@ def report(raw, doc, meta):
                     f"{cell('disk20', 'disk')}{frac} | | | | |")
         rows.append("| (1) the server's CPU per message, new connection per message (user + kernel), median | µs | " +
                     f"{per_server('tput_new', 'server_us', lambda x: f'{x:.0f}')} | | |")
-    ttab = ["| target | result |", "|---|---|"] + [f"| {t} | {'met' if ok else '**not met**'} |" for t, ok in targets]
+    def verdict(ok):
+        if ok == "near":
+            return "met only by a hair (under 10%, within this machine's noise): **a tie, not shown met**"
+        return "met" if ok else "**not met**"
+    ttab = ["| target | result |", "|---|---|"] + [f"| {t} | {verdict(ok)} |" for t, ok in targets]
     note = ("Ratios: throughput is mailnetd's ÷ the peer's, latency and memory the peer's ÷ mailnetd's, so above 1× "
             "mailnetd is ahead; each is the median of the per-run ratios (the servers of one run measured minutes apart). "
             "The targets are the issue's own: throughput ≥ 10× MailDev's with a lower p99 send-to-visible latency "
