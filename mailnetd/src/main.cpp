@@ -12,10 +12,12 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "mailnet/auth/auth.hpp"
+#include "mailnet/faults.hpp"
 #include "mailnet/net/cli.hpp"
 #include "mailnet/net/program.hpp"
 #include "mailnet/pop3d/server.hpp"
@@ -171,8 +173,12 @@ int main(int argc, char** argv) {
     std::shared_ptr<mailnet::store> store = net::maildir_store_at("mailnetd", store_dir, log, failed);
     if (!store) return failed;
     const std::string hostname = net::host_name();
+    // Fault injection (#15): one rule list for both servers, empty until set; the HTTP API's
+    // GET/PUT/DELETE /api/v1/faults take this same object.
+    const auto faults = std::make_shared<mailnet::fault_rules>(std::random_device{}());
 
     for (net::service_config* c : std::initializer_list<net::service_config*>{&smtp_cfg, &pop3_cfg}) {
+        c->faults = faults;
         c->auth = auth;
         c->storage = store;
         c->hostname = hostname;
