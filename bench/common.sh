@@ -3,7 +3,8 @@
 # a private Dovecot POP3 server (/work/shared/PEERS.md).
 # Uses the caller's globals: here (bench/), build (the build directory), work (the run's
 # directory), py and lib (python3 and bench/pop3lib.py), started (PIDs to stop on exit),
-# with_tls and tls_suite (pop3s), log().
+# with_tls and tls_suite (pop3s), dovecot_perf (1: Dovecot's high-performance mode, see
+# start_dovecot; unset or 0: its default secure mode), log().
 
 # build_popload: sets popload=BUILD/bench/popload, rebuilt (g++ -O2) when its source is newer.
 build_popload() {
@@ -54,6 +55,22 @@ ssl_cipher_suites = $tls_suite"
   # Dovecot's defaults otherwise, including its secure login mode (service_count = 1 for
   # pop3-login). default_client_limit is raised from 1000 so that 1000 sessions do not hit
   # the per-service client limits of its helper services (capacity, not a mode change).
+  # dovecot_perf=1: the high-performance mode of Dovecot 2.3's docs instead (wiki
+  # LoginProcess.txt: long-running pop3-login processes, service_count = 0, process_min_avail =
+  # the cores; Services.txt and PerformanceTuning.txt: pop3 processes reused, service_count
+  # raised from 1, "e.g. 100", fine with one mail UID as here, and kept ready with
+  # process_min_avail), plus the passdb/userdb lookup cache (auth_cache_size). pop3's
+  # client_limit stays 1 (Services.txt: higher adds latency, not safe beyond hobby use).
+  local login_conf= pop3_conf= auth_conf=
+  if [ "${dovecot_perf:-0}" = 1 ]; then
+    local cores; cores=$(nproc)
+    login_conf="  service_count = 0
+  process_min_avail = $cores
+  vsz_limit = 1G"
+    pop3_conf="  service_count = 100
+  process_min_avail = $cores"
+    auth_conf="auth_cache_size = 1M"
+  fi
   cat >"$d/dovecot.conf" <<EOF
 base_dir = $d/run
 state_dir = $d/state
@@ -65,6 +82,7 @@ ssl = $ssl
 $ssl_conf
 disable_plaintext_auth = no
 first_valid_uid = 1
+$auth_conf
 default_client_limit = 2200
 mail_location = maildir:$d/mail/%u
 passdb {
@@ -76,6 +94,7 @@ userdb {
   args = uid=nobody gid=nogroup home=$d/mail/%u
 }
 service pop3-login {
+$login_conf
   inet_listener pop3 {
     port = $server_port
   }
@@ -85,6 +104,7 @@ service pop3-login {
 }
 service pop3 {
   process_limit = 1100
+$pop3_conf
 }
 EOF
   /usr/bin/doveconf -c "$d/dovecot.conf" -n >/dev/null

@@ -2,8 +2,10 @@
 """Helpers of bench/mailnetdrun (standard library only; pop3lib.py's and aiosmtpd's too).
 
   mailnetdbench.py count DIR            files in DIR/new and DIR/cur (one Maildir)
-  mailnetdbench.py maildev PORT total   messages MailDev holds (GET /api/email/summary)
-  mailnetdbench.py maildev PORT clear   DELETE /api/email/all
+  mailnetdbench.py maildev PORT total   messages MailDev 2 holds (GET /email: the list of all)
+  mailnetdbench.py maildev PORT clear   DELETE /email/all (MailDev 2's REST API)
+  mailnetdbench.py pss PID[,PID..] OUT SECS  peak summed Pss of those processes and their
+                                        descendants while any lives, sampled every 0.2 s into OUT
   mailnetdbench.py report RAW DOC META  medians of RAW into DOC's block bench:mailnetd
 
 and, for aiosmtpd (`python3 -m aiosmtpd -c mailnetdbench.MaildirPerRecipient ROOT`, with this
@@ -16,10 +18,11 @@ import mailbox
 import os
 import statistics
 import sys
+import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pop3lib import fmt, read_raw, write_block  # noqa: E402
+from pop3lib import children_map, fmt, pss_kib, read_raw, tree, write_block  # noqa: E402
 
 try:
     from aiosmtpd.handlers import Message as _Message
@@ -64,10 +67,10 @@ def count(d):
 
 
 def maildev(port, what):
-    base = f"http://127.0.0.1:{port}/api"
+    base = f"http://127.0.0.1:{port}"
     if what == "total":
-        with urllib.request.urlopen(f"{base}/email/summary?limit=1", timeout=30) as r:
-            print(json.load(r)["total"])
+        with urllib.request.urlopen(f"{base}/email", timeout=60) as r:
+            print(len(json.load(r)))
     elif what == "clear":
         req = urllib.request.Request(f"{base}/email/all", method="DELETE")
         with urllib.request.urlopen(req, timeout=60) as r:
@@ -76,14 +79,35 @@ def maildev(port, what):
         raise SystemExit(f"mailnetdbench.py maildev: unknown {what}")
 
 
+def pss(pids, out, secs):
+    """Peak of the summed Pss (/proc/PID/smaps_rollup) of PIDS' trees, every 0.2 s; the trees are
+    scanned again every second only (a scan of /proc costs more than the Pss reads), so a
+    process younger than a second may be missed. Writes "PEAK_KIB PROCESSES" to OUT."""
+    roots, end = [int(p) for p in pids.split(",")], time.monotonic() + float(secs)
+    peak, peak_n, members, i = 0, 0, [], 0
+    while time.monotonic() < end and any(os.path.exists(f"/proc/{p}") for p in roots):
+        if i % 5 == 0:
+            kids = children_map()
+            members = sorted({p for r in roots for p in tree(r, kids)})
+        i += 1
+        total = sum(pss_kib(p) for p in members)
+        if total > peak:
+            peak, peak_n = total, len(members)
+            with open(out + ".tmp", "w") as f:
+                f.write(f"{peak} {peak_n}\n")
+            os.replace(out + ".tmp", out)
+        time.sleep(0.2)
+
+
 # ---- report ---------------------------------------------------------------------------------
 SERVERS = [("mailnetd", "mailnetd"), ("maildev", "MailDev"), ("aiosmtpd", "aiosmtpd + Dovecot")]
 MODES = [("new", "20 clients, a new connection per message"), ("reuse", "20 clients, one connection each (`-d`)")]
 
 
 def report(raw, doc, meta):
-    """RAW lines: `FIG SERVER RUN VALUE [key=val ...]`; FIG: tput_MODE, lat_p50, lat_p99, rss, disk20."""
-    vals, by_run, extra = read_raw(raw, ("tput_", "lat_", "rss", "disk"))
+    """RAW lines: `FIG SERVER RUN VALUE [key=val ...]`; FIG: tput_MODE, lat_p50, lat_p99, lat_e2e_p50,
+    lat_e2e_p99, pss, rss, disk20."""
+    vals, by_run, extra = read_raw(raw, ("tput_", "lat_", "pss", "rss", "disk"))
 
     def med(fig, srv):
         v = vals.get((fig, srv))
@@ -157,23 +181,44 @@ def report(raw, doc, meta):
         r_md, l_md = per_run_ratio(fig, "mailnetd", "maildev", invert=True)
         r_ai, l_ai = per_run_ratio(fig, "mailnetd", "aiosmtpd", invert=True)
         n = any_emed("lat_p50", "probes")
-        label = (f"(2) send-to-visible latency (from the 250), {what} of {n:.0f} probes per run, no other load"
-                 if not fig.startswith("lat_e2e") else
-                 f"(2) the same from the probe's SMTP connect (delivery + visibility), {what}")
+        e2e = fig.startswith("lat_e2e")
+        label = (f"(2) send-to-visible latency (from the 250: the issue's measure), {what} of {n:.0f} probes per run, "
+                 "no other load, every store emptied before each run"
+                 if not e2e else
+                 f"(2) information only, not a target: the same from the probe's SMTP connect (delivery + visibility), {what}")
+        b = "" if e2e else "**"
         rows.append(f"| {label} | ms | " +
                     " | ".join("—" if med(fig, s) is None else f"{ms(med(fig, s))} ({runs(fig, s, ms)})" for s, _ in SERVERS) +
-                    f" | **{rf(r_md)}** (runs {', '.join(rf(x) for x in l_md)}) | **{rf(r_ai)}** (runs {', '.join(rf(x) for x in l_ai)}) |")
-        if fig in ("lat_p99", "lat_e2e_p99"):
+                    f" | {b}{rf(r_md)}{b} (runs {', '.join(rf(x) for x in l_md)}) | {b}{rf(r_ai)}{b} (runs {', '.join(rf(x) for x in l_ai)}) |")
+        if fig == "lat_p99":
             mm, md = med(fig, "mailnetd"), med(fig, "maildev")
-            since = "the 250" if fig == "lat_p99" else "the SMTP connect"
-            targets.append((f"p99 latency from {since} lower than MailDev's (MailDev's ÷ mailnetd's, median of the runs: "
-                            f"{rf(r_md)}; the medians {ms(mm)} ms against {ms(md)} ms)",
-                            r_md is not None and r_md > 1))
+            targets.append((f"p99 send-to-visible latency (from the 250) lower than MailDev's (MailDev's ÷ mailnetd's, "
+                            f"median of the runs: {rf(r_md)}; the medians {ms(mm)} ms against {ms(md)} ms)",
+                            (r_md is not None and r_md > 1) if r_md is None or not 1 < r_md < 1.1 else "near"))
     if ("lat_p50", "mailnetd") in vals or ("lat_p50", "maildev") in vals:
         rows.append("| (2) polls per probe (mean; median of the runs) | sessions | " +
                     per_server("lat_p50", "polls_mean", lambda x: f"{x:.2f}") + " | | |")
         rows.append("| (2) the probe's SMTP delivery itself (connect to 250), p50 | ms | " +
                     per_server("lat_p50", "send_p50_ms", ms) + " | | |")
+    if any(("pss", s) in vals for s, _ in SERVERS):
+        def pss_cell(s):
+            m = med("pss", s)
+            if m is None:
+                return "—"
+            if s == "aiosmtpd":
+                return f"{fmt(m)} (Dovecot's processes alone {fmt(emed('pss', s, 'dovecot_pss'))})"
+            return fmt(m)
+        # mailnetd's Pss is lowered by the pages it shares with the second (tmpfs) mailnetd, the
+        # same binary: the bold ratio takes mailnetd's VmHWM (all its resident pages) instead.
+        m_pss, m_hwm = med("pss", "mailnetd"), med("rss", "mailnetd")
+
+        def pcell(s):
+            cons, same = ratio(med("pss", s), m_hwm), ratio(med("pss", s), m_pss)
+            return f"**{rf(cons)}** against mailnetd's VmHWM; {rf(same)} against its PSS"
+        rows.append("| (3) peak PSS over the whole run: the server's processes' summed `Pss` (`/proc/PID/smaps_rollup`), "
+                    "sampled every 0.2 s; aiosmtpd's and Dovecot's processes sampled together (mailnetd's PSS is lowered "
+                    "by the pages it shares with the second, tmpfs mailnetd: the bold ratio takes its VmHWM) | KiB | " +
+                    " | ".join(pss_cell(s) for s, _ in SERVERS) + f" | {pcell('maildev')} | {pcell('aiosmtpd')} |")
     if any(("rss", s) in vals for s, _ in SERVERS):
         def rss_cell(s):
             m = med("rss", s)
@@ -181,12 +226,14 @@ def report(raw, doc, meta):
                 return "—"
             if s == "aiosmtpd":
                 a, d = emed("rss", s, "aiosmtpd"), emed("rss", s, "dovecot")
-                return f"{fmt(m)} (aiosmtpd {fmt(a)} + Dovecot's processes {fmt(d)}; runs {runs('rss', s)})"
-            return f"{fmt(m)} (runs {runs('rss', s)})"
+                return (f"≤ {fmt(m)} (an upper bound: aiosmtpd's VmHWM {fmt(a)} + the peak of Dovecot's processes' "
+                        f"summed VmRSS {fmt(d)}, shared pages counted in each)")
+            return f"{fmt(m)} (VmHWM)"
         r_md = ratio(med("rss", "maildev"), med("rss", "mailnetd"))
         r_ai = ratio(med("rss", "aiosmtpd"), med("rss", "mailnetd"))
-        rows.append("| (3) peak RSS over the whole run | KiB | " + " | ".join(rss_cell(s) for s, _ in SERVERS) +
-                    f" | **{rf(r_md)}** | **{rf(r_ai)}** |")
+        rows.append("| (3) information: peak RSS over the whole run (one process: the kernel's `VmHWM`) | KiB | " +
+                    " | ".join(rss_cell(s) for s, _ in SERVERS) +
+                    f" | {rf(r_md)} | ≤ {rf(r_ai)} (built on an upper bound) |")
     if ("disk20", "disk") in vals:
         d = med("disk20", "disk")
         frac = ""
@@ -197,13 +244,19 @@ def report(raw, doc, meta):
                     f"{cell('disk20', 'disk')}{frac} | | | | |")
         rows.append("| (1) the server's CPU per message, new connection per message (user + kernel), median | µs | " +
                     f"{per_server('tput_new', 'server_us', lambda x: f'{x:.0f}')} | | |")
-    ttab = ["| target | result |", "|---|---|"] + [f"| {t} | {'met' if ok else '**not met**'} |" for t, ok in targets]
-    note = ("Ratios: throughput is mailnetd's ÷ the peer's, latency and RSS the peer's ÷ mailnetd's, so above 1× "
-            "mailnetd is ahead; each is the median of the per-run ratios (the servers of one run measured minutes apart).")
+    def verdict(ok):
+        if ok == "near":
+            return "met only by a hair (under 10%, within this machine's noise): **a tie, not shown met**"
+        return "met" if ok else "**not met**"
+    ttab = ["| target | result |", "|---|---|"] + [f"| {t} | {verdict(ok)} |" for t, ok in targets]
+    note = ("Ratios: throughput is mailnetd's ÷ the peer's, latency and memory the peer's ÷ mailnetd's, so above 1× "
+            "mailnetd is ahead; each is the median of the per-run ratios (the servers of one run measured minutes apart). "
+            "The targets are the issue's own: throughput ≥ 10× MailDev's with a lower p99 send-to-visible latency "
+            "(from the 250), and ahead of aiosmtpd + Dovecot.")
     block = meta + "\n\n" + note + "\n\n" + "\n".join(rows) + "\n\n" + "\n".join(ttab)
     write_block(doc, "mailnetd", block)
 
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"count": count, "maildev": maildev, "report": report}[cmd](*args)
+    {"count": count, "maildev": maildev, "pss": pss, "report": report}[cmd](*args)

@@ -170,8 +170,8 @@ def children_map():
     return kids
 
 
-def tree(pid):
-    kids = children_map()
+def tree(pid, kids=None):
+    kids = children_map() if kids is None else kids
     out, todo = [], [int(pid)]
     while todo:
         p = todo.pop()

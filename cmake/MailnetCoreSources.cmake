@@ -8,6 +8,7 @@ set(MAILNET_FUZZ_CORE_SOURCES
   ${PROJECT_SOURCE_DIR}/libmailnet/src/base64.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/auth/sasl.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/address.cpp
+  ${PROJECT_SOURCE_DIR}/libmailnet/src/faults.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/dot_stuffing.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/store/message.cpp
   ${PROJECT_SOURCE_DIR}/pop3d/src/session.cpp

@@ -2,7 +2,9 @@
 // chooses the chunking, the connection's properties and every answer to an action.
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <string_view>
+#include <vector>
 
 #include "mailnet/pop3d/session.hpp"
 
@@ -37,6 +39,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     cfg.tls_active = flags & 8;
     cfg.apop = flags & 16;
     cfg.apop_timestamp = "<1.2@fuzz>";
+    if (flags & 128) {
+        // Fault rules at every POP3 phase, each acting on half its events.
+        auto faults = std::make_shared<fault_rules>(flags);
+        std::vector<fault_rule> rules;
+        for (auto p : {fault_phase::connect, fault_phase::pop3_login, fault_phase::retr}) {
+            fault_rule r;
+            r.phase = p;
+            r.probability = 0.5;
+            r.reply = "-ERR fault";
+            r.disconnect = flags & 32;
+            r.delay = std::chrono::milliseconds(flags & 2 ? 0 : 5);
+            rules.push_back(r);
+        }
+        if (!faults->replace(rules).empty()) std::abort();
+        cfg.faults = faults;
+    }
     limits lim;
     lim.max_command_octets = 16 + pick.take();
     lim.max_sasl_octets = 64;

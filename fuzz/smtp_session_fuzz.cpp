@@ -5,7 +5,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <string_view>
+#include <vector>
 
 #include "mailnet/smtpd/session.hpp"
 
@@ -23,6 +25,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     cfg.auth_available = flags & 8;
     cfg.peer_is_loopback = flags & 16;
     cfg.require_auth = flags & 32;
+    if (flags & 64) {
+        // Fault rules at every SMTP phase, each acting on half its events (a reply, a hang-up or
+        // only a delay): the transaction must stay consistent whatever is faulted.
+        auto faults = std::make_shared<mailnet::fault_rules>(flags);
+        std::vector<mailnet::fault_rule> rules;
+        for (auto p : {mailnet::fault_phase::connect, mailnet::fault_phase::ehlo, mailnet::fault_phase::mail,
+                       mailnet::fault_phase::rcpt, mailnet::fault_phase::data, mailnet::fault_phase::auth}) {
+            mailnet::fault_rule r;
+            r.phase = p;
+            r.probability = 0.5;
+            r.reply = (flags & 128) ? "421 4.3.0 fault" : "451 4.3.0 fault";
+            r.disconnect = (flags & 128) && p == mailnet::fault_phase::data;
+            r.delay = std::chrono::milliseconds(flags & 2 ? 0 : 5);
+            rules.push_back(r);
+            r.reply.clear();  // a delay alone, for the events the first rule leaves
+            rules.push_back(r);
+        }
+        if (!faults->replace(rules).empty()) std::abort();
+        cfg.faults = faults;
+    }
     limits lim;
     lim.max_command_octets = 64 + (flags >> 4) * 64;
     lim.max_message_octets = 1 + (flags & 2 ? 100 : 100000);

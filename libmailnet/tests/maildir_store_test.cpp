@@ -123,14 +123,27 @@ extern "C" int fsync(int fd) {
 namespace {
 std::mutex exdev_mutex;
 std::string exdev_part;  // empty: no injection
+// Runs before each link(2) whose new name contains before_link_part (a POP3 session acting
+// between a delivery's links); called without exdev_mutex.
+std::string before_link_part;
+std::function<void()> before_link;
 }  // namespace
 
 extern "C" int link(const char* from, const char* to) {
+    std::function<void()> hook;
     {
         std::lock_guard g(exdev_mutex);
-        // Only the link from another mailbox's new/: the copy's own tmp/ -> new/ link works.
-        if (!exdev_part.empty() && std::string_view(to).find(exdev_part) != std::string_view::npos &&
-            std::string_view(from).find("/new/") != std::string_view::npos) {
+        if (before_link && std::string_view(to).find(before_link_part) != std::string_view::npos) hook = before_link;
+    }
+    if (hook) hook();
+    {
+        std::lock_guard g(exdev_mutex);
+        // Only a link from another mailbox (the delivery's tmp/ file): the copy's own tmp/ ->
+        // new/ link inside the far mailbox works. exdev_part is "/<mailbox>/new/".
+        const std::string_view part(exdev_part);
+        const std::string_view far_box = part.substr(0, part.find("/new/") + 1);
+        if (!part.empty() && std::string_view(to).find(part) != std::string_view::npos &&
+            std::string_view(from).find(far_box) == std::string_view::npos) {
             errno = EXDEV;
             return -1;
         }
@@ -355,6 +368,37 @@ TEST(maildir_store, a_mailbox_on_another_file_system_gets_a_copy) {
     auto snap = s->snapshot("bob");
     ASSERT_TRUE(snap);
     ASSERT_EQ(snap->size(), 1u);
+}
+
+TEST(maildir_store, a_copy_fetched_between_the_links_of_a_delivery_fails_nothing_and_duplicates_nothing) {
+    // A POP3 session may take the first mailbox's copy (DELE+QUIT, or RETR moving it to cur/)
+    // before the delivery links the others: they link the tmp/ file, so the delivery still
+    // succeeds everywhere (a 451 here would make the client's retry a duplicate).
+    for (const bool deleted : {true, false}) {
+        temp_dir d;
+        auto s = open_store(options(d.path));
+        const fs::path root = d.path / "store";
+        {
+            std::lock_guard g(exdev_mutex);
+            before_link_part = "/bob/new/";
+            before_link = [&] {
+                for (const auto& name : names_in(root / "alice" / "new")) {
+                    if (deleted)
+                        fs::remove(root / "alice" / "new" / name);
+                    else
+                        fs::rename(root / "alice" / "new" / name, root / "alice" / "cur" / (name + ":2,S"));
+                }
+            };
+        }
+        const bool ok = bool(s->deliver(boxes({"alice", "bob"}), "Subject: race\n\nbody\n"));
+        {
+            std::lock_guard g(exdev_mutex);
+            before_link = nullptr;
+        }
+        EXPECT_TRUE(ok) << (deleted ? "deleted" : "seen");
+        EXPECT_EQ(names_in(root / "bob" / "new").size(), 1u);
+        EXPECT_EQ(names_in(root / "alice" / "cur").size(), deleted ? 0u : 1u);
+    }
 }
 
 TEST(maildir_store, durable_delivery_creates_the_mailbox_with_fsync_on) {

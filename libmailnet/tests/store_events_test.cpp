@@ -222,10 +222,15 @@ TEST_P(store_events, a_deletion_is_never_told_before_its_delivery_and_seq_orders
     constexpr int senders = 3, each = 60;
     std::atomic<bool> sending{true};
     std::set<std::string> removed;
+    std::atomic<std::size_t> removed_while_sending{0};
+    std::atomic<bool> reaping{false};
     std::thread reaper([&] {
-        // Deletes whatever is visible, as fast as it can, while deliveries go on.
-        for (int round = 0; round < 100000; ++round) {
+        // Deletes whatever is visible, as fast as it can, while deliveries go on, then once
+        // more after the last one; bounded in time, not in rounds (the senders may start late).
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        while (std::chrono::steady_clock::now() < deadline) {
             const bool last = !sending.load();
+            reaping = true;
             if (!store->lock(box[0])) continue;
             auto snap = store->snapshot(box[0]);
             std::vector<std::string> ids;
@@ -235,13 +240,18 @@ TEST_P(store_events, a_deletion_is_never_told_before_its_delivery_and_seq_orders
             store->unlock(box[0]);
             for (std::size_t i = 0; i < ids.size(); ++i)
                 if (!errs[i]) removed.insert(ids[i]);
+            if (!last) removed_while_sending = removed.size();
             if (last) break;
         }
     });
     std::vector<std::thread> workers;
     for (int t = 0; t < senders; ++t)
         workers.emplace_back([&] {
-            for (int i = 0; i < each; ++i) (void)store->deliver(box, "Subject: race\n\nm\n");
+            while (!reaping.load()) std::this_thread::yield();
+            for (int i = 0; i < each; ++i) {
+                (void)store->deliver(box, "Subject: race\n\nm\n");
+                std::this_thread::sleep_for(std::chrono::microseconds(50));  // the reaper gets its turns
+            }
         });
     for (auto& w : workers) w.join();
     sending = false;
@@ -252,6 +262,7 @@ TEST_P(store_events, a_deletion_is_never_told_before_its_delivery_and_seq_orders
     EXPECT_EQ(c.delivered.size(), std::size_t{senders * each});
     EXPECT_EQ(c.deleted, removed);
     EXPECT_EQ(removed.size(), std::size_t{senders * each});  // the last round took the rest
+    EXPECT_GT(removed_while_sending.load(), 0u) << "no deletion raced a delivery: the test proved nothing";
 }
 
 TEST_P(store_events, a_subscription_may_outlive_its_store) {

@@ -12,10 +12,13 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "mailnet/auth/auth.hpp"
+#include "mailnet/faults.hpp"
+#include "mailnet/mailnetd/faults_json.hpp"
 #include "mailnet/mailnetd/http_server.hpp"
 #include "mailnet/mailnetd/index_sync.hpp"
 #include "mailnet/mailnetd/mail_index.hpp"
@@ -194,8 +197,12 @@ int main(int argc, char** argv) {
     std::shared_ptr<mailnet::store> store = net::maildir_store_at("mailnetd", store_dir, log, failed);
     if (!store) return failed;
     const std::string hostname = net::host_name();
+    // Fault injection (#15): one rule list for both servers, empty until set; the HTTP API's
+    // GET/PUT/DELETE /api/v1/faults take this same object.
+    const auto faults = std::make_shared<mailnet::fault_rules>(std::random_device{}());
 
     for (net::service_config* c : std::initializer_list<net::service_config*>{&smtp_cfg, &pop3_cfg}) {
+        c->faults = faults;
         c->auth = auth;
         c->storage = store;
         c->hostname = hostname;
@@ -236,9 +243,19 @@ int main(int argc, char** argv) {
         hc.address = http_listen->address;
         hc.port = http_listen->port;
         hc.log = log;
-        // hc.faults: GET/PUT/DELETE /api/v1/faults. NOTE: left empty (the path answers 404) until
-        // the fault rules exist in libmailnet, smtpd and pop3d; then their list, replace and
-        // clear go here (http_server.hpp, fault_endpoint).
+        // GET/PUT/DELETE /api/v1/faults: the servers' own rule list, through its JSON.
+        hc.faults = mailnet::mailnetd::fault_endpoint{
+            [faults] { return mailnet::mailnetd::fault_rules_json(faults->rules()); },
+            [faults](std::string_view body) -> std::variant<std::string, mailnet::mailnetd::api_error> {
+                auto parsed = mailnet::mailnetd::parse_fault_rules(body);
+                if (auto* no = std::get_if<mailnet::mailnetd::faults_refusal>(&parsed))
+                    return mailnet::mailnetd::api_error{400, no->message};
+                if (auto problem = faults->replace(std::get<std::vector<mailnet::fault_rule>>(std::move(parsed)));
+                    !problem.empty())
+                    return mailnet::mailnetd::api_error{400, problem};
+                return mailnet::mailnetd::fault_rules_json(faults->rules());
+            },
+            [faults] { faults->clear(); }};
         api.emplace(io, hc, store, index, sync->pool());
         auto ep = api->start();
         if (!ep) {

@@ -148,6 +148,7 @@ session_config make_session_config(server::shared& sh, net::connection& c) {
     sc.tls_available = cfg.tls != nullptr;
     sc.apop = sh.apop;
     if (sc.apop) sc.apop_timestamp = sh.apop_timestamp();
+    sc.faults = cfg.faults;
     return sc;
 }
 

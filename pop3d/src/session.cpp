@@ -65,6 +65,15 @@ session::session(session_config config, limits lim)
     : config_(std::move(config)), limits_(lim), reader_(lim.max_command_octets) {}
 
 void session::start() {
+    // A fault's reply is said instead of the greeting and the session ends: after an -ERR
+    // greeting a POP3 client can do nothing but leave (RFC 1939 4 knows only +OK there).
+    if (faulted(fault_phase::connect)) {
+        if (state_ != state::closed) {
+            emit(act::close{});
+            state_ = state::closed;
+        }
+        return;
+    }
     std::string greeting = "mailnet POP3 server ready";
     // DESIGN.md "Rules": APOP is under the plaintext rule, so a remote cleartext client is not
     // even offered the timestamp (RFC 1939 7: no timestamp, no APOP).
@@ -210,6 +219,26 @@ void session::login_failed(std::string_view user, std::string_view reason, std::
     }
 }
 
+// A fault rule for this event (mailnet/faults.hpp): its delay is queued, then its reply is said
+// in place of the command's and its disconnect closes; true when it took the command over (a
+// reply or a disconnect). Checked once a command passed its syntax and state checks, so a fault
+// never hides the client's own error. `user`: what match.rcpt is held against.
+bool session::faulted(fault_phase phase, std::string_view user) {
+    if (!config_.faults || config_.faults->empty()) return false;
+    const std::string who[] = {std::string(user)};
+    fault_event e{fault_protocol::pop3, {}, std::nullopt};
+    if (!user.empty()) e.rcpt = who;
+    const auto f = config_.faults->check(phase, e);
+    if (!f) return false;
+    if (f->delay.count() > 0) emit(act::delay{f->delay});
+    if (!f->reply.empty()) reply(f->reply);
+    if (f->disconnect) {
+        emit(act::close{});
+        state_ = state::closed;
+    }
+    return !f->reply.empty() || f->disconnect;
+}
+
 // ---- AUTHORIZATION ----------------------------------------------------------------------
 
 void session::cmd_user(std::string_view arg) {
@@ -233,6 +262,11 @@ void session::cmd_pass(std::string_view arg) {
     }
     if (pending_user_.empty()) {
         bad_command("USER first");
+        return;
+    }
+    // A faulted login is not a failed one: neither counted nor delayed.
+    if (faulted(fault_phase::pop3_login, pending_user_)) {
+        pending_user_.clear();
         return;
     }
     // RFC 1939 7: the password is the rest of the line and may contain spaces.
@@ -265,6 +299,7 @@ void session::cmd_apop(std::string_view arg) {
     }
     std::string lower(digest);
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (faulted(fault_phase::pop3_login, name)) return;
     last_user_ = name;
     emit(act::authenticate_apop{std::string(name), config_.apop_timestamp, std::move(lower)});
     waiting_ = wait::auth;
@@ -311,6 +346,7 @@ void session::finish_sasl(std::string_view response) {
         login_failed(refused->user, refused->reason, refused->user.empty() ? refused->reason : "authentication failed");
         return;
     }
+    if (faulted(fault_phase::pop3_login, std::get<credentials>(decoded).user)) return;
     last_user_ = std::get<credentials>(decoded).user;
     emit(act::authenticate{std::move(std::get<credentials>(decoded))});
     waiting_ = wait::auth;
@@ -480,6 +516,7 @@ void session::continue_listing() {
 void session::cmd_retr(std::string_view arg) {
     const auto i = message_arg(arg);
     if (!i) return;
+    if (faulted(fault_phase::retr, account_)) return;  // not sent, so not marked seen
     retrievals_.push_back({*i, true});
     emit(act::stream_message{messages_[*i].id, std::nullopt,
                              "+OK " + std::to_string(messages_[*i].octets) + " octets\r\n", messages_[*i].octets,
@@ -495,6 +532,7 @@ void session::cmd_top(std::string_view arg) {
     }
     const auto i = message_arg(msg);
     if (!i) return;
+    if (faulted(fault_phase::retr, account_)) return;
     retrievals_.push_back({*i, false});
     emit(act::stream_message{messages_[*i].id, *lines, "+OK top of message follows\r\n", messages_[*i].octets,
                              *i + 1, &session::retrieve_error});

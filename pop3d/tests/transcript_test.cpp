@@ -36,6 +36,7 @@ struct transcript {
     bool sequential = false;  // STLS or close mid-way: no whole-input pipelining
     bool unsplittable = false;  // the arrival time of bytes matters (pipelined after STLS)
     bool lazy_retrieve = false;  // answer stream_message only when the session needs input, as the runner may
+    std::vector<fault_rule> faults;  // "! fault ...": fresh rules (counts at 0) per player
     std::vector<std::pair<char, std::string>> lines;  // 'C', 'S', 'A'
 };
 
@@ -54,6 +55,7 @@ void apply_option(transcript& t, const std::vector<std::string>& w) {
     else if (w[0] == "max-sasl-octets") t.lim.max_sasl_octets = std::stoul(w.at(1));
     else if (w[0] == "max-bad-commands") t.lim.max_bad_commands = std::stoul(w.at(1));
     else if (w[0] == "max-failed-logins") t.lim.max_failed_logins = std::stoul(w.at(1));
+    else if (w[0] == "fault") t.faults.push_back(mailnet::testing::fault_option(w));
     else if (w[0] == "auth-failure-delay") t.lim.auth_failure_delay = std::chrono::milliseconds(std::stoul(w.at(1)));
     else throw std::runtime_error("unknown option " + w[0]);
 }
@@ -90,6 +92,7 @@ std::string describe(const action& a) {
             return "login_failed " + (x.user.empty() ? std::string("-") : x.user) + ": " + x.reason +
                    (x.delay.count() ? " (delay " + std::to_string(x.delay.count()) + ")" : "");
         else if constexpr (std::is_same_v<T, act::close>) return "close";
+        else if constexpr (std::is_same_v<T, act::delay>) return "delay " + std::to_string(x.duration.count());
         else return "?";
     }, a);
 }
@@ -97,7 +100,7 @@ std::string describe(const action& a) {
 // Plays the session: replies and actions become S:/A: events, answers come from `expected`.
 class player {
 public:
-    explicit player(const transcript& t) : t_(t), s_(t.config, t.lim), m_(t.lines) { s_.start(); }
+    explicit player(const transcript& t) : t_(t), s_(with_faults(t), t.lim), m_(t.lines) { s_.start(); }
 
     void feed(std::string_view octets) {
         s_.feed(octets);
@@ -111,6 +114,11 @@ public:
     }
 
 private:
+    static session_config with_faults(const transcript& t) {
+        auto c = t.config;
+        c.faults = mailnet::testing::make_faults(t.faults);
+        return c;
+    }
     // The runner writes a message's ok line and octets (or the error reply in its place) in
     // action order, like every other output; only when it answers streamed() may vary.
     void stream(const act::stream_message& r, const std::vector<std::string>& w) {

@@ -343,6 +343,7 @@ asio::awaitable<void> serve(std::shared_ptr<server::shared> sh, net::connection&
     sc.peer_is_loopback = c.peer_is_loopback();
     sc.allow_plaintext_auth = cfg.allow_plaintext_auth;
     sc.require_auth = cfg.require_auth;
+    sc.faults = cfg.faults;
     session s(std::move(sc), cfg.session_limits);
     s.start();
     auto o = cfg.runner("smtp", sh->throttle, sh->account_throttle);

@@ -55,6 +55,19 @@ std::string_view session::state_text() const noexcept {
 }
 
 void session::start() {
+    if (auto f = fault(fault_phase::connect)) {
+        // Said instead of the greeting, with the host refusal's rules (RFC 5321 3.1): a 421
+        // closes, another code leaves a session that serves only QUIT.
+        apply_fault(*f);
+        if (closed_) return;
+        if (f->reply.starts_with("421")) {
+            emit(act::close{});
+            closed_ = true;
+        } else {
+            refused_ = true;
+        }
+        return;
+    }
     // The seed's validate_host: the client's address is judged before anything is said.
     emit(act::validate_host{config_.peer_address});
     waiting_ = wait::host;
@@ -155,6 +168,38 @@ void session::reset_transaction() {
     pending_rcpt_.reset();
 }
 
+// A fault rule for this event (mailnet/faults.hpp): its delay is queued at once; returned only
+// when it takes the command over (a reply or a disconnect), for the caller to undo what the
+// command began and then apply_fault(). Checked once a command passed its syntax and sequence
+// checks, so a fault never hides the client's own error, and before any policy or callback.
+std::optional<fault_action> session::fault(fault_phase phase, std::span<const std::string> rcpt,
+                                           const mailbox_address* from) {
+    if (!config_.faults || config_.faults->empty()) return std::nullopt;
+    std::string sender;
+    fault_event e{fault_protocol::smtp, rcpt, std::nullopt};
+    if (from) {
+        sender = from->is_null() ? std::string() : from->address();
+        e.from = sender;
+    }
+    auto f = config_.faults->check(phase, e);
+    if (!f) return std::nullopt;
+    if (f->delay.count() > 0) emit(act::delay{f->delay});
+    if (f->reply.empty() && !f->disconnect) return std::nullopt;  // only late: the normal reply follows
+    return f;
+}
+
+// The rule's reply (validated: one line, 4xx/5xx), then its close.
+void session::apply_fault(const fault_action& f) {
+    if (!f.reply.empty()) {
+        output_.text() += f.reply;
+        output_.text() += "\r\n";
+    }
+    if (f.disconnect) {
+        emit(act::close{});
+        closed_ = true;
+    }
+}
+
 bool session::auth_allowed() const noexcept {
     // DESIGN.md "Rules": no plaintext password from a non-loopback peer without TLS.
     return config_.auth_available && (config_.tls_active || config_.peer_is_loopback || config_.allow_plaintext_auth);
@@ -216,6 +261,7 @@ void session::cmd_ehlo(std::string_view arg, bool extended) {
     // Domain syntax, as Postfix does not (names like "my_pc" are common and harmless).
     if (!std::all_of(arg.begin(), arg.end(), [](char c) { return c > 32 && c < 127; }))
         return bad_command(501, "5.5.2", "Error: invalid hostname");
+    if (auto f = fault(fault_phase::ehlo)) return apply_fault(*f);  // nothing changes: no greeting
     // RFC 5321 4.1.4: EHLO/HELO also resets the transaction.
     reset_transaction();
     greeted_ = arg;
@@ -275,6 +321,7 @@ void session::cmd_mail(std::string_view arg) {
     }
     if (eight_bit && !next.smtputf8)
         return say(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
+    if (auto f = fault(fault_phase::mail, {}, &path->mailbox)) return apply_fault(*f);  // no transaction begins
     next.sender = std::move(path->mailbox);
     mail_ = std::move(next);
     emit(act::validate_sender{mail_.sender});
@@ -294,6 +341,10 @@ void session::cmd_rcpt(std::string_view arg) {
     if (!path) return bad_command(501, "5.1.3", "Bad recipient address syntax: " + why);
     if (!path->parameters.empty())
         return bad_command(555, "5.5.4", "Unsupported option: " + path->parameters.front().keyword);
+    if (config_.faults && !config_.faults->empty()) {
+        const std::string address[] = {path->mailbox.address()};
+        if (auto f = fault(fault_phase::rcpt, address, &mail_.sender)) return apply_fault(*f);  // not added
+    }
     // RFC 5321 4.5.3.1.10: past the limit, 452; the client sends the rest in another transaction.
     if (mail_.recipients.size() >= limits_.max_recipients) return say(452, "4.5.3", "Error: too many recipients");
     // The same recipient twice gets one copy (as Postfix merges them); the domain's case does
@@ -356,6 +407,18 @@ void session::end_message(std::string& tail) {
     if (d.rejected()) return refuse(550, "5.6.0", "Error: bare CR or LF in the message");
     if (d.longest_line_octets() > limits_.max_text_line_octets)
         return refuse(554, "5.6.0", "Error: a line of the message is longer than 1000 octets");
+    // The data phase: the message is complete and would be delivered; a fault answers it instead
+    // (RFC 5321 4.1.1.4: the transaction ends whatever the reply) and nothing is stored.
+    if (config_.faults && !config_.faults->empty()) {
+        std::vector<std::string> to;
+        to.reserve(mail_.recipients.size());
+        for (const auto& r : mail_.recipients) to.push_back(r.address());
+        if (auto f = fault(fault_phase::data, to, &mail_.sender)) {
+            emit(act::discard{});
+            reset_transaction();
+            return apply_fault(*f);
+        }
+    }
     emit(act::deliver{mail_});
     waiting_ = wait::deliver;
 }
@@ -508,6 +571,10 @@ void session::sasl_response(std::string_view line) {
     }
     std::string user = std::exchange(sasl_user_, {});
     if (!usable) return login_failed(user, "invalid base64 in SASL response", "Error: invalid base64 in SASL response");
+    if (config_.faults && !config_.faults->empty()) {
+        const std::string who[] = {user};
+        if (auto f = fault(fault_phase::auth, who)) return apply_fault(*f);  // not checked, not counted
+    }
     sasl_user_ = user;  // for the failure log line
     emit(act::authenticate{credentials{std::move(user), std::move(*decoded)}});
     waiting_ = wait::auth;
@@ -520,6 +587,10 @@ void session::sasl_response_plain(std::string_view response) {
         // syntax problem, never whether a name or password was right.
         return login_failed(refused->user, refused->reason,
                             refused->user.empty() ? "Error: " + refused->reason : "Error: authentication failed");
+    }
+    if (config_.faults && !config_.faults->empty()) {
+        const std::string who[] = {std::get<credentials>(decoded).user};
+        if (auto f = fault(fault_phase::auth, who)) return apply_fault(*f);  // not checked, not counted
     }
     sasl_user_ = std::get<credentials>(decoded).user;
     emit(act::authenticate{std::move(std::get<credentials>(decoded))});

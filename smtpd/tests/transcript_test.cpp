@@ -6,7 +6,8 @@
 // CODE ENHANCED TEXT" or "refuse ..."; message_data is collected into data=, \r and \n
 // escaped), "A: discard", "A: close", "A: start_tls" (answered "ok" for a finished handshake),
 // "A: authenticate USER PASSWORD" (answered "ok ACCOUNT", "fail" or "tempfail"),
-// "A: login_failed USER: REASON".
+// "A: login_failed USER: REASON", "A: delay MS" (a fault rule's; options "! fault PHASE ...":
+// mailnet::testing::fault_option).
 #include "mailnet/smtpd/session.hpp"
 
 #include <gtest/gtest.h>
@@ -30,6 +31,7 @@ struct transcript {
     limits lim;
     bool sequential = false;  // STARTTLS or a close mid-way: no whole-input pipelining
     bool unsplittable = false;  // the arrival time of bytes matters (pipelined after STARTTLS)
+    std::vector<mailnet::fault_rule> faults;  // "! fault ...": fresh rules (counts at 0) per player
     std::vector<std::pair<char, std::string>> lines;
 };
 
@@ -58,6 +60,7 @@ transcript load(const fs::path& p) {
         else if (w[0] == "unsplittable") t.unsplittable = true;
         else if (w[0] == "max-sasl-octets") t.lim.max_sasl_octets = std::stoul(w.at(1));
         else if (w[0] == "max-failed-logins") t.lim.max_failed_logins = std::stoul(w.at(1));
+        else if (w[0] == "fault") t.faults.push_back(mailnet::testing::fault_option(w));
         else throw std::runtime_error("unknown option " + w[0]);
     }
     t.lines = std::move(file.lines);
@@ -93,7 +96,7 @@ verdict parse_verdict(const std::string& answer) {
 
 class player {
 public:
-    explicit player(const transcript& t) : s_(t.config, t.lim), m_(t.lines) {
+    explicit player(const transcript& t) : s_(with_faults(t), t.lim), m_(t.lines) {
         s_.start();
         drain();
     }
@@ -107,6 +110,11 @@ public:
     }
 
 private:
+    static session_config with_faults(const transcript& t) {
+        auto c = t.config;
+        c.faults = mailnet::testing::make_faults(t.faults);
+        return c;
+    }
     void answer(const std::string& desc) { s_.resume(parse_verdict(m_.answer_for(desc))); }
     void drain() {
         for (int guard = 0; guard < 100000; ++guard) {
@@ -141,6 +149,10 @@ private:
                 else s_.resume(mailnet::auth_result::fail());
             } else if (auto* lf = std::get_if<act::login_failed>(&a)) {
                 m_.answer_for("login_failed " + (lf->user.empty() ? std::string("-") : lf->user) + ": " + lf->reason);
+            } else if (auto* dl = std::get_if<act::delay>(&a)) {
+                m_.answer_for("delay " + std::to_string(dl->duration.count()));
+            } else {
+                m_.fail("an action the player does not know");
             }
         }
         m_.fail("session produced actions without end");

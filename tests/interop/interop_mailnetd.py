@@ -20,22 +20,33 @@ SENDER = "sender@example.org"
 EX_USAGE = 64
 
 
-def fetch_all(tc, port, user, password=None, context=None, stls=False, implicit=False, pin=None):
-    """Logs in with poplib and returns [message bytes] (CRLF, as RETR gave them after
-    dot-unstuffing); the session ends with QUIT. With `pin`, the TLS peer's certificate must
-    be the one whose SHA-256 that is."""
+def login(tc, port, user, password=None, context=None, stls=False, implicit=False, pin=None):
+    """A poplib session logged in as `user` (open mode: the password is the address): plain,
+    STLS (stls) or implicit TLS (implicit) with `context`. With `pin`, the TLS peer's
+    certificate must be the one whose SHA-256 that is."""
     password = user if password is None else password
     if implicit:
         p = poplib.POP3_SSL(t.HOST, port, timeout=10, context=context)
     else:
         p = poplib.POP3(t.HOST, port, timeout=10)
+    try:
         if stls:
             p.stls(context=context)
-    try:
         if pin is not None:
             t.assert_pinned(tc, p.sock, pin)
         p.user(user)
         p.pass_(password)
+        return p
+    except BaseException:
+        p.close()
+        raise
+
+
+def fetch_all(tc, port, user, password=None, **tls):
+    """Logs in (see login()) and returns [message bytes] (CRLF, as RETR gave them after
+    dot-unstuffing); the session ends with QUIT."""
+    p = login(tc, port, user, password, **tls)
+    try:
         count, _ = p.stat()
         out = [b"\r\n".join(p.retr(i)[1]) + b"\r\n" for i in range(1, count + 1)]
         p.quit()
@@ -105,68 +116,76 @@ class Mailnetd(unittest.TestCase):
         srv = self.start()
         msg = t.smtp_message("swaks", [b"Hello from swaks.", b".a dot-leading line", b"Bye."],
                              to="carol@example.org")
-        path = os.path.join(self.dir, "swaks.eml")
-        with open(path, "wb") as f:
-            f.write(msg[:-2])  # swaks appends the CRLF before the final dot itself
-        p = t.run([swaks, "--server", f"{t.HOST}:{srv.port}", "--from", SENDER, "--to", "carol@example.org",
-                   "--data", "@" + path, "--timeout", "20"], timeout=60)
+        p = t.swaks_send(swaks, srv.port, SENDER, ["carol@example.org"], msg, os.path.join(self.dir, "swaks.eml"))
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         got = fetch_all(self, srv.pop3_port, "carol@example.org")
         self.assertEqual([body(m) for m in got], [msg])
 
+    def pop3_transports(self, srv):
+        """(name, port, login() keywords) for plain POP3, STLS and POP3S on a server started with
+        tls_self_signed and implicit_tls: poplib pinned to the printed fingerprint over TLS."""
+        ctx = t.pinned_context()
+        return [("plain", srv.pop3_port, {}),
+                ("stls", srv.pop3_port, dict(context=ctx, stls=True, pin=srv.fingerprint)),
+                ("pop3s", srv.pop3s_port, dict(context=ctx, implicit=True, pin=srv.fingerprint))]
+
     def test_an_open_session_keeps_its_snapshot_and_the_next_one_sees_new_mail(self):
-        srv = self.start()
-        box = "dave@example.org"
-        first = t.smtp_message("first", [b"one"], to=box)
-        second = t.smtp_message("second", [b"two"], to=box)
-        self.send(srv.port, [box], first)
-        p = poplib.POP3(t.HOST, srv.pop3_port, timeout=10)
-        try:
-            p.user(box)
-            p.pass_(box)
-            self.assertEqual(p.stat()[0], 1)
-            self.send(srv.port, [box], second)  # delivered while the session is open
-            self.assertEqual(p.stat()[0], 1, "the open session does not see the new message")
-            self.assertEqual(len(p.list()[1]), 1)
-            p.quit()
-        finally:
-            p.close()
-        got = fetch_all(self, srv.pop3_port, box)
-        self.assertEqual([body(m) for m in got], [first, second], "the next session sees both, in order")
+        # Over plain POP3, STLS and POP3S: the snapshot is the session's, whatever carries it.
+        srv = self.start(tls_self_signed=True, implicit_tls=True)
+        for name, port, tls in self.pop3_transports(srv):
+            with self.subTest(transport=name):
+                box = f"dave-{name}@example.org"
+                first = t.smtp_message(f"first {name}", [b"one"], to=box)
+                second = t.smtp_message(f"second {name}", [b"two"], to=box)
+                self.send(srv.port, [box], first)
+                p = login(self, port, box, **tls)
+                try:
+                    self.assertEqual(p.stat()[0], 1)
+                    self.send(srv.port, [box], second)  # delivered while the session is open
+                    self.assertEqual(p.stat()[0], 1, "the open session does not see the new message")
+                    self.assertEqual(len(p.list()[1]), 1)
+                    self.assertEqual(body(b"\r\n".join(p.retr(1)[1]) + b"\r\n"), first)
+                    with self.assertRaises(poplib.error_proto):  # there is no message 2 in it
+                        p.retr(2)
+                    p.quit()
+                finally:
+                    p.close()
+                got = fetch_all(self, port, box, **tls)
+                self.assertEqual([body(m) for m in got], [first, second], "the next session sees both, in order")
 
     def test_dele_and_quit_removes_a_dropped_session_removes_nothing(self):
-        srv = self.start()
-        box = "erin@example.org"
-        msg = t.smtp_message("to delete", [b"bye"], to=box)
-        self.send(srv.port, [box], msg)
-        # DELE, then the connection drops without QUIT: nothing is deleted (RFC 1939 6).
-        p = poplib.POP3(t.HOST, srv.pop3_port, timeout=10)
-        p.user(box)
-        p.pass_(box)
-        p.dele(1)
-        p.close()
-        deadline = time.monotonic() + 10
-        while True:  # the server notices the drop and releases the mailbox lock
-            try:
-                got = fetch_all(self, srv.pop3_port, box)
-                break
-            except poplib.error_proto as e:
-                if b"IN-USE" not in e.args[0] or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.assertEqual(len(got), 1, "a dropped session deletes nothing")
-        self.assertEqual(len(files_in(self.store, box)), 1)
-        # DELE and QUIT: gone, from POP3 and from the Maildir.
-        p = poplib.POP3(t.HOST, srv.pop3_port, timeout=10)
-        p.user(box)
-        p.pass_(box)
-        p.dele(1)
-        p.quit()
-        got = fetch_all(self, srv.pop3_port, box)
-        self.assertEqual(got, [])
-        self.assertEqual(files_in(self.store, box), [])
-        self.assertRegex(srv.stderr(), r"pop3 erin@example.org from 127.0.0.1 left without QUIT: 1 messages, none deleted")
-        self.assertRegex(srv.stderr(), r"pop3 erin@example.org from 127.0.0.1 quit: 1 of 1 messages deleted")
+        # Over plain POP3, STLS and POP3S (poplib's close() drops the TCP connection without
+        # QUIT and, over TLS, without a close_notify).
+        srv = self.start(tls_self_signed=True, implicit_tls=True)
+        for name, port, tls in self.pop3_transports(srv):
+            with self.subTest(transport=name):
+                box = f"erin-{name}@example.org"
+                msg = t.smtp_message(f"to delete {name}", [b"bye"], to=box)
+                self.send(srv.port, [box], msg)
+                # DELE, then the connection drops without QUIT: nothing is deleted (RFC 1939 6).
+                p = login(self, port, box, **tls)
+                p.dele(1)
+                p.close()
+                deadline = time.monotonic() + 10
+                while True:  # the server notices the drop and releases the mailbox lock
+                    try:
+                        got = fetch_all(self, port, box, **tls)
+                        break
+                    except poplib.error_proto as e:
+                        if b"IN-USE" not in e.args[0] or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+                self.assertEqual([body(m) for m in got], [msg], "a dropped session deletes nothing")
+                self.assertEqual(len(files_in(self.store, box)), 1)
+                # DELE and QUIT: gone, from POP3 and from the Maildir.
+                p = login(self, port, box, **tls)
+                p.dele(1)
+                p.quit()
+                got = fetch_all(self, port, box, **tls)
+                self.assertEqual(got, [])
+                self.assertEqual(files_in(self.store, box), [])
+                self.assertRegex(srv.stderr(), rf"pop3 {re.escape(box)} from 127\.0\.0\.1 left without QUIT: 1 messages, none deleted")
+                self.assertRegex(srv.stderr(), rf"pop3 {re.escape(box)} from 127\.0\.0\.1 quit: 1 of 1 messages deleted")
 
     def test_tls_self_signed_starttls_stls_and_implicit_tls_pinned_to_the_printed_fingerprint(self):
         srv = self.start(tls_self_signed=True, implicit_tls=True)

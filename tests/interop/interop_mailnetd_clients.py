@@ -1,6 +1,7 @@
-# mailnetd end to end with real fetchers: mail sent with smtplib and curl to several recipients
-# of the real mailnetd (port 0), fetched with mpop, fetchmail, getmail6 and curl over plain POP3,
-# STLS and pop3s (--tls-self-signed, clients pinned to the printed fingerprint where they can).
+# mailnetd end to end with real fetchers: mail sent with smtplib, curl and swaks to several
+# recipients of the real mailnetd (port 0), fetched with mpop, fetchmail, getmail6, curl and our
+# pop3c over plain POP3, STLS and pop3s (--tls-self-signed, clients pinned to the printed
+# fingerprint where they can).
 """Each test sends the same few messages (dot lines, 8-bit, 300 KiB, an empty body) to three
 fresh recipients, then fetches each recipient's mailbox with one client: the first mailbox with
 the client's keep option (the store still holds every copy afterwards), the others with its
@@ -11,8 +12,10 @@ write LF), and each mailbox gives each sent message exactly once.
 TLS: mpop pins the printed SHA-256 (--tls-fingerprint, colon form); getmail6 too
 (ssl_fingerprints); fetchmail can pin only an MD5 (sslfingerprint): it gets the MD5 of the
 certificate saved from a pinned handshake plus that certificate as its trust file; curl pins
-the key (--pinnedpubkey of the saved certificate) and trusts the saved certificate (--cacert).
-getmail6 has no STLS for POP3: its STLS test is not there (pop3s only)."""
+the key (--pinnedpubkey of the saved certificate) and trusts the saved certificate (--cacert);
+pop3c pins the printed SHA-256 (--fingerprint). getmail6 has no STLS for POP3: its STLS test is
+not there (pop3s only). swaks sends over STARTTLS (--tls) and SMTPS (--tlsc, --protocol SSMTP);
+it cannot pin: it verifies against the saved certificate (--tls-verify --tls-ca-path)."""
 import hashlib
 import os
 import re
@@ -24,7 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mailnet_testlib as t  # noqa: E402
 
 MAILNETD = t.program_binary("mailnetd")
+POP3C = t.pop3c_binary()  # ctest: MAILNET_POP3C_BINARY; else BUILD/pop3c/pop3c beside mailnetd
 SENDER = "sender@example.org"
+PW_ENV = "MAILNET_POP3C_TEST_PASSWORD"
 
 
 def messages(label):
@@ -283,6 +288,101 @@ class Clients(unittest.TestCase):
         self.fetch_each("getmail-pop3s", rcpts, msgs,
                         lambda r, md, keep: self.getmail(r, md, keep, "SimplePOP3SSLRetriever", self.srv.pop3s_port,
                                                          f"ssl_fingerprints = ('{self.srv.fingerprint}',)\n"))
+
+    # --- pop3c (ours)
+
+    def pop3c(self, rcpt, md, keep, *opts, port=None):
+        """pop3c fetch --maildir MD [--keep] as rcpt (open mode: the password is the address,
+        given through the environment; its state file in the run's own XDG_STATE_HOME). Each
+        file it stores is byte for byte a file of the store (the copies of all recipients are one
+        hard-linked file), read before the fetch."""
+        home = os.path.dirname(md)
+        stored = sorted(data for _p, data in t.delivered(self.store, rcpt))
+        cmd = [POP3C, "fetch", "--maildir", md, *(["--keep"] if keep else []), "--host", t.HOST,
+               "--port", str(port or self.srv.pop3_port), "--user", rcpt, "--password-env", PW_ENV,
+               "--timeout", "20", "--quiet", *opts]
+        env = dict(os.environ, XDG_STATE_HOME=os.path.join(home, "state"), **{PW_ENV: rcpt})
+        p = t.run(cmd, timeout=60, env=env, cwd=home)
+        self.assertEqual(p.returncode, 0, f"{cmd} -> {p.returncode}\nstdout {p.stdout!r}\nstderr {p.stderr!r}")
+        fetched = t.maildir_messages(md)
+        self.assertEqual(sorted(fetched), stored, f"{rcpt}: pop3c stored each message as mailnetd stored it")
+        return fetched
+
+    def test_pop3c_plain(self):
+        rcpts, msgs = self.send("pop3c-plain")
+        self.fetch_each("pop3c-plain", rcpts, msgs, lambda r, md, keep: self.pop3c(r, md, keep))
+
+    def test_pop3c_stls_pinned(self):
+        rcpts, msgs = self.send("pop3c-stls")
+        pin = t.colon_hex(self.srv.fingerprint)  # pop3c takes colons and upper case too
+        self.fetch_each("pop3c-stls", rcpts, msgs,
+                        lambda r, md, keep: self.pop3c(r, md, keep, "--starttls", "--fingerprint", pin))
+
+    def test_pop3c_pop3s_pinned(self):
+        rcpts, msgs = self.send("pop3c-pop3s")
+        self.fetch_each("pop3c-pop3s", rcpts, msgs,
+                        lambda r, md, keep: self.pop3c(r, md, keep, "--tls", "--fingerprint", self.srv.fingerprint,
+                                                       port=self.srv.pop3s_port))
+
+    def test_pop3c_refuses_a_wrong_pin(self):
+        # One wrong octet: pop3c refuses the server (77, "denied") before logging in, over STLS
+        # and pop3s; nothing is fetched and the store is untouched (nothing even read: new/).
+        rcpts, msgs = self.send("pop3c-wrongpin", count=1)
+        wrong = ("00" if not self.srv.fingerprint.startswith("00") else "11") + self.srv.fingerprint[2:]
+        before = sorted(p for p, _d in t.delivered(self.store, rcpts[0]))
+        for how, port in (("--starttls", self.srv.pop3_port), ("--tls", self.srv.pop3s_port)):
+            home = self.fresh_dir("pop3c-wrongpin")
+            md = os.path.join(home, "Maildir")
+            cmd = [POP3C, "fetch", "--maildir", md, "--host", t.HOST, "--port", str(port), "--user", rcpts[0],
+                   "--password-env", PW_ENV, "--timeout", "20", how, "--fingerprint", wrong]
+            env = dict(os.environ, XDG_STATE_HOME=os.path.join(home, "state"), **{PW_ENV: rcpts[0]})
+            p = t.run(cmd, timeout=60, env=env, cwd=home)
+            self.assertEqual(p.returncode, 77, f"{cmd} -> {p.returncode}: {p.stderr!r}")
+            self.assertIn(b"fingerprint mismatch", p.stderr)
+            self.assertEqual(t.maildir_messages(md) if os.path.isdir(os.path.join(md, "new")) else [], [], how)
+            self.assertEqual(sorted(p for p, _d in t.delivered(self.store, rcpts[0])), before,
+                             f"{how}: every message still on the server, unread")
+        self.assertEqual(len(before), len(msgs))
+        self.assertTrue(all("/new/" in p for p in before), before)
+
+    # --- swaks (send over STARTTLS and SMTPS)
+
+    def test_swaks_starttls_and_smtps_verified_against_the_saved_certificate(self):
+        (swaks,) = t.require_programs("swaks")
+        if not t.swaks_has_tls():
+            self.skipTest("swaks --tls needs Net::SSLeay (libnet-ssleay-perl)")
+        rcpts = ["swaks-tls.1@example.org", "swaks-tls.2@example.org"]
+        # Not the empty-body message: swaks adds a blank line to data without a header/body
+        # separator, so it cannot send a message with no body.
+        msgs = messages("swaks-tls")[:3]
+        verify = ["--tls-verify", "--tls-ca-path", self.cert]
+        ways = [(self.srv.port, ["--tls"]), (self.srv.ports["smtps"], ["--tlsc"]),
+                (self.srv.ports["smtps"], ["--protocol", "SSMTP"])]
+        for m, (port, how) in zip(msgs, ways):
+            p = t.swaks_send(swaks, port, SENDER, rcpts, m, os.path.join(self.fresh_dir("swaks"), "msg.eml"),
+                             *how, *verify)
+            out = (p.stdout + p.stderr).decode("utf-8", "replace")
+            self.assertEqual(p.returncode, 0, f"{p.cmd} -> {p.returncode}\n{out[-3000:]}")
+            self.assertIn("=== TLS started", out, how)
+        for r in rcpts:
+            got = t.delivered(self.store, r)
+            self.assertEqual(len(got), len(msgs), f"{r}: one copy of each message")
+            for _p, data in got:
+                self.assertRegex(t.split_trace(data)[1], r" with ESMTPS id ", "the trace says TLS")
+            md = t.make_maildir(os.path.join(self.fresh_dir("swaks-fetch"), "Maildir"))
+            self.check(self.pop3c(r, md, False), msgs, f"swaks TLS send {r}")
+            self.assertEqual(t.delivered(self.store, r), [], r)
+        # The verification is real: another self-signed certificate (same names) as the CA file,
+        # and swaks refuses mailnetd's, over STARTTLS and SMTPS; nothing is delivered.
+        other = t.SelfSignedCert(self.fresh_dir("other-cert"))
+        for port, how in ways[:2]:
+            p = t.swaks_send(swaks, port, SENDER, ["swaks-tls.refused@example.org"], msgs[0],
+                             os.path.join(self.fresh_dir("swaks"), "msg.eml"), *how, "--tls-verify",
+                             "--tls-ca-path", other.cert)
+            out = (p.stdout + p.stderr).decode("utf-8", "replace")
+            self.assertNotEqual(p.returncode, 0, f"{p.cmd} succeeded with the wrong CA\n{out[-3000:]}")
+            self.assertIn("certificate verify failed", out, how)
+        self.assertEqual(t.delivered(self.store, "swaks-tls.refused@example.org"), [])
 
     # --- curl (send and fetch)
 

@@ -10,6 +10,7 @@
 - wait: answered within 1 s of a delivery made while it waits, 408 with what matched at the
   timeout, since= (an id or an RFC 3339 time);
 - events (Server-Sent Events): `new` then `deleted`, in order;
+- fault rules set by PUT /api/v1/faults act on SMTP, a refused PUT keeps them, DELETE clears;
 - 413 for headers over 16 KiB and bodies over 64 KiB;
 - the API refuses a non-loopback address without --allow-open-network (exit 64); a port in
   use is exit 69."""
@@ -472,6 +473,29 @@ class HttpCase(unittest.TestCase):
             done.set()
         finally:
             conn.close()
+
+    def test_faults_act_through_the_api_and_clear(self):
+        self.assertEqual(self.api.get("/api/v1/faults"), [])
+        rule = {"phase": "rcpt", "match": {"rcpt": "bob@"}, "reply": "452 4.2.2 mailbox busy"}
+        got = self.api.json("PUT", "/api/v1/faults", body=json.dumps([rule]))
+        self.assertEqual(len(got), 1)
+        self.assertEqual(got, [{**rule, "match": {"rcpt": "bob@", "from": ""}, "delay_ms": 0, "disconnect": False,
+                                "probability": 1.0, "nth": 0}], "every field written out")
+        self.assertEqual(self.api.get("/api/v1/faults"), got)
+        with smtplib.SMTP(t.HOST, self.srv.port, timeout=10) as s:
+            refused = s.sendmail("a@example.org", ["bob@example.org", "carol@example.org"],
+                                 simple("faulty", "bob@example.org, carol@example.org"))
+        self.assertEqual(refused, {"bob@example.org": (452, b"4.2.2 mailbox busy")})
+        self.assertEqual([m["mailbox"] for m in self.until(1)["messages"]], ["carol@example.org"])
+        # A refused PUT: 400 with the reason, the old list still in force.
+        err = self.api.json("PUT", "/api/v1/faults", want=400, body=b'[{"phase": "nowhere"}]')
+        self.assertIn("phase", err["error"])
+        self.api.json("PUT", "/api/v1/faults", want=400, body=b"{not json")
+        self.assertEqual(self.api.get("/api/v1/faults"), got)
+        self.api.json("DELETE", "/api/v1/faults", want=204)
+        self.assertEqual(self.api.get("/api/v1/faults"), [])
+        send(self.srv, "a@example.org", ["bob@example.org"], simple("fine again", "bob@example.org"))
+        self.assertEqual(self.until(1, mailbox="bob@example.org")["messages"][0]["subject"], "fine again")
 
     def test_request_limits(self):
         status, _, body = self.api.request("GET", "/healthz", headers={"X-Big": "a" * (17 * 1024)})

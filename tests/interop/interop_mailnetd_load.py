@@ -132,7 +132,7 @@ class Load:
                         if s is not None:
                             s.quit()
                         s, sent_here = None, 0
-                        s = smtplib.SMTP(t.HOST, self.smtp_port, timeout=10)
+                        s = smtplib.SMTP(t.HOST, self.smtp_port, timeout=30)
                         s.ehlo("load.interop.test")
                     self.send_one(s, i)
                     sent_here += 1
@@ -198,7 +198,7 @@ class Load:
         quit_sent = False
         p = None
         try:
-            p = poplib.POP3(t.HOST, self.pop3_port, timeout=10)
+            p = poplib.POP3(t.HOST, self.pop3_port, timeout=30)
             p.user(box)
             try:
                 p.pass_(box)
@@ -342,12 +342,12 @@ class LoadTest(unittest.TestCase):
     def test_50_senders_10_fetchers_2000_messages_each_fetched_once_nothing_left(self):
         started = time.monotonic()
         srv = self.start()
-        load = Load(self, srv, 2000, deadline=started + 25)
+        load = Load(self, srv, 2000, deadline=started + 50)
         load.start()
         load.finish("load")
         print(f"load: {load.summary()} in {time.monotonic() - started:.1f} s", file=sys.stderr)
-        self.assertEqual(load.errors[:20], [], load.summary())
-        self.assertEqual(load.broken[:20], [], "no connection breaks without a kill")
+        self.assertEqual(load.errors, [], load.summary())
+        self.assertEqual(load.broken, [], "no connection breaks without a kill")
         self.assertEqual(load.count("ok"), 2000, load.summary())
         self.assertEqual(load.maybe, set())
         self.check_exactly_once(load)
@@ -360,7 +360,7 @@ class LoadTest(unittest.TestCase):
         started = time.monotonic()
         srv = self.start()
         total = 2000
-        load = Load(self, srv, total, deadline=started + 25)
+        load = Load(self, srv, total, deadline=started + 50)
         load.start()
         # Kill once a third got their 250 and fetchers have been at work.
         self.assertTrue(t.wait_until(lambda: load.count("ok") >= total // 3 and load.sessions >= 5,
@@ -398,7 +398,7 @@ class LoadTest(unittest.TestCase):
         load.finish("restart")
         print(f"restart: at the kill {at_kill}; at the end {load.summary()} in "
               f"{time.monotonic() - started:.1f} s", file=sys.stderr)
-        self.assertEqual(load.errors[:20], [], load.summary())
+        self.assertEqual(load.errors, [], load.summary())
         self.assertEqual(load.count("unsent"), 0, load.summary())
         self.check_exactly_once(load)
         self.assertIsNone(srv2.proc.poll(), "the restarted mailnetd is still running")
@@ -408,4 +408,4 @@ class LoadTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    t.run_tests(watchdog_seconds=80)
+    t.run_tests(watchdog_seconds=170)

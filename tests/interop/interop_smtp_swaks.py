@@ -17,12 +17,7 @@ HELO = "swaks.interop.test"
 SENDER = "sender@example.org"
 
 
-def swaks_has_tls():
-    # swaks's --tls needs Perl's Net::SSLeay (Debian libnet-ssleay-perl, only recommended).
-    return t.run(["perl", "-MNet::SSLeay", "-e", "1"], timeout=20).returncode == 0
-
-
-needs_tls = unittest.skipUnless(swaks_has_tls(), "swaks --tls needs Net::SSLeay (libnet-ssleay-perl)")
+needs_tls = unittest.skipUnless(t.swaks_has_tls(), "swaks --tls needs Net::SSLeay (libnet-ssleay-perl)")
 
 
 def swaks_supports_bdat():
@@ -37,16 +32,14 @@ class Swaks(t.SmtpdCase):
         """Runs swaks against srv with `message` (CRLF, ending in CRLF) as its --data. swaks
         itself dot-stuffs the data and appends CRLF.CRLF: it is given the message without its
         last CRLF (with that CRLF it would send one more empty line). Returns the transcript."""
-        self.assertTrue(message.endswith(b"\r\n"))
-        path = self.message_file(message[:-2], "swaks")
-        cmd = [SWAKS, "--server", f"{t.HOST}:{srv.port}", "--helo", HELO, "--from", sender,
-               "--to", ",".join(to), "--data", "@" + path, "--timeout", "20", *args]
-        p = t.run(cmd, timeout=60)
+        type(self).n += 1
+        p = t.swaks_send(SWAKS, srv.port, sender, to, message, os.path.join(self.d, f"swaks.{self.n}.eml"),
+                         *args, helo=HELO)
         out = (p.stdout + p.stderr).decode("utf-8", "replace")
         if ok:
-            self.assertEqual(p.returncode, 0, f"{cmd} -> {p.returncode}\n{out}")
+            self.assertEqual(p.returncode, 0, f"{p.cmd} -> {p.returncode}\n{out}")
         else:
-            self.assertNotEqual(p.returncode, 0, f"{cmd} succeeded\n{out}")
+            self.assertNotEqual(p.returncode, 0, f"{p.cmd} succeeded\n{out}")
         return out
 
     def test_plain(self):

@@ -62,7 +62,8 @@ def program_binary(name="pop3d"):
     passes ($<TARGET_FILE:pop3d>, smtpd or pop3c: mailnet_interop_test's PROGRAM). A script
     that needs a second program (the pop3c script also runs pop3d) gets it from
     $MAILNET_<NAME>_BINARY (ctest sets MAILNET_POP3D_BINARY for every script), else from
-    BUILD/<name>/<name> beside the first argument's BUILD/<program>/<program>."""
+    BUILD/<name>/<name> beside the first argument's BUILD/<program>/<program>. An absolute path,
+    also when the argument was relative."""
     if len(sys.argv) < 2:
         print(f"usage: SCRIPT {name.upper()}_BINARY", file=sys.stderr)
         sys.exit(64)
@@ -78,7 +79,7 @@ def program_binary(name="pop3d"):
     if not os.access(b, os.X_OK):
         print(f"FAIL: {name} binary {b!r} is not executable", file=sys.stderr)
         sys.exit(1)
-    return b
+    return os.path.abspath(b)  # usable from a test's own working directory
 
 
 def pop3d_binary():
@@ -730,6 +731,27 @@ GETMAIL_ADDED_RETURN_PATH = b"Return-Path: <unknown>\n"
 # first, the parent waits out its socket timeout and fails with "waiting child pid N timed
 # out". That race is getmail's, not the server's: such a run is retried into a fresh Maildir.
 GETMAIL_FORK_RACE = b"waiting child pid"
+
+
+def swaks_has_tls():
+    """swaks's --tls/--tlsc need Perl's Net::SSLeay (Debian libnet-ssleay-perl, only
+    recommended)."""
+    return run(["perl", "-MNet::SSLeay", "-e", "1"], timeout=20).returncode == 0
+
+
+def swaks_send(swaks, port, sender, to, message, path, *args, helo=None, timeout=60):
+    """Runs swaks against HOST:port with `message` (CRLF, ending in CRLF) as its --data, written
+    to `path`. swaks itself dot-stuffs the data and appends CRLF.CRLF: it is given the message
+    without its last CRLF (with it, it would send one more empty line). Returns the
+    CompletedProcess (the caller checks the exit code)."""
+    assert message.endswith(b"\r\n")
+    with open(path, "wb") as f:
+        f.write(message[:-2])
+    cmd = [swaks, "--server", f"{HOST}:{port}", "--from", sender, "--to", ",".join(to),
+           "--data", "@" + path, "--timeout", "20", *(["--helo", helo] if helo else []), *args]
+    p = run(cmd, timeout=timeout)
+    p.cmd = cmd
+    return p
 
 
 # --------------------------------------------------------------------------------------

@@ -53,6 +53,11 @@ struct login_failed {
     std::chrono::milliseconds delay{0};
 };
 
+/// Write what was asked for, then wait `duration` before the core's next output (a fault rule's
+/// delay_ms) on a timer, never blocking the I/O thread; input that arrives meanwhile is fed, a
+/// peer that hangs up ends the wait, and so does a stopping server (with the core's notice).
+struct delay { std::chrono::milliseconds duration{0}; };
+
 /// Write what was asked for, then close the connection.
 struct close {};
 

@@ -123,7 +123,8 @@ std::string ascii_fold(std::string_view s) {
 }
 
 // The entry a login or recipient names: the one named exactly so, else the first one that
-// differs only in ASCII case (as Dovecot's default auth_username_format %Lu lets any case in).
+// differs only in ASCII case: any case gets in, as with Dovecot's default auth_username_format
+// %Lu (which lowercases the name first; here an entry written in capitals stays reachable too).
 auto find_entry(const table& t, std::string_view name) -> decltype(t.entries.end()) {
     if (auto it = t.entries.find(name); it != t.entries.end()) return it;
     if (const auto f = t.folded.find(ascii_fold(name)); f != t.folded.end()) return t.entries.find(f->second);
@@ -402,7 +403,10 @@ public:
     bool can_lookup() const override { return current()->any_plain; }
 
     // A disabled entry still exists: the account is there, only its password is unusable.
-    bool exists(std::string_view user) override { return current()->entries.contains(user); }
+    bool exists(std::string_view user) override {
+        const auto t = current();
+        return find_entry(*t, user) != t->entries.end();
+    }
 
 private:
     // The table, re-read first if the file changed. The stat and the swap happen under one

@@ -317,6 +317,33 @@ struct runner::impl {
         if (rd->active) co_await rd->event.async_wait(use_tuple);
     }
 
+    // Waits `delay` (everything queued is written), but watches the peer: one that hangs up
+    // frees its slot now, not after the delay (DESIGN.md "Limits": slow peers); a shutdown ends
+    // the wait too, with the core's notice (SMTP's 421 after a failed AUTH), as for a session
+    // waiting for its next command. False if the peer left.
+    asio::awaitable<bool> pause(std::chrono::milliseconds delay) {
+        asio::steady_timer t(c.io().get_executor());
+        const auto end = asio::steady_timer::clock_type::now() + delay;
+        using namespace asio::experimental::awaitable_operators;
+        for (;;) {
+            if (c.stopping()) co_return co_await say_goodbye();  // before consume(): the read it cut
+            if (!consume()) co_return false;
+            const bool reading = core.buffered() < o.read_ahead_octets;
+            if (reading) start_read(read_deadline());
+            const auto now = asio::steady_timer::clock_type::now();
+            if (now >= end) break;
+            // A stop wakes the wait by cutting the read; with the read-ahead full there is none,
+            // so the wait then looks again every quarter second.
+            t.expires_at(reading ? end : std::min(end, now + std::chrono::milliseconds(250)));
+            c.set_idle(true);
+            c.set_notice_on_stop(!core.shutdown_notice().empty());
+            (void)co_await (t.async_wait(use_tuple) || rd->event.async_wait(use_tuple));
+            c.set_idle(false);
+            c.set_notice_on_stop(false);
+        }
+        co_return consume() || !eof;
+    }
+
     // The server stops while the session waits for a command: the core's notice (SMTP: 421
     // 4.3.2, RFC 5321 3.8), if it has one, then the close, all within notice_timeout and the
     // shutdown grace, so a peer that reads nothing never holds the shutdown. Always false.
@@ -480,25 +507,14 @@ asio::awaitable<bool> runner::perform(act::login_failed& a) {
     if (p.o.throttle) extra = p.o.throttle->failed(c_.peer().address().to_string(), now);
     if (p.o.account_throttle && !a.user.empty())
         extra = std::max(extra, p.o.account_throttle->failed(account_key(a.user), now));
-    delay += extra;
-    // Wait, but watch the peer: one that hangs up frees its slot now, not after the delay
-    // (DESIGN.md "Limits": slow peers); a shutdown ends the wait too, with the core's notice
-    // (SMTP's 421 after a failed AUTH), as for a session waiting for its next command.
-    asio::steady_timer t(c_.io().get_executor());
-    t.expires_after(delay);
-    using namespace asio::experimental::awaitable_operators;
-    for (;;) {
-        if (c_.stopping()) co_return co_await p.say_goodbye();  // before consume(): the read it cut
-        if (!p.consume()) co_return false;
-        if (p.core.buffered() < p.o.read_ahead_octets) p.start_read(p.read_deadline());
-        c_.set_idle(true);
-        c_.set_notice_on_stop(!p.core.shutdown_notice().empty());
-        const auto which = co_await (t.async_wait(use_tuple) || p.rd->event.async_wait(use_tuple));
-        c_.set_idle(false);
-        c_.set_notice_on_stop(false);
-        if (which.index() == 0) break;
-    }
-    co_return p.consume() || !p.eof;
+    co_return co_await p.pause(delay + extra);
+}
+
+asio::awaitable<bool> runner::perform(act::delay& a) {
+    auto& p = *p_;
+    if (!co_await p.drain()) co_return false;
+    if (a.duration.count() <= 0) co_return true;
+    co_return co_await p.pause(a.duration);
 }
 
 asio::awaitable<bool> runner::perform(act::close&) {

@@ -105,6 +105,7 @@ result<void> make_dirs(const std::filesystem::path& path, bool durable) {
 }
 
 using posix::write_all;
+using posix::fsync_dir;
 
 // The wire size of a file without ,W= in its name (RFC 1939 LIST counts CRLF line ends).
 result<std::uint64_t> wire_size_of_file(int dir, const char* name) {
@@ -502,13 +503,17 @@ private:
             tmp_path_.clear();
         }
         made.push_back(first);
+        // The other targets link the tmp/ name, never the first target's new/ one: a POP3
+        // session may already have deleted that or moved it to cur/ (only after a rename
+        // fallback is `first` the one name left).
+        const std::string& source = tmp_path_.empty() ? first : tmp_path_;
         for (std::size_t i = 1; i < targets_.size(); ++i) {
             const std::string path = targets_[i].dir + "/new/" + base;
             result<void> r;
-            if (::link(first.c_str(), path.c_str()) != 0) {
+            if (::link(source.c_str(), path.c_str()) != 0) {
                 const int e = errno;
                 if (e == EXDEV || e == EPERM || e == ENOTSUP || e == EOPNOTSUPP || e == EMLINK)
-                    r = copy_into(first, targets_[i].dir, base);
+                    r = copy_into(source, targets_[i].dir, base);
                 else
                     r = unexpected(sys_error(e));
             }
@@ -523,6 +528,20 @@ private:
     }
 
     // The fallback when a hard link cannot be made: a copy through the target's tmp/.
+    // A copy a POP3 session moved to cur/ (seen, `<base>:2,S`) before the delivery failed: the
+    // 451 must leave nothing a retry would duplicate (DESIGN.md "On disk": delivery).
+    void remove_from_cur(const std::string& dir) const {
+        const std::string cur = dir + "/cur", prefix = final_base_name() + ":";
+        std::error_code ec;
+        bool removed = false;
+        for (std::filesystem::directory_iterator it(cur, ec), end; !ec && it != end; it.increment(ec)) {
+            const std::string name = it->path().filename().string();
+            if (name.compare(0, prefix.size(), prefix) == 0 && ::unlink(it->path().c_str()) == 0) removed = true;
+        }
+        if (removed && config_.fsync)
+            if (auto s = fsync_dir(cur); !s) (void)fail("fsync after removing a link from", cur, s.error());
+    }
+
     result<void> copy_into(const std::string& from, const std::string& dir, const std::string& base) {
         unique_fd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
         if (in.get() < 0) return unexpected(last_system_error());
@@ -558,7 +577,7 @@ private:
     void remove_all(std::vector<std::string>& made, std::size_t gone = std::string::npos) const {
         assert(made.size() <= targets_.size());
         for (std::size_t i = 0; i < made.size(); ++i)
-            if (i != gone) ::unlink(made[i].c_str());
+            if (i != gone && ::unlink(made[i].c_str()) != 0 && errno == ENOENT) remove_from_cur(targets_[i].dir);
         if (config_.fsync) {
             for (std::size_t i = 0; i < made.size(); ++i) {
                 if (i == gone) continue;

@@ -115,8 +115,10 @@ void event_hub::expect(std::string_view mailbox, std::string_view id) {
 void event_hub::withdraw(std::string_view mailbox, std::string_view id) {
     const std::string k = key(mailbox, id);
     std::lock_guard lock(mutex_);
-    expected_.erase(k);
-    deferred_.erase(k);
+    if (const auto it = expected_.find(k); it != expected_.end()) expected_.erase(it);
+    // A deletion waited on this delivery: it never was told, so neither is the deletion
+    // (unless another delivery of the same name is still expected).
+    if (!expected_.contains(k)) deferred_.erase(k);
 }
 
 void event_hub::call_listeners(const store_event& e, const std::vector<std::shared_ptr<subscription::entry>>& now) {
@@ -145,7 +147,8 @@ void event_hub::publish(store_event e) {
                     deferred_.insert(k);  // told after its delivery, below
                     return;
                 }
-            } else if (expected_.erase(k) > 0) {
+            } else if (const auto it = expected_.find(k); it != expected_.end()) {
+                expected_.erase(it);
                 was_deleted = deferred_.erase(k) > 0;
             }
         }
@@ -161,7 +164,8 @@ void event_hub::publish(store_event e) {
 }
 
 void store::tell_deleted(std::string_view mailbox, const std::vector<std::string>& ids) const {
-    if (!events_->has_subscribers()) return;  // NOTE: an expected delivery then has no deletion to wait for
+    // Also without subscribers: one may subscribe before an expected delivery is published,
+    // and must then hear of this deletion after it (publish() returns early otherwise).
     for (const auto& id : ids) events_->publish({store_event::kind::deleted, std::string(mailbox), id, 0, 0});
 }
 

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <memory>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -15,6 +16,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "mailnet/faults.hpp"
 
 namespace mailnet::testing {
 
@@ -182,6 +185,38 @@ std::string play_each_line_split(const std::vector<std::pair<char, std::string>>
 template <class MakePlayer>
 std::string play_pipelined(const std::vector<std::pair<char, std::string>>& lines, bool sequential, MakePlayer make) {
     return sequential ? play_each_line_split(lines, make) : play_split_everywhere(client_input(lines), make);
+}
+
+/// A fault rule from an option line's words: "fault PHASE [nth=N] [delay=MS] [probability=P]
+/// [rcpt=S] [from=S] [disconnect] [reply=TEXT...]" (reply= takes the rest of the words).
+inline fault_rule fault_option(const std::vector<std::string>& w) {
+    fault_rule r;
+    const auto phase = parse_fault_phase(w.at(1));
+    if (!phase) throw std::runtime_error("unknown fault phase " + w.at(1));
+    r.phase = *phase;
+    for (std::size_t i = 2; i < w.size(); ++i) {
+        const auto eq = w[i].find('=');
+        const std::string key = w[i].substr(0, eq), value = eq == std::string::npos ? "" : w[i].substr(eq + 1);
+        if (key == "nth") r.nth = std::stoull(value);
+        else if (key == "delay") r.delay = std::chrono::milliseconds(std::stoll(value));
+        else if (key == "probability") r.probability = std::stod(value);
+        else if (key == "rcpt") r.match.rcpt = value;
+        else if (key == "from") r.match.from = value;
+        else if (key == "disconnect") r.disconnect = true;
+        else if (key == "reply") {
+            r.reply = value;
+            for (++i; i < w.size(); ++i) r.reply += " " + w[i];
+        } else throw std::runtime_error("unknown fault option " + w[i]);
+    }
+    return r;
+}
+
+/// Fresh fault rules holding `rules` (each player counts from 0), or null for none.
+inline std::shared_ptr<fault_rules> make_faults(const std::vector<fault_rule>& rules) {
+    if (rules.empty()) return nullptr;
+    auto f = std::make_shared<fault_rules>(1);
+    if (auto why = f->replace(rules); !why.empty()) throw std::runtime_error("bad fault rule: " + why);
+    return f;
 }
 
 /// A test name from a transcript file name ("long_line.txt" -> "long_line").

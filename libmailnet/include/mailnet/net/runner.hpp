@@ -87,6 +87,8 @@ public:
     asio::awaitable<bool> perform(act::start_tls& a);
     /// Logs, counts and waits (see act::login_failed); false if the peer left meanwhile.
     asio::awaitable<bool> perform(act::login_failed& a);
+    /// Writes what is queued, then waits (see act::delay); false if the peer left meanwhile.
+    asio::awaitable<bool> perform(act::delay& a);
     /// Writes what is queued; false (the connection ends).
     asio::awaitable<bool> perform(act::close& a);
     /// Streams the messages still queued (before a core that closes early gives up its mailbox).
@@ -148,7 +150,8 @@ namespace detail {
 template <class T>
 concept shared_action = std::is_same_v<T, act::need_input> || std::is_same_v<T, act::send> ||
                         std::is_same_v<T, act::stream_message> || std::is_same_v<T, act::start_tls> ||
-                        std::is_same_v<T, act::login_failed> || std::is_same_v<T, act::close>;
+                        std::is_same_v<T, act::login_failed> || std::is_same_v<T, act::delay> ||
+                        std::is_same_v<T, act::close>;
 
 template <protocol_core Core>
 class port final : public core_port {

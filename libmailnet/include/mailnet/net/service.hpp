@@ -24,6 +24,7 @@
 
 namespace mailnet {
 class authenticator;
+class fault_rules;
 class store;
 }  // namespace mailnet
 
@@ -37,6 +38,9 @@ struct service_config {
     std::shared_ptr<authenticator> auth;            ///< logins (and SMTP recipients in users mode)
     std::shared_ptr<store> storage;                 ///< the mailboxes
     std::shared_ptr<asio::ssl::context> tls;        ///< enables STLS/STARTTLS and implicit-TLS listeners
+    /// Fault rules every session consults (mailnet/faults.hpp), which may change while the server
+    /// runs; null: none, at no cost. mailnetd shares one between its servers and its HTTP API.
+    std::shared_ptr<fault_rules> faults;
     bool allow_plaintext_auth = false;              ///< plaintext passwords from non-loopback peers without TLS
     std::string hostname = "localhost";             ///< in greetings (and SMTP's Received:)
     std::size_t max_connections = 1024;             ///< excess: a temporary error and close

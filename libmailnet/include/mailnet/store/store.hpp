@@ -106,7 +106,8 @@ private:
     std::uint64_t seq_ = 0;      // under publish_mutex_
     mutable std::mutex mutex_;   // guards listeners_, expected_, deferred_
     std::vector<std::shared_ptr<subscription::entry>> listeners_;
-    std::set<std::string, std::less<>> expected_;  // key(): deliveries visible, not yet published
+    std::multiset<std::string, std::less<>> expected_;  // key(): deliveries visible, not yet published
+                                                        // (one per expect(): a name may be tried twice)
     std::set<std::string, std::less<>> deferred_;  // key(): deleted while expected
     std::atomic<std::size_t> count_{0};
 };

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,6 +15,7 @@
 
 #include "mailnet/actions.hpp"
 #include "mailnet/auth/auth.hpp"
+#include "mailnet/faults.hpp"
 #include "mailnet/line_reader.hpp"
 #include "mailnet/store/store.hpp"
 
@@ -37,6 +39,9 @@ struct session_config {
     bool tls_available = false;                ///< STLS can be offered
     bool apop = false;                         ///< --enable-apop and the backend can give secrets
     std::string apop_timestamp;                ///< "<unique@host>" for the greeting (RFC 1939 7)
+    /// Fault rules consulted at connect, pop3-login and retr: a rule's delay becomes act::delay,
+    /// its reply replaces the normal one, its disconnect act::close. Null: none.
+    std::shared_ptr<fault_rules> faults;
 };
 
 /// The session's state (RFC 1939 3).
@@ -47,6 +52,7 @@ std::string_view state_name(state s) noexcept;
 
 namespace act {
 using mailnet::act::close;
+using mailnet::act::delay;
 using mailnet::act::login_failed;
 using mailnet::act::need_input;
 using mailnet::act::send;
@@ -68,7 +74,7 @@ struct commit { std::vector<std::string> deleted, seen; };
 /// may be outstanding in a pipelined batch, each answered with streamed()).
 using action = std::variant<act::need_input, act::send, act::stream_message, act::authenticate,
                             act::authenticate_apop, act::open_mailbox, act::commit, act::start_tls,
-                            act::login_failed, act::close>;
+                            act::login_failed, act::close, act::delay>;
 
 /// The answer to open_mailbox.
 struct mailbox_result {
@@ -148,6 +154,7 @@ private:
                       std::string_view reply = "authentication failed");
     void continue_listing();
     void finish_sasl(std::string_view response);
+    bool faulted(fault_phase phase, std::string_view user = {});
 
     void cmd_user(std::string_view arg);
     void cmd_pass(std::string_view arg);

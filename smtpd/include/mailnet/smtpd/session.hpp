@@ -7,7 +7,9 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -18,6 +20,7 @@
 #include "mailnet/address.hpp"
 #include "mailnet/auth/auth.hpp"
 #include "mailnet/dot_stuffing.hpp"
+#include "mailnet/faults.hpp"
 #include "mailnet/line_reader.hpp"
 
 namespace mailnet::smtp {
@@ -45,6 +48,10 @@ struct session_config {
     bool peer_is_loopback = false;       ///< loopback peers may send passwords without TLS
     bool allow_plaintext_auth = false;   ///< passwords without TLS from any peer
     bool require_auth = false;           ///< MAIL only after AUTH (a submission server)
+    /// Fault rules consulted at each phase (connect, ehlo, mail, rcpt, data, auth): a rule's
+    /// delay becomes act::delay, its reply replaces the normal one, its disconnect act::close.
+    /// Null: none.
+    std::shared_ptr<fault_rules> faults;
 };
 
 /// A reply the outside world decided (a callback's rejection): code, enhanced code, text.
@@ -75,6 +82,7 @@ struct envelope {
 
 namespace act {
 using mailnet::act::close;
+using mailnet::act::delay;
 using mailnet::act::login_failed;
 using mailnet::act::need_input;
 using mailnet::act::send;
@@ -101,7 +109,7 @@ struct discard {};
 /// One step the outside world performs for the session; output in action order.
 using action = std::variant<act::need_input, act::send, act::validate_host, act::validate_sender,
                             act::validate_recipient, act::message_data, act::deliver, act::discard, act::close,
-                            act::start_tls, act::authenticate, act::login_failed>;
+                            act::start_tls, act::authenticate, act::login_failed, act::delay>;
 
 /// An SMTP server session: feed it bytes, take actions until need_input, resume it with the
 /// verdicts the actions ask for.
@@ -171,6 +179,9 @@ private:
     void bad_command(int code, std::string_view enhanced, std::string_view text);
     void emit(action a);
     void reset_transaction();
+    std::optional<fault_action> fault(fault_phase phase, std::span<const std::string> rcpt = {},
+                                      const mailbox_address* from = nullptr);
+    void apply_fault(const fault_action& f);
 
     void cmd_ehlo(std::string_view arg, bool extended);
     void cmd_mail(std::string_view arg);
