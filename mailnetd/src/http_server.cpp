@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "mailnet/mailnetd/message_view.hpp"
+#include "mailnet/mailnetd/web_view.hpp"
 
 namespace mailnet::mailnetd {
 namespace {
@@ -178,6 +179,8 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     void detail(const request& req, const message_summary& s);
     void raw(const request& req, const message_summary& s);
     void part(const request& req, const message_summary& s, std::string part);
+    void html(const request& req, const message_summary& s);
+    void page(const request& req);
     void delete_one(const request& req, const message_summary& s);
     void delete_all(const request& req, const query_params& params);
     void mailboxes(const request& req);
@@ -243,6 +246,11 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
         return false;
     };
 
+    if (seg.empty()) {
+        if (!get) return not_allowed();
+        if (no_params()) page(req);
+        return restinio::request_accepted();
+    }
     if (seg.size() == 1 && seg[0] == "healthz") {
         if (!get) return not_allowed();
         if (no_params()) answer(req, 200, R"({"status":"ok"})");
@@ -264,7 +272,7 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
     }
     if (what == "messages" && seg.size() >= 4 && seg.size() <= 6) {
         const message_summary* s = index.find(seg[3]);
-        const bool known_shape = seg.size() == 4 || (seg.size() == 5 && seg[4] == "raw") ||
+        const bool known_shape = seg.size() == 4 || (seg.size() == 5 && (seg[4] == "raw" || seg[4] == "html")) ||
                                  (seg.size() == 6 && seg[4] == "parts");
         if (!known_shape) {
             fail(req, 404, "no such endpoint");
@@ -280,6 +288,8 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
             delete_one(req, *s);
         else if (seg.size() == 4)
             detail(req, *s);
+        else if (seg.size() == 5 && seg[4] == "html")
+            html(req, *s);
         else if (seg.size() == 5)
             raw(req, *s);
         else
@@ -408,6 +418,47 @@ void http_server::impl::part(const request& req, const message_summary& s, std::
             resp.set_body(p.octets);
             resp.done();
         });
+}
+
+// The message's HTML body for the web view's sandboxed iframe: decoded to UTF-8 (as "html" in
+// the detail), under a CSP that runs nothing and loads nothing remote (web_view.hpp).
+void http_server::impl::html(const request& req, const message_summary& s) {
+    const std::uint64_t max = cfg.limits.max_view_octets;
+    off_thread(
+        [st = st, s, max]() -> result<std::string> {
+            auto octets = load(*st, s, max);
+            if (!octets) return unexpected(octets.error());
+            return read_message(*octets).html;
+        },
+        [req, max](result<std::string> r) {
+            if (!r) {
+                if (r.error() == errc::too_large) return fail(req, 413, "message over " + std::to_string(max) + " octets");
+                if (r.error() == errc::not_found) return fail(req, 404, "no such message");
+                return fail(req, 500, "cannot read the message: " + r.error().message());
+            }
+            if (r->empty()) return fail(req, 404, "no HTML part");
+            auto resp = req->create_response(status(200));
+            resp.append_header(restinio::http_field::content_type, "text/html; charset=utf-8");
+            resp.append_header("Content-Security-Policy", std::string(mail_html_csp));
+            resp.append_header("X-Content-Type-Options", "nosniff");
+            resp.append_header("Referrer-Policy", "no-referrer");
+            resp.append_header("Cache-Control", "no-store");
+            resp.set_body(std::move(*r));
+            resp.done();
+        });
+}
+
+// The web view (web_view.hpp): the page under its own CSP, never framed by another page.
+void http_server::impl::page(const request& req) {
+    auto resp = req->create_response(status(200));
+    resp.append_header(restinio::http_field::content_type, "text/html; charset=utf-8");
+    resp.append_header("Content-Security-Policy", web_view_csp());
+    resp.append_header("X-Content-Type-Options", "nosniff");
+    resp.append_header("X-Frame-Options", "DENY");
+    resp.append_header("Referrer-Policy", "no-referrer");
+    resp.append_header("Cache-Control", "no-store");
+    resp.set_body(web_view_page());
+    resp.done();
 }
 
 void http_server::impl::delete_one(const request& req, const message_summary& s) {
