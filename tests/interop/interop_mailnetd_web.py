@@ -284,8 +284,8 @@ def simple(subject, to):
 
 HOSTILE_SUBJECT = "<script>document.title='PWNED'</script><img src=x onerror=\"console.log('HOSTILE-RAN')\"> hi"
 HOSTILE_NAME = "<img src=x onerror=alert(1)>Mallory"
-HOSTILE_TEXT = ("<script>console.log('HOSTILE-RAN')</script>\n"
-                "<a href=\"javascript:console.log('HOSTILE-RAN')\">click</a> javascript:alert(1)\n")
+HOSTILE_TEXT = ("<script>console.log('HOSTILE-RAN')</script> "
+                "<a href=\"javascript:console.log('HOSTILE-RAN')\">click</a> javascript:alert(1)")
 HOSTILE_FILENAME = "<img src=x onerror=alert(1)>.html"
 
 
