@@ -91,6 +91,21 @@ std::variant<query_params, api_error> parse_query_string(std::string_view query)
     return out;
 }
 
+namespace {
+
+// The filters are searched in every summary (and again at each delivery for a waiter): bounded.
+constexpr std::size_t max_filter_octets = 256;
+
+std::optional<api_error> filter_too_long(const message_query& q) {
+    for (const auto& [name, value] : {std::pair<const char*, const std::string*>{"mailbox", &q.mailbox},
+                                      {"to", &q.to}, {"from", &q.from}, {"subject", &q.subject}})
+        if (value->size() > max_filter_octets)
+            return api_error{400, std::string(name) + ": at most " + std::to_string(max_filter_octets) + " octets"};
+    return std::nullopt;
+}
+
+}  // namespace
+
 std::variant<message_query, api_error> parse_list_request(const query_params& params, const api_limits& lim) {
     auto named = by_name(params, {"mailbox", "to", "from", "subject", "limit"});
     if (auto* e = std::get_if<api_error>(&named)) return *e;
@@ -100,6 +115,7 @@ std::variant<message_query, api_error> parse_list_request(const query_params& pa
     q.to = p["to"];
     q.from = p["from"];
     q.subject = p["subject"];
+    if (auto e = filter_too_long(q)) return *e;
     if (auto it = p.find("limit"); it != p.end()) {
         auto n = number(it->second);
         if (!n || *n < 1 || *n > lim.max_list)
@@ -119,6 +135,7 @@ std::variant<wait_request, api_error> parse_wait_request(const query_params& par
     w.q.to = p["to"];
     w.q.from = p["from"];
     w.q.subject = p["subject"];
+    if (auto e = filter_too_long(w.q)) return *e;
     w.q.limit = lim.max_list;
     if (auto it = p.find("since"); it != p.end()) {
         if (auto t = parse_rfc3339(it->second)) {

@@ -8,6 +8,7 @@
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <array>
 #include <map>
 #include <unordered_map>
@@ -37,6 +38,7 @@ const char* reason(int status) {
     case 204: return "No Content";
     case 400: return "Bad Request";
     case 404: return "Not Found";
+    case 403: return "Forbidden";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
@@ -56,7 +58,36 @@ void answer(const request& req, int code, std::string body, const char* type = "
         r.set_body(std::move(body));
     }
     r.append_header("Cache-Control", "no-store");
+    r.append_header("X-Content-Type-Options", "nosniff");
     r.done();
+}
+
+// Whether `host` (a Host header: name or address, and maybe ":port") names this machine's
+// loopback: localhost, 127.0.0.1 (127/8), [::1]. A DNS-rebinding page sends its own name.
+bool loopback_host(std::string_view host) {
+    std::string_view name = host;
+    if (!name.empty() && name.front() == '[') {
+        const auto end = name.find(']');
+        if (end == std::string_view::npos) return false;
+        name = name.substr(1, end - 1);
+    } else if (const auto colon = name.rfind(':'); colon != std::string_view::npos) {
+        name = name.substr(0, colon);
+    }
+    std::string lower(name);
+    for (char& c : lower)
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (lower == "localhost" || lower == "localhost.") return true;
+    std::error_code ec;
+    const auto a = asio::ip::make_address(lower, ec);
+    return !ec && a.is_loopback();
+}
+
+// An Origin header of another site (a page elsewhere posting to the API); none is fine.
+bool foreign_origin(std::string_view origin) {
+    if (origin.empty()) return false;
+    for (std::string_view scheme : {"http://", "https://"})
+        if (origin.substr(0, scheme.size()) == scheme) return !loopback_host(origin.substr(scheme.size()));
+    return true;  // "null" and anything else
 }
 
 void fail(const request& req, int code, std::string_view message) { answer(req, code, error_json(message)); }
@@ -227,7 +258,20 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
         return restinio::request_accepted();
     }
     const auto method = h.method();
-    const bool get = method == restinio::http_method_get() || method == restinio::http_method_head();
+    if (!cfg.any_host) {
+        // Loopback only (DESIGN.md): also by name, or a rebinding page could read every mail.
+        if (!loopback_host(h.get_field_or(restinio::http_field::host, ""))) {
+            fail(req, 403, "the Host is not this machine's loopback (see --allow-open-network)");
+            return restinio::request_accepted();
+        }
+        if (method != restinio::http_method_get() &&
+            foreign_origin(h.get_field_or(restinio::http_field::origin, ""))) {
+            fail(req, 403, "a request from another site's page");
+            return restinio::request_accepted();
+        }
+    }
+    // HEAD is not served (405): every answer here has a body, some stream without end.
+    const bool get = method == restinio::http_method_get();
     const bool del = method == restinio::http_method_delete();
     auto parsed = parse_query_string(h.query());
     if (auto* e = std::get_if<api_error>(&parsed)) {
@@ -386,6 +430,8 @@ void http_server::impl::raw(const request& req, const message_summary& s) {
                    auto out = req->create_response<restinio::chunked_output_t>(status(200));
                    out.append_header(restinio::http_field::content_type, "message/rfc822");
                    out.append_header("Cache-Control", "no-store");
+                   out.append_header("X-Content-Type-Options", "nosniff");
+                   out.append_header("Content-Security-Policy", "sandbox");
                    std::make_shared<raw_stream>(self, std::move(*m), std::move(out))->step();
                });
 }
@@ -408,8 +454,13 @@ void http_server::impl::part(const request& req, const message_summary& s, std::
             if (!*r) return fail(req, 404, "no such part");
             const part_content& p = **r;
             auto resp = req->create_response(status(200));
+            // The part's own type, when it is plain printable ASCII: nothing from the mail
+            // reaches a header otherwise.
+            const bool printable = !p.content_type.empty() &&
+                                   std::all_of(p.content_type.begin(), p.content_type.end(),
+                                               [](char c) { return c >= 0x20 && c <= 0x7E; });
             resp.append_header(restinio::http_field::content_type,
-                               p.content_type.empty() ? "application/octet-stream" : p.content_type);
+                               printable ? p.content_type : std::string("application/octet-stream"));
             resp.append_header("Content-Disposition", disposition(p.filename));
             // An HTML part opened directly runs nothing and loads nothing (DESIGN.md).
             resp.append_header("Content-Security-Policy", "sandbox");

@@ -7,6 +7,22 @@
 #include "mailnet/mailnetd/message_view.hpp"
 
 namespace mailnet::mailnetd {
+
+namespace {
+
+constexpr std::size_t max_summary_field_octets = 1024;  // subject, from: a summary's text fields
+constexpr std::size_t max_summary_addresses = 100;      // to: To and Cc addresses kept
+
+// At most `max` octets of UTF-8 `text`, never cutting a character in two.
+std::string utf8_prefix(const std::string& text, std::size_t max) {
+    if (text.size() <= max) return text;
+    std::size_t n = max;
+    while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;  // a continuation octet
+    return text.substr(0, n);
+}
+
+}  // namespace
+
 namespace {
 // A header block larger than this is summarised from its first part (subject, addresses).
 constexpr std::size_t max_head_octets = 256 * 1024;
@@ -31,10 +47,15 @@ std::optional<message_summary> read_summary(store& st, const std::string& mailbo
     s.id = make_message_id(mailbox, store_id);
     s.mailbox = mailbox;
     s.store_id = store_id;
-    s.from = mh.return_path;
-    s.from_header = mh.from;
-    s.to = mh.to;
-    s.subject = mh.subject;
+    // Bounded: a summary is copied into every list, wait answer and event, and searched by
+    // every filter, so one message with a 250 KB subject must not cost each of them that much.
+    s.from = utf8_prefix(mh.return_path, max_summary_field_octets);
+    s.from_header = utf8_prefix(mh.from, max_summary_field_octets);
+    for (const auto& a : mh.to) {
+        if (s.to.size() == max_summary_addresses) break;
+        s.to.push_back(utf8_prefix(a, max_summary_field_octets));
+    }
+    s.subject = utf8_prefix(mh.subject, max_summary_field_octets);
     // NOTE: a store id that is no Maildir name (the memory store's) says no time: the time it
     // was indexed stands in.
     s.received = received_from_store_id(store_id).value_or(std::chrono::system_clock::now());

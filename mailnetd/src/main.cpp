@@ -243,6 +243,7 @@ int main(int argc, char** argv) {
         hc.address = http_listen->address;
         hc.port = http_listen->port;
         hc.log = log;
+        hc.any_host = open_network;
         // GET/PUT/DELETE /api/v1/faults: the servers' own rule list, through its JSON.
         hc.faults = mailnet::mailnetd::fault_endpoint{
             [faults] { return mailnet::mailnetd::fault_rules_json(faults->rules()); },

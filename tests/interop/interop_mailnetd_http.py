@@ -509,6 +509,36 @@ class HttpCase(unittest.TestCase):
         self.assertIn("error", json.loads(body))
         # Still serving.
         self.assertEqual(self.api.get("/healthz"), {"status": "ok"})
+        # A filter is searched in every summary: bounded.
+        status, _, body = self.api.request("GET", q("/api/v1/messages", subject="a" * 257))
+        self.assertEqual(status, 400, body)
+        self.assertIn("subject", json.loads(body)["error"])
+        self.assertEqual(self.api.get(q("/api/v1/messages", subject="a" * 256))["total"], 0)
+        # HEAD is not served: every answer here has a body, the events stream never ends.
+        status, _, _ = self.api.request("HEAD", "/api/v1/messages")
+        self.assertEqual(status, 405)
+
+    def test_dns_rebinding_is_refused(self):
+        # A web page whose name was rebound to 127.0.0.1 sends its own Host (and Origin).
+        send(self.srv, "alice@example.org", ["rebind@example.org"], simple("secret token", "rebind@example.org"))
+        t.wait_until(lambda: self.api.get("/api/v1/messages")["total"] == 1, timeout=10)
+        for host in ("attacker.example:8025", "attacker.example", "127.0.0.1.attacker.example"):
+            status, _, body = self.api.request("GET", "/api/v1/messages", headers={"Host": host})
+            self.assertEqual(status, 403, f"{host}: {body!r}")
+            self.assertNotIn(b"rebind@example.org", body)
+        status, _, body = self.api.request("PUT", "/api/v1/faults", body=b"[]",
+                                           headers={"Origin": "http://attacker.example:8025",
+                                                    "Content-Type": "text/plain"})
+        self.assertEqual(status, 403, body)
+        status, _, body = self.api.request("DELETE", "/api/v1/messages", headers={"Origin": "null"})
+        self.assertEqual(status, 403, body)
+        self.assertEqual(self.api.get("/api/v1/messages")["total"], 1, "nothing deleted")
+        # The machine's own names are served, with or without a port; the page's own Origin too.
+        for host in (f"127.0.0.1:{self.srv.http_port}", f"localhost:{self.srv.http_port}", "LOCALHOST", "[::1]:80"):
+            status, _, body = self.api.request("GET", "/healthz", headers={"Host": host})
+            self.assertEqual(status, 200, f"{host}: {body!r}")
+        self.api.json("PUT", "/api/v1/faults", body=b"[]",
+                      headers={"Origin": f"http://127.0.0.1:{self.srv.http_port}", "Content-Type": "application/json"})
 
 
 class OpenNetwork(unittest.TestCase):

@@ -382,6 +382,8 @@ class WebView(unittest.TestCase):
         self.assertIn(b"<script>", body)
         self.assertEqual(api(self.srv.http_port, "POST", "/")[0], 405)
         send(self.srv, "s@example.org", ["bob@example.org"], simple("plain only", "bob@example.org"))
+        # The index takes the delivery a moment after the 250 (its head is read off the I/O thread).
+        self.assertTrue(t.wait_until(lambda: self.messages()["total"] == 1, timeout=10))
         mid = self.messages()["messages"][0]["id"]
         self.assertEqual(api(self.srv.http_port, "GET", f"/api/v1/messages/{mid}/html")[0], 404)  # no HTML part
 

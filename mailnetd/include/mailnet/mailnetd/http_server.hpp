@@ -43,6 +43,10 @@ struct http_config {
     api_limits limits;
     log_sink log = null_log();
     std::optional<fault_endpoint> faults;  ///< /api/v1/faults; empty: 404
+    /// Answer requests whatever their Host header names (--allow-open-network). Otherwise only
+    /// a loopback name or address is served (403 else), and a PUT or DELETE whose Origin is
+    /// another site is refused: a web page cannot reach the API by DNS rebinding.
+    bool any_host = false;
 };
 
 /// The HTTP API. Runs on `io`'s thread; blocking store calls go to `pool`.
