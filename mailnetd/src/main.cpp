@@ -144,7 +144,8 @@ int main(int argc, char** argv) {
                    "SMTP AUTH and POP3 logins are checked against it");
     common.add_to(app, "STARTTLS and STLS", "allow AUTH, USER/PASS and AUTH PLAIN without TLS from non-loopback peers");
     app.add_flag("--allow-open-network", open_network,
-                 "without --users, listen on non-loopback addresses too; the HTTP API (no login) likewise");
+                 "without --users, listen on non-loopback addresses too; the HTTP API (no login) likewise,\n"
+                 "and it then answers any Host and Origin (else loopback names only: 403)");
     app.add_option("--exit-after", exit_after, "exit 0 once N messages were accepted by SMTP (for CI)")
         ->check(CLI::PositiveNumber);
     app.add_flag("--quiet", quiet, "log errors and warnings only (no line per delivery and per POP3 session)");

@@ -45,15 +45,7 @@ def login(tc, port, user, password=None, context=None, stls=False, implicit=Fals
 def fetch_all(tc, port, user, password=None, **tls):
     """Logs in (see login()) and returns [message bytes] (CRLF, as RETR gave them after
     dot-unstuffing); the session ends with QUIT."""
-    p = login(tc, port, user, password, **tls)
-    try:
-        count, _ = p.stat()
-        out = [b"\r\n".join(p.retr(i)[1]) + b"\r\n" for i in range(1, count + 1)]
-        p.quit()
-        return out
-    except BaseException:
-        p.close()
-        raise
+    return t.retr_all_and_quit(login(tc, port, user, password, **tls))
 
 
 def body(fetched):

@@ -141,13 +141,10 @@ def pop3_fetch(srv, mailbox):
     try:
         p.user(mailbox)
         p.pass_(mailbox)
-        count, _ = p.stat()
-        out = [b"\r\n".join(p.retr(i)[1]) + b"\r\n" for i in range(1, count + 1)]
-        p.quit()
-        return out
     except BaseException:
         p.close()
         raise
+    return t.retr_all_and_quit(p)
 
 
 class HttpCase(unittest.TestCase):

@@ -386,6 +386,19 @@ def nobody_group():
     return grp.getgrgid(pw.pw_gid).gr_name
 
 
+def retr_all_and_quit(p):
+    """Every message of the logged-in poplib session `p` as RETR gives it (CRLF, dot-unstuffed),
+    then QUIT; on any failure the connection is closed without QUIT (nothing is deleted)."""
+    try:
+        count, _ = p.stat()
+        out = [b"\r\n".join(p.retr(i)[1]) + b"\r\n" for i in range(1, count + 1)]
+        p.quit()
+        return out
+    except BaseException:
+        p.close()
+        raise
+
+
 def compare_message_sets(tc, stored, fetched, what):
     """Asserts that `fetched` (list of bytes) holds exactly the `stored` messages
     ([(label, name, bytes)]), after normalising line ends; names the ones that differ."""
