@@ -1,5 +1,5 @@
 # Find logic for the dependencies that ship no CMake config and no .pc file:
-# standalone Asio (header-only) and mimetic. Installed with the mailnet package.
+# standalone Asio (header-only), mimetic, libcrypt and libpq. Installed with the mailnet package.
 include(CMakeFindDependencyMacro)
 find_package(Threads REQUIRED)
 find_package(OpenSSL 3 REQUIRED)
@@ -33,4 +33,14 @@ if(NOT TARGET mailnet::crypt)
   set_target_properties(mailnet::crypt PROPERTIES
     IMPORTED_LOCATION "${MAILNET_CRYPT_LIBRARY}"
     INTERFACE_INCLUDE_DIRECTORIES "${MAILNET_CRYPT_INCLUDE_DIR}")
+endif()
+
+# libpq (libpq-dev), for the PostgreSQL store.
+if(NOT TARGET mailnet::pq)
+  find_path(MAILNET_PQ_INCLUDE_DIR libpq-fe.h PATH_SUFFIXES postgresql REQUIRED)
+  find_library(MAILNET_PQ_LIBRARY pq REQUIRED)
+  add_library(mailnet::pq UNKNOWN IMPORTED)
+  set_target_properties(mailnet::pq PROPERTIES
+    IMPORTED_LOCATION "${MAILNET_PQ_LIBRARY}"
+    INTERFACE_INCLUDE_DIRECTORIES "${MAILNET_PQ_INCLUDE_DIR}")
 endif()

@@ -1,9 +1,10 @@
 // store_events_test.cpp: a store tells its subscribers of each delivery and deletion (DESIGN.md
-// "pluggable interfaces"), the same way for the Maildir and the memory store: after the commit,
+// "pluggable interfaces"), the same way for every backend (memory, Maildir, PostgreSQL): after the commit,
 // once per mailbox or id, never for what did not happen; unsubscribing is final.
 #include "mailnet/store/store.hpp"
 
 #include "support/fixtures.hpp"
+#include "support/store_backends.hpp"
 
 #include <gtest/gtest.h>
 
@@ -35,21 +36,15 @@ struct recorder {
     }
 };
 
-class store_events : public ::testing::TestWithParam<bool> {
+class store_events : public ::testing::TestWithParam<mailnet::testing::backend> {
 protected:
     void SetUp() override {
-        if (GetParam()) {
-            mailnet::maildir_options o;
-            o.root = dir.path / "store";
-            o.fsync = false;
-            o.log = mailnet::null_log();
-            store = std::move(*mailnet::open_maildir_store(o));
-        } else {
-            store = mailnet::make_memory_store();
-        }
+        MAILNET_STORE_BACKEND_OR_SKIP(maker);
+        store = maker.make();
+        ASSERT_TRUE(store);
     }
-    mailnet::testing::temp_dir dir{"mailnet-events"};
-    std::unique_ptr<mailnet::store> store;
+    mailnet::testing::store_maker maker{GetParam()};
+    std::shared_ptr<mailnet::store> store;
 };
 
 TEST_P(store_events, a_delivery_is_told_once_per_mailbox_after_it_is_visible) {
@@ -304,8 +299,7 @@ TEST(event_hub, a_deletion_waits_for_the_expected_delivery_and_a_withdrawn_one_i
     hub->withdraw("other", "1");
 }
 
-INSTANTIATE_TEST_SUITE_P(maildir_and_memory, store_events, ::testing::Values(true, false),
-                         [](const auto& info) { return std::string(info.param ? "maildir" : "memory"); });
+INSTANTIATE_TEST_SUITE_P(backends, store_events, mailnet::testing::all_backends, mailnet::testing::backend_name);
 
 TEST(store_events_functions, store_functions_tells_the_deletions_on_delete_made) {
     mailnet::store_functions s;

@@ -4,6 +4,7 @@
 #include "mailnet/store/store.hpp"
 
 #include "support/fixtures.hpp"
+#include "support/store_backends.hpp"
 
 #include <gtest/gtest.h>
 
@@ -18,26 +19,12 @@ namespace {
 
 using mailnet::testing::temp_dir;
 
-struct store_kind {
-    const char* name;
-    bool maildir;
-};
-
-class store_http : public ::testing::TestWithParam<store_kind> {
+class store_http : public ::testing::TestWithParam<mailnet::testing::backend> {
 protected:
     void SetUp() override {
-        if (GetParam().maildir) {
-            mailnet::maildir_options o;
-            o.root = dir.path / "store";
-            o.hostname = "test";
-            o.fsync = false;
-            o.log = mailnet::null_log();
-            auto s = mailnet::open_maildir_store(std::move(o));
-            ASSERT_TRUE(s);
-            st = std::move(*s);
-        } else {
-            st = mailnet::make_memory_store();
-        }
+        MAILNET_STORE_BACKEND_OR_SKIP(maker);
+        st = maker.make();
+        ASSERT_TRUE(st);
     }
     std::vector<std::string> ids(const std::string& box) {
         auto snap = st->snapshot(box);
@@ -47,8 +34,8 @@ protected:
             for (const auto& m : *snap) out.push_back(m.id);
         return out;
     }
-    temp_dir dir{"mailnet-store-http"};
-    std::unique_ptr<mailnet::store> st;
+    mailnet::testing::store_maker maker{GetParam()};
+    std::shared_ptr<mailnet::store> st;
 };
 
 TEST_P(store_http, mailboxes_lists_what_delivery_made_by_name) {
@@ -117,8 +104,7 @@ TEST_P(store_http, delete_under_a_pop3_session) {
     st->unlock(box[0]);
 }
 
-INSTANTIATE_TEST_SUITE_P(stores, store_http, ::testing::Values(store_kind{"maildir", true}, store_kind{"memory", false}),
-                         [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(backends, store_http, mailnet::testing::all_backends, mailnet::testing::backend_name);
 
 TEST(decode_mailbox_name, inverts_encode) {
     for (const std::string& n : std::vector<std::string>{"bob@example.org", "a/b", "%", ".x", ".", "..", "x\\y", std::string("a\0b", 3), "\x7f", "é@x"}) {

@@ -27,6 +27,7 @@
 #include "mailnet/pop3d/server.hpp"
 #include "mailnet/smtpd/cli.hpp"
 #include "mailnet/smtpd/server.hpp"
+#include "mailnet/store/postgresql.hpp"
 #include "mailnet/store/store.hpp"
 #include "mailnet/version.hpp"
 
@@ -106,6 +107,10 @@ void print_try_this(const net::service& smtp, const net::service& pop3, const st
         out += "  curl -sS " + shell_word(api + "/wait?to=" + to + "&timeout=30") + "\n";
         out += "  curl -sS " + shell_word(api + "/messages") + "\n";
     }
+    if (mailnet::is_postgresql_uri(store_dir)) {
+        std::cerr << out << std::flush;
+        return;
+    }
     // new/ holds what no session has retrieved yet; a RETR moves a message to cur/ at QUIT.
     std::error_code ec;
     const auto root = std::filesystem::absolute(store_dir, ec);
@@ -138,7 +143,7 @@ int main(int argc, char** argv) {
                                     "port; loopback only unless --allow-open-network")
                          ->capture_default_str();
     app.add_flag("--no-http", no_http, "no HTTP API")->excludes(http_opt);
-    app.add_option("--store", store_dir, "Maildir root: DIR/<mailbox>/{tmp,new,cur}")->capture_default_str();
+    app.add_option("--store", store_dir, "Maildir root: DIR/<mailbox>/{tmp,new,cur}; or postgresql://USER@HOST/DB (password in PGPASSWORD or ~/.pgpass; docs/stores.md)")->capture_default_str();
     app.add_option("--users", users_file,
                    "Dovecot passwd-file of full addresses: only they receive mail (others 550 5.1.1);\n"
                    "SMTP AUTH and POP3 logins are checked against it");
@@ -195,7 +200,7 @@ int main(int argc, char** argv) {
         if (!auth) return failed;
     }
     // One store object for both servers: its in-process lock table and group commit are shared.
-    std::shared_ptr<mailnet::store> store = net::maildir_store_at("mailnetd", store_dir, log, failed);
+    std::shared_ptr<mailnet::store> store = net::store_at("mailnetd", store_dir, log, failed);
     if (!store) return failed;
     const std::string hostname = net::host_name();
     // Fault injection (#15): one rule list for both servers, empty until set; the HTTP API's

@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
     net::server_cli common{"pop3d", {"pop3", "pop3s", "POP3", "STLS", "127.0.0.1:110"}, 600, "RFC 1939 3"};
     std::string store_dir, users_file;
     bool enable_apop = false;
-    app.add_option("--store", store_dir, "Maildir root: DIR/<mailbox>/{tmp,new,cur}")->required();
+    app.add_option("--store", store_dir, "Maildir root: DIR/<mailbox>/{tmp,new,cur}; or postgresql://USER@HOST/DB (password in PGPASSWORD or ~/.pgpass; docs/stores.md)")->required();
     app.add_option("--users", users_file, "Dovecot passwd-file: name:{SCHEME}secret")->required();
     common.add_to(app, "allow USER/PASS and AUTH PLAIN without TLS from non-loopback peers");
     app.add_flag("--enable-apop", enable_apop, "offer APOP (only for {PLAIN} entries; same TLS rule)");
@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
     int failed = exit_code::ok;
     auto users = net::users_from_file("pop3d", users_file, log, failed);
     if (!users) return failed;
-    auto store = net::maildir_store_at("pop3d", store_dir, log, failed);
+    auto store = net::store_at("pop3d", store_dir, log, failed);
     if (!store) return failed;
     cfg.auth = std::move(users);
     cfg.storage = std::move(store);

@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
     std::string store_dir, users_file, hostname = net::host_name();
     bool require_auth = false, open_network = false, normalise = false;
     mailnet::smtp::limits lim;
-    app.add_option("--store", store_dir, "Maildir root: mail goes to DIR/<mailbox>/new")->required();
+    app.add_option("--store", store_dir, "Maildir root: mail goes to DIR/<mailbox>/new; or postgresql://USER@HOST/DB (password in PGPASSWORD or ~/.pgpass; docs/stores.md)")->required();
     app.add_option("--users", users_file,
                    "Dovecot passwd-file of full addresses: only they receive mail (others 550 5.1.1),\n"
                    "and AUTH checks it. Without it every recipient is accepted (open mode, loopback only)");
@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
         cfg.auth = std::move(users);
         cfg.recipients_from_auth = true;
     }
-    auto store = net::maildir_store_at("smtpd", store_dir, log, failed);
+    auto store = net::store_at("smtpd", store_dir, log, failed);
     if (!store) return failed;
     cfg.storage = std::move(store);
     cfg.hostname = hostname;

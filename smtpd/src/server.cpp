@@ -57,21 +57,6 @@ constexpr std::size_t flush_octets = 64 * 1024;
 
 const verdict temporary_failure = verdict::refuse(451, "4.3.0", "Error: temporary failure, try again later");
 
-// An unnamed temporary file for a message a deliver callback gets (beyond flush_octets).
-int open_spool_file() {
-    std::error_code ec;
-    auto dir = std::filesystem::temp_directory_path(ec);
-    if (ec) dir = "/tmp";
-#ifdef O_TMPFILE
-    int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd >= 0) return fd;
-#endif
-    std::string name = (dir / "mailnet-smtpd-XXXXXX").string();
-    fd = ::mkostemp(name.data(), O_CLOEXEC);
-    if (fd >= 0) ::unlink(name.c_str());
-    return fd;
-}
-
 result<void> write_fd(int fd, std::string_view octets) { return posix::write_all(fd, octets); }
 
 // The recipients for a log line: the first few addresses, then how many more.
@@ -203,7 +188,7 @@ struct smtp_hooks {
             if (!write_error && !pending.empty())
                 if (auto w = out->write(pending); !w) write_error = w.error();
         } else if (!pending.empty()) {
-            if (spool < 0 && (spool = open_spool_file()) < 0) write_error = last_system_error();
+            if (spool < 0 && (spool = posix::open_unnamed_temp_file()) < 0) write_error = last_system_error();
             if (!write_error)
                 if (auto w = write_fd(spool, pending); !w) write_error = w.error();
         }

@@ -1,12 +1,14 @@
 // mailnet/posix_io.hpp: the few POSIX file helpers the stores, smtpd's spool and pop3c's local
 // side share: a descriptor closed on scope exit, a write that finishes or fails, fsync of a
-// directory. No Asio here.
+// directory, an unnamed spool file. No Asio here.
 #pragma once
 
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -56,6 +58,22 @@ inline result<void> fsync_dir(const std::string& dir) {
     unique_fd fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (fd.get() < 0 || ::fsync(fd.get()) != 0) return unexpected(last_system_error());
     return {};
+}
+
+/// An unnamed temporary file (O_TMPFILE, else mkostemp and unlink) in the temporary
+/// directory, for a message spooled past what is kept in memory; -1 with errno on failure.
+inline int open_unnamed_temp_file() {
+    std::error_code ec;
+    auto dir = std::filesystem::temp_directory_path(ec);
+    if (ec) dir = "/tmp";
+#ifdef O_TMPFILE
+    int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0) return fd;
+#endif
+    std::string name = (dir / "mailnet-spool-XXXXXX").string();
+    fd = ::mkostemp(name.data(), O_CLOEXEC);
+    if (fd >= 0) ::unlink(name.c_str());
+    return fd;
 }
 
 }  // namespace mailnet::posix

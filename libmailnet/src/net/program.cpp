@@ -2,6 +2,8 @@
 // "Command lines": listening lines, sysexits codes, signals).
 #include "mailnet/net/program.hpp"
 
+#include "mailnet/store/postgresql.hpp"
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -53,20 +55,50 @@ std::unique_ptr<authenticator> users_from_file(std::string_view program, const s
     return nullptr;
 }
 
-std::shared_ptr<store> maildir_store_at(std::string_view program, const std::filesystem::path& dir,
-                                        const log_sink& log, int& exit) {
-    const std::string text = dir.string();
-    if (text.starts_with("postgresql:") || text.starts_with("postgres:")) {
-        std::cerr << program << ": a PostgreSQL store is not supported yet; give a directory\n";
-        exit = exit_code::usage;
+bool uri_has_password(std::string_view uri) noexcept {
+    const auto scheme = uri.find("://");
+    if (scheme == std::string_view::npos) return false;
+    std::string_view rest = uri.substr(scheme + 3);
+    const std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+    if (const auto at = authority.rfind('@'); at != std::string_view::npos && authority.substr(0, at).find(':') != std::string_view::npos)
+        return true;
+    const auto query = rest.find('?');
+    if (query == std::string_view::npos) return false;
+    std::string_view q = rest.substr(query + 1);
+    while (!q.empty()) {
+        const std::string_view pair = q.substr(0, q.find('&'));
+        if (pair.starts_with("password=")) return true;
+        q.remove_prefix(std::min(q.size(), pair.size() + 1));
+    }
+    return false;
+}
+
+std::shared_ptr<store> store_at(std::string_view program, const std::string& spec, const log_sink& log, int& exit) {
+    if (is_postgresql_uri(spec)) {
+        if (uri_has_password(spec)) {
+            std::cerr << program << ": --store: a password does not belong on the command line (other users see it); "
+                                    "give it in PGPASSWORD or ~/.pgpass\n";
+            exit = exit_code::usage;
+            return nullptr;
+        }
+        postgresql_options o;
+        o.uri = spec;
+        o.log = log;
+        auto s = open_postgresql_store(std::move(o));
+        if (s) return std::move(*s);
+        const bool newer = s.error() == make_error_code(errc::bad_config);
+        std::cerr << program << ": cannot use store " << spec << ": "
+                  << (newer ? "its schema is newer than this program (see the log above)" : "the database cannot be reached (see the log above)")
+                  << "\n";
+        exit = newer ? exit_code::unavailable : exit_code::temporary;
         return nullptr;
     }
     maildir_options o;
-    o.root = dir;
+    o.root = spec;
     o.log = log;
     auto s = open_maildir_store(o);
     if (s) return std::move(*s);
-    std::cerr << program << ": cannot use store " << dir.string() << ": " << s.error().message() << "\n";
+    std::cerr << program << ": cannot use store " << spec << ": " << s.error().message() << "\n";
     exit = exit_code::io_error;
     return nullptr;
 }

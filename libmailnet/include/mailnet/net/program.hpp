@@ -44,10 +44,15 @@ std::optional<std::shared_ptr<asio::ssl::context>> server_tls_from_files(std::st
 std::unique_ptr<authenticator> users_from_file(std::string_view program, const std::filesystem::path& file,
                                                const log_sink& log, int& exit);
 
-/// Opens the Maildir store under `dir`; on failure prints why and sets `exit` (io_error; usage
-/// for a postgresql:// URI, which is not supported yet).
-std::shared_ptr<store> maildir_store_at(std::string_view program, const std::filesystem::path& dir,
-                                        const log_sink& log, int& exit);
+/// Opens the store a --store argument names: a postgresql:// (or postgres://) URI is the
+/// PostgreSQL store, anything else a Maildir root directory. On failure prints why and sets
+/// `exit`: usage for a URI carrying a password (it belongs in PGPASSWORD or ~/.pgpass, never on
+/// a command line), temp_failure when the database cannot be reached, unavailable for a schema
+/// newer than this program, io_error for a Maildir that cannot be used.
+std::shared_ptr<store> store_at(std::string_view program, const std::string& spec, const log_sink& log, int& exit);
+
+/// Whether a postgresql:// URI carries a password (user:password@ or a password= parameter).
+bool uri_has_password(std::string_view uri) noexcept;
 
 /// Open mode (DESIGN.md "Rules": no --users, mail for any address) listens on loopback
 /// addresses only: exit_code::ok when every listener is one, else usage after "PROGRAM: without

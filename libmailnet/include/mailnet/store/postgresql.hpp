@@ -1,0 +1,50 @@
+// mailnet/store/postgresql.hpp: the PostgreSQL store (DESIGN.md "On disk"): the storage and
+// delivery interfaces of store.hpp over one database shared by many front-ends (pop3d, smtpd,
+// mailnetd processes on any hosts). docs/stores.md tells how to set it up.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "mailnet/error.hpp"
+#include "mailnet/log.hpp"
+#include "mailnet/store/store.hpp"
+
+namespace mailnet {
+
+/// Options of the PostgreSQL store.
+struct postgresql_options {
+    /// libpq's URI (`postgresql://user@host:port/db?sslmode=...`) or key=value string. The
+    /// password comes from PGPASSWORD or ~/.pgpass (libpq), never from a command line.
+    std::string uri;
+    /// The schema the tables live in, created or migrated at open: a lower-case SQL identifier
+    /// ([a-z_][a-z0-9_]*, at most 40 octets). Tests give each run its own.
+    std::string schema = "mailnet";
+    /// Connections for snapshots, reads, commits and deliveries (the lock connection and the
+    /// event listener have one each besides); a call waits for a free one up to `wait`.
+    std::size_t pool_size = 8;
+    /// How long a call waits for a pooled connection, and a connection attempt takes at most.
+    std::chrono::milliseconds wait{10000};
+    /// Whether to LISTEN for the events of every front-end (a store with no subscribers still
+    /// sends its own, for the others).
+    bool listen = true;
+    /// Where problems are reported (a lost connection, a failed reconnect).
+    log_sink log = stderr_log();
+};
+
+/// Opens the store: connects, creates or migrates the schema (under an advisory lock, so
+/// front-ends starting together do it once), and starts the event listener. errc::bad_config
+/// for a bad schema name or a schema newer than this program; errc::temporary_failure when
+/// the database cannot be reached.
+result<std::unique_ptr<store>> open_postgresql_store(postgresql_options options);
+
+/// Whether a --store argument names a PostgreSQL database (postgresql:// or postgres://).
+bool is_postgresql_uri(std::string_view store_argument) noexcept;
+
+/// The schema version this program creates and understands.
+inline constexpr int postgresql_schema_version = 1;
+
+}  // namespace mailnet

@@ -1,0 +1,1032 @@
+// postgresql_store.cpp: the PostgreSQL store (DESIGN.md "On disk"). Many front-ends over one
+// database: a body stored once per delivery however many recipients; a delivery answered only
+// after COMMIT, concurrent deliveries sharing one transaction (group commit); the POP3 lock a
+// session-level advisory lock on one lock connection per front-end (plus the in-process
+// table); deletions and seen flags at QUIT in one transaction; every change told to every
+// front-end by NOTIFY, in commit order. docs/stores.md has the schema and the set-up.
+#include "mailnet/store/postgresql.hpp"
+
+#include "mailnet/dot_stuffing.hpp"
+#include "mailnet/posix_io.hpp"
+
+#include <libpq-fe.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace mailnet {
+namespace {
+
+constexpr std::size_t chunk_octets = 256 * 1024;      // a body is stored and read in pieces this big
+constexpr std::size_t in_memory_octets = 256 * 1024;  // a delivery spools to a file beyond this
+constexpr std::size_t max_batch = 64;                 // deliveries sharing one transaction
+constexpr std::size_t max_schema_octets = 40;
+constexpr auto event_wait = std::chrono::seconds(2);  // a commit waits this long for its own events
+constexpr auto reconnect_pause = std::chrono::seconds(1);
+
+struct result_deleter {
+    void operator()(PGresult* r) const noexcept { PQclear(r); }
+};
+using pg_result = std::unique_ptr<PGresult, result_deleter>;
+struct conn_deleter {
+    void operator()(PGconn* c) const noexcept { PQfinish(c); }
+};
+using pg_conn = std::unique_ptr<PGconn, conn_deleter>;
+
+// One parameter of a statement: text unless `binary` (bytea, sent as raw octets).
+struct param {
+    std::string_view value;
+    bool binary = false;
+};
+
+std::string hex(std::string_view octets) {
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(octets.size() * 2);
+    for (unsigned char c : octets) {
+        out += digits[c >> 4];
+        out += digits[c & 15];
+    }
+    return out;
+}
+
+std::optional<std::string> unhex(std::string_view text) {
+    if (text.size() % 2) return std::nullopt;
+    auto nibble = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        return -1;
+    };
+    std::string out;
+    out.reserve(text.size() / 2);
+    for (std::size_t i = 0; i < text.size(); i += 2) {
+        const int hi = nibble(text[i]);
+        const int lo = nibble(text[i + 1]);
+        if (hi < 0 || lo < 0) return std::nullopt;
+        out += static_cast<char>(hi * 16 + lo);
+    }
+    return out;
+}
+
+// A 64-bit key for pg_advisory_lock: the first 8 octets of SHA-256(schema NUL mailbox). Two
+// mailboxes sharing a key would only make one wait for the other ([IN-USE]), never mix them.
+long long lock_key(std::string_view schema, std::string_view mailbox) {
+    std::string input(schema);
+    input += '\0';
+    input += mailbox;
+    std::array<unsigned char, 32> md{};
+    unsigned int len = 0;
+    (void)EVP_Digest(input.data(), input.size(), md.data(), &len, EVP_sha256(), nullptr);
+    std::uint64_t key = 0;
+    for (int i = 0; i < 8; ++i) key = (key << 8) | md[static_cast<std::size_t>(i)];
+    return static_cast<long long>(key);
+}
+
+std::string random_token() {
+    std::array<unsigned char, 12> r{};
+    if (RAND_bytes(r.data(), static_cast<int>(r.size())) != 1) {
+        // NOTE: without OpenSSL's generator the pid and the clock still tell front-ends apart.
+        const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+        std::memcpy(r.data(), &now, std::min(sizeof now, r.size()));
+    }
+    return hex(std::string_view(reinterpret_cast<const char*>(r.data()), r.size()));
+}
+
+bool valid_schema(std::string_view s) {
+    if (s.empty() || s.size() > max_schema_octets) return false;
+    if (!(s[0] == '_' || (s[0] >= 'a' && s[0] <= 'z'))) return false;
+    return std::all_of(s.begin(), s.end(),
+                       [](char c) { return c == '_' || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); });
+}
+
+// The store's state, shared with its deliveries and message sources (which may outlive it).
+class database : public std::enable_shared_from_this<database> {
+public:
+    database(postgresql_options o, std::shared_ptr<event_hub> hub)
+        : o_(std::move(o)), hub_(std::move(hub)), front_end_(random_token()) {}
+    ~database() { stop_listener(); }
+
+    const postgresql_options& options() const noexcept { return o_; }
+    const std::string& front_end() const noexcept { return front_end_; }
+
+    // SQL with "@." replaced by the schema's qualifier.
+    std::string sql(std::string_view text) const {
+        std::string out;
+        out.reserve(text.size() + 32);
+        for (std::size_t i = 0; i < text.size(); ++i) {
+            if (text[i] == '@' && i + 1 < text.size() && text[i + 1] == '.') {
+                out += o_.schema;
+                out += '.';
+                ++i;
+            } else {
+                out += text[i];
+            }
+        }
+        return out;
+    }
+
+    // ---- connections ----------------------------------------------------------------------
+
+    result<pg_conn> connect(const char* purpose) const {
+        const std::string timeout = std::to_string(std::max<long long>(2, std::chrono::ceil<std::chrono::seconds>(o_.wait).count()));
+        const std::string app = std::string("mailnet ") + purpose;
+        // Ours first: whatever the URI itself says wins (libpq takes the last value given).
+        const char* keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                              "keepalives_count", "application_name", "dbname", nullptr};
+        const char* values[] = {timeout.c_str(), "1", "5", "2", "3", app.c_str(), o_.uri.c_str(), nullptr};
+        pg_conn c(PQconnectdbParams(keys, values, 1));
+        if (!c || PQstatus(c.get()) != CONNECTION_OK) {
+            log(log_level::error, std::string("postgresql: cannot connect (") + purpose +
+                                      "): " + (c ? one_line(PQerrorMessage(c.get())) : "out of memory"));
+            return unexpected(errc::temporary_failure);
+        }
+        PQsetNoticeProcessor(c.get(), [](void*, const char*) {}, nullptr);  // CREATE ... IF NOT EXISTS notices
+        return c;
+    }
+
+    // Runs one statement; any failure is logged and errc::temporary_failure (the client's
+    // reply is [SYS/TEMP] or 451 whatever the database said).
+    result<pg_result> exec(PGconn* c, std::string_view text, std::initializer_list<param> params = {},
+                           bool binary_result = false) const {
+        std::vector<const char*> values;
+        std::vector<int> lengths;
+        std::vector<int> formats;
+        std::vector<std::string> texts;  // NUL-terminated copies of text parameters
+        texts.reserve(params.size());
+        for (const auto& p : params) {
+            if (p.binary) {
+                values.push_back(p.value.data());
+                lengths.push_back(static_cast<int>(p.value.size()));
+                formats.push_back(1);
+            } else {
+                texts.emplace_back(p.value);
+                values.push_back(texts.back().c_str());
+                lengths.push_back(0);
+                formats.push_back(0);
+            }
+        }
+        const std::string q(text);
+        pg_result r(PQexecParams(c, q.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                                 lengths.data(), formats.data(), binary_result ? 1 : 0));
+        const auto status = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+        if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+            log(log_level::error, "postgresql: " + one_line(r ? PQresultErrorMessage(r.get()) : PQerrorMessage(c)));
+            return unexpected(errc::temporary_failure);
+        }
+        return r;
+    }
+
+    // A pooled connection, returned on destruction (dropped if broken or inside a transaction).
+    class lease {
+    public:
+        lease(std::shared_ptr<database> db, pg_conn c) : db_(std::move(db)), c_(std::move(c)) {}
+        lease(lease&&) noexcept = default;
+        lease& operator=(lease&&) noexcept = default;
+        ~lease() {
+            if (db_) db_->give_back(std::move(c_));
+        }
+        PGconn* get() const noexcept { return c_.get(); }
+
+    private:
+        std::shared_ptr<database> db_;
+        pg_conn c_;
+    };
+
+    result<lease> take() {
+        std::unique_lock lock(pool_mutex_);
+        const bool free = pool_cv_.wait_for(lock, o_.wait, [&] { return !idle_.empty() || open_ < std::max<std::size_t>(1, o_.pool_size); });
+        if (!free) {
+            log(log_level::error, "postgresql: every pooled connection busy for " + std::to_string(o_.wait.count()) + " ms");
+            return unexpected(errc::temporary_failure);
+        }
+        if (!idle_.empty()) {
+            pg_conn c = std::move(idle_.back());
+            idle_.pop_back();
+            return lease(shared_from_this(), std::move(c));
+        }
+        ++open_;
+        lock.unlock();
+        auto c = connect("pool");
+        if (!c) {
+            std::lock_guard relock(pool_mutex_);
+            --open_;
+            pool_cv_.notify_one();
+            return unexpected(c.error());
+        }
+        return lease(shared_from_this(), std::move(*c));
+    }
+
+    void give_back(pg_conn c) noexcept {
+        std::lock_guard lock(pool_mutex_);
+        if (c && PQstatus(c.get()) == CONNECTION_OK && PQtransactionStatus(c.get()) == PQTRANS_IDLE)
+            idle_.push_back(std::move(c));
+        else
+            --open_;
+        pool_cv_.notify_one();
+    }
+
+    // ---- schema ---------------------------------------------------------------------------
+
+    result<void> migrate() {
+        auto l = take();
+        if (!l) return unexpected(l.error());
+        PGconn* c = l->get();
+        auto fail = [&](std::error_code e) -> result<void> {
+            (void)exec(c, "ROLLBACK");
+            return unexpected(e);
+        };
+        if (auto r = exec(c, "BEGIN"); !r) return unexpected(r.error());
+        // One front-end at a time creates or migrates; the others wait, then find it done.
+        const std::string key = std::to_string(lock_key(o_.schema, "\x01migrate"));
+        if (auto r = exec(c, "SELECT pg_advisory_xact_lock($1::bigint)", {{key}}); !r) return fail(r.error());
+        // Only a first start creates: a role with no CREATE right runs on a schema made for it.
+        const std::string version_table = o_.schema + ".version";
+        auto there = exec(c, "SELECT to_regclass($1) IS NOT NULL", {{version_table}});
+        if (!there) return fail(there.error());
+        if (std::string_view(PQgetvalue(there->get(), 0, 0)) != "t") {
+            if (auto r = exec(c, "CREATE SCHEMA IF NOT EXISTS " + o_.schema); !r) return fail(r.error());
+            if (auto r = exec(c, sql("CREATE TABLE IF NOT EXISTS @.version (one boolean PRIMARY KEY DEFAULT true CHECK (one), "
+                                     "version integer NOT NULL)"));
+                !r)
+                return fail(r.error());
+        }
+        auto v = exec(c, sql("SELECT version FROM @.version"));
+        if (!v) return fail(v.error());
+        const int have = PQntuples(v->get()) ? std::atoi(PQgetvalue(v->get(), 0, 0)) : 0;
+        if (have > postgresql_schema_version) {
+            log(log_level::error, "postgresql: schema " + o_.schema + " is at version " + std::to_string(have) +
+                                      ", newer than this program's " + std::to_string(postgresql_schema_version));
+            return fail(make_error_code(errc::bad_config));
+        }
+        if (have < 1) {
+            static constexpr const char* v1[] = {
+                // A mailbox is made by its first delivery and stays (store::mailboxes()).
+                "CREATE TABLE @.mailboxes (id bigserial PRIMARY KEY, name bytea NOT NULL UNIQUE)",
+                // A body is stored once, whatever the number of recipients; `token` is the
+                // delivery's name (delivery::name()), so a commit whose answer was lost can be
+                // found again; `wire_octets` is the size with CRLF line ends (RFC 1939 LIST).
+                "CREATE TABLE @.bodies (id bigserial PRIMARY KEY, token text NOT NULL UNIQUE, "
+                "stored_octets bigint NOT NULL, wire_octets bigint NOT NULL, "
+                "received timestamptz NOT NULL DEFAULT now())",
+                "CREATE TABLE @.chunks (body_id bigint NOT NULL REFERENCES @.bodies ON DELETE CASCADE, "
+                "n integer NOT NULL, data bytea NOT NULL, PRIMARY KEY (body_id, n))",
+                // One row per copy: the id (its decimal form is the store's message id and,
+                // unless `uidl` is set by an import, its UIDL) orders a mailbox by delivery.
+                "CREATE TABLE @.messages (id bigserial PRIMARY KEY, "
+                "mailbox_id bigint NOT NULL REFERENCES @.mailboxes, body_id bigint NOT NULL REFERENCES @.bodies, "
+                "uidl text, seen boolean NOT NULL DEFAULT false)",
+                "CREATE INDEX ON @.messages (mailbox_id, id)",
+                "CREATE INDEX ON @.messages (body_id)",
+                "CREATE UNIQUE INDEX ON @.messages (mailbox_id, uidl) WHERE uidl IS NOT NULL",
+                "INSERT INTO @.version (version) VALUES (1)",
+            };
+            for (const char* s : v1)
+                if (auto r = exec(c, sql(s)); !r) return fail(r.error());
+        }
+        if (auto r = exec(c, "COMMIT"); !r) return unexpected(r.error());
+        return {};
+    }
+
+    // ---- mailboxes ------------------------------------------------------------------------
+
+    // The id of a mailbox, made if `create`; 0 if it does not exist.
+    result<long long> mailbox_id(PGconn* c, std::string_view name, bool create) {
+        {
+            std::lock_guard lock(ids_mutex_);
+            if (auto it = ids_.find(name); it != ids_.end()) return it->second;
+        }
+        if (create) {
+            if (auto r = exec(c, sql("INSERT INTO @.mailboxes (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"),
+                              {{name, true}});
+                !r)
+                return unexpected(r.error());
+        }
+        auto r = exec(c, sql("SELECT id FROM @.mailboxes WHERE name = $1"), {{name, true}});
+        if (!r) return unexpected(r.error());
+        if (PQntuples(r->get()) == 0) return 0LL;
+        const long long id = std::atoll(PQgetvalue(r->get(), 0, 0));
+        // NOTE: only a committed id is cached: made inside a transaction that rolls back, it
+        // would name nothing; mailboxes are never removed, so a committed id stays true.
+        if (PQtransactionStatus(c) == PQTRANS_IDLE) {
+            std::lock_guard lock(ids_mutex_);
+            ids_.emplace(std::string(name), id);
+        }
+        return id;
+    }
+
+    void remember_mailbox(std::string_view name, long long id) {
+        std::lock_guard lock(ids_mutex_);
+        ids_.emplace(std::string(name), id);
+    }
+
+    // ---- events ---------------------------------------------------------------------------
+
+    // The NOTIFY channel: one per schema, so two stores in one database never mix.
+    std::string channel() const { return o_.schema + "_events"; }
+
+    // Starts the listener and waits (up to the wait time) until it listens.
+    void start_listener() {
+        std::unique_lock lock(events_mutex_);
+        if (!listener_.joinable()) {
+            wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+            listener_ = std::thread([self = this] { self->listen_loop(); });
+        }
+        events_cv_.wait_for(lock, o_.wait, [&] { return listening_ || stopping_; });
+    }
+
+    void stop_listener() noexcept {
+        {
+            std::lock_guard lock(events_mutex_);
+            stopping_ = true;
+        }
+        events_cv_.notify_all();
+        if (wake_ >= 0) {
+            const std::uint64_t one = 1;
+            (void)!::write(wake_, &one, sizeof one);
+        }
+        if (listener_.joinable()) listener_.join();
+        if (wake_ >= 0) ::close(wake_);
+        wake_ = -1;
+    }
+
+    // Whether a commit now should wait for its own events to be told: someone subscribed and
+    // the listener is connected.
+    bool should_wait_for_events() {
+        if (!hub_->has_subscribers()) return false;
+        std::lock_guard lock(events_mutex_);
+        return listening_;
+    }
+
+    std::uint64_t next_marker() { return marker_.fetch_add(1, std::memory_order_relaxed) + 1; }
+
+    // Waits until the listener has told the events of the transaction that sent `marker`.
+    void wait_for_marker(std::uint64_t marker) {
+        std::unique_lock lock(events_mutex_);
+        const bool seen = events_cv_.wait_for(lock, event_wait, [&] { return seen_markers_.contains(marker) || !listening_ || stopping_; });
+        if (seen_markers_.erase(marker) == 0 && seen == false)
+            log(log_level::warning, "postgresql: the events of a commit were not heard back within 2 s");
+    }
+
+    // The notifications a transaction sends: "D front-end id octets hexname", "X front-end id
+    // hexname" and, last, "E front-end marker" when the committer waits for them.
+    result<void> notify(PGconn* c, std::string_view payload) {
+        const std::string ch = channel();
+        if (auto r = exec(c, "SELECT pg_notify($1, $2)", {{ch}, {payload}}); !r) return unexpected(r.error());
+        return {};
+    }
+
+private:
+    static std::string one_line(const char* s) {
+        std::string out(s ? s : "");
+        std::replace(out.begin(), out.end(), '\n', ' ');
+        while (!out.empty() && out.back() == ' ') out.pop_back();
+        return out;
+    }
+
+    void log(log_level level, const std::string& text) const {
+        if (o_.log) o_.log(level, text);
+    }
+
+    void listen_loop() {
+        bool reported = false;
+        while (true) {
+            {
+                std::lock_guard lock(events_mutex_);
+                if (stopping_) return;
+            }
+            auto c = connect("events");
+            if (c && exec(c->get(), "LISTEN \"" + channel() + "\"")) {
+                if (reported) log(log_level::info, "postgresql: listening for events again");
+                reported = false;
+                {
+                    std::lock_guard lock(events_mutex_);
+                    listening_ = true;
+                }
+                events_cv_.notify_all();
+                serve(c->get());
+                {
+                    std::lock_guard lock(events_mutex_);
+                    listening_ = false;
+                }
+                events_cv_.notify_all();
+            }
+            std::unique_lock lock(events_mutex_);
+            if (stopping_) return;
+            if (!reported) {
+                log(log_level::error, "postgresql: the event connection is lost; events of other front-ends are missed until it is back");
+                reported = true;
+            }
+            events_cv_.wait_for(lock, reconnect_pause, [&] { return stopping_; });
+        }
+    }
+
+    // Tells every notification until the connection breaks or the store stops.
+    void serve(PGconn* c) {
+        while (true) {
+            pollfd fds[2] = {{PQsocket(c), POLLIN, 0}, {wake_, POLLIN, 0}};
+            const int n = ::poll(fds, 2, 1000);
+            if (n < 0 && errno != EINTR) return;
+            {
+                std::lock_guard lock(events_mutex_);
+                if (stopping_) return;
+            }
+            if (n <= 0) continue;
+            if (PQconsumeInput(c) == 0) return;
+            while (PGnotify* note = PQnotifies(c)) {
+                handle(note->extra ? note->extra : "");
+                PQfreemem(note);
+            }
+            if (PQstatus(c) != CONNECTION_OK) return;
+        }
+    }
+
+    void handle(std::string_view payload) {
+        std::vector<std::string_view> f;
+        while (!payload.empty()) {
+            const auto sp = payload.find(' ');
+            f.push_back(payload.substr(0, sp));
+            if (sp == std::string_view::npos) break;
+            payload.remove_prefix(sp + 1);
+        }
+        if (f.size() == 5 && f[0] == "D") {
+            auto name = unhex(f[4]);
+            if (!name) return;
+            hub_->publish({store_event::kind::delivered, std::move(*name), std::string(f[2]),
+                           std::strtoull(std::string(f[3]).c_str(), nullptr, 10), 0});
+        } else if (f.size() == 4 && f[0] == "X") {
+            auto name = unhex(f[3]);
+            if (!name) return;
+            hub_->publish({store_event::kind::deleted, std::move(*name), std::string(f[2]), 0, 0});
+        } else if (f.size() == 3 && f[0] == "E" && f[1] == front_end_) {
+            {
+                std::lock_guard lock(events_mutex_);
+                seen_markers_.insert(std::strtoull(std::string(f[2]).c_str(), nullptr, 10));
+                // A waiter that gave up leaves its marker: keep the set small.
+                while (seen_markers_.size() > 1024) seen_markers_.erase(seen_markers_.begin());
+            }
+            events_cv_.notify_all();
+        }
+    }
+
+    postgresql_options o_;
+    std::shared_ptr<event_hub> hub_;
+    const std::string front_end_;  // tells this store's own markers from other front-ends'
+
+    std::mutex pool_mutex_;
+    std::condition_variable pool_cv_;
+    std::vector<pg_conn> idle_;  // under pool_mutex_
+    std::size_t open_ = 0;       // connections taken or idle, under pool_mutex_
+
+    std::mutex ids_mutex_;
+    std::map<std::string, long long, std::less<>> ids_;  // mailbox name -> id, committed only
+
+    std::mutex events_mutex_;
+    std::condition_variable events_cv_;
+    std::thread listener_;
+    int wake_ = -1;
+    bool listening_ = false;  // under events_mutex_
+    bool stopping_ = false;   // under events_mutex_
+    std::set<std::uint64_t> seen_markers_;  // under events_mutex_
+    std::atomic<std::uint64_t> marker_{0};
+};
+
+// ---- message source ---------------------------------------------------------------------
+
+// A body read chunk by chunk, each with a pooled connection taken for that read only, so a
+// slow client holds no database connection and a 50 MiB message never sits whole in memory.
+class chunk_source final : public message_source {
+public:
+    chunk_source(std::shared_ptr<database> db, long long body, std::uint64_t octets)
+        : db_(std::move(db)), body_(std::to_string(body)), octets_(octets) {}
+
+    result<std::size_t> read(std::span<char> buf) override {
+        if (offset_ >= octets_ || buf.empty()) return std::size_t{0};
+        if (pos_ >= chunk_.size()) {
+            auto l = db_->take();
+            if (!l) return unexpected(l.error());
+            const std::string n = std::to_string(next_);
+            auto r = db_->exec(l->get(), db_->sql("SELECT data FROM @.chunks WHERE body_id = $1 AND n = $2"),
+                               {{body_}, {n}}, true);
+            if (!r) return unexpected(r.error());
+            if (PQntuples(r->get()) != 1) return unexpected(errc::not_found);  // deleted meanwhile
+            chunk_.assign(PQgetvalue(r->get(), 0, 0), static_cast<std::size_t>(PQgetlength(r->get(), 0, 0)));
+            if (chunk_.empty()) return unexpected(errc::io_error);
+            pos_ = 0;
+            ++next_;
+        }
+        const std::size_t n = std::min({buf.size(), chunk_.size() - pos_, static_cast<std::size_t>(octets_ - offset_)});
+        std::memcpy(buf.data(), chunk_.data() + pos_, n);
+        pos_ += n;
+        offset_ += n;
+        return n;
+    }
+
+    result<void> rewind() override {
+        offset_ = 0;
+        if (next_ == 1) {
+            pos_ = 0;  // the first chunk is still here
+        } else {
+            chunk_.clear();
+            pos_ = 0;
+            next_ = 0;
+        }
+        return {};
+    }
+
+private:
+    std::shared_ptr<database> db_;
+    std::string body_;
+    std::uint64_t octets_;
+    std::uint64_t offset_ = 0;
+    std::string chunk_;
+    std::size_t pos_ = 0;
+    long long next_ = 0;  // the chunk to fetch next
+};
+
+// ---- delivery ---------------------------------------------------------------------------
+
+class pg_delivery;
+
+// Group commit: a committer that finds none running takes every delivery waiting (up to
+// max_batch) into one transaction, a SAVEPOINT each so one failure spoils no other; the
+// others wait for it. One COMMIT (one WAL flush) answers them all.
+class committer {
+public:
+    explicit committer(std::shared_ptr<database> db) : db_(std::move(db)) {}
+    result<void> commit(pg_delivery& d);
+
+private:
+    struct job {
+        pg_delivery* d;
+        std::error_code result;
+        bool done = false;
+    };
+    void run(std::vector<job*>& batch);
+
+    std::shared_ptr<database> db_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::deque<job*> waiting_;
+    bool running_ = false;
+};
+
+class pg_delivery final : public delivery {
+public:
+    pg_delivery(std::shared_ptr<database> db, std::shared_ptr<committer> c, std::vector<std::string> targets)
+        : db_(std::move(db)), committer_(std::move(c)), targets_(std::move(targets)),
+          name_(db_->front_end().substr(0, 12) + "." + std::to_string(next_number())) {}
+    ~pg_delivery() override { abort(); }
+
+    result<void> write(std::string_view octets) override {
+        if (done_) return unexpected(errc::bad_input);
+        wire_.add(octets);
+        stored_ += octets.size();
+        if (spool_.get() < 0 && memory_.size() + octets.size() <= in_memory_octets) {
+            memory_.append(octets);
+            return {};
+        }
+        if (spool_.get() < 0) {
+            spool_.reset(posix::open_unnamed_temp_file());
+            if (spool_.get() < 0) return unexpected(last_system_error());
+            if (auto r = posix::write_all(spool_.get(), memory_); !r) return r;
+            memory_.clear();
+            memory_.shrink_to_fit();
+        }
+        return posix::write_all(spool_.get(), octets);
+    }
+
+    result<void> commit() override {
+        if (done_) return unexpected(errc::bad_input);
+        done_ = true;
+        auto r = committer_->commit(*this);
+        release();
+        return r;
+    }
+
+    void abort() noexcept override {
+        done_ = true;
+        release();
+    }
+
+    std::string name() const override { return name_; }
+
+    // For the committer.
+    const std::vector<std::string>& targets() const noexcept { return targets_; }
+    std::uint64_t stored_octets() const noexcept { return stored_; }
+    std::uint64_t wire_octets() const noexcept { return wire_.octets(); }
+    // Reads chunk `n` of the stored octets into `out`.
+    result<void> chunk(std::uint64_t n, std::string& out) const {
+        const std::uint64_t from = n * chunk_octets;
+        const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_octets, stored_ - from));
+        if (spool_.get() < 0) {
+            out.assign(memory_, static_cast<std::size_t>(from), len);
+            return {};
+        }
+        out.resize(len);
+        std::size_t got = 0;
+        while (got < len) {
+            const ssize_t k = ::pread(spool_.get(), out.data() + got, len - got, static_cast<off_t>(from + got));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) return unexpected(k < 0 ? last_system_error() : make_error_code(errc::io_error));
+            got += static_cast<std::size_t>(k);
+        }
+        return {};
+    }
+    std::vector<std::string> ids;  // set by a successful commit: the message id per target
+
+private:
+    static std::uint64_t next_number() {
+        static std::atomic<std::uint64_t> n{0};
+        return n.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+    void release() noexcept {
+        memory_.clear();
+        memory_.shrink_to_fit();
+        spool_.reset();
+    }
+
+    std::shared_ptr<database> db_;
+    std::shared_ptr<committer> committer_;
+    std::vector<std::string> targets_;
+    std::string name_;
+    std::string memory_;
+    posix::unique_fd spool_;
+    wire_size_counter wire_;
+    std::uint64_t stored_ = 0;
+    bool done_ = false;
+};
+
+result<void> committer::commit(pg_delivery& d) {
+    job me{&d, {}, false};
+    std::unique_lock lock(mutex_);
+    waiting_.push_back(&me);
+    while (!me.done) {
+        if (running_) {
+            cv_.wait(lock);
+            continue;
+        }
+        running_ = true;
+        std::vector<job*> batch;
+        while (!waiting_.empty() && batch.size() < max_batch) {
+            batch.push_back(waiting_.front());
+            waiting_.pop_front();
+        }
+        lock.unlock();
+        run(batch);
+        lock.lock();
+        for (job* j : batch) j->done = true;
+        running_ = false;
+        cv_.notify_all();
+    }
+    if (me.result) return unexpected(me.result);
+    return {};
+}
+
+void committer::run(std::vector<job*>& batch) {
+    auto fail_all = [&](std::error_code e) {
+        for (job* j : batch) j->result = e;
+    };
+    auto l = db_->take();
+    if (!l) return fail_all(l.error());
+    PGconn* c = l->get();
+    if (auto r = db_->exec(c, "BEGIN"); !r) return fail_all(r.error());
+    const bool wait = db_->should_wait_for_events();
+    std::vector<std::pair<std::string, long long>> made;  // mailboxes first made here
+    std::string chunk;
+    std::size_t stored = 0;
+    for (job* j : batch) {
+        pg_delivery& d = *j->d;
+        auto attempt = [&]() -> std::error_code {
+            if (auto r = db_->exec(c, "SAVEPOINT d"); !r) return r.error();
+            const std::string token = d.name(), octets = std::to_string(d.stored_octets()),
+                              wire = std::to_string(d.wire_octets());
+            auto b = db_->exec(c, db_->sql("INSERT INTO @.bodies (token, stored_octets, wire_octets) VALUES ($1, $2, $3) RETURNING id"),
+                               {{token}, {octets}, {wire}});
+            if (!b) return b.error();
+            const std::string body = PQgetvalue(b->get(), 0, 0);
+            const std::uint64_t chunks = (d.stored_octets() + chunk_octets - 1) / chunk_octets;
+            for (std::uint64_t n = 0; n < chunks; ++n) {
+                if (auto r = d.chunk(n, chunk); !r) return r.error();
+                const std::string nn = std::to_string(n);
+                if (auto r = db_->exec(c, db_->sql("INSERT INTO @.chunks (body_id, n, data) VALUES ($1, $2, $3)"),
+                                       {{body}, {nn}, {chunk, true}});
+                    !r)
+                    return r.error();
+            }
+            d.ids.clear();
+            for (const auto& t : d.targets()) {
+                auto box = db_->mailbox_id(c, t, true);
+                if (!box) return box.error();
+                made.emplace_back(t, *box);
+                const std::string mb = std::to_string(*box);
+                auto m = db_->exec(c, db_->sql("INSERT INTO @.messages (mailbox_id, body_id) VALUES ($1, $2) RETURNING id"),
+                                   {{mb}, {body}});
+                if (!m) return m.error();
+                d.ids.emplace_back(PQgetvalue(m->get(), 0, 0));
+                if (auto r = db_->notify(c, "D " + db_->front_end() + " " + d.ids.back() + " " + wire + " " + hex(t)); !r)
+                    return r.error();
+            }
+            if (auto r = db_->exec(c, "RELEASE SAVEPOINT d"); !r) return r.error();
+            return {};
+        };
+        const std::size_t made_before = made.size();
+        if (auto e = attempt()) {
+            j->result = e;
+            made.resize(made_before);
+            d.ids.clear();
+            if (auto r = db_->exec(c, "ROLLBACK TO SAVEPOINT d"); !r) {
+                (void)db_->exec(c, "ROLLBACK");
+                return fail_all(r.error());
+            }
+        } else {
+            ++stored;
+        }
+    }
+    if (stored == 0) {
+        (void)db_->exec(c, "ROLLBACK");
+        return;
+    }
+    const std::uint64_t marker = wait ? db_->next_marker() : 0;
+    if (wait && !db_->notify(c, "E " + db_->front_end() + " " + std::to_string(marker))) {
+        (void)db_->exec(c, "ROLLBACK");
+        return fail_all(make_error_code(errc::temporary_failure));
+    }
+    auto committed = db_->exec(c, "COMMIT");
+    if (!committed) {
+        // The answer was lost, not necessarily the transaction: ask on another connection
+        // which bodies are there, so a retry never duplicates what was stored.
+        auto again = db_->take();
+        for (job* j : batch) {
+            if (j->result) continue;
+            bool there = false;
+            if (again) {
+                const std::string token = j->d->name();
+                auto r = db_->exec(again->get(), db_->sql("SELECT 1 FROM @.bodies WHERE token = $1"), {{token}});
+                there = r && PQntuples(r->get()) == 1;
+            }
+            if (!there) j->result = make_error_code(errc::temporary_failure);
+        }
+        return;
+    }
+    for (const auto& [name, id] : made) db_->remember_mailbox(name, id);
+    if (wait) db_->wait_for_marker(marker);
+}
+
+// ---- the store --------------------------------------------------------------------------
+
+class postgresql_store final : public store {
+public:
+    explicit postgresql_store(postgresql_options o)
+        : db_(std::make_shared<database>(std::move(o), events())), committer_(std::make_shared<committer>(db_)) {}
+
+    ~postgresql_store() override { db_->stop_listener(); }
+
+    // The lock connection is made by the first lock() (smtpd never needs one).
+    result<void> open() { return db_->migrate(); }
+
+    result<void> lock(std::string_view mailbox) override {
+        if (mailbox.empty()) return unexpected(errc::bad_input);
+        std::lock_guard lock(lock_mutex_);
+        if (locked_.contains(mailbox)) return unexpected(errc::mailbox_in_use);
+        if (!ensure_lock_connection()) return unexpected(errc::temporary_failure);
+        const std::string key = std::to_string(lock_key(db_->options().schema, mailbox));
+        auto r = db_->exec(lock_conn_.get(), "SELECT pg_try_advisory_lock($1::bigint)", {{key}});
+        if (!r) return unexpected(r.error());
+        if (std::string_view(PQgetvalue(r->get(), 0, 0)) != "t") return unexpected(errc::mailbox_in_use);
+        locked_.emplace(mailbox);
+        return {};
+    }
+
+    void unlock(std::string_view mailbox) noexcept override {
+        std::lock_guard lock(lock_mutex_);
+        auto it = locked_.find(mailbox);
+        if (it == locked_.end()) return;
+        locked_.erase(it);
+        // NOTE: a lost lock connection has released every lock already; the next lock()
+        // reconnects and takes back the ones still held here.
+        if (lock_conn_ && PQstatus(lock_conn_.get()) == CONNECTION_OK) {
+            const std::string key = std::to_string(lock_key(db_->options().schema, mailbox));
+            (void)db_->exec(lock_conn_.get(), "SELECT pg_advisory_unlock($1::bigint)", {{key}});
+        }
+    }
+
+    result<std::vector<message_info>> snapshot(std::string_view mailbox) override {
+        if (mailbox.empty()) return unexpected(errc::bad_input);
+        auto l = db_->take();
+        if (!l) return unexpected(l.error());
+        auto r = db_->exec(l->get(),
+                           db_->sql("SELECT m.id, b.wire_octets, m.uidl, m.seen FROM @.messages m "
+                                    "JOIN @.mailboxes x ON x.id = m.mailbox_id JOIN @.bodies b ON b.id = m.body_id "
+                                    "WHERE x.name = $1 ORDER BY m.id"),
+                           {{mailbox, true}});
+        if (!r) return unexpected(r.error());
+        std::vector<message_info> out;
+        const int n = PQntuples(r->get());
+        out.reserve(static_cast<std::size_t>(n));
+        for (int i = 0; i < n; ++i) {
+            message_info m;
+            m.id = PQgetvalue(r->get(), i, 0);
+            m.octets = std::strtoull(PQgetvalue(r->get(), i, 1), nullptr, 10);
+            if (!PQgetisnull(r->get(), i, 2)) m.uidl = PQgetvalue(r->get(), i, 2);
+            m.seen = std::string_view(PQgetvalue(r->get(), i, 3)) == "t";
+            out.push_back(std::move(m));
+        }
+        return out;
+    }
+
+    result<message> open(std::string_view mailbox, std::string_view id) override {
+        if (mailbox.empty()) return unexpected(errc::bad_input);
+        if (!numeric(id)) return unexpected(errc::not_found);
+        auto l = db_->take();
+        if (!l) return unexpected(l.error());
+        const std::string mid(id);
+        auto r = db_->exec(l->get(),
+                           db_->sql("SELECT b.id, b.stored_octets FROM @.messages m JOIN @.mailboxes x ON x.id = m.mailbox_id "
+                                    "JOIN @.bodies b ON b.id = m.body_id WHERE x.name = $1 AND m.id = $2"),
+                           {{mailbox, true}, {mid}});
+        if (!r) return unexpected(r.error());
+        if (PQntuples(r->get()) != 1) return unexpected(errc::not_found);
+        const long long body = std::atoll(PQgetvalue(r->get(), 0, 0));
+        const std::uint64_t octets = std::strtoull(PQgetvalue(r->get(), 0, 1), nullptr, 10);
+        return message(std::make_unique<chunk_source>(db_, body, octets), octets);
+    }
+
+    std::vector<std::error_code> commit(std::string_view mailbox, std::span<const std::string> deleted,
+                                        std::span<const std::string> seen) override {
+        std::vector<std::error_code> out(deleted.size());
+        auto fail = [&](std::error_code e) {
+            std::fill(out.begin(), out.end(), e);
+            return out;
+        };
+        if (mailbox.empty()) return fail(make_error_code(errc::bad_input));
+        auto l = db_->take();
+        if (!l) return fail(l.error());
+        PGconn* c = l->get();
+        auto box = db_->mailbox_id(c, mailbox, false);
+        if (!box) return fail(box.error());
+        if (*box == 0) return out;  // nothing there: every deletion is already true
+        const std::string mb = std::to_string(*box);
+        const std::string gone_ids = id_array(deleted);
+        const std::string seen_ids = id_array(seen);
+        auto rollback = [&](std::error_code e) {
+            (void)db_->exec(c, "ROLLBACK");
+            return fail(e);
+        };
+        if (auto r = db_->exec(c, "BEGIN"); !r) return fail(r.error());
+        const bool wait = db_->should_wait_for_events();
+        std::vector<std::string> gone;
+        if (!deleted.empty()) {
+            // The bodies first, locked, so two front-ends deleting the last two copies of one
+            // body see each other's deletion and exactly one removes the body.
+            if (auto r = db_->exec(c, db_->sql("SELECT b.id FROM @.bodies b WHERE b.id IN (SELECT body_id FROM @.messages "
+                                               "WHERE mailbox_id = $1 AND id = ANY($2::bigint[])) ORDER BY b.id FOR UPDATE"),
+                                   {{mb}, {gone_ids}});
+                !r)
+                return rollback(r.error());
+            auto r = db_->exec(c, db_->sql("DELETE FROM @.messages WHERE mailbox_id = $1 AND id = ANY($2::bigint[]) "
+                                           "RETURNING id, body_id"),
+                               {{mb}, {gone_ids}});
+            if (!r) return rollback(r.error());
+            std::string bodies = "{";
+            for (int i = 0; i < PQntuples(r->get()); ++i) {
+                gone.emplace_back(PQgetvalue(r->get(), i, 0));
+                bodies += (i ? "," : "") + std::string(PQgetvalue(r->get(), i, 1));
+            }
+            bodies += "}";
+            if (!gone.empty()) {
+                if (auto d = db_->exec(c, db_->sql("DELETE FROM @.bodies b WHERE b.id = ANY($1::bigint[]) AND NOT EXISTS "
+                                                   "(SELECT 1 FROM @.messages m WHERE m.body_id = b.id)"),
+                                       {{bodies}});
+                    !d)
+                    return rollback(d.error());
+            }
+            for (const auto& id : gone)
+                if (auto n = db_->notify(c, "X " + db_->front_end() + " " + id + " " + hex(mailbox)); !n)
+                    return rollback(n.error());
+        }
+        if (!seen.empty()) {
+            // NOTE: a failure to mark seen fails the whole QUIT here (one transaction), where
+            // the Maildir store only logs it: the deletions are what must not half-happen.
+            if (auto r = db_->exec(c, db_->sql("UPDATE @.messages SET seen = true WHERE mailbox_id = $1 AND id = ANY($2::bigint[])"),
+                                   {{mb}, {seen_ids}});
+                !r)
+                return rollback(r.error());
+        }
+        const std::uint64_t marker = wait && !gone.empty() ? db_->next_marker() : 0;
+        if (marker && !db_->notify(c, "E " + db_->front_end() + " " + std::to_string(marker)))
+            return rollback(make_error_code(errc::temporary_failure));
+        if (auto r = db_->exec(c, "COMMIT"); !r) return fail(r.error());
+        if (marker) db_->wait_for_marker(marker);
+        return out;
+    }
+
+    result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) override {
+        if (mailboxes.empty()) return unexpected(errc::bad_input);
+        std::vector<std::string> targets;
+        for (const auto& m : mailboxes) {
+            if (m.empty()) return unexpected(errc::bad_input);
+            if (std::find(targets.begin(), targets.end(), m) == targets.end()) targets.push_back(m);
+        }
+        return std::unique_ptr<delivery>(std::make_unique<pg_delivery>(db_, committer_, std::move(targets)));
+    }
+
+    result<std::vector<std::string>> mailboxes() override {
+        auto l = db_->take();
+        if (!l) return unexpected(l.error());
+        auto r = db_->exec(l->get(), db_->sql("SELECT name FROM @.mailboxes"), {}, true);
+        if (!r) return unexpected(r.error());
+        std::vector<std::string> out;
+        for (int i = 0; i < PQntuples(r->get()); ++i)
+            out.emplace_back(PQgetvalue(r->get(), i, 0), static_cast<std::size_t>(PQgetlength(r->get(), i, 0)));
+        std::sort(out.begin(), out.end());
+        return out;
+    }
+
+    subscription subscribe(event_hub::listener listener) override {
+        auto s = store::subscribe(std::move(listener));
+        db_->start_listener();  // every front-end's events, from now on
+        return s;
+    }
+
+private:
+    static bool numeric(std::string_view id) {
+        return !id.empty() && id.size() <= 18 && std::all_of(id.begin(), id.end(), [](char c) { return c >= '0' && c <= '9'; });
+    }
+
+    // A bigint[] literal of the numeric ids (others name no message of this store).
+    static std::string id_array(std::span<const std::string> ids) {
+        std::string out = "{";
+        bool first = true;
+        for (const auto& id : ids) {
+            if (!numeric(id)) continue;
+            if (!first) out += ',';
+            out += id;
+            first = false;
+        }
+        return out + "}";
+    }
+
+    void setup_lock_connection() {
+        // A front-end whose host dies releases its locks within seconds: the server drops the
+        // connection after 5 + 3 x 2 s without an answer (over TCP; a Unix socket cannot lose it).
+        (void)db_->exec(lock_conn_.get(), "SET tcp_keepalives_idle = 5");
+        (void)db_->exec(lock_conn_.get(), "SET tcp_keepalives_interval = 2");
+        (void)db_->exec(lock_conn_.get(), "SET tcp_keepalives_count = 3");
+    }
+
+    // Caller holds lock_mutex_. Reconnects a lost lock connection and takes back the locks of
+    // the sessions still open here; false if the database cannot be reached.
+    bool ensure_lock_connection() {
+        if (lock_conn_ && PQstatus(lock_conn_.get()) == CONNECTION_OK) return true;
+        lock_conn_.reset();
+        auto c = db_->connect("locks");
+        if (!c) return false;
+        lock_conn_ = std::move(*c);
+        setup_lock_connection();
+        for (const auto& m : locked_) {
+            const std::string key = std::to_string(lock_key(db_->options().schema, m));
+            auto r = db_->exec(lock_conn_.get(), "SELECT pg_try_advisory_lock($1::bigint)", {{key}});
+            if (!r || std::string_view(PQgetvalue(r->get(), 0, 0)) != "t")
+                db_->options().log(log_level::error, "postgresql: a mailbox lock lost with the lock connection could not be taken back");
+        }
+        return true;
+    }
+
+    std::shared_ptr<database> db_;
+    std::shared_ptr<committer> committer_;
+    std::mutex lock_mutex_;
+    pg_conn lock_conn_;                          // under lock_mutex_
+    std::set<std::string, std::less<>> locked_;  // under lock_mutex_: this process's sessions
+};
+
+}  // namespace
+
+bool is_postgresql_uri(std::string_view s) noexcept {
+    return s.starts_with("postgresql://") || s.starts_with("postgres://");
+}
+
+result<std::unique_ptr<store>> open_postgresql_store(postgresql_options options) {
+    if (!valid_schema(options.schema)) return unexpected(errc::bad_config);
+    if (options.uri.empty()) return unexpected(errc::bad_config);
+    if (!options.log) options.log = null_log();
+    auto s = std::make_unique<postgresql_store>(std::move(options));
+    if (auto r = s->open(); !r) return unexpected(r.error());
+    return std::unique_ptr<store>(std::move(s));
+}
+
+}  // namespace mailnet

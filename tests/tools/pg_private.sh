@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# pg_private.sh start|stop DIR: a private PostgreSQL 15 for the tests (DESIGN.md "Dependencies"):
+# initdb into a new directory under ${TMPDIR:-/tmp} (the postgres user, when run as root, must
+# reach it, which a build tree under /root would not allow), its Unix socket there, a free TCP
+# port on 127.0.0.1, trust authentication, fsync off (the tests restart it, they never crash
+# the machine). `start` writes the connection URI to DIR/uri, the postmaster's PID to DIR/pid
+# and the cluster's directory to DIR/cluster; where PostgreSQL cannot be had it writes
+# DIR/unavailable with the reason instead and still exits 0, so the PostgreSQL tests report
+# skipped, never passed. `stop` stops that postmaster by its PID (nothing else) and removes
+# both directories.
+set -euo pipefail
+cmd=${1:?usage: pg_private.sh start|stop DIR}
+dir=${2:?usage: pg_private.sh start|stop DIR}
+bin=${MAILNET_PG_BIN:-/usr/lib/postgresql/15/bin}
+
+as_owner() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+unavailable() {
+  mkdir -p "$dir"
+  echo "$1" >"$dir/unavailable"
+  echo "pg_private: PostgreSQL tests will be skipped: $1" >&2
+  exit 0
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start() {
+  [ -x "$bin/initdb" ] && [ -x "$bin/pg_ctl" ] || unavailable "no PostgreSQL 15 in $bin (Debian package postgresql-15)"
+  if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then unavailable "no postgres user"; fi
+  [ -f "$dir/pid" ] && stop
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  local cluster
+  cluster=$(mktemp -d "${TMPDIR:-/tmp}/mailnet-pg.XXXXXX")
+  echo "$cluster" >"$dir/cluster"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$cluster"; fi
+  as_owner "$bin/initdb" -D "$cluster/data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 \
+    >"$dir/initdb.log" 2>&1 || unavailable "initdb failed: $(tail -3 "$dir/initdb.log" | tr '\n' ' ')"
+  local port tries=0
+  while :; do
+    port=$(free_port)
+    # -w: wait until it accepts connections. A port taken meanwhile fails the start: try another.
+    if as_owner "$bin/pg_ctl" -D "$cluster/data" -l "$cluster/server.log" -w -t 60 -s \
+         -o "-c listen_addresses=127.0.0.1 -p $port -k $cluster -c fsync=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB" start; then
+      break
+    fi
+    tries=$((tries + 1))
+    [ $tries -lt 5 ] || unavailable "postgres would not start: $(tail -3 "$cluster/server.log" | tr '\n' ' ')"
+  done
+  head -1 "$cluster/data/postmaster.pid" >"$dir/pid"
+  echo "postgresql://postgres@127.0.0.1:$port/postgres" >"$dir/uri"
+  echo "pg_private: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (pid $(cat "$dir/pid"), socket in $cluster)" >&2
+}
+
+stop() {
+  local cluster=
+  [ -f "$dir/cluster" ] && cluster=$(cat "$dir/cluster")
+  if [ -f "$dir/pid" ] && [ -n "$cluster" ]; then
+    local pid
+    pid=$(cat "$dir/pid")
+    # Only our postmaster: the PID must still be a postgres process serving our cluster.
+    if kill -0 "$pid" 2>/dev/null && grep -q "$cluster/data" "/proc/$pid/cmdline" 2>/dev/null; then
+      kill -INT "$pid"  # fast shutdown
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    fi
+  fi
+  case "$cluster" in "${TMPDIR:-/tmp}"/mailnet-pg.*) rm -rf "$cluster" ;; esac
+  rm -rf "$dir"
+}
+
+case "$cmd" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: pg_private.sh start|stop DIR" >&2; exit 64 ;;
+esac
