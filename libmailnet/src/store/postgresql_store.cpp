@@ -144,7 +144,8 @@ public:
 
     result<pg_conn> connect(const char* purpose) const {
         const std::string timeout = std::to_string(std::max<long long>(2, std::chrono::ceil<std::chrono::seconds>(o_.wait).count()));
-        const std::string app = std::string("mailnet ") + purpose;
+        // "mailnet pool|locks|events SCHEMA": an operator (and a test) can tell them apart.
+        const std::string app = std::string("mailnet ") + purpose + " " + o_.schema;
         // Ours first: whatever the URI itself says wins (libpq takes the last value given).
         const char* keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
                               "keepalives_count", "application_name", "dbname", nullptr};
@@ -229,6 +230,20 @@ public:
             return unexpected(c.error());
         }
         return lease(shared_from_this(), std::move(*c));
+    }
+
+    // Runs `f(PGconn*)` on a pooled connection and, if it failed because that connection was
+    // lost (the server restarted, a pooler cut an idle connection), once more on a new one.
+    // Only for calls that may run twice: reads, and QUIT's commit (a deletion repeated finds
+    // nothing to delete).
+    template <class F>
+    auto with_retry(F&& f) -> decltype(f(static_cast<PGconn*>(nullptr))) {
+        for (int attempt = 0;; ++attempt) {
+            auto l = take();
+            if (!l) return unexpected(l.error());
+            auto r = f(l->get());
+            if (r || attempt == 1 || PQstatus(l->get()) != CONNECTION_BAD) return r;
+        }
     }
 
     void give_back(pg_conn c) noexcept {
@@ -517,11 +532,10 @@ public:
     result<std::size_t> read(std::span<char> buf) override {
         if (offset_ >= octets_ || buf.empty()) return std::size_t{0};
         if (pos_ >= chunk_.size()) {
-            auto l = db_->take();
-            if (!l) return unexpected(l.error());
             const std::string n = std::to_string(next_);
-            auto r = db_->exec(l->get(), db_->sql("SELECT data FROM @.chunks WHERE body_id = $1 AND n = $2"),
-                               {{body_}, {n}}, true);
+            auto r = db_->with_retry([&](PGconn* c) {
+                return db_->exec(c, db_->sql("SELECT data FROM @.chunks WHERE body_id = $1 AND n = $2"), {{body_}, {n}}, true);
+            });
             if (!r) return unexpected(r.error());
             if (PQntuples(r->get()) != 1) return unexpected(errc::not_found);  // deleted meanwhile
             chunk_.assign(PQgetvalue(r->get(), 0, 0), static_cast<std::size_t>(PQgetlength(r->get(), 0, 0)));
@@ -703,8 +717,14 @@ void committer::run(std::vector<job*>& batch) {
     };
     auto l = db_->take();
     if (!l) return fail_all(l.error());
+    if (auto r = db_->exec(l->get(), "BEGIN"); !r) {
+        // A connection lost while idle (a restarted server): nothing was sent yet, try a new one.
+        if (PQstatus(l->get()) != CONNECTION_BAD) return fail_all(r.error());
+        l = db_->take();
+        if (!l) return fail_all(l.error());
+        if (auto again = db_->exec(l->get(), "BEGIN"); !again) return fail_all(again.error());
+    }
     PGconn* c = l->get();
-    if (auto r = db_->exec(c, "BEGIN"); !r) return fail_all(r.error());
     const bool wait = db_->should_wait_for_events();
     std::vector<std::pair<std::string, long long>> made;  // mailboxes first made here
     std::string chunk;
@@ -803,9 +823,15 @@ public:
         if (mailbox.empty()) return unexpected(errc::bad_input);
         std::lock_guard lock(lock_mutex_);
         if (locked_.contains(mailbox)) return unexpected(errc::mailbox_in_use);
-        if (!ensure_lock_connection()) return unexpected(errc::temporary_failure);
         const std::string key = std::to_string(lock_key(db_->options().schema, mailbox));
-        auto r = db_->exec(lock_conn_.get(), "SELECT pg_try_advisory_lock($1::bigint)", {{key}});
+        result<pg_result> r = unexpected(errc::temporary_failure);
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            // A connection lost since its last use is found out by this statement: remade (with
+            // the locks of the sessions open here) and asked again.
+            if (!ensure_lock_connection()) return unexpected(errc::temporary_failure);
+            r = db_->exec(lock_conn_.get(), "SELECT pg_try_advisory_lock($1::bigint)", {{key}});
+            if (r || PQstatus(lock_conn_.get()) != CONNECTION_BAD) break;
+        }
         if (!r) return unexpected(r.error());
         if (std::string_view(PQgetvalue(r->get(), 0, 0)) != "t") return unexpected(errc::mailbox_in_use);
         locked_.emplace(mailbox);
@@ -827,13 +853,13 @@ public:
 
     result<std::vector<message_info>> snapshot(std::string_view mailbox) override {
         if (mailbox.empty()) return unexpected(errc::bad_input);
-        auto l = db_->take();
-        if (!l) return unexpected(l.error());
-        auto r = db_->exec(l->get(),
-                           db_->sql("SELECT m.id, b.wire_octets, m.uidl, m.seen FROM @.messages m "
-                                    "JOIN @.mailboxes x ON x.id = m.mailbox_id JOIN @.bodies b ON b.id = m.body_id "
-                                    "WHERE x.name = $1 ORDER BY m.id"),
-                           {{mailbox, true}});
+        auto r = db_->with_retry([&](PGconn* c) {
+            return db_->exec(c,
+                             db_->sql("SELECT m.id, b.wire_octets, m.uidl, m.seen FROM @.messages m "
+                                      "JOIN @.mailboxes x ON x.id = m.mailbox_id JOIN @.bodies b ON b.id = m.body_id "
+                                      "WHERE x.name = $1 ORDER BY m.id"),
+                             {{mailbox, true}});
+        });
         if (!r) return unexpected(r.error());
         std::vector<message_info> out;
         const int n = PQntuples(r->get());
@@ -852,13 +878,13 @@ public:
     result<message> open(std::string_view mailbox, std::string_view id) override {
         if (mailbox.empty()) return unexpected(errc::bad_input);
         if (!numeric(id)) return unexpected(errc::not_found);
-        auto l = db_->take();
-        if (!l) return unexpected(l.error());
         const std::string mid(id);
-        auto r = db_->exec(l->get(),
-                           db_->sql("SELECT b.id, b.stored_octets FROM @.messages m JOIN @.mailboxes x ON x.id = m.mailbox_id "
-                                    "JOIN @.bodies b ON b.id = m.body_id WHERE x.name = $1 AND m.id = $2"),
-                           {{mailbox, true}, {mid}});
+        auto r = db_->with_retry([&](PGconn* c) {
+            return db_->exec(c,
+                             db_->sql("SELECT b.id, b.stored_octets FROM @.messages m JOIN @.mailboxes x ON x.id = m.mailbox_id "
+                                      "JOIN @.bodies b ON b.id = m.body_id WHERE x.name = $1 AND m.id = $2"),
+                             {{mailbox, true}, {mid}});
+        });
         if (!r) return unexpected(r.error());
         if (PQntuples(r->get()) != 1) return unexpected(errc::not_found);
         const long long body = std::atoll(PQgetvalue(r->get(), 0, 0));
@@ -869,17 +895,49 @@ public:
     std::vector<std::error_code> commit(std::string_view mailbox, std::span<const std::string> deleted,
                                         std::span<const std::string> seen) override {
         std::vector<std::error_code> out(deleted.size());
-        auto fail = [&](std::error_code e) {
-            std::fill(out.begin(), out.end(), e);
+        if (mailbox.empty()) {
+            std::fill(out.begin(), out.end(), make_error_code(errc::bad_input));
             return out;
-        };
-        if (mailbox.empty()) return fail(make_error_code(errc::bad_input));
-        auto l = db_->take();
-        if (!l) return fail(l.error());
-        PGconn* c = l->get();
+        }
+        auto r = db_->with_retry([&](PGconn* c) { return commit_on(c, mailbox, deleted, seen); });
+        if (!r) std::fill(out.begin(), out.end(), r.error());
+        return out;
+    }
+
+    result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) override {
+        if (mailboxes.empty()) return unexpected(errc::bad_input);
+        std::vector<std::string> targets;
+        for (const auto& m : mailboxes) {
+            if (m.empty()) return unexpected(errc::bad_input);
+            if (std::find(targets.begin(), targets.end(), m) == targets.end()) targets.push_back(m);
+        }
+        return std::unique_ptr<delivery>(std::make_unique<pg_delivery>(db_, committer_, std::move(targets)));
+    }
+
+    result<std::vector<std::string>> mailboxes() override {
+        auto r = db_->with_retry([&](PGconn* c) { return db_->exec(c, db_->sql("SELECT name FROM @.mailboxes"), {}, true); });
+        if (!r) return unexpected(r.error());
+        std::vector<std::string> out;
+        for (int i = 0; i < PQntuples(r->get()); ++i)
+            out.emplace_back(PQgetvalue(r->get(), i, 0), static_cast<std::size_t>(PQgetlength(r->get(), i, 0)));
+        std::sort(out.begin(), out.end());
+        return out;
+    }
+
+    subscription subscribe(event_hub::listener listener) override {
+        auto s = store::subscribe(std::move(listener));
+        db_->start_listener();  // every front-end's events, from now on
+        return s;
+    }
+
+private:
+    // QUIT's deletions and seen flags in one transaction (see commit()).
+    result<void> commit_on(PGconn* c, std::string_view mailbox, std::span<const std::string> deleted,
+                           std::span<const std::string> seen) {
+        auto fail = [](std::error_code e) -> result<void> { return unexpected(e); };
         auto box = db_->mailbox_id(c, mailbox, false);
         if (!box) return fail(box.error());
-        if (*box == 0) return out;  // nothing there: every deletion is already true
+        if (*box == 0) return {};  // nothing there: every deletion is already true
         const std::string mb = std::to_string(*box);
         const std::string gone_ids = id_array(deleted);
         const std::string seen_ids = id_array(seen);
@@ -932,38 +990,9 @@ public:
             return rollback(make_error_code(errc::temporary_failure));
         if (auto r = db_->exec(c, "COMMIT"); !r) return fail(r.error());
         if (marker) db_->wait_for_marker(marker);
-        return out;
+        return {};
     }
 
-    result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) override {
-        if (mailboxes.empty()) return unexpected(errc::bad_input);
-        std::vector<std::string> targets;
-        for (const auto& m : mailboxes) {
-            if (m.empty()) return unexpected(errc::bad_input);
-            if (std::find(targets.begin(), targets.end(), m) == targets.end()) targets.push_back(m);
-        }
-        return std::unique_ptr<delivery>(std::make_unique<pg_delivery>(db_, committer_, std::move(targets)));
-    }
-
-    result<std::vector<std::string>> mailboxes() override {
-        auto l = db_->take();
-        if (!l) return unexpected(l.error());
-        auto r = db_->exec(l->get(), db_->sql("SELECT name FROM @.mailboxes"), {}, true);
-        if (!r) return unexpected(r.error());
-        std::vector<std::string> out;
-        for (int i = 0; i < PQntuples(r->get()); ++i)
-            out.emplace_back(PQgetvalue(r->get(), i, 0), static_cast<std::size_t>(PQgetlength(r->get(), i, 0)));
-        std::sort(out.begin(), out.end());
-        return out;
-    }
-
-    subscription subscribe(event_hub::listener listener) override {
-        auto s = store::subscribe(std::move(listener));
-        db_->start_listener();  // every front-end's events, from now on
-        return s;
-    }
-
-private:
     static bool numeric(std::string_view id) {
         return !id.empty() && id.size() <= 18 && std::all_of(id.begin(), id.end(), [](char c) { return c >= '0' && c <= '9'; });
     }

@@ -1,0 +1,218 @@
+// postgresql_store_test.cpp: what the PostgreSQL store adds to the conformance suite
+// (store_conformance_test.cpp): several front-ends over one database (DESIGN.md "On disk").
+// Every test runs against the private server ctest starts (tests/tools/pg_private.sh), each
+// in a schema of its own; without it they are skipped, never passed.
+#include "mailnet/store/postgresql.hpp"
+
+#include "support/store_backends.hpp"
+
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using mailnet::errc;
+using mailnet::store_event;
+
+class postgresql_store : public ::testing::Test {
+protected:
+    void SetUp() override {
+        auto pg = mailnet::testing::private_postgresql();
+        if (!pg.uri) GTEST_SKIP() << pg.why_not;
+        guard.uri = *pg.uri;
+        guard.schema = mailnet::testing::fresh_schema();
+    }
+    std::unique_ptr<mailnet::store> open(mailnet::log_sink log = mailnet::null_log()) {
+        mailnet::postgresql_options o;
+        o.uri = guard.uri;
+        o.schema = guard.schema;
+        o.pool_size = 4;
+        o.log = std::move(log);
+        auto s = mailnet::open_postgresql_store(std::move(o));
+        EXPECT_TRUE(s) << s.error().message();
+        return s ? std::move(*s) : nullptr;
+    }
+    // One SQL statement on an administrator's connection; the first value of its first row.
+    std::string admin(const std::string& sql) {
+        PGconn* c = PQconnectdb(guard.uri.c_str());
+        std::string out;
+        if (PQstatus(c) == CONNECTION_OK) {
+            PGresult* r = PQexec(c, sql.c_str());
+            EXPECT_TRUE(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK) << PQresultErrorMessage(r);
+            if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0) out = PQgetvalue(r, 0, 0);
+            PQclear(r);
+        }
+        PQfinish(c);
+        return out;
+    }
+    // Cuts every connection of this test's stores (their application_name ends in the schema).
+    void cut_all() {
+        admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'mailnet % " + guard.schema + "'");
+    }
+    mailnet::testing::pg_schema_guard guard;
+};
+
+TEST_F(postgresql_store, every_front_end_hears_every_front_ends_deliveries_and_deletions_in_order) {
+    auto a = open();
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    std::mutex m;
+    std::vector<store_event> heard;
+    auto sub = a->subscribe([&](const store_event& e) {
+        std::lock_guard lock(m);
+        heard.push_back(e);
+    });
+    const std::vector<std::string> boxes{"bob@example.org", "carol@example.org"};
+    ASSERT_TRUE(b->deliver(boxes, "Subject: through b\n\nx\n"));  // through the other front-end
+    auto snap = b->snapshot("bob@example.org");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 1u);
+    const std::vector<std::string> gone{(*snap)[0].id};
+    ASSERT_TRUE(b->lock("bob@example.org"));
+    EXPECT_FALSE(b->commit("bob@example.org", gone, {})[0]);
+    b->unlock("bob@example.org");
+    // b waits for nobody (no subscriber of its own): a hears it moments later.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+        {
+            std::lock_guard lock(m);
+            if (heard.size() >= 3) break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::lock_guard lock(m);
+    ASSERT_EQ(heard.size(), 3u);
+    EXPECT_EQ(heard[0].what, store_event::kind::delivered);
+    EXPECT_EQ(heard[0].mailbox, "bob@example.org");
+    EXPECT_EQ(heard[0].id, (*snap)[0].id);
+    EXPECT_EQ(heard[0].octets, (*snap)[0].octets);
+    EXPECT_EQ(heard[1].what, store_event::kind::delivered);
+    EXPECT_EQ(heard[1].mailbox, "carol@example.org");
+    EXPECT_EQ(heard[2].what, store_event::kind::deleted);
+    EXPECT_EQ(heard[2].id, (*snap)[0].id);
+    EXPECT_EQ(heard[2].seq, heard[1].seq + 1);
+}
+
+TEST_F(postgresql_store, a_front_end_that_goes_away_releases_its_pop3_locks) {
+    auto a = open();
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    ASSERT_TRUE(a->deliver(std::vector<std::string>{"bob@example.org"}, "Subject: x\n\nx\n"));
+    ASSERT_TRUE(a->lock("bob@example.org"));
+    EXPECT_EQ(b->lock("bob@example.org").error(), mailnet::make_error_code(errc::mailbox_in_use));
+    a.reset();  // its lock connection closes, as when the process dies
+    EXPECT_TRUE(b->lock("bob@example.org"));
+    b->unlock("bob@example.org");
+}
+
+TEST_F(postgresql_store, a_lost_lock_connection_is_remade_and_its_locks_taken_back) {
+    mailnet::testing::log_capture log;
+    auto a = open(log.sink());
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    ASSERT_TRUE(a->lock("bob@example.org"));
+    admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mailnet locks " + guard.schema + "'");
+    // The next lock() on a notices, reconnects and takes back bob's lock before b can.
+    ASSERT_TRUE(a->lock("carol@example.org"));
+    EXPECT_EQ(b->lock("bob@example.org").error(), mailnet::make_error_code(errc::mailbox_in_use));
+    EXPECT_EQ(b->lock("carol@example.org").error(), mailnet::make_error_code(errc::mailbox_in_use));
+    a->unlock("bob@example.org");
+    a->unlock("carol@example.org");
+    EXPECT_TRUE(b->lock("bob@example.org"));
+    b->unlock("bob@example.org");
+}
+
+TEST_F(postgresql_store, connections_cut_by_the_server_are_remade_and_nothing_is_lost_or_doubled) {
+    auto s = open();
+    ASSERT_TRUE(s);
+    const std::vector<std::string> box{"dave@example.org"};
+    ASSERT_TRUE(s->deliver(box, "Subject: 1\n\nx\n"));
+    ASSERT_TRUE(s->snapshot(box[0]));
+    // Every connection of the store is cut, as a server restart does.
+    cut_all();
+    auto snap = s->snapshot(box[0]);  // a read is tried again on a new connection
+    ASSERT_TRUE(snap) << snap.error().message();
+    EXPECT_EQ(snap->size(), 1u);
+    cut_all();
+    ASSERT_TRUE(s->deliver(box, "Subject: 2\n\nx\n"));  // an idle connection lost before BEGIN
+    snap = s->snapshot(box[0]);
+    ASSERT_TRUE(snap);
+    EXPECT_EQ(snap->size(), 2u);
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".bodies"), "2");
+}
+
+TEST_F(postgresql_store, a_body_is_stored_once_and_removed_with_its_last_copy_even_when_front_ends_race) {
+    auto a = open();
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    constexpr int messages = 30;
+    const std::vector<std::string> boxes{"x@example.org", "y@example.org"};
+    for (int i = 0; i < messages; ++i) ASSERT_TRUE(a->deliver(boxes, "Subject: " + std::to_string(i) + "\n\nshared\n"));
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".bodies"), std::to_string(messages));
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".messages"), std::to_string(2 * messages));
+    // Both copies of every body deleted at once, one through each front-end.
+    auto remove_all = [](mailnet::store& s, const std::string& box) {
+        auto snap = s.snapshot(box);
+        ASSERT_TRUE(snap);
+        std::vector<std::string> ids;
+        for (const auto& m : *snap) ids.push_back(m.id);
+        ASSERT_TRUE(s.lock(box));
+        for (const auto& e : s.commit(box, ids, {})) EXPECT_FALSE(e);
+        s.unlock(box);
+    };
+    std::thread tx([&] { remove_all(*a, "x@example.org"); });
+    std::thread ty([&] { remove_all(*b, "y@example.org"); });
+    tx.join();
+    ty.join();
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".messages"), "0");
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".bodies"), "0");
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".chunks"), "0");
+}
+
+TEST_F(postgresql_store, front_ends_starting_together_create_the_schema_once_and_a_newer_one_is_refused) {
+    std::vector<std::thread> starters;
+    std::atomic<int> opened{0};
+    for (int i = 0; i < 4; ++i)
+        starters.emplace_back([&] {
+            if (open()) ++opened;
+        });
+    for (auto& t : starters) t.join();
+    EXPECT_EQ(opened.load(), 4);
+    EXPECT_EQ(admin("SELECT version FROM " + guard.schema + ".version"), std::to_string(mailnet::postgresql_schema_version));
+    admin("UPDATE " + guard.schema + ".version SET version = 99");
+    mailnet::postgresql_options o;
+    o.uri = guard.uri;
+    o.schema = guard.schema;
+    o.log = mailnet::null_log();
+    EXPECT_EQ(mailnet::open_postgresql_store(o).error(), mailnet::make_error_code(errc::bad_config));
+    o.schema = "Bad-Name";
+    EXPECT_EQ(mailnet::open_postgresql_store(o).error(), mailnet::make_error_code(errc::bad_config));
+}
+
+TEST_F(postgresql_store, concurrent_deliveries_share_transactions) {
+    auto s = open();
+    ASSERT_TRUE(s);
+    constexpr int threads = 16, each = 10;
+    std::vector<std::thread> senders;
+    for (int t = 0; t < threads; ++t)
+        senders.emplace_back([&, t] {
+            for (int i = 0; i < each; ++i)
+                EXPECT_TRUE(s->deliver(std::vector<std::string>{"g" + std::to_string(t)}, "Subject: g\n\nx\n"));
+        });
+    for (auto& t : senders) t.join();
+    auto total = admin("SELECT count(*) FROM " + guard.schema + ".messages");
+    EXPECT_EQ(total, std::to_string(threads * each));
+    // Group commit: `received` is now(), the start of the transaction (the same in each of its
+    // SAVEPOINTs). Fewer transactions than deliveries shows that waiting deliveries joined one.
+    const auto transactions = std::stoi(admin("SELECT count(DISTINCT received) FROM " + guard.schema + ".bodies"));
+    EXPECT_LT(transactions, threads * each);
+}
+
+}  // namespace
