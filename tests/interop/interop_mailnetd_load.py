@@ -55,16 +55,23 @@ def data_form(msg):
 
 
 class Load:
-    """The senders and fetchers of one run against `srv` (replaceable: restart())."""
+    """The senders and fetchers of one run against the servers `srvs` (one, or several
+    front-ends of one store: sender and fetcher k use srvs[k % len]); .ports may be replaced
+    (a restart, a front-end killed). `temporary_ok`: a 4xx reply (a database restarting) is a
+    failed message, not an error."""
 
-    def __init__(self, tc, srv, total, deadline):
+    def __init__(self, tc, srvs, total, deadline, temporary_ok=False):
         self.tc = tc
         self.total = total
         self.deadline = deadline
         self.status = ["unsent"] * total
         self.lock = threading.Lock()
         self.next = 0
-        self.smtp_port, self.pop3_port = srv.port, srv.pop3_port
+        if not isinstance(srvs, (list, tuple)):
+            srvs = [srvs]
+        self.ports = [(s.port, s.pop3_port) for s in srvs]  # (SMTP, POP3) of each front-end
+        self.temporary_ok = temporary_ok
+        self.temporary = 0                    # 4xx replies taken as failures (temporary_ok)
         self.up = threading.Event()           # senders may connect
         self.fetching = threading.Event()     # fetchers may connect
         self.done = threading.Event()         # fetchers stop
@@ -79,8 +86,8 @@ class Load:
         self.broken = []                      # connections that broke (expected around a kill)
         self.in_use = 0
         self.sessions = 0
-        self.threads = [threading.Thread(target=self.guarded, args=(self.sender,), daemon=True)
-                        for _ in range(SENDERS)] + \
+        self.threads = [threading.Thread(target=self.guarded, args=(self.sender, k), daemon=True)
+                        for k in range(SENDERS)] + \
                        [threading.Thread(target=self.guarded, args=(self.fetcher, k), daemon=True)
                         for k in range(FETCHERS)]
 
@@ -118,7 +125,21 @@ class Load:
 
     # --- SMTP
 
-    def sender(self):
+    def port(self, k, which):
+        """Front-end k's SMTP (0) or POP3 (1) port, as .ports says now."""
+        ports = self.ports
+        return ports[k % len(ports)][which]
+
+    def refused(self, i, what, code, resp):
+        """A refusal: an error, unless temporary_ok and it is a 4xx."""
+        if self.temporary_ok and 400 <= code < 500:
+            with self.lock:
+                self.temporary += 1
+            time.sleep(0.1)  # as a client would, later rather than at once
+        else:
+            self.errors.append(f"message {i}: {what} -> {code} {resp!r}")
+
+    def sender(self, k):
         s = None
         sent_here = 0
         try:
@@ -132,7 +153,7 @@ class Load:
                         if s is not None:
                             s.quit()
                         s, sent_here = None, 0
-                        s = smtplib.SMTP(t.HOST, self.smtp_port, timeout=30)
+                        s = smtplib.SMTP(t.HOST, self.port(k, 0), timeout=30)
                         s.ehlo("load.interop.test")
                     self.send_one(s, i)
                     sent_here += 1
@@ -153,18 +174,18 @@ class Load:
         """One transaction; status[i] says how far it got (see the module's docstring)."""
         code, resp = s.mail(SENDER)
         if code != 250:
-            self.errors.append(f"message {i}: MAIL -> {code} {resp!r}")
+            self.refused(i, "MAIL", code, resp)
             s.rset()
             return
         for r in recipients(i):
             code, resp = s.rcpt(r)
             if code != 250:
-                self.errors.append(f"message {i}: RCPT {r} -> {code} {resp!r}")
+                self.refused(i, f"RCPT {r}", code, resp)
                 s.rset()
                 return
         code, resp = s.docmd("DATA")
         if code != 354:
-            self.errors.append(f"message {i}: DATA -> {code} {resp!r}")
+            self.refused(i, "DATA", code, resp)
             return
         s.send(data_form(message(i)))
         self.status[i] = "unknown"  # the final dot is out: a 250 may or may not come
@@ -173,7 +194,7 @@ class Load:
             self.status[i] = "ok"
         else:
             self.status[i] = "failed"
-            self.errors.append(f"message {i}: end of DATA -> {code} {resp!r}")
+            self.refused(i, "end of DATA", code, resp)
 
     # --- POP3
 
@@ -186,19 +207,19 @@ class Load:
                     break
                 box = BOXES[j % len(BOXES)]
                 j += 1
-                self.fetch_once(box)
+                self.fetch_once(box, k=k)
         finally:
             with self.lock:
                 self.finished += 1
 
-    def fetch_once(self, box, delete=True):
-        """One session on `box`: RETR all (and DELE all), QUIT. Returns the (box, i) fetched, or
-        None when the mailbox was in use."""
+    def fetch_once(self, box, delete=True, k=0):
+        """One session on `box` through front-end k: RETR all (and DELE all), QUIT. Returns the
+        (box, i) fetched, or None when the mailbox was in use."""
         got = []
         quit_sent = False
         p = None
         try:
-            p = poplib.POP3(t.HOST, self.pop3_port, timeout=30)
+            p = poplib.POP3(t.HOST, self.port(k, 1), timeout=30)
             p.user(box)
             try:
                 p.pass_(box)
@@ -288,7 +309,7 @@ class Load:
     def summary(self):
         return (f"{self.total} messages: {self.count('ok')} ok, {self.count('unknown')} unknown, "
                 f"{self.count('failed')} failed, {self.count('unsent')} unsent; {self.sessions} POP3 sessions, "
-                f"{self.in_use} IN-USE, {len(self.broken)} broken connections")
+                f"{self.in_use} IN-USE, {len(self.broken)} broken connections, {self.temporary} temporary refusals")
 
 
 def store_files(store):
@@ -300,6 +321,23 @@ def store_files(store):
             if os.path.isdir(d):
                 out[sub] += [os.path.join(d, n) for n in os.listdir(d)]
     return out
+
+
+def exactly_once_problems(load):
+    """Every copy of an `ok` message fetched once (or, once only, in a session whose QUIT
+    reply was lost); an `unknown` one at most once; a `failed`/`unsent` one never seen."""
+    problems = []
+    for (box, i), n in load.committed.items():
+        if n > 1:
+            problems.append(f"{box} message {i} ({load.status[i]}) fetched {n} times")
+    for i, s in enumerate(load.status):
+        for box in recipients(i):
+            key = (box, i)
+            if s == "ok" and load.committed[key] == 0 and key not in load.maybe:
+                problems.append(f"{box} message {i} got a 250 and was never fetched")
+            if s in ("failed", "unsent") and key in load.seen:
+                problems.append(f"{box} message {i} ({s}: no 250) was visible")
+    return problems
 
 
 class LoadTest(unittest.TestCase):
@@ -324,19 +362,7 @@ class LoadTest(unittest.TestCase):
         return srv.start()
 
     def check_exactly_once(self, load):
-        """Every copy of an `ok` message fetched once (or, once only, in a session whose QUIT
-        reply was lost); an `unknown` one at most once; a `failed`/`unsent` one never seen."""
-        problems = []
-        for (box, i), n in load.committed.items():
-            if n > 1:
-                problems.append(f"{box} message {i} ({load.status[i]}) fetched {n} times")
-        for i, s in enumerate(load.status):
-            for box in recipients(i):
-                key = (box, i)
-                if s == "ok" and load.committed[key] == 0 and key not in load.maybe:
-                    problems.append(f"{box} message {i} got a 250 and was never fetched")
-                if s in ("failed", "unsent") and key in load.seen:
-                    problems.append(f"{box} message {i} ({s}: no 250) was visible")
+        problems = exactly_once_problems(load)
         self.assertEqual(problems[:20], [], f"{len(problems)} problems; {load.summary()}")
 
     def test_50_senders_10_fetchers_2000_messages_each_fetched_once_nothing_left(self):
@@ -373,7 +399,7 @@ class LoadTest(unittest.TestCase):
         load.wait_parked()
         at_kill = load.summary()
         srv2 = self.start()  # the same --store, new ports
-        load.smtp_port, load.pop3_port = srv2.port, srv2.pop3_port
+        load.ports = [(srv2.port, srv2.pop3_port)]
         # No lock left held: each mailbox logs in at once (nothing else is connected now), and
         # what a 250 was given for is there exactly once; nothing without a 250 is.
         present = collections.Counter()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# pg_private.sh start|stop DIR: a private PostgreSQL 15 for the tests (DESIGN.md "Dependencies"):
+# pg_private.sh start|stop|restart DIR: a private PostgreSQL 15 for the tests (DESIGN.md "Dependencies"):
 # initdb into a new directory under ${TMPDIR:-/tmp} (the postgres user, when run as root, must
 # reach it, which a build tree under /root would not allow), its Unix socket there, a free TCP
 # port on 127.0.0.1, trust authentication, fsync off (the tests restart it, they never crash
@@ -7,10 +7,11 @@
 # and the cluster's directory to DIR/cluster; where PostgreSQL cannot be had it writes
 # DIR/unavailable with the reason instead and still exits 0, so the PostgreSQL tests report
 # skipped, never passed. `stop` stops that postmaster by its PID (nothing else) and removes
-# both directories.
+# both directories. `restart` restarts it (fast shutdown: every session cut) on the same port,
+# for the tests of a database that goes away.
 set -euo pipefail
-cmd=${1:?usage: pg_private.sh start|stop DIR}
-dir=${2:?usage: pg_private.sh start|stop DIR}
+cmd=${1:?usage: pg_private.sh start|stop|restart DIR}
+dir=${2:?usage: pg_private.sh start|stop|restart DIR}
 bin=${MAILNET_PG_BIN:-/usr/lib/postgresql/15/bin}
 
 as_owner() {
@@ -73,8 +74,16 @@ stop() {
   rm -rf "$dir"
 }
 
+restart() {
+  local cluster
+  cluster=$(cat "$dir/cluster")
+  as_owner "$bin/pg_ctl" -D "$cluster/data" -l "$cluster/server.log" -w -t 60 -s -m fast restart
+  head -1 "$cluster/data/postmaster.pid" >"$dir/pid"
+}
+
 case "$cmd" in
   start) start ;;
+  restart) restart ;;
   stop) stop ;;
-  *) echo "usage: pg_private.sh start|stop DIR" >&2; exit 64 ;;
+  *) echo "usage: pg_private.sh start|stop|restart DIR" >&2; exit 64 ;;
 esac

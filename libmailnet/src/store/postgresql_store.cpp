@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -152,10 +153,14 @@ public:
         const char* values[] = {timeout.c_str(), "1", "5", "2", "3", app.c_str(), o_.uri.c_str(), nullptr};
         pg_conn c(PQconnectdbParams(keys, values, 1));
         if (!c || PQstatus(c.get()) != CONNECTION_OK) {
-            log(log_level::error, std::string("postgresql: cannot connect (") + purpose +
-                                      "): " + (c ? one_line(PQerrorMessage(c.get())) : "out of memory"));
+            // Once per outage: every session's attempt would otherwise log the same line.
+            if (!unreachable_.exchange(true))
+                log(log_level::error, std::string("postgresql: cannot connect (") + purpose +
+                                          "): " + (c ? one_line(PQerrorMessage(c.get())) : "out of memory") +
+                                          "; calls fail temporarily until it is back");
             return unexpected(errc::temporary_failure);
         }
+        if (unreachable_.exchange(false)) log(log_level::warning, "postgresql: the database can be reached again");
         PQsetNoticeProcessor(c.get(), [](void*, const char*) {}, nullptr);  // CREATE ... IF NOT EXISTS notices
         return c;
     }
@@ -344,11 +349,6 @@ public:
         return id;
     }
 
-    void remember_mailbox(std::string_view name, long long id) {
-        std::lock_guard lock(ids_mutex_);
-        ids_.emplace(std::string(name), id);
-    }
-
     // ---- events ---------------------------------------------------------------------------
 
     // The NOTIFY channel: one per schema, so two stores in one database never mix.
@@ -500,6 +500,7 @@ private:
 
     postgresql_options o_;
     std::shared_ptr<event_hub> hub_;
+    mutable std::atomic<bool> unreachable_{false};  // a connection attempt failed, none succeeded since
     const std::string front_end_;  // tells this store's own markers from other front-ends'
 
     std::mutex pool_mutex_;
@@ -717,6 +718,24 @@ void committer::run(std::vector<job*>& batch) {
     };
     auto l = db_->take();
     if (!l) return fail_all(l.error());
+    // The mailboxes first, each made in a statement of its own (committed at once), in name
+    // order: two batches making the same new mailboxes inside their transactions would wait
+    // for each other's uncommitted rows and deadlock. A mailbox made for a delivery that then
+    // fails stays, empty, as a Maildir directory would.
+    std::map<std::string, std::string, std::less<>> box_ids;
+    for (job* j : batch)
+        for (const auto& t : j->d->targets()) box_ids.emplace(t, std::string());
+    for (auto& [name, id] : box_ids) {
+        auto made = db_->mailbox_id(l->get(), name, true);
+        if (!made && PQstatus(l->get()) == CONNECTION_BAD) {
+            // A connection lost while idle (a restarted server): nothing was done, take a new one.
+            l = db_->take();
+            if (!l) return fail_all(l.error());
+            made = db_->mailbox_id(l->get(), name, true);
+        }
+        if (!made) return fail_all(made.error());
+        id = std::to_string(*made);
+    }
     if (auto r = db_->exec(l->get(), "BEGIN"); !r) {
         // A connection lost while idle (a restarted server): nothing was sent yet, try a new one.
         if (PQstatus(l->get()) != CONNECTION_BAD) return fail_all(r.error());
@@ -726,7 +745,6 @@ void committer::run(std::vector<job*>& batch) {
     }
     PGconn* c = l->get();
     const bool wait = db_->should_wait_for_events();
-    std::vector<std::pair<std::string, long long>> made;  // mailboxes first made here
     std::string chunk;
     std::size_t stored = 0;
     for (job* j : batch) {
@@ -750,10 +768,7 @@ void committer::run(std::vector<job*>& batch) {
             }
             d.ids.clear();
             for (const auto& t : d.targets()) {
-                auto box = db_->mailbox_id(c, t, true);
-                if (!box) return box.error();
-                made.emplace_back(t, *box);
-                const std::string mb = std::to_string(*box);
+                const std::string& mb = box_ids.find(t)->second;
                 auto m = db_->exec(c, db_->sql("INSERT INTO @.messages (mailbox_id, body_id) VALUES ($1, $2) RETURNING id"),
                                    {{mb}, {body}});
                 if (!m) return m.error();
@@ -764,10 +779,8 @@ void committer::run(std::vector<job*>& batch) {
             if (auto r = db_->exec(c, "RELEASE SAVEPOINT d"); !r) return r.error();
             return {};
         };
-        const std::size_t made_before = made.size();
         if (auto e = attempt()) {
             j->result = e;
-            made.resize(made_before);
             d.ids.clear();
             if (auto r = db_->exec(c, "ROLLBACK TO SAVEPOINT d"); !r) {
                 (void)db_->exec(c, "ROLLBACK");
@@ -803,7 +816,6 @@ void committer::run(std::vector<job*>& batch) {
         }
         return;
     }
-    for (const auto& [name, id] : made) db_->remember_mailbox(name, id);
     if (wait) db_->wait_for_marker(marker);
 }
 

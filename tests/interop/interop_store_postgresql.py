@@ -1,0 +1,222 @@
+# Several mailnetd front-ends over one PostgreSQL database (issue 16): the load test spread
+# over three front-ends, [IN-USE] and wait-for-mail across them, kill -9 of one front-end mid-
+# load, and the database restarted mid-load. A private PostgreSQL 15 of this script's own
+# (tests/tools/pg_private.sh: initdb into a temporary directory, a free port on 127.0.0.1),
+# stopped by its PID at the end; a database per test. Without PostgreSQL: skipped (125).
+import json
+import os
+import poplib
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mailnet_testlib as t  # noqa: E402
+import interop_mailnetd_load as load_test  # noqa: E402
+
+MAILNETD = t.program_binary("mailnetd")
+PG_PRIVATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "pg_private.sh")
+
+
+class PrivatePostgres:
+    """The script's own PostgreSQL: .uri(db) names a database on it, .sql(db, q) runs one
+    statement with psql and returns its output, .restart() restarts it (fast shutdown)."""
+
+    def __init__(self, state_dir):
+        self.state = state_dir
+        r = subprocess.run(["bash", PG_PRIVATE, "start", self.state], capture_output=True, text=True, timeout=120)
+        if os.path.exists(os.path.join(self.state, "unavailable")):
+            raise unittest.SkipTest("no PostgreSQL: " + open(os.path.join(self.state, "unavailable")).read().strip())
+        if r.returncode != 0 or not os.path.exists(os.path.join(self.state, "uri")):
+            raise RuntimeError(f"pg_private.sh start failed: {r.stderr}")
+        self.base = open(os.path.join(self.state, "uri")).read().strip().rsplit("/", 1)[0]
+
+    def uri(self, db):
+        return f"{self.base}/{db}"
+
+    def sql(self, db, query):
+        r = subprocess.run(["psql", "-X", "-q", "-tA", "-d", self.uri(db), "-c", query],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError(f"psql {query!r}: {r.stderr}")
+        return r.stdout.strip()
+
+    def create(self, db):
+        self.sql("postgres", f"CREATE DATABASE {db}")
+        return self.uri(db)
+
+    def restart(self):
+        subprocess.run(["bash", PG_PRIVATE, "restart", self.state], check=True, capture_output=True, timeout=120)
+
+    def stop(self):
+        subprocess.run(["bash", PG_PRIVATE, "stop", self.state], capture_output=True, timeout=120)
+
+
+class PostgresStoreTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        t.require_programs("psql")
+        cls.tmp = t.TempDir()
+        try:
+            cls.pg = PrivatePostgres(os.path.join(cls.tmp.path, "pg"))
+        except BaseException:
+            cls.tmp.cleanup()
+            raise
+        cls.n = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.stop()
+        cls.tmp.cleanup()
+
+    def setUp(self):
+        type(self).n += 1
+        self.db = f"mail{type(self).n}"
+        self.uri = self.pg.create(self.db)
+        self.servers = []
+
+    def tearDown(self):
+        for s in self.servers:
+            s.stop()
+            # What the store logged (a lost connection, a failed statement) is worth seeing always.
+            problems = [line for line in s.stderr().splitlines() if "postgresql" in line]
+            if problems:
+                print(f"--- mailnetd {s.proc.pid}: {len(problems)} store lines ---\n" + "\n".join(problems[-15:]),
+                      file=sys.stderr)
+
+    def front_end(self, http=False):
+        srv = t.Mailnetd(MAILNETD, self.uri, workdir=self.tmp.path, extra=["--quiet"], http=http)
+        self.servers.append(srv)
+        return srv.start()
+
+    def count(self, table):
+        return int(self.pg.sql(self.db, f"SELECT count(*) FROM mailnet.{table}"))
+
+    def assert_nothing_left(self, load):
+        self.assertEqual((self.count("messages"), self.count("bodies"), self.count("chunks")), (0, 0, 0),
+                         f"rows left behind; {load.summary()}")
+
+    def test_three_front_ends_50_senders_10_fetchers_each_message_fetched_once(self):
+        started = time.monotonic()
+        srvs = [self.front_end() for _ in range(3)]
+        load = load_test.Load(self, srvs, 2000, deadline=started + 80)
+        load.start()
+        load.finish("three front-ends")
+        print(f"three front-ends: {load.summary()} in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        self.assertEqual(load.errors, [], load.summary())
+        self.assertEqual(load.broken, [], "no connection breaks")
+        self.assertEqual(load.count("ok"), 2000, load.summary())
+        problems = load_test.exactly_once_problems(load)
+        self.assertEqual(problems[:20], [], f"{len(problems)} problems; {load.summary()}")
+        self.assertEqual(len(load.committed), sum(len(load_test.recipients(i)) for i in range(2000)))
+        self.assertGreater(load.in_use, 0, "fetchers on different front-ends never met on a mailbox")
+        self.assert_nothing_left(load)
+
+    def test_in_use_holds_across_front_ends_and_a_wait_is_woken_by_a_delivery_through_another(self):
+        a, b = self.front_end(), self.front_end(http=True)
+        with smtplib.SMTP(t.HOST, a.port, timeout=10) as s:
+            s.sendmail("x@example.org", ["bob@example.org"], b"Subject: one\r\n\r\nbody\r\n")
+        held = poplib.POP3(t.HOST, a.pop3_port, timeout=10)
+        held.user("bob@example.org")
+        held.pass_("bob@example.org")
+        other = poplib.POP3(t.HOST, b.pop3_port, timeout=10)
+        other.user("bob@example.org")
+        with self.assertRaises(poplib.error_proto) as e:
+            other.pass_("bob@example.org")
+        self.assertIn(b"[IN-USE]", e.exception.args[0])
+        other.close()
+        self.assertEqual(held.stat()[0], 1)
+        held.quit()
+        # Free again once a's session ended.
+        again = poplib.POP3(t.HOST, b.pop3_port, timeout=10)
+        again.user("bob@example.org")
+        again.pass_("bob@example.org")
+        again.quit()
+
+        answer = {}
+
+        def wait():
+            url = f"http://{t.HOST}:{b.http_port}/api/v1/wait?to=carol@example.org&timeout=10"
+            with urllib.request.urlopen(url, timeout=20) as r:
+                answer["status"] = r.status
+                answer["body"] = json.loads(r.read())
+                answer["at"] = time.monotonic()
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.5)  # the wait is registered on b
+        with smtplib.SMTP(t.HOST, a.port, timeout=10) as s:
+            s.sendmail("x@example.org", ["carol@example.org"], b"Subject: through a\r\n\r\nbody\r\n")
+            sent = time.monotonic()
+        waiter.join(timeout=15)
+        self.assertEqual(answer.get("status"), 200, answer)
+        self.assertEqual([m["subject"] for m in answer["body"]["messages"]], ["through a"])
+        self.assertLess(answer["at"] - sent, 1.0, "woken by the delivery through the other front-end")
+
+    def test_kill_9_of_one_front_end_mid_load_loses_nothing_and_leaves_no_lock(self):
+        started = time.monotonic()
+        srvs = [self.front_end() for _ in range(3)]
+        load = load_test.Load(self, srvs, 2000, deadline=started + 80)
+        load.start()
+        self.assertTrue(t.wait_until(lambda: load.count("ok") >= 600 and load.sessions >= 5,
+                                     timeout=max(0.1, load.deadline - time.monotonic()), interval=0.01),
+                        f"the load did not get going: {load.summary()}")
+        # No new session starts meanwhile; those under way on the victim are cut mid-flight.
+        load.up.clear()
+        load.fetching.clear()
+        victim = srvs[0]
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        self.assertEqual(victim.proc.wait(timeout=10), -signal.SIGKILL)
+        load.wait_parked()
+        load.ports = [(s.port, s.pop3_port) for s in srvs[1:]]  # its clients go to the others
+        at_kill = load.summary()
+        load.up.set()
+        load.fetching.set()
+        load.finish("kill -9 of one front-end")  # its last pass logs into every mailbox: no lock held
+        print(f"kill -9: at the kill {at_kill}; at the end {load.summary()} in {time.monotonic() - started:.1f} s",
+              file=sys.stderr)
+        self.assertEqual(load.errors, [], load.summary())
+        self.assertEqual(load.count("unsent"), 0, load.summary())
+        problems = load_test.exactly_once_problems(load)
+        self.assertEqual(problems[:20], [], f"{len(problems)} problems; at the kill {at_kill}")
+        self.assert_nothing_left(load)
+
+    def test_the_database_restarted_mid_load_gives_temporary_errors_and_loses_nothing(self):
+        started = time.monotonic()
+        srvs = [self.front_end() for _ in range(2)]
+        load = load_test.Load(self, srvs, 2000, deadline=started + 80, temporary_ok=True)
+        load.start()
+        self.assertTrue(t.wait_until(lambda: load.count("ok") >= 600 and load.sessions >= 5,
+                                     timeout=max(0.1, load.deadline - time.monotonic()), interval=0.01),
+                        f"the load did not get going: {load.summary()}")
+        self.pg.restart()
+        at_restart = load.summary()
+        ok_at_restart = load.count("ok")
+        load.finish("database restart")
+        print(f"restart: at the restart {at_restart}; at the end {load.summary()} in "
+              f"{time.monotonic() - started:.1f} s", file=sys.stderr)
+        self.assertEqual(load.errors, [], load.summary())
+        self.assertEqual(load.count("unsent"), 0, load.summary())
+        problems = load_test.exactly_once_problems(load)
+        self.assertEqual(problems[:20], [], f"{len(problems)} problems; at the restart {at_restart}")
+        self.assertGreater(load.temporary, 0, "the restart was not noticed: the test proved nothing")
+        self.assertGreater(load.count("ok"), ok_at_restart, "no delivery succeeded after the restart")
+        for s in srvs:
+            self.assertIsNone(s.proc.poll(), "a front-end died with the database")
+        # They recovered: a message sent now arrives.
+        with smtplib.SMTP(t.HOST, srvs[1].port, timeout=10) as s:
+            s.sendmail("x@example.org", ["after@example.org"], b"Subject: after\r\n\r\nbody\r\n")
+        p = poplib.POP3(t.HOST, srvs[0].pop3_port, timeout=10)
+        p.user("after@example.org")
+        p.pass_("after@example.org")
+        self.assertEqual(p.stat()[0], 1)
+        p.quit()
+
+
+if __name__ == "__main__":
+    t.run_tests(watchdog_seconds=420)
