@@ -3,7 +3,8 @@
 # initdb into a new directory under ${TMPDIR:-/tmp} (the postgres user, when run as root, must
 # reach it, which a build tree under /root would not allow), its Unix socket there, a free TCP
 # port on 127.0.0.1, trust authentication, fsync off (the tests restart it, they never crash
-# the machine). `start` writes the connection URI to DIR/uri, the postmaster's PID to DIR/pid
+# the machine; MAILNET_PG_DURABLE=1 keeps PostgreSQL's durable defaults, for the bench).
+# `start` writes the connection URI to DIR/uri, the postmaster's PID to DIR/pid
 # and the cluster's directory to DIR/cluster; where PostgreSQL cannot be had it writes
 # DIR/unavailable with the reason instead and still exits 0, so the PostgreSQL tests report
 # skipped, never passed. `stop` stops that postmaster by its PID (nothing else) and removes
@@ -41,12 +42,14 @@ start() {
   if [ "$(id -u)" -eq 0 ]; then chown postgres: "$cluster"; fi
   as_owner "$bin/initdb" -D "$cluster/data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 \
     >"$dir/initdb.log" 2>&1 || unavailable "initdb failed: $(tail -3 "$dir/initdb.log" | tr '\n' ' ')"
-  local port tries=0
+  local port tries=0 durability="-c fsync=off -c full_page_writes=off"
+  # MAILNET_PG_DURABLE=1 (the store bench): PostgreSQL's durable defaults.
+  [ "${MAILNET_PG_DURABLE:-}" = 1 ] && durability=""
   while :; do
     port=$(free_port)
     # -w: wait until it accepts connections. A port taken meanwhile fails the start: try another.
     if as_owner "$bin/pg_ctl" -D "$cluster/data" -l "$cluster/server.log" -w -t 60 -s \
-         -o "-c listen_addresses=127.0.0.1 -p $port -k $cluster -c fsync=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB" start; then
+         -o "-c listen_addresses=127.0.0.1 -p $port -k $cluster $durability -c max_connections=300 -c shared_buffers=64MB" start; then
       break
     fi
     tries=$((tries + 1))

@@ -33,9 +33,14 @@
 namespace mailnet {
 namespace {
 
-constexpr std::size_t chunk_octets = 256 * 1024;      // a body is stored and read in pieces this big
+// A body is stored and read in pieces this big: what a RETR holds per session (1,000 sessions
+// streaming at once hold 64 MiB), and the first piece comes with open()'s one query.
+constexpr std::size_t chunk_octets = 64 * 1024;
 constexpr std::size_t in_memory_octets = 256 * 1024;  // a delivery spools to a file beyond this
 constexpr std::size_t max_batch = 64;                 // deliveries sharing one transaction
+// Transactions of a front-end's deliveries under way at once: while one waits for its COMMIT's
+// WAL flush the next gathers (and the server flushes concurrent commits together).
+constexpr std::size_t max_running = 2;
 constexpr std::size_t max_schema_octets = 40;
 constexpr auto event_wait = std::chrono::seconds(2);  // a commit waits this long for its own events
 constexpr auto reconnect_pause = std::chrono::seconds(1);
@@ -349,6 +354,11 @@ public:
         return id;
     }
 
+    void forget_mailboxes() {
+        std::lock_guard lock(ids_mutex_);
+        ids_.clear();
+    }
+
     // ---- events ---------------------------------------------------------------------------
 
     // The NOTIFY channel: one per schema, so two stores in one database never mix.
@@ -527,8 +537,9 @@ private:
 // slow client holds no database connection and a 50 MiB message never sits whole in memory.
 class chunk_source final : public message_source {
 public:
-    chunk_source(std::shared_ptr<database> db, long long body, std::uint64_t octets)
-        : db_(std::move(db)), body_(std::to_string(body)), octets_(octets) {}
+    // `first`: piece 0, fetched with the message's row.
+    chunk_source(std::shared_ptr<database> db, std::string body, std::uint64_t octets, std::string first)
+        : db_(std::move(db)), body_(std::move(body)), octets_(octets), chunk_(std::move(first)), next_(1) {}
 
     result<std::size_t> read(std::span<char> buf) override {
         if (offset_ >= octets_ || buf.empty()) return std::size_t{0};
@@ -553,11 +564,9 @@ public:
 
     result<void> rewind() override {
         offset_ = 0;
-        if (next_ == 1) {
-            pos_ = 0;  // the first chunk is still here
-        } else {
+        pos_ = 0;
+        if (next_ != 1) {  // else the first piece is still here
             chunk_.clear();
-            pos_ = 0;
             next_ = 0;
         }
         return {};
@@ -577,9 +586,10 @@ private:
 
 class pg_delivery;
 
-// Group commit: a committer that finds none running takes every delivery waiting (up to
-// max_batch) into one transaction, a SAVEPOINT each so one failure spoils no other; the
-// others wait for it. One COMMIT (one WAL flush) answers them all.
+// Group commit: a committer that finds fewer than max_running batches under way takes every
+// delivery waiting (up to max_batch) into one transaction; the others wait for it. One COMMIT
+// (one WAL flush) answers them all; a delivery that fails sends the batch's others back to be
+// tried one by one, so it spoils none of them.
 class committer {
 public:
     explicit committer(std::shared_ptr<database> db) : db_(std::move(db)) {}
@@ -597,7 +607,7 @@ private:
     std::mutex mutex_;
     std::condition_variable cv_;
     std::deque<job*> waiting_;
-    bool running_ = false;
+    std::size_t running_ = 0;  // batches in their transaction now (at most max_running)
 };
 
 class pg_delivery final : public delivery {
@@ -691,11 +701,12 @@ result<void> committer::commit(pg_delivery& d) {
     std::unique_lock lock(mutex_);
     waiting_.push_back(&me);
     while (!me.done) {
-        if (running_) {
+        // Nothing waiting: this job is in a batch under way; wait for it.
+        if (running_ >= max_running || waiting_.empty()) {
             cv_.wait(lock);
             continue;
         }
-        running_ = true;
+        ++running_;
         std::vector<job*> batch;
         while (!waiting_.empty() && batch.size() < max_batch) {
             batch.push_back(waiting_.front());
@@ -705,7 +716,7 @@ result<void> committer::commit(pg_delivery& d) {
         run(batch);
         lock.lock();
         for (job* j : batch) j->done = true;
-        running_ = false;
+        --running_;
         cv_.notify_all();
     }
     if (me.result) return unexpected(me.result);
@@ -745,20 +756,39 @@ void committer::run(std::vector<job*>& batch) {
     }
     PGconn* c = l->get();
     const bool wait = db_->should_wait_for_events();
+    // One statement per delivery: its body, first piece, a message row per mailbox in the
+    // order given and a NOTIFY each (a statement with data-modifying CTEs happens whole or not
+    // at all); each further 256 KiB piece is one more. No SAVEPOINT per delivery (two more
+    // round trips each): if one fails, the batch is rolled back and each delivery tried alone.
+    static constexpr const char* insert_text =
+        "WITH b AS (INSERT INTO @.bodies (token, stored_octets, wire_octets) VALUES ($1, $2, $3) RETURNING id), "
+        "c AS (INSERT INTO @.chunks (body_id, n, data) SELECT id, 0, $4::bytea FROM b WHERE octet_length($4::bytea) > 0), "
+        "m AS (INSERT INTO @.messages (mailbox_id, body_id) SELECT u.x, b.id FROM b, "
+        "unnest($5::bigint[]) WITH ORDINALITY AS u(x, o) ORDER BY u.o RETURNING id, mailbox_id) "
+        "SELECT b.id, m.id, m.mailbox_id, pg_notify($6, 'D ' || $7 || ' ' || m.id || ' ' || $3::text || ' ' || encode(x.name, 'hex')) "
+        "FROM b, m JOIN @.mailboxes x ON x.id = m.mailbox_id";
+    const std::string insert = db_->sql(insert_text);
+    const std::string channel = db_->channel();
     std::string chunk;
-    std::size_t stored = 0;
     for (job* j : batch) {
         pg_delivery& d = *j->d;
         auto attempt = [&]() -> std::error_code {
-            if (auto r = db_->exec(c, "SAVEPOINT d"); !r) return r.error();
             const std::string token = d.name(), octets = std::to_string(d.stored_octets()),
                               wire = std::to_string(d.wire_octets());
-            auto b = db_->exec(c, db_->sql("INSERT INTO @.bodies (token, stored_octets, wire_octets) VALUES ($1, $2, $3) RETURNING id"),
-                               {{token}, {octets}, {wire}});
-            if (!b) return b.error();
-            const std::string body = PQgetvalue(b->get(), 0, 0);
+            std::string boxes = "{";
+            for (const auto& t : d.targets()) boxes += (boxes.size() > 1 ? "," : "") + box_ids.find(t)->second;
+            boxes += "}";
+            if (auto r = d.chunk(0, chunk); !r) return r.error();
+            auto m = db_->exec(c, insert, {{token}, {octets}, {wire}, {chunk, true}, {boxes}, {channel}, {db_->front_end()}});
+            if (!m) return m.error();
+            if (PQntuples(m->get()) != static_cast<int>(d.targets().size())) return make_error_code(errc::io_error);
+            const std::string body = PQgetvalue(m->get(), 0, 0);
+            std::map<std::string, std::string, std::less<>> by_box;  // mailbox id -> message id
+            for (int i = 0; i < PQntuples(m->get()); ++i) by_box.emplace(PQgetvalue(m->get(), i, 2), PQgetvalue(m->get(), i, 1));
+            d.ids.clear();
+            for (const auto& t : d.targets()) d.ids.push_back(by_box[box_ids.find(t)->second]);
             const std::uint64_t chunks = (d.stored_octets() + chunk_octets - 1) / chunk_octets;
-            for (std::uint64_t n = 0; n < chunks; ++n) {
+            for (std::uint64_t n = 1; n < chunks; ++n) {
                 if (auto r = d.chunk(n, chunk); !r) return r.error();
                 const std::string nn = std::to_string(n);
                 if (auto r = db_->exec(c, db_->sql("INSERT INTO @.chunks (body_id, n, data) VALUES ($1, $2, $3)"),
@@ -766,33 +796,24 @@ void committer::run(std::vector<job*>& batch) {
                     !r)
                     return r.error();
             }
-            d.ids.clear();
-            for (const auto& t : d.targets()) {
-                const std::string& mb = box_ids.find(t)->second;
-                auto m = db_->exec(c, db_->sql("INSERT INTO @.messages (mailbox_id, body_id) VALUES ($1, $2) RETURNING id"),
-                                   {{mb}, {body}});
-                if (!m) return m.error();
-                d.ids.emplace_back(PQgetvalue(m->get(), 0, 0));
-                if (auto r = db_->notify(c, "D " + db_->front_end() + " " + d.ids.back() + " " + wire + " " + hex(t)); !r)
-                    return r.error();
-            }
-            if (auto r = db_->exec(c, "RELEASE SAVEPOINT d"); !r) return r.error();
             return {};
         };
         if (auto e = attempt()) {
-            j->result = e;
-            d.ids.clear();
-            if (auto r = db_->exec(c, "ROLLBACK TO SAVEPOINT d"); !r) {
-                (void)db_->exec(c, "ROLLBACK");
-                return fail_all(r.error());
+            (void)db_->exec(c, "ROLLBACK");
+            if (batch.size() == 1) {
+                j->result = e;
+                j->d->ids.clear();
+                db_->forget_mailboxes();  // an id removed behind our back is looked up afresh next time
+                return;
             }
-        } else {
-            ++stored;
+            // Which one failed, and whether it was the connection, is for the retries to tell.
+            { auto give_back = std::move(*l); }  // the retries take connections of their own
+            for (job* one : batch) {
+                std::vector<job*> alone{one};
+                run(alone);
+            }
+            return;
         }
-    }
-    if (stored == 0) {
-        (void)db_->exec(c, "ROLLBACK");
-        return;
     }
     const std::uint64_t marker = wait ? db_->next_marker() : 0;
     if (wait && !db_->notify(c, "E " + db_->front_end() + " " + std::to_string(marker))) {
@@ -891,17 +912,24 @@ public:
         if (mailbox.empty()) return unexpected(errc::bad_input);
         if (!numeric(id)) return unexpected(errc::not_found);
         const std::string mid(id);
+        // One round trip: the row and the first piece (results in binary form: the ids as
+        // text, whose binary form is their text).
         auto r = db_->with_retry([&](PGconn* c) {
             return db_->exec(c,
-                             db_->sql("SELECT b.id, b.stored_octets FROM @.messages m JOIN @.mailboxes x ON x.id = m.mailbox_id "
-                                      "JOIN @.bodies b ON b.id = m.body_id WHERE x.name = $1 AND m.id = $2"),
-                             {{mailbox, true}, {mid}});
+                             db_->sql("SELECT b.id::text, b.stored_octets::text, k.data FROM @.messages m "
+                                      "JOIN @.mailboxes x ON x.id = m.mailbox_id JOIN @.bodies b ON b.id = m.body_id "
+                                      "LEFT JOIN @.chunks k ON k.body_id = b.id AND k.n = 0 WHERE x.name = $1 AND m.id = $2"),
+                             {{mailbox, true}, {mid}}, true);
         });
         if (!r) return unexpected(r.error());
         if (PQntuples(r->get()) != 1) return unexpected(errc::not_found);
-        const long long body = std::atoll(PQgetvalue(r->get(), 0, 0));
-        const std::uint64_t octets = std::strtoull(PQgetvalue(r->get(), 0, 1), nullptr, 10);
-        return message(std::make_unique<chunk_source>(db_, body, octets), octets);
+        PGresult* row = r->get();
+        std::string body(PQgetvalue(row, 0, 0), static_cast<std::size_t>(PQgetlength(row, 0, 0)));
+        const std::uint64_t octets = std::strtoull(std::string(PQgetvalue(row, 0, 1), static_cast<std::size_t>(PQgetlength(row, 0, 1))).c_str(), nullptr, 10);
+        std::string first;
+        if (!PQgetisnull(row, 0, 2)) first.assign(PQgetvalue(row, 0, 2), static_cast<std::size_t>(PQgetlength(row, 0, 2)));
+        if (octets > 0 && first.empty()) return unexpected(errc::io_error);  // a body without its first piece
+        return message(std::make_unique<chunk_source>(db_, std::move(body), octets, std::move(first)), octets);
     }
 
     std::vector<std::error_code> commit(std::string_view mailbox, std::span<const std::string> deleted,
