@@ -253,4 +253,78 @@ TEST_F(postgresql_store, a_delivery_that_fails_in_a_shared_transaction_spoils_no
     EXPECT_EQ(snap->size(), 1u);
 }
 
+TEST_F(postgresql_store, the_pool_survives_connections_cut_again_and_again) {
+    mailnet::postgresql_options o;
+    o.uri = guard.uri;
+    o.schema = guard.schema;
+    o.pool_size = 2;
+    o.wait = std::chrono::milliseconds(2000);
+    o.log = mailnet::null_log();
+    auto opened = mailnet::open_postgresql_store(o);
+    ASSERT_TRUE(opened);
+    auto& s = *opened;
+    const std::vector<std::string> box{"pool@example.org"};
+    for (int round = 0; round < 6; ++round) {
+        cut_all();
+        auto r = s->deliver(box, "Subject: round\n\nx\n");
+        EXPECT_TRUE(r) << "round " << round << ": " << r.error().message();
+    }
+    // Both pooled connections still usable at once (a lost slot would make one wait and fail).
+    std::atomic<int> ok{0};
+    std::vector<std::thread> readers;
+    for (int i = 0; i < 8; ++i)
+        readers.emplace_back([&] {
+            for (int k = 0; k < 20; ++k)
+                if (s->snapshot(box[0])) ++ok;
+        });
+    for (auto& t : readers) t.join();
+    EXPECT_EQ(ok.load(), 160);
+    EXPECT_EQ(admin("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mailnet pool " + guard.schema + "'"), "2");
+}
+
+TEST_F(postgresql_store, a_session_whose_lock_was_lost_cannot_delete) {
+    auto a = open();
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    ASSERT_TRUE(a->deliver(std::vector<std::string>{"bob@example.org"}, "Subject: x\n\nx\n"));
+    auto snap = a->snapshot("bob@example.org");
+    ASSERT_TRUE(snap);
+    ASSERT_TRUE(a->lock("bob@example.org"));
+    admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mailnet locks " + guard.schema + "'");
+    // b gets in while a has not noticed: the server released a's lock with its connection.
+    bool b_in = false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!(b_in = b->lock("bob@example.org").has_value()) && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_TRUE(b_in);
+    // a's QUIT may not delete: b's session owns the mailbox now.
+    const std::vector<std::string> gone{(*snap)[0].id};
+    auto errs = a->commit("bob@example.org", gone, {});
+    ASSERT_EQ(errs.size(), 1u);
+    EXPECT_EQ(errs[0], mailnet::make_error_code(errc::temporary_failure));
+    a->unlock("bob@example.org");
+    auto still = b->snapshot("bob@example.org");
+    ASSERT_TRUE(still);
+    EXPECT_EQ(still->size(), 1u);
+    EXPECT_FALSE(b->commit("bob@example.org", gone, {})[0]);  // b's own deletion goes through
+    b->unlock("bob@example.org");
+}
+
+TEST_F(postgresql_store, own_changes_are_told_while_the_event_connection_is_down) {
+    auto s = open();
+    ASSERT_TRUE(s);
+    std::mutex m;
+    std::vector<store_event> heard;
+    auto sub = s->subscribe([&](const store_event& e) {
+        std::lock_guard lock(m);
+        heard.push_back(e);
+    });
+    admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mailnet events " + guard.schema + "'");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ASSERT_TRUE(s->deliver(std::vector<std::string>{"ev@example.org"}, "Subject: x\n\nx\n"));
+    std::lock_guard lock(m);
+    ASSERT_EQ(heard.size(), 1u) << "told before deliver() returned, listener or not";
+    EXPECT_EQ(heard[0].mailbox, "ev@example.org");
+}
+
 }  // namespace

@@ -12,9 +12,12 @@ namespace net = mailnet::net;
 
 TEST(uri_has_password, finds_a_password_in_the_user_part_or_the_parameters) {
     EXPECT_TRUE(net::uri_has_password("postgresql://bob:secret@db.example.org/mail"));
-    EXPECT_TRUE(net::uri_has_password("postgres://bob:@db/mail"));
+    EXPECT_FALSE(net::uri_has_password("postgres://bob:@db/mail"));  // an empty one is none
     EXPECT_TRUE(net::uri_has_password("postgresql://db/mail?sslmode=require&password=x"));
     EXPECT_TRUE(net::uri_has_password("postgresql://db/mail?password=x"));
+    EXPECT_TRUE(net::uri_has_password("postgresql://u@db/mail?pass%77ord=secret"));  // libpq decodes names
+    EXPECT_TRUE(net::uri_has_password("postgresql://u@db/mail?%70assword=secret"));
+    EXPECT_TRUE(net::uri_has_password("postgresql://u:%73ecret@db/mail"));
     EXPECT_FALSE(net::uri_has_password("postgresql://bob@db.example.org:5433/mail"));
     EXPECT_FALSE(net::uri_has_password("postgresql://bob@[::1]:5433/mail?sslmode=verify-full"));
     EXPECT_FALSE(net::uri_has_password("postgresql:///mail?host=/run/postgresql"));

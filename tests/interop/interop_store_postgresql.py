@@ -217,6 +217,55 @@ class PostgresStoreTest(unittest.TestCase):
         self.assertEqual(p.stat()[0], 1)
         p.quit()
 
+    def fetch_all(self, srv, box):
+        """[(uidl, bytes)] of box through srv's POP3, nothing deleted."""
+        p = poplib.POP3(t.HOST, srv.pop3_port, timeout=10)
+        p.user(box)
+        p.pass_(box)
+        uidls = [line.split()[1] for line in p.uidl()[1]]
+        out = [(uidls[i], b"\r\n".join(p.retr(i + 1)[1])) for i in range(len(uidls))]
+        p.quit()
+        return out
+
+    def test_mailnet_store_copy_maildir_to_postgresql_and_back(self):
+        binary = os.environ.get("MAILNET_STORE_BINARY")
+        if not binary:
+            self.skipTest("MAILNET_STORE_BINARY is not set (run through ctest)")
+        maildir = os.path.join(self.tmp.path, f"maildir{self.n}")
+        boxes = ["bob@example.org", "carol@example.org"]
+        src = t.Mailnetd(MAILNETD, maildir, workdir=self.tmp.path, extra=["--quiet"])
+        self.servers.append(src)
+        src.start()
+        with smtplib.SMTP(t.HOST, src.port, timeout=10) as s:
+            s.sendmail("x@example.org", boxes, b"Subject: both\r\n\r\n.dot line\r\nbody\r\n")
+            s.sendmail("x@example.org", boxes[:1], b"Subject: bob only\r\n\r\n" + b"a line of a big message\r\n" * 9000)
+        before = {b: self.fetch_all(src, b) for b in boxes}
+        src.stop()
+
+        def copy(a, b):
+            r = subprocess.run([binary, "copy", a, b, "--quiet"], capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return r.stdout
+        out = copy(maildir, self.uri)
+        self.assertIn("copied 3 messages", out)
+        self.assertIn("0 got a UIDL of the target's own", out)
+        again = copy(maildir, self.uri)
+        self.assertIn("copied 0 messages", again)
+        self.assertIn("3 were there already", again)
+        pg = self.front_end()
+        self.assertEqual({b: self.fetch_all(pg, b) for b in boxes}, before, "bytes and UIDLs through PostgreSQL")
+        pg.stop()
+        back = os.path.join(self.tmp.path, f"back{self.n}")
+        self.assertIn("copied 3 messages", copy(self.uri, back))
+        srv = t.Mailnetd(MAILNETD, back, workdir=self.tmp.path, extra=["--quiet"]).start()
+        self.servers.append(srv)
+        after = {b: self.fetch_all(srv, b) for b in boxes}
+        self.assertEqual({b: [m[1] for m in after[b]] for b in boxes}, {b: [m[1] for m in before[b]] for b in boxes},
+                         "bytes after the way back")
+        r = subprocess.run([binary, "copy", self.uri.replace("postgres@", "postgres:secret@"), back],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 64, "a password on the command line is refused")
+
 
 if __name__ == "__main__":
     t.run_tests(watchdog_seconds=420)

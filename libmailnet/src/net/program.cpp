@@ -4,6 +4,8 @@
 
 #include "mailnet/store/postgresql.hpp"
 
+#include <libpq-fe.h>
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -56,21 +58,17 @@ std::unique_ptr<authenticator> users_from_file(std::string_view program, const s
 }
 
 bool uri_has_password(std::string_view uri) noexcept {
-    const auto scheme = uri.find("://");
-    if (scheme == std::string_view::npos) return false;
-    std::string_view rest = uri.substr(scheme + 3);
-    const std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
-    if (const auto at = authority.rfind('@'); at != std::string_view::npos && authority.substr(0, at).find(':') != std::string_view::npos)
-        return true;
-    const auto query = rest.find('?');
-    if (query == std::string_view::npos) return false;
-    std::string_view q = rest.substr(query + 1);
-    while (!q.empty()) {
-        const std::string_view pair = q.substr(0, q.find('&'));
-        if (pair.starts_with("password=")) return true;
-        q.remove_prefix(std::min(q.size(), pair.size() + 1));
-    }
-    return false;
+    // libpq's own parser: it decodes %-escapes in names and values (?pass%77ord=... is a password).
+    const std::string text(uri);
+    char* error = nullptr;
+    PQconninfoOption* options = PQconninfoParse(text.c_str(), &error);
+    if (error) PQfreemem(error);
+    if (!options) return false;  // not a URI libpq takes: it will refuse it when connecting
+    bool has = false;
+    for (PQconninfoOption* o = options; o->keyword; ++o)
+        if (std::string_view(o->keyword) == "password" && o->val && *o->val) has = true;
+    PQconninfoFree(options);
+    return has;
 }
 
 std::shared_ptr<store> store_at(std::string_view program, const std::string& spec, const log_sink& log, int& exit) {

@@ -153,9 +153,19 @@ public:
         // "mailnet pool|locks|events SCHEMA": an operator (and a test) can tell them apart.
         const std::string app = std::string("mailnet ") + purpose + " " + o_.schema;
         // Ours first: whatever the URI itself says wins (libpq takes the last value given).
-        const char* keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
-                              "keepalives_count", "application_name", "dbname", nullptr};
-        const char* values[] = {timeout.c_str(), "1", "5", "2", "3", app.c_str(), o_.uri.c_str(), nullptr};
+        // The session's settings this store relies on, whatever the role's or database's
+        // defaults: durable commits (DESIGN.md: 250 only after a durable COMMIT); READ COMMITTED
+        // (the deletion's locking); no statement or lock wait without end; no idle timeout
+        // (the lock connection's advisory locks and the event connection live on while idle).
+        static constexpr const char* settings =
+            "-c synchronous_commit=on -c default_transaction_isolation=read\\ committed "
+            "-c statement_timeout=60000 -c lock_timeout=20000 -c idle_session_timeout=0 "
+            "-c idle_in_transaction_session_timeout=60000";
+        // tcp_user_timeout: data sent and not acknowledged for 30 s (a vanished server) ends
+        // the connection, which keepalives alone would leave for the kernel's ~15 minutes.
+        const char* keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                              "tcp_user_timeout", "options", "application_name", "dbname", nullptr};
+        const char* values[] = {timeout.c_str(), "1", "5", "2", "3", "30000", settings, app.c_str(), o_.uri.c_str(), nullptr};
         pg_conn c(PQconnectdbParams(keys, values, 1));
         if (!c || PQstatus(c.get()) != CONNECTION_OK) {
             // Once per outage: every session's attempt would otherwise log the same line.
@@ -206,8 +216,17 @@ public:
     class lease {
     public:
         lease(std::shared_ptr<database> db, pg_conn c) : db_(std::move(db)), c_(std::move(c)) {}
-        lease(lease&&) noexcept = default;
-        lease& operator=(lease&&) noexcept = default;
+        lease(lease&& other) noexcept : db_(std::move(other.db_)), c_(std::move(other.c_)) {}
+        // Gives the connection held back to the pool first (a defaulted one would close it
+        // without the pool knowing: one slot lost each time).
+        lease& operator=(lease&& other) noexcept {
+            if (this != &other) {
+                if (db_) db_->give_back(std::move(c_));
+                db_ = std::move(other.db_);
+                c_ = std::move(other.c_);
+            }
+            return *this;
+        }
         ~lease() {
             if (db_) db_->give_back(std::move(c_));
         }
@@ -225,9 +244,15 @@ public:
             log(log_level::error, "postgresql: every pooled connection busy for " + std::to_string(o_.wait.count()) + " ms");
             return unexpected(errc::temporary_failure);
         }
-        if (!idle_.empty()) {
+        while (!idle_.empty()) {
             pg_conn c = std::move(idle_.back());
             idle_.pop_back();
+            // One the server closed while it was idle (a restart, a pooler) has its EOF waiting.
+            pollfd p{PQsocket(c.get()), POLLIN, 0};
+            if (::poll(&p, 1, 0) > 0 && (PQconsumeInput(c.get()) == 0 || PQstatus(c.get()) != CONNECTION_OK)) {
+                --open_;
+                continue;
+            }
             return lease(shared_from_this(), std::move(c));
         }
         ++open_;
@@ -258,10 +283,16 @@ public:
 
     void give_back(pg_conn c) noexcept {
         std::lock_guard lock(pool_mutex_);
-        if (c && PQstatus(c.get()) == CONNECTION_OK && PQtransactionStatus(c.get()) == PQTRANS_IDLE)
+        if (c && PQstatus(c.get()) == CONNECTION_OK && PQtransactionStatus(c.get()) == PQTRANS_IDLE) {
             idle_.push_back(std::move(c));
-        else
+        } else {
             --open_;
+            // A lost connection: its idle siblings most likely went with it (a restart).
+            if (c && PQstatus(c.get()) == CONNECTION_BAD) {
+                open_ -= idle_.size();
+                idle_.clear();
+            }
+        }
         pool_cv_.notify_one();
     }
 
@@ -284,7 +315,12 @@ public:
         auto there = exec(c, "SELECT to_regclass($1) IS NOT NULL", {{version_table}});
         if (!there) return fail(there.error());
         if (std::string_view(PQgetvalue(there->get(), 0, 0)) != "t") {
-            if (auto r = exec(c, "CREATE SCHEMA IF NOT EXISTS " + o_.schema); !r) return fail(r.error());
+            // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema is
+            // there: a schema made beforehand for a role without that right is looked up first.
+            auto schema = exec(c, "SELECT 1 FROM pg_namespace WHERE nspname = $1", {{o_.schema}});
+            if (!schema) return fail(schema.error());
+            if (PQntuples(schema->get()) == 0)
+                if (auto r = exec(c, "CREATE SCHEMA " + o_.schema); !r) return fail(r.error());
             if (auto r = exec(c, sql("CREATE TABLE IF NOT EXISTS @.version (one boolean PRIMARY KEY DEFAULT true CHECK (one), "
                                      "version integer NOT NULL)"));
                 !r)
@@ -399,12 +435,43 @@ public:
 
     std::uint64_t next_marker() { return marker_.fetch_add(1, std::memory_order_relaxed) + 1; }
 
-    // Waits until the listener has told the events of the transaction that sent `marker`.
-    void wait_for_marker(std::uint64_t marker) {
+    // Waits until the listener has told the events of the transaction that sent `marker`;
+    // false if it has not (no marker sent, the listener down, 2 s passed): the caller tells
+    // its own events then, or nobody would (none when nobody listens).
+    bool wait_for_marker(std::uint64_t marker) {
+        if (!hub_->has_subscribers()) return true;
+        if (marker == 0) return false;
         std::unique_lock lock(events_mutex_);
-        const bool seen = events_cv_.wait_for(lock, event_wait, [&] { return seen_markers_.contains(marker) || !listening_ || stopping_; });
-        if (seen_markers_.erase(marker) == 0 && seen == false)
-            log(log_level::warning, "postgresql: the events of a commit were not heard back within 2 s");
+        events_cv_.wait_for(lock, event_wait, [&] { return seen_markers_.contains(marker) || !listening_ || stopping_; });
+        if (seen_markers_.erase(marker) == 1) return true;
+        log(log_level::warning, "postgresql: the events of a commit were not heard back; told by the committer");
+        return false;
+    }
+
+    void publish(store_event e) { hub_->publish(std::move(e)); }
+
+    enum class fate { committed, aborted, unknown };
+
+    // What became of transaction `xid` whose COMMIT's answer was lost: asked on new
+    // connections (pooled ones likely died with it) until the server says committed or aborted,
+    // at most 30 s (a COMMIT may still be waiting for its WAL flush or a standby).
+    fate transaction_fate(const std::string& xid) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (auto c = connect("pool")) {
+                auto r = exec(c->get(), "SELECT pg_xact_status($1::xid8)", {{xid}});
+                if (r && PQntuples(r->get()) == 1) {
+                    if (PQgetisnull(r->get(), 0, 0)) break;  // too old to tell
+                    const std::string_view st = PQgetvalue(r->get(), 0, 0);
+                    if (st == "committed") return fate::committed;
+                    if (st == "aborted") return fate::aborted;
+                }
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+        log(log_level::error, "postgresql: the fate of transaction " + xid +
+                                  " is unknown: its messages were answered with a temporary failure and may be stored (a retry may duplicate them)");
+        return fate::unknown;
     }
 
     // The notifications a transaction sends: "D front-end id octets hexname", "X front-end id
@@ -650,7 +717,20 @@ public:
 
     std::string name() const override { return name_; }
 
+    bool keep(std::string_view uidl, bool seen) override {
+        // An all-digit UIDL could be another message's id, which is its UIDL (message_info).
+        const bool valid = !uidl.empty() && uidl.size() <= 70 &&
+                           std::all_of(uidl.begin(), uidl.end(), [](char c) { return c >= 0x21 && c <= 0x7e; }) &&
+                           !std::all_of(uidl.begin(), uidl.end(), [](char c) { return c >= '0' && c <= '9'; });
+        if (!valid || done_) return false;
+        uidl_ = uidl;
+        seen_ = seen;
+        return true;
+    }
+
     // For the committer.
+    const std::string& uidl() const noexcept { return uidl_; }  // empty: the id is the UIDL
+    bool seen() const noexcept { return seen_; }
     const std::vector<std::string>& targets() const noexcept { return targets_; }
     std::uint64_t stored_octets() const noexcept { return stored_; }
     std::uint64_t wire_octets() const noexcept { return wire_.octets(); }
@@ -693,6 +773,8 @@ private:
     posix::unique_fd spool_;
     wire_size_counter wire_;
     std::uint64_t stored_ = 0;
+    std::string uidl_;  // keep()
+    bool seen_ = false;
     bool done_ = false;
 };
 
@@ -747,12 +829,22 @@ void committer::run(std::vector<job*>& batch) {
         if (!made) return fail_all(made.error());
         id = std::to_string(*made);
     }
-    if (auto r = db_->exec(l->get(), "BEGIN"); !r) {
+    // BEGIN and the transaction's id: if COMMIT's answer is lost, pg_xact_status tells what
+    // became of it.
+    std::string xid;
+    auto begin = [&]() -> result<void> {
+        if (auto r = db_->exec(l->get(), "BEGIN"); !r) return unexpected(r.error());
+        auto x = db_->exec(l->get(), "SELECT pg_current_xact_id()::text");
+        if (!x) return unexpected(x.error());
+        xid = PQgetvalue(x->get(), 0, 0);
+        return {};
+    };
+    if (auto r = begin(); !r) {
         // A connection lost while idle (a restarted server): nothing was sent yet, try a new one.
         if (PQstatus(l->get()) != CONNECTION_BAD) return fail_all(r.error());
         l = db_->take();
         if (!l) return fail_all(l.error());
-        if (auto again = db_->exec(l->get(), "BEGIN"); !again) return fail_all(again.error());
+        if (auto again = begin(); !again) return fail_all(again.error());
     }
     PGconn* c = l->get();
     const bool wait = db_->should_wait_for_events();
@@ -763,10 +855,10 @@ void committer::run(std::vector<job*>& batch) {
     static constexpr const char* insert_text =
         "WITH b AS (INSERT INTO @.bodies (token, stored_octets, wire_octets) VALUES ($1, $2, $3) RETURNING id), "
         "c AS (INSERT INTO @.chunks (body_id, n, data) SELECT id, 0, $4::bytea FROM b WHERE octet_length($4::bytea) > 0), "
-        "m AS (INSERT INTO @.messages (mailbox_id, body_id) SELECT u.x, b.id FROM b, "
+        "m AS (INSERT INTO @.messages (mailbox_id, body_id, uidl, seen) SELECT u.x, b.id, NULLIF($8, ''), $9::boolean FROM b, "
         "unnest($5::bigint[]) WITH ORDINALITY AS u(x, o) ORDER BY u.o RETURNING id, mailbox_id) "
         "SELECT b.id, m.id, m.mailbox_id, pg_notify($6, 'D ' || $7 || ' ' || m.id || ' ' || $3::text || ' ' || encode(x.name, 'hex')) "
-        "FROM b, m JOIN @.mailboxes x ON x.id = m.mailbox_id";
+        "FROM b, m JOIN @.mailboxes x ON x.id = m.mailbox_id ORDER BY m.id";
     const std::string insert = db_->sql(insert_text);
     const std::string channel = db_->channel();
     std::string chunk;
@@ -779,7 +871,8 @@ void committer::run(std::vector<job*>& batch) {
             for (const auto& t : d.targets()) boxes += (boxes.size() > 1 ? "," : "") + box_ids.find(t)->second;
             boxes += "}";
             if (auto r = d.chunk(0, chunk); !r) return r.error();
-            auto m = db_->exec(c, insert, {{token}, {octets}, {wire}, {chunk, true}, {boxes}, {channel}, {db_->front_end()}});
+            auto m = db_->exec(c, insert, {{token}, {octets}, {wire}, {chunk, true}, {boxes}, {channel}, {db_->front_end()},
+                                           {d.uidl()}, {d.seen() ? "t" : "f"}});
             if (!m) return m.error();
             if (PQntuples(m->get()) != static_cast<int>(d.targets().size())) return make_error_code(errc::io_error);
             const std::string body = PQgetvalue(m->get(), 0, 0);
@@ -822,22 +915,23 @@ void committer::run(std::vector<job*>& batch) {
     }
     auto committed = db_->exec(c, "COMMIT");
     if (!committed) {
-        // The answer was lost, not necessarily the transaction: ask on another connection
-        // which bodies are there, so a retry never duplicates what was stored.
-        auto again = db_->take();
-        for (job* j : batch) {
-            if (j->result) continue;
-            bool there = false;
-            if (again) {
-                const std::string token = j->d->name();
-                auto r = db_->exec(again->get(), db_->sql("SELECT 1 FROM @.bodies WHERE token = $1"), {{token}});
-                there = r && PQntuples(r->get()) == 1;
-            }
-            if (!there) j->result = make_error_code(errc::temporary_failure);
+        // The answer was lost, not necessarily the transaction (it may even still be under
+        // way): ask the server what became of it, so that a 451 is only given for what is not
+        // stored and a retry never duplicates.
+        const auto fate = db_->transaction_fate(xid);
+        if (fate != database::fate::committed) {
+            fail_all(make_error_code(errc::temporary_failure));
+            return;
         }
-        return;
     }
-    if (wait) db_->wait_for_marker(marker);
+    // Told through NOTIFY by the listener, in commit order; if that did not happen in time (the
+    // event connection down), told here, so this front-end's subscribers miss nothing of its own.
+    if (!db_->wait_for_marker(wait ? marker : 0)) {
+        for (job* j : batch)
+            if (!j->result)
+                for (std::size_t i = 0; i < j->d->ids.size(); ++i)
+                    db_->publish({store_event::kind::delivered, j->d->targets()[i], j->d->ids[i], j->d->wire_octets(), 0});
+    }
 }
 
 // ---- the store --------------------------------------------------------------------------
@@ -939,6 +1033,15 @@ public:
             std::fill(out.begin(), out.end(), make_error_code(errc::bad_input));
             return out;
         }
+        // A session's QUIT: only while this front-end still holds the mailbox's lock. The lock
+        // connection may have been lost (and the lock with it) since lock(); another front-end
+        // may hold the mailbox now, and two sessions must never both delete.
+        if (!deleted.empty() && !still_locked(mailbox)) {
+            db_->options().log(log_level::error, "postgresql: the POP3 lock of a mailbox was lost with the lock connection; "
+                                                 "its session's deletions are refused (-ERR [SYS/TEMP])");
+            std::fill(out.begin(), out.end(), make_error_code(errc::temporary_failure));
+            return out;
+        }
         auto r = db_->with_retry([&](PGconn* c) { return commit_on(c, mailbox, deleted, seen); });
         if (!r) std::fill(out.begin(), out.end(), r.error());
         return out;
@@ -1029,8 +1132,28 @@ private:
         if (marker && !db_->notify(c, "E " + db_->front_end() + " " + std::to_string(marker)))
             return rollback(make_error_code(errc::temporary_failure));
         if (auto r = db_->exec(c, "COMMIT"); !r) return fail(r.error());
-        if (marker) db_->wait_for_marker(marker);
+        if (!gone.empty() && !db_->wait_for_marker(marker))
+            for (const auto& id : gone) db_->publish({store_event::kind::deleted, std::string(mailbox), id, 0, 0});
         return {};
+    }
+
+    // Whether this front-end's lock on `mailbox` (taken by lock()) is still held by the server;
+    // true for a mailbox this process did not lock (an HTTP DELETE needs no lock). Checks on
+    // the lock connection, remade (with its locks taken back) if it was lost.
+    bool still_locked(std::string_view mailbox) {
+        std::lock_guard lock(lock_mutex_);
+        if (!locked_.contains(mailbox)) return true;
+        const std::string key = std::to_string(lock_key(db_->options().schema, mailbox));
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            if (!ensure_lock_connection()) return false;
+            auto r = db_->exec(lock_conn_.get(),
+                               "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                               "AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1::bigint",
+                               {{key}});
+            if (r) return std::string_view(PQgetvalue(r->get(), 0, 0)) != "0";
+            if (PQstatus(lock_conn_.get()) != CONNECTION_BAD) return false;
+        }
+        return false;
     }
 
     static bool numeric(std::string_view id) {

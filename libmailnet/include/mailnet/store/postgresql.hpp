@@ -28,9 +28,6 @@ struct postgresql_options {
     std::size_t pool_size = 8;
     /// How long a call waits for a pooled connection, and a connection attempt takes at most.
     std::chrono::milliseconds wait{10000};
-    /// Whether to LISTEN for the events of every front-end (a store with no subscribers still
-    /// sends its own, for the others).
-    bool listen = true;
     /// Where problems are reported (a lost connection, a failed reconnect).
     log_sink log = stderr_log();
 };

@@ -128,6 +128,16 @@ public:
     /// it before commit(): a commit that meets a name already taken picks another (rare).
     /// Empty when the store has none.
     virtual std::string name() const { return {}; }
+    /// For a copy between stores (copy_store, `mailnet-store copy`): asks that the message keep
+    /// `uidl` as its UIDL and `seen` as its seen flag, where the store's format allows (a
+    /// PostgreSQL store: a UIDL of 1-70 octets in 0x21-0x7E that is not all digits, its own
+    /// ids' form; a Maildir: a UIDL that can be a file's base name). Call before commit(); false
+    /// when the message gets a UIDL of the store's own (and is not marked seen).
+    virtual bool keep(std::string_view uidl, bool seen) {
+        (void)uidl;
+        (void)seen;
+        return false;
+    }
 };
 
 /// The storage backend. Calls may block (disk, network): servers run them off the I/O

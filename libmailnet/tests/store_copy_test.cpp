@@ -1,0 +1,127 @@
+// store_copy_test.cpp: copy_store (`mailnet-store copy`) between backends: identical bytes,
+// every mailbox, UIDLs and seen flags kept where the target allows, and a second run copies
+// nothing twice.
+#include "mailnet/store/copy.hpp"
+
+#include "support/store_backends.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+using mailnet::testing::backend;
+using mailnet::testing::store_maker;
+
+// (source backend, target backend)
+class store_copy : public ::testing::TestWithParam<std::tuple<backend, backend>> {
+protected:
+    void SetUp() override {
+        MAILNET_STORE_BACKEND_OR_SKIP(from_maker);
+        MAILNET_STORE_BACKEND_OR_SKIP(to_maker);
+        from = from_maker.make();
+        to = to_maker.make();
+        ASSERT_TRUE(from && to);
+    }
+    // mailbox -> [(uidl, seen, bytes)] in snapshot order.
+    using content = std::map<std::string, std::vector<std::tuple<std::string, bool, std::string>>>;
+    static content read(mailnet::store& s) {
+        content out;
+        auto boxes = s.mailboxes();
+        EXPECT_TRUE(boxes);
+        for (const auto& b : boxes.value_or(std::vector<std::string>{})) {
+            auto snap = s.snapshot(b);
+            EXPECT_TRUE(snap);
+            for (const auto& m : snap.value_or(std::vector<mailnet::message_info>{})) {
+                auto msg = s.open(b, m.id);
+                EXPECT_TRUE(msg);
+                std::string bytes, buf(7000, '\0');
+                while (msg) {
+                    auto n = msg->read(buf);
+                    if (!n || *n == 0) break;
+                    bytes.append(buf.data(), *n);
+                }
+                out[b].emplace_back(m.pop3_uidl(), m.seen, bytes);
+            }
+        }
+        return out;
+    }
+    store_maker from_maker{std::get<0>(GetParam())};
+    store_maker to_maker{std::get<1>(GetParam())};
+    std::shared_ptr<mailnet::store> from, to;
+};
+
+TEST_P(store_copy, every_mailbox_is_copied_with_identical_bytes_and_a_second_run_copies_nothing) {
+    std::string big = "Subject: big\n\n";
+    while (big.size() < 200'000) big += "a line of a message spanning several pieces\n";
+    ASSERT_TRUE(from->deliver(std::vector<std::string>{"alice@example.org", "bob@example.org"}, "Subject: both\n\nhi\n"));
+    ASSERT_TRUE(from->deliver(std::vector<std::string>{"alice@example.org"}, big));
+    ASSERT_TRUE(from->deliver(std::vector<std::string>{"carol@example.org"}, "Subject: crlf\r\n\r\n.dot\r\nno end"));
+    // alice's first message retrieved by an earlier session: seen.
+    auto snap = from->snapshot("alice@example.org");
+    ASSERT_TRUE(snap);
+    ASSERT_TRUE(from->lock("alice@example.org"));
+    const std::vector<std::string> seen{(*snap)[0].id};
+    (void)from->commit("alice@example.org", {}, seen);
+    from->unlock("alice@example.org");
+
+    auto r = mailnet::copy_store(*from, *to);
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r->mailboxes, 3u);
+    EXPECT_EQ(r->copied, 4u);
+    EXPECT_EQ(r->already, 0u);
+    // Where UIDLs survive: into PostgreSQL, from a store whose UIDLs are not all digits (a
+    // PostgreSQL store's own ids are: another one cannot take them as they are).
+    const bool uidls_kept = std::get<1>(GetParam()) == backend::postgresql && std::get<0>(GetParam()) != backend::postgresql;
+    EXPECT_EQ(r->new_uidls, uidls_kept ? 0u : 4u);
+    const auto before = read(*from);
+    const auto after = read(*to);
+    ASSERT_EQ(after.size(), before.size());
+    for (const auto& [box, messages] : before) {
+        ASSERT_EQ(after.at(box).size(), messages.size()) << box;
+        for (std::size_t i = 0; i < messages.size(); ++i) {
+            EXPECT_EQ(std::get<2>(after.at(box)[i]), std::get<2>(messages[i])) << box << " " << i;  // the bytes
+            if (r->new_uidls == 0) {
+                EXPECT_EQ(std::get<0>(after.at(box)[i]), std::get<0>(messages[i])) << box << " " << i;  // the UIDL
+                EXPECT_EQ(std::get<1>(after.at(box)[i]), std::get<1>(messages[i])) << box << " " << i;  // seen
+            }
+        }
+    }
+    // A second run: everything is there already (when the UIDLs were kept).
+    auto again = mailnet::copy_store(*from, *to);
+    ASSERT_TRUE(again);
+    if (r->new_uidls == 0) {
+        EXPECT_EQ(again->copied, 0u);
+        EXPECT_EQ(again->already, 4u);
+        EXPECT_EQ(read(*to), after);
+    }
+}
+
+TEST_P(store_copy, a_mailbox_in_use_stops_the_copy_with_in_use) {
+    ASSERT_TRUE(from->deliver(std::vector<std::string>{"dave@example.org"}, "Subject: x\n\nx\n"));
+    ASSERT_TRUE(from->lock("dave@example.org"));
+    auto r = mailnet::copy_store(*from, *to);
+    from->unlock("dave@example.org");
+    EXPECT_EQ(r.error(), mailnet::make_error_code(mailnet::errc::mailbox_in_use));
+}
+
+std::string pair_name(const ::testing::TestParamInfo<std::tuple<backend, backend>>& info) {
+    auto name = [](backend b) {
+        return mailnet::testing::backend_name(::testing::TestParamInfo<backend>(b, 0));
+    };
+    return name(std::get<0>(info.param)) + "_to_" + name(std::get<1>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(pairs, store_copy,
+                         ::testing::Values(std::make_tuple(backend::maildir, backend::postgresql),
+                                           std::make_tuple(backend::postgresql, backend::maildir),
+                                           std::make_tuple(backend::postgresql, backend::postgresql),
+                                           std::make_tuple(backend::memory, backend::postgresql),
+                                           std::make_tuple(backend::maildir, backend::memory)),
+                         pair_name);
+
+}  // namespace
