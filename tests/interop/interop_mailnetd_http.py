@@ -8,7 +8,8 @@
   POP3 RETR gives; /parts/{part} as an attachment under Content-Security-Policy: sandbox;
 - DELETE of one message and of a mailbox, seen by the next POP3 session; the mailboxes list;
 - wait: answered within 1 s of a delivery made while it waits, 408 with what matched at the
-  timeout, since= (an id or an RFC 3339 time);
+  timeout, since= (an id or an RFC 3339 time; an id counts a delivery begun before it and
+  ended after it), limit=; lists sent chunked;
 - events (Server-Sent Events): `new` then `deleted`, in order;
 - fault rules set by PUT /api/v1/faults act on SMTP, a refused PUT keeps them, DELETE clears;
 - 413 for headers over 16 KiB and bodies over 64 KiB;
@@ -399,8 +400,53 @@ class HttpCase(unittest.TestCase):
         self.assertEqual([m["subject"] for m in json.loads(body)["messages"]], ["after reset"])
 
         for bad in ({"since": "aaaaaaaaaaaaaaaa"}, {"since": "yesterday"}, {"count": "0"}, {"timeout": "-1"},
-                    {"timeout": "601"}, {"limit": "1"}):
+                    {"timeout": "601"}, {"limit": "0"}, {"limit": "1001"}):
             self.assertIn("error", self.api.get(q("/api/v1/wait", **bad), want=400), bad)
+
+    def test_wait_since_counts_a_delivery_begun_before_it(self):
+        # #15: a Maildir name's time is taken when DATA begins. A long message begun first but
+        # delivered after a quick one is still news to a wait since= the quick one.
+        slow = smtplib.SMTP(t.HOST, self.srv.port, timeout=10)
+        try:
+            slow.ehlo()
+            slow.mail("a@example.org")
+            slow.rcpt("bob@example.org")
+            code, _ = slow.docmd("DATA")
+            self.assertEqual(code, 354)
+            # Past smtpd's 64 KiB write-out: the delivery has begun (and its file is named).
+            slow.send(b"From: a@example.org\r\nTo: bob@example.org\r\nSubject: slow one\r\n\r\n" +
+                      (b"x" * 998 + b"\r\n") * 100)
+            time.sleep(0.3)
+            send(self.srv, "a@example.org", ["bob@example.org"], simple("quick one", "bob@example.org"))
+            [quick] = self.until(1, mailbox="bob@example.org")["messages"]
+            got = {}
+            th = threading.Thread(target=lambda: got.update(r=self.api.request(
+                "GET", q("/api/v1/wait", mailbox="bob@example.org", since=quick["id"], timeout=20), timeout=30)))
+            th.start()
+            time.sleep(0.3)
+            self.assertTrue(th.is_alive(), "answered before the slow message was in")
+            slow.send(b"the rest of a long message\r\n.\r\n")
+            self.assertEqual(slow.getreply()[0], 250)
+            th.join(10)
+            self.assertFalse(th.is_alive())
+            status, _, body = got["r"]
+            self.assertEqual(status, 200, body)
+            [m] = json.loads(body)["messages"]
+            self.assertEqual(m["subject"], "slow one")
+            self.assertLess(m["received"], quick["received"], "the slow one's name is the earlier")
+        finally:
+            slow.close()
+
+    def test_lists_are_chunked_and_wait_takes_a_limit(self):
+        for i in range(5):
+            send(self.srv, "a@example.org", ["bob@example.org"], simple(f"m{i}", "bob@example.org"))
+        self.until(5)
+        status, headers, body = self.api.request("GET", "/api/v1/messages")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("transfer-encoding"), "chunked")
+        self.assertEqual(json.loads(body)["total"], 5)
+        r = self.api.get(q("/api/v1/wait", count=5, limit=2, timeout=5))
+        self.assertEqual((r["total"], [m["subject"] for m in r["messages"]]), (5, ["m4", "m3"]))
 
     def test_wait_of_a_client_that_goes_away(self):
         # Many waiters whose clients close: the server goes on answering (and frees them).
