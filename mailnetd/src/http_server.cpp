@@ -7,6 +7,7 @@
 
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/write.hpp>
 
 #include <algorithm>
 #include <array>
@@ -27,8 +28,129 @@ constexpr std::chrono::seconds event_keepalive{20};
 
 class connection_listener;
 
+// A request the HTTP parser refuses (a header or body over the limits, or no HTTP at all) is
+// closed by RESTinio at once, without an answer: the client would see a reset, not a 413.
+// RESTinio logs the parser's error, then closes the socket, in one call on the I/O thread, so
+// api_logger notes the answer that error calls for here, and api_socket's close() that follows
+// writes it before closing. One per io_context (an Asio service: the socket has nothing else).
+class parser_refusals : public asio::execution_context::service {
+public:
+    using key_type = parser_refusals;
+    static inline asio::execution_context::id id;
+    explicit parser_refusals(asio::execution_context& ctx) : asio::execution_context::service(ctx) {}
+    std::string pending;  // the whole HTTP answer for the socket closed next; empty: none
+
+private:
+    void shutdown() override {}
+};
+
+// The answer to a parser error RESTinio logs ("[connection:N] parser error HPE_...: ..."): 413
+// when a limit callback refused (RESTinio's callbacks fail only on its limits, set to ours),
+// 400 for anything else; nothing for other errors.
+std::optional<std::string> refusal_for(std::string_view log_line, const api_limits& lim) {
+    const auto at = log_line.find("parser error HPE_");
+    if (at == std::string_view::npos) return std::nullopt;
+    const std::string_view name = log_line.substr(at + 13, log_line.find(':', at) - at - 13);
+    int code = 400;
+    std::string why = "not an HTTP/1.1 request";
+    if (name == "HPE_CB_body" || name == "HPE_CB_headers_complete") {
+        code = 413;
+        why = "request body over " + std::to_string(lim.max_body_octets) + " octets";
+    } else if (name == "HPE_CB_url" || name == "HPE_CB_header_field" || name == "HPE_CB_header_value" ||
+               name == "HPE_HEADER_OVERFLOW") {
+        code = 413;
+        why = "request headers over " + std::to_string(lim.max_header_octets) + " octets";
+    }
+    const std::string body = error_json(why);
+    return "HTTP/1.1 " + std::to_string(code) + (code == 413 ? " Content Too Large" : " Bad Request") +
+           "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+           "\r\nConnection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\n" + body;
+}
+
+// RESTinio's logger: silent, but for the parser errors above.
+class api_logger {
+public:
+    api_logger(asio::io_context* io, api_limits lim) : io_(io), lim_(lim) {}
+    template <class B> void trace(B&&) const noexcept {}
+    template <class B> void info(B&&) const noexcept {}
+    template <class B> void warn(B&&) const noexcept {}
+    template <class B>
+    void error(B&& builder) const noexcept {
+        try {
+            if (auto answer = refusal_for(builder(), lim_)) asio::use_service<parser_refusals>(*io_).pending = std::move(*answer);
+        } catch (...) {
+        }
+    }
+
+private:
+    asio::io_context* io_;
+    api_limits lim_;
+};
+
+// The answer, then a lingering close: what the client still sends is read and dropped for a
+// while (bounded in time and octets), so the answer is not lost to a reset.
+struct refusal : std::enable_shared_from_this<refusal> {
+    asio::ip::tcp::socket s;
+    std::string text;
+    asio::steady_timer timer;
+    std::array<char, 16 * 1024> sink{};
+    std::size_t drained = 0;
+    refusal(asio::ip::tcp::socket sock, std::string t) : s(std::move(sock)), text(std::move(t)), timer(s.get_executor()) {}
+    void start() {
+        timer.expires_after(std::chrono::seconds(2));
+        timer.async_wait([me = shared_from_this()](const asio::error_code& ec) {
+            if (!ec) me->finish();
+        });
+        asio::async_write(s, asio::buffer(text), [me = shared_from_this()](const asio::error_code& ec, std::size_t) {
+            if (ec) return me->finish();
+            asio::error_code ignored;
+            me->s.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+            me->drain();
+        });
+    }
+    void drain() {
+        s.async_read_some(asio::buffer(sink), [me = shared_from_this()](const asio::error_code& ec, std::size_t n) {
+            me->drained += n;
+            if (ec || me->drained > (16u << 20)) return me->finish();
+            me->drain();
+        });
+    }
+    void finish() {
+        timer.cancel();
+        asio::error_code ignored;
+        s.close(ignored);
+    }
+};
+
+// RESTinio's socket type: a TCP socket whose close() first answers a refusal the parser's
+// error left (parser_refusals), on a socket of its own that outlives RESTinio's connection.
+class api_socket : public asio::ip::tcp::socket {
+public:
+    explicit api_socket(asio::io_context& io) : asio::ip::tcp::socket(io), io_(&io) {}
+    api_socket(api_socket&&) = default;
+    api_socket& operator=(api_socket&&) = default;
+
+    void shutdown(shutdown_type what, asio::error_code& ec) {
+        if (!asio::use_service<parser_refusals>(*io_).pending.empty()) return;  // close() answers first
+        asio::ip::tcp::socket::shutdown(what, ec);
+    }
+    void close() {
+        std::string answer = std::exchange(asio::use_service<parser_refusals>(*io_).pending, std::string{});
+        if (!answer.empty() && is_open()) {
+            std::make_shared<refusal>(std::move(static_cast<asio::ip::tcp::socket&>(*this)), std::move(answer))->start();
+            return;
+        }
+        asio::ip::tcp::socket::close();
+    }
+
+private:
+    asio::io_context* io_;
+};
+
 struct traits : restinio::default_single_thread_traits_t {
     using connection_state_listener_t = connection_listener;
+    using logger_t = api_logger;
+    using stream_socket_t = api_socket;
     // api_limits::max_connections: beyond it, connections wait in the listen backlog.
     static constexpr bool use_connection_count_limiter = true;
 };
@@ -846,13 +968,15 @@ result<asio::ip::tcp::endpoint> http_server::start() {
     if (ec) return unexpected(make_error_code(errc::bad_config));
     std::weak_ptr<impl> weak = impl_;
     restinio::incoming_http_msg_limits_t limits;
-    // Far over ours: RESTinio closes such a request's connection; below them our 413 answers.
-    limits.max_url_size(4 * m.cfg.limits.max_header_octets)
-        .max_field_name_size(4 * m.cfg.limits.max_header_octets)
-        .max_field_value_size(4 * m.cfg.limits.max_header_octets)
+    // Ours: the parser refuses a longer field, URL or body, and api_socket answers 413 (a body
+    // by its Content-Length, before it is read); handle() checks the headers' total.
+    limits.max_url_size(m.cfg.limits.max_header_octets)
+        .max_field_name_size(m.cfg.limits.max_header_octets)
+        .max_field_value_size(m.cfg.limits.max_header_octets + 1)
         .max_field_count(1000)
-        .max_body_size(16 * m.cfg.limits.max_body_octets);
+        .max_body_size(m.cfg.limits.max_body_octets);
     auto settings = restinio::server_settings_t<traits>{}
+                        .logger(&m.io, m.cfg.limits)
                         .address(address)
                         .port(m.cfg.port)
                         // A pending request (a wait, an events stream) keeps its connection read, so a

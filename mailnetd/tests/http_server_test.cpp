@@ -281,6 +281,31 @@ TEST(http_server, header_limit) {
     server_fixture srv;
     EXPECT_EQ(srv.request("GET", "/healthz", {}, "X-Big: " + std::string(17 * 1024, 'a') + "\r\n").status, 413);
     EXPECT_EQ(srv.request("GET", "/healthz", {}, "X-Ok: " + std::string(8 * 1024, 'a') + "\r\n").status, 200);
+    // Many fields, each small, over 16 KiB together.
+    std::string many;
+    for (int i = 0; i < 40; ++i) many += "X-F" + std::to_string(i) + ": " + std::string(500, 'b') + "\r\n";
+    EXPECT_EQ(srv.request("GET", "/healthz", {}, many).status, 413);
+}
+
+// #15: what the HTTP parser refuses itself (one header over 64 KiB, a body over 1 MiB, the URL)
+// used to close the connection with no answer; it is a 413 the client reads, with the reason.
+TEST(http_server, requests_the_parser_refuses_are_answered_413_or_400) {
+    server_fixture srv;
+    auto r = srv.request("GET", "/healthz", {}, "X-Huge: " + std::string(70 * 1024, 'a') + "\r\n");
+    EXPECT_EQ(r.status, 413) << r.head;
+    EXPECT_EQ(json::parse(r.body)["error"], "request headers over 16384 octets");
+    EXPECT_EQ(header(r, "Connection"), "close");
+    r = srv.request("GET", "/healthz?" + std::string(20 * 1024, 'q'));
+    EXPECT_EQ(r.status, 413) << r.head;
+    r = srv.request("PUT", "/api/v1/faults", std::string(2 << 20, 'x'));
+    EXPECT_EQ(r.status, 413) << r.head;
+    EXPECT_EQ(json::parse(r.body)["error"], "request body over 65536 octets");
+    r = srv.request("PUT", "/api/v1/faults", std::string(65 * 1024, 'x'));
+    EXPECT_EQ(r.status, 413) << r.head;
+    r = srv.exchange("HELLO THERE\r\n\r\n");
+    EXPECT_EQ(r.status, 400) << r.head;
+    EXPECT_EQ(json::parse(r.body)["error"], "not an HTTP/1.1 request");
+    EXPECT_EQ(srv.request("GET", "/healthz").status, 200);  // still serving
 }
 
 TEST(http_server, healthz_says_starting_until_the_index_is_complete) {

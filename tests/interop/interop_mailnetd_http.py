@@ -12,7 +12,7 @@
   ended after it), limit=; lists sent chunked;
 - events (Server-Sent Events): `new` then `deleted`, in order;
 - fault rules set by PUT /api/v1/faults act on SMTP, a refused PUT keeps them, DELETE clears;
-- 413 for headers over 16 KiB and bodies over 64 KiB;
+- 413 for headers over 16 KiB and bodies over 64 KiB, also far over (70 KiB, 2 MiB);
 - the API refuses a non-loopback address without --allow-open-network (exit 64); a port in
   use is exit 69."""
 import datetime
@@ -550,6 +550,13 @@ class HttpCase(unittest.TestCase):
                                            headers={"Content-Type": "application/json"})
         self.assertEqual(status, 413, body)
         self.assertIn("error", json.loads(body))
+        # Far over (one header over 64 KiB, a body over 1 MiB): refused by the HTTP parser
+        # underneath, still answered 413 with the reason, not a reset.
+        status, headers, body = self.api.request("GET", "/healthz", headers={"X-Huge": "a" * (70 * 1024)})
+        self.assertEqual((status, json.loads(body)), (413, {"error": "request headers over 16384 octets"}))
+        status, _, body = self.api.request("PUT", "/api/v1/faults", body=b"[" + b" " * (2 << 20) + b"]",
+                                           headers={"Content-Type": "application/json"})
+        self.assertEqual((status, json.loads(body)), (413, {"error": "request body over 65536 octets"}))
         # Still serving.
         self.assertEqual(self.api.get("/healthz"), {"status": "ok"})
         # A filter is searched in every summary: bounded.
