@@ -11,6 +11,8 @@
   timeout, since= (an id or an RFC 3339 time; an id counts a delivery begun before it and
   ended after it), limit=; lists sent chunked;
 - events (Server-Sent Events): `new` then `deleted`, in order;
+- 1000 concurrent waiters, none answered before the delivery, all answered 200 by one (RSS
+  printed, growth bounded);
 - fault rules set by PUT /api/v1/faults act on SMTP, a refused PUT keeps them, DELETE clears;
 - 413 for headers over 16 KiB and bodies over 64 KiB, also far over (70 KiB, 2 MiB);
 - the API refuses a non-loopback address without --allow-open-network (exit 64); a port in
@@ -461,6 +463,60 @@ class HttpCase(unittest.TestCase):
         self.assertEqual(self.api.get("/healthz"), {"status": "ok"})
         send(self.srv, "a@example.org", ["bob@example.org"], simple("after", "bob@example.org"))
         self.assertEqual(self.until(1)["total"], 1)
+
+    def rss_kib(self):
+        with open(f"/proc/{self.srv.proc.pid}/status") as f:
+            return int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1))
+
+    def test_a_thousand_waiters_woken_by_one_delivery(self):
+        import resource
+        import selectors
+        import socket
+        n = 1000
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < n + 100:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 200), hard))
+        rss_before = self.rss_kib()
+        sel = selectors.DefaultSelector()
+        socks = []
+        try:
+            req = (f"GET {q('/api/v1/wait', subject='wake all', timeout=60)} HTTP/1.1\r\n"
+                   f"Host: 127.0.0.1\r\nConnection: close\r\n\r\n").encode()
+            for _ in range(n):
+                c = socket.create_connection((t.HOST, self.srv.http_port), timeout=10)
+                c.sendall(req)
+                c.setblocking(False)
+                sel.register(c, selectors.EVENT_READ)
+                socks.append(c)
+            time.sleep(1.0)
+            self.assertEqual(sel.select(timeout=0), [], "a waiter answered before any delivery")
+            rss_waiting = self.rss_kib()
+            t0 = time.monotonic()
+            send(self.srv, "a@example.org", ["bob@example.org"], simple("wake all", "bob@example.org"))
+            got = {c: b"" for c in socks}
+            open_ = set(socks)
+            deadline = time.monotonic() + 20
+            while open_ and time.monotonic() < deadline:
+                for key, _ in sel.select(timeout=1):
+                    data = key.fileobj.recv(65536)
+                    got[key.fileobj] += data
+                    if not data:
+                        sel.unregister(key.fileobj)
+                        open_.discard(key.fileobj)
+            took = time.monotonic() - t0
+            self.assertEqual(len(open_), 0, f"{len(open_)} waiters not answered within 20 s")
+            statuses = {g.split(b" ", 2)[1] for g in got.values()}
+            self.assertEqual(statuses, {b"200"})
+            self.assertTrue(all(b"wake all" in g for g in got.values()))
+            rss_after = self.rss_kib()
+            sys.stderr.write(f"\n1000 waiters: RSS {rss_before} kB idle, {rss_waiting} kB with 1000 waiting, "
+                             f"{rss_after} kB after; all answered {took:.2f} s after the delivery began\n")
+            self.assertLess(rss_waiting - rss_before, 64 * 1024, "64 MiB for 1000 waiters")
+        finally:
+            for c in socks:
+                c.close()
+            sel.close()
+        self.assertEqual(self.api.get("/healthz"), {"status": "ok"})
 
     def test_events_new_then_deleted(self):
         conn = http.client.HTTPConnection(t.HOST, self.srv.http_port, timeout=10)
