@@ -849,7 +849,9 @@ void http_server::impl::wait(const request& req, const query_params& params) {
 // keep-alive timer; end() lets go of both.
 struct event_stream : std::enable_shared_from_this<event_stream> {
     std::shared_ptr<http_server::impl> self;
-    restinio::response_builder_t<restinio::chunked_output_t> out;
+    // Let go of in end(): the response holds RESTinio's connection, whose write in flight holds
+    // this stream; kept past the end, the two would keep each other alive once the loop stops.
+    std::optional<restinio::response_builder_t<restinio::chunked_output_t>> out;
     std::uint64_t conn = 0;
     std::uint64_t number = 0;
     std::uint64_t token = 0;
@@ -886,8 +888,8 @@ struct event_stream : std::enable_shared_from_this<event_stream> {
         }
         const std::size_t n = text->size();
         backlog += n;
-        out.append_chunk(restinio::writable_item_t(std::move(text)));
-        out.flush([me = shared_from_this(), n](const asio::error_code& ec) {
+        out->append_chunk(restinio::writable_item_t(std::move(text)));
+        out->flush([me = shared_from_this(), n](const asio::error_code& ec) {
             me->backlog = me->backlog >= n ? me->backlog - n : 0;
             if (ec) me->end(false);
         });
@@ -899,7 +901,8 @@ struct event_stream : std::enable_shared_from_this<event_stream> {
         self->streams.erase(number);
         self->forget(conn, token);
         keepalive.cancel();
-        if (close) out.done();
+        if (close) out->done();
+        out.reset();
     }
 };
 
@@ -928,6 +931,7 @@ void http_server::impl::events(const request& req) {
     auto out = req->create_response<restinio::chunked_output_t>(status(200));
     out.append_header(restinio::http_field::content_type, "text/event-stream; charset=utf-8");
     out.append_header("Cache-Control", "no-store");
+    out.append_header("X-Content-Type-Options", "nosniff");
     const auto number = next_stream++;
     auto es = std::make_shared<event_stream>(shared_from_this(), std::move(out), req->connection_id(), number);
     streams.emplace(number, es);

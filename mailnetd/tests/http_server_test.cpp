@@ -511,6 +511,39 @@ TEST(http_server, a_message_gone_from_the_store_leaves_the_index) {
     EXPECT_EQ(json::parse(body_of(srv.request("GET", "/api/v1/messages")))["total"], 0);
 }
 
+// /raw in pieces read on the pool and written on the I/O thread; several at once, each whole
+// and in order. In a Debug build raw_stream asserts it is destroyed on the I/O thread (#15).
+TEST(http_server, raw_streams_large_messages_whole) {
+    server_fixture srv;
+    std::string body;
+    for (int i = 0; body.size() < (1u << 20); ++i) body += "line " + std::to_string(i) + " " + std::string(60, 'r') + "\n";
+    const std::vector<std::string> bob{"bob@x.org"};
+    ASSERT_TRUE(srv.store().deliver(bob, "Subject: big\n\n" + body));
+    auto snap = srv.store().snapshot("bob@x.org");
+    ASSERT_TRUE(snap && snap->size() == 1u);
+    auto s = read_summary(srv.store(), "bob@x.org", (*snap)[0].id, (*snap)[0].octets);
+    ASSERT_TRUE(s);
+    srv.on_io([&](mail_index& i) { return i.insert(*s); });
+    std::string want = "Subject: big\r\n\r\n";
+    for (char c : body) {
+        if (c == '\n') want += '\r';
+        want += c;
+    }
+    std::vector<std::future<reply>> got;
+    for (int i = 0; i < 6; ++i)
+        got.push_back(std::async(std::launch::async, [&] { return srv.request("GET", "/api/v1/messages/" + s->id + "/raw"); }));
+    for (auto& f : got) {
+        auto r = f.get();
+        EXPECT_EQ(r.status, 200);
+        EXPECT_EQ(header(r, "Content-Type"), "message/rfc822");
+        std::size_t chunks = 0;
+        const std::string octets = dechunk(r.body, &chunks);
+        EXPECT_EQ(octets.size(), want.size());
+        EXPECT_TRUE(octets == want);
+        EXPECT_GE(chunks, want.size() / (64 * 1024));
+    }
+}
+
 // 'sha256-BASE64' of `text` (CSP3 hash-source), computed here independently of web_view.cpp.
 std::string sha256_source(std::string_view text) {
     unsigned char md[EVP_MAX_MD_SIZE];
