@@ -25,6 +25,7 @@ namespace {
 constexpr std::size_t raw_chunk_octets = 64 * 1024;
 constexpr std::size_t max_event_backlog_octets = 4 << 20;  // an events client this far behind is dropped
 constexpr std::chrono::seconds event_keepalive{20};
+constexpr std::size_t max_lingering_refusals = 128;
 
 class connection_listener;
 
@@ -39,6 +40,9 @@ public:
     static inline asio::execution_context::id id;
     explicit parser_refusals(asio::execution_context& ctx) : asio::execution_context::service(ctx) {}
     std::string pending;  // the whole HTTP answer for the socket closed next; empty: none
+    // Refusals still lingering (each a socket and 16 KiB for up to 2 s): a flood of bad
+    // requests beyond max_lingering_refusals is closed without an answer.
+    std::shared_ptr<std::size_t> lingering = std::make_shared<std::size_t>(0);
 
 private:
     void shutdown() override {}
@@ -95,7 +99,12 @@ struct refusal : std::enable_shared_from_this<refusal> {
     asio::steady_timer timer;
     std::array<char, 16 * 1024> sink{};
     std::size_t drained = 0;
-    refusal(asio::ip::tcp::socket sock, std::string t) : s(std::move(sock)), text(std::move(t)), timer(s.get_executor()) {}
+    std::shared_ptr<std::size_t> count;  // parser_refusals::lingering
+    refusal(asio::ip::tcp::socket sock, std::string t, std::shared_ptr<std::size_t> c)
+        : s(std::move(sock)), text(std::move(t)), timer(s.get_executor()), count(std::move(c)) {
+        ++*count;
+    }
+    ~refusal() { --*count; }
     void start() {
         timer.expires_after(std::chrono::seconds(2));
         timer.async_wait([me = shared_from_this()](const asio::error_code& ec) {
@@ -135,9 +144,12 @@ public:
         asio::ip::tcp::socket::shutdown(what, ec);
     }
     void close() {
-        std::string answer = std::exchange(asio::use_service<parser_refusals>(*io_).pending, std::string{});
-        if (!answer.empty() && is_open()) {
-            std::make_shared<refusal>(std::move(static_cast<asio::ip::tcp::socket&>(*this)), std::move(answer))->start();
+        auto& refusals = asio::use_service<parser_refusals>(*io_);
+        std::string answer = std::exchange(refusals.pending, std::string{});
+        if (!answer.empty() && is_open() && *refusals.lingering < max_lingering_refusals) {
+            std::make_shared<refusal>(std::move(static_cast<asio::ip::tcp::socket&>(*this)), std::move(answer),
+                                      refusals.lingering)
+                ->start();
             return;
         }
         asio::ip::tcp::socket::close();
@@ -809,8 +821,13 @@ void http_server::impl::wait(const request& req, const query_params& params) {
     auto parsed = parse_wait_request(params, index, cfg.limits);
     if (auto* e = std::get_if<api_error>(&parsed)) return fail(req, e->status, e->message);
     const wait_request w = std::get<wait_request>(parsed);
-    if (index.waiters() >= cfg.limits.max_waiters)
+    if (index.waiters() >= cfg.limits.max_waiters) {
+        // Full: only a wait that is answered at once is served.
+        message_query all = w.q;
+        all.limit = 0;
+        if (index.query(all).total >= w.count) return send_list(req, 200, w.q);
         return busy(req, "too many waiting requests (at most " + std::to_string(cfg.limits.max_waiters) + "): try again");
+    }
     // One waiter: the index calls done() at the insertion that reaches the count; the timer
     // answers 408; a closed connection cancels both. Whichever comes first ends the others.
     struct pending {

@@ -370,6 +370,11 @@ TEST(http_server, waiters_and_event_streams_are_capped_with_503) {
     EXPECT_EQ(r.status, 503);
     EXPECT_EQ(header(r, "Retry-After"), "1");
     EXPECT_NE(json::parse(r.body)["error"].get<std::string>().find("waiting requests"), std::string::npos) << r.body;
+    // One answered at once needs no place.
+    srv.on_io([](mail_index& i) { return i.insert(summary_of(1)); });
+    r = srv.request("GET", "/api/v1/wait?subject=s+1&timeout=30");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(json::parse(body_of(r))["total"], 1);
 
     open_request e1(srv.port(), "/api/v1/events");
     EXPECT_NE(e1.head().find("200 OK"), std::string::npos);
@@ -509,6 +514,37 @@ TEST(http_server, a_message_gone_from_the_store_leaves_the_index) {
     srv.store().commit("bob@x.org", gone2, {});
     EXPECT_EQ(srv.request("GET", "/api/v1/messages/" + ids[1] + "/raw").status, 404);
     EXPECT_EQ(json::parse(body_of(srv.request("GET", "/api/v1/messages")))["total"], 0);
+}
+
+// A flood of refused requests whose clients hold on: at most 128 answers linger at once (each
+// a socket and a buffer for up to 2 s); the rest are closed without one.
+TEST(http_server, lingering_refusals_are_capped) {
+    server_fixture srv;
+    asio::io_context client;
+    std::vector<std::unique_ptr<asio::ip::tcp::socket>> socks;
+    const std::string bad = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Huge: " + std::string(70 * 1024, 'a') + "\r\n\r\n";
+    for (int i = 0; i < 300; ++i) {
+        auto s = std::make_unique<asio::ip::tcp::socket>(client);
+        s->connect({asio::ip::make_address("127.0.0.1"), srv.port()});
+        asio::error_code ec;
+        asio::write(*s, asio::buffer(bad), ec);
+        socks.push_back(std::move(s));
+    }
+    int answered = 0, closed = 0;
+    for (auto& s : socks) {
+        std::string got;
+        asio::error_code ec;
+        asio::read(*s, asio::dynamic_buffer(got), ec);
+        if (got.rfind("HTTP/1.1 413 ", 0) == 0)
+            ++answered;
+        else if (got.empty())
+            ++closed;
+    }
+    EXPECT_GE(answered, 128);
+    EXPECT_GE(closed, 1);
+    EXPECT_EQ(answered + closed, 300);
+    socks.clear();
+    EXPECT_EQ(srv.request("GET", "/healthz").status, 200);
 }
 
 // /raw in pieces read on the pool and written on the I/O thread; several at once, each whole

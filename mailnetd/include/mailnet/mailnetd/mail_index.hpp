@@ -47,7 +47,7 @@ struct message_query {
     /// since=TIME: only messages received after it (microseconds since the epoch).
     std::optional<std::int64_t> after_us;
     /// since=ID: only messages the index took in after that one (its order_key::seq). Insertion,
-    /// not the received time: a Maildir name's time is taken when DATA starts, so a long
+    /// not the received time: a Maildir name's time is taken when its delivery begins, so a long
     /// message started earlier can be delivered after one it would sort before.
     std::optional<std::uint64_t> after_seq;
     std::size_t limit = 50;          ///< at most this many summaries (the total counts all)
