@@ -224,7 +224,9 @@ std::string list_writer::next(const mail_index& index, std::size_t max_octets) {
         started_ = true;
         out = head_;
     }
-    while (out.size() < max_octets && written_ < q_.limit) {
+    // Not past `total`: once every match counted at the start is out, the rest of the index
+    // need not be searched (a wait's answer is often one new message among many).
+    while (out.size() < max_octets && written_ < std::min(q_.limit, total_)) {
         order_key at;
         const message_summary* s = index.next_match(q_, cursor_, at);
         if (!s) break;
