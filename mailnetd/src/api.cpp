@@ -205,11 +205,16 @@ std::string list_json(const query_result& r) {
     return dump(json{{"total", r.total}, {"messages", std::move(list)}});
 }
 
-list_writer::list_writer(const mail_index& index, message_query q) : q_(std::move(q)) {
-    const std::size_t limit = q_.limit;
-    q_.limit = 0;
-    total_ = index.query(q_).total;
-    q_.limit = limit;
+list_writer::list_writer(const mail_index& index, message_query q, std::optional<std::size_t> total)
+    : q_(std::move(q)) {
+    if (total) {
+        total_ = *total;
+    } else {
+        const std::size_t limit = q_.limit;
+        q_.limit = 0;
+        total_ = index.query(q_).total;
+        q_.limit = limit;
+    }
     // The frame by nlohmann-json too: {"messages":[],"total":N} split at its "[]".
     const std::string frame = dump(json{{"total", total_}, {"messages", json::array()}});
     const auto at = frame.find("[]");

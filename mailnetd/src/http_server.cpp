@@ -377,7 +377,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     // A message the index lists is gone from the store (deleted by another process): the index
     // lets go of it, as it would on the store's event.
     void gone(const std::string& id) { index.remove(id); }
-    void send_list(const request& req, int code, message_query q);
+    void send_list(const request& req, int code, message_query q, std::optional<std::size_t> total = std::nullopt);
     void broadcast(const mail_index::change& c);
     restinio::request_handling_status_t handle(const request& req);
     void list(const request& req, const query_params& params);
@@ -547,9 +547,9 @@ struct list_stream : std::enable_shared_from_this<list_stream> {
     std::shared_ptr<http_server::impl> self;
     list_writer writer;
     restinio::response_builder_t<restinio::chunked_output_t> out;
-    list_stream(std::shared_ptr<http_server::impl> s, message_query q,
+    list_stream(std::shared_ptr<http_server::impl> s, message_query q, std::optional<std::size_t> total,
                 restinio::response_builder_t<restinio::chunked_output_t> o)
-        : self(std::move(s)), writer(self->index, std::move(q)), out(std::move(o)) {}
+        : self(std::move(s)), writer(self->index, std::move(q), total), out(std::move(o)) {}
     void step() {
         std::string piece = writer.next(self->index, self->cfg.limits.list_piece_octets);
         if (piece.empty()) {
@@ -563,12 +563,12 @@ struct list_stream : std::enable_shared_from_this<list_stream> {
     }
 };
 
-void http_server::impl::send_list(const request& req, int code, message_query q) {
+void http_server::impl::send_list(const request& req, int code, message_query q, std::optional<std::size_t> total) {
     auto out = req->create_response<restinio::chunked_output_t>(status(code));
     out.append_header(restinio::http_field::content_type, "application/json");
     out.append_header("Cache-Control", "no-store");
     out.append_header("X-Content-Type-Options", "nosniff");
-    std::make_shared<list_stream>(shared_from_this(), std::move(q), std::move(out))->step();
+    std::make_shared<list_stream>(shared_from_this(), std::move(q), total, std::move(out))->step();
 }
 
 void http_server::impl::list(const request& req, const query_params& params) {
@@ -839,20 +839,21 @@ void http_server::impl::wait(const request& req, const query_params& params) {
     auto p = std::make_shared<pending>();
     auto self = shared_from_this();
     const auto conn = req->connection_id();
-    const auto finish = [self, p, req, conn, q = w.q](int code) {
+    // The waiter's total (woken: no search of the whole index per waiter; 1000 may wake at once).
+    const auto finish = [self, p, req, conn, q = w.q](int code, std::optional<std::size_t> total) {
         if (p->over) return;
         p->over = true;
         if (p->timer) p->timer->cancel();
         self->forget(conn, p->token);
-        if (code) self->send_list(req, code, q);
+        if (code) self->send_list(req, code, q, total);
     };
-    p->id = index.wait(w.q, w.count, [finish] { finish(200); });
+    p->id = index.wait(w.q, w.count, [finish](std::size_t total) { finish(200, total); });
     if (p->id == 0) return;  // already answered
     p->timer.emplace(io, w.timeout);
     p->timer->async_wait([self, p, finish](const asio::error_code& ec) {
         if (ec || p->over) return;
         self->index.cancel(p->id);
-        finish(408);
+        finish(408, std::nullopt);
     });
     p->token = when_closed(conn, [self, p] {
         if (p->over) return;

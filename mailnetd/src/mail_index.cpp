@@ -76,8 +76,9 @@ bool mail_index::insert(message_summary s) {
         auto w = waiters_.find(id);
         if (w == waiters_.end()) continue;  // a done() before cancelled it
         auto done = std::move(w->second.done);
+        const std::size_t total = w->second.have;
         waiters_.erase(w);
-        done();
+        done(total);
     }
     notify(change{true, &e, e.id});
     return true;
@@ -149,11 +150,11 @@ const message_summary* mail_index::next_match(const message_query& q, const std:
     return nullptr;
 }
 
-mail_index::waiter_id mail_index::wait(message_query q, std::size_t count, std::function<void()> done) {
+mail_index::waiter_id mail_index::wait(message_query q, std::size_t count, std::function<void(std::size_t)> done) {
     q.limit = 0;
     const std::size_t have = query(q).total;
     if (have >= count) {
-        done();
+        done(have);
         return 0;
     }
     const waiter_id id = next_waiter_++;

@@ -145,6 +145,18 @@ TEST(list_writer, pieces_make_the_list_json) {
     EXPECT_EQ(all_pieces(empty, index, 4096), "");
 }
 
+TEST(list_writer, a_known_total_is_not_counted_again) {
+    mail_index index;
+    for (int i = 0; i < 10; ++i) index.insert(numbered(i));
+    message_query q;
+    q.limit = 3;
+    list_writer told(index, q, 10);
+    list_writer counted(index, q);
+    EXPECT_EQ(all_pieces(told, index, 4096), all_pieces(counted, index, 4096));
+    list_writer wrong(index, q, 99);  // the caller's word is taken
+    EXPECT_EQ(json::parse(all_pieces(wrong, index, 4096))["total"], 99);
+}
+
 TEST(list_writer, the_index_may_change_between_pieces) {
     mail_index index;
     for (int i = 0; i < 10; ++i) index.insert(numbered(i));

@@ -144,6 +144,17 @@ TEST_F(index_test, a_waiter_is_answered_at_once_or_by_the_insertion_that_reaches
     EXPECT_EQ(index.waiters(), 0u);
 }
 
+TEST_F(index_test, a_waiter_is_told_how_many_match) {
+    std::size_t told = 0;
+    message_query q;
+    q.mailbox = "bob@x.org";
+    ASSERT_NE(index.wait(q, 3, [&](std::size_t total) { told = total; }), 0u);
+    index.insert(make("bob@x.org", "50", "", {}, "third", 30));
+    EXPECT_EQ(told, 3u);
+    EXPECT_EQ(index.wait(q, 1, [&](std::size_t total) { told = total + 100; }), 0u);  // at once
+    EXPECT_EQ(told, 103u);
+}
+
 TEST_F(index_test, a_waiter_with_since_counts_only_later_messages_and_can_be_cancelled) {
     int fired = 0;
     message_query q;

@@ -77,7 +77,8 @@ std::string list_json(const query_result& r);
 /// is newer than what was already written is not added (newest first stays true).
 class list_writer {
 public:
-    list_writer(const mail_index& index, message_query q);
+    /// `total`: how many match, when the caller knows (a waiter's count); else counted here.
+    list_writer(const mail_index& index, message_query q, std::optional<std::size_t> total = std::nullopt);
     /// The next piece, about `max_octets` (a single summary may be longer); "" once all is out.
     std::string next(const mail_index& index, std::size_t max_octets);
 

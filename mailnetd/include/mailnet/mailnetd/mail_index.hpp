@@ -94,9 +94,14 @@ public:
     const message_summary* next_match(const message_query& q, const std::optional<order_key>& before,
                                       order_key& at) const;
 
-    /// Calls `done` once `count` messages match `q` (now, or at the insertion that makes it so;
-    /// a removal counts down again). Returns 0 when it is already so (`done` was called).
-    waiter_id wait(message_query q, std::size_t count, std::function<void()> done);
+    /// Calls `done(total)` once `count` messages match `q` (now, or at the insertion that makes it
+    /// so; a removal counts down again), with how many match then. Returns 0 when it is already
+    /// so (`done` was called).
+    waiter_id wait(message_query q, std::size_t count, std::function<void(std::size_t total)> done);
+    /// The same, for a `done` that needs no total.
+    waiter_id wait(message_query q, std::size_t count, std::function<void()> done) {
+        return wait(std::move(q), count, [done = std::move(done)](std::size_t) { done(); });
+    }
     /// Forgets a waiter (timeout, client gone); nothing if it fired already.
     void cancel(waiter_id id);
     std::size_t waiters() const noexcept { return waiters_.size(); }
@@ -118,7 +123,7 @@ private:
         message_query q;
         std::size_t count = 0;
         std::size_t have = 0;
-        std::function<void()> done;
+        std::function<void(std::size_t)> done;
     };
     void erase(std::map<order_key, message_summary>::iterator it);
     void notify(const change& c);
