@@ -127,7 +127,7 @@ std::variant<message_query, api_error> parse_list_request(const query_params& pa
 
 std::variant<wait_request, api_error> parse_wait_request(const query_params& params, const mail_index& index,
                                                          const api_limits& lim) {
-    auto named = by_name(params, {"mailbox", "to", "from", "subject", "since", "count", "timeout"});
+    auto named = by_name(params, {"mailbox", "to", "from", "subject", "since", "count", "timeout", "limit"});
     if (auto* e = std::get_if<api_error>(&named)) return *e;
     auto& p = std::get<0>(named);
     wait_request w;
@@ -136,14 +136,13 @@ std::variant<wait_request, api_error> parse_wait_request(const query_params& par
     w.q.from = p["from"];
     w.q.subject = p["subject"];
     if (auto e = filter_too_long(w.q)) return *e;
-    w.q.limit = lim.max_list;
     if (auto it = p.find("since"); it != p.end()) {
         if (auto t = parse_rfc3339(it->second)) {
             // After the time: every message received later, whatever its insertion order.
-            w.q.after = order_key{std::chrono::duration_cast<std::chrono::microseconds>(t->time_since_epoch()).count(),
-                                  std::numeric_limits<std::uint64_t>::max()};
+            w.q.after_us = std::chrono::duration_cast<std::chrono::microseconds>(t->time_since_epoch()).count();
         } else if (auto k = index.key_of(it->second)) {
-            w.q.after = *k;
+            // After the message: whatever the index took in later (mail_index.hpp says why).
+            w.q.after_seq = k->seq;
         } else {
             return api_error{400, "since: want a message id or an RFC 3339 time"};
         }
@@ -159,6 +158,13 @@ std::variant<wait_request, api_error> parse_wait_request(const query_params& par
         if (!n || *n > static_cast<std::uint64_t>(lim.max_wait.count()))
             return api_error{400, "timeout: want seconds from 0 to " + std::to_string(lim.max_wait.count())};
         w.timeout = std::chrono::seconds(*n);
+    }
+    w.q.limit = std::max<std::size_t>(50, w.count);
+    if (auto it = p.find("limit"); it != p.end()) {
+        auto n = number(it->second);
+        if (!n || *n < 1 || *n > lim.max_list)
+            return api_error{400, "limit: want a number from 1 to " + std::to_string(lim.max_list)};
+        w.q.limit = static_cast<std::size_t>(*n);
     }
     return w;
 }
@@ -197,6 +203,47 @@ std::string list_json(const query_result& r) {
     json list = json::array();
     for (const auto* s : r.messages) list.push_back(summary(*s));
     return dump(json{{"total", r.total}, {"messages", std::move(list)}});
+}
+
+list_writer::list_writer(const mail_index& index, message_query q, std::optional<std::size_t> total)
+    : q_(std::move(q)) {
+    if (total) {
+        total_ = *total;
+    } else {
+        const std::size_t limit = q_.limit;
+        q_.limit = 0;
+        total_ = index.query(q_).total;
+        q_.limit = limit;
+    }
+    // The frame by nlohmann-json too: {"messages":[],"total":N} split at its "[]".
+    const std::string frame = dump(json{{"total", total_}, {"messages", json::array()}});
+    const auto at = frame.find("[]");
+    head_ = frame.substr(0, at + 1);
+    tail_ = frame.substr(at + 1);
+}
+
+std::string list_writer::next(const mail_index& index, std::size_t max_octets) {
+    std::string out;
+    if (finished_) return out;
+    if (!started_) {
+        started_ = true;
+        out = head_;
+    }
+    // Not past `total`: once every match counted at the start is out, the rest of the index
+    // need not be searched (a wait's answer is often one new message among many).
+    while (out.size() < max_octets && written_ < std::min(q_.limit, total_)) {
+        order_key at;
+        const message_summary* s = index.next_match(q_, cursor_, at);
+        if (!s) break;
+        cursor_ = at;
+        if (written_++ > 0) out += ',';
+        out += summary_json(*s);
+    }
+    if (out.size() < max_octets) {
+        out += tail_;
+        finished_ = true;
+    }
+    return out;
 }
 
 std::string message_json(const message_summary& s, const message_view& v) {

@@ -7,14 +7,17 @@
 
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/write.hpp>
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <map>
 #include <unordered_map>
 
 #include "mailnet/mailnetd/message_view.hpp"
 #include "mailnet/mailnetd/web_view.hpp"
+#include "off_thread.hpp"
 
 namespace mailnet::mailnetd {
 namespace {
@@ -22,11 +25,146 @@ namespace {
 constexpr std::size_t raw_chunk_octets = 64 * 1024;
 constexpr std::size_t max_event_backlog_octets = 4 << 20;  // an events client this far behind is dropped
 constexpr std::chrono::seconds event_keepalive{20};
+constexpr std::size_t max_lingering_refusals = 128;
 
 class connection_listener;
 
+// A request the HTTP parser refuses (a header or body over the limits, or no HTTP at all) is
+// closed by RESTinio at once, without an answer: the client would see a reset, not a 413.
+// RESTinio logs the parser's error, then closes the socket, in one call on the I/O thread, so
+// api_logger notes the answer that error calls for here, and api_socket's close() that follows
+// writes it before closing. One per io_context (an Asio service: the socket has nothing else).
+class parser_refusals : public asio::execution_context::service {
+public:
+    using key_type = parser_refusals;
+    static inline asio::execution_context::id id;
+    explicit parser_refusals(asio::execution_context& ctx) : asio::execution_context::service(ctx) {}
+    std::string pending;  // the whole HTTP answer for the socket closed next; empty: none
+    // Refusals still lingering (each a socket and 16 KiB for up to 2 s): a flood of bad
+    // requests beyond max_lingering_refusals is closed without an answer.
+    std::shared_ptr<std::size_t> lingering = std::make_shared<std::size_t>(0);
+
+private:
+    void shutdown() override {}
+};
+
+// The answer to a parser error RESTinio logs ("[connection:N] parser error HPE_...: ..."): 413
+// when a limit callback refused (RESTinio's callbacks fail only on its limits, set to ours),
+// 400 for anything else; nothing for other errors.
+std::optional<std::string> refusal_for(std::string_view log_line, const api_limits& lim) {
+    const auto at = log_line.find("parser error HPE_");
+    if (at == std::string_view::npos) return std::nullopt;
+    const std::string_view name = log_line.substr(at + 13, log_line.find(':', at) - at - 13);
+    int code = 400;
+    std::string why = "not an HTTP/1.1 request";
+    if (name == "HPE_CB_body" || name == "HPE_CB_headers_complete") {
+        code = 413;
+        why = "request body over " + std::to_string(lim.max_body_octets) + " octets";
+    } else if (name == "HPE_CB_url" || name == "HPE_CB_header_field" || name == "HPE_CB_header_value" ||
+               name == "HPE_HEADER_OVERFLOW") {
+        code = 413;
+        why = "request headers over " + std::to_string(lim.max_header_octets) + " octets";
+    }
+    const std::string body = error_json(why);
+    return "HTTP/1.1 " + std::to_string(code) + (code == 413 ? " Content Too Large" : " Bad Request") +
+           "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+           "\r\nConnection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\n" + body;
+}
+
+// RESTinio's logger: silent, but for the parser errors above.
+class api_logger {
+public:
+    api_logger(asio::io_context* io, api_limits lim) : io_(io), lim_(lim) {}
+    template <class B> void trace(B&&) const noexcept {}
+    template <class B> void info(B&&) const noexcept {}
+    template <class B> void warn(B&&) const noexcept {}
+    template <class B>
+    void error(B&& builder) const noexcept {
+        try {
+            if (auto answer = refusal_for(builder(), lim_)) asio::use_service<parser_refusals>(*io_).pending = std::move(*answer);
+        } catch (...) {
+        }
+    }
+
+private:
+    asio::io_context* io_;
+    api_limits lim_;
+};
+
+// The answer, then a lingering close: what the client still sends is read and dropped for a
+// while (bounded in time and octets), so the answer is not lost to a reset.
+struct refusal : std::enable_shared_from_this<refusal> {
+    asio::ip::tcp::socket s;
+    std::string text;
+    asio::steady_timer timer;
+    std::array<char, 16 * 1024> sink{};
+    std::size_t drained = 0;
+    std::shared_ptr<std::size_t> count;  // parser_refusals::lingering
+    refusal(asio::ip::tcp::socket sock, std::string t, std::shared_ptr<std::size_t> c)
+        : s(std::move(sock)), text(std::move(t)), timer(s.get_executor()), count(std::move(c)) {
+        ++*count;
+    }
+    ~refusal() { --*count; }
+    void start() {
+        timer.expires_after(std::chrono::seconds(2));
+        timer.async_wait([me = shared_from_this()](const asio::error_code& ec) {
+            if (!ec) me->finish();
+        });
+        asio::async_write(s, asio::buffer(text), [me = shared_from_this()](const asio::error_code& ec, std::size_t) {
+            if (ec) return me->finish();
+            asio::error_code ignored;
+            me->s.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+            me->drain();
+        });
+    }
+    void drain() {
+        s.async_read_some(asio::buffer(sink), [me = shared_from_this()](const asio::error_code& ec, std::size_t n) {
+            me->drained += n;
+            if (ec || me->drained > (16u << 20)) return me->finish();
+            me->drain();
+        });
+    }
+    void finish() {
+        timer.cancel();
+        asio::error_code ignored;
+        s.close(ignored);
+    }
+};
+
+// RESTinio's socket type: a TCP socket whose close() first answers a refusal the parser's
+// error left (parser_refusals), on a socket of its own that outlives RESTinio's connection.
+class api_socket : public asio::ip::tcp::socket {
+public:
+    explicit api_socket(asio::io_context& io) : asio::ip::tcp::socket(io), io_(&io) {}
+    api_socket(api_socket&&) = default;
+    api_socket& operator=(api_socket&&) = default;
+
+    void shutdown(shutdown_type what, asio::error_code& ec) {
+        if (!asio::use_service<parser_refusals>(*io_).pending.empty()) return;  // close() answers first
+        asio::ip::tcp::socket::shutdown(what, ec);
+    }
+    void close() {
+        auto& refusals = asio::use_service<parser_refusals>(*io_);
+        std::string answer = std::exchange(refusals.pending, std::string{});
+        if (!answer.empty() && is_open() && *refusals.lingering < max_lingering_refusals) {
+            std::make_shared<refusal>(std::move(static_cast<asio::ip::tcp::socket&>(*this)), std::move(answer),
+                                      refusals.lingering)
+                ->start();
+            return;
+        }
+        asio::ip::tcp::socket::close();
+    }
+
+private:
+    asio::io_context* io_;
+};
+
 struct traits : restinio::default_single_thread_traits_t {
     using connection_state_listener_t = connection_listener;
+    using logger_t = api_logger;
+    using stream_socket_t = api_socket;
+    // api_limits::max_connections: beyond it, connections wait in the listen backlog.
+    static constexpr bool use_connection_count_limiter = true;
 };
 
 using request = restinio::request_handle_t;
@@ -43,6 +181,7 @@ const char* reason(int status) {
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
     case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
     default: return "Error";
     }
 }
@@ -91,6 +230,17 @@ bool foreign_origin(std::string_view origin) {
 }
 
 void fail(const request& req, int code, std::string_view message) { answer(req, code, error_json(message)); }
+
+// 503 for a request over one of the API's caps (waiters, event streams, views): try again later.
+void busy(const request& req, std::string_view message) {
+    auto r = req->create_response(status(503));
+    r.append_header(restinio::http_field::content_type, "application/json");
+    r.append_header("Retry-After", "1");
+    r.append_header("Cache-Control", "no-store");
+    r.append_header("X-Content-Type-Options", "nosniff");
+    r.set_body(error_json(message));
+    r.done();
+}
 
 // LF not preceded by CR becomes CRLF (DESIGN.md "On disk": the way out, without the
 // dot-stuffing, which belongs to POP3's framing), for chunks split anywhere.
@@ -159,22 +309,30 @@ std::vector<std::string_view> segments(std::string_view path) {
 
 }  // namespace
 
+struct event_stream;
+
 // Everything of the server; shared with the pool's jobs and posted handlers, which keep it alive.
 struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     asio::io_context& io;
     http_config cfg;
     std::shared_ptr<store> st;
     mail_index& index;
-    asio::thread_pool& pool;
+    asio::thread_pool* pool;  // http_server's; null once it has been joined
     std::unique_ptr<server_t> server;
     asio::ip::tcp::endpoint bound;
     bool stopped = false;
     // What to undo when a connection closes (a waiter, an events stream), by connection id.
     std::unordered_map<std::uint64_t, std::map<std::uint64_t, std::function<void()>>> on_close;
     std::uint64_t next_token = 1;
+    std::size_t views = 0;  // message views being decoded (api_limits::max_views)
+    // The open events streams, by number; one index watcher writes each change's text once
+    // and hands the same octets to every stream.
+    std::map<std::uint64_t, std::shared_ptr<event_stream>> streams;
+    std::uint64_t next_stream = 1;
+    std::uint64_t watcher = 0;
 
     impl(asio::io_context& i, http_config c, std::shared_ptr<store> s, mail_index& x, asio::thread_pool& p)
-        : io(i), cfg(std::move(c)), st(std::move(s)), index(x), pool(p) {}
+        : io(i), cfg(std::move(c)), st(std::move(s)), index(x), pool(&p) {}
 
     std::uint64_t when_closed(std::uint64_t conn, std::function<void()> f) {
         const auto token = next_token++;
@@ -195,16 +353,32 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
         for (auto& [token, f] : fs) f();
     }
 
-    // Runs `work` on the pool, then `then(result)` on the I/O thread.
+    // Runs `work` on the pool, then `then(result)` on the I/O thread (off_thread.hpp), with
+    // this object kept alive till then.
     template <class Work, class Then>
     void off_thread(Work work, Then then) {
-        asio::post(pool, [self = shared_from_this(), work = std::move(work), then = std::move(then)]() mutable {
-            // Shared: a result may be move-only (a message), and this file's Asio copies handlers.
-            auto r = std::make_shared<decltype(work())>(work());
-            asio::post(self->io, [r, then = std::move(then)]() mutable { then(std::move(*r)); });
-        });
+        if (!pool) return;  // stopped and joined: nothing more runs
+        mailnetd::off_thread(*pool, io, std::move(work),
+                             [self = shared_from_this(), then = std::move(then)](auto&& r) mutable {
+                                 then(std::forward<decltype(r)>(r));
+                             });
     }
-
+    // A message view may start (api_limits::max_views); 503 else. end_view() when it is answered.
+    bool begin_view(const request& req) {
+        if (views >= cfg.limits.max_views) {
+            busy(req, "too many message views at once (at most " + std::to_string(cfg.limits.max_views) +
+                          "): try again");
+            return false;
+        }
+        ++views;
+        return true;
+    }
+    void end_view() { --views; }
+    // A message the index lists is gone from the store (deleted by another process): the index
+    // lets go of it, as it would on the store's event.
+    void gone(const std::string& id) { index.remove(id); }
+    void send_list(const request& req, int code, message_query q, std::optional<std::size_t> total = std::nullopt);
+    void broadcast(const mail_index::change& c);
     restinio::request_handling_status_t handle(const request& req);
     void list(const request& req, const query_params& params);
     void detail(const request& req, const message_summary& s);
@@ -297,7 +471,10 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
     }
     if (seg.size() == 1 && seg[0] == "healthz") {
         if (!get) return not_allowed();
-        if (no_params()) answer(req, 200, R"({"status":"ok"})");
+        // Not ready (503) until the index holds what the store had at start: a test that
+        // waits for healthz and then lists finds every message.
+        if (no_params())
+            index.complete() ? answer(req, 200, R"({"status":"ok"})") : answer(req, 503, R"({"status":"starting"})");
         return restinio::request_accepted();
     }
     if (seg.size() < 3 || seg[0] != "api" || seg[1] != "v1") {
@@ -364,67 +541,112 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
     return restinio::request_accepted();
 }
 
+// A list or wait answer (api.hpp list_writer), in chunks of about list_piece_octets: the next
+// piece is made once the last one is written, so a slow reader holds one piece, not the list.
+struct list_stream : std::enable_shared_from_this<list_stream> {
+    std::shared_ptr<http_server::impl> self;
+    list_writer writer;
+    restinio::response_builder_t<restinio::chunked_output_t> out;
+    list_stream(std::shared_ptr<http_server::impl> s, message_query q, std::optional<std::size_t> total,
+                restinio::response_builder_t<restinio::chunked_output_t> o)
+        : self(std::move(s)), writer(self->index, std::move(q), total), out(std::move(o)) {}
+    void step() {
+        std::string piece = writer.next(self->index, self->cfg.limits.list_piece_octets);
+        if (piece.empty()) {
+            out.done();
+            return;
+        }
+        out.append_chunk(std::move(piece));
+        out.flush([me = shared_from_this()](const asio::error_code& ec) {
+            if (!ec) me->step();
+        });
+    }
+};
+
+void http_server::impl::send_list(const request& req, int code, message_query q, std::optional<std::size_t> total) {
+    auto out = req->create_response<restinio::chunked_output_t>(status(code));
+    out.append_header(restinio::http_field::content_type, "application/json");
+    out.append_header("Cache-Control", "no-store");
+    out.append_header("X-Content-Type-Options", "nosniff");
+    std::make_shared<list_stream>(shared_from_this(), std::move(q), total, std::move(out))->step();
+}
+
 void http_server::impl::list(const request& req, const query_params& params) {
     auto q = parse_list_request(params, cfg.limits);
     if (auto* e = std::get_if<api_error>(&q)) return fail(req, e->status, e->message);
-    answer(req, 200, list_json(index.query(std::get<message_query>(q))));
+    send_list(req, 200, std::move(std::get<message_query>(q)));
 }
 
 void http_server::impl::detail(const request& req, const message_summary& s) {
     const std::uint64_t max = cfg.limits.max_view_octets;
+    if (!begin_view(req)) return;
     off_thread(
         [st = st, s, max]() -> result<std::string> {
             auto octets = load(*st, s, max);
             if (!octets) return unexpected(octets.error());
             return message_json(s, read_message(*octets));
         },
-        [req, max](result<std::string> r) {
+        [self = shared_from_this(), req, max, id = s.id](result<std::string> r) {
+            self->end_view();
             if (r) return answer(req, 200, std::move(*r));
             if (r.error() == errc::too_large)
                 return fail(req, 413, "message over " + std::to_string(max) + " octets: see /raw");
-            if (r.error() == errc::not_found) return fail(req, 404, "no such message");
+            if (r.error() == errc::not_found) {
+                self->gone(id);
+                return fail(req, 404, "no such message");
+            }
             fail(req, 500, "cannot read the message: " + r.error().message());
         });
 }
 
 // The raw stream: a piece read and encoded on the pool, written here, and only then the next,
-// so a huge message is never held whole. Alive while a step of it is pending.
-struct raw_stream : std::enable_shared_from_this<raw_stream> {
-    std::shared_ptr<http_server::impl> self;
+// so a huge message is never held whole. The pool's work holds only the reading side; the
+// response (which holds RESTinio's connection) is held on the I/O thread only, so it is
+// destroyed there (off_thread.hpp).
+struct raw_reader {
     message msg;
     crlf_encoder enc;
+    result<std::string> next() {
+        std::vector<char> buf(raw_chunk_octets);
+        auto n = msg.read(buf);
+        if (!n) return unexpected(n.error());
+        std::string piece;
+        enc.encode(std::string_view(buf.data(), *n), piece);
+        return piece;
+    }
+};
+
+struct raw_stream : std::enable_shared_from_this<raw_stream> {
+    std::shared_ptr<http_server::impl> self;
+    std::shared_ptr<raw_reader> reader;
     restinio::response_builder_t<restinio::chunked_output_t> out;
     raw_stream(std::shared_ptr<http_server::impl> s, message m, restinio::response_builder_t<restinio::chunked_output_t> o)
-        : self(std::move(s)), msg(std::move(m)), out(std::move(o)) {}
+        : self(std::move(s)), reader(std::make_shared<raw_reader>(raw_reader{std::move(m), {}})), out(std::move(o)) {}
+    ~raw_stream() { assert(self->io.get_executor().running_in_this_thread() || self->stopped); }
     void step() {
-        self->off_thread(
-            [me = shared_from_this()]() -> result<std::string> {
-                std::vector<char> buf(raw_chunk_octets);
-                auto n = me->msg.read(buf);
-                if (!n) return unexpected(n.error());
-                std::string piece;
-                me->enc.encode(std::string_view(buf.data(), *n), piece);
-                return piece;
-            },
-            [me = shared_from_this()](result<std::string> piece) {
-                if (!piece || piece->empty()) {
-                    // NOTE: a read error after the headers can only cut the stream short.
-                    me->out.done();
-                    return;
-                }
-                me->out.append_chunk(std::move(*piece));
-                me->out.flush([me](const asio::error_code& ec) {
-                    if (!ec) me->step();
-                });
-            });
+        self->off_thread([reader = reader]() { return reader->next(); },
+                         [me = shared_from_this()](result<std::string> piece) {
+                             if (!piece || piece->empty()) {
+                                 // NOTE: a read error after the headers can only cut the stream short.
+                                 me->out.done();
+                                 return;
+                             }
+                             me->out.append_chunk(std::move(*piece));
+                             me->out.flush([me](const asio::error_code& ec) {
+                                 if (!ec) me->step();
+                             });
+                         });
     }
 };
 
 void http_server::impl::raw(const request& req, const message_summary& s) {
     off_thread([st = st, s]() { return st->open(s.mailbox, s.store_id); },
-               [self = shared_from_this(), req](result<message> m) {
+               [self = shared_from_this(), req, id = s.id](result<message> m) {
                    if (!m) {
-                       if (m.error() == errc::not_found) return fail(req, 404, "no such message");
+                       if (m.error() == errc::not_found) {
+                           self->gone(id);
+                           return fail(req, 404, "no such message");
+                       }
                        return fail(req, 500, "cannot read the message: " + m.error().message());
                    }
                    auto out = req->create_response<restinio::chunked_output_t>(status(200));
@@ -439,16 +661,21 @@ void http_server::impl::raw(const request& req, const message_summary& s) {
 void http_server::impl::part(const request& req, const message_summary& s, std::string number) {
     if (!valid_part_number(number)) return fail(req, 400, "part: want a MIME part number such as 1 or 1.2");
     const std::uint64_t max = cfg.limits.max_view_octets;
+    if (!begin_view(req)) return;
     off_thread(
         [st = st, s, max, number]() -> result<std::optional<part_content>> {
             auto octets = load(*st, s, max);
             if (!octets) return unexpected(octets.error());
             return read_part(*octets, number);
         },
-        [req, max](result<std::optional<part_content>> r) {
+        [self = shared_from_this(), req, max, id = s.id](result<std::optional<part_content>> r) {
+            self->end_view();
             if (!r) {
                 if (r.error() == errc::too_large) return fail(req, 413, "message over " + std::to_string(max) + " octets");
-                if (r.error() == errc::not_found) return fail(req, 404, "no such message");
+                if (r.error() == errc::not_found) {
+                    self->gone(id);
+                    return fail(req, 404, "no such message");
+                }
                 return fail(req, 500, "cannot read the message: " + r.error().message());
             }
             if (!*r) return fail(req, 404, "no such part");
@@ -475,16 +702,21 @@ void http_server::impl::part(const request& req, const message_summary& s, std::
 // the detail), under a CSP that runs nothing and loads nothing remote (web_view.hpp).
 void http_server::impl::html(const request& req, const message_summary& s) {
     const std::uint64_t max = cfg.limits.max_view_octets;
+    if (!begin_view(req)) return;
     off_thread(
         [st = st, s, max]() -> result<std::string> {
             auto octets = load(*st, s, max);
             if (!octets) return unexpected(octets.error());
             return read_message(*octets).html;
         },
-        [req, max](result<std::string> r) {
+        [self = shared_from_this(), req, max, id = s.id](result<std::string> r) {
+            self->end_view();
             if (!r) {
                 if (r.error() == errc::too_large) return fail(req, 413, "message over " + std::to_string(max) + " octets");
-                if (r.error() == errc::not_found) return fail(req, 404, "no such message");
+                if (r.error() == errc::not_found) {
+                    self->gone(id);
+                    return fail(req, 404, "no such message");
+                }
                 return fail(req, 500, "cannot read the message: " + r.error().message());
             }
             if (r->empty()) return fail(req, 404, "no HTML part");
@@ -589,6 +821,13 @@ void http_server::impl::wait(const request& req, const query_params& params) {
     auto parsed = parse_wait_request(params, index, cfg.limits);
     if (auto* e = std::get_if<api_error>(&parsed)) return fail(req, e->status, e->message);
     const wait_request w = std::get<wait_request>(parsed);
+    if (index.waiters() >= cfg.limits.max_waiters) {
+        // Full: only a wait that is answered at once is served.
+        message_query all = w.q;
+        all.limit = 0;
+        if (index.query(all).total >= w.count) return send_list(req, 200, w.q);
+        return busy(req, "too many waiting requests (at most " + std::to_string(cfg.limits.max_waiters) + "): try again");
+    }
     // One waiter: the index calls done() at the insertion that reaches the count; the timer
     // answers 408; a closed connection cancels both. Whichever comes first ends the others.
     struct pending {
@@ -600,20 +839,21 @@ void http_server::impl::wait(const request& req, const query_params& params) {
     auto p = std::make_shared<pending>();
     auto self = shared_from_this();
     const auto conn = req->connection_id();
-    const auto finish = [self, p, req, conn, q = w.q](int code) {
+    // The waiter's total (woken: no search of the whole index per waiter; 1000 may wake at once).
+    const auto finish = [self, p, req, conn, q = w.q](int code, std::optional<std::size_t> total) {
         if (p->over) return;
         p->over = true;
         if (p->timer) p->timer->cancel();
         self->forget(conn, p->token);
-        if (code) answer(req, code, list_json(self->index.query(q)));
+        if (code) self->send_list(req, code, q, total);
     };
-    p->id = index.wait(w.q, w.count, [finish] { finish(200); });
+    p->id = index.wait(w.q, w.count, [finish](std::size_t total) { finish(200, total); });
     if (p->id == 0) return;  // already answered
     p->timer.emplace(io, w.timeout);
     p->timer->async_wait([self, p, finish](const asio::error_code& ec) {
         if (ec || p->over) return;
         self->index.cancel(p->id);
-        finish(408);
+        finish(408, std::nullopt);
     });
     p->token = when_closed(conn, [self, p] {
         if (p->over) return;
@@ -623,30 +863,26 @@ void http_server::impl::wait(const request& req, const query_params& params) {
     });
 }
 
-// One Server-Sent Events client: held by the index's watcher, the connection's cleanup and
-// the keep-alive timer; end() lets go of all three.
+// One Server-Sent Events client: held by impl::streams (which broadcast() writes to) and the
+// keep-alive timer; end() lets go of both.
 struct event_stream : std::enable_shared_from_this<event_stream> {
     std::shared_ptr<http_server::impl> self;
-    restinio::response_builder_t<restinio::chunked_output_t> out;
+    // Let go of in end(): the response holds RESTinio's connection, whose write in flight holds
+    // this stream; kept past the end, the two would keep each other alive once the loop stops.
+    std::optional<restinio::response_builder_t<restinio::chunked_output_t>> out;
     std::uint64_t conn = 0;
-    std::uint64_t watch = 0;
+    std::uint64_t number = 0;
     std::uint64_t token = 0;
     std::size_t backlog = 0;  // octets handed to RESTinio and not yet written
     bool over = false;
     asio::steady_timer keepalive;
     event_stream(std::shared_ptr<http_server::impl> s, restinio::response_builder_t<restinio::chunked_output_t> o,
-                 std::uint64_t c)
-        : self(std::move(s)), out(std::move(o)), conn(c), keepalive(self->io) {}
+                 std::uint64_t c, std::uint64_t n)
+        : self(std::move(s)), out(std::move(o)), conn(c), number(n), keepalive(self->io) {}
 
     void start() {
         // The headers at once and a first comment: the client knows the stream is open.
-        send(": mailnetd events\n\n");
-        watch = self->index.watch([me = shared_from_this()](const mail_index::change& c) {
-            if (c.added)
-                me->send("event: new\ndata: " + summary_json(*c.summary) + "\n\n");
-            else
-                me->send("event: deleted\ndata: " + id_json(c.id) + "\n\n");
-        });
+        send(std::make_shared<std::string>(": mailnetd events\n\n"));
         token = self->when_closed(conn, [me = shared_from_this()] { me->end(false); });
         tick();
     }
@@ -655,11 +891,12 @@ struct event_stream : std::enable_shared_from_this<event_stream> {
         keepalive.expires_after(event_keepalive);
         keepalive.async_wait([me = shared_from_this()](const asio::error_code& ec) {
             if (ec || me->over) return;
-            me->send(": keep-alive\n\n");
+            me->send(std::make_shared<std::string>(": keep-alive\n\n"));
             me->tick();
         });
     }
-    void send(std::string text) {
+    // `text` is shared by every stream (one copy per change, not one per stream).
+    void send(std::shared_ptr<std::string> text) {
         if (over) return;
         if (backlog > max_event_backlog_octets) {
             // NOTE: a client that reads nothing is dropped rather than buffered without bound;
@@ -667,10 +904,10 @@ struct event_stream : std::enable_shared_from_this<event_stream> {
             end(true);
             return;
         }
-        backlog += text.size();
-        const std::size_t n = text.size();
-        out.append_chunk(std::move(text));
-        out.flush([me = shared_from_this(), n](const asio::error_code& ec) {
+        const std::size_t n = text->size();
+        backlog += n;
+        out->append_chunk(restinio::writable_item_t(std::move(text)));
+        out->flush([me = shared_from_this(), n](const asio::error_code& ec) {
             me->backlog = me->backlog >= n ? me->backlog - n : 0;
             if (ec) me->end(false);
         });
@@ -678,19 +915,45 @@ struct event_stream : std::enable_shared_from_this<event_stream> {
     void end(bool close) {
         if (over) return;
         over = true;
-        const auto keep = shared_from_this();  // the watcher let go of below may hold the last reference
-        self->index.unwatch(watch);
+        const auto keep = shared_from_this();  // streams may hold the last reference
+        self->streams.erase(number);
         self->forget(conn, token);
         keepalive.cancel();
-        if (close) out.done();
+        if (close) out->done();
+        out.reset();
     }
 };
 
+// One change, written once, to every open stream.
+void http_server::impl::broadcast(const mail_index::change& c) {
+    if (streams.empty()) return;
+    auto text = std::make_shared<std::string>(c.added ? "event: new\ndata: " + summary_json(*c.summary) + "\n\n"
+                                                      : "event: deleted\ndata: " + id_json(c.id) + "\n\n");
+    // A copy of the list: a stream that ends while being written to leaves it.
+    std::vector<std::shared_ptr<event_stream>> now;
+    now.reserve(streams.size());
+    for (const auto& [n, es] : streams) now.push_back(es);
+    for (const auto& es : now) es->send(text);
+}
+
 void http_server::impl::events(const request& req) {
+    if (streams.size() >= cfg.limits.max_event_streams)
+        return busy(req, "too many event streams (at most " + std::to_string(cfg.limits.max_event_streams) +
+                             "): try again");
+    if (watcher == 0) {
+        std::weak_ptr<impl> weak = shared_from_this();
+        watcher = index.watch([weak](const mail_index::change& c) {
+            if (auto me = weak.lock()) me->broadcast(c);
+        });
+    }
     auto out = req->create_response<restinio::chunked_output_t>(status(200));
     out.append_header(restinio::http_field::content_type, "text/event-stream; charset=utf-8");
     out.append_header("Cache-Control", "no-store");
-    std::make_shared<event_stream>(shared_from_this(), std::move(out), req->connection_id())->start();
+    out.append_header("X-Content-Type-Options", "nosniff");
+    const auto number = next_stream++;
+    auto es = std::make_shared<event_stream>(shared_from_this(), std::move(out), req->connection_id(), number);
+    streams.emplace(number, es);
+    es->start();
 }
 
 // GET/PUT/DELETE /api/v1/faults through the slots main() gives (http_server.hpp, fault_endpoint).
@@ -710,11 +973,15 @@ void http_server::impl::faults(const request& req) {
     answer(req, 200, f.list());
 }
 
-http_server::http_server(asio::io_context& io, http_config cfg, std::shared_ptr<store> st, mail_index& index,
-                         asio::thread_pool& pool)
-    : impl_(std::make_shared<impl>(io, std::move(cfg), std::move(st), index, pool)) {}
+http_server::http_server(asio::io_context& io, http_config cfg, std::shared_ptr<store> st, mail_index& index)
+    : pool_(std::make_unique<asio::thread_pool>(2)),
+      impl_(std::make_shared<impl>(io, std::move(cfg), std::move(st), index, *pool_)) {}
 
-http_server::~http_server() { stop(); }
+http_server::~http_server() {
+    stop();
+    pool_->join();
+    impl_->pool = nullptr;
+}
 
 result<asio::ip::tcp::endpoint> http_server::start() {
     auto& m = *impl_;
@@ -723,18 +990,21 @@ result<asio::ip::tcp::endpoint> http_server::start() {
     if (ec) return unexpected(make_error_code(errc::bad_config));
     std::weak_ptr<impl> weak = impl_;
     restinio::incoming_http_msg_limits_t limits;
-    // Far over ours: RESTinio closes such a request's connection; below them our 413 answers.
-    limits.max_url_size(4 * m.cfg.limits.max_header_octets)
-        .max_field_name_size(4 * m.cfg.limits.max_header_octets)
-        .max_field_value_size(4 * m.cfg.limits.max_header_octets)
+    // Ours: the parser refuses a longer field, URL or body, and api_socket answers 413 (a body
+    // by its Content-Length, before it is read); handle() checks the headers' total.
+    limits.max_url_size(m.cfg.limits.max_header_octets)
+        .max_field_name_size(m.cfg.limits.max_header_octets)
+        .max_field_value_size(m.cfg.limits.max_header_octets + 1)
         .max_field_count(1000)
-        .max_body_size(16 * m.cfg.limits.max_body_octets);
+        .max_body_size(m.cfg.limits.max_body_octets);
     auto settings = restinio::server_settings_t<traits>{}
+                        .logger(&m.io, m.cfg.limits)
                         .address(address)
                         .port(m.cfg.port)
                         // A pending request (a wait, an events stream) keeps its connection read, so a
                         // client that goes away is seen at once (its waiter freed).
                         .max_pipelined_requests(4)
+                        .max_parallel_connections(m.cfg.limits.max_connections)
                         .handle_request_timeout(m.cfg.limits.max_wait + std::chrono::seconds(60))
                         .read_next_http_message_timelimit(std::chrono::seconds(60))
                         .incoming_http_msg_limits(limits)
@@ -778,6 +1048,8 @@ void http_server::stop() {
     impl_->on_close.clear();
     for (auto& [conn, cleanups] : pending)
         for (auto& [token, f] : cleanups) f();
+    if (impl_->watcher) impl_->index.unwatch(impl_->watcher);
+    impl_->watcher = 0;
 }
 
 }  // namespace mailnet::mailnetd

@@ -4,6 +4,9 @@
 
 #include <asio/post.hpp>
 
+#include <algorithm>
+#include <iterator>
+
 #include "mailnet/mailnetd/message_view.hpp"
 
 namespace mailnet::mailnetd {
@@ -78,7 +81,7 @@ void index_sync::start(std::function<void(std::size_t)> on_scanned) {
 }
 
 void index_sync::scan(std::function<void(std::size_t)> on_scanned) {
-    std::size_t count = 0;
+    std::vector<message_summary> all;
     auto boxes = store_->mailboxes();
     if (!boxes) {
         if (log_) log_(log_level::warning, "mailnetd: http: the store cannot list its mailboxes (" +
@@ -87,16 +90,28 @@ void index_sync::scan(std::function<void(std::size_t)> on_scanned) {
         for (const auto& box : *boxes) {
             auto snap = store_->snapshot(box);
             if (!snap) continue;
-            std::vector<message_summary> batch;
             for (const auto& m : *snap)
-                if (auto s = read_summary(*store_, box, m.id, m.octets)) batch.push_back(std::move(*s));
-            count += batch.size();
-            asio::post(io_, [this, batch = std::move(batch)]() mutable {
-                for (auto& s : batch) index_.insert(std::move(s));
-            });
+                if (auto s = read_summary(*store_, box, m.id, m.octets)) all.push_back(std::move(*s));
         }
     }
-    if (on_scanned) asio::post(io_, [count, f = std::move(on_scanned)] { f(count); });
+    // Inserted oldest first, so the index's insertion order (since=ID) agrees with the received
+    // order for what was there at start; every event is inserted after (this runs on serial_).
+    std::stable_sort(all.begin(), all.end(),
+                     [](const message_summary& a, const message_summary& b) { return a.received < b.received; });
+    const std::size_t count = all.size();
+    constexpr std::size_t batch_size = 1024;  // the I/O thread serves between batches
+    for (std::size_t at = 0; at < all.size(); at += batch_size) {
+        const auto end = all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), at + batch_size));
+        std::vector<message_summary> batch(std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(at)),
+                                           std::make_move_iterator(end));
+        asio::post(io_, [this, batch = std::move(batch)]() mutable {
+            for (auto& s : batch) index_.insert(std::move(s));
+        });
+    }
+    asio::post(io_, [this, count, f = std::move(on_scanned)] {
+        index_.set_complete();
+        if (f) f(count);
+    });
 }
 
 void index_sync::on_event(const store_event& e) {

@@ -56,6 +56,10 @@ bool mail_index::matches(const message_query& q, const message_summary& s) {
     return true;
 }
 
+bool mail_index::after_since(const message_query& q, const order_key& k) {
+    return (!q.after_us || k.received_us > *q.after_us) && (!q.after_seq || k.seq > *q.after_seq);
+}
+
 bool mail_index::insert(message_summary s) {
     if (by_id_.contains(s.id)) return false;
     const order_key key{to_us(s.received), ++seq_};
@@ -65,15 +69,16 @@ bool mail_index::insert(message_summary s) {
     // Waiters first (their answer includes this message), then the live events.
     std::vector<waiter_id> fired;
     for (auto& [id, w] : waiters_) {
-        if ((w.q.after && !(*w.q.after < key)) || !matches(w.q, e)) continue;
+        if (!after_since(w.q, key) || !matches(w.q, e)) continue;
         if (++w.have >= w.count) fired.push_back(id);
     }
     for (const waiter_id id : fired) {
         auto w = waiters_.find(id);
         if (w == waiters_.end()) continue;  // a done() before cancelled it
         auto done = std::move(w->second.done);
+        const std::size_t total = w->second.have;
         waiters_.erase(w);
-        done();
+        done(total);
     }
     notify(change{true, &e, e.id});
     return true;
@@ -93,7 +98,7 @@ void mail_index::notify(const change& c) {
 void mail_index::erase(std::map<order_key, message_summary>::iterator it) {
     const std::string id = it->second.id;
     for (auto& [wid, w] : waiters_)
-        if ((!w.q.after || *w.q.after < it->first) && matches(w.q, it->second) && w.have > 0) --w.have;
+        if (after_since(w.q, it->first) && matches(w.q, it->second) && w.have > 0) --w.have;
     by_id_.erase(id);
     by_order_.erase(it);
     notify(change{false, nullptr, id});
@@ -125,19 +130,31 @@ std::optional<order_key> mail_index::key_of(std::string_view id) const {
 query_result mail_index::query(const message_query& q) const {
     query_result r;
     for (auto it = by_order_.rbegin(); it != by_order_.rend(); ++it) {
-        if (q.after && !(*q.after < it->first)) break;  // older than since=: so is the rest
-        if (!matches(q, it->second)) continue;
+        if (q.after_us && it->first.received_us <= *q.after_us) break;  // received before since=: so is the rest
+        if (!after_since(q, it->first) || !matches(q, it->second)) continue;
         ++r.total;
         if (r.messages.size() < q.limit) r.messages.push_back(&it->second);
     }
     return r;
 }
 
-mail_index::waiter_id mail_index::wait(message_query q, std::size_t count, std::function<void()> done) {
+const message_summary* mail_index::next_match(const message_query& q, const std::optional<order_key>& before,
+                                              order_key& at) const {
+    auto it = before ? std::make_reverse_iterator(by_order_.lower_bound(*before)) : by_order_.rbegin();
+    for (; it != by_order_.rend(); ++it) {
+        if (q.after_us && it->first.received_us <= *q.after_us) break;
+        if (!after_since(q, it->first) || !matches(q, it->second)) continue;
+        at = it->first;
+        return &it->second;
+    }
+    return nullptr;
+}
+
+mail_index::waiter_id mail_index::wait(message_query q, std::size_t count, std::function<void(std::size_t)> done) {
     q.limit = 0;
     const std::size_t have = query(q).total;
     if (have >= count) {
-        done();
+        done(have);
         return 0;
     }
     const waiter_id id = next_waiter_++;

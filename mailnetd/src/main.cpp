@@ -263,7 +263,7 @@ int main(int argc, char** argv) {
                 return mailnet::mailnetd::fault_rules_json(faults->rules());
             },
             [faults] { faults->clear(); }};
-        api.emplace(io, hc, store, index, sync->pool());
+        api.emplace(io, hc, store, index);
         auto ep = api->start();
         if (!ep) {
             std::cerr << "mailnetd: cannot listen on http " << http << "\n";

@@ -67,21 +67,112 @@ TEST(wait_request, values_since_and_limits) {
     auto w = std::get<wait_request>(r);
     EXPECT_EQ(w.count, 3u);
     EXPECT_EQ(w.timeout, std::chrono::seconds(5));
-    EXPECT_EQ(w.q.after, index.key_of(s.id));
+    EXPECT_EQ(w.q.after_seq, index.key_of(s.id)->seq);  // by insertion, not received time
+    EXPECT_FALSE(w.q.after_us);
     w = std::get<wait_request>(parse_wait_request({}, index, lim));
     EXPECT_EQ(w.count, 1u);
     EXPECT_EQ(w.timeout, std::chrono::seconds(30));
-    EXPECT_FALSE(w.q.after);
+    EXPECT_FALSE(w.q.after_seq);
+    EXPECT_FALSE(w.q.after_us);
     r = parse_wait_request(params("since=2024-01-01T00:00:00Z"), index, lim);
     ASSERT_TRUE(std::holds_alternative<wait_request>(r));
-    EXPECT_TRUE(std::get<wait_request>(r).q.after);
+    EXPECT_EQ(std::get<wait_request>(r).q.after_us, 1704067200000000);
     EXPECT_TRUE(std::holds_alternative<wait_request>(parse_wait_request(params("timeout=0"), index, lim)));
     for (const char* bad : {"count=0", "count=x", "timeout=601", "timeout=-1", "since=nosuchid", "since=",
-                            "limit=5", "unknown=1"}) {
+                            "limit=0", "limit=1001", "limit=x", "unknown=1"}) {
         auto e = parse_wait_request(params(bad), index, lim);
         ASSERT_TRUE(std::holds_alternative<api_error>(e)) << bad;
         EXPECT_EQ(std::get<api_error>(e).status, 400);
     }
+}
+
+TEST(wait_request, limit_bounds_the_summaries_answered) {
+    api_limits lim;
+    mail_index index;
+    // Default: 50, or count when it is larger; limit= from 1 to max_list, below count allowed.
+    EXPECT_EQ(std::get<wait_request>(parse_wait_request({}, index, lim)).q.limit, 50u);
+    EXPECT_EQ(std::get<wait_request>(parse_wait_request(params("count=200"), index, lim)).q.limit, 200u);
+    auto w = std::get<wait_request>(parse_wait_request(params("count=5&limit=2"), index, lim));
+    EXPECT_EQ(w.count, 5u);
+    EXPECT_EQ(w.q.limit, 2u);
+    EXPECT_EQ(std::get<wait_request>(parse_wait_request(params("limit=1000"), index, lim)).q.limit, 1000u);
+}
+
+message_summary numbered(int i, std::size_t subject_octets = 10) {
+    message_summary s;
+    s.id = make_message_id("bob@x.org", std::to_string(i));
+    s.mailbox = "bob@x.org";
+    s.store_id = std::to_string(i);
+    s.from = "alice@a.org";
+    s.to = {"bob@x.org"};
+    s.subject = std::string(subject_octets, 'x') + " " + std::to_string(i);
+    s.received = std::chrono::system_clock::time_point(std::chrono::seconds(1700000000 + i));
+    s.size = 10;
+    return s;
+}
+
+std::string all_pieces(list_writer& w, const mail_index& index, std::size_t max, std::vector<std::size_t>* sizes = nullptr) {
+    std::string out;
+    for (std::string piece = w.next(index, max); !piece.empty(); piece = w.next(index, max)) {
+        if (sizes) sizes->push_back(piece.size());
+        out += piece;
+    }
+    return out;
+}
+
+TEST(list_writer, pieces_make_the_list_json) {
+    mail_index index;
+    for (int i = 0; i < 300; ++i) index.insert(numbered(i, 200));
+    for (std::size_t limit : {1u, 7u, 50u, 1000u}) {
+        message_query q;
+        q.limit = limit;
+        list_writer w(index, q);
+        std::vector<std::size_t> sizes;
+        const std::string got = all_pieces(w, index, 4096, &sizes);
+        EXPECT_EQ(got, list_json(index.query(q))) << limit;
+        EXPECT_EQ(w.next(index, 4096), "");
+        // Bounded pieces: at most the bound plus one summary (about 300 octets here).
+        for (auto n : sizes) EXPECT_LE(n, 4096u + 400u);
+        if (limit == 1000) {
+            EXPECT_GE(sizes.size(), 300u * 250u / 4096u);
+        }
+    }
+    // Filters and an empty answer.
+    message_query q;
+    q.subject = "nothing like it";
+    list_writer empty(index, q);
+    EXPECT_EQ(all_pieces(empty, index, 4096), R"({"messages":[],"total":0})");
+    EXPECT_EQ(all_pieces(empty, index, 4096), "");
+}
+
+TEST(list_writer, a_known_total_is_not_counted_again) {
+    mail_index index;
+    for (int i = 0; i < 10; ++i) index.insert(numbered(i));
+    message_query q;
+    q.limit = 3;
+    list_writer told(index, q, 10);
+    list_writer counted(index, q);
+    EXPECT_EQ(all_pieces(told, index, 4096), all_pieces(counted, index, 4096));
+    list_writer wrong(index, q, 99);  // the caller's word is taken
+    EXPECT_EQ(json::parse(all_pieces(wrong, index, 4096))["total"], 99);
+}
+
+TEST(list_writer, the_index_may_change_between_pieces) {
+    mail_index index;
+    for (int i = 0; i < 10; ++i) index.insert(numbered(i));
+    message_query q;
+    q.limit = 5;
+    list_writer w(index, q);
+    std::string out = w.next(index, 60);  // the head and the newest (9)
+    index.remove(make_message_id("bob@x.org", "8"));  // deleted before its piece: left out
+    index.insert(numbered(20));                       // newer than what was written: not added
+    out += all_pieces(w, index, 1);
+    const auto j = json::parse(out);
+    EXPECT_EQ(j["total"], 10);  // counted at the start
+    std::vector<std::string> subjects;
+    for (const auto& m : j["messages"]) subjects.push_back(m["subject"]);
+    EXPECT_EQ(subjects, (std::vector<std::string>{"xxxxxxxxxx 9", "xxxxxxxxxx 7", "xxxxxxxxxx 6", "xxxxxxxxxx 5",
+                                                  "xxxxxxxxxx 4"}));
 }
 
 TEST(delete_request, mailbox_only) {

@@ -1,22 +1,36 @@
-// http_server_test.cpp: the HTTP server on a real socket with a memory store: /healthz, the
-// /api/v1/faults slots (fault_endpoint: where the fault rules plug in) and the request limits.
+// http_server_test.cpp: the HTTP server on a real socket with a memory store: /healthz and its
+// readiness, the /api/v1/faults slots (fault_endpoint: where the fault rules plug in), the request
+// limits, lists and wait answers in chunks, the caps (waiters, event streams, views,
+// connections), views that never delay the index, the web view's headers.
 #include "mailnet/mailnetd/http_server.hpp"
 
 #include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <openssl/evp.h>
 
 #include <asio/connect.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/post.hpp>
 #include <asio/read.hpp>
+#include <asio/read_until.hpp>
 #include <asio/write.hpp>
 
+#include <atomic>
+#include <condition_variable>
+#include <future>
 #include <mutex>
 #include <thread>
+
+#include "mailnet/mailnetd/index_sync.hpp"
+#include "mailnet/mailnetd/web_view.hpp"
 
 namespace {
 
 using namespace mailnet::mailnetd;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
 
 struct reply {
     int status = 0;
@@ -24,18 +38,62 @@ struct reply {
     std::string body;
 };
 
+// The body of a chunked answer (RFC 9112 7.1), and how many chunks it came in.
+std::string dechunk(const std::string& body, std::size_t* chunks = nullptr) {
+    std::string out;
+    std::size_t at = 0, n = 0;
+    while (at < body.size()) {
+        const auto eol = body.find("\r\n", at);
+        if (eol == std::string::npos) break;
+        const std::size_t size = std::stoul(body.substr(at, eol - at), nullptr, 16);
+        if (size == 0) break;
+        out += body.substr(eol + 2, size);
+        at = eol + 2 + size + 2;
+        ++n;
+    }
+    if (chunks) *chunks = n;
+    return out;
+}
+
+bool chunked(const reply& r) { return r.head.find("Transfer-Encoding: chunked") != std::string::npos; }
+
+std::string header(const reply& r, const std::string& name) {
+    const auto at = r.head.find("\r\n" + name + ": ");
+    if (at == std::string::npos) return {};
+    const auto start = at + name.size() + 4;
+    return r.head.substr(start, r.head.find("\r\n", start) - start);
+}
+
+// The body as the client reads it, chunked or not.
+std::string body_of(const reply& r) { return chunked(r) ? dechunk(r.body) : r.body; }
+
+struct fixture_options {
+    std::shared_ptr<mailnet::store> store;      // default: a memory store
+    std::optional<fault_endpoint> faults;
+    std::function<void(api_limits&)> tune;
+    bool sync = false;      // an index_sync feeds the index (else the test does, and it is complete)
+    bool complete = true;   // without sync: the index says its scan is in
+};
+
 // The server on its own thread, as in mailnetd (one io_context), bound to 127.0.0.1:0.
 class server_fixture {
 public:
-    explicit server_fixture(std::optional<fault_endpoint> faults) {
+    explicit server_fixture(fixture_options o = {}) : store_(o.store ? o.store : std::shared_ptr<mailnet::store>(mailnet::make_memory_store())) {
         http_config cfg;
         cfg.address = "127.0.0.1";
         cfg.port = 0;
-        cfg.faults = std::move(faults);
-        server_.emplace(io_, cfg, std::shared_ptr<mailnet::store>(mailnet::make_memory_store()), index_, pool_);
+        cfg.faults = std::move(o.faults);
+        if (o.tune) o.tune(cfg.limits);
+        server_.emplace(io_, cfg, store_, index_);
         auto ep = server_->start();
         EXPECT_TRUE(ep);
         if (ep) port_ = ep->port();
+        if (o.sync) {
+            sync_.emplace(io_, store_, index_, mailnet::null_log());
+            sync_->start();
+        } else if (o.complete) {
+            index_.set_complete();
+        }
         thread_ = std::thread([this] { io_.run(); });
     }
     ~server_fixture() {
@@ -46,21 +104,38 @@ public:
         });
         thread_.join();
         server_.reset();
-        pool_.join();
+        sync_.reset();
+    }
+
+    mailnet::store& store() { return *store_; }
+    std::uint16_t port() const { return port_; }
+
+    // `f(index)` on the I/O thread (the index's only thread); its result.
+    template <class F>
+    auto on_io(F f) {
+        std::packaged_task<decltype(f(std::declval<mail_index&>()))()> task([&] { return f(index_); });
+        auto done = task.get_future();
+        asio::post(io_, [&task] { task(); });
+        return done.get();
     }
 
     // One request on its own connection ("Connection: close"); the whole answer.
     reply request(const std::string& method, const std::string& target, const std::string& body = {},
                   const std::string& extra_headers = {}) {
-        asio::io_context client;
-        asio::ip::tcp::socket s(client);
-        s.connect({asio::ip::make_address("127.0.0.1"), port_});
         std::string req = method + " " + target + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n" + extra_headers;
         if (!body.empty() || method == "PUT") req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
         req += "\r\n" + body;
-        asio::write(s, asio::buffer(req));
-        std::string got;
+        return exchange(req);
+    }
+
+    // `req` as it is on a connection of its own; everything read until the server closes.
+    reply exchange(const std::string& req) {
+        asio::io_context client;
+        asio::ip::tcp::socket s(client);
+        s.connect({asio::ip::make_address("127.0.0.1"), port_});
         asio::error_code ec;
+        asio::write(s, asio::buffer(req), ec);
+        std::string got;
         asio::read(s, asio::dynamic_buffer(got), ec);
         reply r;
         const auto end = got.find("\r\n\r\n");
@@ -73,12 +148,54 @@ public:
 private:
     asio::io_context io_;
     asio::executor_work_guard<asio::io_context::executor_type> work_{io_.get_executor()};
-    asio::thread_pool pool_{1};
+    std::shared_ptr<mailnet::store> store_;
     mail_index index_;
+    std::optional<index_sync> sync_;
     std::optional<http_server> server_;
     std::uint16_t port_ = 0;
     std::thread thread_;
 };
+
+// A connection held open by the test, its request sent and its answer not read.
+struct open_request {
+    asio::io_context io;
+    asio::ip::tcp::socket s{io};
+    open_request(std::uint16_t port, const std::string& target) {
+        s.connect({asio::ip::make_address("127.0.0.1"), port});
+        if (!target.empty()) {
+            const std::string req = "GET " + target + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            asio::write(s, asio::buffer(req));
+        }
+    }
+    // The status line and headers, once they come.
+    std::string head() {
+        std::string got;
+        asio::read_until(s, asio::dynamic_buffer(got), "\r\n\r\n");
+        return got;
+    }
+};
+
+message_summary summary_of(int i, std::size_t subject_octets = 10) {
+    message_summary s;
+    s.id = make_message_id("bob@x.org", std::to_string(i));
+    s.mailbox = "bob@x.org";
+    s.store_id = std::to_string(i);
+    s.from = "alice@a.org";
+    s.to = {"bob@x.org"};
+    s.subject = std::string(subject_octets, 's') + " " + std::to_string(i);
+    s.received = std::chrono::system_clock::time_point(std::chrono::seconds(1700000000 + i));
+    s.size = 10;
+    return s;
+}
+
+bool eventually(const std::function<bool()>& f, std::chrono::milliseconds limit = 5s) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+        if (f()) return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return f();
+}
 
 // A stand-in for the fault rules: remembers what it was given.
 struct fake_rules {
@@ -110,7 +227,7 @@ struct fake_rules {
 };
 
 TEST(http_server, healthz_and_unknown_paths) {
-    server_fixture srv(std::nullopt);
+    server_fixture srv;
     auto r = srv.request("GET", "/healthz");
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(r.body, R"({"status":"ok"})");
@@ -120,7 +237,7 @@ TEST(http_server, healthz_and_unknown_paths) {
 }
 
 TEST(http_server, faults_without_rules_is_404) {
-    server_fixture srv(std::nullopt);
+    server_fixture srv;
     for (const char* m : {"GET", "PUT", "DELETE"}) {
         auto r = srv.request(m, "/api/v1/faults", std::string(m) == "PUT" ? "[]" : "");
         EXPECT_EQ(r.status, 404) << m;
@@ -130,7 +247,9 @@ TEST(http_server, faults_without_rules_is_404) {
 
 TEST(http_server, faults_reach_their_slots) {
     fake_rules rules;
-    server_fixture srv(rules.endpoint());
+    fixture_options o;
+    o.faults = rules.endpoint();
+    server_fixture srv(o);
     auto r = srv.request("GET", "/api/v1/faults");
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(r.body, "[]");
@@ -159,9 +278,367 @@ TEST(http_server, faults_reach_their_slots) {
 }
 
 TEST(http_server, header_limit) {
-    server_fixture srv(std::nullopt);
+    server_fixture srv;
     EXPECT_EQ(srv.request("GET", "/healthz", {}, "X-Big: " + std::string(17 * 1024, 'a') + "\r\n").status, 413);
     EXPECT_EQ(srv.request("GET", "/healthz", {}, "X-Ok: " + std::string(8 * 1024, 'a') + "\r\n").status, 200);
+    // Many fields, each small, over 16 KiB together.
+    std::string many;
+    for (int i = 0; i < 40; ++i) many += "X-F" + std::to_string(i) + ": " + std::string(500, 'b') + "\r\n";
+    EXPECT_EQ(srv.request("GET", "/healthz", {}, many).status, 413);
+}
+
+// #15: what the HTTP parser refuses itself (one header over 64 KiB, a body over 1 MiB, the URL)
+// used to close the connection with no answer; it is a 413 the client reads, with the reason.
+TEST(http_server, requests_the_parser_refuses_are_answered_413_or_400) {
+    server_fixture srv;
+    auto r = srv.request("GET", "/healthz", {}, "X-Huge: " + std::string(70 * 1024, 'a') + "\r\n");
+    EXPECT_EQ(r.status, 413) << r.head;
+    EXPECT_EQ(json::parse(r.body)["error"], "request headers over 16384 octets");
+    EXPECT_EQ(header(r, "Connection"), "close");
+    r = srv.request("GET", "/healthz?" + std::string(20 * 1024, 'q'));
+    EXPECT_EQ(r.status, 413) << r.head;
+    r = srv.request("PUT", "/api/v1/faults", std::string(2 << 20, 'x'));
+    EXPECT_EQ(r.status, 413) << r.head;
+    EXPECT_EQ(json::parse(r.body)["error"], "request body over 65536 octets");
+    r = srv.request("PUT", "/api/v1/faults", std::string(65 * 1024, 'x'));
+    EXPECT_EQ(r.status, 413) << r.head;
+    r = srv.exchange("HELLO THERE\r\n\r\n");
+    EXPECT_EQ(r.status, 400) << r.head;
+    EXPECT_EQ(json::parse(r.body)["error"], "not an HTTP/1.1 request");
+    EXPECT_EQ(srv.request("GET", "/healthz").status, 200);  // still serving
+}
+
+TEST(http_server, healthz_says_starting_until_the_index_is_complete) {
+    fixture_options o;
+    o.complete = false;
+    server_fixture srv(o);
+    auto r = srv.request("GET", "/healthz");
+    EXPECT_EQ(r.status, 503);
+    EXPECT_EQ(r.body, R"({"status":"starting"})");
+    srv.on_io([](mail_index& i) {
+        i.set_complete();
+        return 0;
+    });
+    EXPECT_EQ(srv.request("GET", "/healthz").status, 200);
+}
+
+// DESIGN.md: long listings are produced piece by piece, never as one string.
+TEST(http_server, lists_and_wait_answers_come_in_bounded_chunks) {
+    fixture_options o;
+    o.tune = [](api_limits& l) { l.list_piece_octets = 2048; };
+    server_fixture srv(o);
+    srv.on_io([](mail_index& i) {
+        for (int n = 0; n < 300; ++n) i.insert(summary_of(n, 300));
+        return 0;
+    });
+    auto r = srv.request("GET", "/api/v1/messages?limit=1000");
+    EXPECT_EQ(r.status, 200);
+    ASSERT_TRUE(chunked(r)) << r.head;
+    EXPECT_EQ(header(r, "Content-Type"), "application/json");
+    std::size_t chunks = 0;
+    auto j = json::parse(dechunk(r.body, &chunks));
+    EXPECT_GE(chunks, 40u);  // 300 summaries of about 420 octets, about 2 KiB a chunk
+    EXPECT_EQ(j["total"], 300);
+    ASSERT_EQ(j["messages"].size(), 300u);
+    EXPECT_EQ(j["messages"][0]["subject"], std::string(300, 's') + " 299");
+
+    // wait: limit= bounds the summaries (default 50), total counts all; streamed the same way.
+    r = srv.request("GET", "/api/v1/wait?limit=3&timeout=0");
+    EXPECT_EQ(r.status, 200);
+    ASSERT_TRUE(chunked(r)) << r.head;
+    j = json::parse(dechunk(r.body));
+    EXPECT_EQ(j["total"], 300);
+    EXPECT_EQ(j["messages"].size(), 3u);
+    j = json::parse(body_of(srv.request("GET", "/api/v1/wait?timeout=0")));
+    EXPECT_EQ(j["messages"].size(), 50u);
+    r = srv.request("GET", "/api/v1/wait?to=nobody&count=2&limit=1&timeout=0");
+    EXPECT_EQ(r.status, 408);
+    EXPECT_EQ(body_of(r), R"({"messages":[],"total":0})");
+}
+
+TEST(http_server, waiters_and_event_streams_are_capped_with_503) {
+    fixture_options o;
+    o.tune = [](api_limits& l) {
+        l.max_waiters = 2;
+        l.max_event_streams = 1;
+    };
+    server_fixture srv(o);
+    open_request w1(srv.port(), "/api/v1/wait?to=never&timeout=30");
+    open_request w2(srv.port(), "/api/v1/wait?to=never&timeout=30");
+    ASSERT_TRUE(eventually([&] { return srv.on_io([](mail_index& i) { return i.waiters(); }) == 2; }));
+    auto r = srv.request("GET", "/api/v1/wait?to=never&timeout=30");
+    EXPECT_EQ(r.status, 503);
+    EXPECT_EQ(header(r, "Retry-After"), "1");
+    EXPECT_NE(json::parse(r.body)["error"].get<std::string>().find("waiting requests"), std::string::npos) << r.body;
+    // One answered at once needs no place.
+    srv.on_io([](mail_index& i) { return i.insert(summary_of(1)); });
+    r = srv.request("GET", "/api/v1/wait?subject=s+1&timeout=30");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(json::parse(body_of(r))["total"], 1);
+
+    open_request e1(srv.port(), "/api/v1/events");
+    EXPECT_NE(e1.head().find("200 OK"), std::string::npos);
+    r = srv.request("GET", "/api/v1/events");
+    EXPECT_EQ(r.status, 503);
+    EXPECT_NE(json::parse(r.body)["error"].get<std::string>().find("event streams"), std::string::npos) << r.body;
+    // A stream that closes frees its place.
+    e1.s.close();
+    ASSERT_TRUE(eventually([&] {
+        open_request again(srv.port(), "/api/v1/events");
+        return again.head().find("200 OK") != std::string::npos;
+    }));
+}
+
+TEST(http_server, connections_beyond_max_connections_wait) {
+    fixture_options o;
+    o.tune = [](api_limits& l) { l.max_connections = 2; };
+    server_fixture srv(o);
+    auto idle1 = std::make_unique<open_request>(srv.port(), "");
+    open_request idle2(srv.port(), "");
+    std::this_thread::sleep_for(100ms);  // both accepted
+    auto third = std::async(std::launch::async, [&] { return srv.request("GET", "/healthz").status; });
+    EXPECT_EQ(third.wait_for(500ms), std::future_status::timeout) << "a third connection was served";
+    idle1.reset();
+    ASSERT_EQ(third.wait_for(5s), std::future_status::ready);
+    EXPECT_EQ(third.get(), 200);
+}
+
+// A store whose open() of one message waits until the test lets it go: a view that takes long.
+struct gated_store : mailnet::store {
+    std::shared_ptr<mailnet::store> inner{mailnet::make_memory_store()};
+    std::mutex m;
+    std::condition_variable cv;
+    bool opened = false;
+    std::string slow_id;
+    std::atomic<int> blocked{0};
+
+    void release() {
+        std::lock_guard g(m);
+        opened = true;
+        cv.notify_all();
+    }
+    mailnet::result<void> lock(std::string_view mb) override { return inner->lock(mb); }
+    void unlock(std::string_view mb) noexcept override { inner->unlock(mb); }
+    mailnet::result<std::vector<mailnet::message_info>> snapshot(std::string_view mb) override { return inner->snapshot(mb); }
+    mailnet::result<mailnet::message> open(std::string_view mb, std::string_view id) override {
+        bool slow = false;
+        {
+            std::lock_guard g(m);
+            slow = id == slow_id;
+        }
+        if (slow) {
+            ++blocked;
+            std::unique_lock l(m);
+            cv.wait_for(l, 10s, [&] { return opened; });
+        }
+        return inner->open(mb, id);
+    }
+    std::vector<std::error_code> commit(std::string_view mb, std::span<const std::string> deleted,
+                                        std::span<const std::string> seen) override {
+        return inner->commit(mb, deleted, seen);
+    }
+    mailnet::result<std::unique_ptr<mailnet::delivery>> begin_delivery(std::span<const std::string> boxes) override {
+        return inner->begin_delivery(boxes);
+    }
+    mailnet::result<std::vector<std::string>> mailboxes() override { return inner->mailboxes(); }
+    mailnet::subscription subscribe(mailnet::event_hub::listener l) override { return inner->subscribe(std::move(l)); }
+};
+
+// #15: a 30 MB view delayed a wait by 3.2 s (the API's reads and the index's shared a pool).
+TEST(http_server, slow_views_never_delay_the_index_and_are_capped) {
+    auto st = std::make_shared<gated_store>();
+    const std::vector<std::string> bob{"bob@x.org"};
+    ASSERT_TRUE(st->inner->deliver(bob, "Subject: big\n\nlarge\n"));
+    const auto snap = st->inner->snapshot("bob@x.org");
+    ASSERT_TRUE(snap && snap->size() == 1u);
+    const std::string slow = make_message_id("bob@x.org", (*snap)[0].id);
+    fixture_options o;
+    o.store = st;
+    o.tune = [](api_limits& l) { l.max_views = 2; };
+    o.sync = true;
+    server_fixture srv(o);
+    ASSERT_TRUE(eventually([&] { return srv.request("GET", "/healthz").status == 200; }));
+    {
+        std::lock_guard g(st->m);
+        st->slow_id = (*snap)[0].id;
+    }
+    auto v1 = std::async(std::launch::async, [&] { return srv.request("GET", "/api/v1/messages/" + slow).status; });
+    auto v2 = std::async(std::launch::async, [&] { return srv.request("GET", "/api/v1/messages/" + slow + "/html").status; });
+    ASSERT_TRUE(eventually([&] { return st->blocked.load() == 2; }));
+    // A third view: 503 at once, not queued behind them.
+    auto r = srv.request("GET", "/api/v1/messages/" + slow + "/parts/1");
+    EXPECT_EQ(r.status, 503);
+    EXPECT_NE(json::parse(r.body)["error"].get<std::string>().find("views"), std::string::npos) << r.body;
+    // A delivery meanwhile reaches the index and answers a wait at once.
+    auto waited = std::async(std::launch::async, [&] {
+        const auto t0 = std::chrono::steady_clock::now();
+        const int code = srv.request("GET", "/api/v1/wait?subject=fresh&timeout=8").status;
+        return std::make_pair(code, std::chrono::steady_clock::now() - t0);
+    });
+    std::this_thread::sleep_for(200ms);
+    ASSERT_TRUE(st->inner->deliver(bob, "Subject: fresh\n\nnew\n"));
+    const auto [code, took] = waited.get();
+    EXPECT_EQ(code, 200);
+    EXPECT_LT(took, 2s) << "the wait was answered only after the views";
+    st->release();
+    EXPECT_EQ(v1.get(), 200);
+    EXPECT_EQ(v2.get(), 404);  // no HTML part
+    EXPECT_EQ(srv.request("GET", "/api/v1/messages/" + slow).status, 200);  // the cap let go
+}
+
+// #15: a message another process deleted answers 404 and leaves the index (and so the list).
+TEST(http_server, a_message_gone_from_the_store_leaves_the_index) {
+    server_fixture srv;
+    const std::vector<std::string> bob{"bob@x.org"};
+    ASSERT_TRUE(srv.store().deliver(bob, "Subject: one\n\nx\n"));
+    ASSERT_TRUE(srv.store().deliver(bob, "Subject: two\n\ny\n"));
+    auto snap = srv.store().snapshot("bob@x.org");
+    ASSERT_TRUE(snap && snap->size() == 2u);
+    std::vector<std::string> ids;
+    for (const auto& m : *snap) {
+        auto s = read_summary(srv.store(), "bob@x.org", m.id, m.octets);
+        ASSERT_TRUE(s);
+        ids.push_back(s->id);
+        srv.on_io([&](mail_index& i) { return i.insert(*s); });
+    }
+    // Gone behind the index's back (no event reaches it: it is not subscribed).
+    const std::vector<std::string> gone{(*snap)[0].id};
+    srv.store().commit("bob@x.org", gone, {});
+    EXPECT_EQ(json::parse(body_of(srv.request("GET", "/api/v1/messages")))["total"], 2);
+    EXPECT_EQ(srv.request("GET", "/api/v1/messages/" + ids[0]).status, 404);
+    auto j = json::parse(body_of(srv.request("GET", "/api/v1/messages")));
+    EXPECT_EQ(j["total"], 1);
+    EXPECT_EQ(j["messages"][0]["id"], ids[1]);
+    // Likewise through /raw.
+    const std::vector<std::string> gone2{(*snap)[1].id};
+    srv.store().commit("bob@x.org", gone2, {});
+    EXPECT_EQ(srv.request("GET", "/api/v1/messages/" + ids[1] + "/raw").status, 404);
+    EXPECT_EQ(json::parse(body_of(srv.request("GET", "/api/v1/messages")))["total"], 0);
+}
+
+// A flood of refused requests whose clients hold on: at most 128 answers linger at once (each
+// a socket and a buffer for up to 2 s); the rest are closed without one.
+TEST(http_server, lingering_refusals_are_capped) {
+    server_fixture srv;
+    asio::io_context client;
+    std::vector<std::unique_ptr<asio::ip::tcp::socket>> socks;
+    const std::string bad = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Huge: " + std::string(70 * 1024, 'a') + "\r\n\r\n";
+    for (int i = 0; i < 300; ++i) {
+        auto s = std::make_unique<asio::ip::tcp::socket>(client);
+        s->connect({asio::ip::make_address("127.0.0.1"), srv.port()});
+        asio::error_code ec;
+        asio::write(*s, asio::buffer(bad), ec);
+        socks.push_back(std::move(s));
+    }
+    int answered = 0, closed = 0;
+    for (auto& s : socks) {
+        std::string got;
+        asio::error_code ec;
+        asio::read(*s, asio::dynamic_buffer(got), ec);
+        if (got.rfind("HTTP/1.1 413 ", 0) == 0)
+            ++answered;
+        else if (got.empty())
+            ++closed;
+    }
+    EXPECT_GE(answered, 128);
+    EXPECT_GE(closed, 1);
+    EXPECT_EQ(answered + closed, 300);
+    socks.clear();
+    EXPECT_EQ(srv.request("GET", "/healthz").status, 200);
+}
+
+// /raw in pieces read on the pool and written on the I/O thread; several at once, each whole
+// and in order. In a Debug build raw_stream asserts it is destroyed on the I/O thread (#15).
+TEST(http_server, raw_streams_large_messages_whole) {
+    server_fixture srv;
+    std::string body;
+    for (int i = 0; body.size() < (1u << 20); ++i) body += "line " + std::to_string(i) + " " + std::string(60, 'r') + "\n";
+    const std::vector<std::string> bob{"bob@x.org"};
+    ASSERT_TRUE(srv.store().deliver(bob, "Subject: big\n\n" + body));
+    auto snap = srv.store().snapshot("bob@x.org");
+    ASSERT_TRUE(snap && snap->size() == 1u);
+    auto s = read_summary(srv.store(), "bob@x.org", (*snap)[0].id, (*snap)[0].octets);
+    ASSERT_TRUE(s);
+    srv.on_io([&](mail_index& i) { return i.insert(*s); });
+    std::string want = "Subject: big\r\n\r\n";
+    for (char c : body) {
+        if (c == '\n') want += '\r';
+        want += c;
+    }
+    std::vector<std::future<reply>> got;
+    for (int i = 0; i < 6; ++i)
+        got.push_back(std::async(std::launch::async, [&] { return srv.request("GET", "/api/v1/messages/" + s->id + "/raw"); }));
+    for (auto& f : got) {
+        auto r = f.get();
+        EXPECT_EQ(r.status, 200);
+        EXPECT_EQ(header(r, "Content-Type"), "message/rfc822");
+        std::size_t chunks = 0;
+        const std::string octets = dechunk(r.body, &chunks);
+        EXPECT_EQ(octets.size(), want.size());
+        EXPECT_TRUE(octets == want);
+        EXPECT_GE(chunks, want.size() / (64 * 1024));
+    }
+}
+
+// 'sha256-BASE64' of `text` (CSP3 hash-source), computed here independently of web_view.cpp.
+std::string sha256_source(std::string_view text) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_Digest(text.data(), text.size(), md, &n, EVP_sha256(), nullptr);
+    unsigned char b64[128];
+    const int len = EVP_EncodeBlock(b64, md, static_cast<int>(n));
+    return "'sha256-" + std::string(reinterpret_cast<char*>(b64), static_cast<std::size_t>(len)) + "'";
+}
+
+// The text between the first <tag> and </tag> of `page`.
+std::string inline_element(const std::string& page, const std::string& tag) {
+    const auto open = page.find("<" + tag + ">");
+    const auto close = page.find("</" + tag + ">");
+    if (open == std::string::npos || close == std::string::npos) return {};
+    const auto start = open + tag.size() + 2;
+    return page.substr(start, close - start);
+}
+
+TEST(http_server, the_web_view_runs_only_its_own_inline_script) {
+    server_fixture srv;
+    auto r = srv.request("GET", "/");
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(header(r, "Content-Type"), "text/html; charset=utf-8");
+    EXPECT_EQ(header(r, "X-Content-Type-Options"), "nosniff");
+    EXPECT_EQ(header(r, "X-Frame-Options"), "DENY");
+    const std::string csp = header(r, "Content-Security-Policy");
+    const std::string page = body_of(r);
+    const std::string script = inline_element(page, "script"), style = inline_element(page, "style");
+    ASSERT_FALSE(script.empty());
+    ASSERT_FALSE(style.empty());
+    // The one inline script and style are exactly those the CSP's hashes allow.
+    EXPECT_NE(csp.find("script-src " + sha256_source(script) + ";"), std::string::npos) << csp;
+    EXPECT_NE(csp.find("style-src " + sha256_source(style) + ";"), std::string::npos) << csp;
+    EXPECT_EQ(page.find("<script", page.find("<script") + 1), std::string::npos) << "a second script element";
+    EXPECT_EQ(csp.find("unsafe-inline"), std::string::npos);
+    EXPECT_NE(csp.find("default-src 'none'"), std::string::npos);
+    EXPECT_NE(csp.find("frame-ancestors 'none'"), std::string::npos);
+}
+
+TEST(http_server, a_mails_html_is_served_under_a_csp_that_runs_and_loads_nothing) {
+    server_fixture srv;
+    const std::vector<std::string> bob{"bob@x.org"};
+    ASSERT_TRUE(srv.store().deliver(bob, "Subject: h\nContent-Type: text/html\n\n<p>hi<script>alert(1)</script>"
+                                         "<img src=\"http://remote.example/x.png\"></p>\n"));
+    auto snap = srv.store().snapshot("bob@x.org");
+    ASSERT_TRUE(snap && snap->size() == 1u);
+    auto s = read_summary(srv.store(), "bob@x.org", (*snap)[0].id, (*snap)[0].octets);
+    ASSERT_TRUE(s);
+    srv.on_io([&](mail_index& i) { return i.insert(*s); });
+    auto r = srv.request("GET", "/api/v1/messages/" + s->id + "/html");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(header(r, "Content-Type"), "text/html; charset=utf-8");
+    EXPECT_EQ(header(r, "Content-Security-Policy"), std::string(mail_html_csp));
+    EXPECT_EQ(header(r, "Content-Security-Policy"),
+              "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'");
+    EXPECT_EQ(header(r, "X-Content-Type-Options"), "nosniff");
+    EXPECT_EQ(header(r, "Referrer-Policy"), "no-referrer");
+    EXPECT_NE(body_of(r).find("<script>"), std::string::npos);  // shown as it is: the CSP keeps it from running
 }
 
 }  // namespace

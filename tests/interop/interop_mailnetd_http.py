@@ -8,10 +8,13 @@
   POP3 RETR gives; /parts/{part} as an attachment under Content-Security-Policy: sandbox;
 - DELETE of one message and of a mailbox, seen by the next POP3 session; the mailboxes list;
 - wait: answered within 1 s of a delivery made while it waits, 408 with what matched at the
-  timeout, since= (an id or an RFC 3339 time);
+  timeout, since= (an id or an RFC 3339 time; an id counts a delivery begun before it and
+  ended after it), limit=; lists sent chunked;
 - events (Server-Sent Events): `new` then `deleted`, in order;
+- 1000 concurrent waiters, none answered before the delivery, all answered 200 by one (RSS
+  printed, growth bounded);
 - fault rules set by PUT /api/v1/faults act on SMTP, a refused PUT keeps them, DELETE clears;
-- 413 for headers over 16 KiB and bodies over 64 KiB;
+- 413 for headers over 16 KiB and bodies over 64 KiB, also far over (70 KiB, 2 MiB);
 - the API refuses a non-loopback address without --allow-open-network (exit 64); a port in
   use is exit 69."""
 import datetime
@@ -399,8 +402,53 @@ class HttpCase(unittest.TestCase):
         self.assertEqual([m["subject"] for m in json.loads(body)["messages"]], ["after reset"])
 
         for bad in ({"since": "aaaaaaaaaaaaaaaa"}, {"since": "yesterday"}, {"count": "0"}, {"timeout": "-1"},
-                    {"timeout": "601"}, {"limit": "1"}):
+                    {"timeout": "601"}, {"limit": "0"}, {"limit": "1001"}):
             self.assertIn("error", self.api.get(q("/api/v1/wait", **bad), want=400), bad)
+
+    def test_wait_since_counts_a_delivery_begun_before_it(self):
+        # #15: a Maildir name's time is taken when DATA begins. A long message begun first but
+        # delivered after a quick one is still news to a wait since= the quick one.
+        slow = smtplib.SMTP(t.HOST, self.srv.port, timeout=10)
+        try:
+            slow.ehlo()
+            slow.mail("a@example.org")
+            slow.rcpt("bob@example.org")
+            code, _ = slow.docmd("DATA")
+            self.assertEqual(code, 354)
+            # Past smtpd's 64 KiB write-out: the delivery has begun (and its file is named).
+            slow.send(b"From: a@example.org\r\nTo: bob@example.org\r\nSubject: slow one\r\n\r\n" +
+                      (b"x" * 998 + b"\r\n") * 100)
+            time.sleep(0.3)
+            send(self.srv, "a@example.org", ["bob@example.org"], simple("quick one", "bob@example.org"))
+            [quick] = self.until(1, mailbox="bob@example.org")["messages"]
+            got = {}
+            th = threading.Thread(target=lambda: got.update(r=self.api.request(
+                "GET", q("/api/v1/wait", mailbox="bob@example.org", since=quick["id"], timeout=20), timeout=30)))
+            th.start()
+            time.sleep(0.3)
+            self.assertTrue(th.is_alive(), "answered before the slow message was in")
+            slow.send(b"the rest of a long message\r\n.\r\n")
+            self.assertEqual(slow.getreply()[0], 250)
+            th.join(10)
+            self.assertFalse(th.is_alive())
+            status, _, body = got["r"]
+            self.assertEqual(status, 200, body)
+            [m] = json.loads(body)["messages"]
+            self.assertEqual(m["subject"], "slow one")
+            self.assertLess(m["received"], quick["received"], "the slow one's name is the earlier")
+        finally:
+            slow.close()
+
+    def test_lists_are_chunked_and_wait_takes_a_limit(self):
+        for i in range(5):
+            send(self.srv, "a@example.org", ["bob@example.org"], simple(f"m{i}", "bob@example.org"))
+        self.until(5)
+        status, headers, body = self.api.request("GET", "/api/v1/messages")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("transfer-encoding"), "chunked")
+        self.assertEqual(json.loads(body)["total"], 5)
+        r = self.api.get(q("/api/v1/wait", count=5, limit=2, timeout=5))
+        self.assertEqual((r["total"], [m["subject"] for m in r["messages"]]), (5, ["m4", "m3"]))
 
     def test_wait_of_a_client_that_goes_away(self):
         # Many waiters whose clients close: the server goes on answering (and frees them).
@@ -415,6 +463,60 @@ class HttpCase(unittest.TestCase):
         self.assertEqual(self.api.get("/healthz"), {"status": "ok"})
         send(self.srv, "a@example.org", ["bob@example.org"], simple("after", "bob@example.org"))
         self.assertEqual(self.until(1)["total"], 1)
+
+    def rss_kib(self):
+        with open(f"/proc/{self.srv.proc.pid}/status") as f:
+            return int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1))
+
+    def test_a_thousand_waiters_woken_by_one_delivery(self):
+        import resource
+        import selectors
+        import socket
+        n = 1000
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < n + 100:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 200), hard))
+        rss_before = self.rss_kib()
+        sel = selectors.DefaultSelector()
+        socks = []
+        try:
+            req = (f"GET {q('/api/v1/wait', subject='wake all', timeout=60)} HTTP/1.1\r\n"
+                   f"Host: 127.0.0.1\r\nConnection: close\r\n\r\n").encode()
+            for _ in range(n):
+                c = socket.create_connection((t.HOST, self.srv.http_port), timeout=10)
+                c.sendall(req)
+                c.setblocking(False)
+                sel.register(c, selectors.EVENT_READ)
+                socks.append(c)
+            time.sleep(1.0)
+            self.assertEqual(sel.select(timeout=0), [], "a waiter answered before any delivery")
+            rss_waiting = self.rss_kib()
+            t0 = time.monotonic()
+            send(self.srv, "a@example.org", ["bob@example.org"], simple("wake all", "bob@example.org"))
+            got = {c: b"" for c in socks}
+            open_ = set(socks)
+            deadline = time.monotonic() + 20
+            while open_ and time.monotonic() < deadline:
+                for key, _ in sel.select(timeout=1):
+                    data = key.fileobj.recv(65536)
+                    got[key.fileobj] += data
+                    if not data:
+                        sel.unregister(key.fileobj)
+                        open_.discard(key.fileobj)
+            took = time.monotonic() - t0
+            self.assertEqual(len(open_), 0, f"{len(open_)} waiters not answered within 20 s")
+            statuses = {g.split(b" ", 2)[1] for g in got.values()}
+            self.assertEqual(statuses, {b"200"})
+            self.assertTrue(all(b"wake all" in g for g in got.values()))
+            rss_after = self.rss_kib()
+            sys.stderr.write(f"\n1000 waiters: RSS {rss_before} kB idle, {rss_waiting} kB with 1000 waiting, "
+                             f"{rss_after} kB after; all answered {took:.2f} s after the delivery began\n")
+            self.assertLess(rss_waiting - rss_before, 64 * 1024, "64 MiB for 1000 waiters")
+        finally:
+            for c in socks:
+                c.close()
+            sel.close()
+        self.assertEqual(self.api.get("/healthz"), {"status": "ok"})
 
     def test_events_new_then_deleted(self):
         conn = http.client.HTTPConnection(t.HOST, self.srv.http_port, timeout=10)
@@ -504,6 +606,13 @@ class HttpCase(unittest.TestCase):
                                            headers={"Content-Type": "application/json"})
         self.assertEqual(status, 413, body)
         self.assertIn("error", json.loads(body))
+        # Far over (one header over 64 KiB, a body over 1 MiB): refused by the HTTP parser
+        # underneath, still answered 413 with the reason, not a reset.
+        status, headers, body = self.api.request("GET", "/healthz", headers={"X-Huge": "a" * (70 * 1024)})
+        self.assertEqual((status, json.loads(body)), (413, {"error": "request headers over 16384 octets"}))
+        status, _, body = self.api.request("PUT", "/api/v1/faults", body=b"[" + b" " * (2 << 20) + b"]",
+                                           headers={"Content-Type": "application/json"})
+        self.assertEqual((status, json.loads(body)), (413, {"error": "request body over 65536 octets"}))
         # Still serving.
         self.assertEqual(self.api.get("/healthz"), {"status": "ok"})
         # A filter is searched in every summary: bounded.

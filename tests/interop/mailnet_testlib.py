@@ -664,9 +664,27 @@ class Mailnetd(ListeningServer):
         self.pop3_port = self.ports.get("pop3")
         self.pop3s_port = self.ports.get("pop3s")
         self.http_port = self.ports.get("http")
+        if self.http_port:
+            self.wait_ready()
         m = re.search(r"^tls-fingerprint sha256 ([0-9a-f]{64})$", out, re.M)
         self.fingerprint = m.group(1) if m else None
         return self
+
+    def wait_ready(self, timeout=10.0):
+        """Waits until GET /healthz answers 200: the index holds what the store had at start."""
+        import http.client
+        deadline = time.monotonic() + timeout
+        while True:
+            conn = http.client.HTTPConnection(HOST, self.http_port, timeout=5)
+            try:
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    return
+            finally:
+                conn.close()
+            if time.monotonic() > deadline:
+                raise AssertionError("mailnetd's /healthz did not say ok")
+            time.sleep(0.02)
 
 
 def pinned_context():

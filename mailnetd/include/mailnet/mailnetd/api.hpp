@@ -24,6 +24,11 @@ struct api_limits {
     std::size_t max_header_octets = 16 * 1024;  ///< request headers; 413 beyond
     std::size_t max_body_octets = 64 * 1024;    ///< request bodies; 413 beyond
     std::uint64_t max_view_octets = 32ull << 20;  ///< a message larger is not decoded (413)
+    std::size_t max_connections = 2048;  ///< HTTP connections at once; more wait in the listen backlog
+    std::size_t max_waiters = 1500;      ///< pending GET /wait; 503 beyond
+    std::size_t max_event_streams = 64;  ///< open GET /events streams; 503 beyond
+    std::size_t max_views = 4;           ///< message views (detail, /html, /parts) being decoded at once; 503 beyond
+    std::size_t list_piece_octets = 16 * 1024;  ///< a list or wait answer is written in pieces of about this size
 };
 
 /// An error answer: status and the text of {"error": ...}.
@@ -41,7 +46,8 @@ std::variant<query_params, api_error> parse_query_string(std::string_view query)
 std::variant<message_query, api_error> parse_list_request(const query_params& params, const api_limits& lim);
 
 /// GET /api/v1/wait: the list filters, since (an id the index knows, or RFC 3339), count (>= 1,
-/// default 1), timeout (seconds, 0..max_wait, default 30).
+/// default 1), timeout (seconds, 0..max_wait, default 30), limit (the summaries answered,
+/// 1..max_list, default 50 or `count` if larger).
 struct wait_request {
     message_query q;
     std::size_t count = 1;
@@ -64,6 +70,26 @@ std::string summary_json(const message_summary& s);
 std::string id_json(std::string_view id);
 /// {"total", "messages"}
 std::string list_json(const query_result& r);
+
+/// A list or wait answer written in pieces, so a long one is never one string: the octets of
+/// list_json(index.query(q)) when the index does not change meanwhile. `total` is counted at
+/// the start; a message deleted before its piece is left out, and one arriving meanwhile that
+/// is newer than what was already written is not added (newest first stays true).
+class list_writer {
+public:
+    /// `total`: how many match, when the caller knows (a waiter's count); else counted here.
+    list_writer(const mail_index& index, message_query q, std::optional<std::size_t> total = std::nullopt);
+    /// The next piece, about `max_octets` (a single summary may be longer); "" once all is out.
+    std::string next(const mail_index& index, std::size_t max_octets);
+
+private:
+    message_query q_;
+    std::size_t total_ = 0;
+    std::size_t written_ = 0;           // summaries written
+    std::optional<order_key> cursor_;   // the last one written
+    std::string head_, tail_;           // {"messages":[  ],"total":N}
+    bool started_ = false, finished_ = false;
+};
 /// The summary plus headers, text, html, attachments, links.
 std::string message_json(const message_summary& s, const message_view& v);
 /// [{"name", "messages", "size"}] for the mailboxes the store lists, counted from the index.

@@ -49,11 +49,12 @@ struct http_config {
     bool any_host = false;
 };
 
-/// The HTTP API. Runs on `io`'s thread; blocking store calls go to `pool`.
+/// The HTTP API. Runs on `io`'s thread; blocking store calls (message views, deletions) go to a
+/// pool of its own, so they never delay the index's updates (index_sync has its own thread).
+/// GET /healthz answers 503 until `index` is complete().
 class http_server {
 public:
-    http_server(asio::io_context& io, http_config cfg, std::shared_ptr<store> st, mail_index& index,
-                asio::thread_pool& pool);
+    http_server(asio::io_context& io, http_config cfg, std::shared_ptr<store> st, mail_index& index);
     ~http_server();
     http_server(const http_server&) = delete;
     http_server& operator=(const http_server&) = delete;
@@ -66,6 +67,9 @@ public:
     struct impl;
 
 private:
+    // Owned here, not by impl: a pool job may hold impl's last reference, and a pool cannot be
+    // joined from its own thread. The destructor stops the server, then waits for the pool.
+    std::unique_ptr<asio::thread_pool> pool_;
     std::shared_ptr<impl> impl_;
 };
 

@@ -21,8 +21,8 @@ namespace mailnet::mailnetd {
 std::optional<message_summary> read_summary(store& st, const std::string& mailbox, const std::string& store_id,
                                             std::uint64_t wire_octets);
 
-/// Feeds `index` (used on `io`'s thread only) from `st`. Its pool also serves the HTTP API's
-/// blocking reads (pool()).
+/// Feeds `index` (used on `io`'s thread only) from `st`, on a thread of its own: the HTTP API's
+/// reads (a 30 MB message view) never delay an index update.
 class index_sync {
 public:
     index_sync(asio::io_context& io, std::shared_ptr<store> st, mail_index& index, log_sink log);
@@ -30,11 +30,10 @@ public:
     index_sync(const index_sync&) = delete;
     index_sync& operator=(const index_sync&) = delete;
 
-    /// Subscribes to the store, then scans it on the pool; messages appear in the index as the
-    /// scan reads them. `on_scanned` runs on `io` once the scan is in.
+    /// Subscribes to the store, then scans it off the I/O thread; the scan's messages go into the
+    /// index oldest first, then every event's. Once the scan is in, the index is marked
+    /// complete() and `on_scanned` runs (on `io`).
     void start(std::function<void(std::size_t messages)> on_scanned = {});
-    /// The pool for blocking store calls of the API.
-    asio::thread_pool& pool() noexcept { return pool_; }
 
 private:
     void scan(std::function<void(std::size_t)> on_scanned);
@@ -44,7 +43,7 @@ private:
     std::shared_ptr<store> store_;
     mail_index& index_;
     log_sink log_;
-    asio::thread_pool pool_{2};
+    asio::thread_pool pool_{1};
     // The scan, then every event, one at a time in publish order: a message's delivered is
     // read and inserted before its deleted removes it.
     asio::strand<asio::thread_pool::executor_type> serial_;

@@ -29,7 +29,9 @@ struct message_summary {
     std::uint64_t size = 0;         ///< wire octets (the RETR size)
 };
 
-/// Where a message stands in the index's order: received time, then insertion.
+/// Where a message stands in the index's order: received time, then insertion (`seq`: the
+/// index's insertion sequence, from 1; the start-up scan inserts in received order, then each
+/// store event in publish order).
 struct order_key {
     std::int64_t received_us = 0;
     std::uint64_t seq = 0;
@@ -42,7 +44,12 @@ struct message_query {
     std::string to;       ///< substring of the mailbox or a To/Cc address, case-insensitive
     std::string from;     ///< substring of the envelope sender or the From header, case-insensitive
     std::string subject;  ///< substring, case-insensitive
-    std::optional<order_key> after;  ///< only messages after this place (since=)
+    /// since=TIME: only messages received after it (microseconds since the epoch).
+    std::optional<std::int64_t> after_us;
+    /// since=ID: only messages the index took in after that one (its order_key::seq). Insertion,
+    /// not the received time: a Maildir name's time is taken when its delivery begins, so a long
+    /// message started earlier can be delivered after one it would sort before.
+    std::optional<std::uint64_t> after_seq;
     std::size_t limit = 50;          ///< at most this many summaries (the total counts all)
 };
 
@@ -77,15 +84,32 @@ public:
 
     /// The matches, newest first.
     query_result query(const message_query& q) const;
-    /// Whether one summary matches the filters (not `after`, not `limit`).
+    /// Whether one summary matches the filters (not since=, not `limit`).
     static bool matches(const message_query& q, const message_summary& s);
+    /// Whether a message at `k` is after q's since= (true without one).
+    static bool after_since(const message_query& q, const order_key& k);
+    /// The newest match of `q` (filters and since=) strictly older than `before` (none: the
+    /// newest of all), and where it stands; nullptr when there is none. For a list sent in
+    /// pieces while the index changes between them.
+    const message_summary* next_match(const message_query& q, const std::optional<order_key>& before,
+                                      order_key& at) const;
 
-    /// Calls `done` once `count` messages match `q` (now, or at the insertion that makes it so;
-    /// a removal counts down again). Returns 0 when it is already so (`done` was called).
-    waiter_id wait(message_query q, std::size_t count, std::function<void()> done);
+    /// Calls `done(total)` once `count` messages match `q` (now, or at the insertion that makes it
+    /// so; a removal counts down again), with how many match then. Returns 0 when it is already
+    /// so (`done` was called).
+    waiter_id wait(message_query q, std::size_t count, std::function<void(std::size_t total)> done);
+    /// The same, for a `done` that needs no total.
+    waiter_id wait(message_query q, std::size_t count, std::function<void()> done) {
+        return wait(std::move(q), count, [done = std::move(done)](std::size_t) { done(); });
+    }
     /// Forgets a waiter (timeout, client gone); nothing if it fired already.
     void cancel(waiter_id id);
     std::size_t waiters() const noexcept { return waiters_.size(); }
+
+    /// Whether the index holds every message the store had at start (index_sync's scan is in);
+    /// until then GET /healthz answers 503.
+    bool complete() const noexcept { return complete_; }
+    void set_complete() noexcept { complete_ = true; }
 
     /// Calls `f` for every later change, in order, until unwatch().
     std::uint64_t watch(std::function<void(const change&)> f);
@@ -99,7 +123,7 @@ private:
         message_query q;
         std::size_t count = 0;
         std::size_t have = 0;
-        std::function<void()> done;
+        std::function<void(std::size_t)> done;
     };
     void erase(std::map<order_key, message_summary>::iterator it);
     void notify(const change& c);
@@ -111,6 +135,7 @@ private:
     // shared: a watcher that unwatches from inside its own call is not destroyed mid-call
     std::map<std::uint64_t, std::shared_ptr<std::function<void(const change&)>>> watchers_;
     std::uint64_t next_watcher_ = 1;
+    bool complete_ = false;
 };
 
 /// The opaque id of one copy: 16 characters [a-z2-7] (base32 of SHA-256 over mailbox and store id).

@@ -1,0 +1,158 @@
+// index_sync_test.cpp: mailnetd's index kept equal to the store: the start-up scan racing
+// deliveries and deletions (nothing missed, nothing twice), complete() once the scan is in,
+// and the scan's messages taken in oldest first.
+#include "mailnet/mailnetd/index_sync.hpp"
+
+#include <gtest/gtest.h>
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/post.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
+#include <set>
+#include <thread>
+
+namespace {
+
+using namespace mailnet::mailnetd;
+using namespace std::chrono_literals;
+
+// An index fed by index_sync from `st`, its I/O thread running; every `added` change counted.
+struct synced {
+    asio::io_context io;
+    asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+    mail_index index;
+    std::map<std::string, int> added;  // id -> times told (I/O thread)
+    std::optional<index_sync> sync;
+    std::thread thread;
+
+    explicit synced(std::shared_ptr<mailnet::store> st) {
+        index.watch([this](const mail_index::change& c) {
+            if (c.added) ++added[c.id];
+        });
+        sync.emplace(io, std::move(st), index, mailnet::null_log());
+    }
+    void start() {
+        sync->start();
+        thread = std::thread([this] { io.run(); });
+    }
+    ~synced() {
+        work.reset();
+        io.stop();
+        if (thread.joinable()) thread.join();
+        sync.reset();
+    }
+    template <class F>
+    auto on_io(F f) {
+        std::packaged_task<decltype(f())()> task(f);
+        auto done = task.get_future();
+        asio::post(io, [&task] { task(); });
+        return done.get();
+    }
+    // Waits until `f()` holds on the I/O thread.
+    bool until(const std::function<bool()>& f, std::chrono::seconds limit = 10s) {
+        const auto end = std::chrono::steady_clock::now() + limit;
+        while (std::chrono::steady_clock::now() < end) {
+            if (on_io(f)) return true;
+            std::this_thread::sleep_for(5ms);
+        }
+        return false;
+    }
+};
+
+std::set<std::string> store_ids(mailnet::store& st) {
+    std::set<std::string> out;
+    auto boxes = st.mailboxes();
+    if (!boxes) return out;
+    for (const auto& b : *boxes)
+        if (auto snap = st.snapshot(b))
+            for (const auto& m : *snap) out.insert(make_message_id(b, m.id));
+    return out;
+}
+
+TEST(index_sync, a_scan_racing_deliveries_misses_nothing_and_tells_nothing_twice) {
+    for (int round = 0; round < 5; ++round) {
+        std::shared_ptr<mailnet::store> st(mailnet::make_memory_store());
+        const std::vector<std::string> boxes{"a@x.org", "b@x.org", "c@x.org"};
+        for (int i = 0; i < 300; ++i)
+            ASSERT_TRUE(st->deliver(std::vector<std::string>{boxes[i % 3]}, "Subject: old " + std::to_string(i) + "\n\nx\n"));
+        synced s(st);
+        std::promise<void> go;
+        auto go_f = go.get_future().share();
+        // Deliveries (two mailboxes at once, then one) and a few deletions while the scan runs.
+        auto writer = std::async(std::launch::async, [&] {
+            go_f.wait();
+            for (int i = 0; i < 300; ++i) {
+                if (!st->deliver(std::vector<std::string>{boxes[i % 3], boxes[(i + 1) % 3]},
+                                 "Subject: new " + std::to_string(i) + "\n\ny\n"))
+                    return false;
+                if (i % 50 == 0) {
+                    auto snap = st->snapshot(boxes[0]);
+                    if (snap && !snap->empty()) st->commit(boxes[0], std::vector<std::string>{(*snap)[0].id}, {});
+                }
+            }
+            return true;
+        });
+        go.set_value();
+        s.start();
+        ASSERT_TRUE(writer.get());
+        const auto want = store_ids(*st);
+        ASSERT_EQ(want.size(), 300u + 600u - 6u);
+        ASSERT_TRUE(s.until([&] { return s.index.complete() && s.index.size() == want.size(); }))
+            << "round " << round << ": " << s.on_io([&] { return s.index.size(); }) << " of " << want.size();
+        std::this_thread::sleep_for(50ms);  // nothing more arrives
+        s.on_io([&] {
+            std::set<std::string> have;
+            for (const auto* m : s.index.in_mailbox("")) have.insert(m->id);
+            EXPECT_EQ(have, want) << "round " << round;
+            for (const auto& [id, n] : s.added) EXPECT_EQ(n, 1) << id;
+            return 0;
+        });
+    }
+}
+
+TEST(index_sync, complete_once_the_scan_is_in_and_the_scan_goes_in_oldest_first) {
+    const auto dir = std::filesystem::temp_directory_path() / ("mailnetd-index-sync-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir / "bob@x.org" / "new");
+    std::filesystem::create_directories(dir / "bob@x.org" / "cur");
+    std::filesystem::create_directories(dir / "bob@x.org" / "tmp");
+    std::filesystem::create_directories(dir / "amy@x.org" / "new");
+    std::filesystem::create_directories(dir / "amy@x.org" / "cur");
+    std::filesystem::create_directories(dir / "amy@x.org" / "tmp");
+    // Maildir names say when: bob's mailbox has the oldest and the newest, amy's the middle one.
+    const auto put = [&](const std::string& box, const std::string& name, const std::string& subject) {
+        const std::string body = "Subject: " + subject + "\n\nx\n";
+        std::ofstream(dir / box / "new" / name) << body;
+    };
+    put("bob@x.org", "1700000001.M1P1Q1.h", "first");
+    put("amy@x.org", "1700000002.M1P1Q1.h", "second");
+    put("bob@x.org", "1700000003.M1P1Q1.h", "third");
+    mailnet::maildir_options opts;
+    opts.root = dir;
+    auto st = mailnet::open_maildir_store(opts);
+    ASSERT_TRUE(st) << st.error().message();
+    synced s(std::shared_ptr<mailnet::store>(std::move(*st)));
+    EXPECT_FALSE(s.index.complete());
+    s.start();
+    ASSERT_TRUE(s.until([&] { return s.index.complete(); }));
+    s.on_io([&] {
+        EXPECT_EQ(s.index.size(), 3u);
+        std::vector<std::pair<std::uint64_t, std::string>> by_seq;
+        for (const auto* m : s.index.in_mailbox("")) by_seq.emplace_back(s.index.key_of(m->id)->seq, m->subject);
+        std::sort(by_seq.begin(), by_seq.end());
+        ASSERT_EQ(by_seq.size(), 3u);
+        EXPECT_EQ(by_seq[0].second, "first");
+        EXPECT_EQ(by_seq[1].second, "second");
+        EXPECT_EQ(by_seq[2].second, "third");
+    });
+    std::filesystem::remove_all(dir);
+}
+
+}  // namespace
