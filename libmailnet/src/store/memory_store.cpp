@@ -141,14 +141,9 @@ public:
     }
 
     result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) override {
-        if (mailboxes.empty()) return unexpected(errc::bad_input);
-        std::vector<std::string> targets;
-        for (const auto& m : mailboxes) {
-            if (m.empty()) return unexpected(errc::bad_input);
-            // The same mailbox named twice receives the message once.
-            if (std::find(targets.begin(), targets.end(), m) == targets.end()) targets.push_back(m);
-        }
-        return std::unique_ptr<delivery>(std::make_unique<memory_delivery>(state_, std::move(targets), events()));
+        auto targets = delivery_targets(mailboxes);
+        if (!targets) return unexpected(targets.error());
+        return std::unique_ptr<delivery>(std::make_unique<memory_delivery>(state_, std::move(*targets), events()));
     }
 
     result<std::vector<std::string>> mailboxes() override {

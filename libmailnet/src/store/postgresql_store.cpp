@@ -1048,13 +1048,9 @@ public:
     }
 
     result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) override {
-        if (mailboxes.empty()) return unexpected(errc::bad_input);
-        std::vector<std::string> targets;
-        for (const auto& m : mailboxes) {
-            if (m.empty()) return unexpected(errc::bad_input);
-            if (std::find(targets.begin(), targets.end(), m) == targets.end()) targets.push_back(m);
-        }
-        return std::unique_ptr<delivery>(std::make_unique<pg_delivery>(db_, committer_, std::move(targets)));
+        auto targets = delivery_targets(mailboxes);
+        if (!targets) return unexpected(targets.error());
+        return std::unique_ptr<delivery>(std::make_unique<pg_delivery>(db_, committer_, std::move(*targets)));
     }
 
     result<std::vector<std::string>> mailboxes() override {

@@ -239,6 +239,16 @@ std::string mailbox_for_address(std::string_view address) {
     return out;
 }
 
+result<std::vector<std::string>> delivery_targets(std::span<const std::string> mailboxes) {
+    if (mailboxes.empty()) return unexpected(errc::bad_input);
+    std::vector<std::string> targets;
+    for (const auto& m : mailboxes) {
+        if (m.empty()) return unexpected(errc::bad_input);
+        if (std::find(targets.begin(), targets.end(), m) == targets.end()) targets.push_back(m);
+    }
+    return targets;
+}
+
 std::string uidl_for_id(std::string_view base_name) {
     bool usable = !base_name.empty() && base_name.size() <= max_uidl_octets;
     for (char c : base_name) {

@@ -265,6 +265,11 @@ std::string encode_mailbox_name(std::string_view name);
 /// would not have made (a foreign folder).
 std::optional<std::string> decode_mailbox_name(std::string_view directory);
 
+/// A delivery's target mailboxes for a store's begin_delivery(): each once (the same mailbox
+/// named twice receives the message once), in the order given; errc::bad_input for none or an
+/// empty name.
+result<std::vector<std::string>> delivery_targets(std::span<const std::string> mailboxes);
+
 /// The mailbox for an SMTP recipient address: ASCII letters lowercased, UTF-8 untouched.
 std::string mailbox_for_address(std::string_view address);
 
