@@ -381,9 +381,10 @@ private:
 //  - file: each delivery of the round fdatasyncs its own file, all in parallel, and the round
 //    ends when the last one is done (so the next group gathers meanwhile).
 // Which: the mode; adaptive: file below min_group; from there syncfs while its measured time
-// per file is below file's, each being tried again once 20 times its last round's time has
-// passed since, so a slow syncfs (another process's dirty pages on the same file system, which
-// syncfs writes too) costs at most about a twentieth of the time before the other way wins.
+// per file is at most 4 times file's, the other way being tried again once 20 times its last
+// round's time (at least a second) has passed since, so a slow syncfs (another process's dirty
+// pages on the same file system, which syncfs writes too) costs at most about a twentieth of
+// the time before files take over.
 // Errors: a file round's fdatasync reports its own file's. syncfs reports the writeback errors
 // of the whole file system since the last call on the same descriptor (errseq, Linux >= 5.8),
 // including those of background writeback, which may concern a file of another round: a round
@@ -496,9 +497,13 @@ private:
         if (mode_ == maildir_data_sync::syncfs) return true;
         if (n < min_group_) return false;
         if (!syncfs_.measured()) return true;  // the first group tries syncfs, the next one files
-        const bool syncfs_better = !file_.measured() || syncfs_.per_file <= file_.per_file;
+        // NOTE: syncfs is kept while its wall time per file is up to 4 times fdatasync's: it
+        // costs much less CPU per message (docs/benchmarks.md: 500-650 against 940-1,540 µs of
+        // kernel time per message in smtpd), which a wall-time comparison does not see.
+        const bool syncfs_better = !file_.measured() || syncfs_.per_file <= 4 * file_.per_file;
         const auto& other = syncfs_better ? file_ : syncfs_;
-        const bool try_other = clock::now() - other.tried > 20 * other.round;
+        const auto wait = std::max<clock::duration>(20 * other.round, std::chrono::seconds(1));
+        const bool try_other = clock::now() - other.tried > wait;
         return syncfs_better != try_other;
     }
 

@@ -230,8 +230,8 @@ private:
 enum class maildir_data_sync {
     file,      ///< fdatasync of each file, by its own delivery, in parallel with the others
     syncfs,    ///< one syncfs(2) of the file system (plus a cache flush) covers every file of a group
-    adaptive,  ///< syncfs for groups of at least `syncfs_min_group` while it costs less per file
-               ///< than fdatasync, measured as it runs; fdatasync otherwise
+    adaptive,  ///< syncfs for groups of at least `syncfs_min_group` unless it takes over 4 times
+               ///< fdatasync's time per file (measured as it runs); fdatasync otherwise
 };
 
 /// Options of the Maildir store.
