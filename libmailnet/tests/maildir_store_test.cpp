@@ -1382,6 +1382,24 @@ TEST(maildir_store, a_file_whose_own_writeback_failed_is_not_delivered_by_a_sync
     EXPECT_EQ(names_in(box / "new").size(), 1u);
 }
 
+TEST(maildir_store, without_syncfs_the_data_is_synced_file_by_file) {
+    // ENOSYS (seccomp, an old kernel) or EINVAL (no fdatasync of a directory there) is no
+    // failure of the delivery: that round and every later one sync each file instead.
+    for (const int e : {ENOSYS, EINVAL}) {
+        temp_dir d;
+        auto s = open_store(durable(d.path, mailnet::maildir_data_sync::syncfs));
+        make_mailbox(d.path / "store" / "alice");
+        data_failure fail(e, 0);
+        recording rec;
+        ASSERT_TRUE(s->deliver(boxes({"alice"}), "Subject: x\n\none\n")) << e;
+        ASSERT_TRUE(s->deliver(boxes({"alice"}), "Subject: x\n\ntwo\n")) << e;
+        const auto [syncfs_calls, file_syncs] = rec.syncfs_and_file_syncs();
+        EXPECT_EQ(syncfs_calls, 1) << e << ": tried once";
+        EXPECT_EQ(file_syncs, 2) << e;
+        EXPECT_EQ(names_in(d.path / "store" / "alice" / "new").size(), 2u);
+    }
+}
+
 TEST(maildir_store, abort_or_destruction_without_commit_leaves_nothing) {
     temp_dir d;
     auto s = open_store(options(d.path));

@@ -469,8 +469,10 @@ private:
             ec = last_system_error();
         const auto took = clock::now() - started;
         lock.lock();
-        if (ec == std::errc::function_not_supported || ec == std::errc::operation_not_supported) {
-            // NOTE: no syncfs here (seccomp, an old kernel): files from now on, this round too.
+        if (ec == std::errc::function_not_supported || ec == std::errc::operation_not_supported ||
+            ec == std::errc::invalid_argument) {
+            // NOTE: no syncfs here (seccomp, an old kernel), or no fdatasync of a directory (a
+            // file system that refuses it): files from now on, this round too.
             syncfs_unusable_ = true;
             own_left_ = n;
             own_count_ = n;
@@ -498,8 +500,8 @@ private:
         if (n < min_group_) return false;
         if (!syncfs_.measured()) return true;  // the first group tries syncfs, the next one files
         // NOTE: syncfs is kept while its wall time per file is up to 4 times fdatasync's: it
-        // costs much less CPU per message (docs/benchmarks.md: 500-650 against 940-1,540 µs of
-        // kernel time per message in smtpd), which a wall-time comparison does not see.
+        // cost less kernel CPU per message in smtpd (docs/benchmarks.md: a median of 722
+        // against 1,057 µs), which a wall-time comparison does not see.
         const bool syncfs_better = !file_.measured() || syncfs_.per_file <= 4 * file_.per_file;
         const auto& other = syncfs_better ? file_ : syncfs_;
         const auto wait = std::max<clock::duration>(20 * other.round, std::chrono::seconds(1));
