@@ -38,11 +38,13 @@
 #include "support/heap.hpp"
 
 // ---- which directories the store fsyncs, seen from outside the library
-// NOTE: this test binary defines fsync(2) itself. The executable comes first in symbol lookup,
-// so libmailnet's calls bind to it (shared or static) and the store needs no test hook. Every
-// call goes on to the kernel; while a test records, each directory fsync'd is noted with the
-// names it held at that moment. No unit test can cut the power, so this shows only that the
-// store asks for the right directories at the right time, not that a crash keeps the mail.
+// NOTE: this test binary defines fsync(2), fdatasync(2), syncfs(2), sync_file_range(2) and
+// link(2) itself. The executable comes first in symbol lookup, so libmailnet's calls bind to
+// it (shared or static) and the store needs no test hook. Every call goes on to the kernel;
+// while a test records, each directory fsync'd is noted with the names it held at that moment,
+// and every durability step goes into one ordered log (ops). No unit test can cut the power,
+// so this shows only that the store asks for the right things in the right order, not that a
+// crash keeps the mail.
 namespace {
 
 struct dir_sync {
@@ -51,16 +53,46 @@ struct dir_sync {
     std::set<std::string> names;  // the directory's entries when it was fsync'd
 };
 
+// One step of the log, in the order the calls were made (and returned, for syncfs).
+struct op {
+    enum kind {
+        file_sync,     // fsync or fdatasync of a regular file returned: `ino`, `size` then
+        syncfs_start,  // a syncfs is called: `files` holds every watched tmp/ file and its size
+        syncfs_end,    // ... and returned
+        flush,         // fsync or fdatasync of a directory that is not watched (the flush after syncfs)
+        dir_sync,      // fsync of a watched directory: `ino`, its entries in `names`
+        link,          // link(2) returned: `ino` of the file, `name` the new base name
+        returned,      // the test's own note: a commit returned, `name` the delivered base name
+    };
+    op() = default;
+    op(kind k, ino_t i = 0) : what(k), ino(i) {}  // NOLINT: implicit, for {op::flush}
+    kind what = file_sync;
+    ino_t ino = 0;
+    off_t size = 0;
+    std::string name;
+    std::map<ino_t, off_t> files;
+    std::set<std::string> names;
+    bool failed = false;  // the call failed
+};
+
 struct fsync_recorder {
     std::mutex mutex;
     bool on = false;
     std::vector<dir_sync> syncs;
-    // A failure to inject: fsync of this directory (by inode), or of any regular file, says EIO.
+    std::vector<op> ops;                  // while on
+    std::vector<std::string> watched;     // tmp/ directories a syncfs_start lists
+    long syncfs_calls = 0, file_syncs = 0;  // while on
+    // A failure to inject: fsync of this directory (by inode), or fsync/fdatasync of any regular
+    // file, says EIO; syncfs and sync_file_range say these errnos (0: no failure).
     std::optional<std::pair<dev_t, ino_t>> fail_dir;
     bool fail_files = false;
+    int fail_syncfs = 0, fail_sync_file_range = 0;
     // Called before each fsync, outside the mutex (it may wait for other threads): 0 goes on,
     // an errno fails that call with it.
     std::function<int(int fd)> before;
+    // Called before each syncfs and each fsync/fdatasync of a regular file (a data sync), as
+    // `before`.
+    std::function<int(int fd)> before_data;
 };
 
 // True if the injected failure applies to `fd`.
@@ -92,22 +124,53 @@ void note_dir_sync(int fd) {
     } else {
         ::close(own);
     }
+    op o;
+    o.what = op::dir_sync;
+    o.ino = st.st_ino;
+    o.names = sync.names;
+    recorder().ops.push_back(std::move(o));
     recorder().syncs.push_back(std::move(sync));
 }
 
-}  // namespace
+bool is_regular(int fd, struct stat* out = nullptr) {
+    struct stat st{};
+    if (::fstat(fd, &st) != 0) return false;
+    if (out) *out = st;
+    return S_ISREG(st.st_mode);
+}
 
-extern "C" int fsync(int fd) {
+// Every regular file in the watched directories, with its size (under the recorder's mutex).
+std::map<ino_t, off_t> watched_files(const fsync_recorder& r) {
+    std::map<ino_t, off_t> out;
+    for (const auto& dir : r.watched) {
+        DIR* d = ::opendir(dir.c_str());
+        if (!d) continue;
+        while (const dirent* e = ::readdir(d)) {
+            struct stat st{};
+            if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+                out[st.st_ino] = st.st_size;
+        }
+        ::closedir(d);
+    }
+    return out;
+}
+
+// fsync or fdatasync (`nr`) as the store sees them: recorded, failed on request, then real.
+int recorded_sync(int fd, long nr) {
     std::function<int(int)> before;
+    struct stat st{};
+    const bool regular = is_regular(fd, &st);
     {
         auto& r = recorder();
         std::lock_guard g(r.mutex);
-        if (r.on) note_dir_sync(fd);
+        if (r.on && nr == SYS_fsync) note_dir_sync(fd);
+        if (r.on && !regular && !(nr == SYS_fsync && S_ISDIR(st.st_mode))) r.ops.push_back({op::flush});
         if (injected_failure(r, fd)) {
             errno = EIO;
             return -1;
         }
-        before = r.before;
+        before = regular ? r.before_data : r.before;
+        if (nr == SYS_fdatasync && !regular) before = nullptr;
     }
     if (before) {
         if (const int e = before(fd); e != 0) {
@@ -115,7 +178,77 @@ extern "C" int fsync(int fd) {
             return -1;
         }
     }
-    return static_cast<int>(::syscall(SYS_fsync, fd));
+    const int rc = static_cast<int>(::syscall(nr, fd));
+    const int saved = errno;
+    if (regular) {
+        auto& r = recorder();
+        std::lock_guard g(r.mutex);
+        if (r.on) {
+            ++r.file_syncs;
+            op o{op::file_sync, st.st_ino};
+            struct stat now{};
+            if (::fstat(fd, &now) == 0) o.size = now.st_size;
+            o.failed = rc != 0;
+            r.ops.push_back(std::move(o));
+        }
+    }
+    errno = saved;
+    return rc;
+}
+
+}  // namespace
+
+extern "C" int fsync(int fd) { return recorded_sync(fd, SYS_fsync); }
+extern "C" int fdatasync(int fd) { return recorded_sync(fd, SYS_fdatasync); }
+
+extern "C" int syncfs(int fd) {
+    std::function<int(int)> before;
+    {
+        auto& r = recorder();
+        std::lock_guard g(r.mutex);
+        if (r.on) {
+            ++r.syncfs_calls;
+            op o{op::syncfs_start};
+            o.files = watched_files(r);
+            r.ops.push_back(std::move(o));
+        }
+        before = r.before_data;
+    }
+    int rc = 0;
+    if (before) {
+        if (const int e = before(fd); e != 0) {
+            errno = e;
+            rc = -1;
+        }
+    }
+    if (rc == 0) rc = static_cast<int>(::syscall(SYS_syncfs, fd));
+    const int saved = errno;
+    auto& r = recorder();
+    std::lock_guard g(r.mutex);
+    if (rc == 0 && r.fail_syncfs != 0) {
+        rc = -1;
+        errno = r.fail_syncfs;
+    } else {
+        errno = saved;
+    }
+    if (r.on) {
+        op o{op::syncfs_end};
+        o.failed = rc != 0;
+        r.ops.push_back(std::move(o));
+    }
+    return rc;
+}
+
+extern "C" int sync_file_range(int fd, off64_t offset, off64_t nbytes, unsigned int flags) {
+    {
+        auto& r = recorder();
+        std::lock_guard g(r.mutex);
+        if (r.fail_sync_file_range != 0) {
+            errno = r.fail_sync_file_range;
+            return -1;
+        }
+    }
+    return static_cast<int>(::syscall(SYS_sync_file_range, fd, offset, nbytes, flags));
 }
 
 // link(2) says EXDEV for a new name containing this part, as across file systems. As with
@@ -129,6 +262,13 @@ std::string before_link_part;
 std::function<void()> before_link;
 }  // namespace
 
+namespace {
+std::string fs_base_name(const char* path) {
+    const std::string_view p(path);
+    return std::string(p.substr(p.rfind('/') + 1));
+}
+}  // namespace
+
 extern "C" int link(const char* from, const char* to) {
     std::function<void()> hook;
     {
@@ -136,6 +276,17 @@ extern "C" int link(const char* from, const char* to) {
         if (before_link && std::string_view(to).find(before_link_part) != std::string_view::npos) hook = before_link;
     }
     if (hook) hook();
+    const auto record = [&](int rc) {
+        auto& r = recorder();
+        std::lock_guard g(r.mutex);
+        if (!r.on || rc != 0) return rc;
+        struct stat st{};
+        if (::stat(from, &st) != 0) return rc;
+        op o{op::link, st.st_ino};
+        o.name = fs_base_name(to);
+        r.ops.push_back(std::move(o));
+        return rc;
+    };
     {
         std::lock_guard g(exdev_mutex);
         // Only a link from another mailbox (the delivery's tmp/ file): the copy's own tmp/ ->
@@ -148,7 +299,11 @@ extern "C" int link(const char* from, const char* to) {
             return -1;
         }
     }
-    return static_cast<int>(::syscall(SYS_link, from, to));
+    const int rc = static_cast<int>(::syscall(SYS_link, from, to));
+    const int saved = errno;
+    record(rc);
+    errno = saved;
+    return rc;
 }
 
 // fstatat(2) counted while a test counts: how many files a snapshot stats.
@@ -269,6 +424,8 @@ struct recording {
     recording() {
         std::lock_guard g(recorder().mutex);
         recorder().syncs.clear();
+        recorder().ops.clear();
+        recorder().syncfs_calls = recorder().file_syncs = 0;
         recorder().on = true;
     }
     recording(const recording&) = delete;
@@ -277,7 +434,30 @@ struct recording {
     std::vector<dir_sync> stop() {
         std::lock_guard g(recorder().mutex);
         recorder().on = false;
+        recorder().watched.clear();
         return std::exchange(recorder().syncs, {});
+    }
+    /// The ordered log so far (call after stop(), or while the deliveries are done).
+    std::vector<op> ops() {
+        std::lock_guard g(recorder().mutex);
+        return recorder().ops;
+    }
+    std::pair<long, long> syncfs_and_file_syncs() {
+        std::lock_guard g(recorder().mutex);
+        return {recorder().syncfs_calls, recorder().file_syncs};
+    }
+    /// Lists `dir`'s files at each syncfs.
+    void watch(const fs::path& dir) {
+        std::lock_guard g(recorder().mutex);
+        recorder().watched.push_back(dir.string());
+    }
+    /// The test's note that a commit returned having delivered `name`.
+    static void returned(std::string name) {
+        std::lock_guard g(recorder().mutex);
+        if (!recorder().on) return;
+        op o{op::returned};
+        o.name = std::move(name);
+        recorder().ops.push_back(std::move(o));
     }
 };
 
@@ -939,6 +1119,284 @@ TEST(maildir_store, a_failed_shared_fsync_fails_every_delivery_that_waited_for_i
         EXPECT_EQ(std::count(ok.begin(), ok.end(), 0), 1);
         EXPECT_EQ(contents_in(box / "new"), expected_contents(ok, 1, alice)["alice"]);
         EXPECT_TRUE(names_in(box / "tmp").empty());
+    }
+}
+
+// ---- group commit of the data (round one): the tmp/ files of deliveries that arrive together
+// are made durable by one syncfs of their file system (or each by its own fdatasync), always
+// before any of them is linked into new/; round two (each new/ fsync'd) comes before commit()
+// returns.
+
+// Holds the first data sync (a syncfs, or an fsync/fdatasync of a regular file) until `dir`
+// holds `count` files (at most 10 s), so that the other deliveries register meanwhile; that
+// call then fails with `first_error` (0: goes on). Until destroyed.
+struct hold_first_data_sync {
+    hold_first_data_sync(const fs::path& dir, std::size_t count, int first_error = 0) {
+        auto first = std::make_shared<std::atomic<bool>>(true);
+        std::lock_guard g(recorder().mutex);
+        recorder().before_data = [=](int) {
+            if (!first->exchange(false)) return 0;
+            const auto until = std::chrono::steady_clock::now() + 10s;
+            while (names_in(dir).size() < count && std::chrono::steady_clock::now() < until)
+                std::this_thread::sleep_for(1ms);
+            std::this_thread::sleep_for(20ms);  // the last ones get from their write to commit()
+            return first_error;
+        };
+    }
+    hold_first_data_sync(const hold_first_data_sync&) = delete;
+    hold_first_data_sync& operator=(const hold_first_data_sync&) = delete;
+    ~hold_first_data_sync() {
+        std::lock_guard g(recorder().mutex);
+        recorder().before_data = nullptr;
+    }
+};
+
+// Injects an errno into every syncfs, or every sync_file_range, until destroyed.
+struct data_failure {
+    data_failure(int syncfs_error, int range_error) {
+        std::lock_guard g(recorder().mutex);
+        recorder().fail_syncfs = syncfs_error;
+        recorder().fail_sync_file_range = range_error;
+    }
+    data_failure(const data_failure&) = delete;
+    data_failure& operator=(const data_failure&) = delete;
+    ~data_failure() {
+        std::lock_guard g(recorder().mutex);
+        recorder().fail_syncfs = recorder().fail_sync_file_range = 0;
+    }
+};
+
+mailnet::maildir_options durable(const fs::path& root, mailnet::maildir_data_sync mode) {
+    auto o = options(root);
+    o.fsync = true;
+    o.data_sync = mode;
+    return o;
+}
+
+const char* mode_name(mailnet::maildir_data_sync m) {
+    switch (m) {
+        case mailnet::maildir_data_sync::file: return "file";
+        case mailnet::maildir_data_sync::syncfs: return "syncfs";
+        case mailnet::maildir_data_sync::adaptive: return "adaptive";
+    }
+    return "?";
+}
+
+TEST(maildir_store, deliveries_arriving_together_share_one_syncfs_of_their_data) {
+    // 16 deliveries at once; the first data sync is held until all 16 have written their tmp/
+    // files: the 15 others then form one group, whose data one syncfs makes durable. Before,
+    // each file had an fsync of its own: 16 data syncs.
+    constexpr int threads = 16;
+    for (const auto mode : {mailnet::maildir_data_sync::syncfs, mailnet::maildir_data_sync::adaptive}) {
+        temp_dir d;
+        auto s = open_store(durable(d.path, mode));
+        const fs::path box = d.path / "store" / "alice";
+        make_mailbox(box);
+        hold_first_data_sync hold(box / "tmp", threads);
+        recording rec;
+        const auto ok = deliver_concurrently(*s, threads, 1, [](int, int) { return boxes({"alice"}); });
+        const auto [syncfs_calls, file_syncs] = rec.syncfs_and_file_syncs();
+        rec.stop();
+        EXPECT_EQ(std::count(ok.begin(), ok.end(), 1), threads) << mode_name(mode);
+        EXPECT_EQ(names_in(box / "new").size(), static_cast<std::size_t>(threads));
+        EXPECT_GE(syncfs_calls, 1) << mode_name(mode);
+        EXPECT_LE(syncfs_calls + file_syncs, 4) << mode_name(mode) << ": " << syncfs_calls << " syncfs, " << file_syncs
+                                                << " file syncs for " << threads << " deliveries";
+        if (mode == mailnet::maildir_data_sync::syncfs) {
+            EXPECT_EQ(file_syncs, 0);
+        }
+    }
+}
+
+TEST(maildir_store, file_mode_syncs_each_file_and_never_the_file_system) {
+    constexpr int threads = 8, per_thread = 5;
+    temp_dir d;
+    auto s = open_store(durable(d.path, mailnet::maildir_data_sync::file));
+    make_mailbox(d.path / "store" / "alice");
+    recording rec;
+    const auto ok = deliver_concurrently(*s, threads, per_thread, [](int, int) { return boxes({"alice"}); });
+    const auto [syncfs_calls, file_syncs] = rec.syncfs_and_file_syncs();
+    EXPECT_EQ(std::count(ok.begin(), ok.end(), 1), threads * per_thread);
+    EXPECT_EQ(syncfs_calls, 0);
+    EXPECT_EQ(file_syncs, threads * per_thread);
+}
+
+TEST(maildir_store, a_lone_delivery_in_adaptive_mode_syncs_its_file_not_the_file_system) {
+    // A group below syncfs_min_group: fdatasync of the file, whose cost does not depend on what
+    // other processes have written to the file system.
+    temp_dir d;
+    auto s = open_store(durable(d.path, mailnet::maildir_data_sync::adaptive));
+    make_mailbox(d.path / "store" / "alice");
+    recording rec;
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(s->deliver(boxes({"alice"}), message_for(0, i)));
+    const auto [syncfs_calls, file_syncs] = rec.syncfs_and_file_syncs();
+    EXPECT_EQ(syncfs_calls, 0);
+    EXPECT_EQ(file_syncs, 3);
+}
+
+// The ",S=" of a delivered base name.
+off_t stored_size(const std::string& name) {
+    const auto at = name.find(",S=");
+    EXPECT_NE(at, std::string::npos) << name;
+    return static_cast<off_t>(std::stoll(name.substr(at + 3)));
+}
+
+TEST(maildir_store, each_file_is_durable_before_its_link_and_each_new_before_commit_returns) {
+    // The order of the durability steps, from the calls' own log, for every mode: before a file
+    // is linked into new/, an fdatasync of it returned, or a syncfs that began when the file had
+    // all its octets returned and a cache flush followed; before commit() returns, every new/ it
+    // was linked into was fsync'd holding its name.
+    constexpr int threads = 8, per_thread = 12;
+    const std::vector<std::string> three = {"alice", "bob", "carol"};
+    for (const auto mode : {mailnet::maildir_data_sync::file, mailnet::maildir_data_sync::syncfs,
+                            mailnet::maildir_data_sync::adaptive}) {
+        SCOPED_TRACE(mode_name(mode));
+        temp_dir d;
+        auto s = open_store(durable(d.path, mode));
+        const fs::path root = d.path / "store";
+        for (const auto& box : three) make_mailbox(root / box);
+        recording rec;
+        for (const auto& box : three) rec.watch(root / box / "tmp");
+        std::latch start(threads);
+        std::atomic<int> failures{0};
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t)
+            pool.emplace_back([&, t] {
+                start.arrive_and_wait();
+                for (int i = 0; i < per_thread; ++i) {
+                    std::vector<std::string> to{three[static_cast<std::size_t>((t + i) % 3)]};
+                    if (i % 2 == 1) to.push_back(three[static_cast<std::size_t>((t + i + 1) % 3)]);
+                    auto dl = s->begin_delivery(to);
+                    if (!dl || !(*dl)->write(message_for(t, i))) {
+                        ++failures;
+                        continue;
+                    }
+                    const std::string name = (*dl)->name();
+                    if (!(*dl)->commit()) {
+                        ++failures;
+                        continue;
+                    }
+                    recording::returned(name + ".");
+                }
+            });
+        for (auto& th : pool) th.join();
+        rec.stop();
+        const auto ops = rec.ops();
+        EXPECT_EQ(failures, 0);
+
+        std::size_t links = 0, returns = 0;
+        for (std::size_t at = 0; at < ops.size(); ++at) {
+            const op& o = ops[at];
+            if (o.what == op::link) {
+                ++links;
+                const off_t size = stored_size(o.name);
+                bool durable_before = false;
+                std::optional<std::size_t> syncfs_began;  // a syncfs_start that saw the whole file
+                bool ended = false;                      // ... and its end
+                for (std::size_t i = 0; i < at && !durable_before; ++i) {
+                    const op& p = ops[i];
+                    if (p.what == op::file_sync && !p.failed && p.ino == o.ino && p.size == size) durable_before = true;
+                    if (p.what == op::syncfs_start) {
+                        const auto f = p.files.find(o.ino);
+                        if (f != p.files.end() && f->second == size) syncfs_began = i;
+                    }
+                    if (p.what == op::syncfs_end && syncfs_began && !p.failed) ended = true;
+                    if (p.what == op::flush && ended) durable_before = true;
+                }
+                EXPECT_TRUE(durable_before) << o.name << " was linked before its data was made durable";
+            }
+            if (o.what == op::returned) {
+                ++returns;
+                // Every link of this delivery, and after each one an fsync of a directory
+                // holding the name, all before the return.
+                std::size_t mine = 0, synced = 0;
+                std::vector<std::size_t> linked_at;
+                for (std::size_t i = 0; i < at; ++i) {
+                    const op& p = ops[i];
+                    if (p.what == op::link && p.name.starts_with(o.name)) {
+                        ++mine;
+                        linked_at.push_back(i);
+                    }
+                }
+                // Each link needs its own new/ fsync'd after it: count fsyncs of distinct
+                // directories holding the name after the first link.
+                std::set<ino_t> dirs;
+                if (!linked_at.empty())
+                    for (std::size_t i = linked_at.front(); i < at; ++i) {
+                        const op& p = ops[i];
+                        if (p.what != op::dir_sync) continue;
+                        if (std::any_of(p.names.begin(), p.names.end(), [&](const std::string& n) { return n.starts_with(o.name); }))
+                            dirs.insert(p.ino);
+                    }
+                synced = dirs.size();
+                EXPECT_GE(mine, 1u) << o.name;
+                EXPECT_EQ(synced, mine) << o.name << ": commit returned before every new/ holding it was fsync'd";
+            }
+        }
+        EXPECT_EQ(returns, static_cast<std::size_t>(threads * per_thread));
+        EXPECT_EQ(links, static_cast<std::size_t>(threads * per_thread * 3 / 2));
+    }
+}
+
+TEST(maildir_store, a_failed_syncfs_fails_its_group_and_every_delivery_begun_before_it) {
+    // The first data sync fails (EIO) while the other 15 deliveries have written their files:
+    // syncfs reports a writeback error once, and it may have been one of theirs (background
+    // writeback), so they fail too although their own round's syncfs then succeeds. Nothing is
+    // left in new/ or tmp/, and the retry delivers each once.
+    constexpr int threads = 16;
+    const chooser alice = [](int, int) { return boxes({"alice"}); };
+    temp_dir d;
+    auto s = open_store(durable(d.path, mailnet::maildir_data_sync::syncfs));
+    const fs::path box = d.path / "store" / "alice";
+    make_mailbox(box);
+    {
+        hold_first_data_sync hold(box / "tmp", threads, EIO);
+        const auto ok = deliver_concurrently(*s, threads, 1, alice);
+        EXPECT_EQ(std::count(ok.begin(), ok.end(), 0), threads);
+    }
+    EXPECT_TRUE(names_in(box / "new").empty());
+    EXPECT_TRUE(names_in(box / "tmp").empty());
+    const auto again = deliver_concurrently(*s, threads, 1, alice);
+    EXPECT_EQ(std::count(again.begin(), again.end(), 1), threads);
+    EXPECT_EQ(contents_in(box / "new"), expected_contents(again, 1, alice)["alice"]);
+}
+
+TEST(maildir_store, a_file_whose_own_writeback_failed_is_not_delivered_by_a_syncfs) {
+    // syncfs succeeded, but the file's own writeback error (sync_file_range reports it) fails it.
+    temp_dir d;
+    auto s = open_store(durable(d.path, mailnet::maildir_data_sync::syncfs));
+    const fs::path box = d.path / "store" / "alice";
+    make_mailbox(box);
+    {
+        data_failure fail(0, EIO);
+        EXPECT_FALSE(s->deliver(boxes({"alice", "bob"}), "Subject: x\n\nbody\n"));
+    }
+    EXPECT_TRUE(names_in(box / "new").empty());
+    EXPECT_TRUE(names_in(box / "tmp").empty());
+    {
+        data_failure fail(EIO, 0);
+        EXPECT_FALSE(s->deliver(boxes({"alice"}), "Subject: x\n\nbody\n"));
+    }
+    EXPECT_TRUE(names_in(box / "new").empty());
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "Subject: x\n\nbody\n"));
+    EXPECT_EQ(names_in(box / "new").size(), 1u);
+}
+
+TEST(maildir_store, without_syncfs_the_data_is_synced_file_by_file) {
+    // ENOSYS (seccomp, an old kernel) or EINVAL (no fdatasync of a directory there) is no
+    // failure of the delivery: that round and every later one sync each file instead.
+    for (const int e : {ENOSYS, EINVAL}) {
+        temp_dir d;
+        auto s = open_store(durable(d.path, mailnet::maildir_data_sync::syncfs));
+        make_mailbox(d.path / "store" / "alice");
+        data_failure fail(e, 0);
+        recording rec;
+        ASSERT_TRUE(s->deliver(boxes({"alice"}), "Subject: x\n\none\n")) << e;
+        ASSERT_TRUE(s->deliver(boxes({"alice"}), "Subject: x\n\ntwo\n")) << e;
+        const auto [syncfs_calls, file_syncs] = rec.syncfs_and_file_syncs();
+        EXPECT_EQ(syncfs_calls, 1) << e << ": tried once";
+        EXPECT_EQ(file_syncs, 2) << e;
+        EXPECT_EQ(names_in(d.path / "store" / "alice" / "new").size(), 2u);
     }
 }
 

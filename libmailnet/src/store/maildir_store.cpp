@@ -17,6 +17,7 @@
 #include <cassert>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <map>
@@ -365,6 +366,184 @@ private:
     std::vector<pending> links_;  // registered links whose round has not ended
 };
 
+// Round one of a delivery's group commit (DESIGN.md "pluggable interfaces", Delivery): the
+// tmp/ files of one file system are made durable before any of them is linked into new/ (a
+// link that reached the disk before its file's data and inode would show an empty or short
+// file after a crash; ext4 allocates blocks late). Rounds run one at a time and are numbered,
+// as directory_sync's: a delivery that registers while round g runs is served by round g + 1,
+// which the first of the waiters to find nothing running leads for every file registered by
+// then. A round either
+//  - syncfs: syncfs(2) of the file system, then fdatasync of a directory of it. syncfs writes
+//    and waits for every dirty page and inode of the file system (this group's files among
+//    them); the fdatasync adds a device cache flush after that, because on ext4 without a
+//    journal syncfs's own flush (its sync_fs step) comes before its last write-out of the
+//    block device's buffers (inode tables); or
+//  - file: each delivery of the round fdatasyncs its own file, all in parallel, and the round
+//    ends when the last one is done (so the next group gathers meanwhile).
+// Which: the mode; adaptive: file below min_group; from there syncfs while its measured time
+// per file is at most 4 times file's, the other way being tried again once 20 times its last
+// round's time (at least a second) has passed since, so a slow syncfs (another process's dirty
+// pages on the same file system, which syncfs writes too) costs at most about a twentieth of
+// the time before files take over.
+// Errors: a file round's fdatasync reports its own file's. syncfs reports the writeback errors
+// of the whole file system since the last call on the same descriptor (errseq, Linux >= 5.8),
+// including those of background writeback, which may concern a file of another round: a round
+// that sees one fails all its files and raises the error epoch, and every delivery that began
+// before the raise (and was not yet covered) fails too. Each file a syncfs round covered also
+// checks its own data's writeback error (sync_file_range WAIT_BEFORE: no I/O on a clean file).
+class data_sync {
+public:
+    using clock = std::chrono::steady_clock;
+    data_sync(unique_fd fs_dir, maildir_data_sync mode, std::size_t min_group)
+        : fs_dir_(std::move(fs_dir)), mode_(mode), min_group_(std::max<std::size_t>(min_group, 1)) {}
+
+    /// Read when a delivery begins; sync() compares it with the epoch then.
+    std::uint64_t epoch() const {
+        std::lock_guard lock(mutex_);
+        return error_epoch_;
+    }
+
+    /// Returns once `fd`'s data and inode are durable (an fdatasync or a syncfs that began after
+    /// this call has succeeded), or with the error that prevented it.
+    result<void> sync(int fd, std::uint64_t begun_epoch) {
+        if (mode_ == maildir_data_sync::file) return own_sync(fd);
+        std::unique_lock lock(mutex_);
+        member m;
+        queue_.push_back(&m);
+        while (m.state == member::waiting) {
+            if (running_) {
+                cv_.wait(lock);
+                continue;
+            }
+            lead(lock);  // this caller's round: m is in it
+        }
+        if (m.state == member::own_turn) {
+            lock.unlock();
+            auto r = own_sync(fd);
+            lock.lock();
+            if (--own_left_ == 0) {
+                note(false, clock::now() - own_started_, own_count_);
+                running_ = false;
+                cv_.notify_all();
+            }
+            return r;
+        }
+        if (m.error) return unexpected(m.error);
+        if (error_epoch_ != begun_epoch) return unexpected(epoch_error_);
+        lock.unlock();
+        if (::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE) != 0) return unexpected(last_system_error());
+        return {};
+    }
+
+private:
+    struct member {
+        enum { waiting, own_turn, covered } state = waiting;
+        std::error_code error;  // covered: the syncfs round's
+    };
+
+    static result<void> own_sync(int fd) {
+        if (::fdatasync(fd) != 0) return unexpected(last_system_error());
+        return {};
+    }
+
+    // Runs a round for everything queued (the caller's own file among it), under `lock`,
+    // which is released while a syncfs runs. A file round only hands the files out.
+    void lead(std::unique_lock<std::mutex>& lock) {
+        running_ = true;
+        std::vector<member*> batch = std::exchange(queue_, {});
+        const auto n = batch.size();
+        if (!use_syncfs(n)) {
+            own_left_ = n;
+            own_count_ = n;
+            own_started_ = clock::now();
+            for (auto* b : batch) b->state = member::own_turn;
+            cv_.notify_all();
+            return;
+        }
+        lock.unlock();
+        const auto started = clock::now();
+        std::error_code ec;
+        if (::syncfs(fs_dir_.get()) != 0)
+            ec = last_system_error();
+        else if (::fdatasync(fs_dir_.get()) != 0)  // the cache flush after syncfs's last write-out
+            ec = last_system_error();
+        const auto took = clock::now() - started;
+        lock.lock();
+        if (ec == std::errc::function_not_supported || ec == std::errc::operation_not_supported ||
+            ec == std::errc::invalid_argument) {
+            // NOTE: no syncfs here (seccomp, an old kernel), or no fdatasync of a directory (a
+            // file system that refuses it): files from now on, this round too.
+            syncfs_unusable_ = true;
+            own_left_ = n;
+            own_count_ = n;
+            own_started_ = clock::now();
+            for (auto* b : batch) b->state = member::own_turn;
+            cv_.notify_all();
+            return;
+        }
+        note(true, took, n);
+        if (ec) {
+            ++error_epoch_;
+            epoch_error_ = ec;
+        }
+        for (auto* b : batch) {
+            b->state = member::covered;
+            b->error = ec;
+        }
+        running_ = false;
+        cv_.notify_all();
+    }
+
+    bool use_syncfs(std::size_t n) const {
+        if (syncfs_unusable_) return false;
+        if (mode_ == maildir_data_sync::syncfs) return true;
+        if (n < min_group_) return false;
+        if (!syncfs_.measured()) return true;  // the first group tries syncfs, the next one files
+        // NOTE: syncfs is kept while its wall time per file is up to 4 times fdatasync's: it
+        // cost less kernel CPU per message in smtpd (docs/benchmarks.md: a median of 722
+        // against 1,057 µs), which a wall-time comparison does not see.
+        const bool syncfs_better = !file_.measured() || syncfs_.per_file <= 4 * file_.per_file;
+        const auto& other = syncfs_better ? file_ : syncfs_;
+        const auto wait = std::max<clock::duration>(20 * other.round, std::chrono::seconds(1));
+        const bool try_other = clock::now() - other.tried > wait;
+        return syncfs_better != try_other;
+    }
+
+    // What a round of one kind took: its time per file (moving average) and its latest length.
+    struct cost {
+        double per_file = 0;          // seconds, exponentially weighted over the rounds, 0: none yet
+        clock::duration round{};      // the latest round's length
+        clock::time_point tried{};    // when the latest round ended
+        bool measured() const { return per_file > 0; }
+    };
+
+    void note(bool was_syncfs, clock::duration took, std::size_t n) {
+        // Rounds below min_group never compete with syncfs: their time per file says nothing
+        // about a group's.
+        if (!was_syncfs && n < min_group_) return;
+        auto& c = was_syncfs ? syncfs_ : file_;
+        const double per_file = std::chrono::duration<double>(took).count() / static_cast<double>(n);
+        c.per_file = c.measured() ? 0.75 * c.per_file + 0.25 * per_file : std::max(per_file, 1e-9);
+        c.round = took;
+        c.tried = clock::now();
+    }
+
+    const unique_fd fs_dir_;  // a directory of the file system: syncfs and the flush go through it
+    const maildir_data_sync mode_;
+    const std::size_t min_group_;
+    mutable std::mutex mutex_;
+    std::condition_variable cv_;
+    std::vector<member*> queue_;  // registered, waiting for the next round
+    bool running_ = false;
+    std::size_t own_left_ = 0;    // a file round: files not yet done
+    std::size_t own_count_ = 0;
+    clock::time_point own_started_{};
+    bool syncfs_unusable_ = false;
+    std::uint64_t error_epoch_ = 0;  // raised by each syncfs round that saw an error
+    std::error_code epoch_error_;
+    cost syncfs_, file_;
+};
+
 // The directory and file names a delivery needs; copied into each delivery so that it stays
 // valid whatever happens to the store object.
 struct delivery_config {
@@ -383,13 +562,18 @@ public:
         std::shared_ptr<directory_sync> new_sync;  // dir/new, shared with the store; null: fsync off
     };
 
+    // `data`: round one's group commit for the tmp/ file's file system (null: fsync off), its
+    // error epoch read before the first octet was written.
     maildir_delivery(delivery_config config, std::vector<target> targets, std::string prefix, std::string tmp_path,
-                     int fd, std::shared_ptr<std::atomic<std::uint64_t>> counter, std::string unique_tail)
+                     int fd, std::shared_ptr<data_sync> data, std::shared_ptr<std::atomic<std::uint64_t>> counter,
+                     std::string unique_tail)
         : config_(std::move(config)),
           targets_(std::move(targets)),
           prefix_(std::move(prefix)),
           tmp_path_(std::move(tmp_path)),
           fd_(fd),
+          data_(std::move(data)),
+          data_epoch_(data_ ? data_->epoch() : 0),
           counter_(std::move(counter)),
           unique_tail_(std::move(unique_tail)) {}
     maildir_delivery(const maildir_delivery&) = delete;
@@ -438,9 +622,14 @@ public:
     }
 
 private:
+    // Round one (data_sync: the file durable in tmp/, shared with the deliveries of the same
+    // moment on its file system), the links into every target's new/, round two (each new/
+    // fsync'd, shared as well: directory_sync); only then does commit() return.
     result<void> commit_once() {
         // Delivery step one (maildir(5)): the file is complete and durable in tmp/.
-        if (config_.fsync && ::fsync(fd_) != 0) return fail("fsync", tmp_path_, last_system_error());
+        if (data_) {
+            if (auto d = data_->sync(fd_, data_epoch_); !d) return fail("sync", tmp_path_, d.error());
+        }
         const int fd = std::exchange(fd_, -1);
         if (::close(fd) != 0) return fail("close", tmp_path_, last_system_error());
 
@@ -608,6 +797,8 @@ private:
     std::string prefix_;  // "<secs>.M<usecs>P<pid>Q<n>"
     std::string tmp_path_;
     int fd_;
+    std::shared_ptr<data_sync> data_;
+    std::uint64_t data_epoch_ = 0;
     std::shared_ptr<std::atomic<std::uint64_t>> counter_;
     std::string unique_tail_;  // prefix_ without the Q number
     std::uint64_t stored_ = 0;
@@ -909,9 +1100,21 @@ public:
                 log(log_level::warning, "maildir: cannot create " + tmp + ": " + ec.message());
                 return unexpected(ec);
             }
+            std::shared_ptr<data_sync> data;
+            if (options_.fsync) {
+                auto found = data_sync_of(fd, targets.front().dir + "/tmp");
+                if (!found) {
+                    ::close(fd);
+                    ::unlink(tmp.c_str());
+                    log(log_level::warning, "maildir: cannot use " + targets.front().dir + "/tmp: " +
+                                                found.error().message());
+                    return unexpected(found.error());
+                }
+                data = std::move(*found);
+            }
             delivery_config config{root_, host_, options_.fsync, options_.log, events()};
             return std::unique_ptr<delivery>(std::make_unique<maildir_delivery>(
-                std::move(config), std::move(targets), std::move(prefix), tmp, fd, counter_, tail));
+                std::move(config), std::move(targets), std::move(prefix), tmp, fd, std::move(data), counter_, tail));
         }
         return unexpected(sys_error(EEXIST));
     }
@@ -971,6 +1174,21 @@ private:
             sweep_at_ = 2 * syncs_.size() + 64;
         }
         return sync;
+    }
+
+    // Round one's group commit for the file system of `fd` (a file just made in `tmp_dir`): one
+    // per file system (st_dev), made on first use with a descriptor of `tmp_dir` for its syncfs.
+    result<std::shared_ptr<data_sync>> data_sync_of(int fd, const std::string& tmp_dir) {
+        struct stat st{};
+        if (::fstat(fd, &st) != 0) return unexpected(last_system_error());
+        std::lock_guard guard(syncs_mutex_);
+        auto& slot = data_syncs_[st.st_dev];
+        if (!slot) {
+            unique_fd dir(::open(tmp_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (dir.get() < 0) return unexpected(last_system_error());
+            slot = std::make_shared<data_sync>(std::move(dir), options_.data_sync, options_.syncfs_min_group);
+        }
+        return slot;
     }
 
     // The Maildir of an encoded mailbox name.
@@ -1293,9 +1511,10 @@ private:
     std::map<std::string, int> locks_;  // encoded mailbox -> descriptor holding the flock; -1: no mailbox at lock()
     // encoded mailbox -> where the last scan found each message
     std::map<std::string, scan_cache> caches_;
-    std::mutex syncs_mutex_;  // guards syncs_ and sweep_at_ (apart from mutex_: scans hold that long)
+    std::mutex syncs_mutex_;  // guards syncs_, sweep_at_ and data_syncs_ (apart from mutex_: scans hold that long)
     std::map<std::string, std::weak_ptr<directory_sync>> syncs_;  // new/ path -> its group commit
     std::size_t sweep_at_ = 64;  // syncs_ size at which expired entries are dropped
+    std::map<dev_t, std::shared_ptr<data_sync>> data_syncs_;  // file system -> round one's group commit
 };
 
 }  // namespace

@@ -234,11 +234,23 @@ private:
     std::set<std::string, std::less<>> locked_;  // mailboxes locked in this process
 };
 
+/// How a Maildir delivery makes its `tmp/` file durable before linking it into `new/` (the
+/// first of its two group-commit rounds; the second fsyncs each target's `new/`). See
+/// docs/libmailnet.md "Durable delivery" for the measurements behind the default.
+enum class maildir_data_sync {
+    file,      ///< fdatasync of each file, by its own delivery, in parallel with the others
+    syncfs,    ///< one syncfs(2) of the file system (plus a cache flush) covers every file of a group
+    adaptive,  ///< syncfs for groups of at least `syncfs_min_group` unless it takes over 4 times
+               ///< fdatasync's time per file (measured as it runs); fdatasync otherwise
+};
+
 /// Options of the Maildir store.
 struct maildir_options {
     std::filesystem::path root;           ///< DIR: mailboxes are DIR/<encoded name>/{tmp,new,cur}
     std::string hostname;                 ///< for file names; empty: gethostname()
     bool fsync = true;                    ///< fsync files and directories on delivery (tests may turn off)
+    maildir_data_sync data_sync = maildir_data_sync::adaptive;  ///< with `fsync`: how file data is made durable
+    std::size_t syncfs_min_group = 3;     ///< adaptive: the smallest group a syncfs may serve
     std::chrono::hours tmp_max_age{36};   ///< tmp/ files older than this are removed at start
     log_sink log = stderr_log();          ///< where problems are reported
     std::function<std::chrono::system_clock::time_point()> clock;  ///< empty: system clock
