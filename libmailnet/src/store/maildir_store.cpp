@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -395,7 +396,8 @@ class data_sync {
 public:
     using clock = std::chrono::steady_clock;
     data_sync(unique_fd fs_dir, maildir_data_sync mode, std::size_t min_group)
-        : fs_dir_(std::move(fs_dir)), mode_(mode), min_group_(std::max<std::size_t>(min_group, 1)) {}
+        : fs_dir_(std::move(fs_dir)), mode_(mode), min_group_(std::max<std::size_t>(min_group, 1)),
+          syncfs_unusable_(!syncfs_reaches_storage(fs_dir_.get())) {}
 
     /// Read when a delivery begins; sync() compares it with the epoch then.
     std::uint64_t epoch() const {
@@ -441,6 +443,24 @@ private:
         std::error_code error;  // covered: the syncfs round's
     };
 
+    // Whether syncfs (plus a directory's fdatasync) makes every file of the file system durable
+    // there: only on local file systems known to do it. FUSE, ecryptfs, CIFS, 9p (no sync_fs
+    // of their own), overlayfs (errors on the upper file unseen) and NFS (unstable writes) get
+    // each file's own fdatasync, whatever the mode.
+    static bool syncfs_reaches_storage(int dir) {
+        struct statfs st {};
+        if (::fstatfs(dir, &st) != 0) return false;
+        switch (static_cast<unsigned long>(st.f_type)) {
+            case 0xEF53UL:      // ext2, ext3, ext4
+            case 0x58465342UL:  // xfs
+            case 0x9123683EUL:  // btrfs
+            case 0x01021994UL:  // tmpfs
+                return true;
+            default:
+                return false;
+        }
+    }
+
     static result<void> own_sync(int fd) {
         if (::fdatasync(fd) != 0) return unexpected(last_system_error());
         return {};
@@ -469,10 +489,11 @@ private:
             ec = last_system_error();
         const auto took = clock::now() - started;
         lock.lock();
-        if (ec == std::errc::function_not_supported || ec == std::errc::operation_not_supported ||
-            ec == std::errc::invalid_argument) {
-            // NOTE: no syncfs here (seccomp, an old kernel), or no fdatasync of a directory (a
-            // file system that refuses it): files from now on, this round too.
+        if (ec) {
+            // NOTE: no syncfs here (seccomp, an old kernel), no fdatasync of a directory (a file
+            // system that refuses it), or an error that may be another process's file's: each
+            // file's own fdatasync tells its own, this round and from now on (a failing syncfs
+            // must not turn into 451s for deliveries whose data is fine).
             syncfs_unusable_ = true;
             own_left_ = n;
             own_count_ = n;
@@ -482,10 +503,6 @@ private:
             return;
         }
         note(true, took, n);
-        if (ec) {
-            ++error_epoch_;
-            epoch_error_ = ec;
-        }
         for (auto* b : batch) {
             b->state = member::covered;
             b->error = ec;
@@ -609,6 +626,15 @@ public:
 
     std::string name() const override { return prefix_; }
 
+    // A copied message keeps its UIDL as its base name when that can be one (the UIDL of a
+    // Maildir message is its base name): not "." first (a hidden file), no '/' or ':' (the
+    // info part). Seen flags are not kept here (the message goes to new/).
+    bool keep(std::string_view uidl, bool /*seen*/) override {
+        if (done_ || !own_uidl(uidl) || uidl.front() == '.' || uidl.find_first_of("/:") != std::string_view::npos) return false;
+        kept_name_ = uidl;
+        return true;
+    }
+
     void abort() noexcept override {
         if (fd_ >= 0) {
             ::close(fd_);
@@ -635,7 +661,7 @@ private:
 
         std::vector<std::string> made;
         result<void> r = expect_and_link(made);
-        for (int attempt = 0; !r && r.error() == std::errc::file_exists && attempt < 8; ++attempt) {
+        for (int attempt = 0; !r && r.error() == std::errc::file_exists && kept_name_.empty() && attempt < 8; ++attempt) {
             // A name already taken (another store object in this process with the same
             // counter and a coarse clock): link() never replaces, so take a fresh Q value.
             prefix_ = unique_tail_ + std::to_string(counter_->fetch_add(1));
@@ -777,8 +803,10 @@ private:
         made.clear();
     }
 
-    // "<prefix>.<host>,S=<stored>,W=<wire>", the host shortened to keep it within 70 octets.
+    // "<prefix>.<host>,S=<stored>,W=<wire>", the host shortened to keep it within 70 octets;
+    // or the name keep() was given.
     std::string final_base_name() const {
+        if (!kept_name_.empty()) return kept_name_;
         const std::string sizes = ",S=" + std::to_string(stored_) + ",W=" + std::to_string(wire_.octets());
         const std::size_t fixed = prefix_.size() + 1 + sizes.size();
         const std::size_t budget = fixed < max_base_name ? max_base_name - fixed : 0;
@@ -795,6 +823,7 @@ private:
     delivery_config config_;
     std::vector<target> targets_;
     std::string prefix_;  // "<secs>.M<usecs>P<pid>Q<n>"
+    std::string kept_name_;  // keep(): the base name to use instead of prefix_'s
     std::string tmp_path_;
     int fd_;
     std::shared_ptr<data_sync> data_;

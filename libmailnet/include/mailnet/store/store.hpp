@@ -129,10 +129,10 @@ public:
     /// Empty when the store has none.
     virtual std::string name() const { return {}; }
     /// For a copy between stores (copy_store, `mailnet-store copy`): asks that the message keep
-    /// `uidl` as its UIDL and `seen` as its seen flag, where the store's format allows (a
-    /// PostgreSQL store: a UIDL of 1-70 octets in 0x21-0x7E that is not all digits, its own
-    /// ids' form; a Maildir: a UIDL that can be a file's base name). Call before commit(); false
-    /// when the message gets a UIDL of the store's own (and is not marked seen).
+    /// `uidl` as its UIDL, where the store's format allows (a PostgreSQL store: 1-70 octets in
+    /// 0x21-0x7E and not all digits, its own ids' form; a Maildir: a UIDL that can be a file's
+    /// base name: no '/' or ':', not '.' first), and `seen` as its seen flag (PostgreSQL only).
+    /// Call before commit(); false when the message gets a UIDL of the store's own.
     virtual bool keep(std::string_view uidl, bool seen) {
         (void)uidl;
         (void)seen;
@@ -240,6 +240,7 @@ private:
 enum class maildir_data_sync {
     file,      ///< fdatasync of each file, by its own delivery, in parallel with the others
     syncfs,    ///< one syncfs(2) of the file system (plus a cache flush) covers every file of a group
+               ///< (only on ext2/3/4, xfs, btrfs, tmpfs; elsewhere, or after a syncfs error: `file`)
     adaptive,  ///< syncfs for groups of at least `syncfs_min_group` unless it takes over 4 times
                ///< fdatasync's time per file (measured as it runs); fdatasync otherwise
 };
