@@ -1,6 +1,6 @@
 # Several mailnetd front-ends over one PostgreSQL database (issue 16): the load test spread
 # over three front-ends, [IN-USE] and wait-for-mail across them, kill -9 of one front-end mid-
-# load, and the database restarted mid-load. A private PostgreSQL 15 of this script's own
+# load, and the database restarted mid-load; `mailnet-store copy` there and back. A private PostgreSQL 15 of this script's own
 # (tests/tools/pg_private.sh: initdb into a temporary directory, a free port on 127.0.0.1),
 # stopped by its PID at the end; a database per test. Without PostgreSQL: skipped (125).
 import json
@@ -204,7 +204,10 @@ class PostgresStoreTest(unittest.TestCase):
         self.assertEqual(load.count("unsent"), 0, load.summary())
         problems = load_test.exactly_once_problems(load)
         self.assertEqual(problems[:20], [], f"{len(problems)} problems; at the restart {at_restart}")
-        self.assertGreater(load.temporary, 0, "the restart was not noticed: the test proved nothing")
+        # The front-ends saw the restart (their connections were cut), whether or not a client
+        # got a 4xx for it: a delivery cut mid-transaction is tried again on a new connection.
+        self.assertTrue(any("postgresql:" in srv.stderr() for srv in srvs),
+                        f"no front-end noticed the restart: the test proved nothing; {load.summary()}")
         self.assertGreater(load.count("ok"), ok_at_restart, "no delivery succeeded after the restart")
         for s in srvs:
             self.assertIsNone(s.proc.poll(), "a front-end died with the database")
@@ -260,8 +263,7 @@ class PostgresStoreTest(unittest.TestCase):
         srv = t.Mailnetd(MAILNETD, back, workdir=self.tmp.path, extra=["--quiet"]).start()
         self.servers.append(srv)
         after = {b: self.fetch_all(srv, b) for b in boxes}
-        self.assertEqual({b: [m[1] for m in after[b]] for b in boxes}, {b: [m[1] for m in before[b]] for b in boxes},
-                         "bytes after the way back")
+        self.assertEqual(after, before, "bytes and UIDLs after the way back")
         r = subprocess.run([binary, "copy", self.uri.replace("postgres@", "postgres:secret@"), back],
                            capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 64, "a password on the command line is refused")
