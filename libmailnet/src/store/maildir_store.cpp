@@ -388,10 +388,11 @@ private:
 // the time before files take over.
 // Errors: a file round's fdatasync reports its own file's. syncfs reports the writeback errors
 // of the whole file system since the last call on the same descriptor (errseq, Linux >= 5.8),
-// including those of background writeback, which may concern a file of another round: a round
-// that sees one fails all its files and raises the error epoch, and every delivery that began
-// before the raise (and was not yet covered) fails too. Each file a syncfs round covered also
-// checks its own data's writeback error (sync_file_range WAIT_BEFORE: no I/O on a clean file).
+// including those of background writeback, which may concern any file, of another round or
+// another process: a round that sees one has each of its files synced by its own fdatasync
+// instead, and syncfs is never used again (every later file's own fdatasync reports its own
+// error, also one written back before). Each file a syncfs round covered also checks its own
+// data's writeback error (sync_file_range WAIT_BEFORE: no I/O on a clean file).
 class data_sync {
 public:
     using clock = std::chrono::steady_clock;
@@ -399,15 +400,9 @@ public:
         : fs_dir_(std::move(fs_dir)), mode_(mode), min_group_(std::max<std::size_t>(min_group, 1)),
           syncfs_unusable_(!syncfs_reaches_storage(fs_dir_.get())) {}
 
-    /// Read when a delivery begins; sync() compares it with the epoch then.
-    std::uint64_t epoch() const {
-        std::lock_guard lock(mutex_);
-        return error_epoch_;
-    }
-
     /// Returns once `fd`'s data and inode are durable (an fdatasync or a syncfs that began after
     /// this call has succeeded), or with the error that prevented it.
-    result<void> sync(int fd, std::uint64_t begun_epoch) {
+    result<void> sync(int fd) {
         if (mode_ == maildir_data_sync::file) return own_sync(fd);
         std::unique_lock lock(mutex_);
         member m;
@@ -430,8 +425,6 @@ public:
             }
             return r;
         }
-        if (m.error) return unexpected(m.error);
-        if (error_epoch_ != begun_epoch) return unexpected(epoch_error_);
         lock.unlock();
         if (::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE) != 0) return unexpected(last_system_error());
         return {};
@@ -440,7 +433,6 @@ public:
 private:
     struct member {
         enum { waiting, own_turn, covered } state = waiting;
-        std::error_code error;  // covered: the syncfs round's
     };
 
     // Whether syncfs (plus a directory's fdatasync) makes every file of the file system durable
@@ -472,14 +464,15 @@ private:
         running_ = true;
         std::vector<member*> batch = std::exchange(queue_, {});
         const auto n = batch.size();
-        if (!use_syncfs(n)) {
+        // A file round: each member syncs its own file; the last to finish ends the round.
+        auto hand_out = [&] {
             own_left_ = n;
             own_count_ = n;
             own_started_ = clock::now();
             for (auto* b : batch) b->state = member::own_turn;
             cv_.notify_all();
-            return;
-        }
+        };
+        if (!use_syncfs(n)) return hand_out();
         lock.unlock();
         const auto started = clock::now();
         std::error_code ec;
@@ -495,18 +488,10 @@ private:
             // file's own fdatasync tells its own, this round and from now on (a failing syncfs
             // must not turn into 451s for deliveries whose data is fine).
             syncfs_unusable_ = true;
-            own_left_ = n;
-            own_count_ = n;
-            own_started_ = clock::now();
-            for (auto* b : batch) b->state = member::own_turn;
-            cv_.notify_all();
-            return;
+            return hand_out();
         }
         note(true, took, n);
-        for (auto* b : batch) {
-            b->state = member::covered;
-            b->error = ec;
-        }
+        for (auto* b : batch) b->state = member::covered;
         running_ = false;
         cv_.notify_all();
     }
@@ -556,8 +541,6 @@ private:
     std::size_t own_count_ = 0;
     clock::time_point own_started_{};
     bool syncfs_unusable_ = false;
-    std::uint64_t error_epoch_ = 0;  // raised by each syncfs round that saw an error
-    std::error_code epoch_error_;
     cost syncfs_, file_;
 };
 
@@ -579,8 +562,7 @@ public:
         std::shared_ptr<directory_sync> new_sync;  // dir/new, shared with the store; null: fsync off
     };
 
-    // `data`: round one's group commit for the tmp/ file's file system (null: fsync off), its
-    // error epoch read before the first octet was written.
+    // `data`: round one's group commit for the tmp/ file's file system (null: fsync off).
     maildir_delivery(delivery_config config, std::vector<target> targets, std::string prefix, std::string tmp_path,
                      int fd, std::shared_ptr<data_sync> data, std::shared_ptr<std::atomic<std::uint64_t>> counter,
                      std::string unique_tail)
@@ -590,7 +572,6 @@ public:
           tmp_path_(std::move(tmp_path)),
           fd_(fd),
           data_(std::move(data)),
-          data_epoch_(data_ ? data_->epoch() : 0),
           counter_(std::move(counter)),
           unique_tail_(std::move(unique_tail)) {}
     maildir_delivery(const maildir_delivery&) = delete;
@@ -654,7 +635,7 @@ private:
     result<void> commit_once() {
         // Delivery step one (maildir(5)): the file is complete and durable in tmp/.
         if (data_) {
-            if (auto d = data_->sync(fd_, data_epoch_); !d) return fail("sync", tmp_path_, d.error());
+            if (auto d = data_->sync(fd_); !d) return fail("sync", tmp_path_, d.error());
         }
         const int fd = std::exchange(fd_, -1);
         if (::close(fd) != 0) return fail("close", tmp_path_, last_system_error());
@@ -827,7 +808,6 @@ private:
     std::string tmp_path_;
     int fd_;
     std::shared_ptr<data_sync> data_;
-    std::uint64_t data_epoch_ = 0;
     std::shared_ptr<std::atomic<std::uint64_t>> counter_;
     std::string unique_tail_;  // prefix_ without the Q number
     std::uint64_t stored_ = 0;
