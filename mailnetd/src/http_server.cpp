@@ -377,6 +377,17 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     // A message the index lists is gone from the store (deleted by another process): the index
     // lets go of it, as it would on the store's event.
     void gone(const std::string& id) { index.remove(id); }
+    // A view that could not be read: 413 over `max` (with `hint`), 404 if the message is gone
+    // (and the index lets go of it), else 500.
+    void view_failed(const request& req, std::error_code e, std::uint64_t max, const std::string& id,
+                     std::string_view hint = {}) {
+        if (e == errc::too_large) return fail(req, 413, "message over " + std::to_string(max) + " octets" + std::string(hint));
+        if (e == errc::not_found) {
+            gone(id);
+            return fail(req, 404, "no such message");
+        }
+        fail(req, 500, "cannot read the message: " + e.message());
+    }
     void send_list(const request& req, int code, message_query q, std::optional<std::size_t> total = std::nullopt);
     void broadcast(const mail_index::change& c);
     restinio::request_handling_status_t handle(const request& req);
@@ -589,13 +600,7 @@ void http_server::impl::detail(const request& req, const message_summary& s) {
         [self = shared_from_this(), req, max, id = s.id](result<std::string> r) {
             self->end_view();
             if (r) return answer(req, 200, std::move(*r));
-            if (r.error() == errc::too_large)
-                return fail(req, 413, "message over " + std::to_string(max) + " octets: see /raw");
-            if (r.error() == errc::not_found) {
-                self->gone(id);
-                return fail(req, 404, "no such message");
-            }
-            fail(req, 500, "cannot read the message: " + r.error().message());
+            self->view_failed(req, r.error(), max, id, ": see /raw");
         });
 }
 
@@ -670,14 +675,7 @@ void http_server::impl::part(const request& req, const message_summary& s, std::
         },
         [self = shared_from_this(), req, max, id = s.id](result<std::optional<part_content>> r) {
             self->end_view();
-            if (!r) {
-                if (r.error() == errc::too_large) return fail(req, 413, "message over " + std::to_string(max) + " octets");
-                if (r.error() == errc::not_found) {
-                    self->gone(id);
-                    return fail(req, 404, "no such message");
-                }
-                return fail(req, 500, "cannot read the message: " + r.error().message());
-            }
+            if (!r) return self->view_failed(req, r.error(), max, id);
             if (!*r) return fail(req, 404, "no such part");
             const part_content& p = **r;
             auto resp = req->create_response(status(200));
@@ -711,14 +709,7 @@ void http_server::impl::html(const request& req, const message_summary& s) {
         },
         [self = shared_from_this(), req, max, id = s.id](result<std::string> r) {
             self->end_view();
-            if (!r) {
-                if (r.error() == errc::too_large) return fail(req, 413, "message over " + std::to_string(max) + " octets");
-                if (r.error() == errc::not_found) {
-                    self->gone(id);
-                    return fail(req, 404, "no such message");
-                }
-                return fail(req, 500, "cannot read the message: " + r.error().message());
-            }
+            if (!r) return self->view_failed(req, r.error(), max, id);
             if (r->empty()) return fail(req, 404, "no HTML part");
             auto resp = req->create_response(status(200));
             resp.append_header(restinio::http_field::content_type, "text/html; charset=utf-8");

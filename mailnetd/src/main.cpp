@@ -123,7 +123,8 @@ void print_try_this(const net::service& smtp, const net::service& pop3, const st
 
 int main(int argc, char** argv) {
     CLI::App app{"mailnetd: a test mail server for developers and CI: SMTP in, POP3 and an HTTP API out, one\n"
-                 "Maildir store. The API (docs/mailnetd.md) lists, shows, deletes and waits for mail.\n"
+                 "store (a Maildir, or PostgreSQL: docs/stores.md). The API (docs/mailnetd.md) lists, shows,\n"
+                 "deletes and waits for mail.\n"
                  "Without --users every recipient is accepted and each mailbox's POP3 login and password\n"
                  "are its address (open mode, loopback only).",
                  "mailnetd"};
