@@ -57,8 +57,9 @@ def data_form(msg):
 class Load:
     """The senders and fetchers of one run against the servers `srvs` (one, or several
     front-ends of one store: sender and fetcher k use srvs[k % len]); .ports may be replaced
-    (a restart, a front-end killed). `temporary_ok`: a 4xx reply (a database restarting) is a
-    failed message, not an error."""
+    (a restart, a front-end killed). `temporary_ok`: a 4xx reply (a database restarting) is not
+    an error: the message is sent again a little later, as an MTA would (so a 4xx given for a
+    message that was stored after all shows as a message fetched twice)."""
 
     def __init__(self, tc, srvs, total, deadline, temporary_ok=False):
         self.tc = tc
@@ -71,7 +72,8 @@ class Load:
             srvs = [srvs]
         self.ports = [(s.port, s.pop3_port) for s in srvs]  # (SMTP, POP3) of each front-end
         self.temporary_ok = temporary_ok
-        self.temporary = 0                    # 4xx replies taken as failures (temporary_ok)
+        self.temporary = 0                    # 4xx replies, their messages sent again (temporary_ok)
+        self.retry = collections.deque()      # messages to send again after a 4xx
         self.up = threading.Event()           # senders may connect
         self.fetching = threading.Event()     # fetchers may connect
         self.done = threading.Event()         # fetchers stop
@@ -105,11 +107,17 @@ class Load:
 
     def take(self):
         with self.lock:
-            if self.next >= self.total or time.monotonic() > self.deadline:
+            if time.monotonic() > self.deadline:
                 return None
-            self.next += 1
-            self.status[self.next - 1] = "failed"  # taken: no 250 until send_one says so
-            return self.next - 1
+            if self.retry:
+                i = self.retry.popleft()
+            elif self.next < self.total:
+                i = self.next
+                self.next += 1
+            else:
+                return None
+            self.status[i] = "failed"  # taken: no 250 until send_one says so
+            return i
 
     def park(self, event):
         if event.is_set():
@@ -136,6 +144,9 @@ class Load:
             with self.lock:
                 self.temporary += 1
             time.sleep(0.1)  # as a client would, later rather than at once
+            with self.lock:
+                self.status[i] = "unsent"
+                self.retry.append(i)
         else:
             self.errors.append(f"message {i}: {what} -> {code} {resp!r}")
 
