@@ -9,7 +9,9 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <chrono>
 #include <mutex>
 #include <string>
@@ -323,8 +325,50 @@ TEST_F(postgresql_store, own_changes_are_told_while_the_event_connection_is_down
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     ASSERT_TRUE(s->deliver(std::vector<std::string>{"ev@example.org"}, "Subject: x\n\nx\n"));
     std::lock_guard lock(m);
+    std::erase_if(heard, [](const store_event& e) { return e.what == store_event::kind::resync; });
     ASSERT_EQ(heard.size(), 1u) << "told before deliver() returned, listener or not";
     EXPECT_EQ(heard[0].mailbox, "ev@example.org");
+}
+
+TEST_F(postgresql_store, once_the_event_connection_is_back_subscribers_are_told_to_look_again) {
+    auto a = open();
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    std::mutex m;
+    std::condition_variable cv;
+    std::vector<store_event> heard;
+    auto sub = a->subscribe([&](const store_event& e) {
+        std::lock_guard lock(m);
+        heard.push_back(e);
+        cv.notify_all();
+    });
+    ASSERT_TRUE(b->deliver(std::vector<std::string>{"seen@example.org"}, "Subject: heard\n\nx\n"));
+    {
+        std::unique_lock lock(m);
+        ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard.size() == 1; }));
+        EXPECT_EQ(heard[0].what, store_event::kind::delivered);
+    }
+    // a's LISTEN is cut; b delivers meanwhile (a may not hear it); a listens again and says so.
+    admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mailnet events " + guard.schema + "'");
+    ASSERT_TRUE(b->deliver(std::vector<std::string>{"missed@example.org"}, "Subject: maybe missed\n\nx\n"));
+    std::unique_lock lock(m);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(15), [&] {
+        return std::any_of(heard.begin(), heard.end(), [](const store_event& e) { return e.what == store_event::kind::resync; });
+    })) << "no resync after the event connection was cut";
+    const auto r = std::find_if(heard.begin(), heard.end(), [](const store_event& e) { return e.what == store_event::kind::resync; });
+    EXPECT_TRUE(r->mailbox.empty() && r->id.empty());
+    EXPECT_EQ(std::count_if(heard.begin(), heard.end(), [](const store_event& e) { return e.what == store_event::kind::resync; }), 1);
+    lock.unlock();
+    // What a subscriber finds when it looks again: b's delivery, heard or not.
+    auto boxes = a->mailboxes();
+    ASSERT_TRUE(boxes);
+    EXPECT_NE(std::find(boxes->begin(), boxes->end(), "missed@example.org"), boxes->end());
+    // Events flow again after it.
+    ASSERT_TRUE(b->deliver(std::vector<std::string>{"after@example.org"}, "Subject: after\n\nx\n"));
+    lock.lock();
+    EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] {
+        return std::any_of(heard.begin(), heard.end(), [](const store_event& e) { return e.mailbox == "after@example.org"; });
+    }));
 }
 
 }  // namespace

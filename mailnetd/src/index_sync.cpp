@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <unordered_set>
 
 #include "mailnet/mailnetd/message_view.hpp"
 
@@ -116,6 +117,10 @@ void index_sync::scan(std::function<void(std::size_t)> on_scanned) {
 
 void index_sync::on_event(const store_event& e) {
     asio::post(serial_, [this, e] {
+        if (e.what == store_event::kind::resync) {
+            resync();
+            return;
+        }
         if (e.what == store_event::kind::deleted) {
             asio::post(io_, [this, box = e.mailbox, id = e.id] { index_.remove(box, id); });
             return;
@@ -123,6 +128,60 @@ void index_sync::on_event(const store_event& e) {
         auto s = read_summary(*store_, e.mailbox, e.id, e.octets);
         if (!s) return;
         asio::post(io_, [this, s = std::move(*s)]() mutable { index_.insert(std::move(s)); });
+    });
+}
+
+// On serial_, in event order. The store's messages now are listed here; the I/O thread then
+// removes what the index has beyond them and names what it lacks; their heads are read back
+// on serial_, after any event queued meanwhile, and inserted. No race loses or revives one:
+// - an index entry not in the list was deleted before the list was taken (an entry inserted
+//   later comes from a later event, whose insertion the I/O thread runs after this removal);
+// - a lacking message deleted before its head is read cannot be opened and is skipped; one
+//   delivered meanwhile and also told by its event is inserted once (insert() keeps the first).
+void index_sync::resync() {
+    struct listed {
+        std::string mailbox, store_id;
+        std::uint64_t octets = 0;
+    };
+    auto boxes = store_->mailboxes();
+    if (!boxes) {
+        if (log_) log_(log_level::warning, "mailnetd: http: the store's events were cut and it cannot list its mailboxes (" +
+                                               boxes.error().message() + "): the index may miss changes");
+        return;
+    }
+    std::vector<listed> now;
+    for (const auto& box : *boxes) {
+        auto snap = store_->snapshot(box);
+        if (!snap) continue;
+        for (const auto& m : *snap) now.push_back({box, m.id, m.octets});
+    }
+    asio::post(io_, [this, now = std::move(now)]() mutable {
+        std::unordered_set<std::string> in_store;
+        in_store.reserve(now.size());
+        std::vector<listed> lacking;
+        for (auto& m : now) {
+            std::string id = make_message_id(m.mailbox, m.store_id);
+            if (!index_.find(id)) lacking.push_back(std::move(m));
+            in_store.insert(std::move(id));
+        }
+        std::vector<std::string> gone;
+        for (const auto* s : index_.in_mailbox(""))
+            if (!in_store.contains(s->id)) gone.push_back(s->id);
+        for (const auto& id : gone) index_.remove(id);
+        if (log_)
+            log_(log_level::info, "mailnetd: http: the store's events were cut; the index was checked against the store: " +
+                                      std::to_string(lacking.size()) + " missed, " + std::to_string(gone.size()) + " gone");
+        if (lacking.empty()) return;
+        asio::post(serial_, [this, lacking = std::move(lacking)] {
+            std::vector<message_summary> found;
+            for (const auto& m : lacking)
+                if (auto s = read_summary(*store_, m.mailbox, m.store_id, m.octets)) found.push_back(std::move(*s));
+            std::stable_sort(found.begin(), found.end(),
+                             [](const message_summary& a, const message_summary& b) { return a.received < b.received; });
+            asio::post(io_, [this, found = std::move(found)]() mutable {
+                for (auto& s : found) index_.insert(std::move(s));
+            });
+        });
     });
 }
 

@@ -1,6 +1,7 @@
 // index_sync_test.cpp: mailnetd's index kept equal to the store: the start-up scan racing
 // deliveries and deletions (nothing missed, nothing twice), complete() once the scan is in,
-// and the scan's messages taken in oldest first.
+// and the scan's messages taken in oldest first; after a store's `resync` event (its events were
+// cut), what was missed is taken in and what went is dropped.
 #include "mailnet/mailnetd/index_sync.hpp"
 
 #include <gtest/gtest.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -153,6 +155,76 @@ TEST(index_sync, complete_once_the_scan_is_in_and_the_scan_goes_in_oldest_first)
         EXPECT_EQ(by_seq[2].second, "third");
     });
     std::filesystem::remove_all(dir);
+}
+
+// A memory store whose changes are told to nobody (as another front-end's are while a
+// PostgreSQL store's event connection is down), until resync() says events were missed.
+class deaf_store : public mailnet::store {
+public:
+    mailnet::result<void> lock(std::string_view box) override { return inner_->lock(box); }
+    void unlock(std::string_view box) noexcept override { inner_->unlock(box); }
+    mailnet::result<std::vector<mailnet::message_info>> snapshot(std::string_view box) override {
+        return inner_->snapshot(box);
+    }
+    mailnet::result<mailnet::message> open(std::string_view box, std::string_view id) override {
+        return inner_->open(box, id);
+    }
+    std::vector<std::error_code> commit(std::string_view box, std::span<const std::string> deleted,
+                                        std::span<const std::string> seen) override {
+        return inner_->commit(box, deleted, seen);
+    }
+    mailnet::result<std::unique_ptr<mailnet::delivery>> begin_delivery(std::span<const std::string> boxes) override {
+        return inner_->begin_delivery(boxes);
+    }
+    mailnet::result<std::vector<std::string>> mailboxes() override { return inner_->mailboxes(); }
+    void resync() { events()->publish({mailnet::store_event::kind::resync, {}, {}, 0, 0}); }
+
+private:
+    std::unique_ptr<mailnet::store> inner_ = mailnet::make_memory_store();
+};
+
+TEST(index_sync, a_resync_takes_in_what_was_missed_and_drops_what_went_and_wakes_its_waiter) {
+    auto st = std::make_shared<deaf_store>();
+    const std::vector<std::string> bob{"bob@x.org"}, amy{"amy@x.org"};
+    for (int i = 0; i < 4; ++i) ASSERT_TRUE(st->deliver(bob, "Subject: old " + std::to_string(i) + "\n\nx\n"));
+    synced s(st);
+    s.start();
+    ASSERT_TRUE(s.until([&] { return s.index.complete() && s.index.size() == 4u; }));
+    // Unheard: two deliveries, one of them to two mailboxes, and a deletion.
+    ASSERT_TRUE(st->deliver(amy, "Subject: missed 1\n\ny\n"));
+    ASSERT_TRUE(st->deliver(std::vector<std::string>{"amy@x.org", "bob@x.org"}, "Subject: missed 2\n\ny\n"));
+    auto snap = st->snapshot("bob@x.org");
+    ASSERT_TRUE(snap);
+    ASSERT_TRUE(st->lock("bob@x.org"));
+    EXPECT_FALSE(st->commit("bob@x.org", std::vector<std::string>{(*snap)[0].id}, {})[0]);
+    st->unlock("bob@x.org");
+    // A waiter for amy's two messages is not woken by what nobody told.
+    std::atomic<int> woken{0};
+    s.on_io([&] {
+        message_query q;
+        q.mailbox = "amy@x.org";
+        return s.index.wait(q, 2, [&] { ++woken; });
+    });
+    std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(woken.load(), 0);
+    EXPECT_EQ(s.on_io([&] { return s.index.size(); }), 4u);
+    st->resync();
+    const auto want = store_ids(*st);
+    ASSERT_EQ(want.size(), 6u);  // bob: 3 old + missed 2; amy: missed 1 and 2
+    ASSERT_TRUE(s.until([&] {
+        std::set<std::string> have;
+        for (const auto* m : s.index.in_mailbox("")) have.insert(m->id);
+        return have == want;
+    })) << s.on_io([&] { return s.index.size(); }) << " in the index";
+    EXPECT_EQ(woken.load(), 1);
+    // A second resync changes nothing, and nothing was told twice.
+    st->resync();
+    std::this_thread::sleep_for(100ms);
+    s.on_io([&] {
+        EXPECT_EQ(s.index.size(), want.size());
+        for (const auto& [id, n] : s.added) EXPECT_EQ(n, 1) << id;
+        return 0;
+    });
 }
 
 }  // namespace

@@ -496,6 +496,7 @@ private:
 
     void listen_loop() {
         bool reported = false;
+        bool listened = false;  // a LISTEN was in place before: a new one follows a gap
         while (true) {
             {
                 std::lock_guard lock(events_mutex_);
@@ -510,6 +511,10 @@ private:
                     listening_ = true;
                 }
                 events_cv_.notify_all();
+                // What other front-ends did while no LISTEN was in place was told to nobody:
+                // the subscribers look at the store again (after the LISTEN, so no gap).
+                if (listened) hub_->publish({store_event::kind::resync, {}, {}, 0, 0});
+                listened = true;
                 serve(c->get());
                 {
                     std::lock_guard lock(events_mutex_);
@@ -520,7 +525,7 @@ private:
             std::unique_lock lock(events_mutex_);
             if (stopping_) return;
             if (!reported) {
-                log(log_level::error, "postgresql: the event connection is lost; events of other front-ends are missed until it is back");
+                log(log_level::error, "postgresql: the event connection is lost; events of other front-ends are missed until it is back (then subscribers are told to look again)");
                 reported = true;
             }
             events_cv_.wait_for(lock, reconnect_pause, [&] { return stopping_; });

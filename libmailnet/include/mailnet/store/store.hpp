@@ -41,6 +41,11 @@ struct store_event {
     enum class kind {
         delivered,  ///< a message became visible in `mailbox`: its delivery is durable
         deleted,    ///< a message was deleted from `mailbox` (a POP3 QUIT's commit)
+        /// Events may have been missed: the store's source of other processes' events was cut
+        /// and is back (PostgreSQL: the LISTEN connection was lost and is listening again). A
+        /// listener that keeps state rebuilds it from mailboxes() and snapshot() now; every
+        /// change after this event is told again. `mailbox` and `id` are empty.
+        resync,
     };
     kind what = kind::delivered;
     std::string mailbox;       ///< as begin_delivery() or commit() was given it

@@ -22,7 +22,9 @@ std::optional<message_summary> read_summary(store& st, const std::string& mailbo
                                             std::uint64_t wire_octets);
 
 /// Feeds `index` (used on `io`'s thread only) from `st`, on a thread of its own: the HTTP API's
-/// reads (a 30 MB message view) never delay an index update.
+/// reads (a 30 MB message view) never delay an index update. After a store's `resync` event
+/// (its event source was cut: PostgreSQL's LISTEN connection) the index is compared with the
+/// store again: what was missed is added (and wakes its waiters), what is gone is removed.
 class index_sync {
 public:
     index_sync(asio::io_context& io, std::shared_ptr<store> st, mail_index& index, log_sink log);
@@ -38,6 +40,8 @@ public:
 private:
     void scan(std::function<void(std::size_t)> on_scanned);
     void on_event(const store_event& e);
+    // A resync event: events were missed; the index is made equal to the store again.
+    void resync();
 
     asio::io_context& io_;
     std::shared_ptr<store> store_;
