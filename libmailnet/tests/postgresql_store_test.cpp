@@ -330,6 +330,23 @@ TEST_F(postgresql_store, own_changes_are_told_while_the_event_connection_is_down
     EXPECT_EQ(heard[0].mailbox, "ev@example.org");
 }
 
+TEST_F(postgresql_store, a_message_says_when_it_was_received) {
+    auto s = open();
+    ASSERT_TRUE(s);
+    const auto before = std::chrono::system_clock::now();
+    ASSERT_TRUE(s->deliver(std::vector<std::string>{"when@example.org"}, "Subject: when\n\nx\n"));
+    const auto after = std::chrono::system_clock::now();
+    auto snap = s->snapshot("when@example.org");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 1u);
+    auto m = s->open("when@example.org", (*snap)[0].id);
+    ASSERT_TRUE(m);
+    ASSERT_TRUE(m->received().has_value()) << "mailnetd would show the time it indexed the message instead";
+    // The database's clock is this machine's (a private server on 127.0.0.1).
+    EXPECT_GE(*m->received(), before - std::chrono::seconds(1));
+    EXPECT_LE(*m->received(), after + std::chrono::seconds(1));
+}
+
 TEST_F(postgresql_store, once_the_event_connection_is_back_subscribers_are_told_to_look_again) {
     auto a = open();
     auto b = open();

@@ -60,9 +60,10 @@ std::optional<message_summary> read_summary(store& st, const std::string& mailbo
         s.to.push_back(utf8_prefix(a, max_summary_field_octets));
     }
     s.subject = utf8_prefix(mh.subject, max_summary_field_octets);
-    // NOTE: a store id that is no Maildir name (the memory store's) says no time: the time it
-    // was indexed stands in.
-    s.received = received_from_store_id(store_id).value_or(std::chrono::system_clock::now());
+    // The store's own time (PostgreSQL), else the Maildir name's; a store with neither (the
+    // memory store) says no time: the time it was indexed stands in.
+    const auto received = m->received();
+    s.received = received ? *received : received_from_store_id(store_id).value_or(std::chrono::system_clock::now());
     s.size = wire_octets;
     return s;
 }

@@ -1015,7 +1015,8 @@ public:
         // text, whose binary form is their text).
         auto r = db_->with_retry([&](PGconn* c) {
             return db_->exec(c,
-                             db_->sql("SELECT b.id::text, b.stored_octets::text, k.data FROM @.messages m "
+                             db_->sql("SELECT b.id::text, b.stored_octets::text, k.data, "
+                                      "(extract(epoch FROM b.received) * 1000000)::bigint::text FROM @.messages m "
                                       "JOIN @.mailboxes x ON x.id = m.mailbox_id JOIN @.bodies b ON b.id = m.body_id "
                                       "LEFT JOIN @.chunks k ON k.body_id = b.id AND k.n = 0 WHERE x.name = $1 AND m.id = $2"),
                              {{mailbox, true}, {mid}}, true);
@@ -1028,7 +1029,12 @@ public:
         std::string first;
         if (!PQgetisnull(row, 0, 2)) first.assign(PQgetvalue(row, 0, 2), static_cast<std::size_t>(PQgetlength(row, 0, 2)));
         if (octets > 0 && first.empty()) return unexpected(errc::io_error);  // a body without its first piece
-        return message(std::make_unique<chunk_source>(db_, std::move(body), octets, std::move(first)), octets);
+        message out(std::make_unique<chunk_source>(db_, std::move(body), octets, std::move(first)), octets);
+        if (!PQgetisnull(row, 0, 3)) {
+            const long long us = std::strtoll(std::string(PQgetvalue(row, 0, 3), static_cast<std::size_t>(PQgetlength(row, 0, 3))).c_str(), nullptr, 10);
+            out.set_received(std::chrono::system_clock::time_point(std::chrono::microseconds(us)));
+        }
+        return out;
     }
 
     std::vector<std::error_code> commit(std::string_view mailbox, std::span<const std::string> deleted,

@@ -2,9 +2,11 @@
 // or DATA), the header block on demand, and a lazily parsed mimetic::MimeEntity.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -42,6 +44,12 @@ public:
     /// Octets as stored.
     std::uint64_t stored_octets() const noexcept { return stored_octets_; }
 
+    /// When the store took the message in, where it keeps that apart from the id (PostgreSQL:
+    /// the body's `received`); none otherwise (a Maildir name carries its own time).
+    std::optional<std::chrono::system_clock::time_point> received() const noexcept { return received_; }
+    /// For stores: sets what received() answers.
+    void set_received(std::chrono::system_clock::time_point t) noexcept { received_ = t; }
+
     /// Reads the next octets as stored; 0 at the end.
     result<std::size_t> read(std::span<char> buf);
 
@@ -59,6 +67,7 @@ public:
 private:
     std::unique_ptr<message_source> source_;
     std::uint64_t stored_octets_;
+    std::optional<std::chrono::system_clock::time_point> received_;
     std::unique_ptr<mimetic::MimeEntity> mime_;
 };
 
