@@ -195,7 +195,7 @@ bool valid_part_number(std::string_view part) {
 
 std::string error_json(std::string_view message) { return dump(json{{"error", message}}); }
 
-std::string summary_json(const message_summary& s) { return dump(summary(s)); }
+std::string summary_json(const message_summary& s) { return s.json_text.empty() ? dump(summary(s)) : s.json_text; }
 
 std::string id_json(std::string_view id) { return dump(json{{"id", id}}); }
 
@@ -237,7 +237,10 @@ std::string list_writer::next(const mail_index& index, std::size_t max_octets) {
         if (!s) break;
         cursor_ = at;
         if (written_++ > 0) out += ',';
-        out += summary_json(*s);
+        if (s->json_text.empty())
+            out += summary_json(*s);
+        else
+            out += s->json_text;  // made at insertion (mail_index.hpp): no copy
     }
     if (out.size() < max_octets) {
         out += tail_;

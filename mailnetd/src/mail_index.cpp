@@ -2,6 +2,8 @@
 // DESIGN.md list filters, wait-for-mail waiters checked on insertion (never by polling), ids.
 #include "mailnet/mailnetd/mail_index.hpp"
 
+#include "mailnet/mailnetd/api.hpp"
+
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -62,6 +64,8 @@ bool mail_index::after_since(const message_query& q, const order_key& k) {
 
 bool mail_index::insert(message_summary s) {
     if (by_id_.contains(s.id)) return false;
+    s.json_text.clear();  // never one made for other fields
+    s.json_text = summary_json(s);
     const order_key key{to_us(s.received), ++seq_};
     by_id_.emplace(s.id, key);
     auto [it, fresh] = by_order_.emplace(key, std::move(s));

@@ -27,6 +27,9 @@ struct message_summary {
     std::string subject;            ///< decoded
     std::chrono::system_clock::time_point received;  ///< microseconds
     std::uint64_t size = 0;         ///< wire octets (the RETR size)
+    /// summary_json() of the fields above, made once by mail_index::insert (they never change):
+    /// a list answer or an event is these joined, not one JSON tree built and freed per message.
+    std::string json_text;
 };
 
 /// Where a message stands in the index's order: received time, then insertion (`seq`: the
