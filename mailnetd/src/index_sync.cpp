@@ -132,6 +132,12 @@ void index_sync::on_event(const store_event& e) {
     });
 }
 
+void index_sync::after_pending(std::function<void()> done) {
+    // serial_ runs the events in order, and each posts its index change to io_ before the next
+    // begins: this reaches io_ after the changes of every event told before it.
+    asio::post(serial_, [this, done = std::move(done)]() mutable { asio::post(io_, std::move(done)); });
+}
+
 // On serial_, in event order. The store's messages now are listed here; the I/O thread then
 // removes what the index has beyond them and names what it lacks; their heads are read back
 // on serial_, after any event queued meanwhile, and inserted. No race loses or revives one:

@@ -3,8 +3,12 @@
 // process, on one I/O thread and over one store. Command line: DESIGN.md; manual: docs/mailnetd.md.
 #include <CLI/CLI.hpp>
 
+#include <asio/awaitable.hpp>
+#include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -236,12 +240,30 @@ int main(int argc, char** argv) {
         };
     }
 
-    mailnet::smtp::server smtp(io, smtp_cfg);
-    mailnet::pop3::server pop3(io, pop3_cfg);
-    if (int e = net::start_servers("mailnetd", {&smtp, &pop3}); e != exit_code::ok) return e;
     // The HTTP API: an index of the store kept by its events, served on the same io_context.
     mailnet::mailnetd::mail_index index;
     std::optional<mailnet::mailnetd::index_sync> sync;
+    // A message is in the index (listed, its waits woken, its event sent) before its 250 goes
+    // out: a test that got its 250 finds it through the API at once. At most 2 s (the index
+    // is fed by one thread; a stuck one must not hold every sender).
+    smtp_cfg.before_reply = [&](const mailnet::smtp::transaction_info&) -> asio::awaitable<void> {
+        if (!sync) co_return;
+        struct gate {
+            explicit gate(asio::io_context& io) : timer(io, std::chrono::seconds(2)) {}
+            asio::steady_timer timer;
+            bool done = false;  // both on io's one thread
+        };
+        auto g = std::make_shared<gate>(io);
+        sync->after_pending([g] {
+            g->done = true;
+            g->timer.cancel();
+        });
+        if (!g->done) co_await g->timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+    };
+
+    mailnet::smtp::server smtp(io, smtp_cfg);
+    mailnet::pop3::server pop3(io, pop3_cfg);
+    if (int e = net::start_servers("mailnetd", {&smtp, &pop3}); e != exit_code::ok) return e;
     std::optional<mailnet::mailnetd::http_server> api;
     std::optional<net::bound_listener> http_bound;
     if (http_listen) {

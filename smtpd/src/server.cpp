@@ -269,6 +269,15 @@ struct smtp_hooks {
                 r.log_failure("on_delivered", e.what());
             }
         }
+        if (v.accepted && !write_error && cfg().before_reply) {
+            // A copy: a reconfiguration meanwhile must not destroy the hook under its coroutine.
+            const auto hook = cfg().before_reply;
+            try {
+                co_await hook(info);
+            } catch (const std::exception& e) {  // stored all the same: the 250 goes out
+                r.log_failure("before_reply", e.what());
+            }
+        }
         // Whatever the outcome, nothing of this message outlives it (a refused one leaves no
         // tmp/ file and no open delivery for the next message to write into).
         co_await drop(r);

@@ -6,6 +6,8 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <gtest/gtest.h>
 
@@ -134,6 +136,27 @@ TEST(smtp_server, a_single_recipient_is_named_in_received_and_protocols_follow_r
     ASSERT_EQ(bob.size(), 1u);
     EXPECT_EQ(bob[0], "Return-Path: <>\nReceived: from old.example ([127.0.0.1])\n\tby mx.test (mailnet) with SMTP id " +
                           id + "\n\tfor <bob@example.net>; " + fixed_date + "\nx\n");
+}
+
+TEST(smtp_server, before_reply_is_awaited_after_the_message_is_stored_and_before_its_250) {
+    temp_dir dir("mailnet-smtpd");
+    auto cfg = config(maildir(dir.path));
+    std::atomic<int> stored_when_called{-1};
+    std::atomic<bool> finished{false};
+    cfg.before_reply = [&](const smtp::transaction_info&) -> asio::awaitable<void> {
+        stored_when_called = static_cast<int>(files_in(dir.path / "bob@example.net" / "new").size());
+        asio::steady_timer t(co_await asio::this_coro::executor, 300ms);
+        co_await t.async_wait(asio::use_awaitable);
+        finished = true;
+    };
+    fixture f(std::move(cfg));
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->send("Subject: hi\r\n\r\nbody\r\n.\r\n");
+    const auto got = c->read_until("queued as");
+    EXPECT_TRUE(finished) << "the 250 went out before before_reply was done";
+    EXPECT_EQ(stored_when_called.load(), 1) << "before_reply ran before the message was stored";
 }
 
 TEST(smtp_server, a_client_that_leaves_mid_data_delivers_nothing_and_leaves_no_file) {

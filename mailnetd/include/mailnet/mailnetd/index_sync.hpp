@@ -37,6 +37,10 @@ public:
     /// complete() and `on_scanned` runs (on `io`).
     void start(std::function<void(std::size_t messages)> on_scanned = {});
 
+    /// Calls `done` on `io` once every store event told before this call is in the index (a
+    /// delivery that commit() returned from is then listed, and its waits were woken).
+    void after_pending(std::function<void()> done);
+
 private:
     void scan(std::function<void(std::size_t)> on_scanned);
     void on_event(const store_event& e);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ssl/context.hpp>
 
@@ -54,6 +55,12 @@ struct server_config : net::service_config {
     /// handler->deliver), just before its 250 goes out; called on the I/O thread, so it must
     /// return at once (count, post work elsewhere). mailnetd --exit-after counts with it.
     std::function<void(const transaction_info&)> on_delivered;
+    /// Awaited on the I/O thread after a message was accepted (after on_delivered) and before
+    /// its 250 goes out: what must show the message before its sender hears it was taken
+    /// (mailnetd: its HTTP index, so a client that got its 250 finds the message through the
+    /// API at once). It cannot refuse the message; one that throws is logged. Keep it short:
+    /// the session waits.
+    std::function<asio::awaitable<void>(const transaction_info&)> before_reply;
     /// The time in Received: headers; empty: the system clock (tests fix it).
     std::function<std::chrono::system_clock::time_point()> clock;
 };
