@@ -69,10 +69,11 @@ std::optional<message_summary> read_summary(store& st, const std::string& mailbo
 }
 
 index_sync::index_sync(asio::io_context& io, std::shared_ptr<store> st, mail_index& index, log_sink log)
-    : io_(io), store_(std::move(st)), index_(index), log_(std::move(log)), serial_(asio::make_strand(pool_)) {}
+    : io_(io), store_(std::move(st)), index_(index), log_(std::move(log)), serial_(asio::make_strand(pool_)), retry_(io) {}
 
 index_sync::~index_sync() {
     sub_.reset();
+    retry_.cancel();
     pool_.stop();
     pool_.join();
 }
@@ -117,7 +118,9 @@ void index_sync::scan(std::function<void(std::size_t)> on_scanned) {
 }
 
 void index_sync::on_event(const store_event& e) {
+    queued_.fetch_add(1, std::memory_order_relaxed);
     asio::post(serial_, [this, e] {
+        queued_.fetch_sub(1, std::memory_order_relaxed);
         if (e.what == store_event::kind::resync) {
             resync();
             return;
@@ -138,55 +141,94 @@ void index_sync::after_pending(std::function<void()> done) {
     asio::post(serial_, [this, done = std::move(done)]() mutable { asio::post(io_, std::move(done)); });
 }
 
-// On serial_, in event order. The store's messages now are listed here; the I/O thread then
-// removes what the index has beyond them and names what it lacks; their heads are read back
-// on serial_, after any event queued meanwhile, and inserted. No race loses or revives one:
+bool index_sync::behind() const noexcept {
+    return !index_.complete() || resyncs_.load(std::memory_order_relaxed) > 0 ||
+           queued_.load(std::memory_order_relaxed) > max_queued_events;
+}
+
+void index_sync::resync_later() {
+    retry_.expires_after(retry_pause_);
+    retry_pause_ = std::min(retry_pause_ * 2, std::chrono::seconds(30));
+    retry_.async_wait([this](std::error_code ec) {
+        if (!ec) on_event({store_event::kind::resync, {}, {}, 0, 0});
+    });
+}
+
+// On serial_, in event order. The store's messages now are listed here (with their API ids);
+// the I/O thread then removes what the index has beyond them and names what it lacks; their
+// heads are read back on serial_, after any event queued meanwhile, and inserted. No race
+// loses or revives one:
 // - an index entry not in the list was deleted before the list was taken (an entry inserted
 //   later comes from a later event, whose insertion the I/O thread runs after this removal);
 // - a lacking message deleted before its head is read cannot be opened and is skipped; one
 //   delivered meanwhile and also told by its event is inserted once (insert() keeps the first).
+// A mailbox whose snapshot fails keeps its entries as they are (a failure is no deletion), and
+// the whole resync is done again later.
 void index_sync::resync() {
     struct listed {
-        std::string mailbox, store_id;
+        std::string id, mailbox, store_id;
         std::uint64_t octets = 0;
     };
+    resyncs_.fetch_add(1, std::memory_order_relaxed);
+    const auto done = [this] { resyncs_.fetch_sub(1, std::memory_order_relaxed); };
     auto boxes = store_->mailboxes();
     if (!boxes) {
         if (log_) log_(log_level::warning, "mailnetd: http: the store's events were cut and it cannot list its mailboxes (" +
-                                               boxes.error().message() + "): the index may miss changes");
+                                               boxes.error().message() + "): trying again later");
+        asio::post(io_, [this, done] {
+            done();
+            resync_later();
+        });
         return;
     }
     std::vector<listed> now;
+    std::unordered_set<std::string> unread;  // mailboxes whose snapshot failed
     for (const auto& box : *boxes) {
         auto snap = store_->snapshot(box);
-        if (!snap) continue;
-        for (const auto& m : *snap) now.push_back({box, m.id, m.octets});
+        if (!snap) {
+            unread.insert(box);
+            continue;
+        }
+        for (const auto& m : *snap) now.push_back({make_message_id(box, m.id), box, m.id, m.octets});
     }
-    asio::post(io_, [this, now = std::move(now)]() mutable {
+    asio::post(io_, [this, done, now = std::move(now), unread = std::move(unread)]() mutable {
         std::unordered_set<std::string> in_store;
         in_store.reserve(now.size());
         std::vector<listed> lacking;
         for (auto& m : now) {
-            std::string id = make_message_id(m.mailbox, m.store_id);
-            if (!index_.find(id)) lacking.push_back(std::move(m));
-            in_store.insert(std::move(id));
+            if (!index_.find(m.id)) {
+                in_store.insert(m.id);
+                lacking.push_back(std::move(m));
+            } else {
+                in_store.insert(std::move(m.id));
+            }
         }
         std::vector<std::string> gone;
         for (const auto* s : index_.in_mailbox(""))
-            if (!in_store.contains(s->id)) gone.push_back(s->id);
+            if (!in_store.contains(s->id) && !unread.contains(s->mailbox)) gone.push_back(s->id);
         for (const auto& id : gone) index_.remove(id);
         if (log_)
             log_(log_level::info, "mailnetd: http: the store's events were cut; the index was checked against the store: " +
-                                      std::to_string(lacking.size()) + " missed, " + std::to_string(gone.size()) + " gone");
-        if (lacking.empty()) return;
-        asio::post(serial_, [this, lacking = std::move(lacking)] {
+                                      std::to_string(lacking.size()) + " missed, " + std::to_string(gone.size()) + " gone" +
+                                      (unread.empty() ? std::string() : ", " + std::to_string(unread.size()) + " mailboxes unreadable (again later)"));
+        if (unread.empty()) {
+            retry_pause_ = std::chrono::seconds(1);
+        } else {
+            resync_later();
+        }
+        if (lacking.empty()) {
+            done();
+            return;
+        }
+        asio::post(serial_, [this, done, lacking = std::move(lacking)] {
             std::vector<message_summary> found;
             for (const auto& m : lacking)
                 if (auto s = read_summary(*store_, m.mailbox, m.store_id, m.octets)) found.push_back(std::move(*s));
             std::stable_sort(found.begin(), found.end(),
                              [](const message_summary& a, const message_summary& b) { return a.received < b.received; });
-            asio::post(io_, [this, found = std::move(found)]() mutable {
+            asio::post(io_, [this, done, found = std::move(found)]() mutable {
                 for (auto& s : found) index_.insert(std::move(s));
+                done();
             });
         });
     });

@@ -57,6 +57,14 @@ struct synced {
         asio::post(io, [&task] { task(); });
         return done.get();
     }
+    // Waits until every event told so far (a resync too) is in the index, and no resync runs.
+    bool settled() {
+        std::promise<void> p;
+        auto f = p.get_future();
+        sync->after_pending([&p] { p.set_value(); });
+        if (f.wait_for(10s) != std::future_status::ready) return false;
+        return until([&] { return !sync->behind(); });
+    }
     // Waits until `f()` holds on the I/O thread.
     bool until(const std::function<bool()>& f, std::chrono::seconds limit = 10s) {
         const auto end = std::chrono::steady_clock::now() + limit;
@@ -164,8 +172,10 @@ public:
     mailnet::result<void> lock(std::string_view box) override { return inner_->lock(box); }
     void unlock(std::string_view box) noexcept override { inner_->unlock(box); }
     mailnet::result<std::vector<mailnet::message_info>> snapshot(std::string_view box) override {
+        if (fail_bob && box == "bob@x.org") return mailnet::unexpected(mailnet::errc::temporary_failure);
         return inner_->snapshot(box);
     }
+    std::atomic<bool> fail_bob{false};
     mailnet::result<mailnet::message> open(std::string_view box, std::string_view id) override {
         return inner_->open(box, id);
     }
@@ -219,12 +229,44 @@ TEST(index_sync, a_resync_takes_in_what_was_missed_and_drops_what_went_and_wakes
     EXPECT_EQ(woken.load(), 1);
     // A second resync changes nothing, and nothing was told twice.
     st->resync();
-    std::this_thread::sleep_for(100ms);
+    ASSERT_TRUE(s.settled());
     s.on_io([&] {
+        EXPECT_FALSE(s.sync->behind());
         EXPECT_EQ(s.index.size(), want.size());
         for (const auto& [id, n] : s.added) EXPECT_EQ(n, 1) << id;
         return 0;
     });
+}
+
+TEST(index_sync, a_mailbox_the_store_cannot_read_in_a_resync_keeps_its_entries_until_a_later_one_can) {
+    auto st = std::make_shared<deaf_store>();
+    const std::vector<std::string> bob{"bob@x.org"}, amy{"amy@x.org"};
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(st->deliver(bob, "Subject: bob " + std::to_string(i) + "\n\nx\n"));
+    synced s(st);
+    s.start();
+    ASSERT_TRUE(s.until([&] { return s.index.complete() && s.index.size() == 3u; }));
+    std::atomic<int> removed{0};
+    s.on_io([&] {
+        return s.index.watch([&](const mail_index::change& c) {
+            if (!c.added) ++removed;
+        });
+    });
+    // Unheard: one of bob's deleted, one mail for amy; then bob's mailbox cannot be read.
+    auto snap = st->snapshot("bob@x.org");
+    ASSERT_TRUE(snap);
+    EXPECT_FALSE(st->commit("bob@x.org", std::vector<std::string>{(*snap)[0].id}, {})[0]);
+    ASSERT_TRUE(st->deliver(amy, "Subject: amy\n\nx\n"));
+    st->fail_bob = true;
+    st->resync();
+    ASSERT_TRUE(s.until([&] { return s.index.in_mailbox("amy@x.org").size() == 1u; }));
+    EXPECT_EQ(s.on_io([&] { return s.index.in_mailbox("bob@x.org").size(); }), 3u)
+        << "a failed snapshot is no deletion: bob's entries stay";
+    EXPECT_EQ(removed.load(), 0);
+    // Readable again: the resync done again later (after about a second) drops the deleted one.
+    st->fail_bob = false;
+    ASSERT_TRUE(s.until([&] { return s.index.in_mailbox("bob@x.org").size() == 2u; }))
+        << "no later resync after the failed snapshot";
+    EXPECT_EQ(removed.load(), 1);
 }
 
 }  // namespace

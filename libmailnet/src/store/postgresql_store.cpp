@@ -407,7 +407,9 @@ public:
             wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
             listener_ = std::thread([self = this] { self->listen_loop(); });
         }
-        events_cv_.wait_for(lock, o_.wait, [&] { return listening_ || stopping_; });
+        // A subscriber that goes on before the LISTEN is in place may miss what happens
+        // meanwhile: the LISTEN, when it comes, tells it to look again.
+        if (!events_cv_.wait_for(lock, o_.wait, [&] { return listening_ || stopping_; })) listen_late_ = true;
     }
 
     void stop_listener() noexcept {
@@ -496,7 +498,7 @@ private:
 
     void listen_loop() {
         bool reported = false;
-        bool listened = false;  // a LISTEN was in place before: a new one follows a gap
+        bool gap = false;  // an attempt failed or a LISTEN was lost: a new one follows a gap
         while (true) {
             {
                 std::lock_guard lock(events_mutex_);
@@ -506,15 +508,16 @@ private:
             if (c && exec(c->get(), "LISTEN \"" + channel() + "\"")) {
                 if (reported) log(log_level::info, "postgresql: listening for events again");
                 reported = false;
+                bool late = false;
                 {
                     std::lock_guard lock(events_mutex_);
                     listening_ = true;
+                    late = std::exchange(listen_late_, false);
                 }
                 events_cv_.notify_all();
                 // What other front-ends did while no LISTEN was in place was told to nobody:
                 // the subscribers look at the store again (after the LISTEN, so no gap).
-                if (listened) hub_->publish({store_event::kind::resync, {}, {}, 0, 0});
-                listened = true;
+                if (gap || late) hub_->publish({store_event::kind::resync, {}, {}, 0, 0});
                 serve(c->get());
                 {
                     std::lock_guard lock(events_mutex_);
@@ -522,6 +525,7 @@ private:
                 }
                 events_cv_.notify_all();
             }
+            gap = true;
             std::unique_lock lock(events_mutex_);
             if (stopping_) return;
             if (!reported) {
@@ -599,6 +603,7 @@ private:
     int wake_ = -1;
     bool listening_ = false;  // under events_mutex_
     bool stopping_ = false;   // under events_mutex_
+    bool listen_late_ = false;  // under events_mutex_: a subscriber stopped waiting for the LISTEN
     std::set<std::uint64_t> seen_markers_;  // under events_mutex_
     std::atomic<std::uint64_t> marker_{0};
 };

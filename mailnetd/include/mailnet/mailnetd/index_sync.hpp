@@ -4,9 +4,12 @@
 #pragma once
 
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 #include <asio/thread_pool.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,15 +40,24 @@ public:
     /// complete() and `on_scanned` runs (on `io`).
     void start(std::function<void(std::size_t messages)> on_scanned = {});
 
-    /// Calls `done` on `io` once every store event told before this call is in the index (a
-    /// delivery that commit() returned from is then listed, and its waits were woken).
+    /// Calls `done` on `io` once every delivered or deleted event told before this call is in
+    /// the index (a delivery that commit() returned from is then listed, and its waits were
+    /// woken). Not what a resync reads back (see behind()).
     void after_pending(std::function<void()> done);
+
+    /// On `io`: whether the index is catching up, so that after_pending() may take long: the
+    /// start-up scan or a resync under way, or more than `max_queued_events` events waiting.
+    /// mailnetd's 250 does not wait for the index then.
+    bool behind() const noexcept;
+    static constexpr std::size_t max_queued_events = 256;
 
 private:
     void scan(std::function<void(std::size_t)> on_scanned);
     void on_event(const store_event& e);
-    // A resync event: events were missed; the index is made equal to the store again.
+    // A resync event: events were missed; the index is made equal to the store again. A store
+    // that cannot list a mailbox (the database just came back) is asked again later.
     void resync();
+    void resync_later();  // on io_
 
     asio::io_context& io_;
     std::shared_ptr<store> store_;
@@ -56,6 +68,10 @@ private:
     // read and inserted before its deleted removes it.
     asio::strand<asio::thread_pool::executor_type> serial_;
     subscription sub_;
+    std::atomic<std::size_t> queued_{0};   // events posted to serial_, not yet begun
+    std::atomic<int> resyncs_{0};          // resyncs begun, not yet in the index
+    asio::steady_timer retry_;             // on io_: the next resync after one that failed
+    std::chrono::seconds retry_pause_{1};  // on io_: doubles to 30 s while they fail
 };
 
 }  // namespace mailnet::mailnetd
