@@ -14,7 +14,8 @@
 // have been read, and the next begins. Delay = event read - 250 read (negative: the event came
 // first). At most COUNT probes, SECONDS in all, PROBE-SECONDS each (a probe without its event by
 // then fails the run). Prints "probes=N p50_ms= p99_ms= max_ms= mean_ms= before_250=K
-// smtp_p50_ms= secs=" (smtp: DATA's end written to its 250) and with --out one line per probe:
+// smtp_p50_ms= data_p50_ms= data_p99_ms= secs=" (smtp: DATA's end written to its 250; data: DATA's
+// end written to the event read) and with --out one line per probe:
 // "delay_ms smtp_ms".
 'use strict'
 const net = require('net')
@@ -136,6 +137,7 @@ async function main () {
   const t0 = now()
   const delays = []
   const smtpMs = []
+  const dataMs = [] // end of DATA written to the event read
   for (let i = 0; i < count && now() - t0 < seconds * 1000; i++) {
     const subject = `probe-${process.pid}-${i}`
     const body = template.replace('@@SUBJECT@@', subject).replace(/\r?\n/g, '\r\n')
@@ -158,16 +160,18 @@ async function main () {
     onText = () => {}
     delays.push(tev - r.t)
     smtpMs.push(r.t - tsent)
+    dataMs.push(tev - tsent)
   }
   smtp.end()
   const secs = (now() - t0) / 1000
   if (args.out) fs.writeFileSync(args.out, delays.map((d, i) => `${d.toFixed(3)} ${smtpMs[i].toFixed(3)}\n`).join(''))
   const s = [...delays].sort((a, b) => a - b)
   const sm = [...smtpMs].sort((a, b) => a - b)
+  const dm = [...dataMs].sort((a, b) => a - b)
   const mean = delays.reduce((a, b) => a + b, 0) / delays.length
   console.log(`probes=${delays.length} p50_ms=${pct(s, 0.5).toFixed(3)} p99_ms=${pct(s, 0.99).toFixed(3)} ` +
               `max_ms=${s[s.length - 1].toFixed(3)} mean_ms=${mean.toFixed(3)} before_250=${delays.filter((d) => d < 0).length} ` +
-              `smtp_p50_ms=${pct(sm, 0.5).toFixed(3)} secs=${secs.toFixed(3)} client_cpu=${((process.cpuUsage().user + process.cpuUsage().system) / 1e6 / process.uptime()).toFixed(2)}`)
+              `smtp_p50_ms=${pct(sm, 0.5).toFixed(3)} data_p50_ms=${pct(dm, 0.5).toFixed(3)} data_p99_ms=${pct(dm, 0.99).toFixed(3)} secs=${secs.toFixed(3)} client_cpu=${((process.cpuUsage().user + process.cpuUsage().system) / 1e6 / process.uptime()).toFixed(2)}`)
   process.exit(0)
 }
 main().catch((e) => fail(e.message))
