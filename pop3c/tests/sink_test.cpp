@@ -145,6 +145,55 @@ TEST(maildir_sink, batches_flush_one_after_another) {
     }
 }
 
+TEST(maildir_sink, deferred_messages_wait_in_tmp_until_the_flush_commits_them_together) {
+    // pop3c fetch with a state file: nothing of a batch may show in new/ before its locators
+    // are recorded; the flush then commits the batch as one group, with or without a thread.
+    for (bool background : {true, false}) {
+        SCOPED_TRACE(background);
+        temp_dir d;
+        const fs::path box = d.path / "m";
+        maildir_sink_options o;
+        o.commit_in_background = background;
+        o.defer_commits = true;
+        o.max_outstanding = 2;  // not a bound here: the batch is the caller's
+        o.hostname = "test.example";
+        auto s = mailnet::pop3c::open_maildir_sink(box, mailnet::null_log(), o);
+        ASSERT_TRUE(s) << s.error().message();
+        auto& sink = **s;
+        std::multiset<std::string> sent;
+        for (int batch = 0; batch < 3; ++batch) {
+            for (int i = 0; i < 20; ++i) {
+                std::string m = "Subject: " + std::to_string(batch) + "/" + std::to_string(i) + "\n\n";
+                store(sink, m);
+                sent.insert(std::move(m));
+            }
+            EXPECT_EQ(files_in(box / "new").size(), static_cast<std::size_t>(batch) * 20) << "before the flush";
+            EXPECT_EQ(files_in(box / "tmp").size(), 20u);
+            EXPECT_EQ(sink.pending(), 20u);
+            ASSERT_TRUE(sink.flush());
+            EXPECT_EQ(files_in(box / "new").size(), static_cast<std::size_t>(batch + 1) * 20);
+            EXPECT_TRUE(files_in(box / "tmp").empty());
+        }
+        EXPECT_EQ(contents_of(box / "new"), sent);
+    }
+}
+
+TEST(maildir_sink, a_deferred_batch_never_flushed_leaves_nothing_in_new) {
+    temp_dir d;
+    const fs::path box = d.path / "m";
+    {
+        maildir_sink_options o;
+        o.defer_commits = true;
+        o.hostname = "test.example";
+        auto s = mailnet::pop3c::open_maildir_sink(box, mailnet::null_log(), o);
+        ASSERT_TRUE(s);
+        for (int i = 0; i < 5; ++i) store(**s, "Subject: " + std::to_string(i) + "\n\n");
+    }
+    // Never recorded, so never delivered: the server still has them.
+    EXPECT_TRUE(files_in(box / "new").empty());
+    EXPECT_TRUE(files_in(box / "tmp").empty());
+}
+
 TEST(maildir_sink, sequential_commit_without_a_committer) {
     temp_dir d;
     const fs::path box = d.path / "m";
