@@ -1402,6 +1402,32 @@ TEST(maildir_store, a_batch_committed_together_shares_one_data_round_and_one_new
     }
 }
 
+TEST(maildir_store, adaptive_tries_the_file_way_on_a_few_files_of_a_large_batch_only) {
+    // The first group of 40 is covered by a syncfs; the second is when adaptive mode tries
+    // fdatasync again: on 8 of its files, the other 32 by one more syncfs.
+    temp_dir d;
+    auto s = open_store(durable(d.path, mailnet::maildir_data_sync::adaptive));
+    const fs::path box = d.path / "store" / "alice";
+    make_mailbox(box);
+    auto commit_batch = [&](int round) {
+        std::vector<std::unique_ptr<mailnet::delivery>> batch;
+        std::vector<mailnet::delivery*> ptrs;
+        for (int i = 0; i < 40; ++i) {
+            auto dl = s->begin_delivery(boxes({"alice"}));
+            EXPECT_TRUE(dl && (*dl)->write(message_for(round, i)));
+            ptrs.push_back(dl->get());
+            batch.push_back(std::move(*dl));
+        }
+        recording rec;
+        for (const auto& r : mailnet::commit_together(ptrs)) EXPECT_TRUE(r);
+        return rec.syncfs_and_file_syncs();
+    };
+    EXPECT_EQ(commit_batch(0), (std::pair<long, long>{1, 0}));
+    EXPECT_EQ(commit_batch(1), (std::pair<long, long>{1, 8}));
+    EXPECT_EQ(names_in(box / "new").size(), 80u);
+    EXPECT_TRUE(names_in(box / "tmp").empty());
+}
+
 TEST(maildir_store, a_batch_whose_new_cannot_take_links_fails_whole_and_leaves_nothing) {
     temp_dir d;
     auto s = open_store(durable(d.path, mailnet::maildir_data_sync::adaptive));
