@@ -506,6 +506,7 @@ private:
     // thread against 3,158 from eight on the bench's disk).
     static constexpr std::size_t own_sync_threads = 8;
     static void own_syncs(std::span<const int> fds, std::span<result<void>> out) {
+        if (fds.empty()) return;
         std::atomic<std::size_t> next{0};
         auto work = [&] {
             for (std::size_t i; (i = next.fetch_add(1)) < fds.size();) out[i] = own_sync(fds[i]);
