@@ -1338,6 +1338,120 @@ TEST(maildir_store, each_file_is_durable_before_its_link_and_each_new_before_com
     }
 }
 
+TEST(maildir_store, a_batch_committed_together_shares_one_data_round_and_one_new_fsync) {
+    // commit_together (pop3c fetch's batches): every file durable before any link (one syncfs
+    // and its cache flush, or each file's fdatasync in file mode), then all the links, then
+    // one fsync of new/ holding every name, and only then do the results come back.
+    constexpr int count = 40;
+    for (const auto mode : {mailnet::maildir_data_sync::file, mailnet::maildir_data_sync::syncfs,
+                            mailnet::maildir_data_sync::adaptive}) {
+        SCOPED_TRACE(mode_name(mode));
+        temp_dir d;
+        auto s = open_store(durable(d.path, mode));
+        const fs::path box = d.path / "store" / "alice";
+        make_mailbox(box);
+        std::vector<std::unique_ptr<mailnet::delivery>> batch;
+        std::vector<mailnet::delivery*> ptrs;
+        std::vector<std::string> sent;
+        for (int i = 0; i < count; ++i) {
+            auto dl = s->begin_delivery(boxes({"alice"}));
+            ASSERT_TRUE(dl);
+            sent.push_back(message_for(0, i));
+            ASSERT_TRUE((*dl)->write(sent.back()));
+            ptrs.push_back(dl->get());
+            batch.push_back(std::move(*dl));
+        }
+        recording rec;
+        rec.watch(box / "tmp");
+        const auto results = mailnet::commit_together(ptrs);
+        recording::returned("all");
+        const auto syncs = rec.stop();
+        const auto ops = rec.ops();
+        const auto [syncfs_calls, file_syncs] = rec.syncfs_and_file_syncs();
+        ASSERT_EQ(results.size(), static_cast<std::size_t>(count));
+        for (const auto& r : results) EXPECT_TRUE(r);
+        EXPECT_EQ(names_in(box / "new").size(), static_cast<std::size_t>(count));
+        EXPECT_TRUE(names_in(box / "tmp").empty());
+        if (mode == mailnet::maildir_data_sync::file) {
+            EXPECT_EQ(syncfs_calls, 0);
+            EXPECT_EQ(file_syncs, count);
+        } else {
+            EXPECT_EQ(syncfs_calls, 1);  // adaptive: the first group of 40 tries syncfs
+            EXPECT_EQ(file_syncs, 0);
+        }
+        const auto new_syncs = syncs_of(syncs, box / "new");
+        ASSERT_EQ(new_syncs.size(), 1u) << "one fsync of new/ for the whole batch";
+        EXPECT_EQ(new_syncs.front().names.size(), static_cast<std::size_t>(count));
+        // The order: every data step before the first link; the new/ fsync after the last
+        // link; the return last.
+        std::size_t first_link = ops.size(), last_link = 0, last_data = 0, new_sync = ops.size(), returned = 0;
+        for (std::size_t i = 0; i < ops.size(); ++i) {
+            const op& o = ops[i];
+            if (o.what == op::link) {
+                first_link = std::min(first_link, i);
+                last_link = i;
+            }
+            if (o.what == op::file_sync || o.what == op::syncfs_end || (o.what == op::flush && new_sync == ops.size()))
+                last_data = std::max(last_data, i);
+            if (o.what == op::dir_sync && o.names.size() == static_cast<std::size_t>(count)) new_sync = i;
+            if (o.what == op::returned) returned = i;
+        }
+        EXPECT_LT(last_data, first_link) << "a file was linked before every file of the batch was durable";
+        EXPECT_LT(last_link, new_sync);
+        EXPECT_LT(new_sync, returned);
+    }
+}
+
+TEST(maildir_store, adaptive_tries_the_file_way_on_a_few_files_of_a_large_batch_only) {
+    // The first group of 40 is covered by a syncfs; the second is when adaptive mode tries
+    // fdatasync again: on 8 of its files, the other 32 by one more syncfs.
+    temp_dir d;
+    auto s = open_store(durable(d.path, mailnet::maildir_data_sync::adaptive));
+    const fs::path box = d.path / "store" / "alice";
+    make_mailbox(box);
+    auto commit_batch = [&](int round) {
+        std::vector<std::unique_ptr<mailnet::delivery>> batch;
+        std::vector<mailnet::delivery*> ptrs;
+        for (int i = 0; i < 40; ++i) {
+            auto dl = s->begin_delivery(boxes({"alice"}));
+            EXPECT_TRUE(dl && (*dl)->write(message_for(round, i)));
+            ptrs.push_back(dl->get());
+            batch.push_back(std::move(*dl));
+        }
+        recording rec;
+        for (const auto& r : mailnet::commit_together(ptrs)) EXPECT_TRUE(r);
+        return rec.syncfs_and_file_syncs();
+    };
+    EXPECT_EQ(commit_batch(0), (std::pair<long, long>{1, 0}));
+    EXPECT_EQ(commit_batch(1), (std::pair<long, long>{1, 8}));
+    EXPECT_EQ(names_in(box / "new").size(), 80u);
+    EXPECT_TRUE(names_in(box / "tmp").empty());
+}
+
+TEST(maildir_store, a_batch_whose_new_cannot_take_links_fails_whole_and_leaves_nothing) {
+    temp_dir d;
+    auto s = open_store(durable(d.path, mailnet::maildir_data_sync::adaptive));
+    const fs::path box = d.path / "store" / "alice";
+    make_mailbox(box);
+    std::vector<std::unique_ptr<mailnet::delivery>> batch;
+    std::vector<mailnet::delivery*> ptrs;
+    for (int i = 0; i < 5; ++i) {
+        auto dl = s->begin_delivery(boxes({"alice"}));
+        ASSERT_TRUE(dl);
+        ASSERT_TRUE((*dl)->write(message_for(0, i)));
+        ptrs.push_back(dl->get());
+        batch.push_back(std::move(*dl));
+    }
+    fs::rename(box / "new", box / "new.away");
+    std::ofstream(box / "new") << "in the way";
+    const auto results = mailnet::commit_together(ptrs);
+    for (const auto& r : results) EXPECT_FALSE(r);
+    fs::remove(box / "new");
+    fs::rename(box / "new.away", box / "new");
+    EXPECT_TRUE(names_in(box / "new").empty());
+    EXPECT_TRUE(names_in(box / "tmp").empty());
+}
+
 TEST(maildir_store, a_failed_syncfs_falls_back_to_each_files_own_sync) {
     // The first data sync fails (EIO) while the other 15 deliveries have written their files.
     // A syncfs error may be any file's of the file system (another process's too): each file's

@@ -208,6 +208,7 @@ int fetch(client& c, const fetch_options& f, const std::string& user, const std:
         // Nothing of a batch reaches new/ before its locators are in the state file as
         // pending: a run killed at any moment neither loses nor duplicates a message.
         mo.defer_commits = use_state_for(f);
+        mo.max_outstanding = f.batch_messages;  // open descriptors: as many as a batch may hold (see --batch)
         auto s = open_maildir_sink(f.maildir, log, mo);
         if (!s) return std::cerr << "pop3c: --maildir " << f.maildir << ": " << s.error().message() << "\n", exit_code::io_error;
         sink = std::move(*s);

@@ -36,9 +36,12 @@ namespace {
 
 // ---------------------------------------------------------------------------------------------
 // Maildir: libmailnet's delivery does the writing, naming, fsync and tmp/ -> new/; the sink only
-// decides on which thread a delivery's commit() runs. Committing on a small pool lets several
-// commits wait on the disk at once: each message's own fsync overlaps the others', and the
-// store's group commit covers all of them with one fsync of new/ per round.
+// decides when and on which thread the deliveries are committed. Completed messages are
+// committed in groups (mailnet::commit_together): one data round for all their tmp/ files (one
+// syncfs where the store trusts the file system), then all the links, then one fsync of new/,
+// instead of one data round and one new/ fsync per handful of messages. A committer thread
+// takes whatever completed meanwhile as the next group, so retrieval goes on while a group is
+// made durable.
 
 class maildir_sink;
 
@@ -73,12 +76,12 @@ public:
         if (options_.max_outstanding == 0) options_.max_outstanding = 1;
     }
 
-    // Starts the pool; false (with the threads already started stopped) if a thread could not be.
+    // Starts the committer; an error if its thread could not be started.
     result<void> start() {
+        if (!options_.commit_in_background) return {};
         try {
-            for (unsigned i = 0; i < options_.commit_threads; ++i) threads_.emplace_back([this] { work(); });
+            committer_ = std::thread([this] { work(); });
         } catch (const std::system_error& e) {
-            stop();
             return unexpected(e.code());
         }
         return {};
@@ -99,8 +102,18 @@ public:
     }
 
     result<void> flush() override {
-        // Held messages (defer_commits) are committed now, on the pool.
-        for (auto& d : std::exchange(held_, {})) (void)submit(std::move(d));
+        // Held messages (defer_commits) are committed now, as one group.
+        if (!held_.empty()) {
+            auto held = std::exchange(held_, {});
+            if (!committer_.joinable()) {
+                commit_group(held);
+            } else {
+                std::lock_guard lock(mutex_);
+                outstanding_ += held.size();
+                for (auto& d : held) queue_.push_back(std::move(d));
+                work_.notify_one();
+            }
+        }
         std::unique_lock lock(mutex_);
         idle_.wait(lock, [&] { return outstanding_ == 0; });
         const std::error_code e = std::exchange(error_, {});
@@ -135,31 +148,29 @@ public:
     }
 
     // complete() of a message: with defer_commits held until flush(), so nothing of a batch
-    // is visible in new/ before the caller recorded it (its locator) as pending.
+    // is visible in new/ before the caller recorded it (its locator) as pending; otherwise
+    // handed to the committer (or committed here without one).
     result<void> completed(std::unique_ptr<delivery> d) {
-        if (!options_.defer_commits) return submit(std::move(d));
-        {
-            std::lock_guard lock(mutex_);
-            if (error_) {
-                d->abort();
-                return unexpected(error_);
-            }
-            ++pending_;
-        }
-        held_.push_back(std::move(d));
-        return {};
-    }
-
-    // A commit() queued for the pool (or run here without one).
-    result<void> submit(std::unique_ptr<delivery> d) {
-        if (threads_.empty()) {
-            auto r = d->commit();
-            std::lock_guard lock(mutex_);
-            if (!options_.defer_commits) ++pending_;
-            if (!r && !error_) error_ = r.error();
-            return r;
-        }
         std::unique_lock lock(mutex_);
+        if (error_) {
+            d->abort();
+            return unexpected(error_);
+        }
+        ++pending_;
+        if (options_.defer_commits) {
+            lock.unlock();
+            held_.push_back(std::move(d));
+            return {};
+        }
+        if (!committer_.joinable()) {
+            lock.unlock();
+            std::vector<std::unique_ptr<delivery>> one;
+            one.push_back(std::move(d));
+            commit_group(one);
+            lock.lock();
+            if (error_) return unexpected(error_);
+            return {};
+        }
         idle_.wait(lock, [&] { return outstanding_ < options_.max_outstanding || error_; });
         if (error_) {
             d->abort();
@@ -167,62 +178,74 @@ public:
         }
         queue_.push_back(std::move(d));
         ++outstanding_;
-        if (!options_.defer_commits) ++pending_;
         lock.unlock();
         work_.notify_one();
         return {};
     }
 
 private:
+    // Commits `group` together; the first failure is kept for flush(). Any thread, no lock held.
+    void commit_group(std::vector<std::unique_ptr<delivery>>& group) {
+        std::error_code e;
+        try {
+            std::vector<delivery*> ds;
+            for (auto& d : group) ds.push_back(d.get());
+            for (const auto& r : commit_together(ds))  // a failure is logged by the store
+                if (!r && !e) e = r.error();
+        } catch (const std::exception& ex) {
+            // NOTE: the store reports failures as results; a throw (bad_alloc) still must
+            // fail the batch, never be taken for a stored message.
+            log_(log_level::error, std::string("maildir sink: commit threw: ") + ex.what());
+            e = make_error_code(errc::io_error);
+        }
+        group.clear();  // aborts what was not committed: no tmp/ file stays
+        std::lock_guard lock(mutex_);
+        if (e && !error_) error_ = e;
+    }
+
     void work() {
         std::unique_lock lock(mutex_);
         for (;;) {
             work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
             if (queue_.empty()) return;  // stopping, and nothing left to commit
-            std::unique_ptr<delivery> d = std::move(queue_.front());
-            queue_.pop_front();
+            // Everything that completed while the last group was being committed is the next.
+            std::vector<std::unique_ptr<delivery>> group;
+            group.reserve(queue_.size());
+            for (auto& d : queue_) group.push_back(std::move(d));
+            queue_.clear();
+            const std::size_t n = group.size();
             lock.unlock();
-            std::error_code e;
-            try {
-                if (auto r = d->commit(); !r) e = r.error();  // a failure is logged by the store
-            } catch (const std::exception& ex) {
-                // NOTE: the store reports failures as results; a throw (bad_alloc) still must
-                // fail the batch, never be taken for a stored message.
-                log_(log_level::error, std::string("maildir sink: commit threw: ") + ex.what());
-                e = make_error_code(errc::io_error);
-            }
-            d.reset();  // aborts what was not committed: no tmp/ file stays
+            commit_group(group);
             lock.lock();
-            if (e && !error_) error_ = e;
-            --outstanding_;
+            outstanding_ -= n;
             idle_.notify_all();
         }
     }
 
-    // Lets the pool commit what was completed (a message completed but never flushed may
-    // still land: as after a failed flush, a duplicate at worst), then joins it.
+    // Lets the committer commit what was handed to it (a message completed but never flushed
+    // may still land: as after a failed flush, a duplicate at worst), then joins it. Held
+    // messages (defer_commits, never flushed) are aborted: they were never recorded.
     void stop() {
         {
             std::lock_guard lock(mutex_);
             stopping_ = true;
         }
         work_.notify_all();
-        for (auto& t : threads_) t.join();
-        threads_.clear();
+        if (committer_.joinable()) committer_.join();
     }
 
     std::unique_ptr<store> folder_;
     std::filesystem::path dir_;  // the Maildir: holds() looks in its new/ and cur/
-    const std::vector<std::string> mailboxes_{"fetched"};  // any name: a folder is one mailbox  // any name: a folder is one mailbox
+    const std::vector<std::string> mailboxes_{"fetched"};  // any name: a folder is one mailbox
     log_sink log_;
     maildir_sink_options options_;
-    std::vector<std::thread> threads_;
+    std::thread committer_;
 
-    mutable std::mutex mutex_;         // guards everything below
+    mutable std::mutex mutex_;         // guards everything below but held_
     std::condition_variable work_;     // queue_ has work, or stopping_
-    std::condition_variable idle_;     // outstanding_ fell (room for submit, or none for flush)
-    std::deque<std::unique_ptr<delivery>> queue_;  // completed, waiting for a thread
-    std::size_t outstanding_ = 0;      // queued or committing
+    std::condition_variable idle_;     // outstanding_ fell (room for completed(), or none for flush)
+    std::vector<std::unique_ptr<delivery>> queue_;  // completed, waiting for the committer
+    std::size_t outstanding_ = 0;      // queued or being committed
     std::size_t pending_ = 0;          // completed since the last flush
     std::error_code error_;            // the first failure since the last flush
     bool stopping_ = false;
@@ -695,7 +718,7 @@ result<std::unique_ptr<message_sink>> open_maildir_sink(const std::filesystem::p
     if (!folder) return unexpected(folder.error());  // logged by the store
     auto sink = std::make_unique<maildir_sink>(std::move(*folder), dir, log, std::move(options));
     if (auto started = sink->start(); !started) {
-        log(log_level::error, "maildir sink: cannot start its commit threads: " + started.error().message());
+        log(log_level::error, "maildir sink: cannot start its committer thread: " + started.error().message());
         return unexpected(started.error());
     }
     return std::unique_ptr<message_sink>(std::move(sink));

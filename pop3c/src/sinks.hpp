@@ -60,17 +60,20 @@ public:
 
 /// How a Maildir sink commits.
 struct maildir_sink_options {
-    /// Threads committing completed messages, so that several commits share the store's
-    /// group commit of new/; 0: each complete() commits before it returns.
-    unsigned commit_threads = 8;
+    /// A committer thread commits the completed messages in groups (whatever completed while
+    /// the group before was being committed), while the caller goes on; false: each complete()
+    /// commits its message alone before it returns (and flush() a held batch as one group).
+    bool commit_in_background = true;
     /// Completed messages not yet committed at most; complete() waits beyond (memory and
-    /// open descriptors stay bounded however fast the server sends).
-    std::size_t max_outstanding = 64;
+    /// open descriptors stay bounded however fast the server sends). Not with defer_commits,
+    /// where the caller's batch size bounds them.
+    std::size_t max_outstanding = 256;
     /// For the file names; empty: gethostname().
     std::string hostname;
     /// Commit nothing before flush(): completed messages wait in tmp/ (their descriptors
     /// open), so none is visible in new/ before the caller recorded its locator (a run cut
-    /// off then leaves only tmp/ files, which are never delivered). `pop3c fetch` uses it.
+    /// off then leaves only tmp/ files, which are never delivered); flush() commits them as
+    /// one group. `pop3c fetch` uses it whenever it keeps a state file.
     bool defer_commits = false;
 };
 

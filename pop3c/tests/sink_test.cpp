@@ -67,10 +67,10 @@ void store(message_sink& sink, std::string_view octets, std::size_t piece = 7) {
     ASSERT_TRUE((*m)->complete());
 }
 
-std::unique_ptr<message_sink> open_maildir(const fs::path& dir, unsigned threads = 8, std::size_t outstanding = 64,
+std::unique_ptr<message_sink> open_maildir(const fs::path& dir, bool background = true, std::size_t outstanding = 64,
                                            mailnet::log_sink log = mailnet::null_log()) {
     maildir_sink_options o;
-    o.commit_threads = threads;
+    o.commit_in_background = background;
     o.max_outstanding = outstanding;
     o.hostname = "test.example";
     auto s = mailnet::pop3c::open_maildir_sink(dir, std::move(log), o);
@@ -113,11 +113,11 @@ TEST(maildir_sink, an_empty_flush_succeeds) {
     EXPECT_EQ(sink->pending(), 0u);
 }
 
-TEST(maildir_sink, many_completes_on_the_pool_then_one_flush_store_every_message) {
+TEST(maildir_sink, many_completes_in_the_background_then_one_flush_store_every_message) {
     temp_dir d;
     const fs::path box = d.path / "m";
-    // Few slots: complete() has to wait for the pool again and again.
-    auto sink = open_maildir(box, 4, 3);
+    // Few slots: complete() has to wait for the committer again and again.
+    auto sink = open_maildir(box, true, 3);
     ASSERT_TRUE(sink);
     std::multiset<std::string> sent;
     for (int i = 0; i < 300; ++i) {
@@ -145,10 +145,59 @@ TEST(maildir_sink, batches_flush_one_after_another) {
     }
 }
 
-TEST(maildir_sink, sequential_commit_without_a_pool) {
+TEST(maildir_sink, deferred_messages_wait_in_tmp_until_the_flush_commits_them_together) {
+    // pop3c fetch with a state file: nothing of a batch may show in new/ before its locators
+    // are recorded; the flush then commits the batch as one group, with or without a thread.
+    for (bool background : {true, false}) {
+        SCOPED_TRACE(background);
+        temp_dir d;
+        const fs::path box = d.path / "m";
+        maildir_sink_options o;
+        o.commit_in_background = background;
+        o.defer_commits = true;
+        o.max_outstanding = 2;  // not a bound here: the batch is the caller's
+        o.hostname = "test.example";
+        auto s = mailnet::pop3c::open_maildir_sink(box, mailnet::null_log(), o);
+        ASSERT_TRUE(s) << s.error().message();
+        auto& sink = **s;
+        std::multiset<std::string> sent;
+        for (int batch = 0; batch < 3; ++batch) {
+            for (int i = 0; i < 20; ++i) {
+                std::string m = "Subject: " + std::to_string(batch) + "/" + std::to_string(i) + "\n\n";
+                store(sink, m);
+                sent.insert(std::move(m));
+            }
+            EXPECT_EQ(files_in(box / "new").size(), static_cast<std::size_t>(batch) * 20) << "before the flush";
+            EXPECT_EQ(files_in(box / "tmp").size(), 20u);
+            EXPECT_EQ(sink.pending(), 20u);
+            ASSERT_TRUE(sink.flush());
+            EXPECT_EQ(files_in(box / "new").size(), static_cast<std::size_t>(batch + 1) * 20);
+            EXPECT_TRUE(files_in(box / "tmp").empty());
+        }
+        EXPECT_EQ(contents_of(box / "new"), sent);
+    }
+}
+
+TEST(maildir_sink, a_deferred_batch_never_flushed_leaves_nothing_in_new) {
     temp_dir d;
     const fs::path box = d.path / "m";
-    auto sink = open_maildir(box, 0);
+    {
+        maildir_sink_options o;
+        o.defer_commits = true;
+        o.hostname = "test.example";
+        auto s = mailnet::pop3c::open_maildir_sink(box, mailnet::null_log(), o);
+        ASSERT_TRUE(s);
+        for (int i = 0; i < 5; ++i) store(**s, "Subject: " + std::to_string(i) + "\n\n");
+    }
+    // Never recorded, so never delivered: the server still has them.
+    EXPECT_TRUE(files_in(box / "new").empty());
+    EXPECT_TRUE(files_in(box / "tmp").empty());
+}
+
+TEST(maildir_sink, sequential_commit_without_a_committer) {
+    temp_dir d;
+    const fs::path box = d.path / "m";
+    auto sink = open_maildir(box, false);
     ASSERT_TRUE(sink);
     store(*sink, "Subject: a\n\n");
     // Committed by complete() itself, still counted until flush().
@@ -199,11 +248,11 @@ TEST(maildir_sink, a_completed_message_cannot_be_written_again) {
 }
 
 TEST(maildir_sink, a_failed_commit_fails_the_batch_and_the_next_batch_starts_clean) {
-    for (unsigned threads : {0u, 4u}) {
+    for (bool background : {false, true}) {
         temp_dir d;
         const fs::path box = d.path / "m";
         log_capture log;
-        auto sink = open_maildir(box, threads, 64, log.sink());
+        auto sink = open_maildir(box, background, 64, log.sink());
         ASSERT_TRUE(sink);
         auto m = sink->begin(0);
         ASSERT_TRUE(m);
@@ -211,20 +260,20 @@ TEST(maildir_sink, a_failed_commit_fails_the_batch_and_the_next_batch_starts_cle
         // new/ stops being a directory between the write and the commit: the link fails.
         fs::rename(box / "new", box / "new.away");
         std::ofstream(box / "new") << "in the way";
-        if (threads == 0) {
+        if (!background) {
             EXPECT_FALSE((*m)->complete());
             EXPECT_FALSE(sink->begin(0)) << "a failed batch takes no more messages";
         } else {
             EXPECT_TRUE((*m)->complete());  // queued: the failure shows in flush()
         }
-        EXPECT_FALSE(sink->flush()) << threads;
+        EXPECT_FALSE(sink->flush()) << background;
         EXPECT_TRUE(log.contains("maildir")) << log.all();
         EXPECT_TRUE(files_in(box / "tmp").empty());
 
         fs::remove(box / "new");
         fs::rename(box / "new.away", box / "new");
         store(*sink, "Subject: next\n\n");
-        EXPECT_TRUE(sink->flush()) << threads;
+        EXPECT_TRUE(sink->flush()) << background;
         EXPECT_EQ(contents_of(box / "new"), std::multiset<std::string>{"Subject: next\n\n"});
     }
 }
@@ -242,7 +291,7 @@ TEST(maildir_sink, destroying_the_sink_commits_what_was_completed) {
     temp_dir d;
     const fs::path box = d.path / "m";
     {
-        auto sink = open_maildir(box, 2);
+        auto sink = open_maildir(box, true);
         ASSERT_TRUE(sink);
         for (int i = 0; i < 20; ++i) store(*sink, "Subject: " + std::to_string(i) + "\n\n");
     }

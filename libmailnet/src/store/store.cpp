@@ -181,6 +181,13 @@ result<void> store::deliver(std::span<const std::string> mailboxes, std::string_
     return (*d)->commit();
 }
 
+std::vector<result<void>> commit_together(std::span<delivery* const> batch) {
+    std::vector<result<void>> out(batch.size());
+    if (batch.empty() || batch.front()->commit_batch(batch, out)) return out;
+    for (std::size_t i = 0; i < batch.size(); ++i) out[i] = batch[i]->commit();
+    return out;
+}
+
 std::string encode_mailbox_name(std::string_view name) {
     // NOTE: the empty name is no account; it still gets a fixed encoding so this function is
     // total, and the stores refuse it (errc::bad_input) before touching the disk. "%-" cannot

@@ -143,7 +143,23 @@ public:
         (void)seen;
         return false;
     }
+    /// commit_together()'s hook: commits `batch` (this delivery among them, none committed
+    /// yet), writing each one's result into `results` (same order), sharing the durability
+    /// work; false (nothing done) when this store cannot, and then each is committed alone.
+    virtual bool commit_batch(std::span<delivery* const> batch, std::span<result<void>> results) {
+        (void)batch;
+        (void)results;
+        return false;
+    }
 };
+
+/// Commits the deliveries of `batch` (of one store; none committed yet) as one group, each
+/// with commit()'s guarantee and its own result (same order). The Maildir store shares the
+/// durability work of the whole group, more than concurrent commit() calls can: one data
+/// round for all the tmp/ files (a syncfs(2) where it trusts the file system, as
+/// `maildir_data_sync` allows), then all the links, then one fsync of each new/. Other stores
+/// commit one after the other.
+std::vector<result<void>> commit_together(std::span<delivery* const> batch);
 
 /// The storage backend. Calls may block (disk, network): servers run them off the I/O
 /// threads. Implementations are thread-safe. Every mailbox name is checked again here.
