@@ -1404,9 +1404,14 @@ TEST(maildir_store, a_batch_committed_together_shares_one_data_round_and_one_new
 
 TEST(maildir_store, adaptive_tries_the_file_way_on_a_few_files_of_a_large_batch_only) {
     // The first group of 40 is covered by a syncfs; the second is when adaptive mode tries
-    // fdatasync again: on 8 of its files, the other 32 by one more syncfs.
+    // fdatasync again: on 8 of its files (or syncfs_min_group, if larger: a smaller trial would
+    // not count), the other 32 by one more syncfs; the third, having measured, tries no more.
+    for (const std::size_t min_group : {std::size_t{0}, std::size_t{16}}) {
+    SCOPED_TRACE("syncfs_min_group " + std::to_string(min_group));
     temp_dir d;
-    auto s = open_store(durable(d.path, mailnet::maildir_data_sync::adaptive));
+    auto o = durable(d.path, mailnet::maildir_data_sync::adaptive);
+    if (min_group > 0) o.syncfs_min_group = min_group;
+    auto s = open_store(o);
     const fs::path box = d.path / "store" / "alice";
     make_mailbox(box);
     auto commit_batch = [&](int round) {
@@ -1423,9 +1428,11 @@ TEST(maildir_store, adaptive_tries_the_file_way_on_a_few_files_of_a_large_batch_
         return rec.syncfs_and_file_syncs();
     };
     EXPECT_EQ(commit_batch(0), (std::pair<long, long>{1, 0}));
-    EXPECT_EQ(commit_batch(1), (std::pair<long, long>{1, 8}));
-    EXPECT_EQ(names_in(box / "new").size(), 80u);
+    EXPECT_EQ(commit_batch(1), (std::pair<long, long>{1, min_group > 8 ? static_cast<long>(min_group) : 8}));
+    EXPECT_EQ(commit_batch(2), (std::pair<long, long>{1, 0})) << "the trial was not counted: tried again";
+    EXPECT_EQ(names_in(box / "new").size(), 120u);
     EXPECT_TRUE(names_in(box / "tmp").empty());
+    }
 }
 
 TEST(maildir_store, a_batch_whose_new_cannot_take_links_fails_whole_and_leaves_nothing) {

@@ -129,10 +129,25 @@ public:
 
     // A name's file is in new/ (or in cur/, moved there by a mail reader meanwhile). Both are
     // read once, on the first call: only a run that was cut off asks, right at its start.
+    // A run cut off mid-flush may have linked files into new/ without the fsync of new/ that
+    // makes the links durable (their data is: a group's data round comes before any link), so
+    // new/ and cur/ are fsync'd first; if that fails, nothing counts as held (fetched again:
+    // a duplicate, never a loss after the DELE that holding leads to).
     bool holds(std::string_view locator) override {
         if (locator.empty()) return false;
         if (!names_) {
             names_.emplace();
+            bool durable = true;
+            for (const char* sub : {"new", "cur"}) {
+                const int fd = ::open((dir_ / sub).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (fd < 0) {
+                    if (errno != ENOENT) durable = false;
+                    continue;
+                }
+                if (::fsync(fd) != 0) durable = false;
+                ::close(fd);
+            }
+            if (!durable) return false;
             for (const char* sub : {"new", "cur"}) {
                 std::error_code ec;
                 for (const auto& e : std::filesystem::directory_iterator(dir_ / sub, ec)) {
@@ -462,7 +477,11 @@ public:
     std::size_t pending() const override { return pending_; }
 
     // "mbox:START:END:DIGEST": the file still holds, at START..END, the octets that digest to it.
+    // The file is fsync'd first (once): a run cut off before its flush's fsync left octets
+    // that may be in the page cache only; if that fails, nothing counts as held.
     bool holds(std::string_view locator) override {
+        if (!synced_) synced_ = ::fsync(fd_.get()) == 0 ? 1 : -1;
+        if (synced_ < 0) return false;
         unsigned long long start = 0, end = 0, digest = 0;
         const std::string loc(locator);
         char tail = 0;
@@ -535,6 +554,7 @@ private:
     }
 
     posix::unique_fd fd_;  // O_APPEND, locked until closed
+    int synced_ = 0;       // holds(): 1 once the file was fsync'd for it, -1 if that failed
     std::string path_;
     off_t size_;     // the file's size: where the next message starts
     off_t flushed_;  // its size at the last successful flush (or at open)

@@ -808,6 +808,23 @@ TEST(maildir_sink, a_stored_message_is_found_again_by_its_locator_in_new_or_cur)
     EXPECT_FALSE(again->holds("1700000000.M1P1Q1"));
 }
 
+TEST(maildir_sink, nothing_is_held_when_new_and_cur_cannot_be_made_durable) {
+    // A run cut off mid-flush may have left links in new/ that no fsync of new/ made durable:
+    // the rerun counts a message as held (and DELEtes it) only after fsyncing new/ and cur/.
+    temp_dir d;
+    std::string a;
+    {
+        auto sink = open_maildir(d.path / "md");
+        a = store_located(*sink, "Subject: a\n\nA\n");
+        ASSERT_TRUE(sink->flush());
+    }
+    auto again = open_maildir(d.path / "md");
+    ASSERT_TRUE(again);
+    fs::remove(d.path / "md" / "cur");
+    { std::ofstream(d.path / "md" / "cur") << "not a directory"; }  // cannot be opened and fsync'd
+    EXPECT_FALSE(again->holds(a)) << "held without new/ and cur/ made durable: a DELE could lose it";
+}
+
 TEST(maildir_sink, an_aborted_message_is_not_held) {
     temp_dir d;
     auto sink = open_maildir(d.path / "md");

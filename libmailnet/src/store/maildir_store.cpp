@@ -453,12 +453,15 @@ public:
         running_ = true;
         bool covered = false;
         std::size_t trial = 0;  // files of a bounded trial of fdatasync, synced on their own
-        if (!use_syncfs(fds.size()) && trying_files(fds.size()) && fds.size() > own_sync_threads) {
+        // At least min_group files: a smaller round is not noted (note()), so adaptive mode would
+        // never learn from it and would try again on every group.
+        const std::size_t trial_size = std::max(own_sync_threads, min_group_);
+        if (!use_syncfs(fds.size()) && trying_files(fds.size()) && fds.size() > trial_size) {
             // NOTE: adaptive mode tries the file way now and then while syncfs is ahead; a group
             // can be hundreds of files (pop3c's batches), so the trial takes one file per helper
             // thread (enough to measure) and a syncfs covers the rest, instead of the whole
             // group's fdatasyncs (0.4 s for 500 files on the bench's disk).
-            trial = own_sync_threads;
+            trial = trial_size;
             lock.unlock();
             const auto started = clock::now();
             own_syncs(fds.first(trial), std::span(out).first(trial));
@@ -515,8 +518,9 @@ private:
         const std::size_t want = std::min(fds.size(), own_sync_threads) - 1;
         try {
             for (std::size_t t = 0; t < want; ++t) helpers.emplace_back(work);
-        } catch (const std::system_error&) {
-            // NOTE: no thread to be had: fewer (or none) help; this one syncs what is left.
+        } catch (const std::exception&) {
+            // NOTE: no thread (or no memory for one) to be had: fewer (or none) help; this one
+            // syncs what is left, and the started ones are joined below.
         }
         work();
         for (auto& t : helpers) t.join();
