@@ -364,3 +364,19 @@ TEST(message, mime_still_parses_ordinary_structure) {
     EXPECT_EQ(fwd->body().parts().front()->header().subject(), "forwarded");
     EXPECT_EQ(depth_of(top), 2);
 }
+
+TEST(message, mime_depth_counts_parts_mimetic_finds_in_odd_places) {
+    // mimetic ends a header at "NAME BLANK c" and starts the message/rfc822 child right at `c`,
+    // mid-line: three levels, though no Content-Type starts a line after the first.
+    const std::string text =
+        "Content-Type: message/rfc822\nX Content-Type: message/rfc822\nX Content-Type: message/rfc822\n"
+        "X Subject: deep\n\nbody\n";
+    mailnet::mime_limits limits;
+    limits.max_depth = 3;
+    auto three = from_text(text);
+    auto e = three.mime(limits);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(depth_of(**e), 3);
+    limits.max_depth = 2;
+    EXPECT_EQ(from_text(text).mime(limits).error(), errc::too_large);
+}
