@@ -6,6 +6,7 @@ set(MAILNET_FUZZ_CORE_SOURCES
   ${PROJECT_SOURCE_DIR}/libmailnet/src/error.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/line_reader.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/base64.cpp
+  ${PROJECT_SOURCE_DIR}/libmailnet/src/transfer_encoding.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/auth/sasl.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/address.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/faults.cpp

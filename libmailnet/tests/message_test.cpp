@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -190,16 +191,192 @@ TEST(message, mime_survives_an_unterminated_address_group) {
     EXPECT_EQ((*e)->header().subject(), "hi");
 }
 
-TEST(message, mime_refuses_nesting_deep_enough_to_overflow_the_stack) {
-    std::string deep;
-    for (int i = 0; i < 50000; ++i) deep += "Content-Type:multipart/x;boundary=\n\n--\n";
-    auto m = from_text(deep);
+namespace {
+
+// A message whose part nests `levels` multiparts deep (the message is level 0): one text leaf inside.
+std::string nested_multipart(int levels) {
+    std::string m = "Subject: nest\nContent-Type: multipart/mixed; boundary=\"b0\"\n\n";
+    for (int i = 1; i <= levels; ++i) {
+        m += "--b" + std::to_string(i - 1) + "\n";
+        if (i < levels)
+            m += "Content-Type: multipart/mixed; boundary=\"b" + std::to_string(i) + "\"\n\n";
+        else
+            m += "Content-Type: text/plain\n\nleaf\n";
+    }
+    for (int i = levels - 1; i >= 0; --i) m += "--b" + std::to_string(i) + "--\n";
+    return m;
+}
+
+int depth_of(const mimetic::MimeEntity& e) {
+    int d = 0;
+    for (const auto* p : e.body().parts()) d = std::max(d, 1 + depth_of(*p));
+    return d;
+}
+
+// The stored octets are still there after a refusal.
+void expect_still_readable(mailnet::message& m, const std::string& text) {
+    std::string head(64, '\0');
+    auto n = m.read(head);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(head.substr(0, *n), text.substr(0, *n));
+}
+
+}  // namespace
+
+TEST(message, mime_refuses_a_4_mib_subject) {
+    // mimetic grows a field's buffer 128 octets at a time with a full copy: 4 MiB took 18.7 s.
+    const std::string text = "Subject: " + std::string(4u << 20, 'x') + "\n\nbody\n";
+    auto m = from_text(text);
     auto e = m.mime();
     ASSERT_FALSE(e);
-    EXPECT_EQ(e.error(), mailnet::errc::bad_input);
-    // The handle still reads the stored octets.
-    std::string first(16, '\0');
-    auto n = m.read(first);
-    ASSERT_TRUE(n);
-    EXPECT_EQ(first.substr(0, *n), deep.substr(0, 16));
+    EXPECT_EQ(e.error(), errc::too_large);
+    expect_still_readable(m, text);
+    // The same without a colon (mimetic's name buffer), and as folded continuation lines.
+    auto name = from_text(std::string(4u << 20, 'x') + "\n\nbody\n");
+    EXPECT_EQ(name.mime().error(), errc::too_large);
+    std::string folded = "Subject: start\n";
+    for (int i = 0; i < 2000; ++i) folded += " " + std::string(70, 'y') + "\n";
+    auto f = from_text(folded + "\nbody\n");
+    EXPECT_EQ(f.mime().error(), errc::too_large);
+}
+
+TEST(message, mime_field_limit_counts_name_value_and_folds) {
+    mailnet::mime_limits limits;
+    limits.max_field_octets = 20;
+    // "Subject" (7) + "0123456789ab" (12) = 19; a fold adds one space for its line break.
+    auto ok = from_text("Subject: 0123456789ab\n\nbody\n");
+    EXPECT_TRUE(ok.mime(limits));
+    auto at = from_text("Subject: 0123456789a\n b\n\nbody\n");  // 7 + 11 + 1 + 1 = 20
+    EXPECT_TRUE(at.mime(limits));
+    auto over = from_text("Subject: 0123456789a\n bc\n\nbody\n");
+    EXPECT_EQ(over.mime(limits).error(), errc::too_large);
+    // Body lines are not header fields: a long one is fine.
+    auto body = from_text("Subject: s\n\n" + std::string(100000, 'z') + "\n");
+    EXPECT_TRUE(body.mime(limits));
+}
+
+TEST(message, mime_refuses_nesting_deeper_than_the_limit) {
+    auto ok = from_text(nested_multipart(32));
+    auto e = ok.mime();
+    ASSERT_TRUE(e) << e.error().message();
+    EXPECT_EQ(depth_of(**e), 32);
+    const std::string deep_text = nested_multipart(33);
+    auto deep = from_text(deep_text);
+    EXPECT_EQ(deep.mime().error(), errc::too_large);
+    expect_still_readable(deep, deep_text);
+    mailnet::mime_limits limits;
+    limits.max_depth = 3;
+    auto three = from_text(nested_multipart(3));
+    EXPECT_TRUE(three.mime(limits));
+    auto four = from_text(nested_multipart(4));
+    EXPECT_EQ(four.mime(limits).error(), errc::too_large);
+}
+
+TEST(message, mime_refuses_nesting_deep_enough_to_overflow_the_stack) {
+    // Multipart levels with empty boundaries, and message/rfc822 levels (no "multipart" at all).
+    std::string multi;
+    for (int i = 0; i < 50000; ++i) multi += "Content-Type:multipart/x;boundary=\n\n--\n";
+    std::string rfc822;
+    for (int i = 0; i < 100000; ++i) rfc822 += "Content-Type: message/rfc822\n\n";
+    for (const auto& text : {multi, rfc822}) {
+        auto m = from_text(text);
+        auto e = m.mime();
+        ASSERT_FALSE(e);
+        EXPECT_EQ(e.error(), errc::too_large);
+        expect_still_readable(m, text);
+    }
+}
+
+TEST(message, mime_refuses_too_many_entities_fields_and_address_items) {
+    // An empty boundary makes each "--" line a new part: about 1 KiB of memory per 4 octets.
+    std::string parts = "Content-Type: multipart/mixed; boundary=\"\"\n\n";
+    for (int i = 0; i < 999; ++i) parts += "--\n\n";
+    auto most = from_text(parts);
+    auto e = most.mime();
+    ASSERT_TRUE(e) << "the message and 999 parts: 1000 entities";
+    EXPECT_EQ((*e)->body().parts().size(), 999u);
+    EXPECT_EQ(from_text(parts + "--\n\n").mime().error(), errc::too_large);
+
+    std::string fields;
+    for (int i = 0; i < 10000; ++i) fields += "a:\n";
+    EXPECT_TRUE(from_text(fields + "\nbody\n").mime());
+    EXPECT_EQ(from_text(fields + "a:\n\nbody\n").mime().error(), errc::too_large);
+
+    mailnet::mime_limits limits;
+    limits.max_address_items = 3;
+    EXPECT_TRUE(from_text("To: a@x, b@x\nCc: c@x\nX-Other: ,,,,\n\nbody\n").mime(limits));
+    EXPECT_EQ(from_text("To: a@x, b@x\nCc: c@x, d@x\n\nbody\n").mime(limits).error(), errc::too_large);
+    EXPECT_EQ(from_text("To: " + std::string(65000, ',') + "\n\nbody\n").mime().error(), errc::too_large);
+}
+
+TEST(message, mime_refuses_too_many_header_octets_over_all_parts) {
+    mailnet::mime_limits limits;
+    limits.max_header_octets = 200;
+    std::string m = "Content-Type: multipart/mixed; boundary=b\n\n";
+    for (int i = 0; i < 4; ++i) m += "--b\nContent-Type: text/plain\n\nx\n";  // 26 header octets each
+    EXPECT_TRUE(from_text(m + "--b--\n").mime(limits));
+    for (int i = 0; i < 4; ++i) m += "--b\nContent-Type: text/plain\n\nx\n";
+    EXPECT_EQ(from_text(m + "--b--\n").mime(limits).error(), errc::too_large);
+}
+
+TEST(message, mime_still_parses_ordinary_structure) {
+    const std::string text =
+        "From: alice@example.org\n"
+        "To: bob@example.org, carol@example.org\n"
+        "Subject: structure\n"
+        "MIME-Version: 1.0\n"
+        "Content-Type: multipart/mixed;\n boundary=\"outer\"\n"
+        "\n"
+        "--outer\n"
+        "Content-Type: multipart/alternative; boundary=inner\n"
+        "\n"
+        "--inner\n"
+        "Content-Type: text/plain\n"
+        "\n"
+        "plain\n"
+        "--inner\n"
+        "Content-Type: text/html\n"
+        "\n"
+        "<p>html</p>\n"
+        "--inner--\n"
+        "--outer\n"
+        "Content-Type: message/rfc822\n"
+        "\n"
+        "Subject: forwarded\n"
+        "Content-Type: text/plain\n"
+        "\n"
+        "inner body\n"
+        "--outer--\n";
+    auto m = from_text(text);
+    auto e = m.mime();
+    ASSERT_TRUE(e) << e.error().message();
+    const auto& top = **e;
+    EXPECT_EQ(top.header().subject(), "structure");
+    EXPECT_EQ(top.header().to().size(), 2u);
+    ASSERT_EQ(top.body().parts().size(), 2u);
+    const auto* alt = top.body().parts().front();
+    EXPECT_EQ(alt->header().contentType().subtype(), "alternative");
+    ASSERT_EQ(alt->body().parts().size(), 2u);
+    EXPECT_EQ(alt->body().parts().back()->header().contentType().subtype(), "html");
+    EXPECT_EQ(alt->body().parts().back()->body(), "<p>html</p>");
+    const auto* fwd = top.body().parts().back();
+    ASSERT_EQ(fwd->body().parts().size(), 1u);
+    EXPECT_EQ(fwd->body().parts().front()->header().subject(), "forwarded");
+    EXPECT_EQ(depth_of(top), 2);
+}
+
+TEST(message, mime_depth_counts_parts_mimetic_finds_in_odd_places) {
+    // mimetic ends a header at "NAME BLANK c" and starts the message/rfc822 child right at `c`,
+    // mid-line: three levels, though no Content-Type starts a line after the first.
+    const std::string text =
+        "Content-Type: message/rfc822\nX Content-Type: message/rfc822\nX Content-Type: message/rfc822\n"
+        "X Subject: deep\n\nbody\n";
+    mailnet::mime_limits limits;
+    limits.max_depth = 3;
+    auto three = from_text(text);
+    auto e = three.mime(limits);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(depth_of(**e), 3);
+    limits.max_depth = 2;
+    EXPECT_EQ(from_text(text).mime(limits).error(), errc::too_large);
 }

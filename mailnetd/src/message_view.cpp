@@ -3,6 +3,8 @@
 // parameters, charsets to UTF-8 (iconv), part numbers (RFC 3501 6.4.5) and links.
 #include "mailnet/mailnetd/message_view.hpp"
 
+#include "mailnet/transfer_encoding.hpp"
+
 #include <iconv.h>
 
 #include <algorithm>
@@ -20,7 +22,7 @@
 // reads one entry past its 124-entry table, so '|' decodes as 'A'. Its QP::Decoder takes blanks
 // at a line's end plus the line break for a soft line break, joining the line to the next.
 // Structure is therefore split here over string_views, with bounds, and both transfer
-// encodings are decoded here.
+// encodings are decoded by libmailnet (mailnet/transfer_encoding.hpp), which mime()'s users share.
 
 namespace mailnet::mailnetd {
 namespace {
@@ -247,100 +249,14 @@ std::string lf_line_ends(std::string_view s) {
     return out;
 }
 
-// ---- transfer encodings (RFC 2045 6)
-
-// Base64 (RFC 2045 6.8): octets outside the alphabet are skipped; '=' ends a quantum, so
-// concatenated encodings decode; a lone sextet at the end is dropped.
-template <class Put>
-void base64_decode(std::string_view in, Put&& put) {
-    unsigned acc = 0;
-    int n = 0;
-    auto flush = [&] {
-        if (n == 2) put(static_cast<char>(acc >> 4));
-        if (n == 3) {
-            put(static_cast<char>(acc >> 10));
-            put(static_cast<char>((acc >> 2) & 0xFF));
-        }
-        acc = 0;
-        n = 0;
-    };
-    for (char ch : in) {
-        int v;
-        if (ch >= 'A' && ch <= 'Z') v = ch - 'A';
-        else if (ch >= 'a' && ch <= 'z') v = ch - 'a' + 26;
-        else if (ch >= '0' && ch <= '9') v = ch - '0' + 52;
-        else if (ch == '+') v = 62;
-        else if (ch == '/') v = 63;
-        else {
-            if (ch == '=') flush();
-            continue;
-        }
-        acc = (acc << 6) | static_cast<unsigned>(v);
-        if (++n == 4) {
-            put(static_cast<char>(acc >> 16));
-            put(static_cast<char>((acc >> 8) & 0xFF));
-            put(static_cast<char>(acc & 0xFF));
-            acc = 0;
-            n = 0;
-        }
-    }
-    flush();
-}
-
-// Quoted-printable (RFC 2045 6.7): "=XX" (either case) is an octet, '=' at a line's end a soft
-// line break, blanks at a line's end are deleted (rule 3), other line breaks become LF; an '='
-// that starts no escape stays as written.
-template <class Put>
-void qp_decode(std::string_view in, Put&& put) {
-    std::size_t pos = 0;
-    while (pos < in.size()) {
-        const auto eol = in.find('\n', pos);
-        const bool has_eol = eol != std::string_view::npos;
-        auto line = in.substr(pos, (has_eol ? eol : in.size()) - pos);
-        pos = has_eol ? eol + 1 : in.size();
-        while (!line.empty() && (is_wsp(line.back()) || line.back() == '\r')) line.remove_suffix(1);
-        const bool soft = !line.empty() && line.back() == '=';
-        if (soft) line.remove_suffix(1);
-        for (std::size_t i = 0; i < line.size(); ++i) {
-            if (line[i] == '=' && i + 2 < line.size() && hex_value(line[i + 1]) >= 0 && hex_value(line[i + 2]) >= 0) {
-                put(static_cast<char>(hex_value(line[i + 1]) * 16 + hex_value(line[i + 2])));
-                i += 2;
-            } else {
-                put(line[i]);
-            }
-        }
-        if (has_eol && !soft) put('\n');
-    }
-}
-
-std::string transfer_decode(std::string_view body, std::string_view cte) {
-    std::string out;
-    if (cte == "base64") {
-        out.reserve(body.size() / 4 * 3);
-        base64_decode(body, [&](char c) { out += c; });
-    } else if (cte == "quoted-printable") {
-        out.reserve(body.size());
-        qp_decode(body, [&](char c) { out += c; });
-    } else {
-        out.assign(body);  // 7bit, 8bit, binary, or unknown: as is (RFC 2045 6.4)
-    }
-    return out;
-}
-
-std::uint64_t transfer_decoded_size(std::string_view body, std::string_view cte) {
-    std::uint64_t n = 0;
-    if (cte == "base64") base64_decode(body, [&](char) { ++n; });
-    else if (cte == "quoted-printable") qp_decode(body, [&](char) { ++n; });
-    else n = body.size();
-    return n;
-}
+// ---- transfer encodings (RFC 2045 6): libmailnet's mailnet/transfer_encoding.hpp
 
 // ---- RFC 2047 encoded words
 
 // Decodes an encoded word's text to octets; false if the encoding is not B or Q.
 bool decode_word_text(char enc, std::string_view text, std::string& out) {
     if (enc == 'b' || enc == 'B') {
-        base64_decode(text, [&](char c) { out += c; });
+        base64_body_decode(text, out);
         return true;
     }
     if (enc != 'q' && enc != 'Q') return false;

@@ -32,6 +32,20 @@ std::unique_ptr<message_source> file_source(int fd);
 /// A source over shared immutable bytes (memory store, tests).
 std::unique_ptr<message_source> string_source(std::shared_ptr<const std::string> bytes);
 
+/// What message::mime() hands to mimetic at most. A linear pre-scan that follows mimetic's own
+/// parse refuses a message over any of them (errc::too_large) before mimetic sees it: mimetic's
+/// cost is quadratic in a header field's length, it recurses once per nesting level, and it
+/// allocates about 840 octets per entity, 110 per header field and 270 per address item.
+struct mime_limits {
+    std::uint64_t max_octets = 64ull << 20;      ///< the whole message, as stored
+    std::size_t max_field_octets = 64 * 1024;    ///< one header field, name and value, folded lines joined
+    std::size_t max_header_octets = 4u << 20;    ///< the header blocks of the message and all its parts
+    std::size_t max_fields = 10000;              ///< header fields of the message and all its parts
+    std::size_t max_depth = 32;                  ///< nesting of multipart and message/rfc822 (the message is 0)
+    std::size_t max_entities = 1000;             ///< the message and all its parts, nested ones included
+    std::size_t max_address_items = 10000;       ///< comma-separated items of all address fields
+};
+
 /// One stored message: LF or CRLF line ends as stored, never dot-stuffed.
 class message {
 public:
@@ -60,9 +74,12 @@ public:
     /// message if it has none), at most `max_octets`; errc::too_large beyond. Rewinds.
     result<std::string> headers(std::size_t max_octets = 256 * 1024);
 
-    /// The message parsed by mimetic, on first call; errc::too_large over `max_octets`.
+    /// The message parsed by mimetic, on first call; errc::too_large over any of `limits` (checked
+    /// by a linear pre-scan before mimetic runs), errc::bad_input if mimetic throws.
     /// Not for the RETR/TOP/DATA path: mimetic parses untrusted input and is slow.
-    result<const mimetic::MimeEntity*> mime(std::size_t max_octets = 64 * 1024 * 1024);
+    result<const mimetic::MimeEntity*> mime(const mime_limits& limits = {});
+    /// mime() with the default limits but `max_octets`.
+    result<const mimetic::MimeEntity*> mime(std::size_t max_octets);
 
 private:
     std::unique_ptr<message_source> source_;
