@@ -20,7 +20,7 @@ build_popload() {
 build_smtpload() {
   mkdir -p "$build/bench"
   smtpload=$build/bench/smtpload
-  if [ ! -x "$smtpload" ] || [ "$here/smtpload.cpp" -nt "$smtpload" ]; then
+  if [ ! -x "$smtpload" ] || [ "$here/smtpload.cpp" -nt "$smtpload" ] || [ "$here/benchclock.hpp" -nt "$smtpload" ]; then
     echo "== building $smtpload"
     g++ -std=c++20 -O2 -Wall -Wextra -pthread "$here/smtpload.cpp" -o "$smtpload"
   fi

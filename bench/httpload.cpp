@@ -35,16 +35,13 @@
 #include <thread>
 #include <vector>
 
+#include "benchclock.hpp"
+
 namespace {
 
-using clk = std::chrono::steady_clock;
-double secs_since(clk::time_point t0) { return std::chrono::duration<double>(clk::now() - t0).count(); }
-
-double cpu_self() {
-    rusage ru{};
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
+using benchclock::clk;
+using benchclock::cpu_self;
+using benchclock::secs_since;
 
 [[noreturn]] void fail(const std::string& what) {
     std::fprintf(stderr, "httpload: %s\n", what.c_str());
