@@ -82,10 +82,42 @@ bool iequals(std::string_view a, std::string_view lower) {
     return true;
 }
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (is_wsp(s.front()) || s.front() == '\r' || s.front() == '\n')) s.remove_prefix(1);
-    while (!s.empty() && (is_wsp(s.back()) || s.back() == '\r' || s.back() == '\n')) s.remove_suffix(1);
-    return s;
+// The mechanism named by a Content-Transfer-Encoding value (RFC 2045 6.1, with RFC 5322's
+// CFWS around it): white space, line breaks and comments (nested, with quoted pairs) skipped, a
+// quoted form read without its quotes, and whatever follows the token (";", a comment) left
+// out. A bare token, as mailnetd passes it, comes back as is.
+std::string_view mechanism_token(std::string_view v) {
+    std::size_t i = 0;
+    const auto skip_cfws = [&] {
+        while (i < v.size()) {
+            const char c = v[i];
+            if (is_wsp(c) || c == '\r' || c == '\n') {
+                ++i;
+            } else if (c == '(') {
+                int depth = 0;
+                for (; i < v.size(); ++i) {
+                    if (v[i] == '\\') ++i;
+                    else if (v[i] == '(') ++depth;
+                    else if (v[i] == ')' && --depth == 0) break;
+                }
+                if (i < v.size()) ++i;
+            } else {
+                return;
+            }
+        }
+    };
+    skip_cfws();
+    if (i < v.size() && v[i] == '"') {
+        const std::size_t start = ++i;
+        while (i < v.size() && v[i] != '"') ++i;
+        std::string_view q = v.substr(start, i - start);
+        while (!q.empty() && is_wsp(q.front())) q.remove_prefix(1);
+        while (!q.empty() && is_wsp(q.back())) q.remove_suffix(1);
+        return q;
+    }
+    const std::size_t start = i;
+    while (i < v.size() && !is_wsp(v[i]) && v[i] != '\r' && v[i] != '\n' && v[i] != '(' && v[i] != ';' && v[i] != '"') ++i;
+    return v.substr(start, i - start);
 }
 
 }  // namespace
@@ -101,7 +133,7 @@ void quoted_printable_decode(std::string_view text, std::string& out) {
 }
 
 std::string transfer_decode(std::string_view body, std::string_view mechanism) {
-    const auto m = trim(mechanism);
+    const auto m = mechanism_token(mechanism);
     std::string out;
     if (iequals(m, "base64")) {
         out.reserve(body.size() / 4 * 3);
@@ -116,7 +148,7 @@ std::string transfer_decode(std::string_view body, std::string_view mechanism) {
 }
 
 std::uint64_t transfer_decoded_size(std::string_view body, std::string_view mechanism) {
-    const auto m = trim(mechanism);
+    const auto m = mechanism_token(mechanism);
     std::uint64_t n = 0;
     if (iequals(m, "base64")) base64_each(body, [&](char) { ++n; });
     else if (iequals(m, "quoted-printable")) qp_each(body, [&](char) { ++n; });

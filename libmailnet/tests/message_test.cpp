@@ -167,6 +167,8 @@ TEST(message, mime_is_bounded) {
     auto lying = mailnet::message(mailnet::string_source(std::make_shared<const std::string>(multipart)), 10);
     EXPECT_EQ(lying.mime(20).error(), errc::too_large);
     EXPECT_TRUE(m.mime(multipart.size()));
+    auto braces = mailnet::message(mailnet::string_source(std::make_shared<const std::string>("Subject: x\n\nbody\n")), 17);
+    EXPECT_TRUE(braces.mime({})) << "mime({}) is the default limits, not a limit of 0 octets";
 }
 
 }  // namespace

@@ -53,6 +53,14 @@ TEST(transfer_encoding, by_mechanism_with_sizes_and_bounds) {
     EXPECT_EQ(mailnet::transfer_decode("a=3Db", " Quoted-Printable "), "a=b");
     EXPECT_EQ(mailnet::transfer_decode("a=3Db", "7bit"), "a=3Db");
     EXPECT_EQ(mailnet::transfer_decode("aGk=", ""), "aGk=");
+    // A Content-Transfer-Encoding field's whole value (RFC 2045 6.1 with CFWS): as mimetic's
+    // mechanism() gives it.
+    EXPECT_EQ(mailnet::transfer_decode("QUJD", "base64 (comment)"), "ABC");
+    EXPECT_EQ(mailnet::transfer_decode("QUJD", "(a (nested) comment)base64"), "ABC");
+    EXPECT_EQ(mailnet::transfer_decode("QUJD", "\"base64\""), "ABC");
+    EXPECT_EQ(mailnet::transfer_decode("QUJD", "base64;"), "ABC");
+    EXPECT_EQ(mailnet::transfer_decoded_size("QUJD", "\r\n base64 (x)"), 3u);
+    EXPECT_EQ(mailnet::transfer_decode("QUJD", "base64x"), "QUJD");
     // Every octet value, at every position of short inputs: output within the bound, size agrees.
     for (int c = 0; c < 256; ++c) {
         for (std::string base : {"", "a", "ab=", "abc\n", "=4", "QUJD\r\n"}) {

@@ -21,6 +21,8 @@ void quoted_printable_decode(std::string_view text, std::string& out);
 
 /// `body` decoded by its Content-Transfer-Encoding mechanism (RFC 2045 6.1, case-insensitive):
 /// base64 and quoted-printable as above, anything else (7bit, 8bit, binary, unknown) as is.
+/// `mechanism` may be the field's whole value: comments and white space around the token, a
+/// quoted form and anything after a ';' are allowed (`base64 (comment)`, `"base64"`).
 std::string transfer_decode(std::string_view body, std::string_view mechanism);
 
 /// The size transfer_decode() would return, without building it.

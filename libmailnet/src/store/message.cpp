@@ -465,12 +465,6 @@ result<std::string> message::headers(std::size_t max_octets) {
     return out;
 }
 
-result<const mimetic::MimeEntity*> message::mime(std::size_t max_octets) {
-    mime_limits limits;
-    limits.max_octets = max_octets;
-    return mime(limits);
-}
-
 result<const mimetic::MimeEntity*> message::mime(const mime_limits& limits) {
     if (mime_) return mime_.get();
     const std::uint64_t max_octets = limits.max_octets;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -78,8 +79,14 @@ public:
     /// by a linear pre-scan before mimetic runs), errc::bad_input if mimetic throws.
     /// Not for the RETR/TOP/DATA path: mimetic parses untrusted input and is slow.
     result<const mimetic::MimeEntity*> mime(const mime_limits& limits = {});
-    /// mime() with the default limits but `max_octets`.
-    result<const mimetic::MimeEntity*> mime(std::size_t max_octets);
+    /// mime() with the default limits but `max_octets`. A template, so that `mime({})` is the
+    /// default limits (an integer parameter would take `{}` as a limit of 0 octets).
+    template <std::integral T>
+    result<const mimetic::MimeEntity*> mime(T max_octets) {
+        mime_limits limits;
+        limits.max_octets = static_cast<std::uint64_t>(max_octets);
+        return mime(limits);
+    }
 
 private:
     std::unique_ptr<message_source> source_;
