@@ -234,6 +234,15 @@ int fetch(client& c, const fetch_options& f, const std::string& user, const std:
         auto s = state_file::load(path, log);
         if (!s) return std::cerr << "pop3c: state " << path << ": " << s.error().message() << "\n", exit_code::io_error;
         state.emplace(std::move(*s));
+        // Its UIDLs are one server's: another account's file would make --new-only skip mail
+        // never fetched here, and retain_only() forget that account's records.
+        std::string host_id = host;
+        for (char& ch : host_id) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        if (auto b = state->bind(user + "@" + host_id + ":" + std::to_string(port));
+            !b && b.error() == make_error_code(mailnet::errc::bad_config))
+            return std::cerr << "pop3c: state " << path << ": kept for " << state->account() << ", not this account ("
+                             << user << "@" << host_id << ":" << port << "); use another --state file\n",
+                   exit_code::usage;
         // A run cut off between a flush and its state save left pending records: what the
         // sink holds counts as stored (deleted below, never fetched again); the rest is
         // fetched again.

@@ -16,6 +16,10 @@
 
 namespace mailnet::pop3c {
 
+namespace {
+constexpr std::string_view account_prefix = "# account ";
+}
+
 bool is_valid_uidl(std::string_view uid) noexcept {
     // RFC 1939 7: "1 to 70 characters in the range 0x21 to 0x7E".
     if (uid.empty() || uid.size() > 70) return false;
@@ -73,6 +77,11 @@ result<state_file> state_file::load(std::filesystem::path path, log_sink log) {
                 continue;
             }
         }
+        // The account line: second, once. No UIDL has a space, so none is taken for it.
+        if (line_no == 2 && line.starts_with(account_prefix) && line.size() > account_prefix.size()) {
+            state.account_ = line.substr(account_prefix.size());
+            continue;
+        }
         const bool ok = line_no == 1 ? line == header : is_valid_uidl(line);
         if (!ok) {
             // FILE:LINE only: the line itself could be anything (DESIGN.md, the users file).
@@ -84,6 +93,19 @@ result<state_file> state_file::load(std::filesystem::path path, log_sink log) {
         if (line_no > 1) state.insert(line);
     }
     return state;
+}
+
+result<void> state_file::bind(std::string_view account) {
+    if (account.empty() || std::any_of(account.begin(), account.end(), [](char c) {
+            return static_cast<unsigned char>(c) < 0x20 || c == 0x7F;
+        }))
+        return unexpected(errc::bad_input);
+    if (account_.empty()) {
+        account_ = account;
+        return {};
+    }
+    if (account_ == account) return {};
+    return unexpected(errc::bad_config);
 }
 
 bool state_file::contains(std::string_view uid) const { return set_.contains(uid); }
@@ -130,11 +152,12 @@ result<void> state_file::save() {
     };
 
     std::string text;
-    std::size_t octets = header.size() + 1;
+    std::size_t octets = header.size() + 1 + account_prefix.size() + account_.size() + 1;
     for (const auto& uid : order_) octets += uid.size() + 1;
     for (const auto& [uid, loc] : pending_) octets += uid.size() + loc.size() + 4;
     text.reserve(octets);
     text.append(header).push_back('\n');
+    if (!account_.empty()) text.append(account_prefix).append(account_).push_back('\n');
     for (const auto& uid : order_) text.append(uid).push_back('\n');
     for (const auto& [uid, loc] : pending_) text.append("? ").append(uid).append(" ").append(loc).push_back('\n');
 

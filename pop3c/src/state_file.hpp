@@ -22,9 +22,11 @@ namespace mailnet::pop3c {
 bool is_valid_uidl(std::string_view uid) noexcept;
 
 /// The set of UIDLs known to be stored locally. The file: a first line
-/// `# mailnet pop3c state 1`, then one UIDL per line, in the order they were added, then the
-/// pending ones as `? UIDL LOCATOR`: messages written locally whose flush had not been
-/// confirmed when the file was saved (LOCATOR, where the sink can find them, may be empty).
+/// `# mailnet pop3c state 1`, then `# account ACCOUNT` (the account it was kept for; absent
+/// in files written before it was added, and adopted then), then one UIDL per line, in the
+/// order they were added, then the pending ones as `? UIDL LOCATOR`: messages written locally
+/// whose flush had not been confirmed when the file was saved (LOCATOR, where the sink can
+/// find them, may be empty).
 class state_file {
 public:
     /// The first line of every state file (version 1).
@@ -34,6 +36,15 @@ public:
     /// valid UIDL, or a wrong first line, is errc::bad_config, logged as FILE:LINE (never the
     /// line itself); an unreadable file is the system's error, logged.
     static result<state_file> load(std::filesystem::path path, log_sink log = null_log());
+
+    /// Binds the state to `account` (e.g. `USER@HOST:PORT`): a state kept for no account
+    /// takes it (written by the next save()); one kept for another account is errc::bad_config
+    /// and stays as it was (account() names it): its UIDLs are another server's, so skipping
+    /// or forgetting by them would lose mail. An account with a control character or nothing
+    /// in it is errc::bad_input, and the state stays unbound.
+    result<void> bind(std::string_view account);
+    /// The account this state was kept for; empty if none yet.
+    const std::string& account() const noexcept { return account_; }
 
     /// Whether `uid` is stored locally. O(1).
     bool contains(std::string_view uid) const;
@@ -73,6 +84,7 @@ private:
 
     std::filesystem::path path_;
     log_sink log_;
+    std::string account_;
     // The UIDLs in the order added; the set views the deque's strings (a deque never moves its
     // elements on push_back), so a lookup costs no copy and each UIDL is held once.
     std::deque<std::string> order_;

@@ -264,3 +264,41 @@ TEST(state_file, pending_records_survive_a_save_and_are_taken_once) {
     EXPECT_EQ(p[1], (std::pair<std::string, std::string>{"maybe-3", ""}));
     EXPECT_EQ(s->pending(), 0u);
 }
+
+TEST(state_file, it_is_bound_to_the_account_it_was_kept_for) {
+    temp_dir d;
+    {
+        auto s = state_file::load(d.path / "state");
+        ASSERT_TRUE(s);
+        EXPECT_EQ(s->account(), "");
+        ASSERT_TRUE(s->bind("alice@pop.example:110"));
+        ASSERT_TRUE(s->add("u1"));
+        ASSERT_TRUE(s->save());
+    }
+    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 1\n# account alice@pop.example:110\nu1\n");
+    auto again = state_file::load(d.path / "state");
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->account(), "alice@pop.example:110");
+    EXPECT_TRUE(again->contains("u1"));
+    EXPECT_TRUE(again->bind("alice@pop.example:110")) << "the same account";
+    // Another account (user, host or port) is refused, and the state stays the first's.
+    for (const char* other : {"bob@pop.example:110", "alice@pop.example:995", "alice@other.example:110"}) {
+        auto b = again->bind(other);
+        ASSERT_FALSE(b) << other;
+        EXPECT_EQ(b.error(), make_error_code(mailnet::errc::bad_config));
+        EXPECT_EQ(again->account(), "alice@pop.example:110");
+    }
+    EXPECT_EQ(again->bind("bad\naccount").error(), make_error_code(mailnet::errc::bad_input));
+    EXPECT_EQ(again->bind("").error(), make_error_code(mailnet::errc::bad_input));
+}
+
+TEST(state_file, a_file_from_before_accounts_takes_the_first_account_bound) {
+    temp_dir d;
+    write_file(d.path / "state", "# mailnet pop3c state 1\nu1\nu2\n");
+    auto s = state_file::load(d.path / "state");
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->account(), "");
+    ASSERT_TRUE(s->bind("alice@pop.example:110"));
+    ASSERT_TRUE(s->save());
+    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 1\n# account alice@pop.example:110\nu1\nu2\n");
+}

@@ -21,7 +21,7 @@ POP3C = t.pop3c_binary()
 POP3D = t.program_binary("pop3d")
 PW_ENV = "MAILNET_POP3C_TEST_PASSWORD"
 # One account per test, so that a test that deletes or marks messages seen changes no other.
-USERS = ["forms", "words", "tls", "modes", "keep", "newonly", "nokeep", "crash", "crash2", "codes"]
+USERS = ["forms", "words", "tls", "modes", "keep", "newonly", "newonly2", "nokeep", "crash", "crash2", "codes"]
 CRASH_MESSAGES = 2000
 
 
@@ -443,6 +443,18 @@ class Pop3cTests:
         self.assert_same_messages(got, [lf(d) for _l, _n, d in stored] + [late],
                                   "third run: exactly the new message")
         self.assertEqual(self.server_stat(user)[0], len(stored) + 1, "--keep: nothing deleted")
+        # The state file is bound to its account: another account's run with it is refused
+        # (exit 64) before anything is fetched, and the file is left as it was.
+        other = "newonly2"
+        self.mailbox(other, small_messages(2, "other"))
+        before = open(state, "rb").read()
+        self.assertIn(b"\n# account newonly@127.0.0.1:", before)
+        other_dir = self.fresh("newonly2-maildir")
+        p = self.pop3c("fetch", "--maildir", other_dir, "--new-only", "--state", state, user=other, expect=64)
+        self.assertIn(b"kept for newonly@127.0.0.1:", p.stderr)
+        self.assertEqual(open(state, "rb").read(), before, "the other account's state is untouched")
+        self.assertEqual([f for _r, _d, fs in os.walk(other_dir) for f in fs], [], "nothing fetched")
+        self.assertEqual(self.server_stat(other)[0], 2, "nothing deleted")
 
     # ----------------------------------------------------------------------------------------
     # 6. Without --keep: deleted on the server, all in the Maildir.
