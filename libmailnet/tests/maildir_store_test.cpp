@@ -20,6 +20,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <future>
 #include <latch>
@@ -590,6 +591,32 @@ TEST(maildir_store, durable_delivery_creates_the_mailbox_with_fsync_on) {
     const fs::path root = d.path / "store";
     EXPECT_EQ(names_in(root / "new-user@example.org" / "new").size(), 1u);
     EXPECT_EQ(names_in(root / "other" / "new").size(), 1u);
+}
+
+TEST(maildir_store, a_large_message_written_in_pieces_with_fsync_on_is_stored_exactly) {
+    // Past each MiB the delivery starts the writeback of what it has (sync_file_range): the
+    // file must still hold every octet, in order, and the name its sizes.
+    temp_dir d;
+    auto o = options(d.path);
+    o.fsync = true;
+    auto s = open_store(o);
+    auto dl = s->begin_delivery(boxes({"alice", "bob"}));
+    ASSERT_TRUE(dl);
+    std::string all;
+    for (int i = 0; all.size() < 3 * 1024 * 1024 + 777; ++i) {
+        std::string piece = "line " + std::to_string(i) + " " + std::string(static_cast<std::size_t>(i % 97) * 13, 'x') + "\n";
+        ASSERT_TRUE((*dl)->write(piece));
+        all += piece;
+    }
+    ASSERT_TRUE((*dl)->commit());
+    for (const char* box : {"alice", "bob"}) {
+        const auto in_new = names_in(d.path / "store" / box / "new");
+        ASSERT_EQ(in_new.size(), 1u) << box;
+        EXPECT_NE(in_new[0].find(",S=" + std::to_string(all.size()) + ","), std::string::npos) << in_new[0];
+        std::ifstream in(d.path / "store" / box / "new" / in_new[0], std::ios::binary);
+        const std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        EXPECT_TRUE(got == all) << box << ": " << got.size() << " octets read, " << all.size() << " written";
+    }
 }
 
 TEST(maildir_store, lock_never_creates_a_mailbox_and_a_missing_one_is_empty) {

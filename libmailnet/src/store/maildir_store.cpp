@@ -41,6 +41,10 @@ constexpr const char* lock_file_name = "mailnet-pop3.lock";
 // mailboxes() can tell it; written when delivery makes the mailbox.
 constexpr const char* name_file_name = "mailnet-mailbox-name";
 constexpr std::size_t max_name_file_octets = 64 * 1024;
+// A large message's pages are handed to the disk (sync_file_range WRITE: started, not waited
+// for) each time this much more is written, so that its commit's sync finds most of them
+// written while the rest was still arriving. Small messages never reach it.
+constexpr std::uint64_t writeback_step = 1024 * 1024;
 
 std::error_code sys_error(int e) { return {e, std::system_category()}; }
 
@@ -685,6 +689,12 @@ public:
         }
         stored_ += octets.size();
         wire_.add(octets);
+        if (data_ && stored_ - written_back_ >= writeback_step) {
+            // A hint: its failure changes nothing (the commit's sync reports any error).
+            (void)::sync_file_range(fd_, static_cast<off_t>(written_back_), static_cast<off_t>(stored_ - written_back_),
+                                    SYNC_FILE_RANGE_WRITE);
+            written_back_ = stored_;
+        }
         return {};
     }
 
@@ -981,6 +991,7 @@ private:
     std::shared_ptr<std::atomic<std::uint64_t>> counter_;
     std::string unique_tail_;  // prefix_ without the Q number
     std::uint64_t stored_ = 0;
+    std::uint64_t written_back_ = 0;  // octets whose writeback write() started (writeback_step)
     wire_size_counter wire_;  // octets with CRLF line ends (,W=)
     bool done_ = false;
     std::error_code write_error_;
