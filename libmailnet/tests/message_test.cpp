@@ -298,6 +298,13 @@ TEST(message, mime_refuses_too_many_entities_fields_and_address_items) {
     ASSERT_TRUE(e) << "the message and 999 parts: 1000 entities";
     EXPECT_EQ((*e)->body().parts().size(), 999u);
     EXPECT_EQ(from_text(parts + "--\n\n").mime().error(), errc::too_large);
+    mailnet::mime_limits one;
+    one.max_entities = 1;
+    EXPECT_TRUE(from_text("Subject: s\n\nbody\n").mime(one)) << "the message alone is one entity";
+    EXPECT_EQ(from_text("Content-Type: multipart/mixed; boundary=b\n\n--b\n\nx\n--b--\n").mime(one).error(),
+              errc::too_large);
+    one.max_entities = 0;
+    EXPECT_EQ(from_text("Subject: s\n\nbody\n").mime(one).error(), errc::too_large) << "0: not even the message";
 
     std::string fields;
     for (int i = 0; i < 10000; ++i) fields += "a:\n";

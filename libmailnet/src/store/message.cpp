@@ -159,6 +159,7 @@ public:
 
     /// True if mimetic may parse the octets within the limits.
     bool run() {
+        if (entities_ > limits_.max_entities) return false;  // the message itself is one
         entity();
         return !over_;
     }
