@@ -619,6 +619,30 @@ TEST(maildir_store, a_large_message_written_in_pieces_with_fsync_on_is_stored_ex
     }
 }
 
+TEST(maildir_store, a_mailbox_removed_behind_the_stores_back_is_made_again_by_the_next_delivery) {
+    // The store remembers the mailboxes it made and checks only their new/ on later
+    // deliveries: whatever part of one is removed, the next delivery still lands, whole.
+    temp_dir d;
+    auto o = options(d.path);
+    o.fsync = true;
+    auto s = open_store(o);
+    const fs::path box = d.path / "store" / "alice";
+    ASSERT_TRUE(s->deliver(boxes({"alice", "bob"}), "1\n"));
+    for (const char* gone : {"tmp", "new", "cur", ""}) {
+        fs::remove_all(std::string(gone).empty() ? box : box / gone);
+        auto r = s->deliver(boxes({"alice", "bob"}), "again\n");
+        ASSERT_TRUE(r) << "after removing alice/" << gone << ": " << r.error().message();
+        for (const char* sub : {"tmp", "new", "cur"}) EXPECT_TRUE(fs::is_directory(box / sub)) << gone << " -> " << sub;
+        EXPECT_FALSE(names_in(box / "new").empty()) << gone;
+    }
+    // bob as the second target, its new/ gone: linked into a new/ made again.
+    fs::remove_all(d.path / "store" / "bob" / "new");
+    ASSERT_TRUE(s->deliver(boxes({"alice", "bob"}), "to bob\n"));
+    EXPECT_EQ(names_in(d.path / "store" / "bob" / "new").size(), 1u);
+    auto snap = s->snapshot("bob");
+    ASSERT_TRUE(snap);
+}
+
 TEST(maildir_store, lock_never_creates_a_mailbox_and_a_missing_one_is_empty) {
     // DESIGN.md: a login to an empty account is an empty snapshot; only delivery makes a
     // mailbox, so logins (open mode: any name) leave nothing on disk.

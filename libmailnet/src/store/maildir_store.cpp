@@ -29,6 +29,7 @@
 #include <span>
 #include <thread>
 #include <tuple>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -1252,6 +1253,14 @@ public:
     }
 
     result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) override {
+        return begin_delivery(mailboxes, true);
+    }
+
+    // `trust_known`: a mailbox this store already made or checked (ensured_) is taken as it is
+    // if its new/ and cur/ are still directories: two lstat instead of ensure_mailbox's three
+    // mkdir and four lstat per delivery. If its tmp/ is gone after all, the delivery begins again with
+    // every mailbox checked.
+    result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes, bool trust_known) {
         if (mailboxes.empty()) return unexpected(errc::bad_input);
         for (const auto& m : mailboxes)
             if (m.empty()) return unexpected(errc::bad_input);  // before any directory is made
@@ -1261,11 +1270,14 @@ public:
             std::string enc = encode_mailbox_name(m);
             // The same mailbox named twice receives the message once.
             if (std::find(seen_enc.begin(), seen_enc.end(), enc) != seen_enc.end()) continue;
-            auto made = ensure_mailbox(enc, m);
-            if (!made) {
-                log(log_level::warning, "maildir: cannot create mailbox " + dir_of(enc) + ": " +
-                                            made.error().message());
-                return unexpected(made.error());
+            if (!(trust_known && still_there(enc))) {
+                auto made = ensure_mailbox(enc, m);
+                if (!made) {
+                    log(log_level::warning, "maildir: cannot create mailbox " + dir_of(enc) + ": " +
+                                                made.error().message());
+                    return unexpected(made.error());
+                }
+                remember_ensured(enc);
             }
             std::string dir = dir_of(enc);
             auto sync = options_.fsync ? sync_of(dir + "/new") : nullptr;
@@ -1286,6 +1298,11 @@ public:
             const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
             if (fd < 0) {
                 if (errno == EEXIST) continue;
+                if (errno == ENOENT && trust_known) {
+                    // A mailbox taken as known lost its tmp/ (or more) behind our back.
+                    forget_ensured(seen_enc);
+                    return begin_delivery(mailboxes, false);
+                }
                 const auto ec = last_system_error();
                 log(log_level::warning, "maildir: cannot create " + tmp + ": " + ec.message());
                 return unexpected(ec);
@@ -1307,6 +1324,31 @@ public:
                 std::move(config), std::move(targets), std::move(prefix), tmp, fd, std::move(data), counter_, tail));
         }
         return unexpected(sys_error(EEXIST));
+    }
+
+    // ensured_: mailboxes (encoded) whose directories this store made or found complete.
+    bool still_there(const std::string& enc) {
+        {
+            std::lock_guard guard(syncs_mutex_);
+            if (!ensured_.contains(enc)) return false;
+        }
+        // lstat, as make_dir: a directory replaced by a symlink is not taken. new/ is where the
+        // links go, cur/ what POP3 needs; a missing tmp/ shows at the open (begin_delivery).
+        const std::string dir = dir_of(enc);
+        for (const char* sub : {"/new", "/cur"}) {
+            struct stat st{};
+            if (::lstat((dir + sub).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return false;
+        }
+        return true;
+    }
+    void remember_ensured(const std::string& enc) {
+        std::lock_guard guard(syncs_mutex_);
+        if (ensured_.size() >= max_ensured) ensured_.clear();  // bounded: forgetting costs one check each
+        ensured_.insert(enc);
+    }
+    void forget_ensured(std::span<const std::string> encs) {
+        std::lock_guard guard(syncs_mutex_);
+        for (const auto& e : encs) ensured_.erase(e);
     }
 
     // Removes files in every mailbox's tmp/ older than tmp_max_age (maildir(5): a tmp/ file
@@ -1701,10 +1743,12 @@ private:
     std::map<std::string, int> locks_;  // encoded mailbox -> descriptor holding the flock; -1: no mailbox at lock()
     // encoded mailbox -> where the last scan found each message
     std::map<std::string, scan_cache> caches_;
-    std::mutex syncs_mutex_;  // guards syncs_, sweep_at_ and data_syncs_ (apart from mutex_: scans hold that long)
+    std::mutex syncs_mutex_;  // guards syncs_, sweep_at_, data_syncs_ and ensured_ (apart from mutex_: scans hold that long)
     std::map<std::string, std::weak_ptr<directory_sync>> syncs_;  // new/ path -> its group commit
     std::size_t sweep_at_ = 64;  // syncs_ size at which expired entries are dropped
     std::map<dev_t, std::shared_ptr<data_sync>> data_syncs_;  // file system -> round one's group commit
+    static constexpr std::size_t max_ensured = 16384;
+    std::unordered_set<std::string> ensured_;  // encoded mailboxes made or checked (begin_delivery)
 };
 
 }  // namespace
