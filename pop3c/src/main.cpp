@@ -200,7 +200,34 @@ struct fetch_options {
 // and deleting never fetches a message twice (deleting without --keep).
 bool use_state_for(const fetch_options& f) { return f.new_only || !f.keep || !f.state.empty(); }
 
-int fetch(client& c, const fetch_options& f, const std::string& user, const std::string& host, std::uint16_t port) {
+// Loads the UIDL state a fetch uses (use_state_for) and binds it to the account, before any
+// password prompt, connection or local change: a file kept for another account stops the run
+// here (exit 64), as does one that cannot be read (74). 0 when `out` holds the state or none
+// is used.
+int open_state(const fetch_options& f, const std::string& user, const std::string& host, std::uint16_t port,
+               std::optional<state_file>& out) {
+    if (!use_state_for(f)) return exit_code::ok;
+    const std::filesystem::path path = f.state.empty() ? default_state_path(user, host, port) : std::filesystem::path(f.state);
+    if (f.state.empty()) {
+        std::error_code ec;
+        std::filesystem::create_directories(path.parent_path(), ec);
+    }
+    auto s = state_file::load(path, mailnet::stderr_log());
+    if (!s) return std::cerr << "pop3c: state " << path << ": " << s.error().message() << "\n", exit_code::io_error;
+    // Its UIDLs are one server's: another account's file would make --new-only skip mail
+    // never fetched here, and retain_only() forget that account's records.
+    const std::string account = state_file::account_of(user, host, port);
+    if (auto b = s->bind(account); !b) {
+        std::cerr << "pop3c: state " << path << ": kept for " << s->account() << ", not for " << account
+                  << ". If both name the same mailbox (another host name, port or spelling), edit its '# account' "
+                     "line; else give each account its own --state file\n";
+        return exit_code::usage;
+    }
+    out.emplace(std::move(*s));
+    return exit_code::ok;
+}
+
+int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     auto log = mailnet::stderr_log();
     std::unique_ptr<message_sink> sink;
     if (!f.maildir.empty()) {
@@ -222,27 +249,9 @@ int fetch(client& c, const fetch_options& f, const std::string& user, const std:
     } else {
         sink = make_stream_sink(stdout);
     }
-    const bool use_state = use_state_for(f);
-    std::optional<state_file> state;
     std::vector<unique_id> uids;
-    if (use_state) {
-        const std::filesystem::path path = f.state.empty() ? default_state_path(user, host, port) : std::filesystem::path(f.state);
-        if (f.state.empty()) {
-            std::error_code ec;
-            std::filesystem::create_directories(path.parent_path(), ec);
-        }
-        auto s = state_file::load(path, log);
-        if (!s) return std::cerr << "pop3c: state " << path << ": " << s.error().message() << "\n", exit_code::io_error;
-        state.emplace(std::move(*s));
-        // Its UIDLs are one server's: another account's file would make --new-only skip mail
-        // never fetched here, and retain_only() forget that account's records.
-        std::string host_id = host;
-        for (char& ch : host_id) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-        if (auto b = state->bind(user + "@" + host_id + ":" + std::to_string(port));
-            !b && b.error() == make_error_code(mailnet::errc::bad_config))
-            return std::cerr << "pop3c: state " << path << ": kept for " << state->account() << ", not this account ("
-                             << user << "@" << host_id << ":" << port << "); use another --state file\n",
-                   exit_code::usage;
+    if (state) {
+        const std::filesystem::path& path = state->path();
         // A run cut off between a flush and its state save left pending records: what the
         // sink holds counts as stored (deleted below, never fetched again); the rest is
         // fetched again.
@@ -486,6 +495,11 @@ int main(int argc, char** argv) {
     // A Maildir batch keeps one descriptor per message until its flush.
     const std::uint64_t fds = mailnet::net::raise_fd_limit();
     if (fds > 0 && fo.batch_messages + 64 > fds) fo.batch_messages = fds > 128 ? static_cast<std::size_t>(fds - 64) : 64;
+    const auto real_port = static_cast<std::uint16_t>(port != 0 ? port : tls ? 995 : 110);
+    std::optional<state_file> state;
+    if (*fetch_cmd) {
+        if (const int code = open_state(fo, user, host, real_port, state); code != exit_code::ok) return code;
+    }
     const auto password = read_password(password_env, password_file, user, host);
     if (!password) return exit_code::usage;
 
@@ -501,7 +515,6 @@ int main(int argc, char** argv) {
     o.connect_timeout = std::chrono::seconds(timeout);
     // Local files hold LF line ends (DESIGN.md "On disk"), as mpop and fetchmail write them.
     o.line_ends = mailnet::output_line_ends::lf;
-    const auto real_port = static_cast<std::uint16_t>(port != 0 ? port : tls ? 995 : 110);
     auto opened = client::open(host, user, *password, real_port, o);
     if (!opened) {
         const auto& f = opened.why();
@@ -545,7 +558,7 @@ int main(int argc, char** argv) {
     };
 
     fo.quiet = quiet;
-    if (*fetch_cmd) return fetch(c, fo, user, host, real_port);
+    if (*fetch_cmd) return fetch(c, fo, std::move(state));
     if (*stat_cmd) {
         auto s = c.status();
         if (!s) return fail(s.why(), "STAT");

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <string>
 #include <utility>
@@ -18,6 +19,36 @@ namespace mailnet::pop3c {
 
 namespace {
 constexpr std::string_view account_prefix = "# account ";
+
+bool printable(std::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+        const auto u = static_cast<unsigned char>(c);
+        return u >= 0x21 && u <= 0x7E;
+    });
+}
+}  // namespace
+
+std::string state_file::account_of(std::string_view user, std::string_view host, std::uint16_t port) {
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::string out;
+    auto put = [&](std::string_view part, bool lower) {
+        for (const char c : part) {
+            const auto u = static_cast<unsigned char>(c);
+            if (u < 0x21 || u > 0x7E || c == '%') {
+                out += '%';
+                out += hex[u >> 4];
+                out += hex[u & 0x0F];
+            } else {
+                out += lower ? static_cast<char>(std::tolower(u)) : c;
+            }
+        }
+    };
+    put(user, false);
+    out += '@';
+    put(host, true);
+    out += ':';
+    out += std::to_string(port);
+    return out;
 }
 
 bool is_valid_uidl(std::string_view uid) noexcept {
@@ -77,29 +108,36 @@ result<state_file> state_file::load(std::filesystem::path path, log_sink log) {
                 continue;
             }
         }
-        // The account line: second, once. No UIDL has a space, so none is taken for it.
-        if (line_no == 2 && line.starts_with(account_prefix) && line.size() > account_prefix.size()) {
-            state.account_ = line.substr(account_prefix.size());
+        auto bad = [&](const char* why) -> result<state_file> {
+            // FILE:LINE only: the line itself could be anything (DESIGN.md, the users file).
+            state.log_(log_level::error, name + ":" + std::to_string(line_no) + ": " + why);
+            return unexpected(errc::bad_config);
+        };
+        if (line_no == 1) {
+            if (line != header && line != header_v1) return bad("not a mailnet pop3c state file (version 1 or 2)");
             continue;
         }
-        const bool ok = line_no == 1 ? line == header : is_valid_uidl(line);
-        if (!ok) {
-            // FILE:LINE only: the line itself could be anything (DESIGN.md, the users file).
-            state.log_(log_level::error, name + ":" + std::to_string(line_no) + ": " +
-                                             (line_no == 1 ? "not a mailnet pop3c state file (version 1)"
-                                                           : "not a UIDL (1-70 octets in 0x21-0x7E)"));
-            return unexpected(errc::bad_config);
+        // The account line, before the UIDLs (a hand edit may move it or leave blanks at its
+        // end); no UIDL has a space, so none is taken for it.
+        if (line.starts_with(account_prefix)) {
+            std::string_view value = line.substr(account_prefix.size());
+            while (!value.empty() && (value.back() == ' ' || value.back() == '\t' || value.back() == '\r'))
+                value.remove_suffix(1);
+            while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+            if (!state.account_.empty()) return bad("a second account line");
+            if (state.size() > 0 || state.pending() > 0) return bad("the account line comes after the UIDLs");
+            if (!printable(value)) return bad("not an account (1 or more octets in 0x21-0x7E)");
+            state.account_ = value;
+            continue;
         }
-        if (line_no > 1) state.insert(line);
+        if (!is_valid_uidl(line)) return bad("not a UIDL (1-70 octets in 0x21-0x7E)");
+        state.insert(line);
     }
     return state;
 }
 
 result<void> state_file::bind(std::string_view account) {
-    if (account.empty() || std::any_of(account.begin(), account.end(), [](char c) {
-            return static_cast<unsigned char>(c) < 0x20 || c == 0x7F;
-        }))
-        return unexpected(errc::bad_input);
+    if (!printable(account)) return unexpected(errc::bad_input);
     if (account_.empty()) {
         account_ = account;
         return {};

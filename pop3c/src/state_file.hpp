@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <filesystem>
 #include <functional>
@@ -22,26 +23,33 @@ namespace mailnet::pop3c {
 bool is_valid_uidl(std::string_view uid) noexcept;
 
 /// The set of UIDLs known to be stored locally. The file: a first line
-/// `# mailnet pop3c state 1`, then `# account ACCOUNT` (the account it was kept for; absent
-/// in files written before it was added, and adopted then), then one UIDL per line, in the
-/// order they were added, then the pending ones as `? UIDL LOCATOR`: messages written locally
-/// whose flush had not been confirmed when the file was saved (LOCATOR, where the sink can
-/// find them, may be empty).
+/// `# mailnet pop3c state 2`, then `# account ACCOUNT` (the account it is kept for, see
+/// account_of()), then one UIDL per line, in the order they were added, then the pending ones
+/// as `? UIDL LOCATOR`: messages written locally whose flush had not been confirmed when the
+/// file was saved (LOCATOR, where the sink can find them, may be empty). Version 1 files (no
+/// account line) are read too, and take the account of their next run.
 class state_file {
 public:
-    /// The first line of every state file (version 1).
-    static constexpr std::string_view header = "# mailnet pop3c state 1";
+    /// The first line of every state file written (version 2: with the account line).
+    static constexpr std::string_view header = "# mailnet pop3c state 2";
+    /// The first line of a version 1 file, still read.
+    static constexpr std::string_view header_v1 = "# mailnet pop3c state 1";
+
+    /// The account a state is kept for: `USER@HOST:PORT`, the host in lower case, and in the
+    /// user and host every octet outside 0x21-0x7E, and '%', written as %XX (so the line is
+    /// printable and no name is refused).
+    static std::string account_of(std::string_view user, std::string_view host, std::uint16_t port);
 
     /// Reads `path`; a missing file (or an empty one) is an empty state. A line that is not a
     /// valid UIDL, or a wrong first line, is errc::bad_config, logged as FILE:LINE (never the
     /// line itself); an unreadable file is the system's error, logged.
     static result<state_file> load(std::filesystem::path path, log_sink log = null_log());
 
-    /// Binds the state to `account` (e.g. `USER@HOST:PORT`): a state kept for no account
-    /// takes it (written by the next save()); one kept for another account is errc::bad_config
-    /// and stays as it was (account() names it): its UIDLs are another server's, so skipping
-    /// or forgetting by them would lose mail. An account with a control character or nothing
-    /// in it is errc::bad_input, and the state stays unbound.
+    /// Binds the state to `account` (from account_of()): a state kept for no account takes it
+    /// (written by the next save()); one kept for another account is errc::bad_config and
+    /// stays as it was (account() names it): its UIDLs are another server's, so skipping or
+    /// forgetting by them would lose mail. An account that is empty or has an octet outside
+    /// 0x21-0x7E is errc::bad_input, and the state stays as it was.
     result<void> bind(std::string_view account);
     /// The account this state was kept for; empty if none yet.
     const std::string& account() const noexcept { return account_; }

@@ -66,7 +66,7 @@ TEST(state_file, round_trip_keeps_every_uidl_in_the_order_added) {
         ASSERT_TRUE(s->save());
     }
     EXPECT_EQ(read_file(d.path / "state"),
-              "# mailnet pop3c state 1\nzeta\n1700000000.M1P2Q3.host,S=10,W=11\n!\n" + long_uid + "\n");
+              "# mailnet pop3c state 2\nzeta\n1700000000.M1P2Q3.host,S=10,W=11\n!\n" + long_uid + "\n");
     struct stat st{};
     ASSERT_EQ(::stat((d.path / "state").c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -106,7 +106,11 @@ TEST(state_file, a_bad_line_is_reported_by_file_and_line_never_its_text) {
         {"# mailnet pop3c state 1\nok\r\n", 2},
         {"# mailnet pop3c state 1\n" + std::string(71, 'x') + "\n", 2},       // too long
         {"# mailnet pop3c state 1\nok\nok\nnul\0x\n"s, 4},
-        {"# mailnet pop3c state 2\nok\n", 1},                                  // a later version
+        {"# mailnet pop3c state 3\nok\n", 1},                                  // a later version
+        {"# mailnet pop3c state 2\nok\n# account a@b:1\n", 3},               // the account after a UIDL
+        {"# mailnet pop3c state 2\n# account a@b:1\n# account c@d:1\n", 3},   // two account lines
+        {"# mailnet pop3c state 2\n# account secret\x01x\n", 2},               // not printable
+        {"# mailnet pop3c state 2\n# account  \n", 2},                         // empty
         {"ok\n", 1},                                                           // no first line
     };
     for (const auto& c : cases) {
@@ -165,7 +169,7 @@ TEST(state_file, save_replaces_the_file_atomically_and_leaves_no_tmp) {
     ASSERT_TRUE(s);
     ASSERT_TRUE(s->add("new"));
     ASSERT_TRUE(s->save());
-    EXPECT_EQ(read_file(file), "# mailnet pop3c state 1\nold\nnew\n");
+    EXPECT_EQ(read_file(file), "# mailnet pop3c state 2\nold\nnew\n");
     EXPECT_FALSE(fs::exists(d.path / "state.tmp"));
     // A new file renamed over the old, not the old one rewritten in place.
     struct stat st{};
@@ -202,7 +206,7 @@ TEST(state_file, a_relative_path_saves_in_the_current_directory) {
     const bool saved = static_cast<bool>(s->save());
     fs::current_path(cwd);
     EXPECT_TRUE(saved);
-    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 1\nx\n");
+    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 2\nx\n");
 }
 
 TEST(state_file, retain_only_forgets_what_left_the_server) {
@@ -220,7 +224,7 @@ TEST(state_file, retain_only_forgets_what_left_the_server) {
     EXPECT_FALSE(s->contains("new-one"));  // pruning never adds
     ASSERT_TRUE(s->add("e"));
     ASSERT_TRUE(s->save());
-    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 1\nb\nd\ne\n");  // order kept
+    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 2\nb\nd\ne\n");  // order kept
     EXPECT_EQ(s->retain_only({}), 3u);
     EXPECT_EQ(s->size(), 0u);
 }
@@ -252,7 +256,7 @@ TEST(state_file, pending_records_survive_a_save_and_are_taken_once) {
         ASSERT_TRUE(s->save());
     }
     EXPECT_EQ(read_file(d.path / "state"),
-              "# mailnet pop3c state 1\nstored-1\n? maybe-2 1700000000.M1P2Q3\n? maybe-3 \n");
+              "# mailnet pop3c state 2\nstored-1\n? maybe-2 1700000000.M1P2Q3\n? maybe-3 \n");
     auto s = state_file::load(d.path / "state");
     ASSERT_TRUE(s);
     EXPECT_TRUE(s->contains("stored-1"));
@@ -275,7 +279,7 @@ TEST(state_file, it_is_bound_to_the_account_it_was_kept_for) {
         ASSERT_TRUE(s->add("u1"));
         ASSERT_TRUE(s->save());
     }
-    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 1\n# account alice@pop.example:110\nu1\n");
+    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 2\n# account alice@pop.example:110\nu1\n");
     auto again = state_file::load(d.path / "state");
     ASSERT_TRUE(again);
     EXPECT_EQ(again->account(), "alice@pop.example:110");
@@ -288,7 +292,7 @@ TEST(state_file, it_is_bound_to_the_account_it_was_kept_for) {
         EXPECT_EQ(b.error(), make_error_code(mailnet::errc::bad_config));
         EXPECT_EQ(again->account(), "alice@pop.example:110");
     }
-    EXPECT_EQ(again->bind("bad\naccount").error(), make_error_code(mailnet::errc::bad_input));
+    EXPECT_EQ(again->bind("bad\taccount").error(), make_error_code(mailnet::errc::bad_input));
     EXPECT_EQ(again->bind("").error(), make_error_code(mailnet::errc::bad_input));
 }
 
@@ -300,5 +304,29 @@ TEST(state_file, a_file_from_before_accounts_takes_the_first_account_bound) {
     EXPECT_EQ(s->account(), "");
     ASSERT_TRUE(s->bind("alice@pop.example:110"));
     ASSERT_TRUE(s->save());
-    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 1\n# account alice@pop.example:110\nu1\nu2\n");
+    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 2\n# account alice@pop.example:110\nu1\nu2\n");
+}
+
+TEST(state_file, the_account_names_user_host_and_port_printably) {
+    EXPECT_EQ(state_file::account_of("Alice", "POP.Example", 995), "Alice@pop.example:995");
+    EXPECT_EQ(state_file::account_of("bo\tb 100%", "::1", 110), "bo%09b%20100%25@::1:110");
+    EXPECT_EQ(state_file::account_of("\xC3\xA9", "h", 1), "%C3%A9@h:1");
+    // Escaped, every account can be bound: no name skips the check.
+    temp_dir d;
+    auto s = state_file::load(d.path / "state");
+    ASSERT_TRUE(s);
+    EXPECT_TRUE(s->bind(state_file::account_of("bo\tb", "h", 110)));
+    EXPECT_FALSE(s->bind(state_file::account_of("bob", "h", 110)));
+}
+
+TEST(state_file, a_hand_edited_account_line_is_read_with_its_blanks_trimmed) {
+    temp_dir d;
+    write_file(d.path / "state", "# mailnet pop3c state 2\n#account x\n");
+    EXPECT_FALSE(state_file::load(d.path / "state")) << "not the account line: not a UIDL either";
+    write_file(d.path / "state", "# mailnet pop3c state 2\n# account  alice@localhost:110 \t\nu1\n");
+    auto s = state_file::load(d.path / "state");
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->account(), "alice@localhost:110");
+    EXPECT_TRUE(s->bind("alice@localhost:110"));
+    EXPECT_TRUE(s->contains("u1"));
 }

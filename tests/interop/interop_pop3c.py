@@ -453,7 +453,9 @@ class Pop3cTests:
         p = self.pop3c("fetch", "--maildir", other_dir, "--new-only", "--state", state, user=other, expect=64)
         self.assertIn(b"kept for newonly@127.0.0.1:", p.stderr)
         self.assertEqual(open(state, "rb").read(), before, "the other account's state is untouched")
-        self.assertEqual([f for _r, _d, fs in os.walk(other_dir) for f in fs], [], "nothing fetched")
+        self.assertFalse(os.path.exists(other_dir), "checked before the Maildir is made")
+        # Before the login: a wrong password makes no difference to the answer.
+        self.pop3c("fetch", "--maildir", other_dir, "--state", state, user=other, password="wrong", expect=64)
         self.assertEqual(self.server_stat(other)[0], 2, "nothing deleted")
 
     # ----------------------------------------------------------------------------------------

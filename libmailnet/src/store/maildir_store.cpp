@@ -690,11 +690,14 @@ public:
         }
         stored_ += octets.size();
         wire_.add(octets);
-        if (data_ && stored_ - written_back_ >= writeback_step) {
+        // Whole pages only: the page the next write() appends to is not put under writeback
+        // (where pages are kept stable while written, that write would wait for the device).
+        const std::uint64_t whole = stored_ & ~std::uint64_t{4095};
+        if (data_ && whole - written_back_ >= writeback_step) {
             // A hint: its failure changes nothing (the commit's sync reports any error).
-            (void)::sync_file_range(fd_, static_cast<off_t>(written_back_), static_cast<off_t>(stored_ - written_back_),
+            (void)::sync_file_range(fd_, static_cast<off_t>(written_back_), static_cast<off_t>(whole - written_back_),
                                     SYNC_FILE_RANGE_WRITE);
-            written_back_ = stored_;
+            written_back_ = whole;
         }
         return {};
     }
