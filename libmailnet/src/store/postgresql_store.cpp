@@ -38,9 +38,11 @@ namespace {
 constexpr std::size_t chunk_octets = 64 * 1024;
 constexpr std::size_t in_memory_octets = 256 * 1024;  // a delivery spools to a file beyond this
 constexpr std::size_t max_batch = 64;                 // deliveries sharing one transaction
-// Transactions of a front-end's deliveries under way at once: while one waits for its COMMIT's
-// WAL flush the next gathers (and the server flushes concurrent commits together).
-constexpr std::size_t max_running = 2;
+// Transactions of a front-end's deliveries under way at once: while one runs (its COMMIT
+// waiting for the WAL flush) the next batch gathers. NOTE: one, not two: a transaction's fixed
+// cost (its COMMIT and flush) outweighs its deliveries'; with two under way batches were
+// smaller and each delivery cost the database about 1.5x the CPU (docs/benchmarks.md, bench:store).
+constexpr std::size_t max_running = 1;
 constexpr std::size_t max_schema_octets = 40;
 constexpr auto event_wait = std::chrono::seconds(2);  // a commit waits this long for its own events
 constexpr auto reconnect_pause = std::chrono::seconds(1);
