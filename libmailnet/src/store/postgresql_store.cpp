@@ -790,7 +790,13 @@ private:
         bool done = false;
     };
     using box_map = std::map<std::string, std::string, std::less<>>;  // mailbox name -> id
-    void run(std::vector<job*>& batch);
+    // A committed transaction whose events are still to be heard back (or told).
+    struct committed {
+        std::uint64_t marker;
+        std::vector<job*> jobs;
+    };
+    void run(std::vector<job*>& batch, std::vector<committed>& to_tell);
+    void tell(const std::vector<committed>& to_tell);
     std::error_code send_batch(connection& c, const std::vector<job*>& batch, const box_map& box_ids,
                                std::uint64_t marker, std::string& xid);
 
@@ -919,17 +925,23 @@ result<void> committer::commit(pg_delivery& d) {
             waiting_.pop_front();
         }
         lock.unlock();
-        run(batch);
+        std::vector<committed> to_tell;
+        run(batch, to_tell);
+        lock.lock();
+        // The next batch may begin while this one's events come back through the listener.
+        --running_;
+        cv_.notify_all();
+        lock.unlock();
+        tell(to_tell);
         lock.lock();
         for (job* j : batch) j->done = true;
-        --running_;
         cv_.notify_all();
     }
     if (me.result) return unexpected(me.result);
     return {};
 }
 
-void committer::run(std::vector<job*>& batch) {
+void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
     auto fail_all = [&](std::error_code e) {
         for (job* j : batch) j->result = e;
     };
@@ -978,7 +990,7 @@ void committer::run(std::vector<job*>& batch) {
         { auto give_back = std::move(*l); }  // the retries take connections of their own
         for (job* one : batch) {
             std::vector<job*> alone{one};
-            run(alone);
+            run(alone, to_tell);
         }
         return;
     }
@@ -993,10 +1005,16 @@ void committer::run(std::vector<job*>& batch) {
             return;
         }
     }
-    // Told through NOTIFY by the listener, in commit order; if that did not happen in time (the
-    // event connection down), told here, so this front-end's subscribers miss nothing of its own.
-    if (!db_->wait_for_marker(marker)) {
-        for (job* j : batch)
+    to_tell.push_back({marker, batch});
+}
+
+// Each transaction's events are told through NOTIFY by the listener, in commit order; if that
+// did not happen in time (the event connection down), they are told here, so this front-end's
+// subscribers miss nothing of its own. Before the deliveries are answered.
+void committer::tell(const std::vector<committed>& to_tell) {
+    for (const auto& t : to_tell) {
+        if (db_->wait_for_marker(t.marker)) continue;
+        for (job* j : t.jobs)
             if (!j->result)
                 for (std::size_t i = 0; i < j->d->ids.size(); ++i)
                     db_->publish({store_event::kind::delivered, j->d->targets()[i], j->d->ids[i], j->d->wire_octets(), 0});
