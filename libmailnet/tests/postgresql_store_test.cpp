@@ -54,6 +54,20 @@ protected:
         PQfinish(c);
         return out;
     }
+    // The octets of message `id`, read as RETR reads them.
+    static std::string read_all(mailnet::store& s, const std::string& box, const std::string& id) {
+        auto m = s.open(box, id);
+        EXPECT_TRUE(m) << m.error().message();
+        if (!m) return {};
+        std::string out, buf(8192, '\0');
+        while (true) {
+            auto n = m->read(buf);
+            EXPECT_TRUE(n);
+            if (!n || *n == 0) break;
+            out.append(buf.data(), *n);
+        }
+        return out;
+    }
     // Cuts every connection of this test's stores (their application_name ends in the schema).
     void cut_all() {
         admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'mailnet % " + guard.schema + "'");
@@ -253,6 +267,102 @@ TEST_F(postgresql_store, a_delivery_that_fails_in_a_shared_transaction_spoils_no
     auto snap = s->snapshot("gone@example.org");
     ASSERT_TRUE(snap);
     EXPECT_EQ(snap->size(), 1u);
+}
+
+// A message of several 64 KiB pieces, told apart by `tag`.
+std::string big_message(const std::string& tag) {
+    std::string text = "Subject: " + tag + "\n\n";
+    while (text.size() < 200 * 1024) text += tag + " 0123456789abcdefghijklmnopqrstuvwxyz\n";
+    return text;
+}
+
+TEST_F(postgresql_store, a_failing_delivery_in_a_batch_leaves_the_others_stored_whole_and_once) {
+    auto s = open();
+    ASSERT_TRUE(s);
+    ASSERT_TRUE(s->deliver(std::vector<std::string>{"gone@example.org"}, "Subject: first\n\nx\n"));
+    // As above: the cached mailbox id of gone@ now names nothing, so its delivery fails in
+    // whatever batch it joins; here the batches carry multi-piece messages too.
+    admin("DELETE FROM " + guard.schema + ".messages; DELETE FROM " + guard.schema + ".bodies; DELETE FROM " +
+          guard.schema + ".mailboxes");
+    constexpr int threads = 8, each = 3;
+    std::atomic<int> failed_gone{0}, failed_other{0};
+    std::vector<std::thread> senders;
+    for (int t = 0; t < threads; ++t)
+        senders.emplace_back([&, t] {
+            for (int i = 0; i < each; ++i) {
+                const bool to_gone = t == 0 && i == 1;
+                const std::string tag = "t" + std::to_string(t) + "m" + std::to_string(i);
+                const std::vector<std::string> box{to_gone ? "gone@example.org" : "big" + std::to_string(t) + "@example.org"};
+                if (!s->deliver(box, i == 0 ? "Subject: " + tag + "\n\nsmall\n" : big_message(tag)))
+                    ++(to_gone ? failed_gone : failed_other);
+            }
+        });
+    for (auto& t : senders) t.join();
+    EXPECT_EQ(failed_gone.load(), 1);
+    EXPECT_EQ(failed_other.load(), 0);
+    // Each other message is there once, whole: nothing of a rolled-back batch stays behind.
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".bodies"), std::to_string(threads * each - 1));
+    for (int t = 0; t < threads; ++t) {
+        const std::string box = "big" + std::to_string(t) + "@example.org";
+        auto snap = s->snapshot(box);
+        ASSERT_TRUE(snap);
+        ASSERT_EQ(snap->size(), static_cast<std::size_t>(t == 0 ? each - 1 : each)) << box;
+        std::size_t k = 0;
+        for (int i = 0; i < each; ++i) {
+            if (t == 0 && i == 1) continue;
+            const std::string tag = "t" + std::to_string(t) + "m" + std::to_string(i);
+            EXPECT_EQ(read_all(*s, box, (*snap)[k++].id), i == 0 ? "Subject: " + tag + "\n\nsmall\n" : big_message(tag)) << tag;
+        }
+    }
+}
+
+TEST_F(postgresql_store, reads_and_deliveries_work_on_connections_that_replaced_cut_ones) {
+    // The statements prepared on a connection go with it: its replacement prepares its own.
+    auto s = open();
+    ASSERT_TRUE(s);
+    const std::string box = "again@example.org";
+    for (int round = 0; round < 3; ++round) {
+        const std::string tag = "round" + std::to_string(round);
+        ASSERT_TRUE(s->deliver(std::vector<std::string>{box}, big_message(tag)));
+        auto snap = s->snapshot(box);
+        ASSERT_TRUE(snap);
+        ASSERT_EQ(snap->size(), static_cast<std::size_t>(round + 1));
+        for (int i = 0; i <= round; ++i) EXPECT_EQ(read_all(*s, box, (*snap)[i].id), big_message("round" + std::to_string(i)));
+        cut_all();
+        for (int i = 0; i <= round; ++i)
+            EXPECT_EQ(read_all(*s, box, (*snap)[i].id), big_message("round" + std::to_string(i))) << "after the cut, round " << round;
+        cut_all();
+    }
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".bodies"), "3");
+}
+
+TEST_F(postgresql_store, deliveries_under_way_when_connections_are_cut_are_stored_once_or_refused) {
+    auto s = open();
+    ASSERT_TRUE(s);
+    constexpr int threads = 8, each = 6;
+    std::atomic<int> ok{0};
+    std::atomic<bool> go{true};
+    std::thread cutter([&] {
+        while (go) {
+            cut_all();
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+    });
+    std::vector<std::thread> senders;
+    for (int t = 0; t < threads; ++t)
+        senders.emplace_back([&, t] {
+            for (int i = 0; i < each; ++i)
+                if (s->deliver(std::vector<std::string>{"cut" + std::to_string(t) + "@example.org"},
+                               i % 2 ? big_message("c" + std::to_string(t) + "." + std::to_string(i)) : "Subject: c\n\nx\n"))
+                    ++ok;
+        });
+    for (auto& t : senders) t.join();
+    go = false;
+    cutter.join();
+    // A delivery answered ok is stored once; one refused (a temporary failure) is not stored.
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".bodies"), std::to_string(ok.load()));
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".messages"), std::to_string(ok.load()));
+    EXPECT_GT(ok.load(), 0);
 }
 
 TEST_F(postgresql_store, the_pool_survives_connections_cut_again_and_again) {

@@ -38,9 +38,11 @@ namespace {
 constexpr std::size_t chunk_octets = 64 * 1024;
 constexpr std::size_t in_memory_octets = 256 * 1024;  // a delivery spools to a file beyond this
 constexpr std::size_t max_batch = 64;                 // deliveries sharing one transaction
-// Transactions of a front-end's deliveries under way at once: while one waits for its COMMIT's
-// WAL flush the next gathers (and the server flushes concurrent commits together).
-constexpr std::size_t max_running = 2;
+// Transactions of a front-end's deliveries under way at once: while one runs (its COMMIT
+// waiting for the WAL flush) the next batch gathers. NOTE: one, not two: a transaction's fixed
+// cost (its COMMIT and flush) outweighs its deliveries'; with two under way batches were
+// smaller and each delivery cost the database about 1.5x the CPU (docs/benchmarks.md, bench:store).
+constexpr std::size_t max_running = 1;
 constexpr std::size_t max_schema_octets = 40;
 constexpr auto event_wait = std::chrono::seconds(2);  // a commit waits this long for its own events
 constexpr auto reconnect_pause = std::chrono::seconds(1);
@@ -58,6 +60,71 @@ using pg_conn = std::unique_ptr<PGconn, conn_deleter>;
 struct param {
     std::string_view value;
     bool binary = false;
+};
+
+// The parameters in libpq's form (text ones as NUL-terminated copies).
+struct wire_params {
+    explicit wire_params(std::initializer_list<param> params) {
+        texts.reserve(params.size());
+        for (const auto& p : params) {
+            if (p.binary) {
+                values.push_back(p.value.data());
+                lengths.push_back(static_cast<int>(p.value.size()));
+                formats.push_back(1);
+            } else {
+                texts.emplace_back(p.value);
+                values.push_back(texts.back().c_str());
+                lengths.push_back(0);
+                formats.push_back(0);
+            }
+        }
+    }
+    int count() const noexcept { return static_cast<int>(values.size()); }
+    std::vector<const char*> values;
+    std::vector<int> lengths;
+    std::vector<int> formats;
+    std::vector<std::string> texts;
+};
+
+// The statements run per message, each prepared once per connection, when first needed: the
+// server then parses and plans them once, not once per delivery or RETR.
+enum class statement : unsigned { deliver, more_chunk, open, read_chunk };
+struct statement_text {
+    const char* name;
+    const char* sql;  // "@." is the schema's qualifier (database::sql)
+};
+constexpr statement_text statements[] = {
+    // One statement per delivery: its body, first piece, a message row per mailbox in the
+    // order given and a NOTIFY each (a statement with data-modifying CTEs happens whole or not
+    // at all). $1 token, $2 stored octets, $3 wire octets, $4 first piece, $5 mailbox ids,
+    // $6 channel, $7 front-end, $8 UIDL (empty: none), $9 seen.
+    {"mailnet_deliver",
+     "WITH b AS (INSERT INTO @.bodies (token, stored_octets, wire_octets) VALUES ($1, $2, $3) RETURNING id), "
+     "c AS (INSERT INTO @.chunks (body_id, n, data) SELECT id, 0, $4::bytea FROM b WHERE octet_length($4::bytea) > 0), "
+     "m AS (INSERT INTO @.messages (mailbox_id, body_id, uidl, seen) SELECT u.x, b.id, NULLIF($8, ''), $9::boolean FROM b, "
+     "unnest($5::bigint[]) WITH ORDINALITY AS u(x, o) ORDER BY u.o RETURNING id, mailbox_id) "
+     "SELECT b.id, m.id, m.mailbox_id, pg_notify($6, 'D ' || $7 || ' ' || m.id || ' ' || $3::text || ' ' || encode(x.name, 'hex')) "
+     "FROM b, m JOIN @.mailboxes x ON x.id = m.mailbox_id ORDER BY m.id"},
+    // A further piece of the body of delivery $1 (found by its token: in a pipelined batch its
+    // id is not known yet when this is sent).
+    {"mailnet_more_chunk", "INSERT INTO @.chunks (body_id, n, data) SELECT id, $2, $3 FROM @.bodies WHERE token = $1"},
+    // open(): the row and the first piece in one (results in binary form: the ids as text,
+    // whose binary form is their text).
+    {"mailnet_open",
+     "SELECT b.id::text, b.stored_octets::text, k.data, "
+     "(extract(epoch FROM b.received) * 1000000)::bigint::text FROM @.messages m "
+     "JOIN @.mailboxes x ON x.id = m.mailbox_id JOIN @.bodies b ON b.id = m.body_id "
+     "LEFT JOIN @.chunks k ON k.body_id = b.id AND k.n = 0 WHERE x.name = $1 AND m.id = $2"},
+    {"mailnet_read_chunk", "SELECT data FROM @.chunks WHERE body_id = $1 AND n = $2"},
+};
+constexpr std::uint32_t bit(statement s) { return 1u << static_cast<unsigned>(s); }
+
+// A pooled connection and the statements prepared on it, which live and die with it.
+struct connection {
+    pg_conn handle;
+    std::uint32_t prepared = 0;  // bit(statement) for each
+    PGconn* get() const noexcept { return handle.get(); }
+    operator PGconn*() const noexcept { return handle.get(); }  // for the unprepared calls
 };
 
 std::string hex(std::string_view octets) {
@@ -124,7 +191,9 @@ bool valid_schema(std::string_view s) {
 class database : public std::enable_shared_from_this<database> {
 public:
     database(postgresql_options o, std::shared_ptr<event_hub> hub)
-        : o_(std::move(o)), hub_(std::move(hub)), front_end_(random_token()) {}
+        : o_(std::move(o)), hub_(std::move(hub)), front_end_(random_token()) {
+        for (const auto& st : statements) texts_.push_back(sql(st.sql));
+    }
     ~database() { stop_listener(); }
 
     const postgresql_options& options() const noexcept { return o_; }
@@ -184,26 +253,67 @@ public:
     // reply is [SYS/TEMP] or 451 whatever the database said).
     result<pg_result> exec(PGconn* c, std::string_view text, std::initializer_list<param> params = {},
                            bool binary_result = false) const {
-        std::vector<const char*> values;
-        std::vector<int> lengths;
-        std::vector<int> formats;
-        std::vector<std::string> texts;  // NUL-terminated copies of text parameters
-        texts.reserve(params.size());
-        for (const auto& p : params) {
-            if (p.binary) {
-                values.push_back(p.value.data());
-                lengths.push_back(static_cast<int>(p.value.size()));
-                formats.push_back(1);
-            } else {
-                texts.emplace_back(p.value);
-                values.push_back(texts.back().c_str());
-                lengths.push_back(0);
-                formats.push_back(0);
-            }
-        }
+        const wire_params w(params);
         const std::string q(text);
-        pg_result r(PQexecParams(c, q.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
-                                 lengths.data(), formats.data(), binary_result ? 1 : 0));
+        return checked(c, pg_result(PQexecParams(c, q.c_str(), w.count(), nullptr, w.values.data(), w.lengths.data(),
+                                                 w.formats.data(), binary_result ? 1 : 0)));
+    }
+
+    // Runs statement `s`, prepared on `c` first if it is not yet; as exec() otherwise.
+    result<pg_result> run(connection& c, statement s, std::initializer_list<param> params, bool binary_result = false) {
+        const wire_params w(params);
+        for (int attempt = 0;; ++attempt) {
+            if (!prepare(c, s)) return exec(c, texts_[static_cast<unsigned>(s)], params, binary_result);
+            pg_result r(PQexecPrepared(c, statements[static_cast<unsigned>(s)].name, w.count(), w.values.data(),
+                                       w.lengths.data(), w.formats.data(), binary_result ? 1 : 0));
+            // Outside a transaction, one the server forgot is prepared again and run once more.
+            if (forget_if_unprepared(c, r.get()) && attempt == 0 && PQtransactionStatus(c) == PQTRANS_IDLE) continue;
+            return checked(c, std::move(r));
+        }
+    }
+
+    // Sends statement `s` in pipeline mode (prepared if it is, else with its text); false if
+    // it could not be queued (the connection is lost).
+    bool send(connection& c, statement s, std::initializer_list<param> params) const {
+        if (!(c.prepared & bit(s))) return send(c, texts_[static_cast<unsigned>(s)], params);
+        const wire_params w(params);
+        return PQsendQueryPrepared(c, statements[static_cast<unsigned>(s)].name, w.count(), w.values.data(),
+                                   w.lengths.data(), w.formats.data(), 0) == 1;
+    }
+    bool send(PGconn* c, const std::string& text, std::initializer_list<param> params) const {
+        const wire_params w(params);
+        return PQsendQueryParams(c, text.c_str(), w.count(), nullptr, w.values.data(), w.lengths.data(),
+                                 w.formats.data(), 0) == 1;
+    }
+
+    // Prepares `s` on `c` unless it is already; false if it could not be (the caller then
+    // sends the statement's text, which fails alike if the cause was more than the PREPARE).
+    // Only outside a transaction: a failed PREPARE would abort it.
+    bool prepare(connection& c, statement s) const {
+        if (c.prepared & bit(s)) return true;
+        if (PQtransactionStatus(c) != PQTRANS_IDLE) return false;
+        pg_result r(PQprepare(c, statements[static_cast<unsigned>(s)].name, texts_[static_cast<unsigned>(s)].c_str(), 0, nullptr));
+        if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
+            if (PQstatus(c) == CONNECTION_OK)  // else the statement's own failure says it
+                log(log_level::warning, "postgresql: cannot prepare a statement (sent unprepared): " +
+                                        one_line(r ? PQresultErrorMessage(r.get()) : PQerrorMessage(c)));
+            return false;
+        }
+        c.prepared |= bit(s);
+        return true;
+    }
+
+    // A server that no longer knows our prepared statements (26000: a DISCARD ALL by a
+    // pooler) has them prepared again on their next use.
+    static bool forget_if_unprepared(connection& c, const PGresult* r) noexcept {
+        const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+        if (!state || std::string_view(state) != "26000") return false;
+        c.prepared = 0;
+        return true;
+    }
+
+    // A result that is not a success is logged and becomes errc::temporary_failure.
+    result<pg_result> checked(PGconn* c, pg_result r) const {
         const auto status = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
         if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
             log(log_level::error, "postgresql: " + one_line(r ? PQresultErrorMessage(r.get()) : PQerrorMessage(c)));
@@ -215,7 +325,7 @@ public:
     // A pooled connection, returned on destruction (dropped if broken or inside a transaction).
     class lease {
     public:
-        lease(std::shared_ptr<database> db, pg_conn c) : db_(std::move(db)), c_(std::move(c)) {}
+        lease(std::shared_ptr<database> db, connection c) : db_(std::move(db)), c_(std::move(c)) {}
         lease(lease&& other) noexcept : db_(std::move(other.db_)), c_(std::move(other.c_)) {}
         // Gives the connection held back to the pool first (a defaulted one would close it
         // without the pool knowing: one slot lost each time).
@@ -231,10 +341,11 @@ public:
             if (db_) db_->give_back(std::move(c_));
         }
         PGconn* get() const noexcept { return c_.get(); }
+        connection& conn() noexcept { return c_; }
 
     private:
         std::shared_ptr<database> db_;
-        pg_conn c_;
+        connection c_;
     };
 
     result<lease> take() {
@@ -245,7 +356,7 @@ public:
             return unexpected(errc::temporary_failure);
         }
         while (!idle_.empty()) {
-            pg_conn c = std::move(idle_.back());
+            connection c = std::move(idle_.back());
             idle_.pop_back();
             // One the server closed while it was idle (a restart, a pooler) has its EOF waiting.
             pollfd p{PQsocket(c.get()), POLLIN, 0};
@@ -264,31 +375,32 @@ public:
             pool_cv_.notify_one();
             return unexpected(c.error());
         }
-        return lease(shared_from_this(), std::move(*c));
+        return lease(shared_from_this(), connection{std::move(*c)});
     }
 
-    // Runs `f(PGconn*)` on a pooled connection and, if it failed because that connection was
+    // Runs `f(connection&)` on a pooled connection and, if it failed because that connection was
     // lost (the server restarted, a pooler cut an idle connection), once more on a new one.
     // Only for calls that may run twice: reads, and QUIT's commit (a deletion repeated finds
     // nothing to delete).
     template <class F>
-    auto with_retry(F&& f) -> decltype(f(static_cast<PGconn*>(nullptr))) {
+    auto with_retry(F&& f) -> decltype(f(std::declval<connection&>())) {
         for (int attempt = 0;; ++attempt) {
             auto l = take();
             if (!l) return unexpected(l.error());
-            auto r = f(l->get());
+            auto r = f(l->conn());
             if (r || attempt == 1 || PQstatus(l->get()) != CONNECTION_BAD) return r;
         }
     }
 
-    void give_back(pg_conn c) noexcept {
+    void give_back(connection c) noexcept {
         std::lock_guard lock(pool_mutex_);
-        if (c && PQstatus(c.get()) == CONNECTION_OK && PQtransactionStatus(c.get()) == PQTRANS_IDLE) {
+        if (c.get() && PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE &&
+            PQpipelineStatus(c) == PQ_PIPELINE_OFF) {
             idle_.push_back(std::move(c));
         } else {
             --open_;
             // A lost connection: its idle siblings most likely went with it (a restart).
-            if (c && PQstatus(c.get()) == CONNECTION_BAD) {
+            if (c.get() && PQstatus(c) == CONNECTION_BAD) {
                 open_ -= idle_.size();
                 idle_.clear();
             }
@@ -588,10 +700,11 @@ private:
     std::shared_ptr<event_hub> hub_;
     mutable std::atomic<bool> unreachable_{false};  // a connection attempt failed, none succeeded since
     const std::string front_end_;  // tells this store's own markers from other front-ends'
+    std::vector<std::string> texts_;  // each of `statements` with its schema
 
     std::mutex pool_mutex_;
     std::condition_variable pool_cv_;
-    std::vector<pg_conn> idle_;  // under pool_mutex_
+    std::vector<connection> idle_;  // under pool_mutex_
     std::size_t open_ = 0;       // connections taken or idle, under pool_mutex_
 
     std::mutex ids_mutex_;
@@ -622,9 +735,7 @@ public:
         if (offset_ >= octets_ || buf.empty()) return std::size_t{0};
         if (pos_ >= chunk_.size()) {
             const std::string n = std::to_string(next_);
-            auto r = db_->with_retry([&](PGconn* c) {
-                return db_->exec(c, db_->sql("SELECT data FROM @.chunks WHERE body_id = $1 AND n = $2"), {{body_}, {n}}, true);
-            });
+            auto r = db_->with_retry([&](connection& c) { return db_->run(c, statement::read_chunk, {{body_}, {n}}, true); });
             if (!r) return unexpected(r.error());
             if (PQntuples(r->get()) != 1) return unexpected(errc::not_found);  // deleted meanwhile
             chunk_.assign(PQgetvalue(r->get(), 0, 0), static_cast<std::size_t>(PQgetlength(r->get(), 0, 0)));
@@ -678,7 +789,16 @@ private:
         std::error_code result;
         bool done = false;
     };
-    void run(std::vector<job*>& batch);
+    using box_map = std::map<std::string, std::string, std::less<>>;  // mailbox name -> id
+    // A committed transaction whose events are still to be heard back (or told).
+    struct committed {
+        std::uint64_t marker;
+        std::vector<job*> jobs;
+    };
+    void run(std::vector<job*>& batch, std::vector<committed>& to_tell);
+    void tell(const std::vector<committed>& to_tell);
+    std::error_code send_batch(connection& c, const std::vector<job*>& batch, const box_map& box_ids,
+                               std::uint64_t marker, std::string& xid);
 
     std::shared_ptr<database> db_;
     std::mutex mutex_;
@@ -805,17 +925,23 @@ result<void> committer::commit(pg_delivery& d) {
             waiting_.pop_front();
         }
         lock.unlock();
-        run(batch);
+        std::vector<committed> to_tell;
+        run(batch, to_tell);
+        lock.lock();
+        // The next batch may begin while this one's events come back through the listener.
+        --running_;
+        cv_.notify_all();
+        lock.unlock();
+        tell(to_tell);
         lock.lock();
         for (job* j : batch) j->done = true;
-        --running_;
         cv_.notify_all();
     }
     if (me.result) return unexpected(me.result);
     return {};
 }
 
-void committer::run(std::vector<job*>& batch) {
+void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
     auto fail_all = [&](std::error_code e) {
         for (job* j : batch) j->result = e;
     };
@@ -825,7 +951,7 @@ void committer::run(std::vector<job*>& batch) {
     // order: two batches making the same new mailboxes inside their transactions would wait
     // for each other's uncommitted rows and deadlock. A mailbox made for a delivery that then
     // fails stays, empty, as a Maildir directory would.
-    std::map<std::string, std::string, std::less<>> box_ids;
+    box_map box_ids;
     for (job* j : batch)
         for (const auto& t : j->d->targets()) box_ids.emplace(t, std::string());
     for (auto& [name, id] : box_ids) {
@@ -839,89 +965,34 @@ void committer::run(std::vector<job*>& batch) {
         if (!made) return fail_all(made.error());
         id = std::to_string(*made);
     }
-    // BEGIN and the transaction's id: if COMMIT's answer is lost, pg_xact_status tells what
-    // became of it.
+    const std::uint64_t marker = db_->should_wait_for_events() ? db_->next_marker() : 0;
     std::string xid;
-    auto begin = [&]() -> result<void> {
-        if (auto r = db_->exec(l->get(), "BEGIN"); !r) return unexpected(r.error());
-        auto x = db_->exec(l->get(), "SELECT pg_current_xact_id()::text");
-        if (!x) return unexpected(x.error());
-        xid = PQgetvalue(x->get(), 0, 0);
-        return {};
-    };
-    if (auto r = begin(); !r) {
-        // A connection lost while idle (a restarted server): nothing was sent yet, try a new one.
-        if (PQstatus(l->get()) != CONNECTION_BAD) return fail_all(r.error());
+    std::error_code e = send_batch(l->conn(), batch, box_ids, marker, xid);
+    if (e && PQstatus(l->get()) == CONNECTION_BAD) {
+        // A connection lost (most likely while idle: a restarted server) before any COMMIT
+        // was sent: nothing is stored; the batch again on a new one.
         l = db_->take();
         if (!l) return fail_all(l.error());
-        if (auto again = begin(); !again) return fail_all(again.error());
+        e = send_batch(l->conn(), batch, box_ids, marker, xid);
     }
     PGconn* c = l->get();
-    const bool wait = db_->should_wait_for_events();
-    // One statement per delivery: its body, first piece, a message row per mailbox in the
-    // order given and a NOTIFY each (a statement with data-modifying CTEs happens whole or not
-    // at all); each further 256 KiB piece is one more. No SAVEPOINT per delivery (two more
-    // round trips each): if one fails, the batch is rolled back and each delivery tried alone.
-    static constexpr const char* insert_text =
-        "WITH b AS (INSERT INTO @.bodies (token, stored_octets, wire_octets) VALUES ($1, $2, $3) RETURNING id), "
-        "c AS (INSERT INTO @.chunks (body_id, n, data) SELECT id, 0, $4::bytea FROM b WHERE octet_length($4::bytea) > 0), "
-        "m AS (INSERT INTO @.messages (mailbox_id, body_id, uidl, seen) SELECT u.x, b.id, NULLIF($8, ''), $9::boolean FROM b, "
-        "unnest($5::bigint[]) WITH ORDINALITY AS u(x, o) ORDER BY u.o RETURNING id, mailbox_id) "
-        "SELECT b.id, m.id, m.mailbox_id, pg_notify($6, 'D ' || $7 || ' ' || m.id || ' ' || $3::text || ' ' || encode(x.name, 'hex')) "
-        "FROM b, m JOIN @.mailboxes x ON x.id = m.mailbox_id ORDER BY m.id";
-    const std::string insert = db_->sql(insert_text);
-    const std::string channel = db_->channel();
-    std::string chunk;
-    for (job* j : batch) {
-        pg_delivery& d = *j->d;
-        auto attempt = [&]() -> std::error_code {
-            const std::string token = d.name(), octets = std::to_string(d.stored_octets()),
-                              wire = std::to_string(d.wire_octets());
-            std::string boxes = "{";
-            for (const auto& t : d.targets()) boxes += (boxes.size() > 1 ? "," : "") + box_ids.find(t)->second;
-            boxes += "}";
-            if (auto r = d.chunk(0, chunk); !r) return r.error();
-            auto m = db_->exec(c, insert, {{token}, {octets}, {wire}, {chunk, true}, {boxes}, {channel}, {db_->front_end()},
-                                           {d.uidl()}, {d.seen() ? "t" : "f"}});
-            if (!m) return m.error();
-            if (PQntuples(m->get()) != static_cast<int>(d.targets().size())) return make_error_code(errc::io_error);
-            const std::string body = PQgetvalue(m->get(), 0, 0);
-            std::map<std::string, std::string, std::less<>> by_box;  // mailbox id -> message id
-            for (int i = 0; i < PQntuples(m->get()); ++i) by_box.emplace(PQgetvalue(m->get(), i, 2), PQgetvalue(m->get(), i, 1));
-            d.ids.clear();
-            for (const auto& t : d.targets()) d.ids.push_back(by_box[box_ids.find(t)->second]);
-            const std::uint64_t chunks = (d.stored_octets() + chunk_octets - 1) / chunk_octets;
-            for (std::uint64_t n = 1; n < chunks; ++n) {
-                if (auto r = d.chunk(n, chunk); !r) return r.error();
-                const std::string nn = std::to_string(n);
-                if (auto r = db_->exec(c, db_->sql("INSERT INTO @.chunks (body_id, n, data) VALUES ($1, $2, $3)"),
-                                       {{body}, {nn}, {chunk, true}});
-                    !r)
-                    return r.error();
-            }
-            return {};
-        };
-        if (auto e = attempt()) {
-            (void)db_->exec(c, "ROLLBACK");
-            if (batch.size() == 1) {
-                j->result = e;
-                j->d->ids.clear();
-                db_->forget_mailboxes();  // an id removed behind our back is looked up afresh next time
-                return;
-            }
-            // Which one failed, and whether it was the connection, is for the retries to tell.
-            { auto give_back = std::move(*l); }  // the retries take connections of their own
-            for (job* one : batch) {
-                std::vector<job*> alone{one};
-                run(alone);
-            }
+    if (e) {
+        (void)db_->exec(c, "ROLLBACK");
+        if (batch.size() == 1) {
+            batch[0]->result = e;
+            batch[0]->d->ids.clear();
+            db_->forget_mailboxes();  // an id removed behind our back is looked up afresh next time
             return;
         }
-    }
-    const std::uint64_t marker = wait ? db_->next_marker() : 0;
-    if (wait && !db_->notify(c, "E " + db_->front_end() + " " + std::to_string(marker))) {
-        (void)db_->exec(c, "ROLLBACK");
-        return fail_all(make_error_code(errc::temporary_failure));
+        // Which one failed, and whether it was the connection, is for the retries to tell. No
+        // SAVEPOINT per delivery (more statements each): the batch is rolled back and each
+        // delivery tried alone.
+        { auto give_back = std::move(*l); }  // the retries take connections of their own
+        for (job* one : batch) {
+            std::vector<job*> alone{one};
+            run(alone, to_tell);
+        }
+        return;
     }
     auto committed = db_->exec(c, "COMMIT");
     if (!committed) {
@@ -934,14 +1005,135 @@ void committer::run(std::vector<job*>& batch) {
             return;
         }
     }
-    // Told through NOTIFY by the listener, in commit order; if that did not happen in time (the
-    // event connection down), told here, so this front-end's subscribers miss nothing of its own.
-    if (!db_->wait_for_marker(wait ? marker : 0)) {
-        for (job* j : batch)
+    to_tell.push_back({marker, batch});
+}
+
+// Each transaction's events are told through NOTIFY by the listener, in commit order; if that
+// did not happen in time (the event connection down), they are told here, so this front-end's
+// subscribers miss nothing of its own. Before the deliveries are answered.
+void committer::tell(const std::vector<committed>& to_tell) {
+    for (const auto& t : to_tell) {
+        if (db_->wait_for_marker(t.marker)) continue;
+        for (job* j : t.jobs)
             if (!j->result)
                 for (std::size_t i = 0; i < j->d->ids.size(); ++i)
                     db_->publish({store_event::kind::delivered, j->d->targets()[i], j->d->ids[i], j->d->wire_octets(), 0});
     }
+}
+
+
+// The batch's transaction but its COMMIT, in one flight (libpq's pipeline mode): BEGIN, the
+// transaction's id (read before COMMIT is sent: if COMMIT's answer is lost, pg_xact_status
+// tells what became of it), each delivery's statement and further pieces, the marker's NOTIFY;
+// then every answer, in order. The first failure, if any: the caller then rolls back.
+// NOTE: no deadlock with the server's answers while this writes: libpq reads them into its
+// buffer whenever a write would block.
+std::error_code committer::send_batch(connection& c, const std::vector<job*>& batch, const box_map& box_ids,
+                                      std::uint64_t marker, std::string& xid) {
+    const auto temporary = make_error_code(errc::temporary_failure);
+    // Prepared outside the transaction (a failed PREPARE would abort it); sent unprepared if not.
+    (void)db_->prepare(c, statement::deliver);
+    (void)db_->prepare(c, statement::more_chunk);
+    if (PQstatus(c) != CONNECTION_OK || PQenterPipelineMode(c) != 1) return temporary;
+    enum class what { begin, xid, deliver, more, marker };
+    struct sent_statement {
+        what w;
+        pg_delivery* d;
+    };
+    std::vector<sent_statement> sent;
+    std::error_code first;  // the first failure
+    auto note = [&](std::error_code e) {
+        if (!first) first = e;
+    };
+    auto queue = [&](bool ok, what w, pg_delivery* d = nullptr) {
+        if (ok) sent.push_back({w, d});
+        else note(temporary);
+        return ok;
+    };
+    bool ok = queue(db_->send(c, "BEGIN", {}), what::begin) &&
+              queue(db_->send(c, "SELECT pg_current_xact_id()::text", {}), what::xid);
+    const std::string channel = db_->channel();
+    std::string chunk;
+    for (std::size_t i = 0; ok && i < batch.size(); ++i) {
+        pg_delivery& d = *batch[i]->d;
+        d.ids.clear();
+        const std::string token = d.name(), octets = std::to_string(d.stored_octets()), wire = std::to_string(d.wire_octets());
+        std::string boxes = "{";
+        for (const auto& t : d.targets()) boxes += (boxes.size() > 1 ? "," : "") + box_ids.find(t)->second;
+        boxes += "}";
+        if (auto r = d.chunk(0, chunk); !r) {
+            note(r.error());
+            break;
+        }
+        ok = queue(db_->send(c, statement::deliver,
+                             {{token}, {octets}, {wire}, {chunk, true}, {boxes}, {channel}, {db_->front_end()},
+                              {d.uidl()}, {d.seen() ? "t" : "f"}}),
+                   what::deliver, &d);
+        const std::uint64_t chunks = (d.stored_octets() + chunk_octets - 1) / chunk_octets;
+        for (std::uint64_t n = 1; ok && n < chunks; ++n) {
+            if (auto r = d.chunk(n, chunk); !r) {
+                note(r.error());
+                ok = false;
+                break;
+            }
+            ok = queue(db_->send(c, statement::more_chunk, {{token}, {std::to_string(n)}, {chunk, true}}), what::more, &d);
+        }
+    }
+    if (ok && !first && marker)
+        queue(db_->send(c, "SELECT pg_notify($1, $2)", {{channel}, {"E " + db_->front_end() + " " + std::to_string(marker)}}),
+              what::marker);
+    if (PQpipelineSync(c) != 1) note(temporary);
+    bool lost = false;
+    for (const auto& st : sent) {
+        pg_result r(PQgetResult(c));
+        if (!r || PQstatus(c) == CONNECTION_BAD) {  // the connection is gone: no more answers
+            if (r) (void)db_->checked(c, std::move(r));  // logs it
+            note(temporary);
+            lost = true;
+            break;
+        }
+        // Each statement's answer ends with a NULL (a statement after a failure is answered
+        // PGRES_PIPELINE_ABORTED, and a NULL).
+        if (PGresult* extra = PQgetResult(c)) {
+            PQclear(extra);
+            note(temporary);
+            lost = true;
+            break;
+        }
+        if (PQresultStatus(r.get()) == PGRES_PIPELINE_ABORTED) {
+            note(temporary);
+            continue;
+        }
+        database::forget_if_unprepared(c, r.get());
+        auto answer = db_->checked(c, std::move(r));
+        if (!answer) {
+            note(answer.error());
+            continue;
+        }
+        PGresult* a = answer->get();
+        if (st.w == what::xid) {
+            xid = PQgetvalue(a, 0, 0);
+        } else if (st.w == what::deliver) {
+            pg_delivery& d = *st.d;
+            if (PQntuples(a) != static_cast<int>(d.targets().size())) {
+                note(make_error_code(errc::io_error));
+                continue;
+            }
+            std::map<std::string, std::string, std::less<>> by_box;  // mailbox id -> message id
+            for (int i = 0; i < PQntuples(a); ++i) by_box.emplace(PQgetvalue(a, i, 2), PQgetvalue(a, i, 1));
+            for (const auto& t : d.targets()) d.ids.push_back(by_box[box_ids.find(t)->second]);
+        } else if (st.w == what::more && std::string_view(PQcmdTuples(a)) != "1") {
+            note(make_error_code(errc::io_error));
+        }
+    }
+    if (!lost) {
+        pg_result sync(PQgetResult(c));
+        if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) note(temporary);
+    }
+    // Left in pipeline mode (answers unread), the connection is dropped when given back.
+    if (PQexitPipelineMode(c) != 1) note(temporary);
+    if (!first && xid.empty()) note(temporary);
+    return first;
 }
 
 // ---- the store --------------------------------------------------------------------------
@@ -1016,16 +1208,8 @@ public:
         if (mailbox.empty()) return unexpected(errc::bad_input);
         if (!numeric(id)) return unexpected(errc::not_found);
         const std::string mid(id);
-        // One round trip: the row and the first piece (results in binary form: the ids as
-        // text, whose binary form is their text).
-        auto r = db_->with_retry([&](PGconn* c) {
-            return db_->exec(c,
-                             db_->sql("SELECT b.id::text, b.stored_octets::text, k.data, "
-                                      "(extract(epoch FROM b.received) * 1000000)::bigint::text FROM @.messages m "
-                                      "JOIN @.mailboxes x ON x.id = m.mailbox_id JOIN @.bodies b ON b.id = m.body_id "
-                                      "LEFT JOIN @.chunks k ON k.body_id = b.id AND k.n = 0 WHERE x.name = $1 AND m.id = $2"),
-                             {{mailbox, true}, {mid}}, true);
-        });
+        // One round trip: the row and the first piece.
+        auto r = db_->with_retry([&](connection& c) { return db_->run(c, statement::open, {{mailbox, true}, {mid}}, true); });
         if (!r) return unexpected(r.error());
         if (PQntuples(r->get()) != 1) return unexpected(errc::not_found);
         PGresult* row = r->get();
