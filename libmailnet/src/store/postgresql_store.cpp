@@ -43,6 +43,9 @@ constexpr std::size_t max_batch = 64;                 // deliveries sharing one 
 // cost (its COMMIT and flush) outweighs its deliveries'; with two under way batches were
 // smaller and each delivery cost the database about 1.5x the CPU (docs/benchmarks.md, bench:store).
 constexpr std::size_t max_running = 1;
+// ...unless the one under way carries this much: a batch with a large body (minutes over a
+// slow link) must not hold up the small deliveries behind it, so a second may run beside it.
+constexpr std::uint64_t large_batch_octets = 1024 * 1024;
 constexpr std::size_t max_schema_octets = 40;
 constexpr auto event_wait = std::chrono::seconds(2);  // a commit waits this long for its own events
 constexpr auto reconnect_pause = std::chrono::seconds(1);
@@ -123,6 +126,8 @@ constexpr std::uint32_t bit(statement s) { return 1u << static_cast<unsigned>(s)
 struct connection {
     pg_conn handle;
     std::uint32_t prepared = 0;  // bit(statement) for each
+    std::uint32_t refused = 0;   // bit(statement) for each the server would not prepare
+    std::uint32_t forgotten = 0; // times the server answered 26000 (it forgot them all)
     PGconn* get() const noexcept { return handle.get(); }
     operator PGconn*() const noexcept { return handle.get(); }  // for the unprepared calls
 };
@@ -192,7 +197,12 @@ class database : public std::enable_shared_from_this<database> {
 public:
     database(postgresql_options o, std::shared_ptr<event_hub> hub)
         : o_(std::move(o)), hub_(std::move(hub)), front_end_(random_token()) {
-        for (const auto& st : statements) texts_.push_back(sql(st.sql));
+        for (const auto& st : statements) {
+            texts_.push_back(sql(st.sql));
+            // The schema in the name too: a session that prepared another schema's statement
+            // (a pooler sharing server sessions) answers "unknown" (26000), never runs it.
+            names_.push_back(std::string(st.name) + "_" + o_.schema);
+        }
     }
     ~database() { stop_listener(); }
 
@@ -264,7 +274,7 @@ public:
         const wire_params w(params);
         for (int attempt = 0;; ++attempt) {
             if (!prepare(c, s)) return exec(c, texts_[static_cast<unsigned>(s)], params, binary_result);
-            pg_result r(PQexecPrepared(c, statements[static_cast<unsigned>(s)].name, w.count(), w.values.data(),
+            pg_result r(PQexecPrepared(c, names_[static_cast<unsigned>(s)].c_str(), w.count(), w.values.data(),
                                        w.lengths.data(), w.formats.data(), binary_result ? 1 : 0));
             // Outside a transaction, one the server forgot is prepared again and run once more.
             if (forget_if_unprepared(c, r.get()) && attempt == 0 && PQtransactionStatus(c) == PQTRANS_IDLE) continue;
@@ -277,7 +287,7 @@ public:
     bool send(connection& c, statement s, std::initializer_list<param> params) const {
         if (!(c.prepared & bit(s))) return send(c, texts_[static_cast<unsigned>(s)], params);
         const wire_params w(params);
-        return PQsendQueryPrepared(c, statements[static_cast<unsigned>(s)].name, w.count(), w.values.data(),
+        return PQsendQueryPrepared(c, names_[static_cast<unsigned>(s)].c_str(), w.count(), w.values.data(),
                                    w.lengths.data(), w.formats.data(), 0) == 1;
     }
     bool send(PGconn* c, const std::string& text, std::initializer_list<param> params) const {
@@ -291,12 +301,21 @@ public:
     // Only outside a transaction: a failed PREPARE would abort it.
     bool prepare(connection& c, statement s) const {
         if (c.prepared & bit(s)) return true;
-        if (PQtransactionStatus(c) != PQTRANS_IDLE) return false;
-        pg_result r(PQprepare(c, statements[static_cast<unsigned>(s)].name, texts_[static_cast<unsigned>(s)].c_str(), 0, nullptr));
+        if ((c.refused & bit(s)) || PQtransactionStatus(c) != PQTRANS_IDLE) return false;
+        pg_result r(PQprepare(c, names_[static_cast<unsigned>(s)].c_str(), texts_[static_cast<unsigned>(s)].c_str(), 0, nullptr));
         if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
-            if (PQstatus(c) == CONNECTION_OK)  // else the statement's own failure says it
-                log(log_level::warning, "postgresql: cannot prepare a statement (sent unprepared): " +
+            const char* state = r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr;
+            if (state && std::string_view(state) == "42P05") {
+                // Still prepared on the server (a 26000 for another statement cleared every
+                // bit): ours, by its name (statement and schema).
+                c.prepared |= bit(s);
+                return true;
+            }
+            if (PQstatus(c) == CONNECTION_OK) {  // else the statement's own failure says it
+                log(log_level::warning, "postgresql: cannot prepare a statement (sent unprepared on this connection): " +
                                         one_line(r ? PQresultErrorMessage(r.get()) : PQerrorMessage(c)));
+                c.refused |= bit(s);  // not asked again on this connection: no round trip and warning each time
+            }
             return false;
         }
         c.prepared |= bit(s);
@@ -309,6 +328,7 @@ public:
         const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
         if (!state || std::string_view(state) != "26000") return false;
         c.prepared = 0;
+        ++c.forgotten;
         return true;
     }
 
@@ -701,6 +721,7 @@ private:
     mutable std::atomic<bool> unreachable_{false};  // a connection attempt failed, none succeeded since
     const std::string front_end_;  // tells this store's own markers from other front-ends'
     std::vector<std::string> texts_;  // each of `statements` with its schema
+    std::vector<std::string> names_;  // their prepared names: the statement's and the schema
 
     std::mutex pool_mutex_;
     std::condition_variable pool_cv_;
@@ -804,7 +825,8 @@ private:
     std::mutex mutex_;
     std::condition_variable cv_;
     std::deque<job*> waiting_;
-    std::size_t running_ = 0;  // batches in their transaction now (at most max_running)
+    std::size_t running_ = 0;        // batches in their transaction now (max_running, see large_)
+    std::size_t running_large_ = 0;  // of them, batches of large_batch_octets or more
 };
 
 class pg_delivery final : public delivery {
@@ -913,26 +935,50 @@ result<void> committer::commit(pg_delivery& d) {
     std::unique_lock lock(mutex_);
     waiting_.push_back(&me);
     while (!me.done) {
-        // Nothing waiting: this job is in a batch under way; wait for it.
-        if (running_ >= max_running || waiting_.empty()) {
+        // Nothing waiting: this job is in a batch under way; wait for it. A second batch may
+        // run only beside a large one (large_batch_octets).
+        const bool room = running_ < max_running || (running_ == running_large_ && running_ < max_running + 1);
+        if (!room || waiting_.empty()) {
             cv_.wait(lock);
             continue;
         }
-        ++running_;
         std::vector<job*> batch;
+        std::uint64_t octets = 0;
         while (!waiting_.empty() && batch.size() < max_batch) {
+            octets += waiting_.front()->d->stored_octets();
             batch.push_back(waiting_.front());
             waiting_.pop_front();
         }
+        const bool large = octets >= large_batch_octets;
+        ++running_;
+        running_large_ += large ? 1 : 0;
         lock.unlock();
         std::vector<committed> to_tell;
-        run(batch, to_tell);
+        auto give_up = [&] {
+            // NOTE: an exception (bad_alloc) may come before or after COMMIT: a temporary
+            // failure for each job not yet answered loses nothing (a stored one comes again
+            // and is stored twice at worst), and the slot is freed, or every later delivery
+            // of this front-end would wait for ever.
+            for (job* j : batch)
+                if (!j->result) j->result = make_error_code(errc::temporary_failure);
+            to_tell.clear();
+        };
+        try {
+            run(batch, to_tell);
+        } catch (...) {
+            give_up();
+        }
         lock.lock();
         // The next batch may begin while this one's events come back through the listener.
         --running_;
+        running_large_ -= large ? 1 : 0;
         cv_.notify_all();
         lock.unlock();
-        tell(to_tell);
+        try {
+            tell(to_tell);
+        } catch (...) {
+            // Told by the listener then, or found by a resync: the deliveries stand.
+        }
         lock.lock();
         for (job* j : batch) j->done = true;
         cv_.notify_all();
@@ -957,7 +1003,9 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
     for (auto& [name, id] : box_ids) {
         auto made = db_->mailbox_id(l->get(), name, true);
         if (!made && PQstatus(l->get()) == CONNECTION_BAD) {
-            // A connection lost while idle (a restarted server): nothing was done, take a new one.
+            // A connection lost while idle (a restarted server): nothing was done, take a new one
+            // (the dead one given back first, so it does not hold a place in a full pool).
+            { auto dead = std::move(*l); }
             l = db_->take();
             if (!l) return fail_all(l.error());
             made = db_->mailbox_id(l->get(), name, true);
@@ -967,17 +1015,32 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
     }
     const std::uint64_t marker = db_->should_wait_for_events() ? db_->next_marker() : 0;
     std::string xid;
+    const std::uint32_t forgets = l->conn().forgotten;
     std::error_code e = send_batch(l->conn(), batch, box_ids, marker, xid);
+    if (e && PQstatus(l->get()) == CONNECTION_OK && l->conn().forgotten != forgets) {
+        // The server forgot our prepared statements (26000: a pooler's DISCARD ALL): nothing
+        // is stored; rolled back, they are prepared again and the batch sent once more.
+        if (PQpipelineStatus(l->get()) == PQ_PIPELINE_OFF && db_->exec(l->get(), "ROLLBACK")) {
+            xid.clear();
+            e = send_batch(l->conn(), batch, box_ids, marker, xid);
+        }
+    }
     if (e && PQstatus(l->get()) == CONNECTION_BAD) {
         // A connection lost (most likely while idle: a restarted server) before any COMMIT
         // was sent: nothing is stored; the batch again on a new one.
+        { auto dead = std::move(*l); }
+        xid.clear();
         l = db_->take();
         if (!l) return fail_all(l.error());
         e = send_batch(l->conn(), batch, box_ids, marker, xid);
     }
-    PGconn* c = l->get();
     if (e) {
-        (void)db_->exec(c, "ROLLBACK");
+        // Rolled back; a connection left in pipeline mode (a broken flight) is dropped instead,
+        // which rolls back on the server.
+        if (PQpipelineStatus(l->get()) == PQ_PIPELINE_OFF)
+            (void)db_->exec(l->get(), "ROLLBACK");
+        else
+            { auto dead = std::move(*l); }
         if (batch.size() == 1) {
             batch[0]->result = e;
             batch[0]->d->ids.clear();
@@ -994,7 +1057,7 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
         }
         return;
     }
-    auto committed = db_->exec(c, "COMMIT");
+    auto committed = db_->exec(l->get(), "COMMIT");
     if (!committed) {
         // The answer was lost, not necessarily the transaction (it may even still be under
         // way): ask the server what became of it, so that a 451 is only given for what is not
