@@ -316,6 +316,43 @@ TEST_F(postgresql_store, a_failing_delivery_in_a_batch_leaves_the_others_stored_
     }
 }
 
+TEST_F(postgresql_store, large_and_small_deliveries_at_once_are_all_stored_whole) {
+    // Six senders of 12 MiB each (one pipelined flight may carry them all, or a second batch
+    // runs beside a large one) and six of small messages: every one stored once, byte for byte.
+    auto s = open();
+    ASSERT_TRUE(s);
+    auto large = [](int t) {
+        std::string text = "Subject: large " + std::to_string(t) + "\n\n";
+        const std::string line = "line of sender " + std::to_string(t) + " 0123456789abcdefghijklmnopqrstuvwxyz\n";
+        while (text.size() < 12 * 1024 * 1024) text += line;
+        return text;
+    };
+    std::atomic<int> failed{0};
+    std::vector<std::thread> senders;
+    for (int t = 0; t < 12; ++t)
+        senders.emplace_back([&, t] {
+            const std::vector<std::string> box{"mixed" + std::to_string(t) + "@example.org"};
+            if (t < 6) {
+                if (!s->deliver(box, large(t))) ++failed;
+            } else {
+                for (int i = 0; i < 5; ++i)
+                    if (!s->deliver(box, "Subject: small " + std::to_string(i) + "\n\nx\n")) ++failed;
+            }
+        });
+    for (auto& t : senders) t.join();
+    EXPECT_EQ(failed.load(), 0);
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".bodies"), std::to_string(6 + 6 * 5));
+    for (int t = 0; t < 12; ++t) {
+        const std::string box = "mixed" + std::to_string(t) + "@example.org";
+        auto snap = s->snapshot(box);
+        ASSERT_TRUE(snap);
+        ASSERT_EQ(snap->size(), t < 6 ? 1u : 5u) << box;
+        if (t < 6) {
+            EXPECT_TRUE(read_all(*s, box, (*snap)[0].id) == large(t)) << box;
+        }
+    }
+}
+
 TEST_F(postgresql_store, reads_and_deliveries_work_on_connections_that_replaced_cut_ones) {
     // The statements prepared on a connection go with it: its replacement prepares its own.
     auto s = open();
