@@ -111,7 +111,8 @@ private:
     bool inline_io();
     std::chrono::seconds progress_timeout_{0};
     clock::time_point cap_ = clock::time_point::max();
-    int inline_ops_ = 0;  // plain reads and writes done at once since the last wait (net.cpp)
+    int inline_ops_ = 0;        // plain reads and writes done at once since the last wait (net.cpp)
+    bool read_filled_ = false;  // the last read filled its buffer: more input is likely waiting
 };
 
 /// The client side's first step: resolves `host` (a name or an IP literal) and connects to its
