@@ -30,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -127,6 +128,42 @@ TEST(server, listening_line_has_the_real_port) {
     EXPECT_NE(f.port(), 0);
     EXPECT_EQ(mailnet::net::listening_line(f.srv->listeners().at(0)),
               "listening echo 127.0.0.1:" + std::to_string(f.port()));
+}
+
+TEST(server, an_accepted_connection_knows_its_peer_and_has_nagle_off) {
+    // The peer's address comes from accept(2), and TCP_NODELAY from the listener (Linux passes
+    // it on to accepted sockets): neither costs a system call per connection.
+    asio::io_context io;
+    std::promise<std::pair<std::string, bool>> seen;
+    auto srv = server::create(
+        io, {},
+        [&](mailnet::net::connection& c) -> asio::awaitable<void> {
+            asio::ip::tcp::no_delay nd;
+            std::error_code ec;
+            c.io().socket().get_option(nd, ec);
+            std::ostringstream peer;
+            peer << c.peer() << " " << c.io().remote_endpoint();
+            seen.set_value({peer.str(), !ec && nd.value()});
+            co_return;
+        },
+        "busy\r\n");
+    ASSERT_TRUE(srv->listen({"t", "127.0.0.1", 0, false}));
+    ASSERT_TRUE(srv->up());
+    std::thread t([&] { io.run(); });
+    asio::io_context cio;
+    asio::ip::tcp::socket c(cio);
+    c.connect(srv->listeners().at(0).endpoint);
+    std::ostringstream local;
+    local << c.local_endpoint();
+    const std::string me = local.str();
+    auto f = seen.get_future();
+    ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+    const auto [peer, nodelay] = f.get();
+    EXPECT_EQ(peer, me + " " + me);
+    EXPECT_TRUE(nodelay);
+    srv->destroy(server::destroy_mode::kill);
+    io.stop();
+    t.join();
 }
 
 TEST(server, serves_and_registers_connections) {

@@ -11,10 +11,12 @@
 #include <asio/use_awaitable.hpp>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 #include <future>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "mailnet/net/stream.hpp"
 #include "mailnet/net/tls.hpp"
@@ -176,6 +178,37 @@ TEST(smtp_server, a_client_that_leaves_mid_data_delivers_nothing_and_leaves_no_f
     ASSERT_TRUE(wait_for([&] { return f.srv->connections().empty(); }));
     ASSERT_TRUE(wait_for([&] { return files_in(dir.path / "bob@example.net" / "tmp").empty(); }));
     EXPECT_TRUE(files_in(dir.path / "bob@example.net" / "new").empty());
+}
+
+TEST(smtp_server, a_client_sending_without_a_pause_does_not_hold_up_another_clients_greeting) {
+    // No store and no handler (the null deliver): no message octet goes to the blocking pool, so
+    // only the connection's own reads give the other connections their turn. Plain reads that
+    // find input waiting complete at once, without the reactor; after a few in a row one goes
+    // through it all the same, or a peer whose input never runs dry would hold the I/O thread.
+    fixture f(config(nullptr));
+    auto flood = greeted(f.port());
+    flood->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    flood->read_until("354 ");
+    std::atomic<bool> stop{false};
+    std::thread writer([&] {
+        // Short lines: each costs the server more than the client, so the input never runs dry.
+        std::string lines;
+        for (int i = 0; i < 64 * 1024; ++i) lines += "x\r\n";
+        while (!stop) flood->send(lines);  // past the size limit too: the core reads to the final dot
+    });
+    std::this_thread::sleep_for(200ms);  // the flood is under way
+    const auto t0 = std::chrono::steady_clock::now();
+    test_client other(f.port());
+    const std::string got = other.read_until("\r\n", 5000ms);
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    stop = true;
+    writer.join();
+    flood->clear();
+    flood->send("\r\n.\r\n");
+    const std::string reply = flood->read_until("\r\n");  // 250, or 552 if it passed the size limit
+    EXPECT_TRUE(reply.starts_with("250 ") || reply.starts_with("552 ")) << "the flood is still served: " << reply;
+    EXPECT_EQ(got.rfind("220 mx.test ESMTP", 0), 0u) << got;
+    EXPECT_LT(waited, 500ms) << "the greeting waited for the flood";
 }
 
 TEST(smtp_server, a_shutdown_lets_a_message_being_sent_finish_and_closes_idle_sessions_at_once) {

@@ -33,6 +33,16 @@ namespace {
 
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 
+// Plain TCP writes, and reads while input keeps coming (the last read filled its buffer), are
+// first tried at once (non-blocking): one that completes needs no reactor round (a posted
+// completion, an epoll_wait, a coroutine suspension and resumption). Other reads go to Asio's
+// call at once: a peer that answers our reply has seldom answered yet, and a read tried here
+// first would only add an EAGAIN to Asio's own attempt (measured: 20 sessions on one
+// connection each, 7.4 recvfrom per message on main, 13.0 when every read was tried here
+// first). After this many in a row the next call takes the reactor's way, which lets the
+// other connections run: a peer whose input never runs dry cannot hold the I/O thread.
+constexpr int max_inline_ops = 16;
+
 // TLS 1.2 suites: forward secrecy and AEAD only (the "intermediate" profile); TLS 1.3 keeps
 // OpenSSL's defaults, which are all AEAD.
 constexpr const char* tls12_ciphers =
@@ -235,8 +245,11 @@ void arm(const std::shared_ptr<stream_watchdog>& w, stream_watchdog::clock::time
 
 // ---- the stream -------------------------------------------------------------------------
 
-stream::stream(asio::ip::tcp::socket socket)
-    : socket_(std::move(socket)), watchdog_(std::make_shared<stream_watchdog>(socket_.get_executor(), socket_)) {
+stream::stream(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& remote)
+    : socket_(std::move(socket)), remote_(remote),
+      watchdog_(std::make_shared<stream_watchdog>(socket_.get_executor(), socket_)) {}
+
+stream::stream(asio::ip::tcp::socket socket) : stream(std::move(socket), asio::ip::tcp::endpoint{}) {
     std::error_code ignored;
     remote_ = socket_.remote_endpoint(ignored);
 }
@@ -281,12 +294,36 @@ void stream::cancel() noexcept {
     socket_.cancel(ignored);  // a TLS operation's read or write on the socket ends, and with it the operation
 }
 
+bool stream::inline_io() {
+    if (tls_ || !socket_.is_open()) return false;
+    if (inline_ops_ >= max_inline_ops) {
+        inline_ops_ = 0;  // this one goes through the reactor: a turn for the others
+        return false;
+    }
+    if (!socket_.non_blocking()) {
+        std::error_code ec;
+        socket_.non_blocking(true, ec);  // one ioctl per socket (Asio's own async ops need it too)
+        if (ec) return false;
+    }
+    return true;
+}
+
 asio::awaitable<std::size_t> stream::read_some(asio::mutable_buffer buf, std::error_code& ec) {
     std::size_t n = 0;
-    if (tls_)
+    if (tls_) {
         std::tie(ec, n) = co_await tls_->async_read_some(buf, use_tuple);
-    else
-        std::tie(ec, n) = co_await socket_.async_read_some(buf, use_tuple);
+    } else {
+        ec = asio::error::would_block;
+        if (read_filled_ && inline_io()) {
+            n = socket_.read_some(buf, ec);  // never waits: the socket is non-blocking
+            if (ec != asio::error::would_block) ++inline_ops_;
+        }
+        if (ec == asio::error::would_block) {
+            inline_ops_ = 0;  // it may wait: the others run meanwhile
+            std::tie(ec, n) = co_await socket_.async_read_some(buf, use_tuple);
+        }
+        read_filled_ = !ec && n == buf.size();
+    }
     if (ec && watchdog_->expired) ec = make_error_code(errc::timed_out);
     co_return n;
 }
@@ -300,10 +337,20 @@ asio::awaitable<std::error_code> stream::write_all(asio::const_buffer buf) {
         const auto chunk = asio::buffer(p, std::min(left, chunk_octets));
         std::error_code ec;
         std::size_t n = 0;
-        if (tls_)
+        if (tls_) {
             std::tie(ec, n) = co_await asio::async_write(*tls_, chunk, use_tuple);
-        else
-            std::tie(ec, n) = co_await asio::async_write(socket_, chunk, use_tuple);
+        } else {
+            ec = asio::error::would_block;
+            if (inline_io()) {
+                n = socket_.write_some(chunk, ec);  // what the socket buffer takes now, never waiting
+                if (ec != asio::error::would_block) ++inline_ops_;
+            }
+            if (ec == asio::error::would_block) {
+                // The rest waits for the peer to read.
+                inline_ops_ = 0;
+                std::tie(ec, n) = co_await asio::async_write(socket_, chunk, use_tuple);
+            }
+        }
         if (ec) co_return watchdog_->expired ? make_error_code(errc::timed_out) : ec;
         p += n;
         left -= n;

@@ -88,14 +88,17 @@ std::string listening_line(const bound_listener& l) {
 
 // ---- connection -------------------------------------------------------------------------
 
-connection::connection(server& owner, std::uint64_t id, const listen_spec& listener, asio::ip::tcp::socket socket)
-    : owner_(owner), id_(id), listener_(listener), stream_(std::move(socket)),
+connection::connection(server& owner, std::uint64_t id, const listen_spec& listener, asio::ip::tcp::socket socket,
+                       const asio::ip::tcp::endpoint& peer)
+    : owner_(owner), id_(id), listener_(listener), peer_(peer), stream_(std::move(socket), peer),
       started_(std::chrono::system_clock::now()) {
-    std::error_code ec;
-    peer_ = stream_.socket().remote_endpoint(ec);
     // Replies are coalesced before each write, so Nagle only delays the tail of a batch
-    // until the client's delayed ACK (up to 40 ms a batch).
+    // until the client's delayed ACK (up to 40 ms a batch). Linux gives an accepted socket
+    // the listener's TCP_NODELAY (bind() sets it there): no setsockopt(2) per connection.
+#ifndef __linux__
+    std::error_code ec;
     stream_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
+#endif
     stream_.set_progress_timeout(owner_.options_.idle_timeout);
 }
 
@@ -214,6 +217,7 @@ result<std::shared_ptr<asio::ip::tcp::acceptor>> server::bind(const listen_spec&
     auto acceptor = std::make_shared<asio::ip::tcp::acceptor>(io_);
     acceptor->open(ep.protocol(), ec);
     if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor->set_option(asio::ip::tcp::no_delay(true), ec);  // inherited by accepted sockets (Linux)
     if (!ec && ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
     if (!ec) acceptor->bind(ep, ec);
     if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
@@ -358,8 +362,9 @@ asio::awaitable<void> server::accept_loop(std::shared_ptr<server> self,
     auto& per_peer_ = self->per_peer_;
     auto& next_id_ = self->next_id_;
     asio::steady_timer backoff(io_);
+    asio::ip::tcp::endpoint peer;  // filled by accept(2) itself: no getpeername(2) per connection
     while (acceptor->is_open()) {
-        auto [ec, socket] = co_await acceptor->async_accept(use_tuple);
+        auto [ec, socket] = co_await acceptor->async_accept(peer, use_tuple);
         if (ec) {
             if (ec == asio::error::operation_aborted || !acceptor->is_open()) break;
             if (!is_per_connection_error(ec)) {
@@ -371,9 +376,6 @@ asio::awaitable<void> server::accept_loop(std::shared_ptr<server> self,
             }
             continue;
         }
-        std::error_code pec;
-        const auto peer = socket.remote_endpoint(pec);
-        if (pec) continue;  // already gone
         std::shared_ptr<connection> c;
         {
             std::lock_guard lock(mutex_);
@@ -386,7 +388,7 @@ asio::awaitable<void> server::accept_loop(std::shared_ptr<server> self,
                 options_.log(log_level::warning, "per-address limit reached; refusing " + endpoint_text(peer));
             } else {
                 const auto id = next_id_++;
-                c = std::make_shared<connection>(*self, id, spec, std::move(socket));
+                c = std::make_shared<connection>(*self, id, spec, std::move(socket), peer);
                 registry_.emplace(id, c);
                 ++per_peer_[peer.address()];
             }

@@ -86,7 +86,9 @@ class server;
 /// One accepted connection, handed to the session handler.
 class connection {
 public:
-    connection(server& owner, std::uint64_t id, const listen_spec& listener, asio::ip::tcp::socket socket);
+    /// `peer` is the address accept(2) gave for `socket`.
+    connection(server& owner, std::uint64_t id, const listen_spec& listener, asio::ip::tcp::socket socket,
+               const asio::ip::tcp::endpoint& peer);
 
     /// The id in the registry.
     std::uint64_t id() const noexcept { return id_; }

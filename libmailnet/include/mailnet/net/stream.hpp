@@ -31,6 +31,8 @@ public:
 
     /// Takes a connected socket; plain until a handshake.
     explicit stream(asio::ip::tcp::socket socket);
+    /// The same, with the peer's address already known (accept(2) gave it): no getpeername(2).
+    stream(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& remote);
     stream(const stream&) = delete;
     stream& operator=(const stream&) = delete;
     ~stream();
@@ -106,8 +108,11 @@ private:
     asio::ip::tcp::endpoint remote_;
     std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
     std::shared_ptr<struct stream_watchdog> watchdog_;
+    bool inline_io();
     std::chrono::seconds progress_timeout_{0};
     clock::time_point cap_ = clock::time_point::max();
+    int inline_ops_ = 0;        // plain reads and writes done at once since the last wait (net.cpp)
+    bool read_filled_ = false;  // the last read filled its buffer: more input is likely waiting
 };
 
 /// The client side's first step: resolves `host` (a name or an IP literal) and connects to its
