@@ -93,12 +93,11 @@ connection::connection(server& owner, std::uint64_t id, const listen_spec& liste
     : owner_(owner), id_(id), listener_(listener), peer_(peer), stream_(std::move(socket), peer),
       started_(std::chrono::system_clock::now()) {
     // Replies are coalesced before each write, so Nagle only delays the tail of a batch
-    // until the client's delayed ACK (up to 40 ms a batch). Linux gives an accepted socket
-    // the listener's TCP_NODELAY (bind() sets it there): no setsockopt(2) per connection.
-#ifndef __linux__
+    // until the client's delayed ACK (up to 40 ms a batch). NOTE: set on each connection
+    // although Linux's own stack passes the listener's on (bind() sets it there too): a
+    // user-space stack that also says __linux__ (gVisor) does not.
     std::error_code ec;
     stream_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
-#endif
     stream_.set_progress_timeout(owner_.options_.idle_timeout);
 }
 
@@ -217,7 +216,7 @@ result<std::shared_ptr<asio::ip::tcp::acceptor>> server::bind(const listen_spec&
     auto acceptor = std::make_shared<asio::ip::tcp::acceptor>(io_);
     acceptor->open(ep.protocol(), ec);
     if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor->set_option(asio::ip::tcp::no_delay(true), ec);  // inherited by accepted sockets (Linux)
+    if (!ec) acceptor->set_option(asio::ip::tcp::no_delay(true), ec);  // and on each accepted socket (connection)
     if (!ec && ep.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
     if (!ec) acceptor->bind(ep, ec);
     if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);

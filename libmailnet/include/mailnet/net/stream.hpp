@@ -93,7 +93,8 @@ public:
     /// OpenSSL's handle once a handshake was started (peer certificate, SNI); null if plain.
     /// Read from it; reading or writing through it would bypass the stream.
     SSL* native_ssl() noexcept { return tls_ ? tls_->native_handle() : nullptr; }
-    /// The socket (for options; do not read or write it directly once TLS is on).
+    /// The socket, for options only: never read or write it directly (the stream keeps it
+    /// non-blocking for its own plain reads and writes, and TLS owns it once on).
     asio::ip::tcp::socket& socket() noexcept { return socket_; }
     /// The peer's address, as it was at construction (still valid after close).
     asio::ip::tcp::endpoint remote_endpoint() const { return remote_; }
