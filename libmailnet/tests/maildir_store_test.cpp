@@ -594,8 +594,9 @@ TEST(maildir_store, durable_delivery_creates_the_mailbox_with_fsync_on) {
 }
 
 TEST(maildir_store, a_large_message_written_in_pieces_with_fsync_on_is_stored_exactly) {
-    // Past each MiB the delivery starts the writeback of what it has (sync_file_range): the
-    // file must still hold every octet, in order, and the name its sizes.
+    // The write path of a multi-MiB message with fsync on, linked to two mailboxes: every
+    // octet stored in order and the sizes in the names. (The writeback started each MiB,
+    // sync_file_range, changes no outcome a test can see; this guards the path it sits on.)
     temp_dir d;
     auto o = options(d.path);
     o.fsync = true;
