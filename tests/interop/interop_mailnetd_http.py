@@ -13,6 +13,10 @@
 - events (Server-Sent Events): `new` then `deleted`, in order;
 - 1000 concurrent waiters, none answered before the delivery, all answered 200 by one (RSS
   printed, growth bounded);
+- load: 1000 concurrent waiters, each for its own message (subject= with to= or mailbox=), none
+  answered before the mail; 50 SMTP clients send the 1000 messages (every reply 250) over 5
+  mailboxes; each waiter answered 200 with exactly its own message (chunked bodies decoded),
+  all within 60 s; RSS printed, growth bounded;
 - fault rules set by PUT /api/v1/faults act on SMTP, a refused PUT keeps them, DELETE clears;
 - 413 for headers over 16 KiB and bodies over 64 KiB, also far over (70 KiB, 2 MiB);
 - the API refuses a non-loopback address without --allow-open-network (exit 64); a port in
@@ -136,6 +140,39 @@ def simple(subject, to, frm="Sender <sender@example.org>", cc=None, body="hello\
     h = [f"From: {frm}", f"To: {to}"] + ([f"Cc: {cc}"] if cc else []) + [
         f"Subject: {subject}", f"Message-ID: <{subject.replace(' ', '-')}@interop.test>"]
     return ("\r\n".join(h) + "\r\n\r\n" + body).encode("utf-8")
+
+
+def http_answer(raw):
+    """(status, {header: value}, body) of one whole HTTP/1.1 response as read off a socket,
+    the body decoded when sent chunked (RFC 9112 7.1; trailers ignored)."""
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise AssertionError(f"no end of headers in {raw[:200]!r}")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = b""
+        while True:
+            size_line, sep, rest = rest.partition(b"\r\n")
+            if not sep:
+                raise AssertionError(f"chunked body cut short: {raw[-200:]!r}")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                return status, headers, body
+            if rest[size:size + 2] != b"\r\n":
+                raise AssertionError(f"chunk of {size} octets not ended by CRLF: {raw[-200:]!r}")
+            body += rest[:size]
+            rest = rest[size + 2:]
+    if "content-length" in headers:
+        length = int(headers["content-length"])
+        if len(rest) < length:
+            raise AssertionError(f"body of {len(rest)} octets, Content-Length {length}")
+        return status, headers, rest[:length]
+    return status, headers, rest
 
 
 def pop3_fetch(srv, mailbox):
@@ -528,6 +565,126 @@ class HttpCase(unittest.TestCase):
             for c in socks:
                 c.close()
             sel.close()
+        self.assertEqual(self.api.get("/healthz"), {"status": "ok"})
+
+    def test_a_thousand_waiters_each_woken_by_its_own_message_from_50_smtp_clients(self):
+        # #15's load test: 1000 waiters, each waiting for the one message meant for it, while 50
+        # SMTP clients deliver 1000 messages at once. Every waiter gets its own message and no
+        # other, every send its 250, and mailnetd's memory stays bounded.
+        import resource
+        import selectors
+        import socket
+        n, clients = 1000, 50
+        boxes = [f"load{k}@example.org" for k in range(5)]
+
+        def box(i):
+            return boxes[i % len(boxes)]
+
+        def subject(i):
+            # subject= is a substring filter: fixed width, so no subject holds another's.
+            return f"load-{i:04d}"
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < n + clients + 100:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + clients + 200), hard))
+        rss_before = self.rss_kib()
+        sel = selectors.DefaultSelector()
+        socks = []
+        threads = []
+        stop = threading.Event()
+        try:
+            for i in range(n):
+                # Half filter by to= (mailbox or To/Cc), half by mailbox=: both paths of the match.
+                filters = {"subject": subject(i), "to" if i % 2 else "mailbox": box(i), "timeout": 60}
+                req = (f"GET {q('/api/v1/wait', **filters)} HTTP/1.1\r\n"
+                       f"Host: 127.0.0.1\r\nConnection: close\r\n\r\n").encode()
+                c = socket.create_connection((t.HOST, self.srv.http_port), timeout=10)
+                socks.append(c)
+                c.sendall(req)
+                c.setblocking(False)
+                sel.register(c, selectors.EVENT_READ, i)
+            time.sleep(1.0)
+            self.assertEqual(sel.select(timeout=0), [], "a waiter answered before any delivery")
+            rss_waiting = self.rss_kib()
+
+            codes = {}      # i: (MAIL, RCPT, DATA) reply codes
+            sent_at = {}    # i: when its 250 to DATA arrived
+            errors = []     # appended to by the clients (the main thread must not iterate codes meanwhile)
+
+            def client(k):
+                try:
+                    with smtplib.SMTP(t.HOST, self.srv.port, timeout=30) as s:
+                        s.ehlo()
+                        for i in range(k, n, clients):
+                            if stop.is_set():
+                                return
+                            mail = s.mail("sender@example.org")[0]
+                            rcpt = s.rcpt(box(i))[0]
+                            data = s.data(simple(subject(i), box(i)))[0] if (mail, rcpt) == (250, 250) else None
+                            sent_at[i] = time.monotonic()
+                            codes[i] = (mail, rcpt, data)
+                            if codes[i] != (250, 250, 250):
+                                errors.append(f"message {i}: replies {codes[i]}")
+                except Exception as e:  # noqa: BLE001 -- told below, with the client's number
+                    errors.append(f"client {k}: {e!r}")
+
+            t0 = time.monotonic()
+            threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+            for th in threads:
+                th.start()
+            got = {i: b"" for i in range(n)}
+            answered_at = {}
+            deadline = t0 + 60
+            while len(answered_at) < n and time.monotonic() < deadline:
+                if errors and not any(th.is_alive() for th in threads):
+                    break  # some message was never delivered: its waiter would wait out the 60 s
+                for key, _ in sel.select(timeout=1):
+                    data = key.fileobj.recv(65536)
+                    if data:
+                        got[key.data] += data
+                    else:
+                        sel.unregister(key.fileobj)
+                        answered_at[key.data] = time.monotonic()
+            took = time.monotonic() - t0
+            for th in threads:
+                th.join(max(0.1, deadline - time.monotonic()))
+            self.assertFalse(any(th.is_alive() for th in threads), "an SMTP client still sending after 60 s")
+            self.assertEqual(errors[:10], [], f"{len(errors)} SMTP errors or refusals")
+            sending = max(sent_at.values()) - t0
+            self.assertEqual(len(codes), n)
+            self.assertEqual({i: c for i, c in codes.items() if c != (250, 250, 250)}, {}, "every send 250")
+            missing = sorted(set(range(n)) - set(answered_at))
+            self.assertEqual(missing, [], f"{len(missing)} waiters not answered within 60 s")
+
+            wrong = {}
+            ids = set()
+            for i in range(n):
+                status, _, body = http_answer(got[i])
+                r = json.loads(body) if status == 200 else body
+                if status != 200 or (r["total"], [(m["subject"], m["mailbox"]) for m in r["messages"]]) != (
+                        1, [(subject(i), box(i))]):
+                    wrong[i] = (status, r)
+                else:
+                    ids.add(r["messages"][0]["id"])
+            self.assertEqual(len(wrong), 0, f"{len(wrong)} waiters answered wrongly, e.g. {list(wrong.items())[:3]}")
+            self.assertEqual(len(ids), n, "each waiter its own message")
+            lags = sorted(max(0.0, answered_at[i] - sent_at[i]) for i in range(n))
+            rss_after = self.rss_kib()
+            sys.stderr.write(f"\n{n} waiters, {clients} SMTP clients: RSS {rss_before} kB idle, {rss_waiting} kB "
+                             f"with {n} waiting, {rss_after} kB after; {n} messages sent in {sending:.2f} s, "
+                             f"all answered {took:.2f} s after sending began; answer after its 250: median "
+                             f"{lags[n // 2] * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms\n")
+            self.assertLess(rss_waiting - rss_before, 64 * 1024, "64 MiB for 1000 waiters")
+            self.assertLess(rss_after - rss_before, 64 * 1024, "64 MiB for 1000 waiters and 1000 messages")
+        finally:
+            stop.set()
+            for c in socks:
+                c.close()
+            sel.close()
+            until = time.monotonic() + 10
+            for th in threads:
+                th.join(max(0.0, until - time.monotonic()))
+        self.assertEqual(self.api.get(q("/api/v1/messages", limit=1))["total"], n)
         self.assertEqual(self.api.get("/healthz"), {"status": "ok"})
 
     def test_events_new_then_deleted(self):
