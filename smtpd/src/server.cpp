@@ -13,6 +13,7 @@
 
 #include "mailnet/auth/throttle.hpp"
 #include "mailnet/posix_io.hpp"
+#include "mailnet/net/committer.hpp"
 #include "mailnet/net/runner.hpp"
 
 namespace mailnet::smtp {
@@ -29,6 +30,8 @@ struct server::shared {
         std::snprintf(buf, sizeof buf, "%llX%05llX%X", static_cast<unsigned long long>(us / 1000000),
                       static_cast<unsigned long long>(us % 1000000), static_cast<unsigned>(::getpid()));
         id_prefix = buf;
+        if (config.storage && config.storage->commits_in_groups())
+            committer = std::make_unique<net::delivery_committer>();
     }
 
     server_config config;
@@ -36,6 +39,9 @@ struct server::shared {
     std::shared_ptr<login_throttle> account_throttle;  // per account
     std::string id_prefix;                             // start time and pid: ids differ across restarts
     std::atomic<std::uint64_t> counter{0};
+    // Commits the store's deliveries in groups on a thread of its own (null: each delivery
+    // commits on the pool). Last member: destroyed first, once no session waits on it.
+    std::unique_ptr<net::delivery_committer> committer;
 
     // A queue id: the server's prefix, then a counter (Postfix-like long ids, 0-9A-Z only).
     std::string next_id() {
@@ -54,6 +60,10 @@ namespace {
 // Message octets are written out in pieces of this size (never the whole message in memory;
 // 1,000 sessions sending at once hold 64 MiB at most).
 constexpr std::size_t flush_octets = 64 * 1024;
+
+// A delivery to more mailboxes than this commits on the pool, alone: on the committer's one
+// thread its links and fsyncs would hold up every other session's message.
+constexpr std::size_t committer_max_mailboxes = 8;
 
 const verdict temporary_failure = verdict::refuse(451, "4.3.0", "Error: temporary failure, try again later");
 
@@ -211,10 +221,45 @@ struct smtp_hooks {
     }
 
     static asio::awaitable<verdict> accepted_here() { co_return verdict::accept(); }
+    static asio::awaitable<verdict> refused_here() { co_return temporary_failure; }
+
+    // complete() by the committer: the delivery (begun on the pool if the message was long
+    // enough) and the octets still pending are handed over; the delivery ends there.
+    asio::awaitable<verdict> commit_in_group(net::runner& r) {
+        net::commit_request rq;
+        rq.storage = cfg().storage;
+        if (!out) {
+            rq.mailboxes = targets;
+            rq.octets = trace_headers(info);
+        }
+        rq.out = std::move(out);
+        rq.octets += pending;
+        std::string().swap(pending);
+        const auto outcome = co_await sh->committer->commit(std::move(rq));
+        if (!outcome.exception.empty()) r.log_failure("delivery", outcome.exception);
+        if (outcome.error) {
+            write_error = outcome.error;
+            co_return temporary_failure;
+        }
+        co_return verdict::accept();
+    }
 
     // The message ended: durable in every recipient's mailbox (or given to the deliver
     // callback), and only then accepted.
     asio::awaitable<verdict> complete(const envelope& mail, net::runner& r) {
+        if (cfg().storage && sh->committer) {
+            // The end of the message goes to the committer: its thread writes it with the
+            // others that end meanwhile and commits them together (no pool thread per message).
+            if (write_error) return refused_here();
+            if (!out) targets = mailboxes(info.mail);
+            // Every recipient accepted since the delivery began is in it (the core takes no
+            // RCPT once a message is under way); checked, since a miss would lose mail.
+            if (mailboxes(mail) != targets) {
+                write_error = make_error_code(errc::bad_input);
+                return refused_here();
+            }
+            if (targets.size() <= committer_max_mailboxes) return commit_in_group(r);
+        }
         if (cfg().storage) {
             return r.on_pool_guarded("delivery", temporary_failure, [&] {
                 write_out();  // the rest, and the trace headers if nothing was written yet

@@ -1524,6 +1524,8 @@ private:
     }
 
 public:
+    bool commits_in_groups() const noexcept override { return true; }
+
     result<std::vector<std::string>> mailboxes() override {
         if (folder_) return unexpected(errc::unsupported);
         unique_fd root(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

@@ -195,6 +195,12 @@ public:
     /// without on_mailboxes).
     virtual result<std::vector<std::string>> mailboxes() { return unexpected(errc::unsupported); }
 
+    /// Whether concurrent deliveries are best committed together, by one thread, with
+    /// commit_together() (net::delivery_committer), rather than each by its own commit() on a
+    /// pool thread: true for the Maildir store, whose commit_batch() shares more than
+    /// concurrent commit() calls can.
+    virtual bool commits_in_groups() const noexcept { return false; }
+
     /// Delivers a whole message held in memory: begin_delivery, write, commit.
     result<void> deliver(std::span<const std::string> mailboxes, std::string_view octets);
 

@@ -1,0 +1,165 @@
+// committer.cpp: delivery_committer (mailnet/net/committer.hpp).
+#include "mailnet/net/committer.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/post.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "mailnet/error.hpp"
+
+namespace mailnet::net {
+
+delivery_committer::delivery_committer() : thread_([this] { run(); }) {}
+
+delivery_committer::~delivery_committer() {
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+}
+
+void delivery_committer::submit(std::unique_ptr<job> j) {
+    bool wake = false;
+    {
+        std::lock_guard lock(mutex_);
+        wake = queue_.empty();  // otherwise the thread is awake already or about to look again
+        queue_.push_back(std::move(j));
+    }
+    if (wake) cv_.notify_one();
+}
+
+delivery_committer::counts delivery_committer::stats() const {
+    std::lock_guard lock(mutex_);
+    auto c = counts_;
+    c.queued = queue_.size();
+    return c;
+}
+
+void delivery_committer::run() {
+    std::vector<std::unique_ptr<job>> group;
+    for (;;) {
+        {
+            std::unique_lock lock(mutex_);
+            // NOTE: a stop with requests queued commits them first: their callers wait.
+            cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) return;
+            group.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+            queue_.clear();
+            ++counts_.groups;
+            counts_.requests += group.size();
+            counts_.largest_group = std::max(counts_.largest_group, group.size());
+        }
+        commit_group(group);
+        group.clear();
+    }
+}
+
+namespace {
+
+// Runs `f`, turning an exception into an outcome (a store's code may throw: bad_alloc).
+template <class F>
+bool guarded(commit_outcome& o, F&& f) {
+    try {
+        f();
+        return true;
+    } catch (const std::exception& e) {
+        o.exception = e.what();
+    } catch (...) {
+        o.exception = "unknown exception";
+    }
+    o.error = make_error_code(errc::io_error);
+    return false;
+}
+
+}  // namespace
+
+void delivery_committer::commit_group(std::vector<std::unique_ptr<job>>& group) {
+    std::vector<commit_outcome> outcomes(group.size());
+    std::vector<delivery*> batch;
+    std::vector<std::size_t> of;  // batch[k] is group[of[k]]'s delivery
+    batch.reserve(group.size());
+    of.reserve(group.size());
+    // Each message's last octets, written as the pool would have: begin, write; a failure
+    // here fails that message only.
+    for (std::size_t i = 0; i < group.size(); ++i) {
+        auto& rq = group[i]->request;
+        auto& o = outcomes[i];
+        const bool ok = guarded(o, [&] {
+            if (!rq.out) {
+                auto d = rq.storage->begin_delivery(rq.mailboxes);
+                if (!d) {
+                    o.error = d.error();
+                    return;
+                }
+                rq.out = std::move(*d);
+            }
+            if (!rq.octets.empty())
+                if (auto w = rq.out->write(rq.octets); !w) o.error = w.error();
+            std::string().swap(rq.octets);
+        });
+        if (!ok || o.error) continue;
+        batch.push_back(rq.out.get());
+        of.push_back(i);
+    }
+    // One commit for the rest. commit_together() needs the deliveries of one store: a group
+    // with several (two servers sharing this committer) is split by store, in order.
+    std::size_t from = 0;
+    while (from < batch.size()) {
+        const auto* s = group[of[from]]->request.storage.get();
+        std::size_t to = from + 1;
+        while (to < batch.size() && group[of[to]]->request.storage.get() == s) ++to;
+        std::span<delivery* const> part(batch.data() + from, to - from);
+        commit_outcome failure;
+        std::vector<result<void>> results;
+        if (guarded(failure, [&] { results = commit_together(part); })) {
+            for (std::size_t k = from; k < to; ++k)
+                if (!results[k - from]) outcomes[of[k]].error = results[k - from].error();
+        } else {
+            for (std::size_t k = from; k < to; ++k) outcomes[of[k]] = failure;
+        }
+        from = to;
+    }
+    for (std::size_t i = 0; i < group.size(); ++i) {
+        auto& rq = group[i]->request;
+        if (rq.out) {
+            // NOTE: a delivery not committed (a failed write, an exception) is aborted by its
+            // destructor; one that commit_together() finished is only freed.
+            rq.out.reset();
+        }
+        rq.storage.reset();
+        group[i]->complete(std::move(outcomes[i]));
+    }
+}
+
+asio::awaitable<commit_outcome> delivery_committer::commit(commit_request request) {
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(commit_outcome)>(
+        [this](auto handler, commit_request rq) {
+            using handler_type = decltype(handler);
+            using executor_type = asio::associated_executor_t<handler_type>;
+            struct waiter final : job {
+                waiter(handler_type h)
+                    : handler(std::move(h)), work(asio::make_work_guard(asio::get_associated_executor(handler))) {}
+                handler_type handler;
+                asio::executor_work_guard<executor_type> work;  // the caller's io_context keeps running
+                void complete(commit_outcome outcome) override {
+                    auto ex = work.get_executor();
+                    asio::post(ex, [h = std::move(handler), o = std::move(outcome)]() mutable { std::move(h)(std::move(o)); });
+                    work.reset();
+                }
+            };
+            auto w = std::make_unique<waiter>(std::move(handler));
+            w->request = std::move(rq);
+            submit(std::move(w));
+        },
+        asio::use_awaitable, std::move(request));
+}
+
+}  // namespace mailnet::net

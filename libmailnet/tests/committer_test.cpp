@@ -1,0 +1,264 @@
+// net::delivery_committer: requests that arrive while a group commits form the next group (one
+// commit_together for them), each caller resumes on its own executor with its own outcome, and
+// a failing or throwing request fails only itself.
+#include "mailnet/net/committer.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+
+#include "mailnet/error.hpp"
+#include "support/fixtures.hpp"
+
+namespace {
+
+using mailnet::net::commit_outcome;
+using mailnet::net::commit_request;
+using mailnet::net::delivery_committer;
+
+// What the fake store's deliveries saw, shared by all of them.
+struct journal {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::vector<std::size_t> batches;            // size of each commit_batch call
+    std::vector<std::string> committed;          // octets of each committed delivery
+    bool hold_first = false;                     // the first commit_batch waits for release()
+    bool first_started = false;
+    bool released = false;
+    void release() {
+        std::lock_guard l(mutex);
+        released = true;
+        cv.notify_all();
+    }
+    void wait_first_started() {
+        std::unique_lock l(mutex);
+        ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(10), [&] { return first_started; }));
+    }
+};
+
+class fake_delivery final : public mailnet::delivery {
+public:
+    explicit fake_delivery(std::shared_ptr<journal> j) : j_(std::move(j)) {}
+    mailnet::result<void> write(std::string_view octets) override {
+        if (octets.find("throw") != std::string_view::npos) throw std::runtime_error("a store's bad day");
+        if (octets.find("fail-write") != std::string_view::npos) return mailnet::unexpected(mailnet::errc::io_error);
+        text_ += octets;
+        return {};
+    }
+    mailnet::result<void> commit() override {
+        ADD_FAILURE() << "commit() alone: the committer must use commit_together";
+        return mailnet::unexpected(mailnet::errc::io_error);
+    }
+    void abort() noexcept override { aborted_ = true; }
+    bool commit_batch(std::span<mailnet::delivery* const> batch, std::span<mailnet::result<void>> results) override {
+        std::unique_lock l(j_->mutex);
+        j_->batches.push_back(batch.size());
+        if (j_->hold_first && !j_->first_started) {
+            j_->first_started = true;
+            j_->cv.notify_all();
+            j_->cv.wait(l, [&] { return j_->released; });
+        }
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            auto* d = static_cast<fake_delivery*>(batch[i]);
+            if (d->text_.find("fail-commit") != std::string::npos) {
+                results[i] = mailnet::unexpected(mailnet::errc::mailbox_in_use);
+                continue;
+            }
+            j_->committed.push_back(d->text_);
+        }
+        return true;
+    }
+
+private:
+    std::shared_ptr<journal> j_;
+    std::string text_;
+    bool aborted_ = false;
+};
+
+std::shared_ptr<mailnet::store_functions> fake_store(const std::shared_ptr<journal>& j) {
+    auto s = std::make_shared<mailnet::store_functions>();
+    s->on_begin_delivery = [j](std::span<const std::string> mailboxes) -> mailnet::result<std::unique_ptr<mailnet::delivery>> {
+        if (!mailboxes.empty() && mailboxes.front() == "nobody") return mailnet::unexpected(mailnet::errc::bad_input);
+        return std::make_unique<fake_delivery>(j);
+    };
+    return s;
+}
+
+commit_request request(const std::shared_ptr<mailnet::store>& s, std::string mailbox, std::string octets) {
+    commit_request rq;
+    rq.storage = s;
+    rq.mailboxes = {std::move(mailbox)};
+    rq.octets = std::move(octets);
+    return rq;
+}
+
+// Runs one commit per request from coroutines on `io` (one I/O thread), in order of submission;
+// returns each outcome and whether it resumed on the I/O thread.
+struct caller {
+    asio::io_context io;
+    std::vector<commit_outcome> outcomes;
+    std::vector<bool> on_io_thread;
+    std::atomic<std::size_t> done{0};
+    std::thread::id io_thread;
+    void start(delivery_committer& c, std::vector<commit_request> rqs) {
+        outcomes.resize(rqs.size());
+        on_io_thread.resize(rqs.size());
+        for (std::size_t i = 0; i < rqs.size(); ++i)
+            asio::co_spawn(
+                io,
+                [&, i, rq = std::move(rqs[i])]() mutable -> asio::awaitable<void> {
+                    outcomes[i] = co_await c.commit(std::move(rq));
+                    on_io_thread[i] = std::this_thread::get_id() == io_thread;
+                    ++done;
+                },
+                asio::detached);
+    }
+};
+
+TEST(delivery_committer, requests_that_arrive_during_a_group_are_committed_together_in_the_next) {
+    auto j = std::make_shared<journal>();
+    j->hold_first = true;
+    auto s = fake_store(j);
+    delivery_committer c;
+    caller first;
+    std::vector<commit_request> one;
+    one.push_back(request(s, "a", "message 0\n"));
+    first.start(c, std::move(one));
+    std::thread t1([&] {
+        first.io_thread = std::this_thread::get_id();
+        first.io.run();
+    });
+    j->wait_first_started();
+    // Five more while the first group is held inside its commit.
+    caller rest;
+    std::vector<commit_request> five;
+    for (int i = 1; i <= 5; ++i) five.push_back(request(s, "b", "message " + std::to_string(i) + "\n"));
+    rest.start(c, std::move(five));
+    std::thread t2([&] {
+        rest.io_thread = std::this_thread::get_id();
+        rest.io.run();
+    });
+    // All five are queued (each coroutine submits when it starts) before the first group ends.
+    for (int i = 0; i < 10000 && c.stats().queued < 5; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(c.stats().queued, 5u);
+    j->release();
+    t1.join();
+    t2.join();
+    ASSERT_EQ(first.done, 1u);
+    ASSERT_EQ(rest.done, 5u);
+    EXPECT_FALSE(first.outcomes[0].error);
+    EXPECT_TRUE(first.on_io_thread[0]);
+    for (std::size_t i = 0; i < 5; ++i) {
+        EXPECT_FALSE(rest.outcomes[i].error) << i;
+        EXPECT_TRUE(rest.on_io_thread[i]) << i;
+    }
+    EXPECT_EQ(j->batches, (std::vector<std::size_t>{1, 5}));
+    const auto st = c.stats();
+    EXPECT_EQ(st.groups, 2u);
+    EXPECT_EQ(st.requests, 6u);
+    EXPECT_EQ(st.largest_group, 5u);
+    ASSERT_EQ(j->committed.size(), 6u);
+    EXPECT_EQ(j->committed[0], "message 0\n");
+}
+
+TEST(delivery_committer, a_request_that_fails_or_throws_fails_alone) {
+    auto j = std::make_shared<journal>();
+    j->hold_first = true;
+    auto s = fake_store(j);
+    delivery_committer c;
+    caller blocker;
+    std::vector<commit_request> one;
+    one.push_back(request(s, "a", "first\n"));
+    blocker.start(c, std::move(one));
+    std::thread t1([&] {
+        blocker.io_thread = std::this_thread::get_id();
+        blocker.io.run();
+    });
+    j->wait_first_started();
+    caller group;
+    std::vector<commit_request> rqs;
+    rqs.push_back(request(s, "a", "good 1\n"));
+    rqs.push_back(request(s, "nobody", "begin fails\n"));
+    rqs.push_back(request(s, "a", "throw in write\n"));
+    rqs.push_back(request(s, "a", "fail-write\n"));
+    rqs.push_back(request(s, "a", "fail-commit\n"));
+    rqs.push_back(request(s, "a", "good 2\n"));
+    group.start(c, std::move(rqs));
+    std::thread t2([&] {
+        group.io_thread = std::this_thread::get_id();
+        group.io.run();
+    });
+    for (int i = 0; i < 10000 && c.stats().queued < 6; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(c.stats().queued, 6u);
+    j->release();
+    t1.join();
+    t2.join();
+    ASSERT_EQ(group.done, 6u);
+    EXPECT_FALSE(group.outcomes[0].error);
+    EXPECT_EQ(group.outcomes[1].error, mailnet::make_error_code(mailnet::errc::bad_input));
+    EXPECT_EQ(group.outcomes[2].error, mailnet::make_error_code(mailnet::errc::io_error));
+    EXPECT_EQ(group.outcomes[2].exception, "a store's bad day");
+    EXPECT_EQ(group.outcomes[3].error, mailnet::make_error_code(mailnet::errc::io_error));
+    EXPECT_TRUE(group.outcomes[3].exception.empty());
+    EXPECT_EQ(group.outcomes[4].error, mailnet::make_error_code(mailnet::errc::mailbox_in_use));
+    EXPECT_FALSE(group.outcomes[5].error);
+    // The three whose writes failed took no part in the group's commit.
+    EXPECT_EQ(j->batches, (std::vector<std::size_t>{1, 3}));
+    EXPECT_EQ(j->committed, (std::vector<std::string>{"first\n", "good 1\n", "good 2\n"}));
+}
+
+TEST(delivery_committer, a_delivery_begun_elsewhere_is_written_and_committed_into_a_maildir) {
+    mailnet::testing::temp_dir dir("mailnet-committer");
+    mailnet::maildir_options o;
+    o.root = dir.path / "store";
+    auto opened = mailnet::open_maildir_store(o);
+    ASSERT_TRUE(opened);
+    std::shared_ptr<mailnet::store> s = std::move(*opened);
+    EXPECT_TRUE(s->commits_in_groups());
+    delivery_committer c;
+    std::vector<commit_request> rqs;
+    for (int i = 0; i < 20; ++i) {
+        commit_request rq;
+        rq.storage = s;
+        const std::vector<std::string> to{"alice", "bob"};
+        if (i % 2 == 0) {
+            auto d = s->begin_delivery(to);
+            ASSERT_TRUE(d);
+            ASSERT_TRUE((*d)->write("Subject: " + std::to_string(i) + "\n"));
+            rq.out = std::move(*d);
+        } else {
+            rq.mailboxes = to;
+            rq.octets = "Subject: " + std::to_string(i) + "\n";
+        }
+        rq.octets += "\nbody\n";
+        rqs.push_back(std::move(rq));
+    }
+    caller callers;
+    callers.start(c, std::move(rqs));
+    callers.io_thread = std::this_thread::get_id();
+    callers.io.run();
+    ASSERT_EQ(callers.done, 20u);
+    for (const auto& o : callers.outcomes) EXPECT_FALSE(o.error) << o.error.message();
+    for (const char* m : {"alice", "bob"}) {
+        ASSERT_TRUE(s->lock(m));
+        auto snap = s->snapshot(m);
+        ASSERT_TRUE(snap);
+        EXPECT_EQ(snap->size(), 20u) << m;
+        s->unlock(m);
+    }
+    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(o.root / "alice" / "tmp"), {}), 0);
+    EXPECT_FALSE(mailnet::make_memory_store()->commits_in_groups());
+}
+
+}  // namespace
