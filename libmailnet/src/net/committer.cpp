@@ -51,8 +51,11 @@ void delivery_committer::run() {
             // NOTE: a stop with requests queued commits them first: their callers wait.
             cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
             if (queue_.empty()) return;
-            group.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
-            queue_.clear();
+            // NOTE: at most max_group: a group's deliveries are open at once (a descriptor and
+            // their paths each), and 1,000 sessions ending together would hold them all.
+            const auto n = std::min(queue_.size(), max_group);
+            group.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + n));
+            queue_.erase(queue_.begin(), queue_.begin() + n);
             ++counts_.groups;
             counts_.requests += group.size();
             counts_.largest_group = std::max(counts_.largest_group, group.size());

@@ -74,6 +74,7 @@ public:
     void submit(std::unique_ptr<job> j);
 
 private:
+    static constexpr std::size_t max_group = 64;  ///< requests committed together at most
     void run();
     void commit_group(std::vector<std::unique_ptr<job>>& group);
 
