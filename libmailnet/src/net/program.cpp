@@ -4,7 +4,6 @@
 
 #include "mailnet/store/postgresql.hpp"
 
-#include <libpq-fe.h>
 
 #include <unistd.h>
 
@@ -57,22 +56,14 @@ std::unique_ptr<authenticator> users_from_file(std::string_view program, const s
     return nullptr;
 }
 
-bool uri_has_password(std::string_view uri) noexcept {
-    // libpq's own parser: it decodes %-escapes in names and values (?pass%77ord=... is a password).
-    const std::string text(uri);
-    char* error = nullptr;
-    PQconninfoOption* options = PQconninfoParse(text.c_str(), &error);
-    if (error) PQfreemem(error);
-    if (!options) return false;  // not a URI libpq takes: it will refuse it when connecting
-    bool has = false;
-    for (PQconninfoOption* o = options; o->keyword; ++o)
-        if (std::string_view(o->keyword) == "password" && o->val && *o->val) has = true;
-    PQconninfoFree(options);
-    return has;
-}
-
 std::shared_ptr<store> store_at(std::string_view program, const std::string& spec, const log_sink& log, int& exit) {
     if (is_postgresql_uri(spec)) {
+        if (const auto why = postgresql_unavailable_reason(); !why.empty()) {
+            std::cerr << program << ": cannot use store " << spec << ": PostgreSQL support cannot be loaded (" << why
+                      << ")\n";
+            exit = exit_code::unavailable;
+            return nullptr;
+        }
         if (uri_has_password(spec)) {
             std::cerr << program << ": --store: a password does not belong on the command line (other users see it); "
                                     "give it in PGPASSWORD or ~/.pgpass\n";

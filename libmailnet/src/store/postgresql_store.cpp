@@ -5,6 +5,7 @@
 // table); deletions and seen flags at QUIT in one transaction; every change told to every
 // front-end by NOTIFY, in commit order. docs/stores.md has the schema and the set-up.
 #include "mailnet/store/postgresql.hpp"
+#include "postgresql_module.hpp"
 
 #include "mailnet/dot_stuffing.hpp"
 #include "mailnet/posix_io.hpp"
@@ -1467,11 +1468,22 @@ private:
 
 }  // namespace
 
-bool is_postgresql_uri(std::string_view s) noexcept {
-    return s.starts_with("postgresql://") || s.starts_with("postgres://");
+namespace detail {
+
+bool postgresql_uri_has_password_here(const char* uri) noexcept {
+    // libpq's own parser: it decodes %-escapes in names and values (?pass%77ord=... is a password).
+    char* error = nullptr;
+    PQconninfoOption* options = PQconninfoParse(uri, &error);
+    if (error) PQfreemem(error);
+    if (!options) return false;  // not a URI libpq takes: it will refuse it when connecting
+    bool has = false;
+    for (PQconninfoOption* o = options; o->keyword; ++o)
+        if (std::string_view(o->keyword) == "password" && o->val && *o->val) has = true;
+    PQconninfoFree(options);
+    return has;
 }
 
-result<std::unique_ptr<store>> open_postgresql_store(postgresql_options options) {
+result<std::unique_ptr<store>> open_postgresql_store_here(postgresql_options options) {
     if (!valid_schema(options.schema)) return unexpected(errc::bad_config);
     if (options.uri.empty()) return unexpected(errc::bad_config);
     if (!options.log) options.log = null_log();
@@ -1480,4 +1492,14 @@ result<std::unique_ptr<store>> open_postgresql_store(postgresql_options options)
     return std::unique_ptr<store>(std::move(s));
 }
 
+}  // namespace detail
+
 }  // namespace mailnet
+
+extern "C" __attribute__((visibility("default"))) const mailnet::detail::postgresql_module*
+mailnet_postgresql_module_v1() noexcept {
+    static const mailnet::detail::postgresql_module m{mailnet::detail::postgresql_module_version,
+                                                      &mailnet::detail::open_postgresql_store_here,
+                                                      &mailnet::detail::postgresql_uri_has_password_here};
+    return &m;
+}

@@ -35,8 +35,14 @@ struct postgresql_options {
 /// Opens the store: connects, creates or migrates the schema (under an advisory lock, so
 /// front-ends starting together do it once), and starts the event listener. errc::bad_config
 /// for a bad schema name or a schema newer than this program; errc::temporary_failure when
-/// the database cannot be reached.
+/// the database cannot be reached; errc::unsupported when the store's module
+/// (libmailnet_postgresql.so.0, beside libmailnet's own file; it alone links libpq) cannot be
+/// loaded (the reason is logged and given by postgresql_unavailable_reason()).
 result<std::unique_ptr<store>> open_postgresql_store(postgresql_options options);
+
+/// Why the PostgreSQL store's module cannot be loaded (the dynamic linker's message); empty
+/// when it can. Loads it on the first call.
+std::string postgresql_unavailable_reason();
 
 /// Whether a --store argument names a PostgreSQL database (postgresql:// or postgres://).
 bool is_postgresql_uri(std::string_view store_argument) noexcept;
