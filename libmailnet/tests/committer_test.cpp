@@ -36,14 +36,19 @@ struct journal {
     bool hold_first = false;                     // the first commit_batch waits for release()
     bool first_started = false;
     bool released = false;
+    std::size_t throw_in_batch = 0;              // the commit_batch call (1-based) that throws
     void release() {
         std::lock_guard l(mutex);
         released = true;
         cv.notify_all();
     }
-    void wait_first_started() {
+    // False (and the hold released, so nothing hangs) when the first group never began.
+    bool wait_first_started() {
         std::unique_lock l(mutex);
-        ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(10), [&] { return first_started; }));
+        if (cv.wait_for(l, std::chrono::seconds(10), [&] { return first_started; })) return true;
+        released = true;
+        cv.notify_all();
+        return false;
     }
 };
 
@@ -64,6 +69,7 @@ public:
     bool commit_batch(std::span<mailnet::delivery* const> batch, std::span<mailnet::result<void>> results) override {
         std::unique_lock l(j_->mutex);
         j_->batches.push_back(batch.size());
+        if (j_->throw_in_batch == j_->batches.size()) throw std::runtime_error("commit_batch ran out of luck");
         if (j_->hold_first && !j_->first_started) {
             j_->first_started = true;
             j_->cv.notify_all();
@@ -139,7 +145,7 @@ TEST(delivery_committer, requests_that_arrive_during_a_group_are_committed_toget
         first.io_thread = std::this_thread::get_id();
         first.io.run();
     });
-    j->wait_first_started();
+    ASSERT_TRUE(j->wait_first_started());
     // Five more while the first group is held inside its commit.
     caller rest;
     std::vector<commit_request> five;
@@ -185,7 +191,7 @@ TEST(delivery_committer, a_request_that_fails_or_throws_fails_alone) {
         blocker.io_thread = std::this_thread::get_id();
         blocker.io.run();
     });
-    j->wait_first_started();
+    ASSERT_TRUE(j->wait_first_started());
     caller group;
     std::vector<commit_request> rqs;
     rqs.push_back(request(s, "a", "good 1\n"));
@@ -226,6 +232,11 @@ TEST(delivery_committer, a_delivery_begun_elsewhere_is_written_and_committed_int
     ASSERT_TRUE(opened);
     std::shared_ptr<mailnet::store> s = std::move(*opened);
     EXPECT_TRUE(s->commits_in_groups());
+    const std::vector<std::string> alice{"alice"}, both{"alice", "bob"};
+    EXPECT_FALSE(s->knows_mailboxes(alice));  // not made yet: its begin_delivery would fsync
+    ASSERT_TRUE(s->deliver(alice, "Subject: first\n\n"));
+    EXPECT_TRUE(s->knows_mailboxes(alice));
+    EXPECT_FALSE(s->knows_mailboxes(both));
     delivery_committer c;
     std::vector<commit_request> rqs;
     for (int i = 0; i < 20; ++i) {
@@ -254,11 +265,106 @@ TEST(delivery_committer, a_delivery_begun_elsewhere_is_written_and_committed_int
         ASSERT_TRUE(s->lock(m));
         auto snap = s->snapshot(m);
         ASSERT_TRUE(snap);
-        EXPECT_EQ(snap->size(), 20u) << m;
+        EXPECT_EQ(snap->size(), std::string(m) == "alice" ? 21u : 20u) << m;
         s->unlock(m);
     }
     EXPECT_EQ(std::distance(std::filesystem::directory_iterator(o.root / "alice" / "tmp"), {}), 0);
+    EXPECT_TRUE(s->knows_mailboxes(both));
     EXPECT_FALSE(mailnet::make_memory_store()->commits_in_groups());
+}
+
+TEST(delivery_committer, a_group_holds_at_most_max_group_requests) {
+    auto j = std::make_shared<journal>();
+    j->hold_first = true;
+    auto s = fake_store(j);
+    delivery_committer c;
+    caller first, callers;
+    std::vector<commit_request> one, rqs;
+    one.push_back(request(s, "a", "first\n"));
+    first.start(c, std::move(one));
+    std::thread t1([&] { first.io.run(); });
+    const bool started = j->wait_first_started();
+    for (int i = 0; i < 100; ++i) rqs.push_back(request(s, "a", "m" + std::to_string(i) + "\n"));
+    callers.start(c, std::move(rqs));
+    std::thread t2([&] { callers.io.run(); });
+    for (int i = 0; i < 10000 && c.stats().queued < 100; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(c.stats().queued, 100u);
+    j->release();
+    t1.join();
+    t2.join();
+    ASSERT_TRUE(started);
+    EXPECT_EQ(callers.done, 100u);
+    EXPECT_EQ(j->batches, (std::vector<std::size_t>{1, delivery_committer::max_group, 100 - delivery_committer::max_group}));
+    EXPECT_EQ(c.stats().largest_group, delivery_committer::max_group);
+}
+
+TEST(delivery_committer, a_commit_that_throws_fails_its_group_and_the_next_group_commits) {
+    auto j = std::make_shared<journal>();
+    j->hold_first = true;
+    j->throw_in_batch = 2;
+    auto s = fake_store(j);
+    delivery_committer c;
+    caller first, second;
+    std::vector<commit_request> one, three;
+    one.push_back(request(s, "a", "first\n"));
+    first.start(c, std::move(one));
+    std::thread t1([&] { first.io.run(); });
+    const bool started = j->wait_first_started();
+    for (int i = 0; i < 3; ++i) three.push_back(request(s, "a", "doomed\n"));
+    second.start(c, std::move(three));
+    std::thread t2([&] { second.io.run(); });
+    for (int i = 0; i < 10000 && c.stats().queued < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    j->release();
+    t1.join();
+    t2.join();
+    ASSERT_TRUE(started);
+    ASSERT_EQ(second.done, 3u);
+    for (const auto& o : second.outcomes) {
+        EXPECT_EQ(o.error, mailnet::make_error_code(mailnet::errc::io_error));
+        EXPECT_EQ(o.exception, "commit_batch ran out of luck");
+    }
+    // The thread lives on: a later request commits.
+    caller third;
+    std::vector<commit_request> last;
+    last.push_back(request(s, "a", "after\n"));
+    third.start(c, std::move(last));
+    third.io.run();
+    ASSERT_EQ(third.done, 1u);
+    EXPECT_FALSE(third.outcomes[0].error);
+    EXPECT_EQ(j->committed, (std::vector<std::string>{"first\n", "after\n"}));
+}
+
+TEST(delivery_committer, an_io_context_destroyed_while_its_commit_runs_waits_for_it_and_frees_everything) {
+    // The io_context's own committer (of()): its destruction joins the committer's thread
+    // before tearing down its queues, so the held group's completion is posted into a live
+    // io_context and destroyed with it (under ASan: no use after free, no leak).
+    auto j = std::make_shared<journal>();
+    j->hold_first = true;
+    auto s = fake_store(j);
+    std::thread releaser;
+    {
+        asio::io_context io;
+        auto& c = delivery_committer::of(io);
+        EXPECT_EQ(&c, &delivery_committer::of(io));
+        bool resumed = false;
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+                (void)co_await c.commit(request(s, "a", "in flight\n"));
+                resumed = true;
+            },
+            asio::detached);
+        io.run_one();  // the coroutine starts and submits its request
+        ASSERT_TRUE(j->wait_first_started());
+        io.stop();
+        EXPECT_FALSE(resumed);
+        releaser = std::thread([&] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            j->release();
+        });
+    }  // ~io_context: shutdown of the committer service waits for the held group
+    releaser.join();
+    EXPECT_EQ(j->committed, (std::vector<std::string>{"in flight\n"}));
 }
 
 }  // namespace

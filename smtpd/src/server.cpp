@@ -30,8 +30,6 @@ struct server::shared {
         std::snprintf(buf, sizeof buf, "%llX%05llX%X", static_cast<unsigned long long>(us / 1000000),
                       static_cast<unsigned long long>(us % 1000000), static_cast<unsigned>(::getpid()));
         id_prefix = buf;
-        if (config.storage && config.storage->commits_in_groups())
-            committer = std::make_unique<net::delivery_committer>();
     }
 
     server_config config;
@@ -39,9 +37,9 @@ struct server::shared {
     std::shared_ptr<login_throttle> account_throttle;  // per account
     std::string id_prefix;                             // start time and pid: ids differ across restarts
     std::atomic<std::uint64_t> counter{0};
-    // Commits the store's deliveries in groups on a thread of its own (null: each delivery
-    // commits on the pool). Last member: destroyed first, once no session waits on it.
-    std::unique_ptr<net::delivery_committer> committer;
+    // Commits the store's deliveries in groups on a thread of its own, the io_context's (null:
+    // each delivery commits on the pool).
+    net::delivery_committer* committer = nullptr;
 
     // A queue id: the server's prefix, then a counter (Postfix-like long ids, 0-9A-Z only).
     std::string next_id() {
@@ -226,6 +224,16 @@ struct smtp_hooks {
     // complete() by the committer: the delivery (begun on the pool if the message was long
     // enough) and the octets still pending are handed over; the delivery ends there.
     asio::awaitable<verdict> commit_in_group(net::runner& r) {
+        if (!out && !cfg().storage->knows_mailboxes(targets)) {
+            // A mailbox to make first (mkdir and fsyncs): on the pool, not on the committer's
+            // one thread, which every other session's message waits for.
+            const bool ok = co_await r.on_pool_guarded("message write", false, [&] {
+                write_out();
+                return true;
+            });
+            if (!ok && !write_error) write_error = make_error_code(errc::io_error);
+            if (write_error) co_return temporary_failure;
+        }
         net::commit_request rq;
         rq.storage = cfg().storage;
         if (!out) {
@@ -439,6 +447,7 @@ server::server(asio::io_context& io, server_config config) : configured_service(
 result<void> server::build() {
     if (!config_.log) config_.log = null_log();
     shared_ = std::make_shared<shared>(config_);
+    if (config_.storage && config_.storage->commits_in_groups()) shared_->committer = &net::delivery_committer::of(io_);
     return rebuild(
         config_.base_options(), [sh = shared_](net::connection& c) { return serve(sh, c); },
         "421 4.3.2 Too many connections, try again later\r\n", listeners_of(config_));

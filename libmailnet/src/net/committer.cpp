@@ -8,6 +8,7 @@
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/executor_work_guard.hpp>
+#include <asio/execution_context.hpp>
 #include <asio/post.hpp>
 #include <asio/use_awaitable.hpp>
 
@@ -60,7 +61,19 @@ void delivery_committer::run() {
             counts_.requests += group.size();
             counts_.largest_group = std::max(counts_.largest_group, group.size());
         }
-        commit_group(group);
+        try {
+            commit_group(group);
+        } catch (...) {
+            // NOTE: only an allocation can fail here (the store's calls are guarded): every
+            // caller not yet resumed gets an error rather than waiting for ever.
+            for (auto& j : group) {
+                if (!j) continue;
+                try {
+                    j->complete({make_error_code(errc::io_error), "out of memory in the committer"});
+                } catch (...) {
+                }
+            }
+        }
         group.clear();
     }
 }
@@ -138,9 +151,37 @@ void delivery_committer::commit_group(std::vector<std::unique_ptr<job>>& group) 
             rq.out.reset();
         }
         rq.storage.reset();
-        group[i]->complete(std::move(outcomes[i]));
+        auto j = std::move(group[i]);  // completed once: a throw below leaves no second try
+        j->complete(std::move(outcomes[i]));
     }
 }
+
+namespace {
+
+// The committer an io_context owns: its shutdown (the io_context's destruction) joins the
+// thread before the io_context's queues are torn down, so a group still committing then posts
+// its completions into a live io_context, whose shutdown then destroys them.
+class committer_service final : public asio::execution_context::service {
+public:
+    using key_type = committer_service;
+    static asio::execution_context::id id;
+    explicit committer_service(asio::execution_context& ctx) : asio::execution_context::service(ctx) {}
+    delivery_committer& get() {
+        std::call_once(once_, [&] { committer_ = std::make_unique<delivery_committer>(); });
+        return *committer_;
+    }
+
+private:
+    void shutdown() override { committer_.reset(); }
+    std::once_flag once_;
+    std::unique_ptr<delivery_committer> committer_;
+};
+
+asio::execution_context::id committer_service::id;
+
+}  // namespace
+
+delivery_committer& delivery_committer::of(asio::io_context& io) { return asio::use_service<committer_service>(io).get(); }
 
 asio::awaitable<commit_outcome> delivery_committer::commit(commit_request request) {
     return asio::async_initiate<const asio::use_awaitable_t<>&, void(commit_outcome)>(

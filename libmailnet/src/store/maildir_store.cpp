@@ -380,6 +380,28 @@ private:
     std::vector<pending> links_;  // registered links whose round has not ended
 };
 
+// Runs fn(0) .. fn(n - 1), up to 8 at a time: the calls block on the disk (fsync), and one
+// flush after another from one thread waits for the disk once each. The calling thread takes
+// part; fewer threads (or none) help when none can be had.
+template <class F>
+void in_parallel(std::size_t n, F fn) {
+    constexpr std::size_t max_threads = 8;
+    if (n == 0) return;
+    if (n == 1) return fn(0);
+    std::atomic<std::size_t> next{0};
+    auto work = [&] {
+        for (std::size_t i; (i = next.fetch_add(1)) < n;) fn(i);
+    };
+    std::vector<std::thread> helpers;
+    try {
+        for (std::size_t t = 0; t + 1 < std::min(n, max_threads); ++t) helpers.emplace_back(work);
+    } catch (const std::exception&) {
+        // NOTE: no thread (or no memory for one): fewer help; the started ones are joined below.
+    }
+    work();
+    for (auto& t : helpers) t.join();
+}
+
 // Round one of a delivery's group commit (DESIGN.md "pluggable interfaces", Delivery): the
 // tmp/ files of one file system are made durable before any of them is linked into new/ (a
 // link that reached the disk before its file's data and inode would show an empty or short
@@ -514,21 +536,7 @@ private:
     // thread against 3,158 from eight on the bench's disk).
     static constexpr std::size_t own_sync_threads = 8;
     static void own_syncs(std::span<const int> fds, std::span<result<void>> out) {
-        if (fds.empty()) return;
-        std::atomic<std::size_t> next{0};
-        auto work = [&] {
-            for (std::size_t i; (i = next.fetch_add(1)) < fds.size();) out[i] = own_sync(fds[i]);
-        };
-        std::vector<std::thread> helpers;
-        const std::size_t want = std::min(fds.size(), own_sync_threads) - 1;
-        try {
-            for (std::size_t t = 0; t < want; ++t) helpers.emplace_back(work);
-        } catch (const std::exception&) {
-            // NOTE: no thread (or no memory for one) to be had: fewer (or none) help; this one
-            // syncs what is left, and the started ones are joined below.
-        }
-        work();
-        for (auto& t : helpers) t.join();
+        in_parallel(fds.size(), [&](std::size_t i) { out[i] = own_sync(fds[i]); });
     }
 
     // Whether syncfs (plus a directory's fdatasync) makes every file of the file system durable
@@ -740,34 +748,55 @@ public:
         }
         // The links, each only after its file is durable.
         std::vector<std::vector<std::string>> made(ds.size());
-        for (const std::size_t i : of)
-            if (results[i]) results[i] = ds[i]->close_and_link(made[i]);
-        // Round two: one fsync of each new/ covers every link made into it.
-        if (config_.fsync) {
-            std::map<directory_sync*, std::vector<std::pair<std::size_t, std::size_t>>> by_dir;  // (delivery, target)
-            for (std::size_t i = 0; i < ds.size(); ++i)
-                if (results[i])
-                    for (std::size_t t = 0; t < made[i].size(); ++t) by_dir[ds[i]->targets_[t].new_sync.get()].emplace_back(i, t);
-            std::vector<std::vector<directory_sync::link>> links(ds.size());
-            for (std::size_t i = 0; i < ds.size(); ++i)
-                for (const auto& m : made[i]) links[i].push_back({m});
-            std::vector<std::size_t> gone(ds.size(), std::string::npos);  // as commit_once's `i`
-            for (auto& [dir, members] : by_dir) {
-                std::vector<directory_sync::link*> ls;
-                for (const auto& [i, t] : members) ls.push_back(&links[i][t]);
-                auto r = dir->sync(ls);
-                if (r) continue;
-                for (const auto& [i, t] : members) {
-                    if (!results[i]) continue;  // failed in another new/ already
-                    results[i] = ds[i]->fail("fsync", ds[i]->targets_[t].dir + "/new", r.error());
-                    gone[i] = links[i][t].removed ? t : std::string::npos;
+        try {
+            for (const std::size_t i : of)
+                if (results[i]) results[i] = ds[i]->close_and_link(made[i]);
+            // Round two: one fsync of each new/ covers every link made into it; the new/ of
+            // several mailboxes are fsync'd in parallel (commit() calls of several pool threads
+            // did so too).
+            if (config_.fsync) {
+                std::map<directory_sync*, std::vector<std::pair<std::size_t, std::size_t>>> by_dir;  // (delivery, target)
+                for (std::size_t i = 0; i < ds.size(); ++i)
+                    if (results[i])
+                        for (std::size_t t = 0; t < made[i].size(); ++t) by_dir[ds[i]->targets_[t].new_sync.get()].emplace_back(i, t);
+                std::vector<std::vector<directory_sync::link>> links(ds.size());
+                for (std::size_t i = 0; i < ds.size(); ++i)
+                    for (const auto& m : made[i]) links[i].push_back({m});
+                std::vector<std::pair<directory_sync*, std::vector<directory_sync::link*>>> dirs;
+                for (auto& [dir, members] : by_dir) {
+                    std::vector<directory_sync::link*> ls;
+                    for (const auto& [i, t] : members) ls.push_back(&links[i][t]);
+                    dirs.emplace_back(dir, std::move(ls));
+                }
+                std::vector<result<void>> synced(dirs.size());
+                in_parallel(dirs.size(), [&](std::size_t k) { synced[k] = dirs[k].first->sync(dirs[k].second); });
+                std::vector<std::size_t> gone(ds.size(), std::string::npos);  // as commit_once's `i`
+                std::size_t k = 0;
+                for (auto& [dir, members] : by_dir) {
+                    const auto& r = synced[k++];
+                    if (r) continue;
+                    for (const auto& [i, t] : members) {
+                        if (!results[i]) continue;  // failed in another new/ already
+                        results[i] = ds[i]->fail("fsync", ds[i]->targets_[t].dir + "/new", r.error());
+                        gone[i] = links[i][t].removed ? t : std::string::npos;
+                    }
+                }
+                for (std::size_t i = 0; i < ds.size(); ++i) {
+                    if (results[i] || made[i].empty()) continue;
+                    ds[i]->remove_all(made[i], gone[i]);
+                    ds[i]->withdraw();
                 }
             }
+        } catch (...) {
+            // NOTE: an allocation failed after links were made: none of the batch is reported
+            // delivered (the caller fails them all), so every link goes again, or a client's
+            // retry would find its first copy visible.
             for (std::size_t i = 0; i < ds.size(); ++i) {
-                if (results[i] || made[i].empty()) continue;
-                ds[i]->remove_all(made[i], gone[i]);
+                if (made[i].empty()) continue;
+                ds[i]->remove_all(made[i]);
                 ds[i]->withdraw();
             }
+            throw;
         }
         for (std::size_t i = 0; i < ds.size(); ++i) ds[i]->finish(results[i]);
         return true;
@@ -1525,6 +1554,12 @@ private:
 
 public:
     bool commits_in_groups() const noexcept override { return true; }
+
+    bool knows_mailboxes(std::span<const std::string> mailboxes) override {
+        std::lock_guard guard(syncs_mutex_);
+        return std::all_of(mailboxes.begin(), mailboxes.end(),
+                           [&](const std::string& m) { return !m.empty() && ensured_.contains(encode_mailbox_name(m)); });
+    }
 
     result<std::vector<std::string>> mailboxes() override {
         if (folder_) return unexpected(errc::unsupported);

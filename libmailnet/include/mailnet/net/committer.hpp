@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <asio/awaitable.hpp>
+#include <asio/io_context.hpp>
 
 #include "mailnet/store/store.hpp"
 
@@ -39,17 +40,22 @@ struct commit_outcome {
 };
 
 /// One thread that commits deliveries in groups. Thread-safe. Destroy it only once nothing
-/// waits on it (a server holds it until its last session ended).
+/// waits on it, and before the io_contexts of its callers: of() gives the one an io_context
+/// owns, which its shutdown ends (after the groups queued then, whose callers it resumes).
 class delivery_committer {
 public:
+    /// The committer of `io` (an io_context service; its thread starts on the first call).
+    static delivery_committer& of(asio::io_context& io);
+
     delivery_committer();
     ~delivery_committer();
     delivery_committer(const delivery_committer&) = delete;
     delivery_committer& operator=(const delivery_committer&) = delete;
 
-    /// Begins the delivery if needed, writes `octets` and commits it together with every other
-    /// request that reached the thread before this group started; resumes the caller on its
-    /// executor. The request's delivery is finished (and destroyed) on the committer's thread.
+    /// Begins the delivery if needed, writes `octets` and commits it together with the other
+    /// requests that reached the thread before this group started (up to max_group in all);
+    /// resumes the caller on its executor. The request's delivery is finished (and destroyed)
+    /// on the committer's thread.
     asio::awaitable<commit_outcome> commit(commit_request request);
 
     /// Groups committed so far and the requests they held, and the requests waiting for the
@@ -74,7 +80,10 @@ public:
     void submit(std::unique_ptr<job> j);
 
 private:
+public:
     static constexpr std::size_t max_group = 64;  ///< requests committed together at most
+
+private:
     void run();
     void commit_group(std::vector<std::unique_ptr<job>>& group);
 

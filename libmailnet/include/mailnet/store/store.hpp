@@ -201,6 +201,14 @@ public:
     /// concurrent commit() calls can.
     virtual bool commits_in_groups() const noexcept { return false; }
 
+    /// Whether every one of `mailboxes` is known to be there already, so that
+    /// begin_delivery() makes none (no mkdir, no fsync: a committer's thread can begin it
+    /// without holding up the others). False when unsure.
+    virtual bool knows_mailboxes(std::span<const std::string> mailboxes) {
+        (void)mailboxes;
+        return false;
+    }
+
     /// Delivers a whole message held in memory: begin_delivery, write, commit.
     result<void> deliver(std::span<const std::string> mailboxes, std::string_view octets);
 
