@@ -236,6 +236,34 @@ TEST_F(postgresql_store, concurrent_deliveries_share_transactions) {
     EXPECT_LT(transactions, threads * each);
 }
 
+TEST_F(postgresql_store, deliveries_committed_together_share_one_transaction_and_each_has_its_own_result) {
+    // A server's committer thread (net::delivery_committer) hands the store whole groups.
+    auto s = open();
+    ASSERT_TRUE(s);
+    EXPECT_TRUE(s->commits_in_groups());
+    const std::vector<std::string> boxes{"alice", "bob"};
+    EXPECT_TRUE(s->knows_mailboxes(boxes));  // begin_delivery() needs no database
+    std::vector<std::unique_ptr<mailnet::delivery>> ds;
+    std::vector<mailnet::delivery*> ptrs;
+    for (int i = 0; i < 12; ++i) {
+        auto d = s->begin_delivery(i % 3 == 0 ? boxes : std::vector<std::string>{"bob"});
+        ASSERT_TRUE(d);
+        ASSERT_TRUE((*d)->write("Subject: " + std::to_string(i) + "\n\nbody\n"));
+        ptrs.push_back(d->get());
+        ds.push_back(std::move(*d));
+    }
+    const auto results = mailnet::commit_together(ptrs);
+    ASSERT_EQ(results.size(), 12u);
+    for (const auto& r : results) EXPECT_TRUE(r) << r.error().message();
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".messages"), "16");  // 4 to both, 8 to bob
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".bodies"), "12");
+    EXPECT_EQ(admin("SELECT count(DISTINCT received) FROM " + guard.schema + ".bodies"), "1");
+    // A delivery committed already cannot be again: the group is refused whole, nothing doubles.
+    const auto again = mailnet::commit_together(ptrs);
+    for (const auto& r : again) EXPECT_FALSE(r);
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".bodies"), "12");
+}
+
 TEST_F(postgresql_store, a_delivery_that_fails_in_a_shared_transaction_spoils_no_other) {
     auto s = open();
     ASSERT_TRUE(s);

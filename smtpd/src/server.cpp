@@ -59,9 +59,11 @@ namespace {
 // 1,000 sessions sending at once hold 64 MiB at most).
 constexpr std::size_t flush_octets = 64 * 1024;
 
-// A delivery to more mailboxes than this commits on the pool, alone: on the committer's one
-// thread its links and fsyncs would hold up every other session's message.
+// A delivery to more mailboxes than this, or of this many octets or more, commits on the pool,
+// alone: on the committer's one thread its links and fsyncs, or the flush of its data, would
+// hold up every other session's message.
 constexpr std::size_t committer_max_mailboxes = 8;
+constexpr std::uint64_t committer_max_octets = 1024 * 1024;
 
 const verdict temporary_failure = verdict::refuse(451, "4.3.0", "Error: temporary failure, try again later");
 
@@ -266,7 +268,7 @@ struct smtp_hooks {
                 write_error = make_error_code(errc::bad_input);
                 return refused_here();
             }
-            if (targets.size() <= committer_max_mailboxes) return commit_in_group(r);
+            if (targets.size() <= committer_max_mailboxes && octets < committer_max_octets) return commit_in_group(r);
         }
         if (cfg().storage) {
             return r.on_pool_guarded("delivery", temporary_failure, [&] {

@@ -27,6 +27,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <span>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -804,6 +805,10 @@ class committer {
 public:
     explicit committer(std::shared_ptr<database> db) : db_(std::move(db)) {}
     result<void> commit(pg_delivery& d);
+    /// Several deliveries at once (commit_together: a server's committer thread), each with its
+    /// own result: they join the waiting ones, and this caller leads batches or waits until
+    /// every one of them is done.
+    void commit_all(std::span<pg_delivery* const> ds, std::span<result<void>> results);
 
 private:
     struct job {
@@ -861,6 +866,22 @@ public:
         auto r = committer_->commit(*this);
         release();
         return r;
+    }
+
+    // commit_together(): the group goes to the committer at once (its batches, one
+    // transaction at a time), for deliveries of this store none of them committed yet.
+    bool commit_batch(std::span<delivery* const> batch, std::span<result<void>> results) override {
+        std::vector<pg_delivery*> ds;
+        ds.reserve(batch.size());
+        for (delivery* b : batch) {
+            auto* d = dynamic_cast<pg_delivery*>(b);
+            if (d == nullptr || d->done_ || d->committer_ != committer_) return false;
+            ds.push_back(d);
+        }
+        for (auto* d : ds) d->done_ = true;
+        committer_->commit_all(ds, results);
+        for (auto* d : ds) d->release();
+        return true;
     }
 
     void abort() noexcept override {
@@ -932,10 +953,19 @@ private:
 };
 
 result<void> committer::commit(pg_delivery& d) {
-    job me{&d, {}, false};
+    pg_delivery* one[] = {&d};
+    result<void> r[1];
+    commit_all(one, r);
+    return r[0];
+}
+
+void committer::commit_all(std::span<pg_delivery* const> ds, std::span<result<void>> results) {
+    std::vector<job> mine(ds.size());
+    for (std::size_t i = 0; i < ds.size(); ++i) mine[i].d = ds[i];
+    auto all_done = [&] { return std::all_of(mine.begin(), mine.end(), [](const job& j) { return j.done; }); };
     std::unique_lock lock(mutex_);
-    waiting_.push_back(&me);
-    while (!me.done) {
+    for (auto& j : mine) waiting_.push_back(&j);
+    while (!all_done()) {
         // Nothing waiting: this job is in a batch under way; wait for it. A second batch may
         // run only beside a large one (large_batch_octets).
         const bool room = running_ < max_running || (running_ == running_large_ && running_ < max_running + 1);
@@ -984,8 +1014,7 @@ result<void> committer::commit(pg_delivery& d) {
         for (job* j : batch) j->done = true;
         cv_.notify_all();
     }
-    if (me.result) return unexpected(me.result);
-    return {};
+    for (std::size_t i = 0; i < mine.size(); ++i) results[i] = mine[i].result ? result<void>(unexpected(mine[i].result)) : result<void>();
 }
 
 void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
@@ -1310,6 +1339,11 @@ public:
         if (!r) std::fill(out.begin(), out.end(), r.error());
         return out;
     }
+
+    // A server's committer thread commits this store's deliveries in groups too (commit_batch):
+    // no pool thread per delivery waiting for its batch; begin_delivery() needs no database.
+    bool commits_in_groups() const noexcept override { return true; }
+    bool knows_mailboxes(std::span<const std::string>) override { return true; }
 
     result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) override {
         auto targets = delivery_targets(mailboxes);
