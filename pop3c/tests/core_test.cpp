@@ -183,9 +183,15 @@ TEST(pop3c_core, nothing_is_written_before_the_greeting_nor_past_the_window) {
     EXPECT_EQ(c.take_output(), "RETR 1\r\nRETR 2\r\nRETR 3\r\n");
     EXPECT_EQ(c.in_flight(), 3u);
     EXPECT_EQ(c.queued(), 2u);
+    // Refilled once at most half the window is in flight, in one write.
     c.feed("-ERR gone\r\n");
     EXPECT_TRUE(std::holds_alternative<ev::reply>(c.next()));
-    EXPECT_EQ(c.take_output(), "RETR 4\r\n");
+    EXPECT_EQ(c.take_output(), "");
+    EXPECT_EQ(c.in_flight(), 2u);
+    c.feed("-ERR gone too\r\n");
+    EXPECT_TRUE(std::holds_alternative<ev::reply>(c.next()));
+    EXPECT_EQ(c.take_output(), "RETR 4\r\nRETR 5\r\n");
+    EXPECT_EQ(c.in_flight(), 3u);
     EXPECT_EQ(c.take_output(), "");
 }
 
