@@ -35,8 +35,9 @@ if(NOT TARGET mailnet::crypt)
     INTERFACE_INCLUDE_DIRECTORIES "${MAILNET_CRYPT_INCLUDE_DIR}")
 endif()
 
-# libpq (libpq-dev), for the PostgreSQL store.
-if(NOT TARGET mailnet::pq)
+# libpq (libpq-dev), for the PostgreSQL store: always in the build tree; for the installed
+# package only when libmailnet is static (mailnetConfig.cmake sets MAILNET_NEEDS_PQ).
+if(NOT TARGET mailnet::pq AND (NOT DEFINED MAILNET_NEEDS_PQ OR MAILNET_NEEDS_PQ))
   find_path(MAILNET_PQ_INCLUDE_DIR libpq-fe.h PATH_SUFFIXES postgresql REQUIRED)
   find_library(MAILNET_PQ_LIBRARY pq REQUIRED)
   add_library(mailnet::pq UNKNOWN IMPORTED)

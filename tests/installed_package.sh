@@ -7,6 +7,11 @@ build=$1 src=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
+# The PostgreSQL store's module is installed beside libmailnet (docs/stores.md "The module").
+for f in libmailnet.so.0 libmailnet_postgresql.so.0; do
+  [ -n "$(find "$tmp/prefix" -name "$f")" ] || { echo "$f is not installed" >&2; exit 1; }
+done
+[ "$(dirname "$(find "$tmp/prefix" -name libmailnet.so.0)")" = "$(dirname "$(find "$tmp/prefix" -name libmailnet_postgresql.so.0)")" ]
 libdirs="$tmp/prefix/lib:$tmp/prefix/lib/x86_64-linux-gnu:$tmp/prefix/lib64"
 cmake -S "$src/docs/examples/store_roundtrip" -B "$tmp/app" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
 cmake --build "$tmp/app" >/dev/null

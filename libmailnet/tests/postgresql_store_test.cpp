@@ -262,6 +262,55 @@ TEST_F(postgresql_store, deliveries_committed_together_share_one_transaction_and
     const auto again = mailnet::commit_together(ptrs);
     for (const auto& r : again) EXPECT_FALSE(r);
     EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".bodies"), "12");
+
+    // One delivery of a group that cannot be stored (a UIDL its mailbox has already) fails
+    // alone; the others of its group are stored once.
+    std::vector<std::unique_ptr<mailnet::delivery>> more;
+    std::vector<mailnet::delivery*> mp;
+    for (int i = 0; i < 5; ++i) {
+        auto d = s->begin_delivery(std::vector<std::string>{"carol"});
+        ASSERT_TRUE(d);
+        ASSERT_TRUE((*d)->write("Subject: c" + std::to_string(i) + "\n\nx\n"));
+        if (i == 1 || i == 3) {
+            EXPECT_TRUE((*d)->keep("same-uidl", false));
+        }
+        mp.push_back(d->get());
+        more.push_back(std::move(*d));
+    }
+    const auto mixed = mailnet::commit_together(mp);
+    ASSERT_EQ(mixed.size(), 5u);
+    EXPECT_TRUE(mixed[0]);
+    EXPECT_TRUE(mixed[1]);
+    EXPECT_TRUE(mixed[2]);
+    EXPECT_FALSE(mixed[3]);
+    EXPECT_TRUE(mixed[4]);
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".messages m JOIN " + guard.schema +
+                    ".mailboxes x ON x.id = m.mailbox_id WHERE x.name = 'carol'"),
+              "4");
+
+    // A delivery of 1 MiB or more in a group goes in a transaction of its own (it would hold up
+    // the group's small ones, and those of a server's other sessions behind them).
+    std::vector<std::unique_ptr<mailnet::delivery>> sized;
+    std::vector<mailnet::delivery*> sp;
+    for (int i = 0; i < 4; ++i) {
+        auto d = s->begin_delivery(std::vector<std::string>{"dave"});
+        ASSERT_TRUE(d);
+        ASSERT_TRUE((*d)->write(i == 2 ? "Subject: big\n\n" + std::string(1536 * 1024, 'b') + "\n" : "Subject: small\n\nx\n"));
+        sp.push_back(d->get());
+        sized.push_back(std::move(*d));
+    }
+    for (const auto& r : mailnet::commit_together(sp)) EXPECT_TRUE(r);
+    EXPECT_EQ(admin("SELECT count(DISTINCT b.received) FROM " + guard.schema + ".bodies b JOIN " + guard.schema +
+                    ".messages m ON m.body_id = b.id JOIN " + guard.schema + ".mailboxes x ON x.id = m.mailbox_id WHERE x.name = 'dave'"),
+              "2");
+
+    // While someone subscribes (mailnetd), the store's deliveries go back to the pool: a
+    // batch then waits for its own events, which a server's one committer thread must not.
+    {
+        auto sub = s->subscribe([](const mailnet::store_event&) {});
+        EXPECT_FALSE(s->commits_in_groups());
+    }
+    EXPECT_TRUE(s->commits_in_groups());
 }
 
 TEST_F(postgresql_store, a_delivery_that_fails_in_a_shared_transaction_spoils_no_other) {

@@ -37,8 +37,8 @@ struct server::shared {
     std::shared_ptr<login_throttle> account_throttle;  // per account
     std::string id_prefix;                             // start time and pid: ids differ across restarts
     std::atomic<std::uint64_t> counter{0};
-    // Commits the store's deliveries in groups on a thread of its own, the io_context's (null:
-    // each delivery commits on the pool).
+    // Commits the store's deliveries in groups on a thread of its own, the io_context's, while
+    // the store says commits_in_groups() (else, or null: each delivery commits on the pool).
     net::delivery_committer* committer = nullptr;
 
     // A queue id: the server's prefix, then a counter (Postfix-like long ids, 0-9A-Z only).
@@ -257,7 +257,7 @@ struct smtp_hooks {
     // The message ended: durable in every recipient's mailbox (or given to the deliver
     // callback), and only then accepted.
     asio::awaitable<verdict> complete(const envelope& mail, net::runner& r) {
-        if (cfg().storage && sh->committer) {
+        if (cfg().storage && sh->committer && cfg().storage->commits_in_groups()) {
             // The end of the message goes to the committer: its thread writes it with the
             // others that end meanwhile and commits them together (no pool thread per message).
             if (write_error) return refused_here();
@@ -449,7 +449,7 @@ server::server(asio::io_context& io, server_config config) : configured_service(
 result<void> server::build() {
     if (!config_.log) config_.log = null_log();
     shared_ = std::make_shared<shared>(config_);
-    if (config_.storage && config_.storage->commits_in_groups()) shared_->committer = &net::delivery_committer::of(io_);
+    if (config_.storage) shared_->committer = &net::delivery_committer::of(io_);  // used while commits_in_groups()
     return rebuild(
         config_.base_options(), [sh = shared_](net::connection& c) { return serve(sh, c); },
         "421 4.3.2 Too many connections, try again later\r\n", listeners_of(config_));

@@ -59,8 +59,13 @@ std::unique_ptr<authenticator> users_from_file(std::string_view program, const s
 std::shared_ptr<store> store_at(std::string_view program, const std::string& spec, const log_sink& log, int& exit) {
     if (is_postgresql_uri(spec)) {
         if (const auto why = postgresql_unavailable_reason(); !why.empty()) {
-            std::cerr << program << ": cannot use store " << spec << ": PostgreSQL support cannot be loaded (" << why
-                      << ")\n";
+            // Without libpq's parser the URI may hold a password: only its scheme and host part.
+            std::string shown = spec.substr(0, spec.find("://") + 3);
+            std::string rest = spec.substr(shown.size());
+            rest = rest.substr(0, rest.find_first_of("/?"));
+            if (const auto at = rest.rfind('@'); at != std::string::npos) rest = rest.substr(at + 1);
+            std::cerr << program << ": cannot use store " << shown << rest << "/...: PostgreSQL support cannot be loaded ("
+                      << why << ")\n";
             exit = exit_code::unavailable;
             return nullptr;
         }

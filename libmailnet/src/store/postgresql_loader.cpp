@@ -4,6 +4,7 @@
 // dynamic linker's search. A build without shared libraries has the store compiled in.
 #include "mailnet/net/program.hpp"
 #include "mailnet/store/postgresql.hpp"
+#include "mailnet/version.hpp"
 #include "postgresql_module.hpp"
 
 #include <dlfcn.h>
@@ -29,13 +30,16 @@ const loaded& load() {
 #ifdef MAILNET_POSTGRESQL_BUILTIN
         l.module = mailnet_postgresql_module_v1();
 #else
+        // NOTE: the one beside libmailnet when it is there (its own load error is the one
+        // told: libpq missing, a symbol not found); the dynamic linker's search only when it
+        // is not, and a module found so must be of this very build.
         std::string here;
         Dl_info info{};
         if (::dladdr(reinterpret_cast<void*>(&load), &info) != 0 && info.dli_fname != nullptr)
             here = (std::filesystem::path(info.dli_fname).parent_path() / module_file).string();
-        void* h = nullptr;
-        if (!here.empty()) h = ::dlopen(here.c_str(), RTLD_NOW | RTLD_LOCAL);
-        if (h == nullptr) h = ::dlopen(module_file, RTLD_NOW | RTLD_LOCAL);
+        std::error_code ec;
+        const bool beside = !here.empty() && std::filesystem::exists(here, ec);
+        void* h = ::dlopen(beside ? here.c_str() : module_file, RTLD_NOW | RTLD_LOCAL);
         if (h == nullptr) {
             const char* e = ::dlerror();
             l.error = e ? e : module_file;
@@ -44,8 +48,9 @@ const loaded& load() {
         using entry = const detail::postgresql_module* (*)() noexcept;
         auto* f = reinterpret_cast<entry>(::dlsym(h, "mailnet_postgresql_module_v1"));
         const auto* m = f ? f() : nullptr;
-        if (m == nullptr || m->version != detail::postgresql_module_version) {
-            l.error = std::string(module_file) + " is not this libmailnet's module";
+        if (m == nullptr || m->version != detail::postgresql_module_version || m->build == nullptr ||
+            version() != m->build || m->options_size != sizeof(postgresql_options)) {
+            l.error = std::string(module_file) + " is not of this libmailnet (" + std::string(version()) + ")";
             return;  // NOTE: left loaded: unloading code that may have registered anything is not safe
         }
         l.module = m;
@@ -77,13 +82,14 @@ std::string postgresql_unavailable_reason() {
 namespace net {
 
 bool uri_has_password(std::string_view uri) noexcept {
-    const auto& l = load();
-    if (l.module == nullptr) return false;  // the store cannot be opened anyway
+    // NOTE: fails closed: without libpq's parser (no module, no memory) a URI may hold one.
     try {
+        const auto& l = load();
+        if (l.module == nullptr) return true;
         const std::string text(uri);
         return l.module->uri_has_password(text.c_str());
     } catch (...) {
-        return false;
+        return true;
     }
 }
 

@@ -4,6 +4,7 @@
 // processes that use a postgresql:// store only. Both sides are built from one tree.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 
 #include "mailnet/store/postgresql.hpp"
@@ -11,7 +12,9 @@
 namespace mailnet::detail {
 
 struct postgresql_module {
-    int version;  ///< postgresql_module_version
+    int version;                       ///< postgresql_module_version
+    const char* build;                 ///< the project version it was built as (MAILNET_MODULE_VERSION)
+    std::size_t options_size;          ///< sizeof(postgresql_options) there
     result<std::unique_ptr<store>> (*open)(postgresql_options options);
     bool (*uri_has_password)(const char* uri) noexcept;
 };

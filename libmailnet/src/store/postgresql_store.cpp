@@ -7,6 +7,10 @@
 #include "mailnet/store/postgresql.hpp"
 #include "postgresql_module.hpp"
 
+#ifndef MAILNET_MODULE_VERSION
+#define MAILNET_MODULE_VERSION ""
+#endif
+
 #include "mailnet/dot_stuffing.hpp"
 #include "mailnet/posix_io.hpp"
 
@@ -815,6 +819,7 @@ private:
         pg_delivery* d;
         std::error_code result;
         bool done = false;
+        const void* owner = nullptr;  // the commit_all() call it belongs to
     };
     using box_map = std::map<std::string, std::string, std::less<>>;  // mailbox name -> id
     // A committed transaction whose events are still to be heard back (or told).
@@ -961,10 +966,21 @@ result<void> committer::commit(pg_delivery& d) {
 
 void committer::commit_all(std::span<pg_delivery* const> ds, std::span<result<void>> results) {
     std::vector<job> mine(ds.size());
-    for (std::size_t i = 0; i < ds.size(); ++i) mine[i].d = ds[i];
+    for (std::size_t i = 0; i < ds.size(); ++i) {
+        mine[i].d = ds[i];
+        mine[i].owner = &mine;
+    }
     auto all_done = [&] { return std::all_of(mine.begin(), mine.end(), [](const job& j) { return j.done; }); };
+    std::vector<job*> batch;
+    batch.reserve(max_batch);  // nothing allocated below while jobs are taken from waiting_
     std::unique_lock lock(mutex_);
-    for (auto& j : mine) waiting_.push_back(&j);
+    try {
+        for (auto& j : mine) waiting_.push_back(&j);
+    } catch (...) {
+        // NOTE: none of these jobs may stay behind in waiting_ once `mine` is gone.
+        std::erase_if(waiting_, [&](const job* j) { return j->owner == &mine; });
+        throw;
+    }
     while (!all_done()) {
         // Nothing waiting: this job is in a batch under way; wait for it. A second batch may
         // run only beside a large one (large_batch_octets).
@@ -973,12 +989,27 @@ void committer::commit_all(std::span<pg_delivery* const> ds, std::span<result<vo
             cv_.wait(lock);
             continue;
         }
-        std::vector<job*> batch;
+        // NOTE: a delivery of large_batch_octets or more goes alone, in a batch its own caller
+        // leads: a server's committer thread that took another caller's 20 MiB message into its
+        // batch would hold every session's 250 behind it (smtpd commits such messages on the
+        // pool for that reason), and a pool thread would hold the committer's small ones.
+        batch.clear();
         std::uint64_t octets = 0;
-        while (!waiting_.empty() && batch.size() < max_batch) {
-            octets += waiting_.front()->d->stored_octets();
-            batch.push_back(waiting_.front());
-            waiting_.pop_front();
+        for (auto it = waiting_.begin(); it != waiting_.end() && batch.size() < max_batch;) {
+            job* j = *it;
+            const bool big = j->d->stored_octets() >= large_batch_octets;
+            if (big && (j->owner != &mine || !batch.empty())) {
+                ++it;
+                continue;
+            }
+            octets += j->d->stored_octets();
+            batch.push_back(j);
+            it = waiting_.erase(it);
+            if (big) break;
+        }
+        if (batch.empty()) {  // only other callers' large deliveries wait: they lead them
+            cv_.wait(lock);
+            continue;
         }
         const bool large = octets >= large_batch_octets;
         ++running_;
@@ -1342,7 +1373,10 @@ public:
 
     // A server's committer thread commits this store's deliveries in groups too (commit_batch):
     // no pool thread per delivery waiting for its batch; begin_delivery() needs no database.
-    bool commits_in_groups() const noexcept override { return true; }
+    // NOTE: not while someone subscribes (mailnetd): a batch then waits for its own NOTIFY to
+    // come back before its deliveries are answered, and on the one committer thread no next
+    // group could start meanwhile, as it does beside that wait on the pool.
+    bool commits_in_groups() const noexcept override { return !events()->has_subscribers(); }
     bool knows_mailboxes(std::span<const std::string>) override { return true; }
 
     result<std::unique_ptr<delivery>> begin_delivery(std::span<const std::string> mailboxes) override {
@@ -1533,6 +1567,7 @@ result<std::unique_ptr<store>> open_postgresql_store_here(postgresql_options opt
 extern "C" __attribute__((visibility("default"))) const mailnet::detail::postgresql_module*
 mailnet_postgresql_module_v1() noexcept {
     static const mailnet::detail::postgresql_module m{mailnet::detail::postgresql_module_version,
+                                                      MAILNET_MODULE_VERSION, sizeof(mailnet::postgresql_options),
                                                       &mailnet::detail::open_postgresql_store_here,
                                                       &mailnet::detail::postgresql_uri_has_password_here};
     return &m;

@@ -157,8 +157,8 @@ public:
 /// with commit()'s guarantee and its own result (same order). The Maildir store shares the
 /// durability work of the whole group, more than concurrent commit() calls can: one data
 /// round for all the tmp/ files (a syncfs(2) where it trusts the file system, as
-/// `maildir_data_sync` allows), then all the links, then one fsync of each new/. Other stores
-/// commit one after the other.
+/// `maildir_data_sync` allows), then all the links, then one fsync of each new/. The PostgreSQL
+/// store takes the group into its batches at once; other stores commit one after the other.
 std::vector<result<void>> commit_together(std::span<delivery* const> batch);
 
 /// The storage backend. Calls may block (disk, network): servers run them off the I/O
@@ -195,15 +195,17 @@ public:
     /// without on_mailboxes).
     virtual result<std::vector<std::string>> mailboxes() { return unexpected(errc::unsupported); }
 
-    /// Whether concurrent deliveries are best committed together, by one thread, with
+    /// Whether concurrent deliveries are best committed together now, by one thread, with
     /// commit_together() (net::delivery_committer), rather than each by its own commit() on a
     /// pool thread: true for the Maildir store, whose commit_batch() shares more than
-    /// concurrent commit() calls can.
+    /// concurrent commit() calls can, and for the PostgreSQL store while nobody subscribes.
+    /// May change while the store is used: ask for each delivery.
     virtual bool commits_in_groups() const noexcept { return false; }
 
-    /// Whether every one of `mailboxes` is known to be there already, so that
-    /// begin_delivery() makes none (no mkdir, no fsync: a committer's thread can begin it
-    /// without holding up the others). False when unsure.
+    /// Whether begin_delivery(mailboxes) does no slow work (the Maildir store: every mailbox
+    /// already made and known, so no mkdir and no fsync; the PostgreSQL store: always, it
+    /// needs no database until the commit), so a committer's thread can begin it without
+    /// holding up the others. False when unsure.
     virtual bool knows_mailboxes(std::span<const std::string> mailboxes) {
         (void)mailboxes;
         return false;
