@@ -207,6 +207,12 @@ TEST_F(postgresql_store, front_ends_starting_together_create_the_schema_once_and
     for (auto& t : starters) t.join();
     EXPECT_EQ(opened.load(), 4);
     EXPECT_EQ(admin("SELECT version FROM " + guard.schema + ".version"), std::to_string(mailnet::postgresql_schema_version));
+    // A version 1 schema (before the listeners table) is migrated by the next start.
+    admin("DROP TABLE " + guard.schema + ".listeners");
+    admin("UPDATE " + guard.schema + ".version SET version = 1");
+    EXPECT_TRUE(open());
+    EXPECT_EQ(admin("SELECT version FROM " + guard.schema + ".version"), "2");
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".listeners"), "0");
     admin("UPDATE " + guard.schema + ".version SET version = 99");
     mailnet::postgresql_options o;
     o.uri = guard.uri;
@@ -630,3 +636,131 @@ TEST_F(postgresql_store, once_the_event_connection_is_back_subscribers_are_told_
 }
 
 }  // namespace
+
+// A raw connection that LISTENs on the store's channel, as a front-end's event connection does
+// but without entering the listeners table: it hears what the front-ends send for others.
+class raw_listener {
+public:
+    raw_listener(const std::string& uri, const std::string& schema) : c_(PQconnectdb(uri.c_str())), channel_(schema + "_events") {
+        run("LISTEN " + channel_);
+    }
+    ~raw_listener() { PQfinish(c_); }
+    void run(const std::string& sql) {
+        PGresult* r = PQexec(c_, sql.c_str());
+        EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQresultErrorMessage(r);
+        PQclear(r);
+    }
+    // Every notification committed before now: the listener's own last one comes after them
+    // (PostgreSQL tells them in commit order), so this needs no timing.
+    std::vector<std::string> heard_so_far() {
+        run("NOTIFY " + channel_ + ", 'sentinel'");
+        std::vector<std::string> out;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (std::chrono::steady_clock::now() < deadline) {
+            PQconsumeInput(c_);
+            while (PGnotify* n = PQnotifies(c_)) {
+                const std::string payload = n->extra;
+                PQfreemem(n);
+                if (payload == "sentinel") return out;
+                out.push_back(payload);
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        ADD_FAILURE() << "the sentinel never came back";
+        return out;
+    }
+
+private:
+    PGconn* c_;
+    std::string channel_;
+};
+
+TEST_F(postgresql_store, changes_notify_only_while_some_front_end_listens) {
+    // Every transaction that notifies holds one server-wide lock through its commit: front-ends
+    // that nobody listens to (smtpd, pop3d) must not send any.
+    auto b = open();
+    ASSERT_TRUE(b);
+    raw_listener raw(guard.uri, guard.schema);
+    auto deliver_and_delete = [&](const std::string& box) {
+        ASSERT_TRUE(b->deliver(std::vector<std::string>{box}, "Subject: n\n\nx\n"));
+        auto snap = b->snapshot(box);
+        ASSERT_TRUE(snap && snap->size() == 1u);
+        ASSERT_TRUE(b->lock(box));
+        EXPECT_FALSE(b->commit(box, std::vector<std::string>{(*snap)[0].id}, {})[0]);
+        b->unlock(box);
+    };
+    deliver_and_delete("quiet@example.org");
+    EXPECT_TRUE(raw.heard_so_far().empty()) << "nobody listened";
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".listeners"), "0");
+    {
+        auto a = open();
+        ASSERT_TRUE(a);
+        auto sub = a->subscribe([](const store_event&) {});
+        EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".listeners"), "1");
+        deliver_and_delete("heard@example.org");
+        const auto heard = raw.heard_so_far();
+        ASSERT_EQ(heard.size(), 2u);
+        EXPECT_EQ(heard[0].substr(0, 2), "D ");
+        EXPECT_EQ(heard[1].substr(0, 2), "X ");
+    }
+    // The front-end is gone, and its row with it.
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".listeners"), "0");
+    deliver_and_delete("quiet@example.org");
+    EXPECT_TRUE(raw.heard_so_far().empty());
+    // A row whose server process is gone (a front-end killed) is dropped at the next start.
+    admin("INSERT INTO " + guard.schema + ".listeners (pid, front_end) VALUES (2147483646, 'killed')");
+    EXPECT_TRUE(open());
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".listeners"), "0");
+}
+
+TEST_F(postgresql_store, a_new_listener_waits_for_transactions_that_may_have_found_no_listener) {
+    // A transaction under way when a front-end starts to listen may have looked at the
+    // listeners table before the row came, and so send no NOTIFY: subscribe() returns only
+    // once it is over, so the subscriber's own look at the store finds what it did.
+    auto a = open();
+    ASSERT_TRUE(a);
+    PGconn* other = PQconnectdb(guard.uri.c_str());
+    ASSERT_EQ(PQstatus(other), CONNECTION_OK);
+    auto run = [&](const char* sql) { PQclear(PQexec(other, sql)); };
+    run("BEGIN");
+    run("SELECT pg_current_xact_id()");  // as a delivery's transaction: its id first
+    std::atomic<bool> committed{false};
+    std::thread ender([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(600));
+        committed = true;
+        run("COMMIT");
+    });
+    auto sub = a->subscribe([](const store_event&) {});
+    EXPECT_TRUE(committed.load()) << "subscribe() returned while an older transaction was under way";
+    ender.join();
+    PQfinish(other);
+}
+
+TEST_F(postgresql_store, a_transaction_longer_than_the_listeners_wait_is_followed_by_a_resync) {
+    auto a = open();
+    ASSERT_TRUE(a);
+    PGconn* other = PQconnectdb(guard.uri.c_str());
+    ASSERT_EQ(PQstatus(other), CONNECTION_OK);
+    PQclear(PQexec(other, "BEGIN"));
+    PQclear(PQexec(other, "SELECT pg_current_xact_id()"));
+    std::mutex m;
+    std::condition_variable cv;
+    bool resync = false;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto sub = a->subscribe([&](const store_event& e) {
+        std::lock_guard lock(m);
+        if (e.what == store_event::kind::resync) resync = true;
+        cv.notify_all();
+    });
+    // subscribe() gave up waiting after 2 s (the listener's bound) ...
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1900));
+    {
+        std::lock_guard lock(m);
+        EXPECT_FALSE(resync);
+    }
+    // ... and once the transaction is over, the subscriber is told to look again.
+    PQclear(PQexec(other, "COMMIT"));
+    std::unique_lock lock(m);
+    EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return resync; }));
+    PQfinish(other);
+}

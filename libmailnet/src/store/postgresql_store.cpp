@@ -55,6 +55,7 @@ constexpr std::uint64_t large_batch_octets = 1024 * 1024;
 constexpr std::size_t max_schema_octets = 40;
 constexpr auto event_wait = std::chrono::seconds(2);  // a commit waits this long for its own events
 constexpr auto reconnect_pause = std::chrono::seconds(1);
+constexpr auto listen_barrier = std::chrono::seconds(2);  // a new listener waits this long for older transactions
 
 struct result_deleter {
     void operator()(PGresult* r) const noexcept { PQclear(r); }
@@ -104,15 +105,16 @@ struct statement_text {
 };
 constexpr statement_text statements[] = {
     // One statement per delivery: its body, first piece, a message row per mailbox in the
-    // order given and a NOTIFY each (a statement with data-modifying CTEs happens whole or not
-    // at all). $1 token, $2 stored octets, $3 wire octets, $4 first piece, $5 mailbox ids,
+    // order given and a NOTIFY each while some front-end listens (a statement with
+    // data-modifying CTEs happens whole or not at all). $1 token, $2 stored octets, $3 wire octets, $4 first piece, $5 mailbox ids,
     // $6 channel, $7 front-end, $8 UIDL (empty: none), $9 seen.
     {"mailnet_deliver",
      "WITH b AS (INSERT INTO @.bodies (token, stored_octets, wire_octets) VALUES ($1, $2, $3) RETURNING id), "
      "c AS (INSERT INTO @.chunks (body_id, n, data) SELECT id, 0, $4::bytea FROM b WHERE octet_length($4::bytea) > 0), "
      "m AS (INSERT INTO @.messages (mailbox_id, body_id, uidl, seen) SELECT u.x, b.id, NULLIF($8, ''), $9::boolean FROM b, "
      "unnest($5::bigint[]) WITH ORDINALITY AS u(x, o) ORDER BY u.o RETURNING id, mailbox_id) "
-     "SELECT b.id, m.id, m.mailbox_id, pg_notify($6, 'D ' || $7 || ' ' || m.id || ' ' || $3::text || ' ' || encode(x.name, 'hex')) "
+     "SELECT b.id, m.id, m.mailbox_id, CASE WHEN EXISTS (SELECT 1 FROM @.listeners) THEN "
+     "pg_notify($6, 'D ' || $7 || ' ' || m.id || ' ' || $3::text || ' ' || encode(x.name, 'hex')) END "
      "FROM b, m JOIN @.mailboxes x ON x.id = m.mailbox_id ORDER BY m.id"},
     // A further piece of the body of delivery $1 (found by its token: in a pipelined batch its
     // id is not known yet when this is sent).
@@ -126,6 +128,10 @@ constexpr statement_text statements[] = {
      "LEFT JOIN @.chunks k ON k.body_id = b.id AND k.n = 0 WHERE x.name = $1 AND m.id = $2"},
     {"mailnet_read_chunk", "SELECT data FROM @.chunks WHERE body_id = $1 AND n = $2"},
 };
+// Drops the listeners table's rows of server processes that are gone.
+constexpr const char* drop_gone_listeners =
+    "DELETE FROM @.listeners WHERE pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)";
+
 constexpr std::uint32_t bit(statement s) { return 1u << static_cast<unsigned>(s); }
 
 // A pooled connection and the statements prepared on it, which live and die with it.
@@ -497,6 +503,22 @@ public:
             for (const char* s : v1)
                 if (auto r = exec(c, sql(s)); !r) return fail(r.error());
         }
+        if (have < 2) {
+            static constexpr const char* v2[] = {
+                // The front-ends whose event connection listens, one row each (its server
+                // process): a change sends its NOTIFY only while there is one, since every
+                // transaction that notifies holds one server-wide lock through its commit, WAL
+                // flush included, so front-ends that nobody listens to would commit one by one.
+                "CREATE TABLE @.listeners (pid integer PRIMARY KEY, front_end text NOT NULL, "
+                "since timestamptz NOT NULL DEFAULT now())",
+                "UPDATE @.version SET version = 2",
+            };
+            for (const char* s : v2)
+                if (auto r = exec(c, sql(s)); !r) return fail(r.error());
+        }
+        // Rows of listeners whose server process is gone (a front-end killed, its connection
+        // cut) only make changes notify for nobody: dropped at each start.
+        if (auto r = exec(c, sql(drop_gone_listeners)); !r) return fail(r.error());
         if (auto r = exec(c, "COMMIT"); !r) return unexpected(r.error());
         return {};
     }
@@ -615,10 +637,23 @@ public:
     }
 
     // The notifications a transaction sends: "D front-end id octets hexname", "X front-end id
-    // hexname" and, last, "E front-end marker" when the committer waits for them.
+    // hexname" (each only while some front-end listens) and, last, "E front-end marker" when
+    // the committer waits for them (only a listening front-end does, so always).
     result<void> notify(PGconn* c, std::string_view payload) {
         const std::string ch = channel();
         if (auto r = exec(c, "SELECT pg_notify($1, $2)", {{ch}, {payload}}); !r) return unexpected(r.error());
+        return {};
+    }
+
+    // "X" for each of `ids` (a PostgreSQL array, in order) in `mailbox`, in one statement.
+    result<void> notify_deleted(PGconn* c, std::string_view mailbox, const std::string& ids) {
+        const std::string ch = channel(), name = hex(mailbox);
+        if (auto r = exec(c, sql("SELECT pg_notify($1, 'X ' || $2 || ' ' || u.x || ' ' || $3) "
+                                 "FROM unnest($4::bigint[]) WITH ORDINALITY AS u(x, o) "
+                                 "WHERE EXISTS (SELECT 1 FROM @.listeners) ORDER BY u.o"),
+                          {{ch}, {front_end_}, {name}, {ids}});
+            !r)
+            return unexpected(r.error());
         return {};
     }
 
@@ -643,7 +678,8 @@ private:
                 if (stopping_) return;
             }
             auto c = connect("events");
-            if (c && exec(c->get(), "LISTEN \"" + channel() + "\"")) {
+            std::string pending;  // a snapshot whose transactions a resync must follow
+            if (c && exec(c->get(), "LISTEN \"" + channel() + "\"") && enlist(c->get(), pending)) {
                 if (reported) log(log_level::info, "postgresql: listening for events again");
                 reported = false;
                 bool late = false;
@@ -656,7 +692,7 @@ private:
                 // What other front-ends did while no LISTEN was in place was told to nobody:
                 // the subscribers look at the store again (after the LISTEN, so no gap).
                 if (gap || late) hub_->publish({store_event::kind::resync, {}, {}, 0, 0});
-                serve(c->get());
+                serve(c->get(), pending);
                 {
                     std::lock_guard lock(events_mutex_);
                     listening_ = false;
@@ -674,15 +710,72 @@ private:
         }
     }
 
-    // Tells every notification until the connection breaks or the store stops.
-    void serve(PGconn* c) {
+    // Enters this front-end in the listeners table (on its LISTENing connection `c`, so the
+    // row names a live server process) and waits, up to listen_barrier, for the transactions
+    // that may have looked at the table before: one that found it empty sent no NOTIFY, and
+    // must be over before the subscribers look at the store. Those still under way after that
+    // are left in `pending` (a snapshot): serve() has the subscribers look again once they
+    // end. False if the connection failed.
+    // NOTE: a delivery's or deletion's transaction has its id before its statement that looks
+    // at the table: if that found no row, the id was given before the row was committed, so it
+    // is either in the snapshot taken after it or already over.
+    bool enlist(PGconn* c, std::string& pending) {
+        if (!exec(c, sql("INSERT INTO @.listeners (pid, front_end) VALUES (pg_backend_pid(), $1) "
+                         "ON CONFLICT (pid) DO UPDATE SET front_end = EXCLUDED.front_end, since = now()"),
+                  {{front_end_}}) ||
+            !exec(c, sql("DELETE FROM @.listeners WHERE front_end = $1 AND pid <> pg_backend_pid()"), {{front_end_}}) ||
+            !exec(c, sql(drop_gone_listeners)))
+            return false;
+        auto snap = exec(c, "SELECT pg_current_snapshot()::text");
+        if (!snap) return false;
+        pending = PQgetvalue(snap->get(), 0, 0);
+        const auto deadline = std::chrono::steady_clock::now() + listen_barrier;
+        while (true) {
+            auto left = still_running(c, pending);
+            if (!left) return false;
+            if (!*left) {
+                pending.clear();
+                return true;
+            }
+            {
+                std::lock_guard lock(events_mutex_);
+                if (stopping_) return false;
+            }
+            if (std::chrono::steady_clock::now() >= deadline) return true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+    }
+
+    // Whether any transaction under way at `snapshot` still is.
+    result<bool> still_running(PGconn* c, const std::string& snapshot) {
+        auto r = exec(c, "SELECT EXISTS (SELECT 1 FROM pg_snapshot_xip($1::pg_snapshot) AS x "
+                         "WHERE pg_xact_status(x) = 'in progress')",
+                      {{snapshot}});
+        if (!r) return unexpected(r.error());
+        return std::string_view(PQgetvalue(r->get(), 0, 0)) == "t";
+    }
+
+    // Tells every notification until the connection breaks or the store stops (which takes
+    // this front-end out of the listeners table). `pending`: see enlist().
+    void serve(PGconn* c, std::string& pending) {
         while (true) {
             pollfd fds[2] = {{PQsocket(c), POLLIN, 0}, {wake_, POLLIN, 0}};
-            const int n = ::poll(fds, 2, 1000);
+            const int n = ::poll(fds, 2, pending.empty() ? 1000 : 50);
             if (n < 0 && errno != EINTR) return;
             {
                 std::lock_guard lock(events_mutex_);
-                if (stopping_) return;
+                if (stopping_) {
+                    (void)exec(c, sql("DELETE FROM @.listeners WHERE pid = pg_backend_pid()"));
+                    return;
+                }
+            }
+            if (!pending.empty()) {
+                auto left = still_running(c, pending);
+                if (!left) return;
+                if (!*left) {
+                    pending.clear();
+                    hub_->publish({store_event::kind::resync, {}, {}, 0, 0});
+                }
             }
             if (n <= 0) continue;
             if (PQconsumeInput(c) == 0) return;
@@ -1444,9 +1537,11 @@ private:
                     !d)
                     return rollback(d.error());
             }
-            for (const auto& id : gone)
-                if (auto n = db_->notify(c, "X " + db_->front_end() + " " + id + " " + hex(mailbox)); !n)
-                    return rollback(n.error());
+            std::string ids = "{";
+            for (const auto& id : gone) ids += (ids.size() > 1 ? "," : "") + id;
+            ids += "}";
+            if (!gone.empty())
+                if (auto n = db_->notify_deleted(c, mailbox, ids); !n) return rollback(n.error());
         }
         if (!seen.empty()) {
             // NOTE: a failure to mark seen fails the whole QUIT here (one transaction), where

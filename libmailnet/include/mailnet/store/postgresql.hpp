@@ -48,6 +48,6 @@ std::string postgresql_unavailable_reason();
 bool is_postgresql_uri(std::string_view store_argument) noexcept;
 
 /// The schema version this program creates and understands.
-inline constexpr int postgresql_schema_version = 1;
+inline constexpr int postgresql_schema_version = 2;
 
 }  // namespace mailnet
