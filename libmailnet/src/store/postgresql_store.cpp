@@ -737,9 +737,14 @@ private:
                 pending.clear();
                 return true;
             }
+            bool stopping = false;
             {
                 std::lock_guard lock(events_mutex_);
-                if (stopping_) return false;
+                stopping = stopping_;
+            }
+            if (stopping) {
+                leave(c);
+                return false;
             }
             if (std::chrono::steady_clock::now() >= deadline) return true;
             std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -764,10 +769,7 @@ private:
             if (n < 0 && errno != EINTR) return;
             {
                 std::lock_guard lock(events_mutex_);
-                if (stopping_) {
-                    (void)exec(c, sql("DELETE FROM @.listeners WHERE pid = pg_backend_pid()"));
-                    return;
-                }
+                if (stopping_) break;
             }
             if (!pending.empty()) {
                 auto left = still_running(c, pending);
@@ -785,6 +787,24 @@ private:
             }
             if (PQstatus(c) != CONNECTION_OK) return;
         }
+        leave(c);
+    }
+
+    // Takes this front-end's row out of the listeners table as the store stops, waiting at
+    // most a second for the answer: a server that vanished must not hold up the shutdown (the
+    // row is then dropped by the next start or LISTEN of any front-end).
+    void leave(PGconn* c) {
+        const std::string q = sql("DELETE FROM @.listeners WHERE pid = pg_backend_pid()");
+        if (PQsendQuery(c, q.c_str()) != 1) return;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+        while (PQisBusy(c)) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0) return;
+            pollfd fd{PQsocket(c), POLLIN, 0};
+            if (::poll(&fd, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) return;
+            if (PQconsumeInput(c) == 0) return;
+        }
+        while (PGresult* r = PQgetResult(c)) PQclear(r);
     }
 
     void handle(std::string_view payload) {
