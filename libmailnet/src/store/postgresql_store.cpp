@@ -98,7 +98,7 @@ struct wire_params {
 
 // The statements run per message, each prepared once per connection, when first needed: the
 // server then parses and plans them once, not once per delivery or RETR.
-enum class statement : unsigned { deliver, more_chunk, open, read_chunk };
+enum class statement : unsigned { deliver, more_chunk, open, read_chunk, xid };
 struct statement_text {
     const char* name;
     const char* sql;  // "@." is the schema's qualifier (database::sql)
@@ -127,6 +127,8 @@ constexpr statement_text statements[] = {
      "JOIN @.mailboxes x ON x.id = m.mailbox_id JOIN @.bodies b ON b.id = m.body_id "
      "LEFT JOIN @.chunks k ON k.body_id = b.id AND k.n = 0 WHERE x.name = $1 AND m.id = $2"},
     {"mailnet_read_chunk", "SELECT data FROM @.chunks WHERE body_id = $1 AND n = $2"},
+    // A delivery transaction's id, asked first (see committer::send_batch).
+    {"mailnet_xid", "SELECT pg_current_xact_id()::text"},
 };
 // Drops the listeners table's rows of server processes that are gone.
 constexpr const char* drop_gone_listeners =
@@ -1270,6 +1272,7 @@ std::error_code committer::send_batch(connection& c, const std::vector<job*>& ba
     const auto temporary = make_error_code(errc::temporary_failure);
     // Prepared outside the transaction (a failed PREPARE would abort it); sent unprepared if not.
     (void)db_->prepare(c, statement::deliver);
+    (void)db_->prepare(c, statement::xid);
     (void)db_->prepare(c, statement::more_chunk);
     if (PQstatus(c) != CONNECTION_OK || PQenterPipelineMode(c) != 1) return temporary;
     enum class what { begin, xid, deliver, more, marker };
@@ -1288,7 +1291,7 @@ std::error_code committer::send_batch(connection& c, const std::vector<job*>& ba
         return ok;
     };
     bool ok = queue(db_->send(c, "BEGIN", {}), what::begin) &&
-              queue(db_->send(c, "SELECT pg_current_xact_id()::text", {}), what::xid);
+              queue(db_->send(c, statement::xid, {}), what::xid);
     const std::string channel = db_->channel();
     std::string chunk;
     for (std::size_t i = 0; ok && i < batch.size(); ++i) {
