@@ -713,54 +713,126 @@ TEST_F(postgresql_store, changes_notify_only_while_some_front_end_listens) {
     EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".listeners"), "0");
 }
 
-TEST_F(postgresql_store, a_new_listener_waits_for_transactions_that_may_have_found_no_listener) {
-    // A transaction under way when a front-end starts to listen may have looked at the
-    // listeners table before the row came, and so send no NOTIFY: subscribe() returns only
-    // once it is over, so the subscriber's own look at the store finds what it did.
-    auto a = open();
-    ASSERT_TRUE(a);
-    PGconn* other = PQconnectdb(guard.uri.c_str());
-    ASSERT_EQ(PQstatus(other), CONNECTION_OK);
-    auto run = [&](const char* sql) { PQclear(PQexec(other, sql)); };
-    run("BEGIN");
-    run("SELECT pg_current_xact_id()");  // as a delivery's transaction: its id first
-    std::atomic<bool> committed{false};
-    std::thread ender([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(600));
-        committed = true;
-        run("COMMIT");
-    });
-    auto sub = a->subscribe([](const store_event&) {});
-    EXPECT_TRUE(committed.load()) << "subscribe() returned while an older transaction was under way";
-    ender.join();
-    PQfinish(other);
+// One statement on a connection of the test's own; the first value of its first row.
+std::string q1(PGconn* c, const std::string& sql) {
+    PGresult* r = PQexec(c, sql.c_str());
+    std::string out;
+    EXPECT_TRUE(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK) << sql << ": " << PQresultErrorMessage(r);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0) out = PQgetvalue(r, 0, 0);
+    PQclear(r);
+    return out;
 }
 
-TEST_F(postgresql_store, a_transaction_longer_than_the_listeners_wait_is_followed_by_a_resync) {
+// Polls `sql` on `c` until it gives `want` (at most 10 s).
+bool until(PGconn* c, const std::string& sql, const std::string& want) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (q1(c, sql) == want) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+}
+
+TEST_F(postgresql_store, a_new_listener_waits_for_a_delivery_that_found_no_listener) {
+    // A delivery whose statement looked at the listeners table before a front-end's row came
+    // sends no NOTIFY: subscribe() returns only once it is over, so the subscriber's first look
+    // at the store finds it. The delivery is held after that look by a lock on its mailbox's
+    // row (its foreign key check waits), and let go only once the new listener waits for it:
+    // no sleep decides the outcome.
     auto a = open();
-    ASSERT_TRUE(a);
-    PGconn* other = PQconnectdb(guard.uri.c_str());
-    ASSERT_EQ(PQstatus(other), CONNECTION_OK);
-    PQclear(PQexec(other, "BEGIN"));
-    PQclear(PQexec(other, "SELECT pg_current_xact_id()"));
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    const std::vector<std::string> box{"race@example.org"};
+    ASSERT_TRUE(b->deliver(box, "Subject: 1\n\n1\n"));
+    PGconn* holder = PQconnectdb(guard.uri.c_str());
+    PGconn* watch = PQconnectdb(guard.uri.c_str());
+    ASSERT_EQ(PQstatus(holder), CONNECTION_OK);
+    ASSERT_EQ(PQstatus(watch), CONNECTION_OK);
+    q1(holder, "BEGIN");
+    q1(holder, "SELECT 1 FROM " + guard.schema + ".mailboxes WHERE name = 'race@example.org' FOR UPDATE");
+    std::atomic<bool> second_ok{false};
+    std::thread deliverer([&] { second_ok = static_cast<bool>(b->deliver(box, "Subject: 2\n\n2\n")); });
+    EXPECT_TRUE(until(watch, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mailnet pool " + guard.schema +
+                                 "' AND wait_event_type = 'Lock'", "1"));
+    std::thread releaser([&] {
+        // The listener's barrier waits behind the delivery: let the delivery go.
+        EXPECT_TRUE(until(watch, "SELECT count(*) FROM pg_locks WHERE relation = '" + guard.schema +
+                                     ".listeners'::regclass AND mode = 'AccessExclusiveLock' AND NOT granted", "1"));
+        q1(holder, "COMMIT");
+    });
+    auto sub = a->subscribe([](const store_event&) {});
+    auto snap = a->snapshot("race@example.org");
+    ASSERT_TRUE(snap);
+    EXPECT_EQ(snap->size(), 2u) << "subscribe() returned before a delivery that sent no NOTIFY was over";
+    releaser.join();
+    deliverer.join();
+    EXPECT_TRUE(second_ok.load());
+    PQfinish(holder);
+    PQfinish(watch);
+}
+
+TEST_F(postgresql_store, a_listener_that_waited_too_long_hears_every_change_and_is_told_to_look_again) {
+    // A transaction that read the listeners table and stays open: subscribe() waits 2 s for
+    // it, then goes on; changes are heard meanwhile, and a resync comes once it is over.
+    auto a = open();
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    PGconn* reader = PQconnectdb(guard.uri.c_str());
+    ASSERT_EQ(PQstatus(reader), CONNECTION_OK);
+    q1(reader, "BEGIN");
+    q1(reader, "SELECT count(*) FROM " + guard.schema + ".listeners");
     std::mutex m;
     std::condition_variable cv;
+    int delivered = 0;
     bool resync = false;
     const auto t0 = std::chrono::steady_clock::now();
     auto sub = a->subscribe([&](const store_event& e) {
         std::lock_guard lock(m);
         if (e.what == store_event::kind::resync) resync = true;
+        if (e.what == store_event::kind::delivered) ++delivered;
         cv.notify_all();
     });
-    // subscribe() gave up waiting after 2 s (the listener's bound) ...
     EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1900));
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(b->deliver(std::vector<std::string>{"long@example.org"}, "Subject: l\n\nl\n"));
     {
-        std::lock_guard lock(m);
+        std::unique_lock lock(m);
+        EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return delivered == 5; })) << delivered << " of 5 heard";
         EXPECT_FALSE(resync);
     }
-    // ... and once the transaction is over, the subscriber is told to look again.
-    PQclear(PQexec(other, "COMMIT"));
+    q1(reader, "COMMIT");
     std::unique_lock lock(m);
     EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return resync; }));
-    PQfinish(other);
+    PQfinish(reader);
+}
+
+TEST_F(postgresql_store, a_schema_migrated_to_version_2_keeps_working_for_a_role_with_rights_on_its_tables) {
+    // The role of the front-ends got its rights on version 1's tables; the owner's first
+    // start of version 2 gives it the same on the new table.
+    auto owner = open();
+    ASSERT_TRUE(owner);
+    const std::string role = "app_" + guard.schema;
+    admin("DROP TABLE " + guard.schema + ".listeners");
+    admin("UPDATE " + guard.schema + ".version SET version = 1");
+    admin("CREATE ROLE " + role + " LOGIN");
+    admin("GRANT USAGE ON SCHEMA " + guard.schema + " TO " + role);
+    admin("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA " + guard.schema + " TO " + role);
+    admin("GRANT USAGE ON ALL SEQUENCES IN SCHEMA " + guard.schema + " TO " + role);
+    owner.reset();
+    ASSERT_TRUE(open());  // the owner migrates
+    EXPECT_EQ(admin("SELECT version FROM " + guard.schema + ".version"), "2");
+    mailnet::postgresql_options o;
+    o.uri = guard.uri + (guard.uri.find('?') == std::string::npos ? "?" : "&") + "user=" + role;
+    o.schema = guard.schema;
+    o.log = mailnet::null_log();
+    {
+        auto app = mailnet::open_postgresql_store(o);
+        ASSERT_TRUE(app) << app.error().message();
+        auto sub = (*app)->subscribe([](const store_event&) {});
+        EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".listeners l JOIN pg_stat_activity a ON a.pid = l.pid "
+                        "WHERE a.usename = '" + role + "'"),
+                  "1");
+        ASSERT_TRUE((*app)->deliver(std::vector<std::string>{"app@example.org"}, "Subject: a\n\na\n"));
+    }
+    admin("DROP SCHEMA " + guard.schema + " CASCADE");
+    admin("DROP ROLE " + role);
 }

@@ -55,7 +55,7 @@ constexpr std::uint64_t large_batch_octets = 1024 * 1024;
 constexpr std::size_t max_schema_octets = 40;
 constexpr auto event_wait = std::chrono::seconds(2);  // a commit waits this long for its own events
 constexpr auto reconnect_pause = std::chrono::seconds(1);
-constexpr auto listen_barrier = std::chrono::seconds(2);  // a new listener waits this long for older transactions
+constexpr auto listen_barrier = std::chrono::milliseconds(2000);  // a new listener waits this long for older transactions
 
 struct result_deleter {
     void operator()(PGresult* r) const noexcept { PQclear(r); }
@@ -517,10 +517,28 @@ public:
             };
             for (const char* s : v2)
                 if (auto r = exec(c, sql(s)); !r) return fail(r.error());
+            // Whoever may change messages may change listeners: a role given its rights on the
+            // tables of version 1 (GRANT ... ON ALL TABLES) would else fail every delivery.
+            auto grants = exec(c, "SELECT format('GRANT %s ON %I.listeners TO %s', a.privilege_type, $1::text, "
+                                  "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END) "
+                                  "FROM pg_class k CROSS JOIN aclexplode(k.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee "
+                                  "WHERE k.oid = ($1::text || '.messages')::regclass AND a.grantee <> k.relowner "
+                                  "AND a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE')",
+                               {{o_.schema}});
+            if (!grants) return fail(grants.error());
+            for (int i = 0; i < PQntuples(grants->get()); ++i)
+                if (auto r = exec(c, PQgetvalue(grants->get(), i, 0)); !r) return fail(r.error());
         }
         // Rows of listeners whose server process is gone (a front-end killed, its connection
         // cut) only make changes notify for nobody: dropped at each start.
         if (auto r = exec(c, sql(drop_gone_listeners)); !r) return fail(r.error());
+        // An event connection of a program of version 1 still running listens without a row:
+        // it gets one, so that changes keep notifying it (dropped when it goes).
+        if (auto r = exec(c, sql("INSERT INTO @.listeners (pid, front_end) SELECT pid, '' FROM pg_stat_activity "
+                                 "WHERE datname = current_database() AND application_name = $1 ON CONFLICT (pid) DO NOTHING"),
+                          {{"mailnet events " + o_.schema}});
+            !r)
+            return fail(r.error());
         if (auto r = exec(c, "COMMIT"); !r) return unexpected(r.error());
         return {};
     }
@@ -555,6 +573,15 @@ public:
     void forget_mailboxes() {
         std::lock_guard lock(ids_mutex_);
         ids_.clear();
+    }
+
+    // A front-end whose host dies releases its locks (and its listeners row) within seconds:
+    // the server drops connection `c` after 5 + 3 x 2 s without an answer (over TCP; a Unix
+    // socket cannot lose it).
+    void keep_alive(PGconn* c) const {
+        (void)exec(c, "SET tcp_keepalives_idle = 5");
+        (void)exec(c, "SET tcp_keepalives_interval = 2");
+        (void)exec(c, "SET tcp_keepalives_count = 3");
     }
 
     // ---- events ---------------------------------------------------------------------------
@@ -680,7 +707,7 @@ private:
                 if (stopping_) return;
             }
             auto c = connect("events");
-            std::string pending;  // a snapshot whose transactions a resync must follow
+            bool pending = false;  // enlist()'s wait gave up: a resync follows once it succeeds
             if (c && exec(c->get(), "LISTEN \"" + channel() + "\"") && enlist(c->get(), pending)) {
                 if (reported) log(log_level::info, "postgresql: listening for events again");
                 reported = false;
@@ -713,80 +740,87 @@ private:
     }
 
     // Enters this front-end in the listeners table (on its LISTENing connection `c`, so the
-    // row names a live server process) and waits, up to listen_barrier, for the transactions
-    // that may have looked at the table before: one that found it empty sent no NOTIFY, and
-    // must be over before the subscribers look at the store. Those still under way after that
-    // are left in `pending` (a snapshot): serve() has the subscribers look again once they
-    // end. False if the connection failed.
-    // NOTE: a delivery's or deletion's transaction has its id before its statement that looks
-    // at the table: if that found no row, the id was given before the row was committed, so it
-    // is either in the snapshot taken after it or already over.
-    bool enlist(PGconn* c, std::string& pending) {
-        if (!exec(c, sql("INSERT INTO @.listeners (pid, front_end) VALUES (pg_backend_pid(), $1) "
-                         "ON CONFLICT (pid) DO UPDATE SET front_end = EXCLUDED.front_end, since = now()"),
-                  {{front_end_}}) ||
-            !exec(c, sql("DELETE FROM @.listeners WHERE front_end = $1 AND pid <> pg_backend_pid()"), {{front_end_}}) ||
-            !exec(c, sql(drop_gone_listeners)))
-            return false;
-        auto snap = exec(c, "SELECT pg_current_snapshot()::text");
-        if (!snap) return false;
-        pending = PQgetvalue(snap->get(), 0, 0);
-        const auto deadline = std::chrono::steady_clock::now() + listen_barrier;
-        while (true) {
-            auto left = still_running(c, pending);
-            if (!left) return false;
-            if (!*left) {
-                pending.clear();
-                return true;
-            }
-            bool stopping = false;
-            {
-                std::lock_guard lock(events_mutex_);
-                stopping = stopping_;
-            }
-            if (stopping) {
-                leave(c);
-                return false;
-            }
-            if (std::chrono::steady_clock::now() >= deadline) return true;
-            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    // row names a live server process), then waits for every transaction that may have looked
+    // at the table before the row came: one that found it empty sent no NOTIFY, and must be
+    // over before the subscribers look at the store. False if the connection failed; `pending`
+    // if that wait gave up (a long transaction): serve() then tries again and has the
+    // subscribers look again once it succeeds.
+    bool enlist(PGconn* c, bool& pending) {
+        keep_alive(c);
+        const bool entered = exec(c, sql("INSERT INTO @.listeners (pid, front_end) VALUES (pg_backend_pid(), $1) "
+                                         "ON CONFLICT (pid) DO UPDATE SET front_end = EXCLUDED.front_end, since = now()"),
+                                  {{front_end_}}) &&
+                             exec(c, sql("DELETE FROM @.listeners WHERE front_end = $1 AND pid <> pg_backend_pid()"),
+                                  {{front_end_}}) &&
+                             exec(c, sql(drop_gone_listeners));
+        drain(c);
+        if (!entered) return false;
+        const barrier b = wait_for_readers(c, listen_barrier);
+        drain(c);
+        if (b == barrier::failed) return false;
+        pending = b == barrier::timed_out;
+        return true;
+    }
+
+    enum class barrier { passed, timed_out, failed };
+
+    // Takes the listeners table's ACCESS EXCLUSIVE lock and lets it go at once: every
+    // statement that reads the table holds ACCESS SHARE until its transaction is over (and
+    // visible), so once it is granted, every transaction that read the table before is done.
+    // Those that come meanwhile wait for it (a few milliseconds, once per LISTEN); `timeout`
+    // bounds that (lock_timeout: a transaction that stays gives timed_out).
+    // NOTE: a snapshot's running transactions would not do: one with an id above the
+    // snapshot's xmax (no newer one finished yet) is not in its list; and they are the whole
+    // server's, not only those that read this table.
+    barrier wait_for_readers(PGconn* c, std::chrono::milliseconds timeout) {
+        auto run = [&](const std::string& q) { return pg_result(PQexec(c, q.c_str())); };
+        auto ok = [](const pg_result& r) { return r && PQresultStatus(r.get()) == PGRES_COMMAND_OK; };
+        if (!ok(run("BEGIN"))) return barrier::failed;
+        pg_result locked;
+        if (ok(run("SET LOCAL lock_timeout = " + std::to_string(timeout.count()))))
+            locked = run(sql("LOCK TABLE @.listeners IN ACCESS EXCLUSIVE MODE"));
+        if (ok(locked)) return ok(run("COMMIT")) ? barrier::passed : barrier::failed;
+        const char* state = locked ? PQresultErrorField(locked.get(), PG_DIAG_SQLSTATE) : nullptr;
+        const bool timed_out = state && std::string_view(state) == "55P03";  // lock_not_available
+        if (!timed_out && locked) (void)checked(c, std::move(locked));  // logs why
+        if (!ok(run("ROLLBACK"))) return barrier::failed;
+        return timed_out ? barrier::timed_out : barrier::failed;
+    }
+
+    // Tells the notifications libpq has read (a query on the LISTENing connection reads
+    // those that came meanwhile into its queue, where the socket no longer shows them).
+    void drain(PGconn* c) {
+        if (PQconsumeInput(c) == 0) return;
+        while (PGnotify* note = PQnotifies(c)) {
+            handle(note->extra ? note->extra : "");
+            PQfreemem(note);
         }
     }
 
-    // Whether any transaction under way at `snapshot` still is.
-    result<bool> still_running(PGconn* c, const std::string& snapshot) {
-        auto r = exec(c, "SELECT EXISTS (SELECT 1 FROM pg_snapshot_xip($1::pg_snapshot) AS x "
-                         "WHERE pg_xact_status(x) = 'in progress')",
-                      {{snapshot}});
-        if (!r) return unexpected(r.error());
-        return std::string_view(PQgetvalue(r->get(), 0, 0)) == "t";
-    }
-
     // Tells every notification until the connection breaks or the store stops (which takes
-    // this front-end out of the listeners table). `pending`: see enlist().
-    void serve(PGconn* c, std::string& pending) {
+    // this front-end out of the listeners table). `pending`: see enlist(); tried again each
+    // second, with a short wait (others' deliveries wait behind it).
+    void serve(PGconn* c, bool pending) {
+        auto last_try = std::chrono::steady_clock::now();
         while (true) {
             pollfd fds[2] = {{PQsocket(c), POLLIN, 0}, {wake_, POLLIN, 0}};
-            const int n = ::poll(fds, 2, pending.empty() ? 1000 : 50);
+            const int n = ::poll(fds, 2, 1000);
             if (n < 0 && errno != EINTR) return;
             {
                 std::lock_guard lock(events_mutex_);
                 if (stopping_) break;
             }
-            if (!pending.empty()) {
-                auto left = still_running(c, pending);
-                if (!left) return;
-                if (!*left) {
-                    pending.clear();
+            if (pending && std::chrono::steady_clock::now() - last_try >= std::chrono::seconds(1)) {
+                last_try = std::chrono::steady_clock::now();
+                const barrier b = wait_for_readers(c, std::chrono::milliseconds(200));
+                if (b == barrier::failed) return;
+                if (b == barrier::passed) {
+                    drain(c);  // what came before the subscribers look again
+                    pending = false;
                     hub_->publish({store_event::kind::resync, {}, {}, 0, 0});
                 }
             }
-            if (n <= 0) continue;
-            if (PQconsumeInput(c) == 0) return;
-            while (PGnotify* note = PQnotifies(c)) {
-                handle(note->extra ? note->extra : "");
-                PQfreemem(note);
-            }
+            drain(c);
             if (PQstatus(c) != CONNECTION_OK) return;
         }
         leave(c);
@@ -1619,13 +1653,7 @@ private:
         return out + "}";
     }
 
-    void setup_lock_connection() {
-        // A front-end whose host dies releases its locks within seconds: the server drops the
-        // connection after 5 + 3 x 2 s without an answer (over TCP; a Unix socket cannot lose it).
-        (void)db_->exec(lock_conn_.get(), "SET tcp_keepalives_idle = 5");
-        (void)db_->exec(lock_conn_.get(), "SET tcp_keepalives_interval = 2");
-        (void)db_->exec(lock_conn_.get(), "SET tcp_keepalives_count = 3");
-    }
+    void setup_lock_connection() { db_->keep_alive(lock_conn_.get()); }
 
     // Caller holds lock_mutex_. Reconnects a lost lock connection and takes back the locks of
     // the sessions still open here; false if the database cannot be reached.
