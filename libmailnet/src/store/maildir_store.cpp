@@ -1370,6 +1370,7 @@ public:
             std::lock_guard guard(syncs_mutex_);
             if (!ensured_.contains(enc)) return false;
         }
+        if (!options_.recheck_mailboxes) return true;
         // lstat, as make_dir: a directory replaced by a symlink is not taken. new/ is where the
         // links go, cur/ what POP3 needs; a missing tmp/ shows at the open (begin_delivery).
         const std::string dir = dir_of(enc);
