@@ -644,6 +644,34 @@ TEST(maildir_store, a_mailbox_removed_behind_the_stores_back_is_made_again_by_th
     ASSERT_TRUE(snap);
 }
 
+TEST(maildir_store, without_recheck_a_known_mailbox_is_checked_once_per_store) {
+    // recheck_mailboxes = false (pop3c's folder): no lstat of new/ and cur/ per delivery. A tmp/
+    // removed is still made again (the open fails first); a cur/ removed stays missing; a new/
+    // removed fails the delivery at its link, leaving nothing behind, until a new store.
+    temp_dir d;
+    auto o = options(d.path);
+    o.fsync = true;
+    o.recheck_mailboxes = false;
+    auto s = open_store(o);
+    const fs::path box = d.path / "store" / "alice";
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "1\n"));
+    fs::remove_all(box / "tmp");
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "2\n"));
+    EXPECT_TRUE(fs::is_directory(box / "tmp"));
+    fs::remove_all(box / "cur");
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "3\n"));
+    EXPECT_FALSE(fs::exists(box / "cur")) << "not checked again by this store";
+    EXPECT_EQ(names_in(box / "new").size(), 3u);
+    fs::remove_all(box / "new");
+    EXPECT_FALSE(s->deliver(boxes({"alice"}), "4\n"));
+    EXPECT_TRUE(names_in(box / "tmp").empty());
+    // A new store checks the mailbox again and makes what is missing.
+    auto again = open_store(o);
+    ASSERT_TRUE(again->deliver(boxes({"alice"}), "5\n"));
+    for (const char* sub : {"tmp", "new", "cur"}) EXPECT_TRUE(fs::is_directory(box / sub)) << sub;
+    EXPECT_EQ(names_in(box / "new").size(), 1u);
+}
+
 TEST(maildir_store, lock_never_creates_a_mailbox_and_a_missing_one_is_empty) {
     // DESIGN.md: a login to an empty account is an empty snapshot; only delivery makes a
     // mailbox, so logins (open mode: any name) leave nothing on disk.

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -767,7 +768,15 @@ struct connected {
     std::error_code error;
     std::string why;
     std::uint16_t peer_port = 0;
+    std::size_t threads_started = 0;  // threads of the process made during connect_to
 };
+
+// The threads of this process now (/proc/self/task).
+std::size_t thread_count() {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+    return n;
+}
 
 connected run_connect(std::string host, std::uint16_t port, std::chrono::seconds timeout) {
     asio::io_context ioc;
@@ -775,7 +784,9 @@ connected run_connect(std::string host, std::uint16_t port, std::chrono::seconds
     asio::co_spawn(
         ioc,
         [&]() -> asio::awaitable<void> {
+            const std::size_t before = thread_count();
             auto s = co_await mailnet::net::connect_to(ioc.get_executor(), host, port, timeout, &c.why);
+            c.threads_started = thread_count() - before;
             c.finished = true;
             c.ok = static_cast<bool>(s);
             c.error = s.error();
@@ -794,6 +805,11 @@ TEST(connect_to, connects_by_ip_literal_and_by_name) {
     const auto by_ip = run_connect("127.0.0.1", port, 5s);
     EXPECT_TRUE(by_ip.ok) << by_ip.why;
     EXPECT_EQ(by_ip.peer_port, port);
+    EXPECT_EQ(by_ip.threads_started, 0u) << "an address literal needs no resolver thread";
+    // A form only getaddrinfo reads (inet_aton's "127.1") still goes through the lookup.
+    const auto short_form = run_connect("127.1", port, 5s);
+    EXPECT_TRUE(short_form.ok) << short_form.why;
+    EXPECT_EQ(short_form.peer_port, port);
     // "localhost" comes from /etc/hosts; it may resolve to ::1 first, where nothing listens:
     // the next address is tried.
     const auto by_name = run_connect("localhost", port, 5s);

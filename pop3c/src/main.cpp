@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <unordered_map>
 
 #include "mailnet/net/program.hpp"
@@ -284,22 +285,34 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     }
     std::unordered_map<std::uint32_t, std::string> uid_of;
     for (auto& u : uids) uid_of.emplace(u.number, std::move(u.uid));
-    auto sizes = c.list();
-    if (!sizes) return fail(sizes.why(), "LIST");
-
     // What to fetch, and what is already here (stored by an earlier run that was cut off
     // before it could delete): the latter is deleted (unless --keep), never fetched again.
     std::vector<std::pair<std::uint32_t, std::uint64_t>> todo;
     std::vector<std::uint32_t> already;
-    for (const auto& l : *sizes) {
-        const auto it = uid_of.find(l.number);
-        const bool stored = state && it != uid_of.end() && state->contains(it->second);
-        if (stored && (f.new_only || !f.keep)) {
-            already.push_back(l.number);
-            continue;
+    if (state) {
+        auto sizes = c.list();
+        if (!sizes) return fail(sizes.why(), "LIST");
+        for (const auto& l : *sizes) {
+            const auto it = uid_of.find(l.number);
+            const bool stored = it != uid_of.end() && state->contains(it->second);
+            if (stored && (f.new_only || !f.keep)) {
+                already.push_back(l.number);
+                continue;
+            }
+            todo.emplace_back(l.number, l.octets);
         }
-        todo.emplace_back(l.number, l.octets);
+    } else {
+        // No state (so --keep): every message, 1 to STAT's count (RFC 1939 5: none is marked
+        // deleted at the start of a session), in one batch (below): no LIST round, since
+        // nothing here needs the sizes.
+        for (std::uint32_t n = 1; n <= c.count(); ++n) todo.emplace_back(n, 0);
     }
+    // A batch ends in a flush, a state write and a DELE round, and the pipeline runs dry at
+    // each end. Without a state file nothing is recorded or deleted (--keep), so the whole
+    // mailbox is one batch and one flush: the Maildir sink commits in groups meanwhile (its
+    // own bound keeps memory and descriptors in check), the mbox sink fsyncs once.
+    const std::size_t batch_messages = state ? f.batch_messages : todo.size();
+    const std::uint64_t batch_octets = state ? f.batch_octets : std::numeric_limits<std::uint64_t>::max();
     progress meter(!f.quiet && isatty(STDERR_FILENO) && f.maildir.size() + f.mbox.size() > 0, todo.size());
     std::size_t deleted = 0, refused = 0;
     std::size_t dele_refused = 0;
@@ -313,12 +326,13 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
             deleted += already.size();
         }
     }
+    std::optional<outcome<void>> quit;  // QUIT's answer, once it was sent
     std::size_t at = 0;
     while (at < todo.size()) {
         // A batch: bounded in messages and octets; one local flush, one state write, then DELE.
         std::vector<std::uint32_t> batch;
         std::uint64_t octets = 0;
-        while (at < todo.size() && batch.size() < f.batch_messages && (batch.empty() || octets < f.batch_octets)) {
+        while (at < todo.size() && batch.size() < batch_messages && (batch.empty() || octets < batch_octets)) {
             batch.push_back(todo[at].first);
             octets += todo[at].second;
             ++at;
@@ -326,6 +340,13 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         sink_handler h(*sink, meter);
         auto r = c.retrieve_each(batch, h);
         refused += h.refused_count;
+        if (f.keep && at == todo.size() && r && !h.local_error) {
+            // The last batch is in and nothing is to be deleted: QUIT now, so that its round
+            // trip and the server's end overlap the local flush instead of following it. QUIT
+            // without DELE changes nothing on the server; what counts as stored is still
+            // decided by the flush below alone.
+            quit = c.close();
+        }
         // What was written is recorded as pending before the flush, so that a run cut off
         // after the flush finds it again (sink->holds) instead of fetching it twice.
         if (state && !h.completed.empty()) {
@@ -374,7 +395,8 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         }
     }
     meter.done();
-    if (auto q = c.close(); !q) return fail(q.why(), deleted > 0 ? "QUIT (the deletions failed; they are retried next run)" : "QUIT");
+    if (!quit) quit = c.close();
+    if (!*quit) return fail(quit->why(), deleted > 0 ? "QUIT (the deletions failed; they are retried next run)" : "QUIT");
     if (state) {
         // Forget what the server no longer has, so the file does not grow forever: without
         // --keep every stored message was deleted now; with it, the server keeps them all.

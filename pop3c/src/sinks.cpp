@@ -734,6 +734,11 @@ result<std::unique_ptr<message_sink>> open_maildir_sink(const std::filesystem::p
     o.root = dir;
     o.hostname = options.hostname;
     o.log = log;
+    // The folder is checked (and made) once, when the sink opens: not new/ and cur/ again
+    // before each message (two lstat a message on the thread that reads the server). A new/
+    // removed during the fetch fails the batch (exit 74, nothing deleted) instead of being made
+    // again.
+    o.recheck_mailboxes = false;
     auto folder = open_maildir_folder(std::move(o));
     if (!folder) return unexpected(folder.error());  // logged by the store
     auto sink = std::make_unique<maildir_sink>(std::move(*folder), dir, log, std::move(options));

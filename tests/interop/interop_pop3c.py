@@ -660,5 +660,106 @@ class Pop3dServer(Pop3cTests, unittest.TestCase):
         return self.srv.stderr()
 
 
+class ScriptedPop3:
+    """A POP3 server of a few lines on 127.0.0.1 that records what each read from the client
+    held: to see which commands pop3c sends, and which of them it sends together."""
+
+    def __init__(self, messages):
+        import socket
+        import threading
+        self.messages = messages
+        self.reads = []  # the commands of each read, in order
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def commands(self):
+        return [c for r in self.reads for c in r]
+
+    def serve(self):
+        conn, _ = self.sock.accept()
+        self.sock.close()
+        with conn:
+            conn.sendall(b"+OK scripted ready\r\n")
+            buf = b""
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+                lines = buf.split(b"\r\n")
+                buf = lines.pop()
+                self.reads.append([ln.decode() for ln in lines])
+                out = b""
+                for ln in lines:
+                    verb, _, arg = ln.decode().partition(" ")
+                    verb = verb.upper()
+                    if verb == "CAPA":
+                        out += b"+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\n.\r\n"
+                    elif verb in ("USER", "PASS", "NOOP"):
+                        out += b"+OK\r\n"
+                    elif verb == "STAT":
+                        out += b"+OK %d %d\r\n" % (len(self.messages), sum(len(m) for m in self.messages))
+                    elif verb == "LIST":
+                        out += b"+OK\r\n" + b"".join(b"%d %d\r\n" % (i + 1, len(m)) for i, m in enumerate(self.messages)) + b".\r\n"
+                    elif verb == "UIDL":
+                        out += b"+OK\r\n" + b"".join(b"%d uid%d\r\n" % (i + 1, i + 1) for i in range(len(self.messages))) + b".\r\n"
+                    elif verb == "RETR":
+                        m = self.messages[int(arg) - 1]
+                        out += b"+OK %d octets\r\n" % len(m) + m.replace(b"\n", b"\r\n") + b".\r\n"
+                    elif verb == "QUIT":
+                        conn.sendall(out + b"+OK bye\r\n")
+                        return
+                    else:
+                        out += b"-ERR unknown\r\n"
+                if out:
+                    conn.sendall(out)
+
+
+class FetchBatches(unittest.TestCase):
+    """How `fetch` groups its commands, seen by a scripted server: without a state file (so
+    with --keep) the whole mailbox is one batch, RETRs pipelined across what --batch would
+    cut, no LIST asked; with a state file each batch ends in a flush before the next one's
+    RETRs go out."""
+
+    def setUp(self):
+        self.tmp = t.TempDir()
+        self.msgs = [b"Subject: m%d\n\nbody %d\n" % (i, i) for i in range(5)]
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def fetch(self, srv, *args):
+        mdir = os.path.join(self.tmp.path, "md")
+        cmd = [POP3C, "fetch", "--maildir", mdir, "--keep", "--batch", "2", *args, "--quiet",
+               "--host", "127.0.0.1", "--port", str(srv.port), "--user", "u", "--password-env", PW_ENV,
+               "--timeout", "30"]
+        p = t.run(cmd, timeout=60, env=dict(os.environ, **{PW_ENV: "pw"}))
+        self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
+        srv.thread.join(10)
+        self.assertEqual(sorted(t.maildir_messages(mdir)), sorted(self.msgs))
+        return srv.commands()
+
+    def test_without_state_one_batch_and_no_list(self):
+        srv = ScriptedPop3(self.msgs)
+        cmds = self.fetch(srv)
+        self.assertNotIn("LIST", cmds)
+        self.assertEqual([c for c in cmds if c.startswith("RETR")], [f"RETR {i}" for i in range(1, 6)])
+        self.assertEqual(cmds[-1], "QUIT")
+        first = next(r for r in srv.reads if any(c.startswith("RETR") for c in r))
+        self.assertEqual(first, [f"RETR {i}" for i in range(1, 6)], "all five RETRs in one write, not two per batch")
+
+    def test_with_state_batches_of_two(self):
+        srv = ScriptedPop3(self.msgs)
+        cmds = self.fetch(srv, "--new-only", "--state", os.path.join(self.tmp.path, "state"))
+        self.assertIn("LIST", cmds)
+        retr_reads = [[c for c in r if c.startswith("RETR")] for r in srv.reads]
+        self.assertEqual([r for r in retr_reads if r], [["RETR 1", "RETR 2"], ["RETR 3", "RETR 4"], ["RETR 5"]])
+        self.assertEqual(cmds[-1], "QUIT")
+
+
 if __name__ == "__main__":
     t.run_tests(watchdog_seconds=280)

@@ -534,31 +534,42 @@ asio::awaitable<result<asio::ip::tcp::socket>> connect_to(asio::any_io_executor 
         if (why) *why = std::move(reason);
         return unexpected(ec);
     };
-    // NOTE: a lookup already inside getaddrinfo cannot be cancelled (Asio runs it on a
-    // thread of its own), so it runs detached and the deadline only stops the waiting for it.
-    asio::co_spawn(
-        ex,
-        [a, host, port]() -> asio::awaitable<void> {
-            auto [ec, endpoints] = co_await a->resolver.async_resolve(host, std::to_string(port), use_tuple);
-            a->resolve_error = ec;
-            a->endpoints = std::move(endpoints);
-            a->resolved = true;
-            a->wake.cancel();
-        },
-        asio::detached);
-    a->wake.expires_at(asio::steady_timer::time_point::max());
-    while (!a->resolved && !a->expired) (void)co_await a->wake.async_wait(use_tuple);
-    if (!a->resolved) co_return fail(make_error_code(errc::timed_out), {});
-    if (a->resolve_error || a->endpoints.empty())
-        co_return fail(make_error_code(errc::not_found),
-                       "cannot resolve " + host + ": " +
-                           (a->resolve_error ? a->resolve_error.message() : std::string("no address")));
+    std::vector<asio::ip::tcp::endpoint> endpoints;
+    // An address literal (IPv4, or IPv6 without brackets as getaddrinfo takes it) needs no
+    // lookup: no resolver thread is started for it (asio runs getaddrinfo on a thread of its
+    // own, about half a millisecond before the first connect).
+    std::error_code literal_error;
+    const auto literal = asio::ip::make_address(host, literal_error);
+    if (!literal_error) {
+        endpoints.emplace_back(literal, port);
+    } else {
+        // NOTE: a lookup already inside getaddrinfo cannot be cancelled (Asio runs it on a
+        // thread of its own), so it runs detached and the deadline only stops the waiting for it.
+        asio::co_spawn(
+            ex,
+            [a, host, port]() -> asio::awaitable<void> {
+                auto [ec, endpoints] = co_await a->resolver.async_resolve(host, std::to_string(port), use_tuple);
+                a->resolve_error = ec;
+                a->endpoints = std::move(endpoints);
+                a->resolved = true;
+                a->wake.cancel();
+            },
+            asio::detached);
+        a->wake.expires_at(asio::steady_timer::time_point::max());
+        while (!a->resolved && !a->expired) (void)co_await a->wake.async_wait(use_tuple);
+        if (!a->resolved) co_return fail(make_error_code(errc::timed_out), {});
+        if (a->resolve_error || a->endpoints.empty())
+            co_return fail(make_error_code(errc::not_found),
+                           "cannot resolve " + host + ": " +
+                               (a->resolve_error ? a->resolve_error.message() : std::string("no address")));
+        for (const auto& e : a->endpoints) endpoints.push_back(e.endpoint());
+    }
     std::error_code last;
-    for (const auto& e : a->endpoints) {
+    for (const auto& e : endpoints) {
         if (a->expired) break;
         std::error_code ignored;
         a->socket.close(ignored);
-        auto [cec] = co_await a->socket.async_connect(e.endpoint(), use_tuple);
+        auto [cec] = co_await a->socket.async_connect(e, use_tuple);
         if (!cec && !a->expired) {
             a->deadline.cancel();
             co_return std::move(a->socket);

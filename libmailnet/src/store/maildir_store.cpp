@@ -698,6 +698,7 @@ public:
         }
         stored_ += octets.size();
         wire_.add(octets);
+        base_name_.clear();
         // Whole pages only: the page the next write() appends to is not put under writeback
         // (where pages are kept stable while written, that write would wait for the device).
         const std::uint64_t whole = stored_ & ~std::uint64_t{4095};
@@ -847,6 +848,7 @@ private:
             // A name already taken (another store object in this process with the same
             // counter and a coarse clock): link() never replaces, so take a fresh Q value.
             prefix_ = unique_tail_ + std::to_string(counter_->fetch_add(1));
+            base_name_.clear();
             r = expect_and_link(made);
         }
         return r;
@@ -898,7 +900,7 @@ private:
     }
 
     result<void> link_everywhere(std::vector<std::string>& made) {
-        const std::string base = final_base_name();
+        const std::string& base = final_base_name();
         const std::string first = targets_.front().dir + "/new/" + base;
         // link(), not rename(): it never replaces an existing file, and the tmp/ name is
         // dropped in abort() after the message is visible everywhere.
@@ -998,13 +1000,17 @@ private:
     }
 
     // "<prefix>.<host>,S=<stored>,W=<wire>", the host shortened to keep it within 70 octets;
-    // or the name keep() was given.
-    std::string final_base_name() const {
+    // or the name keep() was given. Made once and kept (a commit asks for it three or four
+    // times) until what it is made of changes: a write, a new prefix_.
+    const std::string& final_base_name() const {
         if (!kept_name_.empty()) return kept_name_;
-        const std::string sizes = ",S=" + std::to_string(stored_) + ",W=" + std::to_string(wire_.octets());
-        const std::size_t fixed = prefix_.size() + 1 + sizes.size();
-        const std::size_t budget = fixed < max_base_name ? max_base_name - fixed : 0;
-        return prefix_ + "." + truncate_host(config_.host, budget) + sizes;
+        if (base_name_.empty()) {
+            const std::string sizes = ",S=" + std::to_string(stored_) + ",W=" + std::to_string(wire_.octets());
+            const std::size_t fixed = prefix_.size() + 1 + sizes.size();
+            const std::size_t budget = fixed < max_base_name ? max_base_name - fixed : 0;
+            base_name_ = prefix_ + "." + truncate_host(config_.host, budget) + sizes;
+        }
+        return base_name_;
     }
 
     result<void> fail(const char* what, const std::string& path, std::error_code ec) const {
@@ -1018,6 +1024,7 @@ private:
     std::vector<target> targets_;
     std::string prefix_;  // "<secs>.M<usecs>P<pid>Q<n>"
     std::string kept_name_;  // keep(): the base name to use instead of prefix_'s
+    mutable std::string base_name_;  // final_base_name() as last made; empty: to be made
     std::string tmp_path_;
     int fd_;
     std::shared_ptr<data_sync> data_;
@@ -1321,8 +1328,7 @@ public:
         const auto secs = std::chrono::duration_cast<std::chrono::seconds>(now);
         const auto usecs = std::chrono::duration_cast<std::chrono::microseconds>(now - secs);
         // maildir(5) unique names: time, microseconds, pid and a per-store counter (Dovecot's).
-        const std::string tail = std::to_string(secs.count()) + ".M" + std::to_string(usecs.count()) + "P" +
-                                 std::to_string(::getpid()) + "Q";
+        const std::string tail = std::to_string(secs.count()) + ".M" + std::to_string(usecs.count()) + "P" + pid_ + "Q";
         for (int attempt = 0; attempt < 8; ++attempt) {
             std::string prefix = tail + std::to_string(counter_->fetch_add(1));
             const std::size_t budget = prefix.size() + 1 < max_base_name ? max_base_name - prefix.size() - 1 : 0;
@@ -1364,6 +1370,7 @@ public:
             std::lock_guard guard(syncs_mutex_);
             if (!ensured_.contains(enc)) return false;
         }
+        if (!options_.recheck_mailboxes) return true;
         // lstat, as make_dir: a directory replaced by a symlink is not taken. new/ is where the
         // links go, cur/ what POP3 needs; a missing tmp/ shows at the open (begin_delivery).
         const std::string dir = dir_of(enc);
@@ -1779,6 +1786,10 @@ private:
     std::string host_;  // escaped for file names
     bool folder_ = false;  // root_ is the one Maildir (open_maildir_folder)
     std::shared_ptr<std::atomic<std::uint64_t>> counter_ = std::make_shared<std::atomic<std::uint64_t>>(0);
+    // NOTE: the process id of the names, read once (getpid() was a system call per delivery).
+    // A child forked with this store names its files with the parent's id: still unique, since
+    // tmp/ files are made with O_EXCL and links never replace (both take the next counter).
+    const std::string pid_ = std::to_string(::getpid());
     std::mutex mutex_;
     std::map<std::string, int> locks_;  // encoded mailbox -> descriptor holding the flock; -1: no mailbox at lock()
     // encoded mailbox -> where the last scan found each message

@@ -292,6 +292,12 @@ struct maildir_options {
     std::chrono::hours tmp_max_age{36};   ///< tmp/ files older than this are removed at start
     log_sink log = stderr_log();          ///< where problems are reported
     std::function<std::chrono::system_clock::time_point()> clock;  ///< empty: system clock
+    /// Each delivery checks that a mailbox this store already made or found complete still has
+    /// its new/ and cur/ (two lstat), so that one removed meanwhile is made again by the next
+    /// delivery. false: checked once per store (a fetch into one folder); a mailbox removed
+    /// behind its back then fails its deliveries at the link into new/ (ENOENT) or goes
+    /// without cur/, until a new store checks it again. A missing tmp/ is made again either way.
+    bool recheck_mailboxes = true;
 };
 
 /// A Maildir store (DESIGN.md "On disk"), readable by Dovecot and mutt.
