@@ -12,6 +12,7 @@ set(MAILNET_FUZZ_CORE_SOURCES
   ${PROJECT_SOURCE_DIR}/libmailnet/src/faults.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/dot_stuffing.cpp
   ${PROJECT_SOURCE_DIR}/libmailnet/src/store/message.cpp
+  ${PROJECT_SOURCE_DIR}/libmailnet/src/store/message_mime.cpp
   ${PROJECT_SOURCE_DIR}/pop3d/src/session.cpp
   ${PROJECT_SOURCE_DIR}/smtpd/src/session.cpp
   ${PROJECT_SOURCE_DIR}/pop3c/src/core.cpp

@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
-#include <limits>
 #include <unordered_map>
 
 #include "mailnet/net/program.hpp"
@@ -289,30 +288,19 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     // before it could delete): the latter is deleted (unless --keep), never fetched again.
     std::vector<std::pair<std::uint32_t, std::uint64_t>> todo;
     std::vector<std::uint32_t> already;
-    if (state) {
-        auto sizes = c.list();
-        if (!sizes) return fail(sizes.why(), "LIST");
-        for (const auto& l : *sizes) {
-            const auto it = uid_of.find(l.number);
-            const bool stored = it != uid_of.end() && state->contains(it->second);
-            if (stored && (f.new_only || !f.keep)) {
-                already.push_back(l.number);
-                continue;
-            }
-            todo.emplace_back(l.number, l.octets);
+    // NOTE: the list is LIST's, not 1 to STAT's count: a count the server does not back with
+    // lines (4,000,000,000) must not size anything here.
+    auto sizes = c.list();
+    if (!sizes) return fail(sizes.why(), "LIST");
+    for (const auto& l : *sizes) {
+        const auto it = uid_of.find(l.number);
+        const bool stored = state && it != uid_of.end() && state->contains(it->second);
+        if (stored && (f.new_only || !f.keep)) {
+            already.push_back(l.number);
+            continue;
         }
-    } else {
-        // No state (so --keep): every message, 1 to STAT's count (RFC 1939 5: none is marked
-        // deleted at the start of a session), in one batch (below): no LIST round, since
-        // nothing here needs the sizes.
-        for (std::uint32_t n = 1; n <= c.count(); ++n) todo.emplace_back(n, 0);
+        todo.emplace_back(l.number, l.octets);
     }
-    // A batch ends in a flush, a state write and a DELE round, and the pipeline runs dry at
-    // each end. Without a state file nothing is recorded or deleted (--keep), so the whole
-    // mailbox is one batch and one flush: the Maildir sink commits in groups meanwhile (its
-    // own bound keeps memory and descriptors in check), the mbox sink fsyncs once.
-    const std::size_t batch_messages = state ? f.batch_messages : todo.size();
-    const std::uint64_t batch_octets = state ? f.batch_octets : std::numeric_limits<std::uint64_t>::max();
     progress meter(!f.quiet && isatty(STDERR_FILENO) && f.maildir.size() + f.mbox.size() > 0, todo.size());
     std::size_t deleted = 0, refused = 0;
     std::size_t dele_refused = 0;
@@ -326,13 +314,12 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
             deleted += already.size();
         }
     }
-    std::optional<outcome<void>> quit;  // QUIT's answer, once it was sent
     std::size_t at = 0;
     while (at < todo.size()) {
         // A batch: bounded in messages and octets; one local flush, one state write, then DELE.
         std::vector<std::uint32_t> batch;
         std::uint64_t octets = 0;
-        while (at < todo.size() && batch.size() < batch_messages && (batch.empty() || octets < batch_octets)) {
+        while (at < todo.size() && batch.size() < f.batch_messages && (batch.empty() || octets < f.batch_octets)) {
             batch.push_back(todo[at].first);
             octets += todo[at].second;
             ++at;
@@ -340,13 +327,6 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         sink_handler h(*sink, meter);
         auto r = c.retrieve_each(batch, h);
         refused += h.refused_count;
-        if (f.keep && at == todo.size() && r && !h.local_error) {
-            // The last batch is in and nothing is to be deleted: QUIT now, so that its round
-            // trip and the server's end overlap the local flush instead of following it. QUIT
-            // without DELE changes nothing on the server; what counts as stored is still
-            // decided by the flush below alone.
-            quit = c.close();
-        }
         // What was written is recorded as pending before the flush, so that a run cut off
         // after the flush finds it again (sink->holds) instead of fetching it twice.
         if (state && !h.completed.empty()) {
@@ -361,7 +341,12 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                 return exit_code::io_error;
             }
         }
-        const auto flushed = sink->flush();
+        // Without a state file nothing is recorded or deleted (--keep), so only the last batch
+        // waits for the flush: between batches the pipeline stops for one round trip, not for
+        // the disk (the Maildir sink commits in groups meanwhile). QUIT only after the flush,
+        // whatever is kept: a server may expire what was retrieved at QUIT (RFC 2449 EXPIRE).
+        const bool must_flush = state.has_value() || at == todo.size();
+        const auto flushed = must_flush ? sink->flush() : mailnet::result<void>{};
         if (flushed && state && !h.completed.empty()) {
             for (auto& [uid, loc] : state->take_pending()) (void)state->add(uid);
             if (auto s = state->save(); !s) {
@@ -395,8 +380,7 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         }
     }
     meter.done();
-    if (!quit) quit = c.close();
-    if (!*quit) return fail(quit->why(), deleted > 0 ? "QUIT (the deletions failed; they are retried next run)" : "QUIT");
+    if (auto q = c.close(); !q) return fail(q.why(), deleted > 0 ? "QUIT (the deletions failed; they are retried next run)" : "QUIT");
     if (state) {
         // Forget what the server no longer has, so the file does not grow forever: without
         // --keep every stored message was deleted now; with it, the server keeps them all.

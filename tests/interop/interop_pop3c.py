@@ -664,10 +664,11 @@ class ScriptedPop3:
     """A POP3 server of a few lines on 127.0.0.1 that records what each read from the client
     held: to see which commands pop3c sends, and which of them it sends together."""
 
-    def __init__(self, messages):
+    def __init__(self, messages, before_retr=None):
         import socket
         import threading
         self.messages = messages
+        self.before_retr = before_retr  # called with N before RETR N is answered
         self.reads = []  # the commands of each read, in order
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -708,6 +709,8 @@ class ScriptedPop3:
                     elif verb == "UIDL":
                         out += b"+OK\r\n" + b"".join(b"%d uid%d\r\n" % (i + 1, i + 1) for i in range(len(self.messages))) + b".\r\n"
                     elif verb == "RETR":
+                        if self.before_retr:
+                            self.before_retr(int(arg))
                         m = self.messages[int(arg) - 1]
                         out += b"+OK %d octets\r\n" % len(m) + m.replace(b"\n", b"\r\n") + b".\r\n"
                     elif verb == "QUIT":
@@ -720,37 +723,35 @@ class ScriptedPop3:
 
 
 class FetchBatches(unittest.TestCase):
-    """How `fetch` groups its commands, seen by a scripted server: without a state file (so
-    with --keep) the whole mailbox is one batch, RETRs pipelined across what --batch would
-    cut, no LIST asked; with a state file each batch ends in a flush before the next one's
-    RETRs go out."""
+    """How `fetch` groups its commands, seen by a scripted server: --batch bounds what is
+    pipelined at once, with or without a state file; QUIT only once everything is durable."""
 
     def setUp(self):
         self.tmp = t.TempDir()
         self.msgs = [b"Subject: m%d\n\nbody %d\n" % (i, i) for i in range(5)]
+        self.mdir = os.path.join(self.tmp.path, "md")
 
     def tearDown(self):
         self.tmp.cleanup()
 
-    def fetch(self, srv, *args):
-        mdir = os.path.join(self.tmp.path, "md")
-        cmd = [POP3C, "fetch", "--maildir", mdir, "--keep", "--batch", "2", *args, "--quiet",
+    def fetch(self, srv, *args, rc=0):
+        cmd = [POP3C, "fetch", "--maildir", self.mdir, "--keep", "--batch", "2", *args, "--quiet",
                "--host", "127.0.0.1", "--port", str(srv.port), "--user", "u", "--password-env", PW_ENV,
                "--timeout", "30"]
         p = t.run(cmd, timeout=60, env=dict(os.environ, **{PW_ENV: "pw"}))
-        self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
+        self.assertEqual(p.returncode, rc, p.stderr.decode("utf-8", "replace"))
         srv.thread.join(10)
-        self.assertEqual(sorted(t.maildir_messages(mdir)), sorted(self.msgs))
+        if rc == 0:
+            self.assertEqual(sorted(t.maildir_messages(self.mdir)), sorted(self.msgs))
         return srv.commands()
 
-    def test_without_state_one_batch_and_no_list(self):
+    def test_without_state_batches_bound_the_pipeline_and_quit_comes_last(self):
         srv = ScriptedPop3(self.msgs)
         cmds = self.fetch(srv)
-        self.assertNotIn("LIST", cmds)
-        self.assertEqual([c for c in cmds if c.startswith("RETR")], [f"RETR {i}" for i in range(1, 6)])
+        self.assertIn("LIST", cmds, "the list is LIST's, not 1 to STAT's count")
+        retr_reads = [[c for c in r if c.startswith("RETR")] for r in srv.reads]
+        self.assertEqual([r for r in retr_reads if r], [["RETR 1", "RETR 2"], ["RETR 3", "RETR 4"], ["RETR 5"]])
         self.assertEqual(cmds[-1], "QUIT")
-        first = next(r for r in srv.reads if any(c.startswith("RETR") for c in r))
-        self.assertEqual(first, [f"RETR {i}" for i in range(1, 6)], "all five RETRs in one write, not two per batch")
 
     def test_with_state_batches_of_two(self):
         srv = ScriptedPop3(self.msgs)
@@ -759,6 +760,20 @@ class FetchBatches(unittest.TestCase):
         retr_reads = [[c for c in r if c.startswith("RETR")] for r in srv.reads]
         self.assertEqual([r for r in retr_reads if r], [["RETR 1", "RETR 2"], ["RETR 3", "RETR 4"], ["RETR 5"]])
         self.assertEqual(cmds[-1], "QUIT")
+
+    def test_no_quit_when_the_last_messages_cannot_be_made_durable(self):
+        # A server may expire what was retrieved at QUIT (RFC 2449 EXPIRE, Gmail's setting),
+        # --keep or not: a fetch whose flush fails must end without QUIT. Here new/ is removed
+        # (renamed away: the commit thread may be linking into it) before the last message is
+        # sent, so its link fails.
+        def remove_new(n):
+            if n == 5:
+                os.rename(os.path.join(self.mdir, "new"), os.path.join(self.tmp.path, "new-gone"))
+
+        srv = ScriptedPop3(self.msgs, before_retr=remove_new)
+        cmds = self.fetch(srv, rc=74)
+        self.assertIn("RETR 5", cmds)
+        self.assertNotIn("QUIT", cmds)
 
 
 if __name__ == "__main__":

@@ -538,9 +538,12 @@ asio::awaitable<result<asio::ip::tcp::socket>> connect_to(asio::any_io_executor 
     // An address literal (IPv4, or IPv6 without brackets as getaddrinfo takes it) needs no
     // lookup: no resolver thread is started for it (asio runs getaddrinfo on a thread of its
     // own, about half a millisecond before the first connect).
+    // NOTE: not one with a zone (`fe80::1%eth0`): Asio reads an unknown zone as 0 where
+    // getaddrinfo refuses it, so those are looked up as before.
     std::error_code literal_error;
-    const auto literal = asio::ip::make_address(host, literal_error);
-    if (!literal_error) {
+    const auto literal = host.find('%') == std::string::npos ? asio::ip::make_address(host, literal_error)
+                                                             : asio::ip::address();
+    if (host.find('%') == std::string::npos && !literal_error) {
         endpoints.emplace_back(literal, port);
     } else {
         // NOTE: a lookup already inside getaddrinfo cannot be cancelled (Asio runs it on a
