@@ -129,10 +129,11 @@ private:
     clock::time_point drawn_{};
 };
 
-// Streams retrieved messages into a sink; remembers which completed.
+// Streams retrieved messages into a sink; remembers which completed (if `remember`: for the
+// state file and DELE).
 class sink_handler final : public retrieval_handler {
 public:
-    sink_handler(message_sink& sink, progress& meter) : sink_(sink), meter_(meter) {}
+    sink_handler(message_sink& sink, progress& meter, bool remember) : sink_(sink), meter_(meter), remember_(remember) {}
     std::vector<std::uint32_t> completed;
     std::vector<std::string> locators;  // completed[i]'s sink locator
     std::optional<std::string> local_error;
@@ -150,9 +151,11 @@ public:
     }
     bool end(std::uint32_t n, std::uint64_t octets) override {
         if (auto r = msg_->complete(); !r) return stop("storing a message: " + r.error().message());
-        locators.push_back(msg_->locator());
+        if (remember_) {
+            locators.push_back(msg_->locator());
+            completed.push_back(n);
+        }
         msg_.reset();
-        completed.push_back(n);
         meter_.add(octets);
         return true;
     }
@@ -170,6 +173,7 @@ private:
     }
     message_sink& sink_;
     progress& meter_;
+    bool remember_;
     std::unique_ptr<sink_message> msg_;
 };
 
@@ -301,6 +305,11 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         }
         todo.emplace_back(l.number, l.octets);
     }
+    // Without a state file (so --keep) nothing is recorded or deleted: the whole list is one
+    // batch, pipelined throughout, and one flush at the end (the Maildir sink commits in
+    // groups meanwhile, within its own bound). Its size is LIST's, what the server sent.
+    const std::size_t batch_messages = state ? f.batch_messages : todo.size();
+    const std::uint64_t batch_octets = state ? f.batch_octets : ~std::uint64_t{0};
     progress meter(!f.quiet && isatty(STDERR_FILENO) && f.maildir.size() + f.mbox.size() > 0, todo.size());
     std::size_t deleted = 0, refused = 0;
     std::size_t dele_refused = 0;
@@ -319,12 +328,12 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         // A batch: bounded in messages and octets; one local flush, one state write, then DELE.
         std::vector<std::uint32_t> batch;
         std::uint64_t octets = 0;
-        while (at < todo.size() && batch.size() < f.batch_messages && (batch.empty() || octets < f.batch_octets)) {
+        while (at < todo.size() && batch.size() < batch_messages && (batch.empty() || octets < batch_octets)) {
             batch.push_back(todo[at].first);
             octets += todo[at].second;
             ++at;
         }
-        sink_handler h(*sink, meter);
+        sink_handler h(*sink, meter, state.has_value() || !f.keep);
         auto r = c.retrieve_each(batch, h);
         refused += h.refused_count;
         // What was written is recorded as pending before the flush, so that a run cut off
@@ -341,12 +350,9 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                 return exit_code::io_error;
             }
         }
-        // Without a state file nothing is recorded or deleted (--keep), so only the last batch
-        // waits for the flush: between batches the pipeline stops for one round trip, not for
-        // the disk (the Maildir sink commits in groups meanwhile). QUIT only after the flush,
-        // whatever is kept: a server may expire what was retrieved at QUIT (RFC 2449 EXPIRE).
-        const bool must_flush = state.has_value() || at == todo.size();
-        const auto flushed = must_flush ? sink->flush() : mailnet::result<void>{};
+        // QUIT only after the flush, whatever is kept: a server may expire what was retrieved
+        // at QUIT (RFC 2449 EXPIRE).
+        const auto flushed = sink->flush();
         if (flushed && state && !h.completed.empty()) {
             for (auto& [uid, loc] : state->take_pending()) (void)state->add(uid);
             if (auto s = state->save(); !s) {

@@ -669,6 +669,7 @@ class ScriptedPop3:
         import threading
         self.messages = messages
         self.before_retr = before_retr  # called with N before RETR N is answered
+        self.stat_count = None  # STAT's count, if not the messages'
         self.reads = []  # the commands of each read, in order
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -703,13 +704,16 @@ class ScriptedPop3:
                     elif verb in ("USER", "PASS", "NOOP"):
                         out += b"+OK\r\n"
                     elif verb == "STAT":
-                        out += b"+OK %d %d\r\n" % (len(self.messages), sum(len(m) for m in self.messages))
+                        out += b"+OK %d %d\r\n" % (self.stat_count or len(self.messages), sum(len(m) for m in self.messages))
                     elif verb == "LIST":
                         out += b"+OK\r\n" + b"".join(b"%d %d\r\n" % (i + 1, len(m)) for i, m in enumerate(self.messages)) + b".\r\n"
                     elif verb == "UIDL":
                         out += b"+OK\r\n" + b"".join(b"%d uid%d\r\n" % (i + 1, i + 1) for i in range(len(self.messages))) + b".\r\n"
                     elif verb == "RETR":
                         if self.before_retr:
+                            if out:  # the answers before it are sent first
+                                conn.sendall(out)
+                                out = b""
                             self.before_retr(int(arg))
                         m = self.messages[int(arg) - 1]
                         out += b"+OK %d octets\r\n" % len(m) + m.replace(b"\n", b"\r\n") + b".\r\n"
@@ -745,13 +749,19 @@ class FetchBatches(unittest.TestCase):
             self.assertEqual(sorted(t.maildir_messages(self.mdir)), sorted(self.msgs))
         return srv.commands()
 
-    def test_without_state_batches_bound_the_pipeline_and_quit_comes_last(self):
+    def test_without_state_one_batch_and_quit_last(self):
         srv = ScriptedPop3(self.msgs)
         cmds = self.fetch(srv)
         self.assertIn("LIST", cmds, "the list is LIST's, not 1 to STAT's count")
-        retr_reads = [[c for c in r if c.startswith("RETR")] for r in srv.reads]
-        self.assertEqual([r for r in retr_reads if r], [["RETR 1", "RETR 2"], ["RETR 3", "RETR 4"], ["RETR 5"]])
+        first = next(r for r in srv.reads if any(c.startswith("RETR") for c in r))
+        self.assertEqual(first, [f"RETR {i}" for i in range(1, 6)], "all five RETRs in one write, not two per batch")
         self.assertEqual(cmds[-1], "QUIT")
+
+    def test_a_stat_count_the_server_does_not_back_sizes_nothing(self):
+        # "+OK 4000000000 0" with five messages listed: the five are fetched.
+        srv = ScriptedPop3(self.msgs)
+        srv.stat_count = 4000000000
+        self.fetch(srv)
 
     def test_with_state_batches_of_two(self):
         srv = ScriptedPop3(self.msgs)
@@ -768,7 +778,11 @@ class FetchBatches(unittest.TestCase):
         # sent, so its link fails.
         def remove_new(n):
             if n == 5:
-                os.rename(os.path.join(self.mdir, "new"), os.path.join(self.tmp.path, "new-gone"))
+                new = os.path.join(self.mdir, "new")
+                deadline = time.monotonic() + 10  # made with the first message pop3c stores
+                while not os.path.isdir(new) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                os.rename(new, os.path.join(self.tmp.path, "new-gone"))
 
         srv = ScriptedPop3(self.msgs, before_retr=remove_new)
         cmds = self.fetch(srv, rc=74)
