@@ -223,6 +223,30 @@ TEST_F(postgresql_store, front_ends_starting_together_create_the_schema_once_and
     EXPECT_EQ(mailnet::open_postgresql_store(o).error(), mailnet::make_error_code(errc::bad_config));
 }
 
+TEST_F(postgresql_store, a_uri_whose_options_weaken_durability_or_isolation_is_refused_at_start) {
+    const char sep = guard.uri.find('?') == std::string::npos ? '?' : '&';
+    std::vector<std::string> logged;
+    auto start_with = [&](const std::string& options) {
+        mailnet::postgresql_options o;
+        o.uri = guard.uri + sep + "options=" + options;
+        o.schema = guard.schema;
+        o.log = [&](mailnet::log_level, std::string_view line) { logged.emplace_back(line); };
+        return mailnet::open_postgresql_store(std::move(o));
+    };
+    for (const char* weak : {"-c%20synchronous_commit%3Doff", "-c%20synchronous_commit%3Dlocal",
+                             "-c%20default_transaction_isolation%3Dserializable"}) {
+        logged.clear();
+        auto s = start_with(weak);
+        ASSERT_FALSE(s) << weak;
+        EXPECT_EQ(s.error(), mailnet::make_error_code(errc::bad_input)) << weak;
+        ASSERT_FALSE(logged.empty()) << weak;
+        EXPECT_NE(logged.back().find("synchronous_commit"), std::string::npos) << logged.back();
+    }
+    // As strong or stronger: accepted.
+    auto strong = start_with("-c%20synchronous_commit%3Dremote_apply");
+    EXPECT_TRUE(strong) << (strong ? "" : strong.error().message());
+}
+
 TEST_F(postgresql_store, concurrent_deliveries_share_transactions) {
     auto s = open();
     ASSERT_TRUE(s);

@@ -462,7 +462,7 @@ int main(int argc, char** argv) {
     fetch_cmd->add_flag("--new-only", fo.new_only, "skip messages whose UIDL is in the state file");
     fetch_cmd->add_option("--state", fo.state,
                           "UIDL state file (default without --keep: $XDG_STATE_HOME/mailnet-pop3c/USER@HOST_PORT.state)");
-    fetch_cmd->add_option("--batch", fo.batch_messages, "messages per local flush and DELE round")
+    fetch_cmd->add_option("--batch", fo.batch_messages, "messages per local flush and DELE round when a state file is kept (without one: the whole list is one batch)")
         ->capture_default_str()->check(CLI::Range(1, 4096));
     auto* stat_cmd = app.add_subcommand("stat", "print COUNT OCTETS");
     std::vector<std::string> args;

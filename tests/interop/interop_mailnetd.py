@@ -244,6 +244,25 @@ class Mailnetd(unittest.TestCase):
         self.assertEqual(len(files_in(self.store, box)), 2, "both messages are in the store")
         self.assertIn("2 messages accepted (--exit-after); stopping", srv.stderr())
 
+    def test_quiet_logs_no_line_per_delivery_or_session_and_no_try_this_lines(self):
+        srv = self.start(extra=["--quiet"])
+        box = "quinn@example.org"
+        msg = t.smtp_message("quiet", [b"hello"], to=box)
+        self.send(srv.port, [box], msg)
+        self.assertEqual([body(m) for m in fetch_all(self, srv.pop3_port, box)], [msg])
+        srv.stop()
+        err = srv.stderr()
+        self.assertNotIn("delivered", err)
+        self.assertNotRegex(err, r"pop3 \S+ from 127\.0\.0\.1")
+        self.assertEqual([l for l in err.splitlines() if l.startswith("  ")], [], "no try-this lines")
+        # The same without --quiet logs both (the control: the patterns above would match).
+        loud = self.start()
+        self.send(loud.port, [box], msg)
+        fetch_all(self, loud.pop3_port, box)
+        loud.stop()
+        self.assertIn("delivered", loud.stderr())
+        self.assertRegex(loud.stderr(), r"pop3 \S+ from 127\.0\.0\.1")
+
     def test_open_mode_refuses_non_loopback_listeners_without_allow_open_network(self):
         for option in ("--smtp", "--pop3"):
             p = t.run([MAILNETD, "--store", self.store, "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0",

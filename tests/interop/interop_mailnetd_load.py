@@ -409,6 +409,10 @@ class LoadTest(unittest.TestCase):
         self.assertEqual(srv.proc.wait(timeout=10), -signal.SIGKILL)
         load.wait_parked()
         at_kill = load.summary()
+        # The kill cut transactions under way (so "nothing without a 250 is visible" below is
+        # checked against messages the server was receiving, not only ones never sent).
+        cut = [b for b in load.broken if b.startswith("smtp message")]
+        self.assertNotEqual(cut, [], f"the kill cut no SMTP transaction: {at_kill}")
         srv2 = self.start()  # the same --store, new ports
         load.ports = [(srv2.port, srv2.pop3_port)]
         # No lock left held: each mailbox logs in at once (nothing else is connected now), and

@@ -81,10 +81,13 @@ std::shared_ptr<store> store_at(std::string_view program, const std::string& spe
         auto s = open_postgresql_store(std::move(o));
         if (s) return std::move(*s);
         const bool newer = s.error() == make_error_code(errc::bad_config);
+        const bool refused = s.error() == make_error_code(errc::bad_input);
         std::cerr << program << ": cannot use store " << spec << ": "
-                  << (newer ? "its schema is newer than this program (see the log above)" : "the database cannot be reached (see the log above)")
+                  << (newer     ? "its schema is newer than this program (see the log above)"
+                      : refused ? "the URI's options weaken what the store needs (see the log above)"
+                                : "the database cannot be reached (see the log above)")
                   << "\n";
-        exit = newer ? exit_code::unavailable : exit_code::temporary;
+        exit = newer ? exit_code::unavailable : refused ? exit_code::usage : exit_code::temporary;
         return nullptr;
     }
     maildir_options o;

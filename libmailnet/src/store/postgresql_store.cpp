@@ -452,6 +452,19 @@ public:
             (void)exec(c, "ROLLBACK");
             return unexpected(e);
         };
+        // The URI's own `options=` replaces the settings connect() gives (libpq keeps the last
+        // value): one that weakens durability or the isolation the store's locking and its
+        // listeners barrier rely on is refused at start, never run with.
+        auto settings = exec(c, "SELECT current_setting('synchronous_commit'), current_setting('transaction_isolation')");
+        if (!settings) return unexpected(settings.error());
+        const std::string_view commit = PQgetvalue(settings->get(), 0, 0), isolation = PQgetvalue(settings->get(), 0, 1);
+        if ((commit != "on" && commit != "remote_apply") || isolation != "read committed") {
+            log(log_level::error, "postgresql: the URI's options set synchronous_commit=" + std::string(commit) +
+                                      " and isolation " + std::string(isolation) +
+                                      "; this store needs synchronous_commit on or remote_apply (no 250 before a "
+                                      "durable COMMIT) and read committed");
+            return unexpected(errc::bad_input);
+        }
         if (auto r = exec(c, "BEGIN"); !r) return unexpected(r.error());
         // One front-end at a time creates or migrates; the others wait, then find it done.
         const std::string key = std::to_string(lock_key(o_.schema, "\x01migrate"));

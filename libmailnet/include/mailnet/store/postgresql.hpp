@@ -34,7 +34,9 @@ struct postgresql_options {
 
 /// Opens the store: connects, creates or migrates the schema (under an advisory lock, so
 /// front-ends starting together do it once), and starts the event listener. errc::bad_config
-/// for a bad schema name or a schema newer than this program; errc::temporary_failure when
+/// for a bad schema name or a schema newer than this program; errc::bad_input when the URI's
+/// `options=` make synchronous_commit weaker than on or the isolation other than read
+/// committed (the reason is logged); errc::temporary_failure when
 /// the database cannot be reached; errc::unsupported when the store's module
 /// (libmailnet_postgresql.so.0, beside libmailnet's own file; it alone links libpq) cannot be
 /// loaded (the reason is logged and given by postgresql_unavailable_reason()).
