@@ -25,7 +25,8 @@ PG_PRIVATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "too
 
 class PrivatePostgres:
     """The script's own PostgreSQL: .uri(db) names a database on it, .sql(db, q) runs one
-    statement with psql and returns its output, .restart() restarts it (fast shutdown)."""
+    statement with psql and returns its output, .restart() restarts it (fast shutdown),
+    .pause() and .resume() stop and start it again."""
 
     def __init__(self, state_dir):
         self.state = state_dir
@@ -54,6 +55,14 @@ class PrivatePostgres:
 
     def restart(self):
         subprocess.run(["bash", PG_PRIVATE, "restart", self.state], check=True, capture_output=True, timeout=120)
+
+    def pause(self):
+        """The server stopped (fast shutdown), its cluster kept: a database that went away."""
+        subprocess.run(["bash", PG_PRIVATE, "pause", self.state], check=True, capture_output=True, timeout=120)
+
+    def resume(self):
+        """Started again on the same port."""
+        subprocess.run(["bash", PG_PRIVATE, "resume", self.state], check=True, capture_output=True, timeout=120)
 
     def stop(self):
         subprocess.run(["bash", PG_PRIVATE, "stop", self.state], capture_output=True, timeout=120)
@@ -163,6 +172,14 @@ class PostgresStoreTest(unittest.TestCase):
     def test_kill_9_of_one_front_end_mid_load_loses_nothing_and_leaves_no_lock(self):
         started = time.monotonic()
         srvs = [self.front_end() for _ in range(3)]
+        victim = srvs[0]
+        # A session of the victim's surely holds a lock at the kill: a mailbox of its own.
+        with smtplib.SMTP(t.HOST, victim.port, timeout=10) as s:
+            s.sendmail("x@example.org", ["held@example.org"], b"Subject: held\r\n\r\nbody\r\n")
+        held = poplib.POP3(t.HOST, victim.pop3_port, timeout=10)
+        held.user("held@example.org")
+        held.pass_("held@example.org")
+        held.dele(1)
         load = load_test.Load(self, srvs, 2000, deadline=started + 80)
         load.start()
         self.assertTrue(t.wait_until(lambda: load.count("ok") >= 600 and load.sessions >= 5,
@@ -171,12 +188,30 @@ class PostgresStoreTest(unittest.TestCase):
         # No new session starts meanwhile; those under way on the victim are cut mid-flight.
         load.up.clear()
         load.fetching.clear()
-        victim = srvs[0]
         os.kill(victim.proc.pid, signal.SIGKILL)
         self.assertEqual(victim.proc.wait(timeout=10), -signal.SIGKILL)
+        held.close()
         load.wait_parked()
         load.ports = [(s.port, s.pop3_port) for s in srvs[1:]]  # its clients go to the others
         at_kill = load.summary()
+        cut = [b for b in load.broken if b.startswith("smtp message")]
+        self.assertNotEqual(cut, [], f"the kill cut no SMTP transaction under way: {at_kill}")
+        # Its lock went with it (within seconds: the server sees the lock connection close),
+        # and the DELE of its session was never committed.
+        def free():
+            p = poplib.POP3(t.HOST, srvs[1].pop3_port, timeout=10)
+            p.user("held@example.org")
+            try:
+                p.pass_("held@example.org")
+            except poplib.error_proto as e:
+                self.assertIn(b"[IN-USE]", e.args[0])
+                p.close()
+                return False
+            self.assertEqual(p.stat()[0], 1, "the killed session's DELE was not committed")
+            p.dele(1)  # so that nothing is left at the end
+            p.quit()
+            return True
+        self.assertTrue(t.wait_until(free, timeout=10, interval=0.1), "the killed front-end's lock outlived it")
         load.up.set()
         load.fetching.set()
         load.finish("kill -9 of one front-end")  # its last pass logs into every mailbox: no lock held
@@ -218,6 +253,10 @@ class PostgresStoreTest(unittest.TestCase):
         # got a 4xx for it: a delivery cut mid-transaction is tried again on a new connection.
         self.assertTrue(any("postgresql:" in srv.stderr() for srv in srvs),
                         f"no front-end noticed the restart: the test proved nothing; {load.summary()}")
+        # A POP3 refusal meanwhile is a temporary one: [SYS/TEMP], never another -ERR (a
+        # connection cut by a front-end is not a refusal).
+        refusals = [b for b in load.broken if b.startswith("pop3") and "error_proto" in b]
+        self.assertEqual([b for b in refusals if "[SYS/TEMP]" not in b], [], load.summary())
         # A 4xx'd message was sent again (as an MTA would) until it got its 250.
         self.assertGreater(load.count("ok"), ok_at_restart,
                            f"no delivery succeeded after the restart; at the restart {at_restart}")
@@ -231,6 +270,60 @@ class PostgresStoreTest(unittest.TestCase):
         p.pass_("after@example.org")
         self.assertEqual(p.stat()[0], 1)
         p.quit()
+
+    def test_while_the_database_is_down_clients_get_temporary_errors_and_nothing_is_lost(self):
+        a, b = self.front_end(), self.front_end()
+        box = "dora@example.org"
+        with smtplib.SMTP(t.HOST, a.port, timeout=10) as s:
+            s.sendmail("x@example.org", [box], b"Subject: before\r\n\r\nbody\r\n")
+        held = poplib.POP3(t.HOST, b.pop3_port, timeout=20)  # opened before, QUIT during the outage
+        held.user(box)
+        held.pass_(box)
+        self.assertEqual(held.stat()[0], 1)
+        held.dele(1)
+        self.pg.pause()
+        try:
+            # SMTP: a 4xx at some step, never a 250 for the message, never a 5xx.
+            with smtplib.SMTP(t.HOST, a.port, timeout=30) as s:
+                s.ehlo("outage.test")
+                replies = [s.mail("x@example.org")]
+                if replies[-1][0] == 250:
+                    replies.append(s.rcpt(box))
+                if replies[-1][0] == 250:
+                    replies.append(s.data(b"Subject: during\r\n\r\nbody\r\n"))
+            codes = [c for c, _ in replies]
+            self.assertTrue(400 <= codes[-1] < 500, f"a temporary refusal: {replies}")
+            self.assertRegex(replies[-1][1], rb"^4\.\d+\.\d+ ", f"with an enhanced code: {replies}")
+            # POP3: a login is refused with [SYS/TEMP]; the QUIT of the session held on b
+            # cannot commit its DELE: -ERR, and the message stays.
+            p = poplib.POP3(t.HOST, a.pop3_port, timeout=30)
+            p.user(box)
+            with self.assertRaises(poplib.error_proto) as e:
+                p.pass_(box)
+            self.assertIn(b"[SYS/TEMP]", e.exception.args[0])
+            p.close()
+            with self.assertRaises(poplib.error_proto) as e:
+                held.quit()
+            self.assertTrue(e.exception.args[0].startswith(b"-ERR"), e.exception.args)
+            held.close()
+            for srv in (a, b):
+                self.assertIsNone(srv.proc.poll(), "a front-end died with the database")
+        finally:
+            self.pg.resume()
+        # Back: a delivery gets its 250 again within seconds (each front-end reconnects on its
+        # next call), and the mailbox holds what got a 250: the message from before (its DELE
+        # was never committed) and the one sent now; not the refused one.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with smtplib.SMTP(t.HOST, a.port, timeout=10) as s:
+                    s.sendmail("x@example.org", [box], b"Subject: after\r\n\r\nbody\r\n")
+                break
+            except smtplib.SMTPException:
+                self.assertLess(time.monotonic(), deadline, "no recovery within 20 s")
+                time.sleep(0.2)
+        subjects = sorted(m.split(b"\r\n\r\n", 1)[0].split(b"Subject: ")[1] for _, m in self.fetch_all(b, box))
+        self.assertEqual(subjects, [b"after", b"before"])
 
     def fetch_all(self, srv, box):
         """[(uidl, bytes)] of box through srv's POP3, nothing deleted."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# pg_private.sh start|stop|restart DIR: a private PostgreSQL 15 for the tests (DESIGN.md "Dependencies"):
+# pg_private.sh start|stop|restart|pause|resume DIR: a private PostgreSQL 15 for the tests (DESIGN.md "Dependencies"):
 # initdb into a new directory under ${TMPDIR:-/tmp} (the postgres user, when run as root, must
 # reach it, which a build tree under /root would not allow), its Unix socket there, a free TCP
 # port on 127.0.0.1, trust authentication, fsync off (the tests restart it, they never crash
@@ -11,8 +11,8 @@
 # both directories. `restart` restarts it (fast shutdown: every session cut) on the same port,
 # for the tests of a database that goes away.
 set -euo pipefail
-cmd=${1:?usage: pg_private.sh start|stop|restart DIR}
-dir=${2:?usage: pg_private.sh start|stop|restart DIR}
+cmd=${1:?usage: pg_private.sh start|stop|restart|pause|resume DIR}
+dir=${2:?usage: pg_private.sh start|stop|restart|pause|resume DIR}
 bin=${MAILNET_PG_BIN:-/usr/lib/postgresql/15/bin}
 
 as_owner() {
@@ -77,6 +77,31 @@ stop() {
   rm -rf "$dir"
 }
 
+# pause: a fast shutdown that keeps the cluster (a database that went away); resume: started
+# again on the same port with the same settings (postmaster.opts, as pg_ctl restart reads it).
+pause() {
+  local cluster
+  cluster=$(cat "$dir/cluster")
+  cp "$cluster/data/postmaster.opts" "$dir/opts"
+  as_owner "$bin/pg_ctl" -D "$cluster/data" -w -t 60 -s -m fast stop
+}
+
+resume() {
+  local cluster opts
+  cluster=$(cat "$dir/cluster")
+  # postmaster.opts: the server's path, then each argument in double quotes.
+  opts=$(sed -e 's/^[^ ]* //' "$dir/opts")
+  eval "set -- $opts"
+  local args=() skip=0 a
+  for a in "$@"; do  # -D is pg_ctl's own
+    if [ $skip = 1 ]; then skip=0; continue; fi
+    if [ "$a" = -D ]; then skip=1; continue; fi
+    args+=("$a")
+  done
+  as_owner "$bin/pg_ctl" -D "$cluster/data" -l "$cluster/server.log" -w -t 60 -s -o "${args[*]}" start
+  head -1 "$cluster/data/postmaster.pid" >"$dir/pid"
+}
+
 restart() {
   local cluster
   cluster=$(cat "$dir/cluster")
@@ -87,6 +112,8 @@ restart() {
 case "$cmd" in
   start) start ;;
   restart) restart ;;
+  pause) pause ;;
+  resume) resume ;;
   stop) stop ;;
-  *) echo "usage: pg_private.sh start|stop|restart DIR" >&2; exit 64 ;;
+  *) echo "usage: pg_private.sh start|stop|restart|pause|resume DIR" >&2; exit 64 ;;
 esac
