@@ -55,7 +55,15 @@ constexpr std::uint64_t large_batch_octets = 1024 * 1024;
 constexpr std::size_t max_schema_octets = 40;
 constexpr auto event_wait = std::chrono::seconds(2);  // a commit waits this long for its own events
 constexpr auto reconnect_pause = std::chrono::seconds(1);
-constexpr auto listen_barrier = std::chrono::milliseconds(2000);  // a new listener waits this long for older transactions
+// A new listener waits this long for older transactions (the barrier: see wait_for_readers);
+// every delivery waits behind it meanwhile. One that is not granted (a transaction that read
+// the listeners table stays open: a pg_dump takes ACCESS SHARE for its whole run) is tried
+// again with a shorter wait, first after a second, then ever more seldom (at most every 30 s),
+// so a long-lived reader costs deliveries 100 ms of waiting at most every 30 s, not each second.
+constexpr auto listen_barrier = std::chrono::milliseconds(500);
+constexpr auto listen_barrier_retry = std::chrono::milliseconds(100);
+constexpr auto listen_retry_first = std::chrono::seconds(1);
+constexpr auto listen_retry_most = std::chrono::seconds(30);
 
 struct result_deleter {
     void operator()(PGresult* r) const noexcept { PQclear(r); }
@@ -811,10 +819,11 @@ private:
     }
 
     // Tells every notification until the connection breaks or the store stops (which takes
-    // this front-end out of the listeners table). `pending`: see enlist(); tried again each
-    // second, with a short wait (others' deliveries wait behind it).
+    // this front-end out of the listeners table). `pending`: see enlist(); tried again with a
+    // short wait (others' deliveries wait behind it), at growing intervals.
     void serve(PGconn* c, bool pending) {
         auto last_try = std::chrono::steady_clock::now();
+        std::chrono::steady_clock::duration retry_after = listen_retry_first;
         while (true) {
             pollfd fds[2] = {{PQsocket(c), POLLIN, 0}, {wake_, POLLIN, 0}};
             const int n = ::poll(fds, 2, 1000);
@@ -823,9 +832,10 @@ private:
                 std::lock_guard lock(events_mutex_);
                 if (stopping_) break;
             }
-            if (pending && std::chrono::steady_clock::now() - last_try >= std::chrono::seconds(1)) {
+            if (pending && std::chrono::steady_clock::now() - last_try >= retry_after) {
                 last_try = std::chrono::steady_clock::now();
-                const barrier b = wait_for_readers(c, std::chrono::milliseconds(200));
+                retry_after = std::min<std::chrono::steady_clock::duration>(2 * retry_after, listen_retry_most);
+                const barrier b = wait_for_readers(c, listen_barrier_retry);
                 if (b == barrier::failed) return;
                 if (b == barrier::passed) {
                     drain(c);  // what came before the subscribers look again
