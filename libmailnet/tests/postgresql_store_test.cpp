@@ -13,6 +13,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -341,6 +342,70 @@ TEST_F(postgresql_store, deliveries_committed_together_share_one_transaction_and
         EXPECT_FALSE(s->commits_in_groups());
     }
     EXPECT_TRUE(s->commits_in_groups());
+}
+
+TEST_F(postgresql_store, a_group_stored_in_one_statement_keeps_each_deliverys_uidl_ids_and_events) {
+    // Deliveries of one piece go in one statement (arrays, one element each): UIDLs with the
+    // array syntax's own characters arrive as given, each delivery gets the ids of its own
+    // rows, and another front-end hears each copy with its size.
+    auto a = open();
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    std::mutex m;
+    std::condition_variable cv;
+    std::vector<store_event> heard;
+    auto sub = b->subscribe([&](const store_event& e) {
+        std::lock_guard lock(m);
+        if (e.what == store_event::kind::delivered) heard.push_back(e);
+        cv.notify_all();
+    });
+    ASSERT_TRUE(a->commits_in_groups());
+    const std::vector<std::string> uidls{"q\"uote", "back\\slash", "{brace,comma}", ""};
+    const std::vector<std::vector<std::string>> targets{{"erin"}, {"frank", "erin"}, {"frank"}, {"erin", "gus"}};
+    std::vector<std::unique_ptr<mailnet::delivery>> ds;
+    std::vector<mailnet::delivery*> ptrs;
+    std::vector<std::string> texts;
+    for (std::size_t i = 0; i < uidls.size(); ++i) {
+        auto d = a->begin_delivery(targets[i]);
+        ASSERT_TRUE(d);
+        texts.push_back("Subject: " + std::to_string(i) + "\n\n" + std::string(i * 100, 'x') + "\n");
+        ASSERT_TRUE((*d)->write(texts.back()));
+        if (!uidls[i].empty()) {
+            EXPECT_TRUE((*d)->keep(uidls[i], i == 2));
+        }
+        ptrs.push_back(d->get());
+        ds.push_back(std::move(*d));
+    }
+    for (const auto& r : mailnet::commit_together(ptrs)) ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(admin("SELECT count(DISTINCT received) FROM " + guard.schema + ".bodies"), "1");
+    EXPECT_EQ(admin("SELECT string_agg(coalesce(uidl, '-'), '|' ORDER BY id) FROM " + guard.schema + ".messages"),
+              "q\"uote|back\\slash|back\\slash|{brace,comma}|-|-");
+    EXPECT_EQ(admin("SELECT string_agg(seen::text, '|' ORDER BY id) FROM " + guard.schema + ".messages"),
+              "false|false|false|true|false|false");
+    // Each copy readable through its mailbox with its own text; 6 copies heard, each once.
+    std::map<std::string, std::vector<std::string>> want{{"erin", {texts[0], texts[1], texts[3]}},
+                                                         {"frank", {texts[1], texts[2]}}, {"gus", {texts[3]}}};
+    for (const auto& [box, bodies] : want) {
+        auto snap = a->snapshot(box);
+        ASSERT_TRUE(snap) << box;
+        ASSERT_EQ(snap->size(), bodies.size()) << box;
+        for (std::size_t k = 0; k < bodies.size(); ++k) {
+            const std::string got = read_all(*a, box, (*snap)[k].id);
+            EXPECT_NE(got.find(bodies[k]), std::string::npos) << box << " " << k;
+        }
+    }
+    std::unique_lock lock(m);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard.size() >= 6; })) << heard.size();
+    std::map<std::string, int> copies;
+    for (const auto& e : heard) {
+        auto snap = b->snapshot(e.mailbox);
+        ASSERT_TRUE(snap);
+        auto it = std::find_if(snap->begin(), snap->end(), [&](const auto& mi) { return mi.id == e.id; });
+        ASSERT_NE(it, snap->end()) << e.mailbox << " " << e.id;
+        EXPECT_EQ(it->octets, e.octets);
+        ++copies[e.mailbox];
+    }
+    EXPECT_EQ(copies, (std::map<std::string, int>{{"erin", 3}, {"frank", 2}, {"gus", 1}}));
 }
 
 TEST_F(postgresql_store, a_delivery_that_fails_in_a_shared_transaction_spoils_no_other) {
