@@ -325,6 +325,49 @@ class PostgresStoreTest(unittest.TestCase):
         subjects = sorted(m.split(b"\r\n\r\n", 1)[0].split(b"Subject: ")[1] for _, m in self.fetch_all(b, box))
         self.assertEqual(subjects, [b"after", b"before"])
 
+    def test_smtpd_and_pop3d_on_their_own_share_the_database_with_mailnetd(self):
+        # The two servers as separate programs (not inside mailnetd) on one database: mail
+        # accepted by smtpd is served by pop3d with the bytes sent, under the UIDL mailnetd
+        # gives it too; a session on pop3d holds the mailbox against mailnetd; DELE+QUIT on
+        # pop3d removes it everywhere.
+        users = t.write_users(os.path.join(self.tmp.path, f"users{self.n}"), {"ivy@example.org": "ivy-secret"})
+        smtpd = t.Smtpd(t.program_binary("smtpd"), self.uri, users=users, workdir=self.tmp.path)
+        pop3d = t.Pop3d(t.program_binary("pop3d"), self.uri, users, workdir=self.tmp.path)
+        for srv in (smtpd, pop3d):
+            self.servers.append(srv)
+            srv.start()
+        m = self.front_end()
+        msg = t.smtp_message("own programs", t.DOT_LINES, to="ivy@example.org")
+        with smtplib.SMTP(t.HOST, smtpd.port, timeout=10) as s:
+            with self.assertRaises(smtplib.SMTPRecipientsRefused):  # --users: only its accounts
+                s.sendmail("x@example.org", ["nobody@example.org"], msg)
+            self.assertEqual(s.sendmail("x@example.org", ["IVY@example.org"], msg), {})
+        p = poplib.POP3(t.HOST, pop3d.port, timeout=10)
+        p.user("ivy@example.org")
+        p.pass_("ivy-secret")
+        self.assertEqual(p.stat()[0], 1)
+        uidl = p.uidl(1).split()[2]
+        got = b"\r\n".join(p.retr(1)[1]) + b"\r\n"
+        self.assertEqual(t.strip_trace(got), msg, "fetched == sent after the trace headers")
+        other = poplib.POP3(t.HOST, m.pop3_port, timeout=10)  # mailnetd: open mode logins
+        other.user("ivy@example.org")
+        with self.assertRaises(poplib.error_proto) as e:
+            other.pass_("ivy@example.org")
+        self.assertIn(b"[IN-USE]", e.exception.args[0])
+        other.close()
+        p.quit()  # nothing deleted
+        seen = poplib.POP3(t.HOST, m.pop3_port, timeout=10)
+        seen.user("ivy@example.org")
+        seen.pass_("ivy@example.org")
+        self.assertEqual(seen.uidl(1).split()[2], uidl, "one UIDL, whichever front-end")
+        seen.quit()
+        p = poplib.POP3(t.HOST, pop3d.port, timeout=10)
+        p.user("ivy@example.org")
+        p.pass_("ivy-secret")
+        p.dele(1)
+        p.quit()
+        self.assertEqual(self.count("messages"), 0)
+
     def fetch_all(self, srv, box):
         """[(uidl, bytes)] of box through srv's POP3, nothing deleted."""
         p = poplib.POP3(t.HOST, srv.pop3_port, timeout=10)

@@ -611,8 +611,9 @@ class Smtpd(ListeningServer):
                  listen=True, workdir=None, start_timeout=10.0, addr=HOST):
         self.binary = binary
         self.store = store
-        os.makedirs(store, exist_ok=True)
-        os.chmod(store, 0o755)
+        if "://" not in store:  # a Maildir root, not a database's URI
+            os.makedirs(store, exist_ok=True)
+            os.chmod(store, 0o755)
         args = [binary, "--store", store, "--hostname", SMTPD_HOSTNAME]
         if users is not None:
             args += ["--users", users]
