@@ -2,6 +2,7 @@
 # with python3 smtplib and swaks, fetched with python3 poplib, over plain TCP, STARTTLS/STLS and
 # implicit TLS with --tls-self-signed (clients pinned to the printed fingerprint); --exit-after,
 # open mode's loopback rule, users mode, and the try-this commands it prints.
+import json
 import os
 import poplib
 import re
@@ -286,6 +287,69 @@ class Mailnetd(unittest.TestCase):
             fetch_all(self, srv.pop3_port, "alice@example.org", "ALICE-SECRET")
         got = fetch_all(self, srv.pop3_port, "aLiCe@eXaMpLe.org", "alice-secret")  # any case reaches it
         self.assertEqual([body(m) for m in got], [msg])
+
+    def test_users_mode_with_its_own_certificate_starttls_auth_and_stls(self):
+        ca = t.TestCA(self.dir)
+        users = t.write_users(os.path.join(self.dir, "users"), {"Alice@Example.org": "alice-secret"})
+        srv = self.start(users=users, extra=["--tls-cert", ca.cert, "--tls-key", ca.key])
+        msg = t.smtp_message("authenticated", [b"over STARTTLS with AUTH"], to="alice@example.org")
+        with smtplib.SMTP(t.HOST, srv.port, timeout=10) as s:
+            s.ehlo("client.example")
+            self.assertTrue(s.has_extn("starttls"))
+            code, _ = s.starttls(context=ca.client_context())  # verified against the CA, 127.0.0.1 in its SAN
+            self.assertEqual(code, 220)
+            s.ehlo("client.example")
+            self.assertFalse(s.has_extn("starttls"), "not offered again inside TLS")
+            self.assertIn("PLAIN", s.esmtp_features.get("auth", ""))
+            with self.assertRaises(smtplib.SMTPAuthenticationError) as bad:
+                s.login("alice@example.org", "wrong")
+            self.assertEqual(bad.exception.smtp_code, 535)
+            code, _ = s.login("ALICE@example.org", "alice-secret")  # the users file's account, any case
+            self.assertEqual(code, 235)
+            self.assertEqual(s.sendmail(SENDER, ["alice@example.org"], msg), {})
+        p = poplib.POP3(t.HOST, srv.pop3_port, timeout=10)
+        p.stls(context=ca.client_context())
+        p.user("alice@example.org")
+        p.pass_("alice-secret")
+        got = [b"\r\n".join(p.retr(i + 1)[1]) + b"\r\n" for i in range(p.stat()[0])]
+        p.quit()
+        self.assertEqual([body(m) for m in got], [msg])
+        self.assertRegex(t.split_trace(got[0])[1], r" with ESMTPSA id ", "the trace says TLS and AUTH")
+
+    def test_the_readme_tour_works_with_its_ports_and_paths_put_in(self):
+        # README.md's "mailnetd in 30 seconds" block, run line by line against a mailnetd on
+        # ports of its own: 2525, 1100 and 8025 replaced by its ports, var/mail by its store,
+        # build/pop3c/pop3c by the pop3c beside it. Each command must succeed, and say so.
+        (swaks, curl) = t.require_programs("swaks", "curl")
+        readme = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
+        with open(readme) as f:
+            text = f.read()
+        block = re.search(r"## mailnetd in 30 seconds.*?```sh\n(.*?)```", text, re.S).group(1)
+        srv = self.start(http=True)
+        pop3c = os.path.join(os.path.dirname(MAILNETD), "..", "pop3c", "pop3c")
+        subs = [("127.0.0.1:2525", f"127.0.0.1:{srv.port}"), ("127.0.0.1:1100", f"127.0.0.1:{srv.pop3_port}"),
+                ("--port 1100", f"--port {srv.pop3_port}"), ("127.0.0.1:8025", f"127.0.0.1:{srv.http_port}"),
+                ("var/mail/", self.store + "/"), ("build/pop3c/pop3c", pop3c)]
+        commands = [c.strip() for c in block.replace("\\\n", " ").splitlines()]
+        commands = [c for c in commands if c and not c.startswith("#")]
+        self.assertEqual(len(commands), 7, commands)
+        outputs = []
+        for cmd in commands:
+            for a, b in subs:
+                cmd = cmd.replace(a, b)
+            for port in ("2525", "1100", "8025"):
+                self.assertNotRegex(cmd, rf"[:\s]{port}\b", f"a fixed port left in {cmd}")
+            p = subprocess.run(["sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, timeout=60)
+            self.assertEqual(p.returncode, 0, f"{cmd}\n{p.stdout!r}\n{p.stderr!r}")
+            outputs.append(p.stdout)
+        _, _, first, ls, fetched, listed, waited = outputs
+        self.assertIn(b"X-Mailer: swaks", first)
+        self.assertEqual(len(re.findall(rb",S=\d+,W=\d+", ls)), 2, ls)
+        self.assertEqual(fetched.count(b"Return-Path: <me@example.org>"), 2, fetched)
+        self.assertIn(b"Hello from curl.", fetched)
+        self.assertEqual(json.loads(listed)["total"], 2, listed)
+        self.assertEqual(json.loads(waited)["total"], 2, waited)
 
     def test_the_commands_it_prints_work_as_printed(self):
         (swaks, curl) = t.require_programs("swaks", "curl")
