@@ -54,6 +54,11 @@ TEST(store_at, a_directory_is_a_maildir_and_a_uri_the_postgresql_store) {
     auto snap = store->snapshot(box[0]);
     ASSERT_TRUE(snap);
     EXPECT_EQ(snap->size(), 1u);
+    // A URI whose options= weaken what the store needs: exit 64, as a bad command line.
+    const char sep = pg.uri->find('?') == std::string::npos ? '?' : '&';
+    exit = 0;
+    EXPECT_FALSE(net::store_at("test", *pg.uri + sep + "options=-c%20synchronous_commit%3Doff", mailnet::null_log(), exit));
+    EXPECT_EQ(exit, net::exit_code::usage);
 }
 
 }  // namespace

@@ -399,10 +399,18 @@ class LoadTest(unittest.TestCase):
         total = 2000
         load = Load(self, srv, total, deadline=started + 50)
         load.start()
-        # Kill once a third got their 250 and fetchers have been at work.
-        self.assertTrue(t.wait_until(lambda: load.count("ok") >= total // 3 and load.sessions >= 5,
-                                     timeout=max(0.1, load.deadline - time.monotonic()), interval=0.01),
+        # Kill once a third got their 250 and fetchers have been at work; the senders wait at
+        # 1,200 until the fetchers are (sessions count at QUIT), then go on, so the kill comes
+        # with transactions under way.
+        def going():
+            if load.count("ok") >= 1200:
+                load.up.clear()
+            return load.count("ok") >= total // 3 and load.sessions >= 5
+        self.assertTrue(t.wait_until(going, timeout=max(0.1, load.deadline - time.monotonic()), interval=0.01),
                         f"the load did not get going: {load.summary()}")
+        load.up.set()
+        self.assertTrue(t.wait_until(lambda: load.count("failed") + load.count("unknown") >= 10, timeout=10, interval=0.001),
+                        f"no transactions under way: {load.summary()}")
         load.up.clear()
         load.fetching.clear()
         os.kill(srv.proc.pid, signal.SIGKILL)

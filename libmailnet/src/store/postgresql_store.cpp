@@ -175,28 +175,31 @@ std::string array_literal(const std::vector<std::string>& items) {
     return out;
 }
 
-// A bytea[] of `items` in PostgreSQL's binary array form (array_recv): dimensions 1, no NULLs,
-// element type bytea (OID 17), lower bound 1, then each element's length and octets.
-std::string bytea_array(const std::vector<std::string>& items) {
-    std::string out;
-    auto put = [&](std::uint32_t v) {
-        const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
-        out.append(b, 4);
-    };
-    std::size_t total = 20;
-    for (const auto& it : items) total += 4 + it.size();
-    out.reserve(total);
-    put(1);
-    put(0);
-    put(17);
-    put(static_cast<std::uint32_t>(items.size()));
-    put(1);
-    for (const auto& it : items) {
-        put(static_cast<std::uint32_t>(it.size()));
-        out += it;
+// A bytea[] of `count` elements in PostgreSQL's binary array form (array_recv), built as they
+// are added: dimensions 1, no NULLs, element type bytea (OID 17), `count` elements from index
+// 1, then each element's length and octets.
+class bytea_array {
+public:
+    explicit bytea_array(std::size_t count) {
+        put(1);
+        put(0);
+        put(17);
+        put(static_cast<std::uint32_t>(count));
+        put(1);
     }
-    return out;
-}
+    void add(std::string_view item) {
+        put(static_cast<std::uint32_t>(item.size()));
+        out_ += item;
+    }
+    std::string_view octets() const noexcept { return out_; }
+
+private:
+    void put(std::uint32_t v) {
+        const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
+        out_.append(b, 4);
+    }
+    std::string out_;
+};
 // Drops the listeners table's rows of server processes that are gone.
 constexpr const char* drop_gone_listeners =
     "DELETE FROM @.listeners WHERE pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)";
@@ -281,8 +284,16 @@ public:
         for (const auto& st : statements) {
             texts_.push_back(sql(st.sql));
             // The schema in the name too: a session that prepared another schema's statement
-            // (a pooler sharing server sessions) answers "unknown" (26000), never runs it.
-            names_.push_back(std::string(st.name) + "_" + o_.schema);
+            // (a pooler sharing server sessions) answers "unknown" (26000), never runs it. A
+            // '.' between, which no schema name holds: "mailnet_deliver_many" of schema "x"
+            // and "mailnet_deliver" of schema "many_x" never share a name.
+            names_.push_back(std::string(st.name) + "." + o_.schema);
+        }
+        // The URI's own options= (see connect()); a URI libpq cannot read fails at connect.
+        if (PQconninfoOption* opts = PQconninfoParse(o_.uri.c_str(), nullptr)) {
+            for (PQconninfoOption* k = opts; k->keyword; ++k)
+                if (std::string_view(k->keyword) == "options" && k->val) uri_options_ = k->val;
+            PQconninfoFree(opts);
         }
     }
     ~database() { stop_listener(); }
@@ -312,7 +323,6 @@ public:
         const std::string timeout = std::to_string(std::max<long long>(2, std::chrono::ceil<std::chrono::seconds>(o_.wait).count()));
         // "mailnet pool|locks|events SCHEMA": an operator (and a test) can tell them apart.
         const std::string app = std::string("mailnet ") + purpose + " " + o_.schema;
-        // Ours first: whatever the URI itself says wins (libpq takes the last value given).
         // The session's settings this store relies on, whatever the role's or database's
         // defaults: durable commits (DESIGN.md: 250 only after a durable COMMIT); READ COMMITTED
         // (the deletion's locking); no statement or lock wait without end; no idle timeout
@@ -321,11 +331,17 @@ public:
             "-c synchronous_commit=on -c default_transaction_isolation=read\\ committed "
             "-c statement_timeout=60000 -c lock_timeout=20000 -c idle_session_timeout=0 "
             "-c idle_in_transaction_session_timeout=60000";
+        // The URI's own `options=` come after ours in the one value given after the URI (libpq
+        // keeps a keyword's last value; the server the last -c of a setting): so a URI changes
+        // only the settings it names, and the others stay ours whatever a role's or database's
+        // defaults or postgresql.conf say (a client's settings override those), also in
+        // connections made long after the start-time check (migrate()).
+        const std::string options = uri_options_.empty() ? std::string(settings) : std::string(settings) + " " + uri_options_;
         // tcp_user_timeout: data sent and not acknowledged for 30 s (a vanished server) ends
         // the connection, which keepalives alone would leave for the kernel's ~15 minutes.
         const char* keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
-                              "tcp_user_timeout", "options", "application_name", "dbname", nullptr};
-        const char* values[] = {timeout.c_str(), "1", "5", "2", "3", "30000", settings, app.c_str(), o_.uri.c_str(), nullptr};
+                              "tcp_user_timeout", "application_name", "dbname", "options", nullptr};
+        const char* values[] = {timeout.c_str(), "1", "5", "2", "3", "30000", app.c_str(), o_.uri.c_str(), options.c_str(), nullptr};
         pg_conn c(PQconnectdbParams(keys, values, 1));
         if (!c || PQstatus(c.get()) != CONNECTION_OK) {
             // Once per outage: every session's attempt would otherwise log the same line.
@@ -526,7 +542,7 @@ public:
         if (!settings) return unexpected(settings.error());
         const std::string_view commit = PQgetvalue(settings->get(), 0, 0), isolation = PQgetvalue(settings->get(), 0, 1);
         if ((commit != "on" && commit != "remote_apply") || isolation != "read committed") {
-            log(log_level::error, "postgresql: the URI's options set synchronous_commit=" + std::string(commit) +
+            log(log_level::error, "postgresql: the URI's options= set synchronous_commit=" + std::string(commit) +
                                       " and isolation " + std::string(isolation) +
                                       "; this store needs synchronous_commit on or remote_apply (no 250 before a "
                                       "durable COMMIT) and read committed");
@@ -958,6 +974,7 @@ private:
     mutable std::atomic<bool> unreachable_{false};  // a connection attempt failed, none succeeded since
     const std::string front_end_;  // tells this store's own markers from other front-ends'
     std::vector<std::string> texts_;  // each of `statements` with its schema
+    std::string uri_options_;         // the URI's own options= (connect() gives them after ours)
     std::vector<std::string> names_;  // their prepared names: the statement's and the schema
 
     std::mutex pool_mutex_;
@@ -1425,7 +1442,8 @@ std::error_code committer::send_batch(connection& c, const std::vector<job*>& ba
         return boxes + "}";
     };
     if (ok && !many.empty()) {
-        std::vector<std::string> tokens, stored, wire, pieces, boxes, uidls, seen;
+        std::vector<std::string> tokens, stored, wire, boxes, uidls, seen;
+        bytea_array data(many.size());
         for (pg_delivery* d : many) {
             d->ids.clear();
             tokens.push_back(d->name());
@@ -1436,15 +1454,14 @@ std::error_code committer::send_batch(connection& c, const std::vector<job*>& ba
                 ok = false;
                 break;
             }
-            pieces.push_back(chunk);
+            data.add(chunk);
             boxes.push_back(boxes_of(*d));
             uidls.push_back(d->uidl());
             seen.push_back(d->seen() ? "t" : "f");
         }
         if (ok) {
-            const std::string data = bytea_array(pieces);
             ok = queue(db_->send(c, statement::deliver_many,
-                                 {{array_literal(tokens)}, {array_literal(stored)}, {array_literal(wire)}, {data, true},
+                                 {{array_literal(tokens)}, {array_literal(stored)}, {array_literal(wire)}, {data.octets(), true},
                                   {array_literal(boxes)}, {channel}, {db_->front_end()}, {array_literal(uidls)},
                                   {array_literal(seen)}}),
                        what::deliver_many);
