@@ -68,6 +68,77 @@ class PrivatePostgres:
         subprocess.run(["bash", PG_PRIVATE, "stop", self.state], capture_output=True, timeout=120)
 
 
+class Blackhole:
+    """A TCP proxy on 127.0.0.1 to port `target`; blackhole() cuts the connections it carries
+    and from then on accepts new ones without ever answering or forwarding (held open)."""
+
+    def __init__(self, target):
+        import socket
+        self.target = target
+        self.lsock = socket.socket()
+        self.lsock.bind((t.HOST, 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.dark = False
+        self.socks = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        import socket
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.socks.append(c)
+                if self.dark:
+                    continue  # held, never answered
+            try:
+                u = socket.create_connection((t.HOST, self.target))
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.socks.append(u)
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self.pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pump(a, b):
+        import socket
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def blackhole(self):
+        import socket
+        with self.lock:
+            self.dark = True
+            for x in self.socks:
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.lsock.close()
+        with self.lock:
+            for x in self.socks:
+                x.close()
+
+
 class PostgresStoreTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -333,8 +404,64 @@ class PostgresStoreTest(unittest.TestCase):
             except smtplib.SMTPException:
                 self.assertLess(time.monotonic(), deadline, "no recovery within 20 s")
                 time.sleep(0.2)
-        subjects = sorted(m.split(b"\r\n\r\n", 1)[0].split(b"Subject: ")[1] for _, m in self.fetch_all(b, box))
+        # A login too (a front-end tries its lock connection again a second after a failed try).
+        got = None
+        while got is None:
+            try:
+                got = self.fetch_all(b, box)
+            except poplib.error_proto as e:
+                self.assertIn(b"[SYS/TEMP]", e.args[0])
+                self.assertLess(time.monotonic(), deadline, "no POP3 login within 20 s")
+                time.sleep(0.2)
+        subjects = sorted(m.split(b"\r\n\r\n", 1)[0].split(b"Subject: ")[1] for _, m in got)
         self.assertEqual(subjects, [b"after", b"before"])
+
+    def test_a_database_that_stops_answering_holds_up_logins_for_one_connect_timeout_not_one_each(self):
+        # Between the front-end and the database, a proxy that, switched, cuts what it carries
+        # and then takes connections without ever answering (a host gone from the network):
+        # each connect waits for libpq's connect timeout (10 s). Logins queued behind one
+        # such connect get [SYS/TEMP] as soon as it failed, not after a connect of their own.
+        proxy = Blackhole(int(self.uri.rsplit(":", 1)[1].split("/")[0]))
+        try:
+            uri = self.uri.replace(f":{proxy.target}/", f":{proxy.port}/")
+            srv = t.Mailnetd(MAILNETD, uri, workdir=self.tmp.path, extra=["--quiet"])
+            self.servers.append(srv)
+            srv.start()
+            box = "hal@example.org"
+            with smtplib.SMTP(t.HOST, srv.port, timeout=10) as s:
+                s.sendmail("x@example.org", [box], b"Subject: one\r\n\r\nbody\r\n")
+            p = poplib.POP3(t.HOST, srv.pop3_port, timeout=10)
+            p.user(box)
+            p.pass_(box)  # the lock connection is made
+            p.quit()
+            proxy.blackhole()
+            answers = {}
+
+            def login(k):
+                started = time.monotonic()
+                c = poplib.POP3(t.HOST, srv.pop3_port, timeout=60)
+                c.user(box)
+                try:
+                    c.pass_(box)
+                    answers[k] = (b"+OK", time.monotonic() - started)
+                except poplib.error_proto as e:
+                    answers[k] = (e.args[0], time.monotonic() - started)
+                c.close()
+
+            threads = [threading.Thread(target=login, args=(k,)) for k in range(4)]
+            for th in threads:
+                th.start()
+                time.sleep(0.05)
+            for th in threads:
+                th.join(timeout=90)
+            self.assertEqual(sorted(answers), [0, 1, 2, 3], answers)
+            for k, (said, took) in answers.items():
+                self.assertIn(b"[SYS/TEMP]", said, answers)
+            self.assertLess(max(took for _, took in answers.values()), 16,
+                            f"queued logins waited for connects of their own: {answers}")
+            self.assertIsNone(srv.proc.poll(), "the front-end is still running")
+        finally:
+            proxy.close()
 
     def test_smtpd_and_pop3d_on_their_own_share_the_database_with_mailnetd(self):
         # The two servers as separate programs (not inside mailnetd) on one database: mail

@@ -1808,11 +1808,23 @@ private:
 
     // Caller holds lock_mutex_. Reconnects a lost lock connection and takes back the locks of
     // the sessions still open here; false if the database cannot be reached.
+    // NOTE: called under lock_mutex_, which every login, QUIT and unlock of this front-end
+    // needs: after a failed connect (up to the connect timeout, 10 s, for a server that does
+    // not answer) none is tried again for as long as that one took (at least a second), so
+    // the sessions queued behind it get [SYS/TEMP] at once instead of each waiting for a
+    // connect of its own.
     bool ensure_lock_connection() {
         if (lock_conn_ && PQstatus(lock_conn_.get()) == CONNECTION_OK) return true;
         lock_conn_.reset();
+        const auto now = std::chrono::steady_clock::now();
+        if (now < lock_retry_at_) return false;
         auto c = db_->connect("locks");
-        if (!c) return false;
+        if (!c) {
+            const auto took = std::chrono::steady_clock::now() - now;
+            lock_retry_at_ = std::chrono::steady_clock::now() + std::max<std::chrono::steady_clock::duration>(reconnect_pause, took);
+            return false;
+        }
+        lock_retry_at_ = {};
         lock_conn_ = std::move(*c);
         setup_lock_connection();
         for (const auto& m : locked_) {
@@ -1828,6 +1840,7 @@ private:
     std::shared_ptr<committer> committer_;
     std::mutex lock_mutex_;
     pg_conn lock_conn_;                          // under lock_mutex_
+    std::chrono::steady_clock::time_point lock_retry_at_{};  // under lock_mutex_: no connect before
     std::set<std::string, std::less<>> locked_;  // under lock_mutex_: this process's sessions
 };
 
