@@ -1,10 +1,15 @@
 // program_test.cpp: what every program's --store does (net/program.hpp): a directory is a
 // Maildir, a postgresql:// URI the PostgreSQL store; a password never on the command line.
 #include "mailnet/net/program.hpp"
+#include "mailnet/net/cli.hpp"
 
 #include "support/store_backends.hpp"
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
 
 namespace {
 
@@ -22,6 +27,30 @@ TEST(uri_has_password, finds_a_password_in_the_user_part_or_the_parameters) {
     EXPECT_FALSE(net::uri_has_password("postgresql://bob@[::1]:5433/mail?sslmode=verify-full"));
     EXPECT_FALSE(net::uri_has_password("postgresql:///mail?host=/run/postgresql"));
     EXPECT_FALSE(net::uri_has_password("postgresql://db/mail?passfile=/x"));
+}
+
+TEST(server_cli, the_limits_given_reach_the_servers_configuration) {
+    // --max-per-peer: behind a load balancer every client has its address.
+    auto parsed = [](std::vector<std::string> args) {
+        CLI::App app;
+        net::server_cli cli("test", {"pop3", "pop3s", "POP3", "STLS", "127.0.0.1:1100"}, 600, "RFC 1939 3");
+        cli.add_to(app, "allow USER/PASS without TLS");
+        std::reverse(args.begin(), args.end());  // CLI11 takes them last first
+        app.parse(args);
+        net::service_config cfg;
+        EXPECT_EQ(cli.apply(cfg), net::exit_code::ok);
+        return cfg;
+    };
+    const auto defaults = parsed({"--listen", "127.0.0.1:0"});
+    EXPECT_EQ(defaults.max_connections, 1024u);
+    EXPECT_EQ(defaults.max_per_peer, 32u);
+    const auto given = parsed({"--listen", "127.0.0.1:0", "--max-connections", "5000", "--max-per-peer", "5000"});
+    EXPECT_EQ(given.max_connections, 5000u);
+    EXPECT_EQ(given.max_per_peer, 5000u);
+    CLI::App app;
+    net::server_cli cli("test", {"pop3", "pop3s", "POP3", "STLS", "127.0.0.1:1100"}, 600, "RFC 1939 3");
+    cli.add_to(app, "x");
+    EXPECT_THROW(app.parse(std::vector<std::string>{"0", "--max-per-peer"}), CLI::ValidationError);
 }
 
 TEST(store_at, refuses_a_password_and_an_unreachable_database_with_their_exit_codes) {

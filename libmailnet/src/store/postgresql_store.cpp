@@ -535,8 +535,8 @@ public:
             (void)exec(c, "ROLLBACK");
             return unexpected(e);
         };
-        // The URI's own `options=` replaces the settings connect() gives (libpq keeps the last
-        // value): one that weakens durability or the isolation the store's locking and its
+        // The URI's own `options=` come after the settings connect() gives, so they can change
+        // them: one that weakens durability or the isolation the store's locking and its
         // listeners barrier rely on is refused at start, never run with.
         auto settings = exec(c, "SELECT current_setting('synchronous_commit'), current_setting('transaction_isolation')");
         if (!settings) return unexpected(settings.error());

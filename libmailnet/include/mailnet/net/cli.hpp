@@ -74,7 +74,7 @@ struct listener_cli {
 };
 
 /// The options every server program shares apart from its listeners: --tls-cert/--tls-key (and
-/// --tls-self-signed where offered), --allow-plaintext-auth, --max-connections, --idle-timeout
+/// --tls-self-signed where offered), --allow-plaintext-auth, --max-connections, --max-per-peer, --idle-timeout
 /// and --allow-short-idle-timeout. One set serves all of a program's servers (mailnetd: SMTP
 /// and POP3 share one TLS context and one set of limits).
 struct service_cli {
@@ -89,6 +89,7 @@ struct service_cli {
     std::string tls_cert, tls_key;
     bool self_signed = false, allow_plaintext = false, short_idle = false;
     std::size_t max_connections = 1024;
+    std::size_t max_per_peer = 32;
     unsigned idle_timeout = 0;  ///< 0: not given, each server keeps its protocol's minimum
 
     std::shared_ptr<asio::ssl::context> tls;  ///< after prepare(): the context, or null
@@ -110,6 +111,11 @@ struct service_cli {
         }
         app.add_flag("--allow-plaintext-auth", allow_plaintext, plaintext_help);
         app.add_option("--max-connections", max_connections, "open connections at most, per protocol")
+            ->capture_default_str()
+            ->check(CLI::PositiveNumber);
+        app.add_option("--max-per-peer", max_per_peer,
+                       "open connections at most from one client address (loopback exempt); behind a\n"
+                       "load balancer, whose address every client then has, raise it to --max-connections")
             ->capture_default_str()
             ->check(CLI::PositiveNumber);
         app.add_option("--idle-timeout", idle_timeout,
@@ -161,6 +167,7 @@ struct service_cli {
         cfg.tls = tls;
         cfg.allow_plaintext_auth = allow_plaintext;
         cfg.max_connections = max_connections;
+        cfg.max_per_peer = max_per_peer;
         if (idle_timeout != 0) cfg.idle_timeout = std::chrono::seconds(idle_timeout);
         cfg.allow_short_idle_timeout = short_idle;
         return exit_code::ok;
