@@ -85,7 +85,7 @@ std::shared_ptr<store> store_at(std::string_view program, const std::string& spe
         std::cerr << program << ": cannot use store " << spec << ": "
                   << (newer     ? "its schema is newer than this program (see the log above)"
                       : refused ? "the URI's options weaken what the store needs (see the log above)"
-                                : "the database cannot be reached (see the log above)")
+                                : "the database cannot be reached or refused the store's set-up (see the log above)")
                   << "\n";
         exit = newer ? exit_code::unavailable : refused ? exit_code::usage : exit_code::temporary;
         return nullptr;
