@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -23,6 +24,23 @@ namespace {
 
 using mailnet::errc;
 using mailnet::store_event;
+
+// What a subscriber heard, to be waited for under `m` with `cv`.
+struct event_record {
+    std::mutex m;
+    std::condition_variable cv;
+    std::vector<store_event> events;
+    std::function<void(const store_event&)> listener() {
+        return [this](const store_event& e) {
+            std::lock_guard lock(m);
+            events.push_back(e);
+            cv.notify_all();
+        };
+    }
+    std::size_t count(store_event::kind k) const {
+        return static_cast<std::size_t>(std::count_if(events.begin(), events.end(), [&](const store_event& e) { return e.what == k; }));
+    }
+};
 
 class postgresql_store : public ::testing::Test {
 protected:
@@ -351,14 +369,8 @@ TEST_F(postgresql_store, a_group_stored_in_one_statement_keeps_each_deliverys_ui
     auto a = open();
     auto b = open();
     ASSERT_TRUE(a && b);
-    std::mutex m;
-    std::condition_variable cv;
-    std::vector<store_event> heard;
-    auto sub = b->subscribe([&](const store_event& e) {
-        std::lock_guard lock(m);
-        if (e.what == store_event::kind::delivered) heard.push_back(e);
-        cv.notify_all();
-    });
+    event_record heard;
+    auto sub = b->subscribe(heard.listener());
     ASSERT_TRUE(a->commits_in_groups());
     const std::vector<std::string> uidls{"q\"uote", "back\\slash", "{brace,comma}", ""};
     const std::vector<std::vector<std::string>> targets{{"erin"}, {"frank", "erin"}, {"frank"}, {"erin", "gus"}};
@@ -395,10 +407,11 @@ TEST_F(postgresql_store, a_group_stored_in_one_statement_keeps_each_deliverys_ui
             EXPECT_NE(got.find(bodies[k]), std::string::npos) << box << " " << k;
         }
     }
-    std::unique_lock lock(m);
-    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard.size() >= 6; })) << heard.size();
+    std::unique_lock lock(heard.m);
+    ASSERT_TRUE(heard.cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard.count(store_event::kind::delivered) >= 6; }));
     std::map<std::string, int> copies;
-    for (const auto& e : heard) {
+    for (const auto& e : heard.events) {
+        if (e.what != store_event::kind::delivered) continue;
         auto snap = b->snapshot(e.mailbox);
         ASSERT_TRUE(snap);
         auto it = std::find_if(snap->begin(), snap->end(), [&](const auto& mi) { return mi.id == e.id; });
@@ -412,11 +425,8 @@ TEST_F(postgresql_store, a_group_stored_in_one_statement_keeps_each_deliverys_ui
     // The ids each delivery of such a group is given back: with its event connection cut, a
     // front-end tells its own subscribers of its deliveries itself, from those ids; each
     // must name that delivery's own copy in that mailbox.
-    std::vector<store_event> own;
-    auto mine = a->subscribe([&](const store_event& e) {
-        std::lock_guard l(m);
-        if (e.what == store_event::kind::delivered) own.push_back(e);
-    });
+    event_record own;
+    auto mine = a->subscribe(own.listener());
     admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mailnet events " + guard.schema + "'");
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     ds.clear();
@@ -433,9 +443,10 @@ TEST_F(postgresql_store, a_group_stored_in_one_statement_keeps_each_deliverys_ui
     }
     for (const auto& r : mailnet::commit_together(ptrs)) ASSERT_TRUE(r) << r.error().message();
     EXPECT_EQ(admin("SELECT count(DISTINCT cmin::text) FROM " + guard.schema + ".bodies WHERE stored_octets > 60"), "1");
-    std::lock_guard l(m);
-    ASSERT_EQ(own.size(), 6u) << "told before commit_together returned";
-    for (const auto& e : own) {
+    std::lock_guard l(own.m);
+    ASSERT_EQ(own.count(store_event::kind::delivered), 6u) << "told before commit_together returned";
+    for (const auto& e : own.events) {
+        if (e.what != store_event::kind::delivered) continue;
         const std::string got = read_all(*a, e.mailbox, e.id);
         const auto at = got.find("Subject: second ");
         ASSERT_NE(at, std::string::npos) << e.mailbox << " " << e.id << ": not a copy of this group";
@@ -730,14 +741,11 @@ TEST_F(postgresql_store, once_the_event_connection_is_back_subscribers_are_told_
     auto a = open();
     auto b = open();
     ASSERT_TRUE(a && b);
-    std::mutex m;
-    std::condition_variable cv;
-    std::vector<store_event> heard;
-    auto sub = a->subscribe([&](const store_event& e) {
-        std::lock_guard lock(m);
-        heard.push_back(e);
-        cv.notify_all();
-    });
+    event_record record;
+    auto sub = a->subscribe(record.listener());
+    auto& heard = record.events;
+    auto& m = record.m;
+    auto& cv = record.cv;
     ASSERT_TRUE(b->deliver(std::vector<std::string>{"seen@example.org"}, "Subject: heard\n\nx\n"));
     {
         std::unique_lock lock(m);
