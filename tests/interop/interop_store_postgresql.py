@@ -251,6 +251,12 @@ class PostgresStoreTest(unittest.TestCase):
         held.user("held@example.org")
         held.pass_("held@example.org")
         held.dele(1)
+        other = poplib.POP3(t.HOST, srvs[1].pop3_port, timeout=10)  # the lock holds across front-ends
+        other.user("held@example.org")
+        with self.assertRaises(poplib.error_proto) as e:
+            other.pass_("held@example.org")
+        self.assertIn(b"[IN-USE]", e.exception.args[0])
+        other.close()
         load = load_test.Load(self, srvs, 2000, deadline=started + 80)
         load.start()
 

@@ -485,6 +485,14 @@ def stop_pid(proc, term_wait=5.0):
         return proc.wait(timeout=10)
 
 
+def store_workdir(store):
+    """Where a server whose --store is `store` runs by default: the Maildir root's parent. A
+    database's URI names no directory: such a server needs workdir= given."""
+    if "://" in store:
+        raise ValueError(f"a server on {store} needs workdir= (a URI names no directory)")
+    return os.path.dirname(os.path.abspath(store))
+
+
 class ListeningServer:
     """A mailnet server process on 127.0.0.1 port 0 (Pop3d, Smtpd): started with `args`, ready
     once it printed `listening KIND ADDR:PORT` for every kind in `want` (DESIGN.md); .port and
@@ -592,7 +600,7 @@ class Pop3d(ListeningServer):
         self.users = users
         more, want = self.listener_args(listen, implicit_tls, tls, addr, extra)
         args = [binary, "--store", store, "--users", users] + more
-        super().__init__(args, want, workdir or os.path.dirname(os.path.abspath(store)), start_timeout)
+        super().__init__(args, want, workdir or store_workdir(store), start_timeout)
 
 
 class Smtpd(ListeningServer):
@@ -618,7 +626,7 @@ class Smtpd(ListeningServer):
         if users is not None:
             args += ["--users", users]
         more, want = self.listener_args(listen, implicit_tls, tls, addr, extra)
-        super().__init__(args + more, want, workdir or os.path.dirname(os.path.abspath(store)), start_timeout)
+        super().__init__(args + more, want, workdir or store_workdir(store), start_timeout)
 
 
 class Mailnetd(ListeningServer):
@@ -656,7 +664,7 @@ class Mailnetd(ListeningServer):
         args += list(extra)
         self.ports = {}
         self.fingerprint = None
-        super().__init__(args, want, workdir or os.path.dirname(os.path.abspath(store)), start_timeout)
+        super().__init__(args, want, workdir or store_workdir(store), start_timeout)
 
     def start(self):
         super().start()
