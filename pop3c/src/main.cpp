@@ -323,67 +323,94 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
             deleted += already.size();
         }
     }
+    // Batch after batch: retrieved (pipelined), recorded as pending, made durable, recorded as
+    // stored, deleted. A batch's flush runs while the next batch is retrieved (the Maildir
+    // sink's committer makes it durable meanwhile); once both are done, one state save records
+    // the flushed batch as stored and the new one as pending, and only then is the flushed one
+    // deleted and the new one's flush started. So at every moment a message is recorded as
+    // pending before it can reach new/, and as stored (then deleted) only after its flush.
     std::size_t at = 0;
-    while (at < todo.size()) {
-        // A batch: bounded in messages and octets; one local flush, one state write, then DELE.
-        std::vector<std::uint32_t> batch;
-        std::uint64_t octets = 0;
-        while (at < todo.size() && batch.size() < batch_messages && (batch.empty() || octets < batch_octets)) {
-            batch.push_back(todo[at].first);
-            octets += todo[at].second;
-            ++at;
-        }
-        sink_handler h(*sink, meter, state.has_value() || !f.keep);
-        auto r = c.retrieve_each(batch, h);
-        refused += h.refused_count;
-        // What was written is recorded as pending before the flush, so that a run cut off
-        // after the flush finds it again (sink->holds) instead of fetching it twice.
-        if (state && !h.completed.empty()) {
-            for (std::size_t i = 0; i < h.completed.size(); ++i) {
-                const auto it = uid_of.find(h.completed[i]);
-                if (it != uid_of.end()) (void)state->add_pending(it->second, h.locators[i]);
+    std::optional<std::vector<std::uint32_t>> flushing;  // the batch whose flush runs: what it completed
+    for (;;) {
+        std::optional<sink_handler> h;
+        outcome<void> r;
+        if (at < todo.size()) {
+            // A batch: bounded in messages and octets.
+            std::vector<std::uint32_t> batch;
+            std::uint64_t octets = 0;
+            while (at < todo.size() && batch.size() < batch_messages && (batch.empty() || octets < batch_octets)) {
+                batch.push_back(todo[at].first);
+                octets += todo[at].second;
+                ++at;
             }
-            if (auto s = state->save(); !s) {
-                meter.done();
-                std::cerr << "pop3c: saving the state " << state->path() << ": " << s.error().message()
-                          << " (nothing of this batch is deleted)\n";
-                return exit_code::io_error;
-            }
+            h.emplace(*sink, meter, state.has_value() || !f.keep);
+            r = c.retrieve_each(batch, *h);
+            refused += h->refused_count;
         }
+        // The batch before: its flush ends now. A failure keeps it on the server (its records
+        // stay pending: the next run looks for them in the sink).
         // QUIT only after the flush, whatever is kept: a server may expire what was retrieved
         // at QUIT (RFC 2449 EXPIRE).
-        const auto flushed = sink->flush();
-        if (flushed && state && !h.completed.empty()) {
-            for (auto& [uid, loc] : state->take_pending()) (void)state->add(uid);
-            if (auto s = state->save(); !s) {
+        bool stored_before = false;
+        if (flushing) {
+            if (const auto flushed = sink->finish_flush(); !flushed) {
                 meter.done();
-                std::cerr << "pop3c: saving the state " << state->path() << ": " << s.error().message()
+                std::cerr << "pop3c: making messages durable: " << flushed.error().message()
+                          << " (nothing of this batch is deleted)\n";
+                return exit_code::io_error;
+            }
+            if (state && !flushing->empty()) {
+                for (auto& [uid, loc] : state->take_pending()) (void)state->add(uid);
+                stored_before = true;
+            }
+        }
+        // What was written of this batch is recorded as pending before its flush, so that a
+        // run cut off after the flush finds it again (sink->holds) instead of fetching it twice.
+        bool pending_now = false;
+        if (h && state && !h->completed.empty()) {
+            for (std::size_t i = 0; i < h->completed.size(); ++i) {
+                const auto it = uid_of.find(h->completed[i]);
+                if (it != uid_of.end()) (void)state->add_pending(it->second, h->locators[i]);
+            }
+            pending_now = true;
+        }
+        if (stored_before || pending_now) {
+            if (auto sv = state->save(); !sv) {
+                meter.done();
+                std::cerr << "pop3c: saving the state " << state->path() << ": " << sv.error().message()
                           << " (nothing of this batch is deleted)\n";
                 return exit_code::io_error;
             }
         }
-        if (h.local_error) {
+        if (h && (h->local_error || !r)) {
+            // What this batch completed before the failure is still stored (never deleted).
+            sink->start_flush();
+            if (sink->finish_flush() && pending_now) {
+                for (auto& [uid, loc] : state->take_pending()) (void)state->add(uid);
+                if (auto sv = state->save(); !sv)
+                    std::cerr << "pop3c: saving the state " << state->path() << ": " << sv.error().message() << "\n";
+            }
+        }
+        if (h && h->local_error) {
             meter.done();
-            std::cerr << "pop3c: " << *h.local_error << " (nothing of this batch is deleted on the server)\n";
+            std::cerr << "pop3c: " << *h->local_error << " (nothing of this batch is deleted on the server)\n";
             return exit_code::io_error;
         }
-        if (!r) {
+        if (h && !r) {
             meter.done();
             return fail(r.why(), "RETR");
         }
-        if (!flushed) {
-            meter.done();
-            std::cerr << "pop3c: making messages durable: " << flushed.error().message()
-                      << " (nothing of this batch is deleted)\n";
-            return exit_code::io_error;
-        }
-        if (!f.keep && !h.completed.empty()) {
-            if (auto d = c.remove_each(h.completed); !d) {
+        if (stored_before && !f.keep) {
+            if (auto d = c.remove_each(*flushing); !d) {
                 meter.done();
                 return fail(d.why(), "DELE");
             }
-            deleted += h.completed.size();
+            deleted += flushing->size();
         }
+        flushing.reset();
+        if (!h) break;
+        sink->start_flush();
+        flushing = std::move(h->completed);
     }
     meter.done();
     if (auto q = c.close(); !q) return fail(q.why(), deleted > 0 ? "QUIT (the deletions failed; they are retried next run)" : "QUIT");

@@ -122,6 +122,29 @@ public:
         return {};
     }
 
+    // With defer_commits and a committer, the held batch goes to the committer and
+    // finish_flush() waits for it; new messages are held for the next batch meanwhile (in this
+    // mode nothing else reaches the committer, so its outcome and error_ are this batch's).
+    void start_flush() override {
+        if (!options_.defer_commits || !committer_.joinable()) return message_sink::start_flush();
+        auto held = std::exchange(held_, {});
+        std::lock_guard lock(mutex_);
+        pending_ = 0;
+        outstanding_ += held.size();
+        for (auto& d : held) queue_.push_back(std::move(d));
+        work_.notify_one();
+        overlapped_ = true;
+    }
+
+    result<void> finish_flush() override {
+        if (!std::exchange(overlapped_, false)) return message_sink::finish_flush();
+        std::unique_lock lock(mutex_);
+        idle_.wait(lock, [&] { return outstanding_ == 0; });
+        const std::error_code e = std::exchange(error_, {});
+        if (e) return unexpected(e);
+        return {};
+    }
+
     std::size_t pending() const override {
         std::lock_guard lock(mutex_);
         return pending_;
@@ -266,6 +289,7 @@ private:
     bool stopping_ = false;
     std::optional<std::unordered_set<std::string>> names_;  // holds(): what new/ and cur/ held
     std::vector<std::unique_ptr<delivery>> held_;  // defer_commits: completed, committed at flush()
+    bool overlapped_ = false;  // start_flush() handed a held batch to the committer
 };
 
 result<void> maildir_message::complete() {

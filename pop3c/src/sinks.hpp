@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "mailnet/error.hpp"
 #include "mailnet/log.hpp"
@@ -48,7 +49,15 @@ public:
     /// failed commit (Maildir) or write (stream) fails the whole batch, and begin() refuses
     /// until flush() has reported it; in the mbox sink a failed message is cut off alone.
     virtual result<void> flush() = 0;
-    /// Messages completed since the last flush().
+    /// The same in two steps, so that the next batch can be retrieved meanwhile: start_flush()
+    /// begins making durable the messages completed so far, finish_flush() waits for that and
+    /// reports it as flush() would. Messages begun and completed in between belong to the
+    /// next flush. One flush at a time: each start_flush() is followed by its finish_flush()
+    /// before any other flush call. The Maildir sink with defer_commits and a committer overlaps
+    /// them (its committer commits the batch); the others flush in start_flush().
+    virtual void start_flush() { started_ = flush(); }
+    virtual result<void> finish_flush() { return std::exchange(started_, result<void>{}); }
+    /// Messages completed since the last flush() or start_flush().
     virtual std::size_t pending() const = 0;
     /// Whether the message a locator() names is there (a run cut off between its flush and
     /// its record in the state file). False for an empty or foreign locator.
@@ -56,6 +65,9 @@ public:
         (void)locator;
         return false;
     }
+
+private:
+    result<void> started_;  // the default start_flush()'s result, for finish_flush()
 };
 
 /// How a Maildir sink commits.

@@ -178,6 +178,77 @@ TEST(maildir_sink, deferred_messages_wait_in_tmp_until_the_flush_commits_them_to
     }
 }
 
+TEST(maildir_sink, a_deferred_batch_is_committed_while_the_next_one_is_stored) {
+    // pop3c fetch's batches: start_flush() hands a held batch to the committer and returns;
+    // the next batch's messages are stored meanwhile and stay in tmp/ (not yet recorded), and
+    // finish_flush() reports the first batch alone.
+    temp_dir d;
+    const fs::path box = d.path / "m";
+    maildir_sink_options o;
+    o.defer_commits = true;
+    o.hostname = "test.example";
+    auto s = mailnet::pop3c::open_maildir_sink(box, mailnet::null_log(), o);
+    ASSERT_TRUE(s) << s.error().message();
+    auto& sink = **s;
+    std::multiset<std::string> first, second;
+    for (int i = 0; i < 30; ++i) {
+        std::string m = "Subject: first " + std::to_string(i) + "\n\n";
+        store(sink, m);
+        first.insert(std::move(m));
+    }
+    sink.start_flush();
+    EXPECT_EQ(sink.pending(), 0u) << "the started batch is no longer pending";
+    for (int i = 0; i < 20; ++i) {
+        std::string m = "Subject: second " + std::to_string(i) + "\n\n";
+        store(sink, m);
+        second.insert(std::move(m));
+    }
+    EXPECT_EQ(sink.pending(), 20u);
+    ASSERT_TRUE(sink.finish_flush());
+    EXPECT_EQ(contents_of(box / "new"), first) << "the first batch alone";
+    EXPECT_EQ(files_in(box / "tmp").size(), 20u) << "the second batch waits for its own flush";
+    sink.start_flush();
+    ASSERT_TRUE(sink.finish_flush());
+    std::multiset<std::string> all = first;
+    all.insert(second.begin(), second.end());
+    EXPECT_EQ(contents_of(box / "new"), all);
+    EXPECT_TRUE(files_in(box / "tmp").empty());
+}
+
+TEST(maildir_sink, a_failed_overlapped_flush_is_reported_by_finish_flush_and_stops_new_messages) {
+    temp_dir d;
+    const fs::path box = d.path / "m";
+    maildir_sink_options o;
+    o.defer_commits = true;
+    o.hostname = "test.example";
+    auto s = mailnet::pop3c::open_maildir_sink(box, mailnet::null_log(), o);
+    ASSERT_TRUE(s) << s.error().message();
+    auto& sink = **s;
+    for (int i = 0; i < 5; ++i) store(sink, "Subject: " + std::to_string(i) + "\n\n");
+    fs::rename(box / "new", d.path / "new-gone");  // the links fail
+    sink.start_flush();
+    EXPECT_FALSE(sink.finish_flush());
+    EXPECT_TRUE(files_in(d.path / "new-gone").empty());
+    fs::rename(d.path / "new-gone", box / "new");
+    // Reported once: the next batch is stored and flushed as usual.
+    store(sink, "Subject: after\n\n");
+    sink.start_flush();
+    EXPECT_TRUE(sink.finish_flush());
+    EXPECT_EQ(files_in(box / "new").size(), 1u);
+}
+
+TEST(stream_sink, start_and_finish_flush_are_one_flush) {
+    std::FILE* f = std::tmpfile();
+    ASSERT_NE(f, nullptr);
+    auto sink = mailnet::pop3c::make_stream_sink(f);
+    store(*sink, "abc");
+    sink->start_flush();
+    EXPECT_EQ(sink->pending(), 0u);
+    EXPECT_TRUE(sink->finish_flush());
+    EXPECT_EQ(std::ftell(f), 3);
+    std::fclose(f);
+}
+
 TEST(maildir_sink, a_deferred_batch_never_flushed_leaves_nothing_in_new) {
     temp_dir d;
     const fs::path box = d.path / "m";

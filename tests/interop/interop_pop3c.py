@@ -479,9 +479,9 @@ class Pop3cTests:
     # 7. kill -9 in the middle of a fetch, then a rerun: nothing lost, nothing twice.
 
     # Where the kill falls: within the first batch (no state yet), or in the second batch
-    # (--batch 500: the first one is stored, in the state file and DELEd, but not QUIT). A
-    # batch's messages wait in DIR/tmp until its flush moves them into DIR/new, so the kill
-    # point counts the messages in both.
+    # (--batch 500: the first one is in the state file, as pending while its flush runs beside
+    # the second batch's retrieval, never QUIT). A batch's messages wait in DIR/tmp until its
+    # flush moves them into DIR/new, so the kill point counts the messages in both.
     KILL_AT = {"first-batch": ("crash", 20), "second-batch": ("crash2", 600)}
     BATCH = 500
     _crash = None  # {kill point: the scenario's outcome}, per server class
@@ -538,12 +538,14 @@ class Pop3cTests:
                 proc.wait(timeout=10)
         killed_after = time.monotonic() - started
         at_kill = t.maildir_messages(maildir)
-        in_state = []  # the UIDLs in the state file when killed
+        in_state = []  # the UIDLs in the state file when killed: stored, or pending ("? UIDL LOCATOR":
+        # written, its flush not yet confirmed; the rerun looks for it in DIR)
         if os.path.exists(state):
             with open(state, "rb") as f:
-                # Stored UIDLs only: "? UIDL LOCATOR" lines are pending (written, flush unconfirmed).
-                in_state = [ln.decode() for ln in f.read().split(b"\n")
-                            if ln and not ln.startswith(b"#") and not ln.startswith(b"? ")]
+                for ln in f.read().split(b"\n"):
+                    if not ln or ln.startswith(b"#"):
+                        continue
+                    in_state.append(ln.decode().split(" ")[1] if ln.startswith(b"? ") else ln.decode())
         on_server = self.server_uidls(user)
         gone = [lf(d) for _l, n, d in stored if n not in on_server]
         rerun = self.pop3c(*args, user=user, timeout=180, expect=None)
