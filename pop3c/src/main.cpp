@@ -329,12 +329,15 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     // the flushed batch as stored and the new one as pending, and only then is the flushed one
     // deleted and the new one's flush started. So at every moment a message is recorded as
     // pending before it can reach new/, and as stored (then deleted) only after its flush.
+    // A sink that flushes in start_flush() (mbox, stdout) has its batch settled (stored,
+    // deleted) before the next one is retrieved: a cut run then repeats at most one batch.
     std::size_t at = 0;
     std::optional<std::vector<std::uint32_t>> flushing;  // the batch whose flush runs: what it completed
+    bool settle_first = false;  // the flush is done already: settle it before the next retrieval
     for (;;) {
         std::optional<sink_handler> h;
         outcome<void> r;
-        if (at < todo.size()) {
+        if (!settle_first && at < todo.size()) {
             // A batch: bounded in messages and octets.
             std::vector<std::uint32_t> batch;
             std::uint64_t octets = 0;
@@ -408,9 +411,16 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
             deleted += flushing->size();
         }
         flushing.reset();
-        if (!h) break;
+        if (!h) {
+            if (settle_first && at < todo.size()) {
+                settle_first = false;
+                continue;
+            }
+            break;
+        }
         sink->start_flush();
         flushing = std::move(h->completed);
+        settle_first = !sink->flushes_in_background();
     }
     meter.done();
     if (auto q = c.close(); !q) return fail(q.why(), deleted > 0 ? "QUIT (the deletions failed; they are retried next run)" : "QUIT");

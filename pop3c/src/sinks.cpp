@@ -136,6 +136,8 @@ public:
         overlapped_ = true;
     }
 
+    bool flushes_in_background() const override { return options_.defer_commits && committer_.joinable(); }
+
     result<void> finish_flush() override {
         if (!std::exchange(overlapped_, false)) return message_sink::finish_flush();
         std::unique_lock lock(mutex_);

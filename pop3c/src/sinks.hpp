@@ -57,6 +57,8 @@ public:
     /// them (its committer commits the batch); the others flush in start_flush().
     virtual void start_flush() { started_ = flush(); }
     virtual result<void> finish_flush() { return std::exchange(started_, result<void>{}); }
+    /// Whether start_flush() returns before the flush is done, so that work can overlap it.
+    virtual bool flushes_in_background() const { return false; }
     /// Messages completed since the last flush() or start_flush().
     virtual std::size_t pending() const = 0;
     /// Whether the message a locator() names is there (a run cut off between its flush and
