@@ -240,6 +240,7 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         // pending: a run killed at any moment neither loses nor duplicates a message.
         mo.defer_commits = use_state_for(f);
         mo.max_outstanding = f.batch_messages;  // open descriptors: as many as a batch may hold (see --batch)
+        // (with defer_commits the batches bound them: two at once, one flushing, one retrieved)
         auto s = open_maildir_sink(f.maildir, log, mo);
         if (!s) return std::cerr << "pop3c: --maildir " << f.maildir << ": " << s.error().message() << "\n", exit_code::io_error;
         sink = std::move(*s);
@@ -388,7 +389,14 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         if (h && (h->local_error || !r)) {
             // What this batch completed before the failure is still stored (never deleted).
             sink->start_flush();
-            if (sink->finish_flush() && pending_now) {
+            if (const auto flushed = sink->finish_flush(); !flushed) {
+                meter.done();
+                if (h->local_error) std::cerr << "pop3c: " << *h->local_error << "\n";
+                if (!r) std::cerr << "pop3c: RETR: " << r.why().message() << "\n";
+                std::cerr << "pop3c: making messages durable: " << flushed.error().message()
+                          << " (nothing of this batch is deleted)\n";
+                return exit_code::io_error;
+            } else if (pending_now) {
                 for (auto& [uid, loc] : state->take_pending()) (void)state->add(uid);
                 if (auto sv = state->save(); !sv)
                     std::cerr << "pop3c: saving the state " << state->path() << ": " << sv.error().message() << "\n";
@@ -403,14 +411,20 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
             meter.done();
             return fail(r.why(), "RETR");
         }
+        // This batch's flush starts (its records are saved as pending), then the batch before
+        // is deleted while it runs.
+        std::optional<std::vector<std::uint32_t>> flushed = std::exchange(flushing, std::nullopt);
+        if (h) {
+            sink->start_flush();
+            flushing = std::move(h->completed);
+        }
         if (stored_before && !f.keep) {
-            if (auto d = c.remove_each(*flushing); !d) {
+            if (auto d = c.remove_each(*flushed); !d) {
                 meter.done();
                 return fail(d.why(), "DELE");
             }
-            deleted += flushing->size();
+            deleted += flushed->size();
         }
-        flushing.reset();
         if (!h) {
             if (settle_first && at < todo.size()) {
                 settle_first = false;
@@ -418,8 +432,6 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
             }
             break;
         }
-        sink->start_flush();
-        flushing = std::move(h->completed);
         settle_first = !sink->flushes_in_background();
     }
     meter.done();
@@ -541,9 +553,10 @@ int main(int argc, char** argv) {
     }
     // An IPv6 address as URLs and listening lines write it: [::1] is ::1.
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    // A Maildir batch keeps one descriptor per message until its flush.
+    // A Maildir batch keeps one descriptor per message until its flush, and that flush runs
+    // while the next batch is retrieved: two batches' worth at once.
     const std::uint64_t fds = mailnet::net::raise_fd_limit();
-    if (fds > 0 && fo.batch_messages + 64 > fds) fo.batch_messages = fds > 128 ? static_cast<std::size_t>(fds - 64) : 64;
+    if (fds > 0 && 2 * fo.batch_messages + 64 > fds) fo.batch_messages = fds > 66 ? static_cast<std::size_t>((fds - 64) / 2) : 1;
     const auto real_port = static_cast<std::uint16_t>(port != 0 ? port : tls ? 995 : 110);
     std::optional<state_file> state;
     if (*fetch_cmd) {

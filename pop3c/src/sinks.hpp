@@ -47,7 +47,9 @@ public:
     /// them on the server. The mbox sink cuts them off again; the Maildir sink leaves those
     /// that reached new/ (a later fetch stores them twice: a duplicate, never a loss). A
     /// failed commit (Maildir) or write (stream) fails the whole batch, and begin() refuses
-    /// until flush() has reported it; in the mbox sink a failed message is cut off alone.
+    /// until flush() (or finish_flush()) has reported it: a batch being retrieved while the
+    /// one before failed its flush stops there. In the mbox sink a failed message is cut off
+    /// alone.
     virtual result<void> flush() = 0;
     /// The same in two steps, so that the next batch can be retrieved meanwhile: start_flush()
     /// begins making durable the messages completed so far, finish_flush() waits for that and
@@ -80,7 +82,7 @@ struct maildir_sink_options {
     bool commit_in_background = true;
     /// Completed messages not yet committed at most; complete() waits beyond (memory and
     /// open descriptors stay bounded however fast the server sends). Not with defer_commits,
-    /// where the caller's batch size bounds them.
+    /// where the caller's batches bound them (two at once when flushes overlap retrieval).
     std::size_t max_outstanding = 256;
     /// For the file names; empty: gethostname().
     std::string hostname;

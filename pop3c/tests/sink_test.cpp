@@ -20,6 +20,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -196,6 +197,7 @@ TEST(maildir_sink, a_deferred_batch_is_committed_while_the_next_one_is_stored) {
         store(sink, m);
         first.insert(std::move(m));
     }
+    EXPECT_TRUE(sink.flushes_in_background());
     sink.start_flush();
     EXPECT_EQ(sink.pending(), 0u) << "the started batch is no longer pending";
     for (int i = 0; i < 20; ++i) {
@@ -227,6 +229,20 @@ TEST(maildir_sink, a_failed_overlapped_flush_is_reported_by_finish_flush_and_sto
     for (int i = 0; i < 5; ++i) store(sink, "Subject: " + std::to_string(i) + "\n\n");
     fs::rename(box / "new", d.path / "new-gone");  // the links fail
     sink.start_flush();
+    // Once the committer has failed, the next batch's messages are refused: its retrieval
+    // stops there instead of running through the mailbox.
+    bool refused = false;
+    for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+         !refused && std::chrono::steady_clock::now() < until;) {
+        auto m = sink.begin(0);
+        if (!m) {
+            refused = true;
+            break;
+        }
+        (*m)->abort();
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_TRUE(refused);
     EXPECT_FALSE(sink.finish_flush());
     EXPECT_TRUE(files_in(d.path / "new-gone").empty());
     fs::rename(d.path / "new-gone", box / "new");
@@ -237,10 +253,25 @@ TEST(maildir_sink, a_failed_overlapped_flush_is_reported_by_finish_flush_and_sto
     EXPECT_EQ(files_in(box / "new").size(), 1u);
 }
 
+TEST(maildir_sink, only_a_deferring_sink_with_a_committer_flushes_in_the_background) {
+    temp_dir d;
+    for (bool background : {true, false})
+        for (bool defer : {true, false}) {
+            maildir_sink_options o;
+            o.commit_in_background = background;
+            o.defer_commits = defer;
+            o.hostname = "test.example";
+            auto s = mailnet::pop3c::open_maildir_sink(d.path / "m", mailnet::null_log(), o);
+            ASSERT_TRUE(s);
+            EXPECT_EQ((*s)->flushes_in_background(), background && defer) << background << defer;
+        }
+}
+
 TEST(stream_sink, start_and_finish_flush_are_one_flush) {
     std::FILE* f = std::tmpfile();
     ASSERT_NE(f, nullptr);
     auto sink = mailnet::pop3c::make_stream_sink(f);
+    EXPECT_FALSE(sink->flushes_in_background());
     store(*sink, "abc");
     sink->start_flush();
     EXPECT_EQ(sink->pending(), 0u);

@@ -538,20 +538,26 @@ class Pop3cTests:
                 proc.wait(timeout=10)
         killed_after = time.monotonic() - started
         at_kill = t.maildir_messages(maildir)
-        in_state = []  # the UIDLs in the state file when killed: stored, or pending ("? UIDL LOCATOR":
-        # written, its flush not yet confirmed; the rerun looks for it in DIR)
+        # The UIDLs in the state file when killed: stored, and pending ("? UIDL LOCATOR": written,
+        # its flush not yet confirmed; the rerun looks for it in DIR).
+        stored_at_kill, pending_at_kill = [], []
         if os.path.exists(state):
             with open(state, "rb") as f:
                 for ln in f.read().split(b"\n"):
                     if not ln or ln.startswith(b"#"):
                         continue
-                    in_state.append(ln.decode().split(" ")[1] if ln.startswith(b"? ") else ln.decode())
+                    if ln.startswith(b"? "):
+                        pending_at_kill.append(ln.decode().split(" ")[1])
+                    else:
+                        stored_at_kill.append(ln.decode())
+        in_state = stored_at_kill + pending_at_kill
         on_server = self.server_uidls(user)
         gone = [lf(d) for _l, n, d in stored if n not in on_server]
         rerun = self.pop3c(*args, user=user, timeout=180, expect=None)
         got = t.maildir_messages(maildir)
         c = dict(want=want, by_uid={n: lf(d) for _l, n, d in stored}, finished_early=finished_early, at_kill=at_kill, gone=gone,
-                 in_state=in_state, rerun=rerun, got=got, stat_after=self.server_stat(user))
+                 in_state=in_state, stored_at_kill=stored_at_kill, rerun=rerun, got=got,
+                 stat_after=self.server_stat(user))
         cls._crash[point] = c
         print(f"\n[{self.server_name}, {point}] kill -9 after {killed_after:.2f} s: {len(at_kill)} of "
               f"{len(want)} messages in DIR/new, {len(in_state)} UIDLs in the state file, {len(gone)} gone "
@@ -567,6 +573,9 @@ class Pop3cTests:
         for m in c["gone"]:
             self.assertIn(m, at_kill, f"deleted on the server but not stored locally: {m[:100]!r}")
         self.assertEqual(c["gone"], [], "no QUIT, so the server deleted nothing")
+        # Recorded as stored only once durable in DIR (a batch's flush ends before its record).
+        for uid in c["stored_at_kill"]:
+            self.assertIn(c["by_uid"][uid], at_kill, f"{uid}: recorded as stored, yet not in DIR when killed")
         self.assertEqual(c["rerun"].returncode, 0, c["rerun"].stderr.decode("utf-8", "replace"))
         self.assertEqual(c["stat_after"], (0, 0), "the server mailbox ends empty")
         got = set(c["got"])
@@ -583,7 +592,9 @@ class Pop3cTests:
 
     def test_7b_kill_in_second_batch_then_rerun(self):
         c = self.check_crash("second-batch")
-        self.assertEqual(len(c["in_state"]), self.BATCH, "the first batch is in the state file")
+        # The first batch at least, pending while its flush runs beside the second batch's
+        # retrieval or stored after it; the second too if the kill came after its retrieval.
+        self.assertIn(len(c["in_state"]), (self.BATCH, 2 * self.BATCH), "the first batch is in the state file")
         # The rerun DELEs the first batch without fetching it again: each of it is there once.
         times = collections.Counter(c["got"])
         for uid in c["in_state"]:
@@ -782,6 +793,44 @@ class FetchBatches(unittest.TestCase):
         work = [c for c in cmds if c.split(" ")[0] in ("RETR", "DELE", "QUIT")]
         self.assertEqual(work, ["RETR 1", "RETR 2", "RETR 3", "RETR 4", "DELE 1", "DELE 2", "RETR 5",
                                 "DELE 3", "DELE 4", "DELE 5", "QUIT"])
+
+    def test_a_failed_overlapped_flush_deletes_nothing_of_its_batch_and_sends_no_quit(self):
+        # new/ goes before the second message is answered: the first batch's flush, running
+        # beside the second batch's retrieval, fails. Nothing may be deleted or recorded as
+        # stored: exit 74, no DELE, no QUIT, the first batch's records pending.
+        def remove_new(n):
+            if n == 2:
+                new = os.path.join(self.mdir, "new")
+                deadline = time.monotonic() + 10  # made with the first message pop3c stores
+                while not os.path.isdir(new) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                os.rename(new, os.path.join(self.tmp.path, "new-gone"))
+
+        srv = ScriptedPop3(self.msgs, before_retr=remove_new)
+        state = os.path.join(self.tmp.path, "state")
+        cmds = self.fetch(srv, "--state", state, keep=False, rc=74)
+        self.assertIn("RETR 2", cmds)
+        self.assertFalse([c for c in cmds if c.startswith("DELE")], cmds)
+        self.assertNotIn("QUIT", cmds)
+        with open(state, "rb") as f:
+            records = [ln for ln in f.read().split(b"\n") if ln and not ln.startswith(b"#")]
+        self.assertTrue(records, "the first batch is recorded")
+        self.assertTrue(all(r.startswith(b"? ") for r in records), f"nothing recorded as stored: {records!r}")
+
+    def test_a_low_descriptor_limit_holds_two_batches_at_once(self):
+        # With --maildir a batch's files stay open until its flush, which runs while the next
+        # batch is retrieved: --batch is bounded by half the descriptor limit (less 64), or a
+        # commit slower than the next retrieval runs out of descriptors (exit 74).
+        msgs = [b"Subject: fd%d\n\nbody %d\n" % (i, i) for i in range(800)]
+        srv = ScriptedPop3(msgs)
+        cmd = ["prlimit", "--nofile=256:256", "--", POP3C, "fetch", "--maildir", self.mdir, "--batch", "4096",
+               "--state", os.path.join(self.tmp.path, "state"), "--quiet", "--host", "127.0.0.1",
+               "--port", str(srv.port), "--user", "u", "--password-env", PW_ENV, "--timeout", "30"]
+        p = t.run(cmd, timeout=60, env=dict(os.environ, **{PW_ENV: "pw"}))
+        self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
+        srv.thread.join(10)
+        self.assertEqual(sorted(t.maildir_messages(self.mdir)), sorted(msgs))
+        self.assertEqual(len([c for c in srv.commands() if c.startswith("DELE")]), 800)
 
     def test_deleting_into_an_mbox_each_batch_is_deleted_before_the_next_one(self):
         # The mbox sink flushes at once: a batch is settled before the next is retrieved, so a
