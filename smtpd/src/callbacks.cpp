@@ -1,6 +1,7 @@
 // callbacks.cpp: the default callbacks and the trace headers of a final delivery (RFC 5321 4.4).
 #include "mailnet/smtpd/callbacks.hpp"
 
+#include <cctype>
 #include <cstdio>
 #include <ctime>
 
@@ -41,7 +42,14 @@ std::string trace_headers(const transaction_info& t) {
     // Every part is data the core checked: the EHLO name printable ASCII without spaces, the
     // addresses parsed (no control octets), the rest ours.
     std::string h = "Return-Path: " + path(t.mail.sender) + "\n";
-    h += "Received: from " + (t.helo.empty() ? std::string("unknown") : t.helo) + " (" + address_literal(t.peer_address) +
+    // The EHLO name as a domain or address literal can be written: any other octet (';' would
+    // end the from clause for a parser, '(' open a comment) becomes '_'.
+    std::string helo = t.helo.empty() ? std::string("unknown") : t.helo;
+    for (char& c : helo)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' || c == ':' || c == '[' ||
+              c == ']'))
+            c = '_';
+    h += "Received: from " + helo + " (" + address_literal(t.peer_address) +
          ")\n\tby " + t.hostname + " (mailnet) with " + t.protocol + " id " + t.id;
     if (t.mail.recipients.size() == 1)
         h += "\n\tfor " + path(t.mail.recipients.front()) + "; ";

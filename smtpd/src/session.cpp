@@ -118,13 +118,23 @@ session::action session::next() {
 void session::emit(action a) { output_.emit(std::move(a)); }
 
 void session::say(int code, std::string_view enhanced, std::string_view text) {
+    const std::size_t start = output_.text().size();
     output_.text() += std::to_string(code);
     output_.text() += ' ';
     if (!enhanced.empty()) {
         output_.text() += enhanced;
         output_.text() += ' ';
     }
-    output_.text() += text;
+    // RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its CRLF. Replies that echo
+    // the client's words (an option's name) or a callback's text are cut to fit, with "...".
+    constexpr std::size_t max_reply_line = 512 - 2;
+    const std::size_t room = max_reply_line - (output_.text().size() - start);
+    if (text.size() > room) {
+        output_.text() += text.substr(0, room - 3);
+        output_.text() += "...";
+    } else {
+        output_.text() += text;
+    }
     output_.text() += "\r\n";
 }
 
@@ -248,7 +258,13 @@ void session::handle_line(std::string_view line) {
         // RFC 5321 3.5.3: 252 neither confirms nor denies (no user enumeration).
         return say(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
     }
-    if (iequals(verb, "HELP")) return say(214, "2.0.0", "See RFC 5321: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH");
+    if (iequals(verb, "HELP")) {
+        // The commands this session can take (STARTTLS and AUTH only where EHLO offers them).
+        std::string cmds = "EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP";
+        if (config_.tls_available && !config_.tls_active) cmds += " STARTTLS";
+        if (auth_allowed()) cmds += " AUTH";
+        return say(214, "2.0.0", "See RFC 5321: " + cmds);
+    }
     if (iequals(verb, "EXPN")) return bad_command(502, "5.5.1", "Error: EXPN not supported");
     bad_command(502, "5.5.2", "Error: command not recognized");
 }
@@ -258,9 +274,12 @@ void session::cmd_ehlo(std::string_view arg, bool extended) {
     if (arg.empty() || arg.find(' ') != std::string_view::npos)
         return bad_command(501, "5.5.4", extended ? "Syntax: EHLO hostname" : "Syntax: HELO hostname");
     // Kept for the Received: header: printable ASCII only. NOTE: not held to RFC 5321's
-    // Domain syntax, as Postfix does not (names like "my_pc" are common and harmless).
+    // Domain syntax, as Postfix does not (names like "my_pc" are common and harmless), but to
+    // its length: a domain is at most 255 octets (RFC 5321 4.5.3.1.2), and a longer name
+    // would make a header line over RFC 5322's 998.
     if (!std::all_of(arg.begin(), arg.end(), [](char c) { return c > 32 && c < 127; }))
         return bad_command(501, "5.5.2", "Error: invalid hostname");
+    if (arg.size() > 255) return bad_command(501, "5.5.2", "Error: hostname longer than 255 octets");
     if (auto f = fault(fault_phase::ehlo)) return apply_fault(*f);  // nothing changes: no greeting
     // RFC 5321 4.1.4: EHLO/HELO also resets the transaction.
     reset_transaction();

@@ -140,6 +140,24 @@ TEST(smtp_server, a_single_recipient_is_named_in_received_and_protocols_follow_r
                           id + "\n\tfor <bob@example.net>; " + fixed_date + "\nx\n");
 }
 
+TEST(smtp_server, received_writes_an_ehlo_name_a_parser_could_misread_with_underscores) {
+    smtp::transaction_info t;
+    t.mail.sender = mailnet::parse_path("<a@example.org>", {})->mailbox;
+    t.id = "ID";
+    t.peer_address = "192.0.2.1";
+    t.protocol = "ESMTP";
+    t.hostname = "mx.test";
+    t.received = fixed_time();
+    t.helo = "a;b(c)\"d\\e<f>,g@h";
+    EXPECT_EQ(smtp::trace_headers(t), std::string("Return-Path: <a@example.org>\nReceived: from a_b_c__d_e_f__g_h "
+                                                  "([192.0.2.1])\n\tby mx.test (mailnet) with ESMTP id ID;\n\t") +
+                                          fixed_date + "\n");
+    t.helo = "[IPv6:2001:db8::1]";
+    EXPECT_NE(smtp::trace_headers(t).find("from [IPv6:2001:db8::1] ("), std::string::npos) << "literals unchanged";
+    t.helo = "my_pc.example-1";
+    EXPECT_NE(smtp::trace_headers(t).find("from my_pc.example-1 ("), std::string::npos);
+}
+
 TEST(smtp_server, before_reply_is_awaited_after_the_message_is_stored_and_before_its_250) {
     temp_dir dir("mailnet-smtpd");
     auto cfg = config(maildir(dir.path));

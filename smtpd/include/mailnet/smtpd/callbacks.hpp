@@ -28,6 +28,8 @@ struct transaction_info {
 /// The trace headers of a final delivery (RFC 5321 4.4), LF line ends, ready to prepend:
 /// "Return-Path: <sender>" and "Received: from HELO ([ADDRESS]) by HOST (mailnet) with PROTO id ID
 /// [for <rcpt>]; DATE". `for` only with a single recipient, so a copy shows no Bcc'd address.
+/// In HELO, an octet other than a letter, digit or one of . - _ : [ ] is written as '_' (a ';'
+/// would end the from clause for a parser, a '(' open a comment).
 std::string trace_headers(const transaction_info& t);
 
 /// The seed's callbacks. Each may block (DNS, a database): the server calls them on its blocking
