@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 
@@ -92,7 +93,8 @@ struct smtp_hooks {
     std::uint64_t octets = 0;          // stored octets so far
     std::unique_ptr<delivery> out;     // with a store: the delivery under way
     std::vector<std::string> targets;  // the mailboxes `out` was begun for
-    int spool = -1;                    // without: the spool file, once past flush_octets
+    int spool = -1;                    // the spool file, once past flush_octets: without a store, or
+                                       // with one until the message ends if a mailbox is new
     std::error_code write_error;       // a write failed: the message can only be refused (451)
 
     smtp_hooks() = default;
@@ -180,21 +182,27 @@ struct smtp_hooks {
     }
 
     // Writes `pending` out (on the pool): into the store's delivery, begun with the trace
-    // headers, or into the spool file. A failure is kept for the end of the message. May throw
-    // (a store's code): the caller guards it.
-    void write_out() {
+    // headers, or into the spool file. `ended`: the message is whole and the core took it, so a
+    // store's delivery may begin even for a mailbox the store does not know yet. Before that,
+    // such a message is spooled instead: beginning its delivery would make the mailbox
+    // (Maildir: DIR/<mailbox>/), and the message may still be refused (its size, a bare line
+    // end); at the end the spool is copied into the delivery. A failure is kept for the end of
+    // the message. May throw (a store's code): the caller guards it.
+    void write_out(bool ended = true) {
         if (write_error) return pending.clear();
-        if (cfg().storage) {
-            if (!out) {
-                targets = mailboxes(info.mail);
-                auto d = cfg().storage->begin_delivery(targets);
-                if (!d) {
-                    write_error = d.error();
-                    return pending.clear();
-                }
-                out = std::move(*d);
-                if (auto w = out->write(trace_headers(info)); !w) write_error = w.error();
+        if (cfg().storage && !out && (ended || (spool < 0 && cfg().storage->knows_mailboxes(mailboxes(info.mail))))) {
+            targets = mailboxes(info.mail);
+            auto d = cfg().storage->begin_delivery(targets);
+            if (!d) {
+                write_error = d.error();
+                return pending.clear();
             }
+            out = std::move(*d);
+            if (auto w = out->write(trace_headers(info)); !w) write_error = w.error();
+            if (!write_error && spool >= 0)
+                if (auto c = copy_spool(); !c) write_error = c.error();
+        }
+        if (out) {
             if (!write_error && !pending.empty())
                 if (auto w = out->write(pending); !w) write_error = w.error();
         } else if (!pending.empty()) {
@@ -205,6 +213,21 @@ struct smtp_hooks {
         pending.clear();
     }
 
+    // The spooled octets into `out`, then the spool closed.
+    result<void> copy_spool() {
+        std::string buf(flush_octets, '\0');
+        for (off_t at = 0;;) {
+            const ssize_t n = ::pread(spool, buf.data(), buf.size(), at);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) return unexpected(last_system_error());
+            if (n == 0) break;
+            if (auto w = out->write(std::string_view(buf.data(), static_cast<std::size_t>(n))); !w) return w;
+            at += n;
+        }
+        ::close(std::exchange(spool, -1));
+        return {};
+    }
+
     asio::awaitable<bool> operator()(act::message_data& a, session& s, net::runner& r) {
         if (!started) start_message(s);
         octets += a.octets.size();
@@ -212,7 +235,7 @@ struct smtp_hooks {
         pending += a.octets;
         if (pending.size() >= flush_octets) {
             const bool ok = co_await r.on_pool_guarded("message write", false, [&] {
-                write_out();
+                write_out(false);
                 return true;
             });
             if (!ok && !write_error) write_error = make_error_code(errc::io_error);
@@ -226,9 +249,9 @@ struct smtp_hooks {
     // complete() by the committer: the delivery (begun on the pool if the message was long
     // enough) and the octets still pending are handed over; the delivery ends there.
     asio::awaitable<verdict> commit_in_group(net::runner& r) {
-        if (!out && !cfg().storage->knows_mailboxes(targets)) {
-            // A mailbox to make first (mkdir and fsyncs): on the pool, not on the committer's
-            // one thread, which every other session's message waits for.
+        if ((!out && !cfg().storage->knows_mailboxes(targets)) || spool >= 0) {
+            // A mailbox to make first (mkdir and fsyncs), or a spool to copy: on the pool, not on
+            // the committer's one thread, which every other session's message waits for.
             const bool ok = co_await r.on_pool_guarded("message write", false, [&] {
                 write_out();
                 return true;

@@ -184,6 +184,13 @@ TEST(smtp_server, a_client_that_leaves_mid_data_delivers_nothing_and_leaves_no_f
     fixture f(config(maildir(dir.path)));
     {
         auto c = greeted(f.port());
+        // A first message makes bob's mailbox, so the next one is written into its tmp/ as it
+        // comes (a new mailbox's message is spooled until its end: see the test below).
+        c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+        c->read_until("354 ");
+        c->send("first\r\n.\r\n");
+        c->read_until("queued as");
+        c->read_until("\r\n");
         c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
         c->read_until("354 ");
         // More than one write-out piece, so a tmp/ file exists when the client goes.
@@ -195,7 +202,55 @@ TEST(smtp_server, a_client_that_leaves_mid_data_delivers_nothing_and_leaves_no_f
     }
     ASSERT_TRUE(wait_for([&] { return f.srv->connections().empty(); }));
     ASSERT_TRUE(wait_for([&] { return files_in(dir.path / "bob@example.net" / "tmp").empty(); }));
-    EXPECT_TRUE(files_in(dir.path / "bob@example.net" / "new").empty());
+    EXPECT_EQ(files_in(dir.path / "bob@example.net" / "new").size(), 1u) << "the first message only";
+}
+
+TEST(smtp_server, a_long_message_to_a_new_mailbox_makes_the_mailbox_only_once_it_is_accepted) {
+    // Past 64 KiB a message is written out before its end. For a mailbox the store does not
+    // know, that would make DIR/<mailbox>/ for a message that may still be refused (its size, a
+    // bare line end) or abandoned: its octets are spooled instead, and copied into the
+    // delivery once the message is whole.
+    temp_dir dir("mailnet-smtpd");
+    auto cfg = config(maildir(dir.path));
+    cfg.session_limits.max_message_octets = 400 * 1024;
+    fixture f(cfg);
+    const std::string line(998, 'x');
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bare@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    for (int i = 0; i < 200; ++i) c->send(line + "\r\n");
+    c->send("a bare\nline end\r\n.\r\n");
+    EXPECT_NE(c->read_until("550 5.6.0").find("550 5.6.0"), std::string::npos);
+    c->clear();
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<big@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    for (int i = 0; i < 500; ++i) c->send(line + "\r\n");
+    c->send(".\r\n");
+    EXPECT_NE(c->read_until("552 5.3.4").find("552 5.3.4"), std::string::npos);
+    c->clear();
+    {
+        auto gone = greeted(f.port());
+        gone->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<gone@example.net>\r\nDATA\r\n");
+        gone->read_until("354 ");
+        for (int i = 0; i < 200; ++i) gone->send(line + "\r\n");
+    }
+    ASSERT_TRUE(wait_for([&] { return f.srv->connections().size() == 1; }));
+    // An accepted one, to a new mailbox and to one that exists, arrives whole (spool, then the rest).
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<carol@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    std::string body;
+    for (int i = 0; i < 200; ++i) body += std::to_string(i) + line.substr(0, 500) + "\r\n";
+    c->send(body + ".\r\n");
+    EXPECT_NE(c->read_until("queued as").find("250 2.0.0 Ok: queued as"), std::string::npos);
+    for (const char* box : {"bare@example.net", "big@example.net", "gone@example.net"})
+        EXPECT_FALSE(fs::exists(dir.path / box)) << box << ": no mailbox for a message never accepted";
+    const auto carol = files_in(dir.path / "carol@example.net" / "new");
+    ASSERT_EQ(carol.size(), 1u);
+    std::string stored = body;
+    for (std::size_t at; (at = stored.find("\r\n")) != std::string::npos;) stored.replace(at, 2, "\n");
+    ASSERT_GT(carol[0].size(), stored.size());
+    EXPECT_EQ(carol[0].substr(carol[0].size() - stored.size()), stored) << "the spooled part and the rest, in order";
+    EXPECT_EQ(carol[0].rfind("Return-Path: <a@example.org>\nReceived: from client.example", 0), 0u);
 }
 
 TEST(smtp_server, a_client_sending_without_a_pause_does_not_hold_up_another_clients_greeting) {

@@ -7,6 +7,7 @@ import email.policy
 import os
 import smtplib
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mailnet_testlib as t  # noqa: E402
@@ -120,25 +121,37 @@ class Smtplib(t.SmtpdCase):
     def test_disconnect_mid_data(self):
         srv = self.start(tls=False)
         msg = big_message(1 << 20)
-        s = self.smtp(srv.port)
-        s.ehlo()
-        self.assertEqual(s.mail(SENDER)[0], 250)
-        self.assertEqual(s.rcpt("gone@example.org")[0], 250)
-        code, _ = s.docmd("DATA")
-        self.assertEqual(code, 354)
-        # Past the server's write-out threshold (256 KiB): the delivery's tmp/ file exists.
-        s.send(msg[:600 * 1024])
-        self.assertTrue(t.wait_until(lambda: t.tmp_files(self.store, "gone@example.org"), timeout=5),
-                        "smtpd began writing the message into tmp/")
+
+        def drop_mid_data():
+            s = self.smtp(srv.port)
+            s.ehlo()
+            self.assertEqual(s.mail(SENDER)[0], 250)
+            self.assertEqual(s.rcpt("gone@example.org")[0], 250)
+            code, _ = s.docmd("DATA")
+            self.assertEqual(code, 354)
+            s.send(msg[:600 * 1024])
+            return s
+
+        # A new mailbox: the message is spooled until it ends, so the drop leaves no mailbox.
+        s = drop_mid_data()
+        time.sleep(0.3)
         s.close()  # closes the socket and smtplib's file on it, without QUIT
         mdir = t.mailbox_dir(self.store, "gone@example.org")
-        self.assertTrue(t.wait_until(lambda: not t.tmp_files(self.store, "gone@example.org"), timeout=5),
-                        f"tmp/ still holds {t.tmp_files(self.store, 'gone@example.org')}")
-        self.assertEqual(t.delivered(self.store, "gone@example.org"), [], f"nothing in {mdir}/new")
-        # The server still takes mail.
+        time.sleep(0.3)
+        self.assertFalse(os.path.exists(mdir), f"{mdir} made for a message never accepted")
+        # The server still takes mail; the mailbox is made by it.
         done = t.smtp_message("after the drop", [b"still alive"])
         with self.smtp(srv.port) as s2:
             self.assertEqual(s2.sendmail(SENDER, ["gone@example.org"], done), {})
+        t.assert_delivered(self, self.store, ["gone@example.org"], SENDER, done, "ESMTP", helo=HELO)
+        # The mailbox exists now: past the server's write-out threshold the delivery's tmp/ file
+        # is written as the message comes, and a drop removes it.
+        s = drop_mid_data()
+        self.assertTrue(t.wait_until(lambda: t.tmp_files(self.store, "gone@example.org"), timeout=5),
+                        "smtpd began writing the message into tmp/")
+        s.close()
+        self.assertTrue(t.wait_until(lambda: not t.tmp_files(self.store, "gone@example.org"), timeout=5),
+                        f"tmp/ still holds {t.tmp_files(self.store, 'gone@example.org')}")
         t.assert_delivered(self, self.store, ["gone@example.org"], SENDER, done, "ESMTP", helo=HELO)
 
     def test_implicit_tls_smtp_ssl(self):
