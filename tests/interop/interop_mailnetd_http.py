@@ -456,7 +456,11 @@ class HttpCase(unittest.TestCase):
 
     def test_wait_since_counts_a_delivery_begun_before_it(self):
         # #15: a Maildir name's time is taken when DATA begins. A long message begun first but
-        # delivered after a quick one is still news to a wait since= the quick one.
+        # delivered after a quick one is still news to a wait since= the quick one. (bob's
+        # mailbox is made first: to a new mailbox a long message is spooled until its end, and
+        # its delivery, so its name, begins only then.)
+        send(self.srv, "a@example.org", ["bob@example.org"], simple("first one", "bob@example.org"))
+        self.until(1, mailbox="bob@example.org")
         slow = smtplib.SMTP(t.HOST, self.srv.port, timeout=10)
         try:
             slow.ehlo()
@@ -469,7 +473,7 @@ class HttpCase(unittest.TestCase):
                       (b"x" * 998 + b"\r\n") * 100)
             time.sleep(0.3)
             send(self.srv, "a@example.org", ["bob@example.org"], simple("quick one", "bob@example.org"))
-            [quick] = self.until(1, mailbox="bob@example.org")["messages"]
+            quick = next(m for m in self.until(2, mailbox="bob@example.org")["messages"] if m["subject"] == "quick one")
             got = {}
             th = threading.Thread(target=lambda: got.update(r=self.api.request(
                 "GET", q("/api/v1/wait", mailbox="bob@example.org", since=quick["id"], timeout=20), timeout=30)))
