@@ -292,17 +292,19 @@ std::string disposition(std::string_view filename) {
     return "attachment; filename=\"" + ascii + "\"; filename*=UTF-8''" + ext;
 }
 
-// The path split at '/': "/api/v1/messages/ID/raw" -> {"api","v1","messages","ID","raw"}.
+// The path split at '/': "/api/v1/messages/ID/raw" -> {"api","v1","messages","ID","raw"}; "/"
+// -> {}. An empty segment is kept (so the path names no endpoint): "/api/v1/messages/" is not
+// the collection, or a Delete of the message "." (a browser makes ".../messages/." that path)
+// would empty every mailbox.
 std::vector<std::string_view> segments(std::string_view path) {
     std::vector<std::string_view> out;
-    while (!path.empty()) {
-        if (path.front() == '/') {
-            path.remove_prefix(1);
-            continue;
-        }
+    if (path.empty() || path == "/") return out;
+    if (path.front() == '/') path.remove_prefix(1);
+    for (;;) {
         const auto slash = path.find('/');
         out.push_back(path.substr(0, slash));
-        path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash);
+        if (slash == std::string_view::npos) break;
+        path.remove_prefix(slash + 1);
     }
     return out;
 }

@@ -213,7 +213,9 @@ constexpr std::string_view script = R"js(
   }
 
   function route() {
-    const m = /^#id=(.+)$/.exec(location.hash);
+    // An id is 16 base32 characters: anything else (".", which a browser would take out of
+    // the message's URL) shows nothing and can delete nothing.
+    const m = /^#id=([a-z2-7]{16})$/.exec(location.hash);
     if (!m) return hide();
     let id;
     try { id = decodeURIComponent(m[1]); } catch (e) { return hide(); }

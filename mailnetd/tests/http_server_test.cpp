@@ -236,6 +236,25 @@ TEST(http_server, healthz_and_unknown_paths) {
     EXPECT_EQ(srv.request("POST", "/healthz").status, 405);
 }
 
+TEST(http_server, an_empty_path_segment_names_no_endpoint) {
+    // "/api/v1/messages/." is what a browser sends as "/api/v1/messages/": a Delete of the
+    // message "." must not be the Delete of every message.
+    server_fixture srv;
+    const std::vector<std::string> bob{"bob@x.org"};
+    ASSERT_TRUE(srv.store().deliver(bob, "Subject: one\n\nx\n"));
+    auto snap = srv.store().snapshot("bob@x.org");
+    ASSERT_TRUE(snap && snap->size() == 1u);
+    auto s = read_summary(srv.store(), "bob@x.org", (*snap)[0].id, (*snap)[0].octets);
+    ASSERT_TRUE(s);
+    srv.on_io([&](mail_index& i) { return i.insert(*s); });
+    for (const char* path : {"/api/v1/messages/", "/api/v1//messages", "//api/v1/messages", "/api/v1/messages//"})
+        EXPECT_EQ(srv.request("DELETE", path).status, 404) << path;
+    EXPECT_EQ(srv.request("GET", "/api/v1/messages/").status, 404);
+    EXPECT_EQ(srv.request("GET", "/api/v1/messages/" + s->id + "/").status, 404);
+    EXPECT_EQ(json::parse(body_of(srv.request("GET", "/api/v1/messages")))["total"], 1) << "nothing deleted";
+    EXPECT_EQ(srv.request("GET", "/").status, 200);
+}
+
 TEST(http_server, faults_without_rules_is_404) {
     server_fixture srv;
     for (const char* m : {"GET", "PUT", "DELETE"}) {

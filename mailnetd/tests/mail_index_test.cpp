@@ -223,14 +223,40 @@ TEST(rfc3339, parse_and_format) {
     EXPECT_EQ(format_rfc3339(*u), "2023-11-14T22:13:20.500000Z");
     EXPECT_EQ(format_rfc3339(*parse_rfc3339("2024-02-29T00:00:00-00:30")), "2024-02-29T00:30:00.000000Z");
     for (const char* bad : {"", "2023-11-14", "2023-11-14T22:13:20", "2023-13-14T22:13:20Z", "2023-11-14T22:13:20Zx",
-                            "2023-11-14T22:13:20.Z", "2023-11-14 22:13:20Z", "yesterday", "2023-11-14T22:13:20+0200"})
+                            "2023-11-14T22:13:20.Z", "2023-11-14 22:13:20Z", "yesterday", "2023-11-14T22:13:20+0200",
+                            "2023-02-29T00:00:00Z", "2023-04-31T00:00:00Z", "2100-02-29T00:00:00Z"})
         EXPECT_FALSE(parse_rfc3339(bad)) << bad;
+    EXPECT_TRUE(parse_rfc3339("2000-02-29T00:00:00Z"));
+    // Beyond what the clock holds: its nearest end, in order, never an overflow.
+    const auto now = clock_type::now();
+    for (const char* later : {"2262-04-12T00:00:00Z", "2300-01-01T00:00:00Z", "5000-01-01T00:00:00Z", "9999-12-31T23:59:59Z"}) {
+        auto t = parse_rfc3339(later);
+        ASSERT_TRUE(t) << later;
+        EXPECT_GT(*t, now) << later;
+    }
+    for (const char* earlier : {"1677-01-01T00:00:00Z", "1600-01-01T00:00:00Z", "0000-01-01T00:00:00Z"}) {
+        auto t = parse_rfc3339(earlier);
+        ASSERT_TRUE(t) << earlier;
+        EXPECT_LT(*t, clock_type::time_point{}) << earlier;
+    }
 }
 
 TEST(nocase, ascii_only) {
     EXPECT_TRUE(contains_nocase("Password RESET", "reset"));
     EXPECT_TRUE(contains_nocase("x", ""));
     EXPECT_FALSE(contains_nocase("", "x"));
+    // Partial matches that a linear search must back up over (Knuth-Morris-Pratt borders).
+    EXPECT_TRUE(contains_nocase("aaaB", "AAB"));
+    EXPECT_TRUE(contains_nocase("xabaAbabY", "ABABY"));
+    EXPECT_TRUE(contains_nocase("abcabcabd", "abcabd"));
+    EXPECT_FALSE(contains_nocase("abcabcab", "abcabd"));
+    EXPECT_TRUE(contains_nocase(std::string(1000, 'l') + "Q", std::string(250, 'L') + "q"));
+    EXPECT_FALSE(contains_nocase(std::string(1000, 'l') + "x", std::string(250, 'L') + "q"));
+    // Every substring of a text is found in it, none of another.
+    const std::string text = "aAbaBAabbaAB";
+    for (std::size_t i = 0; i < text.size(); ++i)
+        for (std::size_t n = 1; i + n <= text.size(); ++n) EXPECT_TRUE(contains_nocase(text, text.substr(i, n)));
+    EXPECT_FALSE(contains_nocase(text, "bbb"));
     EXPECT_TRUE(equals_nocase("Bob@X.org", "bob@x.ORG"));
     EXPECT_FALSE(equals_nocase("bob", "bobb"));
 }
