@@ -190,7 +190,9 @@ restinio::http_status_line_t status(int code) {
     return restinio::http_status_line_t{restinio::http_status_code_t{static_cast<std::uint16_t>(code)}, reason(code)};
 }
 
-void answer(const request& req, int code, std::string body, const char* type = "application/json") {
+// `hold` is kept until the answer is written (or its connection is gone).
+void answer(const request& req, int code, std::string body, const char* type = "application/json",
+            std::shared_ptr<void> hold = nullptr) {
     auto r = req->create_response(status(code));
     if (code != 204) {
         r.append_header(restinio::http_field::content_type, type);
@@ -198,7 +200,10 @@ void answer(const request& req, int code, std::string body, const char* type = "
     }
     r.append_header("Cache-Control", "no-store");
     r.append_header("X-Content-Type-Options", "nosniff");
-    r.done();
+    if (hold)
+        r.done([hold = std::move(hold)](const restinio::asio_ns::error_code&) {});
+    else
+        r.done();
 }
 
 // Whether `host` (a Host header: name or address, and maybe ":port") names this machine's
@@ -365,17 +370,25 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
                                  then(std::forward<decltype(r)>(r));
                              });
     }
-    // A message view may start (api_limits::max_views); 503 else. end_view() when it is answered.
-    bool begin_view(const request& req) {
+    // A message view's place among api_limits::max_views, held from its decoding until its
+    // answer is written (or its connection is gone): a client that does not read cannot pile
+    // answers (a detail's JSON is up to 6 times the message) up in the write buffers.
+    struct view_slot {
+        std::shared_ptr<impl> self;
+        explicit view_slot(std::shared_ptr<impl> s) : self(std::move(s)) { ++self->views; }
+        ~view_slot() { --self->views; }
+        view_slot(const view_slot&) = delete;
+        view_slot& operator=(const view_slot&) = delete;
+    };
+    // A message view may start: its slot; 503 and null else.
+    std::shared_ptr<view_slot> begin_view(const request& req) {
         if (views >= cfg.limits.max_views) {
             busy(req, "too many message views at once (at most " + std::to_string(cfg.limits.max_views) +
                           "): try again");
-            return false;
+            return nullptr;
         }
-        ++views;
-        return true;
+        return std::make_shared<view_slot>(shared_from_this());
     }
-    void end_view() { --views; }
     // A message the index lists is gone from the store (deleted by another process): the index
     // lets go of it, as it would on the store's event.
     void gone(const std::string& id) { index.remove(id); }
@@ -592,16 +605,16 @@ void http_server::impl::list(const request& req, const query_params& params) {
 
 void http_server::impl::detail(const request& req, const message_summary& s) {
     const std::uint64_t max = cfg.limits.max_view_octets;
-    if (!begin_view(req)) return;
+    auto slot = begin_view(req);
+    if (!slot) return;
     off_thread(
         [st = st, s, max]() -> result<std::string> {
             auto octets = load(*st, s, max);
             if (!octets) return unexpected(octets.error());
             return message_json(s, read_message(*octets));
         },
-        [self = shared_from_this(), req, max, id = s.id](result<std::string> r) {
-            self->end_view();
-            if (r) return answer(req, 200, std::move(*r));
+        [self = shared_from_this(), req, max, id = s.id, slot = std::move(slot)](result<std::string> r) mutable {
+            if (r) return answer(req, 200, std::move(*r), "application/json", std::move(slot));
             self->view_failed(req, r.error(), max, id, ": see /raw");
         });
 }
@@ -668,15 +681,15 @@ void http_server::impl::raw(const request& req, const message_summary& s) {
 void http_server::impl::part(const request& req, const message_summary& s, std::string number) {
     if (!valid_part_number(number)) return fail(req, 400, "part: want a MIME part number such as 1 or 1.2");
     const std::uint64_t max = cfg.limits.max_view_octets;
-    if (!begin_view(req)) return;
+    auto slot = begin_view(req);
+    if (!slot) return;
     off_thread(
         [st = st, s, max, number]() -> result<std::optional<part_content>> {
             auto octets = load(*st, s, max);
             if (!octets) return unexpected(octets.error());
             return read_part(*octets, number);
         },
-        [self = shared_from_this(), req, max, id = s.id](result<std::optional<part_content>> r) {
-            self->end_view();
+        [self = shared_from_this(), req, max, id = s.id, slot = std::move(slot)](result<std::optional<part_content>> r) mutable {
             if (!r) return self->view_failed(req, r.error(), max, id);
             if (!*r) return fail(req, 404, "no such part");
             const part_content& p = **r;
@@ -694,7 +707,7 @@ void http_server::impl::part(const request& req, const message_summary& s, std::
             resp.append_header("X-Content-Type-Options", "nosniff");
             resp.append_header("Cache-Control", "no-store");
             resp.set_body(p.octets);
-            resp.done();
+            resp.done([slot = std::move(slot)](const restinio::asio_ns::error_code&) {});
         });
 }
 
@@ -702,15 +715,15 @@ void http_server::impl::part(const request& req, const message_summary& s, std::
 // the detail), under a CSP that runs nothing and loads nothing remote (web_view.hpp).
 void http_server::impl::html(const request& req, const message_summary& s) {
     const std::uint64_t max = cfg.limits.max_view_octets;
-    if (!begin_view(req)) return;
+    auto slot = begin_view(req);
+    if (!slot) return;
     off_thread(
         [st = st, s, max]() -> result<std::string> {
             auto octets = load(*st, s, max);
             if (!octets) return unexpected(octets.error());
             return read_message(*octets).html;
         },
-        [self = shared_from_this(), req, max, id = s.id](result<std::string> r) {
-            self->end_view();
+        [self = shared_from_this(), req, max, id = s.id, slot = std::move(slot)](result<std::string> r) mutable {
             if (!r) return self->view_failed(req, r.error(), max, id);
             if (r->empty()) return fail(req, 404, "no HTML part");
             auto resp = req->create_response(status(200));
@@ -720,7 +733,7 @@ void http_server::impl::html(const request& req, const message_summary& s) {
             resp.append_header("Referrer-Policy", "no-referrer");
             resp.append_header("Cache-Control", "no-store");
             resp.set_body(std::move(*r));
-            resp.done();
+            resp.done([slot = std::move(slot)](const restinio::asio_ns::error_code&) {});
         });
 }
 
@@ -1000,6 +1013,11 @@ result<asio::ip::tcp::endpoint> http_server::start() {
                         .max_parallel_connections(m.cfg.limits.max_connections)
                         .handle_request_timeout(m.cfg.limits.max_wait + std::chrono::seconds(60))
                         .read_next_http_message_timelimit(std::chrono::seconds(60))
+                        // One write may take a minute: RESTinio's 5 s cut /raw off for a client
+                        // reading below about 250 KB/s (the kernel wakes a writer only once a third
+                        // of a big send buffer has drained). A client that reads nothing for a
+                        // minute is dropped (a view's place is held until then).
+                        .write_http_response_timelimit(std::chrono::seconds(60))
                         .incoming_http_msg_limits(limits)
                         .connection_state_listener(std::make_shared<connection_listener>(weak))
                         // RESTinio writes a chunked answer's last chunk ("0\r\n\r\n") on its own:
