@@ -548,6 +548,15 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
         if (no_params()) mailboxes(req);
         return restinio::request_accepted();
     }
+    // A request that asks to upgrade (Connection: upgrade, Upgrade: ...) is one RESTinio stops
+    // reading the connection for until it is answered: a wait or an events stream would not see
+    // its client go, and 1,500 such waits held every waiter's place for up to 600 s. None is
+    // upgraded here (RFC 7230 6.7: a server may ignore Upgrade); these two refuse it.
+    const bool upgrade = h.has_field(restinio::http_field::upgrade);
+    if (seg.size() == 3 && (what == "wait" || what == "events") && upgrade && get) {
+        fail(req, 400, "this endpoint answers only requests without Upgrade");
+        return restinio::request_accepted();
+    }
     if (seg.size() == 3 && what == "wait") {
         if (!get) return not_allowed();
         wait(req, params);

@@ -16,6 +16,9 @@ namespace {
 
 constexpr std::size_t max_summary_field_octets = 1024;  // subject, from: a summary's text fields
 constexpr std::size_t max_summary_addresses = 100;      // to: To and Cc addresses kept
+constexpr std::size_t max_summary_address_octets = 256; // each (RFC 5321 4.5.3.1.3: a path is 256)
+constexpr std::size_t max_summary_to_octets = 4096;     // all of them: a summary is kept for every
+                                                        // copy (100 recipients, 100 summaries)
 
 // At most `max` octets of UTF-8 `text`, never cutting a character in two.
 std::string utf8_prefix(const std::string& text, std::size_t max) {
@@ -55,9 +58,13 @@ std::optional<message_summary> read_summary(store& st, const std::string& mailbo
     // every filter, so one message with a 250 KB subject must not cost each of them that much.
     s.from = utf8_prefix(mh.return_path, max_summary_field_octets);
     s.from_header = utf8_prefix(mh.from, max_summary_field_octets);
+    std::size_t to_octets = 0;
     for (const auto& a : mh.to) {
         if (s.to.size() == max_summary_addresses) break;
-        s.to.push_back(utf8_prefix(a, max_summary_field_octets));
+        std::string kept = utf8_prefix(a, max_summary_address_octets);
+        if (to_octets + kept.size() > max_summary_to_octets) break;
+        to_octets += kept.size();
+        s.to.push_back(std::move(kept));
     }
     s.subject = utf8_prefix(mh.subject, max_summary_field_octets);
     // The store's own time (PostgreSQL), else the Maildir name's; a store with neither (the

@@ -255,6 +255,31 @@ TEST(http_server, an_empty_path_segment_names_no_endpoint) {
     EXPECT_EQ(srv.request("GET", "/").status, 200);
 }
 
+TEST(http_server, wait_and_events_refuse_an_upgrade_and_free_nothing_they_hold) {
+    // RESTinio stops reading an upgrade request's connection until it is answered: a wait
+    // would never see its client go. Refused at once instead; other endpoints ignore Upgrade.
+    server_fixture srv;
+    asio::io_context client;
+    for (const char* path : {"/api/v1/wait?timeout=20", "/api/v1/events"}) {
+        asio::ip::tcp::socket s(client);
+        s.connect({asio::ip::make_address("127.0.0.1"), srv.port()});
+        const std::string req = std::string("GET ") + path +
+                                " HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        asio::write(s, asio::buffer(req));
+        std::string got;
+        asio::error_code ec;
+        asio::read_until(s, asio::dynamic_buffer(got), "\r\n", ec);
+        EXPECT_EQ(got.rfind("HTTP/1.1 400 ", 0), 0u) << path << ": " << got;
+    }
+    asio::ip::tcp::socket s(client);
+    s.connect({asio::ip::make_address("127.0.0.1"), srv.port()});
+    asio::write(s, asio::buffer(std::string("GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")));
+    std::string got;
+    asio::error_code ec;
+    asio::read_until(s, asio::dynamic_buffer(got), "\r\n", ec);
+    EXPECT_EQ(got.rfind("HTTP/1.1 200 ", 0), 0u) << got;
+}
+
 TEST(http_server, faults_without_rules_is_404) {
     server_fixture srv;
     for (const char* m : {"GET", "PUT", "DELETE"}) {

@@ -86,6 +86,28 @@ std::set<std::string> store_ids(mailnet::store& st) {
     return out;
 }
 
+TEST(index_sync, a_summary_keeps_at_most_100_addresses_of_256_octets_and_4_kib_of_them) {
+    // A summary is kept for every recipient's copy: 100 addresses of 1 KiB in To made 20 MB of
+    // index for one 100 KB message sent to 100 mailboxes.
+    std::unique_ptr<mailnet::store> st = mailnet::make_memory_store();
+    std::string to = "To: ";
+    for (int i = 0; i < 150; ++i) to += (i ? ", " : "") + std::string(300, static_cast<char>('a' + i % 26)) + "@x.org";
+    const std::vector<std::string> bob{"bob@x.org"};
+    ASSERT_TRUE(st->deliver(bob, to + "\nSubject: many\n\nbody\n"));
+    auto snap = st->snapshot("bob@x.org");
+    ASSERT_TRUE(snap && snap->size() == 1u);
+    auto s = read_summary(*st, "bob@x.org", (*snap)[0].id, (*snap)[0].octets);
+    ASSERT_TRUE(s);
+    std::size_t total = 0;
+    for (const auto& a : s->to) {
+        EXPECT_LE(a.size(), 256u);
+        total += a.size();
+    }
+    EXPECT_LE(total, 4096u);
+    EXPECT_EQ(s->to.size(), 16u);  // 16 x 256 = 4096
+    EXPECT_EQ(s->to.front(), std::string(256, 'a'));
+}
+
 TEST(index_sync, a_scan_racing_deliveries_misses_nothing_and_tells_nothing_twice) {
     for (int round = 0; round < 5; ++round) {
         std::shared_ptr<mailnet::store> st(mailnet::make_memory_store());
