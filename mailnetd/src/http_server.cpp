@@ -458,6 +458,20 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
         return restinio::request_accepted();
     }
     const auto method = h.method();
+    // RFC 7230 5.4: an HTTP/1.1 request without Host, or any with two, is a 400 (the loopback
+    // check below must not read a first Host when a second names another site). NOTE: RESTinio
+    // does not tell the request's HTTP version (its header says 1.1 whatever was sent), so an
+    // HTTP/1.0 request without Host is refused too, and HTTP/1.0 clients get HTTP/1.1 answers
+    // (chunked lists): docs/mailnetd.md says HTTP/1.1.
+    std::size_t hosts = 0;
+    h.for_each_value_of(restinio::http_field::host, [&](auto) {
+        ++hosts;
+        return restinio::http_header_fields_t::continue_enumeration();
+    });
+    if (hosts != 1) {
+        fail(req, 400, hosts > 1 ? "more than one Host header" : "no Host header");
+        return restinio::request_accepted();
+    }
     if (!cfg.any_host) {
         // Loopback only (DESIGN.md): also by name, or a rebinding page could read every mail.
         if (!loopback_host(h.get_field_or(restinio::http_field::host, ""))) {
@@ -508,6 +522,15 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
         return restinio::request_accepted();
     }
     const std::string_view what = seg[2];
+    // A request that asks to upgrade (Connection: upgrade, Upgrade: ...) is one RESTinio stops
+    // reading the connection for until it is answered: a wait or an events stream would not see
+    // its client go, and 1,500 such waits held every waiter's place for up to 600 s. None is
+    // upgraded here (RFC 7230 6.7: a server may ignore Upgrade); these two refuse it.
+    const bool upgrade = h.has_field(restinio::http_field::upgrade);
+    if (seg.size() == 3 && (what == "wait" || what == "events") && upgrade && get) {
+        fail(req, 400, "this endpoint answers only requests without Upgrade");
+        return restinio::request_accepted();
+    }
     if (what == "messages" && seg.size() == 3) {
         if (get)
             list(req, params);
@@ -546,15 +569,6 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
     if (seg.size() == 3 && what == "mailboxes") {
         if (!get) return not_allowed();
         if (no_params()) mailboxes(req);
-        return restinio::request_accepted();
-    }
-    // A request that asks to upgrade (Connection: upgrade, Upgrade: ...) is one RESTinio stops
-    // reading the connection for until it is answered: a wait or an events stream would not see
-    // its client go, and 1,500 such waits held every waiter's place for up to 600 s. None is
-    // upgraded here (RFC 7230 6.7: a server may ignore Upgrade); these two refuse it.
-    const bool upgrade = h.has_field(restinio::http_field::upgrade);
-    if (seg.size() == 3 && (what == "wait" || what == "events") && upgrade && get) {
-        fail(req, 400, "this endpoint answers only requests without Upgrade");
         return restinio::request_accepted();
     }
     if (seg.size() == 3 && what == "wait") {

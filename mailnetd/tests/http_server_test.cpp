@@ -280,6 +280,24 @@ TEST(http_server, wait_and_events_refuse_an_upgrade_and_free_nothing_they_hold) 
     EXPECT_EQ(got.rfind("HTTP/1.1 200 ", 0), 0u) << got;
 }
 
+TEST(http_server, a_request_without_a_host_or_with_two_is_a_400) {
+    server_fixture srv;
+    asio::io_context client;
+    const auto status_of = [&](const std::string& request) {
+        asio::ip::tcp::socket s(client);
+        s.connect({asio::ip::make_address("127.0.0.1"), srv.port()});
+        asio::write(s, asio::buffer(request));
+        std::string got;
+        asio::error_code ec;
+        asio::read_until(s, asio::dynamic_buffer(got), "\r\n", ec);
+        return got.substr(0, got.find("\r\n"));
+    };
+    EXPECT_EQ(status_of("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n"),
+              "HTTP/1.1 400 Bad Request");
+    EXPECT_EQ(status_of("GET /healthz HTTP/1.1\r\n\r\n"), "HTTP/1.1 400 Bad Request");
+    EXPECT_EQ(status_of("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"), "HTTP/1.1 200 OK");
+}
+
 TEST(http_server, faults_without_rules_is_404) {
     server_fixture srv;
     for (const char* m : {"GET", "PUT", "DELETE"}) {
