@@ -298,6 +298,23 @@ TEST(http_server, a_request_without_a_host_or_with_two_is_a_400) {
     EXPECT_EQ(status_of("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"), "HTTP/1.1 200 OK");
 }
 
+TEST(http_server, pipelined_requests_within_restinios_limit_are_all_answered) {
+    // RESTinio answers 3 and closes when more than max_pipelined_requests + 1 come in one write.
+    server_fixture srv;
+    asio::io_context client;
+    asio::ip::tcp::socket s(client);
+    s.connect({asio::ip::make_address("127.0.0.1"), srv.port()});
+    std::string reqs;
+    for (int i = 0; i < 17; ++i) reqs += "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    asio::write(s, asio::buffer(reqs + "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"));
+    std::string got;
+    asio::error_code ec;
+    asio::read(s, asio::dynamic_buffer(got), ec);  // to the close after the last
+    std::size_t answers = 0;
+    for (std::size_t at = 0; (at = got.find("HTTP/1.1 200 OK", at)) != std::string::npos; ++at) ++answers;
+    EXPECT_EQ(answers, 18u);
+}
+
 TEST(http_server, faults_without_rules_is_404) {
     server_fixture srv;
     for (const char* m : {"GET", "PUT", "DELETE"}) {
