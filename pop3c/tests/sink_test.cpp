@@ -79,6 +79,16 @@ std::unique_ptr<message_sink> open_maildir(const fs::path& dir, bool background 
     return s ? std::move(*s) : nullptr;
 }
 
+// A Maildir sink as pop3c fetch opens it with a state file: commits deferred to the flush.
+std::unique_ptr<message_sink> open_deferred(const fs::path& dir) {
+    maildir_sink_options o;
+    o.defer_commits = true;
+    o.hostname = "test.example";
+    auto s = mailnet::pop3c::open_maildir_sink(dir, mailnet::null_log(), o);
+    EXPECT_TRUE(s) << s.error().message();
+    return s ? std::move(*s) : nullptr;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Maildir
 
@@ -185,26 +195,23 @@ TEST(maildir_sink, a_deferred_batch_is_committed_while_the_next_one_is_stored) {
     // finish_flush() reports the first batch alone.
     temp_dir d;
     const fs::path box = d.path / "m";
-    maildir_sink_options o;
-    o.defer_commits = true;
-    o.hostname = "test.example";
-    auto s = mailnet::pop3c::open_maildir_sink(box, mailnet::null_log(), o);
-    ASSERT_TRUE(s) << s.error().message();
-    auto& sink = **s;
-    std::multiset<std::string> first, second;
-    for (int i = 0; i < 30; ++i) {
-        std::string m = "Subject: first " + std::to_string(i) + "\n\n";
-        store(sink, m);
-        first.insert(std::move(m));
-    }
+    auto s = open_deferred(box);
+    ASSERT_TRUE(s);
+    auto& sink = *s;
+    const auto numbered = [&](const std::string& name, int n) {  // stores n messages, returns them
+        std::multiset<std::string> sent;
+        for (int i = 0; i < n; ++i) {
+            std::string m = "Subject: " + name + " " + std::to_string(i) + "\n\n";
+            store(sink, m);
+            sent.insert(std::move(m));
+        }
+        return sent;
+    };
+    const auto first = numbered("first", 30);
     EXPECT_TRUE(sink.flushes_in_background());
     sink.start_flush();
     EXPECT_EQ(sink.pending(), 0u) << "the started batch is no longer pending";
-    for (int i = 0; i < 20; ++i) {
-        std::string m = "Subject: second " + std::to_string(i) + "\n\n";
-        store(sink, m);
-        second.insert(std::move(m));
-    }
+    const auto second = numbered("second", 20);
     EXPECT_EQ(sink.pending(), 20u);
     ASSERT_TRUE(sink.finish_flush());
     EXPECT_EQ(contents_of(box / "new"), first) << "the first batch alone";
@@ -220,12 +227,9 @@ TEST(maildir_sink, a_deferred_batch_is_committed_while_the_next_one_is_stored) {
 TEST(maildir_sink, a_failed_overlapped_flush_is_reported_by_finish_flush_and_stops_new_messages) {
     temp_dir d;
     const fs::path box = d.path / "m";
-    maildir_sink_options o;
-    o.defer_commits = true;
-    o.hostname = "test.example";
-    auto s = mailnet::pop3c::open_maildir_sink(box, mailnet::null_log(), o);
-    ASSERT_TRUE(s) << s.error().message();
-    auto& sink = **s;
+    auto s = open_deferred(box);
+    ASSERT_TRUE(s);
+    auto& sink = *s;
     for (int i = 0; i < 5; ++i) store(sink, "Subject: " + std::to_string(i) + "\n\n");
     fs::rename(box / "new", d.path / "new-gone");  // the links fail
     sink.start_flush();

@@ -751,6 +751,18 @@ class FetchBatches(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
+    def new_removed_before(self, at):
+        """A before_retr that renames DIR/new away before RETR `at` is answered (so the links
+        of whatever is committed after fail); new/ is made with the first message pop3c stores."""
+        def remove_new(n):
+            if n == at:
+                new = os.path.join(self.mdir, "new")
+                deadline = time.monotonic() + 10
+                while not os.path.isdir(new) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                os.rename(new, os.path.join(self.tmp.path, "new-gone"))
+        return remove_new
+
     def fetch(self, srv, *args, rc=0, keep=True, dest=None):
         dest = dest or ["--maildir", self.mdir]
         cmd = [POP3C, "fetch", *dest, *(["--keep"] if keep else []), "--batch", "2", *args, "--quiet",
@@ -798,15 +810,7 @@ class FetchBatches(unittest.TestCase):
         # new/ goes before the second message is answered: the first batch's flush, running
         # beside the second batch's retrieval, fails. Nothing may be deleted or recorded as
         # stored: exit 74, no DELE, no QUIT, the first batch's records pending.
-        def remove_new(n):
-            if n == 2:
-                new = os.path.join(self.mdir, "new")
-                deadline = time.monotonic() + 10  # made with the first message pop3c stores
-                while not os.path.isdir(new) and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                os.rename(new, os.path.join(self.tmp.path, "new-gone"))
-
-        srv = ScriptedPop3(self.msgs, before_retr=remove_new)
+        srv = ScriptedPop3(self.msgs, before_retr=self.new_removed_before(2))
         state = os.path.join(self.tmp.path, "state")
         cmds = self.fetch(srv, "--state", state, keep=False, rc=74)
         self.assertIn("RETR 2", cmds)
@@ -849,15 +853,7 @@ class FetchBatches(unittest.TestCase):
         # --keep or not: a fetch whose flush fails must end without QUIT. Here new/ is removed
         # (renamed away: the commit thread may be linking into it) before the last message is
         # sent, so its link fails.
-        def remove_new(n):
-            if n == 5:
-                new = os.path.join(self.mdir, "new")
-                deadline = time.monotonic() + 10  # made with the first message pop3c stores
-                while not os.path.isdir(new) and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                os.rename(new, os.path.join(self.tmp.path, "new-gone"))
-
-        srv = ScriptedPop3(self.msgs, before_retr=remove_new)
+        srv = ScriptedPop3(self.msgs, before_retr=self.new_removed_before(5))
         cmds = self.fetch(srv, rc=74)
         self.assertIn("RETR 5", cmds)
         self.assertNotIn("QUIT", cmds)
