@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <array>
 #include <cassert>
+#include <cctype>
 #include <map>
 #include <unordered_map>
 
@@ -380,8 +381,29 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
         view_slot(const view_slot&) = delete;
         view_slot& operator=(const view_slot&) = delete;
     };
+    // Connections with a long answer under way (a wait, an event stream, a list, /raw): their
+    // count each. RESTinio writes a connection's answers in order, so a view pipelined behind
+    // one would hold its place until that answer ended, and one connection that kept an event
+    // stream open could keep every view refused.
+    std::map<std::uint64_t, std::size_t> long_answers;
+    struct long_answer {
+        std::shared_ptr<impl> self;
+        std::uint64_t conn;
+        long_answer(std::shared_ptr<impl> s, std::uint64_t c) : self(std::move(s)), conn(c) { ++self->long_answers[conn]; }
+        ~long_answer() {
+            const auto it = self->long_answers.find(conn);
+            if (it != self->long_answers.end() && --it->second == 0) self->long_answers.erase(it);
+        }
+        long_answer(const long_answer&) = delete;
+        long_answer& operator=(const long_answer&) = delete;
+    };
     // A message view may start: its slot; 503 and null else.
     std::shared_ptr<view_slot> begin_view(const request& req) {
+        if (long_answers.contains(req->connection_id())) {
+            busy(req, "a message view cannot wait behind a wait, an event stream, a list or /raw on the same "
+                      "connection: use another one");
+            return nullptr;
+        }
         if (views >= cfg.limits.max_views) {
             busy(req, "too many message views at once (at most " + std::to_string(cfg.limits.max_views) +
                           "): try again");
@@ -526,7 +548,10 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
     // reading the connection for until it is answered: a wait or an events stream would not see
     // its client go, and 1,500 such waits held every waiter's place for up to 600 s. None is
     // upgraded here (RFC 7230 6.7: a server may ignore Upgrade); these two refuse it.
-    const bool upgrade = h.has_field(restinio::http_field::upgrade);
+    // (http_parser marks an upgrade when both Upgrade and a Connection naming it are sent.)
+    std::string connection(h.get_field_or("Connection", ""));
+    for (char& c : connection) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const bool upgrade = h.has_field(restinio::http_field::upgrade) && connection.find("upgrade") != std::string::npos;
     if (seg.size() == 3 && (what == "wait" || what == "events") && upgrade && get) {
         fail(req, 400, "this endpoint answers only requests without Upgrade");
         return restinio::request_accepted();
@@ -596,9 +621,10 @@ struct list_stream : std::enable_shared_from_this<list_stream> {
     std::shared_ptr<http_server::impl> self;
     list_writer writer;
     restinio::response_builder_t<restinio::chunked_output_t> out;
+    http_server::impl::long_answer mark;
     list_stream(std::shared_ptr<http_server::impl> s, message_query q, std::optional<std::size_t> total,
-                restinio::response_builder_t<restinio::chunked_output_t> o)
-        : self(std::move(s)), writer(self->index, std::move(q), total), out(std::move(o)) {}
+                restinio::response_builder_t<restinio::chunked_output_t> o, std::uint64_t conn)
+        : self(std::move(s)), writer(self->index, std::move(q), total), out(std::move(o)), mark(self, conn) {}
     void step() {
         std::string piece = writer.next(self->index, self->cfg.limits.list_piece_octets);
         if (piece.empty()) {
@@ -617,7 +643,7 @@ void http_server::impl::send_list(const request& req, int code, message_query q,
     out.append_header(restinio::http_field::content_type, "application/json");
     out.append_header("Cache-Control", "no-store");
     out.append_header("X-Content-Type-Options", "nosniff");
-    std::make_shared<list_stream>(shared_from_this(), std::move(q), total, std::move(out))->step();
+    std::make_shared<list_stream>(shared_from_this(), std::move(q), total, std::move(out), req->connection_id())->step();
 }
 
 void http_server::impl::list(const request& req, const query_params& params) {
@@ -663,8 +689,11 @@ struct raw_stream : std::enable_shared_from_this<raw_stream> {
     std::shared_ptr<http_server::impl> self;
     std::shared_ptr<raw_reader> reader;
     restinio::response_builder_t<restinio::chunked_output_t> out;
-    raw_stream(std::shared_ptr<http_server::impl> s, message m, restinio::response_builder_t<restinio::chunked_output_t> o)
-        : self(std::move(s)), reader(std::make_shared<raw_reader>(raw_reader{std::move(m), {}})), out(std::move(o)) {}
+    http_server::impl::long_answer mark;
+    raw_stream(std::shared_ptr<http_server::impl> s, message m, restinio::response_builder_t<restinio::chunked_output_t> o,
+               std::uint64_t conn)
+        : self(std::move(s)), reader(std::make_shared<raw_reader>(raw_reader{std::move(m), {}})), out(std::move(o)),
+          mark(self, conn) {}
     ~raw_stream() { assert(self->io.get_executor().running_in_this_thread() || self->stopped); }
     void step() {
         self->off_thread([reader = reader]() { return reader->next(); },
@@ -697,7 +726,7 @@ void http_server::impl::raw(const request& req, const message_summary& s) {
                    out.append_header("Cache-Control", "no-store");
                    out.append_header("X-Content-Type-Options", "nosniff");
                    out.append_header("Content-Security-Policy", "sandbox");
-                   std::make_shared<raw_stream>(self, std::move(*m), std::move(out))->step();
+                   std::make_shared<raw_stream>(self, std::move(*m), std::move(out), req->connection_id())->step();
                });
 }
 
@@ -864,14 +893,17 @@ void http_server::impl::wait(const request& req, const query_params& params) {
         std::uint64_t token = 0;
         bool over = false;
         std::optional<asio::steady_timer> timer;
+        std::optional<long_answer> mark;  // until the wait is over (then its list's own)
     };
     auto p = std::make_shared<pending>();
+    p->mark.emplace(shared_from_this(), req->connection_id());
     auto self = shared_from_this();
     const auto conn = req->connection_id();
     // The waiter's total (woken: no search of the whole index per waiter; 1000 may wake at once).
     const auto finish = [self, p, req, conn, q = w.q](int code, std::optional<std::size_t> total) {
         if (p->over) return;
         p->over = true;
+        p->mark.reset();
         if (p->timer) p->timer->cancel();
         self->forget(conn, p->token);
         if (code) self->send_list(req, code, q, total);
@@ -887,6 +919,7 @@ void http_server::impl::wait(const request& req, const query_params& params) {
     p->token = when_closed(conn, [self, p] {
         if (p->over) return;
         p->over = true;
+        p->mark.reset();
         self->index.cancel(p->id);
         if (p->timer) p->timer->cancel();
     });
@@ -905,9 +938,12 @@ struct event_stream : std::enable_shared_from_this<event_stream> {
     std::size_t backlog = 0;  // octets handed to RESTinio and not yet written
     bool over = false;
     asio::steady_timer keepalive;
+    std::optional<http_server::impl::long_answer> mark;  // until end()
     event_stream(std::shared_ptr<http_server::impl> s, restinio::response_builder_t<restinio::chunked_output_t> o,
                  std::uint64_t c, std::uint64_t n)
-        : self(std::move(s)), out(std::move(o)), conn(c), number(n), keepalive(self->io) {}
+        : self(std::move(s)), out(std::move(o)), conn(c), number(n), keepalive(self->io) {
+        mark.emplace(self, conn);
+    }
 
     void start() {
         // The headers at once and a first comment: the client knows the stream is open.
@@ -950,6 +986,7 @@ struct event_stream : std::enable_shared_from_this<event_stream> {
         keepalive.cancel();
         if (close) out->done();
         out.reset();
+        mark.reset();
     }
 };
 

@@ -595,8 +595,6 @@ TEST(http_server, a_message_gone_from_the_store_leaves_the_index) {
     EXPECT_EQ(json::parse(body_of(srv.request("GET", "/api/v1/messages")))["total"], 0);
 }
 
-// A flood of refused requests whose clients hold on: at most 128 answers linger at once (each
-// a socket and a buffer for up to 2 s); the rest are closed without one.
 // A view's place is held until its answer is written: clients that ask for a big detail and
 // never read cannot pile answers up (a detail's JSON of control octets is 6 times the message:
 // 12 such clients held 1.1 GB in RESTinio's buffers).
@@ -630,6 +628,35 @@ TEST(http_server, a_view_holds_its_place_until_its_answer_is_written) {
     EXPECT_TRUE(eventually([&] { return srv.request("GET", "/api/v1/messages/" + sum->id + "/parts/1").status == 200; }));
 }
 
+// Views pipelined behind an event stream on one connection would hold their places until the
+// stream ended (RESTinio writes a connection's answers in order): refused instead, so that
+// connection cannot keep every other client's views refused.
+TEST(http_server, views_behind_a_long_answer_on_the_same_connection_take_no_place) {
+    fixture_options o;
+    o.tune = [](api_limits& l) { l.max_views = 2; };
+    server_fixture srv(o);
+    const std::vector<std::string> bob{"bob@x.org"};
+    ASSERT_TRUE(srv.store().deliver(bob, "Subject: one\n\nx\n"));
+    auto snap = srv.store().snapshot("bob@x.org");
+    ASSERT_TRUE(snap && snap->size() == 1u);
+    auto sum = read_summary(srv.store(), "bob@x.org", (*snap)[0].id, (*snap)[0].octets);
+    ASSERT_TRUE(sum);
+    srv.on_io([&](mail_index& i) { return i.insert(*sum); });
+    asio::io_context client;
+    asio::ip::tcp::socket s(client);
+    s.connect({asio::ip::make_address("127.0.0.1"), srv.port()});
+    std::string reqs = "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for (int i = 0; i < 4; ++i) reqs += "GET /api/v1/messages/" + sum->id + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    asio::write(s, asio::buffer(reqs));
+    std::string got;
+    asio::error_code ec;
+    asio::read_until(s, asio::dynamic_buffer(got), "mailnetd events", ec);  // the stream is open
+    std::this_thread::sleep_for(300ms);  // and the views behind it were handled
+    EXPECT_EQ(srv.request("GET", "/api/v1/messages/" + sum->id).status, 200) << "another client's view";
+}
+
+// A flood of refused requests whose clients hold on: at most 128 answers linger at once (each
+// a socket and a buffer for up to 2 s); the rest are closed without one.
 TEST(http_server, lingering_refusals_are_capped) {
     server_fixture srv;
     asio::io_context client;

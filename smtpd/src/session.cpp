@@ -128,9 +128,10 @@ void session::say(int code, std::string_view enhanced, std::string_view text) {
     // RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its CRLF. Replies that echo
     // the client's words (an option's name) or a callback's text are cut to fit, with "...".
     constexpr std::size_t max_reply_line = 512 - 2;
-    const std::size_t room = max_reply_line - (output_.text().size() - start);
+    const std::size_t used = output_.text().size() - start;
+    const std::size_t room = used < max_reply_line ? max_reply_line - used : 0;
     if (text.size() > room) {
-        output_.text() += text.substr(0, room - 3);
+        output_.text() += text.substr(0, room > 3 ? room - 3 : 0);
         output_.text() += "...";
     } else {
         output_.text() += text;
@@ -143,7 +144,12 @@ void session::say(const reply& r) {
     std::string text = r.text;
     for (auto& c : text)
         if (c == '\r' || c == '\n' || c == '\0') c = ' ';
-    say(r.code, r.enhanced, text);
+    // Its enhanced code is "class.subject.detail" (RFC 3463), each at most 3 digits; anything
+    // else is left out rather than sent.
+    const std::string_view e = r.enhanced;
+    const bool code_ok = e.size() <= 11 && std::count(e.begin(), e.end(), '.') == 2 &&
+                         std::all_of(e.begin(), e.end(), [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+    say(r.code, code_ok ? e : std::string_view{}, text);
 }
 
 // A verdict's reply with a code that fits it: a refusal is 4xx/5xx, an acceptance 2xx.
@@ -262,7 +268,7 @@ void session::handle_line(std::string_view line) {
         // The commands this session can take (STARTTLS and AUTH only where EHLO offers them).
         std::string cmds = "EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP";
         if (config_.tls_available && !config_.tls_active) cmds += " STARTTLS";
-        if (auth_allowed()) cmds += " AUTH";
+        if (auth_allowed() && !authenticated_) cmds += " AUTH";
         return say(214, "2.0.0", "See RFC 5321: " + cmds);
     }
     if (iequals(verb, "EXPN")) return bad_command(502, "5.5.1", "Error: EXPN not supported");

@@ -253,6 +253,38 @@ TEST(smtp_server, a_long_message_to_a_new_mailbox_makes_the_mailbox_only_once_it
     EXPECT_EQ(carol[0].rfind("Return-Path: <a@example.org>\nReceived: from client.example", 0), 0u);
 }
 
+TEST(smtp_server, a_spooled_message_whose_mailbox_is_made_meanwhile_arrives_whole) {
+    // The spool began while dave's mailbox was new; another session makes it before the end.
+    // The spooled part must still go into the delivery (the committer alone would take only
+    // the octets after it).
+    temp_dir dir("mailnet-smtpd");
+    fixture f(config(maildir(dir.path)));
+    const std::string line(998, 'y');
+    auto a = greeted(f.port());
+    a->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<dave@example.net>\r\nDATA\r\n");
+    a->read_until("354 ");
+    std::string body;
+    for (int i = 0; i < 100; ++i) body += std::to_string(i) + line.substr(0, 900) + "\r\n";
+    a->send(body);
+    std::this_thread::sleep_for(100ms);  // the first 64 KiB spooled
+    EXPECT_FALSE(fs::exists(dir.path / "dave@example.net"));
+    auto b = greeted(f.port());
+    b->send("MAIL FROM:<b@example.org>\r\nRCPT TO:<dave@example.net>\r\nDATA\r\n");
+    b->read_until("354 ");
+    b->send("short\r\n.\r\n");
+    ASSERT_NE(b->read_until("queued as").find("250 2.0.0 Ok: queued as"), std::string::npos);
+    const std::string tail = "the end of the long one\r\n";
+    a->send(tail + ".\r\n");
+    ASSERT_NE(a->read_until("queued as").find("250 2.0.0 Ok: queued as"), std::string::npos);
+    std::string stored = body + tail;
+    for (std::size_t at; (at = stored.find("\r\n")) != std::string::npos;) stored.replace(at, 2, "\n");
+    const auto dave = files_in(dir.path / "dave@example.net" / "new");
+    ASSERT_EQ(dave.size(), 2u);
+    const auto& longer = dave[0].size() > dave[1].size() ? dave[0] : dave[1];
+    ASSERT_GT(longer.size(), stored.size());
+    EXPECT_EQ(longer.substr(longer.size() - stored.size()), stored);
+}
+
 TEST(smtp_server, a_client_sending_without_a_pause_does_not_hold_up_another_clients_greeting) {
     // No store and no handler (the null deliver): no message octet goes to the blocking pool, so
     // only the connection's own reads give the other connections their turn. Plain reads that
