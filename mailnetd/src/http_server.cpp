@@ -516,8 +516,15 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
     }
     const query_params& params = std::get<query_params>(parsed);
     const auto seg = segments(h.path());
-    const auto not_allowed = [&] {
-        fail(req, 405, "method not allowed here");
+    // RFC 7231 6.5.5: a 405 names the methods the path takes.
+    const auto not_allowed = [&](const char* allow = "GET") {
+        auto r = req->create_response(status(405));
+        r.append_header(restinio::http_field::content_type, "application/json");
+        r.append_header("Allow", allow);
+        r.append_header("Cache-Control", "no-store");
+        r.append_header("X-Content-Type-Options", "nosniff");
+        r.set_body(error_json("method not allowed here"));
+        r.done();
         return restinio::request_accepted();
     };
     const auto no_params = [&] {
@@ -562,7 +569,7 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
         else if (del)
             delete_all(req, params);
         else
-            return not_allowed();
+            return not_allowed("GET, DELETE");
         return restinio::request_accepted();
     }
     if (what == "messages" && seg.size() >= 4 && seg.size() <= 6) {
@@ -573,7 +580,7 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
             fail(req, 404, "no such endpoint");
             return restinio::request_accepted();
         }
-        if (!(get || (del && seg.size() == 4))) return not_allowed();
+        if (!(get || (del && seg.size() == 4))) return not_allowed(seg.size() == 4 ? "GET, DELETE" : "GET");
         if (!no_params()) return restinio::request_accepted();
         if (!s) {
             fail(req, 404, "no such message");
@@ -607,7 +614,7 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
         return restinio::request_accepted();
     }
     if (seg.size() == 3 && what == "faults") {
-        if (!(get || del || method == restinio::http_method_put())) return not_allowed();
+        if (!(get || del || method == restinio::http_method_put())) return not_allowed("GET, PUT, DELETE");
         if (no_params()) faults(req);
         return restinio::request_accepted();
     }

@@ -233,7 +233,12 @@ TEST(http_server, healthz_and_unknown_paths) {
     EXPECT_EQ(r.body, R"({"status":"ok"})");
     EXPECT_NE(r.head.find("Content-Type: application/json"), std::string::npos) << r.head;
     EXPECT_EQ(srv.request("GET", "/api/v1/nothing").status, 404);
-    EXPECT_EQ(srv.request("POST", "/healthz").status, 405);
+    r = srv.request("POST", "/healthz");
+    EXPECT_EQ(r.status, 405);
+    EXPECT_NE(r.head.find("Allow: GET\r\n"), std::string::npos) << r.head;
+    r = srv.request("PUT", "/api/v1/messages");
+    EXPECT_EQ(r.status, 405);
+    EXPECT_NE(r.head.find("Allow: GET, DELETE\r\n"), std::string::npos) << r.head;
 }
 
 TEST(http_server, an_empty_path_segment_names_no_endpoint) {
