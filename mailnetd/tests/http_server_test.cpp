@@ -156,6 +156,19 @@ private:
     std::thread thread_;
 };
 
+// Delivers `octets` to bob@x.org and puts the new message into the index (as the store's event
+// would): its API id, or empty (a failure is reported).
+std::string deliver_indexed(server_fixture& srv, const std::string& octets) {
+    const std::vector<std::string> bob{"bob@x.org"};
+    if (!srv.store().deliver(bob, octets)) return ADD_FAILURE() << "delivery failed", std::string();
+    auto snap = srv.store().snapshot("bob@x.org");
+    if (!snap || snap->empty()) return ADD_FAILURE() << "no snapshot", std::string();
+    auto s = read_summary(srv.store(), "bob@x.org", snap->back().id, snap->back().octets);
+    if (!s) return ADD_FAILURE() << "no summary", std::string();
+    srv.on_io([&](mail_index& i) { return i.insert(*s); });
+    return s->id;
+}
+
 // A connection held open by the test, its request sent and its answer not read.
 struct open_request {
     asio::io_context io;
@@ -245,17 +258,12 @@ TEST(http_server, an_empty_path_segment_names_no_endpoint) {
     // "/api/v1/messages/." is what a browser sends as "/api/v1/messages/": a Delete of the
     // message "." must not be the Delete of every message.
     server_fixture srv;
-    const std::vector<std::string> bob{"bob@x.org"};
-    ASSERT_TRUE(srv.store().deliver(bob, "Subject: one\n\nx\n"));
-    auto snap = srv.store().snapshot("bob@x.org");
-    ASSERT_TRUE(snap && snap->size() == 1u);
-    auto s = read_summary(srv.store(), "bob@x.org", (*snap)[0].id, (*snap)[0].octets);
-    ASSERT_TRUE(s);
-    srv.on_io([&](mail_index& i) { return i.insert(*s); });
+    const std::string s_id = deliver_indexed(srv, "Subject: one\n\nx\n");
+    ASSERT_FALSE(s_id.empty());
     for (const char* path : {"/api/v1/messages/", "/api/v1//messages", "//api/v1/messages", "/api/v1/messages//"})
         EXPECT_EQ(srv.request("DELETE", path).status, 404) << path;
     EXPECT_EQ(srv.request("GET", "/api/v1/messages/").status, 404);
-    EXPECT_EQ(srv.request("GET", "/api/v1/messages/" + s->id + "/").status, 404);
+    EXPECT_EQ(srv.request("GET", "/api/v1/messages/" + s_id + "/").status, 404);
     EXPECT_EQ(json::parse(body_of(srv.request("GET", "/api/v1/messages")))["total"], 1) << "nothing deleted";
     EXPECT_EQ(srv.request("GET", "/").status, 200);
 }
@@ -607,14 +615,9 @@ TEST(http_server, a_view_holds_its_place_until_its_answer_is_written) {
     fixture_options o;
     o.tune = [](api_limits& l) { l.max_views = 2; };
     server_fixture srv(o);
-    const std::vector<std::string> bob{"bob@x.org"};
-    ASSERT_TRUE(srv.store().deliver(bob, "Subject: control\n\n" + std::string(3u << 20, '\x01') + "\n"));
-    auto snap = srv.store().snapshot("bob@x.org");
-    ASSERT_TRUE(snap && snap->size() == 1u);
-    auto sum = read_summary(srv.store(), "bob@x.org", (*snap)[0].id, (*snap)[0].octets);
-    ASSERT_TRUE(sum);
-    srv.on_io([&](mail_index& i) { return i.insert(*sum); });
-    const std::string get = "GET /api/v1/messages/" + sum->id + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    const std::string sum_id = deliver_indexed(srv, "Subject: control\n\n" + std::string(3u << 20, '\x01') + "\n");
+    ASSERT_FALSE(sum_id.empty());
+    const std::string get = "GET /api/v1/messages/" + sum_id + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
     asio::io_context client;
     std::vector<std::unique_ptr<asio::ip::tcp::socket>> readers;
     for (int i = 0; i < 2; ++i) {
@@ -627,10 +630,10 @@ TEST(http_server, a_view_holds_its_place_until_its_answer_is_written) {
     // Decoded, and stuck in the write (18 MiB of JSON against a few MiB of socket buffers):
     // a third view is refused until one of them has gone.
     std::this_thread::sleep_for(1500ms);
-    auto r = srv.request("GET", "/api/v1/messages/" + sum->id + "/parts/1");
+    auto r = srv.request("GET", "/api/v1/messages/" + sum_id + "/parts/1");
     EXPECT_EQ(r.status, 503) << r.body.substr(0, 200);
     readers.clear();  // they go away without reading
-    EXPECT_TRUE(eventually([&] { return srv.request("GET", "/api/v1/messages/" + sum->id + "/parts/1").status == 200; }));
+    EXPECT_TRUE(eventually([&] { return srv.request("GET", "/api/v1/messages/" + sum_id + "/parts/1").status == 200; }));
 }
 
 // Views pipelined behind an event stream on one connection would hold their places until the
@@ -640,24 +643,19 @@ TEST(http_server, views_behind_a_long_answer_on_the_same_connection_take_no_plac
     fixture_options o;
     o.tune = [](api_limits& l) { l.max_views = 2; };
     server_fixture srv(o);
-    const std::vector<std::string> bob{"bob@x.org"};
-    ASSERT_TRUE(srv.store().deliver(bob, "Subject: one\n\nx\n"));
-    auto snap = srv.store().snapshot("bob@x.org");
-    ASSERT_TRUE(snap && snap->size() == 1u);
-    auto sum = read_summary(srv.store(), "bob@x.org", (*snap)[0].id, (*snap)[0].octets);
-    ASSERT_TRUE(sum);
-    srv.on_io([&](mail_index& i) { return i.insert(*sum); });
+    const std::string sum_id = deliver_indexed(srv, "Subject: one\n\nx\n");
+    ASSERT_FALSE(sum_id.empty());
     asio::io_context client;
     asio::ip::tcp::socket s(client);
     s.connect({asio::ip::make_address("127.0.0.1"), srv.port()});
     std::string reqs = "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    for (int i = 0; i < 4; ++i) reqs += "GET /api/v1/messages/" + sum->id + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for (int i = 0; i < 4; ++i) reqs += "GET /api/v1/messages/" + sum_id + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
     asio::write(s, asio::buffer(reqs));
     std::string got;
     asio::error_code ec;
     asio::read_until(s, asio::dynamic_buffer(got), "mailnetd events", ec);  // the stream is open
     std::this_thread::sleep_for(300ms);  // and the views behind it were handled
-    EXPECT_EQ(srv.request("GET", "/api/v1/messages/" + sum->id).status, 200) << "another client's view";
+    EXPECT_EQ(srv.request("GET", "/api/v1/messages/" + sum_id).status, 200) << "another client's view";
 }
 
 // A flood of refused requests whose clients hold on: at most 128 answers linger at once (each
@@ -697,13 +695,8 @@ TEST(http_server, raw_streams_large_messages_whole) {
     server_fixture srv;
     std::string body;
     for (int i = 0; body.size() < (1u << 20); ++i) body += "line " + std::to_string(i) + " " + std::string(60, 'r') + "\n";
-    const std::vector<std::string> bob{"bob@x.org"};
-    ASSERT_TRUE(srv.store().deliver(bob, "Subject: big\n\n" + body));
-    auto snap = srv.store().snapshot("bob@x.org");
-    ASSERT_TRUE(snap && snap->size() == 1u);
-    auto s = read_summary(srv.store(), "bob@x.org", (*snap)[0].id, (*snap)[0].octets);
-    ASSERT_TRUE(s);
-    srv.on_io([&](mail_index& i) { return i.insert(*s); });
+    const std::string s_id = deliver_indexed(srv, "Subject: big\n\n" + body);
+    ASSERT_FALSE(s_id.empty());
     std::string want = "Subject: big\r\n\r\n";
     for (char c : body) {
         if (c == '\n') want += '\r';
@@ -711,7 +704,7 @@ TEST(http_server, raw_streams_large_messages_whole) {
     }
     std::vector<std::future<reply>> got;
     for (int i = 0; i < 6; ++i)
-        got.push_back(std::async(std::launch::async, [&] { return srv.request("GET", "/api/v1/messages/" + s->id + "/raw"); }));
+        got.push_back(std::async(std::launch::async, [&] { return srv.request("GET", "/api/v1/messages/" + s_id + "/raw"); }));
     for (auto& f : got) {
         auto r = f.get();
         EXPECT_EQ(r.status, 200);
