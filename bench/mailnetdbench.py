@@ -183,7 +183,7 @@ def report(raw, doc, meta):
         n = any_emed("lat_p50", "probes")
         e2e = fig.startswith("lat_e2e")
         label = (f"(2) send-to-visible latency (from the 250: the issue's measure), {what} of {n:.0f} probes per run, "
-                 "no other load, every store emptied before each run"
+                 "no other load, a new probe mailbox per run (MailDev emptied)"
                  if not e2e else
                  f"(2) information only, not a target: the same from the probe's SMTP connect (delivery + visibility), {what}")
         b = "" if e2e else "**"
