@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <numeric>
 #include <stdexcept>
 #include <thread>
 
@@ -77,6 +78,11 @@ public:
         }
         for (std::size_t i = 0; i < batch.size(); ++i) {
             auto* d = static_cast<fake_delivery*>(batch[i]);
+            if (d->text_.find("slow") != std::string::npos) {
+                l.unlock();
+                std::this_thread::sleep_for(std::chrono::milliseconds(200));
+                l.lock();
+            }
             if (d->text_.find("fail-commit") != std::string::npos) {
                 results[i] = mailnet::unexpected(mailnet::errc::mailbox_in_use);
                 continue;
@@ -98,6 +104,17 @@ std::shared_ptr<mailnet::store_functions> fake_store(const std::shared_ptr<journ
         if (!mailboxes.empty() && mailboxes.front() == "nobody") return mailnet::unexpected(mailnet::errc::bad_input);
         return std::make_unique<fake_delivery>(j);
     };
+    return s;
+}
+
+// The same with store::group_linger (as the PostgreSQL store's, but long, so that only the last
+// commit's time bounds it).
+std::shared_ptr<mailnet::store_functions> lingering_store(const std::shared_ptr<journal>& j) {
+    struct lingering final : mailnet::store_functions {
+        std::chrono::microseconds group_linger() const noexcept override { return std::chrono::seconds(30); }
+    };
+    auto s = std::make_shared<lingering>();
+    s->on_begin_delivery = fake_store(j)->on_begin_delivery;
     return s;
 }
 
@@ -271,6 +288,72 @@ TEST(delivery_committer, a_delivery_begun_elsewhere_is_written_and_committed_int
     EXPECT_EQ(std::distance(std::filesystem::directory_iterator(o.root / "alice" / "tmp"), {}), 0);
     EXPECT_TRUE(s->knows_mailboxes(both));
     EXPECT_FALSE(mailnet::make_memory_store()->commits_in_groups());
+}
+
+// Groups of 1 (held) and 5 (whose commit takes 1 s): the recent groups then average 2, so
+// the committer may wait for a group of 3. Then one request, and two more 0.1 s later.
+std::vector<std::size_t> batches_with_a_late_pair(const std::shared_ptr<mailnet::store>& s, const std::shared_ptr<journal>& j) {
+    delivery_committer c;
+    caller first, five, lone, pair, last;
+    std::vector<commit_request> rqs;
+    rqs.push_back(request(s, "a", "first\n"));
+    first.start(c, std::move(rqs));
+    std::thread t1([&] { first.io.run(); });
+    const bool started = j->wait_first_started();
+    rqs.clear();
+    for (int i = 0; i < 5; ++i) rqs.push_back(request(s, "a", "slow " + std::to_string(i) + "\n"));
+    five.start(c, std::move(rqs));
+    std::thread t2([&] { five.io.run(); });
+    for (int i = 0; i < 10000 && c.stats().queued < 5; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    j->release();
+    t1.join();
+    t2.join();
+    EXPECT_TRUE(started);
+    EXPECT_EQ(five.done, 5u);
+    rqs.clear();
+    rqs.push_back(request(s, "a", "lone\n"));
+    lone.start(c, std::move(rqs));
+    std::thread t3([&] { lone.io.run(); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    rqs.clear();
+    rqs.push_back(request(s, "a", "pair 1\n"));
+    rqs.push_back(request(s, "a", "pair 2\n"));
+    pair.start(c, std::move(rqs));
+    std::thread t4([&] { pair.io.run(); });
+    t3.join();
+    t4.join();
+    EXPECT_EQ(lone.done, 1u);
+    EXPECT_EQ(pair.done, 2u);
+    // One more, alone: the wait is bounded (by the last commit's time), so it is committed
+    // although no other request comes.
+    rqs.clear();
+    rqs.push_back(request(s, "a", "last\n"));
+    last.start(c, std::move(rqs));
+    const auto started_last = std::chrono::steady_clock::now();
+    last.io.run();
+    EXPECT_LT(std::chrono::steady_clock::now() - started_last, std::chrono::seconds(10));
+    EXPECT_EQ(last.done, 1u);
+    EXPECT_FALSE(last.outcomes[0].error);
+    std::lock_guard l(j->mutex);
+    return j->batches;
+}
+
+TEST(delivery_committer, a_store_that_asks_for_it_has_a_small_group_wait_for_the_messages_about_to_end) {
+    auto j = std::make_shared<journal>();
+    j->hold_first = true;
+    EXPECT_EQ(batches_with_a_late_pair(lingering_store(j), j), (std::vector<std::size_t>{1, 5, 3, 1}));
+}
+
+TEST(delivery_committer, a_store_that_does_not_ask_for_it_has_no_group_wait) {
+    auto j = std::make_shared<journal>();
+    j->hold_first = true;
+    const auto b = batches_with_a_late_pair(fake_store(j), j);
+    // The lone request is committed at once, alone; the pair (submitted one after the other)
+    // in one group or two; then the last.
+    ASSERT_GE(b.size(), 5u);
+    EXPECT_EQ(std::vector<std::size_t>(b.begin(), b.begin() + 3), (std::vector<std::size_t>{1, 5, 1}));
+    EXPECT_EQ(b.back(), 1u);
+    EXPECT_EQ(std::accumulate(b.begin() + 3, b.end(), std::size_t{0}), 3u);
 }
 
 TEST(delivery_committer, a_group_holds_at_most_max_group_requests) {

@@ -2,6 +2,7 @@
 #include "mailnet/net/committer.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <utility>
 
@@ -31,7 +32,9 @@ void delivery_committer::submit(std::unique_ptr<job> j) {
     bool wake = false;
     {
         std::lock_guard lock(mutex_);
-        wake = queue_.empty();  // otherwise the thread is awake already or about to look again
+        // Otherwise the thread is awake already or about to look again, or lingers for a group
+        // this large.
+        wake = queue_.empty() || lingering_;
         queue_.push_back(std::move(j));
     }
     if (wake) cv_.notify_one();
@@ -52,6 +55,20 @@ void delivery_committer::run() {
             // NOTE: a stop with requests queued commits them first: their callers wait.
             cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
             if (queue_.empty()) return;
+            // NOTE: where the store asks for it (store::group_linger), a group smaller than one
+            // more than the recent ones waits a little for the messages about to end: at most
+            // the store's linger and the last commit's time, and only while groups held two or
+            // more (a lone client's every message would wait for nothing).
+            const std::size_t want = std::min(max_group, static_cast<std::size_t>(usual_group_) + 1);
+            if (usual_group_ >= 2 && queue_.size() < want && !stopping_) {
+                const auto& first = queue_.front()->request.storage;
+                const auto most = first ? std::chrono::steady_clock::duration(first->group_linger()) : std::chrono::steady_clock::duration{};
+                if (const auto linger = std::min(most, last_commit_); linger.count() > 0) {
+                    lingering_ = true;
+                    cv_.wait_for(lock, linger, [&] { return stopping_ || queue_.size() >= want; });
+                    lingering_ = false;
+                }
+            }
             // NOTE: at most max_group: a group's deliveries are open at once (a descriptor and
             // their paths each), and 1,000 sessions ending together would hold them all.
             const auto n = std::min(queue_.size(), max_group);
@@ -61,6 +78,7 @@ void delivery_committer::run() {
             counts_.requests += group.size();
             counts_.largest_group = std::max(counts_.largest_group, group.size());
         }
+        const auto started = std::chrono::steady_clock::now();
         try {
             commit_group(group);
         } catch (...) {
@@ -74,6 +92,8 @@ void delivery_committer::run() {
                 }
             }
         }
+        last_commit_ = std::chrono::steady_clock::now() - started;
+        usual_group_ = 0.75 * usual_group_ + 0.25 * static_cast<double>(group.size());
         group.clear();
     }
 }

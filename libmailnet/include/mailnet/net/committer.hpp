@@ -4,8 +4,11 @@
 // commit_together() (the Maildir store: one data round, the links, one fsync per new/) and
 // resumes each caller on its own executor. Against one pool thread per delivery, each waiting
 // for the group's rounds, this saves about two thirds of the thread switches per message.
+// Where the store asks for it (store::group_linger), a group smaller than the recent ones
+// waits a little for the messages about to end.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -92,6 +95,9 @@ private:
     std::deque<std::unique_ptr<job>> queue_;  // under mutex_
     bool stopping_ = false;                   // under mutex_
     counts counts_;                           // under mutex_
+    bool lingering_ = false;                  // under mutex_: run() waits for a larger group
+    double usual_group_ = 1;                  // run()'s: the recent groups' mean size
+    std::chrono::steady_clock::duration last_commit_{};  // run()'s: the last group's commit time
     std::thread thread_;
 };
 

@@ -202,6 +202,13 @@ public:
     /// May change while the store is used: ask for each delivery.
     virtual bool commits_in_groups() const noexcept { return false; }
 
+    /// How long a delivery committer may hold back a group smaller than its recent ones,
+    /// waiting for the messages about to end, when it commits this store's deliveries; zero:
+    /// never (the default). Worth it where each commit costs CPU on the cores the front-ends
+    /// use too (a PostgreSQL transaction: the PostgreSQL store says 1 ms), not where a commit
+    /// waits on a device (the Maildir store's flushes, where holding back only idles the disk).
+    virtual std::chrono::microseconds group_linger() const noexcept { return {}; }
+
     /// Whether begin_delivery(mailboxes) does no slow work (the Maildir store: every mailbox
     /// already made and known, so no mkdir and no fsync; the PostgreSQL store: always, it
     /// needs no database until the commit), so a committer's thread can begin it without
