@@ -12,6 +12,7 @@
 #include <future>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -292,9 +293,10 @@ TEST(delivery_committer, a_delivery_begun_elsewhere_is_written_and_committed_int
 
 // Groups of 1 (held) and 5 (whose commit takes 1 s): the recent groups then average 2, so
 // the committer may wait for a group of 3. Then one request, and two more 0.1 s later.
-std::vector<std::size_t> batches_with_a_late_pair(const std::shared_ptr<mailnet::store>& s, const std::shared_ptr<journal>& j) {
-    delivery_committer c;
-    caller first, five, lone, pair, last;
+// With `lingering`, the lone request must be committed with the pair, at once when the pair
+// arrives (not when the wait runs out); without, the pair is sent once the lone one is done.
+void groups_of_one_and_five(delivery_committer& c, const std::shared_ptr<mailnet::store>& s, const std::shared_ptr<journal>& j) {
+    caller first, five;
     std::vector<commit_request> rqs;
     rqs.push_back(request(s, "a", "first\n"));
     first.start(c, std::move(rqs));
@@ -310,17 +312,30 @@ std::vector<std::size_t> batches_with_a_late_pair(const std::shared_ptr<mailnet:
     t2.join();
     EXPECT_TRUE(started);
     EXPECT_EQ(five.done, 5u);
-    rqs.clear();
+}
+
+std::vector<std::size_t> batches_with_a_late_pair(const std::shared_ptr<mailnet::store>& s, const std::shared_ptr<journal>& j,
+                                                  bool lingering) {
+    delivery_committer c;
+    groups_of_one_and_five(c, s, j);
+    caller lone, pair, last;
+    std::vector<commit_request> rqs;
     rqs.push_back(request(s, "a", "lone\n"));
     lone.start(c, std::move(rqs));
     std::thread t3([&] { lone.io.run(); });
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!lingering)
+        for (int i = 0; i < 10000 && lone.done == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(lone.done, lingering ? 0u : 1u);
     rqs.clear();
     rqs.push_back(request(s, "a", "pair 1\n"));
     rqs.push_back(request(s, "a", "pair 2\n"));
     pair.start(c, std::move(rqs));
+    const auto pair_sent = std::chrono::steady_clock::now();
     std::thread t4([&] { pair.io.run(); });
     t3.join();
+    // Woken by the pair, not by the end of its wait (about 1 s: the last commit's time).
+    EXPECT_LT(std::chrono::steady_clock::now() - pair_sent, std::chrono::milliseconds(600));
     t4.join();
     EXPECT_EQ(lone.done, 1u);
     EXPECT_EQ(pair.done, 2u);
@@ -341,13 +356,35 @@ std::vector<std::size_t> batches_with_a_late_pair(const std::shared_ptr<mailnet:
 TEST(delivery_committer, a_store_that_asks_for_it_has_a_small_group_wait_for_the_messages_about_to_end) {
     auto j = std::make_shared<journal>();
     j->hold_first = true;
-    EXPECT_EQ(batches_with_a_late_pair(lingering_store(j), j), (std::vector<std::size_t>{1, 5, 3, 1}));
+    EXPECT_EQ(batches_with_a_late_pair(lingering_store(j), j, true), (std::vector<std::size_t>{1, 5, 3, 1}));
+}
+
+TEST(delivery_committer, a_committer_stopped_while_a_group_waits_commits_it_at_once) {
+    auto j = std::make_shared<journal>();
+    j->hold_first = true;
+    auto s = lingering_store(j);
+    std::optional<delivery_committer> c(std::in_place);
+    groups_of_one_and_five(*c, s, j);
+    caller lone;
+    std::vector<commit_request> rqs;
+    rqs.push_back(request(s, "a", "lone\n"));
+    lone.start(*c, std::move(rqs));
+    std::thread t([&] { lone.io.run(); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(lone.done, 0u);  // it waits for two more
+    const auto stopped = std::chrono::steady_clock::now();
+    c.reset();
+    t.join();
+    EXPECT_LT(std::chrono::steady_clock::now() - stopped, std::chrono::milliseconds(600));
+    EXPECT_EQ(lone.done, 1u);
+    EXPECT_FALSE(lone.outcomes[0].error);
+    EXPECT_EQ(j->batches, (std::vector<std::size_t>{1, 5, 1}));
 }
 
 TEST(delivery_committer, a_store_that_does_not_ask_for_it_has_no_group_wait) {
     auto j = std::make_shared<journal>();
     j->hold_first = true;
-    const auto b = batches_with_a_late_pair(fake_store(j), j);
+    const auto b = batches_with_a_late_pair(fake_store(j), j, false);
     // The lone request is committed at once, alone; the pair (submitted one after the other)
     // in one group or two; then the last.
     ASSERT_GE(b.size(), 5u);

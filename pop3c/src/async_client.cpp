@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 #include <deque>
+#include <unordered_map>
 #include <utility>
 
 #include <asio/ssl.hpp>
@@ -82,7 +83,9 @@ struct async_client::impl {
     std::string login;
     std::uint32_t count = 0;
     retr_mode mode = retr_mode::retr;
-    std::optional<std::vector<std::uint64_t>> list_sizes;  // list mode: one LIST, indexed by number
+    // list mode: one LIST's sizes by number (a map: STAT's count, which the server may
+    // overstate, sizes nothing)
+    std::optional<std::unordered_map<std::uint32_t, std::uint64_t>> list_sizes;
     std::vector<char> buf = std::vector<char>(64 * 1024);
     std::optional<failure> broken;  // why the connection is unusable
 
@@ -381,11 +384,11 @@ struct async_client::impl {
 
     // list mode: one LIST of the whole mailbox gives every size; a LIST that fails: slow.
     asio::awaitable<void> load_list_sizes() {
-        std::vector<std::uint64_t> sizes(static_cast<std::size_t>(count) + 1, 0);
+        std::unordered_map<std::uint32_t, std::uint64_t> sizes;
         auto r = co_await listing("LIST", [&](std::string_view line) -> std::optional<failure> {
             const auto n = leading_number(line);
             const auto octets = leading_number(line);
-            if (n && octets && *n >= 1 && *n <= count) sizes[*n] = *octets;
+            if (n && octets && *n >= 1 && *n <= count) sizes[static_cast<std::uint32_t>(*n)] = *octets;
             return std::nullopt;
         }, listing_cap());
         if (r && r->ok)
@@ -438,8 +441,9 @@ struct async_client::impl {
                         // The seed's fallback: a server that gives no size in RETR's answer is
                         // asked with LIST from the next retrieval on.
                         if (!hint) mode = retr_mode::list;
-                    } else if (mode == retr_mode::list && list_sizes && n < list_sizes->size()) {
-                        hint = (*list_sizes)[n];
+                    } else if (const auto it = mode == retr_mode::list && list_sizes ? list_sizes->find(n) : decltype(list_sizes->end()){};
+                               mode == retr_mode::list && list_sizes && it != list_sizes->end()) {
+                        hint = it->second;
                     }
                 }
                 current = n;
@@ -652,13 +656,21 @@ asio::awaitable<outcome<std::vector<std::string>>> async_client::retrieve(messag
     co_return std::move(h.messages);
 }
 
+namespace {
+constexpr std::uint64_t range_part = 4096;  // numbers of a range handled at a time
+}  // namespace
+
 asio::awaitable<outcome<void>> async_client::retrieve(message_index start, std::optional<message_index> end, retrieval_handler& h) {
     auto rg = co_await p_->resolve_range(start, end);
     if (!rg) co_return rg.why();
-    std::vector<std::uint32_t> numbers;
-    numbers.reserve(rg->size());
-    for (std::uint32_t n = rg->first; !rg->empty() && n <= rg->last; ++n) numbers.push_back(n);
-    co_return co_await p_->retrieve_each(std::move(numbers), h);
+    // In parts: a range comes from STAT's count, which the server may overstate (4,000,000,000
+    // must not size anything here).
+    for (std::uint64_t from = rg->first; !rg->empty() && from <= rg->last; from += range_part) {
+        std::vector<std::uint32_t> numbers;
+        for (std::uint64_t n = from; n <= rg->last && n < from + range_part; ++n) numbers.push_back(static_cast<std::uint32_t>(n));
+        if (auto r = co_await p_->retrieve_each(std::move(numbers), h); !r) co_return r;
+    }
+    co_return outcome<void>{};
 }
 
 asio::awaitable<outcome<void>> async_client::retrieve_each(std::vector<std::uint32_t> numbers, retrieval_handler& h) {
@@ -668,9 +680,12 @@ asio::awaitable<outcome<void>> async_client::retrieve_each(std::vector<std::uint
 asio::awaitable<outcome<void>> async_client::remove(message_index start, std::optional<message_index> end) {
     auto rg = co_await p_->resolve_range(start, end);
     if (!rg) co_return rg.why();
-    std::vector<std::uint32_t> numbers;
-    for (std::uint32_t n = rg->first; !rg->empty() && n <= rg->last; ++n) numbers.push_back(n);
-    co_return co_await p_->remove_each(numbers);
+    for (std::uint64_t from = rg->first; !rg->empty() && from <= rg->last; from += range_part) {  // as retrieve()
+        std::vector<std::uint32_t> numbers;
+        for (std::uint64_t n = from; n <= rg->last && n < from + range_part; ++n) numbers.push_back(static_cast<std::uint32_t>(n));
+        if (auto r = co_await p_->remove_each(numbers); !r) co_return r;
+    }
+    co_return outcome<void>{};
 }
 
 asio::awaitable<outcome<void>> async_client::remove_each(std::vector<std::uint32_t> numbers) {

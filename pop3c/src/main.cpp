@@ -334,6 +334,20 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     // deleted) before the next one is retrieved: a cut run then repeats at most one batch.
     std::size_t at = 0;
     std::optional<std::vector<std::uint32_t>> flushing;  // the batch whose flush runs: what it completed
+    // A server that broke the protocol (octets no command asked for, a reply where none was
+    // due) may have had one reply taken for another's: a message stored under the wrong UIDL,
+    // a forged one. Nothing this run recorded is trusted then: it is forgotten, so the next run
+    // fetches it again (a copy may be stored twice) and deletes nothing on its strength; no
+    // QUIT is sent, so nothing is deleted now either.
+    std::vector<std::string> recorded;  // the UIDLs this run recorded, pending or stored
+    auto distrust = [&](const failure& why) {
+        if (!state || why.error != make_error_code(errc::protocol_error) || recorded.empty()) return;
+        state->forget(recorded);
+        if (auto sv = state->save(); !sv)
+            std::cerr << "pop3c: saving the state " << state->path() << ": " << sv.error().message() << "\n";
+        std::cerr << "pop3c: the server broke the protocol: the " << recorded.size()
+                  << " messages of this run are fetched again next run, none is deleted on its strength\n";
+    };
     bool settle_first = false;  // the flush is done already: settle it before the next retrieval
     for (;;) {
         std::optional<sink_handler> h;
@@ -374,7 +388,10 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         if (h && state && !h->completed.empty()) {
             for (std::size_t i = 0; i < h->completed.size(); ++i) {
                 const auto it = uid_of.find(h->completed[i]);
-                if (it != uid_of.end()) (void)state->add_pending(it->second, h->locators[i]);
+                if (it != uid_of.end()) {
+                    (void)state->add_pending(it->second, h->locators[i]);
+                    recorded.push_back(it->second);
+                }
             }
             pending_now = true;
         }
@@ -385,6 +402,14 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                           << " (nothing of this batch is deleted)\n";
                 return exit_code::io_error;
             }
+        }
+        const bool broken = h && !r && r.error() == make_error_code(errc::protocol_error);
+        if (broken) {
+            // Not flushed: the Maildir sink drops the batch's files (never linked), the mbox
+            // sink keeps what it wrote (fetched again next run).
+            meter.done();
+            distrust(r.why());
+            return fail(r.why(), "RETR");
         }
         if (h && (h->local_error || !r)) {
             // What this batch completed before the failure is still stored (never deleted).
@@ -421,6 +446,7 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         if (stored_before && !f.keep) {
             if (auto d = c.remove_each(*flushed); !d) {
                 meter.done();
+                distrust(d.why());
                 return fail(d.why(), "DELE");
             }
             deleted += flushed->size();
@@ -435,7 +461,10 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         settle_first = !sink->flushes_in_background();
     }
     meter.done();
-    if (auto q = c.close(); !q) return fail(q.why(), deleted > 0 ? "QUIT (the deletions failed; they are retried next run)" : "QUIT");
+    if (auto q = c.close(); !q) {
+        distrust(q.why());
+        return fail(q.why(), deleted > 0 ? "QUIT (the deletions failed; they are retried next run)" : "QUIT");
+    }
     if (state) {
         // Forget what the server no longer has, so the file does not grow forever: without
         // --keep every stored message was deleted now; with it, the server keeps them all.

@@ -180,6 +180,21 @@ std::size_t state_file::retain_only(std::span<const std::string> on_server) {
     return forgotten;
 }
 
+std::size_t state_file::forget(std::span<const std::string> uids) {
+    const std::unordered_set<std::string_view> gone(uids.begin(), uids.end());
+    std::deque<std::string> kept;
+    std::unordered_set<std::string_view> kept_set;
+    for (auto& uid : order_)
+        if (!gone.contains(uid)) kept_set.insert(kept.emplace_back(std::move(uid)));
+    std::size_t forgotten = order_.size() - kept.size();
+    order_ = std::move(kept);
+    set_ = std::move(kept_set);
+    const auto before = pending_.size();
+    std::erase_if(pending_, [&](const auto& p) { return gone.contains(p.first); });
+    forgotten += before - pending_.size();
+    return forgotten;
+}
+
 result<void> state_file::save() {
     const std::string name = path_.string();
     const std::string tmp = name + ".tmp";

@@ -71,6 +71,9 @@ public:
     /// Forgets every UIDL not in `on_server` (the messages deleted on the server), so the file
     /// does not grow forever; returns how many were forgotten. Linear in both sizes.
     std::size_t retain_only(std::span<const std::string> on_server);
+    /// Forgets `uids`, stored or pending (a server that broke the protocol: what this run
+    /// recorded is not trusted). Returns how many were known.
+    std::size_t forget(std::span<const std::string> uids);
     /// Writes the state: FILE.tmp in the same directory, fsync, rename over FILE, fsync the
     /// directory. A crash leaves the old file or the new one, never a mix. Linear in size().
     result<void> save();

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <exception>
+#include <initializer_list>
 #include <utility>
 
 #include <asio/associated_executor.hpp>
@@ -32,9 +33,9 @@ void delivery_committer::submit(std::unique_ptr<job> j) {
     bool wake = false;
     {
         std::lock_guard lock(mutex_);
-        // Otherwise the thread is awake already or about to look again, or lingers for a group
-        // this large.
-        wake = queue_.empty() || lingering_;
+        // Otherwise the thread is awake already or about to look again, or lingers for a
+        // larger group (woken once it is complete).
+        wake = queue_.empty() || (lingering_for_ > 0 && queue_.size() + 1 >= lingering_for_);
         queue_.push_back(std::move(j));
     }
     if (wake) cv_.notify_one();
@@ -53,20 +54,28 @@ void delivery_committer::run() {
         {
             std::unique_lock lock(mutex_);
             // NOTE: a stop with requests queued commits them first: their callers wait.
-            cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-            if (queue_.empty()) return;
-            // NOTE: where the store asks for it (store::group_linger), a group smaller than one
-            // more than the recent ones waits a little for the messages about to end: at most
-            // the store's linger and the last commit's time, and only while groups held two or
-            // more (a lone client's every message would wait for nothing).
-            const std::size_t want = std::min(max_group, static_cast<std::size_t>(usual_group_) + 1);
+            if (queue_.empty()) {
+                const auto idle = std::chrono::steady_clock::now();
+                cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+                if (queue_.empty()) return;
+                // After a pause the recent groups say nothing of the next ones: a lone client
+                // after a burst must not wait.
+                if (std::chrono::steady_clock::now() - idle > idle_resets) usual_group_ = peak_group_ = 1;
+            }
+            // NOTE: where the store asks for it (store::group_linger; that of the first request
+            // waiting), a group smaller than one more than the recent ones' mean, and than
+            // their peak, waits a little for the messages about to end: at most the store's
+            // linger and the last commit's time, and only while groups held two or more (a
+            // lone client's every message would wait for nothing).
+            const auto want = std::min({max_group, static_cast<std::size_t>(usual_group_) + 1,
+                                        static_cast<std::size_t>(peak_group_)});
             if (usual_group_ >= 2 && queue_.size() < want && !stopping_) {
                 const auto& first = queue_.front()->request.storage;
                 const auto most = first ? std::chrono::steady_clock::duration(first->group_linger()) : std::chrono::steady_clock::duration{};
                 if (const auto linger = std::min(most, last_commit_); linger.count() > 0) {
-                    lingering_ = true;
+                    lingering_for_ = want;
                     cv_.wait_for(lock, linger, [&] { return stopping_ || queue_.size() >= want; });
-                    lingering_ = false;
+                    lingering_for_ = 0;
                 }
             }
             // NOTE: at most max_group: a group's deliveries are open at once (a descriptor and
@@ -94,6 +103,7 @@ void delivery_committer::run() {
         }
         last_commit_ = std::chrono::steady_clock::now() - started;
         usual_group_ = 0.75 * usual_group_ + 0.25 * static_cast<double>(group.size());
+        peak_group_ = std::max(static_cast<double>(group.size()), 0.9 * peak_group_);
         group.clear();
     }
 }

@@ -95,8 +95,11 @@ private:
     std::deque<std::unique_ptr<job>> queue_;  // under mutex_
     bool stopping_ = false;                   // under mutex_
     counts counts_;                           // under mutex_
-    bool lingering_ = false;                  // under mutex_: run() waits for a larger group
+    std::size_t lingering_for_ = 0;           // under mutex_: run() waits for a group this large
     double usual_group_ = 1;                  // run()'s: the recent groups' mean size
+    double peak_group_ = 1;                   // run()'s: the recent groups' largest (decaying)
+    /// A pause this long forgets the recent groups (usual_group_, peak_group_).
+    static constexpr std::chrono::seconds idle_resets{1};
     std::chrono::steady_clock::duration last_commit_{};  // run()'s: the last group's commit time
     std::thread thread_;
 };
