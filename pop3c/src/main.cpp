@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "mailnet/net/program.hpp"
 #include "mailnet/net/server.hpp"
@@ -289,6 +290,18 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     }
     std::unordered_map<std::uint32_t, std::string> uid_of;
     for (auto& u : uids) uid_of.emplace(u.number, std::move(u.uid));
+    if (!f.keep) {
+        // A UIDL given to two messages (RFC 1939 allows it for identical copies) is no proof
+        // that the second is stored because the first is: those messages are fetched and
+        // deleted in this run without a record, as messages without a UIDL are.
+        std::unordered_map<std::string_view, std::size_t> uses;
+        for (const auto& [n, uid] : uid_of) ++uses[uid];
+        std::size_t shared = 0;
+        std::erase_if(uid_of, [&](const auto& e) { return uses[e.second] > 1 && ++shared; });
+        if (shared > 0 && !f.quiet)
+            std::cerr << "pop3c: the server gives " << shared << " messages a UIDL another message has too: "
+                      << "they are fetched and deleted without a record\n";
+    }
     // What to fetch, and what is already here (stored by an earlier run that was cut off
     // before it could delete): the latter is deleted (unless --keep), never fetched again.
     std::vector<std::pair<std::uint32_t, std::uint64_t>> todo;
@@ -297,6 +310,18 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     // lines (4,000,000,000) must not size anything here.
     auto sizes = c.list();
     if (!sizes) return fail(sizes.why(), "LIST");
+    {
+        // Each number once, within STAT's count: a LIST that names one twice would have it
+        // stored twice (RFC 1939: one line per message).
+        std::unordered_set<std::uint32_t> seen;
+        for (const auto& l : *sizes)
+            if (l.number < 1 || l.number > c.count() || !seen.insert(l.number).second)
+                return fail(failure{make_error_code(errc::protocol_error),
+                                    "LIST names message " + std::to_string(l.number) +
+                                        (l.number < 1 || l.number > c.count() ? " of " + std::to_string(c.count()) : " twice"),
+                                    {}},
+                            "LIST");
+    }
     for (const auto& l : *sizes) {
         const auto it = uid_of.find(l.number);
         const bool stored = state && it != uid_of.end() && state->contains(it->second);

@@ -33,11 +33,38 @@ const std::error_category& category() noexcept {
     return c;
 }
 
+namespace {
+
+// The server's words for a terminal: a control octet (an escape sequence, a bell) as \xNN;
+// 8-bit octets stay (UTF-8 text).
+void append_printable(std::string& out, std::string_view text) {
+    static constexpr char hex[] = "0123456789abcdef";
+    for (const char ch : text) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c < 0x20 || c == 0x7f) {
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        } else {
+            out += ch;
+        }
+    }
+}
+
+}  // namespace
+
 std::string failure::message() const {
     std::string m = error == make_error_code(errc::server_error) ? std::string("server") : error.message();
     if (!code.empty() || !text.empty()) m += ":";
-    if (!code.empty()) m += " [" + code + "]";
-    if (!text.empty()) m += " " + text;
+    if (!code.empty()) {
+        m += " [";
+        append_printable(m, code);
+        m += "]";
+    }
+    if (!text.empty()) {
+        m += " ";
+        append_printable(m, text);
+    }
     return m;
 }
 

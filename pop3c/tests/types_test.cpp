@@ -82,4 +82,10 @@ TEST(pop3c_outcome, value_throws_the_typed_error) {
     EXPECT_EQ(good.value(), 7);
 }
 
+TEST(pop3c_failure, a_message_shows_the_servers_control_octets_escaped) {
+    // "-ERR \x1b]0;pwned\x07\x1b[2J": a terminal would take the escape sequences as commands.
+    const failure f{make_error_code(errc::server_error), "\x1b]0;pwned\x07\x1b[2J caf\xc3\xa9\x7f", "SYS\x1b"};
+    EXPECT_EQ(f.message(), "server: [SYS\\x1b] \\x1b]0;pwned\\x07\\x1b[2J caf\xc3\xa9\\x7f");
+}
+
 }  // namespace

@@ -686,6 +686,7 @@ class ScriptedPop3:
         self.stat_count = None  # STAT's count, if not the messages'
         self.answer_twice = None  # RETR N answered twice (a broken server)
         self.uidls = None  # UIDL's ids, if not uid1, uid2, ...
+        self.list_twice = False  # LIST names message 1 twice (a broken server)
         self.reads = []  # the commands of each read, in order
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -722,7 +723,8 @@ class ScriptedPop3:
                     elif verb == "STAT":
                         out += b"+OK %d %d\r\n" % (self.stat_count or len(self.messages), sum(len(m) for m in self.messages))
                     elif verb == "LIST":
-                        out += b"+OK\r\n" + b"".join(b"%d %d\r\n" % (i + 1, len(m)) for i, m in enumerate(self.messages)) + b".\r\n"
+                        out += b"+OK\r\n" + b"".join(b"%d %d\r\n" % (i + 1, len(m)) for i, m in enumerate(self.messages)) + (
+                            b"1 %d\r\n" % len(self.messages[0]) if self.list_twice else b"") + b".\r\n"
                     elif verb == "UIDL":
                         ids = self.uidls or [b"uid%d" % (i + 1) for i in range(len(self.messages))]
                         out += b"+OK\r\n" + b"".join(b"%d %s\r\n" % (i + 1, u) for i, u in enumerate(ids)) + b".\r\n"
@@ -887,6 +889,37 @@ class FetchBatches(unittest.TestCase):
         got = t.maildir_messages(self.mdir)
         for m in self.msgs:
             self.assertIn(m, got)
+
+    def test_a_uidl_shared_by_two_messages_is_no_proof_the_second_is_stored(self):
+        # Messages 1 and 2 share a UIDL (RFC 1939 allows it for identical copies; these differ).
+        # Run 1 is cut at RETR 2 after message 1 was stored: run 2 must fetch message 2, not
+        # delete it because its UIDL is recorded. And no LIST may name a message twice.
+        state = os.path.join(self.tmp.path, "state")
+        uidls = [b"same", b"same", b"uid3", b"uid4", b"uid5"]
+
+        def drop(n):
+            if n == 2:
+                raise ConnectionAbortedError("dropped before RETR 2 is answered")
+        srv = ScriptedPop3(self.msgs, before_retr=drop)
+        srv.uidls = uidls
+        self.fetch(srv, "--state", state, keep=False, rc=76)
+        srv = ScriptedPop3(self.msgs)
+        srv.uidls = uidls
+        with open(state, "rb") as f:
+            text = f.read()
+        with open(state, "wb") as f:
+            f.write(re.sub(rb"(?m)^# account u@127\.0\.0\.1:\d+$", b"# account u@127.0.0.1:%d" % srv.port, text))
+        cmds = self.fetch(srv, "--state", state, keep=False, exact=False)
+        self.assertIn("RETR 2", cmds)
+        got = t.maildir_messages(self.mdir)
+        for m in self.msgs:
+            self.assertIn(m, got)
+
+    def test_a_list_naming_a_message_twice_is_refused(self):
+        srv = ScriptedPop3(self.msgs)
+        srv.list_twice = True
+        cmds = self.fetch(srv, rc=76)
+        self.assertFalse([c for c in cmds if c.startswith("RETR")], cmds)
 
     def test_no_quit_when_the_last_messages_cannot_be_made_durable(self):
         # A server may expire what was retrieved at QUIT (RFC 2449 EXPIRE, Gmail's setting),

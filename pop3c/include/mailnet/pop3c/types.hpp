@@ -46,7 +46,8 @@ struct failure {
     std::error_code error;  ///< what kind of failure
     std::string text;       ///< the server's -ERR text, or what went wrong
     std::string code;       ///< the RFC 2449 / RFC 3206 response code of a -ERR ("IN-USE", "AUTH", "SYS/TEMP")
-    /// One line for a person: "server: [IN-USE] mailbox locked" or "timed out: reading".
+    /// One line for a person: "server: [IN-USE] mailbox locked" or "timed out: reading"; the
+    /// server's control octets (escape sequences) as \xNN.
     std::string message() const;
 };
 
