@@ -757,7 +757,14 @@ result<std::unique_ptr<message_sink>> open_maildir_sink(const std::filesystem::p
                                                         maildir_sink_options options) {
     if (!log) log = null_log();
     maildir_options o;
+    // The folder the user named, a symbolic link to it followed once here (a linked ~/Maildir
+    // is common; the store itself follows none below its root), a trailing slash dropped.
     o.root = dir;
+    std::error_code ec;
+    if (auto real = std::filesystem::canonical(dir, ec); !ec)
+        o.root = std::move(real);
+    else if (!o.root.has_filename() && o.root.has_parent_path())
+        o.root = o.root.parent_path();
     o.hostname = options.hostname;
     o.log = log;
     // The folder is checked (and made) once, when the sink opens: not new/ and cur/ again

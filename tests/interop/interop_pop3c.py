@@ -915,6 +915,14 @@ class FetchBatches(unittest.TestCase):
         for m in self.msgs:
             self.assertIn(m, got)
 
+    def test_a_maildir_named_through_a_symbolic_link_or_with_a_trailing_slash(self):
+        real = os.path.join(self.tmp.path, "real")
+        os.makedirs(real)
+        os.symlink(real, os.path.join(self.tmp.path, "link"))
+        self.fetch(ScriptedPop3(self.msgs), dest=["--maildir", os.path.join(self.tmp.path, "link")], exact=False)
+        self.assertEqual(sorted(t.maildir_messages(real)), sorted(self.msgs))
+        self.fetch(ScriptedPop3(self.msgs), dest=["--maildir", self.mdir + "/"])
+
     def test_a_list_naming_a_message_twice_is_refused(self):
         srv = ScriptedPop3(self.msgs)
         srv.list_twice = True
