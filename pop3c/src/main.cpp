@@ -294,10 +294,10 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         // A UIDL given to two messages (RFC 1939 allows it for identical copies) is no proof
         // that the second is stored because the first is: those messages are fetched and
         // deleted in this run without a record, as messages without a UIDL are.
-        std::unordered_map<std::string_view, std::size_t> uses;
+        std::unordered_map<std::string, std::size_t> uses;  // owned keys: uid_of's are erased below
         for (const auto& [n, uid] : uid_of) ++uses[uid];
         std::size_t shared = 0;
-        std::erase_if(uid_of, [&](const auto& e) { return uses[e.second] > 1 && ++shared; });
+        std::erase_if(uid_of, [&](const auto& e) { return uses.at(e.second) > 1 && ++shared; });
         if (shared > 0 && !f.quiet)
             std::cerr << "pop3c: the server gives " << shared << " messages a UIDL another message has too: "
                       << "they are fetched and deleted without a record\n";
@@ -366,12 +366,16 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     // QUIT is sent, so nothing is deleted now either.
     std::vector<std::string> recorded;  // the UIDLs this run recorded, pending or stored
     auto distrust = [&](const failure& why) {
-        if (!state || why.error != make_error_code(errc::protocol_error) || recorded.empty()) return;
+        if (!state || why.error != make_error_code(errc::protocol_error) || recorded.empty()) return true;
         state->forget(recorded);
-        if (auto sv = state->save(); !sv)
-            std::cerr << "pop3c: saving the state " << state->path() << ": " << sv.error().message() << "\n";
+        if (auto sv = state->save(); !sv) {
+            std::cerr << "pop3c: saving the state " << state->path() << ": " << sv.error().message()
+                      << ": its records of this run must not be trusted: remove them by hand\n";
+            return false;
+        }
         std::cerr << "pop3c: the server broke the protocol: the " << recorded.size()
                   << " messages of this run are fetched again next run, none is deleted on its strength\n";
+        return true;
     };
     bool settle_first = false;  // the flush is done already: settle it before the next retrieval
     for (;;) {
@@ -407,10 +411,12 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                 stored_before = true;
             }
         }
+        // A batch during which the server broke the protocol is not recorded at all (below).
+        const bool broken = h && !r && r.error() == make_error_code(errc::protocol_error);
         // What was written of this batch is recorded as pending before its flush, so that a
         // run cut off after the flush finds it again (sink->holds) instead of fetching it twice.
         bool pending_now = false;
-        if (h && state && !h->completed.empty()) {
+        if (h && state && !h->completed.empty() && !broken) {
             for (std::size_t i = 0; i < h->completed.size(); ++i) {
                 const auto it = uid_of.find(h->completed[i]);
                 if (it != uid_of.end()) {
@@ -428,12 +434,11 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                 return exit_code::io_error;
             }
         }
-        const bool broken = h && !r && r.error() == make_error_code(errc::protocol_error);
         if (broken) {
             // Not flushed: the Maildir sink drops the batch's files (never linked), the mbox
             // sink keeps what it wrote (fetched again next run).
             meter.done();
-            distrust(r.why());
+            if (!distrust(r.why())) return exit_code::io_error;
             return fail(r.why(), "RETR");
         }
         if (h && (h->local_error || !r)) {
@@ -471,7 +476,7 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         if (stored_before && !f.keep) {
             if (auto d = c.remove_each(*flushed); !d) {
                 meter.done();
-                distrust(d.why());
+                if (!distrust(d.why())) return exit_code::io_error;
                 return fail(d.why(), "DELE");
             }
             deleted += flushed->size();
@@ -487,7 +492,7 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     }
     meter.done();
     if (auto q = c.close(); !q) {
-        distrust(q.why());
+        if (!distrust(q.why())) return exit_code::io_error;
         return fail(q.why(), deleted > 0 ? "QUIT (the deletions failed; they are retried next run)" : "QUIT");
     }
     if (state) {

@@ -760,11 +760,15 @@ result<std::unique_ptr<message_sink>> open_maildir_sink(const std::filesystem::p
     // The folder the user named, a symbolic link to it followed once here (a linked ~/Maildir
     // is common; the store itself follows none below its root), a trailing slash dropped.
     o.root = dir;
+    if (!o.root.has_filename() && o.root.has_parent_path()) o.root = o.root.parent_path();
     std::error_code ec;
-    if (auto real = std::filesystem::canonical(dir, ec); !ec)
+    if (auto real = std::filesystem::canonical(o.root, ec); !ec) {
         o.root = std::move(real);
-    else if (!o.root.has_filename() && o.root.has_parent_path())
-        o.root = o.root.parent_path();
+    } else if (std::filesystem::is_symlink(o.root, ec)) {
+        // A link to a folder still to be made: made where it points.
+        if (auto target = std::filesystem::read_symlink(o.root, ec); !ec)
+            o.root = target.is_absolute() ? target : o.root.parent_path() / target;
+    }
     o.hostname = options.hostname;
     o.log = log;
     // The folder is checked (and made) once, when the sink opens: not new/ and cur/ again

@@ -895,7 +895,8 @@ class FetchBatches(unittest.TestCase):
         # Run 1 is cut at RETR 2 after message 1 was stored: run 2 must fetch message 2, not
         # delete it because its UIDL is recorded. And no LIST may name a message twice.
         state = os.path.join(self.tmp.path, "state")
-        uidls = [b"same", b"same", b"uid3", b"uid4", b"uid5"]
+        # Long (a short string's octets lived inside the map entry and survived being freed).
+        uidls = [b"shared-uidl-0123456789abcdef", b"shared-uidl-0123456789abcdef", b"uid3", b"uid4", b"uid5"]
 
         def drop(n):
             if n == 2:
@@ -922,6 +923,10 @@ class FetchBatches(unittest.TestCase):
         self.fetch(ScriptedPop3(self.msgs), dest=["--maildir", os.path.join(self.tmp.path, "link")], exact=False)
         self.assertEqual(sorted(t.maildir_messages(real)), sorted(self.msgs))
         self.fetch(ScriptedPop3(self.msgs), dest=["--maildir", self.mdir + "/"])
+        made = os.path.join(self.tmp.path, "made")  # a link to a folder still to be made
+        os.symlink(made, os.path.join(self.tmp.path, "dangling"))
+        self.fetch(ScriptedPop3(self.msgs), dest=["--maildir", os.path.join(self.tmp.path, "dangling") + "/"], exact=False)
+        self.assertEqual(sorted(t.maildir_messages(made)), sorted(self.msgs))
 
     def test_a_list_naming_a_message_twice_is_refused(self):
         srv = ScriptedPop3(self.msgs)
