@@ -4,7 +4,9 @@
 #include "mailnet/pop3c/async_client.hpp"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
+#include <chrono>
 #include <deque>
 #include <unordered_map>
 #include <utility>
@@ -658,6 +660,7 @@ asio::awaitable<outcome<std::vector<std::string>>> async_client::retrieve(messag
 
 namespace {
 constexpr std::uint64_t range_part = 4096;  // numbers of a range handled at a time
+constexpr std::chrono::seconds quit_close_wait{1};  // for the server's close after QUIT's answer
 }  // namespace
 
 asio::awaitable<outcome<void>> async_client::retrieve(message_index start, std::optional<message_index> end, retrieval_handler& h) {
@@ -709,10 +712,27 @@ asio::awaitable<outcome<void>> async_client::reset() {
 asio::awaitable<outcome<void>> async_client::close() {
     if (p_->broken) co_return *p_->broken;
     auto r = co_await p_->simple("QUIT");
+    // RFC 1939 6: the server closes the connection after QUIT's answer. Octets before that
+    // close answered no command: a reply was taken for another's (a RETR answered twice, the
+    // second late), so what the session retrieved may sit under the wrong numbers.
+    std::optional<failure> after;
+    if (r && r->ok && p_->s && p_->s->is_open()) {
+        std::string extra(p_->c.unread());
+        if (extra.empty()) {
+            std::array<char, 512> buf;
+            p_->s->set_deadline(net::stream::clock::now() + quit_close_wait);
+            std::error_code ec;
+            const std::size_t n = co_await p_->s->read_some(asio::buffer(buf), ec);
+            if (!ec) extra.assign(buf.data(), n);
+        }
+        if (!extra.empty())
+            after = make_failure(errc::protocol_error, "the server sent octets after QUIT's answer: " + core::describe(extra));
+    }
     if (p_->s && p_->s->is_open()) co_await p_->s->shutdown(std::chrono::seconds(2));
     if (!p_->broken) p_->broken = make_failure(errc::not_connected, "the session was closed");
     if (!r) co_return r.why();
     if (!r->ok) co_return refused(*r);
+    if (after) co_return *after;
     co_return outcome<void>{};
 }
 

@@ -687,6 +687,7 @@ class ScriptedPop3:
         self.answer_twice = None  # RETR N answered twice (a broken server)
         self.uidls = None  # UIDL's ids, if not uid1, uid2, ...
         self.list_twice = False  # LIST names message 1 twice (a broken server)
+        self.after_quit = b""  # sent after QUIT's answer, before the close
         self.reads = []  # the commands of each read, in order
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -739,6 +740,9 @@ class ScriptedPop3:
                             2 if self.answer_twice == int(arg) else 1)
                     elif verb == "QUIT":
                         conn.sendall(out + b"+OK bye\r\n")
+                        if self.after_quit:
+                            time.sleep(0.1)  # a late answer, in a segment of its own
+                            conn.sendall(self.after_quit)
                         return
                     else:
                         out += b"-ERR unknown\r\n"
@@ -889,6 +893,18 @@ class FetchBatches(unittest.TestCase):
         got = t.maildir_messages(self.mdir)
         for m in self.msgs:
             self.assertIn(m, got)
+
+    def test_octets_after_quits_answer_leave_nothing_recorded(self):
+        # A RETR answered twice, the second late: the first fills the next RETR's place, and
+        # the last answer arrives after QUIT was sent, so QUIT's "+OK" is that answer's and
+        # its message follows. Nothing the run recorded may stay (a later run without --keep
+        # would delete a message on the strength of a record filed under another's UIDL).
+        state = os.path.join(self.tmp.path, "state")
+        srv = ScriptedPop3(self.msgs)
+        srv.after_quit = b"Subject: late\r\n\r\nbody\r\n.\r\n"
+        cmds = self.fetch(srv, "--state", state, "--new-only", rc=76)
+        self.assertEqual(cmds[-1], "QUIT")
+        self.assertEqual(self.records(state), [])
 
     def test_a_uidl_shared_by_two_messages_is_no_proof_the_second_is_stored(self):
         # Messages 1 and 2 share a UIDL (RFC 1939 allows it for identical copies; these differ).

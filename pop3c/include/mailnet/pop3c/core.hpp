@@ -109,6 +109,8 @@ public:
     std::size_t in_flight() const noexcept { return in_flight_.size(); }
     /// Commands submitted and not yet written.
     std::size_t queued() const noexcept { return queued_.size(); }
+    /// Octets fed and not yet part of an answer.
+    std::string_view unread() const noexcept { return std::string_view(in_).substr(pos_); }
     /// True once the greeting was read.
     bool greeted() const noexcept { return greeted_; }
     /// True when nothing is awaited: greeted, no command in flight or queued.
