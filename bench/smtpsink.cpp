@@ -1,13 +1,15 @@
 // smtpsink.cpp: "our smtpd with a null deliver" for bench/run smtp: mailnet_smtpd's server with no
 // store and the default callbacks (accept every host, sender and recipient; deliver accepts and
 // drops the message), the counterpart of Postfix's smtp-sink. Not a program anyone installs.
-//   smtpsink [ADDR:PORT]   (default 127.0.0.1:0): prints "listening smtp ADDR:PORT"; SIGTERM ends it
+//   smtpsink [ADDR:PORT [BUSY_POLL_US]]   (default 127.0.0.1:0, and smtpd's --busy-poll default):
+//   prints "listening smtp ADDR:PORT"; SIGTERM ends it
 #include <asio/io_context.hpp>
 
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "mailnet/net/io_loop.hpp"
 #include "mailnet/net/program.hpp"
 #include "mailnet/smtpd/server.hpp"
 
@@ -25,5 +27,6 @@ int main(int argc, char** argv) {
     asio::io_context io;
     mailnet::smtp::server server(io, cfg);
     if (int e = net::start_servers("smtpsink", {&server}); e != net::exit_code::ok) return e;
-    return net::run_until_signalled(io, {server.base()});
+    const unsigned busy_poll = argc > 2 ? static_cast<unsigned>(std::stoul(argv[2])) : net::default_busy_poll_us;
+    return net::run_until_signalled(io, {server.base()}, {}, std::chrono::microseconds{busy_poll});
 }

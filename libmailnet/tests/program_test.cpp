@@ -53,6 +53,22 @@ TEST(server_cli, the_limits_given_reach_the_servers_configuration) {
     EXPECT_THROW(app.parse(std::vector<std::string>{"0", "--max-per-peer"}), CLI::ValidationError);
 }
 
+TEST(service_cli, busy_poll_defaults_to_50_microseconds_and_is_bounded) {
+    auto parsed = [](std::vector<std::string> args) {
+        CLI::App app;
+        net::server_cli cli("test", {"smtp", "smtps", "SMTP", "STARTTLS", "127.0.0.1:2525"}, 300, "RFC 5321");
+        cli.add_to(app, "x");
+        std::reverse(args.begin(), args.end());
+        app.parse(args);
+        return cli.common.busy_poll();
+    };
+    EXPECT_EQ(parsed({}), std::chrono::microseconds{50});
+    EXPECT_EQ(parsed({"--busy-poll", "0"}), std::chrono::microseconds{0});
+    EXPECT_EQ(parsed({"--busy-poll", "1000"}), std::chrono::microseconds{1000});
+    EXPECT_THROW(parsed({"--busy-poll", "1001"}), CLI::ValidationError);
+    EXPECT_THROW(parsed({"--busy-poll", "-1"}), CLI::ParseError);
+}
+
 TEST(store_at, refuses_a_password_and_an_unreachable_database_with_their_exit_codes) {
     int exit = 0;
     EXPECT_FALSE(net::store_at("test", "postgresql://bob:secret@127.0.0.1/mail", mailnet::null_log(), exit));

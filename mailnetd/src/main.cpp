@@ -307,5 +307,5 @@ int main(int argc, char** argv) {
     return net::run_until_signalled(io, {smtp.base(), pop3.base()}, [&](net::shutdown_on_signals& s) {
         stopper = &s;
         if (open_mode && !quiet) print_try_this(smtp, pop3, store_dir, http_bound);
-    });
+    }, common.busy_poll());
 }

@@ -56,5 +56,5 @@ int main(int argc, char** argv) {
     asio::io_context io;
     mailnet::pop3::server server(io, cfg);
     if (int e = net::start_servers("pop3d", {&server}); e != exit_code::ok) return e;
-    return net::run_until_signalled(io, {server.base()});
+    return net::run_until_signalled(io, {server.base()}, {}, common.common.busy_poll());
 }

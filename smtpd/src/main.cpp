@@ -88,5 +88,5 @@ int main(int argc, char** argv) {
     asio::io_context io;
     mailnet::smtp::server server(io, cfg);
     if (int e = net::start_servers("smtpd", {&server}); e != exit_code::ok) return e;
-    return net::run_until_signalled(io, {server.base()});
+    return net::run_until_signalled(io, {server.base()}, {}, common.common.busy_poll());
 }

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "mailnet/net/io_loop.hpp"
 #include "mailnet/net/tls.hpp"
 
 namespace mailnet::net {
@@ -129,13 +130,14 @@ int start_servers(std::string_view program, const std::vector<service*>& servers
 }
 
 int run_until_signalled(asio::io_context& io, const std::vector<std::shared_ptr<server>>& servers,
-                        const std::function<void(shutdown_on_signals&)>& on_running) {
+                        const std::function<void(shutdown_on_signals&)>& on_running,
+                        std::chrono::microseconds busy_poll) {
     for (const auto& s : servers)
         for (const auto& l : s->listeners()) std::printf("%s\n", listening_line(l).c_str());
     std::fflush(stdout);
     shutdown_on_signals signals(io, servers, [&io] { io.stop(); });
     if (on_running) on_running(signals);
-    io.run();
+    run_io(io, usable_busy_poll(busy_poll));
     return exit_code::ok;
 }
 

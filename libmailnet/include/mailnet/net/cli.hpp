@@ -3,6 +3,7 @@
 // including it needs CLI11 (Debian libcli11-dev), header-only.
 #pragma once
 
+#include <chrono>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -12,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "mailnet/net/io_loop.hpp"
 #include "mailnet/net/program.hpp"
 #include "mailnet/net/service.hpp"
 #include "mailnet/net/tls.hpp"
@@ -74,8 +76,8 @@ struct listener_cli {
 };
 
 /// The options every server program shares apart from its listeners: --tls-cert/--tls-key (and
-/// --tls-self-signed where offered), --allow-plaintext-auth, --max-connections, --max-per-peer, --idle-timeout
-/// and --allow-short-idle-timeout. One set serves all of a program's servers (mailnetd: SMTP
+/// --tls-self-signed where offered), --allow-plaintext-auth, --max-connections, --max-per-peer, --idle-timeout,
+/// --allow-short-idle-timeout and --busy-poll (the I/O thread's, net/io_loop.hpp). One set serves all of a program's servers (mailnetd: SMTP
 /// and POP3 share one TLS context and one set of limits).
 struct service_cli {
     service_cli(std::string program_name, unsigned min_idle, std::string rfc, bool offer_self_signed = false)
@@ -91,6 +93,7 @@ struct service_cli {
     std::size_t max_connections = 1024;
     std::size_t max_per_peer = 32;
     unsigned idle_timeout = 0;  ///< 0: not given, each server keeps its protocol's minimum
+    unsigned busy_poll_us = default_busy_poll_us;  ///< --busy-poll: microseconds; 0 off
 
     std::shared_ptr<asio::ssl::context> tls;  ///< after prepare(): the context, or null
     std::string tls_fingerprint;              ///< after prepare() with --tls-self-signed: SHA-256 hex
@@ -124,7 +127,15 @@ struct service_cli {
             ->check(CLI::PositiveNumber);
         app.add_flag("--allow-short-idle-timeout", short_idle,
                      "accept an --idle-timeout below " + std::to_string(min_idle_seconds) + " (for tests)");
+        app.add_option("--busy-poll", busy_poll_us,
+                       "microseconds the I/O thread keeps polling for more work before it sleeps (0: never;\n"
+                       "at most 1000; never on a single CPU): lower latency per round trip, a little more CPU")
+            ->capture_default_str()
+            ->check(CLI::Range(0u, 1000u));
     }
+
+    /// --busy-poll as given.
+    std::chrono::microseconds busy_poll() const noexcept { return std::chrono::microseconds{busy_poll_us}; }
 
     /// After parsing: checks the idle timeout and makes the TLS context (from the files, or a
     /// self-signed certificate). exit_code::ok, or the code to exit with once the reason is

@@ -3,6 +3,7 @@
 // error messages, the listening lines, SIGTERM/SIGINT shutdown.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -71,8 +72,11 @@ int start_servers(std::string_view program, const std::vector<service*>& servers
 /// then runs `io` until SIGTERM/SIGINT has ended every server: the first signal lets sessions
 /// finish their exchange, a second closes them. `on_running`, if given, is called once the lines
 /// are out, before `io` runs, with the signal handler: a program keeps it to stop by itself
-/// (shutdown_on_signals::stop, on `io`'s thread; mailnetd --exit-after). Returns exit_code::ok.
+/// (shutdown_on_signals::stop, on `io`'s thread; mailnetd --exit-after). `busy_poll`: how long
+/// the thread polls before it sleeps (run_io, net/io_loop.hpp; --busy-poll), none on a machine
+/// of one CPU. Returns exit_code::ok.
 int run_until_signalled(asio::io_context& io, const std::vector<std::shared_ptr<server>>& servers,
-                        const std::function<void(shutdown_on_signals&)>& on_running = {});
+                        const std::function<void(shutdown_on_signals&)>& on_running = {},
+                        std::chrono::microseconds busy_poll = std::chrono::microseconds{0});
 
 }  // namespace mailnet::net
