@@ -27,6 +27,15 @@ int main(int argc, char** argv) {
     asio::io_context io;
     mailnet::smtp::server server(io, cfg);
     if (int e = net::start_servers("smtpsink", {&server}); e != net::exit_code::ok) return e;
-    const unsigned busy_poll = argc > 2 ? static_cast<unsigned>(std::stoul(argv[2])) : net::default_busy_poll_us;
+    unsigned busy_poll = net::default_busy_poll_us;
+    if (argc > 2) {
+        const std::string given = argv[2];
+        if (given.empty() || given.size() > 4 || given.find_first_not_of("0123456789") != std::string::npos ||
+            std::stoul(given) > 1000) {
+            std::cerr << "smtpsink: BUSY_POLL_US must be 0 to 1000\n";
+            return net::exit_code::usage;
+        }
+        busy_poll = static_cast<unsigned>(std::stoul(given));
+    }
     return net::run_until_signalled(io, {server.base()}, {}, std::chrono::microseconds{busy_poll});
 }

@@ -7,6 +7,13 @@
 #include <sched.h>
 
 #include <atomic>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
 #include <chrono>
 #include <thread>
 
@@ -20,12 +27,12 @@ namespace net = mailnet::net;
 using std::chrono::microseconds;
 using std::chrono::milliseconds;
 
-TEST(busy_poll_policy, spins_while_a_quarter_of_the_spins_find_work) {
+TEST(busy_poll_policy, spins_while_half_of_the_spins_find_work) {
     net::busy_poll_policy p(microseconds{50});
     for (unsigned round = 0; round < 3; ++round)
         for (unsigned i = 0; i < net::busy_poll_policy::window; ++i) {
             ASSERT_EQ(p.spin_for(), microseconds{50});
-            p.spun(i % 4 == 0);  // exactly a quarter
+            p.spun(i % 2 == 0);  // exactly half
         }
     EXPECT_EQ(p.spin_for(), microseconds{50});
 }
@@ -34,7 +41,7 @@ TEST(busy_poll_policy, rests_after_a_window_of_spins_that_seldom_paid_then_tries
     net::busy_poll_policy p(microseconds{50});
     for (unsigned i = 0; i < net::busy_poll_policy::window; ++i) {
         ASSERT_EQ(p.spin_for(), microseconds{50});
-        p.spun(i < net::busy_poll_policy::window / 4 - 1);  // one short of a quarter
+        p.spun(i < net::busy_poll_policy::window / 2 - 1);  // one short of half
     }
     for (unsigned i = 0; i < net::busy_poll_policy::rest; ++i) ASSERT_EQ(p.spin_for(), microseconds{0}) << i;
     EXPECT_EQ(p.spin_for(), microseconds{50});
@@ -71,11 +78,64 @@ microseconds usable_on(int n, microseconds requested) {
     return out;
 }
 
+int cpus_allowed() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    return ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+}
+
 TEST(usable_busy_poll, none_on_one_cpu_as_asked_on_more) {
     EXPECT_EQ(usable_on(1, microseconds{50}), microseconds{0});
-    if (std::thread::hardware_concurrency() < 2) GTEST_SKIP() << "one CPU";
+    if (cpus_allowed() < 2) GTEST_SKIP() << "this test may run on one CPU only";
+    auto limit = [] {
+        std::ifstream in("/proc/self/cgroup");
+        std::ostringstream text;
+        text << in.rdbuf();
+        return net::cgroup_cpu_limit(text.str(), [](const std::string& rel) -> std::optional<std::string> {
+            std::ifstream f("/sys/fs/cgroup/" + rel);
+            if (!f) return std::nullopt;
+            std::ostringstream t;
+            t << f.rdbuf();
+            return t.str();
+        });
+    }();
+    if (limit && *limit < 2) GTEST_SKIP() << "a cgroup CPU quota below two CPUs";
     EXPECT_EQ(usable_on(2, microseconds{50}), microseconds{50});
     EXPECT_EQ(usable_on(2, microseconds{0}), microseconds{0});
+}
+
+// A fake /sys/fs/cgroup: relative path -> contents.
+std::function<std::optional<std::string>(const std::string&)> files(std::map<std::string, std::string> m) {
+    return [m = std::move(m)](const std::string& rel) -> std::optional<std::string> {
+        auto it = m.find(rel);
+        if (it == m.end()) return std::nullopt;
+        return it->second;
+    };
+}
+
+TEST(cgroup_cpu_limit, the_smallest_quota_of_the_cgroup_and_its_ancestors) {
+    // v2: the process's own cgroup sets none, its parent 1.5 CPUs, the grandparent 4.
+    const auto v2 = files({{"a/b/c/cpu.max", "max 100000\n"},
+                           {"a/b/cpu.max", "150000 100000\n"},
+                           {"a/cpu.max", "400000 100000\n"}});
+    EXPECT_EQ(net::cgroup_cpu_limit("0::/a/b/c\n", v2), 1.5);
+    EXPECT_EQ(net::cgroup_cpu_limit("0::/a\n", v2), 4.0);
+    EXPECT_EQ(net::cgroup_cpu_limit("0::/x\n", v2), std::nullopt);
+    // A container's own root (cgroup namespace): "/".
+    EXPECT_EQ(net::cgroup_cpu_limit("0::/\n", files({{"cpu.max", "50000 100000"}})), 0.5);
+    // v1: the line whose controllers include cpu; -1 is none.
+    const std::string v1 = "4:memory:/m\n2:cpu,cpuacct:/docker/x\n1:name=systemd:/\n";
+    EXPECT_EQ(net::cgroup_cpu_limit(v1, files({{"cpu,cpuacct/docker/x/cpu.cfs_quota_us", "100000\n"},
+                                               {"cpu,cpuacct/docker/x/cpu.cfs_period_us", "100000\n"}})),
+              1.0);
+    EXPECT_EQ(net::cgroup_cpu_limit(v1, files({{"cpu,cpuacct/docker/x/cpu.cfs_quota_us", "-1\n"},
+                                               {"cpu,cpuacct/docker/x/cpu.cfs_period_us", "100000\n"}})),
+              std::nullopt);
+    EXPECT_EQ(net::cgroup_cpu_limit("2:cpuacct:/y\n", files({{"cpuacct/y/cpu.cfs_quota_us", "1"}})), std::nullopt);
+    // Nothing that does not parse is taken for a limit.
+    EXPECT_EQ(net::cgroup_cpu_limit("0::/\n", files({{"cpu.max", "lots 100000"}})), std::nullopt);
+    EXPECT_EQ(net::cgroup_cpu_limit("garbage", files({})), std::nullopt);
+    EXPECT_EQ(net::cgroup_cpu_limit("0::/../etc\n", files({{"../etc/cpu.max", "1 100000"}})), std::nullopt);
 }
 
 TEST(run_io, runs_every_handler_and_returns_when_out_of_work) {
@@ -102,10 +162,47 @@ TEST(run_io, work_posted_from_another_thread_runs_whether_the_loop_spins_or_slee
             }
             asio::post(io, [&] { guard.reset(); });
         });
-        net::run_io(io, spin);
+        net::io_loop_counts counts;
+        net::run_io(io, spin, &counts);
         other.join();
         EXPECT_EQ(ran.load(), 20) << spin.count();
+        if (spin.count() == 0) {
+            EXPECT_EQ(counts.spins, 0u);
+        } else {
+            EXPECT_GE(counts.spins, 1u) << spin.count();
+            EXPECT_GE(counts.sleeps, 1u) << spin.count();  // the posts 3 ms apart come after any spin
+        }
+        // Posts 10 us apart (more with timer slack) mostly come within a spin of 1 ms: one at
+        // least did, on any machine that runs the other thread within a millisecond once.
+        if (spin == microseconds{1000}) {
+            EXPECT_GE(counts.hits, 1u);
+        }
     }
+}
+
+double thread_cpu_ms() {
+    timespec t{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) / 1e6;
+}
+
+TEST(run_io, an_idle_loop_sleeps_after_its_spin) {
+    // A timer 100 ms away and nothing else: the loop spins once (1 ms at most) and sleeps. A
+    // loop that never slept would spend the 100 ms on the CPU (less only on a machine too busy
+    // to give it a fifth of a core).
+    asio::io_context io;
+    asio::steady_timer t(io, milliseconds{100});
+    bool fired = false;
+    t.async_wait([&](auto) { fired = true; });
+    net::io_loop_counts counts;
+    const double before = thread_cpu_ms();
+    net::run_io(io, microseconds{1000}, &counts);
+    const double used = thread_cpu_ms() - before;
+    EXPECT_TRUE(fired);
+    EXPECT_LT(used, 20.0);
+    EXPECT_EQ(counts.spins, 1u);
+    EXPECT_EQ(counts.hits, 0u);
+    EXPECT_EQ(counts.sleeps, 1u);
 }
 
 TEST(run_io, stop_ends_it_with_work_left) {
