@@ -536,7 +536,7 @@ int main(int argc, char** argv) {
                  "pop3c"};
     app.set_version_flag("--version", "pop3c (mailnet) " + std::string(mailnet::version()));
     app.require_subcommand(1);
-    std::string host, user, password_env, password_file, ca_file, fingerprint, retr_mode_name = "retr";
+    std::string host, user, password_env, password_file, ca_file, fingerprint, retr_mode_name = "retr", auth_name = "auto";
     int port = 0;
     bool tls = false, starttls = false, insecure = false, msex = false, allow_plaintext = false, quiet = false;
     int timeout = 60;
@@ -553,6 +553,10 @@ int main(int argc, char** argv) {
     app.add_option("--retr-mode", retr_mode_name, "where a message's size is learnt: retr, list or slow")
         ->check(CLI::IsMember({"retr", "list", "slow"}))->capture_default_str();
     app.add_flag("--msex", msex, "MS Exchange: bare LF line ends accepted");
+    app.add_option("--auth", auth_name,
+                   "how to log in: auto (APOP where offered without TLS and a cleartext password\n"
+                   "would be allowed, else AUTH PLAIN if offered, else USER/PASS), user, plain or apop")
+        ->check(CLI::IsMember({"auto", "user", "plain", "apop"}))->capture_default_str();
     app.add_flag("--allow-plaintext-password", allow_plaintext,
                  "send the password in clear to a non-loopback server without TLS");
     app.add_option("--timeout", timeout, "seconds for each step (connect, read, write)")->capture_default_str()
@@ -631,6 +635,10 @@ int main(int argc, char** argv) {
     o.insecure = insecure;
     o.mode = retr_mode_name == "list" ? retr_mode::list : retr_mode_name == "slow" ? retr_mode::slow : retr_mode::retr;
     o.msex = msex;
+    o.login = auth_name == "user"    ? login_method::user
+              : auth_name == "plain" ? login_method::plain
+              : auth_name == "apop"  ? login_method::apop
+                                     : login_method::automatic;
     o.allow_plaintext_password = allow_plaintext;
     o.timeout = std::chrono::seconds(timeout);
     o.connect_timeout = std::chrono::seconds(timeout);

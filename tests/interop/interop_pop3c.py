@@ -688,6 +688,7 @@ class ScriptedPop3:
         self.uidls = None  # UIDL's ids, if not uid1, uid2, ...
         self.list_twice = False  # LIST names message 1 twice (a broken server)
         self.after_quit = b""  # sent after QUIT's answer, before the close
+        self.greeting = b"+OK scripted ready"  # an APOP timestamp may be added
         self.reads = []  # the commands of each read, in order
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -703,7 +704,7 @@ class ScriptedPop3:
         conn, _ = self.sock.accept()
         self.sock.close()
         with conn:
-            conn.sendall(b"+OK scripted ready\r\n")
+            conn.sendall(self.greeting + b"\r\n")
             buf = b""
             while True:
                 data = conn.recv(65536)
@@ -719,6 +720,8 @@ class ScriptedPop3:
                     verb = verb.upper()
                     if verb == "CAPA":
                         out += b"+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\n.\r\n"
+                    elif verb == "APOP":
+                        out += b"-ERR [AUTH] APOP is not for you\r\n"
                     elif verb in ("USER", "PASS", "NOOP", "DELE"):
                         out += b"+OK\r\n"
                     elif verb == "STAT":
@@ -748,6 +751,42 @@ class ScriptedPop3:
                         out += b"-ERR unknown\r\n"
                 if out:
                     conn.sendall(out)
+
+
+class LoginChoice(unittest.TestCase):
+    """--auth: a server whose greeting offers APOP but which refuses it is usable with USER/PASS."""
+
+    def run_stat(self, srv, *args):
+        cmd = [POP3C, "stat", *args, "--host", "127.0.0.1", "--port", str(srv.port), "--user", "u",
+               "--password-env", PW_ENV, "--timeout", "30"]
+        p = t.run(cmd, timeout=60, env=dict(os.environ, **{PW_ENV: "pw"}))
+        srv.thread.join(10)
+        return p
+
+    def test_auth_user_logs_in_where_the_offered_apop_is_refused(self):
+        msgs = [b"Subject: a\n\nbody\n", b"Subject: b\n\nbody\n"]
+        srv = ScriptedPop3(msgs)
+        srv.greeting = b"+OK scripted ready <1896.697170952@scripted.example>"
+        p = self.run_stat(srv)  # auto: APOP, offered on loopback without TLS
+        self.assertEqual(p.returncode, 77, p.stderr)
+        self.assertIn(b"APOP is not for you", p.stderr)
+        self.assertTrue(any(c.startswith("APOP u ") for c in srv.commands()), srv.commands())
+        srv = ScriptedPop3(msgs)
+        srv.greeting = b"+OK scripted ready <1896.697170952@scripted.example>"
+        p = self.run_stat(srv, "--auth", "user")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, b"2 %d\n" % sum(len(m) for m in msgs))  # the scripted STAT's
+        cmds = srv.commands()
+        self.assertIn("USER u", cmds)
+        self.assertIn("PASS pw", cmds)
+        self.assertFalse(any(c.startswith("APOP") for c in cmds), cmds)
+
+    def test_auth_apop_without_a_timestamp_is_unavailable(self):
+        srv = ScriptedPop3([b"Subject: a\n\nbody\n"])
+        p = self.run_stat(srv, "--auth", "apop")
+        self.assertEqual(p.returncode, 69, p.stderr)
+        self.assertIn(b"offers no APOP", p.stderr)
+        self.assertFalse(any(c.startswith(("USER", "PASS")) for c in srv.commands()), srv.commands())
 
 
 class FetchBatches(unittest.TestCase):
