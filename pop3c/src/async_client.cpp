@@ -575,7 +575,12 @@ asio::awaitable<outcome<std::unique_ptr<async_client>>> async_client::open(asio:
     if (i.caps.has("PIPELINING")) i.c.set_window(i.o.window);
     if (auto ok = co_await i.log_in(user, password); !ok) co_return i.break_with(ok.why());
     auto st = co_await i.stat();
-    if (!st) co_return i.break_with(st.why());
+    if (!st) {
+        failure f = st.why();
+        // Not a refused login: the server took it and then could not open the mailbox.
+        if (f.error == make_error_code(errc::server_error)) f.error = make_error_code(errc::mailbox_refused);
+        co_return i.break_with(std::move(f));
+    }
     i.count = st->count;
     co_return std::unique_ptr<async_client>(new async_client(std::move(p)));
 }

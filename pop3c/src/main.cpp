@@ -31,8 +31,9 @@ using namespace mailnet::pop3c;
 // sysexits code for a failure (DESIGN.md "Command lines").
 int exit_for(const failure& f) {
     const auto& e = f.error;
-    if (e == make_error_code(errc::server_error)) {
+    if (e == make_error_code(errc::server_error) || e == make_error_code(errc::mailbox_refused)) {
         if (f.code == "IN-USE" || f.code == "SYS/TEMP" || f.code == "LOGIN-DELAY") return exit_code::temporary;
+        if (e == make_error_code(errc::mailbox_refused)) return exit_code::unavailable;
         if (f.code == "AUTH") return exit_code::denied;
         return exit_code::protocol;
     }
@@ -654,6 +655,8 @@ int main(int argc, char** argv) {
             std::cerr << "pop3c: cannot log in to " << host << ":" << real_port << ": " << f.message() << "\n";
             return exit_code::denied;
         }
+        if (f.error == make_error_code(errc::mailbox_refused))
+            return fail(f, "cannot open the mailbox on " + host + ":" + std::to_string(real_port));
         return fail(f, "cannot log in to " + host + ":" + std::to_string(real_port));
     }
     client c = std::move(opened.value());

@@ -21,6 +21,7 @@ public:
         case errc::no_mechanism: return "no login method that both sides allow";
         case errc::stopped: return "stopped by the handler";
         case errc::not_connected: return "not connected";
+        case errc::mailbox_refused: return "the server would not open the mailbox after the login";
         }
         return "unknown pop3c error";
     }

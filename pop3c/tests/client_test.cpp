@@ -413,6 +413,20 @@ TEST(pop3c_client, garbage_greeting_and_missing_terminator) {
     }
 }
 
+TEST(pop3c_client, a_stat_refused_after_the_login_is_not_a_refused_login) {
+    scripted_server s(std::vector<step>{{"", "+OK ready\r\n"},
+                                        {"CAPA", "-ERR unknown command\r\n"},
+                                        {"USER alice", "+OK\r\n"},
+                                        {"PASS secret", "+OK logged in\r\n"},
+                                        {"STAT", "-ERR [SYS/PERM] maildrop damaged\r\n"}});
+    auto c = open_scripted(s);
+    ASSERT_FALSE(c);
+    EXPECT_EQ(c.error(), make_error_code(errc::mailbox_refused));
+    EXPECT_EQ(c.why().code, "SYS/PERM");
+    EXPECT_EQ(c.why().text, "maildrop damaged");
+    EXPECT_TRUE(s.mismatches().empty());
+}
+
 TEST(pop3c_client, pipelined_retrieval_writes_ahead) {
     // With PIPELINING the client writes RETR 2 and 3 before RETR 1 is answered.
     scripted_server s(std::vector<step>{{"", "+OK ready\r\n"},

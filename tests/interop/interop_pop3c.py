@@ -689,6 +689,7 @@ class ScriptedPop3:
         self.list_twice = False  # LIST names message 1 twice (a broken server)
         self.after_quit = b""  # sent after QUIT's answer, before the close
         self.greeting = b"+OK scripted ready"  # an APOP timestamp may be added
+        self.stat_error = None  # STAT answered "-ERR " + this
         self.reads = []  # the commands of each read, in order
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -724,6 +725,8 @@ class ScriptedPop3:
                         out += b"-ERR [AUTH] APOP is not for you\r\n"
                     elif verb in ("USER", "PASS", "NOOP", "DELE"):
                         out += b"+OK\r\n"
+                    elif verb == "STAT" and self.stat_error:
+                        out += b"-ERR " + self.stat_error + b"\r\n"
                     elif verb == "STAT":
                         out += b"+OK %d %d\r\n" % (self.stat_count or len(self.messages), sum(len(m) for m in self.messages))
                     elif verb == "LIST":
@@ -780,6 +783,18 @@ class LoginChoice(unittest.TestCase):
         self.assertIn("USER u", cmds)
         self.assertIn("PASS pw", cmds)
         self.assertFalse(any(c.startswith("APOP") for c in cmds), cmds)
+
+    def test_a_stat_refused_after_the_login_is_not_called_a_refused_login(self):
+        srv = ScriptedPop3([b"Subject: a\n\nbody\n"])
+        srv.stat_error = b"maildrop damaged"
+        p = self.run_stat(srv)
+        self.assertEqual(p.returncode, 69, p.stderr)
+        self.assertIn(b"cannot open the mailbox on 127.0.0.1", p.stderr)
+        self.assertIn(b"maildrop damaged", p.stderr)
+        self.assertNotIn(b"cannot log in", p.stderr)
+        srv = ScriptedPop3([b"Subject: a\n\nbody\n"])
+        srv.stat_error = b"[SYS/TEMP] try later"
+        self.assertEqual(self.run_stat(srv).returncode, 75)
 
     def test_auth_apop_without_a_timestamp_is_unavailable(self):
         srv = ScriptedPop3([b"Subject: a\n\nbody\n"])

@@ -34,6 +34,9 @@ enum class errc {
     no_mechanism,       ///< no login method both sides allow
     stopped,            ///< a retrieval handler asked to stop (the connection is closed, nothing deleted)
     not_connected,      ///< the client was closed or never opened
+    /// open(): the login was accepted, but the server answered -ERR to the STAT that follows
+    /// (it cannot open the mailbox); failure::text and failure::code are the server's
+    mailbox_refused,
 };
 
 /// The category of pop3c::errc.
