@@ -269,9 +269,9 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                 return std::cerr << "pop3c: state " << path << ": " << sv.error().message() << "\n", exit_code::io_error;
         } else {
             std::size_t held = 0;
-            for (auto& [uid, loc] : state->take_pending()) {
-                if (!sink->holds(loc)) continue;
-                (void)state->add(uid);
+            for (auto& p : state->take_pending()) {
+                if (!sink->holds(p.locator)) continue;
+                (void)state->add(p.uid, p.size);
                 ++held;
             }
             if (auto sv = state->save(); !sv)
@@ -323,15 +323,24 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                                     {}},
                             "LIST");
     }
+    std::unordered_map<std::uint32_t, std::uint64_t> size_of;  // LIST's, recorded with each UIDL
+    std::size_t reused = 0;
     for (const auto& l : *sizes) {
         const auto it = uid_of.find(l.number);
-        const bool stored = state && it != uid_of.end() && state->contains(it->second);
+        size_of.emplace(l.number, l.octets);
+        // A UIDL recorded for a message of another size is the server's giving an old UIDL to
+        // new mail (RFC 1939 7: it never should): fetched, never deleted on the record's word.
+        const bool stored = state && it != uid_of.end() && state->holds(it->second, l.octets);
+        if (state && it != uid_of.end() && !stored && state->contains(it->second)) ++reused;
         if (stored && (f.new_only || !f.keep)) {
             already.push_back(l.number);
             continue;
         }
         todo.emplace_back(l.number, l.octets);
     }
+    if (reused > 0 && !f.quiet)
+        std::cerr << "pop3c: the server gives " << reused << " messages the UIDL of a stored message of another size: "
+                  << "they are fetched as new mail\n";
     // Without a state file (so --keep) nothing is recorded or deleted: the whole list is one
     // batch, pipelined throughout, and one flush at the end (the Maildir sink commits in
     // groups meanwhile, within its own bound). Its size is LIST's, what the server sent.
@@ -408,7 +417,7 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                 return exit_code::io_error;
             }
             if (state && !flushing->empty()) {
-                for (auto& [uid, loc] : state->take_pending()) (void)state->add(uid);
+                for (auto& p : state->take_pending()) (void)state->add(p.uid, p.size);
                 stored_before = true;
             }
         }
@@ -421,7 +430,9 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
             for (std::size_t i = 0; i < h->completed.size(); ++i) {
                 const auto it = uid_of.find(h->completed[i]);
                 if (it != uid_of.end()) {
-                    (void)state->add_pending(it->second, h->locators[i]);
+                    const auto sz = size_of.find(h->completed[i]);
+                    (void)state->add_pending(it->second, h->locators[i],
+                                             sz == size_of.end() ? state_file::unknown_size : sz->second);
                     recorded.push_back(it->second);
                 }
             }
@@ -453,7 +464,7 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                           << " (nothing of this batch is deleted)\n";
                 return exit_code::io_error;
             } else if (pending_now) {
-                for (auto& [uid, loc] : state->take_pending()) (void)state->add(uid);
+                for (auto& p : state->take_pending()) (void)state->add(p.uid, p.size);
                 if (auto sv = state->save(); !sv)
                     std::cerr << "pop3c: saving the state " << state->path() << ": " << sv.error().message() << "\n";
             }

@@ -11,6 +11,9 @@
 #include <cctype>
 #include <cerrno>
 #include <string>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "mailnet/posix_io.hpp"
@@ -19,6 +22,20 @@ namespace mailnet::pop3c {
 
 namespace {
 constexpr std::string_view account_prefix = "# account ";
+
+// A size as written: 1-20 digits, at most 2^64 - 2; "-" is unknown_size.
+std::optional<std::uint64_t> parse_size(std::string_view s) {
+    if (s == "-") return state_file::unknown_size;
+    if (s.empty() || s.size() > 20) return std::nullopt;
+    std::uint64_t v = 0;
+    for (const char c : s) {
+        if (c < '0' || c > '9') return std::nullopt;
+        const auto d = static_cast<std::uint64_t>(c - '0');
+        if (v > (state_file::unknown_size - 1 - d) / 10) return std::nullopt;
+        v = v * 10 + d;
+    }
+    return v;
+}
 
 bool printable(std::string_view s) {
     return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
@@ -93,18 +110,26 @@ result<state_file> state_file::load(std::filesystem::path path, log_sink log) {
 
     state_file state(std::move(path), std::move(log));
     std::string_view rest = text;
+    bool sized = false;  // version 3: sizes after the UIDLs
     for (std::size_t line_no = 1; !rest.empty(); ++line_no) {
         const std::size_t nl = rest.find('\n');
         const std::string_view line = rest.substr(0, nl);
         rest.remove_prefix(nl == rest.npos ? rest.size() : nl + 1);
-        // A pending record: "? UIDL LOCATOR" (the locator may be empty).
+        // A pending record: "? UIDL LOCATOR SIZE" (version 3) or "? UIDL LOCATOR"; the locator
+        // may be empty and has no space.
         if (line_no > 1 && line.size() > 2 && line.substr(0, 2) == "? ") {
             const std::string_view rec = line.substr(2);
             const std::size_t sp = rec.find(' ');
             const std::string_view uid = rec.substr(0, sp);
-            const std::string_view loc = sp == rec.npos ? std::string_view() : rec.substr(sp + 1);
-            if (is_valid_uidl(uid) && loc.find(' ') == loc.npos) {
-                state.pending_.emplace_back(uid, loc);
+            std::string_view loc = sp == rec.npos ? std::string_view() : rec.substr(sp + 1);
+            std::optional<std::uint64_t> size = unknown_size;
+            if (sized) {
+                const std::size_t last = loc.rfind(' ');
+                size = last == loc.npos ? std::nullopt : parse_size(loc.substr(last + 1));
+                loc = last == loc.npos ? loc : loc.substr(0, last);
+            }
+            if (is_valid_uidl(uid) && size && loc.find(' ') == loc.npos) {
+                state.pending_.push_back({std::string(uid), std::string(loc), *size});
                 continue;
             }
         }
@@ -114,7 +139,9 @@ result<state_file> state_file::load(std::filesystem::path path, log_sink log) {
             return unexpected(errc::bad_config);
         };
         if (line_no == 1) {
-            if (line != header && line != header_v1) return bad("not a mailnet pop3c state file (version 1 or 2)");
+            if (line != header && line != header_v2 && line != header_v1)
+                return bad("not a mailnet pop3c state file (version 1, 2 or 3)");
+            sized = line == header;
             continue;
         }
         // The account line, before the UIDLs (a hand edit may move it or leave blanks at its
@@ -130,8 +157,18 @@ result<state_file> state_file::load(std::filesystem::path path, log_sink log) {
             state.account_ = value;
             continue;
         }
-        if (!is_valid_uidl(line)) return bad("not a UIDL (1-70 octets in 0x21-0x7E)");
-        state.insert(line);
+        std::string_view uid = line;
+        std::uint64_t size = unknown_size;
+        if (sized) {
+            const std::size_t sp = line.find(' ');
+            if (sp == line.npos) return bad("not a UIDL and a size");
+            const auto parsed = parse_size(line.substr(sp + 1));
+            if (!parsed) return bad("not a size (1-20 digits, or -)");
+            uid = line.substr(0, sp);
+            size = *parsed;
+        }
+        if (!is_valid_uidl(uid)) return bad("not a UIDL (1-70 octets in 0x21-0x7E)");
+        state.insert(uid, size);
     }
     return state;
 }
@@ -148,32 +185,43 @@ result<void> state_file::bind(std::string_view account) {
 
 bool state_file::contains(std::string_view uid) const { return set_.contains(uid); }
 
-result<void> state_file::add_pending(std::string_view uid, std::string_view locator) {
+bool state_file::holds(std::string_view uid, std::uint64_t size) const {
+    const auto it = set_.find(uid);
+    return it != set_.end() && (it->second == unknown_size || it->second == size);
+}
+
+result<void> state_file::add_pending(std::string_view uid, std::string_view locator, std::uint64_t size) {
     if (!is_valid_uidl(uid) || locator.find_first_of(" \r\n") != locator.npos) return unexpected(errc::bad_input);
-    pending_.emplace_back(uid, locator);
+    pending_.push_back({std::string(uid), std::string(locator), size});
     return {};
 }
 
-std::vector<std::pair<std::string, std::string>> state_file::take_pending() { return std::exchange(pending_, {}); }
+std::vector<state_file::pending_record> state_file::take_pending() { return std::exchange(pending_, {}); }
 
-void state_file::insert(std::string_view uid) {
-    if (set_.contains(uid)) return;
-    set_.insert(order_.emplace_back(uid));
+void state_file::insert(std::string_view uid, std::uint64_t size) {
+    if (auto it = set_.find(uid); it != set_.end()) {
+        it->second = size;
+        return;
+    }
+    set_.emplace(order_.emplace_back(uid), size);
 }
 
-result<void> state_file::add(std::string_view uid) {
+result<void> state_file::add(std::string_view uid, std::uint64_t size) {
     if (!is_valid_uidl(uid)) return unexpected(errc::bad_input);
-    insert(uid);
+    insert(uid, size);
     return {};
 }
 
 std::size_t state_file::retain_only(std::span<const std::string> on_server) {
     std::unordered_set<std::string_view> server(on_server.begin(), on_server.end());
     std::deque<std::string> kept;
-    std::unordered_set<std::string_view> kept_set;
+    std::unordered_map<std::string_view, std::uint64_t> kept_set;
     kept_set.reserve(std::min(order_.size(), server.size()));
     for (auto& uid : order_)
-        if (server.contains(uid)) kept_set.insert(kept.emplace_back(std::move(uid)));
+        if (server.contains(uid)) {
+            const std::uint64_t size = set_.at(uid);
+            kept_set.emplace(kept.emplace_back(std::move(uid)), size);
+        }
     const std::size_t forgotten = order_.size() - kept.size();
     order_ = std::move(kept);
     set_ = std::move(kept_set);
@@ -183,14 +231,17 @@ std::size_t state_file::retain_only(std::span<const std::string> on_server) {
 std::size_t state_file::forget(std::span<const std::string> uids) {
     const std::unordered_set<std::string_view> gone(uids.begin(), uids.end());
     std::deque<std::string> kept;
-    std::unordered_set<std::string_view> kept_set;
+    std::unordered_map<std::string_view, std::uint64_t> kept_set;
     for (auto& uid : order_)
-        if (!gone.contains(uid)) kept_set.insert(kept.emplace_back(std::move(uid)));
+        if (!gone.contains(uid)) {
+            const std::uint64_t size = set_.at(uid);
+            kept_set.emplace(kept.emplace_back(std::move(uid)), size);
+        }
     std::size_t forgotten = order_.size() - kept.size();
     order_ = std::move(kept);
     set_ = std::move(kept_set);
     const auto before = pending_.size();
-    std::erase_if(pending_, [&](const auto& p) { return gone.contains(p.first); });
+    std::erase_if(pending_, [&](const auto& p) { return gone.contains(p.uid); });
     forgotten += before - pending_.size();
     return forgotten;
 }
@@ -206,13 +257,26 @@ result<void> state_file::save() {
 
     std::string text;
     std::size_t octets = header.size() + 1 + account_prefix.size() + account_.size() + 1;
-    for (const auto& uid : order_) octets += uid.size() + 1;
-    for (const auto& [uid, loc] : pending_) octets += uid.size() + loc.size() + 4;
+    for (const auto& uid : order_) octets += uid.size() + 22;
+    for (const auto& p : pending_) octets += p.uid.size() + p.locator.size() + 26;
     text.reserve(octets);
     text.append(header).push_back('\n');
     if (!account_.empty()) text.append(account_prefix).append(account_).push_back('\n');
-    for (const auto& uid : order_) text.append(uid).push_back('\n');
-    for (const auto& [uid, loc] : pending_) text.append("? ").append(uid).append(" ").append(loc).push_back('\n');
+    // A size not known (a record from version 1 or 2, or one promoted from such a pending
+    // record) is written as "-": it keeps matching any size.
+    for (const auto& uid : order_) {
+        text.append(uid).push_back(' ');
+        const std::uint64_t size = set_.at(uid);
+        if (size == unknown_size) text.push_back('-');
+        else text.append(std::to_string(size));
+        text.push_back('\n');
+    }
+    for (const auto& p : pending_) {
+        text.append("? ").append(p.uid).append(" ").append(p.locator).push_back(' ');
+        if (p.size == unknown_size) text.push_back('-');
+        else text.append(std::to_string(p.size));
+        text.push_back('\n');
+    }
 
     // O_TRUNC, not O_EXCL: a FILE.tmp left by a crash is ours and stale.
     posix::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));

@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -23,17 +24,30 @@ namespace mailnet::pop3c {
 bool is_valid_uidl(std::string_view uid) noexcept;
 
 /// The set of UIDLs known to be stored locally. The file: a first line
-/// `# mailnet pop3c state 2`, then `# account ACCOUNT` (the account it is kept for, see
-/// account_of()), then one UIDL per line, in the order they were added, then the pending ones
-/// as `? UIDL LOCATOR`: messages written locally whose flush had not been confirmed when the
-/// file was saved (LOCATOR, where the sink can find them, may be empty). Version 1 files (no
-/// account line) are read too, and take the account of their next run.
+/// `# mailnet pop3c state 3`, then `# account ACCOUNT` (the account it is kept for, see
+/// account_of()), then one `UIDL SIZE` per line (SIZE: the message's octets as the server's
+/// LIST gave them; a line without one, from version 1 or 2, matches any size), in the order
+/// they were added, then the pending ones as `? UIDL LOCATOR SIZE`: messages written locally
+/// whose flush had not been confirmed when the file was saved (LOCATOR, where the sink can find
+/// them, may be empty). Version 1 files (no account line) and version 2 files (no sizes) are
+/// read too; a version 1 file takes the account of its next run.
 class state_file {
 public:
-    /// The first line of every state file written (version 2: with the account line).
-    static constexpr std::string_view header = "# mailnet pop3c state 2";
-    /// The first line of a version 1 file, still read.
+    /// The first line of every state file written (version 3: sizes).
+    static constexpr std::string_view header = "# mailnet pop3c state 3";
+    /// The first lines of the versions before, still read.
+    static constexpr std::string_view header_v2 = "# mailnet pop3c state 2";
     static constexpr std::string_view header_v1 = "# mailnet pop3c state 1";
+    /// A size not known (a record of version 1 or 2): matches any size.
+    static constexpr std::uint64_t unknown_size = ~std::uint64_t{0};
+
+    /// A pending record (add_pending()).
+    struct pending_record {
+        std::string uid;
+        std::string locator;
+        std::uint64_t size = unknown_size;
+        bool operator==(const pending_record&) const = default;
+    };
 
     /// The account a state is kept for: `USER@HOST:PORT`, the host in lower case, and in the
     /// user and host every octet outside 0x21-0x7E, and '%', written as %XX (so the line is
@@ -56,16 +70,21 @@ public:
 
     /// Whether `uid` is stored locally. O(1).
     bool contains(std::string_view uid) const;
-    /// Records `uid` as stored; errc::bad_input (nothing recorded) if it is not a valid UIDL,
-    /// so a saved file always loads again. Adding one already there changes nothing.
-    result<void> add(std::string_view uid);
+    /// Whether `uid` is stored locally as a message of `size` octets (or of a size not
+    /// recorded): a server that gives a stored message's UIDL to a new message of another size
+    /// (RFC 1939 7 says it never should) does not have the new one taken for stored. O(1).
+    bool holds(std::string_view uid, std::uint64_t size) const;
+    /// Records `uid` as stored, `size` octets (LIST's); errc::bad_input (nothing recorded) if it
+    /// is not a valid UIDL, so a saved file always loads again. Adding one already there
+    /// records the new size.
+    result<void> add(std::string_view uid, std::uint64_t size = unknown_size);
     /// Records `uid` as written to the sink at `locator`, not yet known to be durable: saved
     /// before a flush, so that a run cut off after the flush and before the state is saved
     /// again can ask the sink (message_sink::holds) instead of fetching it a second time.
     /// errc::bad_input for an invalid UIDL or a locator with a space, CR or LF.
-    result<void> add_pending(std::string_view uid, std::string_view locator);
-    /// The pending records, removed from the state: {uid, locator} in the order added.
-    std::vector<std::pair<std::string, std::string>> take_pending();
+    result<void> add_pending(std::string_view uid, std::string_view locator, std::uint64_t size = unknown_size);
+    /// The pending records, removed from the state, in the order added.
+    std::vector<pending_record> take_pending();
     /// How many records are pending.
     std::size_t pending() const noexcept { return pending_.size(); }
     /// Forgets every UIDL not in `on_server` (the messages deleted on the server), so the file
@@ -91,7 +110,7 @@ public:
 
 private:
     state_file(std::filesystem::path path, log_sink log) : path_(std::move(path)), log_(std::move(log)) {}
-    void insert(std::string_view uid);
+    void insert(std::string_view uid, std::uint64_t size);
 
     std::filesystem::path path_;
     log_sink log_;
@@ -99,8 +118,8 @@ private:
     // The UIDLs in the order added; the set views the deque's strings (a deque never moves its
     // elements on push_back), so a lookup costs no copy and each UIDL is held once.
     std::deque<std::string> order_;
-    std::unordered_set<std::string_view> set_;
-    std::vector<std::pair<std::string, std::string>> pending_;  // uid, locator
+    std::unordered_map<std::string_view, std::uint64_t> set_;  // uid -> size (unknown_size: any)
+    std::vector<pending_record> pending_;
 };
 
 }  // namespace mailnet::pop3c

@@ -66,7 +66,7 @@ TEST(state_file, round_trip_keeps_every_uidl_in_the_order_added) {
         ASSERT_TRUE(s->save());
     }
     EXPECT_EQ(read_file(d.path / "state"),
-              "# mailnet pop3c state 2\nzeta\n1700000000.M1P2Q3.host,S=10,W=11\n!\n" + long_uid + "\n");
+              "# mailnet pop3c state 3\nzeta -\n1700000000.M1P2Q3.host,S=10,W=11 -\n! -\n" + long_uid + " -\n");
     struct stat st{};
     ASSERT_EQ(::stat((d.path / "state").c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -106,7 +106,9 @@ TEST(state_file, a_bad_line_is_reported_by_file_and_line_never_its_text) {
         {"# mailnet pop3c state 1\nok\r\n", 2},
         {"# mailnet pop3c state 1\n" + std::string(71, 'x') + "\n", 2},       // too long
         {"# mailnet pop3c state 1\nok\nok\nnul\0x\n"s, 4},
-        {"# mailnet pop3c state 3\nok\n", 1},                                  // a later version
+        {"# mailnet pop3c state 4\nok 1\n", 1},                                // a later version
+        {"# mailnet pop3c state 3\nok 1\nsecret 1x\n", 3},                     // not a size
+        {"# mailnet pop3c state 3\nsecret\n", 2},                              // no size
         {"# mailnet pop3c state 2\nok\n# account a@b:1\n", 3},               // the account after a UIDL
         {"# mailnet pop3c state 2\n# account a@b:1\n# account c@d:1\n", 3},   // two account lines
         {"# mailnet pop3c state 2\n# account secret\x01x\n", 2},               // not printable
@@ -169,7 +171,7 @@ TEST(state_file, save_replaces_the_file_atomically_and_leaves_no_tmp) {
     ASSERT_TRUE(s);
     ASSERT_TRUE(s->add("new"));
     ASSERT_TRUE(s->save());
-    EXPECT_EQ(read_file(file), "# mailnet pop3c state 2\nold\nnew\n");
+    EXPECT_EQ(read_file(file), "# mailnet pop3c state 3\nold -\nnew -\n");
     EXPECT_FALSE(fs::exists(d.path / "state.tmp"));
     // A new file renamed over the old, not the old one rewritten in place.
     struct stat st{};
@@ -206,14 +208,15 @@ TEST(state_file, a_relative_path_saves_in_the_current_directory) {
     const bool saved = static_cast<bool>(s->save());
     fs::current_path(cwd);
     EXPECT_TRUE(saved);
-    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 2\nx\n");
+    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 3\nx -\n");
 }
 
 TEST(state_file, retain_only_forgets_what_left_the_server) {
     temp_dir d;
     auto s = state_file::load(d.path / "state");
     ASSERT_TRUE(s);
-    for (const char* u : {"a", "b", "c", "d"}) ASSERT_TRUE(s->add(u));
+    std::uint64_t n = 10;
+    for (const char* u : {"a", "b", "c", "d"}) ASSERT_TRUE(s->add(u, n++));
     const std::vector<std::string> on_server{"d", "b", "new-one"};
     EXPECT_EQ(s->retain_only(on_server), 2u);
     EXPECT_EQ(s->size(), 2u);
@@ -224,7 +227,7 @@ TEST(state_file, retain_only_forgets_what_left_the_server) {
     EXPECT_FALSE(s->contains("new-one"));  // pruning never adds
     ASSERT_TRUE(s->add("e"));
     ASSERT_TRUE(s->save());
-    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 2\nb\nd\ne\n");  // order kept
+    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 3\nb 11\nd 13\ne -\n");  // order and sizes kept
     EXPECT_EQ(s->retain_only({}), 3u);
     EXPECT_EQ(s->size(), 0u);
 }
@@ -256,7 +259,7 @@ TEST(state_file, pending_records_survive_a_save_and_are_taken_once) {
         ASSERT_TRUE(s->save());
     }
     EXPECT_EQ(read_file(d.path / "state"),
-              "# mailnet pop3c state 2\nstored-1\n? maybe-2 1700000000.M1P2Q3\n? maybe-3 \n");
+              "# mailnet pop3c state 3\nstored-1 -\n? maybe-2 1700000000.M1P2Q3 -\n? maybe-3  -\n");
     auto s = state_file::load(d.path / "state");
     ASSERT_TRUE(s);
     EXPECT_TRUE(s->contains("stored-1"));
@@ -264,9 +267,59 @@ TEST(state_file, pending_records_survive_a_save_and_are_taken_once) {
     EXPECT_EQ(s->pending(), 2u);
     const auto p = s->take_pending();
     ASSERT_EQ(p.size(), 2u);
-    EXPECT_EQ(p[0], (std::pair<std::string, std::string>{"maybe-2", "1700000000.M1P2Q3"}));
-    EXPECT_EQ(p[1], (std::pair<std::string, std::string>{"maybe-3", ""}));
+    EXPECT_EQ(p[0], (state_file::pending_record{"maybe-2", "1700000000.M1P2Q3"}));
+    EXPECT_EQ(p[1], (state_file::pending_record{"maybe-3", ""}));
     EXPECT_EQ(s->pending(), 0u);
+}
+
+TEST(state_file, sizes_tell_a_reused_uidl_from_the_stored_message) {
+    temp_dir d;
+    {
+        auto s = state_file::load(d.path / "state");
+        ASSERT_TRUE(s);
+        ASSERT_TRUE(s->add("u1", 4162));
+        ASSERT_TRUE(s->add("u2"));  // size not known: matches any
+        ASSERT_TRUE(s->add("u3", 0));
+        ASSERT_TRUE(s->add_pending("u4", "loc", 77));
+        ASSERT_TRUE(s->add_pending("u5", "", 18446744073709551614u));  // the largest size written
+        ASSERT_TRUE(s->save());
+    }
+    EXPECT_EQ(read_file(d.path / "state"),
+              "# mailnet pop3c state 3\nu1 4162\nu2 -\nu3 0\n? u4 loc 77\n? u5  18446744073709551614\n");
+    auto s = state_file::load(d.path / "state");
+    ASSERT_TRUE(s) << s.error().message();
+    EXPECT_TRUE(s->holds("u1", 4162));
+    EXPECT_FALSE(s->holds("u1", 4163)) << "another message under a stored one's UIDL";
+    EXPECT_TRUE(s->contains("u1"));
+    EXPECT_TRUE(s->holds("u2", 1));
+    EXPECT_TRUE(s->holds("u2", 99999));
+    EXPECT_TRUE(s->holds("u3", 0));
+    EXPECT_FALSE(s->holds("u3", 1));
+    EXPECT_FALSE(s->holds("u9", 1));
+    const auto p = s->take_pending();
+    ASSERT_EQ(p.size(), 2u);
+    EXPECT_EQ(p[0], (state_file::pending_record{"u4", "loc", 77}));
+    EXPECT_EQ(p[1], (state_file::pending_record{"u5", "", 18446744073709551614u}));
+    // Adding again records the new size (the message fetched anew under the reused UIDL).
+    ASSERT_TRUE(s->add("u1", 5000));
+    EXPECT_TRUE(s->holds("u1", 5000));
+    EXPECT_FALSE(s->holds("u1", 4162));
+    // A version 2 file (no sizes) reads as sizes not known, pending records included.
+    write_file(d.path / "v2", "# mailnet pop3c state 2\nold\n? p loc\n? q \n");
+    auto v2 = state_file::load(d.path / "v2");
+    ASSERT_TRUE(v2) << v2.error().message();
+    EXPECT_TRUE(v2->holds("old", 123));
+    const auto p2 = v2->take_pending();
+    ASSERT_EQ(p2.size(), 2u);
+    EXPECT_EQ(p2[0], (state_file::pending_record{"p", "loc"}));
+    EXPECT_EQ(p2[1], (state_file::pending_record{"q", ""}));
+    // Version 3 lines without a size, or with one that is not, do not load.
+    for (const char* bad : {"# mailnet pop3c state 3\nu1\n", "# mailnet pop3c state 3\nu1 12x\n",
+                            "# mailnet pop3c state 3\nu1 18446744073709551615\n",
+                            "# mailnet pop3c state 3\nu1 99999999999999999999999\n", "# mailnet pop3c state 3\nu1 \n"}) {
+        write_file(d.path / "bad", bad);
+        EXPECT_FALSE(state_file::load(d.path / "bad")) << bad;
+    }
 }
 
 TEST(state_file, it_is_bound_to_the_account_it_was_kept_for) {
@@ -279,7 +332,7 @@ TEST(state_file, it_is_bound_to_the_account_it_was_kept_for) {
         ASSERT_TRUE(s->add("u1"));
         ASSERT_TRUE(s->save());
     }
-    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 2\n# account alice@pop.example:110\nu1\n");
+    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 3\n# account alice@pop.example:110\nu1 -\n");
     auto again = state_file::load(d.path / "state");
     ASSERT_TRUE(again);
     EXPECT_EQ(again->account(), "alice@pop.example:110");
@@ -304,7 +357,7 @@ TEST(state_file, a_file_from_before_accounts_takes_the_first_account_bound) {
     EXPECT_EQ(s->account(), "");
     ASSERT_TRUE(s->bind("alice@pop.example:110"));
     ASSERT_TRUE(s->save());
-    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 2\n# account alice@pop.example:110\nu1\nu2\n");
+    EXPECT_EQ(read_file(d.path / "state"), "# mailnet pop3c state 3\n# account alice@pop.example:110\nu1 -\nu2 -\n");
 }
 
 TEST(state_file, the_account_names_user_host_and_port_printably) {

@@ -986,6 +986,27 @@ class FetchBatches(unittest.TestCase):
         for m in self.msgs:
             self.assertIn(m, got)
 
+    def test_a_uidl_given_again_to_new_mail_of_another_size_is_fetched_not_deleted(self):
+        # Run 1 (--keep) stores messages 1-5 and records their UIDLs with LIST's sizes. Then the
+        # server (against RFC 1939 7) gives uid1 to a new message: run 2 (deleting) must fetch
+        # it, not delete it unread on the strength of uid1's record; the others, whose sizes
+        # match, are deleted without being fetched again.
+        state = os.path.join(self.tmp.path, "state")
+        self.fetch(ScriptedPop3(self.msgs), "--state", state, "--new-only", keep=True)
+        newer = b"Subject: not the first message\n\nsame UIDL, other octets\n"
+        srv = ScriptedPop3([newer] + self.msgs[1:])
+        with open(state, "rb") as f:
+            text = f.read()
+        self.assertIn(b"\nuid1 %d\n" % len(self.msgs[0]), text)  # the scripted LIST counts LF octets
+        with open(state, "wb") as f:
+            f.write(re.sub(rb"(?m)^# account u@127\.0\.0\.1:\d+$", b"# account u@127.0.0.1:%d" % srv.port, text))
+        cmds = self.fetch(srv, "--state", state, keep=False, exact=False)
+        self.assertIn("RETR 1", cmds)
+        self.assertFalse(any(c.startswith("RETR ") and c != "RETR 1" for c in cmds), cmds)
+        self.assertEqual(sorted(c for c in cmds if c.startswith("DELE ")), ["DELE %d" % n for n in range(1, 6)])
+        got = t.maildir_messages(self.mdir)
+        self.assertEqual(sorted(got), sorted(self.msgs + [newer]))
+
     def test_a_maildir_named_through_a_symbolic_link_or_with_a_trailing_slash(self):
         real = os.path.join(self.tmp.path, "real")
         os.makedirs(real)
