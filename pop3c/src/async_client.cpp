@@ -303,6 +303,9 @@ struct async_client::impl {
             co_return outcome<void>{};
         }
         if (m == login_method::plain) {
+            // Asked for by name: a server whose CAPA lists no SASL PLAIN is told apart from
+            // one that refuses the password (one without CAPA at all is tried).
+            if (!caps.items.empty() && !plain_offered) co_return make_failure(errc::no_mechanism, "the server offers no SASL PLAIN");
             login = "PLAIN";
             const std::string payload = encode_sasl_plain(user, password);
             // RFC 5034 4: an initial response only if the command stays within 255 octets.

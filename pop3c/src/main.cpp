@@ -33,7 +33,7 @@ int exit_for(const failure& f) {
     const auto& e = f.error;
     if (e == make_error_code(errc::server_error) || e == make_error_code(errc::mailbox_refused)) {
         if (f.code == "IN-USE" || f.code == "SYS/TEMP" || f.code == "LOGIN-DELAY") return exit_code::temporary;
-        if (e == make_error_code(errc::mailbox_refused)) return exit_code::unavailable;
+        if (e == make_error_code(errc::mailbox_refused)) return f.code == "AUTH" ? exit_code::denied : exit_code::unavailable;
         if (f.code == "AUTH") return exit_code::denied;
         return exit_code::protocol;
     }
@@ -328,10 +328,15 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     for (const auto& l : *sizes) {
         const auto it = uid_of.find(l.number);
         size_of.emplace(l.number, l.octets);
-        // A UIDL recorded for a message of another size is the server's giving an old UIDL to
-        // new mail (RFC 1939 7: it never should): fetched, never deleted on the record's word.
-        const bool stored = state && it != uid_of.end() && state->holds(it->second, l.octets);
-        if (state && it != uid_of.end() && !stored && state->contains(it->second)) ++reused;
+        // Deleting unread on a record's word (without --keep) also asks for the size recorded:
+        // a UIDL recorded for a message of another size may be the server's giving an old UIDL
+        // to new mail (RFC 1939 7: it never should), so that message is fetched first (a
+        // duplicate at worst: a server whose LIST sizes change, as Dovecot's fast size lookups
+        // do, has it stored twice). With --keep the skip asks for the UIDL alone: there a
+        // changing size would fetch everything again, run after run.
+        const bool recorded = state && it != uid_of.end() && state->contains(it->second);
+        const bool stored = recorded && (f.keep || state->holds(it->second, l.octets));
+        if (recorded && !stored) ++reused;
         if (stored && (f.new_only || !f.keep)) {
             already.push_back(l.number);
             continue;
@@ -339,8 +344,8 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         todo.emplace_back(l.number, l.octets);
     }
     if (reused > 0 && !f.quiet)
-        std::cerr << "pop3c: the server gives " << reused << " messages the UIDL of a stored message of another size: "
-                  << "they are fetched as new mail\n";
+        std::cerr << "pop3c: " << reused << (reused == 1 ? " message has" : " messages have")
+                  << " the UIDL of a stored message of another size: fetched before being deleted\n";
     // Without a state file (so --keep) nothing is recorded or deleted: the whole list is one
     // batch, pipelined throughout, and one flush at the end (the Maildir sink commits in
     // groups meanwhile, within its own bound). Its size is LIST's, what the server sent.

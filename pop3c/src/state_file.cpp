@@ -212,16 +212,21 @@ result<void> state_file::add(std::string_view uid, std::uint64_t size) {
     return {};
 }
 
+std::vector<std::uint64_t> state_file::sizes_in_order() const {
+    std::vector<std::uint64_t> out;
+    out.reserve(order_.size());
+    for (const auto& uid : order_) out.push_back(set_.at(uid));
+    return out;
+}
+
 std::size_t state_file::retain_only(std::span<const std::string> on_server) {
     std::unordered_set<std::string_view> server(on_server.begin(), on_server.end());
     std::deque<std::string> kept;
     std::unordered_map<std::string_view, std::uint64_t> kept_set;
     kept_set.reserve(std::min(order_.size(), server.size()));
-    for (auto& uid : order_)
-        if (server.contains(uid)) {
-            const std::uint64_t size = set_.at(uid);
-            kept_set.emplace(kept.emplace_back(std::move(uid)), size);
-        }
+    const std::vector<std::uint64_t> sizes = sizes_in_order();  // before any string moves
+    for (std::size_t i = 0; i < order_.size(); ++i)
+        if (server.contains(order_[i])) kept_set.emplace(kept.emplace_back(std::move(order_[i])), sizes[i]);
     const std::size_t forgotten = order_.size() - kept.size();
     order_ = std::move(kept);
     set_ = std::move(kept_set);
@@ -232,11 +237,9 @@ std::size_t state_file::forget(std::span<const std::string> uids) {
     const std::unordered_set<std::string_view> gone(uids.begin(), uids.end());
     std::deque<std::string> kept;
     std::unordered_map<std::string_view, std::uint64_t> kept_set;
-    for (auto& uid : order_)
-        if (!gone.contains(uid)) {
-            const std::uint64_t size = set_.at(uid);
-            kept_set.emplace(kept.emplace_back(std::move(uid)), size);
-        }
+    const std::vector<std::uint64_t> sizes = sizes_in_order();  // before any string moves
+    for (std::size_t i = 0; i < order_.size(); ++i)
+        if (!gone.contains(order_[i])) kept_set.emplace(kept.emplace_back(std::move(order_[i])), sizes[i]);
     std::size_t forgotten = order_.size() - kept.size();
     order_ = std::move(kept);
     set_ = std::move(kept_set);

@@ -111,6 +111,8 @@ public:
 private:
     state_file(std::filesystem::path path, log_sink log) : path_(std::move(path)), log_(std::move(log)) {}
     void insert(std::string_view uid, std::uint64_t size);
+    /// The size of each of order_'s UIDLs, in its order.
+    std::vector<std::uint64_t> sizes_in_order() const;
 
     std::filesystem::path path_;
     log_sink log_;

@@ -55,7 +55,9 @@ void append_printable(std::string& out, std::string_view text) {
 }  // namespace
 
 std::string failure::message() const {
-    std::string m = error == make_error_code(errc::server_error) ? std::string("server") : error.message();
+    std::string m = error == make_error_code(errc::server_error) || error == make_error_code(errc::mailbox_refused)
+                        ? std::string("server")
+                        : error.message();
     if (!code.empty() || !text.empty()) m += ":";
     if (!code.empty()) {
         m += " [";

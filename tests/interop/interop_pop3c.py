@@ -690,6 +690,8 @@ class ScriptedPop3:
         self.after_quit = b""  # sent after QUIT's answer, before the close
         self.greeting = b"+OK scripted ready"  # an APOP timestamp may be added
         self.stat_error = None  # STAT answered "-ERR " + this
+        self.list_crlf = False  # LIST gives CRLF octets (Dovecot's size once cached), not LF
+        self.capa = b"USER\r\nUIDL\r\nPIPELINING\r\n"
         self.reads = []  # the commands of each read, in order
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -720,7 +722,7 @@ class ScriptedPop3:
                     verb, _, arg = ln.decode().partition(" ")
                     verb = verb.upper()
                     if verb == "CAPA":
-                        out += b"+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\n.\r\n"
+                        out += b"+OK\r\n" + self.capa + b".\r\n"
                     elif verb == "APOP":
                         out += b"-ERR [AUTH] APOP is not for you\r\n"
                     elif verb in ("USER", "PASS", "NOOP", "DELE"):
@@ -730,7 +732,8 @@ class ScriptedPop3:
                     elif verb == "STAT":
                         out += b"+OK %d %d\r\n" % (self.stat_count or len(self.messages), sum(len(m) for m in self.messages))
                     elif verb == "LIST":
-                        out += b"+OK\r\n" + b"".join(b"%d %d\r\n" % (i + 1, len(m)) for i, m in enumerate(self.messages)) + (
+                        out += b"+OK\r\n" + b"".join(b"%d %d\r\n" % (i + 1, len(m) + (m.count(b"\n") if self.list_crlf else 0))
+                                                     for i, m in enumerate(self.messages)) + (
                             b"1 %d\r\n" % len(self.messages[0]) if self.list_twice else b"") + b".\r\n"
                     elif verb == "UIDL":
                         ids = self.uidls or [b"uid%d" % (i + 1) for i in range(len(self.messages))]
@@ -795,6 +798,13 @@ class LoginChoice(unittest.TestCase):
         srv = ScriptedPop3([b"Subject: a\n\nbody\n"])
         srv.stat_error = b"[SYS/TEMP] try later"
         self.assertEqual(self.run_stat(srv).returncode, 75)
+
+    def test_auth_plain_that_the_server_does_not_list_is_unavailable(self):
+        srv = ScriptedPop3([b"Subject: a\n\nbody\n"])  # CAPA lists no SASL
+        p = self.run_stat(srv, "--auth", "plain")
+        self.assertEqual(p.returncode, 69, p.stderr)
+        self.assertIn(b"offers no SASL PLAIN", p.stderr)
+        self.assertFalse(any(c.startswith("AUTH") for c in srv.commands()), srv.commands())
 
     def test_auth_apop_without_a_timestamp_is_unavailable(self):
         srv = ScriptedPop3([b"Subject: a\n\nbody\n"])
@@ -1006,6 +1016,42 @@ class FetchBatches(unittest.TestCase):
         self.assertEqual(sorted(c for c in cmds if c.startswith("DELE ")), ["DELE %d" % n for n in range(1, 6)])
         got = t.maildir_messages(self.mdir)
         self.assertEqual(sorted(got), sorted(self.msgs + [newer]))
+
+    def keep_new_only_runs(self, make_server, runs):
+        """Runs `fetch --keep --new-only` `runs` times against a fresh make_server(i) each;
+        returns the RETRs of each run."""
+        state = os.path.join(self.tmp.path, "state")
+        retrs = []
+        for i in range(runs):
+            srv = make_server(i)
+            if os.path.exists(state):
+                with open(state, "rb") as f:
+                    text = f.read()
+                with open(state, "wb") as f:
+                    f.write(re.sub(rb"(?m)^# account u@127\.0\.0\.1:\d+$", b"# account u@127.0.0.1:%d" % srv.port, text))
+            cmds = self.fetch(srv, "--state", state, "--new-only", keep=True, exact=False)
+            retrs.append([c for c in cmds if c.startswith("RETR ")])
+        return retrs
+
+    def test_keep_new_only_fetches_nothing_twice_when_sizes_change_or_a_uidl_is_shared(self):
+        # LIST's sizes may change between runs for the same messages (Dovecot's fast size
+        # lookups: LF octets, then CRLF once cached), and two messages of different sizes may
+        # share a UIDL: with --keep the skip asks for the UIDL alone, so neither fetches
+        # anything again, run after run.
+        def changing(i):
+            srv = ScriptedPop3(self.msgs)
+            srv.list_crlf = i % 2 == 1
+            return srv
+        self.assertEqual(self.keep_new_only_runs(changing, 3), [["RETR %d" % n for n in range(1, 6)], [], []])
+        self.assertEqual(sorted(t.maildir_messages(self.mdir)), sorted(self.msgs))
+
+    def test_keep_new_only_with_a_shared_uidl_fetches_each_message_once(self):
+        def shared(i):
+            # The two messages sharing "same" differ in size (the second is longer).
+            srv = ScriptedPop3([self.msgs[0], self.msgs[1] + b"longer\n", self.msgs[2]])
+            srv.uidls = [b"same", b"same", b"uid3"]
+            return srv
+        self.assertEqual(self.keep_new_only_runs(shared, 3), [["RETR 1", "RETR 2", "RETR 3"], [], []])
 
     def test_a_maildir_named_through_a_symbolic_link_or_with_a_trailing_slash(self):
         real = os.path.join(self.tmp.path, "real")

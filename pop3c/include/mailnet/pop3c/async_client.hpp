@@ -20,7 +20,7 @@ namespace mailnet::pop3c {
 class async_client {
 public:
     /// Connects, secures (options.tls), reads CAPA, logs in and takes STAT. Port 0: 995 with
-    /// implicit TLS, else 110.
+    /// implicit TLS, else 110. Errors as client::open's.
     static asio::awaitable<outcome<std::unique_ptr<async_client>>> open(asio::any_io_executor ex, std::string host,
                                                                         std::string user, std::string password,
                                                                         std::uint16_t port = 0, options opts = {});

@@ -19,7 +19,9 @@ class async_client;
 class client {
 public:
     /// The seed's ::pop3::open: connects, secures (options.tls), logs in, takes STAT.
-    /// Port 0: 995 with implicit TLS, else 110.
+    /// Port 0: 995 with implicit TLS, else 110. A -ERR to the login is errc::server_error; a
+    /// -ERR to the STAT after an accepted login is errc::mailbox_refused (its response code,
+    /// IN-USE or SYS/TEMP among them, in failure::code either way).
     static outcome<client> open(std::string host, std::string user, std::string password, std::uint16_t port = 0,
                                 options opts = {});
     client(client&&) noexcept;
