@@ -289,12 +289,19 @@ struct async_client::impl {
             else
                 m = login_method::user;
         }
+        // A method the server does not offer is said first: no cleartext question arises.
+        if (m == login_method::apop && apop_timestamp.empty())
+            co_return make_failure(errc::no_mechanism, "the server offers no APOP");
+        // PLAIN asked for by name: a server whose CAPA lists no SASL PLAIN is told apart from
+        // one that refuses the password (one without CAPA at all is tried).
+        if (m == login_method::plain && !caps.items.empty() && !plain_offered)
+            co_return make_failure(errc::no_mechanism, "the server offers no SASL PLAIN");
         if (!cleartext_allowed())
             co_return make_failure(errc::plaintext_refused,
-                                   "the password would cross an unencrypted connection to " + host +
+                                   std::string(m == login_method::apop ? "APOP's digest of the password" : "the password") +
+                                       " would cross an unencrypted connection to " + host +
                                        " (use TLS or STLS, or allow cleartext passwords)");
         if (m == login_method::apop) {
-            if (apop_timestamp.empty()) co_return make_failure(errc::no_mechanism, "the server offers no APOP");
             login = "APOP";
             auto r = co_await simple("APOP " + user + " " + apop_digest(apop_timestamp, password),
                                      "APOP " + user + " ***");
@@ -303,9 +310,6 @@ struct async_client::impl {
             co_return outcome<void>{};
         }
         if (m == login_method::plain) {
-            // Asked for by name: a server whose CAPA lists no SASL PLAIN is told apart from
-            // one that refuses the password (one without CAPA at all is tried).
-            if (!caps.items.empty() && !plain_offered) co_return make_failure(errc::no_mechanism, "the server offers no SASL PLAIN");
             login = "PLAIN";
             const std::string payload = encode_sasl_plain(user, password);
             // RFC 5034 4: an initial response only if the command stays within 255 octets.
