@@ -673,7 +673,11 @@ int main(int argc, char** argv) {
         }
         if (f.error == make_error_code(errc::mailbox_refused))
             return fail(f, "cannot open the mailbox on " + host + ":" + std::to_string(real_port));
-        return fail(f, "cannot log in to " + host + ":" + std::to_string(real_port));
+        // Not a refusal: the connection, TLS, or a broken or closed answer anywhere from the
+        // greeting to the STAT after the login (a login the server took is not "refused").
+        if (f.error == make_error_code(errc::server_error))
+            return fail(f, "cannot log in to " + host + ":" + std::to_string(real_port));
+        return fail(f, "cannot open a session with " + host + ":" + std::to_string(real_port));
     }
     client c = std::move(opened.value());
 

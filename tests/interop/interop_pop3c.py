@@ -690,6 +690,7 @@ class ScriptedPop3:
         self.after_quit = b""  # sent after QUIT's answer, before the close
         self.greeting = b"+OK scripted ready"  # an APOP timestamp may be added
         self.stat_error = None  # STAT answered "-ERR " + this
+        self.stat_answer = None  # STAT answered with these octets instead (b"": the connection closed)
         self.list_crlf = False  # LIST gives CRLF octets (Dovecot's size once cached), not LF
         self.capa = b"USER\r\nUIDL\r\nPIPELINING\r\n"
         self.reads = []  # the commands of each read, in order
@@ -727,6 +728,11 @@ class ScriptedPop3:
                         out += b"-ERR [AUTH] APOP is not for you\r\n"
                     elif verb in ("USER", "PASS", "NOOP", "DELE"):
                         out += b"+OK\r\n"
+                    elif verb == "STAT" and self.stat_answer is not None:
+                        if not self.stat_answer:
+                            conn.sendall(out)
+                            return
+                        out += self.stat_answer
                     elif verb == "STAT" and self.stat_error:
                         out += b"-ERR " + self.stat_error + b"\r\n"
                     elif verb == "STAT":
@@ -798,6 +804,17 @@ class LoginChoice(unittest.TestCase):
         srv = ScriptedPop3([b"Subject: a\n\nbody\n"])
         srv.stat_error = b"[SYS/TEMP] try later"
         self.assertEqual(self.run_stat(srv).returncode, 75)
+
+    def test_a_broken_or_closed_stat_after_the_login_is_not_called_a_refused_login(self):
+        for answer in (b"+OK many octets\r\n", b""):
+            with self.subTest(answer=answer):
+                srv = ScriptedPop3([b"Subject: a\n\nbody\n"])
+                srv.stat_answer = answer
+                p = self.run_stat(srv)
+                self.assertEqual(p.returncode, 76, p.stderr)
+                self.assertIn(b"cannot open a session with 127.0.0.1:%d" % srv.port, p.stderr)
+                self.assertNotIn(b"cannot log in", p.stderr)
+                self.assertIn("PASS pw", srv.commands())
 
     def test_auth_plain_that_the_server_does_not_list_is_unavailable(self):
         srv = ScriptedPop3([b"Subject: a\n\nbody\n"])  # CAPA lists no SASL
