@@ -114,7 +114,7 @@ struct async_client::impl {
     void set_deadline() { s->set_deadline(net::stream::clock::now() + o.timeout); }
 
     static constexpr std::size_t max_capa_lines = 512;
-    std::size_t listing_cap() const { return static_cast<std::size_t>(count) + 64; }
+    std::size_t listing_cap() const { return std::min<std::size_t>(count, o.max_messages) + 64; }
 
     // The next event of the core, doing the I/O it needs. An I/O failure or a protocol
     // violation breaks the connection: ev::failed, and `broken` says why.
@@ -196,7 +196,8 @@ struct async_client::impl {
             } else if (auto* l = std::get_if<ev::line>(&e); l && l->seq == seq) {
                 if (++lines > max_lines)
                     co_return break_with(make_failure(errc::protocol_error, "the server's listing has more than " +
-                                                                                std::to_string(max_lines) + " lines"));
+                                                                                std::to_string(max_lines) + " lines" +
+                                                                                (count > o.max_messages ? " (options::max_messages)" : "")));
                 if (!bad) {
                     if (auto f = on_line(l->text)) bad = std::move(*f);
                 }
@@ -337,14 +338,37 @@ struct async_client::impl {
             }
         }
         login = "USER";
-        // USER and PASS go together with PIPELINING (RFC 2449 6.6); PASS's answer decides.
         if (broken) co_return *broken;
+        if (!caps.has("PIPELINING")) {
+            // USER refused: no PASS (the password is not sent to a server that took no user).
+            auto u = co_await simple("USER " + user);
+            if (!u) co_return u.why();
+            if (!u->ok) co_return refused(*u);
+            auto pass = co_await simple("PASS " + password, "PASS ***");
+            if (!pass) co_return pass.why();
+            if (!pass->ok) co_return refused(*pass);
+            co_return outcome<void>{};
+        }
+        // USER and PASS go together with PIPELINING (RFC 2449 6.6); both must be +OK (a server
+        // that refused USER and then took PASS has no user logged in).
         const std::uint64_t user_seq = submit(command{"USER " + user});
-        auto pass = co_await simple("PASS " + password, "PASS ***");
-        (void)user_seq;
-        if (!pass) co_return pass.why();
-        if (!pass->ok) co_return refused(*pass);
-        co_return outcome<void>{};
+        const std::uint64_t pass_seq = submit(command{"PASS " + password}, "PASS ***");
+        std::optional<response> user_reply;
+        for (;;) {
+            event e = co_await next_event();
+            if (std::holds_alternative<ev::failed>(e)) co_return *broken;
+            auto* r = std::get_if<ev::reply>(&e);
+            if (!r) continue;
+            if (r->seq == user_seq) {
+                trace("S: ", (r->r.ok ? "+OK " : "-ERR ") + r->r.text);
+                user_reply = std::move(r->r);
+            } else if (r->seq == pass_seq) {
+                trace("S: ", (r->r.ok ? "+OK " : "-ERR ") + r->r.text);
+                if (user_reply && !user_reply->ok) co_return refused(*user_reply);
+                if (!r->r.ok) co_return refused(r->r);
+                co_return outcome<void>{};
+            }
+        }
     }
 
     asio::awaitable<outcome<mailbox_status>> stat() {
@@ -418,6 +442,7 @@ struct async_client::impl {
         std::size_t next = 0;
         std::uint32_t current = 0;
         std::uint64_t octets = 0;  // of the current message so far
+        bool skipping = false;     // the current message is over max_message_octets: read past, handed over no more
         // Bounded: at most two windows of commands queued or in flight, however many messages.
         const std::size_t ahead = std::max<std::size_t>(1, o.window) * 2;
         while (next < numbers.size() || !sent.empty()) {
@@ -457,20 +482,31 @@ struct async_client::impl {
                 }
                 current = n;
                 octets = 0;
+                skipping = false;
                 go_on = h.begin(n, hint);
             } else if (auto* d = std::get_if<ev::data>(&e)) {
                 if (!sent.empty() && d->seq == sent.front().first) {
                     octets += d->octets.size();
-                    if (octets > o.max_message_octets)
-                        co_return break_with(make_failure(mailnet::errc::too_large,
-                                                          "message " + std::to_string(current) + " is larger than " +
-                                                              std::to_string(o.max_message_octets) + " octets"));
-                    go_on = h.data(current, d->octets);
+                    const auto too_large = [&] {
+                        return make_failure(mailnet::errc::too_large, "message " + std::to_string(current) + " is larger than " +
+                                                                          std::to_string(o.max_message_octets) + " octets");
+                    };
+                    if (!skipping && octets > o.max_message_octets) {
+                        skipping = true;
+                        h.refused(current, too_large());  // the handler drops what it was given
+                    }
+                    if (!skipping) {
+                        go_on = h.data(current, d->octets);
+                    } else if (octets - o.max_message_octets > o.max_message_octets) {
+                        // Read past to its terminator, so the others go on; a server that goes
+                        // on past twice the limit is not followed further.
+                        co_return break_with(too_large());
+                    }
                 }
             } else if (auto* end = std::get_if<ev::end>(&e)) {
                 if (!sent.empty() && end->seq == sent.front().first) {
                     sent.pop_front();
-                    go_on = h.end(current, end->octets);
+                    if (!std::exchange(skipping, false)) go_on = h.end(current, end->octets);
                 }
             }
             } catch (...) {
@@ -518,6 +554,7 @@ public:
     std::optional<failure> first_refusal;
     bool begin(std::uint32_t, std::optional<std::uint64_t> hint) override {
         messages.emplace_back();
+        open = true;
         // A hint only reserves, within reason: it is never trusted.
         if (hint) messages.back().reserve(static_cast<std::size_t>(std::min<std::uint64_t>(*hint + 64, 1u << 20)));
         return true;
@@ -526,10 +563,17 @@ public:
         messages.back().append(octets);
         return true;
     }
-    bool end(std::uint32_t, std::uint64_t) override { return true; }
+    bool end(std::uint32_t, std::uint64_t) override {
+        open = false;
+        return true;
+    }
     void refused(std::uint32_t, const failure& why) override {
+        if (std::exchange(open, false)) messages.pop_back();  // too large: dropped
         if (!first_refusal) first_refusal = why;
     }
+
+private:
+    bool open = false;  // a message begun and not ended
 };
 
 }  // namespace

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -15,6 +17,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "mailnet/log.hpp"
 #include "mailnet/net/program.hpp"
 #include "mailnet/net/server.hpp"
 #include "mailnet/pop3c/client.hpp"
@@ -42,13 +45,18 @@ int exit_for(const failure& f) {
     if (e == make_error_code(errc::plaintext_refused) || e == make_error_code(mailnet::errc::tls_error)) return exit_code::denied;
     if (e == make_error_code(errc::tls_unavailable) || e == make_error_code(errc::no_mechanism)) return exit_code::unavailable;
     if (e == make_error_code(errc::protocol_error) || e == make_error_code(errc::closed)) return exit_code::protocol;
-    if (e == make_error_code(mailnet::errc::timed_out)) return exit_code::temporary;
+    // A message past twice options::max_message_octets (one past it alone is refused, skipped).
+    if (e == make_error_code(mailnet::errc::timed_out) || e == make_error_code(mailnet::errc::too_large))
+        return exit_code::temporary;
     if (e == make_error_code(mailnet::errc::bad_config)) return exit_code::usage;
     return exit_code::unavailable;  // resolving, connecting
 }
 
+// "HOST:PORT" once the session is open: failures from then on name the server.
+std::string session_server;
+
 int fail(const failure& f, std::string_view what) {
-    std::cerr << "pop3c: " << what << ": " << f.message() << "\n";
+    std::cerr << "pop3c: " << what << (session_server.empty() ? "" : " on " + session_server) << ": " << f.message() << "\n";
     return exit_for(f);
 }
 
@@ -71,6 +79,10 @@ std::optional<std::string> read_password(const std::string& env, const std::stri
             return std::nullopt;
         }
         if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line.empty()) {
+            std::cerr << "pop3c: --password-file: the first line of " << file << " is empty\n";
+            return std::nullopt;
+        }
         return line;
     }
     FILE* tty = std::fopen("/dev/tty", "r+");
@@ -162,6 +174,8 @@ public:
         return true;
     }
     void refused(std::uint32_t n, const failure& why) override {
+        if (msg_) msg_->abort();  // too large: what was written of it goes
+        msg_.reset();
         ++refused_count;
         std::cerr << "pop3c: message " << n << " not retrieved: " << why.message() << "\n";
     }
@@ -178,6 +192,17 @@ private:
     bool remember_;
     std::unique_ptr<sink_message> msg_;
 };
+
+// Whether two paths name one file: the same device and inode where both exist, else the same
+// path once made absolute and normal with every link that exists resolved.
+bool same_file(const std::filesystem::path& a, const std::filesystem::path& b) {
+    std::error_code ec;
+    if (std::filesystem::equivalent(a, b, ec) && !ec) return true;
+    const auto ca = std::filesystem::weakly_canonical(a, ec);
+    if (ec) return false;
+    const auto cb = std::filesystem::weakly_canonical(b, ec);
+    return !ec && ca == cb;
+}
 
 // Where the UIDL state lives when deleting without --state: one file per account.
 std::filesystem::path default_state_path(const std::string& user, const std::string& host, std::uint16_t port) {
@@ -213,7 +238,12 @@ bool use_state_for(const fetch_options& f) { return f.new_only || !f.keep || !f.
 int open_state(const fetch_options& f, const std::string& user, const std::string& host, std::uint16_t port,
                std::optional<state_file>& out) {
     if (!use_state_for(f)) return exit_code::ok;
-    const std::filesystem::path path = f.state.empty() ? default_state_path(user, host, port) : std::filesystem::path(f.state);
+    std::filesystem::path path = f.state.empty() ? default_state_path(user, host, port) : std::filesystem::path(f.state);
+    // A link is followed: its target is the file replaced at each save, the link stays.
+    if (std::error_code ec; std::filesystem::is_symlink(path, ec)) {
+        auto target = std::filesystem::weakly_canonical(path, ec);
+        if (!ec) path = std::move(target);
+    }
     if (f.state.empty()) {
         std::error_code ec;
         std::filesystem::create_directories(path.parent_path(), ec);
@@ -291,6 +321,9 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     }
     std::unordered_map<std::uint32_t, std::string> uid_of;
     for (auto& u : uids) uid_of.emplace(u.number, std::move(u.uid));
+    std::unordered_set<std::uint32_t> has_uidl;  // every number the UIDL listing named
+    if (state)
+        for (const auto& [n, uid] : uid_of) has_uidl.insert(n);
     if (!f.keep) {
         // A UIDL given to two messages (RFC 1939 allows it for identical copies) is no proof
         // that the second is stored because the first is: those messages are fetched and
@@ -323,6 +356,15 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                                     {}},
                             "LIST");
     }
+    // RFC 1939 7: UIDL names every message. One left out would have no record: fetched again
+    // on every --new-only run, never recognised as stored.
+    if (state)
+        for (const auto& l : *sizes)
+            if (!has_uidl.contains(l.number))
+                return fail(failure{make_error_code(errc::protocol_error),
+                                    "the UIDL listing leaves out message " + std::to_string(l.number) + ", which LIST names",
+                                    {}},
+                            "UIDL");
     std::unordered_map<std::uint32_t, std::uint64_t> size_of;  // LIST's, recorded with each UIDL
     std::size_t reused = 0;
     for (const auto& l : *sizes) {
@@ -354,12 +396,17 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     progress meter(!f.quiet && isatty(STDERR_FILENO) && f.maildir.size() + f.mbox.size() > 0, todo.size());
     std::size_t deleted = 0, refused = 0;
     std::size_t dele_refused = 0;
+    std::vector<std::string> still_on_server;  // records kept at the end: DELEs the server refused
     if (!f.keep && !already.empty()) {
         // Stored by an earlier run; a server that refuses to delete one does not stop the fetch.
         if (auto r = c.remove_each(already); !r) {
             if (r.error() != make_error_code(errc::server_error)) return fail(r.why(), "DELE");
             std::cerr << "pop3c: deleting messages stored by an earlier run: " << r.why().message() << "\n";
             ++dele_refused;
+            // Which DELE was refused is not told apart: every record of them stays, so the
+            // next run deletes what is still there rather than fetching it again.
+            for (const auto n : already)
+                if (const auto it = uid_of.find(n); it != uid_of.end()) still_on_server.push_back(it->second);
         } else {
             deleted += already.size();
         }
@@ -510,12 +557,12 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     meter.done();
     if (auto q = c.close(); !q) {
         if (!distrust(q.why())) return exit_code::io_error;
-        return fail(q.why(), deleted > 0 ? "QUIT (the deletions failed; they are retried next run)" : "QUIT");
+        return fail(q.why(), deleted > 0 ? "QUIT (the deletions may not have been carried out: the next run deletes what is still there)" : "QUIT");
     }
     if (state) {
         // Forget what the server no longer has, so the file does not grow forever: without
         // --keep every stored message was deleted now; with it, the server keeps them all.
-        std::vector<std::string> on_server;
+        std::vector<std::string> on_server = std::move(still_on_server);
         if (f.keep)
             for (const auto& [n, uid] : uid_of) on_server.push_back(uid);
         (void)state->retain_only(on_server);
@@ -535,14 +582,21 @@ class stdout_handler final : public retrieval_handler {
 public:
     bool begin(std::uint32_t, std::optional<std::uint64_t>) override { return true; }
     bool data(std::uint32_t, std::string_view octets) override {
-        return std::fwrite(octets.data(), 1, octets.size(), stdout) == octets.size();
+        return written(std::fwrite(octets.data(), 1, octets.size(), stdout) == octets.size());
     }
-    bool end(std::uint32_t, std::uint64_t) override { return std::fflush(stdout) == 0; }
+    bool end(std::uint32_t, std::uint64_t) override { return written(std::fflush(stdout) == 0); }
     void refused(std::uint32_t n, const failure& why) override {
         std::cerr << "pop3c: message " << n << ": " << why.message() << "\n";
         ok = false;
     }
     bool ok = true;
+    std::optional<int> write_error;  // errno of a failed write to stdout (a closed pipe, a full disk)
+
+private:
+    bool written(bool done) {
+        if (!done && !write_error) write_error = errno;
+        return done;
+    }
 };
 
 }  // namespace
@@ -610,6 +664,9 @@ int main(int argc, char** argv) {
     app.footer("The password never comes from the command line: --password-env, --password-file, or a prompt.\n"
                "Exit codes: 0 ok, 64 usage, 69 unavailable, 74 local I/O error, 75 temporary failure\n"
                "(IN-USE, SYS/TEMP, timeout), 76 protocol error, 77 login or certificate refused.");
+    // A closed pipe on stdout (pop3c retrieve 1 end | head) is a write error (exit 74), never a
+    // silent death by SIGPIPE (a socket write then fails with EPIPE too, as Asio's do anyway).
+    std::signal(SIGPIPE, SIG_IGN);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -627,9 +684,19 @@ int main(int argc, char** argv) {
             return exit_code::usage;
         }
     }
-    if (!fo.state.empty() && fo.state == fo.mbox) {
-        std::cerr << "pop3c: --state and --mbox name the same file\n";
-        return exit_code::usage;
+    // The state file replaced under the mbox (or under stdout) would take the messages with it:
+    // the same file by any spelling (a link, "./", an absolute path) is refused.
+    if (*fetch_cmd && !fo.state.empty()) {
+        if (!fo.mbox.empty() && same_file(fo.state, fo.mbox)) {
+            std::cerr << "pop3c: --state and --mbox name the same file\n";
+            return exit_code::usage;
+        }
+        struct stat out{}, st{};
+        if (fo.to_stdout && ::fstat(STDOUT_FILENO, &out) == 0 && ::stat(fo.state.c_str(), &st) == 0 &&
+            out.st_dev == st.st_dev && out.st_ino == st.st_ino) {
+            std::cerr << "pop3c: --state names the file that stdout writes to\n";
+            return exit_code::usage;
+        }
     }
     // An IPv6 address as URLs and listening lines write it: [::1] is ::1.
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
@@ -680,6 +747,7 @@ int main(int argc, char** argv) {
         return fail(f, "cannot open a session with " + host + ":" + std::to_string(real_port));
     }
     client c = std::move(opened.value());
+    session_server = host + ":" + std::to_string(real_port);
 
     auto index_arg = [&](std::size_t i) -> std::optional<message_index> {
         auto ix = message_index::parse(args.at(i));
@@ -749,7 +817,8 @@ int main(int argc, char** argv) {
         for (const auto& [name, a] : c.server_capabilities().items) {
             std::string line = name;
             for (const auto& w : a) line += " " + w;
-            std::printf("%s\n", line.c_str());
+            // The server's text: its control octets (escape sequences, a NUL) as \xNN.
+            std::printf("%s\n", mailnet::log_text(line, 4096).c_str());
         }
         return finish(exit_code::ok);
     }
@@ -778,6 +847,10 @@ int main(int argc, char** argv) {
         if (*retr_cmd) {
             stdout_handler h;
             auto r = c.retrieve(*start, end, h);
+            if (h.write_error) {
+                std::cerr << "pop3c: writing to stdout failed: " << std::strerror(*h.write_error) << "\n";
+                return exit_code::io_error;  // no QUIT: nothing asked for is carried out
+            }
             if (!r) return fail(r.why(), "RETR");
             return finish(h.ok ? exit_code::ok : exit_code::temporary);
         }

@@ -352,6 +352,38 @@ TEST(pop3c_client, an_err_for_one_message_leaves_the_others) {
     c.close().value();
 }
 
+TEST(pop3c_client, a_message_over_the_limit_is_refused_and_the_others_go_on) {
+    const std::string big(150, 'x');  // one line of 150 octets: over the limit of 100 below, under twice it
+    scripted_server s(login_script(3) + std::vector<step>{
+        {"RETR 1", "+OK 4\r\none\r\n.\r\n"},
+        {"RETR 2", "+OK 152\r\n" + big + "\r\n.\r\n"},
+        {"RETR 3", "+OK 6\r\nthree\r\n.\r\n"},
+        {"QUIT", "+OK\r\n"}});
+    options o;
+    o.max_message_octets = 100;
+    auto c = open_scripted(s, o).value();
+    chunk_recorder h;
+    c.retrieve_each({1, 2, 3}, h).value();
+    EXPECT_EQ(h.refused_numbers, std::vector<std::uint32_t>{2});
+    EXPECT_EQ(h.message.find(big), std::string::npos);  // never handed over whole
+    EXPECT_NE(h.message.find("three\r\n"), std::string::npos);
+    c.close().value();
+}
+
+TEST(pop3c_client, a_message_past_twice_the_limit_closes_the_connection) {
+    const std::string endless(1000, 'x');
+    step cut{"RETR 1", "+OK 4\r\n" + endless + "\r\n"};
+    scripted_server s(login_script(1) + std::vector<step>{cut});
+    options o;
+    o.max_message_octets = 100;
+    auto c = open_scripted(s, o).value();
+    chunk_recorder h;
+    auto r = c.retrieve_each({1}, h);
+    EXPECT_EQ(r.error(), make_error_code(mailnet::errc::too_large));
+    EXPECT_EQ(h.refused_numbers, std::vector<std::uint32_t>{1});
+    EXPECT_EQ(c.noop().error(), make_error_code(mailnet::errc::too_large));  // unusable from then on
+}
+
 TEST(pop3c_client, a_server_that_hangs_up_mid_message) {
     step cut{"RETR 1", "+OK 100\r\nhalf a mess"};
     cut.hang_up = true;

@@ -158,9 +158,14 @@ struct options {
     std::chrono::seconds timeout{60};          ///< each read or write of a step
     /// Commands in flight with PIPELINING (RFC 2449 6.6); 1 turns pipelining off; at most 128.
     std::size_t window = 32;
-    /// A message longer than this (as handed over) fails with mailnet::errc::too_large and
-    /// closes the connection: a server that sends without end is not followed forever.
+    /// A message longer than this (as handed over) is refused with mailnet::errc::too_large
+    /// (retrieval_handler::refused) and read past to its terminator, so the others go on; one
+    /// that goes on past twice this fails the retrieval with too_large and closes the
+    /// connection: a server that sends without end is not followed forever.
     std::uint64_t max_message_octets = 1ull << 30;
+    /// Messages a LIST or UIDL listing may name at most (whatever STAT says): each costs the
+    /// caller memory, and a hostile STAT must not make that unbounded. More: protocol_error.
+    std::size_t max_messages = 1'000'000;
     /// Line ends of the messages handed over: CRLF as on the wire, or LF as stored on disk.
     output_line_ends line_ends = output_line_ends::crlf;
     /// Debug trace of the conversation (passwords and SASL answers replaced by "***"); null: none.
@@ -238,7 +243,9 @@ public:
     virtual bool data(std::uint32_t number, std::string_view octets) = 0;
     /// The message ended at its terminator; `octets` its size (CRLF line ends, RFC 1939).
     virtual bool end(std::uint32_t number, std::uint64_t octets) = 0;
-    /// The server answered -ERR for this message; the others go on.
+    /// The server answered -ERR for this message (before any begin()), or the message grew
+    /// past options::max_message_octets (after its begin() and some data(): what was handed
+    /// over of it is to be dropped; mailnet::errc::too_large); the others go on.
     virtual void refused(std::uint32_t number, const failure& why) = 0;
 };
 
