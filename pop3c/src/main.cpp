@@ -195,12 +195,23 @@ private:
 
 // Whether two paths name one file: the same device and inode where both exist, else the same
 // path once made absolute and normal with every link that exists resolved.
+// A link whose target does not exist yet counts as that target.
+std::filesystem::path link_target(std::filesystem::path p) {
+    std::error_code ec;
+    for (int hops = 0; hops < 40 && std::filesystem::is_symlink(p, ec); ++hops) {
+        const auto t = std::filesystem::read_symlink(p, ec);
+        if (ec) break;
+        p = t.is_absolute() ? t : p.parent_path() / t;
+    }
+    return p;
+}
+
 bool same_file(const std::filesystem::path& a, const std::filesystem::path& b) {
     std::error_code ec;
     if (std::filesystem::equivalent(a, b, ec) && !ec) return true;
-    const auto ca = std::filesystem::weakly_canonical(a, ec);
+    const auto ca = std::filesystem::weakly_canonical(link_target(a), ec);
     if (ec) return false;
-    const auto cb = std::filesystem::weakly_canonical(b, ec);
+    const auto cb = std::filesystem::weakly_canonical(link_target(b), ec);
     return !ec && ca == cb;
 }
 
@@ -240,10 +251,7 @@ int open_state(const fetch_options& f, const std::string& user, const std::strin
     if (!use_state_for(f)) return exit_code::ok;
     std::filesystem::path path = f.state.empty() ? default_state_path(user, host, port) : std::filesystem::path(f.state);
     // A link is followed: its target is the file replaced at each save, the link stays.
-    if (std::error_code ec; std::filesystem::is_symlink(path, ec)) {
-        auto target = std::filesystem::weakly_canonical(path, ec);
-        if (!ec) path = std::move(target);
-    }
+    if (std::error_code ec; std::filesystem::is_symlink(path, ec)) path = link_target(path);
     if (f.state.empty()) {
         std::error_code ec;
         std::filesystem::create_directories(path.parent_path(), ec);

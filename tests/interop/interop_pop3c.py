@@ -691,6 +691,8 @@ class ScriptedPop3:
         self.greeting = b"+OK scripted ready"  # an APOP timestamp may be added
         self.stat_error = None  # STAT answered "-ERR " + this
         self.stat_answer = None  # STAT answered with these octets instead (b"": the connection closed)
+        self.user_error = None  # USER answered "-ERR " + this (PASS still +OK: a broken server)
+        self.dele_error = None  # every DELE answered "-ERR " + this
         self.list_crlf = False  # LIST gives CRLF octets (Dovecot's size once cached), not LF
         self.capa = b"USER\r\nUIDL\r\nPIPELINING\r\n"
         self.reads = []  # the commands of each read, in order
@@ -726,6 +728,10 @@ class ScriptedPop3:
                         out += b"+OK\r\n" + self.capa + b".\r\n"
                     elif verb == "APOP":
                         out += b"-ERR [AUTH] APOP is not for you\r\n"
+                    elif verb == "USER" and self.user_error:
+                        out += b"-ERR " + self.user_error + b"\r\n"
+                    elif verb == "DELE" and self.dele_error:
+                        out += b"-ERR " + self.dele_error + b"\r\n"
                     elif verb in ("USER", "PASS", "NOOP", "DELE"):
                         out += b"+OK\r\n"
                     elif verb == "STAT" and self.stat_answer is not None:
@@ -815,6 +821,20 @@ class LoginChoice(unittest.TestCase):
                 self.assertIn(b"cannot open a session with 127.0.0.1:%d" % srv.port, p.stderr)
                 self.assertNotIn(b"cannot log in", p.stderr)
                 self.assertIn("PASS pw", srv.commands())
+
+    def test_user_refused_is_a_refused_login_whatever_pass_says(self):
+        srv = ScriptedPop3([b"Subject: a\n\nbody\n"])  # PIPELINING: USER and PASS go together
+        srv.user_error = b"no such user"
+        p = self.run_stat(srv, "--auth", "user")
+        self.assertEqual(p.returncode, 77, p.stderr)
+        self.assertIn(b"no such user", p.stderr)
+        self.assertNotIn("STAT", srv.commands())
+        srv = ScriptedPop3([b"Subject: a\n\nbody\n"])
+        srv.capa = b"USER\r\nUIDL\r\n"  # no PIPELINING: no PASS after a refused USER
+        srv.user_error = b"no such user"
+        p = self.run_stat(srv, "--auth", "user")
+        self.assertEqual(p.returncode, 77, p.stderr)
+        self.assertFalse(any(c.startswith("PASS") for c in srv.commands()), srv.commands())
 
     def test_auth_plain_that_the_server_does_not_list_is_unavailable(self):
         srv = ScriptedPop3([b"Subject: a\n\nbody\n"])  # CAPA lists no SASL
@@ -1033,6 +1053,51 @@ class FetchBatches(unittest.TestCase):
         self.assertEqual(sorted(c for c in cmds if c.startswith("DELE ")), ["DELE %d" % n for n in range(1, 6)])
         got = t.maildir_messages(self.mdir)
         self.assertEqual(sorted(got), sorted(self.msgs + [newer]))
+
+    def rebind(self, state, srv):
+        """Points the state file's account at `srv` (each scripted server has its own port)."""
+        with open(state, "rb") as f:
+            text = f.read()
+        with open(state, "wb") as f:
+            f.write(re.sub(rb"(?m)^# account u@127\.0\.0\.1:\d+$", b"# account u@127.0.0.1:%d" % srv.port, text))
+
+    def test_a_refused_dele_of_an_earlier_runs_message_keeps_its_record(self):
+        # Run 1 stores all five (--keep, recorded). Run 2 deletes them unread, but the server
+        # refuses each DELE: their records must stay, so run 3 deletes them again rather than
+        # fetching them a second time.
+        state = os.path.join(self.tmp.path, "state")
+        self.fetch(ScriptedPop3(self.msgs), "--state", state, "--new-only", keep=True)
+        srv = ScriptedPop3(self.msgs)
+        srv.dele_error = b"[SYS/TEMP] not now"
+        self.rebind(state, srv)
+        cmds = self.fetch(srv, "--state", state, keep=False, rc=75, exact=False)
+        self.assertFalse(any(c.startswith("RETR") for c in cmds), cmds)
+        srv = ScriptedPop3(self.msgs)
+        self.rebind(state, srv)
+        cmds = self.fetch(srv, "--state", state, keep=False, exact=False)
+        self.assertFalse(any(c.startswith("RETR") for c in cmds), cmds)
+        self.assertEqual(sorted(c for c in cmds if c.startswith("DELE ")), ["DELE %d" % n for n in range(1, 6)])
+        self.assertEqual(sorted(t.maildir_messages(self.mdir)), sorted(self.msgs))  # each once
+
+    def test_a_uidl_listing_that_leaves_out_a_message_stops_the_run(self):
+        state = os.path.join(self.tmp.path, "state")
+        srv = ScriptedPop3(self.msgs)
+        srv.uidls = [b"uid1", b"uid2", b"uid3", b"uid4"]  # five messages, four UIDLs
+        cmds = self.fetch(srv, "--state", state, "--new-only", keep=True, rc=76, exact=False)
+        self.assertFalse(any(c.startswith(("RETR", "DELE")) for c in cmds), cmds)
+
+    def test_state_and_mbox_naming_one_file_are_refused(self):
+        mb = os.path.join(self.tmp.path, "mb")
+        link = os.path.join(self.tmp.path, "link")
+        os.symlink(mb, link)
+        for state in (os.path.join(self.tmp.path, ".", "mb"), link):
+            with self.subTest(state=state):
+                # Refused before any connection: port 1 has no server.
+                cmd = [POP3C, "fetch", "--mbox", mb, "--state", state, "--quiet", "--host", "127.0.0.1",
+                       "--port", "1", "--user", "u", "--password-env", PW_ENV, "--timeout", "5"]
+                p = t.run(cmd, timeout=30, env=dict(os.environ, **{PW_ENV: "pw"}))
+                self.assertEqual(p.returncode, 64, p.stderr)
+                self.assertIn(b"name the same file", p.stderr)
 
     def keep_new_only_runs(self, make_server, runs):
         """Runs `fetch --keep --new-only` `runs` times against a fresh make_server(i) each;
