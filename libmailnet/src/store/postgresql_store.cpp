@@ -739,19 +739,34 @@ public:
 
     enum class fate { committed, aborted, unknown };
 
-    // What became of transaction `xid` whose COMMIT's answer was lost: asked on new
-    // connections (pooled ones likely died with it) until the server says committed or aborted,
-    // at most 30 s (a COMMIT may still be waiting for its WAL flush or a standby).
-    fate transaction_fate(const std::string& xid) {
+    // What became of transaction `xid` whose COMMIT's answer was lost, `token` the name of one
+    // of its deliveries: asked on new connections (pooled ones likely died with it) until the
+    // server says, at most 30 s (a COMMIT may still be waiting for its WAL flush or a standby).
+    // The transaction's status first, then its body row: a server that crashed before the
+    // transaction's WAL was durable hands its id out again, so "committed" may be another
+    // transaction's; only the body row, looked for once the status is final, says it was
+    // ours. An id beyond the server's next one ("in the future": handed out before a crash,
+    // never durable) did not commit.
+    fate transaction_fate(const std::string& xid, const std::string& token) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         while (std::chrono::steady_clock::now() < deadline) {
             if (auto c = connect("pool")) {
-                auto r = exec(c->get(), "SELECT pg_xact_status($1::xid8)", {{xid}});
+                auto r = exec(c->get(),
+                              "SELECT CASE WHEN $1::xid8 >= pg_snapshot_xmax(pg_current_snapshot()) THEN 'future' "
+                              "ELSE pg_xact_status($1::xid8) END",
+                              {{xid}});
                 if (r && PQntuples(r->get()) == 1) {
-                    if (PQgetisnull(r->get(), 0, 0)) break;  // too old to tell
-                    const std::string_view st = PQgetvalue(r->get(), 0, 0);
-                    if (st == "committed") return fate::committed;
-                    if (st == "aborted") return fate::aborted;
+                    const bool too_old = PQgetisnull(r->get(), 0, 0);
+                    const std::string_view st = too_old ? std::string_view() : PQgetvalue(r->get(), 0, 0);
+                    if (st == "future" || st == "aborted") return fate::aborted;
+                    if (st == "committed" || too_old) {
+                        auto b = exec(c->get(), sql("SELECT EXISTS (SELECT 1 FROM @.bodies WHERE token = $1)"), {{token}});
+                        if (b && PQntuples(b->get()) == 1) {
+                            if (std::string_view(PQgetvalue(b->get(), 0, 0)) == "t") return fate::committed;
+                            if (!too_old) return fate::aborted;  // the id is another's now: ours is lost
+                            break;  // too old to tell, and no body: deleted since, or never stored
+                        }
+                    }
                 }
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -1371,7 +1386,7 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
         // The answer was lost, not necessarily the transaction (it may even still be under
         // way): ask the server what became of it, so that a 451 is only given for what is not
         // stored and a retry never duplicates.
-        const auto fate = db_->transaction_fate(xid);
+        const auto fate = db_->transaction_fate(xid, batch.front()->d->name());
         if (fate != database::fate::committed) {
             fail_all(make_error_code(errc::temporary_failure));
             return;
