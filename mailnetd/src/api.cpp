@@ -172,7 +172,12 @@ std::variant<wait_request, api_error> parse_wait_request(const query_params& par
 std::variant<std::string, api_error> parse_delete_request(const query_params& params) {
     auto named = by_name(params, {"mailbox"});
     if (auto* e = std::get_if<api_error>(&named)) return *e;
-    return std::get<0>(named)["mailbox"];
+    // `mailbox=` with no name is a mistake (curl -X DELETE "...?mailbox=$UNSET"), never "all":
+    // only a request without the parameter empties every mailbox.
+    auto& p = std::get<0>(named);
+    if (const auto it = p.find("mailbox"); it != p.end() && it->second.empty())
+        return api_error{400, "mailbox: want a mailbox name (leave the parameter out to empty every mailbox)"};
+    return p["mailbox"];
 }
 
 bool valid_part_number(std::string_view part) {

@@ -467,6 +467,16 @@ private:
 
 restinio::request_handling_status_t http_server::impl::handle(const request& req) {
     const auto& h = req->header();
+    // HEAD is not served (every answer here has a body, some stream without end): 405 with no
+    // body at all (RFC 9110 9.3.2: a pipelining client would read one as its next answer's
+    // start), whatever else is wrong with the request.
+    if (h.method() == restinio::http_method_head()) {
+        auto r = req->create_response(status(405));
+        r.append_header("Allow", "GET");
+        r.append_header("Cache-Control", "no-store");
+        r.done();
+        return restinio::request_accepted();
+    }
     // DESIGN.md: headers 16 KiB, bodies 64 KiB, 413 beyond (RESTinio's own limits, set higher,
     // close the connection of a request that is far over).
     std::size_t header_octets = h.request_target().size() + 16;
@@ -556,7 +566,14 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
     // its client go, and 1,500 such waits held every waiter's place for up to 600 s. None is
     // upgraded here (RFC 7230 6.7: a server may ignore Upgrade); these two refuse it.
     // (http_parser marks an upgrade when both Upgrade and a Connection naming it are sent.)
-    std::string connection(h.get_field_or("Connection", ""));
+    // Every Connection field, not only the first: http_parser reads them all.
+    std::string connection;
+    h.for_each_field([&](const auto& f) {
+        if (equals_nocase(f.name(), "Connection")) {
+            connection += f.value();
+            connection += ',';
+        }
+    });
     for (char& c : connection) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     const bool upgrade = h.has_field(restinio::http_field::upgrade) && connection.find("upgrade") != std::string::npos;
     if (seg.size() == 3 && (what == "wait" || what == "events") && upgrade && get) {

@@ -284,6 +284,17 @@ TEST(http_server, wait_and_events_refuse_an_upgrade_and_free_nothing_they_hold) 
         asio::read_until(s, asio::dynamic_buffer(got), "\r\n", ec);
         EXPECT_EQ(got.rfind("HTTP/1.1 400 ", 0), 0u) << path << ": " << got;
     }
+    {
+        // The Connection that names the upgrade may be the second one (http_parser reads all).
+        asio::ip::tcp::socket s(client);
+        s.connect({asio::ip::make_address("127.0.0.1"), srv.port()});
+        asio::write(s, asio::buffer(std::string("GET /api/v1/wait?timeout=20 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                                                "Connection: keep-alive\r\nConnection: Upgrade\r\n\r\n")));
+        std::string got;
+        asio::error_code ec;
+        asio::read_until(s, asio::dynamic_buffer(got), "\r\n", ec);
+        EXPECT_EQ(got.rfind("HTTP/1.1 400 ", 0), 0u) << got;
+    }
     asio::ip::tcp::socket s(client);
     s.connect({asio::ip::make_address("127.0.0.1"), srv.port()});
     asio::write(s, asio::buffer(std::string("GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")));
@@ -291,6 +302,35 @@ TEST(http_server, wait_and_events_refuse_an_upgrade_and_free_nothing_they_hold) 
     asio::error_code ec;
     asio::read_until(s, asio::dynamic_buffer(got), "\r\n", ec);
     EXPECT_EQ(got.rfind("HTTP/1.1 200 ", 0), 0u) << got;
+}
+
+TEST(http_server, head_is_a_405_without_a_body_so_a_pipelined_answer_follows_at_once) {
+    server_fixture srv;
+    asio::io_context client;
+    asio::ip::tcp::socket s(client);
+    s.connect({asio::ip::make_address("127.0.0.1"), srv.port()});
+    asio::write(s, asio::buffer(std::string("HEAD /api/v1/messages HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                                            "HEAD /nowhere HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+                                            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")));
+    std::string got;
+    asio::error_code ec;
+    asio::read(s, asio::dynamic_buffer(got), ec);
+    const auto first = got.find("\r\n\r\n");
+    ASSERT_NE(first, std::string::npos) << got;
+    EXPECT_EQ(got.rfind("HTTP/1.1 405 ", 0), 0u) << got;
+    const auto second = got.find("\r\n\r\n", first + 4);
+    ASSERT_NE(second, std::string::npos) << got;
+    EXPECT_EQ(got.compare(first + 4, 13, "HTTP/1.1 405 "), 0) << got;
+    EXPECT_EQ(got.compare(second + 4, 13, "HTTP/1.1 200 "), 0) << got;  // no body between them
+}
+
+TEST(http_server, delete_with_an_empty_mailbox_parameter_deletes_nothing) {
+    server_fixture srv;
+    ASSERT_FALSE(deliver_indexed(srv, "Subject: one\n\nx\n").empty());
+    EXPECT_EQ(srv.request("DELETE", "/api/v1/messages?mailbox=").status, 400);
+    EXPECT_EQ(json::parse(body_of(srv.request("GET", "/api/v1/messages")))["total"], 1) << "nothing deleted";
+    EXPECT_EQ(srv.request("DELETE", "/api/v1/messages").status, 204);  // without it: every mailbox
+    EXPECT_EQ(json::parse(body_of(srv.request("GET", "/api/v1/messages")))["total"], 0);
 }
 
 TEST(http_server, a_request_without_a_host_or_with_two_is_a_400) {
