@@ -77,20 +77,23 @@ std::size_t parse_address_literal(std::string_view s, std::size_t i) {
     if (close == npos) return npos;
     const std::string inner(s.substr(i + 1, close - i - 1));
     unsigned char buf[16];
-    // Only what an IP literal can hold reaches inet_pton (a NUL would end its string early).
-    const bool ip_chars = std::all_of(inner.begin(), inner.end(), [](char c) {
-        return digit(static_cast<unsigned char>(c)) || c == '.' || c == ':' || (c >= 'a' && c <= 'f') ||
-               (c >= 'A' && c <= 'F') || c == 'v' || c == 'P' || c == 'I';
-    });
+    // Only what an IP address can hold reaches inet_pton (a NUL would end its string early).
+    const auto ip_chars = [](std::string_view x) {
+        return std::all_of(x.begin(), x.end(), [](char c) {
+            return digit(static_cast<unsigned char>(c)) || c == '.' || c == ':' || (c >= 'a' && c <= 'f') ||
+                   (c >= 'A' && c <= 'F');
+        });
+    };
     if (inner.find(':') == std::string::npos) {
         // inet_pton accepts exactly four decimal parts of 0-255 (no leading-zero octal).
-        return ip_chars && ::inet_pton(AF_INET, inner.c_str(), buf) == 1 ? close + 1 : npos;
+        return ip_chars(inner) && ::inet_pton(AF_INET, inner.c_str(), buf) == 1 ? close + 1 : npos;
     }
     const auto colon = inner.find(':');
     const std::string tag = inner.substr(0, colon), rest = inner.substr(colon + 1);
+    // The tag in any case (RFC 5234 2.3: "IPv6:" is a case-insensitive string).
     if (tag.size() == 4 && (tag[0] == 'I' || tag[0] == 'i') && (tag[1] == 'P' || tag[1] == 'p') &&
         (tag[2] == 'v' || tag[2] == 'V') && tag[3] == '6')
-        return ip_chars && ::inet_pton(AF_INET6, rest.c_str(), buf) == 1 ? close + 1 : npos;
+        return ip_chars(rest) && ::inet_pton(AF_INET6, rest.c_str(), buf) == 1 ? close + 1 : npos;
     // General-address-literal: a tag (Ldh-str) and dcontent (%d33-90 / %d94-126).
     if (tag.empty() || parse_domain(tag, 0, false) != tag.size() || tag.find('.') != std::string::npos) return npos;
     if (rest.empty()) return npos;

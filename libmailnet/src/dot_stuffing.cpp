@@ -301,8 +301,7 @@ std::size_t dot_decoder::decode(std::string_view in, std::string& out) {
 void dot_decoder::end_of_chunks(std::string& out) {
     if (state_ == state::done) return;
     if (state_ == state::cr) bare_cr(out);  // nothing follows the CR: it is no line end
-    if (line_octets_ > longest_line_) longest_line_ = line_octets_;
-    line_octets_ = 0;
+    if (line_octets_ > 0) line_end(true, out);  // the last line's own (counted as the others')
     state_ = state::done;
 }
 

@@ -72,6 +72,10 @@ TEST(address, address_literals) {
     EXPECT_TRUE(parse_path("<root@[x-tag:some-thing]>", recipient));
     EXPECT_NE(refused("<root@[192.0.2.256]>"), "accepted");
     EXPECT_NE(refused("<root@[IPv6:zz::1]>"), "accepted");
+    // The tag in any case (RFC 5234 2.3), but only IPv6 text after it.
+    for (const char* tag : {"IPV6", "ipv6", "iPv6"})
+        EXPECT_TRUE(parse_path(std::string("<root@[") + tag + ":::1]>", recipient)) << tag;
+    EXPECT_NE(refused("<root@[IPv6:vv::1]>"), "accepted");
     EXPECT_NE(refused("<root@[192.0.2.1>"), "accepted");
 }
 

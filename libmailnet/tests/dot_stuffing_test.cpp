@@ -754,9 +754,9 @@ TEST(bdat_decoding, dots_are_data_and_only_end_of_chunks_ends_the_message) {
         EXPECT_FALSE(d.finished()) << "a '.' line does not end BDAT data";
         d.end_of_chunks(out);
         EXPECT_TRUE(d.finished());
-        EXPECT_EQ(out, "Subject: x\n\n.\n..two\n.\nlast") << "cut at " << cut;
+        EXPECT_EQ(out, "Subject: x\n\n.\n..two\n.\nlast\n") << "cut at " << cut;  // the last line's end added
         EXPECT_FALSE(d.rejected());
-        EXPECT_EQ(d.message_octets(), wire.size());
+        EXPECT_EQ(d.message_octets(), wire.size() + 2);
         EXPECT_EQ(d.longest_line_octets(), 12u);
     }
 }
@@ -786,6 +786,19 @@ TEST(bdat_decoding, bare_line_ends_follow_the_policy_and_a_final_cr_is_bare) {
         d.end_of_chunks(out);
         EXPECT_EQ(out, "a\nb\nc\n");
         EXPECT_FALSE(d.rejected());
+    }
+}
+
+TEST(bdat_decoding, a_last_line_without_crlf_counts_the_crlf_it_gets) {
+    // RFC 5321 4.5.3.1.6: 998 octets and CRLF at most; 999 without one becomes 1001 with it.
+    for (const std::size_t n : {998u, 999u}) {
+        dot_decoder d(chunk_opts(bare_line_end_policy::reject));
+        std::string out;
+        d.decode(std::string(n, 'x'), out);
+        d.end_of_chunks(out);
+        EXPECT_EQ(d.longest_line_octets(), n + 2);
+        EXPECT_EQ(d.message_octets(), n + 2);
+        EXPECT_EQ(out, std::string(n, 'x') + "\n");
     }
 }
 

@@ -394,7 +394,9 @@ TEST(pop3_hardening, every_failed_login_is_logged_with_user_address_and_reason) 
     test_client c(f.port());
     c.read_until("\r\n");
     // authzid "bob", authcid "alice": no proxy logins; then a malformed response; then a wrong password.
-    c.send("AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\nAUTH PLAIN YWxpY2U=\r\n");
+    // Then a name that holds " from ADDR: ": its spaces are escaped, so no pattern reads that
+    // address as the peer's.
+    c.send("AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\nAUTH PLAIN YWxpY2U=\r\nAUTH PLAIN AHggZnJvbSAyMDMuMC4xMTMuOTogeQBub3Bl\r\n");
     c.read_until("malformed");
     std::this_thread::sleep_for(100ms);
     std::lock_guard l(*m);
@@ -404,6 +406,9 @@ TEST(pop3_hardening, every_failed_login_is_logged_with_user_address_and_reason) 
               std::string::npos) << all;
     EXPECT_NE(all.find("pop3 failed login for  from 127.0.0.1: malformed SASL PLAIN response"), std::string::npos)
         << all;
+    EXPECT_NE(all.find("pop3 failed login for x\\x20from\\x20203.0.113.9:\\x20y from 127.0.0.1: "), std::string::npos)
+        << all;
+    EXPECT_EQ(all.find(" from 203.0.113.9"), std::string::npos) << all;
 }
 
 }  // namespace

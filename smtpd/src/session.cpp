@@ -235,7 +235,18 @@ void session::handle_line(std::string_view line) {
         // A BDAT line we cannot read still announced a chunk: its octets must not become
         // commands (a relay that read the line differently would see a smuggled message).
         if (istarts_with(line, "BDAT")) return lose_framing();
-        return bad_command(500, "5.5.2", "Error: NUL, CR or LF inside a command line");
+        if (line.find_first_of("\r\n") != std::string_view::npos) {
+            // A bare CR or LF: a relay that took it for a line end read other commands here
+            // ("RSET\nBDAT 38 LAST" is a chunk announced to it, commands to us): whatever we
+            // answered, the two readings part (SMTP smuggling), so the session ends (as
+            // Postfix's smtpd_forbid_bare_newline does).
+            say(500, "5.5.2", "Error: bare CR or LF in a command line");
+            say(421, "4.5.2", config_.hostname + " Error: command framing lost, closing");
+            emit(act::close{});
+            closed_ = true;
+            return;
+        }
+        return bad_command(500, "5.5.2", "Error: NUL inside a command line");
     }
     const auto [verb, arg] = split_first(line);
     if (refused_ && !iequals(verb, "QUIT"))

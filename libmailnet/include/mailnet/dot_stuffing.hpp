@@ -126,7 +126,9 @@ public:
     bool finished() const noexcept { return state_ == state::done; }
 
     /// BDAT ... LAST (RFC 3030 2, with dot_stuffed false): the message ends here. A CR left
-    /// at the very end is a bare CR (policy applies); a last line without CRLF is kept as it is.
+    /// at the very end is a bare CR (policy applies); a last line without CRLF gets its line
+    /// end (RFC 5322 2.1: a message ends with one, as DATA's always does), counted in
+    /// message_octets() and in that line's length (RFC 5321 4.5.3.1.6: 1000 with the CRLF).
     void end_of_chunks(std::string& out);
 
     /// A bare CR was seen (whatever the policy).

@@ -496,8 +496,17 @@ asio::awaitable<bool> runner::perform(act::start_tls&) {
 asio::awaitable<bool> runner::perform(act::login_failed& a) {
     auto& p = *p_;
     if (!co_await p.drain()) co_return false;
-    c_.log()(log_level::info, p.o.protocol + " failed login for " + log_text(a.user) + " from " +
-                                  c_.peer().address().to_string() + ": " + a.reason);
+    // The name with its spaces escaped too: one holding " from 203.0.113.9: " must not give
+    // a fail2ban pattern another address to ban (or hide the real one).
+    std::string user;
+    for (const char ch : log_text(a.user)) {
+        if (ch == ' ')
+            user += "\\x20";
+        else
+            user += ch;
+    }
+    c_.log()(log_level::info, p.o.protocol + " failed login for " + user + " from " + c_.peer().address().to_string() +
+                                  ": " + a.reason);
     if (a.delay.count() <= 0) co_return true;
     // Recent failures from the same address, or against the same account from anywhere, add
     // to the delay (DESIGN.md "Limits": failed logins).
