@@ -354,10 +354,35 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
         if (it->second.empty()) on_close.erase(it);
     }
     void closed(std::uint64_t conn) {
+        superseded.erase(conn);
         auto it = on_close.find(conn);
         if (it == on_close.end()) return;
         auto fs = std::move(it->second);
         on_close.erase(it);
+        for (auto& [token, f] : fs) f();
+    }
+    // What ends a wait or an events stream when another request comes in behind it on the same
+    // connection (by connection id): RESTinio answers a connection's requests in order, and
+    // stops reading it with 16 unanswered; a wait left pending under a pipelined request held
+    // the connection unread, so a client that went away was never seen and its waiter's place
+    // was held until the timeout.
+    std::unordered_map<std::uint64_t, std::map<std::uint64_t, std::function<void()>>> superseded;
+    std::uint64_t when_superseded(std::uint64_t conn, std::function<void()> f) {
+        const auto token = next_token++;
+        superseded[conn].emplace(token, std::move(f));
+        return token;
+    }
+    void forget_superseded(std::uint64_t conn, std::uint64_t token) {
+        auto it = superseded.find(conn);
+        if (it == superseded.end()) return;
+        it->second.erase(token);
+        if (it->second.empty()) superseded.erase(it);
+    }
+    void supersede(std::uint64_t conn) {
+        auto it = superseded.find(conn);
+        if (it == superseded.end()) return;
+        auto fs = std::move(it->second);
+        superseded.erase(it);
         for (auto& [token, f] : fs) f();
     }
 
@@ -467,6 +492,9 @@ private:
 
 restinio::request_handling_status_t http_server::impl::handle(const request& req) {
     const auto& h = req->header();
+    // A wait or an events stream before this request on its connection ends now (a wait as at
+    // its timeout, 408): the connection's answers then flow, and it stays read.
+    supersede(req->connection_id());
     // HEAD is not served (every answer here has a body, some stream without end): 405 with no
     // body at all (RFC 9110 9.3.2: a pipelining client would read one as its next answer's
     // start), whatever else is wrong with the request.
@@ -915,6 +943,7 @@ void http_server::impl::wait(const request& req, const query_params& params) {
     struct pending {
         mail_index::waiter_id id = 0;
         std::uint64_t token = 0;
+        std::uint64_t behind = 0;  // its when_superseded token
         bool over = false;
         std::optional<asio::steady_timer> timer;
         std::optional<long_answer> mark;  // until the wait is over (then its list's own)
@@ -930,6 +959,7 @@ void http_server::impl::wait(const request& req, const query_params& params) {
         p->mark.reset();
         if (p->timer) p->timer->cancel();
         self->forget(conn, p->token);
+        self->forget_superseded(conn, p->behind);
         if (code) self->send_list(req, code, q, total);
     };
     p->id = index.wait(w.q, w.count, [finish](std::size_t total) { finish(200, total); });
@@ -940,12 +970,18 @@ void http_server::impl::wait(const request& req, const query_params& params) {
         self->index.cancel(p->id);
         finish(408, std::nullopt);
     });
-    p->token = when_closed(conn, [self, p] {
+    p->token = when_closed(conn, [self, p, conn] {
         if (p->over) return;
         p->over = true;
         p->mark.reset();
         self->index.cancel(p->id);
         if (p->timer) p->timer->cancel();
+        self->forget_superseded(conn, p->behind);
+    });
+    p->behind = when_superseded(conn, [self, p, finish] {
+        if (p->over) return;
+        self->index.cancel(p->id);
+        finish(408, std::nullopt);
     });
 }
 
@@ -959,6 +995,7 @@ struct event_stream : std::enable_shared_from_this<event_stream> {
     std::uint64_t conn = 0;
     std::uint64_t number = 0;
     std::uint64_t token = 0;
+    std::uint64_t behind = 0;  // its when_superseded token
     std::size_t backlog = 0;  // octets handed to RESTinio and not yet written
     bool over = false;
     asio::steady_timer keepalive;
@@ -973,6 +1010,7 @@ struct event_stream : std::enable_shared_from_this<event_stream> {
         // The headers at once and a first comment: the client knows the stream is open.
         send(std::make_shared<std::string>(": mailnetd events\n\n"));
         token = self->when_closed(conn, [me = shared_from_this()] { me->end(false); });
+        behind = self->when_superseded(conn, [me = shared_from_this()] { me->end(true); });
         tick();
     }
     // A comment now and then keeps RESTinio's request timer (and proxies) from closing an idle stream.
@@ -1007,6 +1045,7 @@ struct event_stream : std::enable_shared_from_this<event_stream> {
         const auto keep = shared_from_this();  // streams may hold the last reference
         self->streams.erase(number);
         self->forget(conn, token);
+        self->forget_superseded(conn, behind);
         keepalive.cancel();
         if (close) out->done();
         out.reset();
@@ -1152,6 +1191,7 @@ void http_server::stop() {
     impl_->on_close.clear();
     for (auto& [conn, cleanups] : pending)
         for (auto& [token, f] : cleanups) f();
+    impl_->superseded.clear();
     if (impl_->watcher) impl_->index.unwatch(impl_->watcher);
     impl_->watcher = 0;
 }

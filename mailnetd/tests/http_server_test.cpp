@@ -5,6 +5,8 @@
 #include "mailnet/mailnetd/http_server.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
@@ -302,6 +304,32 @@ TEST(http_server, wait_and_events_refuse_an_upgrade_and_free_nothing_they_hold) 
     asio::error_code ec;
     asio::read_until(s, asio::dynamic_buffer(got), "\r\n", ec);
     EXPECT_EQ(got.rfind("HTTP/1.1 200 ", 0), 0u) << got;
+}
+
+TEST(http_server, a_request_pipelined_behind_a_wait_or_a_stream_ends_it) {
+    // RESTinio answers a connection's requests in order and stops reading it with 16 pending:
+    // waits left pending under pipelined requests kept the connection unread, so a client that
+    // went away was never seen and held its waiters' places until their timeout.
+    server_fixture srv;
+    asio::io_context client;
+    asio::ip::tcp::socket s(client);
+    s.connect({asio::ip::make_address("127.0.0.1"), srv.port()});
+    std::string req;
+    for (int i = 0; i < 20; ++i) req += "GET /api/v1/wait?mailbox=nobody&timeout=600 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    req += "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    req += "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    const timeval bound{10, 0};  // the old code answered nothing for 600 s
+    ASSERT_EQ(::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound), 0);
+    asio::write(s, asio::buffer(req));
+    std::string got;
+    asio::error_code ec;
+    asio::read(s, asio::dynamic_buffer(got), ec);  // to the close
+    std::size_t timeouts = 0;
+    for (std::size_t at = got.find("HTTP/1.1 408 "); at != std::string::npos; at = got.find("HTTP/1.1 408 ", at + 1)) ++timeouts;
+    EXPECT_EQ(timeouts, 20u) << got.substr(0, 2000);
+    EXPECT_NE(got.find("HTTP/1.1 200 OK\r\n"), std::string::npos);         // the events stream, ended
+    EXPECT_NE(got.find(R"({"status":"ok"})"), std::string::npos) << got.substr(got.size() > 2000 ? got.size() - 2000 : 0);
+    EXPECT_EQ(srv.request("GET", "/api/v1/wait?mailbox=nobody&timeout=0").status, 408);  // no waiter left holding a place
 }
 
 TEST(http_server, head_is_a_405_without_a_body_so_a_pipelined_answer_follows_at_once) {
