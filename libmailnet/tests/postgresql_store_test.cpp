@@ -8,6 +8,11 @@
 
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -24,6 +29,84 @@ namespace {
 
 using mailnet::errc;
 using mailnet::store_event;
+
+// A TCP relay to the private server that can stop relaying (a stopped server or a stuck
+// proxy: the connections stay up, nothing comes back).
+class freezing_relay {
+public:
+    explicit freezing_relay(std::uint16_t upstream) : upstream_(upstream) {
+        listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listener_, 16) != 0) return;
+        socklen_t len = sizeof a;
+        if (::getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len) != 0) return;
+        port_ = ntohs(a.sin_port);
+        thread_ = std::thread([this] { run(); });
+    }
+    ~freezing_relay() {
+        stop_ = true;
+        if (thread_.joinable()) thread_.join();
+        for (const auto& [a, b] : pairs_) {
+            ::close(a);
+            ::close(b);
+        }
+        ::close(listener_);
+    }
+    std::uint16_t port() const { return port_; }
+    void freeze(bool f) { frozen_ = f; }
+
+private:
+    void run() {
+        while (!stop_) {
+            std::vector<pollfd> fds{{listener_, POLLIN, 0}};
+            if (!frozen_)
+                for (const auto& [a, b] : pairs_) {
+                    fds.push_back({a, POLLIN, 0});
+                    fds.push_back({b, POLLIN, 0});
+                }
+            if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
+            if (fds[0].revents & POLLIN) {
+                const int in = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+                const int out = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                sockaddr_in a{};
+                a.sin_family = AF_INET;
+                a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+                a.sin_port = htons(upstream_);
+                if (in >= 0 && ::connect(out, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+                    pairs_.emplace_back(in, out);
+                } else {
+                    if (in >= 0) ::close(in);
+                    ::close(out);
+                }
+            }
+            for (std::size_t i = 1; i < fds.size(); ++i) {
+                if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+                const auto& pr = pairs_[(i - 1) / 2];
+                const int from = fds[i].fd, to = from == pr.first ? pr.second : pr.first;
+                char buf[65536];
+                const ssize_t n = ::read(from, buf, sizeof buf);
+                if (n <= 0) {
+                    ::shutdown(to, SHUT_WR);
+                    continue;
+                }
+                for (ssize_t done = 0; done < n;) {
+                    const ssize_t w = ::write(to, buf + done, static_cast<std::size_t>(n - done));
+                    if (w <= 0) break;
+                    done += w;
+                }
+            }
+        }
+    }
+    std::uint16_t upstream_;
+    int listener_ = -1;
+    std::uint16_t port_ = 0;
+    std::atomic<bool> frozen_{false};
+    std::atomic<bool> stop_{false};
+    std::vector<std::pair<int, int>> pairs_;  // the relay thread's
+    std::thread thread_;
+};
 
 // What a subscriber heard, to be waited for under `m` with `cv`.
 struct event_record {
@@ -93,6 +176,50 @@ protected:
     }
     mailnet::testing::pg_schema_guard guard;
 };
+
+TEST_F(postgresql_store, a_server_that_stops_answering_fails_calls_temporarily_and_the_store_recovers) {
+    // The server is reached through a relay that stops relaying: nothing comes back, the TCP
+    // connections stay up. A call fails after call_timeout (its connection cut), never hangs.
+    const auto colon = guard.uri.rfind(':');
+    const auto slash = guard.uri.find('/', colon);
+    ASSERT_NE(colon, std::string::npos);
+    freezing_relay relay(static_cast<std::uint16_t>(std::stoi(guard.uri.substr(colon + 1, slash - colon - 1))));
+    ASSERT_NE(relay.port(), 0);
+    mailnet::postgresql_options o;
+    o.uri = guard.uri.substr(0, colon + 1) + std::to_string(relay.port()) + guard.uri.substr(slash);
+    o.schema = guard.schema;
+    o.pool_size = 2;
+    o.wait = std::chrono::milliseconds(2000);
+    o.call_timeout = std::chrono::milliseconds(1500);
+    std::mutex m;
+    std::string logged;
+    o.log = [&](mailnet::log_level, std::string_view text) {
+        std::lock_guard lock(m);
+        logged += std::string(text) + "\n";
+    };
+    auto opened = mailnet::open_postgresql_store(std::move(o));
+    ASSERT_TRUE(opened) << opened.error().message();
+    auto& st = **opened;
+    const std::vector<std::string> boxes{"bob@example.org"};
+    ASSERT_TRUE(st.deliver(boxes, "Subject: before\n\nx\n"));
+    relay.freeze(true);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto frozen = st.deliver(boxes, "Subject: frozen\n\nx\n");
+    const auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_FALSE(frozen);
+    EXPECT_EQ(frozen ? std::error_code{} : frozen.error(), make_error_code(errc::temporary_failure));
+    EXPECT_LT(took, std::chrono::seconds(20));
+    {
+        std::lock_guard lock(m);
+        EXPECT_NE(logged.find("no answer from the server within 1 s"), std::string::npos) << logged;
+    }
+    relay.freeze(false);
+    auto after = st.deliver(boxes, "Subject: after\n\nx\n");
+    EXPECT_TRUE(after) << after.error().message();
+    auto snap = st.snapshot("bob@example.org");
+    ASSERT_TRUE(snap);
+    EXPECT_GE(snap->size(), 2u);  // before and after (the frozen one got 451: stored or not)
+}
 
 TEST_F(postgresql_store, every_front_end_hears_every_front_ends_deliveries_and_deletions_in_order) {
     auto a = open();

@@ -19,11 +19,13 @@
 #include <openssl/rand.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -276,6 +278,84 @@ bool valid_schema(std::string_view s) {
                        [](char c) { return c == '_' || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); });
 }
 
+// Cuts a connection whose call has not come back by its deadline. libpq waits for the server
+// without end (a server that is stopped, or a stuck proxy, keeps the TCP connection alive, so
+// neither keepalives nor tcp_user_timeout end it): shutdown() of its socket from this thread
+// ends the wait with an error, and the caller's failure path (451, [SYS/TEMP], a new
+// connection; for a COMMIT, the lookup of what became of it) takes over. One thread per
+// store, started by the first call; a call's guard disarms it before the socket can close.
+class call_watchdog {
+public:
+    using clock = std::chrono::steady_clock;
+    ~call_watchdog() {
+        {
+            std::lock_guard l(m_);
+            stopping_ = true;
+        }
+        cv_.notify_all();
+        if (t_.joinable()) t_.join();
+    }
+    /// Arms a deadline for `fd` (a connection's socket); 0 when there is none to watch.
+    std::uint64_t arm(int fd, clock::duration within, log_sink log) {
+        if (fd < 0 || within <= clock::duration::zero()) return 0;
+        std::lock_guard l(m_);
+        if (!t_.joinable()) {
+            try {
+                t_ = std::thread([this] { run(); });
+            } catch (const std::system_error&) {
+                return 0;  // no thread: calls go unwatched, as before
+            }
+        }
+        if (!log_) log_ = std::move(log);
+        const auto id = next_++;
+        armed_.emplace(id, entry{clock::now() + within, fd, within});
+        cv_.notify_all();
+        return id;
+    }
+    /// Once it returns, `fd` is never touched for this call.
+    void disarm(std::uint64_t id) {
+        if (id == 0) return;
+        std::lock_guard l(m_);
+        armed_.erase(id);
+    }
+
+private:
+    struct entry {
+        clock::time_point deadline;
+        int fd;
+        clock::duration within;
+    };
+    void run() {
+        std::unique_lock l(m_);
+        while (!stopping_) {
+            auto first = armed_.end();
+            for (auto it = armed_.begin(); it != armed_.end(); ++it)
+                if (first == armed_.end() || it->second.deadline < first->second.deadline) first = it;
+            if (first == armed_.end()) {
+                cv_.wait(l);
+                continue;
+            }
+            if (clock::now() < first->second.deadline) {
+                cv_.wait_until(l, first->second.deadline);
+                continue;
+            }
+            ::shutdown(first->second.fd, SHUT_RDWR);
+            const auto secs = std::chrono::duration_cast<std::chrono::seconds>(first->second.within).count();
+            armed_.erase(first);
+            if (log_)
+                log_(log_level::error, "postgresql: no answer from the server within " + std::to_string(secs) +
+                                           " s: the connection is cut (the call fails temporarily)");
+        }
+    }
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::map<std::uint64_t, entry> armed_;  // under m_
+    std::uint64_t next_ = 1;
+    bool stopping_ = false;
+    log_sink log_;
+    std::thread t_;
+};
+
 // The store's state, shared with its deliveries and message sources (which may outlive it).
 class database : public std::enable_shared_from_this<database> {
 public:
@@ -356,10 +436,25 @@ public:
         return c;
     }
 
+    // Disarms its deadline (call_watchdog) when it goes.
+    struct call_guard {
+        call_watchdog* w;
+        std::uint64_t id;
+        call_guard(call_watchdog* ww, std::uint64_t i) : w(ww), id(i) {}
+        call_guard(const call_guard&) = delete;
+        call_guard& operator=(const call_guard&) = delete;
+        ~call_guard() { w->disarm(id); }
+    };
+    // The deadline of a call on `c` (options::call_timeout), until the guard goes.
+    [[nodiscard]] call_guard watch(PGconn* c) const {
+        return call_guard(&watchdog_, watchdog_.arm(PQsocket(c), o_.call_timeout, o_.log));
+    }
+
     // Runs one statement; any failure is logged and errc::temporary_failure (the client's
     // reply is [SYS/TEMP] or 451 whatever the database said).
     result<pg_result> exec(PGconn* c, std::string_view text, std::initializer_list<param> params = {},
                            bool binary_result = false) const {
+        const auto deadline = watch(c);
         const wire_params w(params);
         const std::string q(text);
         return checked(c, pg_result(PQexecParams(c, q.c_str(), w.count(), nullptr, w.values.data(), w.lengths.data(),
@@ -371,6 +466,7 @@ public:
         const wire_params w(params);
         for (int attempt = 0;; ++attempt) {
             if (!prepare(c, s)) return exec(c, texts_[static_cast<unsigned>(s)], params, binary_result);
+            const auto deadline = watch(c);
             pg_result r(PQexecPrepared(c, names_[static_cast<unsigned>(s)].c_str(), w.count(), w.values.data(),
                                        w.lengths.data(), w.formats.data(), binary_result ? 1 : 0));
             // Outside a transaction, one the server forgot is prepared again and run once more.
@@ -399,6 +495,7 @@ public:
     bool prepare(connection& c, statement s) const {
         if (c.prepared & bit(s)) return true;
         if ((c.refused & bit(s)) || PQtransactionStatus(c) != PQTRANS_IDLE) return false;
+        const auto deadline = watch(c);
         pg_result r(PQprepare(c, names_[static_cast<unsigned>(s)].c_str(), texts_[static_cast<unsigned>(s)].c_str(), 0, nullptr));
         if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
             const char* state = r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr;
@@ -1003,6 +1100,7 @@ private:
     std::mutex events_mutex_;
     std::condition_variable events_cv_;
     std::thread listener_;
+    mutable call_watchdog watchdog_;  // declared after what its guards use; joined first
     int wake_ = -1;
     bool listening_ = false;  // under events_mutex_
     bool stopping_ = false;   // under events_mutex_
@@ -1432,6 +1530,7 @@ std::error_code committer::send_batch(connection& c, const std::vector<job*>& ba
     (void)db_->prepare(c, statement::more_chunk);
     if (!many.empty()) (void)db_->prepare(c, statement::deliver_many);
     if (PQstatus(c) != CONNECTION_OK || PQenterPipelineMode(c) != 1) return temporary;
+    const auto deadline = db_->watch(c);  // the whole flight: the sends and every answer
     enum class what { begin, xid, deliver, deliver_many, more, marker };
     struct sent_statement {
         what w;

@@ -28,6 +28,11 @@ struct postgresql_options {
     std::size_t pool_size = 8;
     /// How long a call waits for a pooled connection, and a connection attempt takes at most.
     std::chrono::milliseconds wait{10000};
+    /// A call to the server (a statement, a batch of deliveries) that has not come back in this
+    /// long has its connection cut and fails temporarily: a stopped server or a stuck proxy
+    /// keeps TCP alive and would hold the front-end without end. Above the sessions'
+    /// statement_timeout (60 s); 0: no limit.
+    std::chrono::milliseconds call_timeout{75000};
     /// Where problems are reported (a lost connection, a failed reconnect).
     log_sink log = stderr_log();
 };
