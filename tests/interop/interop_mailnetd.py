@@ -354,8 +354,15 @@ class Mailnetd(unittest.TestCase):
     def test_the_commands_it_prints_work_as_printed(self):
         (swaks, curl) = t.require_programs("swaks", "curl")
         srv = self.start()
+
+        def printed():
+            return [l.strip() for l in srv.stderr().splitlines() if l.startswith("  ")]
+
+        # Printed after the listening lines (on stderr, which start() does not wait for): a
+        # slow build (ASan) is read before them otherwise.
+        t.wait_until(lambda: len(printed()) >= 5, timeout=10)
         err = srv.stderr()
-        lines = [l.strip() for l in err.splitlines() if l.startswith("  ")]
+        lines = printed()
         self.assertEqual(len(lines), 5, err)
         send_swaks, send_curl, fetch_curl, fetch_pop3c, ls = lines
         self.assertTrue(send_swaks.startswith("swaks "), send_swaks)
