@@ -296,6 +296,46 @@ TEST_F(postgresql_store, a_lost_lock_connection_is_remade_and_its_locks_taken_ba
     b->unlock("bob@example.org");
 }
 
+TEST_F(postgresql_store, a_lock_not_taken_back_after_a_lost_connection_is_taken_at_quit_once_free) {
+    mailnet::testing::log_capture log;
+    auto a = open(log.sink());
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    ASSERT_TRUE(a->deliver(std::vector<std::string>{"bob@example.org"}, "Subject: 1\n\nx\n"));
+    auto snap = a->snapshot("bob@example.org");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 1u);
+    ASSERT_TRUE(a->lock("bob@example.org"));
+    admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mailnet locks " + guard.schema + "'");
+    ASSERT_TRUE(b->lock("bob@example.org"));  // free while a's lock connection is gone
+    ASSERT_TRUE(a->lock("carol@example.org"));  // a reconnects; bob's lock is b's: not taken back
+    // While b holds it, a's QUIT deletes nothing; once b lets go, a takes it and deletes.
+    EXPECT_EQ(a->commit("bob@example.org", std::vector<std::string>{(*snap)[0].id}, {})[0],
+              mailnet::make_error_code(errc::temporary_failure));
+    b->unlock("bob@example.org");
+    EXPECT_FALSE(a->commit("bob@example.org", std::vector<std::string>{(*snap)[0].id}, {})[0]);
+    EXPECT_EQ(b->lock("bob@example.org").error(), mailnet::make_error_code(errc::mailbox_in_use));  // a's again
+    a->unlock("bob@example.org");
+    a->unlock("carol@example.org");
+    EXPECT_TRUE(b->lock("bob@example.org"));
+    b->unlock("bob@example.org");
+    auto after = b->snapshot("bob@example.org");
+    ASSERT_TRUE(after);
+    EXPECT_EQ(after->size(), 0u);
+}
+
+TEST_F(postgresql_store, a_schema_name_sql_keeps_for_itself_is_a_configuration_error) {
+    for (const char* name : {"user", "order", "pg_mail"}) {
+        mailnet::postgresql_options o;
+        o.uri = guard.uri;
+        o.schema = name;
+        o.log = mailnet::null_log();
+        auto s = mailnet::open_postgresql_store(std::move(o));
+        ASSERT_FALSE(s) << name;
+        EXPECT_EQ(s.error(), mailnet::make_error_code(errc::bad_config)) << name;
+    }
+}
+
 TEST_F(postgresql_store, connections_cut_by_the_server_are_remade_and_nothing_is_lost_or_doubled) {
     auto s = open();
     ASSERT_TRUE(s);

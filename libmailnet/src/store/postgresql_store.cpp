@@ -645,6 +645,15 @@ public:
                                       "durable COMMIT) and read committed");
             return unexpected(errc::bad_input);
         }
+        // A name SQL keeps for itself ("user", "order": the statements would not parse) or
+        // the server does (pg_...) is a configuration error, not a temporary failure.
+        if (auto r = exec(c, "SELECT quote_ident($1) = $1 AND left($1, 3) <> 'pg_'", {{o_.schema}});
+            !r || std::string_view(PQgetvalue(r->get(), 0, 0)) != "t") {
+            if (!r) return unexpected(r.error());
+            log(log_level::error, "postgresql: the schema name " + o_.schema +
+                                      " is a reserved word of SQL or begins with pg_: choose another");
+            return unexpected(errc::bad_config);
+        }
         if (auto r = exec(c, "BEGIN"); !r) return unexpected(r.error());
         // One front-end at a time creates or migrates; the others wait, then find it done.
         const std::string key = std::to_string(lock_key(o_.schema, "\x01migrate"));
@@ -1900,7 +1909,14 @@ private:
                                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
                                "AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1::bigint",
                                {{key}});
-            if (r) return std::string_view(PQgetvalue(r->get(), 0, 0)) != "0";
+            if (r && std::string_view(PQgetvalue(r->get(), 0, 0)) != "0") return true;
+            if (r) {
+                // Lost with an earlier lock connection and not taken back then (another
+                // front-end held it): taken now if it is free. Deletions go by message id, so
+                // what another session deleted meanwhile is only not found.
+                auto again = db_->exec(lock_conn_.get(), "SELECT pg_try_advisory_lock($1::bigint)", {{key}});
+                return again && std::string_view(PQgetvalue(again->get(), 0, 0)) == "t";
+            }
             if (PQstatus(lock_conn_.get()) != CONNECTION_BAD) return false;
         }
         return false;

@@ -21,7 +21,8 @@ struct postgresql_options {
     /// password comes from PGPASSWORD or ~/.pgpass (libpq), never from a command line.
     std::string uri;
     /// The schema the tables live in, created or migrated at open: a lower-case SQL identifier
-    /// ([a-z_][a-z0-9_]*, at most 40 octets). Tests give each run its own.
+    /// ([a-z_][a-z0-9_]*, at most 40 octets; not a word SQL reserves, such as "user", nor
+    /// beginning with "pg_": errc::bad_config). Tests give each run its own.
     std::string schema = "mailnet";
     /// Connections for snapshots, reads, commits and deliveries (the lock connection and the
     /// event listener have one each besides); a call waits for a free one up to `wait`.
