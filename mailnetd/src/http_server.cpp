@@ -210,14 +210,20 @@ void answer(const request& req, int code, std::string body, const char* type = "
 // Whether `host` (a Host header: name or address, and maybe ":port") names this machine's
 // loopback: localhost, 127.0.0.1 (127/8), [::1]. A DNS-rebinding page sends its own name.
 bool loopback_host(std::string_view host) {
-    std::string_view name = host;
+    std::string_view name = host, port;
     if (!name.empty() && name.front() == '[') {
         const auto end = name.find(']');
         if (end == std::string_view::npos) return false;
+        port = name.substr(end + 1);
         name = name.substr(1, end - 1);
+        if (!port.empty() && port.front() != ':') return false;  // "[::1]evil.example"
     } else if (const auto colon = name.rfind(':'); colon != std::string_view::npos) {
+        port = name.substr(colon);
         name = name.substr(0, colon);
     }
+    // RFC 9110 7.2: uri-host [ ":" port ], the port all digits (or none after the colon).
+    if (!port.empty() && !std::all_of(port.begin() + 1, port.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return false;
     std::string lower(name);
     for (char& c : lower)
         if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');

@@ -801,7 +801,8 @@ class HttpCase(unittest.TestCase):
         # A web page whose name was rebound to 127.0.0.1 sends its own Host (and Origin).
         send(self.srv, "alice@example.org", ["rebind@example.org"], simple("secret token", "rebind@example.org"))
         t.wait_until(lambda: self.api.get("/api/v1/messages")["total"] == 1, timeout=10)
-        for host in ("attacker.example:8025", "attacker.example", "127.0.0.1.attacker.example"):
+        for host in ("attacker.example:8025", "attacker.example", "127.0.0.1.attacker.example", "localhost:evil",
+                     "127.0.0.1:80@attacker.example", "[::1]attacker.example", "[::1]:8o"):
             status, _, body = self.api.request("GET", "/api/v1/messages", headers={"Host": host})
             self.assertEqual(status, 403, f"{host}: {body!r}")
             self.assertNotIn(b"rebind@example.org", body)
