@@ -28,7 +28,7 @@ namespace mailnet::smtp {
 /// The SMTP limits (DESIGN.md "Limits"); every one has a test that crosses it.
 struct limits {
     std::size_t max_command_octets = 2048;         ///< RFC 5321 4.5.3.1.4: 512 + extension parameters
-    std::size_t max_text_line_octets = 1000;       ///< RFC 5321 4.5.3.1.6 (a longer DATA line: 500 5.5.6 at the end)
+    std::size_t max_text_line_octets = 1000;       ///< RFC 5321 4.5.3.1.6 (a longer DATA or BDAT line, CRLF counted: 554 5.6.0 at the end)
     std::uint64_t max_message_octets = 35ull << 20;  ///< announced in SIZE (RFC 1870)
     std::size_t max_recipients = 100;              ///< RFC 5321 4.5.3.1.8
     std::size_t max_bad_commands = 10;             ///< then 421 and close
