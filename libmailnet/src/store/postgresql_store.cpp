@@ -335,8 +335,9 @@ private:
                 cv_.wait(l);
                 continue;
             }
-            if (clock::now() < first->second.deadline) {
-                cv_.wait_until(l, first->second.deadline);
+            if (const auto deadline = first->second.deadline; clock::now() < deadline) {
+                // A copy: the entry may be disarmed (erased) while this waits.
+                cv_.wait_until(l, deadline);
                 continue;
             }
             ::shutdown(first->second.fd, SHUT_RDWR);
