@@ -308,8 +308,11 @@ public:
         }
         if (!log_) log_ = std::move(log);
         const auto id = next_++;
-        armed_.emplace(id, entry{clock::now() + within, fd, within});
-        cv_.notify_all();
+        const auto deadline = clock::now() + within;
+        armed_.emplace(id, entry{deadline, fd, within});
+        // Woken only for a deadline before the one it waits for (with one call_timeout, only
+        // when it waits for none): no thread switch per call.
+        if (deadline < waiting_until_) cv_.notify_all();
         return id;
     }
     /// Once it returns, `fd` is never touched for this call.
@@ -332,11 +335,13 @@ private:
             for (auto it = armed_.begin(); it != armed_.end(); ++it)
                 if (first == armed_.end() || it->second.deadline < first->second.deadline) first = it;
             if (first == armed_.end()) {
+                waiting_until_ = clock::time_point::max();
                 cv_.wait(l);
                 continue;
             }
             if (const auto deadline = first->second.deadline; clock::now() < deadline) {
                 // A copy: the entry may be disarmed (erased) while this waits.
+                waiting_until_ = deadline;
                 cv_.wait_until(l, deadline);
                 continue;
             }
@@ -352,6 +357,7 @@ private:
     std::condition_variable cv_;
     std::map<std::uint64_t, entry> armed_;  // under m_
     std::uint64_t next_ = 1;
+    clock::time_point waiting_until_ = clock::time_point::min();  // run()'s wait: max when idle; min before it runs
     bool stopping_ = false;
     log_sink log_;
     std::thread t_;
