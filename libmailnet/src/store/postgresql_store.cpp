@@ -17,6 +17,7 @@
 #include <libpq-fe.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -30,6 +31,7 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -214,6 +216,7 @@ struct connection {
     std::uint32_t prepared = 0;  // bit(statement) for each
     std::uint32_t refused = 0;   // bit(statement) for each the server would not prepare
     std::uint32_t forgotten = 0; // times the server answered 26000 (it forgot them all)
+    std::uint64_t cuts = 0;      // database::cuts() when it was made
     PGconn* get() const noexcept { return handle.get(); }
     operator PGconn*() const noexcept { return handle.get(); }  // for the unprepared calls
 };
@@ -294,10 +297,15 @@ public:
         }
         cv_.notify_all();
         if (t_.joinable()) t_.join();
+        for (const auto& [id, e] : armed_) ::close(e.fd);  // none once every guard is gone
     }
-    /// Arms a deadline for `fd` (a connection's socket); 0 when there is none to watch.
+    /// Arms a deadline for `fd` (a connection's socket); 0 when there is none to watch. A
+    /// duplicate of the descriptor is kept till disarm(): libpq may close `fd` itself (an
+    /// error) and the number go to another socket meanwhile; the duplicate still names ours.
     std::uint64_t arm(int fd, clock::duration within, log_sink log) {
         if (fd < 0 || within <= clock::duration::zero()) return 0;
+        const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (own < 0) return 0;
         std::lock_guard l(m_);
         if (!t_.joinable()) {
             try {
@@ -309,17 +317,26 @@ public:
         if (!log_) log_ = std::move(log);
         const auto id = next_++;
         const auto deadline = clock::now() + within;
-        armed_.emplace(id, entry{deadline, fd, within});
+        armed_.emplace(id, entry{deadline, own, within});
         // Woken only for a deadline before the one it waits for (with one call_timeout, only
         // when it waits for none): no thread switch per call.
         if (deadline < waiting_until_) cv_.notify_all();
         return id;
     }
+    /// Called (on the watchdog's thread, its lock not held) after each cut.
+    std::function<void()> on_cut;
     /// Once it returns, `fd` is never touched for this call.
     void disarm(std::uint64_t id) {
         if (id == 0) return;
-        std::lock_guard l(m_);
-        armed_.erase(id);
+        int own = -1;
+        {
+            std::lock_guard l(m_);
+            const auto it = armed_.find(id);
+            if (it == armed_.end()) return;  // cut: run() closed it
+            own = it->second.fd;
+            armed_.erase(it);
+        }
+        ::close(own);
     }
 
 private:
@@ -345,12 +362,18 @@ private:
                 cv_.wait_until(l, deadline);
                 continue;
             }
+            // shutdown() acts on the socket, so libpq's own descriptor sees it too.
             ::shutdown(first->second.fd, SHUT_RDWR);
-            const auto secs = std::chrono::duration_cast<std::chrono::seconds>(first->second.within).count();
+            ::close(first->second.fd);
+            const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(first->second.within).count();
             armed_.erase(first);
+            l.unlock();
+            if (on_cut) on_cut();
             if (log_)
-                log_(log_level::error, "postgresql: no answer from the server within " + std::to_string(secs) +
+                log_(log_level::error, "postgresql: no answer from the server within " + std::to_string(ms / 1000) +
+                                           (ms % 1000 >= 100 ? "." + std::to_string(ms % 1000 / 100) : std::string()) +
                                            " s: the connection is cut (the call fails temporarily)");
+            l.lock();
         }
     }
     std::mutex m_;
@@ -368,6 +391,7 @@ class database : public std::enable_shared_from_this<database> {
 public:
     database(postgresql_options o, std::shared_ptr<event_hub> hub)
         : o_(std::move(o)), hub_(std::move(hub)), front_end_(random_token()) {
+        watchdog_.on_cut = [this] { cuts_.fetch_add(1, std::memory_order_relaxed); };
         for (const auto& st : statements) {
             texts_.push_back(sql(st.sql));
             // The schema in the name too: a session that prepared another schema's statement
@@ -579,9 +603,12 @@ public:
         while (!idle_.empty()) {
             connection c = std::move(idle_.back());
             idle_.pop_back();
-            // One the server closed while it was idle (a restart, a pooler) has its EOF waiting.
+            // One the server closed while it was idle (a restart, a pooler) has its EOF waiting;
+            // one made before a call was cut for want of an answer (a server that stopped
+            // answering keeps TCP up: nothing tells) would only wait out another deadline.
             pollfd p{PQsocket(c.get()), POLLIN, 0};
-            if (::poll(&p, 1, 0) > 0 && (PQconsumeInput(c.get()) == 0 || PQstatus(c.get()) != CONNECTION_OK)) {
+            if (c.cuts != cuts() ||
+                (::poll(&p, 1, 0) > 0 && (PQconsumeInput(c.get()) == 0 || PQstatus(c.get()) != CONNECTION_OK))) {
                 --open_;
                 continue;
             }
@@ -596,8 +623,14 @@ public:
             pool_cv_.notify_one();
             return unexpected(c.error());
         }
-        return lease(shared_from_this(), connection{std::move(*c)});
+        connection made{std::move(*c)};
+        made.cuts = cuts();
+        return lease(shared_from_this(), std::move(made));
     }
+
+    // Calls cut for want of an answer so far (call_watchdog): a call that failed with it
+    // changed is not tried again on another connection.
+    std::uint64_t cuts() const noexcept { return cuts_.load(std::memory_order_relaxed); }
 
     // Runs `f(connection&)` on a pooled connection and, if it failed because that connection was
     // lost (the server restarted, a pooler cut an idle connection), once more on a new one.
@@ -608,8 +641,9 @@ public:
         for (int attempt = 0;; ++attempt) {
             auto l = take();
             if (!l) return unexpected(l.error());
+            const auto cut_before = cuts();
             auto r = f(l->conn());
-            if (r || attempt == 1 || PQstatus(l->get()) != CONNECTION_BAD) return r;
+            if (r || attempt == 1 || PQstatus(l->get()) != CONNECTION_BAD || cuts() != cut_before) return r;
         }
     }
 
@@ -654,7 +688,10 @@ public:
         }
         // A name SQL keeps for itself ("user", "order": the statements would not parse) or
         // the server does (pg_...) is a configuration error, not a temporary failure.
-        if (auto r = exec(c, "SELECT quote_ident($1) = $1 AND left($1, 3) <> 'pg_'", {{o_.schema}});
+        // (A ColId: reserved words, catcode R, and type or function names, T, are not one.)
+        if (auto r = exec(c, "SELECT NOT EXISTS (SELECT 1 FROM pg_get_keywords() WHERE word = $1 AND catcode IN ('R', 'T')) "
+                             "AND left($1, 3) <> 'pg_'",
+                          {{o_.schema}});
             !r || std::string_view(PQgetvalue(r->get(), 0, 0)) != "t") {
             if (!r) return unexpected(r.error());
             log(log_level::error, "postgresql: the schema name " + o_.schema +
@@ -864,20 +901,26 @@ public:
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         while (std::chrono::steady_clock::now() < deadline) {
             if (auto c = connect("pool")) {
+                // "future": at or past the id this query is given, the next one handed out.
+                // "settled": before every running transaction's (its commit is visible to new
+                // snapshots; a COMMIT that waits for a synchronous standby is "committed" in the
+                // commit log before it is).
                 auto r = exec(c->get(),
-                              "SELECT CASE WHEN $1::xid8 >= pg_snapshot_xmax(pg_current_snapshot()) THEN 'future' "
-                              "ELSE pg_xact_status($1::xid8) END",
+                              "SELECT CASE WHEN $1::xid8 >= pg_current_xact_id() THEN 'future' "
+                              "ELSE pg_xact_status($1::xid8) END, $1::xid8 < pg_snapshot_xmin(pg_current_snapshot())",
                               {{xid}});
                 if (r && PQntuples(r->get()) == 1) {
                     const bool too_old = PQgetisnull(r->get(), 0, 0);
                     const std::string_view st = too_old ? std::string_view() : PQgetvalue(r->get(), 0, 0);
+                    const bool settled = std::string_view(PQgetvalue(r->get(), 0, 1)) == "t";
                     if (st == "future" || st == "aborted") return fate::aborted;
                     if (st == "committed" || too_old) {
                         auto b = exec(c->get(), sql("SELECT EXISTS (SELECT 1 FROM @.bodies WHERE token = $1)"), {{token}});
                         if (b && PQntuples(b->get()) == 1) {
                             if (std::string_view(PQgetvalue(b->get(), 0, 0)) == "t") return fate::committed;
-                            if (!too_old) return fate::aborted;  // the id is another's now: ours is lost
-                            break;  // too old to tell, and no body: deleted since, or never stored
+                            // No body once settled: the id may be another transaction's now
+                            // (ours lost in a crash), or the message deleted since: cannot tell.
+                            if (settled || too_old) break;
                         }
                     }
                 }
@@ -1116,6 +1159,7 @@ private:
     std::mutex events_mutex_;
     std::condition_variable events_cv_;
     std::thread listener_;
+    std::atomic<std::uint64_t> cuts_{0};  // calls the watchdog cut
     mutable call_watchdog watchdog_;  // declared after what its guards use; joined first
     int wake_ = -1;
     bool listening_ = false;  // under events_mutex_
@@ -1431,6 +1475,7 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
     };
     auto l = db_->take();
     if (!l) return fail_all(l.error());
+    const auto cut_before = db_->cuts();
     // The mailboxes first, each made in a statement of its own (committed at once), in name
     // order: two batches making the same new mailboxes inside their transactions would wait
     // for each other's uncommitted rows and deadlock. A mailbox made for a delivery that then
@@ -1462,6 +1507,13 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
             xid.clear();
             e = send_batch(l->conn(), batch, box_ids, marker, xid);
         }
+    }
+    if (e && db_->cuts() != cut_before) {
+        // A call cut for want of an answer: a server that stopped answering. Nothing is
+        // stored (no COMMIT was sent); tried again, on any connection, each delivery would
+        // wait out a deadline of its own.
+        { auto dead = std::move(*l); }
+        return fail_all(make_error_code(errc::temporary_failure));
     }
     if (e && PQstatus(l->get()) == CONNECTION_BAD) {
         // A connection lost (most likely while idle: a restarted server) before any COMMIT
