@@ -508,6 +508,7 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
         auto r = req->create_response(status(405));
         r.append_header("Allow", "GET");
         r.append_header("Cache-Control", "no-store");
+        r.append_header("X-Content-Type-Options", "nosniff");
         r.done();
         return restinio::request_accepted();
     }

@@ -364,9 +364,10 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                                     {}},
                             "LIST");
     }
-    // RFC 1939 7: UIDL names every message. One left out would have no record: fetched again
-    // on every --new-only run, never recognised as stored.
-    if (state)
+    // RFC 1939 7: UIDL names every message. With --keep one left out would have no record:
+    // fetched again on every --new-only run. (Without it, such a message is fetched and deleted
+    // without a record, as one whose UIDL another message shares.)
+    if (state && f.keep)
         for (const auto& l : *sizes)
             if (!has_uidl.contains(l.number))
                 return fail(failure{make_error_code(errc::protocol_error),

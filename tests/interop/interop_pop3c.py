@@ -1079,12 +1079,19 @@ class FetchBatches(unittest.TestCase):
         self.assertEqual(sorted(c for c in cmds if c.startswith("DELE ")), ["DELE %d" % n for n in range(1, 6)])
         self.assertEqual(sorted(t.maildir_messages(self.mdir)), sorted(self.msgs))  # each once
 
-    def test_a_uidl_listing_that_leaves_out_a_message_stops_the_run(self):
+    def test_a_uidl_listing_that_leaves_out_a_message_stops_a_keep_run(self):
         state = os.path.join(self.tmp.path, "state")
         srv = ScriptedPop3(self.msgs)
         srv.uidls = [b"uid1", b"uid2", b"uid3", b"uid4"]  # five messages, four UIDLs
         cmds = self.fetch(srv, "--state", state, "--new-only", keep=True, rc=76, exact=False)
         self.assertFalse(any(c.startswith(("RETR", "DELE")) for c in cmds), cmds)
+        # Without --keep the fifth is fetched and deleted without a record: no refetch loop.
+        srv = ScriptedPop3(self.msgs)
+        srv.uidls = [b"uid1", b"uid2", b"uid3", b"uid4"]
+        self.rebind(state, srv)
+        cmds = self.fetch(srv, "--state", state, keep=False)
+        self.assertIn("RETR 5", cmds)
+        self.assertIn("DELE 5", cmds)
 
     def test_state_and_mbox_naming_one_file_are_refused(self):
         mb = os.path.join(self.tmp.path, "mb")
