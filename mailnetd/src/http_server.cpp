@@ -325,6 +325,43 @@ std::vector<std::string_view> segments(std::string_view path) {
 
 struct event_stream;
 
+// Callbacks kept by connection id, each taken back by its token; run() runs (and drops) all
+// of a connection's.
+class connection_callbacks {
+public:
+    std::uint64_t add(std::uint64_t conn, std::function<void()> f) {
+        const auto token = next_++;
+        by_conn_[conn].emplace(token, std::move(f));
+        return token;
+    }
+    void remove(std::uint64_t conn, std::uint64_t token) {
+        auto it = by_conn_.find(conn);
+        if (it == by_conn_.end()) return;
+        it->second.erase(token);
+        if (it->second.empty()) by_conn_.erase(it);
+    }
+    void run(std::uint64_t conn) {
+        auto it = by_conn_.find(conn);
+        if (it == by_conn_.end()) return;
+        auto fs = std::move(it->second);
+        by_conn_.erase(it);
+        for (auto& [token, f] : fs) f();
+    }
+    void drop(std::uint64_t conn) { by_conn_.erase(conn); }
+    /// Runs every connection's, then forgets them all.
+    void run_all() {
+        auto all = std::move(by_conn_);
+        by_conn_.clear();
+        for (auto& [conn, fs] : all)
+            for (auto& [token, f] : fs) f();
+    }
+    void clear() { by_conn_.clear(); }
+
+private:
+    std::unordered_map<std::uint64_t, std::map<std::uint64_t, std::function<void()>>> by_conn_;
+    std::uint64_t next_ = 1;
+};
+
 // Everything of the server; shared with the pool's jobs and posted handlers, which keep it alive.
 struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     asio::io_context& io;
@@ -336,8 +373,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     asio::ip::tcp::endpoint bound;
     bool stopped = false;
     // What to undo when a connection closes (a waiter, an events stream), by connection id.
-    std::unordered_map<std::uint64_t, std::map<std::uint64_t, std::function<void()>>> on_close;
-    std::uint64_t next_token = 1;
+    connection_callbacks on_close;
     std::size_t views = 0;  // message views being decoded (api_limits::max_views)
     // The open events streams, by number; one index watcher writes each change's text once
     // and hands the same octets to every stream.
@@ -348,49 +384,21 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     impl(asio::io_context& i, http_config c, std::shared_ptr<store> s, mail_index& x, asio::thread_pool& p)
         : io(i), cfg(std::move(c)), st(std::move(s)), index(x), pool(&p) {}
 
-    std::uint64_t when_closed(std::uint64_t conn, std::function<void()> f) {
-        const auto token = next_token++;
-        on_close[conn].emplace(token, std::move(f));
-        return token;
-    }
-    void forget(std::uint64_t conn, std::uint64_t token) {
-        auto it = on_close.find(conn);
-        if (it == on_close.end()) return;
-        it->second.erase(token);
-        if (it->second.empty()) on_close.erase(it);
-    }
+    std::uint64_t when_closed(std::uint64_t conn, std::function<void()> f) { return on_close.add(conn, std::move(f)); }
+    void forget(std::uint64_t conn, std::uint64_t token) { on_close.remove(conn, token); }
     void closed(std::uint64_t conn) {
-        superseded.erase(conn);
-        auto it = on_close.find(conn);
-        if (it == on_close.end()) return;
-        auto fs = std::move(it->second);
-        on_close.erase(it);
-        for (auto& [token, f] : fs) f();
+        superseded.drop(conn);
+        on_close.run(conn);
     }
     // What ends a wait or an events stream when another request comes in behind it on the same
     // connection (by connection id): RESTinio answers a connection's requests in order, and
     // stops reading it with 16 unanswered; a wait left pending under a pipelined request held
     // the connection unread, so a client that went away was never seen and its waiter's place
     // was held until the timeout.
-    std::unordered_map<std::uint64_t, std::map<std::uint64_t, std::function<void()>>> superseded;
-    std::uint64_t when_superseded(std::uint64_t conn, std::function<void()> f) {
-        const auto token = next_token++;
-        superseded[conn].emplace(token, std::move(f));
-        return token;
-    }
-    void forget_superseded(std::uint64_t conn, std::uint64_t token) {
-        auto it = superseded.find(conn);
-        if (it == superseded.end()) return;
-        it->second.erase(token);
-        if (it->second.empty()) superseded.erase(it);
-    }
-    void supersede(std::uint64_t conn) {
-        auto it = superseded.find(conn);
-        if (it == superseded.end()) return;
-        auto fs = std::move(it->second);
-        superseded.erase(it);
-        for (auto& [token, f] : fs) f();
-    }
+    connection_callbacks superseded;
+    std::uint64_t when_superseded(std::uint64_t conn, std::function<void()> f) { return superseded.add(conn, std::move(f)); }
+    void forget_superseded(std::uint64_t conn, std::uint64_t token) { superseded.remove(conn, token); }
+    void supersede(std::uint64_t conn) { superseded.run(conn); }
 
     // Runs `work` on the pool, then `then(result)` on the I/O thread (off_thread.hpp), with
     // this object kept alive till then.
@@ -1194,10 +1202,7 @@ void http_server::stop() {
     }
     // Waiters and event streams let go now: once the loop has stopped their connections never
     // tell of closing, and an events stream and the server would keep each other alive.
-    auto pending = std::move(impl_->on_close);
-    impl_->on_close.clear();
-    for (auto& [conn, cleanups] : pending)
-        for (auto& [token, f] : cleanups) f();
+    impl_->on_close.run_all();
     impl_->superseded.clear();
     if (impl_->watcher) impl_->index.unwatch(impl_->watcher);
     impl_->watcher = 0;
