@@ -14,7 +14,7 @@ constexpr std::string_view style = R"css(
 body{margin:0;font:14px/1.4 system-ui,sans-serif;color:#1b1b1b;background:#f4f5f7;height:100vh;display:flex;flex-direction:column}
 header{display:flex;gap:.75em;align-items:center;padding:.5em 1em;background:#24323f;color:#fff}
 header h1{font-size:1.1em;margin:0 1em 0 0}
-header select,header button{font:inherit}
+header select,header button{font:inherit}header select{max-width:20em;text-overflow:ellipsis}
 #status{margin-left:auto;font-size:.9em;opacity:.85}
 main{flex:1;display:flex;min-height:0}
 #list-pane{width:40%;min-width:18em;overflow:auto;border-right:1px solid #ccd;background:#fff}
