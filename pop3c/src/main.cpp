@@ -329,9 +329,6 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     }
     std::unordered_map<std::uint32_t, std::string> uid_of;
     for (auto& u : uids) uid_of.emplace(u.number, std::move(u.uid));
-    std::unordered_set<std::uint32_t> has_uidl;  // every number the UIDL listing named
-    if (state)
-        for (const auto& [n, uid] : uid_of) has_uidl.insert(n);
     if (!f.keep) {
         // A UIDL given to two messages (RFC 1939 allows it for identical copies) is no proof
         // that the second is stored because the first is: those messages are fetched and
@@ -366,10 +363,11 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     }
     // RFC 1939 7: UIDL names every message. With --keep one left out would have no record:
     // fetched again on every --new-only run. (Without it, such a message is fetched and deleted
-    // without a record, as one whose UIDL another message shares.)
+    // without a record, as one whose UIDL another message shares.) With --keep, uid_of still
+    // holds every number the listing named (shared UIDLs are dropped only without it).
     if (state && f.keep)
         for (const auto& l : *sizes)
-            if (!has_uidl.contains(l.number))
+            if (!uid_of.contains(l.number))
                 return fail(failure{make_error_code(errc::protocol_error),
                                     "the UIDL listing leaves out message " + std::to_string(l.number) + ", which LIST names",
                                     {}},
