@@ -36,6 +36,7 @@ session::session(session_config config, limits lim)
     : config_(std::move(config)),
       limits_(lim),
       shutdown_notice_("421 4.3.2 " + config_.hostname + " Service shutting down\r\n"),
+      timeout_notice_("421 4.4.2 " + config_.hostname + " Timeout waiting for the client, closing\r\n"),
       reader_(lim.max_command_octets) {}
 
 std::string_view session::shutdown_notice() const noexcept {
@@ -43,6 +44,11 @@ std::string_view session::shutdown_notice() const noexcept {
     // finish (in_exchange), and a refused chunk is cut without a word, as before.
     if (closed_ || in_data_) return {};
     return shutdown_notice_;
+}
+
+std::string_view session::timeout_notice() const noexcept {
+    if (closed_) return {};
+    return timeout_notice_;
 }
 
 std::string_view session::state_text() const noexcept {

@@ -448,6 +448,63 @@ TEST(smtp_server, a_shutdown_says_421_over_tls_too_and_closes_with_close_notify)
     EXPECT_TRUE(c.clean) << "the TLS stream was not closed with close_notify";
 }
 
+TEST(smtp_server, a_client_that_sends_nothing_in_time_reads_421_then_the_close) {
+    // RFC 5321 3.8 / 4.5.3.2: a server that times a client out says 421 where it can (Postfix:
+    // "421 4.4.2 ... timeout exceeded"). Waiting for a command, and halfway through a message,
+    // which is then not delivered; a client that keeps talking is never cut.
+    temp_dir dir("mailnet-smtpd");
+    auto cfg = config(maildir(dir.path));
+    cfg.idle_timeout = 1s;
+    cfg.allow_short_idle_timeout = true;
+    fixture f(cfg);
+    const std::string notice = "421 4.4.2 mx.test Timeout waiting for the client, closing\r\n";
+    auto idle = greeted(f.port());
+    auto sending = greeted(f.port());
+    auto talking = greeted(f.port());
+    sending->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    sending->read_until("354 ");
+    sending->read_until("\r\n");
+    sending->clear();
+    sending->send("Subject: half\r\nand a part");
+    for (int i = 0; i < 6; ++i) {  // 2.4 s, one command every 0.4 s
+        std::this_thread::sleep_for(400ms);
+        talking->send("NOOP\r\n");
+    }
+    EXPECT_TRUE(idle->closed_within(3000ms));
+    EXPECT_EQ(idle->received(), notice);
+    EXPECT_TRUE(sending->closed_within(3000ms));
+    EXPECT_EQ(sending->received(), notice);
+    EXPECT_TRUE(files_in(dir.path / "bob@example.net" / "new").empty());
+    EXPECT_EQ(talking->read_until("250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n"),
+              "250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n")
+        << "never cut while it talks";
+    talking->clear();
+    EXPECT_TRUE(talking->closed_within(3000ms)) << "then idle like the others";
+    EXPECT_EQ(talking->received(), notice);
+}
+
+TEST(smtp_server, a_timed_out_tls_client_reads_421_and_a_close_notify) {
+    // The read is ended without closing the socket, so the notice can go over TLS too.
+    auto pki = mailnet::test_support::test_pki::create();
+    temp_dir dir("mailnet-smtpd");
+    auto cfg = config(maildir(dir.path));
+    cfg.listen = {{"smtps", "127.0.0.1", 0, true}};
+    cfg.idle_timeout = 1s;
+    cfg.allow_short_idle_timeout = true;
+    auto tls = mailnet::net::make_server_tls({pki.server_cert, pki.server_key});
+    ASSERT_TRUE(tls);
+    cfg.tls = *tls;
+    fixture f(cfg);
+    smtps_client c(f.port(), pki.ca_cert);
+    auto greeting = c.greeting.get_future();
+    ASSERT_EQ(greeting.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(greeting.get(), "220 mx.test ESMTP mailnet\r\n");
+    auto rest = c.rest.get_future();
+    ASSERT_EQ(rest.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(rest.get(), "421 4.4.2 mx.test Timeout waiting for the client, closing\r\n");
+    EXPECT_TRUE(c.clean) << "the TLS stream was not closed with close_notify";
+}
+
 TEST(smtp_server, a_client_trickling_data_holds_a_stopping_server_no_longer_than_its_grace) {
     temp_dir dir("mailnet-smtpd");
     auto cfg = config(maildir(dir.path));

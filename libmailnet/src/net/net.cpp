@@ -209,6 +209,7 @@ struct stream_watchdog {
     clock::time_point armed_for = clock::time_point::max(); // the pending wait's expiry; max: none
     std::uint64_t generation = 0;                           // bumped per arm/disarm: stale waits ignore themselves
     bool expired = false;                                   // the deadline passed and closed the socket
+    bool cancel_only = false;                               // on expiry: cancel, not close (the latest set_deadline's)
 };
 
 namespace {
@@ -237,7 +238,10 @@ void arm(const std::shared_ptr<stream_watchdog>& w, stream_watchdog::clock::time
         }
         w->expired = true;
         std::error_code ignored;
-        w->socket->close(ignored);  // completes every pending read, write or handshake with an error
+        if (w->cancel_only)
+            w->socket->cancel(ignored);  // the pending operations end; the owner may still say why
+        else
+            w->socket->close(ignored);  // completes every pending read, write or handshake with an error
     });
 }
 
@@ -270,16 +274,24 @@ void stream::set_deadline_cap(clock::time_point cap) {
     if (watchdog_->deadline > cap) set_deadline(cap);
 }
 
-void stream::set_deadline(clock::time_point when) {
+void stream::set_deadline(clock::time_point when, on_expiry then) {
     when = std::min(when, cap_);
     auto& w = *watchdog_;
     w.deadline = when;
+    w.cancel_only = then == on_expiry::cancel;
     if (w.expired || !socket_.is_open()) return;
     if (when == clock::time_point::max()) {
         if (w.armed_for != clock::time_point::max()) disarm(w);  // lets io_context::run() return
         return;
     }
     if (when < w.armed_for) arm(watchdog_, when);
+}
+
+void stream::clear_timeout() noexcept {
+    if (!socket_.is_open()) return;
+    watchdog_->expired = false;
+    watchdog_->deadline = clock::time_point::max();
+    watchdog_->cancel_only = false;
 }
 
 void stream::close() noexcept {

@@ -360,6 +360,20 @@ struct runner::impl {
         if (!co_await c.write(asio::buffer(notice.data(), notice.size()))) co_await c.io().shutdown(notice_timeout);
         co_return false;
     }
+
+    // The peer sent nothing within the idle, line or login limit, and the read was ended
+    // without closing: the core's timeout notice (SMTP: 421 4.4.2), then the close, within
+    // notice_timeout. Always false.
+    asio::awaitable<bool> say_timeout() {
+        const auto notice = core.timeout_notice();
+        rd->done = false;  // the timed-out read
+        eof = true;
+        c.io().clear_timeout();
+        c.io().set_deadline_cap(std::min(stream::clock::now() + notice_timeout, c.read_limit()));
+        if (notice.empty() || failed) co_return false;
+        if (!co_await c.write(asio::buffer(notice.data(), notice.size()))) co_await c.io().shutdown(notice_timeout);
+        co_return false;
+    }
 };
 
 runner::runner(connection& c, core_port& core, runner_options options)
@@ -432,6 +446,9 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
             if (p.rd->ec == asio::error::operation_aborted && c_.stopping() && c_.io().is_open() &&
                 !p.core.in_exchange())
                 co_return co_await p.say_goodbye();
+            // The peer sent nothing in time, and the deadline only ended the read (below) so
+            // the core can say so.
+            if (p.rd->ec == make_error_code(errc::timed_out) && c_.io().is_open()) co_return co_await p.say_timeout();
             co_return p.consume();
         }
         if (p.eof) co_return false;
@@ -455,14 +472,24 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
         // A stopping server's grace bounds this wait only (set_reading): never the hooks and
         // writes that follow, so a delivery under way is never cut from its reply.
         const auto until = std::min(p.read_deadline(), c_.read_limit());
+        // Our own limit (not a stopping server's grace) ends the read without closing, when
+        // the core has something to say then (say_timeout).
+        const bool notice = until < c_.read_limit() && !p.core.timeout_notice().empty();
         c_.set_reading(true);
         if (p.rd->active) {
             c_.io().set_deadline(until);
             co_await p.wait_for_read();
         } else {
             // The common case: read here, no background read needed.
-            p.rd->n = co_await c_.read_some_until(asio::buffer(p.rd->buf), p.rd->ec, until);
+            p.rd->n = co_await c_.read_some_until(asio::buffer(p.rd->buf), p.rd->ec, until,
+                                                  notice ? stream::on_expiry::cancel : stream::on_expiry::close);
             p.rd->done = true;
+            if (notice && !p.rd->ec) {
+                // Data came: a deadline that passed just as it did is forgotten, and the one in
+                // force closes again on expiry.
+                if (c_.io().timed_out()) c_.io().clear_timeout();
+                c_.io().set_deadline(p.read_deadline());
+            }
         }
         c_.set_reading(false);
         c_.set_idle(false);

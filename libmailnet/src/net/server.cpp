@@ -111,8 +111,9 @@ asio::awaitable<std::size_t> connection::read_some(asio::mutable_buffer buf, std
 }
 
 asio::awaitable<std::size_t> connection::read_some_until(asio::mutable_buffer buf, std::error_code& ec,
-                                                         stream::clock::time_point deadline) {
-    stream_.set_deadline(deadline);
+                                                         stream::clock::time_point deadline,
+                                                         stream::on_expiry then) {
+    stream_.set_deadline(deadline, then);
     const std::size_t n = co_await stream_.read_some(buf, ec);
     bytes_in_ += n;
     co_return n;

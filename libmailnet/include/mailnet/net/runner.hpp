@@ -64,6 +64,7 @@ public:
     virtual void tls_started() = 0;
     virtual bool in_exchange() const = 0;
     virtual std::string_view shutdown_notice() const = 0;
+    virtual std::string_view timeout_notice() const = 0;
 };
 
 /// One connection's runner: the write buffer, the read-ahead rule, the message producer on the
@@ -176,6 +177,15 @@ public:
     std::string_view shutdown_notice() const override {
         if constexpr (requires(const Core& c) { { c.shutdown_notice() } -> std::convertible_to<std::string_view>; })
             return core_.shutdown_notice();
+        else
+            return {};
+    }
+    // Optional in a core: what to tell the peer when it sent nothing in time (the idle, line
+    // or login limit: SMTP's 421 4.4.2, as Postfix says it), written before the close. Without
+    // it, or empty: the session is closed without a word (RFC 1939 3: POP3 says nothing then).
+    std::string_view timeout_notice() const override {
+        if constexpr (requires(const Core& c) { { c.timeout_notice() } -> std::convertible_to<std::string_view>; })
+            return core_.timeout_notice();
         else
             return {};
     }

@@ -103,9 +103,11 @@ public:
 
     /// Reads some octets, waiting at most the idle timeout; 0 and an error at EOF/timeout.
     asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, std::error_code& ec);
-    /// Reads some octets, waiting until `deadline` at most (errc::timed_out then).
+    /// Reads some octets, waiting until `deadline` at most (errc::timed_out then; with
+    /// on_expiry::cancel the stream stays open, see stream::clear_timeout).
     asio::awaitable<std::size_t> read_some_until(asio::mutable_buffer buf, std::error_code& ec,
-                                                 stream::clock::time_point deadline);
+                                                 stream::clock::time_point deadline,
+                                                 stream::on_expiry then = stream::on_expiry::close);
     /// The idle timeout of the server.
     std::chrono::seconds idle_timeout() const noexcept;
     /// Writes everything; a peer that reads nothing for the idle timeout is closed.

@@ -69,10 +69,17 @@ public:
     /// and shut down, never read again (a record may have been cut).
     void cancel() noexcept;
 
-    /// Sets the time after which the socket is closed, whatever is pending
-    /// (the idle timeout); `clock::time_point::max()` for none. Operations cut short by it
-    /// complete with errc::timed_out.
-    void set_deadline(clock::time_point when);
+    /// What a deadline does when it passes: close the socket (the default), or only cancel
+    /// what is pending, so the caller can still say why before it closes (SMTP's 421 4.4.2).
+    enum class on_expiry { close, cancel };
+    /// Sets the time after which the socket is closed (or, with on_expiry::cancel, its pending
+    /// operations ended), whatever is pending (the idle timeout); `clock::time_point::max()` for
+    /// none. Operations cut short by it complete with errc::timed_out. The latest call's
+    /// `then` applies.
+    void set_deadline(clock::time_point when, on_expiry then = on_expiry::close);
+    /// After a deadline with on_expiry::cancel passed: the stream may be written to again (under
+    /// a new deadline); a TLS stream is never read again. No effect on a closed stream.
+    void clear_timeout() noexcept;
     /// The deadline now in force (`clock::time_point::max()` for none).
     clock::time_point deadline() const noexcept;
     /// No deadline set from now on (by set_deadline, a write's progress, a handshake) lies past
@@ -86,7 +93,7 @@ public:
     bool is_tls() const noexcept { return tls_ != nullptr; }
     /// True until closed (by close(), shutdown(), a failed handshake or the deadline).
     bool is_open() const noexcept;
-    /// True if the deadline passed and closed the stream.
+    /// True if the deadline passed and closed the stream (or cancelled what was pending).
     bool timed_out() const noexcept;
     /// The TLS protocol and cipher, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"; empty if plain.
     std::string tls_description() const;

@@ -150,6 +150,10 @@ public:
     /// (RFC 5321 3.8, 4.2.2: 421, with RFC 3463's 4.3.2 "system not accepting network
     /// messages"); empty while a refused BDAT chunk is still arriving, and once closed.
     std::string_view shutdown_notice() const noexcept;
+    /// What the server tells a client that sent nothing within the idle, command-line or login
+    /// limit, before it closes (421 4.4.2, as Postfix does; RFC 5321 4.5.3.2 lets a server
+    /// time out, 3.8 asks for a 421 where it can); in any state, empty once closed.
+    std::string_view timeout_notice() const noexcept;
     /// The transaction being built (for tests and logs).
     const envelope& transaction() const noexcept { return mail_; }
     /// The client's address, as configured.
@@ -198,6 +202,7 @@ private:
     session_config config_;
     limits limits_;
     std::string shutdown_notice_;  // "421 4.3.2 <hostname> Service shutting down\r\n"
+    std::string timeout_notice_;   // "421 4.4.2 <hostname> Timeout waiting for the client, closing\r\n"
     line_reader reader_;
     core_output<action> output_;  // replies not yet handed out, and actions, in order
     wait waiting_ = wait::none;
