@@ -45,6 +45,10 @@ namespace {
 
 class maildir_sink;
 
+constexpr std::size_t stock_max = 16;                      // tmp/ files opened ahead at most
+constexpr std::size_t gather_target = 128;                 // messages a round waits for at most
+constexpr std::chrono::microseconds gather_window{2000};   // and how long
+
 class maildir_message final : public sink_message {
 public:
     maildir_message(maildir_sink& sink, std::unique_ptr<delivery> d) : sink_(sink), delivery_(std::move(d)) {}
@@ -76,12 +80,14 @@ public:
         if (options_.max_outstanding == 0) options_.max_outstanding = 1;
     }
 
-    // Starts the committer; an error if its thread could not be started.
+    // Starts the committer and the opener; an error if a thread could not be started.
     result<void> start() {
         if (!options_.commit_in_background) return {};
         try {
             committer_ = std::thread([this] { work(); });
+            opener_ = std::thread([this] { open_ahead(); });
         } catch (const std::system_error& e) {
+            stop();
             return unexpected(e.code());
         }
         return {};
@@ -95,6 +101,20 @@ public:
             // full disk should stop the fetch, not let it run through the whole mailbox.
             std::lock_guard lock(mutex_);
             if (error_) return unexpected(error_);
+        }
+        if (opener_.joinable()) {
+            // A file the opener made ready, if there is one.
+            std::unique_lock lock(mutex_);
+            ++begun_;
+            if (!stock_.empty()) {
+                auto d = std::move(stock_.front());
+                stock_.pop_front();
+                lock.unlock();
+                stock_cv_.notify_one();
+                return std::unique_ptr<sink_message>(std::make_unique<maildir_message>(*this, std::move(d)));
+            }
+            lock.unlock();
+            stock_cv_.notify_one();
         }
         auto d = folder_->begin_delivery(mailboxes_);
         if (!d) return unexpected(d.error());  // logged by the store
@@ -115,7 +135,7 @@ public:
             }
         }
         std::unique_lock lock(mutex_);
-        idle_.wait(lock, [&] { return outstanding_ == 0; });
+        wait_idle(lock);
         const std::error_code e = std::exchange(error_, {});
         pending_ = 0;
         if (e) return unexpected(e);
@@ -141,7 +161,7 @@ public:
     result<void> finish_flush() override {
         if (!std::exchange(overlapped_, false)) return message_sink::finish_flush();
         std::unique_lock lock(mutex_);
-        idle_.wait(lock, [&] { return outstanding_ == 0; });
+        wait_idle(lock);
         const std::error_code e = std::exchange(error_, {});
         if (e) return unexpected(e);
         return {};
@@ -211,15 +231,23 @@ public:
             if (error_) return unexpected(error_);
             return {};
         }
-        idle_.wait(lock, [&] { return outstanding_ < options_.max_outstanding || error_; });
+        if (outstanding_ >= options_.max_outstanding) {
+            ++waiting_;  // the committer gathers no longer
+            work_.notify_one();
+            idle_.wait(lock, [&] { return outstanding_ < options_.max_outstanding || error_; });
+            --waiting_;
+        }
         if (error_) {
             d->abort();
             return unexpected(error_);
         }
         queue_.push_back(std::move(d));
         ++outstanding_;
+        // The committer is woken for the first of a group and once a group is worth a round; in
+        // between it gathers (work()), so each message costs it no wake-up.
+        const bool wake = queue_.size() == 1 || queue_.size() == gather_target;
         lock.unlock();
-        work_.notify_one();
+        if (wake) work_.notify_one();
         return {};
     }
 
@@ -248,6 +276,12 @@ private:
         for (;;) {
             work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
             if (queue_.empty()) return;  // stopping, and nothing left to commit
+            // A round costs two device flushes (the data, then new/) whatever its size: a small
+            // group waits a moment for more, unless someone waits for the round. (Deferred
+            // commits come as whole batches, flushed by the caller: no wait.)
+            if (!options_.defer_commits)
+                work_.wait_until(lock, std::chrono::steady_clock::now() + gather_window,
+                                 [&] { return stopping_ || waiting_ > 0 || queue_.size() >= gather_target; });
             // Everything that completed while the last group was being committed is the next.
             std::vector<std::unique_ptr<delivery>> group;
             group.reserve(queue_.size());
@@ -265,13 +299,46 @@ private:
     // Lets the committer commit what was handed to it (a message completed but never flushed
     // may still land: as after a failed flush, a duplicate at worst), then joins it. Held
     // messages (defer_commits, never flushed) are aborted: they were never recorded.
+    // The opener: keeps a few tmp/ files open ahead of begin() (creating a file is the
+    // costliest step of a small message, and the thread that reads the server need not wait
+    // for it). No more ahead than messages begun so far (a short fetch makes few in vain) and
+    // at most stock_max; the ones never used are aborted (removed) when the sink stops. After a
+    // failure it makes no more: begin() then opens its own files and reports the error itself.
+    void open_ahead() {
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            stock_cv_.wait(lock, [&] { return stopping_ || (stock_.size() < std::min(begun_, stock_max) && !open_failed_); });
+            if (stopping_) return;
+            lock.unlock();
+            auto d = folder_->begin_delivery(mailboxes_);
+            lock.lock();
+            if (!d) {
+                open_failed_ = true;
+                continue;
+            }
+            stock_.push_back(std::move(*d));
+        }
+    }
+
+    // Waits until everything handed to the committer was committed (lock held).
+    void wait_idle(std::unique_lock<std::mutex>& lock) {
+        if (outstanding_ == 0) return;
+        ++waiting_;
+        work_.notify_one();
+        idle_.wait(lock, [&] { return outstanding_ == 0; });
+        --waiting_;
+    }
+
     void stop() {
         {
             std::lock_guard lock(mutex_);
             stopping_ = true;
         }
         work_.notify_all();
+        stock_cv_.notify_all();
+        if (opener_.joinable()) opener_.join();
         if (committer_.joinable()) committer_.join();
+        stock_.clear();  // aborted: their tmp/ files are removed
     }
 
     std::unique_ptr<store> folder_;
@@ -289,6 +356,12 @@ private:
     std::size_t pending_ = 0;          // completed since the last flush
     std::error_code error_;            // the first failure since the last flush
     bool stopping_ = false;
+    std::size_t waiting_ = 0;          // threads waiting for the committer (a flush, a full queue)
+    std::thread opener_;               // open_ahead()
+    std::condition_variable stock_cv_; // stock_ fell, begun_ rose, or stopping_
+    std::deque<std::unique_ptr<delivery>> stock_;  // tmp/ files opened ahead, for begin()
+    std::size_t begun_ = 0;            // begin() calls so far
+    bool open_failed_ = false;         // the opener failed once and makes no more
     std::optional<std::unordered_set<std::string>> names_;  // holds(): what new/ and cur/ held
     std::vector<std::unique_ptr<delivery>> held_;  // defer_commits: completed, committed at flush()
     bool overlapped_ = false;  // start_flush() handed a held batch to the committer

@@ -53,6 +53,14 @@ std::vector<fs::path> files_in(const fs::path& dir) {
     return out;
 }
 
+// The files of a directory that hold something: tmp/ may also hold a few empty files the
+// sink opened ahead for messages to come, removed when it goes (the_files_opened_ahead_...).
+std::vector<fs::path> written_in(const fs::path& dir) {
+    auto all = files_in(dir);
+    std::erase_if(all, [](const fs::path& p) { return fs::file_size(p) == 0; });
+    return all;
+}
+
 // The contents of every file in a directory, sorted.
 std::multiset<std::string> contents_of(const fs::path& dir) {
     std::multiset<std::string> out;
@@ -105,7 +113,7 @@ TEST(maildir_sink, messages_land_in_new_with_their_exact_octets) {
     ASSERT_TRUE(sink->flush());
     EXPECT_EQ(sink->pending(), 0u);
     EXPECT_EQ(contents_of(box / "new"), (std::multiset<std::string>{a, b}));
-    EXPECT_TRUE(files_in(box / "tmp").empty());
+    EXPECT_TRUE(written_in(box / "tmp").empty());
     EXPECT_TRUE(fs::is_directory(box / "cur"));
     // The store's names: unique, with the sizes (LIST needs no reads), our host name.
     for (const auto& p : files_in(box / "new")) {
@@ -113,6 +121,36 @@ TEST(maildir_sink, messages_land_in_new_with_their_exact_octets) {
         EXPECT_NE(name.find(".test.example,S="), std::string::npos) << name;
         const auto size = fs::file_size(p);
         EXPECT_NE(name.find(",S=" + std::to_string(size) + ",W="), std::string::npos) << name;
+    }
+}
+
+TEST(maildir_sink, the_files_opened_ahead_are_empty_few_and_removed_with_the_sink) {
+    // The sink opens tmp/ files ahead of begin() on a thread of its own: never more than 16,
+    // never more than messages begun (a one-message fetch makes at most one in vain), and
+    // none is left once the sink is gone, flushed or not, deferring or not.
+    for (const bool deferred : {false, true}) {
+        SCOPED_TRACE(deferred);
+        temp_dir d;
+        const fs::path box = d.path / "m";
+        {
+            auto sink = deferred ? open_deferred(box) : open_maildir(box);
+            ASSERT_TRUE(sink);
+            store(*sink, "Subject: one\n\n");
+            ASSERT_TRUE(sink->flush());
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the opener's turn
+            EXPECT_LE(files_in(box / "tmp").size(), 1u);
+            for (int i = 0; i < 50; ++i) store(*sink, "Subject: " + std::to_string(i) + "\n\n");
+            ASSERT_TRUE(sink->flush());
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            const auto ahead = files_in(box / "tmp");
+            EXPECT_LE(ahead.size(), 16u);
+            EXPECT_GE(ahead.size(), 1u) << "files are opened ahead";
+            for (const auto& p : ahead) EXPECT_EQ(fs::file_size(p), 0u) << p;
+            EXPECT_EQ(files_in(box / "new").size(), 51u);
+            store(*sink, "Subject: last, never flushed\n\n");
+        }
+        EXPECT_TRUE(files_in(box / "tmp").empty());
+        EXPECT_EQ(files_in(box / "new").size(), deferred ? 51u : 52u);
     }
 }
 
@@ -141,7 +179,7 @@ TEST(maildir_sink, many_completes_in_the_background_then_one_flush_store_every_m
     ASSERT_TRUE(sink->flush());
     EXPECT_EQ(sink->pending(), 0u);
     EXPECT_EQ(contents_of(box / "new"), sent);
-    EXPECT_TRUE(files_in(box / "tmp").empty());
+    EXPECT_TRUE(written_in(box / "tmp").empty());
 }
 
 TEST(maildir_sink, batches_flush_one_after_another) {
@@ -179,11 +217,11 @@ TEST(maildir_sink, deferred_messages_wait_in_tmp_until_the_flush_commits_them_to
                 sent.insert(std::move(m));
             }
             EXPECT_EQ(files_in(box / "new").size(), static_cast<std::size_t>(batch) * 20) << "before the flush";
-            EXPECT_EQ(files_in(box / "tmp").size(), 20u);
+            EXPECT_EQ(written_in(box / "tmp").size(), 20u);
             EXPECT_EQ(sink.pending(), 20u);
             ASSERT_TRUE(sink.flush());
             EXPECT_EQ(files_in(box / "new").size(), static_cast<std::size_t>(batch + 1) * 20);
-            EXPECT_TRUE(files_in(box / "tmp").empty());
+            EXPECT_TRUE(written_in(box / "tmp").empty());
         }
         EXPECT_EQ(contents_of(box / "new"), sent);
     }
@@ -215,13 +253,13 @@ TEST(maildir_sink, a_deferred_batch_is_committed_while_the_next_one_is_stored) {
     EXPECT_EQ(sink.pending(), 20u);
     ASSERT_TRUE(sink.finish_flush());
     EXPECT_EQ(contents_of(box / "new"), first) << "the first batch alone";
-    EXPECT_EQ(files_in(box / "tmp").size(), 20u) << "the second batch waits for its own flush";
+    EXPECT_EQ(written_in(box / "tmp").size(), 20u) << "the second batch waits for its own flush";
     sink.start_flush();
     ASSERT_TRUE(sink.finish_flush());
     std::multiset<std::string> all = first;
     all.insert(second.begin(), second.end());
     EXPECT_EQ(contents_of(box / "new"), all);
-    EXPECT_TRUE(files_in(box / "tmp").empty());
+    EXPECT_TRUE(written_in(box / "tmp").empty());
 }
 
 TEST(maildir_sink, a_failed_overlapped_flush_is_reported_by_finish_flush_and_stops_new_messages) {
@@ -322,9 +360,9 @@ TEST(maildir_sink, abort_leaves_nothing_in_tmp_or_new) {
         auto m = sink->begin(10);
         ASSERT_TRUE(m);
         ASSERT_TRUE((*m)->write("Subject: half\n"));
-        EXPECT_EQ(files_in(box / "tmp").size(), 1u);  // being written
+        EXPECT_EQ(written_in(box / "tmp").size(), 1u);  // being written
         (*m)->abort();
-        EXPECT_TRUE(files_in(box / "tmp").empty());
+        EXPECT_TRUE(written_in(box / "tmp").empty());
         EXPECT_EQ((*m)->write("more").error(), mailnet::errc::bad_input);
         EXPECT_EQ((*m)->complete().error(), mailnet::errc::bad_input);
     }
@@ -335,7 +373,7 @@ TEST(maildir_sink, abort_leaves_nothing_in_tmp_or_new) {
     }
     EXPECT_EQ(sink->pending(), 0u);
     ASSERT_TRUE(sink->flush());
-    EXPECT_TRUE(files_in(box / "tmp").empty());
+    EXPECT_TRUE(written_in(box / "tmp").empty());
     EXPECT_TRUE(files_in(box / "new").empty());
 }
 
@@ -374,7 +412,7 @@ TEST(maildir_sink, a_failed_commit_fails_the_batch_and_the_next_batch_starts_cle
         }
         EXPECT_FALSE(sink->flush()) << background;
         EXPECT_TRUE(log.contains("maildir")) << log.all();
-        EXPECT_TRUE(files_in(box / "tmp").empty());
+        EXPECT_TRUE(written_in(box / "tmp").empty());
 
         fs::remove(box / "new");
         fs::rename(box / "new.away", box / "new");
