@@ -178,7 +178,9 @@ int main(int argc, char** argv) {
         http_listen = *l;
         // The API has no login and shows every mailbox: to this machine only, whatever the mode.
         if (!open_network) {
-            if (int e = net::loopback_only("mailnetd", {*http_listen}); e != exit_code::ok) return e;
+            if (int e = net::loopback_only("mailnetd", {*http_listen}, "the HTTP API has no login, so even with --users");
+                e != exit_code::ok)
+                return e;
         }
     }
 

@@ -8,6 +8,7 @@ import poplib
 import re
 import shlex
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -271,6 +272,23 @@ class Mailnetd(unittest.TestCase):
             self.assertEqual(p.returncode, EX_USAGE, p.stderr)
             self.assertIn(b"--allow-open-network", p.stderr)
             self.assertIn(b"0.0.0.0", p.stderr)
+
+    def test_the_http_api_stays_on_loopback_in_users_mode_too_and_a_busy_port_says_why(self):
+        users = t.write_users(os.path.join(self.dir, "users"), {"alice@example.org": "alice-secret"})
+        p = t.run([MAILNETD, "--store", self.store, "--users", users, "--smtp", "127.0.0.1:0",
+                   "--pop3", "127.0.0.1:0", "--http", "0.0.0.0:0"], timeout=20)
+        self.assertEqual(p.returncode, EX_USAGE, p.stderr)
+        self.assertIn(b"the HTTP API has no login, so even with --users only loopback", p.stderr)
+        self.assertIn(b"--allow-open-network", p.stderr)
+        with socket.socket() as busy:
+            busy.bind((t.HOST, 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            p = t.run([MAILNETD, "--store", self.store, "--smtp", f"127.0.0.1:{port}", "--pop3", "127.0.0.1:0",
+                       "--no-http"], timeout=20)
+        self.assertEqual(p.returncode, 69, p.stderr)
+        self.assertIn(f"cannot listen on 127.0.0.1:{port}: Address already in use".encode(), p.stderr)
+        self.assertIn(b"mailnetd: cannot listen (the line above says why)", p.stderr)
 
     def test_users_mode_takes_mail_for_its_accounts_only(self):
         users = t.write_users(os.path.join(self.dir, "users"), {"Alice@Example.org": "alice-secret"})

@@ -101,10 +101,10 @@ std::shared_ptr<store> store_at(std::string_view program, const std::string& spe
     return nullptr;
 }
 
-int loopback_only(std::string_view program, const std::vector<listen_spec>& listeners) {
+int loopback_only(std::string_view program, const std::vector<listen_spec>& listeners, std::string_view why) {
     for (const auto& l : listeners)
         if (!is_loopback(l)) {
-            std::cerr << program << ": without --users only loopback addresses may listen (" << l.address
+            std::cerr << program << ": " << why << " only loopback addresses may listen (" << l.address
                       << "); add --allow-open-network\n";
             return exit_code::usage;
         }
@@ -122,7 +122,8 @@ int start_servers(std::string_view program, const std::vector<service*>& servers
     for (auto* s : servers) {
         if (auto r = s->up(); !r) {
             if (r.error() == errc::bad_config) return exit_code::usage;  // the reason is logged
-            std::cerr << program << ": cannot listen: " << r.error().message() << "\n";
+            // server::up() logged the address and the system's reason ("Address already in use").
+            std::cerr << program << ": cannot listen (the line above says why)\n";
             return exit_code::unavailable;
         }
     }

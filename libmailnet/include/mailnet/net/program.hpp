@@ -56,9 +56,11 @@ std::shared_ptr<store> store_at(std::string_view program, const std::string& spe
 bool uri_has_password(std::string_view uri) noexcept;
 
 /// Open mode (DESIGN.md "Rules": no --users, mail for any address) listens on loopback
-/// addresses only: exit_code::ok when every listener is one, else usage after "PROGRAM: without
-/// --users only loopback addresses may listen (ADDR); add --allow-open-network" on stderr.
-int loopback_only(std::string_view program, const std::vector<listen_spec>& listeners);
+/// addresses only: exit_code::ok when every listener is one, else usage after "PROGRAM: WHY
+/// only loopback addresses may listen (ADDR); add --allow-open-network" on stderr, WHY being
+/// `why` ("without --users" by default; mailnetd's HTTP API says its own).
+int loopback_only(std::string_view program, const std::vector<listen_spec>& listeners,
+                  std::string_view why = "without --users");
 
 /// This machine's name (gethostname), "localhost" if it has none: greetings, Received:.
 std::string host_name();
