@@ -103,17 +103,26 @@ public:
             if (error_) return unexpected(error_);
         }
         if (opener_.joinable()) {
-            // A file the opener made ready, if there is one.
+            // A file the opener made ready, if there is one and its tmp/ is still the one it was
+            // made in (one removed meanwhile is made again by the store's own begin below; the
+            // files opened ahead in the old one could never be linked).
             std::unique_lock lock(mutex_);
             ++begun_;
             if (!stock_.empty()) {
-                auto d = std::move(stock_.front());
-                stock_.pop_front();
+                const auto here = tmp_identity();
+                if (here && stock_.front().second == *here) {
+                    auto d = std::move(stock_.front().first);
+                    stock_.pop_front();
+                    lock.unlock();
+                    stock_cv_.notify_one();
+                    return std::unique_ptr<sink_message>(std::make_unique<maildir_message>(*this, std::move(d)));
+                }
+                auto stale = std::exchange(stock_, {});
                 lock.unlock();
-                stock_cv_.notify_one();
-                return std::unique_ptr<sink_message>(std::make_unique<maildir_message>(*this, std::move(d)));
+                stale.clear();  // aborted, outside the lock
+            } else {
+                lock.unlock();
             }
-            lock.unlock();
             stock_cv_.notify_one();
         }
         auto d = folder_->begin_delivery(mailboxes_);
@@ -296,9 +305,6 @@ private:
         }
     }
 
-    // Lets the committer commit what was handed to it (a message completed but never flushed
-    // may still land: as after a failed flush, a duplicate at worst), then joins it. Held
-    // messages (defer_commits, never flushed) are aborted: they were never recorded.
     // The opener: keeps a few tmp/ files open ahead of begin() (creating a file is the
     // costliest step of a small message, and the thread that reads the server need not wait
     // for it). No more ahead than messages begun so far (a short fetch makes few in vain) and
@@ -310,14 +316,31 @@ private:
             stock_cv_.wait(lock, [&] { return stopping_ || (stock_.size() < std::min(begun_, stock_max) && !open_failed_); });
             if (stopping_) return;
             lock.unlock();
-            auto d = folder_->begin_delivery(mailboxes_);
-            lock.lock();
-            if (!d) {
+            try {
+                const auto where = tmp_identity();
+                auto d = folder_->begin_delivery(mailboxes_);
+                lock.lock();
+                if (!d) {
+                    open_failed_ = true;
+                    continue;
+                }
+                // No tmp/ before this open: the first message was making the Maildir. The file
+                // is dropped (where it lies is not known for sure), the next one kept.
+                if (!where) continue;
+                stock_.push_back({std::move(*d), *where});
+            } catch (const std::exception&) {
+                // NOTE: bad_alloc; begin() opens its own files from now on and reports what fails.
+                if (!lock.owns_lock()) lock.lock();
                 open_failed_ = true;
-                continue;
             }
-            stock_.push_back(std::move(*d));
         }
+    }
+
+    // The device and inode of the Maildir's tmp/ now; nothing if it cannot be read.
+    std::optional<std::pair<dev_t, ino_t>> tmp_identity() const {
+        struct stat st{};
+        if (::stat((dir_ / "tmp").c_str(), &st) != 0) return std::nullopt;
+        return std::pair{st.st_dev, st.st_ino};
     }
 
     // Waits until everything handed to the committer was committed (lock held).
@@ -329,6 +352,9 @@ private:
         --waiting_;
     }
 
+    // Lets the committer commit what was handed to it (a message completed but never flushed
+    // may still land: as after a failed flush, a duplicate at worst), then joins it. Held
+    // messages (defer_commits, never flushed) are aborted: they were never recorded.
     void stop() {
         {
             std::lock_guard lock(mutex_);
@@ -359,7 +385,8 @@ private:
     std::size_t waiting_ = 0;          // threads waiting for the committer (a flush, a full queue)
     std::thread opener_;               // open_ahead()
     std::condition_variable stock_cv_; // stock_ fell, begun_ rose, or stopping_
-    std::deque<std::unique_ptr<delivery>> stock_;  // tmp/ files opened ahead, for begin()
+    // tmp/ files opened ahead, for begin(), each with the identity of the tmp/ it was made in
+    std::deque<std::pair<std::unique_ptr<delivery>, std::pair<dev_t, ino_t>>> stock_;
     std::size_t begun_ = 0;            // begin() calls so far
     bool open_failed_ = false;         // the opener failed once and makes no more
     std::optional<std::unordered_set<std::string>> names_;  // holds(): what new/ and cur/ held

@@ -483,6 +483,48 @@ TEST(smtp_server, a_client_that_sends_nothing_in_time_reads_421_then_the_close) 
     EXPECT_EQ(talking->received(), notice);
 }
 
+TEST(smtp_server, a_client_silent_after_a_failed_login_delay_reads_421_too) {
+    // The failed login's delay reads ahead (a client that leaves frees its slot at once); the
+    // wait for a command after it goes on with that read, which must end the same way.
+    temp_dir dir("mailnet-smtpd");
+    auto users = std::make_shared<mailnet::auth_functions>();
+    users->on_authenticate = [](const mailnet::credentials&) { return mailnet::auth_result::fail(); };
+    auto cfg = config(maildir(dir.path));
+    cfg.auth = users;
+    cfg.session_limits.auth_failure_delay = 300ms;
+    cfg.idle_timeout = 1s;
+    cfg.allow_short_idle_timeout = true;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("AUTH PLAIN AGFsaWNlAHdyb25n\r\n");
+    EXPECT_EQ(c->read_until("\r\n"), "535 5.7.8 Error: authentication failed\r\n");
+    c->clear();
+    EXPECT_TRUE(c->closed_within(3000ms));
+    EXPECT_EQ(c->received(), "421 4.4.2 mx.test Timeout waiting for the client, closing\r\n");
+}
+
+TEST(smtp_server, a_stopping_server_still_says_why_to_a_client_idle_in_data_before_the_grace_ends) {
+    // The stop's grace only replaces a read's deadline when it ends first: the client's own idle
+    // limit, earlier, still ends with its 421 4.4.2 (the message is not delivered).
+    temp_dir dir("mailnet-smtpd");
+    auto cfg = config(maildir(dir.path));
+    cfg.idle_timeout = 1s;
+    cfg.allow_short_idle_timeout = true;
+    cfg.shutdown_grace = 10s;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->read_until("\r\n");
+    c->clear();
+    c->send("Subject: half\r\n");
+    std::this_thread::sleep_for(100ms);
+    f.srv->destroy(mailnet::net::server::destroy_mode::defer);
+    EXPECT_TRUE(c->closed_within(3000ms));
+    EXPECT_EQ(c->received(), "421 4.4.2 mx.test Timeout waiting for the client, closing\r\n");
+    EXPECT_TRUE(files_in(dir.path / "bob@example.net" / "new").empty());
+}
+
 TEST(smtp_server, a_timed_out_tls_client_reads_421_and_a_close_notify) {
     // The read is ended without closing the socket, so the notice can go over TLS too.
     auto pki = mailnet::test_support::test_pki::create();

@@ -476,20 +476,22 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
         // the core has something to say then (say_timeout).
         const bool notice = until < c_.read_limit() && !p.core.timeout_notice().empty();
         c_.set_reading(true);
+        const auto then = notice ? stream::on_expiry::cancel : stream::on_expiry::close;
         if (p.rd->active) {
-            c_.io().set_deadline(until);
+            // A read started while we wrote or waited (a failed login's delay): now under the
+            // same limit as one started here.
+            c_.io().set_deadline(until, then);
             co_await p.wait_for_read();
         } else {
             // The common case: read here, no background read needed.
-            p.rd->n = co_await c_.read_some_until(asio::buffer(p.rd->buf), p.rd->ec, until,
-                                                  notice ? stream::on_expiry::cancel : stream::on_expiry::close);
+            p.rd->n = co_await c_.read_some_until(asio::buffer(p.rd->buf), p.rd->ec, until, then);
             p.rd->done = true;
-            if (notice && !p.rd->ec) {
-                // Data came: a deadline that passed just as it did is forgotten, and the one in
-                // force closes again on expiry.
-                if (c_.io().timed_out()) c_.io().clear_timeout();
-                c_.io().set_deadline(p.read_deadline());
-            }
+        }
+        if (notice && !p.rd->ec) {
+            // Data came: a deadline that passed just as it did is forgotten, and the one in
+            // force closes again on expiry.
+            if (c_.io().timed_out()) c_.io().clear_timeout();
+            c_.io().set_deadline(p.read_deadline());
         }
         c_.set_reading(false);
         c_.set_idle(false);

@@ -298,7 +298,9 @@ void server::destroy(destroy_mode mode, std::function<void()> on_gone) {
                     c->io().cancel();
                     continue;
                 }
-                if (c->reading_) c->io().set_deadline(std::min(c->io().deadline(), c->read_limit_));
+                // Only a grace that ends first replaces the read's deadline (and its way of
+                // ending: an idle limit's cancel lets the session say 421 4.4.2 first).
+                if (c->reading_ && c->read_limit_ < c->io().deadline()) c->io().set_deadline(c->read_limit_);
             }
         });
     }
