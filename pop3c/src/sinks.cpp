@@ -106,10 +106,10 @@ public:
             // A file the opener made ready, if there is one and its tmp/ is still the one it was
             // made in (one removed meanwhile is made again by the store's own begin below; the
             // files opened ahead in the old one could never be linked).
+            const auto here = tmp_identity();  // outside the lock: the opener and the committer go on
             std::unique_lock lock(mutex_);
             ++begun_;
             if (!stock_.empty()) {
-                const auto here = tmp_identity();
                 if (here && stock_.front().second == *here) {
                     auto d = std::move(stock_.front().first);
                     stock_.pop_front();

@@ -503,6 +503,34 @@ TEST(smtp_server, a_client_silent_after_a_failed_login_delay_reads_421_too) {
     EXPECT_EQ(c->received(), "421 4.4.2 mx.test Timeout waiting for the client, closing\r\n");
 }
 
+TEST(smtp_server, a_limit_that_passes_during_a_failed_login_delay_ends_with_421_too) {
+    // The delay is the server's: it does not count against the client's idle limit (the 535
+    // comes, then the idle limit runs), but the login limit goes on during it and, passing
+    // there, ends the session with the notice instead of a silent close.
+    temp_dir dir("mailnet-smtpd");
+    auto users = std::make_shared<mailnet::auth_functions>();
+    users->on_authenticate = [](const mailnet::credentials&) { return mailnet::auth_result::fail(); };
+    const std::string notice = "421 4.4.2 mx.test Timeout waiting for the client, closing\r\n";
+    for (const bool login_limit : {false, true}) {
+        SCOPED_TRACE(login_limit);
+        auto cfg = config(maildir(dir.path));
+        cfg.auth = users;
+        cfg.session_limits.auth_failure_delay = 1500ms;
+        cfg.idle_timeout = 1s;
+        cfg.allow_short_idle_timeout = true;
+        if (login_limit) {
+            cfg.require_auth = true;
+            cfg.idle_timeout = 5s;
+            cfg.login_timeout = 1s;
+        }
+        fixture f(cfg);
+        auto c = greeted(f.port());
+        c->send("AUTH PLAIN AGFsaWNlAHdyb25n\r\n");
+        EXPECT_TRUE(c->closed_within(5000ms));
+        EXPECT_EQ(c->received(), login_limit ? notice : "535 5.7.8 Error: authentication failed\r\n" + notice);
+    }
+}
+
 TEST(smtp_server, a_stopping_server_still_says_why_to_a_client_idle_in_data_before_the_grace_ends) {
     // The stop's grace only replaces a read's deadline when it ends first: the client's own idle
     // limit, earlier, still ends with its 421 4.4.2 (the message is not delivered).

@@ -89,8 +89,8 @@ struct read_state {
     bool done = false;    // it completed and its result was not consumed yet
 };
 
-asio::awaitable<void> read_in_background(std::shared_ptr<read_state> st, connection& c) {
-    st->n = co_await c.read_some_until(asio::buffer(st->buf), st->ec, c.io().deadline());
+asio::awaitable<void> read_in_background(std::shared_ptr<read_state> st, connection& c, stream::on_expiry then) {
+    st->n = co_await c.read_some_until(asio::buffer(st->buf), st->ec, c.io().deadline(), then);
     st->active = false;
     st->done = true;
     st->event.cancel();
@@ -279,12 +279,12 @@ struct runner::impl {
         return at;
     }
 
-    void start_read(stream::clock::time_point deadline) {
+    void start_read(stream::clock::time_point deadline, stream::on_expiry then = stream::on_expiry::close) {
         if (rd->active || rd->done || eof) return;
         rd->active = true;
         rd->event.expires_at(asio::steady_timer::time_point::max());
-        c.io().set_deadline(deadline);
-        asio::co_spawn(c.io().get_executor(), read_in_background(rd, c), asio::detached);
+        c.io().set_deadline(deadline, then);
+        asio::co_spawn(c.io().get_executor(), read_in_background(rd, c, then), asio::detached);
     }
 
     // Feeds a completed read to the core; false at EOF or error.
@@ -295,6 +295,9 @@ struct runner::impl {
             eof = true;
             return false;
         }
+        // A cancelling deadline that passed just as these octets came is forgotten (while it
+        // stood, later deadlines would be ignored).
+        if (c.io().timed_out() && c.io().is_open()) c.io().clear_timeout();
         core.feed(std::string_view(rd->buf.data(), rd->n));
         fed += rd->n;
         return true;
@@ -325,11 +328,20 @@ struct runner::impl {
         asio::steady_timer t(c.io().get_executor());
         const auto end = asio::steady_timer::clock_type::now() + delay;
         using namespace asio::experimental::awaitable_operators;
+        // The peer's own limits go on during the delay (a login's too), and one that passes
+        // ends the read without closing when the core has something to say then (say_timeout),
+        // as in need_input; the delay itself is not counted against the idle limit (which starts
+        // when it ends, as need_input will set it then).
+        const bool notice = !core.timeout_notice().empty();
         for (;;) {
             if (c.stopping()) co_return co_await say_goodbye();  // before consume(): the read it cut
+            if (rd->done && rd->ec == make_error_code(errc::timed_out) && c.io().is_open())
+                co_return co_await say_timeout();
             if (!consume()) co_return false;
             const bool reading = core.buffered() < o.read_ahead_octets;
-            if (reading) start_read(read_deadline());
+            if (reading)
+                start_read(std::max(read_deadline(), std::chrono::time_point_cast<stream::clock::duration>(end) + c.idle_timeout()),
+                           notice ? stream::on_expiry::cancel : stream::on_expiry::close);
             const auto now = asio::steady_timer::clock_type::now();
             if (now >= end) break;
             // A stop wakes the wait by cutting the read; with the read-ahead full there is none,
@@ -341,6 +353,7 @@ struct runner::impl {
             c.set_idle(false);
             c.set_notice_on_stop(false);
         }
+        if (rd->done && rd->ec == make_error_code(errc::timed_out) && c.io().is_open()) co_return co_await say_timeout();
         co_return consume() || !eof;
     }
 
@@ -488,8 +501,8 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
             p.rd->done = true;
         }
         if (notice && !p.rd->ec) {
-            // Data came: a deadline that passed just as it did is forgotten, and the one in
-            // force closes again on expiry.
+            // Data came: a deadline that passed just as it did is forgotten (consume() does
+            // that for every read), and the one in force closes again on expiry.
             if (c_.io().timed_out()) c_.io().clear_timeout();
             c_.io().set_deadline(p.read_deadline());
         }
