@@ -423,28 +423,40 @@ struct smtps_client {
         });
     }
     ~smtps_client() { thread.join(); }
+
+    // The greeting, or "" if none came within 10 s.
+    std::string first_line() {
+        auto f = greeting.get_future();
+        return f.wait_for(10s) == std::future_status::ready ? f.get() : std::string();
+    }
+    // Everything after the greeting once the server closed, or "" if it did not within 10 s.
+    std::string rest_at_close() {
+        auto f = rest.get_future();
+        return f.wait_for(10s) == std::future_status::ready ? f.get() : std::string();
+    }
 };
+
+// An smtps server over a Maildir in `dir`, with `pki`'s certificate.
+smtp::server_config smtps_config(const fs::path& dir, const mailnet::test_support::test_pki& pki) {
+    auto cfg = config(maildir(dir));
+    cfg.listen = {{"smtps", "127.0.0.1", 0, true}};
+    auto tls = mailnet::net::make_server_tls({pki.server_cert, pki.server_key});
+    EXPECT_TRUE(tls);
+    if (tls) cfg.tls = *tls;
+    return cfg;
+}
 
 TEST(smtp_server, a_shutdown_says_421_over_tls_too_and_closes_with_close_notify) {
     // The session's read is cut to say it: over TLS the stream must still write and shut down.
     auto pki = mailnet::test_support::test_pki::create();
     temp_dir dir("mailnet-smtpd");
-    auto cfg = config(maildir(dir.path));
-    cfg.listen = {{"smtps", "127.0.0.1", 0, true}};
-    auto tls = mailnet::net::make_server_tls({pki.server_cert, pki.server_key});
-    ASSERT_TRUE(tls);
-    cfg.tls = *tls;
-    fixture f(cfg);
+    fixture f(smtps_config(dir.path, pki));
     smtps_client c(f.port(), pki.ca_cert);
-    auto greeting = c.greeting.get_future();
-    ASSERT_EQ(greeting.wait_for(10s), std::future_status::ready);
-    EXPECT_EQ(greeting.get(), "220 mx.test ESMTP mailnet\r\n");
+    EXPECT_EQ(c.first_line(), "220 mx.test ESMTP mailnet\r\n");
     ASSERT_TRUE(wait_for([&] { return f.srv->connections().size() == 1; }));
     std::this_thread::sleep_for(50ms);  // the session waits for a command
     f.srv->destroy(mailnet::net::server::destroy_mode::defer);
-    auto rest = c.rest.get_future();
-    ASSERT_EQ(rest.wait_for(10s), std::future_status::ready);
-    EXPECT_EQ(rest.get(), "421 4.3.2 mx.test Service shutting down\r\n");
+    EXPECT_EQ(c.rest_at_close(), "421 4.3.2 mx.test Service shutting down\r\n");
     EXPECT_TRUE(c.clean) << "the TLS stream was not closed with close_notify";
 }
 
@@ -557,21 +569,13 @@ TEST(smtp_server, a_timed_out_tls_client_reads_421_and_a_close_notify) {
     // The read is ended without closing the socket, so the notice can go over TLS too.
     auto pki = mailnet::test_support::test_pki::create();
     temp_dir dir("mailnet-smtpd");
-    auto cfg = config(maildir(dir.path));
-    cfg.listen = {{"smtps", "127.0.0.1", 0, true}};
+    auto cfg = smtps_config(dir.path, pki);
     cfg.idle_timeout = 1s;
     cfg.allow_short_idle_timeout = true;
-    auto tls = mailnet::net::make_server_tls({pki.server_cert, pki.server_key});
-    ASSERT_TRUE(tls);
-    cfg.tls = *tls;
     fixture f(cfg);
     smtps_client c(f.port(), pki.ca_cert);
-    auto greeting = c.greeting.get_future();
-    ASSERT_EQ(greeting.wait_for(10s), std::future_status::ready);
-    EXPECT_EQ(greeting.get(), "220 mx.test ESMTP mailnet\r\n");
-    auto rest = c.rest.get_future();
-    ASSERT_EQ(rest.wait_for(10s), std::future_status::ready);
-    EXPECT_EQ(rest.get(), "421 4.4.2 mx.test Timeout waiting for the client, closing\r\n");
+    EXPECT_EQ(c.first_line(), "220 mx.test ESMTP mailnet\r\n");
+    EXPECT_EQ(c.rest_at_close(), "421 4.4.2 mx.test Timeout waiting for the client, closing\r\n");
     EXPECT_TRUE(c.clean) << "the TLS stream was not closed with close_notify";
 }
 
