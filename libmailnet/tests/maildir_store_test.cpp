@@ -1907,6 +1907,36 @@ TEST(maildir_store, seen_messages_move_to_cur_with_flag_s_in_ascii_order) {
     EXPECT_EQ(names_in(box / "cur").size(), 2u);
 }
 
+TEST(maildir_store, a_mailbox_made_by_hand_without_cur_gets_one_when_a_message_is_seen) {
+    // `mkdir -p box/new` and a file in it (README's first try of pop3d, once): what a POP3
+    // session read moves to a cur/ made for it, as Dovecot does, not a warning per message.
+    temp_dir d;
+    log_capture log;
+    auto o = options(d.path, log.sink());
+    o.fsync = true;
+    auto s = open_store(o);
+    const fs::path box = d.path / "store" / "alice";
+    fs::create_directories(box / "new");
+    write_file(box / "new" / "1.M1P1.host", "Subject: hi\n\nhello\n");
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 1u);
+    const std::vector<std::string> seen = {(*snap)[0].id};
+    EXPECT_TRUE(s->commit("alice", {}, seen).empty());
+    EXPECT_EQ(names_in(box / "cur"), (std::vector<std::string>{"1.M1P1.host:2,S"}));
+    EXPECT_TRUE(names_in(box / "new").empty());
+    EXPECT_FALSE(log.contains("cannot mark")) << log.all();
+    // Nothing to mark seen, only deletions: no cur/ is made.
+    const fs::path bob = d.path / "store" / "bob";
+    fs::create_directories(bob / "new");
+    write_file(bob / "new" / "2.M1P1.host", "x\n");
+    auto bobs = s->snapshot("bob");
+    ASSERT_TRUE(bobs);
+    const std::vector<std::string> gone = {(*bobs)[0].id};
+    EXPECT_FALSE(s->commit("bob", gone, gone)[0]);
+    EXPECT_FALSE(fs::exists(bob / "cur"));
+}
+
 TEST(maildir_store, reads_a_5_mib_message_back_in_small_chunks) {
     temp_dir d;
     auto s = open_store(options(d.path));

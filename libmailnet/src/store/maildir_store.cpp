@@ -1251,6 +1251,17 @@ public:
             if (out[i]) log(log_level::warning, "maildir: cannot delete " + dir + deleted[i] + ": " + out[i].message());
         }
         const std::set<std::string_view> doomed(deleted.begin(), deleted.end());
+        if (dirs->cur_dir.get() < 0 && std::any_of(seen.begin(), seen.end(), [&](const std::string& id) {
+                return !doomed.contains(id);
+            })) {
+            // A mailbox made by hand with new/ only (a Maildir has cur/ too): cur/ is made,
+            // as Dovecot does, so what was read moves there instead of a warning per message.
+            // Made durable with the mailbox directory's fsync when the store is.
+            if (::mkdirat(dirs->box.get(), "cur", 0700) == 0 || errno == EEXIST) {
+                if (options_.fsync) (void)::fsync(dirs->box.get());  // NOTE: a lost cur/ is made again next time
+                dirs->cur_dir = unique_fd(::openat(dirs->box.get(), "cur", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            }
+        }
         for (const auto& id : seen) {
             if (doomed.contains(id)) continue;
             std::string moved_to;
