@@ -273,6 +273,24 @@ class Mailnetd(unittest.TestCase):
             self.assertIn(b"--allow-open-network", p.stderr)
             self.assertIn(b"0.0.0.0", p.stderr)
 
+    def test_a_silent_smtp_client_reads_421_a_silent_pop3_client_nothing(self):
+        # python3's smtplib and poplib as the clients: past the idle limit SMTP says why (421
+        # 4.4.2, as Postfix), POP3 closes without a word (RFC 1939 3).
+        srv = self.start(extra=["--idle-timeout", "1", "--allow-short-idle-timeout"])
+        with smtplib.SMTP(t.HOST, srv.port, timeout=10) as s:
+            s.ehlo("client.example")
+            time.sleep(1.6)
+            code, text = s.getreply()  # what the server said meanwhile
+            self.assertEqual(code, 421)
+            self.assertIn(b"4.4.2", text)
+            self.assertIn(b"Timeout", text)
+        p = poplib.POP3(t.HOST, srv.pop3_port, timeout=10)
+        p.getwelcome()
+        time.sleep(1.6)
+        with self.assertRaises((poplib.error_proto, EOFError, ConnectionError)):
+            p.noop()  # the connection is gone, with nothing said
+        p.close()
+
     def test_the_http_api_stays_on_loopback_in_users_mode_too_and_a_busy_port_says_why(self):
         users = t.write_users(os.path.join(self.dir, "users"), {"alice@example.org": "alice-secret"})
         p = t.run([MAILNETD, "--store", self.store, "--users", users, "--smtp", "127.0.0.1:0",
