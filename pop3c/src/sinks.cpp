@@ -46,6 +46,12 @@ namespace {
 class maildir_sink;
 
 constexpr std::size_t stock_max = 16;                      // tmp/ files opened ahead at most
+
+// Set on the opener's thread: what the store logs there is not said. A file opened only in
+// anticipation that cannot be made is no error of its own: begin() then opens the message's
+// file itself, and the store says why if that fails too (one line for one failure, none when
+// the disk had room again).
+thread_local bool quiet_thread = false;
 constexpr std::size_t gather_target = 128;                 // messages a round waits for at most
 constexpr std::chrono::microseconds gather_window{2000};   // and how long
 
@@ -311,6 +317,7 @@ private:
     // at most stock_max; the ones never used are aborted (removed) when the sink stops. After a
     // failure it makes no more: begin() then opens its own files and reports the error itself.
     void open_ahead() {
+        quiet_thread = true;
         std::unique_lock lock(mutex_);
         for (;;) {
             stock_cv_.wait(lock, [&] { return stopping_ || (stock_.size() < std::min(begun_, stock_max) && !open_failed_); });
@@ -870,7 +877,9 @@ result<std::unique_ptr<message_sink>> open_maildir_sink(const std::filesystem::p
             o.root = target.is_absolute() ? target : o.root.parent_path() / target;
     }
     o.hostname = options.hostname;
-    o.log = log;
+    o.log = [log](log_level level, std::string_view text) {
+        if (!quiet_thread) log(level, text);
+    };
     // The folder is checked (and made) once, when the sink opens: not new/ and cur/ again
     // before each message (two lstat a message on the thread that reads the server). A new/
     // removed during the fetch fails the batch (exit 74, nothing deleted) instead of being made

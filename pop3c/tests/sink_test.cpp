@@ -192,6 +192,31 @@ TEST(maildir_sink, a_tmp_directory_removed_during_a_fetch_is_made_again_and_the_
     }
 }
 
+TEST(maildir_sink, a_tmp_that_cannot_be_written_is_one_warning_not_one_per_thread) {
+    // The opener's own failed open says nothing: the message's open fails too and says why,
+    // once (a cron job's mail counts the lines).
+    temp_dir d;
+    const fs::path box = d.path / "m";
+    log_capture log;
+    maildir_sink_options o;
+    o.hostname = "test.example";
+    auto s = mailnet::pop3c::open_maildir_sink(box, log.sink(), o);
+    ASSERT_TRUE(s);
+    auto& sink = **s;
+    store(sink, "Subject: one\n\n");
+    ASSERT_TRUE(sink.flush());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // a file opened ahead
+    fs::remove_all(box / "tmp");
+    std::ofstream(box / "tmp") << "in the way";
+    EXPECT_FALSE(sink.begin(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the opener's turn too
+    const std::string all = log.all();
+    std::size_t lines = 0;
+    for (auto at = all.find("cannot create"); at != std::string::npos; at = all.find("cannot create", at + 1)) ++lines;
+    EXPECT_EQ(lines, 1u) << all;
+    fs::remove(box / "tmp");
+}
+
 TEST(maildir_sink, an_empty_flush_succeeds) {
     temp_dir d;
     auto sink = open_maildir(d.path / "m");
