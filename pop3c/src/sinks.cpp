@@ -46,14 +46,14 @@ namespace {
 class maildir_sink;
 
 constexpr std::size_t stock_max = 16;                      // tmp/ files opened ahead at most
+constexpr std::size_t gather_target = 128;                 // messages a round waits for at most
+constexpr std::chrono::microseconds gather_window{2000};   // and how long
 
 // Set on the opener's thread: what the store logs there is not said. A file opened only in
 // anticipation that cannot be made is no error of its own: begin() then opens the message's
 // file itself, and the store says why if that fails too (one line for one failure, none when
 // the disk had room again).
 thread_local bool quiet_thread = false;
-constexpr std::size_t gather_target = 128;                 // messages a round waits for at most
-constexpr std::chrono::microseconds gather_window{2000};   // and how long
 
 class maildir_message final : public sink_message {
 public:
