@@ -335,8 +335,7 @@ struct runner::impl {
         const bool notice = !core.timeout_notice().empty();
         for (;;) {
             if (c.stopping()) co_return co_await say_goodbye();  // before consume(): the read it cut
-            if (rd->done && rd->ec == make_error_code(errc::timed_out) && c.io().is_open())
-                co_return co_await say_timeout();
+            if (timed_out_in_pause()) co_return true;
             if (!consume()) co_return false;
             const bool reading = core.buffered() < o.read_ahead_octets;
             if (reading)
@@ -353,8 +352,19 @@ struct runner::impl {
             c.set_idle(false);
             c.set_notice_on_stop(false);
         }
-        if (rd->done && rd->ec == make_error_code(errc::timed_out) && c.io().is_open()) co_return co_await say_timeout();
+        if (timed_out_in_pause()) co_return true;
         co_return consume() || !eof;
+    }
+
+    // A limit (the login limit: the idle limit starts after the delay) passed during a pause and
+    // ended the read without closing: the pause ends now, and what the core queued after the
+    // delay (SMTP's 535 for the failed login) is written before the notice, which need_input
+    // says on finding the timed-out read. Both get notice_timeout, as say_timeout's write does.
+    bool timed_out_in_pause() {
+        if (!rd->done || rd->ec != make_error_code(errc::timed_out) || !c.io().is_open()) return false;
+        c.io().clear_timeout();
+        c.io().set_deadline_cap(std::min(stream::clock::now() + notice_timeout, c.read_limit()));
+        return true;
     }
 
     // The server stops while the session waits for a command: the core's notice (SMTP: 421
