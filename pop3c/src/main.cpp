@@ -3,6 +3,8 @@
 // DESIGN.md "Command lines"; manual: docs/pop3c.md.
 #include <CLI/CLI.hpp>
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -60,9 +62,55 @@ int fail(const failure& f, std::string_view what) {
     return exit_for(f);
 }
 
+// The first line of a password file, without its LF: at most max_password_line octets, within
+// `timeout` (a pipe, `<(pass show mail)`, or a FIFO whose writer never writes; /dev/zero), so a
+// bad file is a clear error, never a hang or unbounded memory.
+constexpr std::size_t max_password_line = 4096;
+// On failure: nullopt and `why`.
+std::optional<std::string> first_line_of(const std::string& file, std::chrono::seconds timeout, std::string& why) {
+    const auto unexpected = [&](std::string text) -> std::optional<std::string> {
+        why = std::move(text);
+        return std::nullopt;
+    };
+    const int fd = ::open(file.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return unexpected("cannot read " + file + ": " + std::strerror(errno));
+    struct closer {
+        int fd;
+        ~closer() { ::close(fd); }
+    } guard{fd};
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    std::string line;
+    char buf[512];
+    for (;;) {
+        // poll before each read: a FIFO no writer has opened yet reads as EOF, while poll waits
+        // for its writer (and says POLLHUP once one has come and gone); a file is always ready.
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+        if (left.count() <= 0)
+            return unexpected("nothing to read from " + file + " within " + std::to_string(timeout.count()) + " s (--timeout)");
+        pollfd p{fd, POLLIN, 0};
+        const int ready = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
+        if (ready < 0 && errno != EINTR) return unexpected("cannot read " + file + ": " + std::strerror(errno));
+        if (ready <= 0) continue;
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n > 0) {
+            const std::string_view got(buf, static_cast<std::size_t>(n));
+            const auto lf = got.find('\n');
+            line.append(got.substr(0, lf));
+            if (line.size() > max_password_line)
+                return unexpected("the first line of " + file + " is longer than " + std::to_string(max_password_line) + " octets");
+            if (lf != std::string_view::npos) return line;
+        } else if (n == 0) {
+            if (line.empty()) return unexpected("cannot read " + file + ": it is empty");
+            return line;  // a last line without LF
+        } else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+            return unexpected("cannot read " + file + ": " + std::strerror(errno));
+        }
+    }
+}
+
 // The password: from an environment variable, a file's first line, or a prompt on the terminal.
 std::optional<std::string> read_password(const std::string& env, const std::string& file, const std::string& user,
-                                         const std::string& host) {
+                                         const std::string& host, std::chrono::seconds timeout) {
     if (!env.empty()) {
         const char* v = std::getenv(env.c_str());
         if (v == nullptr) {
@@ -72,12 +120,13 @@ std::optional<std::string> read_password(const std::string& env, const std::stri
         return std::string(v);
     }
     if (!file.empty()) {
-        std::ifstream in(file);
-        std::string line;
-        if (!in || !std::getline(in, line)) {
-            std::cerr << "pop3c: --password-file: cannot read " << file << "\n";
+        std::string why;
+        auto first = first_line_of(file, timeout, why);
+        if (!first) {
+            std::cerr << "pop3c: --password-file: " << why << "\n";
             return std::nullopt;
         }
+        std::string line = std::move(*first);
         if (!line.empty() && line.back() == '\r') line.pop_back();
         if (line.empty()) {
             std::cerr << "pop3c: --password-file: the first line of " << file << " is empty\n";
@@ -622,7 +671,7 @@ int main(int argc, char** argv) {
     app.add_option("--port", port, "default 110, or 995 with --tls")->check(CLI::Range(1, 65535));
     app.add_option("--user", user, "login name")->required();
     app.add_option("--password-env", password_env, "take the password from this environment variable");
-    app.add_option("--password-file", password_file, "take the password from this file's first line");
+    app.add_option("--password-file", password_file, "take the password from this file's first line (a pipe or FIFO too, within --timeout)");
     app.add_flag("--tls", tls, "implicit TLS (RFC 8314, port 995)");
     app.add_flag("--starttls", starttls, "STLS (RFC 2595): a server that cannot is an error, never plaintext");
     app.add_option("--ca-file", ca_file, "PEM certificates to verify the server with (default: the system's)");
@@ -716,7 +765,7 @@ int main(int argc, char** argv) {
     if (*fetch_cmd) {
         if (const int code = open_state(fo, user, host, real_port, state); code != exit_code::ok) return code;
     }
-    const auto password = read_password(password_env, password_file, user, host);
+    const auto password = read_password(password_env, password_file, user, host, std::chrono::seconds(timeout));
     if (!password) return exit_code::usage;
 
     options o;

@@ -771,6 +771,56 @@ class ScriptedPop3:
                     conn.sendall(out)
 
 
+class PasswordFile(unittest.TestCase):
+    """--password-file: the first line of a file, a pipe or a FIFO, read within --timeout and at
+    most 4096 octets, so a FIFO no one writes or /dev/zero is a clear error, not a hang."""
+
+    def stat(self, path, timeout="30", port=None, srv=None):
+        cmd = [POP3C, "stat", "--host", "127.0.0.1", "--port", str(srv.port if srv else port or t.free_port()),
+               "--user", "u", "--password-file", path, "--timeout", timeout]
+        p = t.run(cmd, timeout=60)
+        if srv:
+            srv.thread.join(10)
+        return p
+
+    def test_a_file_or_a_fifo_written_later_gives_its_first_line(self):
+        with t.TempDir() as d:
+            f = os.path.join(d, "pw")
+            with open(f, "wb") as out:
+                out.write(b"pw\r\nsecond line\n")
+            srv = ScriptedPop3([b"Subject: a\n\nbody\n"])
+            p = self.stat(f, srv=srv)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("PASS pw", srv.commands())
+            fifo = os.path.join(d, "fifo")
+            os.mkfifo(fifo)
+            # The writer comes half a second after pop3c opened the FIFO (a password manager).
+            writer = subprocess.Popen(["sh", "-c", f"sleep 0.5; printf 'pw\\n' > {fifo}"])
+            srv = ScriptedPop3([b"Subject: a\n\nbody\n"])
+            p = self.stat(fifo, srv=srv)
+            writer.wait(10)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("PASS pw", srv.commands())
+
+    def test_a_fifo_no_one_writes_ends_at_the_timeout_and_dev_zero_at_once(self):
+        with t.TempDir() as d:
+            fifo = os.path.join(d, "fifo")
+            os.mkfifo(fifo)
+            started = time.monotonic()
+            p = self.stat(fifo, timeout="1")
+            self.assertEqual(p.returncode, 64, p.stderr)
+            self.assertIn(b"nothing to read from " + fifo.encode() + b" within 1 s", p.stderr)
+            self.assertLess(time.monotonic() - started, 10)
+            empty = os.path.join(d, "empty")
+            open(empty, "wb").close()
+            p = self.stat(empty)
+            self.assertEqual(p.returncode, 64, p.stderr)
+            self.assertIn(b"it is empty", p.stderr)
+        p = self.stat("/dev/zero")
+        self.assertEqual(p.returncode, 64, p.stderr)
+        self.assertIn(b"the first line of /dev/zero is longer than 4096 octets", p.stderr)
+
+
 class LoginChoice(unittest.TestCase):
     """--auth: a server whose greeting offers APOP but which refuses it is usable with USER/PASS."""
 
