@@ -255,7 +255,7 @@ TEST(delivery_committer, a_delivery_begun_elsewhere_is_written_and_committed_int
     ASSERT_TRUE(s->deliver(alice, "Subject: first\n\n"));
     EXPECT_TRUE(s->knows_mailboxes(alice));
     EXPECT_FALSE(s->knows_mailboxes(both));
-    delivery_committer c;
+    auto c = std::make_unique<delivery_committer>();
     std::vector<commit_request> rqs;
     for (int i = 0; i < 20; ++i) {
         commit_request rq;
@@ -274,7 +274,7 @@ TEST(delivery_committer, a_delivery_begun_elsewhere_is_written_and_committed_int
         rqs.push_back(std::move(rq));
     }
     caller callers;
-    callers.start(c, std::move(rqs));
+    callers.start(*c, std::move(rqs));
     callers.io_thread = std::this_thread::get_id();
     callers.io.run();
     ASSERT_EQ(callers.done, 20u);
@@ -286,8 +286,15 @@ TEST(delivery_committer, a_delivery_begun_elsewhere_is_written_and_committed_int
         EXPECT_EQ(snap->size(), std::string(m) == "alice" ? 21u : 20u) << m;
         s->unlock(m);
     }
-    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(o.root / "alice" / "tmp"), {}), 0);
     EXPECT_TRUE(s->knows_mailboxes(both));
+    // tmp/ holds at most the one file made ahead for alice (prepare_delivery), empty; it goes
+    // with the store.
+    c.reset();  // its thread joined: no hint under way
+    const auto tmp = o.root / "alice" / "tmp";
+    EXPECT_LE(std::distance(std::filesystem::directory_iterator(tmp), {}), 1);
+    for (const auto& e : std::filesystem::directory_iterator(tmp)) EXPECT_EQ(e.file_size(), 0u) << e.path();
+    s.reset();
+    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(tmp), {}), 0);
     EXPECT_FALSE(mailnet::make_memory_store()->commits_in_groups());
 }
 
@@ -379,6 +386,44 @@ TEST(delivery_committer, a_committer_stopped_while_a_group_waits_commits_it_at_o
     EXPECT_EQ(lone.done, 1u);
     EXPECT_FALSE(lone.outcomes[0].error);
     EXPECT_EQ(j->batches, (std::vector<std::size_t>{1, 5, 1}));
+}
+
+TEST(delivery_committer, an_idle_committer_hints_the_store_of_the_mailboxes_just_committed_then_sweeps) {
+    // After a group, with nothing queued, each store is told which mailboxes (the first of each
+    // request) may get more mail (prepare_delivery); after a quiet spell it is asked once more
+    // with none, to remove what it made ahead that no delivery took.
+    struct hinted final : mailnet::store_functions {
+        std::mutex mutex;
+        std::vector<std::pair<std::vector<std::string>, std::chrono::steady_clock::time_point>> calls;
+        void prepare_delivery(std::span<const std::string> mailboxes) override {
+            std::lock_guard l(mutex);
+            calls.emplace_back(std::vector<std::string>(mailboxes.begin(), mailboxes.end()), std::chrono::steady_clock::now());
+        }
+        std::size_t count() {
+            std::lock_guard l(mutex);
+            return calls.size();
+        }
+    };
+    auto j = std::make_shared<journal>();
+    auto s = std::make_shared<hinted>();
+    s->on_begin_delivery = fake_store(j)->on_begin_delivery;
+    delivery_committer c;
+    caller one;
+    std::vector<commit_request> rqs;
+    commit_request rq = request(s, "alice", "first\n");
+    rq.mailboxes.push_back("bob");
+    rqs.push_back(std::move(rq));
+    one.start(c, std::move(rqs));
+    one.io.run();
+    ASSERT_EQ(one.done, 1u);
+    const auto committed = std::chrono::steady_clock::now();
+    const auto deadline = committed + std::chrono::seconds(10);
+    while (s->count() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::lock_guard l(s->mutex);
+    ASSERT_EQ(s->calls.size(), 2u);
+    EXPECT_EQ(s->calls[0].first, std::vector<std::string>{"alice"});
+    EXPECT_TRUE(s->calls[1].first.empty());
+    EXPECT_GE(s->calls[1].second - s->calls[0].second, mailnet::store::prepared_lifetime);
 }
 
 TEST(delivery_committer, a_store_that_does_not_ask_for_it_has_no_group_wait) {

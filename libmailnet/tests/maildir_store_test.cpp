@@ -644,6 +644,104 @@ TEST(maildir_store, a_mailbox_removed_behind_the_stores_back_is_made_again_by_th
     ASSERT_TRUE(snap);
 }
 
+// The message in `dir` whose name starts with `tmp_name` (a tmp/ file's name, "<unique>.<host>"),
+// "" if none.
+std::string message_named_after(const fs::path& dir, const std::string& tmp_name) {
+    for (const auto& n : names_in(dir))
+        if (n.rfind(tmp_name + ",", 0) == 0 || n == tmp_name) return read_file(dir / n);
+    return {};
+}
+
+TEST(maildir_store, a_mailbox_hinted_twice_within_a_second_gets_a_tmp_file_made_ahead_for_its_next_delivery) {
+    temp_dir d;
+    auto o = options(d.path);
+    o.fsync = true;
+    auto s = open_store(o);
+    const fs::path box = d.path / "store" / "alice";
+    const auto alice = boxes({"alice"});
+    s->prepare_delivery(alice);
+    s->prepare_delivery(alice);
+    EXPECT_FALSE(fs::exists(box)) << "a hint makes no mailbox: deliveries do";
+    ASSERT_TRUE(s->deliver(alice, "1\n"));
+    s->prepare_delivery(alice);  // the hints before count: a busy mailbox, made now
+    s->prepare_delivery(alice);
+    const auto made = names_in(box / "tmp");
+    ASSERT_EQ(made.size(), 1u);
+    EXPECT_EQ(fs::file_size(box / "tmp" / made[0]), 0u);
+    s->prepare_delivery(alice);
+    EXPECT_EQ(names_in(box / "tmp"), made) << "one per mailbox";
+    ASSERT_TRUE(s->deliver(alice, "2\n"));
+    EXPECT_TRUE(names_in(box / "tmp").empty());
+    EXPECT_EQ(names_in(box / "new").size(), 2u);
+    EXPECT_EQ(message_named_after(box / "new", made[0]), "2\n") << "the next delivery took the file made ahead";
+    // A mailbox delivered to once in a while gets nothing ahead.
+    ASSERT_TRUE(s->deliver(boxes({"bob"}), "1\n"));
+    s->prepare_delivery(boxes({"bob"}));
+    EXPECT_TRUE(names_in(d.path / "store" / "bob" / "tmp").empty());
+}
+
+TEST(maildir_store, a_file_made_ahead_that_was_removed_or_replaced_is_not_used) {
+    temp_dir d;
+    auto o = options(d.path);
+    o.fsync = true;
+    auto s = open_store(o);
+    const fs::path box = d.path / "store" / "alice";
+    const auto alice = boxes({"alice"});
+    ASSERT_TRUE(s->deliver(alice, "1\n"));
+    s->prepare_delivery(alice);
+    s->prepare_delivery(alice);
+    auto made = names_in(box / "tmp");
+    ASSERT_EQ(made.size(), 1u);
+    fs::remove(box / "tmp" / made[0]);  // a tmp/ cleaner
+    ASSERT_TRUE(s->deliver(alice, "2\n"));
+    EXPECT_EQ(names_in(box / "new").size(), 2u);
+    EXPECT_EQ(message_named_after(box / "new", made[0]), "");
+    s->prepare_delivery(alice);
+    made = names_in(box / "tmp");
+    ASSERT_EQ(made.size(), 1u);
+    fs::remove(box / "tmp" / made[0]);
+    write_file(box / "tmp" / made[0], "not ours\n");  // another file under that name: kept
+    ASSERT_TRUE(s->deliver(alice, "3\n"));
+    EXPECT_EQ(names_in(box / "tmp"), made);
+    EXPECT_EQ(read_file(box / "tmp" / made[0]), "not ours\n");
+    std::vector<std::string> texts;
+    for (const auto& n : names_in(box / "new")) texts.push_back(read_file(box / "new" / n));
+    std::sort(texts.begin(), texts.end());
+    EXPECT_EQ(texts, (std::vector<std::string>{"1\n", "2\n", "3\n"}));
+}
+
+TEST(maildir_store, a_file_made_ahead_goes_when_no_delivery_takes_it_in_time) {
+    temp_dir d;
+    auto o = options(d.path);
+    o.fsync = true;
+    auto s = open_store(o);
+    const fs::path box = d.path / "store" / "alice";
+    const auto alice = boxes({"alice"});
+    ASSERT_TRUE(s->deliver(alice, "1\n"));
+    s->prepare_delivery(alice);
+    s->prepare_delivery(alice);
+    ASSERT_EQ(names_in(box / "tmp").size(), 1u);
+    s->prepare_delivery({});  // a sweep: nothing is old enough yet
+    EXPECT_EQ(names_in(box / "tmp").size(), 1u);
+    std::this_thread::sleep_for(mailnet::store::prepared_lifetime + 100ms);
+    s->prepare_delivery({});
+    EXPECT_TRUE(names_in(box / "tmp").empty()) << "a sweep removes what waited too long";
+    s->prepare_delivery(alice);
+    s->prepare_delivery(alice);
+    const auto made = names_in(box / "tmp");
+    ASSERT_EQ(made.size(), 1u);
+    std::this_thread::sleep_for(mailnet::store::prepared_lifetime + 100ms);
+    ASSERT_TRUE(s->deliver(alice, "late\n"));  // its name would hold a time too far back
+    EXPECT_TRUE(names_in(box / "tmp").empty());
+    EXPECT_EQ(message_named_after(box / "new", made[0]), "");
+    EXPECT_EQ(names_in(box / "new").size(), 2u);
+    s->prepare_delivery(alice);
+    s->prepare_delivery(alice);
+    ASSERT_EQ(names_in(box / "tmp").size(), 1u);
+    s.reset();
+    EXPECT_TRUE(names_in(box / "tmp").empty()) << "and with the store";
+}
+
 TEST(maildir_store, without_recheck_a_known_mailbox_is_checked_once_per_store) {
     // recheck_mailboxes = false (pop3c's folder): no lstat of new/ and cur/ per delivery. A tmp/
     // removed is still made again (the open fails first); a cur/ removed stays missing; a new/

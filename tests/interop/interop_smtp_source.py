@@ -43,7 +43,7 @@ class SmtpSource(t.SmtpdCase):
     def check_all(self, want):
         got = t.delivered(self.store, RCPT, wait_for=want)
         self.assertEqual(len(got), want, f"exactly {want} files delivered")
-        self.assertEqual(t.tmp_files(self.store, RCPT), [], "tmp/ is empty")
+        self.assertEqual(t.tmp_files(self.store, RCPT, settle=True), [], "tmp/ is empty")
         ids = set()
         for path, data in got:
             # smtp-source greets with HELO: `with SMTP` (RFC 3848).

@@ -1207,9 +1207,21 @@ def delivered(store, address, wait_for=None, timeout=10.0):
     return out
 
 
-def tmp_files(store, address):
+# How long the Maildir store keeps a tmp/ file made ahead for a busy mailbox when no delivery
+# takes it (store::prepared_lifetime, 2 s, and the committer's sweep after it), with a margin.
+PREPARED_LIFETIME = 5
+
+
+def tmp_files(store, address, settle=False):
+    """The names in a mailbox's tmp/. settle: after waiting (up to PREPARED_LIFETIME) for it to
+    empty, as a file made ahead for the next delivery goes once no delivery comes."""
     d = os.path.join(mailbox_dir(store, address), "tmp")
-    return os.listdir(d) if os.path.isdir(d) else []
+    deadline = time.monotonic() + (PREPARED_LIFETIME if settle else 0)
+    while True:
+        names = os.listdir(d) if os.path.isdir(d) else []
+        if not names or time.monotonic() >= deadline:
+            return names
+        time.sleep(0.1)
 
 
 def sent_form(message: bytes) -> bytes:

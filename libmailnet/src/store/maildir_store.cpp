@@ -29,6 +29,7 @@
 #include <span>
 #include <thread>
 #include <tuple>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -1037,6 +1038,24 @@ private:
     std::error_code write_error_;
 };
 
+// A file made in a mailbox's tmp/ for one delivery (open_tmp). Removed again by its destructor
+// unless a delivery took its descriptor.
+struct tmp_file {
+    std::string dir;     // the mailbox's directory
+    std::string prefix;  // the unique part of its name (maildir_delivery's prefix)
+    std::string tail;    // time, pid and "Q": the start of a fresh name (after one taken at the link)
+    std::string path;    // dir/tmp/<prefix>.<host>
+    unique_fd fd;
+    std::shared_ptr<data_sync> data;  // round one for its file system; null: fsync off
+    std::chrono::steady_clock::time_point made{};  // a spare's (prepare_delivery)
+    tmp_file() = default;
+    tmp_file(tmp_file&&) noexcept = default;
+    tmp_file& operator=(tmp_file&&) noexcept = default;
+    ~tmp_file() {
+        if (fd.get() >= 0 && !path.empty()) ::unlink(path.c_str());
+    }
+};
+
 class maildir_store final : public store {
 public:
     // folder: `root` is itself the one Maildir, whatever the mailbox name (open_maildir_folder).
@@ -1335,44 +1354,131 @@ public:
             seen_enc.push_back(std::move(enc));
         }
 
-        const auto now = (options_.clock ? options_.clock() : std::chrono::system_clock::now()).time_since_epoch();
-        const auto secs = std::chrono::duration_cast<std::chrono::seconds>(now);
-        const auto usecs = std::chrono::duration_cast<std::chrono::microseconds>(now - secs);
-        // maildir(5) unique names: time, microseconds, pid and a per-store counter (Dovecot's).
-        const std::string tail = std::to_string(secs.count()) + ".M" + std::to_string(usecs.count()) + "P" + pid_ + "Q";
-        for (int attempt = 0; attempt < 8; ++attempt) {
-            std::string prefix = tail + std::to_string(counter_->fetch_add(1));
-            const std::size_t budget = prefix.size() + 1 < max_base_name ? max_base_name - prefix.size() - 1 : 0;
-            const std::string tmp = targets.front().dir + "/tmp/" + prefix + "." + truncate_host(host_, budget);
-            const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-            if (fd < 0) {
-                if (errno == EEXIST) continue;
-                if (errno == ENOENT && trust_known) {
+        // A tmp/ file made ahead for the first target (prepare_delivery), else a new one.
+        std::optional<tmp_file> file = take_spare(targets.front().dir);
+        if (!file) {
+            auto made = open_tmp(targets.front().dir);
+            if (!made) {
+                if (made.error() == std::errc::no_such_file_or_directory && trust_known) {
                     // A mailbox taken as known lost its tmp/ (or more) behind our back.
                     forget_ensured(seen_enc);
                     return begin_delivery(mailboxes, false);
                 }
-                const auto ec = last_system_error();
-                log(log_level::warning, "maildir: cannot create " + tmp + ": " + ec.message());
-                return unexpected(ec);
+                log(log_level::warning, "maildir: cannot create a file in " + targets.front().dir + "/tmp: " +
+                                            made.error().message());
+                return unexpected(made.error());
             }
-            std::shared_ptr<data_sync> data;
-            if (options_.fsync) {
-                auto found = data_sync_of(fd, targets.front().dir + "/tmp");
-                if (!found) {
-                    ::close(fd);
-                    ::unlink(tmp.c_str());
-                    log(log_level::warning, "maildir: cannot use " + targets.front().dir + "/tmp: " +
-                                                found.error().message());
-                    return unexpected(found.error());
+            file = std::move(*made);
+        }
+        delivery_config config{root_, host_, options_.fsync, options_.log, events()};
+        auto data = std::move(file->data);
+        return std::unique_ptr<delivery>(std::make_unique<maildir_delivery>(
+            std::move(config), std::move(targets), std::move(file->prefix), std::move(file->path), file->fd.release(),
+            std::move(data), counter_, std::move(file->tail)));
+    }
+
+    void prepare_delivery(std::span<const std::string> mailboxes) override {
+        const auto now = std::chrono::steady_clock::now();
+        std::vector<tmp_file> stale;
+        if (mailboxes.empty() || mailboxes.front().empty()) {
+            std::lock_guard guard(spares_mutex_);
+            std::erase_if(spares_, [&](tmp_file& f) {
+                if (now - f.made <= spare_max_age) return false;
+                stale.push_back(std::move(f));
+                return true;
+            });
+            return;
+        }
+        const std::string enc = encode_mailbox_name(mailboxes.front());
+        const std::string dir = dir_of(enc);
+        {
+            std::lock_guard guard(spares_mutex_);
+            // Expired spares go now, whoever they were for: a mailbox that stopped receiving
+            // keeps no file open.
+            for (auto it = spares_.begin(); it != spares_.end();) {
+                if (now - it->made > spare_max_age) {
+                    stale.push_back(std::move(*it));
+                    it = spares_.erase(it);
+                } else {
+                    ++it;
                 }
-                data = std::move(*found);
             }
-            delivery_config config{root_, host_, options_.fsync, options_.log, events()};
-            return std::unique_ptr<delivery>(std::make_unique<maildir_delivery>(
-                std::move(config), std::move(targets), std::move(prefix), tmp, fd, std::move(data), counter_, tail));
+            auto& last = last_hint_[dir];
+            const bool hot = last != std::chrono::steady_clock::time_point{} && now - last < spare_hot;
+            last = now;
+            if (last_hint_.size() > max_hints) last_hint_.clear();  // bounded: forgetting costs one miss each
+            const bool have = std::any_of(spares_.begin(), spares_.end(), [&](const tmp_file& f) { return f.dir == dir; });
+            if (!hot || have || spares_.size() >= max_spares) {
+                return;  // `stale` goes with the function (its files removed)
+            }
+        }
+        stale.clear();
+        {
+            std::lock_guard guard(syncs_mutex_);
+            if (!ensured_.contains(enc)) return;  // made and checked by a delivery first
+        }
+        auto made = open_tmp(dir);
+        if (!made) return;  // the delivery that comes says why, if it fails too
+        made->made = now;
+        std::lock_guard guard(spares_mutex_);
+        if (std::any_of(spares_.begin(), spares_.end(), [&](const tmp_file& f) { return f.dir == dir; })) {
+            stale.push_back(std::move(*made));  // another thread's came first
+        } else {
+            spares_.push_back(std::move(*made));
+        }
+    }
+
+    // A new file in dir/tmp/ under a maildir(5) unique name: time, microseconds, pid and a
+    // per-store counter (Dovecot's); O_EXCL, so a name taken takes the next counter.
+    result<tmp_file> open_tmp(const std::string& dir) {
+        const auto now = (options_.clock ? options_.clock() : std::chrono::system_clock::now()).time_since_epoch();
+        const auto secs = std::chrono::duration_cast<std::chrono::seconds>(now);
+        const auto usecs = std::chrono::duration_cast<std::chrono::microseconds>(now - secs);
+        const std::string tail = std::to_string(secs.count()) + ".M" + std::to_string(usecs.count()) + "P" + pid_ + "Q";
+        for (int attempt = 0; attempt < 8; ++attempt) {
+            std::string prefix = tail + std::to_string(counter_->fetch_add(1));
+            const std::size_t budget = prefix.size() + 1 < max_base_name ? max_base_name - prefix.size() - 1 : 0;
+            std::string path = dir + "/tmp/" + prefix + "." + truncate_host(host_, budget);
+            unique_fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+            if (fd.get() < 0) {
+                if (errno == EEXIST) continue;
+                return unexpected(last_system_error());
+            }
+            tmp_file f;
+            f.dir = dir;
+            f.prefix = std::move(prefix);
+            f.tail = tail;
+            f.path = std::move(path);
+            f.fd = std::move(fd);
+            if (options_.fsync) {
+                auto found = data_sync_of(f.fd.get(), dir + "/tmp");
+                if (!found) return unexpected(found.error());  // f's destructor removes the file
+                f.data = std::move(*found);
+            }
+            return f;
         }
         return unexpected(sys_error(EEXIST));
+    }
+
+    // The spare tmp/ file of `dir` (prepare_delivery), if there is one, young enough (its name
+    // holds the time it was made), and still that name's file, empty: nothing else took it.
+    std::optional<tmp_file> take_spare(const std::string& dir) {
+        std::optional<tmp_file> f;
+        {
+            std::lock_guard guard(spares_mutex_);
+            auto it = std::find_if(spares_.begin(), spares_.end(), [&](const tmp_file& t) { return t.dir == dir; });
+            if (it == spares_.end()) return std::nullopt;
+            f = std::move(*it);
+            spares_.erase(it);
+        }
+        struct stat own{};
+        struct stat named{};
+        const bool there = ::lstat(f->path.c_str(), &named) == 0;
+        if (there && ::fstat(f->fd.get(), &own) == 0 && own.st_ino == named.st_ino && own.st_dev == named.st_dev &&
+            own.st_size == 0 && std::chrono::steady_clock::now() - f->made <= spare_max_age)
+            return f;
+        if (there && (own.st_ino != named.st_ino || own.st_dev != named.st_dev)) f->path.clear();  // not ours: kept
+        return std::nullopt;  // f's destructor removes what is ours
     }
 
     // ensured_: mailboxes (encoded) whose directories this store made or found complete.
@@ -1809,6 +1915,16 @@ private:
     std::map<std::string, std::weak_ptr<directory_sync>> syncs_;  // new/ path -> its group commit
     std::size_t sweep_at_ = 64;  // syncs_ size at which expired entries are dropped
     std::map<dev_t, std::shared_ptr<data_sync>> data_syncs_;  // file system -> round one's group commit
+    // prepare_delivery's tmp/ files made ahead: at most one per mailbox directory, max_spares
+    // in all, each taken within spare_max_age or removed; made only for a mailbox hinted twice
+    // within spare_hot (last_hint_), so one delivered to once in a while costs nothing more.
+    static constexpr std::size_t max_spares = 8;
+    static constexpr std::size_t max_hints = 1024;
+    static constexpr std::chrono::seconds spare_max_age = prepared_lifetime;
+    static constexpr std::chrono::seconds spare_hot{1};
+    std::mutex spares_mutex_;  // guards spares_ and last_hint_
+    std::vector<tmp_file> spares_;
+    std::unordered_map<std::string, std::chrono::steady_clock::time_point> last_hint_;
     static constexpr std::size_t max_ensured = 16384;
     std::unordered_set<std::string> ensured_;  // encoded mailboxes made or checked (begin_delivery)
 };
