@@ -543,6 +543,35 @@ TEST(smtp_server, a_limit_that_passes_during_a_failed_login_delay_ends_with_421_
     }
 }
 
+TEST(smtp_server, commands_pipelined_behind_a_login_whose_delay_outlasts_the_login_limit_are_not_served) {
+    // The limit ends the session: a second guess, or a good login and a message sent with it,
+    // never reaches the authenticator or the store after the limit passed.
+    temp_dir dir("mailnet-smtpd");
+    auto users = std::make_shared<mailnet::auth_functions>();
+    std::atomic<int> asked{0};
+    users->on_authenticate = [&](const mailnet::credentials& c) {
+        ++asked;
+        return c.password == "right" ? mailnet::auth_result::ok(c.user, c.user) : mailnet::auth_result::fail();
+    };
+    auto cfg = config(maildir(dir.path));
+    cfg.auth = users;
+    cfg.require_auth = true;
+    cfg.session_limits.auth_failure_delay = 1500ms;
+    cfg.idle_timeout = 5s;
+    cfg.allow_short_idle_timeout = true;
+    cfg.login_timeout = 1s;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    // alice/wrong, then alice/right and a message, in one write.
+    c->send("AUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN AGFsaWNlAHJpZ2h0\r\n"
+            "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\nSubject: late\r\n\r\nx\r\n.\r\n");
+    EXPECT_TRUE(c->closed_within(5000ms));
+    EXPECT_EQ(c->received(), "535 5.7.8 Error: authentication failed\r\n"
+                             "421 4.4.2 mx.test Timeout waiting for the client, closing\r\n");
+    EXPECT_EQ(asked.load(), 1);
+    EXPECT_TRUE(files_in(dir.path / "bob@example.net" / "new").empty());
+}
+
 TEST(smtp_server, a_stopping_server_still_says_why_to_a_client_idle_in_data_before_the_grace_ends) {
     // The stop's grace only replaces a read's deadline when it ends first: the client's own idle
     // limit, earlier, still ends with its 421 4.4.2 (the message is not delivered).

@@ -134,6 +134,7 @@ struct runner::impl {
     bool eof = false;              // the peer closed its side (or the read failed)
     bool logged_in = false;
     bool failed = false;           // see broke()
+    bool timed_out = false;        // a limit passed during pause() (timed_out_in_pause)
     std::size_t answered = 0;      // streamed() calls so far
     stream::clock::time_point started = stream::clock::now();
     std::optional<stream::clock::time_point> line_started;  // the partial command line buffered arrived from then
@@ -357,13 +358,15 @@ struct runner::impl {
     }
 
     // A limit (the login limit: the idle limit starts after the delay) passed during a pause and
-    // ended the read without closing: the pause ends now, and what the core queued after the
-    // delay (SMTP's 535 for the failed login) is written before the notice, which need_input
-    // says on finding the timed-out read. Both get notice_timeout, as say_timeout's write does.
+    // ended the read without closing: the pause ends now, and the replies the core gives next
+    // (SMTP's 535 for the failed login) are written before the notice, which runner::drain
+    // says before any other action is served (a guess or a message the peer pipelined behind
+    // the failed login never is). Both within one notice_timeout.
     bool timed_out_in_pause() {
         if (!rd->done || rd->ec != make_error_code(errc::timed_out) || !c.io().is_open()) return false;
         c.io().clear_timeout();
         c.io().set_deadline_cap(std::min(stream::clock::now() + notice_timeout, c.read_limit()));
+        timed_out = true;  // runner::drain: the replies due, then the notice, and the end
         return true;
     }
 
@@ -391,8 +394,10 @@ struct runner::impl {
         const auto notice = core.timeout_notice();
         rd->done = false;  // the timed-out read
         eof = true;
-        c.io().clear_timeout();
-        c.io().set_deadline_cap(std::min(stream::clock::now() + notice_timeout, c.read_limit()));
+        if (!std::exchange(timed_out, false)) {  // else set when the limit passed: one notice_timeout in all
+            c.io().clear_timeout();
+            c.io().set_deadline_cap(std::min(stream::clock::now() + notice_timeout, c.read_limit()));
+        }
         if (notice.empty() || failed) co_return false;
         if (!co_await c.write(asio::buffer(notice.data(), notice.size()))) co_await c.io().shutdown(notice_timeout);
         co_return false;
@@ -440,13 +445,20 @@ asio::awaitable<bool> runner::perform(act::send& a) {
 asio::awaitable<bool> runner::perform(act::stream_message& a) {
     auto& p = *p_;
     if (p.failed) co_return false;
+    if (p.timed_out) co_return co_await drain();  // the replies due, then the notice
     p.queue.emplace_back(std::move(a));
     ++p.queued_messages;
     if (p.queue.size() >= max_queued) co_return co_await p.drain();
     co_return true;
 }
 
-asio::awaitable<bool> runner::drain() { return p_->drain(); }
+asio::awaitable<bool> runner::drain() {
+    auto& p = *p_;
+    const bool ok = co_await p.drain();
+    if (!ok || !p.timed_out) co_return ok;
+    // A limit passed during a pause (timed_out_in_pause): the replies due are written, then the notice.
+    co_return co_await p.say_timeout();
+}
 
 asio::awaitable<bool> runner::drain_messages() {
     if (p_->queued_messages == 0) co_return true;
@@ -456,7 +468,7 @@ asio::awaitable<bool> runner::drain_messages() {
 asio::awaitable<bool> runner::perform(act::need_input&) {
     auto& p = *p_;
     const auto answered = p.answered;
-    if (!co_await p.drain()) co_return false;
+    if (!co_await drain()) co_return false;  // runner::drain: also ends a timed-out session
     // Answers may have released what the core held back (POP3: a deferred RSET/LAST/QUIT).
     if (p.answered != answered) co_return true;
     // An idle session keeps small buffers (DESIGN.md: memory per idle session).
@@ -525,7 +537,7 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
 
 asio::awaitable<bool> runner::perform(act::start_tls&) {
     auto& p = *p_;
-    if (!co_await p.drain()) co_return false;
+    if (!co_await drain()) co_return false;  // runner::drain: also ends a timed-out session
     if (p.rd->active || p.rd->done) {
         // Octets read after the STLS/STARTTLS command would be the handshake's: a client that
         // sends anything then is not speaking TLS (RFC 2595 4, RFC 3207 4 discard them).
@@ -547,7 +559,7 @@ asio::awaitable<bool> runner::perform(act::start_tls&) {
 
 asio::awaitable<bool> runner::perform(act::login_failed& a) {
     auto& p = *p_;
-    if (!co_await p.drain()) co_return false;
+    if (!co_await drain()) co_return false;  // runner::drain: also ends a timed-out session
     // The name with its spaces escaped too: one holding " from 203.0.113.9: " must not give
     // a fail2ban pattern another address to ban (or hide the real one).
     std::string user;
@@ -573,7 +585,7 @@ asio::awaitable<bool> runner::perform(act::login_failed& a) {
 
 asio::awaitable<bool> runner::perform(act::delay& a) {
     auto& p = *p_;
-    if (!co_await p.drain()) co_return false;
+    if (!co_await drain()) co_return false;  // runner::drain: also ends a timed-out session
     if (a.duration.count() <= 0) co_return true;
     co_return co_await p.pause(a.duration);
 }

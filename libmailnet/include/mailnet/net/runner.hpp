@@ -95,7 +95,11 @@ public:
     /// Streams the messages still queued (before a core that closes early gives up its mailbox).
     asio::awaitable<bool> drain_messages();
 
-    /// Writes everything queued (replies and messages); false if the connection broke.
+    /// Writes everything queued (replies and messages); false if the connection broke. Also
+    /// false, after writing what is queued and then the core's timeout notice, once a limit
+    /// passed during a wait (a failed login's delay): from then on only the replies already
+    /// due are written (act::send), never anything else the peer pipelined served (a hook is
+    /// called after drain(), every other action of the runner's begins with it).
     asio::awaitable<bool> drain();
     /// Runs `work` on the blocking pool (auth and store calls) and resumes here with its result.
     template <class F>
