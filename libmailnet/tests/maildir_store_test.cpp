@@ -652,35 +652,70 @@ std::string message_named_after(const fs::path& dir, const std::string& tmp_name
     return {};
 }
 
-TEST(maildir_store, a_mailbox_hinted_twice_within_a_second_gets_a_tmp_file_made_ahead_for_its_next_delivery) {
-    temp_dir d;
-    auto o = options(d.path);
-    o.fsync = true;
-    auto s = open_store(o);
-    const fs::path box = d.path / "store" / "alice";
-    const auto alice = boxes({"alice"});
-    s->prepare_delivery(alice);
-    s->prepare_delivery(alice);
-    EXPECT_FALSE(fs::exists(box)) << "a hint makes no mailbox: deliveries do";
-    ASSERT_TRUE(s->deliver(alice, "1\n"));
-    s->prepare_delivery(alice);  // the hints before count: a busy mailbox, made now
-    s->prepare_delivery(alice);
-    const auto made = names_in(box / "tmp");
-    ASSERT_EQ(made.size(), 1u);
-    EXPECT_EQ(fs::file_size(box / "tmp" / made[0]), 0u);
-    s->prepare_delivery(alice);
-    EXPECT_EQ(names_in(box / "tmp"), made) << "one per mailbox";
-    ASSERT_TRUE(s->deliver(alice, "2\n"));
-    EXPECT_TRUE(names_in(box / "tmp").empty());
-    EXPECT_EQ(names_in(box / "new").size(), 2u);
-    EXPECT_EQ(message_named_after(box / "new", made[0]), "2\n") << "the next delivery took the file made ahead";
-    // A mailbox delivered to once in a while gets nothing ahead.
-    ASSERT_TRUE(s->deliver(boxes({"bob"}), "1\n"));
-    s->prepare_delivery(boxes({"bob"}));
-    EXPECT_TRUE(names_in(d.path / "store" / "bob" / "tmp").empty());
+// Waits (up to 5 s) until `dir` holds `n` files; their names.
+std::vector<std::string> settled(const fs::path& dir, std::size_t n) {
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    auto names = names_in(dir);
+    while (names.size() != n && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(10ms);
+        names = names_in(dir);
+    }
+    return names;
 }
 
-TEST(maildir_store, a_file_made_ahead_that_was_removed_or_replaced_is_not_used) {
+// Whether a message in `dir` is named after one of `tmp_names` (files made ahead), and its text.
+std::string taken_from(const fs::path& dir, const std::vector<std::string>& tmp_names) {
+    for (const auto& t : tmp_names) {
+        const std::string m = message_named_after(dir, t);
+        if (!m.empty()) return m;
+    }
+    return {};
+}
+
+TEST(maildir_store, a_mailbox_hinted_twice_within_a_second_gets_files_made_ahead_for_its_next_deliveries) {
+    temp_dir d;
+    auto o = options(d.path);
+    o.fsync = true;
+    auto s = open_store(o);
+    const fs::path alice = d.path / "store" / "alice";
+    const fs::path bob = d.path / "store" / "bob";
+    s->prepare_delivery(boxes({"alice"}));
+    s->prepare_delivery(boxes({"alice"}));
+    std::this_thread::sleep_for(100ms);
+    EXPECT_FALSE(fs::exists(alice)) << "a hint makes no mailbox: deliveries do";
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "1\n"));
+    s->prepare_delivery(boxes({"alice"}));  // the first hint since it was made
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "2\n"));
+    std::this_thread::sleep_for(100ms);
+    EXPECT_TRUE(names_in(alice / "tmp").empty()) << "one hint is not a busy mailbox";
+    s->prepare_delivery(boxes({"alice"}));  // again within a second, one delivery since: two ahead
+    auto made = settled(alice / "tmp", 2);
+    ASSERT_EQ(made.size(), 2u);
+    for (const auto& n : made) EXPECT_EQ(fs::file_size(alice / "tmp" / n), 0u) << n;
+    ASSERT_TRUE(s->deliver(boxes({"alice"}), "3\n"));
+    EXPECT_EQ(taken_from(alice / "new", made), "3\n") << "the delivery took a file made ahead";
+    made = settled(alice / "tmp", 2);  // made again
+    ASSERT_EQ(made.size(), 2u);
+    // bob, delivered to once and hinted once, gets none, and takes none of alice's.
+    ASSERT_TRUE(s->deliver(boxes({"bob"}), "b1\n"));
+    s->prepare_delivery(boxes({"bob"}));
+    ASSERT_TRUE(s->deliver(boxes({"bob"}), "b2\n"));
+    std::this_thread::sleep_for(100ms);
+    EXPECT_TRUE(names_in(bob / "tmp").empty());
+    EXPECT_EQ(names_in(alice / "tmp"), made);
+    EXPECT_EQ(taken_from(bob / "new", made), "");
+    // A delivery to both takes one of the first mailbox's, and both get the message.
+    ASSERT_TRUE(s->deliver(boxes({"alice", "bob"}), "both\n"));
+    EXPECT_EQ(taken_from(alice / "new", made), "both\n");
+    EXPECT_EQ(taken_from(bob / "new", made), "both\n");
+    EXPECT_EQ(names_in(alice / "new").size(), 4u);
+    EXPECT_EQ(names_in(bob / "new").size(), 3u);
+    s.reset();
+    EXPECT_TRUE(names_in(alice / "tmp").empty()) << "the files made ahead go with the store";
+    EXPECT_TRUE(names_in(bob / "tmp").empty());
+}
+
+TEST(maildir_store, a_file_made_ahead_that_was_removed_or_replaced_is_not_used_and_a_replacement_is_kept) {
     temp_dir d;
     auto o = options(d.path);
     o.fsync = true;
@@ -689,28 +724,32 @@ TEST(maildir_store, a_file_made_ahead_that_was_removed_or_replaced_is_not_used) 
     const auto alice = boxes({"alice"});
     ASSERT_TRUE(s->deliver(alice, "1\n"));
     s->prepare_delivery(alice);
-    s->prepare_delivery(alice);
-    auto made = names_in(box / "tmp");
-    ASSERT_EQ(made.size(), 1u);
-    fs::remove(box / "tmp" / made[0]);  // a tmp/ cleaner
     ASSERT_TRUE(s->deliver(alice, "2\n"));
-    EXPECT_EQ(names_in(box / "new").size(), 2u);
-    EXPECT_EQ(message_named_after(box / "new", made[0]), "");
     s->prepare_delivery(alice);
-    made = names_in(box / "tmp");
-    ASSERT_EQ(made.size(), 1u);
-    fs::remove(box / "tmp" / made[0]);
-    write_file(box / "tmp" / made[0], "not ours\n");  // another file under that name: kept
+    auto made = settled(box / "tmp", 2);
+    ASSERT_EQ(made.size(), 2u);
+    for (const auto& n : made) fs::remove(box / "tmp" / n);  // a tmp/ cleaner
     ASSERT_TRUE(s->deliver(alice, "3\n"));
+    EXPECT_EQ(taken_from(box / "new", made), "");
+    s->prepare_delivery(alice);  // two ahead again (one delivery since the last hint)
+    made = settled(box / "tmp", 2);
+    ASSERT_EQ(made.size(), 2u);
+    for (const auto& n : made) {  // other files under their names
+        fs::remove(box / "tmp" / n);
+        write_file(box / "tmp" / n, "not ours\n");
+    }
+    ASSERT_TRUE(s->deliver(alice, "4\n"));
+    EXPECT_EQ(taken_from(box / "new", made), "");
+    s.reset();  // the files made ahead go, what replaced them stays
     EXPECT_EQ(names_in(box / "tmp"), made);
-    EXPECT_EQ(read_file(box / "tmp" / made[0]), "not ours\n");
+    for (const auto& n : made) EXPECT_EQ(read_file(box / "tmp" / n), "not ours\n");
     std::vector<std::string> texts;
     for (const auto& n : names_in(box / "new")) texts.push_back(read_file(box / "new" / n));
     std::sort(texts.begin(), texts.end());
-    EXPECT_EQ(texts, (std::vector<std::string>{"1\n", "2\n", "3\n"}));
+    EXPECT_EQ(texts, (std::vector<std::string>{"1\n", "2\n", "3\n", "4\n"}));
 }
 
-TEST(maildir_store, a_file_made_ahead_goes_when_no_delivery_takes_it_in_time) {
+TEST(maildir_store, files_made_ahead_go_when_no_delivery_takes_them_in_time) {
     temp_dir d;
     auto o = options(d.path);
     o.fsync = true;
@@ -719,27 +758,16 @@ TEST(maildir_store, a_file_made_ahead_goes_when_no_delivery_takes_it_in_time) {
     const auto alice = boxes({"alice"});
     ASSERT_TRUE(s->deliver(alice, "1\n"));
     s->prepare_delivery(alice);
+    ASSERT_TRUE(s->deliver(alice, "2\n"));
     s->prepare_delivery(alice);
-    ASSERT_EQ(names_in(box / "tmp").size(), 1u);
-    s->prepare_delivery({});  // a sweep: nothing is old enough yet
-    EXPECT_EQ(names_in(box / "tmp").size(), 1u);
-    std::this_thread::sleep_for(mailnet::store::prepared_lifetime + 100ms);
-    s->prepare_delivery({});
-    EXPECT_TRUE(names_in(box / "tmp").empty()) << "a sweep removes what waited too long";
-    s->prepare_delivery(alice);
-    s->prepare_delivery(alice);
-    const auto made = names_in(box / "tmp");
-    ASSERT_EQ(made.size(), 1u);
-    std::this_thread::sleep_for(mailnet::store::prepared_lifetime + 100ms);
-    ASSERT_TRUE(s->deliver(alice, "late\n"));  // its name would hold a time too far back
-    EXPECT_TRUE(names_in(box / "tmp").empty());
-    EXPECT_EQ(message_named_after(box / "new", made[0]), "");
-    EXPECT_EQ(names_in(box / "new").size(), 2u);
-    s->prepare_delivery(alice);
-    s->prepare_delivery(alice);
-    ASSERT_EQ(names_in(box / "tmp").size(), 1u);
-    s.reset();
-    EXPECT_TRUE(names_in(box / "tmp").empty()) << "and with the store";
+    const auto made = settled(box / "tmp", 2);
+    ASSERT_EQ(made.size(), 2u);
+    const auto since = std::chrono::steady_clock::now();
+    EXPECT_TRUE(settled(box / "tmp", 0).empty()) << "removed with no delivery to take them";
+    EXPECT_GE(std::chrono::steady_clock::now() - since, mailnet::store::prepared_lifetime - 100ms);
+    ASSERT_TRUE(s->deliver(alice, "late\n"));
+    EXPECT_EQ(taken_from(box / "new", made), "");
+    EXPECT_EQ(names_in(box / "new").size(), 3u);
 }
 
 TEST(maildir_store, without_recheck_a_known_mailbox_is_checked_once_per_store) {

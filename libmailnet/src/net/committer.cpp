@@ -54,32 +54,14 @@ void delivery_committer::run() {
         std::shared_ptr<store> storage;
         std::vector<std::string> mailbox;  // one: the first of a request's
     };
-    constexpr std::size_t max_hints = 4;
+    constexpr std::size_t max_hints = 8;
     std::vector<hint> hints;
-    std::vector<std::weak_ptr<store>> prepared;  // the stores hinted since the last sweep
-    std::chrono::steady_clock::time_point sweep_at{};
     for (;;) {
         {
             std::unique_lock lock(mutex_);
             // NOTE: a stop with requests queued commits them first: their callers wait.
             if (queue_.empty()) {
                 const auto idle = std::chrono::steady_clock::now();
-                // Stores given a hint lately are asked once more after a quiet spell, with no
-                // mailbox: to remove what they made ahead that no delivery took.
-                while (!prepared.empty() && !stopping_ && queue_.empty()) {
-                    if (cv_.wait_until(lock, sweep_at, [&] { return stopping_ || !queue_.empty(); })) break;
-                    lock.unlock();
-                    for (auto& w : prepared) {
-                        if (auto st = w.lock()) {
-                            try {
-                                st->prepare_delivery({});
-                            } catch (...) {
-                            }
-                        }
-                    }
-                    prepared.clear();
-                    lock.lock();
-                }
                 cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
                 if (queue_.empty()) return;
                 // After a pause the recent groups say nothing of the next ones: a lone client
@@ -114,13 +96,17 @@ void delivery_committer::run() {
         // The group's mailboxes (the first of each request's, a few distinct at most), for
         // the stores' prepare_delivery() once the group is done.
         hints.clear();
-        for (const auto& j : group) {
-            const auto& rq = j->request;
-            if (rq.mailboxes.empty() || !rq.storage || hints.size() >= max_hints) continue;
-            if (std::none_of(hints.begin(), hints.end(), [&](const hint& h) {
-                    return h.storage == rq.storage && h.mailbox.front() == rq.mailboxes.front();
-                }))
-                hints.push_back({rq.storage, {rq.mailboxes.front()}});
+        try {
+            for (const auto& j : group) {
+                const auto& rq = j->request;
+                if (rq.mailboxes.empty() || !rq.storage || hints.size() >= max_hints) continue;
+                if (std::none_of(hints.begin(), hints.end(), [&](const hint& h) {
+                        return h.storage == rq.storage && h.mailbox.front() == rq.mailboxes.front();
+                    }))
+                    hints.push_back({rq.storage, {rq.mailboxes.front()}});
+            }
+        } catch (...) {  // out of memory: no hints this time
+            hints.clear();
         }
         const auto started = std::chrono::steady_clock::now();
         try {
@@ -140,27 +126,14 @@ void delivery_committer::run() {
         usual_group_ = 0.75 * usual_group_ + 0.25 * static_cast<double>(group.size());
         peak_group_ = std::max(static_cast<double>(group.size()), 0.9 * peak_group_);
         group.clear();
-        // NOTE: only with nothing queued: the callers are resumed, and what a store prepares
-        // (the Maildir store: the next tmp/ file) is done while their clients send the next
-        // message, never while a queued message waits for it.
-        bool idle = false;
-        {
-            std::lock_guard lock(mutex_);
-            idle = queue_.empty() && !stopping_;
-        }
-        if (idle) {
-            for (auto& h : hints) {
-                try {
-                    h.storage->prepare_delivery(h.mailbox);
-                } catch (...) {  // a hint: nothing depends on it
-                }
-                // Held weakly: a store may go before its committer.
-                if (std::none_of(prepared.begin(), prepared.end(), [&](const std::weak_ptr<store>& w) {
-                        return !w.owner_before(h.storage) && !h.storage.owner_before(w);
-                    }) && prepared.size() < max_hints)
-                    prepared.push_back(h.storage);
+        // NOTE: after the callers were resumed. A hint only tells the store (the Maildir store's
+        // own thread then makes the next tmp/ files while the clients send their next messages);
+        // it does no slow work here.
+        for (auto& h : hints) {
+            try {
+                h.storage->prepare_delivery(h.mailbox);
+            } catch (...) {  // a hint: nothing depends on it
             }
-            if (!hints.empty()) sweep_at = std::chrono::steady_clock::now() + store::prepared_lifetime + std::chrono::milliseconds(500);
         }
         hints.clear();
     }

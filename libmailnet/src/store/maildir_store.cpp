@@ -1050,9 +1050,31 @@ struct tmp_file {
     std::chrono::steady_clock::time_point made{};  // a spare's (prepare_delivery)
     tmp_file() = default;
     tmp_file(tmp_file&&) noexcept = default;
-    tmp_file& operator=(tmp_file&&) noexcept = default;
-    ~tmp_file() {
-        if (fd.get() >= 0 && !path.empty()) ::unlink(path.c_str());
+    tmp_file& operator=(tmp_file&& o) noexcept {
+        if (this != &o) {
+            remove();
+            dir = std::move(o.dir);
+            prefix = std::move(o.prefix);
+            tail = std::move(o.tail);
+            path = std::move(o.path);
+            fd = std::move(o.fd);
+            data = std::move(o.data);
+            made = o.made;
+        }
+        return *this;
+    }
+    ~tmp_file() { remove(); }
+    // The file removed, if this still holds it (a moved-from one holds nothing) and its name
+    // is still this file's: another file put there under that name is left alone.
+    void remove() noexcept {
+        if (fd.get() >= 0 && !path.empty()) {
+            struct stat own{};
+            struct stat named{};
+            if (::fstat(fd.get(), &own) == 0 && ::lstat(path.c_str(), &named) == 0 && own.st_ino == named.st_ino &&
+                own.st_dev == named.st_dev)
+                ::unlink(path.c_str());
+        }
+        fd.reset();
     }
 };
 
@@ -1064,6 +1086,13 @@ public:
     maildir_store(const maildir_store&) = delete;
     maildir_store& operator=(const maildir_store&) = delete;
     ~maildir_store() override {
+        {
+            std::lock_guard guard(spares_mutex_);
+            opener_stop_ = true;
+        }
+        opener_cv_.notify_one();
+        if (opener_.joinable()) opener_.join();
+        spares_.clear();  // their files removed
         for (auto& [name, fd] : locks_)
             if (fd >= 0) ::close(fd);
     }
@@ -1377,55 +1406,95 @@ public:
             std::move(data), counter_, std::move(file->tail)));
     }
 
+    // A hint (store::prepare_delivery): a mailbox hinted again within spare_hot is busy, and
+    // the opener thread keeps as many files made ahead for it as deliveries began there since
+    // the hint before, twice (a group's worth ahead), at least one, at most max_spares_per_box.
+    // Cheap: a lookup under a lock, no disk work.
     void prepare_delivery(std::span<const std::string> mailboxes) override {
-        const auto now = std::chrono::steady_clock::now();
-        std::vector<tmp_file> stale;
-        if (mailboxes.empty() || mailboxes.front().empty()) {
-            std::lock_guard guard(spares_mutex_);
-            std::erase_if(spares_, [&](tmp_file& f) {
-                if (now - f.made <= spare_max_age) return false;
-                stale.push_back(std::move(f));
-                return true;
-            });
-            return;
-        }
+        if (mailboxes.empty() || mailboxes.front().empty()) return;
         const std::string enc = encode_mailbox_name(mailboxes.front());
-        const std::string dir = dir_of(enc);
-        {
-            std::lock_guard guard(spares_mutex_);
-            // Expired spares go now, whoever they were for: a mailbox that stopped receiving
-            // keeps no file open.
-            for (auto it = spares_.begin(); it != spares_.end();) {
-                if (now - it->made > spare_max_age) {
-                    stale.push_back(std::move(*it));
-                    it = spares_.erase(it);
-                } else {
-                    ++it;
-                }
-            }
-            auto& last = last_hint_[dir];
-            const bool hot = last != std::chrono::steady_clock::time_point{} && now - last < spare_hot;
-            last = now;
-            if (last_hint_.size() > max_hints) last_hint_.clear();  // bounded: forgetting costs one miss each
-            const bool have = std::any_of(spares_.begin(), spares_.end(), [&](const tmp_file& f) { return f.dir == dir; });
-            if (!hot || have || spares_.size() >= max_spares) {
-                return;  // `stale` goes with the function (its files removed)
-            }
-        }
-        stale.clear();
         {
             std::lock_guard guard(syncs_mutex_);
             if (!ensured_.contains(enc)) return;  // made and checked by a delivery first
         }
-        auto made = open_tmp(dir);
-        if (!made) return;  // the delivery that comes says why, if it fails too
-        made->made = now;
+        const std::string dir = dir_of(enc);
+        const auto now = std::chrono::steady_clock::now();
         std::lock_guard guard(spares_mutex_);
-        if (std::any_of(spares_.begin(), spares_.end(), [&](const tmp_file& f) { return f.dir == dir; })) {
-            stale.push_back(std::move(*made));  // another thread's came first
-        } else {
-            spares_.push_back(std::move(*made));
+        if (opener_stop_) return;
+        if (hints_.size() >= max_hints && !hints_.contains(dir)) {
+            // Bounded: the mailboxes quiet for a while go first; all of them if none is.
+            std::erase_if(hints_, [&](const auto& e) { return now - e.second.last > spare_max_age; });
+            if (hints_.size() >= max_hints) hints_.clear();
         }
+        auto& h = hints_[dir];
+        const bool hot = h.last != std::chrono::steady_clock::time_point{} && now - h.last < spare_hot;
+        h.last = now;
+        h.want = hot ? std::clamp<std::size_t>(2 * h.taken, 1, max_spares_per_box) : 0;
+        h.taken = 0;
+        if (h.want == 0) return;
+        if (!opener_.joinable()) {
+            try {
+                opener_ = std::thread([this] { open_ahead(); });
+            } catch (...) {  // no thread: no files made ahead
+                h.want = 0;
+                return;
+            }
+        }
+        opener_cv_.notify_one();
+    }
+
+    // The opener thread (from the first busy mailbox on): makes the files each hint wants, one
+    // at a time, and removes those that waited past spare_max_age (it wakes for that too).
+    void open_ahead() {
+        std::unique_lock lock(spares_mutex_);
+        while (!opener_stop_) {
+            const auto now = std::chrono::steady_clock::now();
+            std::vector<tmp_file> stale;
+            take_expired(now, stale);
+            std::string need;
+            if (spares_.size() < max_spares) {
+                for (const auto& [dir, h] : hints_) {
+                    if (h.want == 0 || now - h.last > spare_max_age) continue;
+                    const auto have = static_cast<std::size_t>(
+                        std::count_if(spares_.begin(), spares_.end(), [&](const tmp_file& f) { return f.dir == dir; }));
+                    if (have < h.want) {
+                        need = dir;
+                        break;
+                    }
+                }
+            }
+            lock.unlock();
+            stale.clear();  // their files removed, outside the lock
+            if (need.empty()) {
+                lock.lock();
+                if (!opener_stop_) opener_cv_.wait_for(lock, spares_.empty() ? std::chrono::seconds(60) : spare_max_age);
+                continue;
+            }
+            auto made = open_tmp(need);
+            lock.lock();
+            if (!made) {
+                // The delivery that comes says why, if it fails too; no more tries until a hint.
+                if (auto it = hints_.find(need); it != hints_.end()) it->second.want = 0;
+                continue;
+            }
+            made->made = std::chrono::steady_clock::now();
+            try {
+                spares_.push_back(std::move(*made));
+            } catch (...) {  // out of memory: `made` removes its file
+            }
+        }
+    }
+
+    // Moves the files made ahead that waited past spare_max_age into `stale` (spares_mutex_ held).
+    void take_expired(std::chrono::steady_clock::time_point now, std::vector<tmp_file>& stale) {
+        std::vector<tmp_file> keep;
+        for (auto& f : spares_) {
+            try {
+                (now - f.made > spare_max_age ? stale : keep).push_back(std::move(f));
+            } catch (...) {  // out of memory: the file goes (its destructor removes it)
+            }
+        }
+        spares_.swap(keep);
     }
 
     // A new file in dir/tmp/ under a maildir(5) unique name: time, microseconds, pid and a
@@ -1460,25 +1529,34 @@ public:
         return unexpected(sys_error(EEXIST));
     }
 
-    // The spare tmp/ file of `dir` (prepare_delivery), if there is one, young enough (its name
+    // A file made ahead for `dir` (prepare_delivery), if there is one, young enough (its name
     // holds the time it was made), and still that name's file, empty: nothing else took it.
+    // One that is not is dropped, and the next tried (a tmp/ cleaner may have taken them all).
+    // Counts the delivery for the mailbox's next hint either way.
     std::optional<tmp_file> take_spare(const std::string& dir) {
-        std::optional<tmp_file> f;
         {
             std::lock_guard guard(spares_mutex_);
-            auto it = std::find_if(spares_.begin(), spares_.end(), [&](const tmp_file& t) { return t.dir == dir; });
-            if (it == spares_.end()) return std::nullopt;
-            f = std::move(*it);
-            spares_.erase(it);
+            auto h = hints_.find(dir);
+            if (h == hints_.end()) return std::nullopt;
+            ++h->second.taken;
         }
-        struct stat own{};
-        struct stat named{};
-        const bool there = ::lstat(f->path.c_str(), &named) == 0;
-        if (there && ::fstat(f->fd.get(), &own) == 0 && own.st_ino == named.st_ino && own.st_dev == named.st_dev &&
-            own.st_size == 0 && std::chrono::steady_clock::now() - f->made <= spare_max_age)
-            return f;
-        if (there && (own.st_ino != named.st_ino || own.st_dev != named.st_dev)) f->path.clear();  // not ours: kept
-        return std::nullopt;  // f's destructor removes what is ours
+        for (;;) {
+            std::optional<tmp_file> f;
+            {
+                std::lock_guard guard(spares_mutex_);
+                auto it = std::find_if(spares_.begin(), spares_.end(), [&](const tmp_file& t) { return t.dir == dir; });
+                if (it == spares_.end()) return std::nullopt;
+                f = std::move(*it);
+                spares_.erase(it);
+                opener_cv_.notify_one();  // one to make again, if the hint wants it
+            }
+            struct stat own{};
+            struct stat named{};
+            if (::fstat(f->fd.get(), &own) == 0 && ::lstat(f->path.c_str(), &named) == 0 && own.st_ino == named.st_ino &&
+                own.st_dev == named.st_dev && own.st_size == 0 && std::chrono::steady_clock::now() - f->made <= spare_max_age)
+                return f;
+            // f's destructor removes it if it is still ours
+        }
     }
 
     // ensured_: mailboxes (encoded) whose directories this store made or found complete.
@@ -1915,16 +1993,26 @@ private:
     std::map<std::string, std::weak_ptr<directory_sync>> syncs_;  // new/ path -> its group commit
     std::size_t sweep_at_ = 64;  // syncs_ size at which expired entries are dropped
     std::map<dev_t, std::shared_ptr<data_sync>> data_syncs_;  // file system -> round one's group commit
-    // prepare_delivery's tmp/ files made ahead: at most one per mailbox directory, max_spares
-    // in all, each taken within spare_max_age or removed; made only for a mailbox hinted twice
-    // within spare_hot (last_hint_), so one delivered to once in a while costs nothing more.
-    static constexpr std::size_t max_spares = 8;
+    // prepare_delivery's tmp/ files made ahead (spares_), by the opener thread: for a mailbox
+    // hinted twice within spare_hot only (hints_), so one delivered to once in a while costs
+    // nothing more; at most max_spares_per_box for one and max_spares in all, each taken within
+    // spare_max_age or removed (by the opener, which wakes for it, and by the destructor).
+    static constexpr std::size_t max_spares = 64;
+    static constexpr std::size_t max_spares_per_box = 32;
     static constexpr std::size_t max_hints = 1024;
     static constexpr std::chrono::seconds spare_max_age = prepared_lifetime;
     static constexpr std::chrono::seconds spare_hot{1};
-    std::mutex spares_mutex_;  // guards spares_ and last_hint_
+    struct hint {
+        std::chrono::steady_clock::time_point last{};
+        std::size_t want = 0;   // files to keep made ahead
+        std::size_t taken = 0;  // deliveries begun since the last hint
+    };
+    std::mutex spares_mutex_;  // guards spares_, hints_, opener_stop_
+    std::condition_variable opener_cv_;
+    bool opener_stop_ = false;
     std::vector<tmp_file> spares_;
-    std::unordered_map<std::string, std::chrono::steady_clock::time_point> last_hint_;
+    std::unordered_map<std::string, hint> hints_;
+    std::thread opener_;  // open_ahead(), from the first hot hint
     static constexpr std::size_t max_ensured = 16384;
     std::unordered_set<std::string> ensured_;  // encoded mailboxes made or checked (begin_delivery)
 };

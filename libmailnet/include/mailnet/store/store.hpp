@@ -218,14 +218,13 @@ public:
         return false;
     }
 
-    /// A hint, from a thread with nothing else to do (net::delivery_committer between groups):
-    /// more deliveries to `mailboxes` may follow soon, so whatever slow work their
-    /// begin_delivery() could do now is best done here. The Maildir store makes one tmp/ file
-    /// ahead for a mailbox delivered to twice within a second (creating an inode is most of a
-    /// lone client's wait on this disk, after the flushes), which the next delivery there takes
-    /// if it comes within prepared_lifetime. With no mailboxes: only removes what was made ahead
-    /// and is older than that (a committer asks so after a quiet spell). Never fails; the
-    /// default does nothing.
+    /// A hint, from a delivery committer after each group (net::delivery_committer): more
+    /// deliveries to `mailboxes` may follow soon, so whatever slow work their begin_delivery()
+    /// could do ahead is best started now, on a thread of the store's own; the call itself must
+    /// be quick. The Maildir store keeps files made ahead in the `tmp/` of a mailbox hinted
+    /// twice within a second (creating an inode is most of a lone client's wait on this disk,
+    /// after the flushes), which its next deliveries take if they come within
+    /// prepared_lifetime. Never fails; the default does nothing.
     virtual void prepare_delivery(std::span<const std::string> mailboxes) { (void)mailboxes; }
     /// How long what prepare_delivery() made ahead waits for a delivery before it is removed.
     static constexpr std::chrono::seconds prepared_lifetime{2};
