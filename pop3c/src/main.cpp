@@ -78,6 +78,9 @@ std::optional<std::string> first_line_of(const std::string& file, std::chrono::s
         int fd;
         ~closer() { ::close(fd); }
     } guard{fd};
+    const auto too_long = [&] {
+        return unexpected("the first line of " + file + " is longer than " + std::to_string(max_password_line) + " octets");
+    };
     const auto end = std::chrono::steady_clock::now() + timeout;
     std::string line;
     char buf[512];
@@ -96,11 +99,11 @@ std::optional<std::string> first_line_of(const std::string& file, std::chrono::s
             const std::string_view got(buf, static_cast<std::size_t>(n));
             const auto lf = got.find('\n');
             line.append(got.substr(0, lf));
-            if (line.size() > max_password_line)
-                return unexpected("the first line of " + file + " is longer than " + std::to_string(max_password_line) + " octets");
-            if (lf != std::string_view::npos) return line;
+            if (line.size() > max_password_line + 1) return too_long();  // one more: a CR the caller removes
+            if (lf != std::string_view::npos) return line.size() - (line.back() == '\r' ? 1 : 0) > max_password_line ? too_long() : line;
         } else if (n == 0) {
             if (line.empty()) return unexpected("cannot read " + file + ": it is empty");
+            if (line.size() - (line.back() == '\r' ? 1 : 0) > max_password_line) return too_long();
             return line;  // a last line without LF
         } else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
             return unexpected("cannot read " + file + ": " + std::strerror(errno));

@@ -819,6 +819,15 @@ class PasswordFile(unittest.TestCase):
         p = self.stat("/dev/zero")
         self.assertEqual(p.returncode, 64, p.stderr)
         self.assertIn(b"the first line of /dev/zero is longer than 4096 octets", p.stderr)
+        with t.TempDir() as d:
+            longest = os.path.join(d, "longest")  # 4096 octets and CR LF: taken (no server: 69)
+            with open(longest, "wb") as out:
+                out.write(b"p" * 4096 + b"\r\n")
+            p = self.stat(longest)
+            self.assertEqual(p.returncode, 69, p.stderr)
+            with open(longest, "wb") as out:
+                out.write(b"p" * 4097 + b"\n")
+            self.assertEqual(self.stat(longest).returncode, 64)
 
 
 class LoginChoice(unittest.TestCase):
