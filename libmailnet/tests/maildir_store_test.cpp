@@ -715,18 +715,32 @@ TEST(maildir_store, a_mailbox_hinted_twice_within_a_second_gets_files_made_ahead
     EXPECT_TRUE(names_in(bob / "tmp").empty());
 }
 
+// A store (fsync on) whose mailbox alice got two deliveries, each followed by a hint: busy,
+// with two files made ahead in its tmp/ (`made`).
+struct busy_alice {
+    std::unique_ptr<mailnet::store> s;
+    fs::path box;
+    std::vector<std::string> made;
+    explicit busy_alice(const temp_dir& d) : box(d.path / "store" / "alice") {
+        auto o = options(d.path);
+        o.fsync = true;
+        s = open_store(o);
+        const auto alice = boxes({"alice"});
+        for (const char* text : {"1\n", "2\n"}) {
+            EXPECT_TRUE(s->deliver(alice, text));
+            s->prepare_delivery(alice);
+        }
+        made = settled(box / "tmp", 2);
+    }
+};
+
 TEST(maildir_store, a_file_made_ahead_that_was_removed_or_replaced_is_not_used_and_a_replacement_is_kept) {
     temp_dir d;
-    auto o = options(d.path);
-    o.fsync = true;
-    auto s = open_store(o);
-    const fs::path box = d.path / "store" / "alice";
+    busy_alice b(d);
+    auto& s = b.s;
+    const fs::path& box = b.box;
     const auto alice = boxes({"alice"});
-    ASSERT_TRUE(s->deliver(alice, "1\n"));
-    s->prepare_delivery(alice);
-    ASSERT_TRUE(s->deliver(alice, "2\n"));
-    s->prepare_delivery(alice);
-    auto made = settled(box / "tmp", 2);
+    auto made = b.made;
     ASSERT_EQ(made.size(), 2u);
     for (const auto& n : made) fs::remove(box / "tmp" / n);  // a tmp/ cleaner
     ASSERT_TRUE(s->deliver(alice, "3\n"));
@@ -751,16 +765,11 @@ TEST(maildir_store, a_file_made_ahead_that_was_removed_or_replaced_is_not_used_a
 
 TEST(maildir_store, files_made_ahead_go_when_no_delivery_takes_them_in_time) {
     temp_dir d;
-    auto o = options(d.path);
-    o.fsync = true;
-    auto s = open_store(o);
-    const fs::path box = d.path / "store" / "alice";
+    busy_alice b(d);
+    auto& s = b.s;
+    const fs::path& box = b.box;
     const auto alice = boxes({"alice"});
-    ASSERT_TRUE(s->deliver(alice, "1\n"));
-    s->prepare_delivery(alice);
-    ASSERT_TRUE(s->deliver(alice, "2\n"));
-    s->prepare_delivery(alice);
-    const auto made = settled(box / "tmp", 2);
+    const auto made = b.made;
     ASSERT_EQ(made.size(), 2u);
     const auto since = std::chrono::steady_clock::now();
     EXPECT_TRUE(settled(box / "tmp", 0).empty()) << "removed with no delivery to take them";
