@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -1406,12 +1407,12 @@ public:
             std::move(data), counter_, std::move(file->tail)));
     }
 
-    // A hint (store::prepare_delivery): a mailbox hinted again within spare_hot is busy, and
+    // A hint (store::prepare_delivery): a mailbox hinted again within spare_hot_ is busy, and
     // the opener thread keeps as many files made ahead for it as deliveries began there since
-    // the hint before, twice (a group's worth ahead), at least one, at most max_spares_per_box.
-    // Cheap: a lookup under a lock, no disk work.
+    // the hint before, and one more, at most max_spares_per_box. Cheap: a lookup under a lock,
+    // no disk work.
     void prepare_delivery(std::span<const std::string> mailboxes) override {
-        if (mailboxes.empty() || mailboxes.front().empty()) return;
+        if (mailboxes.empty() || mailboxes.front().empty() || max_spares_ == 0) return;
         const std::string enc = encode_mailbox_name(mailboxes.front());
         {
             std::lock_guard guard(syncs_mutex_);
@@ -1422,16 +1423,20 @@ public:
         std::lock_guard guard(spares_mutex_);
         if (opener_stop_) return;
         if (hints_.size() >= max_hints && !hints_.contains(dir)) {
-            // Bounded: the mailboxes quiet for a while go first; all of them if none is.
-            std::erase_if(hints_, [&](const auto& e) { return now - e.second.last > spare_max_age; });
-            if (hints_.size() >= max_hints) hints_.clear();
+            // Bounded: the mailboxes quiet for a while, and with no file made ahead, go first;
+            // all of them if none is (their files then expire unused).
+            std::erase_if(hints_, [&](const auto& e) { return e.second.have == 0 && now - e.second.last > spare_max_age_; });
+            if (hints_.size() >= max_hints) {
+                hints_.clear();
+                for (auto& f : spares_) f.made = {};  // expire: no hint counts them now
+            }
         }
         auto& h = hints_[dir];
-        const bool hot = h.last != std::chrono::steady_clock::time_point{} && now - h.last < spare_hot;
+        const bool hot = h.last != std::chrono::steady_clock::time_point{} && now - h.last < spare_hot_;
         h.last = now;
-        h.want = hot ? std::clamp<std::size_t>(2 * h.taken, 1, max_spares_per_box) : 0;
+        h.want = hot ? std::clamp<std::size_t>(h.taken + 1, 1, max_spares_per_box) : 0;
         h.taken = 0;
-        if (h.want == 0) return;
+        if (h.want <= h.have) return;
         if (!opener_.joinable()) {
             try {
                 opener_ = std::thread([this] { open_ahead(); });
@@ -1443,56 +1448,93 @@ public:
         opener_cv_.notify_one();
     }
 
-    // The opener thread (from the first busy mailbox on): makes the files each hint wants, one
-    // at a time, and removes those that waited past spare_max_age (it wakes for that too).
+    // The opener thread (from the first busy mailbox on): makes the files the hints want, one
+    // at a time, and removes those that waited past spare_max_age_ (it wakes for that too).
+    // Nothing it meets ends the process: a failure (no memory, no descriptor) pauses it.
     void open_ahead() {
         std::unique_lock lock(spares_mutex_);
         while (!opener_stop_) {
-            const auto now = std::chrono::steady_clock::now();
-            std::vector<tmp_file> stale;
-            take_expired(now, stale);
-            std::string need;
-            if (spares_.size() < max_spares) {
-                for (const auto& [dir, h] : hints_) {
-                    if (h.want == 0 || now - h.last > spare_max_age) continue;
-                    const auto have = static_cast<std::size_t>(
-                        std::count_if(spares_.begin(), spares_.end(), [&](const tmp_file& f) { return f.dir == dir; }));
-                    if (have < h.want) {
-                        need = dir;
-                        break;
-                    }
-                }
-            }
-            lock.unlock();
-            stale.clear();  // their files removed, outside the lock
-            if (need.empty()) {
-                lock.lock();
-                if (!opener_stop_) opener_cv_.wait_for(lock, spares_.empty() ? std::chrono::seconds(60) : spare_max_age);
-                continue;
-            }
-            auto made = open_tmp(need);
-            lock.lock();
-            if (!made) {
-                // The delivery that comes says why, if it fails too; no more tries until a hint.
-                if (auto it = hints_.find(need); it != hints_.end()) it->second.want = 0;
-                continue;
-            }
-            made->made = std::chrono::steady_clock::now();
+            std::chrono::milliseconds pause{0};
             try {
-                spares_.push_back(std::move(*made));
-            } catch (...) {  // out of memory: `made` removes its file
+                pause = open_one(lock);
+            } catch (...) {
+                pause = std::chrono::seconds(1);
             }
+            if (!lock.owns_lock()) lock.lock();
+            if (pause.count() > 0 && !opener_stop_) opener_cv_.wait_for(lock, pause);
         }
     }
 
-    // Moves the files made ahead that waited past spare_max_age into `stale` (spares_mutex_ held).
-    void take_expired(std::chrono::steady_clock::time_point now, std::vector<tmp_file>& stale) {
-        std::vector<tmp_file> keep;
-        for (auto& f : spares_) {
-            try {
-                (now - f.made > spare_max_age ? stale : keep).push_back(std::move(f));
-            } catch (...) {  // out of memory: the file goes (its destructor removes it)
+    // One step of the opener, with `lock` (spares_mutex_) held on entry and on return: removes
+    // the expired files, makes one file for the busy mailbox that has the fewest, or says how
+    // long to wait (zero: go on at once).
+    std::chrono::milliseconds open_one(std::unique_lock<std::mutex>& lock) {
+        const auto now = std::chrono::steady_clock::now();
+        std::vector<tmp_file> stale;
+        take_expired(now, stale);
+        const hint* need = nullptr;
+        std::string dir;
+        if (spares_.size() < max_spares_ && now >= paused_until_) {
+            for (const auto& [d, h] : hints_)
+                if (h.have < h.want && now - h.last <= spare_max_age_ && (!need || h.have < need->have)) {
+                    need = &h;
+                    dir = d;
+                }
+        }
+        lock.unlock();
+        stale.clear();  // their files removed, outside the lock
+        if (!need) {
+            lock.lock();
+            if (now < paused_until_) return std::chrono::duration_cast<std::chrono::milliseconds>(paused_until_ - now);
+            return spares_.empty() ? std::chrono::milliseconds(60000)
+                                   : std::chrono::duration_cast<std::chrono::milliseconds>(spare_max_age_);
+        }
+        auto made = open_tmp(dir);
+        lock.lock();
+        auto it = hints_.find(dir);
+        if (!made) {
+            const int e = made.error().value();
+            if (made.error().category() == std::system_category() && (e == EMFILE || e == ENFILE)) {
+                // Out of descriptors: what is held goes back at once, and nothing is made for a
+                // second (sessions and deliveries need them more).
+                std::vector<tmp_file> all = std::move(spares_);
+                spares_.clear();
+                for (auto& [d, h] : hints_) h.have = 0;
+                paused_until_ = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+                lock.unlock();
+                all.clear();
+                lock.lock();
+                return std::chrono::seconds(1);
             }
+            // The delivery that comes says why, if it fails too; no more tries until a hint.
+            if (it != hints_.end()) it->second.want = 0;
+            return std::chrono::milliseconds(0);
+        }
+        if (it == hints_.end()) return std::chrono::milliseconds(0);  // forgotten meanwhile: `made` goes
+        made->made = std::chrono::steady_clock::now();
+        spares_.push_back(std::move(*made));
+        ++it->second.have;
+        return std::chrono::milliseconds(0);
+    }
+
+    // Moves the files made ahead that waited past spare_max_age_ into `stale` (spares_mutex_
+    // held); their mailbox is not made any more until its next hint (a file that expired there
+    // was not needed).
+    void take_expired(std::chrono::steady_clock::time_point now, std::vector<tmp_file>& stale) {
+        if (spares_.empty()) return;
+        std::vector<tmp_file> keep;
+        keep.reserve(spares_.size());
+        stale.reserve(spares_.size());
+        for (auto& f : spares_) {
+            if (now - f.made <= spare_max_age_) {
+                keep.push_back(std::move(f));
+                continue;
+            }
+            if (auto it = hints_.find(f.dir); it != hints_.end()) {
+                it->second.want = 0;
+                if (it->second.have > 0) --it->second.have;
+            }
+            stale.push_back(std::move(f));
         }
         spares_.swap(keep);
     }
@@ -1548,12 +1590,13 @@ public:
                 if (it == spares_.end()) return std::nullopt;
                 f = std::move(*it);
                 spares_.erase(it);
+                if (auto h = hints_.find(dir); h != hints_.end() && h->second.have > 0) --h->second.have;
                 opener_cv_.notify_one();  // one to make again, if the hint wants it
             }
             struct stat own{};
             struct stat named{};
             if (::fstat(f->fd.get(), &own) == 0 && ::lstat(f->path.c_str(), &named) == 0 && own.st_ino == named.st_ino &&
-                own.st_dev == named.st_dev && own.st_size == 0 && std::chrono::steady_clock::now() - f->made <= spare_max_age)
+                own.st_dev == named.st_dev && own.st_size == 0 && std::chrono::steady_clock::now() - f->made <= spare_max_age_)
                 return f;
             // f's destructor removes it if it is still ours
         }
@@ -1994,19 +2037,29 @@ private:
     std::size_t sweep_at_ = 64;  // syncs_ size at which expired entries are dropped
     std::map<dev_t, std::shared_ptr<data_sync>> data_syncs_;  // file system -> round one's group commit
     // prepare_delivery's tmp/ files made ahead (spares_), by the opener thread: for a mailbox
-    // hinted twice within spare_hot only (hints_), so one delivered to once in a while costs
-    // nothing more; at most max_spares_per_box for one and max_spares in all, each taken within
-    // spare_max_age or removed (by the opener, which wakes for it, and by the destructor).
-    static constexpr std::size_t max_spares = 64;
+    // hinted twice within spare_hot_ only (hints_), so one delivered to once in a while costs
+    // nothing more; at most max_spares_per_box for one and max_spares_ in all (64, less with a
+    // low descriptor limit), each taken within spare_max_age_ or removed (by the opener, which
+    // wakes for it, and by the destructor).
     static constexpr std::size_t max_spares_per_box = 32;
     static constexpr std::size_t max_hints = 1024;
-    static constexpr std::chrono::seconds spare_max_age = prepared_lifetime;
-    static constexpr std::chrono::seconds spare_hot{1};
+    const std::size_t max_spares_ = spares_allowed();
+    const std::chrono::steady_clock::duration spare_max_age_ = options_.made_ahead_lifetime;
+    const std::chrono::steady_clock::duration spare_hot_ = options_.made_ahead_busy;
     struct hint {
         std::chrono::steady_clock::time_point last{};
         std::size_t want = 0;   // files to keep made ahead
+        std::size_t have = 0;   // files made ahead now (in spares_)
         std::size_t taken = 0;  // deliveries begun since the last hint
     };
+    std::chrono::steady_clock::time_point paused_until_{};  // out of descriptors: nothing made before
+    // 64 files made ahead at most, and never more than a thirty-second of the descriptor limit
+    // (32 under the usual 1,024): sessions and deliveries need them first.
+    static std::size_t spares_allowed() {
+        rlimit rl{};
+        if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 64;
+        return std::min<std::size_t>(64, static_cast<std::size_t>(rl.rlim_cur / 32));
+    }
     std::mutex spares_mutex_;  // guards spares_, hints_, opener_stop_
     std::condition_variable opener_cv_;
     bool opener_stop_ = false;

@@ -224,7 +224,8 @@ public:
     /// be quick. The Maildir store keeps files made ahead in the `tmp/` of a mailbox hinted
     /// twice within a second (creating an inode is most of a lone client's wait on this disk,
     /// after the flushes), which its next deliveries take if they come within
-    /// prepared_lifetime. Never fails; the default does nothing.
+    /// prepared_lifetime (maildir_options::made_ahead_lifetime). Never fails; the default does
+    /// nothing.
     virtual void prepare_delivery(std::span<const std::string> mailboxes) { (void)mailboxes; }
     /// How long what prepare_delivery() made ahead waits for a delivery before it is removed.
     static constexpr std::chrono::seconds prepared_lifetime{2};
@@ -316,6 +317,11 @@ struct maildir_options {
     /// behind its back then fails its deliveries at the link into new/ (ENOENT) or goes
     /// without cur/, until a new store checks it again. A missing tmp/ is made again either way.
     bool recheck_mailboxes = true;
+    /// Files made ahead for a busy mailbox (store::prepare_delivery): how long one waits for a
+    /// delivery before it is removed, and how close two hints make a mailbox busy. Tests
+    /// change them; a server keeps the defaults.
+    std::chrono::milliseconds made_ahead_lifetime = store::prepared_lifetime;
+    std::chrono::milliseconds made_ahead_busy{1000};
 };
 
 /// A Maildir store (DESIGN.md "On disk"), readable by Dovecot and mutt.
