@@ -126,15 +126,24 @@ void delivery_committer::run() {
         usual_group_ = 0.75 * usual_group_ + 0.25 * static_cast<double>(group.size());
         peak_group_ = std::max(static_cast<double>(group.size()), 0.9 * peak_group_);
         group.clear();
-        // NOTE: after the callers were resumed. A hint only tells the store (the Maildir store's
-        // own thread then makes the next tmp/ files while the clients send their next messages);
-        // it does no slow work here.
-        for (auto& h : hints) {
-            try {
-                h.storage->prepare_delivery(h.mailbox);
-            } catch (...) {  // a hint: nothing depends on it
-            }
+        // NOTE: after the callers were resumed, and only with nothing queued: a lone client's
+        // next message is what a store can prepare for (the Maildir store's own thread then
+        // makes its tmp/ file while the client sends it). With requests queued the committer
+        // is the bottleneck and deliveries begin right here anyway: files made ahead then only
+        // cost CPU (20 sessions: about a fifth more per message, for no gain, when every hint
+        // was given). A hint does no slow work here.
+        bool idle = false;
+        {
+            std::lock_guard lock(mutex_);
+            idle = queue_.empty();
         }
+        if (idle)
+            for (auto& h : hints) {
+                try {
+                    h.storage->prepare_delivery(h.mailbox);
+                } catch (...) {  // a hint: nothing depends on it
+                }
+            }
         hints.clear();
     }
 }
