@@ -445,7 +445,7 @@ asio::awaitable<bool> runner::perform(act::send& a) {
 asio::awaitable<bool> runner::perform(act::stream_message& a) {
     auto& p = *p_;
     if (p.failed) co_return false;
-    if (p.timed_out) co_return co_await drain();  // the replies due, then the notice
+    if (p.timed_out) co_return co_await drain();  // the replies due, then the notice (POP3 never gets here: no notice)
     p.queue.emplace_back(std::move(a));
     ++p.queued_messages;
     if (p.queue.size() >= max_queued) co_return co_await p.drain();

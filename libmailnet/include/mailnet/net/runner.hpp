@@ -97,9 +97,11 @@ public:
 
     /// Writes everything queued (replies and messages); false if the connection broke. Also
     /// false, after writing what is queued and then the core's timeout notice, once a limit
-    /// passed during a wait (a failed login's delay): from then on only the replies already
-    /// due are written (act::send), never anything else the peer pipelined served (a hook is
-    /// called after drain(), every other action of the runner's begins with it).
+    /// passed during a wait (a failed login's delay): a hook is called only after drain(), and
+    /// the runner's own actions (reads, waits, TLS) begin with it, so nothing the peer pipelined
+    /// reaches a hook (no guess is checked, no message delivered) or is read any more; replies
+    /// the core gives by itself meanwhile (act::send: the 535 owed, a NOOP's) are written
+    /// first, and a pipelined QUIT's close ends the session with its own reply, not the notice.
     asio::awaitable<bool> drain();
     /// Runs `work` on the blocking pool (auth and store calls) and resumes here with its result.
     template <class F>
