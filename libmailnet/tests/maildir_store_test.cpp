@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -767,6 +768,23 @@ TEST(maildir_store, a_file_made_ahead_that_was_removed_or_replaced_is_not_used_a
     for (const auto& n : names_in(box / "new")) texts.push_back(read_file(box / "new" / n));
     std::sort(texts.begin(), texts.end());
     EXPECT_EQ(texts, (std::vector<std::string>{"1\n", "2\n", "3\n", "4\n"}));
+}
+
+TEST(maildir_store, files_made_ahead_for_one_mailbox_stop_at_32) {
+    // One more than the deliveries since the last hint, but never more than 32 for a mailbox
+    // (nor more than a thirty-second of the descriptor limit in all).
+    temp_dir d;
+    busy_alice b(d, made_ahead_options(d.path));
+    ASSERT_EQ(b.made.size(), 2u);
+    for (int i = 0; i < 40; ++i) ASSERT_TRUE(b.s->deliver(boxes({"alice"}), "m\n"));
+    b.s->prepare_delivery(boxes({"alice"}));
+    rlimit rl{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &rl), 0);
+    const std::size_t cap = rl.rlim_cur == RLIM_INFINITY ? 32 : std::min<std::size_t>(32, rl.rlim_cur / 32);
+    EXPECT_EQ(settled(b.box / "tmp", cap).size(), cap);
+    std::this_thread::sleep_for(200ms);
+    EXPECT_EQ(names_in(b.box / "tmp").size(), cap);
+    EXPECT_EQ(names_in(b.box / "new").size(), 42u);
 }
 
 TEST(maildir_store, files_made_ahead_go_when_no_delivery_takes_them_in_time) {
