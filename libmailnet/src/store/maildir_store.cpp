@@ -1065,16 +1065,18 @@ struct tmp_file {
         return *this;
     }
     ~tmp_file() { remove(); }
+    // Whether `path` still names this file (nothing removed or replaced it); its size in `size`.
+    bool still_named(off_t* size = nullptr) const noexcept {
+        struct stat own{};
+        struct stat named{};
+        if (fd.get() < 0 || path.empty() || ::fstat(fd.get(), &own) != 0 || ::lstat(path.c_str(), &named) != 0) return false;
+        if (size) *size = own.st_size;
+        return own.st_ino == named.st_ino && own.st_dev == named.st_dev;
+    }
     // The file removed, if this still holds it (a moved-from one holds nothing) and its name
     // is still this file's: another file put there under that name is left alone.
     void remove() noexcept {
-        if (fd.get() >= 0 && !path.empty()) {
-            struct stat own{};
-            struct stat named{};
-            if (::fstat(fd.get(), &own) == 0 && ::lstat(path.c_str(), &named) == 0 && own.st_ino == named.st_ino &&
-                own.st_dev == named.st_dev)
-                ::unlink(path.c_str());
-        }
+        if (still_named()) ::unlink(path.c_str());
         fd.reset();
     }
 };
@@ -1593,11 +1595,8 @@ public:
                 if (auto h = hints_.find(dir); h != hints_.end() && h->second.have > 0) --h->second.have;
                 opener_cv_.notify_one();  // one to make again, if the hint wants it
             }
-            struct stat own{};
-            struct stat named{};
-            if (::fstat(f->fd.get(), &own) == 0 && ::lstat(f->path.c_str(), &named) == 0 && own.st_ino == named.st_ino &&
-                own.st_dev == named.st_dev && own.st_size == 0 && std::chrono::steady_clock::now() - f->made <= spare_max_age_)
-                return f;
+            off_t size = -1;
+            if (f->still_named(&size) && size == 0 && std::chrono::steady_clock::now() - f->made <= spare_max_age_) return f;
             // f's destructor removes it if it is still ours
         }
     }
