@@ -337,7 +337,11 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         if (!s) return std::cerr << "pop3c: --maildir " << f.maildir << ": " << s.error().message() << "\n", exit_code::io_error;
         sink = std::move(*s);
     } else if (!f.mbox.empty()) {
-        auto s = open_mbox_sink(f.mbox, log);
+        mbox_sink_options mo;
+        // With a state file nothing of a batch reaches the mbox before its locators are in it
+        // as pending (as with the Maildir); without one nothing is recorded to wait for.
+        mo.hold_batches = state.has_value();
+        auto s = open_mbox_sink(f.mbox, log, mo);
         if (!s) {
             std::cerr << "pop3c: --mbox " << f.mbox << ": " << s.error().message() << "\n";
             return s.error() == make_error_code(mailnet::errc::mailbox_in_use) ? exit_code::temporary : exit_code::io_error;
@@ -359,7 +363,11 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                 return std::cerr << "pop3c: state " << path << ": " << sv.error().message() << "\n", exit_code::io_error;
         } else {
             std::size_t held = 0;
-            for (auto& p : state->take_pending()) {
+            auto pending = state->take_pending();
+            std::vector<std::string> locators;
+            for (const auto& p : pending) locators.push_back(p.locator);
+            sink->recover(locators);
+            for (auto& p : pending) {
                 if (!sink->holds(p.locator)) continue;
                 (void)state->add(p.uid, p.size);
                 ++held;
@@ -559,7 +567,7 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         }
         if (broken) {
             // Not flushed: the Maildir sink drops the batch's files (never linked), the mbox
-            // sink keeps what it wrote (fetched again next run).
+            // sink its spool (never appended).
             meter.done();
             if (!distrust(r.why())) return exit_code::io_error;
             return fail(r.why(), "RETR");

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <condition_variable>
 #include <deque>
@@ -408,7 +409,11 @@ result<void> maildir_message::complete() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// mbox (mboxrd): one file, appended to under lock; a message is cut off again if it fails.
+// mbox (mboxrd): one file, appended to under lock. A batch's messages are written to a spool
+// first (an unnamed file) and appended to the mbox only by flush(), after the caller recorded
+// their locators as pending: a run killed while it retrieves leaves nothing in the mbox that no
+// record names, so the next run neither loses nor stores twice (docs/pop3c.md). A failed or
+// aborted message is cut off the spool again.
 
 constexpr std::size_t mbox_write_octets = 64 * 1024;   // buffered before a write()
 constexpr std::size_t mbox_header_octets = 64 * 1024;  // where the Return-Path is looked for
@@ -544,8 +549,9 @@ class mbox_sink;
 
 class mbox_message final : public sink_message {
 public:
-    mbox_message(mbox_sink& sink, off_t start, std::string from_line_prefix, std::string date)
-        : sink_(sink), start_(start), prefix_(std::move(from_line_prefix)), date_(std::move(date)) {}
+    mbox_message(mbox_sink& sink, off_t spool_start, off_t start, std::string from_line_prefix, std::string date)
+        : sink_(sink), spool_start_(spool_start), start_(start), prefix_(std::move(from_line_prefix)),
+          date_(std::move(date)) {}
     ~mbox_message() override { abort(); }
 
     result<void> write(std::string_view octets) override;
@@ -559,7 +565,8 @@ private:
     result<void> fail(std::error_code e);
 
     mbox_sink& sink_;
-    const off_t start_;   // the file's size before this message: where a failure cuts it back to
+    const off_t spool_start_;  // where it starts in the spool: where a failure cuts it back to
+    const off_t start_;        // where it will start in the mbox once flushed
     std::string prefix_;  // line ends the file needs before this message's From_ line
     std::string date_;
     bool done_ = false;
@@ -577,8 +584,9 @@ private:
 
 class mbox_sink final : public message_sink {
 public:
-    mbox_sink(posix::unique_fd fd, std::string path, off_t size, log_sink log, mbox_sink_options options)
-        : fd_(std::move(fd)), path_(std::move(path)), size_(size), flushed_(size), log_(std::move(log)),
+    mbox_sink(posix::unique_fd fd, posix::unique_fd spool, std::string path, off_t size, log_sink log,
+              mbox_sink_options options)
+        : fd_(std::move(fd)), spool_(std::move(spool)), path_(std::move(path)), size_(size), log_(std::move(log)),
           options_(std::move(options)) {}
 
     result<std::unique_ptr<sink_message>> begin(std::uint64_t /*size_hint*/) override {
@@ -588,26 +596,56 @@ public:
         if (!prefix) return unexpected(prefix.error());
         open_ = true;
         const auto now = options_.clock ? options_.clock() : std::chrono::system_clock::now();
-        return std::unique_ptr<sink_message>(
-            std::make_unique<mbox_message>(*this, size_, std::move(*prefix), asctime_utc(now)));
+        return std::unique_ptr<sink_message>(std::make_unique<mbox_message>(
+            *this, spool_end_, mbox_offset(spool_end_), std::move(*prefix), asctime_utc(now)));
     }
 
+    // Appends the completed messages of the spool to the mbox, then one fsync. A message still
+    // open stays in the spool (its place in the mbox does not move).
     result<void> flush() override {
         if (broken_) return unexpected(errc::io_error);
         const std::size_t batch = std::exchange(pending_, 0);
+        const off_t before = size_;
+        if (auto c = copy_done(); !c) {
+            drop_done();
+            return c;
+        }
         if (::fsync(fd_.get()) != 0) {
             const auto e = last_system_error();
             log_(log_level::error, "mbox " + path_ + ": fsync: " + e.message());
             // None of the batch counts as stored, so none of it stays: the server keeps it
             // and a later fetch would store it a second time.
-            if (batch > 0) cut_back(flushed_);
+            if (batch > 0) cut_back(before);
             return unexpected(e);
         }
-        flushed_ = size_;
         return {};
     }
 
     std::size_t pending() const override { return pending_; }
+
+    // A run killed while it appended a batch (its records pending) may have left the start of
+    // one message at the file's end: that message is cut off (it is fetched again whole). The
+    // tail counts as ours only if it starts where a pending record's message starts, ends
+    // inside it, and holds no other From_ line (another program's append would start with one).
+    void recover(std::span<const std::string> locators) override {
+        struct stat st{};
+        if (broken_ || ::fstat(fd_.get(), &st) != 0) return;
+        const auto size = static_cast<unsigned long long>(st.st_size);
+        for (const auto& loc : locators) {
+            const auto l = parse_locator(loc);
+            if (!l || !(l->start < size && size < l->end)) continue;
+            if (!only_one_from_line(l->start, size)) return;
+            log_(log_level::info, "mbox " + path_ + ": the cut-off start of a message an interrupted run was writing (" +
+                                      std::to_string(size - l->start) + " octets at " + std::to_string(l->start) +
+                                      ") removed: it is fetched again");
+            if (::ftruncate(fd_.get(), static_cast<off_t>(l->start)) != 0) {
+                log_(log_level::error, "mbox " + path_ + ": cannot cut it off: " + last_system_error().message());
+                return;
+            }
+            size_ = static_cast<off_t>(l->start);
+            return;
+        }
+    }
 
     // "mbox:START:END:DIGEST": the file still holds, at START..END, the octets that digest to it.
     // The file is fsync'd first (once): a run cut off before its flush's fsync left octets
@@ -615,50 +653,148 @@ public:
     bool holds(std::string_view locator) override {
         if (!synced_) synced_ = ::fsync(fd_.get()) == 0 ? 1 : -1;
         if (synced_ < 0) return false;
-        unsigned long long start = 0, end = 0, digest = 0;
-        const std::string loc(locator);
-        char tail = 0;
-        if (std::sscanf(loc.c_str(), "mbox:%llu:%llu:%llx%c", &start, &end, &digest, &tail) != 3 || end < start)
-            return false;
+        const auto l = parse_locator(locator);
+        if (!l) return false;
         struct stat st{};
-        if (::fstat(fd_.get(), &st) != 0 || static_cast<unsigned long long>(st.st_size) < end) return false;
+        if (::fstat(fd_.get(), &st) != 0 || static_cast<unsigned long long>(st.st_size) < l->end) return false;
         std::uint64_t h = fnv_offset;
         std::string buf(64 * 1024, '\0');
-        for (unsigned long long at = start; at < end;) {
-            const auto want = static_cast<std::size_t>(std::min<unsigned long long>(buf.size(), end - at));
+        for (unsigned long long at = l->start; at < l->end;) {
+            const auto want = static_cast<std::size_t>(std::min<unsigned long long>(buf.size(), l->end - at));
             const ssize_t n = ::pread(fd_.get(), buf.data(), want, static_cast<off_t>(at));
             if (n <= 0) return false;
             h = fnv1a(h, std::string_view(buf.data(), static_cast<std::size_t>(n)));
             at += static_cast<unsigned long long>(n);
         }
-        return h == digest;
+        return h == l->digest;
     }
 
-    // For mbox_message.
+    // For mbox_message: octets of the open message, to the spool.
     result<void> append(std::string_view octets) {
-        if (auto w = posix::write_all(fd_.get(), octets); !w) {
-            log_(log_level::error, "mbox " + path_ + ": write: " + w.error().message());
-            return w;
+        for (std::size_t done = 0; done < octets.size();) {
+            const ssize_t n = ::pwrite(spool_.get(), octets.data() + done, octets.size() - done, spool_end_);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                const auto e = n < 0 ? last_system_error() : make_error_code(errc::io_error);
+                log_(log_level::error, "mbox " + path_ + ": writing its spool: " + e.message());
+                return unexpected(e);
+            }
+            done += static_cast<std::size_t>(n);
+            spool_end_ += n;
         }
         return {};
     }
-    void completed(off_t end) {
-        size_ = end;
+    result<void> completed() {
+        done_ = spool_end_;
+        open_ = false;
+        if (!options_.hold_batches) {
+            if (auto c = copy_done(); !c) {  // a failure cuts off this message alone
+                drop_done();
+                return c;
+            }
+        }
         ++pending_;
-        open_ = false;
+        return {};
     }
-    void dropped(off_t start) {
-        cut_back(start);
+    void dropped(off_t spool_start) {
+        spool_end_ = spool_start;
+        (void)::ftruncate(spool_.get(), spool_start);  // a failure only leaves octets no one reads
         open_ = false;
+        rewind_spool();
     }
 
 private:
+    struct locator_parts {
+        unsigned long long start = 0, end = 0, digest = 0;
+    };
+    static std::optional<locator_parts> parse_locator(std::string_view locator) {
+        locator_parts l;
+        const std::string loc(locator);
+        char tail = 0;
+        if (std::sscanf(loc.c_str(), "mbox:%llu:%llu:%llx%c", &l.start, &l.end, &l.digest, &tail) != 3 ||
+            l.end < l.start)
+            return std::nullopt;
+        return l;
+    }
+
+    // Whether the file's octets [start, end) are the start of one message as this sink writes
+    // them: up to two line ends (the separator), then a From_ line (or the start of one), and no
+    // other From_ line after it.
+    bool only_one_from_line(unsigned long long start, unsigned long long end) {
+        static constexpr std::string_view from = "\nFrom ";
+        std::string buf;
+        std::string chunk(64 * 1024, '\0');
+        for (unsigned long long at = start; at < end;) {
+            const auto want = static_cast<std::size_t>(std::min<unsigned long long>(chunk.size(), end - at));
+            const ssize_t n = ::pread(fd_.get(), chunk.data(), want, static_cast<off_t>(at));
+            if (n <= 0) return false;
+            buf.append(chunk.data(), static_cast<std::size_t>(n));
+            std::size_t search_from = 0;
+            if (at == start) {
+                std::size_t skip = 0;
+                while (skip < 2 && skip < buf.size() && buf[skip] == '\n') ++skip;
+                const std::string_view head = std::string_view(buf).substr(skip, 5);
+                if (from.substr(1, head.size()) != head) return false;
+                search_from = skip + 1;
+            }
+            if (buf.find(from, search_from) != buf.npos) return false;
+            // The last octets carry over, so a From_ line cut between two reads is seen.
+            if (buf.size() >= from.size()) buf.erase(0, buf.size() - (from.size() - 1));
+            at += static_cast<unsigned long long>(n);
+        }
+        return true;
+    }
+
+    // The place in the mbox the spool's octet `at` gets once flushed.
+    off_t mbox_offset(off_t at) const { return size_ + (at - base_); }
+
+    // Appends the spool's completed octets [base_, done_) to the mbox.
+    result<void> copy_done() {
+        std::string buf(std::min<off_t>(done_ - base_, 256 * 1024), '\0');
+        for (off_t at = base_; at < done_;) {
+            const auto want = static_cast<std::size_t>(std::min<off_t>(static_cast<off_t>(buf.size()), done_ - at));
+            const ssize_t n = ::pread(spool_.get(), buf.data(), want, at);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                const auto e = n < 0 ? last_system_error() : make_error_code(errc::io_error);
+                log_(log_level::error, "mbox " + path_ + ": reading its spool: " + e.message());
+                cut_back(size_);
+                return unexpected(e);
+            }
+            if (auto w = posix::write_all(fd_.get(), std::string_view(buf.data(), static_cast<std::size_t>(n))); !w) {
+                log_(log_level::error, "mbox " + path_ + ": write: " + w.error().message());
+                cut_back(size_);  // none of the batch stays
+                return w;
+            }
+            at += n;
+        }
+        size_ = mbox_offset(done_);
+        base_ = done_;
+        rewind_spool();
+        return {};
+    }
+
+    // Forgets the completed octets of the spool (a failed flush: none of them is stored).
+    void drop_done() {
+        if (!open_) spool_end_ = done_;
+        base_ = done_;
+        rewind_spool();
+    }
+
+    // An empty spool starts again at 0.
+    void rewind_spool() {
+        if (open_ || base_ != spool_end_ || spool_end_ == 0) return;
+        if (::ftruncate(spool_.get(), 0) != 0) return;  // it only grows on
+        base_ = done_ = spool_end_ = 0;
+    }
+
     // The line ends the file needs before a From_ line: none when it is empty or ends in an
     // empty line; else what makes its last line whole and adds the empty line mboxrd expects.
+    // A message already waiting in the spool ends in an empty line.
     // NOTE: the file is never rewritten: what it held stays, even the partial last message of
     // another program that crashed (a reader sees it end there, then our messages).
     result<std::string> separator() {
-        if (size_ == 0) return std::string();
+        if (done_ > base_ || size_ == 0) return std::string();
         char tail[2] = {0, 0};
         const off_t from = size_ >= 2 ? size_ - 2 : 0;
         const auto want = static_cast<std::size_t>(size_ - from);
@@ -673,27 +809,29 @@ private:
         return std::string("\n");
     }
 
-    // Cuts the file back to `size`: a message that failed, or a batch whose fsync failed.
+    // Cuts the file back to `size`: a batch whose append or fsync failed.
     void cut_back(off_t size) {
         if (::ftruncate(fd_.get(), size) != 0) {
             // The file now ends in a partial message we cannot remove: take no more.
             broken_ = true;
-            log_(log_level::error, "mbox " + path_ + ": cannot cut off a failed message at " + std::to_string(size) +
+            log_(log_level::error, "mbox " + path_ + ": cannot cut off a failed batch at " + std::to_string(size) +
                                        ": " + last_system_error().message());
             return;
         }
         size_ = size;
-        if (flushed_ > size) flushed_ = size;
     }
 
-    posix::unique_fd fd_;  // O_APPEND, locked until closed
-    int synced_ = 0;       // holds(): 1 once the file was fsync'd for it, -1 if that failed
+    posix::unique_fd fd_;     // O_APPEND, locked until closed
+    posix::unique_fd spool_;  // an unnamed file: the messages not yet flushed
+    int synced_ = 0;          // holds(): 1 once the file was fsync'd for it, -1 if that failed
     std::string path_;
-    off_t size_;     // the file's size: where the next message starts
-    off_t flushed_;  // its size at the last successful flush (or at open)
+    off_t size_;         // the mbox's size: where the spool's octet base_ goes
+    off_t base_ = 0;     // the spool's first octet not yet appended
+    off_t done_ = 0;     // the end of its completed messages
+    off_t spool_end_ = 0;  // the end of what it holds (the open message's octets after done_)
     std::size_t pending_ = 0;
     bool open_ = false;    // a message is being written
-    bool broken_ = false;  // a failed message could not be cut off
+    bool broken_ = false;  // a failed batch could not be cut off
     log_sink log_;
     mbox_sink_options options_;
 };
@@ -754,8 +892,7 @@ result<void> mbox_message::complete() {
     out_ += '\n';
     if (auto r = drain(1); !r) return r;
     done_ = true;
-    sink_.completed(start_ + written_);
-    return {};
+    return sink_.completed();
 }
 
 std::string mbox_message::locator() const {
@@ -768,12 +905,12 @@ std::string mbox_message::locator() const {
 void mbox_message::abort() noexcept {
     if (done_) return;
     done_ = true;
-    sink_.dropped(start_);
+    sink_.dropped(spool_start_);
 }
 
 result<void> mbox_message::fail(std::error_code e) {
     done_ = true;
-    sink_.dropped(start_);  // a failed message leaves no partial
+    sink_.dropped(spool_start_);  // a failed message leaves no partial
     return unexpected(e);
 }
 
@@ -895,6 +1032,31 @@ result<std::unique_ptr<message_sink>> open_maildir_sink(const std::filesystem::p
     return std::unique_ptr<message_sink>(std::move(sink));
 }
 
+namespace {
+
+// The mbox sink's spool: an unnamed file (O_TMPFILE, gone when closed or killed) in `dir` (the
+// mbox's own file system), else in $TMPDIR or /tmp; where O_TMPFILE is missing, a named one
+// removed at once.
+result<posix::unique_fd> open_spool(const std::filesystem::path& dir) {
+    std::vector<std::string> dirs{dir.empty() ? std::string(".") : dir.string()};
+    if (const char* t = std::getenv("TMPDIR"); t && *t) dirs.emplace_back(t);
+    dirs.emplace_back("/tmp");
+    std::error_code last = make_error_code(errc::io_error);
+    for (const auto& d : dirs) {
+        posix::unique_fd fd(::open(d.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+        if (fd.get() >= 0) return fd;
+        last = last_system_error();
+        std::string name = d + "/.pop3c-spool-XXXXXX";
+        posix::unique_fd named(::mkostemp(name.data(), O_CLOEXEC));
+        if (named.get() < 0) continue;
+        ::unlink(name.c_str());
+        return named;
+    }
+    return unexpected(last);
+}
+
+}  // namespace
+
 result<std::unique_ptr<message_sink>> open_mbox_sink(const std::filesystem::path& file, log_sink log,
                                                      mbox_sink_options options) {
     if (!log) log = null_log();
@@ -948,8 +1110,10 @@ result<std::unique_ptr<message_sink>> open_mbox_sink(const std::filesystem::path
     }
     // The size only now: another program may have appended until it let go of the lock.
     if (::fstat(fd.get(), &st) != 0) return fail("stat", last_system_error());
-    return std::unique_ptr<message_sink>(
-        std::make_unique<mbox_sink>(std::move(fd), path, st.st_size, std::move(log), std::move(options)));
+    auto spool = open_spool(file.parent_path());
+    if (!spool) return fail("cannot make a spool file beside it or in the temporary directory", spool.error());
+    return std::unique_ptr<message_sink>(std::make_unique<mbox_sink>(std::move(fd), std::move(*spool), path,
+                                                                     st.st_size, std::move(log), std::move(options)));
 }
 
 std::unique_ptr<message_sink> make_stream_sink(std::FILE* out) { return std::make_unique<stream_sink>(out); }

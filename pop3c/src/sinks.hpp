@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -69,6 +70,9 @@ public:
         (void)locator;
         return false;
     }
+    /// Before holds(), with every pending locator of a run that was cut off: the mbox sink
+    /// removes the cut-off start of a message that run was appending (docs/pop3c.md).
+    virtual void recover(std::span<const std::string> locators) { (void)locators; }
 
 private:
     result<void> started_;  // the default start_flush()'s result, for finish_flush()
@@ -104,14 +108,21 @@ struct mbox_sink_options {
     std::chrono::milliseconds lock_wait{5000};
     /// The time in each message's From_ line; empty: the system clock.
     std::function<std::chrono::system_clock::time_point()> clock;
+    /// Messages wait in the spool until flush() appends them (the caller records their
+    /// locators first); false: each is appended as soon as it completes (flush() then only
+    /// fsyncs), so the spool holds one message at most. `pop3c fetch` holds its batches
+    /// whenever it keeps a state file.
+    bool hold_batches = true;
 };
 
 /// `--mbox FILE`: mboxrd, appended to FILE (created 0600 if missing) under an fcntl and an
 /// flock write lock held for the sink's lifetime (errc::mailbox_in_use, logged, when another
 /// program holds either beyond `lock_wait`). Each message: `From SENDER DATE` (SENDER from its
 /// first Return-Path, else MAILER-DAEMON; DATE as asctime(), UTC), its lines matching
-/// `^>*From ` with one more '>', then a line end and an empty line. A failed or aborted message
-/// is cut off again; flush() is one fsync. One message at a time.
+/// `^>*From ` with one more '>', then a line end and an empty line. Messages wait in a spool
+/// (an unnamed temporary file beside FILE, else in $TMPDIR or /tmp) until flush() appends them
+/// and fsyncs FILE once (see hold_batches); a failed or aborted message is cut off the spool, a
+/// failed append off FILE. One message at a time.
 result<std::unique_ptr<message_sink>> open_mbox_sink(const std::filesystem::path& file, log_sink log,
                                                      mbox_sink_options options = {});
 

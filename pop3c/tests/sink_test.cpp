@@ -20,6 +20,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <thread>
 #include <vector>
 
@@ -710,13 +711,13 @@ TEST(mbox_sink, abort_cuts_the_file_back_to_before_the_message) {
     store(*sink, "Subject: kept\n\n");
     ASSERT_TRUE(sink->flush());
     const std::string kept = read_file(file);
-    const std::string big(300 * 1024, 'x');  // more than is buffered: part of it reaches the file
+    const std::string big(300 * 1024, 'x');  // more than is buffered: part of it reaches the spool
     {
         auto m = sink->begin(big.size());
         ASSERT_TRUE(m);
         ASSERT_TRUE((*m)->write("Subject: aborted\n\n"));
         ASSERT_TRUE((*m)->write(big));
-        EXPECT_GT(fs::file_size(file), kept.size() + 64 * 1024);
+        EXPECT_EQ(read_file(file), kept) << "nothing reaches the mbox before flush()";
         EXPECT_EQ(sink->begin(0).error(), mailnet::errc::bad_input) << "one message at a time";
         (*m)->abort();
         EXPECT_EQ(read_file(file), kept);
@@ -1043,6 +1044,139 @@ TEST(maildir_sink, an_aborted_message_is_not_held) {
     (*m)->abort();
     auto fresh = open_maildir(d.path / "md");
     EXPECT_FALSE(fresh->holds((*m)->locator()));
+}
+
+TEST(mbox_sink, a_batch_reaches_the_file_only_at_flush_where_its_locators_said) {
+    temp_dir d;
+    const auto file = d.path / "mbox";
+    write_file(file, "From x Thu Jan  1 00:00:00 1970\nSubject: old\n\nno empty line\n");
+    const std::string before = read_file(file);
+    auto sink = open_mbox(file);
+    ASSERT_TRUE(sink);
+    const std::string a = store_located(*sink, "Subject: a\n\nA\n");
+    {
+        auto m = sink->begin(0);  // aborted between two completed ones: leaves nothing
+        ASSERT_TRUE(m);
+        ASSERT_TRUE((*m)->write("Subject: gone\n\n" + std::string(100 * 1024, 'g')));
+    }
+    const std::string b = store_located(*sink, "Subject: b\n\nB\n");
+    EXPECT_EQ(read_file(file), before) << "a batch waits in the spool until flush()";
+    EXPECT_FALSE(sink->holds(a));
+    ASSERT_TRUE(sink->flush());
+    const std::string f = "From MAILER-DAEMON " + fixed_date + "\n";
+    EXPECT_EQ(read_file(file), before + "\n" + f + "Subject: a\n\nA\n\n" + f + "Subject: b\n\nB\n\n");
+    EXPECT_EQ(a.rfind("mbox:" + std::to_string(before.size()) + ":", 0), 0u) << a;
+    EXPECT_TRUE(sink->holds(a));
+    EXPECT_TRUE(sink->holds(b));
+    // The next batch starts where this one ended, with no separator.
+    const std::string c = store_located(*sink, "Subject: c\n\nC\n");
+    ASSERT_TRUE(sink->flush());
+    EXPECT_TRUE(sink->holds(c));
+    EXPECT_EQ(read_file(file), before + "\n" + f + "Subject: a\n\nA\n\n" + f + "Subject: b\n\nB\n\n" + f +
+                                   "Subject: c\n\nC\n\n");
+}
+
+TEST(mbox_sink, a_failed_append_leaves_none_of_the_batch) {
+    temp_dir d;
+    const fs::path file = d.path / "mbox";
+    const std::string old = "From x Thu Jan  1 00:00:00 1970\nSubject: old\n\n" + std::string(200 * 1024, 'o') + "\n\n";
+    write_file(file, old);
+    // The spool (a small file) takes the batch; the mbox (200 KiB and more) cannot grow past
+    // the limit: the append fails part way and is cut off; the sink goes on.
+    const int status = run_in_child([&] {
+        {
+            auto sink = open_mbox(file);
+            if (!sink) return 10;
+            struct sigaction ignore{};
+            ignore.sa_handler = SIG_IGN;
+            ::sigaction(SIGXFSZ, &ignore, nullptr);
+            const rlimit lim{old.size() + 50 * 1024, RLIM_INFINITY};
+            if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) return 12;
+            for (int i = 0; i < 3; ++i) store(*sink, "Subject: big\n\n" + std::string(30 * 1024, 'b') + "\n", 4096);
+            if (sink->flush()) return 13;
+            if (read_file(file) != old) return 14;
+            if (sink->pending() != 0) return 15;
+            store(*sink, "Subject: small\n\n");
+            if (!sink->flush()) return 16;
+        }
+        return 0;
+    });
+    EXPECT_EQ(status, 0);
+    EXPECT_EQ(read_file(file), old + "From MAILER-DAEMON " + fixed_date + "\nSubject: small\n\n\n");
+}
+
+TEST(mbox_sink, not_holding_batches_each_message_is_appended_as_it_completes) {
+    temp_dir d;
+    const fs::path file = d.path / "mbox";
+    const std::string old = "From x Thu Jan  1 00:00:00 1970\nSubject: old\n\n" + std::string(200 * 1024, 'o') + "\n\n";
+    write_file(file, old);
+    const std::string f = "From MAILER-DAEMON " + fixed_date + "\n";
+    const std::string big = "Subject: big\n\n" + std::string(60 * 1024, 'b') + "\n";
+    const int status = run_in_child([&] {
+        {
+            mbox_sink_options o;
+            o.clock = [] { return fixed_time; };
+            o.hold_batches = false;
+            auto s = mailnet::pop3c::open_mbox_sink(file, mailnet::null_log(), o);
+            if (!s) return 10;
+            auto& sink = **s;
+            store(sink, "Subject: a\n\nA\n");
+            if (read_file(file) != old + f + "Subject: a\n\nA\n\n") return 11;  // before any flush
+            struct sigaction ignore{};
+            ignore.sa_handler = SIG_IGN;
+            ::sigaction(SIGXFSZ, &ignore, nullptr);
+            const rlimit lim{old.size() + 50 * 1024, RLIM_INFINITY};
+            if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) return 12;
+            auto m = sink.begin(0);
+            if (!m || !(*m)->write(big)) return 13;  // the spool takes it
+            if ((*m)->complete()) return 14;         // the mbox cannot: cut off again
+            if (read_file(file) != old + f + "Subject: a\n\nA\n\n") return 15;
+            if (sink.pending() != 1) return 16;
+            store(sink, "Subject: c\n\nC\n");
+            if (!sink.flush()) return 17;
+        }
+        return 0;
+    });
+    EXPECT_EQ(status, 0);
+    EXPECT_EQ(read_file(file), old + f + "Subject: a\n\nA\n\n" + f + "Subject: c\n\nC\n\n");
+}
+
+TEST(mbox_sink, recover_cuts_off_only_our_own_cut_message) {
+    temp_dir d;
+    const auto file = d.path / "mbox";
+    std::vector<std::string> locs;
+    {
+        auto sink = open_mbox(file);
+        locs.push_back(store_located(*sink, "Subject: a\n\nA\n"));
+        locs.push_back(store_located(*sink, "Subject: b\n\nFrom the body\n" + std::string(5000, 'b') + "\n"));
+        locs.push_back(store_located(*sink, "Subject: c\n\nC\n"));
+        ASSERT_TRUE(sink->flush());
+    }
+    const std::string whole = read_file(file);
+    const std::size_t b_start = whole.find("From MAILER-DAEMON", 1);
+    ASSERT_NE(b_start, std::string::npos);
+    // A run killed while it appended its batch: b cut off in its body ("From the body" is
+    // quoted, so not a From_ line), c never written.
+    const std::string cut = whole.substr(0, b_start + 3000);
+    const std::string foreign = "\n\nFrom other@example.org Thu Jan  1 00:00:00 1970\nSubject: other\n\nO\n\n";
+    for (const auto& [name, text, want] : std::vector<std::tuple<std::string, std::string, std::string>>{
+             {"our cut message", cut, whole.substr(0, b_start)},
+             {"another program appended after it", cut + foreign, cut + foreign},
+             {"cut where it started", whole.substr(0, b_start), whole.substr(0, b_start)},
+             {"whole", whole, whole},
+             {"cut in the From_ line", whole.substr(0, b_start + 3), whole.substr(0, b_start)}}) {
+        write_file(file, text);
+        auto sink = open_mbox(file);
+        ASSERT_TRUE(sink);
+        sink->recover(locs);
+        EXPECT_EQ(read_file(file), want) << name;
+        EXPECT_TRUE(sink->holds(locs[0])) << name;
+        EXPECT_EQ(sink->holds(locs[1]), text == whole) << name;
+        // What is appended next starts right after what is left.
+        store(*sink, "Subject: next\n\n");
+        ASSERT_TRUE(sink->flush());
+        EXPECT_EQ(read_file(file), want + "From MAILER-DAEMON " + fixed_date + "\nSubject: next\n\n\n") << name;
+    }
 }
 
 TEST(mbox_sink, a_stored_message_is_found_again_only_while_its_octets_are_there) {

@@ -22,7 +22,7 @@ POP3C = t.pop3c_binary()
 POP3D = t.program_binary("pop3d")
 PW_ENV = "MAILNET_POP3C_TEST_PASSWORD"
 # One account per test, so that a test that deletes or marks messages seen changes no other.
-USERS = ["forms", "words", "tls", "modes", "keep", "newonly", "newonly2", "nokeep", "crash", "crash2", "codes"]
+USERS = ["forms", "words", "tls", "modes", "keep", "newonly", "newonly2", "nokeep", "crash", "crash2", "crashmbox", "codes"]
 CRASH_MESSAGES = 2000
 
 
@@ -612,6 +612,51 @@ class Pop3cTests:
                 dups = len(c["got"]) - len(set(c["got"]))
                 self.assertEqual(dups, 0, f"{dups} duplicates after kill -9 with {len(c['at_kill'])} messages "
                                           f"in DIR/new and {len(c['in_state'])} UIDLs in the state file")
+
+    def test_7d_kill_during_an_mbox_fetch_then_rerun(self):
+        """The same into an mbox: a batch waits in the sink's spool until its records are saved
+        as pending, so the file never holds a message no record names; the rerun cuts off a
+        message the kill left half appended and finds the rest by its record."""
+        user = "crashmbox"
+        stored = self.mailbox(user, small_messages(CRASH_MESSAGES, user))
+        want = [lf(d) for _l, _n, d in stored]
+        mbox = self.fresh(f"{user}.mbox")
+        state = self.fresh(f"{user}.state")
+        args = ["fetch", "--mbox", mbox, "--state", state, "--batch", "50"]
+        cmd = [POP3C, *args, "--host", "127.0.0.1", "--port", str(self.srv.port), "--user", user,
+               "--password-env", PW_ENV, "--timeout", "30"]
+        env = dict(os.environ, XDG_STATE_HOME=self.state_home)
+        env[PW_ENV] = t.PASSWORD
+        size = lambda: os.path.getsize(mbox) if os.path.exists(mbox) else 0
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, preexec_fn=t._set_pdeathsig)
+        try:
+            # The first batch appended: the kill falls in a later batch's retrieval or append.
+            t.wait_until(lambda: proc.poll() is not None or size() > 0, timeout=60, interval=0.001)
+            time.sleep(0.01)
+            finished_early = proc.poll()
+            if finished_early is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self.assertIsNone(finished_early, "pop3c finished before it could be killed")
+        with open(mbox, "rb") as f:
+            at_kill = len(mbox_from_lines(f.read()))
+        in_state = 0
+        with open(state, "rb") as f:
+            in_state = sum(1 for ln in f.read().split(b"\n") if ln and not ln.startswith(b"#"))
+        self.assertLessEqual(at_kill, in_state, "every message in the mbox has a record (stored or pending)")
+        self.assertEqual(len(self.server_uidls(user)), len(want), "no QUIT: the server deleted nothing")
+        self.pop3c(*args, user=user, timeout=180)
+        with open(mbox, "rb") as f:
+            got = parse_mboxrd(f.read())
+        print(f"\n[{self.server_name}, mbox] kill -9: {at_kill} messages in the mbox, {in_state} records; "
+              f"after the rerun {len(got)} messages", file=sys.stderr)
+        self.assertEqual(collections.Counter(got), collections.Counter(want), "each message exactly once")
+        self.assertEqual(self.server_stat(user), (0, 0), "the server mailbox ends empty")
 
     # ----------------------------------------------------------------------------------------
     # 8. Exit codes.
