@@ -225,6 +225,12 @@ public:
         meter_.add(octets);
         return true;
     }
+    // The message being written when retrieval stopped (a dropped connection) is dropped:
+    // flushed are only the completed ones.
+    void drop_open() {
+        if (msg_) msg_->abort();
+        msg_.reset();
+    }
     void refused(std::uint32_t n, const failure& why) override {
         if (msg_) msg_->abort();  // too large: what was written of it goes
         msg_.reset();
@@ -341,6 +347,9 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         // With a state file nothing of a batch reaches the mbox before its locators are in it
         // as pending (as with the Maildir); without one nothing is recorded to wait for.
         mo.hold_batches = state.has_value();
+        // Beside the state file (which this run writes): what a killed run left in it tells
+        // the start of its cut message from other mail (docs/pop3c.md).
+        if (state) mo.spool = state->path().string() + ".spool";
         auto s = open_mbox_sink(f.mbox, log, mo);
         if (!s) {
             std::cerr << "pop3c: --mbox " << f.mbox << ": " << s.error().message() << "\n";
@@ -366,7 +375,9 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
             auto pending = state->take_pending();
             std::vector<std::string> locators;
             for (const auto& p : pending) locators.push_back(p.locator);
-            sink->recover(locators);
+            if (auto rc = sink->recover(locators); !rc)
+                return std::cerr << "pop3c: looking for what an interrupted run left: " << rc.error().message() << "\n",
+                       exit_code::io_error;
             for (auto& p : pending) {
                 if (!sink->holds(p.locator)) continue;
                 (void)state->add(p.uid, p.size);
@@ -567,13 +578,14 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         }
         if (broken) {
             // Not flushed: the Maildir sink drops the batch's files (never linked), the mbox
-            // sink its spool (never appended).
+            // sink its spool (never appended; with no state file nothing waits in one).
             meter.done();
             if (!distrust(r.why())) return exit_code::io_error;
             return fail(r.why(), "RETR");
         }
         if (h && (h->local_error || !r)) {
             // What this batch completed before the failure is still stored (never deleted).
+            h->drop_open();
             sink->start_flush();
             if (const auto flushed = sink->finish_flush(); !flushed) {
                 meter.done();
@@ -756,6 +768,10 @@ int main(int argc, char** argv) {
     if (*fetch_cmd && !fo.state.empty()) {
         if (!fo.mbox.empty() && same_file(fo.state, fo.mbox)) {
             std::cerr << "pop3c: --state and --mbox name the same file\n";
+            return exit_code::usage;
+        }
+        if (!fo.mbox.empty() && same_file(fo.state + ".spool", fo.mbox)) {
+            std::cerr << "pop3c: --mbox names the spool of --state (" << fo.state << ".spool)\n";
             return exit_code::usage;
         }
         struct stat out{}, st{};

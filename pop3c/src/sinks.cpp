@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <condition_variable>
 #include <deque>
@@ -565,7 +566,7 @@ private:
     result<void> fail(std::error_code e);
 
     mbox_sink& sink_;
-    const off_t spool_start_;  // where it starts in the spool: where a failure cuts it back to
+    const off_t spool_start_;  // where it starts in the spool (not holding: the mbox): where a failure cuts back to
     const off_t start_;        // where it will start in the mbox once flushed
     std::string prefix_;  // line ends the file needs before this message's From_ line
     std::string date_;
@@ -584,28 +585,38 @@ private:
 
 class mbox_sink final : public message_sink {
 public:
-    mbox_sink(posix::unique_fd fd, posix::unique_fd spool, std::string path, off_t size, log_sink log,
-              mbox_sink_options options)
-        : fd_(std::move(fd)), spool_(std::move(spool)), path_(std::move(path)), size_(size), log_(std::move(log)),
-          options_(std::move(options)) {}
+    // `spool`: the batches' spool (hold_batches), or none; `spool_path`: its name if it has one
+    // (its octets then outlive a killed run, for recover()).
+    mbox_sink(posix::unique_fd fd, posix::unique_fd spool, std::string spool_path, std::string path, off_t size,
+              log_sink log, mbox_sink_options options)
+        : fd_(std::move(fd)), spool_(std::move(spool)), spool_path_(std::move(spool_path)), path_(std::move(path)),
+          size_(size), flushed_(size), log_(std::move(log)), options_(std::move(options)) {}
+
+    ~mbox_sink() override {
+        // An empty named spool goes; one never reset (recover() not reached) is kept for the
+        // next run.
+        if (!spool_path_.empty() && !spool_stale_ && spool_end_ == 0) ::unlink(spool_path_.c_str());
+    }
 
     result<std::unique_ptr<sink_message>> begin(std::uint64_t /*size_hint*/) override {
         if (broken_) return unexpected(errc::io_error);
         if (open_) return unexpected(errc::bad_input);  // one message at a time
+        if (auto r = reset_stale_spool(); !r) return unexpected(r.error());
         auto prefix = separator();
         if (!prefix) return unexpected(prefix.error());
         open_ = true;
         const auto now = options_.clock ? options_.clock() : std::chrono::system_clock::now();
-        return std::unique_ptr<sink_message>(std::make_unique<mbox_message>(
-            *this, spool_end_, mbox_offset(spool_end_), std::move(*prefix), asctime_utc(now)));
+        const off_t at = holding() ? spool_end_ : size_;
+        return std::unique_ptr<sink_message>(
+            std::make_unique<mbox_message>(*this, at, mbox_offset(at), std::move(*prefix), asctime_utc(now)));
     }
 
-    // Appends the completed messages of the spool to the mbox, then one fsync. A message still
-    // open stays in the spool (its place in the mbox does not move).
+    // Holding batches: appends the spool's completed messages to the mbox, then one fsync.
+    // Else one fsync of what was appended since the last flush. Between messages only.
     result<void> flush() override {
         if (broken_) return unexpected(errc::io_error);
+        if (open_) return unexpected(errc::bad_input);  // abort() the open message first
         const std::size_t batch = std::exchange(pending_, 0);
-        const off_t before = size_;
         if (auto c = copy_done(); !c) {
             drop_done();
             return c;
@@ -615,36 +626,48 @@ public:
             log_(log_level::error, "mbox " + path_ + ": fsync: " + e.message());
             // None of the batch counts as stored, so none of it stays: the server keeps it
             // and a later fetch would store it a second time.
-            if (batch > 0) cut_back(before);
+            if (batch > 0) cut_back(flushed_);
             return unexpected(e);
         }
+        flushed_ = size_;
         return {};
     }
 
     std::size_t pending() const override { return pending_; }
 
     // A run killed while it appended a batch (its records pending) may have left the start of
-    // one message at the file's end: that message is cut off (it is fetched again whole). The
-    // tail counts as ours only if it starts where a pending record's message starts, ends
-    // inside it, and holds no other From_ line (another program's append would start with one).
-    void recover(std::span<const std::string> locators) override {
-        struct stat st{};
-        if (broken_ || ::fstat(fd_.get(), &st) != 0) return;
-        const auto size = static_cast<unsigned long long>(st.st_size);
+    // one of its messages at the file's end. With a named spool, which still holds that batch,
+    // the file's octets from the batch's first message on are compared with it: if they are
+    // the spool's first octets (so ours, and nothing was appended since), the file is cut back
+    // to the start of the cut message, which is then fetched again. Anything else is left.
+    result<void> recover(std::span<const std::string> locators) override {
+        if (broken_ || locators.empty()) return {};
+        std::optional<locator_parts> first, cut;
+        unsigned long long size = 0;
+        {
+            struct stat st{};
+            if (::fstat(fd_.get(), &st) != 0) return report_recovery(last_system_error());
+            size = static_cast<unsigned long long>(st.st_size);
+        }
         for (const auto& loc : locators) {
             const auto l = parse_locator(loc);
-            if (!l || !(l->start < size && size < l->end)) continue;
-            if (!only_one_from_line(l->start, size)) return;
-            log_(log_level::info, "mbox " + path_ + ": the cut-off start of a message an interrupted run was writing (" +
-                                      std::to_string(size - l->start) + " octets at " + std::to_string(l->start) +
-                                      ") removed: it is fetched again");
-            if (::ftruncate(fd_.get(), static_cast<off_t>(l->start)) != 0) {
-                log_(log_level::error, "mbox " + path_ + ": cannot cut it off: " + last_system_error().message());
-                return;
-            }
-            size_ = static_cast<off_t>(l->start);
-            return;
+            if (!l) continue;
+            if (!first || l->start < first->start) first = l;
+            if (l->start < size && size < l->end) cut = l;
         }
+        if (!cut) return {};  // no message ends past the file's end: nothing was cut
+        if (!spool_stale_ || spool_path_.empty() || !same_octets(first->start, size)) {
+            log_(log_level::warning, "mbox " + path_ + ": it ends in the start of a message an interrupted run was writing (" +
+                                         std::to_string(size - cut->start) + " octets at " + std::to_string(cut->start) +
+                                         "), which cannot be told from other mail now: left as is; the message is fetched again");
+            return {};
+        }
+        if (::ftruncate(fd_.get(), static_cast<off_t>(cut->start)) != 0) return report_recovery(last_system_error());
+        size_ = flushed_ = static_cast<off_t>(cut->start);
+        log_(log_level::info, "mbox " + path_ + ": the cut-off start of a message an interrupted run was writing (" +
+                                  std::to_string(size - cut->start) + " octets at " + std::to_string(cut->start) +
+                                  ") removed: it is fetched again");
+        return {};
     }
 
     // "mbox:START:END:DIGEST": the file still holds, at START..END, the octets that digest to it.
@@ -669,14 +692,22 @@ public:
         return h == l->digest;
     }
 
-    // For mbox_message: octets of the open message, to the spool.
+    // For mbox_message: octets of the open message, to the spool (or the mbox).
     result<void> append(std::string_view octets) {
+        if (!holding()) {
+            if (auto w = posix::write_all(fd_.get(), octets); !w) {
+                log_(log_level::error, "mbox " + path_ + ": write: " + w.error().message());
+                return w;
+            }
+            size_ += static_cast<off_t>(octets.size());
+            return {};
+        }
         for (std::size_t done = 0; done < octets.size();) {
             const ssize_t n = ::pwrite(spool_.get(), octets.data() + done, octets.size() - done, spool_end_);
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) {
                 const auto e = n < 0 ? last_system_error() : make_error_code(errc::io_error);
-                log_(log_level::error, "mbox " + path_ + ": writing its spool: " + e.message());
+                log_(log_level::error, "mbox " + path_ + ": writing its spool " + spool_name() + ": " + e.message());
                 return unexpected(e);
             }
             done += static_cast<std::size_t>(n);
@@ -684,22 +715,20 @@ public:
         }
         return {};
     }
-    result<void> completed() {
+    void completed() {
         done_ = spool_end_;
-        open_ = false;
-        if (!options_.hold_batches) {
-            if (auto c = copy_done(); !c) {  // a failure cuts off this message alone
-                drop_done();
-                return c;
-            }
-        }
         ++pending_;
-        return {};
-    }
-    void dropped(off_t spool_start) {
-        spool_end_ = spool_start;
-        (void)::ftruncate(spool_.get(), spool_start);  // a failure only leaves octets no one reads
         open_ = false;
+    }
+    // A message failed or aborted: what was written of it goes (from the spool, or the mbox).
+    void dropped(off_t at) {
+        open_ = false;
+        if (!holding()) {
+            cut_back(at);
+            return;
+        }
+        spool_end_ = at;
+        (void)::ftruncate(spool_.get(), at);  // a failure only leaves octets no one reads
         rewind_spool();
     }
 
@@ -717,58 +746,67 @@ private:
         return l;
     }
 
-    // Whether the file's octets [start, end) are the start of one message as this sink writes
-    // them: up to two line ends (the separator), then a From_ line (or the start of one), and no
-    // other From_ line after it.
-    bool only_one_from_line(unsigned long long start, unsigned long long end) {
-        static constexpr std::string_view from = "\nFrom ";
-        std::string buf;
-        std::string chunk(64 * 1024, '\0');
-        for (unsigned long long at = start; at < end;) {
-            const auto want = static_cast<std::size_t>(std::min<unsigned long long>(chunk.size(), end - at));
-            const ssize_t n = ::pread(fd_.get(), chunk.data(), want, static_cast<off_t>(at));
+    bool holding() const { return options_.hold_batches; }
+    std::string spool_name() const { return spool_path_.empty() ? std::string("(unnamed)") : spool_path_; }
+
+    result<void> report_recovery(std::error_code e) {
+        log_(log_level::error, "mbox " + path_ + ": looking for what an interrupted run left: " + e.message());
+        return unexpected(e);
+    }
+
+    // Whether the file's octets [from, end) are the spool's first end - from octets.
+    bool same_octets(unsigned long long from, unsigned long long end) {
+        std::string a(64 * 1024, '\0'), b(64 * 1024, '\0');
+        for (unsigned long long at = from; at < end;) {
+            const auto want = static_cast<std::size_t>(std::min<unsigned long long>(a.size(), end - at));
+            const ssize_t n = ::pread(fd_.get(), a.data(), want, static_cast<off_t>(at));
             if (n <= 0) return false;
-            buf.append(chunk.data(), static_cast<std::size_t>(n));
-            std::size_t search_from = 0;
-            if (at == start) {
-                std::size_t skip = 0;
-                while (skip < 2 && skip < buf.size() && buf[skip] == '\n') ++skip;
-                const std::string_view head = std::string_view(buf).substr(skip, 5);
-                if (from.substr(1, head.size()) != head) return false;
-                search_from = skip + 1;
-            }
-            if (buf.find(from, search_from) != buf.npos) return false;
-            // The last octets carry over, so a From_ line cut between two reads is seen.
-            if (buf.size() >= from.size()) buf.erase(0, buf.size() - (from.size() - 1));
+            const ssize_t m = ::pread(spool_.get(), b.data(), static_cast<std::size_t>(n), static_cast<off_t>(at - from));
+            if (m != n || std::memcmp(a.data(), b.data(), static_cast<std::size_t>(n)) != 0) return false;
             at += static_cast<unsigned long long>(n);
         }
         return true;
     }
 
-    // The place in the mbox the spool's octet `at` gets once flushed.
-    off_t mbox_offset(off_t at) const { return size_ + (at - base_); }
+    // The named spool still holds what a killed run left (for recover()) until the first
+    // message begins.
+    result<void> reset_stale_spool() {
+        if (!spool_stale_) return {};
+        if (spool_.get() >= 0 && ::ftruncate(spool_.get(), 0) != 0) {
+            const auto e = last_system_error();
+            log_(log_level::error, "mbox " + path_ + ": emptying its spool " + spool_name() + ": " + e.message());
+            return unexpected(e);
+        }
+        spool_stale_ = false;
+        return {};
+    }
 
-    // Appends the spool's completed octets [base_, done_) to the mbox.
+    // The place in the mbox the spool's octet `at` gets once flushed (holding; else `at` is
+    // the mbox's own place).
+    off_t mbox_offset(off_t at) const { return holding() ? size_ + (at - base_) : at; }
+
+    // Appends the spool's completed octets [base_, done_) to the mbox (none when not holding).
     result<void> copy_done() {
-        std::string buf(std::min<off_t>(done_ - base_, 256 * 1024), '\0');
+        const off_t before = size_;
+        std::string buf(static_cast<std::size_t>(std::min<off_t>(done_ - base_, 256 * 1024)), '\0');
         for (off_t at = base_; at < done_;) {
             const auto want = static_cast<std::size_t>(std::min<off_t>(static_cast<off_t>(buf.size()), done_ - at));
             const ssize_t n = ::pread(spool_.get(), buf.data(), want, at);
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) {
                 const auto e = n < 0 ? last_system_error() : make_error_code(errc::io_error);
-                log_(log_level::error, "mbox " + path_ + ": reading its spool: " + e.message());
-                cut_back(size_);
+                log_(log_level::error, "mbox " + path_ + ": reading its spool " + spool_name() + ": " + e.message());
+                cut_back(before);
                 return unexpected(e);
             }
             if (auto w = posix::write_all(fd_.get(), std::string_view(buf.data(), static_cast<std::size_t>(n))); !w) {
                 log_(log_level::error, "mbox " + path_ + ": write: " + w.error().message());
-                cut_back(size_);  // none of the batch stays
+                cut_back(before);  // none of the batch stays
                 return w;
             }
+            size_ += n;
             at += n;
         }
-        size_ = mbox_offset(done_);
         base_ = done_;
         rewind_spool();
         return {};
@@ -776,8 +814,7 @@ private:
 
     // Forgets the completed octets of the spool (a failed flush: none of them is stored).
     void drop_done() {
-        if (!open_) spool_end_ = done_;
-        base_ = done_;
+        spool_end_ = base_ = done_;
         rewind_spool();
     }
 
@@ -809,29 +846,34 @@ private:
         return std::string("\n");
     }
 
-    // Cuts the file back to `size`: a batch whose append or fsync failed.
+    // Cuts the file back to `size`: a failed message (not holding), or a batch whose append
+    // or fsync failed.
     void cut_back(off_t size) {
         if (::ftruncate(fd_.get(), size) != 0) {
             // The file now ends in a partial message we cannot remove: take no more.
             broken_ = true;
-            log_(log_level::error, "mbox " + path_ + ": cannot cut off a failed batch at " + std::to_string(size) +
-                                       ": " + last_system_error().message());
+            log_(log_level::error, "mbox " + path_ + ": cannot cut off what failed at " + std::to_string(size) + ": " +
+                                       last_system_error().message());
             return;
         }
         size_ = size;
+        if (flushed_ > size) flushed_ = size;
     }
 
     posix::unique_fd fd_;     // O_APPEND, locked until closed
-    posix::unique_fd spool_;  // an unnamed file: the messages not yet flushed
-    int synced_ = 0;          // holds(): 1 once the file was fsync'd for it, -1 if that failed
+    posix::unique_fd spool_;  // holding: the messages not yet appended (locked if named)
+    std::string spool_path_;  // its name; empty: unnamed
+    bool spool_stale_ = true;  // it may still hold what a killed run left (reset_stale_spool)
+    int synced_ = 0;           // holds(): 1 once the file was fsync'd for it, -1 if that failed
     std::string path_;
-    off_t size_;         // the mbox's size: where the spool's octet base_ goes
-    off_t base_ = 0;     // the spool's first octet not yet appended
-    off_t done_ = 0;     // the end of its completed messages
+    off_t size_;           // the mbox's size (holding: where the spool's octet base_ goes)
+    off_t flushed_;        // its size at the last successful flush (or at open)
+    off_t base_ = 0;       // the spool's first octet not yet appended
+    off_t done_ = 0;       // the end of its completed messages
     off_t spool_end_ = 0;  // the end of what it holds (the open message's octets after done_)
     std::size_t pending_ = 0;
     bool open_ = false;    // a message is being written
-    bool broken_ = false;  // a failed batch could not be cut off
+    bool broken_ = false;  // a failed message or batch could not be cut off
     log_sink log_;
     mbox_sink_options options_;
 };
@@ -892,7 +934,8 @@ result<void> mbox_message::complete() {
     out_ += '\n';
     if (auto r = drain(1); !r) return r;
     done_ = true;
-    return sink_.completed();
+    sink_.completed();
+    return {};
 }
 
 std::string mbox_message::locator() const {
@@ -1034,25 +1077,36 @@ result<std::unique_ptr<message_sink>> open_maildir_sink(const std::filesystem::p
 
 namespace {
 
-// The mbox sink's spool: an unnamed file (O_TMPFILE, gone when closed or killed) in `dir` (the
-// mbox's own file system), else in $TMPDIR or /tmp; where O_TMPFILE is missing, a named one
-// removed at once.
-result<posix::unique_fd> open_spool(const std::filesystem::path& dir) {
+// The mbox sink's spool. Named (mbox_sink_options::spool): opened without emptying it (recover()
+// reads what a killed run left) and locked, so two runs never share it. Else an unnamed file
+// (O_TMPFILE, gone when closed or killed) in `dir` (the mbox's own file system), else in
+// $TMPDIR or /tmp; where O_TMPFILE is missing, a named one removed at once.
+result<posix::unique_fd> open_spool(const std::filesystem::path& named, const std::filesystem::path& dir) {
+    if (!named.empty()) {
+        posix::unique_fd fd(::open(named.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600));
+        if (fd.get() < 0) return unexpected(last_system_error());
+        struct stat st{};
+        if (::fstat(fd.get(), &st) != 0) return unexpected(last_system_error());
+        if (!S_ISREG(st.st_mode)) return unexpected(errc::bad_config);
+        if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0)
+            return unexpected(errno == EWOULDBLOCK ? make_error_code(errc::mailbox_in_use) : last_system_error());
+        return fd;
+    }
     std::vector<std::string> dirs{dir.empty() ? std::string(".") : dir.string()};
     if (const char* t = std::getenv("TMPDIR"); t && *t) dirs.emplace_back(t);
     dirs.emplace_back("/tmp");
-    std::error_code last = make_error_code(errc::io_error);
+    std::error_code first;
     for (const auto& d : dirs) {
         posix::unique_fd fd(::open(d.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
         if (fd.get() >= 0) return fd;
-        last = last_system_error();
+        if (!first) first = last_system_error();
         std::string name = d + "/.pop3c-spool-XXXXXX";
-        posix::unique_fd named(::mkostemp(name.data(), O_CLOEXEC));
-        if (named.get() < 0) continue;
+        posix::unique_fd made(::mkostemp(name.data(), O_CLOEXEC));
+        if (made.get() < 0) continue;
         ::unlink(name.c_str());
-        return named;
+        return made;
     }
-    return unexpected(last);
+    return unexpected(first);
 }
 
 }  // namespace
@@ -1110,10 +1164,23 @@ result<std::unique_ptr<message_sink>> open_mbox_sink(const std::filesystem::path
     }
     // The size only now: another program may have appended until it let go of the lock.
     if (::fstat(fd.get(), &st) != 0) return fail("stat", last_system_error());
-    auto spool = open_spool(file.parent_path());
-    if (!spool) return fail("cannot make a spool file beside it or in the temporary directory", spool.error());
-    return std::unique_ptr<message_sink>(std::make_unique<mbox_sink>(std::move(fd), std::move(*spool), path,
-                                                                     st.st_size, std::move(log), std::move(options)));
+    posix::unique_fd spool;
+    if (options.hold_batches) {
+        auto sp = open_spool(options.spool, file.parent_path());
+        if (!sp) {
+            if (sp.error() == make_error_code(errc::mailbox_in_use)) {
+                log(log_level::error, "mbox " + path + ": its spool " + options.spool.string() + " is in use by another run");
+                return unexpected(sp.error());
+            }
+            return fail(options.spool.empty() ? "cannot make a spool file beside it or in the temporary directory"
+                                              : "cannot open its spool " + options.spool.string(),
+                        sp.error());
+        }
+        spool = std::move(*sp);
+    }
+    std::string spool_path = options.hold_batches ? options.spool.string() : std::string();
+    return std::unique_ptr<message_sink>(std::make_unique<mbox_sink>(
+        std::move(fd), std::move(spool), std::move(spool_path), path, st.st_size, std::move(log), std::move(options)));
 }
 
 std::unique_ptr<message_sink> make_stream_sink(std::FILE* out) { return std::make_unique<stream_sink>(out); }

@@ -71,8 +71,12 @@ public:
         return false;
     }
     /// Before holds(), with every pending locator of a run that was cut off: the mbox sink
-    /// removes the cut-off start of a message that run was appending (docs/pop3c.md).
-    virtual void recover(std::span<const std::string> locators) { (void)locators; }
+    /// removes the cut-off start of a message that run was appending, when its spool shows it
+    /// is that run's (docs/pop3c.md). An error: the file could not be read or cut.
+    virtual result<void> recover(std::span<const std::string> locators) {
+        (void)locators;
+        return {};
+    }
 
 private:
     result<void> started_;  // the default start_flush()'s result, for finish_flush()
@@ -108,11 +112,16 @@ struct mbox_sink_options {
     std::chrono::milliseconds lock_wait{5000};
     /// The time in each message's From_ line; empty: the system clock.
     std::function<std::chrono::system_clock::time_point()> clock;
-    /// Messages wait in the spool until flush() appends them (the caller records their
-    /// locators first); false: each is appended as soon as it completes (flush() then only
-    /// fsyncs), so the spool holds one message at most. `pop3c fetch` holds its batches
-    /// whenever it keeps a state file.
+    /// Messages wait in a spool until flush() appends them (the caller records their
+    /// locators first); false: each is appended to FILE as it is written (cut off again if it
+    /// fails) and flush() only fsyncs. `pop3c fetch` holds its batches whenever it keeps a
+    /// state file.
     bool hold_batches = true;
+    /// The spool's file (created 0600, locked while the sink lives, removed when it closes
+    /// empty): what a killed run left in it lets recover() tell the cut-off start of that
+    /// run's message from other mail. Empty: an unnamed file beside FILE, else in $TMPDIR or
+    /// /tmp, and recover() cuts nothing. `pop3c fetch` uses STATE.spool.
+    std::filesystem::path spool;
 };
 
 /// `--mbox FILE`: mboxrd, appended to FILE (created 0600 if missing) under an fcntl and an
@@ -120,9 +129,10 @@ struct mbox_sink_options {
 /// program holds either beyond `lock_wait`). Each message: `From SENDER DATE` (SENDER from its
 /// first Return-Path, else MAILER-DAEMON; DATE as asctime(), UTC), its lines matching
 /// `^>*From ` with one more '>', then a line end and an empty line. Messages wait in a spool
-/// (an unnamed temporary file beside FILE, else in $TMPDIR or /tmp) until flush() appends them
-/// and fsyncs FILE once (see hold_batches); a failed or aborted message is cut off the spool, a
-/// failed append off FILE. One message at a time.
+/// until flush() appends them and fsyncs FILE once (see hold_batches and spool); a failed or
+/// aborted message is cut off again, a failed append or fsync cuts FILE back to its last
+/// flush. One message at a time; flush() only between messages (errc::bad_input while one is
+/// open). A spool in use by another sink is errc::mailbox_in_use.
 result<std::unique_ptr<message_sink>> open_mbox_sink(const std::filesystem::path& file, log_sink log,
                                                      mbox_sink_options options = {});
 

@@ -527,6 +527,14 @@ std::unique_ptr<message_sink> open_mbox(const fs::path& file, mailnet::log_sink 
     return s ? std::move(*s) : nullptr;
 }
 
+std::unique_ptr<message_sink> open_mbox_with(const fs::path& file, mbox_sink_options o) {
+    o.lock_wait = std::chrono::milliseconds(200);
+    o.clock = [] { return fixed_time; };
+    auto s = mailnet::pop3c::open_mbox_sink(file, mailnet::null_log(), o);
+    EXPECT_TRUE(s) << s.error().message();
+    return s ? std::move(*s) : nullptr;
+}
+
 void write_file(const fs::path& p, const std::string& text) {
     std::ofstream out(p, std::ios::binary | std::ios::trunc);
     out << text;
@@ -746,41 +754,46 @@ int run_in_child(const std::function<int()>& child) {
     return WEXITSTATUS(status);
 }
 
-TEST(mbox_sink, a_write_error_cuts_the_file_back) {
-    temp_dir d;
-    const fs::path file = d.path / "mbox";
-    // A file size limit makes write() fail with EFBIG part way through a message; in a child,
-    // so that the limit and the ignored SIGXFSZ stay there.
-    const int status = run_in_child([&] {
-        {
-            auto sink = open_mbox(file);
-            if (!sink) return 10;
-            store(*sink, "Subject: kept\n\n");
-            if (!sink->flush()) return 11;
-            const auto kept = fs::file_size(file);
-            struct sigaction ignore{};
-            ignore.sa_handler = SIG_IGN;
-            ::sigaction(SIGXFSZ, &ignore, nullptr);
-            const rlimit lim{kept + 100 * 1024, RLIM_INFINITY};
-            if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) return 12;
-            auto m = sink->begin(0);
-            if (!m) return 13;
-            bool failed = false;
-            const std::string chunk(16 * 1024, 'y');
-            for (int i = 0; i < 20 && !failed; ++i) failed = !(*m)->write(chunk);
-            if (!failed) failed = !(*m)->complete();
-            if (!failed) return 14;
-            if (fs::file_size(file) != kept) return 15;  // no partial
-            if (sink->pending() != 0) return 16;
-            if (!(*m)->write("x").error()) return 17;
-            store(*sink, "Subject: small\n\n");  // the sink goes on
-            if (!sink->flush()) return 18;
-        }
-        return 0;
-    });
-    EXPECT_EQ(status, 0);
-    const std::string f = "From MAILER-DAEMON " + fixed_date + "\n";
-    EXPECT_EQ(read_file(file), f + "Subject: kept\n\n\n" + f + "Subject: small\n\n\n");
+TEST(mbox_sink, a_write_error_drops_the_message_whether_it_goes_to_the_spool_or_the_file) {
+    for (const bool hold : {true, false}) {
+        temp_dir d;
+        const fs::path file = d.path / "mbox";
+        // A file size limit makes write() fail with EFBIG part way through a message (holding:
+        // in the spool; else in the mbox); in a child, so that the limit and the ignored
+        // SIGXFSZ stay there.
+        const int status = run_in_child([&] {
+            {
+                mbox_sink_options o;
+                o.hold_batches = hold;
+                auto sink = open_mbox_with(file, o);
+                if (!sink) return 10;
+                store(*sink, "Subject: kept\n\n");
+                if (!sink->flush()) return 11;
+                const auto kept = fs::file_size(file);
+                struct sigaction ignore{};
+                ignore.sa_handler = SIG_IGN;
+                ::sigaction(SIGXFSZ, &ignore, nullptr);
+                const rlimit lim{kept + 100 * 1024, RLIM_INFINITY};
+                if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) return 12;
+                auto m = sink->begin(0);
+                if (!m) return 13;
+                bool failed = false;
+                const std::string chunk(16 * 1024, 'y');
+                for (int i = 0; i < 20 && !failed; ++i) failed = !(*m)->write(chunk);
+                if (!failed) failed = !(*m)->complete();
+                if (!failed) return 14;
+                if (fs::file_size(file) != kept) return 15;  // no partial
+                if (sink->pending() != 0) return 16;
+                if (!(*m)->write("x").error()) return 17;
+                store(*sink, "Subject: small\n\n");  // the sink goes on
+                if (!sink->flush()) return 18;
+            }
+            return 0;
+        });
+        EXPECT_EQ(status, 0) << hold;
+        const std::string f = "From MAILER-DAEMON " + fixed_date + "\n";
+        EXPECT_EQ(read_file(file), f + "Subject: kept\n\n\n" + f + "Subject: small\n\n\n") << hold;
+    }
 }
 
 // A child process holding a lock on a file, as another mail program would, until release()
@@ -1128,8 +1141,8 @@ TEST(mbox_sink, not_holding_batches_each_message_is_appended_as_it_completes) {
             const rlimit lim{old.size() + 50 * 1024, RLIM_INFINITY};
             if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) return 12;
             auto m = sink.begin(0);
-            if (!m || !(*m)->write(big)) return 13;  // the spool takes it
-            if ((*m)->complete()) return 14;         // the mbox cannot: cut off again
+            if (!m || !(*m)->write(big)) return 13;  // buffered (less than a write's worth)
+            if ((*m)->complete()) return 14;         // the file cannot take it: cut off again
             if (read_file(file) != old + f + "Subject: a\n\nA\n\n") return 15;
             if (sink.pending() != 1) return 16;
             store(sink, "Subject: c\n\nC\n");
@@ -1144,39 +1157,82 @@ TEST(mbox_sink, not_holding_batches_each_message_is_appended_as_it_completes) {
 TEST(mbox_sink, recover_cuts_off_only_our_own_cut_message) {
     temp_dir d;
     const auto file = d.path / "mbox";
+    const auto spool = d.path / "state.spool";
+    mbox_sink_options o;
+    o.spool = spool;
+    const std::string old = "From x Thu Jan  1 00:00:00 1970\nSubject: old\n\nno empty line\n";
+    write_file(file, old);
+    // A run killed while it appended its batch: the batch is in its spool (not yet appended).
     std::vector<std::string> locs;
     {
-        auto sink = open_mbox(file);
+        auto sink = open_mbox_with(file, o);
+        ASSERT_TRUE(sink);
         locs.push_back(store_located(*sink, "Subject: a\n\nA\n"));
         locs.push_back(store_located(*sink, "Subject: b\n\nFrom the body\n" + std::string(5000, 'b') + "\n"));
         locs.push_back(store_located(*sink, "Subject: c\n\nC\n"));
-        ASSERT_TRUE(sink->flush());
+        mbox_sink_options other = o;
+        other.lock_wait = std::chrono::milliseconds(0);
+        EXPECT_EQ(mailnet::pop3c::open_mbox_sink(file, mailnet::null_log(), other).error(), mailnet::errc::mailbox_in_use)
+            << "the mbox is one run's";
+        other.spool = spool;
+        EXPECT_EQ(mailnet::pop3c::open_mbox_sink(d.path / "another", mailnet::null_log(), other).error(),
+                  mailnet::errc::mailbox_in_use)
+            << "and so is its spool";
     }
-    const std::string whole = read_file(file);
-    const std::size_t b_start = whole.find("From MAILER-DAEMON", 1);
+    const std::string batch = read_file(spool);
+    ASSERT_EQ(batch.substr(0, 2), "\nF") << "the separator, then the first From_ line";
+    const std::string whole = old + batch;
+    const std::size_t b_start = whole.find("From MAILER-DAEMON", old.size() + 2);
     ASSERT_NE(b_start, std::string::npos);
-    // A run killed while it appended its batch: b cut off in its body ("From the body" is
-    // quoted, so not a From_ line), c never written.
-    const std::string cut = whole.substr(0, b_start + 3000);
-    const std::string foreign = "\n\nFrom other@example.org Thu Jan  1 00:00:00 1970\nSubject: other\n\nO\n\n";
-    for (const auto& [name, text, want] : std::vector<std::tuple<std::string, std::string, std::string>>{
+    const std::string cut = whole.substr(0, b_start + 3000);  // b cut off in its body, c never written
+    const std::string glued = "From other@example.org Thu Jan  1 00:00:00 1970\nSubject: other\n\nO\n\n";
+    struct scenario {
+        std::string name, text, want;
+        bool a_held = true;
+        bool spool_kept = true;
+    };
+    for (const auto& sc : std::vector<scenario>{
              {"our cut message", cut, whole.substr(0, b_start)},
-             {"another program appended after it", cut + foreign, cut + foreign},
+             {"another program appended after it, glued on", cut + glued, cut + glued},
+             {"another program appended after it", cut + "\n\n" + glued, cut + "\n\n" + glued},
              {"cut where it started", whole.substr(0, b_start), whole.substr(0, b_start)},
              {"whole", whole, whole},
-             {"cut in the From_ line", whole.substr(0, b_start + 3), whole.substr(0, b_start)}}) {
-        write_file(file, text);
-        auto sink = open_mbox(file);
+             {"cut in the From_ line", whole.substr(0, b_start + 3), whole.substr(0, b_start)},
+             {"cut in the separator", old + "\n", old, false},
+             {"the file rewritten since", old + batch.substr(0, 10) + "X" + batch.substr(11, b_start + 2000 - old.size()),
+              old + batch.substr(0, 10) + "X" + batch.substr(11, b_start + 2000 - old.size()), false},
+             {"no spool left", cut, cut, true, false}}) {
+        write_file(file, sc.text);
+        write_file(spool, sc.spool_kept ? batch : std::string());
+        auto sink = open_mbox_with(file, o);
         ASSERT_TRUE(sink);
-        sink->recover(locs);
-        EXPECT_EQ(read_file(file), want) << name;
-        EXPECT_TRUE(sink->holds(locs[0])) << name;
-        EXPECT_EQ(sink->holds(locs[1]), text == whole) << name;
-        // What is appended next starts right after what is left.
+        ASSERT_TRUE(sink->recover(locs)) << sc.name;
+        EXPECT_EQ(read_file(file), sc.want) << sc.name;
+        EXPECT_EQ(sink->holds(locs[0]), sc.a_held) << sc.name;
+        EXPECT_EQ(sink->holds(locs[1]), sc.text == whole) << sc.name;
+        // What is appended next starts right after what is left, and the spool is emptied.
         store(*sink, "Subject: next\n\n");
         ASSERT_TRUE(sink->flush());
-        EXPECT_EQ(read_file(file), want + "From MAILER-DAEMON " + fixed_date + "\nSubject: next\n\n\n") << name;
+        const std::string sep = sc.want.size() >= 2 && sc.want.substr(sc.want.size() - 2) == "\n\n" ? "" : sc.want.back() == '\n' ? "\n" : "\n\n";
+        EXPECT_EQ(read_file(file), sc.want + sep + "From MAILER-DAEMON " + fixed_date + "\nSubject: next\n\n\n") << sc.name;
+        sink.reset();
+        EXPECT_FALSE(fs::exists(spool)) << "an empty spool is removed: " << sc.name;
     }
+}
+
+TEST(mbox_sink, flush_refuses_while_a_message_is_open) {
+    temp_dir d;
+    const auto file = d.path / "mbox";
+    auto sink = open_mbox(file);
+    ASSERT_TRUE(sink);
+    store(*sink, "Subject: a\n\nA\n");
+    auto m = sink->begin(0);
+    ASSERT_TRUE(m);
+    ASSERT_TRUE((*m)->write("Subject: open\n\n"));
+    EXPECT_EQ(sink->flush().error(), mailnet::errc::bad_input);
+    (*m)->abort();
+    ASSERT_TRUE(sink->flush());
+    EXPECT_EQ(read_file(file), "From MAILER-DAEMON " + fixed_date + "\nSubject: a\n\nA\n\n");
 }
 
 TEST(mbox_sink, a_stored_message_is_found_again_only_while_its_octets_are_there) {

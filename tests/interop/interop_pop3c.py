@@ -22,7 +22,7 @@ POP3C = t.pop3c_binary()
 POP3D = t.program_binary("pop3d")
 PW_ENV = "MAILNET_POP3C_TEST_PASSWORD"
 # One account per test, so that a test that deletes or marks messages seen changes no other.
-USERS = ["forms", "words", "tls", "modes", "keep", "newonly", "newonly2", "nokeep", "crash", "crash2", "crashmbox", "codes"]
+USERS = ["forms", "words", "tls", "modes", "keep", "newonly", "newonly2", "nokeep", "crash", "crash2", "crashmbox", "cutmbox", "codes"]
 CRASH_MESSAGES = 2000
 
 
@@ -657,6 +657,56 @@ class Pop3cTests:
               f"after the rerun {len(got)} messages", file=sys.stderr)
         self.assertEqual(collections.Counter(got), collections.Counter(want), "each message exactly once")
         self.assertEqual(self.server_stat(user), (0, 0), "the server mailbox ends empty")
+
+    def test_7e_a_message_cut_off_in_the_mbox_is_removed_and_fetched_again(self):
+        """The rerun's recovery, step by step: a run killed while it appended a batch left the
+        batch's records pending in the state file, its spool beside it (STATE.spool), and the
+        mbox ending in the start of one message. The rerun cuts that start off (the file's
+        octets are the spool's first ones), counts the whole messages before it as stored, and
+        fetches the cut one and those after it again: each message once."""
+        user = "cutmbox"
+        stored = self.mailbox(user, small_messages(12, user))
+        want = [lf(d) for _l, _n, d in stored]
+        mbox, state = self.fresh(f"{user}.mbox"), self.fresh(f"{user}.state")
+        args = ["fetch", "--mbox", mbox, "--state", state, "--keep", "--new-only"]
+        self.pop3c(*args, user=user)
+        with open(mbox, "rb") as f:
+            full = f.read()
+        with open(state, "rb") as f:
+            lines = f.read().decode().split("\n")
+        records = [ln for ln in lines if ln and not ln.startswith("#")]
+        self.assertEqual(len(records), 12)
+        starts = [m.start() for m in re.finditer(rb"(?m)^From ", full)] + [len(full)]
+        self.assertEqual(len(starts), 13)
+
+        def fnv1a(data):
+            h = 14695981039346656037
+            for b in data:
+                h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+            return h
+
+        # The order of the records is the order of the messages in the file (one batch).
+        # The last 6 become the killed run's pending batch; the file ends 40 octets into the
+        # third of them.
+        first, cut_at = 6, 8
+        pending = []
+        for i in range(first, 12):
+            uid, size = records[i].split(" ")
+            octets = full[starts[i]:starts[i + 1]]
+            pending.append(f"? {uid} mbox:{starts[i]}:{starts[i + 1]}:{fnv1a(octets):016x} {size}")
+        with open(state, "w") as f:
+            f.write("\n".join([ln for ln in lines if ln.startswith("#")] + records[:first] + pending) + "\n")
+        with open(state + ".spool", "wb") as f:
+            f.write(full[starts[first]:])
+        with open(mbox, "wb") as f:
+            f.write(full[:starts[cut_at] + 40])
+        p = self.pop3c(*args, user=user)
+        self.assertIn(b"2 messages of an interrupted run were already stored", p.stderr)
+        self.assertIn(b"cut-off start of a message", p.stderr)
+        with open(mbox, "rb") as f:
+            got = parse_mboxrd(f.read())
+        self.assertEqual(collections.Counter(got), collections.Counter(want), "each message exactly once")
+        self.assertFalse(os.path.exists(state + ".spool"), "the empty spool is removed")
 
     # ----------------------------------------------------------------------------------------
     # 8. Exit codes.
