@@ -1092,21 +1092,12 @@ result<posix::unique_fd> open_spool(const std::filesystem::path& named, const st
             return unexpected(errno == EWOULDBLOCK ? make_error_code(errc::mailbox_in_use) : last_system_error());
         return fd;
     }
-    std::vector<std::string> dirs{dir.empty() ? std::string(".") : dir.string()};
-    if (const char* t = std::getenv("TMPDIR"); t && *t) dirs.emplace_back(t);
-    dirs.emplace_back("/tmp");
-    std::error_code first;
-    for (const auto& d : dirs) {
-        posix::unique_fd fd(::open(d.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
-        if (fd.get() >= 0) return fd;
-        if (!first) first = last_system_error();
-        std::string name = d + "/.pop3c-spool-XXXXXX";
-        posix::unique_fd made(::mkostemp(name.data(), O_CLOEXEC));
-        if (made.get() < 0) continue;
-        ::unlink(name.c_str());
-        return made;
-    }
-    return unexpected(first);
+    posix::unique_fd fd(posix::open_unnamed_temp_file(dir.empty() ? std::filesystem::path(".") : dir));
+    if (fd.get() >= 0) return fd;
+    const auto beside = last_system_error();
+    fd.reset(posix::open_unnamed_temp_file());
+    if (fd.get() >= 0) return fd;
+    return unexpected(beside);
 }
 
 }  // namespace

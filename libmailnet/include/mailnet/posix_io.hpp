@@ -60,11 +60,12 @@ inline result<void> fsync_dir(const std::string& dir) {
     return {};
 }
 
-/// An unnamed temporary file (O_TMPFILE, else mkostemp and unlink) in the temporary
-/// directory, for a message spooled past what is kept in memory; -1 with errno on failure.
-inline int open_unnamed_temp_file() {
+/// An unnamed temporary file (O_TMPFILE, else mkostemp and unlink) in `in`, by default the
+/// temporary directory ($TMPDIR, else /tmp), for octets spooled past what is kept in memory;
+/// -1 with errno on failure.
+inline int open_unnamed_temp_file(const std::filesystem::path& in = {}) {
     std::error_code ec;
-    auto dir = std::filesystem::temp_directory_path(ec);
+    auto dir = in.empty() ? std::filesystem::temp_directory_path(ec) : in;
     if (ec) dir = "/tmp";
 #ifdef O_TMPFILE
     int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
