@@ -487,6 +487,25 @@ class Pop3cTests:
     BATCH = 500
     _crash = None  # {kill point: the scenario's outcome}, per server class
 
+    @staticmethod
+    def run_and_kill(cmd, env, ready, interval, then=0.0):
+        """Starts cmd, SIGKILLs it `then` seconds after ready() holds; its exit status if it
+        ended before (None once killed)."""
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, preexec_fn=t._set_pdeathsig)
+        try:
+            t.wait_until(lambda: proc.poll() is not None or ready(), timeout=60, interval=interval)
+            time.sleep(then)
+            finished_early = proc.poll()
+            if finished_early is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            return finished_early
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
     def crash_scenario(self, point):
         """Fills a mailbox with CRASH_MESSAGES small messages, starts `pop3c fetch --maildir DIR
         --state S` (deleting), SIGKILLs it once DIR/new has enough files, looks at the server
@@ -525,18 +544,7 @@ class Pop3cTests:
             return len(inodes)
 
         started = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, preexec_fn=t._set_pdeathsig)
-        try:
-            t.wait_until(lambda: proc.poll() is not None or
-                         written() >= kill_at, timeout=60, interval=0.002)
-            finished_early = proc.poll()
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        finished_early = self.run_and_kill(cmd, env, lambda: written() >= kill_at, interval=0.002)
         killed_after = time.monotonic() - started
         at_kill = t.maildir_messages(maildir)
         # The UIDLs in the state file when killed: stored, and pending ("? UIDL LOCATOR": written,
@@ -628,20 +636,8 @@ class Pop3cTests:
         env = dict(os.environ, XDG_STATE_HOME=self.state_home)
         env[PW_ENV] = t.PASSWORD
         size = lambda: os.path.getsize(mbox) if os.path.exists(mbox) else 0
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, preexec_fn=t._set_pdeathsig)
-        try:
-            # The first batch appended: the kill falls in a later batch's retrieval or append.
-            t.wait_until(lambda: proc.poll() is not None or size() > 0, timeout=60, interval=0.001)
-            time.sleep(0.01)
-            finished_early = proc.poll()
-            if finished_early is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        # The first batch appended: the kill falls in a later batch's retrieval or append.
+        finished_early = self.run_and_kill(cmd, env, lambda: size() > 0, interval=0.001, then=0.01)
         self.assertIsNone(finished_early, "pop3c finished before it could be killed")
         with open(mbox, "rb") as f:
             at_kill = len(mbox_from_lines(f.read()))
