@@ -66,8 +66,9 @@ int fail(const failure& f, std::string_view what) {
 // `timeout` (a pipe, `<(pass show mail)`, or a FIFO whose writer never writes; /dev/zero), so a
 // bad file is a clear error, never a hang or unbounded memory.
 constexpr std::size_t max_password_line = 4096;
-// On failure: nullopt and `why`.
-std::optional<std::string> first_line_of(const std::string& file, std::chrono::seconds timeout, std::string& why) {
+// On failure: nullopt and `why` (and `timed_out` when nothing came within the timeout).
+std::optional<std::string> first_line_of(const std::string& file, std::chrono::seconds timeout, std::string& why,
+                                         bool& timed_out) {
     const auto unexpected = [&](std::string text) -> std::optional<std::string> {
         why = std::move(text);
         return std::nullopt;
@@ -88,8 +89,10 @@ std::optional<std::string> first_line_of(const std::string& file, std::chrono::s
         // poll before each read: a FIFO no writer has opened yet reads as EOF, while poll waits
         // for its writer (and says POLLHUP once one has come and gone); a file is always ready.
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
-        if (left.count() <= 0)
+        if (left.count() <= 0) {
+            timed_out = true;
             return unexpected("nothing to read from " + file + " within " + std::to_string(timeout.count()) + " s (--timeout)");
+        }
         pollfd p{fd, POLLIN, 0};
         const int ready = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
         if (ready < 0 && errno != EINTR) return unexpected("cannot read " + file + ": " + std::strerror(errno));
@@ -112,8 +115,10 @@ std::optional<std::string> first_line_of(const std::string& file, std::chrono::s
 }
 
 // The password: from an environment variable, a file's first line, or a prompt on the terminal.
+// None: `code` says why (usage; temporary for a password file that gave nothing in time).
 std::optional<std::string> read_password(const std::string& env, const std::string& file, const std::string& user,
-                                         const std::string& host, std::chrono::seconds timeout) {
+                                         const std::string& host, std::chrono::seconds timeout, int& code) {
+    code = exit_code::usage;
     if (!env.empty()) {
         const char* v = std::getenv(env.c_str());
         if (v == nullptr) {
@@ -124,9 +129,11 @@ std::optional<std::string> read_password(const std::string& env, const std::stri
     }
     if (!file.empty()) {
         std::string why;
-        auto first = first_line_of(file, timeout, why);
+        bool timed_out = false;
+        auto first = first_line_of(file, timeout, why, timed_out);
         if (!first) {
             std::cerr << "pop3c: --password-file: " << why << "\n";
+            if (timed_out) code = exit_code::temporary;
             return std::nullopt;
         }
         std::string line = std::move(*first);
@@ -792,8 +799,9 @@ int main(int argc, char** argv) {
     if (*fetch_cmd) {
         if (const int code = open_state(fo, user, host, real_port, state); code != exit_code::ok) return code;
     }
-    const auto password = read_password(password_env, password_file, user, host, std::chrono::seconds(timeout));
-    if (!password) return exit_code::usage;
+    int no_password = exit_code::usage;
+    const auto password = read_password(password_env, password_file, user, host, std::chrono::seconds(timeout), no_password);
+    if (!password) return no_password;
 
     options o;
     o.tls = tls ? tls_mode::implicit : starttls ? tls_mode::stls : tls_mode::none;
