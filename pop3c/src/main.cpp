@@ -355,8 +355,12 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         // as pending (as with the Maildir); without one nothing is recorded to wait for.
         mo.hold_batches = state.has_value();
         // Beside the state file (which this run writes): what a killed run left in it tells
-        // the start of its cut message from other mail (docs/pop3c.md).
-        if (state) mo.spool = state->path().string() + ".spool";
+        // the part of a batch it was appending from other mail (docs/pop3c.md).
+        if (state) {
+            mo.spool = state->path().string() + ".spool";
+            if (same_file(mo.spool, f.mbox))
+                return std::cerr << "pop3c: --mbox names the state's spool " << mo.spool << "\n", exit_code::usage;
+        }
         auto s = open_mbox_sink(f.mbox, log, mo);
         if (!s) {
             std::cerr << "pop3c: --mbox " << f.mbox << ": " << s.error().message() << "\n";
@@ -775,10 +779,6 @@ int main(int argc, char** argv) {
     if (*fetch_cmd && !fo.state.empty()) {
         if (!fo.mbox.empty() && same_file(fo.state, fo.mbox)) {
             std::cerr << "pop3c: --state and --mbox name the same file\n";
-            return exit_code::usage;
-        }
-        if (!fo.mbox.empty() && same_file(fo.state + ".spool", fo.mbox)) {
-            std::cerr << "pop3c: --mbox names the spool of --state (" << fo.state << ".spool)\n";
             return exit_code::usage;
         }
         struct stat out{}, st{};

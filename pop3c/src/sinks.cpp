@@ -590,12 +590,16 @@ public:
     mbox_sink(posix::unique_fd fd, posix::unique_fd spool, std::string spool_path, std::string path, off_t size,
               log_sink log, mbox_sink_options options)
         : fd_(std::move(fd)), spool_(std::move(spool)), spool_path_(std::move(spool_path)), path_(std::move(path)),
-          size_(size), flushed_(size), log_(std::move(log)), options_(std::move(options)) {}
+          size_(size), flushed_(size), log_(std::move(log)), options_(std::move(options)) {
+        struct stat st{};
+        spool_stale_ = spool_.get() >= 0 && ::fstat(spool_.get(), &st) == 0 && st.st_size > 0;
+    }
 
+    // The named spool goes with the sink: what it holds matters only to a run killed while it
+    // appended (it never gets here), or after a batch that could not be cut off again or a
+    // recovery that failed (kept for the next run).
     ~mbox_sink() override {
-        // An empty named spool goes; one never reset (recover() not reached) is kept for the
-        // next run.
-        if (!spool_path_.empty() && !spool_stale_ && spool_end_ == 0) ::unlink(spool_path_.c_str());
+        if (!spool_path_.empty() && !keep_spool_) ::unlink(spool_path_.c_str());
     }
 
     result<std::unique_ptr<sink_message>> begin(std::uint64_t /*size_hint*/) override {
@@ -618,7 +622,11 @@ public:
         if (open_) return unexpected(errc::bad_input);  // abort() the open message first
         const std::size_t batch = std::exchange(pending_, 0);
         if (auto c = copy_done(); !c) {
-            drop_done();
+            if (broken_) {
+                keep_spool_ = true;  // the file ends in part of the batch: the next run needs the spool
+            } else {
+                drop_done();
+            }
             return c;
         }
         if (::fsync(fd_.get()) != 0) {
@@ -635,39 +643,17 @@ public:
 
     std::size_t pending() const override { return pending_; }
 
-    // A run killed while it appended a batch (its records pending) may have left the start of
-    // one of its messages at the file's end. With a named spool, which still holds that batch,
-    // the file's octets from the batch's first message on are compared with it: if they are
-    // the spool's first octets (so ours, and nothing was appended since), the file is cut back
-    // to the start of the cut message, which is then fetched again. Anything else is left.
+    // A run killed while it appended a batch (its records pending) may have left part of it
+    // at the file's end. The named spool still holds that batch and, in its header, where in
+    // the file it began: if the file's octets from there are a proper beginning of the batch
+    // (so ours, and nothing was appended since), the file is cut back to where the batch
+    // began, and its messages are fetched again. If they are the whole batch, nothing was cut;
+    // if they are neither, the file changed since and is left as it is, with a warning.
     result<void> recover(std::span<const std::string> locators) override {
         if (broken_ || locators.empty()) return {};
-        std::optional<locator_parts> first, cut;
-        unsigned long long size = 0;
-        {
-            struct stat st{};
-            if (::fstat(fd_.get(), &st) != 0) return report_recovery(last_system_error());
-            size = static_cast<unsigned long long>(st.st_size);
-        }
-        for (const auto& loc : locators) {
-            const auto l = parse_locator(loc);
-            if (!l) continue;
-            if (!first || l->start < first->start) first = l;
-            if (l->start < size && size < l->end) cut = l;
-        }
-        if (!cut) return {};  // no message ends past the file's end: nothing was cut
-        if (!spool_stale_ || spool_path_.empty() || !same_octets(first->start, size)) {
-            log_(log_level::warning, "mbox " + path_ + ": it ends in the start of a message an interrupted run was writing (" +
-                                         std::to_string(size - cut->start) + " octets at " + std::to_string(cut->start) +
-                                         "), which cannot be told from other mail now: left as is; the message is fetched again");
-            return {};
-        }
-        if (::ftruncate(fd_.get(), static_cast<off_t>(cut->start)) != 0) return report_recovery(last_system_error());
-        size_ = flushed_ = static_cast<off_t>(cut->start);
-        log_(log_level::info, "mbox " + path_ + ": the cut-off start of a message an interrupted run was writing (" +
-                                  std::to_string(size - cut->start) + " octets at " + std::to_string(cut->start) +
-                                  ") removed: it is fetched again");
-        return {};
+        auto r = recover_from_spool(locators);
+        if (r && spool_stale_) (void)reset_stale_spool();  // needed by this call only
+        return r;
     }
 
     // "mbox:START:END:DIGEST": the file still holds, at START..END, the octets that digest to it.
@@ -702,17 +688,8 @@ public:
             size_ += static_cast<off_t>(octets.size());
             return {};
         }
-        for (std::size_t done = 0; done < octets.size();) {
-            const ssize_t n = ::pwrite(spool_.get(), octets.data() + done, octets.size() - done, spool_end_);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) {
-                const auto e = n < 0 ? last_system_error() : make_error_code(errc::io_error);
-                log_(log_level::error, "mbox " + path_ + ": writing its spool " + spool_name() + ": " + e.message());
-                return unexpected(e);
-            }
-            done += static_cast<std::size_t>(n);
-            spool_end_ += n;
-        }
+        if (auto w = pwrite_spool(octets, spool_header + spool_end_); !w) return w;
+        spool_end_ += static_cast<off_t>(octets.size());
         return {};
     }
     void completed() {
@@ -728,7 +705,7 @@ public:
             return;
         }
         spool_end_ = at;
-        (void)::ftruncate(spool_.get(), at);  // a failure only leaves octets no one reads
+        (void)::ftruncate(spool_.get(), spool_header + at);  // a failure only leaves octets no one reads
         rewind_spool();
     }
 
@@ -749,21 +726,99 @@ private:
     bool holding() const { return options_.hold_batches; }
     std::string spool_name() const { return spool_path_.empty() ? std::string("(unnamed)") : spool_path_; }
 
+    result<void> recover_from_spool(std::span<const std::string> locators) {
+        struct stat st{};
+        if (::fstat(fd_.get(), &st) != 0) return report_recovery(last_system_error());
+        const auto size = static_cast<unsigned long long>(st.st_size);
+        const auto batch = spool_stale_ ? read_header() : std::nullopt;
+        if (!batch) {
+            // No spool to compare with: a file that ends inside a pending message shows a cut.
+            for (const auto& loc : locators)
+                if (const auto l = parse_locator(loc); l && l->start < size && size < l->end)
+                    return warn_left(l->start, size);
+            return {};
+        }
+        if (size <= batch->at) return {};  // nothing of it reached the file (or the file is shorter now)
+        const unsigned long long end = batch->at + batch->octets;
+        const auto same = same_octets(batch->at, batch->spool_at, std::min(size, end) - batch->at);
+        if (!same) return report_recovery(same.error());
+        if (*same && size >= end) return {};  // the whole batch is there
+        if (!*same) return warn_left(batch->at, size);
+        if (::ftruncate(fd_.get(), static_cast<off_t>(batch->at)) != 0) return report_recovery(last_system_error());
+        size_ = flushed_ = static_cast<off_t>(batch->at);
+        log_(log_level::info, "mbox " + path_ + ": the part of a batch an interrupted run was appending (" +
+                                  std::to_string(size - batch->at) + " octets at " + std::to_string(batch->at) +
+                                  ") removed: its messages are fetched again");
+        return {};
+    }
+
     result<void> report_recovery(std::error_code e) {
+        keep_spool_ = true;  // the next run tries again
         log_(log_level::error, "mbox " + path_ + ": looking for what an interrupted run left: " + e.message());
         return unexpected(e);
     }
+    result<void> warn_left(unsigned long long from, unsigned long long size) {
+        log_(log_level::warning, "mbox " + path_ + ": it may end in part of a batch an interrupted run was appending (" +
+                                     std::to_string(from) + ".." + std::to_string(size) +
+                                     "), but the file changed since: left as it is; those messages are fetched again");
+        return {};
+    }
 
-    // Whether the file's octets [from, end) are the spool's first end - from octets.
-    bool same_octets(unsigned long long from, unsigned long long end) {
+    // The spool's header (its first spool_header octets): where in the mbox the batch being
+    // appended begins, where in the spool, and how long it is. Written before each append.
+    static constexpr off_t spool_header = 64;
+    struct batch_place {
+        unsigned long long at = 0, spool_at = 0, octets = 0;
+    };
+    std::optional<batch_place> read_header() {
+        char h[spool_header + 1] = {};
+        if (::pread(spool_.get(), h, spool_header, 0) != spool_header) return std::nullopt;
+        batch_place b;
+        char tail = 0;
+        if (std::sscanf(h, "mailnet-spool %llu %llu %llu%c", &b.at, &b.spool_at, &b.octets, &tail) != 4 || tail != '\n')
+            return std::nullopt;
+        struct stat st{};
+        if (::fstat(spool_.get(), &st) != 0 ||
+            static_cast<unsigned long long>(st.st_size) < spool_header + b.spool_at + b.octets)
+            return std::nullopt;
+        return b;
+    }
+    result<void> write_header(const batch_place& b) {
+        char h[spool_header + 1];
+        std::memset(h, ' ', sizeof h);
+        const int n = std::snprintf(h, sizeof h, "mailnet-spool %llu %llu %llu\n", b.at, b.spool_at, b.octets);
+        if (n <= 0 || n > spool_header) return unexpected(errc::io_error);
+        h[n] = ' ';
+        h[spool_header - 1] = '\n';
+        return pwrite_spool(std::string_view(h, spool_header), 0);
+    }
+    result<void> pwrite_spool(std::string_view octets, off_t at) {
+        for (std::size_t done = 0; done < octets.size();) {
+            const ssize_t n = ::pwrite(spool_.get(), octets.data() + done, octets.size() - done, at + static_cast<off_t>(done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                const auto e = n < 0 ? last_system_error() : make_error_code(errc::io_error);
+                log_(log_level::error, "mbox " + path_ + ": writing its spool " + spool_name() + ": " + e.message());
+                return unexpected(e);
+            }
+            done += static_cast<std::size_t>(n);
+        }
+        return {};
+    }
+
+    // Whether the file's octets [from, from + n) are the spool's batch octets from spool_at.
+    result<bool> same_octets(unsigned long long from, unsigned long long spool_at, unsigned long long n) {
         std::string a(64 * 1024, '\0'), b(64 * 1024, '\0');
-        for (unsigned long long at = from; at < end;) {
-            const auto want = static_cast<std::size_t>(std::min<unsigned long long>(a.size(), end - at));
-            const ssize_t n = ::pread(fd_.get(), a.data(), want, static_cast<off_t>(at));
-            if (n <= 0) return false;
-            const ssize_t m = ::pread(spool_.get(), b.data(), static_cast<std::size_t>(n), static_cast<off_t>(at - from));
-            if (m != n || std::memcmp(a.data(), b.data(), static_cast<std::size_t>(n)) != 0) return false;
-            at += static_cast<unsigned long long>(n);
+        for (unsigned long long done = 0; done < n;) {
+            const auto want = static_cast<std::size_t>(std::min<unsigned long long>(a.size(), n - done));
+            const ssize_t k = ::pread(fd_.get(), a.data(), want, static_cast<off_t>(from + done));
+            if (k < 0) return unexpected(last_system_error());
+            if (k == 0) return false;
+            const ssize_t m = ::pread(spool_.get(), b.data(), static_cast<std::size_t>(k),
+                                      spool_header + static_cast<off_t>(spool_at + done));
+            if (m < 0) return unexpected(last_system_error());
+            if (m != k || std::memcmp(a.data(), b.data(), static_cast<std::size_t>(k)) != 0) return false;
+            done += static_cast<unsigned long long>(k);
         }
         return true;
     }
@@ -788,10 +843,15 @@ private:
     // Appends the spool's completed octets [base_, done_) to the mbox (none when not holding).
     result<void> copy_done() {
         const off_t before = size_;
+        if (done_ > base_ && !spool_path_.empty()) {
+            const batch_place b{static_cast<unsigned long long>(size_), static_cast<unsigned long long>(base_),
+                                static_cast<unsigned long long>(done_ - base_)};
+            if (auto h = write_header(b); !h) return h;
+        }
         std::string buf(static_cast<std::size_t>(std::min<off_t>(done_ - base_, 256 * 1024)), '\0');
         for (off_t at = base_; at < done_;) {
             const auto want = static_cast<std::size_t>(std::min<off_t>(static_cast<off_t>(buf.size()), done_ - at));
-            const ssize_t n = ::pread(spool_.get(), buf.data(), want, at);
+            const ssize_t n = ::pread(spool_.get(), buf.data(), want, spool_header + at);
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) {
                 const auto e = n < 0 ? last_system_error() : make_error_code(errc::io_error);
@@ -861,9 +921,10 @@ private:
     }
 
     posix::unique_fd fd_;     // O_APPEND, locked until closed
-    posix::unique_fd spool_;  // holding: the messages not yet appended (locked if named)
+    posix::unique_fd spool_;  // holding: a header, then the messages not yet appended (locked if named)
     std::string spool_path_;  // its name; empty: unnamed
-    bool spool_stale_ = true;  // it may still hold what a killed run left (reset_stale_spool)
+    bool spool_stale_ = false;  // it still holds what a killed run left (for recover(); reset_stale_spool)
+    bool keep_spool_ = false;   // the next run needs it: not removed with the sink
     int synced_ = 0;           // holds(): 1 once the file was fsync'd for it, -1 if that failed
     std::string path_;
     off_t size_;           // the mbox's size (holding: where the spool's octet base_ goes)

@@ -71,8 +71,9 @@ public:
         return false;
     }
     /// Before holds(), with every pending locator of a run that was cut off: the mbox sink
-    /// removes the cut-off start of a message that run was appending, when its spool shows it
-    /// is that run's (docs/pop3c.md). An error: the file could not be read or cut.
+    /// cuts the file back to where the batch that run was appending began, when its spool
+    /// shows the file's end is part of that batch (docs/pop3c.md). An error: the file could
+    /// not be read or cut.
     virtual result<void> recover(std::span<const std::string> locators) {
         (void)locators;
         return {};
@@ -118,9 +119,10 @@ struct mbox_sink_options {
     /// state file.
     bool hold_batches = true;
     /// The spool's file (created 0600, locked while the sink lives, removed when it closes
-    /// empty): what a killed run left in it lets recover() tell the cut-off start of that
-    /// run's message from other mail. Empty: an unnamed file beside FILE, else in $TMPDIR or
-    /// /tmp, and recover() cuts nothing. `pop3c fetch` uses STATE.spool.
+    /// unless the next run needs it): what a run killed while it appended left in it (a header
+    /// saying where in FILE the batch began, then the batch) lets recover() tell part of that
+    /// batch from other mail. Empty: an unnamed file beside FILE, else in $TMPDIR or /tmp, and
+    /// recover() cuts nothing. `pop3c fetch` uses STATE.spool.
     std::filesystem::path spool;
 };
 

@@ -19,7 +19,9 @@
 #include <memory>
 #include <set>
 #include <sstream>
+#include <optional>
 #include <string>
+#include <csignal>
 #include <tuple>
 #include <thread>
 #include <vector>
@@ -1154,7 +1156,15 @@ TEST(mbox_sink, not_holding_batches_each_message_is_appended_as_it_completes) {
     EXPECT_EQ(read_file(file), old + f + "Subject: a\n\nA\n\n" + f + "Subject: c\n\nC\n\n");
 }
 
-TEST(mbox_sink, recover_cuts_off_only_our_own_cut_message) {
+// The spool a run killed while it appended leaves: its header (written by flush() before it
+// appends: where in the mbox the batch begins, where in the spool, how long), then the batch.
+std::string spool_as_left(std::size_t mbox_at, const std::string& batch) {
+    std::string h = "mailnet-spool " + std::to_string(mbox_at) + " 0 " + std::to_string(batch.size()) + "\n";
+    h.resize(63, ' ');
+    return h + "\n" + batch;
+}
+
+TEST(mbox_sink, recover_cuts_back_only_a_batch_the_spool_shows_is_ours) {
     temp_dir d;
     const auto file = d.path / "mbox";
     const auto spool = d.path / "state.spool";
@@ -1162,7 +1172,7 @@ TEST(mbox_sink, recover_cuts_off_only_our_own_cut_message) {
     o.spool = spool;
     const std::string old = "From x Thu Jan  1 00:00:00 1970\nSubject: old\n\nno empty line\n";
     write_file(file, old);
-    // A run killed while it appended its batch: the batch is in its spool (not yet appended).
+    // A batch as a run writes it to its spool (not yet appended): its messages' octets.
     std::vector<std::string> locs;
     {
         auto sink = open_mbox_with(file, o);
@@ -1174,50 +1184,134 @@ TEST(mbox_sink, recover_cuts_off_only_our_own_cut_message) {
         other.lock_wait = std::chrono::milliseconds(0);
         EXPECT_EQ(mailnet::pop3c::open_mbox_sink(file, mailnet::null_log(), other).error(), mailnet::errc::mailbox_in_use)
             << "the mbox is one run's";
-        other.spool = spool;
         EXPECT_EQ(mailnet::pop3c::open_mbox_sink(d.path / "another", mailnet::null_log(), other).error(),
                   mailnet::errc::mailbox_in_use)
             << "and so is its spool";
     }
-    const std::string batch = read_file(spool);
-    ASSERT_EQ(batch.substr(0, 2), "\nF") << "the separator, then the first From_ line";
+    EXPECT_FALSE(fs::exists(spool)) << "the spool goes with the sink";
+    // What the file holds once the batch is appended whole (the locators say where).
+    const std::string batch = "\nFrom MAILER-DAEMON " + fixed_date + "\nSubject: a\n\nA\n\n" + "From MAILER-DAEMON " +
+                              fixed_date + "\nSubject: b\n\n>From the body\n" + std::string(5000, 'b') + "\n\n" +
+                              "From MAILER-DAEMON " + fixed_date + "\nSubject: c\n\nC\n\n";
     const std::string whole = old + batch;
     const std::size_t b_start = whole.find("From MAILER-DAEMON", old.size() + 2);
     ASSERT_NE(b_start, std::string::npos);
+    ASSERT_EQ(locs[1].rfind("mbox:" + std::to_string(b_start) + ":", 0), 0u) << locs[1];
     const std::string cut = whole.substr(0, b_start + 3000);  // b cut off in its body, c never written
     const std::string glued = "From other@example.org Thu Jan  1 00:00:00 1970\nSubject: other\n\nO\n\n";
+    const std::string rewritten = old + batch.substr(0, 10) + "X" + batch.substr(11, 2000);
     struct scenario {
         std::string name, text, want;
-        bool a_held = true;
-        bool spool_kept = true;
+        bool a_held = false;
+        std::optional<std::string> left_spool;  // none: the batch as a killed append left it
+        std::size_t first_record = 0;            // a record for each message from this one on
     };
     for (const auto& sc : std::vector<scenario>{
-             {"our cut message", cut, whole.substr(0, b_start)},
-             {"another program appended after it, glued on", cut + glued, cut + glued},
-             {"another program appended after it", cut + "\n\n" + glued, cut + "\n\n" + glued},
-             {"cut where it started", whole.substr(0, b_start), whole.substr(0, b_start)},
-             {"whole", whole, whole},
-             {"cut in the From_ line", whole.substr(0, b_start + 3), whole.substr(0, b_start)},
-             {"cut in the separator", old + "\n", old, false},
-             {"the file rewritten since", old + batch.substr(0, 10) + "X" + batch.substr(11, b_start + 2000 - old.size()),
-              old + batch.substr(0, 10) + "X" + batch.substr(11, b_start + 2000 - old.size()), false},
-             {"no spool left", cut, cut, true, false}}) {
+             {"cut in a message", cut, old, false, std::nullopt, 0},
+             {"cut where a message starts", whole.substr(0, b_start), old, false, std::nullopt, 0},
+             {"cut in a From_ line", whole.substr(0, b_start + 3), old, false, std::nullopt, 0},
+             {"cut in the separator", old + "\n", old, false, std::nullopt, 0},
+             {"the whole batch", whole, whole, true, std::nullopt, 0},
+             {"the whole batch and more mail after it", whole + glued, whole + glued, true, std::nullopt, 0},
+             {"another program's mail glued on", cut + glued, cut + glued, true, std::nullopt, 0},
+             {"another program's mail appended", cut + "\n\n" + glued, cut + "\n\n" + glued, true, std::nullopt, 0},
+             {"more mail than the rest of the batch", cut + "\n\n" + std::string(20000, 'o') + "\n\n",
+              cut + "\n\n" + std::string(20000, 'o') + "\n\n", true, std::nullopt, 0},
+             {"the file rewritten since", rewritten, rewritten, false, std::nullopt, 0},
+             {"nothing appended yet", old, old, false, std::nullopt, 0},
+             {"a message without a record first", cut, old, false, std::nullopt, 1},
+             {"no spool left: a cut shows but cannot be told apart", cut, cut, true, std::string(), 0},
+             {"a spool without a header", cut, cut, true, std::string(64, '\0') + batch, 0}}) {
         write_file(file, sc.text);
-        write_file(spool, sc.spool_kept ? batch : std::string());
+        write_file(spool, sc.left_spool.value_or(spool_as_left(old.size(), batch)));
         auto sink = open_mbox_with(file, o);
         ASSERT_TRUE(sink);
-        ASSERT_TRUE(sink->recover(locs)) << sc.name;
+        ASSERT_TRUE(sink->recover(std::span(locs).subspan(sc.first_record))) << sc.name;
         EXPECT_EQ(read_file(file), sc.want) << sc.name;
+        EXPECT_EQ(read_file(spool), "") << "emptied once it was used: " << sc.name;
         EXPECT_EQ(sink->holds(locs[0]), sc.a_held) << sc.name;
-        EXPECT_EQ(sink->holds(locs[1]), sc.text == whole) << sc.name;
-        // What is appended next starts right after what is left, and the spool is emptied.
+        EXPECT_EQ(sink->holds(locs[2]), sc.want.substr(0, whole.size()) == whole) << sc.name;
+        // What is appended next starts right after what is left.
         store(*sink, "Subject: next\n\n");
         ASSERT_TRUE(sink->flush());
-        const std::string sep = sc.want.size() >= 2 && sc.want.substr(sc.want.size() - 2) == "\n\n" ? "" : sc.want.back() == '\n' ? "\n" : "\n\n";
+        const std::string sep = sc.want.size() >= 2 && sc.want.substr(sc.want.size() - 2) == "\n\n" ? ""
+                                : sc.want.back() == '\n'                                      ? "\n"
+                                                                                              : "\n\n";
         EXPECT_EQ(read_file(file), sc.want + sep + "From MAILER-DAEMON " + fixed_date + "\nSubject: next\n\n\n") << sc.name;
         sink.reset();
-        EXPECT_FALSE(fs::exists(spool)) << "an empty spool is removed: " << sc.name;
+        EXPECT_FALSE(fs::exists(spool)) << "the spool goes with the sink: " << sc.name;
     }
+}
+
+TEST(mbox_sink, an_append_killed_part_way_is_cut_back_by_the_next_runs_recover) {
+    temp_dir d;
+    const auto file = d.path / "mbox";
+    const auto spool = d.path / "state.spool";
+    const std::string old = "From x Thu Jan  1 00:00:00 1970\nSubject: old\n\nkept\n\n";
+    const std::string body(64 * 1024, 'z');
+    for (int attempt = 0;; ++attempt) {
+        ASSERT_LT(attempt, 10) << "never killed while it appended";
+        write_file(file, old);
+        fs::remove(spool);
+        // A child writes a batch of 20 MiB to its spool, then appends it (flush()), and is
+        // killed once the mbox has grown.
+        const pid_t pid = ::fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            mbox_sink_options o;
+            o.spool = spool;
+            o.clock = [] { return fixed_time; };
+            auto s = mailnet::pop3c::open_mbox_sink(file, mailnet::null_log(), o);
+            if (!s) ::_exit(10);
+            for (int i = 0; i < 20; ++i) {
+                auto m = (*s)->begin(0);
+                if (!m || !(*m)->write("Subject: " + std::to_string(i) + "\n\n")) ::_exit(11);
+                for (int k = 0; k < 16; ++k)
+                    if (!(*m)->write(body)) ::_exit(12);
+                if (!(*m)->complete()) ::_exit(13);
+            }
+            (void)(*s)->flush();
+            ::_exit(0);
+        }
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (fs::file_size(file) == old.size() && std::chrono::steady_clock::now() < deadline) {
+            int st = 0;
+            if (::waitpid(pid, &st, WNOHANG) == pid) break;
+            std::this_thread::sleep_for(std::chrono::microseconds(100));
+        }
+        ::kill(pid, SIGKILL);
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        const auto size = fs::file_size(file);
+        if (!WIFSIGNALED(status) || size == old.size() || size >= old.size() + 20 * (16 * body.size() + 20)) continue;
+        // The next run: its records of the batch pending (any will do: the spool says where).
+        mbox_sink_options o;
+        o.spool = spool;
+        auto sink = open_mbox_with(file, o);
+        ASSERT_TRUE(sink);
+        const std::vector<std::string> pending{"mbox:" + std::to_string(old.size()) + ":" + std::to_string(size + 1) + ":0"};
+        ASSERT_TRUE(sink->recover(pending));
+        EXPECT_EQ(read_file(file), old) << "killed after " << size - old.size() << " octets of the batch";
+        break;
+    }
+}
+
+TEST(mbox_sink, a_run_with_nothing_to_fetch_leaves_no_spool) {
+    temp_dir d;
+    const auto file = d.path / "mbox";
+    const auto spool = d.path / "state.spool";
+    mbox_sink_options o;
+    o.spool = spool;
+    {
+        auto sink = open_mbox_with(file, o);
+        ASSERT_TRUE(sink);
+        EXPECT_TRUE(fs::exists(spool));
+    }
+    EXPECT_FALSE(fs::exists(spool));
+    // A spool left by a killed run, and no pending record (nothing to recover): it goes too.
+    write_file(spool, spool_as_left(0, "From x\n\n"));
+    { auto sink = open_mbox_with(file, o); }
+    EXPECT_FALSE(fs::exists(spool));
 }
 
 TEST(mbox_sink, flush_refuses_while_a_message_is_open) {

@@ -654,12 +654,12 @@ class Pop3cTests:
         self.assertEqual(collections.Counter(got), collections.Counter(want), "each message exactly once")
         self.assertEqual(self.server_stat(user), (0, 0), "the server mailbox ends empty")
 
-    def test_7e_a_message_cut_off_in_the_mbox_is_removed_and_fetched_again(self):
+    def test_7e_a_batch_cut_off_in_the_mbox_is_removed_and_fetched_again(self):
         """The rerun's recovery, step by step: a run killed while it appended a batch left the
-        batch's records pending in the state file, its spool beside it (STATE.spool), and the
-        mbox ending in the start of one message. The rerun cuts that start off (the file's
-        octets are the spool's first ones), counts the whole messages before it as stored, and
-        fetches the cut one and those after it again: each message once."""
+        batch's records pending in the state file, its spool beside it (STATE.spool: a header
+        saying where in the mbox the batch begins, then the batch), and the mbox ending part way
+        into the batch. The rerun cuts the file back to where the batch began (its octets are
+        the spool's first ones) and fetches the batch again: each message once."""
         user = "cutmbox"
         stored = self.mailbox(user, small_messages(12, user))
         want = [lf(d) for _l, _n, d in stored]
@@ -692,13 +692,15 @@ class Pop3cTests:
             pending.append(f"? {uid} mbox:{starts[i]}:{starts[i + 1]}:{fnv1a(octets):016x} {size}")
         with open(state, "w") as f:
             f.write("\n".join([ln for ln in lines if ln.startswith("#")] + records[:first] + pending) + "\n")
+        batch = full[starts[first]:]
+        header = f"mailnet-spool {starts[first]} 0 {len(batch)}\n".encode().ljust(63) + b"\n"
         with open(state + ".spool", "wb") as f:
-            f.write(full[starts[first]:])
+            f.write(header + batch)
         with open(mbox, "wb") as f:
             f.write(full[:starts[cut_at] + 40])
         p = self.pop3c(*args, user=user)
-        self.assertIn(b"2 messages of an interrupted run were already stored", p.stderr)
-        self.assertIn(b"cut-off start of a message", p.stderr)
+        self.assertIn(b"0 messages of an interrupted run were already stored", p.stderr)
+        self.assertIn(b"the part of a batch an interrupted run was appending", p.stderr)
         with open(mbox, "rb") as f:
             got = parse_mboxrd(f.read())
         self.assertEqual(collections.Counter(got), collections.Counter(want), "each message exactly once")

@@ -67,8 +67,9 @@ inline int open_unnamed_temp_file(const std::filesystem::path& in = {}) {
     std::error_code ec;
     auto dir = in.empty() ? std::filesystem::temp_directory_path(ec) : in;
     if (ec) dir = "/tmp";
+    int fd = -1;
 #ifdef O_TMPFILE
-    int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd >= 0) return fd;
 #endif
     std::string name = (dir / "mailnet-spool-XXXXXX").string();
