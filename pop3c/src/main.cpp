@@ -336,6 +336,9 @@ int open_state(const fetch_options& f, const std::string& user, const std::strin
     return exit_code::ok;
 }
 
+// The mbox sink's spool for a fetch that keeps `state` (docs/pop3c.md).
+std::filesystem::path spool_of(const state_file& state) { return state.path().string() + ".spool"; }
+
 int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     auto log = mailnet::stderr_log();
     std::unique_ptr<message_sink> sink;
@@ -356,11 +359,7 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         mo.hold_batches = state.has_value();
         // Beside the state file (which this run writes): what a killed run left in it tells
         // the part of a batch it was appending from other mail (docs/pop3c.md).
-        if (state) {
-            mo.spool = state->path().string() + ".spool";
-            if (same_file(mo.spool, f.mbox))
-                return std::cerr << "pop3c: --mbox names the state's spool " << mo.spool << "\n", exit_code::usage;
-        }
+        if (state) mo.spool = spool_of(*state);
         auto s = open_mbox_sink(f.mbox, log, mo);
         if (!s) {
             std::cerr << "pop3c: --mbox " << f.mbox << ": " << s.error().message() << "\n";
@@ -798,6 +797,11 @@ int main(int argc, char** argv) {
     std::optional<state_file> state;
     if (*fetch_cmd) {
         if (const int code = open_state(fo, user, host, real_port, state); code != exit_code::ok) return code;
+        // The mbox sink's spool (see fetch) is the state's path (links followed) plus ".spool".
+        if (state && !fo.mbox.empty() && same_file(spool_of(*state), fo.mbox)) {
+            std::cerr << "pop3c: --mbox names the state's spool " << spool_of(*state).string() << "\n";
+            return exit_code::usage;
+        }
     }
     int no_password = exit_code::usage;
     const auto password = read_password(password_env, password_file, user, host, std::chrono::seconds(timeout), no_password);

@@ -1257,6 +1257,18 @@ class FetchBatches(unittest.TestCase):
                 p = t.run(cmd, timeout=30, env=dict(os.environ, **{PW_ENV: "pw"}))
                 self.assertEqual(p.returncode, 64, p.stderr)
                 self.assertIn(b"name the same file", p.stderr)
+        # Nor the state's spool (STATE.spool, the state's links followed), before any connection.
+        real = os.path.join(self.tmp.path, "real-state")
+        open(real, "w").close()
+        os.symlink(real, os.path.join(self.tmp.path, "state-link"))
+        for state, mbox in ((os.path.join(self.tmp.path, "st"), os.path.join(self.tmp.path, "st.spool")),
+                            (os.path.join(self.tmp.path, "state-link"), real + ".spool")):
+            with self.subTest(state=state, mbox=mbox):
+                cmd = [POP3C, "fetch", "--mbox", mbox, "--state", state, "--quiet", "--host", "127.0.0.1",
+                       "--port", "1", "--user", "u", "--password-env", PW_ENV, "--timeout", "5"]
+                p = t.run(cmd, timeout=30, env=dict(os.environ, **{PW_ENV: "pw"}))
+                self.assertEqual(p.returncode, 64, p.stderr)
+                self.assertIn(b"names the state's spool", p.stderr)
 
     def keep_new_only_runs(self, make_server, runs):
         """Runs `fetch --keep --new-only` `runs` times against a fresh make_server(i) each;
