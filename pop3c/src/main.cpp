@@ -375,28 +375,26 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         // A run cut off between a flush and its state save left pending records: what the
         // sink holds counts as stored (deleted below, never fetched again); the rest is
         // fetched again.
-        if (state->pending() == 0) {
-            // Written once before anything is fetched: a state file that cannot be written
-            // fails now, not after a batch was stored (which the next run would store again).
-            if (auto sv = state->save(); !sv)
-                return std::cerr << "pop3c: state " << path << ": " << sv.error().message() << "\n", exit_code::io_error;
-        } else {
-            std::size_t held = 0;
-            auto pending = state->take_pending();
-            std::vector<std::string> locators;
-            for (const auto& p : pending) locators.push_back(p.locator);
-            if (auto rc = sink->recover(locators); !rc)
-                return std::cerr << "pop3c: looking for what an interrupted run left: " << rc.error().message() << "\n",
-                       exit_code::io_error;
-            for (auto& p : pending) {
-                if (!sink->holds(p.locator)) continue;
-                (void)state->add(p.uid, p.size);
-                ++held;
-            }
-            if (auto sv = state->save(); !sv)
-                return std::cerr << "pop3c: state " << path << ": " << sv.error().message() << "\n", exit_code::io_error;
-            if (!f.quiet) std::cerr << "pop3c: " << held << " messages of an interrupted run were already stored\n";
+        // What a run cut off while it appended left in the sink (the mbox's part of a batch,
+        // even one of messages without a record) is dealt with first.
+        auto pending = state->take_pending();
+        std::vector<std::string> locators;
+        for (const auto& p : pending) locators.push_back(p.locator);
+        if (auto rc = sink->recover(locators); !rc)
+            return std::cerr << "pop3c: looking for what an interrupted run left: " << rc.error().message() << "\n",
+                   exit_code::io_error;
+        std::size_t held = 0;
+        for (auto& p : pending) {
+            if (!sink->holds(p.locator)) continue;
+            (void)state->add(p.uid, p.size);
+            ++held;
         }
+        // Written once before anything is fetched: a state file that cannot be written fails
+        // now, not after a batch was stored (which the next run would store again).
+        if (auto sv = state->save(); !sv)
+            return std::cerr << "pop3c: state " << path << ": " << sv.error().message() << "\n", exit_code::io_error;
+        if (!pending.empty() && !f.quiet)
+            std::cerr << "pop3c: " << held << " messages of an interrupted run were already stored\n";
         auto u = c.uidl();
         if (!u) {
             if (u.error() == make_error_code(errc::server_error))

@@ -410,11 +410,12 @@ result<void> maildir_message::complete() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// mbox (mboxrd): one file, appended to under lock. A batch's messages are written to a spool
-// first (an unnamed file) and appended to the mbox only by flush(), after the caller recorded
-// their locators as pending: a run killed while it retrieves leaves nothing in the mbox that no
-// record names, so the next run neither loses nor stores twice (docs/pop3c.md). A failed or
-// aborted message is cut off the spool again.
+// mbox (mboxrd): one file, appended to under lock. Holding batches (pop3c fetch with a state
+// file), a batch's messages are written to a spool first (STATE.spool: a header, then the
+// messages) and appended to the mbox only by flush(), after the caller recorded their locators
+// as pending: a run killed while it retrieves leaves nothing in the mbox that no record names,
+// and one killed while it appends leaves the spool whose header lets the next run's recover()
+// cut the part appended back (docs/pop3c.md). A failed or aborted message is cut off again.
 
 constexpr std::size_t mbox_write_octets = 64 * 1024;   // buffered before a write()
 constexpr std::size_t mbox_header_octets = 64 * 1024;  // where the Return-Path is looked for
@@ -650,7 +651,7 @@ public:
     // began, and its messages are fetched again. If they are the whole batch, nothing was cut;
     // if they are neither, the file changed since and is left as it is, with a warning.
     result<void> recover(std::span<const std::string> locators) override {
-        if (broken_ || locators.empty()) return {};
+        if (broken_) return {};
         auto r = recover_from_spool(locators);
         if (r && spool_stale_) (void)reset_stale_spool();  // needed by this call only
         return r;
@@ -730,7 +731,15 @@ private:
         struct stat st{};
         if (::fstat(fd_.get(), &st) != 0) return report_recovery(last_system_error());
         const auto size = static_cast<unsigned long long>(st.st_size);
-        const auto batch = spool_stale_ ? read_header() : std::nullopt;
+        auto batch = spool_stale_ ? read_header() : std::nullopt;
+        if (batch && (batch->dev != static_cast<unsigned long long>(st.st_dev) ||
+                      batch->ino != static_cast<unsigned long long>(st.st_ino))) {
+            log_(log_level::warning, "mbox " + path_ + ": the spool " + spool_name() +
+                                         " holds a batch an interrupted run was appending to another mbox (device " +
+                                         std::to_string(batch->dev) + ", inode " + std::to_string(batch->ino) +
+                                         "), which may end in part of it: not looked at");
+            return {};
+        }
         if (!batch) {
             // No spool to compare with: a file that ends inside a pending message shows a cut.
             for (const auto& loc : locators)
@@ -738,7 +747,8 @@ private:
                     return warn_left(l->start, size);
             return {};
         }
-        if (size <= batch->at) return {};  // nothing of it reached the file (or the file is shorter now)
+        if (size == batch->at) return {};                     // nothing of it reached the file
+        if (size < batch->at) return warn_left(size, size);  // the file is shorter now: rewritten
         const unsigned long long end = batch->at + batch->octets;
         const auto same = same_octets(batch->at, batch->spool_at, std::min(size, end) - batch->at);
         if (!same) return report_recovery(same.error());
@@ -764,18 +774,21 @@ private:
         return {};
     }
 
-    // The spool's header (its first spool_header octets): where in the mbox the batch being
-    // appended begins, where in the spool, and how long it is. Written before each append.
-    static constexpr off_t spool_header = 64;
+    // The spool's header (its first spool_header octets): the mbox (device, inode), where in
+    // it the batch being appended begins, where in the spool, and how long it is. Written
+    // before each append, gone with the rewind after it.
+    static constexpr off_t spool_header = 128;
     struct batch_place {
-        unsigned long long at = 0, spool_at = 0, octets = 0;
+        unsigned long long dev = 0, ino = 0, at = 0, spool_at = 0, octets = 0;
     };
     std::optional<batch_place> read_header() {
         char h[spool_header + 1] = {};
         if (::pread(spool_.get(), h, spool_header, 0) != spool_header) return std::nullopt;
         batch_place b;
         char tail = 0;
-        if (std::sscanf(h, "mailnet-spool %llu %llu %llu%c", &b.at, &b.spool_at, &b.octets, &tail) != 4 || tail != '\n')
+        if (std::sscanf(h, "mailnet-spool %llu %llu %llu %llu %llu%c", &b.dev, &b.ino, &b.at, &b.spool_at, &b.octets,
+                        &tail) != 6 ||
+            tail != '\n')
             return std::nullopt;
         struct stat st{};
         if (::fstat(spool_.get(), &st) != 0 ||
@@ -786,7 +799,8 @@ private:
     result<void> write_header(const batch_place& b) {
         char h[spool_header + 1];
         std::memset(h, ' ', sizeof h);
-        const int n = std::snprintf(h, sizeof h, "mailnet-spool %llu %llu %llu\n", b.at, b.spool_at, b.octets);
+        const int n = std::snprintf(h, sizeof h, "mailnet-spool %llu %llu %llu %llu %llu\n", b.dev, b.ino, b.at,
+                                    b.spool_at, b.octets);
         if (n <= 0 || n > spool_header) return unexpected(errc::io_error);
         h[n] = ' ';
         h[spool_header - 1] = '\n';
@@ -823,8 +837,8 @@ private:
         return true;
     }
 
-    // The named spool still holds what a killed run left (for recover()) until the first
-    // message begins.
+    // The named spool still holds what a killed run left until recover() has used it, or the
+    // first message begins.
     result<void> reset_stale_spool() {
         if (!spool_stale_) return {};
         if (spool_.get() >= 0 && ::ftruncate(spool_.get(), 0) != 0) {
@@ -844,7 +858,10 @@ private:
     result<void> copy_done() {
         const off_t before = size_;
         if (done_ > base_ && !spool_path_.empty()) {
-            const batch_place b{static_cast<unsigned long long>(size_), static_cast<unsigned long long>(base_),
+            struct stat st{};
+            if (::fstat(fd_.get(), &st) != 0) return unexpected(last_system_error());
+            const batch_place b{static_cast<unsigned long long>(st.st_dev), static_cast<unsigned long long>(st.st_ino),
+                                static_cast<unsigned long long>(size_), static_cast<unsigned long long>(base_),
                                 static_cast<unsigned long long>(done_ - base_)};
             if (auto h = write_header(b); !h) return h;
         }
@@ -881,7 +898,12 @@ private:
     // An empty spool starts again at 0.
     void rewind_spool() {
         if (open_ || base_ != spool_end_ || spool_end_ == 0) return;
-        if (::ftruncate(spool_.get(), 0) != 0) return;  // it only grows on
+        if (::ftruncate(spool_.get(), 0) != 0) {
+            // It only grows on, but its header must not outlive its batch (a later run would
+            // take a shorter file for part of it, and cut stored mail): blanked, or no more.
+            if (!pwrite_spool(std::string(spool_header, ' '), 0)) broken_ = true;
+            return;
+        }
         base_ = done_ = spool_end_ = 0;
     }
 
@@ -1143,14 +1165,21 @@ namespace {
 // (O_TMPFILE, gone when closed or killed) in `dir` (the mbox's own file system), else in
 // $TMPDIR or /tmp; where O_TMPFILE is missing, a named one removed at once.
 result<posix::unique_fd> open_spool(const std::filesystem::path& named, const std::filesystem::path& dir) {
-    if (!named.empty()) {
+    // The file locked must still be the one under its name: a run that ends removes it (after
+    // another opened it, before that one's flock), and a third would make a new one.
+    for (int attempt = 0; !named.empty(); ++attempt) {
         posix::unique_fd fd(::open(named.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600));
         if (fd.get() < 0) return unexpected(last_system_error());
-        struct stat st{};
+        struct stat st{}, now{};
         if (::fstat(fd.get(), &st) != 0) return unexpected(last_system_error());
         if (!S_ISREG(st.st_mode)) return unexpected(errc::bad_config);
         if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0)
             return unexpected(errno == EWOULDBLOCK ? make_error_code(errc::mailbox_in_use) : last_system_error());
+        if (::lstat(named.c_str(), &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+            if (attempt < 8) continue;
+            return unexpected(errc::mailbox_in_use);
+        }
+        if ((st.st_mode & 07777) != 0600 && ::fchmod(fd.get(), 0600) != 0) return unexpected(last_system_error());
         return fd;
     }
     posix::unique_fd fd(posix::open_unnamed_temp_file(dir.empty() ? std::filesystem::path(".") : dir));

@@ -70,10 +70,10 @@ public:
         (void)locator;
         return false;
     }
-    /// Before holds(), with every pending locator of a run that was cut off: the mbox sink
-    /// cuts the file back to where the batch that run was appending began, when its spool
-    /// shows the file's end is part of that batch (docs/pop3c.md). An error: the file could
-    /// not be read or cut.
+    /// Before anything else, with every pending locator of a run that was cut off (none is
+    /// fine): the mbox sink cuts the file back to where the batch that run was appending
+    /// began, when its spool shows the file's end is part of that batch (docs/pop3c.md). An
+    /// error: the file could not be read or cut.
     virtual result<void> recover(std::span<const std::string> locators) {
         (void)locators;
         return {};
@@ -118,9 +118,9 @@ struct mbox_sink_options {
     /// fails) and flush() only fsyncs. `pop3c fetch` holds its batches whenever it keeps a
     /// state file.
     bool hold_batches = true;
-    /// The spool's file (created 0600, locked while the sink lives, removed when it closes
-    /// unless the next run needs it): what a run killed while it appended left in it (a header
-    /// saying where in FILE the batch began, then the batch) lets recover() tell part of that
+    /// The spool's file (mode 0600, locked while the sink lives, removed when it closes unless
+    /// the next run needs it): what a run killed while it appended left in it (a header naming
+    /// FILE and where in it the batch began, then the batch) lets recover() tell part of that
     /// batch from other mail. Empty: an unnamed file beside FILE, else in $TMPDIR or /tmp, and
     /// recover() cuts nothing. `pop3c fetch` uses STATE.spool.
     std::filesystem::path spool;

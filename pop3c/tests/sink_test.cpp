@@ -1156,11 +1156,15 @@ TEST(mbox_sink, not_holding_batches_each_message_is_appended_as_it_completes) {
     EXPECT_EQ(read_file(file), old + f + "Subject: a\n\nA\n\n" + f + "Subject: c\n\nC\n\n");
 }
 
-// The spool a run killed while it appended leaves: its header (written by flush() before it
-// appends: where in the mbox the batch begins, where in the spool, how long), then the batch.
-std::string spool_as_left(std::size_t mbox_at, const std::string& batch) {
-    std::string h = "mailnet-spool " + std::to_string(mbox_at) + " 0 " + std::to_string(batch.size()) + "\n";
-    h.resize(63, ' ');
+// The spool a run killed while it appended to `mbox` leaves: its header (written by flush()
+// before it appends: the mbox's device and inode, where in it the batch begins, where in the
+// spool, how long), then the batch.
+std::string spool_as_left(const fs::path& mbox, std::size_t mbox_at, const std::string& batch) {
+    struct stat st{};
+    EXPECT_EQ(::stat(mbox.c_str(), &st), 0);
+    std::string h = "mailnet-spool " + std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " +
+                    std::to_string(mbox_at) + " 0 " + std::to_string(batch.size()) + "\n";
+    h.resize(127, ' ');
     return h + "\n" + batch;
 }
 
@@ -1221,9 +1225,10 @@ TEST(mbox_sink, recover_cuts_back_only_a_batch_the_spool_shows_is_ours) {
              {"nothing appended yet", old, old, false, std::nullopt, 0},
              {"a message without a record first", cut, old, false, std::nullopt, 1},
              {"no spool left: a cut shows but cannot be told apart", cut, cut, true, std::string(), 0},
-             {"a spool without a header", cut, cut, true, std::string(64, '\0') + batch, 0}}) {
+             {"a spool without a header", cut, cut, true, std::string(128, '\0') + batch, 0},
+             {"the file shorter than where the batch began", old.substr(0, 20), old.substr(0, 20), false, std::nullopt, 0}}) {
         write_file(file, sc.text);
-        write_file(spool, sc.left_spool.value_or(spool_as_left(old.size(), batch)));
+        write_file(spool, sc.left_spool.value_or(spool_as_left(file, old.size(), batch)));
         auto sink = open_mbox_with(file, o);
         ASSERT_TRUE(sink);
         ASSERT_TRUE(sink->recover(std::span(locs).subspan(sc.first_record))) << sc.name;
@@ -1308,10 +1313,38 @@ TEST(mbox_sink, a_run_with_nothing_to_fetch_leaves_no_spool) {
         EXPECT_TRUE(fs::exists(spool));
     }
     EXPECT_FALSE(fs::exists(spool));
-    // A spool left by a killed run, and no pending record (nothing to recover): it goes too.
-    write_file(spool, spool_as_left(0, "From x\n\n"));
+    // A spool left by a killed run: gone once looked at, or once a message begins.
+    write_file(spool, spool_as_left(file, 0, "From x\n\n"));
     { auto sink = open_mbox_with(file, o); }
     EXPECT_FALSE(fs::exists(spool));
+}
+
+TEST(mbox_sink, recover_needs_no_record_and_looks_only_at_the_mbox_its_spool_names) {
+    temp_dir d;
+    const auto file = d.path / "mbox", other = d.path / "other";
+    const auto spool = d.path / "state.spool";
+    mbox_sink_options o;
+    o.spool = spool;
+    const std::string old = "From x Thu Jan  1 00:00:00 1970\nSubject: old\n\nkept\n\n";
+    const std::string batch = "From MAILER-DAEMON " + fixed_date + "\nSubject: a\n\n" + std::string(3000, 'a') + "\n\n";
+    // A batch of messages without a record (no UIDL): no pending locator, the file is cut back
+    // all the same.
+    write_file(file, old + batch.substr(0, 1000));
+    write_file(spool, spool_as_left(file, old.size(), batch));
+    {
+        auto sink = open_mbox_with(file, o);
+        ASSERT_TRUE(sink->recover({}));
+        EXPECT_EQ(read_file(file), old);
+    }
+    // A spool of another mbox (another run, another --mbox, the same state): not looked at.
+    write_file(other, old + batch.substr(0, 1000));
+    write_file(file, old + batch.substr(0, 1000));
+    write_file(spool, spool_as_left(other, old.size(), batch));
+    {
+        auto sink = open_mbox_with(file, o);
+        ASSERT_TRUE(sink->recover({}));
+        EXPECT_EQ(read_file(file), old + batch.substr(0, 1000));
+    }
 }
 
 TEST(mbox_sink, flush_refuses_while_a_message_is_open) {

@@ -657,7 +657,7 @@ class Pop3cTests:
     def test_7e_a_batch_cut_off_in_the_mbox_is_removed_and_fetched_again(self):
         """The rerun's recovery, step by step: a run killed while it appended a batch left the
         batch's records pending in the state file, its spool beside it (STATE.spool: a header
-        saying where in the mbox the batch begins, then the batch), and the mbox ending part way
+        naming the mbox and where in it the batch begins, then the batch), and the mbox ending part way
         into the batch. The rerun cuts the file back to where the batch began (its octets are
         the spool's first ones) and fetches the batch again: each message once."""
         user = "cutmbox"
@@ -693,11 +693,12 @@ class Pop3cTests:
         with open(state, "w") as f:
             f.write("\n".join([ln for ln in lines if ln.startswith("#")] + records[:first] + pending) + "\n")
         batch = full[starts[first]:]
-        header = f"mailnet-spool {starts[first]} 0 {len(batch)}\n".encode().ljust(63) + b"\n"
-        with open(state + ".spool", "wb") as f:
-            f.write(header + batch)
         with open(mbox, "wb") as f:
             f.write(full[:starts[cut_at] + 40])
+        st = os.stat(mbox)
+        header = f"mailnet-spool {st.st_dev} {st.st_ino} {starts[first]} 0 {len(batch)}\n".encode().ljust(127) + b"\n"
+        with open(state + ".spool", "wb") as f:
+            f.write(header + batch)
         p = self.pop3c(*args, user=user)
         self.assertIn(b"0 messages of an interrupted run were already stored", p.stderr)
         self.assertIn(b"the part of a batch an interrupted run was appending", p.stderr)
