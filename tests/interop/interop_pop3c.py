@@ -1018,13 +1018,18 @@ class FetchBatches(unittest.TestCase):
 
     def new_removed_before(self, at):
         """A before_retr that renames DIR/new away before RETR `at` is answered (so the links
-        of whatever is committed after fail); new/ is made with the first message pop3c stores."""
+        of whatever is committed after fail). DIR/{tmp,new,cur} are made with the first message
+        pop3c begins, by the first calls of its reading thread and of its thread that opens
+        files ahead, which may run at once: the rename waits until the last (cur/) is there and
+        a moment more, so that a second call still setting the folder up does not make new/
+        again after it (seen once on a loaded machine: exit 0, nothing failed)."""
         def remove_new(n):
             if n == at:
-                new = os.path.join(self.mdir, "new")
+                new, cur = os.path.join(self.mdir, "new"), os.path.join(self.mdir, "cur")
                 deadline = time.monotonic() + 10
-                while not os.path.isdir(new) and time.monotonic() < deadline:
+                while not (os.path.isdir(new) and os.path.isdir(cur)) and time.monotonic() < deadline:
                     time.sleep(0.01)
+                time.sleep(0.3)
                 os.rename(new, os.path.join(self.tmp.path, "new-gone"))
         return remove_new
 
