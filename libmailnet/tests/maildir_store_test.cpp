@@ -1836,6 +1836,41 @@ TEST(maildir_store, stale_tmp_files_are_removed_at_open_and_fresh_ones_kept) {
     EXPECT_TRUE(log.contains((root / "alice" / "tmp" / "old").string()));
 }
 
+TEST(maildir_store, empty_tmp_files_an_ended_process_of_this_host_left_are_removed_at_open) {
+    // A kill -9 leaves the files made ahead (empty) in tmp/: the next start removes those of
+    // this host's ended processes once a minute old, not only after tmp_max_age.
+    temp_dir d;
+    const fs::path tmp = d.path / "store" / "alice" / "tmp";
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) ::_exit(0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    const std::string ended = std::to_string(child), alive = std::to_string(::getppid());
+    const auto now = std::time(nullptr);
+    const auto made = [&](const std::string& name, const std::string& text, std::time_t age) {
+        write_file(tmp / name, text);
+        set_mtime(tmp / name, now - age);
+    };
+    made("1700000000.M1P" + ended + "Q1.testhost", "", 120);           // removed
+    made("1700000000.M2P" + ended + "Q2.testhost", "", 20);            // too young
+    made("1700000000.M3P" + ended + "Q3.testhost", "written\n", 120);  // not empty
+    made("1700000000.M4P" + alive + "Q4.testhost", "", 120);           // its process lives
+    made("1700000000.M5P" + ended + "Q5.otherhost", "", 120);          // another host's
+    made("1700000000.M6P" + ended + "Q6.testhost.x", "", 120);         // not our name for it
+    made("courier.12345.tmp", "", 120);                                // another writer's
+    log_capture log;
+    open_store(options(d.path, log.sink()));
+    auto left = names_in(tmp);
+    std::sort(left.begin(), left.end());
+    EXPECT_EQ(left, (std::vector<std::string>{"1700000000.M2P" + ended + "Q2.testhost",
+                                              "1700000000.M3P" + ended + "Q3.testhost",
+                                              "1700000000.M4P" + alive + "Q4.testhost",
+                                              "1700000000.M5P" + ended + "Q5.otherhost",
+                                              "1700000000.M6P" + ended + "Q6.testhost.x", "courier.12345.tmp"}));
+    EXPECT_TRUE(log.contains("1700000000.M1P" + ended + "Q1.testhost"));
+}
+
 TEST(maildir_folder, the_root_is_the_maildir_whatever_the_mailbox_name) {
     // A fetcher's --maildir DIR: DIR/{tmp,new,cur}, no DIR/<name>/ below it.
     temp_dir d;

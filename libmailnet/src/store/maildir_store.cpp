@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <csignal>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1627,8 +1628,35 @@ public:
         for (const auto& e : encs) ensured_.erase(e);
     }
 
+    // Whether a tmp/ file is one this host's mailnet (or a Maildir writer naming files as it
+    // does) made and left empty, in a process that has ended, over a minute ago: a file made
+    // ahead (prepare_delivery) or a delivery begun when that process was killed. Its name says
+    // so: "<secs>.M<usecs>P<pid>Q<n>.<host>", as open_tmp() makes it for this host.
+    // NOTE: a process of another PID namespace on a host of the same name, sharing this store,
+    // could be seen as ended: its file is empty and a minute old, which no delivery of ours
+    // keeps (a file made ahead lives 2 s, a delivery writes at once), and a delivery whose
+    // file went fails its link and is answered with a temporary error, never lost.
+    bool left_by_an_ended_process(std::string_view name, const struct stat& st,
+                                  std::chrono::system_clock::time_point now) const {
+        if (st.st_size != 0 || st.st_mtime >= std::chrono::system_clock::to_time_t(now - std::chrono::minutes(1)))
+            return false;
+        const auto dot = name.find('.', name.find('Q'));
+        const auto p = name.find(".M"), q = name.find('P');
+        if (dot == name.npos || p == name.npos || q == name.npos || !(p < q && q < name.find('Q'))) return false;
+        const std::string_view prefix = name.substr(0, dot);
+        const std::string_view pid_text = name.substr(q + 1, name.find('Q') - q - 1);
+        const std::size_t budget = prefix.size() + 1 < max_base_name ? max_base_name - prefix.size() - 1 : 0;
+        if (name.substr(dot + 1) != truncate_host(host_, budget) || pid_text.empty() || pid_text.size() > 9 ||
+            !std::all_of(pid_text.begin(), pid_text.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+            pid_text == pid_)
+            return false;
+        const pid_t pid = static_cast<pid_t>(std::stol(std::string(pid_text)));
+        return pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH;
+    }
+
     // Removes files in every mailbox's tmp/ older than tmp_max_age (maildir(5): a tmp/ file
-    // that old is a delivery that died).
+    // that old is a delivery that died), and the empty ones an ended process of this host
+    // left (left_by_an_ended_process).
     void clean_tmp() {
         const auto now = options_.clock ? options_.clock() : std::chrono::system_clock::now();
         const auto limit = std::chrono::system_clock::to_time_t(now - options_.tmp_max_age);
@@ -1653,10 +1681,12 @@ public:
                 if (name == "." || name == "..") continue;
                 struct stat st{};
                 if (::fstatat(tmp_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
-                if (st.st_mtime >= limit) continue;
+                const bool stale = st.st_mtime < limit;
+                if (!stale && !left_by_an_ended_process(name, st, now)) continue;
                 const std::string path = tmp + "/" + std::string(name);
                 if (::unlinkat(tmp_fd, e->d_name, 0) == 0)
-                    log(log_level::info, "maildir: removed stale " + path);
+                    log(log_level::info, stale ? "maildir: removed stale " + path
+                                               : "maildir: removed " + path + ", left empty by a process that ended");
                 else
                     log(log_level::warning, "maildir: cannot remove stale " + path + ": " + last_system_error().message());
             }
