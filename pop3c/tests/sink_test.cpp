@@ -1168,12 +1168,17 @@ std::string spool_as_left(const fs::path& mbox, std::size_t mbox_at, const std::
     return h + "\n" + batch;
 }
 
-TEST(mbox_sink, recover_cuts_back_only_a_batch_the_spool_shows_is_ours) {
+// The mbox sink with a named spool (as pop3c fetch keeps one beside its state file).
+class mbox_spool : public ::testing::Test {
+protected:
+    mbox_spool() { o.spool = spool; }
     temp_dir d;
-    const auto file = d.path / "mbox";
-    const auto spool = d.path / "state.spool";
-    mbox_sink_options o;
-    o.spool = spool;
+    const fs::path file = d.path / "mbox";
+    const fs::path spool = d.path / "state.spool";
+    mbox_sink_options o;  // with `spool`
+};
+
+TEST_F(mbox_spool, recover_cuts_back_only_a_batch_the_spool_shows_is_ours) {
     const std::string old = "From x Thu Jan  1 00:00:00 1970\nSubject: old\n\nno empty line\n";
     write_file(file, old);
     // A batch as a run writes it to its spool (not yet appended): its messages' octets.
@@ -1248,10 +1253,7 @@ TEST(mbox_sink, recover_cuts_back_only_a_batch_the_spool_shows_is_ours) {
     }
 }
 
-TEST(mbox_sink, an_append_killed_part_way_is_cut_back_by_the_next_runs_recover) {
-    temp_dir d;
-    const auto file = d.path / "mbox";
-    const auto spool = d.path / "state.spool";
+TEST_F(mbox_spool, an_append_killed_part_way_is_cut_back_by_the_next_runs_recover) {
     const std::string old = "From x Thu Jan  1 00:00:00 1970\nSubject: old\n\nkept\n\n";
     const std::string body(64 * 1024, 'z');
     for (int attempt = 0;; ++attempt) {
@@ -1263,8 +1265,6 @@ TEST(mbox_sink, an_append_killed_part_way_is_cut_back_by_the_next_runs_recover) 
         const pid_t pid = ::fork();
         ASSERT_GE(pid, 0);
         if (pid == 0) {
-            mbox_sink_options o;
-            o.spool = spool;
             o.clock = [] { return fixed_time; };
             auto s = mailnet::pop3c::open_mbox_sink(file, mailnet::null_log(), o);
             if (!s) ::_exit(10);
@@ -1290,8 +1290,6 @@ TEST(mbox_sink, an_append_killed_part_way_is_cut_back_by_the_next_runs_recover) 
         const auto size = fs::file_size(file);
         if (!WIFSIGNALED(status) || size == old.size() || size >= old.size() + 20 * (16 * body.size() + 20)) continue;
         // The next run: its records of the batch pending (any will do: the spool says where).
-        mbox_sink_options o;
-        o.spool = spool;
         auto sink = open_mbox_with(file, o);
         ASSERT_TRUE(sink);
         const std::vector<std::string> pending{"mbox:" + std::to_string(old.size()) + ":" + std::to_string(size + 1) + ":0"};
@@ -1301,12 +1299,7 @@ TEST(mbox_sink, an_append_killed_part_way_is_cut_back_by_the_next_runs_recover) 
     }
 }
 
-TEST(mbox_sink, a_run_with_nothing_to_fetch_leaves_no_spool) {
-    temp_dir d;
-    const auto file = d.path / "mbox";
-    const auto spool = d.path / "state.spool";
-    mbox_sink_options o;
-    o.spool = spool;
+TEST_F(mbox_spool, a_run_with_nothing_to_fetch_leaves_no_spool) {
     {
         auto sink = open_mbox_with(file, o);
         ASSERT_TRUE(sink);
@@ -1319,12 +1312,8 @@ TEST(mbox_sink, a_run_with_nothing_to_fetch_leaves_no_spool) {
     EXPECT_FALSE(fs::exists(spool));
 }
 
-TEST(mbox_sink, recover_needs_no_record_and_looks_only_at_the_mbox_its_spool_names) {
-    temp_dir d;
-    const auto file = d.path / "mbox", other = d.path / "other";
-    const auto spool = d.path / "state.spool";
-    mbox_sink_options o;
-    o.spool = spool;
+TEST_F(mbox_spool, recover_needs_no_record_and_looks_only_at_the_mbox_its_spool_names) {
+    const auto other = d.path / "other";
     const std::string old = "From x Thu Jan  1 00:00:00 1970\nSubject: old\n\nkept\n\n";
     const std::string batch = "From MAILER-DAEMON " + fixed_date + "\nSubject: a\n\n" + std::string(3000, 'a') + "\n\n";
     // A batch of messages without a record (no UIDL): no pending locator, the file is cut back
