@@ -598,7 +598,8 @@ asio::awaitable<outcome<std::unique_ptr<async_client>>> async_client::open(asio:
                                                  (why.empty() ? sock.error().message() : why));
     i.s = std::make_unique<net::stream>(std::move(*sock));
     if (i.o.tls == tls_mode::implicit) {
-        if (auto ok = co_await i.handshake(); !ok) co_return ok.why();
+        auto secured = co_await i.handshake();
+        if (!secured) co_return secured.why();
     }
     // The greeting.
     for (;;) {
@@ -612,19 +613,23 @@ asio::awaitable<outcome<std::unique_ptr<async_client>>> async_client::open(asio:
             break;
         }
     }
-    if (auto ok = co_await i.read_capa(); !ok) co_return ok.why();
+    auto capa_read = co_await i.read_capa();
+    if (!capa_read) co_return capa_read.why();
     if (i.o.tls == tls_mode::stls) {
         // RFC 2595 4: STLS; a server that refuses leaves the connection unusable for us: an
         // error, never a fall back to cleartext.
         auto r = co_await i.simple("STLS", std::string(), true);
         if (!r) co_return r.why();
         if (!r->ok) co_return i.break_with(make_failure(errc::tls_unavailable, r->text, r->code));
-        if (auto ok = co_await i.handshake(); !ok) co_return ok.why();
+        auto secured = co_await i.handshake();
+        if (!secured) co_return secured.why();
         // RFC 2595 4: capabilities are asked again after TLS.
-        if (auto ok = co_await i.read_capa(); !ok) co_return ok.why();
+        auto capa_reread = co_await i.read_capa();
+        if (!capa_reread) co_return capa_reread.why();
     }
     if (i.caps.has("PIPELINING")) i.c.set_window(i.o.window);
-    if (auto ok = co_await i.log_in(user, password); !ok) co_return i.break_with(ok.why());
+    auto logged_in = co_await i.log_in(user, password);
+    if (!logged_in) co_return i.break_with(logged_in.why());
     auto st = co_await i.stat();
     if (!st) {
         failure f = st.why();
@@ -693,7 +698,8 @@ asio::awaitable<outcome<unique_id>> async_client::uidl(std::uint32_t n) {
 }
 
 asio::awaitable<outcome<capabilities>> async_client::capa() {
-    if (auto ok = co_await p_->read_capa(); !ok) co_return ok.why();
+    auto read = co_await p_->read_capa();
+    if (!read) co_return read.why();
     co_return p_->caps;
 }
 
@@ -727,7 +733,8 @@ asio::awaitable<outcome<void>> async_client::retrieve(message_index start, std::
     for (std::uint64_t from = rg->first; !rg->empty() && from <= rg->last; from += range_part) {
         std::vector<std::uint32_t> numbers;
         for (std::uint64_t n = from; n <= rg->last && n < from + range_part; ++n) numbers.push_back(static_cast<std::uint32_t>(n));
-        if (auto r = co_await p_->retrieve_each(std::move(numbers), h); !r) co_return r;
+        auto r = co_await p_->retrieve_each(std::move(numbers), h);
+        if (!r) co_return r;
     }
     co_return outcome<void>{};
 }
@@ -742,7 +749,8 @@ asio::awaitable<outcome<void>> async_client::remove(message_index start, std::op
     for (std::uint64_t from = rg->first; !rg->empty() && from <= rg->last; from += range_part) {  // as retrieve()
         std::vector<std::uint32_t> numbers;
         for (std::uint64_t n = from; n <= rg->last && n < from + range_part; ++n) numbers.push_back(static_cast<std::uint32_t>(n));
-        if (auto r = co_await p_->remove_each(numbers); !r) co_return r;
+        auto r = co_await p_->remove_each(numbers);
+        if (!r) co_return r;
     }
     co_return outcome<void>{};
 }

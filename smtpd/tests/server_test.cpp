@@ -398,7 +398,8 @@ struct smtps_client {
                     auto [ec] = co_await sock.async_connect({asio::ip::make_address("127.0.0.1"), port}, tuple);
                     if (ec || !ctx) co_return;
                     mailnet::net::stream s(std::move(sock));
-                    if (co_await s.client_handshake(**ctx, "localhost", verify, std::chrono::seconds(5))) co_return;
+                    const auto failed = co_await s.client_handshake(**ctx, "localhost", verify, std::chrono::seconds(5));
+                    if (failed) co_return;
                     std::string got;
                     std::array<char, 4096> buf{};
                     for (;;) {

@@ -46,7 +46,7 @@ task leaf() { co_return true; }
 
 // The pattern: a co_await in an `if` condition before any other local.
 task probe() {
-    if (!co_await leaf()) co_return false;
+    if (!co_await leaf()) co_return false;  // await-in-condition: intended
     co_return true;
 }
 

@@ -459,7 +459,8 @@ asio::awaitable<std::error_code> stream::client_handshake(asio::ssl::context& ct
         co_return make_error_code(errc::tls_error);
     }
 
-    if (auto ec = co_await handshake(asio::ssl::stream_base::client, timeout, why)) {
+    const auto ec = co_await handshake(asio::ssl::stream_base::client, timeout, why);
+    if (ec) {
         const long vr = SSL_get_verify_result(ssl);
         if (why && (vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH))
             *why += " (the certificate is not for " + host + ")";

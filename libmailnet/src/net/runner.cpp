@@ -260,7 +260,8 @@ struct runner::impl {
             if (p.done(queue.size())) break;
             // `out` is full: write it while the pool makes the next segment in `spare`.
             using namespace asio::experimental::awaitable_operators;
-            if (!co_await (flush() && c.run_blocking([&] { produce(p, spare); }))) co_return broke();
+            const bool written = co_await (flush() && c.run_blocking([&] { produce(p, spare); }));
+            if (!written) co_return broke();
             std::swap(out, spare);  // flush() left `out` empty
             take_input();
         }
@@ -383,7 +384,8 @@ struct runner::impl {
         rd->done = false;  // input no one will serve
         eof = true;
         c.io().set_deadline_cap(std::min(stream::clock::now() + notice_timeout, c.read_limit()));
-        if (!co_await c.write(asio::buffer(notice.data(), notice.size()))) co_await c.io().shutdown(notice_timeout);
+        const auto unsent = co_await c.write(asio::buffer(notice.data(), notice.size()));
+        if (!unsent) co_await c.io().shutdown(notice_timeout);
         co_return false;
     }
 
@@ -399,7 +401,8 @@ struct runner::impl {
             c.io().set_deadline_cap(std::min(stream::clock::now() + notice_timeout, c.read_limit()));
         }
         if (notice.empty() || failed) co_return false;
-        if (!co_await c.write(asio::buffer(notice.data(), notice.size()))) co_await c.io().shutdown(notice_timeout);
+        const auto unsent = co_await c.write(asio::buffer(notice.data(), notice.size()));
+        if (!unsent) co_await c.io().shutdown(notice_timeout);
         co_return false;
     }
 };
@@ -468,7 +471,8 @@ asio::awaitable<bool> runner::drain_messages() {
 asio::awaitable<bool> runner::perform(act::need_input&) {
     auto& p = *p_;
     const auto answered = p.answered;
-    if (!co_await drain()) co_return false;  // runner::drain: also ends a timed-out session
+    const bool drained = co_await drain();  // runner::drain: also ends a timed-out session
+    if (!drained) co_return false;
     // Answers may have released what the core held back (POP3: a deferred RSET/LAST/QUIT).
     if (p.answered != answered) co_return true;
     // An idle session keeps small buffers (DESIGN.md: memory per idle session).
@@ -537,7 +541,8 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
 
 asio::awaitable<bool> runner::perform(act::start_tls&) {
     auto& p = *p_;
-    if (!co_await drain()) co_return false;  // runner::drain: also ends a timed-out session
+    const bool drained = co_await drain();  // runner::drain: also ends a timed-out session
+    if (!drained) co_return false;
     if (p.rd->active || p.rd->done) {
         // Octets read after the STLS/STARTTLS command would be the handshake's: a client that
         // sends anything then is not speaking TLS (RFC 2595 4, RFC 3207 4 discard them).
@@ -559,7 +564,8 @@ asio::awaitable<bool> runner::perform(act::start_tls&) {
 
 asio::awaitable<bool> runner::perform(act::login_failed& a) {
     auto& p = *p_;
-    if (!co_await drain()) co_return false;  // runner::drain: also ends a timed-out session
+    const bool drained = co_await drain();  // runner::drain: also ends a timed-out session
+    if (!drained) co_return false;
     // The name with its spaces escaped too: one holding " from 203.0.113.9: " must not give
     // a fail2ban pattern another address to ban (or hide the real one).
     std::string user;
@@ -585,7 +591,8 @@ asio::awaitable<bool> runner::perform(act::login_failed& a) {
 
 asio::awaitable<bool> runner::perform(act::delay& a) {
     auto& p = *p_;
-    if (!co_await drain()) co_return false;  // runner::drain: also ends a timed-out session
+    const bool drained = co_await drain();  // runner::drain: also ends a timed-out session
+    if (!drained) co_return false;
     if (a.duration.count() <= 0) co_return true;
     co_return co_await p.pause(a.duration);
 }

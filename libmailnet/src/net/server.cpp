@@ -430,9 +430,11 @@ asio::awaitable<void> server::refuse_over_tls(std::shared_ptr<server> self, asio
     } released{refusing_tls_};  // whatever ends this coroutine
     const auto limit = std::min<std::chrono::seconds>(options_.tls_handshake_timeout, std::chrono::seconds(10));
     stream s(std::move(socket));
-    if (!co_await s.server_handshake(*options_.tls, limit)) {
+    const auto failed = co_await s.server_handshake(*options_.tls, limit);
+    if (!failed) {
         s.set_deadline(stream::clock::now() + limit);
-        if (!co_await s.write_all(asio::buffer(busy_reply_))) co_await s.shutdown(limit);
+        const auto unsent = co_await s.write_all(asio::buffer(busy_reply_));
+        if (!unsent) co_await s.shutdown(limit);
     }
     s.close();
 }

@@ -232,7 +232,8 @@ asio::awaitable<void> run_connection(connection& c, Core& core, Hooks& hooks, ru
                         co_return co_await r.perform(x);
                     } else {
                         // A hook's answer may depend on what went before: write that first.
-                        if (!co_await r.drain()) co_return false;
+                        const bool drained = co_await r.drain();
+                        if (!drained) co_return false;
                         co_return co_await hooks(x, core, r);
                     }
                 },
