@@ -36,7 +36,14 @@ SMTPD_HOSTNAME = "mx.interop.test"  # smtpd --hostname: the Received: header's `
 # Skipping and running
 
 
+_running_tests = False  # run_tests() is running the unittest cases
+
+
 def skip(reason):
+    """Skips the script (exit SKIP); called inside a test case, that case (run_tests() then
+    exits SKIP too, after the other cases ran: a SystemExit there would count as an error)."""
+    if _running_tests:
+        raise unittest.SkipTest(reason)
     print(f"SKIP: {reason}", flush=True)
     sys.exit(SKIP)
 
@@ -136,7 +143,12 @@ def run_tests(watchdog_seconds=None):
         signal.signal(signal.SIGALRM, on_alarm)
         signal.alarm(watchdog_seconds)
     argv = [sys.argv[0]] + sys.argv[2:]
-    prog = unittest.main(module="__main__", argv=argv, exit=False, verbosity=2)
+    global _running_tests
+    _running_tests = True
+    try:
+        prog = unittest.main(module="__main__", argv=argv, exit=False, verbosity=2)
+    finally:
+        _running_tests = False
     r = prog.result
     signal.alarm(0)
     if r.failures or r.errors or r.unexpectedSuccesses:
