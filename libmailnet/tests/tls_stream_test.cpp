@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <source_location>
 #include <string>
 #include <vector>
 
@@ -122,14 +123,20 @@ asio::awaitable<std::error_code> write(stream& s, std::string_view text) {
 // What is awaited is held in a named local before a check tests it, here and in every test:
 // g++ 12 can lay out a coroutine frame wrongly when a co_await is an if's condition, and each
 // EXPECT_ and ASSERT_ expands to one (docs/libmailnet.md, "Coroutines and g++ 12").
-asio::awaitable<void> send(stream& s, std::string_view text) {
+// A failure names the caller's line.
+asio::awaitable<void> send(stream& s, std::string_view text, std::source_location at = std::source_location::current()) {
     const auto ec = co_await write(s, text);
-    EXPECT_FALSE(ec) << "writing " << text;
+    if (ec)
+        ADD_FAILURE_AT(at.file_name(), at.line())
+            << "writing " << testing::PrintToString(std::string(text)) << ": " << ec.message();
 }
 
-asio::awaitable<void> expect_line(stream& s, std::string_view expected) {
+asio::awaitable<void> expect_line(stream& s, std::string_view expected,
+                                  std::source_location at = std::source_location::current()) {
     const auto line = co_await read_line(s);
-    EXPECT_EQ(line, expected);
+    if (line != expected)
+        ADD_FAILURE_AT(at.file_name(), at.line())
+            << "read " << testing::PrintToString(line) << ", expected " << testing::PrintToString(std::string(expected));
 }
 
 // Reads until an error; returns it.
