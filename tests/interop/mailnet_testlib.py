@@ -8,6 +8,7 @@ Each script is run by ctest as `run.sh SCRIPT POP3D_BINARY` and exits 0 (pass),
 script starts is stopped by its PID in a `finally`.
 """
 
+import atexit
 import base64
 import ctypes
 import os
@@ -173,6 +174,9 @@ class TempDir:
     def __init__(self, prefix="mailnet-interop-"):
         self.path = tempfile.mkdtemp(prefix=prefix)
         os.chmod(self.path, 0o755)
+        # Also at exit: a setUpClass that skips or fails after making one never reaches its
+        # tearDownClass.
+        atexit.register(self.cleanup)
 
     def __enter__(self):
         return self.path
@@ -181,6 +185,9 @@ class TempDir:
         self.cleanup()
 
     def cleanup(self):
+        if getattr(self, "cleaned", False):
+            return
+        self.cleaned = True
         if os.environ.get("MAILNET_KEEP_TMP"):
             print(f"kept {self.path}", file=sys.stderr)
             return
