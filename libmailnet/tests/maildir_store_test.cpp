@@ -770,6 +770,22 @@ TEST(maildir_store, a_file_made_ahead_that_was_removed_or_replaced_is_not_used_a
     EXPECT_EQ(texts, (std::vector<std::string>{"1\n", "2\n", "3\n", "4\n"}));
 }
 
+// A delivery to a mailbox whose tmp/ vanished begins again (the mailbox made anew); the
+// next hint counts it once: one delivery since the hint before, so two files ahead, not three.
+TEST(maildir_store, a_delivery_begun_again_after_its_tmp_vanished_counts_once_toward_the_next_hint) {
+    temp_dir d;
+    busy_alice b(d, made_ahead_options(d.path));
+    ASSERT_EQ(b.made.size(), 2u);
+    fs::remove_all(b.box / "tmp");
+    ASSERT_TRUE(b.s->deliver(boxes({"alice"}), "3\n"));
+    EXPECT_TRUE(fs::is_directory(b.box / "tmp"));
+    b.s->prepare_delivery(boxes({"alice"}));
+    const auto made = settled(b.box / "tmp", 2);
+    std::this_thread::sleep_for(200ms);  // a third would come now
+    EXPECT_EQ(names_in(b.box / "tmp"), made);
+    EXPECT_EQ(made.size(), 2u);
+}
+
 TEST(maildir_store, files_made_ahead_for_one_mailbox_stop_at_32) {
     // One more than the deliveries since the last hint, but never more than 32 for a mailbox
     // (nor more than a thirty-second of the descriptor limit in all).

@@ -698,8 +698,8 @@ asio::awaitable<outcome<unique_id>> async_client::uidl(std::uint32_t n) {
 }
 
 asio::awaitable<outcome<capabilities>> async_client::capa() {
-    auto read = co_await p_->read_capa();
-    if (!read) co_return read.why();
+    auto capa_read = co_await p_->read_capa();
+    if (!capa_read) co_return capa_read.why();
     co_return p_->caps;
 }
 

@@ -1387,8 +1387,9 @@ public:
             seen_enc.push_back(std::move(enc));
         }
 
-        // A tmp/ file made ahead for the first target (prepare_delivery), else a new one.
-        std::optional<tmp_file> file = take_spare(targets.front().dir);
+        // A tmp/ file made ahead for the first target (prepare_delivery), else a new one. The
+        // retry below (trust_known false) is the same delivery: it is not counted again.
+        std::optional<tmp_file> file = take_spare(targets.front().dir, trust_known);
         if (!file) {
             auto made = open_tmp(targets.front().dir);
             if (!made) {
@@ -1577,13 +1578,13 @@ public:
     // A file made ahead for `dir` (prepare_delivery), if there is one, young enough (its name
     // holds the time it was made), and still that name's file, empty: nothing else took it.
     // One that is not is dropped, and the next tried (a tmp/ cleaner may have taken them all).
-    // Counts the delivery for the mailbox's next hint either way.
-    std::optional<tmp_file> take_spare(const std::string& dir) {
+    // Counts the delivery for the mailbox's next hint either way, if `count`.
+    std::optional<tmp_file> take_spare(const std::string& dir, bool count) {
         {
             std::lock_guard guard(spares_mutex_);
             auto h = hints_.find(dir);
             if (h == hints_.end()) return std::nullopt;
-            ++h->second.taken;
+            if (count) ++h->second.taken;
         }
         for (;;) {
             std::optional<tmp_file> f;
