@@ -600,11 +600,16 @@ void session::sasl_response(std::string_view line) {
         return bad_command(501, "5.7.0", "Authentication cancelled");
     }
     if (step == sasl::plain) return sasl_response_plain(line);
-    // LOGIN (draft-murchison-sasl-login): the user name, then the password, each in base64.
-    auto decoded = base64_decode(line);
-    const bool usable = decoded && decoded->find('\0') == std::string::npos;
+    // LOGIN (draft-murchison-sasl-login): the user name, then the password, each in base64
+    // ("=": none, as an initial response says it, RFC 4954 4).
+    auto decoded = base64_decode(line == "=" ? std::string_view{} : line);
+    if (!decoded) {
+        sasl_user_.clear();
+        return undecodable_response();
+    }
+    const bool usable = decoded->find('\0') == std::string::npos;
     if (step == sasl::login_user) {
-        if (!usable) return login_failed({}, "invalid base64 in SASL response", "Error: invalid base64 in SASL response");
+        if (!usable) return login_failed({}, "NUL in the SASL LOGIN user name", "Error: malformed SASL response");
         sasl_user_ = std::move(*decoded);
         sasl_ = sasl::login_password;
         reader_.set_limit(limits_.max_sasl_octets);
@@ -612,7 +617,7 @@ void session::sasl_response(std::string_view line) {
         return;
     }
     std::string user = std::exchange(sasl_user_, {});
-    if (!usable) return login_failed(user, "invalid base64 in SASL response", "Error: invalid base64 in SASL response");
+    if (!usable) return login_failed(user, "NUL in the SASL LOGIN password", "Error: authentication failed");
     if (config_.faults && !config_.faults->empty()) {
         const std::string who[] = {user};
         if (auto f = fault(fault_phase::auth, who)) return apply_fault(*f);  // not checked, not counted
@@ -625,6 +630,7 @@ void session::sasl_response(std::string_view line) {
 void session::sasl_response_plain(std::string_view response) {
     auto decoded = decode_sasl_plain(response);
     if (auto* refused = std::get_if<sasl_refusal>(&decoded)) {
+        if (refused->undecodable) return undecodable_response();
         // A malformed response is a failed login (delayed, counted, logged); the reply names a
         // syntax problem, never whether a name or password was right.
         return login_failed(refused->user, refused->reason,
@@ -637,6 +643,12 @@ void session::sasl_response_plain(std::string_view response) {
     sasl_user_ = std::get<credentials>(decoded).user;
     emit(act::authenticate{std::move(std::get<credentials>(decoded))});
     waiting_ = wait::auth;
+}
+
+// RFC 4954 4: a response the server cannot base64-decode rejects the AUTH with 501. No name or
+// password was tried, so no failed login: a bad command (counted toward max_bad_commands).
+void session::undecodable_response() {
+    bad_command(501, "5.5.2", "Error: invalid base64 in SASL response");
 }
 
 void session::login_failed(std::string_view user, std::string_view reason, std::string_view reply_text) {

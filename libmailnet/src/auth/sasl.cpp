@@ -7,7 +7,7 @@ namespace mailnet {
 
 std::variant<credentials, sasl_refusal> decode_sasl_plain(std::string_view base64) {
     const auto decoded = base64_decode(base64 == "=" ? std::string_view{} : base64);
-    if (!decoded) return sasl_refusal{{}, "invalid base64 in SASL response"};
+    if (!decoded) return sasl_refusal{{}, "invalid base64 in SASL response", true};
     // RFC 4616 2: [authzid] NUL authcid NUL passwd, with no NUL inside the three.
     const auto first = decoded->find('\0');
     const auto second = first == std::string::npos ? first : decoded->find('\0', first + 1);

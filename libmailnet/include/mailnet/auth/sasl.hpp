@@ -14,6 +14,8 @@ namespace mailnet {
 struct sasl_refusal {
     std::string user;    ///< the authentication identity, when the response got that far
     std::string reason;  ///< "invalid base64 in SASL response", ...
+    /// The response is not base64 at all: SMTP answers 501 5.5.2 (RFC 4954 4), no failed login.
+    bool undecodable = false;
 };
 
 /// Decodes a base64 SASL PLAIN response ("=" or empty: no octets): [authzid] NUL authcid NUL

@@ -196,6 +196,7 @@ private:
     void cmd_auth(std::string_view arg);
     void sasl_response(std::string_view line);
     void sasl_response_plain(std::string_view response);
+    void undecodable_response();
     void login_failed(std::string_view user, std::string_view reason, std::string_view reply_text);
     bool auth_allowed() const noexcept;
 
