@@ -760,7 +760,10 @@ bool url_char(char c) {
 
 // Drops what ends a sentence rather than the URL: . , ; : ! ? ' * and a ')' or ']' with no
 // opening one inside the URL.
+// Linear: the brackets are counted once, then as they are dropped.
 std::string_view trim_url(std::string_view u) {
+    auto paren_open = std::count(u.begin(), u.end(), '('), paren_close = std::count(u.begin(), u.end(), ')');
+    auto square_open = std::count(u.begin(), u.end(), '['), square_close = std::count(u.begin(), u.end(), ']');
     for (;;) {
         if (u.empty()) return u;
         const char c = u.back();
@@ -768,12 +771,15 @@ std::string_view trim_url(std::string_view u) {
             u.remove_suffix(1);
             continue;
         }
-        if (c == ')' || c == ']') {
-            const char open = c == ')' ? '(' : '[';
-            if (std::count(u.begin(), u.end(), open) < std::count(u.begin(), u.end(), c)) {
-                u.remove_suffix(1);
-                continue;
-            }
+        if (c == ')' && paren_open < paren_close) {
+            --paren_close;
+            u.remove_suffix(1);
+            continue;
+        }
+        if (c == ']' && square_open < square_close) {
+            --square_close;
+            u.remove_suffix(1);
+            continue;
         }
         return u;
     }
@@ -807,7 +813,9 @@ std::string decode_entities(std::string_view s) {
             out += s[i];
             continue;
         }
-        const auto semi = s.find(';', i);
+        // Looked for in the next 10 octets only (the longest reference here): linear in s.
+        const auto near = s.substr(i, 11).find(';');
+        const auto semi = near == std::string_view::npos ? near : i + near;
         if (semi == std::string_view::npos || semi - i > 10) {
             out += '&';
             continue;

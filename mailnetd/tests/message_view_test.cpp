@@ -441,6 +441,16 @@ TEST(MessageView, HostileSizesStayFast) {
     std::string addresses = "To: ";
     for (std::size_t i = 0; i < n / 4; ++i) addresses += "a@" + std::to_string(i) + ",";
     EXPECT_EQ(read_head(addresses + "\n\n").to.size(), 1000u);
+    // '&' with no ';' after it (each looked for a ';' to the end of the text) and many URLs just
+    // under the length limit ending in ')' (each dropped ')' counted the whole URL again).
+    std::string amps = "Content-Type: text/html\n\n<p>";
+    while (amps.size() < n) amps += std::string(998, '&') + "\n";
+    (void)read_message(amps);
+    std::string parens = "Subject: x\n\n";
+    while (parens.size() < n) parens += "http://x/" + std::string(8150, ')') + " ";
+    const auto parens_view = read_message(parens);
+    ASSERT_FALSE(parens_view.links.empty());
+    EXPECT_EQ(parens_view.links.front(), "http://x/");
     const auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     EXPECT_LT(secs, 60.0);  // linear: ~3 s here, more under ASan on a shared machine; quadratic would be hours
 }
