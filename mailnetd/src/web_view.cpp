@@ -64,7 +64,9 @@ constexpr std::string_view script = R"js(
   const url = (id, tail) => api + '/' + encodeURIComponent(id) + (tail || '');
   const status = (text) => { $('status').textContent = text; };
   const when = (s) => { const d = new Date(s); return isNaN(d) ? String(s) : d.toLocaleString(); };
-  const mine = (m) => !mailbox || String(m.mailbox).toLowerCase() === mailbox.toLowerCase();
+  // The API's mailbox names match in any ASCII case, and only that: É is not é there.
+  const fold = (s) => String(s).replace(/[A-Z]+/g, (c) => c.toLowerCase());
+  const mine = (m) => !mailbox || fold(m.mailbox) === fold(mailbox);
   const showCount = () => { $('count').textContent = total + (total === 1 ? ' message' : ' messages'); };
 
   function row(m) {
@@ -80,13 +82,14 @@ constexpr std::string_view script = R"js(
 
   function apply(kind, m) {
     if (kind === 'new') {
+      // A new mailbox joins the chooser also while another one is shown.
+      if (![...$('mailbox').options].some((o) => o.value === fold(m.mailbox))) mailboxes();
       if (!mine(m) || rows.has(m.id)) return;
       const li = row(m);
       rows.set(m.id, li);
       list.prepend(li);
       total++;
       showCount();
-      if (![...$('mailbox').options].some((o) => o.value === String(m.mailbox).toLowerCase())) mailboxes();
     } else if (kind === 'deleted') {
       const li = rows.get(m.id);
       if (li) { li.remove(); rows.delete(m.id); total = Math.max(0, total - 1); showCount(); }
@@ -127,7 +130,7 @@ constexpr std::string_view script = R"js(
       const opts = [all];
       for (const b of await r.json()) {
         const o = el('option', b.name);
-        o.value = String(b.name).toLowerCase();
+        o.value = fold(b.name);
         opts.push(o);
       }
       sel.replaceChildren(...opts);
