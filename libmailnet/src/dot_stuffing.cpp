@@ -180,14 +180,16 @@ void dot_decoder::emit(const char* p, std::size_t n, std::string& out) {
     }
 }
 
-void dot_decoder::line_end(bool real_crlf, std::string& out) {
+void dot_decoder::line_end(bool real_crlf, std::string& out, bool added) {
     const std::size_t line = line_octets_ + 2;
     if (line > longest_line_) longest_line_ = line;
     line_octets_ = 0;
-    // NOTE: a line end is written whole or not at all, so the cut output stays a prefix.
+    // NOTE: a line end is written whole or not at all, so the cut output stays a prefix. One
+    // the decoder adds goes with a message that fitted, whatever room is left.
     const std::uint64_t max = options_.max_message_octets;
-    const bool fits = message_octets_ <= max && max - message_octets_ >= 2;
+    const bool fits = message_octets_ <= max && (added || max - message_octets_ >= 2);
     message_octets_ += 2;
+    if (added) added_octets_ = 2;
     if (fits) {
         if (options_.line_ends == output_line_ends::crlf)
             out.append("\r\n", 2);
@@ -301,7 +303,9 @@ std::size_t dot_decoder::decode(std::string_view in, std::string& out) {
 void dot_decoder::end_of_chunks(std::string& out) {
     if (state_ == state::done) return;
     if (state_ == state::cr) bare_cr(out);  // nothing follows the CR: it is no line end
-    if (line_octets_ > 0) line_end(true, out);  // the last line's own (counted as the others')
+    // The last line's own line end: counted in its length as the others' (RFC 5321 4.5.3.1.6),
+    // but not against the size limit.
+    if (line_octets_ > 0) line_end(true, out, true);
     state_ = state::done;
 }
 

@@ -802,6 +802,31 @@ TEST(bdat_decoding, a_last_line_without_crlf_counts_the_crlf_it_gets) {
     }
 }
 
+// RFC 1870 counts the octets the client sent: a last line without CRLF that fits the limit
+// still fits with the line end the decoder adds (stored whole), one octet more does not.
+TEST(bdat_decoding, the_line_end_added_to_a_last_line_never_passes_the_size_limit) {
+    for (const std::size_t n : {9u, 10u, 11u}) {
+        dot_decoder_options o = chunk_opts(bare_line_end_policy::reject);
+        o.max_message_octets = 10;
+        dot_decoder d(o);
+        std::string out;
+        d.decode(std::string(n, 'x'), out);
+        d.end_of_chunks(out);
+        EXPECT_EQ(d.over_limit(), n > 10) << n;
+        EXPECT_EQ(d.message_octets(), n + 2) << n;
+        EXPECT_EQ(out, n > 10 ? std::string(10, 'x') : std::string(n, 'x') + "\n") << n;
+    }
+    // A last line after others: the same.
+    dot_decoder_options o = chunk_opts(bare_line_end_policy::reject);
+    o.max_message_octets = 10;
+    dot_decoder d(o);
+    std::string out;
+    d.decode("abc\r\nxxxxx", out);
+    d.end_of_chunks(out);
+    EXPECT_FALSE(d.over_limit());
+    EXPECT_EQ(out, "abc\nxxxxx\n");
+}
+
 TEST(bdat_decoding, the_size_limit_cuts_the_output_and_counts_on) {
     dot_decoder_options o = chunk_opts(bare_line_end_policy::reject);
     o.max_message_octets = 10;

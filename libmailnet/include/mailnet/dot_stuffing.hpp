@@ -147,8 +147,10 @@ public:
     /// bare octet kept, this equals wire_octets() of what is stored.
     std::uint64_t message_octets() const noexcept { return message_octets_; }
 
-    /// The message passed max_message_octets: output was cut there (refuse with 552).
-    bool over_limit() const noexcept { return message_octets_ > options_.max_message_octets; }
+    /// The message passed max_message_octets: output was cut there (refuse with 552). The line
+    /// end end_of_chunks() adds is the server's, not the client's (RFC 1870 counts what was
+    /// sent): it never makes a message that fitted too large.
+    bool over_limit() const noexcept { return message_octets_ - added_octets_ > options_.max_message_octets; }
 
     /// Raw octets consumed so far, stuffing dots and the final ".\r\n" included.
     std::uint64_t consumed_octets() const noexcept { return consumed_octets_; }
@@ -176,7 +178,7 @@ private:
     };
 
     void emit(const char* p, std::size_t n, std::string& out);
-    void line_end(bool real_crlf, std::string& out);
+    void line_end(bool real_crlf, std::string& out, bool added = false);
     void bare_cr(std::string& out);
     void bare_lf(std::string& out);
 
@@ -186,6 +188,7 @@ private:
     bool bare_cr_ = false;
     bool bare_lf_ = false;
     std::uint64_t message_octets_ = 0;
+    std::uint64_t added_octets_ = 0;  // the line end end_of_chunks() added: in message_octets_, not in the limit
     std::uint64_t consumed_octets_ = 0;
     std::size_t line_octets_ = 0;
     std::size_t longest_line_ = 0;
