@@ -141,8 +141,11 @@ struct smtp_hooks {
         const std::string address = rcpt.address();
         std::string mailbox;
         if (cfg().auth && cfg().recipients_from_auth) {
+            // RFC 5321 4.1.1.3: RCPT TO:<Postmaster> with no domain (the parser takes no other
+            // local part without one) is this server's postmaster: postmaster@<hostname>.
+            const std::string lookup = rcpt.domain.empty() ? "postmaster@" + cfg().hostname : address;
             const auto res = co_await r.on_pool_guarded("resolve_recipient", recipient_result::tempfail(),
-                                                        [&] { return cfg().auth->resolve_recipient(address); });
+                                                        [&] { return cfg().auth->resolve_recipient(lookup); });
             if (res.outcome == recipient_result::status::unknown)
                 co_return verdict::refuse(550, "5.1.1", "Error: no such user here");
             if (res.outcome == recipient_result::status::tempfail) co_return temporary_failure;

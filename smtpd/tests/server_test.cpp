@@ -854,6 +854,30 @@ TEST(smtp_server, with_users_only_their_addresses_are_accepted_in_any_case) {
     EXPECT_FALSE(fs::exists(dir.path / "nobody@example.net"));
 }
 
+// RFC 5321 4.1.1.3 and 4.5.1: RCPT TO:<Postmaster> with no domain must be taken; with users it
+// is postmaster@<hostname>.
+TEST(smtp_server, with_users_a_postmaster_without_a_domain_is_the_hostnames_postmaster) {
+    temp_dir dir("mailnet-smtpd");
+    auto users = std::make_shared<mailnet::auth_functions>();
+    users->on_resolve_recipient = [](std::string_view address) {
+        if (address == "postmaster@mx.test") return mailnet::recipient_result::ok("postmaster@mx.test", "postmaster");
+        return mailnet::recipient_result::unknown();
+    };
+    auto cfg = config(maildir(dir.path));
+    ASSERT_EQ(cfg.hostname, "mx.test");
+    cfg.auth = users;
+    cfg.recipients_from_auth = true;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<Postmaster>\r\nRCPT TO:<postmaster@example.org>\r\nDATA\r\n");
+    const auto got = c->read_until("354 ");
+    EXPECT_NE(got.find("250 2.1.5"), std::string::npos) << got;
+    EXPECT_NE(got.find("550 5.1.1"), std::string::npos) << got << "(a domain that is not ours stays unknown)";
+    c->send("hi\r\n.\r\n");
+    c->read_until("queued as");
+    EXPECT_EQ(files_in(dir.path / "postmaster" / "new").size(), 1u);
+}
+
 TEST(smtp_server, a_store_that_fails_gives_451_and_the_session_goes_on) {
     auto store = std::make_shared<mailnet::store_functions>();
     store->on_begin_delivery = [](std::span<const std::string>) -> mailnet::result<std::unique_ptr<mailnet::delivery>> {
