@@ -710,7 +710,14 @@ void session::resume(const verdict& v) {
         case wait::recipient:
             if (!v.accepted) {
                 pending_rcpt_.reset();
-                return say(fitting(v));
+                const reply r = fitting(v);
+                say(r);
+                if (r.code >= 500 && ++refused_recipients_ >= limits_.max_refused_recipients) {
+                    say(421, "4.7.0", config_.hostname + " Error: too many refused recipients");
+                    emit(act::close{});
+                    closed_ = true;
+                }
+                return;
             }
             mail_.recipients.push_back(std::move(*pending_rcpt_));
             pending_rcpt_.reset();

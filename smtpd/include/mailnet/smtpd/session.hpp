@@ -32,6 +32,10 @@ struct limits {
     std::uint64_t max_message_octets = 35ull << 20;  ///< announced in SIZE (RFC 1870)
     std::size_t max_recipients = 100;              ///< RFC 5321 4.5.3.1.8
     std::size_t max_bad_commands = 10;             ///< then 421 and close
+    /// Recipients refused for good (a 5xx from validate_recipient or the users file) in a
+    /// session, then 421 and close, so addresses cannot be probed for free (Postfix's
+    /// smtpd_hard_error_limit is 20 too). A temporary refusal (4xx) is not counted.
+    std::size_t max_refused_recipients = 20;
     std::size_t max_sasl_octets = 12288;           ///< an AUTH response line (RFC 4954 4)
     std::size_t max_failed_logins = 3;             ///< then 421 and close
     std::chrono::milliseconds auth_failure_delay{2000};  ///< before each failed-login reply
@@ -215,6 +219,7 @@ private:
     envelope mail_;
     std::optional<mailbox_address> pending_rcpt_;
     std::size_t bad_commands_ = 0;
+    std::size_t refused_recipients_ = 0;
     bool in_data_ = false;     // octets go to the message (DATA, or a BDAT chunk), not to commands
     std::string data_in_;      // raw octets of DATA or of a chunk not yet decoded
     std::optional<dot_decoder> decoder_;  // the message being received (DATA, or BDAT until LAST)
