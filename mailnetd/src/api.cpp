@@ -22,11 +22,11 @@ int hex(char c) {
     return -1;
 }
 
-std::optional<std::string> percent_decode(std::string_view s) {
+std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space = true) {
     std::string out;
     out.reserve(s.size());
     for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '+') {
+        if (s[i] == '+' && plus_is_space) {
             out += ' ';
         } else if (s[i] == '%') {
             if (i + 2 >= s.size()) return std::nullopt;
@@ -83,7 +83,10 @@ std::variant<query_params, api_error> parse_query_string(std::string_view query)
         if (item.empty()) continue;
         const auto eq = item.find('=');
         auto k = percent_decode(item.substr(0, eq));
-        auto v = percent_decode(eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1));
+        // An address holds no space, and often a '+' (user+tag@example.org): in the address
+        // filters a '+' is itself; elsewhere a space, as HTML forms send it (%2B is '+' anywhere).
+        const bool address = k && (*k == "mailbox" || *k == "to" || *k == "from");
+        auto v = percent_decode(eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1), !address);
         if (!k || !v) return api_error{400, "bad %-escape in the query string"};
         if (!seen.insert(*k).second) return api_error{400, "query parameter given twice: " + *k};
         out.emplace_back(std::move(*k), std::move(*v));

@@ -27,6 +27,18 @@ TEST(query_string, decodes) {
     EXPECT_TRUE(params("").empty());
 }
 
+// user+tag@example.org unencoded, as curl users write it: a '+' in an address filter is a '+'.
+TEST(query_string, a_plus_in_an_address_filter_is_a_plus_and_elsewhere_a_space) {
+    auto p = params("mailbox=user+1@x.org&to=a+b@x.org&from=c+d@x.org&subject=a+b&since=x+y&to2=%2B");
+    ASSERT_EQ(p.size(), 6u);
+    EXPECT_EQ(p[0].second, "user+1@x.org");
+    EXPECT_EQ(p[1].second, "a+b@x.org");
+    EXPECT_EQ(p[2].second, "c+d@x.org");
+    EXPECT_EQ(p[3].second, "a b");
+    EXPECT_EQ(p[4].second, "x y");
+    EXPECT_EQ(p[5].second, "+");
+}
+
 TEST(query_string, bad_escapes_and_repeats_are_400) {
     for (const char* q : {"to=%4", "to=%zz", "to=a&to=b", "%=x"}) {
         auto p = parse_query_string(q);
