@@ -5,6 +5,8 @@
 
 #include <restinio/all.hpp>
 
+#include <sys/socket.h>
+
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/write.hpp>
@@ -44,6 +46,9 @@ public:
     // Refusals still lingering (each a socket and 16 KiB for up to 2 s): a flood of bad
     // requests beyond max_lingering_refusals is closed without an answer.
     std::shared_ptr<std::size_t> lingering = std::make_shared<std::size_t>(0);
+    // Each open connection's socket by its peer (api_socket adds itself at its first read), so
+    // an answer that cannot be finished can cut its connection (cut_connection).
+    std::map<asio::ip::tcp::endpoint, int> open;
 
 private:
     void shutdown() override {}
@@ -137,14 +142,34 @@ struct refusal : std::enable_shared_from_this<refusal> {
 class api_socket : public asio::ip::tcp::socket {
 public:
     explicit api_socket(asio::io_context& io) : asio::ip::tcp::socket(io), io_(&io) {}
-    api_socket(api_socket&&) = default;
-    api_socket& operator=(api_socket&&) = default;
+    api_socket(api_socket&& o) noexcept
+        : asio::ip::tcp::socket(std::move(o)), io_(o.io_), peer_(o.peer_), known_(std::exchange(o.known_, false)) {
+        if (known_) asio::use_service<parser_refusals>(*io_).open[peer_] = native_handle();
+    }
+    api_socket& operator=(api_socket&&) = delete;
+    ~api_socket() { forget_peer(); }
+
+    // RESTinio reads through this first: the socket makes itself known by its peer then.
+    template <typename Buffers, typename Handler>
+    decltype(auto) async_read_some(const Buffers& buffers, Handler&& handler) {
+        if (!known_) {
+            asio::error_code ec;
+            const auto peer = remote_endpoint(ec);
+            if (!ec) {
+                peer_ = peer;
+                known_ = true;
+                asio::use_service<parser_refusals>(*io_).open[peer_] = native_handle();
+            }
+        }
+        return asio::ip::tcp::socket::async_read_some(buffers, std::forward<Handler>(handler));
+    }
 
     void shutdown(shutdown_type what, asio::error_code& ec) {
         if (!asio::use_service<parser_refusals>(*io_).pending.empty()) return;  // close() answers first
         asio::ip::tcp::socket::shutdown(what, ec);
     }
     void close() {
+        forget_peer();
         auto& refusals = asio::use_service<parser_refusals>(*io_);
         std::string answer = std::exchange(refusals.pending, std::string{});
         if (!answer.empty() && is_open() && *refusals.lingering < max_lingering_refusals) {
@@ -157,8 +182,24 @@ public:
     }
 
 private:
+    void forget_peer() noexcept {
+        if (!std::exchange(known_, false)) return;
+        auto& open = asio::use_service<parser_refusals>(*io_).open;
+        if (const auto it = open.find(peer_); it != open.end() && it->second == native_handle()) open.erase(it);
+    }
+
     asio::io_context* io_;
+    asio::ip::tcp::endpoint peer_;
+    bool known_ = false;  // in parser_refusals::open under peer_
 };
+
+// Cuts the connection of `peer` (both directions shut down): an answer that cannot be finished
+// must not end as if whole (a chunked /raw would otherwise get its last chunk). RESTinio then
+// fails its next read or write there and closes the connection.
+void cut_connection(asio::io_context& io, const asio::ip::tcp::endpoint& peer) {
+    auto& open = asio::use_service<parser_refusals>(io).open;
+    if (const auto it = open.find(peer); it != open.end()) ::shutdown(it->second, SHUT_RDWR);
+}
 
 struct traits : restinio::default_single_thread_traits_t {
     using connection_state_listener_t = connection_listener;
@@ -739,13 +780,20 @@ void http_server::impl::detail(const request& req, const message_summary& s) {
 // so a huge message is never held whole. The pool's work holds only the reading side; the
 // response (which holds RESTinio's connection) is held on the I/O thread only, so it is
 // destroyed there (off_thread.hpp).
+// As RETR reads it: never past the size the store opened it with, and a file that ends before
+// that size is an error (DESIGN.md), never a shorter message.
 struct raw_reader {
     message msg;
     crlf_encoder enc;
+    std::uint64_t read = 0;
     result<std::string> next() {
-        std::vector<char> buf(raw_chunk_octets);
+        const std::uint64_t left = msg.stored_octets() - read;
+        if (left == 0) return std::string();
+        std::vector<char> buf(static_cast<std::size_t>(std::min<std::uint64_t>(raw_chunk_octets, left)));
         auto n = msg.read(buf);
         if (!n) return unexpected(n.error());
+        if (*n == 0) return unexpected(make_error_code(errc::io_error));  // shorter than its size
+        read += *n;
         std::string piece;
         enc.encode(std::string_view(buf.data(), *n), piece);
         return piece;
@@ -757,16 +805,24 @@ struct raw_stream : std::enable_shared_from_this<raw_stream> {
     std::shared_ptr<raw_reader> reader;
     restinio::response_builder_t<restinio::chunked_output_t> out;
     http_server::impl::long_answer mark;
+    asio::ip::tcp::endpoint peer;
     raw_stream(std::shared_ptr<http_server::impl> s, message m, restinio::response_builder_t<restinio::chunked_output_t> o,
-               std::uint64_t conn)
+               std::uint64_t conn, asio::ip::tcp::endpoint p)
         : self(std::move(s)), reader(std::make_shared<raw_reader>(raw_reader{std::move(m), {}})), out(std::move(o)),
-          mark(self, conn) {}
+          mark(self, conn), peer(std::move(p)) {}
     ~raw_stream() { assert(self->io.get_executor().running_in_this_thread() || self->stopped); }
     void step() {
         self->off_thread([reader = reader]() { return reader->next(); },
                          [me = shared_from_this()](result<std::string> piece) {
-                             if (!piece || piece->empty()) {
-                                 // NOTE: a read error after the headers can only cut the stream short.
+                             if (!piece) {
+                                 // After the headers an error can only cut the stream: the
+                                 // connection is shut down before the last chunk could go, so
+                                 // the client sees a broken answer, never a shorter message.
+                                 cut_connection(me->self->io, me->peer);
+                                 me->out.done();
+                                 return;
+                             }
+                             if (piece->empty()) {
                                  me->out.done();
                                  return;
                              }
@@ -793,7 +849,9 @@ void http_server::impl::raw(const request& req, const message_summary& s) {
                    out.append_header("Cache-Control", "no-store");
                    out.append_header("X-Content-Type-Options", "nosniff");
                    out.append_header("Content-Security-Policy", "sandbox");
-                   std::make_shared<raw_stream>(self, std::move(*m), std::move(out), req->connection_id())->step();
+                   std::make_shared<raw_stream>(self, std::move(*m), std::move(out), req->connection_id(),
+                                                req->remote_endpoint())
+                       ->step();
                });
 }
 

@@ -19,7 +19,9 @@
 #include <asio/read_until.hpp>
 #include <asio/write.hpp>
 
+#include <array>
 #include <atomic>
+#include <cstring>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -784,6 +786,55 @@ TEST(http_server, raw_streams_large_messages_whole) {
         EXPECT_TRUE(octets == want);
         EXPECT_GE(chunks, want.size() / (64 * 1024));
     }
+}
+
+// A store whose messages end early: open() gives the stored size, but the octets stop at a
+// quarter of it (a file cut short after it was listed).
+struct short_store : gated_store {
+    mailnet::result<mailnet::message> open(std::string_view mb, std::string_view id) override {
+        auto m = inner->open(mb, id);
+        if (!m) return m;
+        std::string octets(static_cast<std::size_t>(m->stored_octets()), '\0');
+        std::size_t got = 0;
+        for (;;) {
+            auto n = m->read(std::span<char>(octets.data() + got, octets.size() - got));
+            if (!n || *n == 0) break;
+            got += *n;
+        }
+        octets.resize(got / 4);
+        return mailnet::message(mailnet::string_source(std::make_shared<const std::string>(std::move(octets))),
+                                m->stored_octets());
+    }
+};
+
+// DESIGN.md: a file shorter than its size is an error for that message. After the headers of
+// a chunked /raw, only a cut connection says so: never the last chunk of a shorter message.
+TEST(http_server, raw_of_a_message_cut_short_ends_without_its_last_chunk) {
+    auto st = std::make_shared<short_store>();
+    fixture_options o;
+    o.store = st;
+    server_fixture srv(o);
+    std::string body;
+    for (int i = 0; body.size() < (2u << 20); ++i) body += "line " + std::to_string(i) + " " + std::string(60, 'r') + "\n";
+    const std::string id = deliver_indexed(srv, "Subject: big\n\n" + body);
+    ASSERT_FALSE(id.empty());
+    open_request c(srv.port(), "/api/v1/messages/" + id + "/raw");
+    const timeval limit{10, 0};
+    ASSERT_EQ(::setsockopt(c.s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit), 0);
+    std::string got;
+    std::array<char, 65536> buf{};
+    for (;;) {
+        const auto n = ::recv(c.s.native_handle(), buf.data(), buf.size(), 0);
+        if (n <= 0) {
+            EXPECT_EQ(n, 0) << "the connection should end, not wait: " << std::strerror(errno);
+            break;
+        }
+        got.append(buf.data(), static_cast<std::size_t>(n));
+    }
+    EXPECT_NE(got.find("HTTP/1.1 200"), std::string::npos) << got.substr(0, 200);
+    EXPECT_GT(got.size(), (2u << 20) / 4 / 2) << "the part that could be read is sent";
+    EXPECT_LT(got.size(), (2u << 20)) << "never the whole size";
+    EXPECT_EQ(got.find("\r\n0\r\n\r\n"), std::string::npos) << "no last chunk: the client sees the cut";
 }
 
 // 'sha256-BASE64' of `text` (CSP3 hash-source), computed here independently of web_view.cpp.
