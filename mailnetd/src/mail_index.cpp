@@ -137,6 +137,13 @@ void mail_index::erase(std::map<order_key, message_summary>::iterator it) {
     for (auto& [wid, w] : waiters_)
         if (after_since(w.q, it->first) && matches(w.q, it->second) && w.have > 0) --w.have;
     by_id_.erase(id);
+    if (removed_keys_.insert_or_assign(id, it->first).second) {
+        removed_order_.push_back(id);
+        if (removed_order_.size() > removed_keys_kept) {
+            removed_keys_.erase(removed_order_.front());
+            removed_order_.pop_front();
+        }
+    }
     by_order_.erase(it);
     notify(change{false, nullptr, id});
 }
@@ -159,9 +166,10 @@ const message_summary* mail_index::find(std::string_view id) const {
 }
 
 std::optional<order_key> mail_index::key_of(std::string_view id) const {
-    auto k = by_id_.find(std::string(id));
-    if (k == by_id_.end()) return std::nullopt;
-    return k->second;
+    const std::string key(id);
+    if (auto k = by_id_.find(key); k != by_id_.end()) return k->second;
+    if (auto k = removed_keys_.find(key); k != removed_keys_.end()) return k->second;
+    return std::nullopt;
 }
 
 query_result mail_index::query(const message_query& q) const {

@@ -123,6 +123,27 @@ TEST_F(index_test, insert_is_idempotent_and_remove_by_either_key) {
     ASSERT_NE(index.find(make_message_id("dave@z.org", "3")), nullptr);
 }
 
+// A test that fetched and deleted a message waits for the next one with since=<its id>.
+TEST_F(index_test, since_a_removed_id_still_counts_from_where_it_stood_for_a_while) {
+    const auto id = make_message_id("dave@z.org", "3");
+    const auto before = index.key_of(id);
+    ASSERT_TRUE(before);
+    ASSERT_TRUE(index.remove(id));
+    EXPECT_EQ(index.find(id), nullptr);
+    ASSERT_EQ(index.key_of(id), before);
+    index.insert(make("bob@x.org", "4", "", {}, "after", 0));
+    message_query q;
+    q.after_seq = index.key_of(id)->seq;
+    EXPECT_EQ(subjects(index.query(q)), (std::vector<std::string>{"after"}));
+    // Bounded: the oldest removed ids are forgotten.
+    for (std::size_t i = 0; i < mail_index::removed_keys_kept; ++i) {
+        index.insert(make("eve@e.org", std::to_string(i), "", {}, "x", 5));
+        index.remove("eve@e.org", std::to_string(i));
+    }
+    EXPECT_FALSE(index.key_of(id));
+    EXPECT_TRUE(index.key_of(make_message_id("eve@e.org", std::to_string(mail_index::removed_keys_kept - 1))));
+}
+
 TEST_F(index_test, a_waiter_is_answered_at_once_or_by_the_insertion_that_reaches_its_count) {
     int fired = 0;
     message_query q;

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <deque>
 #include <unordered_map>
 #include <vector>
 
@@ -82,7 +83,10 @@ public:
     bool remove(std::string_view mailbox, std::string_view store_id);
 
     const message_summary* find(std::string_view id) const;
+    /// Where a message stands, also one removed lately (the last removed_keys_kept): a
+    /// `since=<id>` stays good after a test fetched and deleted that message.
     std::optional<order_key> key_of(std::string_view id) const;
+    static constexpr std::size_t removed_keys_kept = 4096;
     std::size_t size() const noexcept { return by_id_.size(); }
 
     /// The matches, newest first.
@@ -132,6 +136,8 @@ private:
     void notify(const change& c);
     std::map<order_key, message_summary> by_order_;
     std::unordered_map<std::string, order_key> by_id_;
+    std::unordered_map<std::string, order_key> removed_keys_;  // id -> where it stood, bounded
+    std::deque<std::string> removed_order_;                    // their ids, oldest first
     std::uint64_t seq_ = 0;
     std::map<waiter_id, waiter> waiters_;
     waiter_id next_waiter_ = 1;
