@@ -49,6 +49,9 @@ public:
     // Each open connection's socket by its peer (api_socket adds itself at its first read), so
     // an answer that cannot be finished can cut its connection (cut_connection).
     std::map<asio::ip::tcp::endpoint, int> open;
+    // Peers whose connection is streaming an answer (a list, /raw, events): a parser refusal
+    // there would land inside that answer's body, so their connection is just closed.
+    std::map<asio::ip::tcp::endpoint, std::size_t> streaming;
 
 private:
     void shutdown() override {}
@@ -169,9 +172,10 @@ public:
         asio::ip::tcp::socket::shutdown(what, ec);
     }
     void close() {
-        forget_peer();
         auto& refusals = asio::use_service<parser_refusals>(*io_);
         std::string answer = std::exchange(refusals.pending, std::string{});
+        if (known_ && refusals.streaming.contains(peer_)) answer.clear();  // never inside another answer
+        forget_peer();
         if (!answer.empty() && is_open() && *refusals.lingering < max_lingering_refusals) {
             std::make_shared<refusal>(std::move(static_cast<asio::ip::tcp::socket&>(*this)), std::move(answer),
                                       refusals.lingering)
@@ -191,6 +195,21 @@ private:
     asio::io_context* io_;
     asio::ip::tcp::endpoint peer_;
     bool known_ = false;  // in parser_refusals::open under peer_
+};
+
+// While it lives, `peer`'s connection streams an answer (parser_refusals::streaming).
+struct streaming_answer {
+    asio::io_context& io;
+    asio::ip::tcp::endpoint peer;
+    streaming_answer(asio::io_context& i, asio::ip::tcp::endpoint p) : io(i), peer(std::move(p)) {
+        ++asio::use_service<parser_refusals>(io).streaming[peer];
+    }
+    ~streaming_answer() {
+        auto& s = asio::use_service<parser_refusals>(io).streaming;
+        if (const auto it = s.find(peer); it != s.end() && --it->second == 0) s.erase(it);
+    }
+    streaming_answer(const streaming_answer&) = delete;
+    streaming_answer& operator=(const streaming_answer&) = delete;
 };
 
 // Cuts the connection of `peer` (both directions shut down): an answer that cannot be finished
@@ -730,9 +749,12 @@ struct list_stream : std::enable_shared_from_this<list_stream> {
     list_writer writer;
     restinio::response_builder_t<restinio::chunked_output_t> out;
     http_server::impl::long_answer mark;
+    streaming_answer streaming;
     list_stream(std::shared_ptr<http_server::impl> s, message_query q, std::optional<std::size_t> total,
-                restinio::response_builder_t<restinio::chunked_output_t> o, std::uint64_t conn)
-        : self(std::move(s)), writer(self->index, std::move(q), total), out(std::move(o)), mark(self, conn) {}
+                restinio::response_builder_t<restinio::chunked_output_t> o, std::uint64_t conn,
+                asio::ip::tcp::endpoint peer)
+        : self(std::move(s)), writer(self->index, std::move(q), total), out(std::move(o)), mark(self, conn),
+          streaming(self->io, std::move(peer)) {}
     void step() {
         std::string piece = writer.next(self->index, self->cfg.limits.list_piece_octets);
         if (piece.empty()) {
@@ -751,7 +773,9 @@ void http_server::impl::send_list(const request& req, int code, message_query q,
     out.append_header(restinio::http_field::content_type, "application/json");
     out.append_header("Cache-Control", "no-store");
     out.append_header("X-Content-Type-Options", "nosniff");
-    std::make_shared<list_stream>(shared_from_this(), std::move(q), total, std::move(out), req->connection_id())->step();
+    std::make_shared<list_stream>(shared_from_this(), std::move(q), total, std::move(out), req->connection_id(),
+                                  req->remote_endpoint())
+        ->step();
 }
 
 void http_server::impl::list(const request& req, const query_params& params) {
@@ -806,10 +830,11 @@ struct raw_stream : std::enable_shared_from_this<raw_stream> {
     restinio::response_builder_t<restinio::chunked_output_t> out;
     http_server::impl::long_answer mark;
     asio::ip::tcp::endpoint peer;
+    streaming_answer streaming;
     raw_stream(std::shared_ptr<http_server::impl> s, message m, restinio::response_builder_t<restinio::chunked_output_t> o,
                std::uint64_t conn, asio::ip::tcp::endpoint p)
         : self(std::move(s)), reader(std::make_shared<raw_reader>(raw_reader{std::move(m), {}})), out(std::move(o)),
-          mark(self, conn), peer(std::move(p)) {}
+          mark(self, conn), peer(p), streaming(self->io, std::move(p)) {}
     ~raw_stream() { assert(self->io.get_executor().running_in_this_thread() || self->stopped); }
     void step() {
         self->off_thread([reader = reader]() { return reader->next(); },

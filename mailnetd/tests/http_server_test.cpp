@@ -837,6 +837,31 @@ TEST(http_server, raw_of_a_message_cut_short_ends_without_its_last_chunk) {
     EXPECT_EQ(got.find("\r\n0\r\n\r\n"), std::string::npos) << "no last chunk: the client sees the cut";
 }
 
+// A pipelined request the parser refuses (here a header over the limit) behind a streamed /raw
+// closes the connection; its 413 must not be written into the middle of the /raw body.
+TEST(http_server, a_refused_request_behind_a_streamed_answer_is_not_written_into_it) {
+    server_fixture srv;
+    std::string body;
+    for (int i = 0; body.size() < (4u << 20); ++i) body += "line " + std::to_string(i) + " " + std::string(60, 'r') + "\n";
+    const std::string id = deliver_indexed(srv, "Subject: big\n\n" + body);
+    ASSERT_FALSE(id.empty());
+    open_request c(srv.port(), "/api/v1/messages/" + id + "/raw");
+    std::string got = c.head();  // the answer has begun (and some of its body may have come)
+    const std::string refused = "GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + std::string(64 * 1024, 'a') + "\r\n\r\n";
+    asio::write(c.s, asio::buffer(refused));
+    const timeval limit{10, 0};
+    ASSERT_EQ(::setsockopt(c.s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit), 0);
+    std::array<char, 65536> buf{};
+    for (;;) {
+        const auto n = ::recv(c.s.native_handle(), buf.data(), buf.size(), 0);
+        if (n <= 0) break;
+        got.append(buf.data(), static_cast<std::size_t>(n));
+    }
+    ASSERT_EQ(got.compare(0, 15, "HTTP/1.1 200 OK"), 0) << got.substr(0, 100);
+    EXPECT_EQ(got.find("HTTP/1.1 ", 1), std::string::npos) << "a second status line inside the first answer, at "
+                                                           << got.find("HTTP/1.1 ", 1) << " of " << got.size();
+}
+
 // 'sha256-BASE64' of `text` (CSP3 hash-source), computed here independently of web_view.cpp.
 std::string sha256_source(std::string_view text) {
     unsigned char md[EVP_MAX_MD_SIZE];
