@@ -802,13 +802,18 @@ TEST(bdat_decoding, a_last_line_without_crlf_counts_the_crlf_it_gets) {
     }
 }
 
+// BDAT decoding (reject bare line ends) with a size limit of 10 octets.
+dot_decoder_options ten_octets() {
+    dot_decoder_options o = chunk_opts(bare_line_end_policy::reject);
+    o.max_message_octets = 10;
+    return o;
+}
+
 // RFC 1870 counts the octets the client sent: a last line without CRLF that fits the limit
 // still fits with the line end the decoder adds (stored whole), one octet more does not.
 TEST(bdat_decoding, the_line_end_added_to_a_last_line_never_passes_the_size_limit) {
     for (const std::size_t n : {9u, 10u, 11u}) {
-        dot_decoder_options o = chunk_opts(bare_line_end_policy::reject);
-        o.max_message_octets = 10;
-        dot_decoder d(o);
+        dot_decoder d(ten_octets());
         std::string out;
         d.decode(std::string(n, 'x'), out);
         d.end_of_chunks(out);
@@ -817,9 +822,7 @@ TEST(bdat_decoding, the_line_end_added_to_a_last_line_never_passes_the_size_limi
         EXPECT_EQ(out, n > 10 ? std::string(10, 'x') : std::string(n, 'x') + "\n") << n;
     }
     // A last line after others: the same.
-    dot_decoder_options o = chunk_opts(bare_line_end_policy::reject);
-    o.max_message_octets = 10;
-    dot_decoder d(o);
+    dot_decoder d(ten_octets());
     std::string out;
     d.decode("abc\r\nxxxxx", out);
     d.end_of_chunks(out);
@@ -828,9 +831,7 @@ TEST(bdat_decoding, the_line_end_added_to_a_last_line_never_passes_the_size_limi
 }
 
 TEST(bdat_decoding, the_size_limit_cuts_the_output_and_counts_on) {
-    dot_decoder_options o = chunk_opts(bare_line_end_policy::reject);
-    o.max_message_octets = 10;
-    dot_decoder d(o);
+    dot_decoder d(ten_octets());
     std::string out;
     d.decode("0123456789\r\nmore\r\n", out);
     d.end_of_chunks(out);
