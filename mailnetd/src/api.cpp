@@ -83,10 +83,11 @@ std::variant<query_params, api_error> parse_query_string(std::string_view query)
         if (item.empty()) continue;
         const auto eq = item.find('=');
         auto k = percent_decode(item.substr(0, eq));
-        // An address holds no space, and often a '+' (user+tag@example.org): in the address
-        // filters a '+' is itself; elsewhere a space, as HTML forms send it (%2B is '+' anywhere).
-        const bool address = k && (*k == "mailbox" || *k == "to" || *k == "from");
-        auto v = percent_decode(eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1), !address);
+        // An address holds no space, and often a '+' (user+tag@example.org), as does an RFC 3339
+        // time's offset (+00:00) while an id holds neither: in these a '+' is itself; elsewhere a
+        // space, as HTML forms send it (%2B is '+' anywhere).
+        const bool literal_plus = k && (*k == "mailbox" || *k == "to" || *k == "from" || *k == "since");
+        auto v = percent_decode(eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1), !literal_plus);
         if (!k || !v) return api_error{400, "bad %-escape in the query string"};
         if (!seen.insert(*k).second) return api_error{400, "query parameter given twice: " + *k};
         out.emplace_back(std::move(*k), std::move(*v));

@@ -48,7 +48,12 @@ public:
     std::shared_ptr<std::size_t> lingering = std::make_shared<std::size_t>(0);
     // Each open connection's socket by its peer (api_socket adds itself at its first read), so
     // an answer that cannot be finished can cut its connection (cut_connection).
-    std::map<asio::ip::tcp::endpoint, int> open;
+    struct open_socket {
+        int fd = -1;
+        std::uint64_t generation = 0;  // a new one per registration: a reused peer address is another
+    };
+    std::map<asio::ip::tcp::endpoint, open_socket> open;
+    std::uint64_t generations = 0;
     // Peers whose connection is streaming an answer (a list, /raw, events): a parser refusal
     // there would land inside that answer's body, so their connection is just closed.
     std::map<asio::ip::tcp::endpoint, std::size_t> streaming;
@@ -147,7 +152,7 @@ public:
     explicit api_socket(asio::io_context& io) : asio::ip::tcp::socket(io), io_(&io) {}
     api_socket(api_socket&& o) noexcept
         : asio::ip::tcp::socket(std::move(o)), io_(o.io_), peer_(o.peer_), known_(std::exchange(o.known_, false)) {
-        if (known_) asio::use_service<parser_refusals>(*io_).open[peer_] = native_handle();
+        if (known_) remember();
     }
     api_socket& operator=(api_socket&&) = delete;
     ~api_socket() { forget_peer(); }
@@ -161,7 +166,7 @@ public:
             if (!ec) {
                 peer_ = peer;
                 known_ = true;
-                asio::use_service<parser_refusals>(*io_).open[peer_] = native_handle();
+                remember();
             }
         }
         return asio::ip::tcp::socket::async_read_some(buffers, std::forward<Handler>(handler));
@@ -186,10 +191,20 @@ public:
     }
 
 private:
+    // In parser_refusals::open under peer_ (known_); called from RESTinio's noexcept read chain,
+    // so no exception leaves it: without memory the socket is just not known (nothing is cut).
+    void remember() noexcept {
+        try {
+            auto& refusals = asio::use_service<parser_refusals>(*io_);
+            refusals.open[peer_] = {native_handle(), ++refusals.generations};
+        } catch (...) {
+            known_ = false;
+        }
+    }
     void forget_peer() noexcept {
         if (!std::exchange(known_, false)) return;
         auto& open = asio::use_service<parser_refusals>(*io_).open;
-        if (const auto it = open.find(peer_); it != open.end() && it->second == native_handle()) open.erase(it);
+        if (const auto it = open.find(peer_); it != open.end() && it->second.fd == native_handle()) open.erase(it);
     }
 
     asio::io_context* io_;
@@ -212,12 +227,27 @@ struct streaming_answer {
     streaming_answer& operator=(const streaming_answer&) = delete;
 };
 
-// Cuts the connection of `peer` (both directions shut down): an answer that cannot be finished
-// must not end as if whole (a chunked /raw would otherwise get its last chunk). RESTinio then
-// fails its next read or write there and closes the connection.
-void cut_connection(asio::io_context& io, const asio::ip::tcp::endpoint& peer) {
+// One connection, as its answer began: its peer and the registration it had then.
+struct connection_token {
+    asio::ip::tcp::endpoint peer;
+    std::uint64_t generation = 0;  // 0: not known
+};
+connection_token connection_of(asio::io_context& io, const asio::ip::tcp::endpoint& peer) {
+    const auto& open = asio::use_service<parser_refusals>(io).open;
+    const auto it = open.find(peer);
+    return {peer, it == open.end() ? 0 : it->second.generation};
+}
+
+// Cuts the connection `t` (both directions shut down): an answer that cannot be finished must
+// not end as if whole (a chunked /raw would otherwise get its last chunk). RESTinio then fails
+// its next read or write there and closes the connection. False if that connection is not
+// open any more (its peer's address may be another connection's now: that one is left alone).
+bool cut_connection(asio::io_context& io, const connection_token& t) {
     auto& open = asio::use_service<parser_refusals>(io).open;
-    if (const auto it = open.find(peer); it != open.end()) ::shutdown(it->second, SHUT_RDWR);
+    const auto it = open.find(t.peer);
+    if (t.generation == 0 || it == open.end() || it->second.generation != t.generation) return false;
+    ::shutdown(it->second.fd, SHUT_RDWR);
+    return true;
 }
 
 struct traits : restinio::default_single_thread_traits_t {
@@ -475,7 +505,11 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     // answers (a detail's JSON is up to 6 times the message) up in the write buffers.
     struct view_slot {
         std::shared_ptr<impl> self;
-        explicit view_slot(std::shared_ptr<impl> s) : self(std::move(s)) { ++self->views; }
+        streaming_answer answering;  // its connection has this answer due
+        view_slot(std::shared_ptr<impl> s, asio::ip::tcp::endpoint peer)
+            : self(std::move(s)), answering(self->io, std::move(peer)) {
+            ++self->views;
+        }
         ~view_slot() { --self->views; }
         view_slot(const view_slot&) = delete;
         view_slot& operator=(const view_slot&) = delete;
@@ -488,7 +522,11 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     struct long_answer {
         std::shared_ptr<impl> self;
         std::uint64_t conn;
-        long_answer(std::shared_ptr<impl> s, std::uint64_t c) : self(std::move(s)), conn(c) { ++self->long_answers[conn]; }
+        streaming_answer answering;  // its connection has this answer due
+        long_answer(std::shared_ptr<impl> s, std::uint64_t c, asio::ip::tcp::endpoint peer)
+            : self(std::move(s)), conn(c), answering(self->io, std::move(peer)) {
+            ++self->long_answers[conn];
+        }
         ~long_answer() {
             const auto it = self->long_answers.find(conn);
             if (it != self->long_answers.end() && --it->second == 0) self->long_answers.erase(it);
@@ -508,7 +546,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
                           "): try again");
             return nullptr;
         }
-        return std::make_shared<view_slot>(shared_from_this());
+        return std::make_shared<view_slot>(shared_from_this(), req->remote_endpoint());
     }
     // A message the index lists is gone from the store (deleted by another process): the index
     // lets go of it, as it would on the store's event.
@@ -749,12 +787,10 @@ struct list_stream : std::enable_shared_from_this<list_stream> {
     list_writer writer;
     restinio::response_builder_t<restinio::chunked_output_t> out;
     http_server::impl::long_answer mark;
-    streaming_answer streaming;
     list_stream(std::shared_ptr<http_server::impl> s, message_query q, std::optional<std::size_t> total,
                 restinio::response_builder_t<restinio::chunked_output_t> o, std::uint64_t conn,
                 asio::ip::tcp::endpoint peer)
-        : self(std::move(s)), writer(self->index, std::move(q), total), out(std::move(o)), mark(self, conn),
-          streaming(self->io, std::move(peer)) {}
+        : self(std::move(s)), writer(self->index, std::move(q), total), out(std::move(o)), mark(self, conn, std::move(peer)) {}
     void step() {
         std::string piece = writer.next(self->index, self->cfg.limits.list_piece_octets);
         if (piece.empty()) {
@@ -829,12 +865,11 @@ struct raw_stream : std::enable_shared_from_this<raw_stream> {
     std::shared_ptr<raw_reader> reader;
     restinio::response_builder_t<restinio::chunked_output_t> out;
     http_server::impl::long_answer mark;
-    asio::ip::tcp::endpoint peer;
-    streaming_answer streaming;
+    connection_token cut_token;  // the connection cut_connection may cut
     raw_stream(std::shared_ptr<http_server::impl> s, message m, restinio::response_builder_t<restinio::chunked_output_t> o,
-               std::uint64_t conn, asio::ip::tcp::endpoint p)
+               std::uint64_t conn, const asio::ip::tcp::endpoint& peer)
         : self(std::move(s)), reader(std::make_shared<raw_reader>(raw_reader{std::move(m), {}})), out(std::move(o)),
-          mark(self, conn), peer(p), streaming(self->io, std::move(p)) {}
+          mark(self, conn, peer), cut_token(connection_of(self->io, peer)) {}
     ~raw_stream() { assert(self->io.get_executor().running_in_this_thread() || self->stopped); }
     void step() {
         self->off_thread([reader = reader]() { return reader->next(); },
@@ -843,8 +878,8 @@ struct raw_stream : std::enable_shared_from_this<raw_stream> {
                                  // After the headers an error can only cut the stream: the
                                  // connection is shut down before the last chunk could go, so
                                  // the client sees a broken answer, never a shorter message.
-                                 cut_connection(me->self->io, me->peer);
-                                 me->out.done();
+                                 // Not known (never the case while it is open): no last chunk.
+                                 if (cut_connection(me->self->io, me->cut_token)) me->out.done();
                                  return;
                              }
                              if (piece->empty()) {
@@ -1047,7 +1082,7 @@ void http_server::impl::wait(const request& req, const query_params& params) {
         std::optional<long_answer> mark;  // until the wait is over (then its list's own)
     };
     auto p = std::make_shared<pending>();
-    p->mark.emplace(shared_from_this(), req->connection_id());
+    p->mark.emplace(shared_from_this(), req->connection_id(), req->remote_endpoint());
     auto self = shared_from_this();
     const auto conn = req->connection_id();
     // The waiter's total (woken: no search of the whole index per waiter; 1000 may wake at once).
@@ -1099,9 +1134,9 @@ struct event_stream : std::enable_shared_from_this<event_stream> {
     asio::steady_timer keepalive;
     std::optional<http_server::impl::long_answer> mark;  // until end()
     event_stream(std::shared_ptr<http_server::impl> s, restinio::response_builder_t<restinio::chunked_output_t> o,
-                 std::uint64_t c, std::uint64_t n)
+                 std::uint64_t c, std::uint64_t n, const asio::ip::tcp::endpoint& peer)
         : self(std::move(s)), out(std::move(o)), conn(c), number(n), keepalive(self->io) {
-        mark.emplace(self, conn);
+        mark.emplace(self, conn, peer);
     }
 
     void start() {
@@ -1178,7 +1213,8 @@ void http_server::impl::events(const request& req) {
     out.append_header("Cache-Control", "no-store");
     out.append_header("X-Content-Type-Options", "nosniff");
     const auto number = next_stream++;
-    auto es = std::make_shared<event_stream>(shared_from_this(), std::move(out), req->connection_id(), number);
+    auto es = std::make_shared<event_stream>(shared_from_this(), std::move(out), req->connection_id(), number,
+                                             req->remote_endpoint());
     streams.emplace(number, es);
     es->start();
 }

@@ -30,12 +30,17 @@ TEST(query_string, decodes) {
 // user+tag@example.org unencoded, as curl users write it: a '+' in an address filter is a '+'.
 TEST(query_string, a_plus_in_an_address_filter_is_a_plus_and_elsewhere_a_space) {
     auto p = params("mailbox=user+1@x.org&to=a+b@x.org&from=c+d@x.org&subject=a+b&since=x+y&to2=%2B");
+    // since=, as date -Iseconds prints it
+    const mail_index none;
+    auto w = parse_wait_request(params("since=2020-01-01T00:00:00+01:00"), none, api_limits{});
+    ASSERT_TRUE(std::holds_alternative<wait_request>(w));
+    EXPECT_EQ(std::get<wait_request>(w).q.after_us, 1577833200000000);
     ASSERT_EQ(p.size(), 6u);
     EXPECT_EQ(p[0].second, "user+1@x.org");
     EXPECT_EQ(p[1].second, "a+b@x.org");
     EXPECT_EQ(p[2].second, "c+d@x.org");
     EXPECT_EQ(p[3].second, "a b");
-    EXPECT_EQ(p[4].second, "x y");
+    EXPECT_EQ(p[4].second, "x+y");  // since: an RFC 3339 offset, +00:00
     EXPECT_EQ(p[5].second, "+");
 }
 

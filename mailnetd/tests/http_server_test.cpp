@@ -852,14 +852,16 @@ TEST(http_server, a_refused_request_behind_a_streamed_answer_is_not_written_into
     server_fixture srv;
     const std::string id = deliver_indexed(srv, "Subject: big\n\n" + numbered_lines(4u << 20));
     ASSERT_FALSE(id.empty());
-    open_request c(srv.port(), "/api/v1/messages/" + id + "/raw");
-    std::string head = c.head();  // the answer has begun (and some of its body may have come)
-    const std::string refused = "GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + std::string(64 * 1024, 'a') + "\r\n\r\n";
-    asio::write(c.s, asio::buffer(refused));
-    const std::string got = read_until_closed(c.s, std::move(head));
-    ASSERT_EQ(got.compare(0, 15, "HTTP/1.1 200 OK"), 0) << got.substr(0, 100);
-    EXPECT_EQ(got.find("HTTP/1.1 ", 1), std::string::npos) << "a second status line inside the first answer, at "
-                                                           << got.find("HTTP/1.1 ", 1) << " of " << got.size();
+    for (const std::string& target : {"/api/v1/messages/" + id + "/raw", std::string("/api/v1/events")}) {
+        open_request c(srv.port(), target);
+        std::string head = c.head();  // the answer has begun (and some of its body may have come)
+        const std::string refused = "GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + std::string(64 * 1024, 'a') + "\r\n\r\n";
+        asio::write(c.s, asio::buffer(refused));
+        const std::string got = read_until_closed(c.s, std::move(head));
+        ASSERT_EQ(got.compare(0, 15, "HTTP/1.1 200 OK"), 0) << target << ": " << got.substr(0, 100);
+        EXPECT_EQ(got.find("HTTP/1.1 ", 1), std::string::npos)
+            << target << ": a second status line inside the first answer, at " << got.find("HTTP/1.1 ", 1) << " of " << got.size();
+    }
 }
 
 // 'sha256-BASE64' of `text` (CSP3 hash-source), computed here independently of web_view.cpp.

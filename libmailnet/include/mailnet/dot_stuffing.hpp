@@ -103,6 +103,7 @@ struct dot_decoder_options {
     /// CRLF or LF line ends in the output.
     output_line_ends line_ends = output_line_ends::crlf;
     /// Output stops once message_octets() would pass this; decoding goes on to the final dot.
+    /// (BDAT: the line end end_of_chunks() adds to a message that fitted is written past it.)
     std::uint64_t max_message_octets = std::numeric_limits<std::uint64_t>::max();
     /// false: the octets are not dot-stuffed and no "." line ends them (SMTP BDAT, RFC 3030 2):
     /// a leading dot is data, decode() consumes everything, and end_of_chunks() ends the message.
