@@ -856,7 +856,8 @@ TEST(http_server, a_refused_request_behind_a_streamed_answer_is_not_written_into
         open_request c(srv.port(), target);
         std::string head = c.head();  // the answer has begun (and some of its body may have come)
         const std::string refused = "GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + std::string(64 * 1024, 'a') + "\r\n\r\n";
-        asio::write(c.s, asio::buffer(refused));
+        asio::error_code ignored;  // the server may close (a reset) before all of it is written
+        asio::write(c.s, asio::buffer(refused), ignored);
         const std::string got = read_until_closed(c.s, std::move(head));
         ASSERT_EQ(got.compare(0, 15, "HTTP/1.1 200 OK"), 0) << target << ": " << got.substr(0, 100);
         EXPECT_EQ(got.find("HTTP/1.1 ", 1), std::string::npos)
