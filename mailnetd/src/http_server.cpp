@@ -54,8 +54,9 @@ public:
     };
     std::map<asio::ip::tcp::endpoint, open_socket> open;
     std::uint64_t generations = 0;
-    // Peers whose connection is streaming an answer (a list, /raw, events): a parser refusal
-    // there would land inside that answer's body, so their connection is just closed.
+    // Peers whose connection has an answer under way (a view, a wait, a list, /raw, events): a
+    // parser refusal there would land inside that answer's body, so their connection is just
+    // closed.
     std::map<asio::ip::tcp::endpoint, std::size_t> streaming;
 
 private:
@@ -411,6 +412,24 @@ std::vector<std::string_view> segments(std::string_view path) {
     return out;
 }
 
+// The methods a path takes (an Allow header's value), or nullptr when it names no endpoint.
+const char* allowed_methods(const std::vector<std::string_view>& seg) {
+    if (seg.empty()) return "GET";
+    if (seg.size() == 1) return seg[0] == "healthz" ? "GET" : nullptr;
+    if (seg.size() < 3 || seg[0] != "api" || seg[1] != "v1") return nullptr;
+    const std::string_view what = seg[2];
+    if (what == "messages") {
+        if (seg.size() <= 4) return "GET, DELETE";
+        if (seg.size() == 5 && (seg[4] == "raw" || seg[4] == "html")) return "GET";
+        if (seg.size() == 6 && seg[4] == "parts") return "GET";
+        return nullptr;
+    }
+    if (seg.size() != 3) return nullptr;
+    if (what == "mailboxes" || what == "wait" || what == "events") return "GET";
+    if (what == "faults") return "GET, PUT, DELETE";
+    return nullptr;
+}
+
 }  // namespace
 
 struct event_stream;
@@ -607,12 +626,14 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
     // A wait or an events stream before this request on its connection ends now (a wait as at
     // its timeout, 408): the connection's answers then flow, and it stays read.
     supersede(req->connection_id());
-    // HEAD is not served (every answer here has a body, some stream without end): 405 with no
-    // body at all (RFC 9110 9.3.2: a pipelining client would read one as its next answer's
-    // start), whatever else is wrong with the request.
+    // HEAD is not served (every answer here has a body, some stream without end): a 405 naming
+    // the methods the path takes, or a 404 for no endpoint, with no body at all (RFC 9110
+    // 9.3.2: a pipelining client would read one as its next answer's start), whatever else is
+    // wrong with the request.
     if (h.method() == restinio::http_method_head()) {
-        auto r = req->create_response(status(405));
-        r.append_header("Allow", "GET");
+        const char* allow = allowed_methods(segments(h.path()));
+        auto r = req->create_response(status(allow ? 405 : 404));
+        if (allow) r.append_header("Allow", allow);
         r.append_header("Cache-Control", "no-store");
         r.append_header("X-Content-Type-Options", "nosniff");
         r.done();
@@ -668,7 +689,8 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
     const query_params& params = std::get<query_params>(parsed);
     const auto seg = segments(h.path());
     // RFC 7231 6.5.5: a 405 names the methods the path takes.
-    const auto not_allowed = [&](const char* allow = "GET") {
+    const auto not_allowed = [&] {
+        const char* allow = allowed_methods(seg);
         auto r = req->create_response(status(405));
         r.append_header(restinio::http_field::content_type, "application/json");
         r.append_header("Allow", allow);
@@ -727,7 +749,7 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
         else if (del)
             delete_all(req, params);
         else
-            return not_allowed("GET, DELETE");
+            return not_allowed();
         return restinio::request_accepted();
     }
     if (what == "messages" && seg.size() >= 4 && seg.size() <= 6) {
@@ -738,7 +760,7 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
             fail(req, 404, "no such endpoint");
             return restinio::request_accepted();
         }
-        if (!(get || (del && seg.size() == 4))) return not_allowed(seg.size() == 4 ? "GET, DELETE" : "GET");
+        if (!(get || (del && seg.size() == 4))) return not_allowed();
         if (!no_params()) return restinio::request_accepted();
         if (!s) {
             fail(req, 404, "no such message");
@@ -772,7 +794,7 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
         return restinio::request_accepted();
     }
     if (seg.size() == 3 && what == "faults") {
-        if (!(get || del || method == restinio::http_method_put())) return not_allowed("GET, PUT, DELETE");
+        if (!(get || del || method == restinio::http_method_put())) return not_allowed();
         if (no_params()) faults(req);
         return restinio::request_accepted();
     }

@@ -335,24 +335,50 @@ TEST(http_server, a_request_pipelined_behind_a_wait_or_a_stream_ends_it) {
     EXPECT_EQ(srv.request("GET", "/api/v1/wait?mailbox=nobody&timeout=0").status, 408);  // no waiter left holding a place
 }
 
-TEST(http_server, head_is_a_405_without_a_body_so_a_pipelined_answer_follows_at_once) {
+TEST(http_server, head_is_a_405_or_404_without_a_body_so_a_pipelined_answer_follows_at_once) {
     server_fixture srv;
     asio::io_context client;
     asio::ip::tcp::socket s(client);
     s.connect({asio::ip::make_address("127.0.0.1"), srv.port()});
     asio::write(s, asio::buffer(std::string("HEAD /api/v1/messages HTTP/1.1\r\nHost: localhost\r\n\r\n"
                                             "HEAD /nowhere HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+                                            "HEAD /api/v1/faults HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                                            "HEAD /api/v1/messages/x/raw HTTP/1.1\r\nHost: localhost\r\n\r\n"
                                             "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")));
     std::string got;
     asio::error_code ec;
     asio::read(s, asio::dynamic_buffer(got), ec);
-    const auto first = got.find("\r\n\r\n");
-    ASSERT_NE(first, std::string::npos) << got;
-    EXPECT_EQ(got.rfind("HTTP/1.1 405 ", 0), 0u) << got;
-    const auto second = got.find("\r\n\r\n", first + 4);
-    ASSERT_NE(second, std::string::npos) << got;
-    EXPECT_EQ(got.compare(first + 4, 13, "HTTP/1.1 405 "), 0) << got;
-    EXPECT_EQ(got.compare(second + 4, 13, "HTTP/1.1 200 "), 0) << got;  // no body between them
+    // Each answer's head, split where the one before it ends: no body in between.
+    std::vector<std::string> heads;
+    for (std::size_t at = 0; at < got.size();) {
+        const auto end = got.find("\r\n\r\n", at);
+        if (end == std::string::npos) break;
+        heads.push_back(got.substr(at, end + 4 - at));
+        at = end + 4;
+        if (heads.size() == 5) break;
+    }
+    ASSERT_EQ(heads.size(), 5u) << got;
+    EXPECT_EQ(heads[0].rfind("HTTP/1.1 405 ", 0), 0u) << got;
+    EXPECT_NE(heads[0].find("\r\nAllow: GET, DELETE\r\n"), std::string::npos) << heads[0];
+    EXPECT_EQ(heads[1].rfind("HTTP/1.1 404 ", 0), 0u) << got;  // no such endpoint
+    EXPECT_EQ(heads[1].find("Allow:"), std::string::npos) << heads[1];
+    EXPECT_NE(heads[2].find("\r\nAllow: GET, PUT, DELETE\r\n"), std::string::npos) << heads[2];
+    EXPECT_NE(heads[3].find("\r\nAllow: GET\r\n"), std::string::npos) << heads[3];
+    EXPECT_EQ(heads[4].rfind("HTTP/1.1 200 ", 0), 0u) << got;
+}
+
+TEST(http_server, a_405_names_the_methods_its_path_takes) {
+    server_fixture srv;
+    const auto allow_of = [&](const char* method, const char* target) {
+        const auto r = srv.request(method, target);
+        EXPECT_EQ(r.status, 405) << method << ' ' << target;
+        return header(r, "Allow");
+    };
+    EXPECT_EQ(allow_of("POST", "/api/v1/messages"), "GET, DELETE");
+    EXPECT_EQ(allow_of("PUT", "/api/v1/messages/abc"), "GET, DELETE");
+    EXPECT_EQ(allow_of("DELETE", "/api/v1/messages/abc/raw"), "GET");
+    EXPECT_EQ(allow_of("POST", "/api/v1/faults"), "GET, PUT, DELETE");
+    EXPECT_EQ(allow_of("DELETE", "/healthz"), "GET");
 }
 
 TEST(http_server, delete_with_an_empty_mailbox_parameter_deletes_nothing) {
