@@ -1,12 +1,14 @@
 // dot_stuffing_fuzz.cpp: any bytes, in chunks whose sizes the input chooses, through dot_decoder
 // and dot_encoder (RFC 5321 4.5.2, 4.1.1.4; RFC 1939 3, 7). Checks chunking changes nothing,
-// counts and limits, that normalised output re-encodes to itself, and the encode→decode round trip.
+// counts and limits, that normalised output re-encodes to itself, the encode→decode round trip,
+// and BDAT mode (no stuffing, end_of_chunks).
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "mailnet/dot_stuffing.hpp"
 
@@ -136,6 +138,48 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const decode_run r = decode_chunked(rt, wire, chunk);
     check(rt.finished() && r.consumed == wire.size());  // no stored byte ends the data early
     check(r.out == want && !rt.saw_bare_lf());
+
+    // BDAT (RFC 3030 2): no stuffing and no end of data; every octet is consumed, chunking
+    // changes nothing, end_of_chunks() ends the message. Kept as sent, the output is the input
+    // with a last line end added when it had none; that added CRLF never passes the limit.
+    {
+        mailnet::dot_decoder_options b = o;
+        b.dot_stuffed = false;
+        const auto bdat = [&](std::size_t piece_octets, std::uint64_t max) {
+            b.max_message_octets = max;
+            mailnet::dot_decoder d(b);
+            std::string out;
+            for (std::string_view rest = in; !rest.empty();) {
+                const std::string_view piece = rest.substr(0, piece_octets);
+                check(d.decode(piece, out) == piece.size() && !d.finished());
+                rest.remove_prefix(piece.size());
+            }
+            d.end_of_chunks(out);
+            check(d.finished() && d.consumed_octets() == in.size());
+            const std::size_t before = out.size();
+            check(d.decode("x\r\n", out) == 0 && out.size() == before);
+            return std::pair{std::move(out), d};
+        };
+        const auto [bw, dw] = bdat(in.size() + 1, std::numeric_limits<std::uint64_t>::max());
+        const auto [bs, ds] = bdat(chunk, std::numeric_limits<std::uint64_t>::max());
+        check(bw == bs && dw.message_octets() == ds.message_octets());
+        check(dw.saw_bare_cr() == ds.saw_bare_cr() && dw.saw_bare_lf() == ds.saw_bare_lf());
+        check(dw.longest_line_octets() == ds.longest_line_octets());
+        check(!dw.over_limit());
+        if (o.line_ends == mailnet::output_line_ends::crlf) {
+            check(dw.message_octets() == bw.size());
+            check(dw.longest_line_octets() == longest_crlf_line(bw));
+            check(bw.empty() || bw.ends_with("\r\n"));
+        }
+        if (o.bare == mailnet::bare_line_end_policy::keep && o.line_ends == mailnet::output_line_ends::crlf) {
+            const bool added = !in.empty() && !in.ends_with("\r\n");
+            check(bw == std::string(in) + (added ? "\r\n" : ""));
+            const auto [bl, dl] = bdat(chunk, limit);
+            check(dl.over_limit() == (in.size() > limit));
+            check(bw.compare(0, bl.size(), bl) == 0);
+            if (!dl.over_limit()) check(bl == bw);
+        }
+    }
 
     // TOP: a prefix of the whole message's lines, ending at a line end.
     const std::size_t top_lines = flags >> 3;
