@@ -80,6 +80,7 @@ struct async_client::impl {
     options o;
     std::string host;
     capabilities caps;
+    bool capa_listed = false;  // CAPA answered +OK (caps is what the server offers, not nothing known)
     std::string greeting_text;
     std::string apop_timestamp;
     std::string login;
@@ -268,6 +269,7 @@ struct async_client::impl {
         }, max_capa_lines);
         if (!r) co_return r.why();
         caps = std::move(got);  // an -ERR (RFC 1939 server without CAPA) leaves none
+        capa_listed = r->ok;
         co_return outcome<void>{};
     }
 
@@ -515,6 +517,12 @@ struct async_client::impl {
             }
             if (!go_on) co_return break_with(make_failure(errc::stopped, "the retrieval was stopped; the connection is closed"));
         }
+        // Every answer is in: octets already here answered nothing (a RETR answered twice, the
+        // second taken for the next one's answer). Said now, not at the next command, so a
+        // caller does not make this batch durable under numbers that may be shifted.
+        if (c.in_flight() == 0 && !c.unread().empty())
+            co_return break_with(make_failure(errc::protocol_error,
+                                              "the server sent octets no command asked for: " + core::describe(c.unread())));
         co_return outcome<void>{};
     }
 
@@ -617,7 +625,11 @@ asio::awaitable<outcome<std::unique_ptr<async_client>>> async_client::open(asio:
     if (!capa_read) co_return capa_read.why();
     if (i.o.tls == tls_mode::stls) {
         // RFC 2595 4: STLS; a server that refuses leaves the connection unusable for us: an
-        // error, never a fall back to cleartext.
+        // error, never a fall back to cleartext. A server whose CAPA lists no STLS does not
+        // offer it (RFC 2595 4): not asked (one that closes on an unknown command would turn
+        // "unavailable" into a protocol error); one without CAPA is asked.
+        if (i.capa_listed && !i.caps.has("STLS"))
+            co_return i.break_with(make_failure(errc::tls_unavailable, "the server's CAPA does not offer STLS"));
         auto r = co_await i.simple("STLS", std::string(), true);
         if (!r) co_return r.why();
         if (!r->ok) co_return i.break_with(make_failure(errc::tls_unavailable, r->text, r->code));

@@ -322,6 +322,9 @@ int open_state(const fetch_options& f, const std::string& user, const std::strin
         std::filesystem::create_directories(path.parent_path(), ec);
     }
     auto s = state_file::load(path, mailnet::stderr_log());
+    if (!s && s.error() == make_error_code(mailnet::errc::mailbox_in_use))
+        return std::cerr << "pop3c: state " << path << ": another pop3c run is using it; try again when it ends\n",
+               exit_code::temporary;
     if (!s) return std::cerr << "pop3c: state " << path << ": " << s.error().message() << "\n", exit_code::io_error;
     // Its UIDLs are one server's: another account's file would make --new-only skip mail
     // never fetched here, and retain_only() forget that account's records.

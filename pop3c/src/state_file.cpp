@@ -3,6 +3,7 @@
 #include "state_file.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -80,9 +81,33 @@ bool is_valid_uidl(std::string_view uid) noexcept {
 result<state_file> state_file::load(std::filesystem::path path, log_sink log) {
     if (!log) log = null_log();
     const std::string name = path.string();
+    // One run at a time per state: FILE.lock, flock'd for as long as this state lives (FILE
+    // itself is replaced at each save, so it cannot hold a lock). Two runs that both loaded the
+    // state before either saved would each fetch what the other fetched.
+    const std::string lock_name = name + ".lock";
+    posix::unique_fd lock(::open(lock_name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (lock.get() < 0) {
+        const auto ec = last_system_error();
+        log(log_level::error, "state file " + name + ": cannot open " + lock_name + ": " + ec.message());
+        return unexpected(ec);
+    }
+    while (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EINTR) continue;
+        if (errno == EWOULDBLOCK) {
+            log(log_level::error, "state file " + name + ": in use by another run (" + lock_name + " is locked)");
+            return unexpected(errc::mailbox_in_use);
+        }
+        const auto ec = last_system_error();
+        log(log_level::error, "state file " + name + ": cannot lock " + lock_name + ": " + ec.message());
+        return unexpected(ec);
+    }
     posix::unique_fd fd(::open(name.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
     if (fd.get() < 0) {
-        if (errno == ENOENT) return state_file(std::move(path), std::move(log));  // first run
+        if (errno == ENOENT) {  // first run
+            state_file first(std::move(path), std::move(log));
+            first.lock_ = std::move(lock);
+            return first;
+        }
         const auto ec = last_system_error();
         log(log_level::error, "state file " + name + ": " + ec.message());
         return unexpected(ec);
@@ -109,6 +134,7 @@ result<state_file> state_file::load(std::filesystem::path path, log_sink log) {
     }
 
     state_file state(std::move(path), std::move(log));
+    state.lock_ = std::move(lock);
     std::string_view rest = text;
     bool sized = false;  // version 3: sizes after the UIDLs
     for (std::size_t line_no = 1; !rest.empty(); ++line_no) {

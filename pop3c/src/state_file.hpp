@@ -17,6 +17,7 @@
 
 #include "mailnet/error.hpp"
 #include "mailnet/log.hpp"
+#include "mailnet/posix_io.hpp"
 
 namespace mailnet::pop3c {
 
@@ -54,9 +55,11 @@ public:
     /// printable and no name is refused).
     static std::string account_of(std::string_view user, std::string_view host, std::uint16_t port);
 
-    /// Reads `path`; a missing file (or an empty one) is an empty state. A line that is not a
-    /// valid UIDL, or a wrong first line, is errc::bad_config, logged as FILE:LINE (never the
-    /// line itself); an unreadable file is the system's error, logged.
+    /// Locks `path`.lock (made if missing; flock, held while the state lives): another run
+    /// holding it is errc::mailbox_in_use, logged. Then reads `path`; a missing file (or an
+    /// empty one) is an empty state. A line that is not a valid UIDL, or a wrong first line,
+    /// is errc::bad_config, logged as FILE:LINE (never the line itself); an unreadable file is
+    /// the system's error, logged.
     static result<state_file> load(std::filesystem::path path, log_sink log = null_log());
 
     /// Binds the state to `account` (from account_of()): a state kept for no account takes it
@@ -122,6 +125,7 @@ private:
     std::deque<std::string> order_;
     std::unordered_map<std::string_view, std::uint64_t> set_;  // uid -> size (unknown_size: any)
     std::vector<pending_record> pending_;
+    posix::unique_fd lock_;  // FILE.lock, flock'd: one run per state (load())
 };
 
 }  // namespace mailnet::pop3c

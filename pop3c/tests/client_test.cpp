@@ -352,6 +352,27 @@ TEST(pop3c_client, an_err_for_one_message_leaves_the_others) {
     c.close().value();
 }
 
+TEST(pop3c_client, a_retr_answered_twice_fails_the_retrieval_that_took_the_extra_answer) {
+    // Both answers come in one write after RETR 2: the second copy of message 1 is taken for
+    // RETR 2's answer, and message 2's own answer is left over. retrieve_each says so itself,
+    // before its caller makes the batch durable under shifted numbers.
+    const std::string one = "+OK 4\r\none\r\n.\r\n";
+    scripted_server s(std::vector<step>{{"", "+OK ready\r\n"},
+                                        {"CAPA", "+OK\r\nPIPELINING\r\nUSER\r\n.\r\n"},
+                                        {"USER", ""},
+                                        {"PASS", "+OK\r\n+OK\r\n"},
+                                        {"STAT", "+OK 2 8\r\n"},
+                                        {"RETR 1", ""},
+                                        {"RETR 2", one + one + "+OK 4\r\ntwo\r\n.\r\n"}});
+    auto c = open_scripted(s).value();
+    chunk_recorder h;
+    auto r = c.retrieve_each({1, 2}, h);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), make_error_code(errc::protocol_error));
+    EXPECT_NE(r.why().text.find("octets no command asked for"), std::string::npos) << r.why().text;
+    EXPECT_EQ(c.noop().error(), make_error_code(errc::protocol_error));  // unusable from then on
+}
+
 TEST(pop3c_client, a_message_over_the_limit_is_refused_and_the_others_go_on) {
     const std::string big(150, 'x');  // one line of 150 octets: over the limit of 100 below, under twice it
     scripted_server s(login_script(3) + std::vector<step>{
@@ -408,8 +429,9 @@ TEST(pop3c_client, a_server_that_stalls_times_out) {
 }
 
 TEST(pop3c_client, stls_refused_is_an_error_never_cleartext) {
+    // A server without CAPA is asked for STLS all the same.
     scripted_server s(std::vector<step>{{"", "+OK ready\r\n"},
-                                        {"CAPA", "+OK\r\nUSER\r\n.\r\n"},
+                                        {"CAPA", "-ERR unknown command\r\n"},
                                         {"STLS", "-ERR not here\r\n"}});
     options o;
     o.tls = tls_mode::stls;
@@ -417,6 +439,18 @@ TEST(pop3c_client, stls_refused_is_an_error_never_cleartext) {
     EXPECT_EQ(c.error(), make_error_code(errc::tls_unavailable));
     // Nothing else was sent: no USER, no PASS.
     EXPECT_EQ(s.received(), (std::vector<std::string>{"CAPA", "STLS"}));
+}
+
+TEST(pop3c_client, stls_not_in_capa_is_not_asked_for) {
+    // RFC 2595 4: a server whose CAPA lists no STLS does not offer it. Not asking matters with
+    // a server that closes on an unknown command: "unavailable", not a protocol error.
+    step capa{"CAPA", "+OK\r\nUSER\r\n.\r\n"};
+    scripted_server s(std::vector<step>{{"", "+OK ready\r\n"}, capa, {"", "", true}});
+    options o;
+    o.tls = tls_mode::stls;
+    auto c = open_scripted(s, o);
+    EXPECT_EQ(c.error(), make_error_code(errc::tls_unavailable));
+    EXPECT_EQ(s.received(), std::vector<std::string>{"CAPA"});
 }
 
 TEST(pop3c_client, octets_after_stls_ok_fail_the_connection) {

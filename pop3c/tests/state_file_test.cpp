@@ -2,6 +2,7 @@
 // first line, bad lines reported as FILE:LINE, atomic replacement, pruning (RFC 1939 7).
 #include "state_file.hpp"
 
+#include <algorithm>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -177,10 +178,32 @@ TEST(state_file, save_replaces_the_file_atomically_and_leaves_no_tmp) {
     struct stat st{};
     ASSERT_EQ(::stat(file.c_str(), &st), 0);
     EXPECT_NE(st.st_ino, old_st.st_ino);
-    // Nothing else is left in the directory.
+    // Nothing else is left in the directory but the lock file (kept: removing a lock file
+    // races with a run waiting on it).
     std::vector<std::string> names;
     for (const auto& e : fs::directory_iterator(d.path)) names.push_back(e.path().filename().string());
-    EXPECT_EQ(names, std::vector<std::string>{"state"});
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(names, (std::vector<std::string>{"state", "state.lock"}));
+}
+
+TEST(state_file, one_run_at_a_time_holds_a_state) {
+    temp_dir d;
+    const fs::path file = d.path / "state";
+    {
+        auto first = state_file::load(file);
+        ASSERT_TRUE(first);
+        // A second run that loaded it now would fetch what the first fetches: refused.
+        auto second = state_file::load(file);
+        ASSERT_FALSE(second);
+        EXPECT_EQ(second.error(), make_error_code(mailnet::errc::mailbox_in_use));
+        ASSERT_TRUE(first->add("a"));
+        ASSERT_TRUE(first->save());
+        auto moved = std::move(*first);  // the lock goes with the state
+        EXPECT_FALSE(state_file::load(file));
+    }
+    auto later = state_file::load(file);  // released with the state
+    ASSERT_TRUE(later);
+    EXPECT_TRUE(later->contains("a"));
 }
 
 TEST(state_file, a_failed_save_keeps_the_old_file) {
