@@ -2119,6 +2119,78 @@ TEST(maildir_store, seen_messages_move_to_cur_with_flag_s_in_ascii_order) {
     EXPECT_EQ(names_in(box / "cur").size(), 2u);
 }
 
+// What the files of a mailbox hold, sorted (wherever they are: new/ or cur/, any name).
+std::vector<std::string> contents_of_box(const fs::path& box) {
+    std::vector<std::string> out = contents_in(box / "new");
+    for (auto& c : contents_in(box / "cur")) out.push_back(std::move(c));
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+TEST(maildir_store, two_files_of_one_base_name_are_two_messages_and_marking_seen_replaces_neither) {
+    // A Maildir restored over itself, or a foreign tool: two files whose names differ in their
+    // flags only. Kept as one, the other was never listed, and marking the first seen renamed
+    // it over the second.
+    temp_dir d;
+    log_capture log;
+    auto s = open_store(options(d.path, log.sink()));
+    const fs::path box = d.path / "store" / "alice";
+    fs::create_directories(box / "new");
+    fs::create_directories(box / "cur");
+    write_file(box / "cur" / "7001.M1P1Q1.h:2,", "three\n");
+    write_file(box / "cur" / "7001.M1P1Q1.h:2,S", "four\n");
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 2u);
+    EXPECT_NE((*snap)[0].id, (*snap)[1].id);
+    EXPECT_NE((*snap)[0].pop3_uidl(), (*snap)[1].pop3_uidl());
+    std::vector<std::string> read;
+    for (const auto& m : *snap) {
+        auto opened = s->open("alice", m.id);
+        ASSERT_TRUE(opened) << m.id;
+        read.push_back(read_message(*opened, 100));
+    }
+    std::sort(read.begin(), read.end());
+    EXPECT_EQ(read, (std::vector<std::string>{"four\n", "three\n"}));
+    EXPECT_TRUE(log.contains("two messages named 7001.M1P1Q1.h")) << log.all();
+    const std::vector<std::string> seen = {(*snap)[0].id, (*snap)[1].id};
+    EXPECT_TRUE(s->commit("alice", {}, seen).empty());
+    EXPECT_EQ(contents_of_box(box), (std::vector<std::string>{"four\n", "three\n"}));
+    auto again = s->snapshot("alice");
+    ASSERT_TRUE(again);
+    EXPECT_EQ(ids_of(*again), ids_of(*snap)) << "the ids stay";
+}
+
+TEST(maildir_store, a_size_in_a_name_past_one_tib_is_not_believed) {
+    // STAT and the login's reply sum the sizes: 2^64-1 from a name wrapped them round.
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    const fs::path box = d.path / "store" / "alice";
+    fs::create_directories(box / "new");
+    fs::create_directories(box / "cur");
+    write_file(box / "new" / "1.M1P1.h,S=18446744073709551615,W=18446744073709551615", "x\n");
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 1u);
+    EXPECT_EQ((*snap)[0].octets, 3u);  // counted from the file: "x" CRLF
+}
+
+TEST(maildir_store, marking_seen_never_replaces_a_file_that_took_the_name_meanwhile) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    const fs::path box = d.path / "store" / "alice";
+    fs::create_directories(box / "new");
+    fs::create_directories(box / "cur");
+    write_file(box / "new" / "1.M1P1.host", "a\n");
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), 1u);
+    write_file(box / "cur" / "1.M1P1.host:2,S", "b\n");  // after the snapshot: the seen name taken
+    const std::vector<std::string> seen = {(*snap)[0].id};
+    (void)s->commit("alice", {}, seen);
+    EXPECT_EQ(contents_of_box(box), (std::vector<std::string>{"a\n", "b\n"}));
+}
+
 TEST(maildir_store, a_mailbox_made_by_hand_without_cur_gets_one_when_a_message_is_seen) {
     // `mkdir -p box/new` and a file in it (README's first try of pop3d, once): what a POP3
     // session read moves to a cur/ made for it, as Dovecot does, not a warning per message.

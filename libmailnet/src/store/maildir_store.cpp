@@ -147,11 +147,22 @@ std::optional<std::uint64_t> parse_u64(std::string_view s) {
 }
 
 // The value of a ",W=<n>" (or ",S=<n>") field of a base name, ending at ',' or the end.
+// Renames without replacing a file already at `to` (another message: two files of one base
+// name); 0 or the errno. A file system without RENAME_NOREPLACE: link() never replaces either.
+int rename_noreplace(int from_dir, const char* from, int to_dir, const char* to) {
+    if (::renameat2(from_dir, from, to_dir, to, RENAME_NOREPLACE) == 0) return 0;
+    if (errno != EINVAL && errno != ENOSYS) return errno;
+    if (::linkat(from_dir, from, to_dir, to, 0) != 0) return errno;
+    // NOTE: if this unlink fails, both names are one file: a scan sees one message (one inode).
+    return ::unlinkat(from_dir, from, 0) == 0 ? 0 : errno;
+}
+
+// A size past 1 TiB is no size a name of a message tells truthfully (STAT sums them): ignored.
 std::optional<std::uint64_t> name_field(std::string_view base, std::string_view key) {
     for (std::size_t at = base.find(key); at != std::string_view::npos; at = base.find(key, at + 1)) {
         std::string_view rest = base.substr(at + key.size());
         rest = rest.substr(0, rest.find(','));
-        if (auto v = parse_u64(rest)) return v;
+        if (auto v = parse_u64(rest); v && *v <= (std::uint64_t{1} << 40)) return v;
     }
     return std::nullopt;
 }
@@ -1325,7 +1336,8 @@ public:
                     "cur/" + std::string(name.substr(0, colon)) + ":" + info_with_flag(info, 'S');
                 if (target == rel) return 0;
                 if (dirs->cur_dir.get() < 0) return ENOENT;
-                if (::renameat(dirs->sub(rel), name.data(), dirs->cur_dir.get(), target.c_str() + 4) != 0) return errno;
+                if (const int e = rename_noreplace(dirs->sub(rel), name.data(), dirs->cur_dir.get(), target.c_str() + 4))
+                    return e;  // EEXIST: another file has that name (two files of one base name): not replaced
                 moved_to = target;
                 return 0;
             });
@@ -1943,16 +1955,25 @@ private:
             ::closedir(d);
         }
         // A file renamed new/ -> cur/ between the two reads is seen twice: keep its cur/ name.
+        // Two files that both still exist under one base name (a Maildir restored over itself,
+        // a foreign tool) are two messages: the later one is renamed to a base of its own, as
+        // Dovecot does; kept as one, the other would never be listed.
         std::stable_sort(files.begin(), files.end(), [](const found_file& a, const found_file& b) { return a.base < b.base; });
         // In place, so a big mailbox holds one list of names at a time.
+        std::vector<found_file> separated;
         auto kept = files.begin();
         for (auto it = files.begin(); it != files.end(); ++it) {
-            if (kept != files.begin() && std::prev(kept)->base == it->base)
-                *std::prev(kept) = std::move(*it);  // new/ came first in the stable order
-            else if (kept++ != it)
+            if (kept != files.begin() && std::prev(kept)->base == it->base) {
+                if (auto own = separate_duplicate(dirs, cache.infos, *std::prev(kept), *it))
+                    separated.push_back(std::move(*own));
+                else
+                    *std::prev(kept) = std::move(*it);  // new/ came first in the stable order
+            } else if (kept++ != it) {
                 *std::prev(kept) = std::move(*it);
+            }
         }
         files.erase(kept, files.end());
+        for (auto& f : separated) files.push_back(std::move(f));
         std::vector<found_file>& out = files;
         cache.entries.reserve(out.size());
         std::lock_guard guard(mutex_);
@@ -1977,6 +1998,32 @@ private:
     }
 
     static std::uint64_t hash_of(std::string_view base) { return std::hash<std::string_view>{}(base); }
+
+    // `later` has the base name of `first`: the same file seen twice (renamed between two
+    // reads, or two links of one file) or two files. Two files: `later` is renamed to a base
+    // of its own ("-dupINODE" before the name's first ',', so S= and W= stay) and returned so.
+    std::optional<found_file> separate_duplicate(const box_dirs& dirs, const std::vector<std::string>& infos,
+                                                 const found_file& first, const found_file& later) {
+        const auto where = [&](const found_file& f) { return f.in_cur ? dirs.cur_dir.get() : dirs.new_dir.get(); };
+        const std::string first_name = file_name(first.base, infos[first.info]);
+        const std::string later_name = file_name(later.base, infos[later.info]);
+        struct stat a{}, b{};
+        if (::fstatat(where(first), first_name.c_str(), &a, AT_SYMLINK_NOFOLLOW) != 0 ||
+            ::fstatat(where(later), later_name.c_str(), &b, AT_SYMLINK_NOFOLLOW) != 0)
+            return std::nullopt;  // one is gone: it was renamed meanwhile
+        if (a.st_dev == b.st_dev && a.st_ino == b.st_ino) return std::nullopt;
+        found_file own = later;
+        const std::size_t comma = later.base.find(',');
+        own.base.insert(comma == std::string::npos ? own.base.size() : comma, "-dup" + std::to_string(b.st_ino));
+        const std::string own_name = file_name(own.base, infos[own.info]);
+        if (const int e = rename_noreplace(where(later), later_name.c_str(), where(later), own_name.c_str())) {
+            log(log_level::warning, "maildir: two messages named " + later.base + "; cannot rename one to " + own_name +
+                                        ": " + std::error_code(e, std::system_category()).message());
+            return std::nullopt;
+        }
+        log(log_level::warning, "maildir: two messages named " + later.base + ": one renamed to " + own_name);
+        return own;
+    }
 
     // Copies of new/ and cur/ for the scan cache (the caller keeps its own): two descriptors a
     // locked mailbox. Null when a copy fails (EMFILE): open() then opens them itself.
