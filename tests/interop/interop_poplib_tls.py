@@ -126,6 +126,31 @@ class Stls(TlsBase):
         finally:
             (ts or s).close()
 
+    def test_stls_pipelined_behind_a_failed_login_still_handshakes(self):
+        # The failed login's delay reads ahead (a peer that leaves is let go at once): that
+        # read, still waiting when STLS came, was taken for octets after STLS (a review).
+        s = socket.create_connection((t.HOST, self.srv.port), timeout=TIMEOUT)
+        ts = None
+        try:
+            r = t.RawPop3(None, timeout=TIMEOUT, sock=s)
+            self.assertTrue(r.read_greeting().startswith(b"+OK"))
+            s.sendall(b"USER alice\r\nPASS wrong\r\nSTLS\r\n")
+            self.assertTrue(r.readline().startswith(b"+OK"))   # USER
+            self.assertTrue(r.readline().startswith(b"-ERR"))  # PASS, after its delay
+            self.assertTrue(r.readline().startswith(b"+OK"))   # STLS
+            ts = self.ca.client_context().wrap_socket(s, server_hostname=t.HOST)
+            ts.settimeout(TIMEOUT)
+            ts.sendall(b"USER alice\r\nPASS secret\r\nQUIT\r\n")
+            got = b""
+            while True:
+                chunk = ts.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            self.assertEqual(got.count(b"+OK"), 3, got)
+        finally:
+            (ts or s).close()
+
     def test_tls12_only_client(self):
         ctx = self.ca.client_context()
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2

@@ -543,7 +543,16 @@ asio::awaitable<bool> runner::perform(act::start_tls&) {
     auto& p = *p_;
     const bool drained = co_await drain();  // runner::drain: also ends a timed-out session
     if (!drained) co_return false;
-    if (p.rd->active || p.rd->done) {
+    if (p.rd->active) {
+        // A read begun while the session waited (the delay after a failed login, with the
+        // command pipelined behind it) is still in flight: ended here, and only octets it
+        // brought count as input. Cancelling a plain socket's read loses none.
+        c_.io().cancel();
+        co_await p.wait_for_read();
+    }
+    const bool cancelled = p.rd->done && p.rd->n == 0 && p.rd->ec == asio::error::operation_aborted;
+    if (cancelled) p.rd->done = false;
+    if (p.rd->done) {
         // Octets read after the STLS/STARTTLS command would be the handshake's: a client that
         // sends anything then is not speaking TLS (RFC 2595 4, RFC 3207 4 discard them).
         c_.log()(log_level::info, p.o.protocol + " connection " + std::to_string(c_.id()) +
