@@ -447,6 +447,28 @@ TEST(pop3_server, retr_of_a_50_mib_message_streams_it_without_loading_it) {
     std::filesystem::remove_all(dir);
 }
 
+TEST(pop3_server, a_client_that_stops_reading_a_retr_holds_a_stopping_server_no_longer_than_its_grace) {
+    // A write waits for the peer to read: without the grace applied to writes too, a client
+    // that stopped reading a big RETR held SIGTERM for the idle timeout (600 s).
+    pop3::server_config cfg;
+    cfg.auth = users();
+    cfg.shutdown_grace = 1s;
+    auto store = std::shared_ptr<mailnet::store>(mailnet::make_memory_store());
+    const std::vector<std::string> to{"alice"};
+    ASSERT_TRUE(store->deliver(to, "Subject: big\n\n" + std::string(16 << 20, 'x') + "\n"));
+    cfg.storage = store;
+    fixture f(cfg);
+    auto c = login(f.port());
+    c->send("RETR 1\r\n");
+    c->read_until("octets\r\n");  // then reads nothing: the socket buffers fill, the write waits
+    std::this_thread::sleep_for(200ms);
+    std::promise<void> gone;
+    const auto stopped = std::chrono::steady_clock::now();
+    f.srv->destroy(mailnet::net::server::destroy_mode::defer, [&] { gone.set_value(); });
+    EXPECT_EQ(gone.get_future().wait_for(5s), std::future_status::ready) << "still open 5 s after the stop";
+    EXPECT_LT(std::chrono::steady_clock::now() - stopped, 4s);
+}
+
 TEST(pop3_server, a_shutdown_closes_idle_sessions_without_a_word) {
     // POP3 has no reply for a server going away (RFC 1939 has no unsolicited response, unlike
     // SMTP's 421): an idle session, logged in or not, is closed at once and reads only EOF.

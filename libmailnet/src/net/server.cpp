@@ -122,8 +122,13 @@ asio::awaitable<std::size_t> connection::read_some_until(asio::mutable_buffer bu
 std::chrono::seconds connection::idle_timeout() const noexcept { return owner_.options_.idle_timeout; }
 
 asio::awaitable<std::error_code> connection::write(asio::const_buffer buf) {
-    stream_.set_deadline(stream::clock::now() + owner_.options_.idle_timeout);
+    // After destroy(defer), the grace's limit, but at least a second for this write: the reply
+    // of a hook that ran past the limit still goes out to a client that reads.
+    const auto now = stream::clock::now();
+    stream_.set_deadline(std::min(now + owner_.options_.idle_timeout, std::max(read_limit_, now + std::chrono::seconds(1))));
+    writing_ = true;
     const auto ec = co_await stream_.write_all(buf);
+    writing_ = false;
     if (!ec) bytes_out_ += buf.size();
     co_return ec;
 }
@@ -281,9 +286,10 @@ void server::destroy(destroy_mode mode, std::function<void()> on_gone) {
         // idle sessions close at once, after their session's shutdown notice if it has one;
         // the exchange in progress finishes).
         // An exchange in progress may not hold the server for ever (a client trickling DATA):
-        // its reads get shutdown_grace, then the connection closes like any other. Only reads:
-        // a hook at work (a delivery's fsync) and the reply it produces are never cut, so a
-        // client is never left without the 250 of a message that was delivered.
+        // its reads get shutdown_grace, then the connection closes like any other; so do its
+        // writes (a client that stopped reading a 7 MB RETR). A hook at work (a delivery's
+        // fsync) is not cut, and its reply has a second at least, so a client that reads is
+        // never left without the 250 of a delivered message.
         asio::dispatch(io_, [open = std::move(open), mode, grace = options_.shutdown_grace] {
             const auto limit = stream::clock::now() + grace;
             for (auto& c : open) {
@@ -301,6 +307,7 @@ void server::destroy(destroy_mode mode, std::function<void()> on_gone) {
                 // Only a grace that ends first replaces the read's deadline (and its way of
                 // ending: an idle limit's cancel lets the session say 421 4.4.2 first).
                 if (c->reading_ && c->read_limit_ < c->io().deadline()) c->io().set_deadline(c->read_limit_);
+                if (c->writing_ && c->read_limit_ < c->io().deadline()) c->io().set_deadline(c->read_limit_);
             }
         });
     }

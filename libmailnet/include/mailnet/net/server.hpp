@@ -110,7 +110,8 @@ public:
                                                  stream::on_expiry then = stream::on_expiry::close);
     /// The idle timeout of the server.
     std::chrono::seconds idle_timeout() const noexcept;
-    /// Writes everything; a peer that reads nothing for the idle timeout is closed.
+    /// Writes everything; a peer that reads nothing for the idle timeout is closed, and after
+    /// destroy(defer) one that has not read it all by read_limit() (a second at least).
     asio::awaitable<std::error_code> write(asio::const_buffer buf);
     /// Upgrades to TLS in place (STLS/STARTTLS), with the handshake timeout.
     asio::awaitable<std::error_code> start_tls();
@@ -133,8 +134,8 @@ public:
     /// Marks the connection waiting for input (I/O thread): destroy(defer) shortens that wait
     /// to the shutdown grace; a hook's work and the writing of its reply are never cut by it.
     void set_reading(bool reading) noexcept { reading_ = reading; }
-    /// After destroy(defer): when reads must be done by (an exchange in progress gets the
-    /// shutdown grace); time_point::max() before. I/O thread.
+    /// After destroy(defer): when reads and writes must be done by (an exchange in progress
+    /// gets the shutdown grace); time_point::max() before. I/O thread.
     stream::clock::time_point read_limit() const noexcept { return read_limit_; }
     /// Whether a TLS context is configured (STLS/STARTTLS can be offered).
     bool tls_available() const noexcept;
@@ -156,6 +157,7 @@ private:
     bool notice_on_stop_ = false;
     bool reading_ = false;
     stream::clock::time_point read_limit_ = stream::clock::time_point::max();
+    bool writing_ = false;
     std::chrono::system_clock::time_point started_;
     mutable std::mutex mutex_;  // guards state_ and user_ (read from other threads)
     std::string state_, user_;
