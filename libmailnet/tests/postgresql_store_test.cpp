@@ -31,7 +31,9 @@ using mailnet::errc;
 using mailnet::store_event;
 
 // A TCP relay to the private server that can stop relaying (a stopped server or a stuck
-// proxy: the connections stay up, nothing comes back).
+// proxy: the connections stay up, nothing comes back), or lose the answer of a COMMIT: it
+// passes the COMMIT on, cuts that connection before the answer comes back and takes no new
+// one until told (a network blip between a front-end and the database).
 class freezing_relay {
 public:
     explicit freezing_relay(std::uint16_t upstream) : upstream_(upstream) {
@@ -56,6 +58,13 @@ public:
     }
     std::uint16_t port() const { return port_; }
     void freeze(bool f) { frozen_ = f; }
+    /// The next COMMIT is passed on, then its connection cut; no new one until refuse(false).
+    void lose_next_commit_answer() { cut_commit_ = true; }
+    bool commit_answer_lost() const { return commit_cut_; }
+    void refuse(bool r) {
+        refusing_ = r;
+        if (!r) commit_cut_ = false;
+    }
 
 private:
     void run() {
@@ -69,6 +78,10 @@ private:
             if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
             if (fds[0].revents & POLLIN) {
                 const int in = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+                if (refusing_) {
+                    if (in >= 0) ::close(in);
+                    continue;
+                }
                 const int out = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
                 sockaddr_in a{};
                 a.sin_family = AF_INET;
@@ -97,6 +110,15 @@ private:
                     if (w <= 0) break;
                     done += w;
                 }
+                static constexpr char commit[] = "COMMIT";  // a Parse message's text, NUL-ended
+                if (from == pr.first && cut_commit_ &&
+                    std::search(buf, buf + n, commit, commit + sizeof commit) != buf + n) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the server commits
+                    cut_commit_ = false;
+                    refusing_ = true;
+                    commit_cut_ = true;
+                    if (gone.empty() || gone.back() != (i - 1) / 2) gone.push_back((i - 1) / 2);
+                }
             }
             for (auto it = gone.rbegin(); it != gone.rend(); ++it) {
                 ::close(pairs_[*it].first);
@@ -109,6 +131,9 @@ private:
     int listener_ = -1;
     std::uint16_t port_ = 0;
     std::atomic<bool> frozen_{false};
+    std::atomic<bool> cut_commit_{false};
+    std::atomic<bool> refusing_{false};
+    std::atomic<bool> commit_cut_{false};
     std::atomic<bool> stop_{false};
     std::vector<std::pair<int, int>> pairs_;  // the relay thread's
     std::thread thread_;
@@ -176,6 +201,34 @@ protected:
         }
         return out;
     }
+    // The private server's TCP port (the URI's), and this test's store reached through `relay`.
+    std::uint16_t server_port() const {
+        const auto colon = guard.uri.rfind(':');
+        const auto slash = guard.uri.find('/', colon);
+        return static_cast<std::uint16_t>(std::stoi(guard.uri.substr(colon + 1, slash - colon - 1)));
+    }
+    std::unique_ptr<mailnet::store> open_through(const freezing_relay& relay, mailnet::log_sink log = mailnet::null_log()) {
+        const auto colon = guard.uri.rfind(':');
+        const auto slash = guard.uri.find('/', colon);
+        mailnet::postgresql_options o;
+        o.uri = guard.uri.substr(0, colon + 1) + std::to_string(relay.port()) + guard.uri.substr(slash);
+        o.schema = guard.schema;
+        o.pool_size = 4;
+        o.wait = std::chrono::milliseconds(2000);
+        o.log = std::move(log);
+        auto s = mailnet::open_postgresql_store(std::move(o));
+        EXPECT_TRUE(s) << s.error().message();
+        return s ? std::move(*s) : nullptr;
+    }
+    // Ends the lock connection of this test's stores, and waits until its server process is
+    // gone (and its locks with it).
+    void cut_lock_connections() {
+        const std::string which = "FROM pg_stat_activity WHERE application_name = 'mailnet locks " + guard.schema + "'";
+        admin("SELECT pg_terminate_backend(pid) " + which);
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (admin("SELECT count(*) " + which) != "0" && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     // Cuts every connection of this test's stores (their application_name ends in the schema).
     void cut_all() {
         admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'mailnet % " + guard.schema + "'");
@@ -229,6 +282,83 @@ TEST_F(postgresql_store, a_server_that_stops_answering_fails_calls_temporarily_a
     auto snap = st.snapshot("bob@example.org");
     ASSERT_TRUE(snap);
     EXPECT_GE(snap->size(), 2u);  // before and after (the frozen one got 451: stored or not)
+}
+
+TEST_F(postgresql_store, a_delivery_whose_commit_answer_was_lost_is_found_stored_though_its_messages_were_deleted_since) {
+    // The COMMIT reaches the server but its answer is lost, and this front-end cannot reach the
+    // database for a while; meanwhile the user's POP3 session on another front-end fetches and
+    // deletes the messages. Once back, the fate lookup must find the transaction committed: a
+    // 451 would have the sender send it again, and the user get it twice.
+    freezing_relay relay(server_port());
+    ASSERT_NE(relay.port(), 0);
+    mailnet::testing::log_capture log;
+    auto via = open_through(relay, log.sink());
+    auto pop = open();
+    ASSERT_TRUE(via && pop);
+    const std::string box = "fate@example.org";
+    ASSERT_TRUE(via->deliver(std::vector<std::string>{box}, "Subject: warm-up\n\nx\n"));
+    // Each round: a group of deliveries (one transaction), of which the user deletes before the
+    // lookup the first only (whose token the lookup once used), then every one.
+    std::size_t stored = 1;
+    for (const auto& [group, keep] : {std::pair<std::size_t, std::size_t>{3, 2}, {1, 0}}) {
+        SCOPED_TRACE(group);
+        std::vector<std::unique_ptr<mailnet::delivery>> ds;
+        std::vector<mailnet::delivery*> ptrs;
+        for (std::size_t i = 0; i < group; ++i) {
+            auto d = via->begin_delivery(std::vector<std::string>{box});
+            ASSERT_TRUE(d);
+            ASSERT_TRUE((*d)->write("Subject: important " + std::to_string(i) + "\n\nhello\n"));
+            ptrs.push_back(d->get());
+            ds.push_back(std::move(*d));
+        }
+        relay.lose_next_commit_answer();
+        std::vector<mailnet::result<void>> results;
+        std::thread sender([&] { results = mailnet::commit_together(ptrs); });
+        auto until = [](auto&& done) {
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+            while (!done() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            return done();
+        };
+        EXPECT_TRUE(until([&] { return relay.commit_answer_lost(); }));
+        // Committed: the user's session sees the group, fetches it and deletes all but `keep`.
+        std::vector<mailnet::message_info> snap;
+        EXPECT_TRUE(until([&] {
+            auto s = pop->snapshot(box);
+            if (s && s->size() == stored + group) snap = *s;
+            return !snap.empty();
+        }));
+        if (!snap.empty()) {
+            EXPECT_TRUE(pop->lock(box));
+            EXPECT_EQ(read_all(*pop, box, snap[stored].id), "Subject: important 0\n\nhello\n");
+            std::vector<std::string> gone;
+            for (std::size_t i = 0; i + keep < snap.size(); ++i) gone.push_back(snap[i].id);
+            for (const auto& e : pop->commit(box, gone, {})) EXPECT_FALSE(e);
+            pop->unlock(box);
+        }
+        stored = keep;
+        relay.refuse(false);  // the front-end reaches the database again and asks
+        sender.join();
+        ASSERT_EQ(results.size(), group);
+        for (const auto& r : results) EXPECT_TRUE(r) << r.error().message() << "\n" << log.all();
+    }
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".messages"), "0");
+}
+
+TEST_F(postgresql_store, the_records_of_delivery_transactions_are_kept_a_day) {
+    auto s = open();
+    ASSERT_TRUE(s);
+    const std::string t = guard.schema + ".deliveries";
+    admin("INSERT INTO " + t + " (token, at) SELECT 'old' || n, now() - interval '25 hours' FROM generate_series(1, 1500) n");
+    admin("INSERT INTO " + t + " (token, at) VALUES ('recent', now() - interval '23 hours')");
+    // A front-end's first transaction prunes, and the next ones while some were left behind.
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(s->deliver(std::vector<std::string>{"p@example.org"}, "Subject: p\n\nx\n"));
+    EXPECT_EQ(admin("SELECT count(*) FROM " + t + " WHERE token LIKE 'old%'"), "0");
+    EXPECT_EQ(admin("SELECT count(*) FROM " + t + " WHERE token = 'recent'"), "1");
+    EXPECT_EQ(admin("SELECT count(*) FROM " + t), "4");  // one per transaction
+    // Not again within the minute: rows that became old meanwhile wait for the next prune.
+    admin("UPDATE " + t + " SET at = now() - interval '2 days' WHERE token = 'recent'");
+    ASSERT_TRUE(s->deliver(std::vector<std::string>{"p@example.org"}, "Subject: p\n\nx\n"));
+    EXPECT_EQ(admin("SELECT count(*) FROM " + t + " WHERE token = 'recent'"), "1");
 }
 
 TEST_F(postgresql_store, every_front_end_hears_every_front_ends_deliveries_and_deletions_in_order) {
@@ -289,49 +419,148 @@ TEST_F(postgresql_store, a_front_end_that_goes_away_releases_its_pop3_locks) {
     b->unlock("bob@example.org");
 }
 
-TEST_F(postgresql_store, a_lost_lock_connection_is_remade_and_its_locks_taken_back) {
-    mailnet::testing::log_capture log;
-    auto a = open(log.sink());
-    auto b = open();
-    ASSERT_TRUE(a && b);
-    ASSERT_TRUE(a->lock("bob@example.org"));
-    admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mailnet locks " + guard.schema + "'");
-    // The next lock() on a notices, reconnects and takes back bob's lock before b can.
-    ASSERT_TRUE(a->lock("carol@example.org"));
-    EXPECT_EQ(b->lock("bob@example.org").error(), mailnet::make_error_code(errc::mailbox_in_use));
-    EXPECT_EQ(b->lock("carol@example.org").error(), mailnet::make_error_code(errc::mailbox_in_use));
-    a->unlock("bob@example.org");
-    a->unlock("carol@example.org");
-    EXPECT_TRUE(b->lock("bob@example.org"));
-    b->unlock("bob@example.org");
-}
-
-TEST_F(postgresql_store, a_lock_not_taken_back_after_a_lost_connection_is_taken_at_quit_once_free) {
+TEST_F(postgresql_store, a_session_locked_on_a_lost_lock_connection_cannot_delete_even_if_nobody_took_the_mailbox) {
+    // The server released the lock with the connection: another front-end could have had the
+    // mailbox meanwhile and gone again, so the session's QUIT deletes nothing ([SYS/TEMP]).
     mailnet::testing::log_capture log;
     auto a = open(log.sink());
     auto b = open();
     ASSERT_TRUE(a && b);
     ASSERT_TRUE(a->deliver(std::vector<std::string>{"bob@example.org"}, "Subject: 1\n\nx\n"));
+    ASSERT_TRUE(a->lock("bob@example.org"));
     auto snap = a->snapshot("bob@example.org");
     ASSERT_TRUE(snap);
     ASSERT_EQ(snap->size(), 1u);
+    const std::vector<std::string> gone{(*snap)[0].id};
+    cut_lock_connections();  // a has not noticed yet
+    EXPECT_EQ(a->commit("bob@example.org", gone, {})[0], mailnet::make_error_code(errc::temporary_failure));
+    EXPECT_TRUE(log.contains("lock")) << log.all();
+    // Nor once a has a new lock connection: the session's lock was not on it.
+    ASSERT_TRUE(a->lock("carol@example.org"));
+    EXPECT_EQ(a->commit("bob@example.org", gone, {})[0], mailnet::make_error_code(errc::temporary_failure));
+    EXPECT_EQ(a->snapshot("bob@example.org")->size(), 1u);
+    // A session that logs in afterwards locks on the new connection, and deletes.
+    a->unlock("bob@example.org");
     ASSERT_TRUE(a->lock("bob@example.org"));
-    admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mailnet locks " + guard.schema + "'");
-    ASSERT_TRUE(b->lock("bob@example.org"));  // free while a's lock connection is gone
-    ASSERT_TRUE(a->lock("carol@example.org"));  // a reconnects; bob's lock is b's: not taken back
-    // While b holds it, a's QUIT deletes nothing; once b lets go, a takes it and deletes.
-    EXPECT_EQ(a->commit("bob@example.org", std::vector<std::string>{(*snap)[0].id}, {})[0],
-              mailnet::make_error_code(errc::temporary_failure));
+    EXPECT_EQ(b->lock("bob@example.org").error(), mailnet::make_error_code(errc::mailbox_in_use));
+    EXPECT_FALSE(a->commit("bob@example.org", gone, {})[0]);
+    a->unlock("bob@example.org");
+    a->unlock("carol@example.org");
+    EXPECT_EQ(b->snapshot("bob@example.org")->size(), 0u);
+}
+
+TEST_F(postgresql_store, after_a_lost_lock_connection_new_logins_lock_on_the_new_one_and_the_old_sessions_stay_out) {
+    mailnet::testing::log_capture log;
+    auto a = open(log.sink());
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    ASSERT_TRUE(a->deliver(std::vector<std::string>{"bob@example.org", "carol@example.org"}, "Subject: 1\n\nx\n"));
+    ASSERT_TRUE(a->lock("bob@example.org"));
+    const auto bob = a->snapshot("bob@example.org");
+    ASSERT_TRUE(bob && bob->size() == 1u);
+    cut_lock_connections();
+    // a's next login reconnects; bob's lock is not taken back (a second session could have
+    // come and gone in between without anyone noticing): bob is free for another front-end.
+    ASSERT_TRUE(a->lock("carol@example.org"));
+    EXPECT_EQ(b->lock("carol@example.org").error(), mailnet::make_error_code(errc::mailbox_in_use));
+    ASSERT_TRUE(b->lock("bob@example.org"));
+    // Within a, bob's session is still open: no second one there.
+    EXPECT_EQ(a->lock("bob@example.org").error(), mailnet::make_error_code(errc::mailbox_in_use));
+    const std::vector<std::string> gone{(*bob)[0].id};
+    EXPECT_EQ(a->commit("bob@example.org", gone, {})[0], mailnet::make_error_code(errc::temporary_failure));
     b->unlock("bob@example.org");
-    EXPECT_FALSE(a->commit("bob@example.org", std::vector<std::string>{(*snap)[0].id}, {})[0]);
-    EXPECT_EQ(b->lock("bob@example.org").error(), mailnet::make_error_code(errc::mailbox_in_use));  // a's again
+    // Free again, it is still not a's session's: its QUIT still deletes nothing.
+    EXPECT_EQ(a->commit("bob@example.org", gone, {})[0], mailnet::make_error_code(errc::temporary_failure));
+    EXPECT_EQ(b->snapshot("bob@example.org")->size(), 1u);
+    // carol's session locked on the new connection: its QUIT deletes.
+    const auto carol = a->snapshot("carol@example.org");
+    ASSERT_TRUE(carol && carol->size() == 1u);
+    EXPECT_FALSE(a->commit("carol@example.org", std::vector<std::string>{(*carol)[0].id}, {})[0]);
+    EXPECT_EQ(b->snapshot("carol@example.org")->size(), 0u);
     a->unlock("bob@example.org");
     a->unlock("carol@example.org");
     EXPECT_TRUE(b->lock("bob@example.org"));
+    EXPECT_TRUE(b->lock("carol@example.org"));
     b->unlock("bob@example.org");
-    auto after = b->snapshot("bob@example.org");
-    ASSERT_TRUE(after);
-    EXPECT_EQ(after->size(), 0u);
+    b->unlock("carol@example.org");
+}
+
+TEST_F(postgresql_store, two_sessions_on_one_mailbox_never_both_delete_after_the_lock_connection_is_lost) {
+    // The hostile review's case: a session on a reads message 1; the database drops a's lock
+    // connection; a session on b gets the mailbox, reads and deletes message 1 and quits; then
+    // a's session quits. Its deletions must not be carried out: message 1 would have been
+    // handed to two clients as theirs (and message 2 deleted under a lock a no longer held).
+    auto a = open();
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    const std::string box = "bob@example.org";
+    ASSERT_TRUE(a->deliver(std::vector<std::string>{box}, "Subject: 1\n\nx\n"));
+    ASSERT_TRUE(a->deliver(std::vector<std::string>{box}, "Subject: 2\n\nx\n"));
+    ASSERT_TRUE(a->lock(box));
+    const auto snap = a->snapshot(box);
+    ASSERT_TRUE(snap && snap->size() == 2u);
+    EXPECT_EQ(read_all(*a, box, (*snap)[0].id), "Subject: 1\n\nx\n");
+    cut_lock_connections();
+    ASSERT_TRUE(b->lock(box));
+    EXPECT_EQ(read_all(*b, box, (*snap)[0].id), "Subject: 1\n\nx\n");
+    EXPECT_FALSE(b->commit(box, std::vector<std::string>{(*snap)[0].id}, {})[0]);
+    b->unlock(box);
+    const auto errs = a->commit(box, std::vector<std::string>{(*snap)[0].id, (*snap)[1].id}, {});
+    ASSERT_EQ(errs.size(), 2u);
+    EXPECT_EQ(errs[0], mailnet::make_error_code(errc::temporary_failure));
+    EXPECT_EQ(errs[1], mailnet::make_error_code(errc::temporary_failure));
+    a->unlock(box);
+    const auto left = b->snapshot(box);
+    ASSERT_TRUE(left);
+    ASSERT_EQ(left->size(), 1u);
+    EXPECT_EQ((*left)[0].id, (*snap)[1].id);
+}
+
+TEST_F(postgresql_store, a_quit_under_way_keeps_its_mailbox_in_use_till_its_deletions_are_done) {
+    // A QUIT's transaction holds the mailbox's fence from its check of the session's lock to
+    // its end: were the lock connection lost in between, a session that took the mailbox on
+    // another front-end could read what is being deleted. A login that finds the fence held
+    // is in use; a QUIT that finds it held (a login under way) deletes nothing.
+    auto a = open();
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    const std::string box = "bob@example.org";
+    ASSERT_TRUE(a->deliver(std::vector<std::string>{box}, "Subject: 1\n\nx\n"));
+    // The store's keys: the first 64 bits of SHA-256 of "schema NUL mailbox", the fence's
+    // schema followed by \x01fence.
+    auto key = [&](const std::string& space) {
+        return "('x' || left(encode(sha256(convert_to('" + guard.schema + "', 'UTF8') || " + space +
+               "'\\x00'::bytea || convert_to('" + box + "', 'UTF8')), 'hex'), 16))::bit(64)::bigint";
+    };
+    ASSERT_TRUE(a->lock(box));
+    EXPECT_EQ(admin("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND "
+                    "((classid::bigint << 32) | objid::bigint) = " + key("")),
+              "1");
+    a->unlock(box);
+    PGconn* quit = PQconnectdb(guard.uri.c_str());  // a QUIT's transaction, as another front-end holds it
+    ASSERT_EQ(PQstatus(quit), CONNECTION_OK);
+    PQclear(PQexec(quit, "BEGIN"));
+    PGresult* r = PQexec(quit, ("SELECT pg_advisory_xact_lock(" + key("'\\x01'::bytea || convert_to('fence', 'UTF8') || ") + ")").c_str());
+    EXPECT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQresultErrorMessage(r);
+    PQclear(r);
+    EXPECT_EQ(b->lock(box).error(), mailnet::make_error_code(errc::mailbox_in_use));
+    EXPECT_EQ(admin("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND "
+                    "((classid::bigint << 32) | objid::bigint) = " + key("")),
+              "0") << "the refused login let the mailbox's lock go";
+    PQclear(PQexec(quit, "COMMIT"));
+    ASSERT_TRUE(b->lock(box));
+    const auto snap = b->snapshot(box);
+    ASSERT_TRUE(snap && snap->size() == 1u);
+    // Held by a login under way: this QUIT deletes nothing.
+    PQclear(PQexec(quit, "BEGIN"));
+    PQclear(PQexec(quit, ("SELECT pg_advisory_lock_shared(" + key("'\\x01'::bytea || convert_to('fence', 'UTF8') || ") + ")").c_str()));
+    EXPECT_EQ(b->commit(box, std::vector<std::string>{(*snap)[0].id}, {})[0], mailnet::make_error_code(errc::temporary_failure));
+    PQclear(PQexec(quit, "ROLLBACK"));
+    PQclear(PQexec(quit, ("SELECT pg_advisory_unlock_shared(" + key("'\\x01'::bytea || convert_to('fence', 'UTF8') || ") + ")").c_str()));
+    EXPECT_FALSE(b->commit(box, std::vector<std::string>{(*snap)[0].id}, {})[0]);
+    b->unlock(box);
+    PQfinish(quit);
+    EXPECT_EQ(a->snapshot(box)->size(), 0u);
 }
 
 TEST_F(postgresql_store, a_schema_name_sql_keeps_for_itself_is_a_configuration_error) {
@@ -394,21 +623,37 @@ TEST_F(postgresql_store, a_body_is_stored_once_and_removed_with_its_last_copy_ev
 }
 
 TEST_F(postgresql_store, front_ends_starting_together_create_the_schema_once_and_a_newer_one_is_refused) {
-    std::vector<std::thread> starters;
-    std::atomic<int> opened{0};
-    for (int i = 0; i < 4; ++i)
-        starters.emplace_back([&] {
-            if (open()) ++opened;
-        });
-    for (auto& t : starters) t.join();
-    EXPECT_EQ(opened.load(), 4);
+    auto start_six = [&] {
+        std::vector<std::thread> starters;
+        std::atomic<int> opened{0};
+        for (int i = 0; i < 6; ++i)
+            starters.emplace_back([&] {
+                if (open()) ++opened;
+            });
+        for (auto& t : starters) t.join();
+        EXPECT_EQ(opened.load(), 6);
+    };
+    start_six();
     EXPECT_EQ(admin("SELECT version FROM " + guard.schema + ".version"), std::to_string(mailnet::postgresql_schema_version));
-    // A version 1 schema (before the listeners table) is migrated by the next start.
+    EXPECT_EQ(mailnet::postgresql_schema_version, 3);
+    // A version 2 schema (before the deliveries table) is migrated once by six starting at once.
+    admin("DROP TABLE " + guard.schema + ".deliveries");
+    admin("UPDATE " + guard.schema + ".version SET version = 2");
+    start_six();
+    EXPECT_EQ(admin("SELECT version FROM " + guard.schema + ".version"), "3");
+    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".deliveries"), "0");
+    // A version 1 schema (before the listeners table too) is migrated by the next start.
     admin("DROP TABLE " + guard.schema + ".listeners");
+    admin("DROP TABLE " + guard.schema + ".deliveries");
     admin("UPDATE " + guard.schema + ".version SET version = 1");
-    EXPECT_TRUE(open());
-    EXPECT_EQ(admin("SELECT version FROM " + guard.schema + ".version"), "2");
-    EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".listeners"), "0");
+    {
+        auto s = open();
+        ASSERT_TRUE(s);
+        EXPECT_EQ(admin("SELECT version FROM " + guard.schema + ".version"), "3");
+        EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".listeners"), "0");
+        ASSERT_TRUE(s->deliver(std::vector<std::string>{"m@example.org"}, "Subject: m\n\nx\n"));
+        EXPECT_EQ(admin("SELECT count(*) FROM " + guard.schema + ".deliveries"), "1");
+    }
     admin("UPDATE " + guard.schema + ".version SET version = 99");
     mailnet::postgresql_options o;
     o.uri = guard.uri;
@@ -1146,11 +1391,12 @@ TEST_F(postgresql_store, a_listener_that_waited_too_long_hears_every_change_and_
 
 TEST_F(postgresql_store, a_schema_migrated_to_version_2_keeps_working_for_a_role_with_rights_on_its_tables) {
     // The role of the front-ends got its rights on version 1's tables; the owner's first
-    // start of version 2 gives it the same on the new table.
+    // start of version 2 (now 3) gives it the same on the new tables.
     auto owner = open();
     ASSERT_TRUE(owner);
     const std::string role = "app_" + guard.schema;
     admin("DROP TABLE " + guard.schema + ".listeners");
+    admin("DROP TABLE " + guard.schema + ".deliveries");
     admin("UPDATE " + guard.schema + ".version SET version = 1");
     admin("CREATE ROLE " + role + " LOGIN");
     admin("GRANT USAGE ON SCHEMA " + guard.schema + " TO " + role);
@@ -1158,7 +1404,7 @@ TEST_F(postgresql_store, a_schema_migrated_to_version_2_keeps_working_for_a_role
     admin("GRANT USAGE ON ALL SEQUENCES IN SCHEMA " + guard.schema + " TO " + role);
     owner.reset();
     ASSERT_TRUE(open());  // the owner migrates
-    EXPECT_EQ(admin("SELECT version FROM " + guard.schema + ".version"), "2");
+    EXPECT_EQ(admin("SELECT version FROM " + guard.schema + ".version"), "3");
     mailnet::postgresql_options o;
     o.uri = guard.uri + (guard.uri.find('?') == std::string::npos ? "?" : "&") + "user=" + role;
     o.schema = guard.schema;

@@ -34,6 +34,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <span>
 #include <thread>
@@ -139,8 +140,10 @@ constexpr statement_text statements[] = {
      "JOIN @.mailboxes x ON x.id = m.mailbox_id JOIN @.bodies b ON b.id = m.body_id "
      "LEFT JOIN @.chunks k ON k.body_id = b.id AND k.n = 0 WHERE x.name = $1 AND m.id = $2"},
     {"mailnet_read_chunk", "SELECT data FROM @.chunks WHERE body_id = $1 AND n = $2"},
-    // A delivery transaction's id, asked first (see committer::send_batch).
-    {"mailnet_xid", "SELECT pg_current_xact_id()::text"},
+    // A delivery transaction's row in @.deliveries and its id, asked first (see
+    // committer::send_batch): if COMMIT's answer is lost, the row says the transaction
+    // committed, whatever POP3 deleted since (database::transaction_fate). $1 its token.
+    {"mailnet_record", "INSERT INTO @.deliveries (token) VALUES ($1) RETURNING pg_current_xact_id()::text"},
     // deliver for several deliveries of one piece each, in one statement (the executor set up
     // once, not once per delivery: about 30% less of the server's CPU per delivery with 4 in
     // a transaction). Arrays, one element per delivery: $1 tokens, $2 stored octets, $3 wire
@@ -204,6 +207,14 @@ private:
     }
     std::string out_;
 };
+// Drops up to 1,000 rows of delivery transactions older than a day (the fate of one is asked,
+// if ever, within 30 s of its COMMIT), oldest first; rows another front-end's prune holds are skipped, so
+// front-ends pruning at once neither wait for nor deadlock with each other.
+constexpr const char* prune_deliveries =
+    "DELETE FROM @.deliveries WHERE token = ANY (ARRAY (SELECT token FROM @.deliveries WHERE at < now() - interval '1 day' "
+    "ORDER BY at LIMIT 1000 FOR UPDATE SKIP LOCKED))";
+constexpr int prune_most = 1000;
+constexpr auto prune_every = std::chrono::minutes(1);  // unless the last one left some behind
 // Drops the listeners table's rows of server processes that are gone.
 constexpr const char* drop_gone_listeners =
     "DELETE FROM @.listeners WHERE pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)";
@@ -752,6 +763,20 @@ public:
             for (const char* s : v1)
                 if (auto r = exec(c, sql(s)); !r) return fail(r.error());
         }
+        // Whoever may change messages may change a table a migration adds: a role given its
+        // rights on the tables of an older version (GRANT ... ON ALL TABLES) would else fail.
+        auto grant_as_on_messages = [&](const char* table) -> result<void> {
+            auto grants = exec(c, "SELECT format('GRANT %s ON %I.%I TO %s', a.privilege_type, $1::text, $2::text, "
+                                  "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END) "
+                                  "FROM pg_class k CROSS JOIN aclexplode(k.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee "
+                                  "WHERE k.oid = ($1::text || '.messages')::regclass AND a.grantee <> k.relowner "
+                                  "AND a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE')",
+                               {{o_.schema}, {table}});
+            if (!grants) return unexpected(grants.error());
+            for (int i = 0; i < PQntuples(grants->get()); ++i)
+                if (auto r = exec(c, PQgetvalue(grants->get(), i, 0)); !r) return unexpected(r.error());
+            return {};
+        };
         if (have < 2) {
             static constexpr const char* v2[] = {
                 // The front-ends whose event connection listens, one row each (its server
@@ -764,17 +789,21 @@ public:
             };
             for (const char* s : v2)
                 if (auto r = exec(c, sql(s)); !r) return fail(r.error());
-            // Whoever may change messages may change listeners: a role given its rights on the
-            // tables of version 1 (GRANT ... ON ALL TABLES) would else fail every delivery.
-            auto grants = exec(c, "SELECT format('GRANT %s ON %I.listeners TO %s', a.privilege_type, $1::text, "
-                                  "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END) "
-                                  "FROM pg_class k CROSS JOIN aclexplode(k.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee "
-                                  "WHERE k.oid = ($1::text || '.messages')::regclass AND a.grantee <> k.relowner "
-                                  "AND a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE')",
-                               {{o_.schema}});
-            if (!grants) return fail(grants.error());
-            for (int i = 0; i < PQntuples(grants->get()); ++i)
-                if (auto r = exec(c, PQgetvalue(grants->get(), i, 0)); !r) return fail(r.error());
+            if (auto r = grant_as_on_messages("listeners"); !r) return fail(r.error());
+        }
+        if (have < 3) {
+            static constexpr const char* v3[] = {
+                // One row per delivery transaction, written by the transaction itself, so that
+                // one whose COMMIT's answer was lost can be told committed even after POP3
+                // deleted its messages (and with them its bodies, whose tokens said it before).
+                // Nothing else touches it; rows older than a day are pruned (prune_deliveries).
+                "CREATE TABLE @.deliveries (token text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())",
+                "CREATE INDEX ON @.deliveries (at)",
+                "UPDATE @.version SET version = 3",
+            };
+            for (const char* s : v3)
+                if (auto r = exec(c, sql(s)); !r) return fail(r.error());
+            if (auto r = grant_as_on_messages("deliveries"); !r) return fail(r.error());
         }
         // Rows of listeners whose server process is gone (a front-end killed, its connection
         // cut) only make changes notify for nobody: dropped at each start.
@@ -890,14 +919,16 @@ public:
 
     enum class fate { committed, aborted, unknown };
 
-    // What became of transaction `xid` whose COMMIT's answer was lost, `token` the name of one
-    // of its deliveries: asked on new connections (pooled ones likely died with it) until the
+    // What became of transaction `xid` whose COMMIT's answer was lost, `token` the one its row
+    // in @.deliveries has: asked on new connections (pooled ones likely died with it) until the
     // server says, at most 30 s (a COMMIT may still be waiting for its WAL flush or a standby).
-    // The transaction's status first, then its body row: a server that crashed before the
+    // The transaction's status first, then its row: a server that crashed before the
     // transaction's WAL was durable hands its id out again, so "committed" may be another
-    // transaction's; only the body row, looked for once the status is final, says it was
-    // ours. An id beyond the server's next one ("in the future": handed out before a crash,
-    // never durable) did not commit.
+    // transaction's; only the row, looked for once the status is final, says it was ours. The
+    // row, not a body: POP3 may have fetched and deleted the messages meanwhile, and nothing
+    // but the day's prune removes it (a transaction's deliveries commit together: one row
+    // answers for each of them). An id beyond the server's next one ("in the future": handed
+    // out before a crash, never durable) did not commit.
     fate transaction_fate(const std::string& xid, const std::string& token) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         while (std::chrono::steady_clock::now() < deadline) {
@@ -916,12 +947,12 @@ public:
                     const bool settled = std::string_view(PQgetvalue(r->get(), 0, 1)) == "t";
                     if (st == "future" || st == "aborted") return fate::aborted;
                     if (st == "committed" || too_old) {
-                        auto b = exec(c->get(), sql("SELECT EXISTS (SELECT 1 FROM @.bodies WHERE token = $1)"), {{token}});
+                        auto b = exec(c->get(), sql("SELECT EXISTS (SELECT 1 FROM @.deliveries WHERE token = $1)"), {{token}});
                         if (b && PQntuples(b->get()) == 1) {
                             if (std::string_view(PQgetvalue(b->get(), 0, 0)) == "t") return fate::committed;
-                            // No body once settled: the id may be another transaction's now
-                            // (ours lost in a crash), or the message deleted since: cannot tell.
-                            if (settled || too_old) break;
+                            // No row once every snapshot would see it: the id is another
+                            // transaction's now (ours lost in a crash).
+                            if (settled || too_old) return fate::aborted;
                         }
                     }
                 }
@@ -1252,7 +1283,16 @@ private:
     void run(std::vector<job*>& batch, std::vector<committed>& to_tell);
     void tell(const std::vector<committed>& to_tell);
     std::error_code send_batch(connection& c, const std::vector<job*>& batch, const box_map& box_ids,
-                               std::uint64_t marker, std::string& xid);
+                               std::uint64_t marker, std::string& xid, std::string& token);
+    // Whether the transaction about to be sent prunes @.deliveries: one at a time, at most
+    // every prune_every, or at once again while the last one left rows behind.
+    bool prune_due() {
+        const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+        auto at = prune_at_.load();
+        return now >= at &&
+               prune_at_.compare_exchange_strong(
+                   at, now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(prune_every).count());
+    }
 
     std::shared_ptr<database> db_;
     std::mutex mutex_;
@@ -1260,6 +1300,8 @@ private:
     std::deque<job*> waiting_;
     std::size_t running_ = 0;        // batches in their transaction now (max_running, see large_)
     std::size_t running_large_ = 0;  // of them, batches of large_batch_octets or more
+    std::atomic<std::uint64_t> transactions_{0};  // numbers the tokens of this front-end's transactions
+    std::atomic<std::chrono::steady_clock::rep> prune_at_{0};  // prune_due()
 };
 
 class pg_delivery final : public delivery {
@@ -1498,15 +1540,15 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
         id = std::to_string(*made);
     }
     const std::uint64_t marker = db_->should_wait_for_events() ? db_->next_marker() : 0;
-    std::string xid;
+    std::string xid, token;
     const std::uint32_t forgets = l->conn().forgotten;
-    std::error_code e = send_batch(l->conn(), batch, box_ids, marker, xid);
+    std::error_code e = send_batch(l->conn(), batch, box_ids, marker, xid, token);
     if (e && PQstatus(l->get()) == CONNECTION_OK && l->conn().forgotten != forgets) {
         // The server forgot our prepared statements (26000: a pooler's DISCARD ALL): nothing
         // is stored; rolled back, they are prepared again and the batch sent once more.
         if (PQpipelineStatus(l->get()) == PQ_PIPELINE_OFF && db_->exec(l->get(), "ROLLBACK")) {
             xid.clear();
-            e = send_batch(l->conn(), batch, box_ids, marker, xid);
+            e = send_batch(l->conn(), batch, box_ids, marker, xid, token);
         }
     }
     if (e && db_->cuts() != cut_before) {
@@ -1523,7 +1565,7 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
         xid.clear();
         l = db_->take();
         if (!l) return fail_all(l.error());
-        e = send_batch(l->conn(), batch, box_ids, marker, xid);
+        e = send_batch(l->conn(), batch, box_ids, marker, xid, token);
     }
     if (e) {
         // Rolled back; a connection left in pipeline mode (a broken flight) is dropped instead,
@@ -1553,7 +1595,7 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
         // The answer was lost, not necessarily the transaction (it may even still be under
         // way): ask the server what became of it, so that a 451 is only given for what is not
         // stored and a retry never duplicates.
-        const auto fate = db_->transaction_fate(xid, batch.front()->d->name());
+        const auto fate = db_->transaction_fate(xid, token);
         if (fate != database::fate::committed) {
             fail_all(make_error_code(errc::temporary_failure));
             return;
@@ -1577,14 +1619,18 @@ void committer::tell(const std::vector<committed>& to_tell) {
 
 
 // The batch's transaction but its COMMIT, in one flight (libpq's pipeline mode): BEGIN, the
-// transaction's id (read before COMMIT is sent: if COMMIT's answer is lost, pg_xact_status
-// tells what became of it), each delivery's statement and further pieces, the marker's NOTIFY;
-// then every answer, in order. The first failure, if any: the caller then rolls back.
+// transaction's row and id (`token`, `xid`: read before COMMIT is sent, so that if COMMIT's
+// answer is lost, pg_xact_status and the row tell what became of it), each delivery's
+// statement and further pieces, now and then the prune of old rows, the marker's NOTIFY; then
+// every answer, in order. The first failure, if any: the caller then rolls back.
 // NOTE: no deadlock with the server's answers while this writes: libpq reads them into its
 // buffer whenever a write would block.
 std::error_code committer::send_batch(connection& c, const std::vector<job*>& batch, const box_map& box_ids,
-                                      std::uint64_t marker, std::string& xid) {
+                                      std::uint64_t marker, std::string& xid, std::string& token) {
     const auto temporary = make_error_code(errc::temporary_failure);
+    // A new one each time: a transaction sent again after a lost connection must not wait on
+    // the unique row of one the server may not have rolled back yet.
+    token = db_->front_end() + "." + std::to_string(transactions_.fetch_add(1, std::memory_order_relaxed) + 1);
     // Prepared outside the transaction (a failed PREPARE would abort it); sent unprepared if not.
     // Deliveries of one piece each go in one statement when there are several; the others
     // (and a lone one) each in their own, with their further pieces.
@@ -1600,7 +1646,7 @@ std::error_code committer::send_batch(connection& c, const std::vector<job*>& ba
     if (!many.empty()) (void)db_->prepare(c, statement::deliver_many);
     if (PQstatus(c) != CONNECTION_OK || PQenterPipelineMode(c) != 1) return temporary;
     const auto deadline = db_->watch(c);  // the whole flight: the sends and every answer
-    enum class what { begin, xid, deliver, deliver_many, more, marker };
+    enum class what { begin, xid, prune, deliver, deliver_many, more, marker };
     struct sent_statement {
         what w;
         pg_delivery* d;
@@ -1616,7 +1662,7 @@ std::error_code committer::send_batch(connection& c, const std::vector<job*>& ba
         return ok;
     };
     bool ok = queue(db_->send(c, "BEGIN", {}), what::begin) &&
-              queue(db_->send(c, statement::xid, {}), what::xid);
+              queue(db_->send(c, statement::xid, {{token}}), what::xid);
     const std::string channel = db_->channel();
     std::string chunk;
     auto boxes_of = [&](const pg_delivery& d) {
@@ -1673,6 +1719,10 @@ std::error_code committer::send_batch(connection& c, const std::vector<job*>& ba
             ok = queue(db_->send(c, statement::more_chunk, {{token}, {std::to_string(n)}, {chunk, true}}), what::more, &d);
         }
     }
+    // NOTE: in the deliveries' transaction, after them, as one more statement of its flight:
+    // no round trip of its own; the rows it takes stay locked (skipped by others' prunes)
+    // until the COMMIT.
+    if (ok && !first && prune_due()) ok = queue(db_->send(c, db_->sql(prune_deliveries), {}), what::prune);
     if (ok && !first && marker)
         queue(db_->send(c, "SELECT pg_notify($1, $2)", {{channel}, {"E " + db_->front_end() + " " + std::to_string(marker)}}),
               what::marker);
@@ -1707,6 +1757,8 @@ std::error_code committer::send_batch(connection& c, const std::vector<job*>& ba
         PGresult* a = answer->get();
         if (st.w == what::xid) {
             xid = PQgetvalue(a, 0, 0);
+        } else if (st.w == what::prune) {
+            if (std::atoi(PQcmdTuples(a)) >= prune_most) prune_at_.store(0);  // more left: the next transaction goes on
         } else if (st.w == what::deliver) {
             pg_delivery& d = *st.d;
             if (PQntuples(a) != static_cast<int>(d.targets().size())) {
@@ -1761,17 +1813,25 @@ public:
         std::lock_guard lock(lock_mutex_);
         if (locked_.contains(mailbox)) return unexpected(errc::mailbox_in_use);
         const std::string key = std::to_string(lock_key(db_->options().schema, mailbox));
+        const std::string fence = std::to_string(fence_key(mailbox));
         result<pg_result> r = unexpected(errc::temporary_failure);
         for (int attempt = 0; attempt < 2; ++attempt) {
-            // A connection lost since its last use is found out by this statement: remade (with
-            // the locks of the sessions open here) and asked again.
+            // A connection lost since its last use is found out by this statement: remade (the
+            // sessions locked on the lost one can no longer delete) and asked again.
             if (!ensure_lock_connection()) return unexpected(errc::temporary_failure);
-            r = db_->exec(lock_conn_.get(), "SELECT pg_try_advisory_lock($1::bigint)", {{key}});
+            // The mailbox's lock, and then its fence free: a QUIT of a session that held the
+            // mailbox until its lock connection was lost holds the fence while it checks that
+            // lock and deletes (commit_on); until it is done the mailbox is in use.
+            r = db_->exec(lock_conn_.get(),
+                          "SELECT CASE WHEN NOT pg_try_advisory_lock($1::bigint) THEN false "
+                          "WHEN pg_try_advisory_lock_shared($2::bigint) THEN pg_advisory_unlock_shared($2::bigint) "
+                          "ELSE NOT pg_advisory_unlock($1::bigint) END",
+                          {{key}, {fence}});
             if (r || PQstatus(lock_conn_.get()) != CONNECTION_BAD) break;
         }
         if (!r) return unexpected(r.error());
         if (std::string_view(PQgetvalue(r->get(), 0, 0)) != "t") return unexpected(errc::mailbox_in_use);
-        locked_.emplace(mailbox);
+        locked_.emplace(mailbox, lock_generation_);
         return {};
     }
 
@@ -1779,10 +1839,11 @@ public:
         std::lock_guard lock(lock_mutex_);
         auto it = locked_.find(mailbox);
         if (it == locked_.end()) return;
+        const std::uint64_t generation = it->second;
         locked_.erase(it);
-        // NOTE: a lost lock connection has released every lock already; the next lock()
-        // reconnects and takes back the ones still held here.
-        if (lock_conn_ && PQstatus(lock_conn_.get()) == CONNECTION_OK) {
+        // NOTE: a lost lock connection released its locks with it: one taken on an earlier
+        // connection is not held on this one.
+        if (generation == lock_generation_ && lock_conn_ && PQstatus(lock_conn_.get()) == CONNECTION_OK) {
             const std::string key = std::to_string(lock_key(db_->options().schema, mailbox));
             (void)db_->exec(lock_conn_.get(), "SELECT pg_advisory_unlock($1::bigint)", {{key}});
         }
@@ -1841,16 +1902,30 @@ public:
             std::fill(out.begin(), out.end(), make_error_code(errc::bad_input));
             return out;
         }
-        // A session's QUIT: only while this front-end still holds the mailbox's lock. The lock
-        // connection may have been lost (and the lock with it) since lock(); another front-end
-        // may hold the mailbox now, and two sessions must never both delete.
-        if (!deleted.empty() && !still_locked(mailbox)) {
-            db_->options().log(log_level::error, "postgresql: the POP3 lock of a mailbox was lost with the lock connection; "
-                                                 "its session's deletions are refused (-ERR [SYS/TEMP])");
+        // A session's QUIT deletes only while the lock connection its lock was taken on still
+        // holds it. One that was lost released the lock with it: another front-end may have had
+        // the mailbox since (its session may have fetched and deleted what this one did, and
+        // gone again), and two sessions must never both delete. Such a session's QUIT fails,
+        // nothing deleted; the fetched messages are fetched again by the next session.
+        std::optional<lock_holder> holder;
+        if (!deleted.empty()) {
+            holder = holder_of(mailbox);
+            if (!holder) {
+                refuse_lost_lock();
+                std::fill(out.begin(), out.end(), make_error_code(errc::temporary_failure));
+                return out;
+            }
+        }
+        auto r = db_->with_retry([&](PGconn* c) { return commit_on(c, mailbox, deleted, seen, holder); });
+        if (!r && r.error() == make_error_code(errc::mailbox_in_use)) {
+            // The check in the transaction found the lock gone: the lock connection is lost
+            // (the server ended it) though nothing here used it since. Found out now, so new
+            // logins lock on a new one at once.
+            if (holder) notice_lost_lock_connection(holder->generation);
+            refuse_lost_lock();
             std::fill(out.begin(), out.end(), make_error_code(errc::temporary_failure));
             return out;
         }
-        auto r = db_->with_retry([&](PGconn* c) { return commit_on(c, mailbox, deleted, seen); });
         if (!r) std::fill(out.begin(), out.end(), r.error());
         return out;
     }
@@ -1891,9 +1966,17 @@ public:
     }
 
 private:
-    // QUIT's deletions and seen flags in one transaction (see commit()).
+    // The lock connection a session's lock was taken on (lock_generation_ then): its server
+    // process, told apart from a later one with its number by its start (in microseconds).
+    struct lock_holder {
+        std::uint64_t generation = 0;
+        std::string pid, started;  // empty: a mailbox no session of this process locked
+    };
+
+    // QUIT's deletions and seen flags in one transaction (see commit()); errc::mailbox_in_use
+    // if `holder` no longer holds the mailbox's lock.
     result<void> commit_on(PGconn* c, std::string_view mailbox, std::span<const std::string> deleted,
-                           std::span<const std::string> seen) {
+                           std::span<const std::string> seen, const std::optional<lock_holder>& holder) {
         auto fail = [](std::error_code e) -> result<void> { return unexpected(e); };
         auto box = db_->mailbox_id(c, mailbox, false);
         if (!box) return fail(box.error());
@@ -1906,6 +1989,24 @@ private:
             return fail(e);
         };
         if (auto r = db_->exec(c, "BEGIN"); !r) return fail(r.error());
+        if (holder && !holder->pid.empty()) {
+            // The lock connection may be lost at any moment, another front-end's session then
+            // take the mailbox and read what this one is about to delete. So the fence first,
+            // held till this transaction ends (a lock() that finds it taken answers in-use),
+            // and only then whether the session's lock connection still holds the lock: if it
+            // does, no other session can have the mailbox until these deletions are done.
+            // (CASE evaluates its branches in order; the subqueries run when first reached.)
+            auto r = db_->exec(c,
+                               "SELECT CASE WHEN NOT pg_try_advisory_xact_lock($1::bigint) THEN false ELSE "
+                               "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+                               "AND pid = $3::integer AND ((classid::bigint << 32) | objid::bigint) = $2::bigint) "
+                               "AND (SELECT (extract(epoch FROM backend_start) * 1000000)::bigint FROM "
+                               "pg_stat_get_activity($3::integer)) = $4::bigint END",
+                               {{std::to_string(fence_key(mailbox))}, {std::to_string(lock_key(db_->options().schema, mailbox))},
+                                {holder->pid}, {holder->started}});
+            if (!r) return rollback(r.error());
+            if (std::string_view(PQgetvalue(r->get(), 0, 0)) != "t") return rollback(make_error_code(errc::mailbox_in_use));
+        }
         const bool wait = db_->should_wait_for_events();
         std::vector<std::string> gone;
         if (!deleted.empty()) {
@@ -1956,31 +2057,35 @@ private:
         return {};
     }
 
-    // Whether this front-end's lock on `mailbox` (taken by lock()) is still held by the server;
-    // true for a mailbox this process did not lock (an HTTP DELETE needs no lock). Checks on
-    // the lock connection, remade (with its locks taken back) if it was lost.
-    bool still_locked(std::string_view mailbox) {
+    // The lock connection the session on `mailbox` took its lock on, if it is the one in use
+    // and libpq has not seen it lost (commit_on() asks the server); an empty holder for a
+    // mailbox no session of this process locked (an HTTP DELETE needs no lock); none if the
+    // session's lock was lost with an earlier connection.
+    std::optional<lock_holder> holder_of(std::string_view mailbox) {
         std::lock_guard lock(lock_mutex_);
-        if (!locked_.contains(mailbox)) return true;
-        const std::string key = std::to_string(lock_key(db_->options().schema, mailbox));
-        for (int attempt = 0; attempt < 2; ++attempt) {
-            if (!ensure_lock_connection()) return false;
-            auto r = db_->exec(lock_conn_.get(),
-                               "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
-                               "AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1::bigint",
-                               {{key}});
-            if (r && std::string_view(PQgetvalue(r->get(), 0, 0)) != "0") return true;
-            if (r) {
-                // Lost with an earlier lock connection and not taken back then (another
-                // front-end held it): taken now if it is free. Deletions go by message id, so
-                // what another session deleted meanwhile is only not found.
-                auto again = db_->exec(lock_conn_.get(), "SELECT pg_try_advisory_lock($1::bigint)", {{key}});
-                return again && std::string_view(PQgetvalue(again->get(), 0, 0)) == "t";
-            }
-            if (PQstatus(lock_conn_.get()) != CONNECTION_BAD) return false;
-        }
-        return false;
+        const auto it = locked_.find(mailbox);
+        if (it == locked_.end()) return lock_holder{};
+        if (it->second != lock_generation_ || !lock_conn_ || PQstatus(lock_conn_.get()) != CONNECTION_OK) return std::nullopt;
+        return lock_holder{lock_generation_, lock_pid_, lock_started_};
     }
+
+    void refuse_lost_lock() {
+        db_->options().log(log_level::error, "postgresql: the POP3 lock of a mailbox was lost with the lock connection it was "
+                                             "taken on; its session's deletions are refused (-ERR [SYS/TEMP])");
+    }
+
+    // The lock connection of `generation` no longer holds a lock it took: if it is still the
+    // one in use, it is asked whether it lives, and replaced if not.
+    void notice_lost_lock_connection(std::uint64_t generation) {
+        std::lock_guard lock(lock_mutex_);
+        if (generation != lock_generation_ || !lock_conn_) return;
+        (void)db_->exec(lock_conn_.get(), "SELECT 1");
+        (void)ensure_lock_connection();
+    }
+
+    // The key of a mailbox's fence (see lock() and commit_on()): another name space than the
+    // locks' (no schema name holds \x01).
+    long long fence_key(std::string_view mailbox) const { return lock_key(db_->options().schema + "\x01" "fence", mailbox); }
 
     static bool numeric(std::string_view id) {
         return !id.empty() && id.size() <= 18 && std::all_of(id.begin(), id.end(), [](char c) { return c >= '0' && c <= '9'; });
@@ -1999,10 +2104,13 @@ private:
         return out + "}";
     }
 
-    void setup_lock_connection() { db_->keep_alive(lock_conn_.get()); }
+    void setup_lock_connection(PGconn* c) { db_->keep_alive(c); }
 
-    // Caller holds lock_mutex_. Reconnects a lost lock connection and takes back the locks of
-    // the sessions still open here; false if the database cannot be reached.
+    // Caller holds lock_mutex_. Reconnects a lost lock connection; false if the database cannot
+    // be reached. NOTE: the locks of the sessions still open here are not taken back: another
+    // session may have had the mailbox meanwhile (and gone again), and this one could not tell.
+    // Those sessions may go on reading, but their QUIT deletes nothing (commit()); their
+    // mailboxes stay in use in this process until they end.
     // NOTE: called under lock_mutex_, which every login, QUIT and unlock of this front-end
     // needs: after a failed connect (up to the connect timeout, 10 s, for a server that does
     // not answer) none is tried again for as long as that one took (at least a second), so
@@ -2020,14 +2128,20 @@ private:
             return false;
         }
         lock_retry_at_ = {};
+        setup_lock_connection(c->get());
+        auto who = db_->exec(c->get(), "SELECT pg_backend_pid(), (extract(epoch FROM backend_start) * 1000000)::bigint "
+                                       "FROM pg_stat_get_activity(pg_backend_pid())");
+        if (!who || PQntuples(who->get()) != 1 || PQgetisnull(who->get(), 0, 1)) return false;
+        const auto lost = static_cast<std::size_t>(
+            std::count_if(locked_.begin(), locked_.end(), [&](const auto& l) { return l.second == lock_generation_; }));
+        if (lost > 0 && lock_generation_ > 0)
+            db_->options().log(log_level::error, "postgresql: the lock connection was lost, and the POP3 locks on it; " +
+                                                     std::to_string(lost) + " session(s) holding one can no longer delete "
+                                                     "(their QUIT: -ERR [SYS/TEMP])");
+        ++lock_generation_;
         lock_conn_ = std::move(*c);
-        setup_lock_connection();
-        for (const auto& m : locked_) {
-            const std::string key = std::to_string(lock_key(db_->options().schema, m));
-            auto r = db_->exec(lock_conn_.get(), "SELECT pg_try_advisory_lock($1::bigint)", {{key}});
-            if (!r || std::string_view(PQgetvalue(r->get(), 0, 0)) != "t")
-                db_->options().log(log_level::error, "postgresql: a mailbox lock lost with the lock connection could not be taken back");
-        }
+        lock_pid_ = PQgetvalue(who->get(), 0, 0);
+        lock_started_ = PQgetvalue(who->get(), 0, 1);
         return true;
     }
 
@@ -2035,8 +2149,12 @@ private:
     std::shared_ptr<committer> committer_;
     std::mutex lock_mutex_;
     pg_conn lock_conn_;                          // under lock_mutex_
+    std::uint64_t lock_generation_ = 0;          // under lock_mutex_: lock connections made so far
+    std::string lock_pid_, lock_started_;        // under lock_mutex_: lock_conn_'s server process (lock_holder)
     std::chrono::steady_clock::time_point lock_retry_at_{};  // under lock_mutex_: no connect before
-    std::set<std::string, std::less<>> locked_;  // under lock_mutex_: this process's sessions
+    // Under lock_mutex_: this process's sessions, each with the generation of the lock
+    // connection its lock was taken on.
+    std::map<std::string, std::uint64_t, std::less<>> locked_;
 };
 
 }  // namespace

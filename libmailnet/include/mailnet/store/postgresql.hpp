@@ -56,6 +56,6 @@ std::string postgresql_unavailable_reason();
 bool is_postgresql_uri(std::string_view store_argument) noexcept;
 
 /// The schema version this program creates and understands.
-inline constexpr int postgresql_schema_version = 2;
+inline constexpr int postgresql_schema_version = 3;
 
 }  // namespace mailnet
