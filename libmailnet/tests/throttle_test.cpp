@@ -27,14 +27,27 @@ TEST(login_throttle, each_earlier_failure_in_the_window_adds_a_step_up_to_the_ca
     EXPECT_EQ(t.failed("10.0.0.3", t0, 100ms, 250ms), 250ms);
 }
 
-TEST(login_throttle, failures_are_forgotten_once_the_window_has_passed) {
+TEST(login_throttle, failures_are_forgotten_once_a_window_passes_without_one) {
     login_throttle t(60s);
     const auto t0 = login_throttle::clock::time_point{} + 1000s;
     t.failed("10.0.0.1", t0);
     t.failed("10.0.0.1", t0 + 10s);
-    EXPECT_EQ(t.failures("10.0.0.1", t0 + 61s), 0u);
-    EXPECT_EQ(t.failed("10.0.0.1", t0 + 61s), 0ms) << "a new window starts";
-    EXPECT_EQ(t.failed("10.0.0.1", t0 + 62s), 1000ms);
+    EXPECT_EQ(t.failures("10.0.0.1", t0 + 69s), 2u);
+    EXPECT_EQ(t.failures("10.0.0.1", t0 + 71s), 0u);
+    EXPECT_EQ(t.failed("10.0.0.1", t0 + 71s), 0ms) << "forgotten";
+    EXPECT_EQ(t.failed("10.0.0.1", t0 + 72s), 1000ms);
+}
+
+TEST(login_throttle, a_guesser_pacing_its_failures_gets_no_fresh_allowance_each_window) {
+    // Failures at 0, 56, 59 and 63 s: the one at 63 s follows three within a minute of each
+    // other (a window counted from the first failure was over at 60 s and counted one).
+    login_throttle t(60s);
+    const auto t0 = login_throttle::clock::time_point{} + 1000s;
+    t.failed("10.0.0.1", t0);
+    t.failed("10.0.0.1", t0 + 56s);
+    t.failed("10.0.0.1", t0 + 59s);
+    EXPECT_EQ(t.failed("10.0.0.1", t0 + 63s), 3000ms);
+    EXPECT_EQ(t.failed("10.0.0.1", t0 + 120s), 4000ms) << "57 s after the last";
 }
 
 TEST(login_throttle, the_table_stays_bounded_under_a_flood_of_addresses) {
