@@ -649,6 +649,7 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         if (!distrust(q.why())) return exit_code::io_error;
         return fail(q.why(), deleted > 0 ? "QUIT (the deletions may not have been carried out: the next run deletes what is still there)" : "QUIT");
     }
+    bool saved = true;
     if (state) {
         // Forget what the server no longer has, so the file does not grow forever: without
         // --keep every stored message was deleted now; with it, the server keeps them all.
@@ -656,14 +657,19 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         if (f.keep)
             for (const auto& [n, uid] : uid_of) on_server.push_back(uid);
         (void)state->retain_only(on_server);
-        if (auto s = state->save(); !s)
+        if (auto s = state->save(); !s) {
+            // The records of this run are in the saves before; this one only forgets what the
+            // server no longer has. Still a failure to say: the file is not what it should be.
             std::cerr << "pop3c: saving the state " << state->path() << ": " << s.error().message() << "\n";
+            saved = false;
+        }
     }
     if (!f.quiet)
         std::fprintf(stderr, "pop3c: %zu messages (%.1f MiB) fetched in %.2f s%s%s\n", meter.messages(),
                      static_cast<double>(meter.octets()) / (1 << 20), meter.seconds(),
                      deleted > 0 ? (", " + std::to_string(deleted) + " deleted").c_str() : "",
                      refused > 0 ? (", " + std::to_string(refused) + " refused by the server").c_str() : "");
+    if (!saved) return exit_code::io_error;
     return refused > 0 || dele_refused > 0 ? exit_code::temporary : exit_code::ok;
 }
 
@@ -785,6 +791,19 @@ int main(int argc, char** argv) {
         if (fo.to_stdout && ::fstat(STDOUT_FILENO, &out) == 0 && ::stat(fo.state.c_str(), &st) == 0 &&
             out.st_dev == st.st_dev && out.st_ino == st.st_ino) {
             std::cerr << "pop3c: --state names the file that stdout writes to\n";
+            return exit_code::usage;
+        }
+    }
+    // A CA file that cannot be read is a mistake of the command line, said before anything is
+    // asked for or connected (not a certificate the server failed to present: 77).
+    if (!ca_file.empty()) {
+        struct stat ca{};
+        const char* why = ::stat(ca_file.c_str(), &ca) != 0       ? std::strerror(errno)
+                          : S_ISDIR(ca.st_mode)                   ? "a directory"
+                          : ::access(ca_file.c_str(), R_OK) != 0 ? std::strerror(errno)
+                                                                  : nullptr;
+        if (why) {
+            std::cerr << "pop3c: --ca-file " << ca_file << ": " << why << "\n";
             return exit_code::usage;
         }
     }

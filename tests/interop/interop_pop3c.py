@@ -360,6 +360,10 @@ class Pop3cTests:
                 self.assertIn(b"127.0.0.1", p.stderr)
         with self.subTest("not signed by a CA the system trusts: refused"):
             self.pop3c("stat", user=user, tls=True, host="localhost", expect=77)
+        with self.subTest("a --ca-file that cannot be read: a usage error, before connecting"):
+            p = self.pop3c("stat", "--ca-file", os.path.join(self.ca.ca + ".missing"), user=user, tls=True,
+                           host="localhost", expect=64)
+            self.assertIn(b"--ca-file", p.stderr)
         fp = self.ca.fingerprint()
         wrong = fp[:-2] + ("00" if fp[-2:] != "00" else "11")
         with self.subTest("a wrong --fingerprint: refused"):
