@@ -256,7 +256,12 @@ struct runner::impl {
             answered += p.finished.size();
             for (const auto& ec : p.finished) core.streamed(ec);
             p.finished.clear();
-            if (p.broken) co_return broke();
+            if (p.broken) {
+                // What was made before the failure goes out (the replies to the commands before
+                // it, the cut message's start, never its final dot), then the connection closes.
+                (void)co_await flush();
+                co_return broke();
+            }
             if (p.done(queue.size())) break;
             // `out` is full: write it while the pool makes the next segment in `spare`.
             using namespace asio::experimental::awaitable_operators;
