@@ -2119,6 +2119,13 @@ TEST(maildir_store, seen_messages_move_to_cur_with_flag_s_in_ascii_order) {
     EXPECT_EQ(names_in(box / "cur").size(), 2u);
 }
 
+// A mailbox made by hand (its new/ and cur/), for files written into it as another program would.
+fs::path hand_made_box(const fs::path& box) {
+    fs::create_directories(box / "new");
+    fs::create_directories(box / "cur");
+    return box;
+}
+
 // What the files of a mailbox hold, sorted (wherever they are: new/ or cur/, any name).
 std::vector<std::string> contents_of_box(const fs::path& box) {
     std::vector<std::string> out = contents_in(box / "new");
@@ -2134,9 +2141,7 @@ TEST(maildir_store, two_files_of_one_base_name_are_two_messages_and_marking_seen
     temp_dir d;
     log_capture log;
     auto s = open_store(options(d.path, log.sink()));
-    const fs::path box = d.path / "store" / "alice";
-    fs::create_directories(box / "new");
-    fs::create_directories(box / "cur");
+    const fs::path box = hand_made_box(d.path / "store" / "alice");
     write_file(box / "cur" / "7001.M1P1Q1.h:2,", "three\n");
     write_file(box / "cur" / "7001.M1P1Q1.h:2,S", "four\n");
     auto snap = s->snapshot("alice");
@@ -2165,9 +2170,7 @@ TEST(maildir_store, a_size_in_a_name_past_one_tib_is_not_believed) {
     // STAT and the login's reply sum the sizes: 2^64-1 from a name wrapped them round.
     temp_dir d;
     auto s = open_store(options(d.path));
-    const fs::path box = d.path / "store" / "alice";
-    fs::create_directories(box / "new");
-    fs::create_directories(box / "cur");
+    const fs::path box = hand_made_box(d.path / "store" / "alice");
     write_file(box / "new" / "1.M1P1.h,S=18446744073709551615,W=18446744073709551615", "x\n");
     auto snap = s->snapshot("alice");
     ASSERT_TRUE(snap);
@@ -2178,9 +2181,7 @@ TEST(maildir_store, a_size_in_a_name_past_one_tib_is_not_believed) {
 TEST(maildir_store, marking_seen_never_replaces_a_file_that_took_the_name_meanwhile) {
     temp_dir d;
     auto s = open_store(options(d.path));
-    const fs::path box = d.path / "store" / "alice";
-    fs::create_directories(box / "new");
-    fs::create_directories(box / "cur");
+    const fs::path box = hand_made_box(d.path / "store" / "alice");
     write_file(box / "new" / "1.M1P1.host", "a\n");
     auto snap = s->snapshot("alice");
     ASSERT_TRUE(snap);

@@ -101,26 +101,28 @@ class Stls(TlsBase):
         self.assertEqual(p.stat()[0], len(self.stored))
         p.quit()
 
+    def stls_after(self, s, cleartext, replies):
+        """Greeting, then `cleartext` in one write; its replies start as `replies` (the last
+        one STLS's); then the handshake. The TLS socket."""
+        r = t.RawPop3(None, timeout=TIMEOUT, sock=s)
+        self.assertTrue(r.read_greeting().startswith(b"+OK"))
+        s.sendall(cleartext)
+        for want in replies:
+            self.assertTrue(r.readline().startswith(want))
+        self.assertEqual(r.buf, b"", "nothing after the STLS +OK in cleartext")
+        ts = self.ca.client_context().wrap_socket(s, server_hostname=t.HOST)
+        ts.settimeout(TIMEOUT)
+        return ts
+
     def test_bytes_pipelined_after_stls_are_discarded(self):
         # RFC 2595 / response injection: "CAPA" sent in cleartext with STLS must not be
         # answered inside the TLS session.
         s = socket.create_connection((t.HOST, self.srv.port), timeout=TIMEOUT)
         ts = None
         try:
-            r = t.RawPop3(None, timeout=TIMEOUT, sock=s)
-            self.assertTrue(r.read_greeting().startswith(b"+OK"))
-            s.sendall(b"STLS\r\nCAPA\r\n")
-            self.assertTrue(r.readline().startswith(b"+OK"))
-            self.assertEqual(r.buf, b"", "nothing after the STLS +OK in cleartext")
-            ts = self.ca.client_context().wrap_socket(s, server_hostname=t.HOST)
-            ts.settimeout(TIMEOUT)
+            ts = self.stls_after(s, b"STLS\r\nCAPA\r\n", [b"+OK"])
             ts.sendall(b"QUIT\r\n")
-            got = b""
-            while True:
-                chunk = ts.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
+            got = t.read_to_close(ts)
             self.assertTrue(got.startswith(b"+OK"), got)
             self.assertEqual(got.count(b"\r\n"), 1, f"only the QUIT reply: {got!r}")
         finally:
@@ -132,21 +134,10 @@ class Stls(TlsBase):
         s = socket.create_connection((t.HOST, self.srv.port), timeout=TIMEOUT)
         ts = None
         try:
-            r = t.RawPop3(None, timeout=TIMEOUT, sock=s)
-            self.assertTrue(r.read_greeting().startswith(b"+OK"))
-            s.sendall(b"USER alice\r\nPASS wrong\r\nSTLS\r\n")
-            self.assertTrue(r.readline().startswith(b"+OK"))   # USER
-            self.assertTrue(r.readline().startswith(b"-ERR"))  # PASS, after its delay
-            self.assertTrue(r.readline().startswith(b"+OK"))   # STLS
-            ts = self.ca.client_context().wrap_socket(s, server_hostname=t.HOST)
-            ts.settimeout(TIMEOUT)
+            # USER, then PASS after its delay, then STLS.
+            ts = self.stls_after(s, b"USER alice\r\nPASS wrong\r\nSTLS\r\n", [b"+OK", b"-ERR", b"+OK"])
             ts.sendall(b"USER alice\r\nPASS secret\r\nQUIT\r\n")
-            got = b""
-            while True:
-                chunk = ts.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
+            got = t.read_to_close(ts)
             self.assertEqual(got.count(b"+OK"), 3, got)
         finally:
             (ts or s).close()

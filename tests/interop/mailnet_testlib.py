@@ -405,6 +405,16 @@ def nobody_group():
     return grp.getgrgid(pw.pw_gid).gr_name
 
 
+def read_to_close(sock):
+    """Everything a socket (plain or TLS) gives until the peer closes it."""
+    got = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return got
+        got += chunk
+
+
 def retr_all_and_quit(p):
     """Every message of the logged-in poplib session `p` as RETR gives it (CRLF, dot-unstuffed),
     then QUIT; on any failure the connection is closed without QUIT (nothing is deleted)."""
