@@ -636,6 +636,11 @@ TEST(open_authenticator, a_login_is_its_own_password_and_the_mailbox_its_lowerca
     EXPECT_EQ(ok.mailbox, "alice@example.org") << "the mailbox SMTP delivers to";
     EXPECT_EQ(a->authenticate({"alice@example.org", "secret"}).outcome, mailnet::auth_result::status::fail);
     EXPECT_EQ(a->authenticate({"", ""}).outcome, mailnet::auth_result::status::fail);
+    // The password is the address in any case, as the login is (docs/mailnetd.md).
+    const auto cased = a->authenticate({"ALICE@example.org", "alice@EXAMPLE.org"});
+    ASSERT_EQ(cased.outcome, mailnet::auth_result::status::ok);
+    EXPECT_EQ(cased.mailbox, "alice@example.org");
+    EXPECT_EQ(a->authenticate({"alice@example.org", "alice@example.orh"}).outcome, mailnet::auth_result::status::fail);
     EXPECT_TRUE(a->can_lookup());
     EXPECT_EQ(a->lookup("bob@example.org"), std::optional<std::string>("bob@example.org"));
 }

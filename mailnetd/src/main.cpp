@@ -165,7 +165,8 @@ int main(int argc, char** argv) {
                "the exchange in progress finish, close idle sessions, exit; a second signal closes every\n"
                "session at once.\n"
                "Exit codes: 0 ok (a signal, or --exit-after reached), 64 usage or configuration (a users\n"
-               "file that does not parse too), 69 cannot listen, 74 store or users file I/O.");
+               "file that does not parse too), 69 cannot listen (or a PostgreSQL schema newer than this\n"
+               "program), 74 store or users file I/O, 75 the PostgreSQL store cannot be reached (try again).");
     if (auto done = net::parse_command_line(app, argc, argv)) return *done;
     auto log = mailnet::stderr_log(quiet ? mailnet::log_level::warning : mailnet::log_level::info);
     std::optional<net::listen_spec> http_listen;

@@ -753,9 +753,11 @@ int main(int argc, char** argv) {
     auto* top_cmd = app.add_subcommand("top", "print message N's header and first LINES body lines");
     top_cmd->add_option("N LINES", args)->expected(2)->required();
     auto* retr_cmd = app.add_subcommand("retrieve", "print messages START[..END] (numbers, or start|next|end|last)");
-    retr_cmd->add_option("START END", args)->expected(1, 2)->required();
+    retr_cmd->add_option("START [END]", args, "a message number, or start|next|end|last; END as START, default START")
+        ->expected(1, 2)->type_name("")->required();
     auto* dele_cmd = app.add_subcommand("delete", "delete messages START[..END] (numbers, or start|next|end|last)");
-    dele_cmd->add_option("START END", args)->expected(1, 2)->required();
+    dele_cmd->add_option("START [END]", args, "a message number, or start|next|end|last; END as START, default START")
+        ->expected(1, 2)->type_name("")->required();
     for (auto* sc : {fetch_cmd, stat_cmd, list_cmd, uidl_cmd, capa_cmd, top_cmd, retr_cmd, dele_cmd}) sc->fallthrough();
     app.footer("The password never comes from the command line: --password-env, --password-file, or a prompt.\n"
                "Exit codes: 0 ok, 64 usage, 69 unavailable, 74 local I/O error, 75 temporary failure\n"

@@ -37,7 +37,8 @@ int main(int argc, char** argv) {
                "accepting, close idle sessions, let the exchange in progress finish, exit; a second\n"
                "signal closes every session at once.\n"
                "Exit codes: 0 ok, 64 usage or configuration (a users file that does not parse too),\n"
-               "69 cannot listen, 74 store or users file I/O.");
+               "69 cannot listen (or a PostgreSQL schema newer than this program), 74 store or users\n"
+               "file I/O, 75 the PostgreSQL store cannot be reached (try again).");
     if (auto done = net::parse_command_line(app, argc, argv)) return *done;
     auto log = mailnet::stderr_log();
     mailnet::pop3::server_config cfg;

@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
                "10 s more to arrive (one that arrived is delivered and answered), exit; a second signal\n"
                "closes every session.\n"
                "Exit codes: 0 ok, 64 usage or configuration (a users file that does not parse too),\n"
-               "69 cannot listen, 74 store or users file I/O.");
+               "69 cannot listen (or a PostgreSQL schema newer than this program), 74 store or users\n"
+               "file I/O, 75 the PostgreSQL store cannot be reached (try again).");
     if (auto done = net::parse_command_line(app, argc, argv)) return *done;
     auto log = mailnet::stderr_log();
     if (require_auth && users_file.empty()) {

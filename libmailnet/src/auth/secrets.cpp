@@ -53,8 +53,15 @@ namespace {
 
 class open_authenticator final : public authenticator {
 public:
+    // The password is the address, in any case as the login is (BOB@example.org with
+    // bob@example.org): the mailbox is the same whatever the case.
     auth_result authenticate(const credentials& c) override {
-        if (c.user.empty() || !secrets_equal(c.user, c.password)) return auth_result::fail();
+        const auto fold = [](std::string s) {
+            for (char& ch : s)
+                if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+            return s;
+        };
+        if (c.user.empty() || !secrets_equal(fold(c.user), fold(c.password))) return auth_result::fail();
         return auth_result::ok(c.user, mailbox_for_address(c.user));
     }
     std::optional<std::string> lookup(std::string_view user) override {
