@@ -641,6 +641,13 @@ TEST(open_authenticator, a_login_is_its_own_password_and_the_mailbox_its_lowerca
     ASSERT_EQ(cased.outcome, mailnet::auth_result::status::ok);
     EXPECT_EQ(cased.mailbox, "alice@example.org");
     EXPECT_EQ(a->authenticate({"alice@example.org", "alice@example.orh"}).outcome, mailnet::auth_result::status::fail);
+    // A login written as RCPT TO may write it reaches the mailbox that delivery went to.
+    const auto quoted = a->authenticate({"\"Bob\"@example.org", "\"Bob\"@example.org"});
+    ASSERT_EQ(quoted.outcome, mailnet::auth_result::status::ok);
+    EXPECT_EQ(quoted.mailbox, a->resolve_recipient("bob@example.org").mailbox);
+    const auto spaced = a->authenticate({"\"a\\ b\"@example.org", "\"a\\ b\"@example.org"});
+    ASSERT_EQ(spaced.outcome, mailnet::auth_result::status::ok);
+    EXPECT_EQ(spaced.mailbox, a->resolve_recipient("\"a b\"@example.org").mailbox);
     EXPECT_TRUE(a->can_lookup());
     EXPECT_EQ(a->lookup("bob@example.org"), std::optional<std::string>("bob@example.org"));
 }

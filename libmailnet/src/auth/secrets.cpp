@@ -1,6 +1,7 @@
 // secrets.cpp: constant-time comparison of secrets (DESIGN.md "Rules": secrets are compared
 // in constant time by comparing digests), used for PLAIN passwords and crypt(3) outputs; and
 // APOP digests (RFC 1939 7); the open-mode authenticator of a test mail server (DESIGN.md "On disk", mailnetd).
+#include "mailnet/address.hpp"
 #include "mailnet/auth/auth.hpp"
 #include "mailnet/auth/sasl.hpp"
 #include "mailnet/store/store.hpp"
@@ -52,6 +53,14 @@ auth_result authenticator::authenticate_apop(const std::string& user, const std:
 namespace {
 
 class open_authenticator final : public authenticator {
+    // A login written as an address may be written as RCPT TO can write it ("bob"@example.org,
+    // "a\ b"@example.org): the mailbox is the one its delivery went to, named by the address
+    // in the form smtpd stores under (mailbox_address::address()). Any other name as it is.
+    static std::string as_smtp_writes_it(const std::string& user) {
+        auto path = parse_path("<" + user + ">", path_options{false, true, false});
+        return path ? path->mailbox.address() : user;
+    }
+
 public:
     // The password is the address, in any case as the login is (BOB@example.org with
     // bob@example.org): the mailbox is the same whatever the case.
@@ -62,7 +71,7 @@ public:
             return s;
         };
         if (c.user.empty() || !secrets_equal(fold(c.user), fold(c.password))) return auth_result::fail();
-        return auth_result::ok(c.user, mailbox_for_address(c.user));
+        return auth_result::ok(c.user, mailbox_for_address(as_smtp_writes_it(c.user)));
     }
     std::optional<std::string> lookup(std::string_view user) override {
         if (user.empty()) return std::nullopt;
