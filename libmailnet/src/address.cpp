@@ -279,4 +279,9 @@ result<smtp_path> parse_path(std::string_view s, const path_options& options, st
     return out;
 }
 
+std::string canonical_address(std::string_view name) {
+    auto path = parse_path("<" + std::string(name) + ">", path_options{false, true, false});
+    return path && !path->mailbox.is_null() ? path->mailbox.address() : std::string(name);
+}
+
 }  // namespace mailnet

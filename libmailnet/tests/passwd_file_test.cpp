@@ -495,6 +495,22 @@ TEST_F(passwd_file, a_recipient_resolves_to_the_account_a_login_reaches_in_any_a
     EXPECT_EQ(log_.count(log_level::warning, {}), 0);
 }
 
+TEST_F(passwd_file, an_entry_written_with_needless_quotes_is_the_recipient_smtpd_names_without_them) {
+    // smtpd asks for "quoted"@example.org as quoted@example.org (the form it stores under):
+    // an entry written with the quotes, or a login, reaches the same account either way.
+    write("\"quoted\"@example.org:{PLAIN}pw\n\"a\\ b\"@example.org:{PLAIN}pw2\nplain@example.org:{PLAIN}pw3\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(rcpt(*a, "quoted@example.org"), "\"quoted\"@example.org \"quoted\"@example.org");
+    EXPECT_EQ(rcpt(*a, "\"a b\"@example.org"), "\"a\\ b\"@example.org \"a\\ b\"@example.org");
+    const auth_result login = a->authenticate({"\"quoted\"@example.org", "pw"});
+    ASSERT_EQ(login.outcome, auth_result::status::ok);
+    EXPECT_EQ(login.mailbox, a->resolve_recipient("quoted@example.org").mailbox);
+    // And a login written with quotes reaches an entry written without them.
+    EXPECT_EQ(a->authenticate({"\"plain\"@example.org", "pw3"}).outcome, auth_result::status::ok);
+    EXPECT_EQ(log_.count(log_level::warning, {}), 0);
+}
+
 TEST_F(passwd_file, a_login_in_any_ascii_case_reaches_the_entry_and_only_with_its_password) {
     // As Dovecot's default auth_username_format %Lu: the login's case does not matter, so a
     // user who types ALICE@Example.org reaches the mailbox RCPT TO:<alice@example.org> fills.

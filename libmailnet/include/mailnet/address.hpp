@@ -52,4 +52,9 @@ struct path_options {
 /// refused anywhere. errc::bad_input otherwise, with the reason in `why`.
 result<smtp_path> parse_path(std::string_view argument, const path_options& options, std::string* why = nullptr);
 
+/// An address as smtpd names its recipient (mailbox_address::address(): quotes and escapes
+/// only where RFC 5321 needs them, so `"bob"@example.org` is `bob@example.org`), for a name
+/// written by a person (a login, a users file's entry); a name that is no address, as it is.
+std::string canonical_address(std::string_view name);
+
 }  // namespace mailnet

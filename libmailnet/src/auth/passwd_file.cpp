@@ -1,6 +1,7 @@
 // passwd_file.cpp: the Dovecot passwd-file authenticator (DESIGN.md "On disk", users file):
 // `name:{SCHEME}secret[:...]`, PLAIN and crypt(3) schemes via libxcrypt's crypt_rn, reloaded on change;
 // SMTP recipients resolved to their entry, ASCII case aside (DESIGN.md "The pluggable interfaces").
+#include "mailnet/address.hpp"
 #include "mailnet/auth/auth.hpp"
 
 #include <crypt.h>
@@ -128,6 +129,10 @@ std::string ascii_fold(std::string_view s) {
 auto find_entry(const table& t, std::string_view name) -> decltype(t.entries.end()) {
     if (auto it = t.entries.find(name); it != t.entries.end()) return it;
     if (const auto f = t.folded.find(ascii_fold(name)); f != t.folded.end()) return t.entries.find(f->second);
+    // Written with quotes or escapes RFC 5321 does not need ("bob"@example.org): as smtpd
+    // names that recipient (entries are indexed so too).
+    if (const std::string canonical = canonical_address(name); canonical != name)
+        if (const auto f = t.folded.find(ascii_fold(canonical)); f != t.folded.end()) return t.entries.find(f->second);
     return t.entries.end();
 }
 
@@ -263,6 +268,10 @@ parsed parse(std::string_view text, const std::string& where) {
             warn("user " + log_text(name) + " differs only in case from line " +
                  std::to_string(t->entries.find(it->second)->second.line) +
                  "'s; mail to an address matching neither exactly goes to that line's");
+        // An entry written as "quoted"@example.org is the recipient quoted@example.org too: smtpd
+        // asks for an address in that form (canonical_address).
+        if (const std::string canonical = canonical_address(name); canonical != name)
+            t->folded.try_emplace(ascii_fold(canonical), name);
     }
     out.users = std::move(t);
     return out;

@@ -53,14 +53,6 @@ auth_result authenticator::authenticate_apop(const std::string& user, const std:
 namespace {
 
 class open_authenticator final : public authenticator {
-    // A login written as an address may be written as RCPT TO can write it ("bob"@example.org,
-    // "a\ b"@example.org): the mailbox is the one its delivery went to, named by the address
-    // in the form smtpd stores under (mailbox_address::address()). Any other name as it is.
-    static std::string as_smtp_writes_it(const std::string& user) {
-        auto path = parse_path("<" + user + ">", path_options{false, true, false});
-        return path ? path->mailbox.address() : user;
-    }
-
 public:
     // The password is the address, in any case as the login is (BOB@example.org with
     // bob@example.org): the mailbox is the same whatever the case.
@@ -71,7 +63,9 @@ public:
             return s;
         };
         if (c.user.empty() || !secrets_equal(fold(c.user), fold(c.password))) return auth_result::fail();
-        return auth_result::ok(c.user, mailbox_for_address(as_smtp_writes_it(c.user)));
+        // A login written as RCPT TO may write the address ("bob"@example.org) reaches the
+        // mailbox that delivery went to.
+        return auth_result::ok(c.user, mailbox_for_address(canonical_address(c.user)));
     }
     std::optional<std::string> lookup(std::string_view user) override {
         if (user.empty()) return std::nullopt;
