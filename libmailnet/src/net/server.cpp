@@ -123,9 +123,12 @@ std::chrono::seconds connection::idle_timeout() const noexcept { return owner_.o
 
 asio::awaitable<std::error_code> connection::write(asio::const_buffer buf) {
     // After destroy(defer), the grace's limit, but at least a second for this write: the reply
-    // of a hook that ran past the limit still goes out to a client that reads.
+    // of a hook that ran past the limit still goes out to a client that reads. A cap, since
+    // write_all renews its deadline after every piece it writes (its progress timeout).
     const auto now = stream::clock::now();
-    stream_.set_deadline(std::min(now + owner_.options_.idle_timeout, std::max(read_limit_, now + std::chrono::seconds(1))));
+    if (read_limit_ != stream::clock::time_point::max())
+        stream_.set_deadline_cap(std::max(read_limit_, now + std::chrono::seconds(1)));
+    stream_.set_deadline(now + owner_.options_.idle_timeout);
     writing_ = true;
     const auto ec = co_await stream_.write_all(buf);
     writing_ = false;
@@ -307,7 +310,8 @@ void server::destroy(destroy_mode mode, std::function<void()> on_gone) {
                 // Only a grace that ends first replaces the read's deadline (and its way of
                 // ending: an idle limit's cancel lets the session say 421 4.4.2 first).
                 if (c->reading_ && c->read_limit_ < c->io().deadline()) c->io().set_deadline(c->read_limit_);
-                if (c->writing_ && c->read_limit_ < c->io().deadline()) c->io().set_deadline(c->read_limit_);
+                // A write under way: capped (write_all renews its deadline after each piece).
+                if (c->writing_) c->io().set_deadline_cap(c->read_limit_);
             }
         });
     }
