@@ -280,8 +280,12 @@ result<smtp_path> parse_path(std::string_view s, const path_options& options, st
 }
 
 std::string canonical_address(std::string_view name) {
+    // Only quotes and escapes change: a source route, parameters or anything after the
+    // address leave the name as it is (none of them is a spelling of the same address).
     auto path = parse_path("<" + std::string(name) + ">", path_options{false, true, false});
-    return path && !path->mailbox.is_null() ? path->mailbox.address() : std::string(name);
+    if (!path || path->mailbox.is_null() || !path->parameters.empty() || path->mailbox.original != name)
+        return std::string(name);
+    return path->mailbox.address();
 }
 
 }  // namespace mailnet

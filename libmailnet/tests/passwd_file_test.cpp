@@ -509,6 +509,21 @@ TEST_F(passwd_file, an_entry_written_with_needless_quotes_is_the_recipient_smtpd
     // And a login written with quotes reaches an entry written without them.
     EXPECT_EQ(a->authenticate({"\"plain\"@example.org", "pw3"}).outcome, auth_result::status::ok);
     EXPECT_EQ(log_.count(log_level::warning, {}), 0);
+    // Not a spelling of an address: a source route, parameters, text after it.
+    EXPECT_EQ(a->authenticate({"@relay.example:plain@example.org", "pw3"}).outcome, auth_result::status::fail);
+    EXPECT_EQ(a->authenticate({"plain@example.org> X=1", "pw3"}).outcome, auth_result::status::fail);
+}
+
+TEST_F(passwd_file, a_quoted_entry_never_takes_the_address_of_an_entry_written_plainly) {
+    // "bob" first, bob second: any case of bob@example.org is still the second line's.
+    write("\"bob\"@example.org:{PLAIN}one\nbob@example.org:{PLAIN}two\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(rcpt(*a, "Bob@example.org"), "bob@example.org bob@example.org");
+    EXPECT_EQ(rcpt(*a, "bob@example.org"), "bob@example.org bob@example.org");
+    EXPECT_EQ(a->authenticate({"BOB@example.org", "one"}).outcome, auth_result::status::fail);
+    EXPECT_EQ(a->authenticate({"BOB@example.org", "two"}).outcome, auth_result::status::ok);
+    EXPECT_EQ(log_.count(log_level::warning, {"line 1:", "names the address of line 2"}), 1) << "said once, of line 1";
 }
 
 TEST_F(passwd_file, a_login_in_any_ascii_case_reaches_the_entry_and_only_with_its_password) {

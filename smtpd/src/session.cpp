@@ -170,7 +170,7 @@ void session::bad_command(int code, std::string_view enhanced, std::string_view 
     say(code, enhanced, text);
     // A 503 is what a pipelining client gets for every command after a refused MAIL or RCPT
     // (RFC 2920 3.1): not a sign of a broken client, so counted apart, with an allowance of a
-    // whole transaction's commands since the last MAIL taken (20,000 RCPTs without a MAIL
+    // whole transaction's commands since the last MAIL accepted (20,000 RCPTs without a MAIL
     // would otherwise keep a session busy for ever).
     const bool too_many = code == 503 ? ++sequence_errors_ > limits_.max_recipients + limits_.max_bad_commands
                                       : ++bad_commands_ >= limits_.max_bad_commands;
@@ -330,7 +330,6 @@ void session::cmd_ehlo(std::string_view arg, bool extended) {
 void session::cmd_mail(std::string_view arg) {
     if (greeted_.empty()) return bad_command(503, "5.5.1", "Error: send HELO/EHLO first");
     if (has_sender_) return bad_command(503, "5.5.1", "Error: nested MAIL command");
-    sequence_errors_ = 0;  // a new transaction begins: its own allowance of 503s
     // RFC 4954 6: a submission server takes mail only from an authenticated client.
     if (config_.require_auth && !authenticated_) return bad_command(530, "5.7.0", "Authentication required");
     if (!istarts_with(arg, "FROM:")) return bad_command(501, "5.5.4", "Syntax: MAIL FROM:<address>");
@@ -710,6 +709,7 @@ void session::resume(const verdict& v) {
                 return say(fitting(v));
             }
             has_sender_ = true;
+            sequence_errors_ = 0;  // a transaction begins: its own allowance of 503s (a refused MAIL is none)
             return say(250, "2.1.0", "Ok");
         case wait::recipient:
             if (!v.accepted) {

@@ -175,6 +175,11 @@ parsed parse(std::string_view text, const std::string& where) {
     auto t = std::make_shared<table>();
     bool dummy_set = false;
     std::size_t lineno = 0;
+    struct alias {
+        std::string canonical, name;
+        std::size_t line = 0;
+    };
+    std::vector<alias> aliases;  // entries whose canonical_address differs from their name
     auto warn = [&](const std::string& what) {
         out.warnings.push_back("users file " + where + " line " + std::to_string(lineno) + ": " + what);
     };
@@ -269,9 +274,16 @@ parsed parse(std::string_view text, const std::string& where) {
                  std::to_string(t->entries.find(it->second)->second.line) +
                  "'s; mail to an address matching neither exactly goes to that line's");
         // An entry written as "quoted"@example.org is the recipient quoted@example.org too: smtpd
-        // asks for an address in that form (canonical_address).
-        if (const std::string canonical = canonical_address(name); canonical != name)
-            t->folded.try_emplace(ascii_fold(canonical), name);
+        // asks for an address in that form (canonical_address). Indexed after every entry's own
+        // name, which it never displaces.
+        if (std::string canonical = canonical_address(name); canonical != name)
+            aliases.push_back({std::move(canonical), std::string(name), lineno});
+    }
+    for (const auto& a : aliases) {
+        lineno = a.line;
+        if (auto [it, fresh] = t->folded.try_emplace(ascii_fold(a.canonical), a.name); !fresh && it->second != a.name)
+            warn("user " + log_text(a.name) + " names the address of line " +
+                 std::to_string(t->entries.find(it->second)->second.line) + " (less its quotes): mail to it goes there");
     }
     out.users = std::move(t);
     return out;

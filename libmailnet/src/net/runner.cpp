@@ -3,6 +3,8 @@
 // pool (RFC 1939 3 dot-stuffing), failed-login delays, STLS/STARTTLS (RFC 2595 4, RFC 3207 4).
 #include "mailnet/net/runner.hpp"
 
+#include "mailnet/address.hpp"
+
 #include <openssl/ssl.h>
 
 #include <asio/co_spawn.hpp>
@@ -99,7 +101,8 @@ asio::awaitable<void> read_in_background(std::shared_ptr<read_state> st, connect
 // The account throttle's key: a fixed-size digest of the name as typed, case folded, so a
 // guesser's 9 KiB names cost the table no more than short ones.
 std::string account_key(std::string_view user) {
-    std::string folded(user);
+    // Every spelling of one address is one account ("bob"@x is bob@x: canonical_address).
+    std::string folded = canonical_address(user);
     for (auto& ch : folded) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     return std::to_string(std::hash<std::string>{}(folded));
 }

@@ -33,7 +33,7 @@ struct limits {
     std::size_t max_recipients = 100;              ///< RFC 5321 4.5.3.1.8
     /// Then 421 and close. A 503 (bad sequence) is counted apart: a pipelining client gets
     /// one for each RCPT and its DATA after a refused MAIL (RFC 2920 3.1), so up to
-    /// max_recipients + max_bad_commands of them are allowed since the last MAIL taken.
+    /// max_recipients + max_bad_commands of them are allowed since the last MAIL accepted.
     std::size_t max_bad_commands = 10;
     /// Recipients refused for good (a 5xx from validate_recipient or the users file) in a
     /// session, then 421 and close, so addresses cannot be probed for free (Postfix's
@@ -222,7 +222,7 @@ private:
     envelope mail_;
     std::optional<mailbox_address> pending_rcpt_;
     std::size_t bad_commands_ = 0;
-    std::size_t sequence_errors_ = 0;  // 503s since the last MAIL taken (limits::max_bad_commands)
+    std::size_t sequence_errors_ = 0;  // 503s since the last MAIL accepted (limits::max_bad_commands)
     std::size_t refused_recipients_ = 0;
     bool in_data_ = false;     // octets go to the message (DATA, or a BDAT chunk), not to commands
     std::string data_in_;      // raw octets of DATA or of a chunk not yet decoded
