@@ -2166,6 +2166,39 @@ TEST(maildir_store, two_files_of_one_base_name_are_two_messages_and_marking_seen
     EXPECT_EQ(ids_of(*again), ids_of(*snap)) << "the ids stay";
 }
 
+TEST(maildir_store, two_files_of_one_base_name_whose_later_cannot_be_renamed_keep_the_first) {
+    // The name the later would get is taken (here by hand, for either file, since which one is
+    // later depends on the directory's order; in life a scan of another process renamed it
+    // meanwhile): the first stays listed, never replaced by a name that is gone.
+    temp_dir d;
+    log_capture log;
+    auto s = open_store(options(d.path, log.sink()));
+    const fs::path box = hand_made_box(d.path / "store" / "alice");
+    const std::vector<std::pair<std::string, std::string>> files = {{"7001.M1P1Q1.h:2,", "one\n"},
+                                                                    {"7001.M1P1Q1.h:2,S", "two\n"}};
+    for (const auto& [name, text] : files) {
+        write_file(box / "cur" / name, text);
+        struct stat st{};
+        ASSERT_EQ(::stat((box / "cur" / name).c_str(), &st), 0);
+        const std::string info = name.substr(name.find(':'));
+        write_file(box / "cur" / ("7001.M1P1Q1.h-dup" + std::to_string(st.st_ino) + info), "taken " + text);
+    }
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    std::vector<std::string> read;
+    for (const auto& m : *snap) {
+        auto opened = s->open("alice", m.id);
+        ASSERT_TRUE(opened) << m.id;
+        read.push_back(read_message(*opened, 100));
+    }
+    ASSERT_EQ(read.size(), 3u) << "one of the two, and the two that took their names";
+    EXPECT_EQ(std::count(read.begin(), read.end(), "taken one\n"), 1);
+    EXPECT_EQ(std::count(read.begin(), read.end(), "taken two\n"), 1);
+    EXPECT_EQ(std::count(read.begin(), read.end(), "one\n") + std::count(read.begin(), read.end(), "two\n"), 1);
+    EXPECT_TRUE(log.contains("cannot rename one")) << log.all();
+    EXPECT_EQ(contents_of_box(box).size(), 4u) << "nothing renamed over anything";
+}
+
 TEST(maildir_store, a_size_in_a_name_past_one_tib_is_not_believed) {
     // STAT and the login's reply sum the sizes: 2^64-1 from a name wrapped them round.
     temp_dir d;

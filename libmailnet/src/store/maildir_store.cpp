@@ -151,7 +151,8 @@ std::optional<std::uint64_t> parse_u64(std::string_view s) {
 // name); 0 or the errno. A file system without RENAME_NOREPLACE: link() never replaces either.
 int rename_noreplace(int from_dir, const char* from, int to_dir, const char* to) {
     if (::renameat2(from_dir, from, to_dir, to, RENAME_NOREPLACE) == 0) return 0;
-    if (errno != EINVAL && errno != ENOSYS) return errno;
+    // Not supported (old kernels, some FUSE file systems, seccomp filters): link() then.
+    if (errno != EINVAL && errno != ENOSYS && errno != EPERM && errno != EOPNOTSUPP) return errno;
     if (::linkat(from_dir, from, to_dir, to, 0) != 0) return errno;
     // NOTE: if this unlink fails, both names are one file: a scan sees one message (one inode).
     return ::unlinkat(from_dir, from, 0) == 0 ? 0 : errno;
@@ -1964,10 +1965,13 @@ private:
         auto kept = files.begin();
         for (auto it = files.begin(); it != files.end(); ++it) {
             if (kept != files.begin() && std::prev(kept)->base == it->base) {
-                if (auto own = separate_duplicate(dirs, cache.infos, *std::prev(kept), *it))
+                bool two_files = false;
+                if (auto own = separate_duplicate(dirs, cache.infos, *std::prev(kept), *it, two_files))
                     separated.push_back(std::move(*own));
-                else
+                else if (!two_files)
                     *std::prev(kept) = std::move(*it);  // new/ came first in the stable order
+                // Two files, the later not renamed (another scan renamed it meanwhile, or an
+                // error): the first is kept; the later is found under its new name next time.
             } else if (kept++ != it) {
                 *std::prev(kept) = std::move(*it);
             }
@@ -2003,7 +2007,7 @@ private:
     // reads, or two links of one file) or two files. Two files: `later` is renamed to a base
     // of its own ("-dupINODE" before the name's first ',', so S= and W= stay) and returned so.
     std::optional<found_file> separate_duplicate(const box_dirs& dirs, const std::vector<std::string>& infos,
-                                                 const found_file& first, const found_file& later) {
+                                                 const found_file& first, const found_file& later, bool& two_files) {
         const auto where = [&](const found_file& f) { return f.in_cur ? dirs.cur_dir.get() : dirs.new_dir.get(); };
         const std::string first_name = file_name(first.base, infos[first.info]);
         const std::string later_name = file_name(later.base, infos[later.info]);
@@ -2012,6 +2016,7 @@ private:
             ::fstatat(where(later), later_name.c_str(), &b, AT_SYMLINK_NOFOLLOW) != 0)
             return std::nullopt;  // one is gone: it was renamed meanwhile
         if (a.st_dev == b.st_dev && a.st_ino == b.st_ino) return std::nullopt;
+        two_files = true;
         found_file own = later;
         const std::size_t comma = later.base.find(',');
         own.base.insert(comma == std::string::npos ? own.base.size() : comma, "-dup" + std::to_string(b.st_ino));
