@@ -560,6 +560,11 @@ asio::awaitable<bool> runner::perform(act::start_tls&) {
     }
     const bool cancelled = p.rd->done && p.rd->n == 0 && p.rd->ec == asio::error::operation_aborted;
     if (cancelled) p.rd->done = false;
+    if (p.rd->done && p.rd->n == 0) {
+        // No octets: the peer left, or its limit passed just before (as need_input does).
+        if (p.rd->ec == make_error_code(errc::timed_out) && c_.io().is_open()) co_return co_await p.say_timeout();
+        co_return false;
+    }
     if (p.rd->done) {
         // Octets read after the STLS/STARTTLS command would be the handshake's: a client that
         // sends anything then is not speaking TLS (RFC 2595 4, RFC 3207 4 discard them).

@@ -1284,8 +1284,8 @@ private:
     void tell(const std::vector<committed>& to_tell);
     std::error_code send_batch(connection& c, const std::vector<job*>& batch, const box_map& box_ids,
                                std::uint64_t marker, std::string& xid, std::string& token);
-    // Whether the transaction about to be sent prunes @.deliveries: one at a time, at most
-    // every prune_every, or at once again while the last one left rows behind.
+    // Whether a transaction just committed is followed by a prune of @.deliveries: one at a
+    // time, at most every prune_every, or at once again while the last one left rows behind.
     bool prune_due() {
         const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
         auto at = prune_at_.load();
@@ -1600,6 +1600,15 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
             fail_all(make_error_code(errc::temporary_failure));
             return;
         }
+    } else if (prune_due()) {
+        // Old rows of @.deliveries, after the COMMIT and in a statement of its own: a prune that
+        // fails (a role without DELETE on it, a timeout) never takes deliveries down with it.
+        // One round trip a minute.
+        auto pruned = db_->exec(l->get(), db_->sql(prune_deliveries));
+        if (!pruned)
+            db_->options().log(log_level::warning, "postgresql: pruning mailnet.deliveries failed: " + pruned.error().message());
+        else if (std::atoi(PQcmdTuples(pruned->get())) >= prune_most)
+            prune_at_.store(0);  // more left: the next transaction goes on
     }
     to_tell.push_back({marker, batch});
 }
@@ -1621,7 +1630,7 @@ void committer::tell(const std::vector<committed>& to_tell) {
 // The batch's transaction but its COMMIT, in one flight (libpq's pipeline mode): BEGIN, the
 // transaction's row and id (`token`, `xid`: read before COMMIT is sent, so that if COMMIT's
 // answer is lost, pg_xact_status and the row tell what became of it), each delivery's
-// statement and further pieces, now and then the prune of old rows, the marker's NOTIFY; then
+// statement and further pieces, the marker's NOTIFY; then
 // every answer, in order. The first failure, if any: the caller then rolls back.
 // NOTE: no deadlock with the server's answers while this writes: libpq reads them into its
 // buffer whenever a write would block.
@@ -1646,7 +1655,7 @@ std::error_code committer::send_batch(connection& c, const std::vector<job*>& ba
     if (!many.empty()) (void)db_->prepare(c, statement::deliver_many);
     if (PQstatus(c) != CONNECTION_OK || PQenterPipelineMode(c) != 1) return temporary;
     const auto deadline = db_->watch(c);  // the whole flight: the sends and every answer
-    enum class what { begin, xid, prune, deliver, deliver_many, more, marker };
+    enum class what { begin, xid, deliver, deliver_many, more, marker };
     struct sent_statement {
         what w;
         pg_delivery* d;
@@ -1719,10 +1728,6 @@ std::error_code committer::send_batch(connection& c, const std::vector<job*>& ba
             ok = queue(db_->send(c, statement::more_chunk, {{token}, {std::to_string(n)}, {chunk, true}}), what::more, &d);
         }
     }
-    // NOTE: in the deliveries' transaction, after them, as one more statement of its flight:
-    // no round trip of its own; the rows it takes stay locked (skipped by others' prunes)
-    // until the COMMIT.
-    if (ok && !first && prune_due()) ok = queue(db_->send(c, db_->sql(prune_deliveries), {}), what::prune);
     if (ok && !first && marker)
         queue(db_->send(c, "SELECT pg_notify($1, $2)", {{channel}, {"E " + db_->front_end() + " " + std::to_string(marker)}}),
               what::marker);
@@ -1757,8 +1762,6 @@ std::error_code committer::send_batch(connection& c, const std::vector<job*>& ba
         PGresult* a = answer->get();
         if (st.w == what::xid) {
             xid = PQgetvalue(a, 0, 0);
-        } else if (st.w == what::prune) {
-            if (std::atoi(PQcmdTuples(a)) >= prune_most) prune_at_.store(0);  // more left: the next transaction goes on
         } else if (st.w == what::deliver) {
             pg_delivery& d = *st.d;
             if (PQntuples(a) != static_cast<int>(d.targets().size())) {
