@@ -138,7 +138,19 @@ void index_sync::on_event(const store_event& e) {
         }
         auto s = read_summary(*store_, e.mailbox, e.id, e.octets);
         if (!s) return;
-        asio::post(io_, [this, s = std::move(*s)]() mutable { index_.insert(std::move(s)); });
+        asio::post(io_, [this, s = std::move(*s)]() mutable {
+            // A delivery told after another is not listed as older than it by a little: a
+            // Maildir message's received time is its file name's, and a file made ahead of its
+            // delivery carries one up to 2 s early. Older by more (another front-end's clock,
+            // a message copied in): its own time is kept.
+            constexpr std::int64_t made_ahead_skew_us = 5'000'000;
+            const std::int64_t newest = index_.newest_received_us();
+            const std::int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(s.received.time_since_epoch()).count();
+            if (us < newest && newest - us <= made_ahead_skew_us)
+                s.received = std::chrono::system_clock::time_point(
+                    std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::microseconds(newest)));
+            index_.insert(std::move(s));
+        });
     });
 }
 

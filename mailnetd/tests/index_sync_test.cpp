@@ -187,6 +187,60 @@ TEST(index_sync, complete_once_the_scan_is_in_and_the_scan_goes_in_oldest_first)
     std::filesystem::remove_all(dir);
 }
 
+// A Maildir store whose deliveries the test tells itself (files written by hand, names chosen).
+class told_maildir : public mailnet::store {
+public:
+    explicit told_maildir(std::unique_ptr<mailnet::store> inner) : inner_(std::move(inner)) {}
+    mailnet::result<void> lock(std::string_view box) override { return inner_->lock(box); }
+    void unlock(std::string_view box) noexcept override { inner_->unlock(box); }
+    mailnet::result<std::vector<mailnet::message_info>> snapshot(std::string_view box) override { return inner_->snapshot(box); }
+    mailnet::result<mailnet::message> open(std::string_view box, std::string_view id) override { return inner_->open(box, id); }
+    std::vector<std::error_code> commit(std::string_view box, std::span<const std::string> deleted,
+                                        std::span<const std::string> seen) override {
+        return inner_->commit(box, deleted, seen);
+    }
+    mailnet::result<std::unique_ptr<mailnet::delivery>> begin_delivery(std::span<const std::string> boxes) override {
+        return inner_->begin_delivery(boxes);
+    }
+    mailnet::result<std::vector<std::string>> mailboxes() override { return inner_->mailboxes(); }
+    void tell(const std::string& box, const std::string& id, std::uint64_t octets) {
+        events()->publish({mailnet::store_event::kind::delivered, box, id, octets, 0});
+    }
+
+private:
+    std::unique_ptr<mailnet::store> inner_;
+};
+
+TEST(index_sync, a_delivery_told_after_another_is_never_listed_older_for_an_early_file_name) {
+    // A Maildir file made ahead of its delivery names a time up to 2 s early: the second
+    // delivery, told second, is still the newest; a message older by more keeps its place.
+    const auto dir = std::filesystem::temp_directory_path() / ("mailnetd-index-order-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    for (const char* sub : {"new", "cur", "tmp"}) std::filesystem::create_directories(dir / "bob@x.org" / sub);
+    mailnet::maildir_options opts;
+    opts.root = dir;
+    auto st = mailnet::open_maildir_store(opts);
+    ASSERT_TRUE(st) << st.error().message();
+    auto store = std::make_shared<told_maildir>(std::move(*st));
+    synced s(store);
+    s.start();
+    ASSERT_TRUE(s.until([&] { return s.index.complete(); }));
+    const auto deliver = [&](const std::string& name, const std::string& subject) {
+        std::ofstream(dir / "bob@x.org" / "new" / name) << "Subject: " + subject + "\n\nx\n";
+        store->tell("bob@x.org", name, 16 + subject.size());
+    };
+    deliver("1700000003.M1P1Q1.h", "m3");
+    deliver("1700000002.M2P1Q2.h", "m4");  // made ahead: a second earlier
+    deliver("1699999990.M3P1Q3.h", "old");  // ten seconds earlier still: truly older
+    ASSERT_TRUE(s.until([&] { return s.index.size() == 3; }));
+    s.on_io([&] {
+        std::vector<std::string> newest_first;
+        for (const auto* m : s.index.query(message_query{}).messages) newest_first.push_back(m->subject);
+        EXPECT_EQ(newest_first, (std::vector<std::string>{"m4", "m3", "old"}));
+    });
+    std::filesystem::remove_all(dir);
+}
+
 // A memory store whose changes are told to nobody (as another front-end's are while a
 // PostgreSQL store's event connection is down), until resync() says events were missed.
 class deaf_store : public mailnet::store {

@@ -77,6 +77,9 @@ public:
     /// Adds a message; false (nothing changes) if its id is there already (a delivery seen by
     /// the start-up scan and by its event).
     bool insert(message_summary s);
+
+    /// The received time of the newest message (microseconds since the epoch); 0 when empty.
+    std::int64_t newest_received_us() const noexcept { return by_order_.empty() ? 0 : by_order_.rbegin()->first.received_us; }
     /// Removes by id; false if unknown.
     bool remove(std::string_view id);
     /// Removes the copy `store_id` of `mailbox` (a store's deleted event).
