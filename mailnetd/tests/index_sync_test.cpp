@@ -187,13 +187,19 @@ TEST(index_sync, complete_once_the_scan_is_in_and_the_scan_goes_in_oldest_first)
     std::filesystem::remove_all(dir);
 }
 
-// A Maildir store whose deliveries the test tells itself (files written by hand, names chosen).
-class told_maildir : public mailnet::store {
+// A store that tells nobody of its changes (as another front-end's are not told while a
+// PostgreSQL store's event connection is down, or files written by hand into a Maildir):
+// the test tells a delivery itself (tell) or says that events were missed (resync).
+class quiet_store : public mailnet::store {
 public:
-    explicit told_maildir(std::unique_ptr<mailnet::store> inner) : inner_(std::move(inner)) {}
+    explicit quiet_store(std::unique_ptr<mailnet::store> inner = mailnet::make_memory_store()) : inner_(std::move(inner)) {}
     mailnet::result<void> lock(std::string_view box) override { return inner_->lock(box); }
     void unlock(std::string_view box) noexcept override { inner_->unlock(box); }
-    mailnet::result<std::vector<mailnet::message_info>> snapshot(std::string_view box) override { return inner_->snapshot(box); }
+    mailnet::result<std::vector<mailnet::message_info>> snapshot(std::string_view box) override {
+        if (fail_bob && box == "bob@x.org") return mailnet::unexpected(mailnet::errc::temporary_failure);
+        return inner_->snapshot(box);
+    }
+    std::atomic<bool> fail_bob{false};
     mailnet::result<mailnet::message> open(std::string_view box, std::string_view id) override { return inner_->open(box, id); }
     std::vector<std::error_code> commit(std::string_view box, std::span<const std::string> deleted,
                                         std::span<const std::string> seen) override {
@@ -206,6 +212,7 @@ public:
     void tell(const std::string& box, const std::string& id, std::uint64_t octets) {
         events()->publish({mailnet::store_event::kind::delivered, box, id, octets, 0});
     }
+    void resync() { events()->publish({mailnet::store_event::kind::resync, {}, {}, 0, 0}); }
 
 private:
     std::unique_ptr<mailnet::store> inner_;
@@ -221,7 +228,7 @@ TEST(index_sync, a_delivery_told_after_another_is_never_listed_older_for_an_earl
     opts.root = dir;
     auto st = mailnet::open_maildir_store(opts);
     ASSERT_TRUE(st) << st.error().message();
-    auto store = std::make_shared<told_maildir>(std::move(*st));
+    auto store = std::make_shared<quiet_store>(std::move(*st));
     synced s(store);
     s.start();
     ASSERT_TRUE(s.until([&] { return s.index.complete(); }));
@@ -241,36 +248,8 @@ TEST(index_sync, a_delivery_told_after_another_is_never_listed_older_for_an_earl
     std::filesystem::remove_all(dir);
 }
 
-// A memory store whose changes are told to nobody (as another front-end's are while a
-// PostgreSQL store's event connection is down), until resync() says events were missed.
-class deaf_store : public mailnet::store {
-public:
-    mailnet::result<void> lock(std::string_view box) override { return inner_->lock(box); }
-    void unlock(std::string_view box) noexcept override { inner_->unlock(box); }
-    mailnet::result<std::vector<mailnet::message_info>> snapshot(std::string_view box) override {
-        if (fail_bob && box == "bob@x.org") return mailnet::unexpected(mailnet::errc::temporary_failure);
-        return inner_->snapshot(box);
-    }
-    std::atomic<bool> fail_bob{false};
-    mailnet::result<mailnet::message> open(std::string_view box, std::string_view id) override {
-        return inner_->open(box, id);
-    }
-    std::vector<std::error_code> commit(std::string_view box, std::span<const std::string> deleted,
-                                        std::span<const std::string> seen) override {
-        return inner_->commit(box, deleted, seen);
-    }
-    mailnet::result<std::unique_ptr<mailnet::delivery>> begin_delivery(std::span<const std::string> boxes) override {
-        return inner_->begin_delivery(boxes);
-    }
-    mailnet::result<std::vector<std::string>> mailboxes() override { return inner_->mailboxes(); }
-    void resync() { events()->publish({mailnet::store_event::kind::resync, {}, {}, 0, 0}); }
-
-private:
-    std::unique_ptr<mailnet::store> inner_ = mailnet::make_memory_store();
-};
-
 TEST(index_sync, a_resync_takes_in_what_was_missed_and_drops_what_went_and_wakes_its_waiter) {
-    auto st = std::make_shared<deaf_store>();
+    auto st = std::make_shared<quiet_store>();
     const std::vector<std::string> bob{"bob@x.org"}, amy{"amy@x.org"};
     for (int i = 0; i < 4; ++i) ASSERT_TRUE(st->deliver(bob, "Subject: old " + std::to_string(i) + "\n\nx\n"));
     synced s(st);
@@ -315,7 +294,7 @@ TEST(index_sync, a_resync_takes_in_what_was_missed_and_drops_what_went_and_wakes
 }
 
 TEST(index_sync, a_mailbox_the_store_cannot_read_in_a_resync_keeps_its_entries_until_a_later_one_can) {
-    auto st = std::make_shared<deaf_store>();
+    auto st = std::make_shared<quiet_store>();
     const std::vector<std::string> bob{"bob@x.org"}, amy{"amy@x.org"};
     for (int i = 0; i < 3; ++i) ASSERT_TRUE(st->deliver(bob, "Subject: bob " + std::to_string(i) + "\n\nx\n"));
     synced s(st);
