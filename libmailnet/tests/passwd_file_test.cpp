@@ -495,6 +495,24 @@ TEST_F(passwd_file, a_recipient_resolves_to_the_account_a_login_reaches_in_any_a
     EXPECT_EQ(log_.count(log_level::warning, {}), 0);
 }
 
+TEST_F(passwd_file, a_bare_postmaster_reaches_the_first_postmaster_line_unless_one_is_named_so) {
+    // RFC 5321 4.5.1: mail to <Postmaster> must be taken; smtpd asks for postmaster@ its host
+    // name first, then for the bare name, which finds the first postmaster@ line in the file.
+    write("alice@example.org:{PLAIN}pw\nPostMaster@example.net:{PLAIN}pw\npostmaster@example.org:{PLAIN}pw\n");
+    auto a = open();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(rcpt(*a, "postmaster"), "PostMaster@example.net PostMaster@example.net");
+    EXPECT_EQ(rcpt(*a, "POSTMASTER"), "PostMaster@example.net PostMaster@example.net");
+    EXPECT_EQ(rcpt(*a, "postmaster@example.org"), "postmaster@example.org postmaster@example.org");
+    EXPECT_EQ(rcpt(*a, "postmaster@example.com"), "unknown") << "a domain not in the file stays unknown";
+    EXPECT_EQ(rcpt(*a, "alice"), "unknown");
+    // An entry named "postmaster" itself wins; without any postmaster line the bare name is unknown.
+    write("postmaster@example.org:{PLAIN}pw\npostmaster:{PLAIN}pw\n");
+    EXPECT_EQ(rcpt(*a, "Postmaster"), "postmaster postmaster");
+    write("alice@example.org:{PLAIN}pw\n");
+    EXPECT_EQ(rcpt(*a, "postmaster"), "unknown");
+}
+
 TEST_F(passwd_file, an_entry_written_with_needless_quotes_is_the_recipient_smtpd_names_without_them) {
     // smtpd asks for "quoted"@example.org as quoted@example.org (the form it stores under):
     // an entry written with the quotes, or a login, reaches the same account either way.

@@ -142,10 +142,17 @@ struct smtp_hooks {
         std::string mailbox;
         if (cfg().auth && cfg().recipients_from_auth) {
             // RFC 5321 4.1.1.3: RCPT TO:<Postmaster> with no domain (the parser takes no other
-            // local part without one) is this server's postmaster: postmaster@<hostname>.
-            const std::string lookup = rcpt.domain.empty() ? "postmaster@" + cfg().hostname : address;
-            const auto res = co_await r.on_pool_guarded("resolve_recipient", recipient_result::tempfail(),
-                                                        [&] { return cfg().auth->resolve_recipient(lookup); });
+            // local part without one) is this server's postmaster: postmaster@<hostname>, or
+            // when that is no account, what the authenticator makes of a bare "postmaster"
+            // (a passwd-file: its first postmaster@ line), since the postmaster must be reachable.
+            const bool bare_postmaster = rcpt.domain.empty();
+            const std::string lookup = bare_postmaster ? "postmaster@" + cfg().hostname : address;
+            const auto res = co_await r.on_pool_guarded("resolve_recipient", recipient_result::tempfail(), [&] {
+                auto found = cfg().auth->resolve_recipient(lookup);
+                if (bare_postmaster && found.outcome == recipient_result::status::unknown)
+                    found = cfg().auth->resolve_recipient(rcpt.local);
+                return found;
+            });
             if (res.outcome == recipient_result::status::unknown)
                 co_return verdict::refuse(550, "5.1.1", "Error: no such user here");
             if (res.outcome == recipient_result::status::tempfail) co_return temporary_failure;

@@ -878,6 +878,31 @@ TEST(smtp_server, with_users_a_postmaster_without_a_domain_is_the_hostnames_post
     EXPECT_EQ(files_in(dir.path / "postmaster" / "new").size(), 1u);
 }
 
+// ...and when postmaster@<hostname> is no account (a users file written for another host
+// name), the users file's own postmaster@ line takes it: the postmaster is always reachable.
+TEST(smtp_server, with_users_a_postmaster_without_a_domain_falls_back_to_the_files_postmaster) {
+    temp_dir dir("mailnet-smtpd");
+    const auto users_path = dir.path / "users";
+    std::ofstream(users_path) << "alice@example.org:{PLAIN}pw\npostmaster@example.org:{PLAIN}pw\n";
+    auto users = mailnet::open_passwd_file({users_path, mailnet::null_log()});
+    ASSERT_TRUE(users) << users.error().message();
+    const auto store = dir.path / "store";
+    fs::create_directories(store);
+    auto cfg = config(maildir(store));
+    ASSERT_EQ(cfg.hostname, "mx.test");
+    cfg.auth = std::shared_ptr<mailnet::authenticator>(std::move(*users));
+    cfg.recipients_from_auth = true;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<Postmaster>\r\nRCPT TO:<postmaster@mx.test>\r\nDATA\r\n");
+    const auto got = c->read_until("354 ");
+    EXPECT_NE(got.find("250 2.1.5"), std::string::npos) << got;
+    EXPECT_NE(got.find("550 5.1.1"), std::string::npos) << got << "(postmaster@mx.test with its domain is no account)";
+    c->send("hi\r\n.\r\n");
+    c->read_until("queued as");
+    EXPECT_EQ(files_in(store / "postmaster@example.org" / "new").size(), 1u);
+}
+
 TEST(smtp_server, a_store_that_fails_gives_451_and_the_session_goes_on) {
     auto store = std::make_shared<mailnet::store_functions>();
     store->on_begin_delivery = [](std::span<const std::string>) -> mailnet::result<std::unique_ptr<mailnet::delivery>> {

@@ -65,6 +65,9 @@ struct table {
     // ascii_fold(name) -> name, for find_entry(): the first line of names that differ
     // only in ASCII case. Built with the table, so each RCPT is a hash lookup, never a scan.
     std::unordered_map<std::string, std::string, name_hash, std::equal_to<>> folded;
+    // The first line whose name is postmaster@ some domain: the bare RFC 5321 recipient
+    // <Postmaster> reaches it when no entry is named "postmaster" itself.
+    std::string postmaster;
     bool any_plain = false;
     bool any_crypt = false;                // without crypt entries no login ever hashes
     std::string dummy = fixed_dummy_hash;  // crypt setting for the timing-only hash
@@ -268,6 +271,7 @@ parsed parse(std::string_view text, const std::string& where) {
             dummy_set = true;
             t->any_crypt = true;
         }
+        if (t->postmaster.empty() && ascii_fold(name).starts_with("postmaster@")) t->postmaster = std::string(name);
         t->entries.emplace(std::string(name), std::move(e));
         if (auto [it, fresh] = t->folded.try_emplace(ascii_fold(name), name); !fresh)
             warn("user " + log_text(name) + " differs only in case from line " +
@@ -409,7 +413,11 @@ public:
     recipient_result resolve_recipient(std::string_view address) override {
         if (address.empty() || address.find('\0') != std::string_view::npos) return recipient_result::unknown();
         const std::shared_ptr<const table> t = current();
-        const auto it = find_entry(*t, address);
+        auto it = find_entry(*t, address);
+        // <Postmaster> with no domain (RFC 5321 4.1.1.3, smtpd asks after postmaster@ its own
+        // host name): the first postmaster@ line, whatever its domain.
+        if (it == t->entries.end() && !t->postmaster.empty() && ascii_fold(address) == "postmaster")
+            it = t->entries.find(t->postmaster);
         if (it == t->entries.end()) return recipient_result::unknown();
         return granted<recipient_result>(it->first);
     }
