@@ -2625,3 +2625,45 @@ TEST(uidl, anything_else_is_a_truncated_base32_sha256) {
 }
 
 }  // namespace
+
+namespace {
+
+// While anyone subscribes, what changes on disk is told as a `resync` naming the mailbox,
+// whoever changed it: a file copied in by hand, a mailbox made by hand, a file removed.
+TEST(maildir_store, a_subscriber_hears_which_mailbox_changed_on_disk) {
+    temp_dir d;
+    fs::create_directories(d.path / "store");
+    auto s = open_store(options(d.path));
+    ASSERT_TRUE(s);
+    const fs::path alice = hand_made_box(d.path / "store" / "alice");
+    std::mutex m;
+    std::condition_variable cv;
+    std::multiset<std::string> resyncs;  // the mailboxes named
+    auto sub = s->subscribe([&](const mailnet::store_event& e) {
+        if (e.what != mailnet::store_event::kind::resync) return;
+        std::lock_guard lock(m);
+        resyncs.insert(e.mailbox);
+        cv.notify_all();
+    });
+    const auto heard = [&](const std::string& box) {
+        std::unique_lock lock(m);
+        const bool got = cv.wait_for(lock, std::chrono::seconds(5), [&] { return resyncs.contains(box); });
+        resyncs.clear();
+        return got;
+    };
+    write_file(alice / "new" / "7001.M1P1Q1.elsewhere", "one\n");
+    EXPECT_TRUE(heard("alice")) << "a file copied into new/";
+    const fs::path bob = hand_made_box(d.path / "store" / "bob");
+    write_file(bob / "cur" / "7002.M1P1Q1.elsewhere:2,S", "two\n");
+    EXPECT_TRUE(heard("bob")) << "a mailbox made by hand";
+    fs::remove(alice / "new" / "7001.M1P1Q1.elsewhere");
+    EXPECT_TRUE(heard("alice")) << "a file removed";
+    fs::remove_all(bob);
+    EXPECT_TRUE(heard("bob")) << "a mailbox removed";
+    {
+        std::lock_guard lock(m);
+        EXPECT_FALSE(resyncs.contains("")) << "never the whole store for a few files";
+    }
+}
+
+}  // namespace

@@ -26,6 +26,9 @@ struct recorder {
     std::vector<store_event> events;
     mailnet::event_hub::listener listener() {
         return [this](const store_event& e) {
+            // The Maildir store also names each mailbox whose files changed (its own changes
+            // too): advice to compare, told as well as the events these tests are about.
+            if (e.what == store_event::kind::resync && !e.mailbox.empty()) return;
             std::lock_guard lock(mutex);
             events.push_back(e);
         };
@@ -164,11 +167,11 @@ TEST_P(store_events, concurrent_deliveries_are_each_told_once_and_reset_waits_fo
     std::atomic<int> told{0};
     std::atomic<bool> inside{false}, after_reset{false};
     std::atomic<bool> overlapped{false};
-    auto sub = store->subscribe([&](const store_event&) {
+    auto sub = store->subscribe([&](const store_event& e) {
         if (inside.exchange(true)) overlapped = true;  // one call at a time per listener
         std::this_thread::sleep_for(std::chrono::microseconds(200));
         if (after_reset) overlapped = true;  // reset() returned while this ran
-        ++told;
+        if (e.what == store_event::kind::delivered) ++told;
         inside = false;
     });
     constexpr int threads = 4, each = 25;
@@ -206,6 +209,7 @@ TEST_P(store_events, a_deletion_is_never_told_before_its_delivery_and_seq_orders
         std::lock_guard lock(c.mutex);
         if (e.seq != c.last_seq + 1) ++c.bad_seq;
         c.last_seq = e.seq;
+        if (e.what == store_event::kind::resync) return;
         if (e.what == store_event::kind::delivered) {
             c.delivered.insert(e.id);
         } else {

@@ -76,11 +76,12 @@ std::optional<message_summary> read_summary(store& st, const std::string& mailbo
 }
 
 index_sync::index_sync(asio::io_context& io, std::shared_ptr<store> st, mail_index& index, log_sink log)
-    : io_(io), store_(std::move(st)), index_(index), log_(std::move(log)), serial_(asio::make_strand(pool_)), retry_(io) {}
+    : io_(io), store_(std::move(st)), index_(index), log_(std::move(log)), serial_(asio::make_strand(pool_)), retry_(io), check_timer_(io) {}
 
 index_sync::~index_sync() {
     sub_.reset();
     retry_.cancel();
+    check_timer_.cancel();
     pool_.stop();
     pool_.join();
 }
@@ -125,6 +126,10 @@ void index_sync::scan(std::function<void(std::size_t)> on_scanned) {
 }
 
 void index_sync::on_event(const store_event& e) {
+    if (e.what == store_event::kind::resync && !e.mailbox.empty()) {
+        asio::post(io_, [this, box = e.mailbox] { check_later(box); });
+        return;
+    }
     queued_.fetch_add(1, std::memory_order_relaxed);
     asio::post(serial_, [this, e] {
         queued_.fetch_sub(1, std::memory_order_relaxed);
@@ -248,6 +253,83 @@ void index_sync::resync() {
             asio::post(io_, [this, done, found = std::move(found)]() mutable {
                 for (auto& s : found) index_.insert(std::move(s));
                 done();
+            });
+        });
+    });
+}
+
+void index_sync::check_later(const std::string& box) {
+    to_check_.insert(box);
+    if (check_armed_) return;
+    check_armed_ = true;
+    check_timer_.expires_after(check_pause_);
+    check_timer_.async_wait([this](std::error_code ec) {
+        check_armed_ = false;
+        if (ec) return;
+        for (auto& box : std::exchange(to_check_, {})) asio::post(serial_, [this, box] { check(box); });
+    });
+}
+
+// On serial_, after the events told before it (as resync(), for one mailbox). A message in the
+// store and not in the index is taken only when the comparison before also lacked it: the
+// store's own deliveries are told through their events within that second, and they are
+// inserted so (their received time kept in order), not from here.
+void index_sync::check(const std::string& box) {
+    struct listed {
+        std::string id, store_id;
+        std::uint64_t octets = 0;
+    };
+    const auto began = std::chrono::steady_clock::now();
+    auto snap = store_->snapshot(box);
+    // A failure is no deletion: the entries stay until the mailbox's next change is heard of.
+    if (!snap) return;
+    // A large mailbox changing all the time is compared at most a tenth of the time.
+    const auto took = std::chrono::steady_clock::now() - began;
+    std::vector<listed> now;
+    now.reserve(snap->size());
+    for (const auto& m : *snap) now.push_back({make_message_id(box, m.id), m.id, m.octets});
+    asio::post(io_, [this, box, took, now = std::move(now)]() mutable {
+        check_pause_ = std::max<std::chrono::steady_clock::duration>(std::chrono::seconds(1), 10 * took);
+        auto& before = suspects_[box];
+        std::unordered_set<std::string> in_store, lacking;
+        in_store.reserve(now.size());
+        std::vector<listed> found;
+        for (auto& m : now) {
+            in_store.insert(m.id);
+            if (index_.find(m.id)) continue;
+            if (before.contains(m.id)) {
+                found.push_back(std::move(m));
+            } else {
+                lacking.insert(m.id);
+            }
+        }
+        std::vector<std::string> gone;
+        for (const auto* s : index_.in_mailbox(box))
+            if (!in_store.contains(s->id)) gone.push_back(s->id);
+        for (const auto& id : gone) index_.remove(id);
+        // Only ids lacking for the first time are looked at again: one found but unreadable
+        // is tried again at the mailbox's next change, not every second.
+        if (lacking.empty()) {
+            suspects_.erase(box);
+        } else {
+            before = std::move(lacking);
+            check_later(box);  // looked at again, even if nothing more changes
+        }
+        if (log_ && !gone.empty())
+            log_(log_level::info, "mailnetd: http: mailbox " + log_text(box, 256) + " changed on disk outside this process: " +
+                                      std::to_string(gone.size()) + " gone");
+        if (found.empty()) return;
+        asio::post(serial_, [this, box, found = std::move(found)] {
+            std::vector<message_summary> read;
+            for (const auto& m : found)
+                if (auto s = read_summary(*store_, box, m.store_id, m.octets)) read.push_back(std::move(*s));
+            std::stable_sort(read.begin(), read.end(),
+                             [](const message_summary& a, const message_summary& b) { return a.received < b.received; });
+            if (log_ && !read.empty())
+                log_(log_level::info, "mailnetd: http: mailbox " + log_text(box, 256) + " changed on disk outside this process: " +
+                                          std::to_string(read.size()) + " new");
+            asio::post(io_, [this, read = std::move(read)]() mutable {
+                for (auto& s : read) index_.insert(std::move(s));
             });
         });
     });

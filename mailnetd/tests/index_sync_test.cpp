@@ -325,3 +325,51 @@ TEST(index_sync, a_mailbox_the_store_cannot_read_in_a_resync_keeps_its_entries_u
 }
 
 }  // namespace
+
+namespace {
+
+// Mail written into a Maildir store by another program (a file copied in by hand, another
+// pop3d's deletion) is in the index within a few seconds, as the store's own deliveries are
+// at once; those are never taken twice.
+TEST(index_sync, a_maildir_changed_on_disk_by_another_program_is_followed) {
+    const auto dir = std::filesystem::temp_directory_path() / ("mailnetd-index-disk-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    mailnet::maildir_options opts;
+    opts.root = dir;
+    auto opened = mailnet::open_maildir_store(opts);
+    ASSERT_TRUE(opened) << opened.error().message();
+    std::shared_ptr<mailnet::store> st = std::move(*opened);
+    const std::vector<std::string> bob{"bob@x.org"};
+    ASSERT_TRUE(st->deliver(bob, "Subject: own 0\n\nx\n"));
+    synced s(st);
+    s.start();
+    ASSERT_TRUE(s.until([&] { return s.index.complete() && s.index.size() == 1u; }));
+    const auto subjects = [&](const std::string& box) {
+        std::set<std::string> out;
+        for (const auto* m : s.index.in_mailbox(box)) out.insert(m->subject);
+        return out;
+    };
+    // Copied in by hand: into bob's new/, and a mailbox of its own made with it.
+    std::ofstream(dir / "bob@x.org" / "new" / "1700000000.M1P1.elsewhere") << "Subject: copied\n\nx\n";
+    for (const char* sub : {"tmp", "new", "cur"}) std::filesystem::create_directories(dir / "amy@x.org" / sub);
+    std::ofstream(dir / "amy@x.org" / "cur" / "1700000001.M2P1.elsewhere:2,S") << "Subject: amy's\n\ny\n";
+    ASSERT_TRUE(s.until([&] { return subjects("bob@x.org").contains("copied") && subjects("amy@x.org").size() == 1u; }))
+        << s.on_io([&] { return s.index.size(); }) << " in the index";
+    // The store's own deliveries meanwhile: each told once, by its event.
+    for (int i = 1; i <= 20; ++i) ASSERT_TRUE(st->deliver(bob, "Subject: own " + std::to_string(i) + "\n\nx\n"));
+    ASSERT_TRUE(s.until([&] { return subjects("bob@x.org").size() == 22u; }));
+    // Removed by hand: gone from the index.
+    std::filesystem::remove(dir / "bob@x.org" / "new" / "1700000000.M1P1.elsewhere");
+    std::filesystem::remove_all(dir / "amy@x.org");
+    ASSERT_TRUE(s.until([&] { return !subjects("bob@x.org").contains("copied") && subjects("amy@x.org").empty(); }));
+    std::this_thread::sleep_for(2500ms);  // two more comparisons, had anything been left to compare
+    s.on_io([&] {
+        EXPECT_EQ(s.index.size(), 21u);
+        for (const auto& [id, n] : s.added) EXPECT_EQ(n, 1) << id;
+        return 0;
+    });
+    std::filesystem::remove_all(dir);
+}
+
+}  // namespace

@@ -4,6 +4,7 @@
 
 #include "mailnet/dot_stuffing.hpp"
 #include "mailnet/posix_io.hpp"
+#include "maildir_watch.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -1871,18 +1872,35 @@ public:
             if (::fstatat(root.get(), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) continue;
             const std::string sub = std::string(entry) + "/new";
             if (::fstatat(root.get(), sub.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) continue;
-            std::optional<std::string> name = decode_mailbox_name(entry);
-            if (!name && entry.starts_with("%H")) name = read_name_file(root.get(), std::string(entry));
-            // A folder no name of ours leads to (made by hand, or a hashed one without its
-            // file) is no mailbox this store can open.
-            if (name && encode_mailbox_name(*name) == entry) names.push_back(std::move(*name));
+            if (auto name = mailbox_of_entry(root.get(), std::string(entry))) names.push_back(std::move(*name));
         }
         ::closedir(d);
         std::sort(names.begin(), names.end());
         return names;
     }
 
+    // Also told of what other programs change on disk (inotify, while anyone listens): each
+    // mailbox whose files changed, as a `resync` naming it.
+    subscription subscribe(event_hub::listener listener) override {
+        auto s = store::subscribe(std::move(listener));
+        if (!folder_)
+            std::call_once(watch_once_, [this] {
+                watch_ = std::make_unique<detail::maildir_watch>(root_, &maildir_store::mailbox_of_entry, events(),
+                                                                 options_.log);
+            });
+        return s;
+    }
+
 private:
+    // The mailbox whose directory in the root is `entry`: a folder no name of ours leads to
+    // (made by hand, or a hashed one without its file) is no mailbox this store can open.
+    static std::optional<std::string> mailbox_of_entry(int root, const std::string& entry) {
+        std::optional<std::string> name = decode_mailbox_name(entry);
+        if (!name && entry.starts_with("%H")) name = read_name_file(root, entry);
+        if (name && encode_mailbox_name(*name) == entry) return name;
+        return std::nullopt;
+    }
+
     static std::optional<std::string> read_name_file(int root, const std::string& entry) {
         const std::string rel = entry + "/" + name_file_name;
         auto file = open_regular(root, rel.c_str(), O_RDONLY);
@@ -2105,6 +2123,8 @@ private:
     std::string root_;
     std::string host_;  // escaped for file names
     bool folder_ = false;  // root_ is the one Maildir (open_maildir_folder)
+    std::once_flag watch_once_;
+    std::unique_ptr<detail::maildir_watch> watch_;  // from the first subscribe() on (not for a folder)
     std::shared_ptr<std::atomic<std::uint64_t>> counter_ = std::make_shared<std::atomic<std::uint64_t>>(0);
     // NOTE: the process id of the names, read once (getpid() was a system call per delivery).
     // A child forked with this store names its files with the parent's id: still unique, since

@@ -45,6 +45,10 @@ struct store_event {
         /// and is back (PostgreSQL: the LISTEN connection was lost and is listening again). A
         /// listener that keeps state rebuilds it from mailboxes() and snapshot() now; every
         /// change after this event is told again. `mailbox` and `id` are empty.
+        /// With `mailbox` set (the Maildir store, while anyone subscribes): that mailbox's
+        /// files changed on disk, maybe through another program (a file copied in, another
+        /// pop3d's deletion; this store's own changes too, which are also told as above); a
+        /// listener that keeps state compares that mailbox's snapshot() with it.
         resync,
     };
     kind what = kind::delivered;

@@ -10,6 +10,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
+#include <set>
+#include <unordered_set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,6 +31,11 @@ std::optional<message_summary> read_summary(store& st, const std::string& mailbo
 /// reads (a 30 MB message view) never delay an index update. After a store's `resync` event
 /// (its event source was cut: PostgreSQL's LISTEN connection) the index is compared with the
 /// store again: what was missed is added (and wakes its waiters), what is gone is removed.
+/// A `resync` naming one mailbox (the Maildir store: its files changed on disk, maybe by
+/// another program) compares that mailbox only, at most once a second (or a tenth of the
+/// time, for a mailbox whose snapshot takes more than 100 ms): a message it lacks is
+/// added when a second comparison still lacks it (this process's own deliveries are told by
+/// then, through their own events), one gone is removed at once.
 class index_sync {
 public:
     index_sync(asio::io_context& io, std::shared_ptr<store> st, mail_index& index, log_sink log);
@@ -58,6 +66,9 @@ private:
     // that cannot list a mailbox (the database just came back) is asked again later.
     void resync();
     void resync_later();  // on io_
+    // A resync naming `box`: compared within check_pause_ (on io_).
+    void check_later(const std::string& box);
+    void check(const std::string& box);  // on serial_
 
     asio::io_context& io_;
     std::shared_ptr<store> store_;
@@ -72,6 +83,13 @@ private:
     std::atomic<int> resyncs_{0};          // resyncs begun, not yet in the index
     asio::steady_timer retry_;             // on io_: the next resync after one that failed
     std::chrono::seconds retry_pause_{1};  // on io_: doubles to 30 s while they fail
+    // On io_: mailboxes to compare with the store (check_later), the timer that does it, and
+    // per mailbox the ids the last comparison found in the store and not in the index.
+    std::set<std::string> to_check_;
+    asio::steady_timer check_timer_;
+    bool check_armed_ = false;
+    std::chrono::steady_clock::duration check_pause_ = std::chrono::seconds(1);  // 1 s, or 10x the last comparison's time
+    std::map<std::string, std::unordered_set<std::string>> suspects_;
 };
 
 }  // namespace mailnet::mailnetd
