@@ -485,7 +485,7 @@ result<void> server::build() {
     if (config_.storage) shared_->committer = &net::delivery_committer::of(io_);  // used while commits_in_groups()
     return rebuild(
         config_.base_options(), [sh = shared_](net::connection& c) { return serve(sh, c); },
-        "421 4.3.2 Too many connections, try again later\r\n", listeners_of(config_));
+        "421 4.3.2 " + config_.hostname + " Too many connections, try again later\r\n", listeners_of(config_));
 }
 
 result<void> server::check(const server_config& c) const {

@@ -14,6 +14,21 @@
 namespace mailnet::smtp {
 namespace {
 
+// RFC 3461 4: xtext is printable ASCII but "+" and "=", with "+" and two hex digits for any octet.
+bool valid_xtext(std::string_view v) {
+    const auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f'); };
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        const char c = v[i];
+        if (c == '+') {
+            if (i + 2 >= v.size() || !hex(v[i + 1]) || !hex(v[i + 2])) return false;
+            i += 2;
+        } else if (c < '!' || c > '~' || c == '=') {
+            return false;
+        }
+    }
+    return !v.empty();
+}
+
 bool iequals(std::string_view a, std::string_view b) {
     return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
                return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
@@ -335,6 +350,8 @@ void session::cmd_mail(std::string_view arg) {
     if (!istarts_with(arg, "FROM:")) return bad_command(501, "5.5.4", "Syntax: MAIL FROM:<address>");
     std::string why;
     auto path = parse_path(arg.substr(5), path_options{true, extended_, false}, &why);
+    // A parameter's syntax is 5.5.4 (RFC 3463), the address's 5.1.7.
+    if (!path && why.find("parameter") != std::string::npos) return bad_command(501, "5.5.4", "Bad parameter: " + why);
     if (!path) return bad_command(501, "5.1.7", "Bad sender address syntax: " + why);
     const bool eight_bit = std::any_of(arg.begin(), arg.end(), [](char c) { return static_cast<unsigned char>(c) > 0x7F; });
     envelope next;
@@ -359,7 +376,12 @@ void session::cmd_mail(std::string_view arg) {
             if (p.has_value) return bad_command(501, "5.5.4", "SMTPUTF8 takes no value");
             next.smtputf8 = true;
         } else if (p.keyword == "AUTH") {
-            // RFC 4954 5: the submitter's identity; accepted and not used (nothing is relayed).
+            // RFC 4954 5: the submitter's identity, xtext or <>; accepted and not used (nothing
+            // is relayed). Only where AUTH is offered (RFC 5321 4.1.1.11: a parameter of an
+            // extension not advertised is 555).
+            if (!auth_allowed()) return bad_command(555, "5.5.4", "Unsupported option: AUTH");
+            if (!p.has_value || (p.value != "<>" && !valid_xtext(p.value)))
+                return bad_command(501, "5.5.4", "Bad AUTH parameter");
         } else {
             return bad_command(555, "5.5.4", "Unsupported option: " + p.keyword);
         }
@@ -383,6 +405,7 @@ void session::cmd_rcpt(std::string_view arg) {
         return say(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
     std::string why;
     auto path = parse_path(arg.substr(3), path_options{false, mail_.smtputf8, true}, &why);
+    if (!path && why.find("parameter") != std::string::npos) return bad_command(501, "5.5.4", "Bad parameter: " + why);
     if (!path) return bad_command(501, "5.1.3", "Bad recipient address syntax: " + why);
     if (!path->parameters.empty())
         return bad_command(555, "5.5.4", "Unsupported option: " + path->parameters.front().keyword);
@@ -729,6 +752,11 @@ void session::resume(const verdict& v) {
         case wait::deliver:
             // RFC 5321 4.1.1.4: the transaction is over, whatever the answer.
             reset_transaction();
+            // A client that delivers is no prober: its refused recipients and bad commands
+            // count again from none (as Postfix's limits on errors "without delivering mail"),
+            // so a relay sending many messages over one connection, each with a stale
+            // address, is not cut off.
+            if (v.accepted) refused_recipients_ = bad_commands_ = 0;
             return say(fitting(v));
     }
 }

@@ -1,9 +1,26 @@
 // sasl.cpp: SASL PLAIN (RFC 4616 2) decoding, and the client's encoding, for POP3 AUTH (RFC 5034 4) and SMTP AUTH (RFC 4954 4).
 #include "mailnet/auth/sasl.hpp"
 
+#include "mailnet/address.hpp"
 #include "mailnet/base64.hpp"
 
+#include <cctype>
+
 namespace mailnet {
+
+namespace {
+
+// Two spellings of one login: quotes and escapes RFC 5321 does not need, and ASCII case, count
+// for nothing (as the passwd-file and the login throttle see names).
+bool same_login(std::string_view a, std::string_view b) {
+    const std::string ca = canonical_address(a), cb = canonical_address(b);
+    if (ca.size() != cb.size()) return false;
+    for (std::size_t i = 0; i < ca.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(ca[i])) != std::tolower(static_cast<unsigned char>(cb[i]))) return false;
+    return true;
+}
+
+}  // namespace
 
 std::variant<credentials, sasl_refusal> decode_sasl_plain(std::string_view base64) {
     const auto decoded = base64_decode(base64 == "=" ? std::string_view{} : base64);
@@ -15,7 +32,8 @@ std::variant<credentials, sasl_refusal> decode_sasl_plain(std::string_view base6
         return sasl_refusal{{}, "malformed SASL PLAIN response"};
     std::string authzid = decoded->substr(0, first);
     std::string authcid = decoded->substr(first + 1, second - first - 1);
-    if (!authzid.empty() && authzid != authcid)
+    // The login is authcid's; an authzid that names the same account (in another case) is no proxy.
+    if (!authzid.empty() && authzid != authcid && !same_login(authzid, authcid))
         return sasl_refusal{std::move(authcid), "SASL authorization identity differs from the login (no proxy logins)"};
     return credentials{std::move(authcid), decoded->substr(second + 1)};
 }
