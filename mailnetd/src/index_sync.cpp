@@ -36,7 +36,8 @@ constexpr std::size_t max_head_octets = 256 * 1024;
 }  // namespace
 
 std::optional<message_summary> read_summary(store& st, const std::string& mailbox, const std::string& store_id,
-                                            std::uint64_t wire_octets) {
+                                            std::uint64_t wire_octets,
+                                            std::optional<std::chrono::system_clock::time_point> told_at) {
     auto m = st.open(mailbox, store_id);
     if (!m) return std::nullopt;  // gone meanwhile: its deleted event follows
     std::string head;
@@ -67,10 +68,15 @@ std::optional<message_summary> read_summary(store& st, const std::string& mailbo
         s.to.push_back(std::move(kept));
     }
     s.subject = utf8_prefix(mh.subject, max_summary_field_octets);
-    // The store's own time (PostgreSQL), else the Maildir name's; a store with neither (the
-    // memory store) says no time: the time it was indexed stands in.
+    // The store's own time (PostgreSQL); else, for a delivery told by its event, when it was
+    // told: a Maildir name's time is when its file was made, up to 2 s before the delivery for
+    // one made ahead, and a `since=TIME` taken before the mail was sent must count it. A
+    // message found on disk (the start-up scan, a file copied in) has its name's time; a
+    // store with no time at all (the memory store), the time it was indexed.
     const auto received = m->received();
-    s.received = received ? *received : received_from_store_id(store_id).value_or(std::chrono::system_clock::now());
+    s.received = received ? *received
+                 : told_at ? *told_at
+                           : received_from_store_id(store_id).value_or(std::chrono::system_clock::now());
     s.size = wire_octets;
     return s;
 }
@@ -131,7 +137,8 @@ void index_sync::on_event(const store_event& e) {
         return;
     }
     queued_.fetch_add(1, std::memory_order_relaxed);
-    asio::post(serial_, [this, e] {
+    const auto told_at = std::chrono::system_clock::now();
+    asio::post(serial_, [this, e, told_at] {
         queued_.fetch_sub(1, std::memory_order_relaxed);
         if (e.what == store_event::kind::resync) {
             resync();
@@ -141,13 +148,12 @@ void index_sync::on_event(const store_event& e) {
             asio::post(io_, [this, box = e.mailbox, id = e.id] { index_.remove(box, id); });
             return;
         }
-        auto s = read_summary(*store_, e.mailbox, e.id, e.octets);
+        auto s = read_summary(*store_, e.mailbox, e.id, e.octets, told_at);
         if (!s) return;
         asio::post(io_, [this, s = std::move(*s)]() mutable {
-            // A delivery told after another is not listed as older than it by a little: a
-            // Maildir message's received time is its file name's, and a file made ahead of its
-            // delivery carries one up to 2 s early. Older by more (another front-end's clock,
-            // a message copied in): its own time is kept.
+            // A delivery told after another is not listed as older than it by a little (a
+            // store's own times from transactions that committed in another order, the clock
+            // stepped back). Older by more (another front-end's clock): its own time is kept.
             constexpr std::int64_t made_ahead_skew_us = 5'000'000;
             const std::int64_t newest = index_.newest_received_us();
             const std::int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(s.received.time_since_epoch()).count();
@@ -294,18 +300,24 @@ void index_sync::check(const std::string& box) {
         std::unordered_set<std::string> in_store, lacking;
         in_store.reserve(now.size());
         std::vector<listed> found;
+        std::size_t listed_here = 0;  // of the mailbox's messages in the store, those in the index
         for (auto& m : now) {
             in_store.insert(m.id);
-            if (index_.find(m.id)) continue;
+            if (index_.find(m.id)) {
+                ++listed_here;
+                continue;
+            }
             if (before.contains(m.id)) {
                 found.push_back(std::move(m));
             } else {
                 lacking.insert(m.id);
             }
         }
+        // The index's whole walk only when the mailbox holds entries the store no longer has.
         std::vector<std::string> gone;
-        for (const auto* s : index_.in_mailbox(box))
-            if (!in_store.contains(s->id)) gone.push_back(s->id);
+        if (index_.count_in(box) != listed_here)
+            for (const auto* s : index_.in_mailbox(box))
+                if (!in_store.contains(s->id)) gone.push_back(s->id);
         for (const auto& id : gone) index_.remove(id);
         // Only ids lacking for the first time are looked at again: one found but unreadable
         // is tried again at the mailbox's next change, not every second.

@@ -218,9 +218,10 @@ private:
     std::unique_ptr<mailnet::store> inner_;
 };
 
-TEST(index_sync, a_delivery_told_after_another_is_never_listed_older_for_an_early_file_name) {
-    // A Maildir file made ahead of its delivery names a time up to 2 s early: the second
-    // delivery, told second, is still the newest; a message older by more keeps its place.
+TEST(index_sync, a_delivery_is_received_when_told_not_at_its_file_names_earlier_time) {
+    // A Maildir file made ahead of its delivery names a time up to 2 s early (here: years):
+    // a delivery told by its event is received when told, so each is newer than the one told
+    // before it, and a `since=TIME` taken before it was sent counts it.
     const auto dir = std::filesystem::temp_directory_path() / ("mailnetd-index-order-" + std::to_string(::getpid()));
     std::filesystem::remove_all(dir);
     for (const char* sub : {"new", "cur", "tmp"}) std::filesystem::create_directories(dir / "bob@x.org" / sub);
@@ -236,14 +237,19 @@ TEST(index_sync, a_delivery_told_after_another_is_never_listed_older_for_an_earl
         std::ofstream(dir / "bob@x.org" / "new" / name) << "Subject: " + subject + "\n\nx\n";
         store->tell("bob@x.org", name, 16 + subject.size());
     };
+    const auto before = std::chrono::duration_cast<std::chrono::microseconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count();
     deliver("1700000003.M1P1Q1.h", "m3");
     deliver("1700000002.M2P1Q2.h", "m4");  // made ahead: a second earlier
-    deliver("1699999990.M3P1Q3.h", "old");  // ten seconds earlier still: truly older
+    deliver("1699999990.M3P1Q3.h", "m5");  // ten seconds earlier still
     ASSERT_TRUE(s.until([&] { return s.index.size() == 3; }));
     s.on_io([&] {
         std::vector<std::string> newest_first;
         for (const auto* m : s.index.query(message_query{}).messages) newest_first.push_back(m->subject);
-        EXPECT_EQ(newest_first, (std::vector<std::string>{"m4", "m3", "old"}));
+        EXPECT_EQ(newest_first, (std::vector<std::string>{"m5", "m4", "m3"}));
+        message_query since;
+        since.after_us = before;
+        EXPECT_EQ(s.index.query(since).total, 3u) << "since=TIME taken before the three were told";
     });
     std::filesystem::remove_all(dir);
 }

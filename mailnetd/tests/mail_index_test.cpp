@@ -123,6 +123,20 @@ TEST_F(index_test, insert_is_idempotent_and_remove_by_either_key) {
     ASSERT_NE(index.find(make_message_id("dave@z.org", "3")), nullptr);
 }
 
+TEST_F(index_test, count_in_follows_insertions_and_removals_in_any_case_of_the_mailbox) {
+    EXPECT_EQ(index.count_in("bob@x.org"), 2u);
+    EXPECT_EQ(index.count_in("BOB@X.org"), 2u);
+    EXPECT_EQ(index.count_in("nobody@x.org"), 0u);
+    EXPECT_FALSE(index.insert(make("bob@x.org", "1", "", {}, "again", 9)));
+    EXPECT_EQ(index.count_in("bob@x.org"), 2u) << "a refused insertion counts nothing";
+    EXPECT_TRUE(index.remove("bob@x.org", "1"));
+    EXPECT_FALSE(index.remove("bob@x.org", "1"));
+    EXPECT_EQ(index.count_in("bob@x.org"), 1u);
+    EXPECT_TRUE(index.remove("bob@x.org", "2"));
+    EXPECT_EQ(index.count_in("bob@x.org"), 0u);
+    EXPECT_EQ(index.count_in("dave@z.org"), 1u);
+}
+
 // A test that fetched and deleted a message waits for the next one with since=<its id>.
 TEST_F(index_test, since_a_removed_id_still_counts_from_where_it_stood_for_a_while) {
     const auto id = make_message_id("dave@z.org", "3");

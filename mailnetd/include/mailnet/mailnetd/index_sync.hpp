@@ -23,9 +23,12 @@
 
 namespace mailnet::mailnetd {
 
-/// The summary of one stored message, read from its header block (blocking: store I/O).
+/// The summary of one stored message, read from its header block (blocking: store I/O). Its
+/// received time: the store's own (PostgreSQL), else `told_at` (when its delivery was told),
+/// else its Maildir name's, else now.
 std::optional<message_summary> read_summary(store& st, const std::string& mailbox, const std::string& store_id,
-                                            std::uint64_t wire_octets);
+                                            std::uint64_t wire_octets,
+                                            std::optional<std::chrono::system_clock::time_point> told_at = std::nullopt);
 
 /// Feeds `index` (used on `io`'s thread only) from `st`, on a thread of its own: the HTTP API's
 /// reads (a 30 MB message view) never delay an index update. After a store's `resync` event
