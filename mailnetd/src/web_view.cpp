@@ -246,20 +246,29 @@ constexpr std::string_view script = R"js(
   $('mailbox').addEventListener('change', (e) => { mailbox = e.target.value; load(); });
   window.addEventListener('hashchange', route);
 
-  const events = new EventSource('/api/v1/events');
   const on = (kind) => (e) => {
     let m;
     try { m = JSON.parse(e.data); } catch (x) { return; }
     if (loading) queued.push([kind, m]); else apply(kind, m);
   };
-  events.addEventListener('new', on('new'));
-  events.addEventListener('deleted', on('deleted'));
-  events.addEventListener('open', () => {
-    status('live');
-    // Back after a break: what happened meanwhile is in the list, not in the stream.
-    if (wasDown) { wasDown = false; load(); }
-  });
-  events.addEventListener('error', () => { wasDown = true; status('reconnecting…'); });
+  const listen = () => {
+    const events = new EventSource('/api/v1/events');
+    events.addEventListener('new', on('new'));
+    events.addEventListener('deleted', on('deleted'));
+    events.addEventListener('open', () => {
+      status('live');
+      // Back after a break: what happened meanwhile is in the list, not in the stream.
+      if (wasDown) { wasDown = false; load(); }
+    });
+    events.addEventListener('error', () => {
+      wasDown = true;
+      status('reconnecting…');
+      // A broken stream the browser retries itself; one refused (a 503 while 64 streams are
+      // open, the server restarting) it gives up for good: a new one, a little later.
+      if (events.readyState === EventSource.CLOSED) setTimeout(listen, 3000);
+    });
+  };
+  listen();
 
   load();
   mailboxes();

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -515,6 +516,27 @@ class WebView(unittest.TestCase):
         b.wait_for(s, "document.querySelectorAll('#list li').length === 0")
         self.assertEqual(self.messages(mailbox=eloise)["total"], 0)
         self.assertEqual(self.messages()["total"], 1)  # erin's
+
+    def test_c_a_refused_event_stream_is_opened_again(self):
+        # With the 64 event streams taken, the page's EventSource is answered 503, which a
+        # browser never retries by itself: the page opens a new one once streams are free.
+        streams = []
+        try:
+            for _ in range(64):
+                c = socket.create_connection((t.HOST, self.srv.http_port), timeout=15)
+                c.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                streams.append(c)
+            for c in streams:  # each answered (200 and its stream) before the page asks
+                self.assertIn(b" 200 ", c.recv(4096))
+            b = self.start_browser()
+            s = b.open(self.base + "/")
+            b.wait_for(s, "document.getElementById('status').textContent === 'reconnecting…'")
+        finally:
+            for c in streams:
+                c.close()
+        b.wait_for(s, "document.getElementById('status').textContent === 'live'")
+        send(self.srv, "s@example.org", ["bob@example.org"], simple("after the cap", "bob@example.org"))
+        b.wait_for(s, "document.querySelector('#list li .subject').textContent === 'after the cap'")
 
 
 if __name__ == "__main__":
