@@ -52,7 +52,7 @@ bool equals_nocase(std::string_view a, std::string_view b) {
 // A case-insensitive (ASCII) substring search in time linear in the text (Knuth-Morris-Pratt):
 // a filter runs over every summary on the I/O thread, and the naive search's text x filter
 // steps (256-octet filters, 100 addresses of 1 KiB a copy) held the whole API up for 36 s.
-namespace {
+namespace detail {
 
 class nocase_finder {
 public:
@@ -81,22 +81,32 @@ private:
     std::vector<std::size_t> fail_;
 };
 
-}  // namespace
+}  // namespace detail
 
-bool contains_nocase(std::string_view haystack, std::string_view needle) { return nocase_finder(needle).in(haystack); }
+struct compiled_filters {
+    std::string subject_text, from_text, to_text;  // what they were made from
+    detail::nocase_finder subject, from, to;
+    explicit compiled_filters(const message_query& q)
+        : subject_text(q.subject), from_text(q.from), to_text(q.to), subject(q.subject), from(q.from), to(q.to) {}
+    bool made_from(const message_query& q) const {
+        return subject_text == q.subject && from_text == q.from && to_text == q.to;
+    }
+};
+
+bool contains_nocase(std::string_view haystack, std::string_view needle) {
+    return detail::nocase_finder(needle).in(haystack);
+}
 
 bool mail_index::matches(const message_query& q, const message_summary& s) {
     if (!q.mailbox.empty() && !equals_nocase(s.mailbox, q.mailbox)) return false;
-    if (!q.subject.empty() && !nocase_finder(q.subject).in(s.subject)) return false;
-    if (!q.from.empty()) {
-        const nocase_finder from(q.from);
-        if (!from.in(s.from) && !from.in(s.from_header)) return false;
-    }
-    if (!q.to.empty()) {
-        const nocase_finder to(q.to);
-        if (!to.in(s.mailbox) && std::none_of(s.to.begin(), s.to.end(), [&](const std::string& a) { return to.in(a); }))
-            return false;
-    }
+    if (q.subject.empty() && q.from.empty() && q.to.empty()) return true;
+    if (!q.compiled || !q.compiled->made_from(q)) q.compiled = std::make_shared<const compiled_filters>(q);
+    const compiled_filters& f = *q.compiled;
+    if (!q.subject.empty() && !f.subject.in(s.subject)) return false;
+    if (!q.from.empty() && !f.from.in(s.from) && !f.from.in(s.from_header)) return false;
+    if (!q.to.empty() && !f.to.in(s.mailbox) &&
+        std::none_of(s.to.begin(), s.to.end(), [&](const std::string& a) { return f.to.in(a); }))
+        return false;
     return true;
 }
 

@@ -43,6 +43,8 @@ struct order_key {
 };
 
 /// The filters of GET /api/v1/messages and /wait; empty strings match everything.
+struct compiled_filters;
+
 struct message_query {
     std::string mailbox;  ///< exact, ASCII case-insensitive
     std::string to;       ///< substring of the mailbox or a To/Cc address, case-insensitive
@@ -55,6 +57,9 @@ struct message_query {
     /// message started earlier can be delivered after one it would sort before.
     std::optional<std::uint64_t> after_seq;
     std::size_t limit = 50;          ///< at most this many summaries (the total counts all)
+    /// The filters' searches, made by the index at its first use of this query and again only
+    /// when a filter changed: a list or wait scans every summary with them.
+    mutable std::shared_ptr<const compiled_filters> compiled;
 };
 
 /// A query's answer: how many match, and the newest `limit` of them, newest first.
