@@ -307,6 +307,8 @@ std::string format_rfc3339(std::chrono::system_clock::time_point t) {
 
 std::optional<std::chrono::system_clock::time_point> parse_rfc3339(std::string_view s) {
     // date-time = full-date "T" partial-time time-offset (RFC 3339 5.6); 'T' and 'Z' any case.
+    // Also what shell scripts get from date(1): a space for the T (`date --rfc-3339=ns`, as RFC
+    // 3339 5.6's note allows) and a comma before the fraction (`date -Ins`, ISO 8601).
     const auto digits = [&](std::size_t at, std::size_t n) -> std::optional<int> {
         if (at + n > s.size()) return std::nullopt;
         int v = 0;
@@ -316,7 +318,7 @@ std::optional<std::chrono::system_clock::time_point> parse_rfc3339(std::string_v
         }
         return v;
     };
-    if (s.size() < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' || s[16] != ':')
+    if (s.size() < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || s[13] != ':' || s[16] != ':')
         return std::nullopt;
     auto y = digits(0, 4), mo = digits(5, 2), d = digits(8, 2), h = digits(11, 2), mi = digits(14, 2), se = digits(17, 2);
     if (!y || !mo || !d || !h || !mi || !se) return std::nullopt;
@@ -327,7 +329,7 @@ std::optional<std::chrono::system_clock::time_point> parse_rfc3339(std::string_v
     if (*d > month_days[*mo - 1] + (*mo == 2 && leap ? 1 : 0)) return std::nullopt;
     std::size_t at = 19;
     std::int64_t us = 0;
-    if (at < s.size() && s[at] == '.') {
+    if (at < s.size() && (s[at] == '.' || s[at] == ',')) {
         ++at;
         const std::size_t start = at;
         int scale = 100000;

@@ -258,10 +258,13 @@ TEST(rfc3339, parse_and_format) {
     EXPECT_EQ(format_rfc3339(*u), "2023-11-14T22:13:20.500000Z");
     EXPECT_EQ(format_rfc3339(*parse_rfc3339("2024-02-29T00:00:00-00:30")), "2024-02-29T00:30:00.000000Z");
     for (const char* bad : {"", "2023-11-14", "2023-11-14T22:13:20", "2023-13-14T22:13:20Z", "2023-11-14T22:13:20Zx",
-                            "2023-11-14T22:13:20.Z", "2023-11-14 22:13:20Z", "yesterday", "2023-11-14T22:13:20+0200",
+                            "2023-11-14T22:13:20.Z", "2023-11-14_22:13:20Z", "2023-11-14T22:13:20,Z", "yesterday", "2023-11-14T22:13:20+0200",
                             "2023-02-29T00:00:00Z", "2023-04-31T00:00:00Z", "2100-02-29T00:00:00Z"})
         EXPECT_FALSE(parse_rfc3339(bad)) << bad;
     EXPECT_TRUE(parse_rfc3339("2000-02-29T00:00:00Z"));
+    // As date(1) prints them: --rfc-3339=ns (a space for the T), -Ins (a comma before the fraction).
+    EXPECT_EQ(format_rfc3339(*parse_rfc3339("2023-11-15 00:13:20.500000000+02:00")), "2023-11-14T22:13:20.500000Z");
+    EXPECT_EQ(format_rfc3339(*parse_rfc3339("2023-11-15T00:13:20,500000000+02:00")), "2023-11-14T22:13:20.500000Z");
     // Beyond what the clock holds: its nearest end, in order, never an overflow.
     const auto now = clock_type::now();
     for (const char* later : {"2262-04-12T00:00:00Z", "2300-01-01T00:00:00Z", "5000-01-01T00:00:00Z", "9999-12-31T23:59:59Z"}) {
