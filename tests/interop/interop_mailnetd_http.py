@@ -488,11 +488,25 @@ class HttpCase(unittest.TestCase):
             self.assertEqual(status, 200, body)
             [m] = json.loads(body)["messages"]
             self.assertEqual(m["subject"], "slow one")
-            # Its name is the earlier, but a delivery told after another is never listed as
-            # older: it takes the quick one's time (docs/mailnetd.md, List).
-            self.assertEqual(m["received"], quick["received"])
+            # Its name is the earlier, but it is received when its delivery was told: after
+            # the quick one (docs/mailnetd.md, wait).
+            self.assertGreater(m["received"], quick["received"])
         finally:
             slow.close()
+
+    def test_wait_since_a_time_counts_mail_sent_after_it(self):
+        # The CI pattern: T = now, have the application send, wait since=T. A mailbox that just
+        # got mail has files made ahead, named up to 2 s before their delivery: a message
+        # sent after T must still count (it is received when delivered, not at its name's).
+        for i in range(3):
+            send(self.srv, "a@example.org", ["carol@example.org"], simple(f"warm {i}", "carol@example.org"))
+        for pause in (0.4, 0.8, 1.2):
+            time.sleep(pause)
+            since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            send(self.srv, "a@example.org", ["carol@example.org"], simple(f"after {pause}", "carol@example.org"))
+            r = self.api.get(q("/api/v1/wait", mailbox="carol@example.org", since=since, timeout=5))
+            self.assertEqual([m["subject"] for m in r["messages"]], [f"after {pause}"], since)
+            self.assertGreater(r["messages"][0]["received"], since)
 
     def test_lists_are_chunked_and_wait_takes_a_limit(self):
         for i in range(5):
