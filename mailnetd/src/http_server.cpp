@@ -399,6 +399,27 @@ std::string disposition(std::string_view filename) {
 // -> {}. An empty segment is kept (so the path names no endpoint): "/api/v1/messages/" is not
 // the collection, or a Delete of the message "." (a browser makes ".../messages/." that path)
 // would empty every mailbox.
+// A request target in absolute form (RFC 9112 3.2.2: "http://host:port/path", which a server
+// must accept): its authority, and the path in origin form; any other target, as it is.
+struct target_parts {
+    std::optional<std::string_view> authority;
+    std::string_view path;
+};
+target_parts split_target(std::string_view target) {
+    for (std::string_view scheme : {"http://", "https://"}) {
+        if (target.size() < scheme.size()) continue;
+        bool same = true;
+        for (std::size_t i = 0; i < scheme.size(); ++i)
+            if (std::tolower(static_cast<unsigned char>(target[i])) != scheme[i]) same = false;
+        if (!same) continue;
+        target.remove_prefix(scheme.size());
+        const auto slash = target.find('/');
+        if (slash == std::string_view::npos) return {target, "/"};
+        return {target.substr(0, slash), target.substr(slash)};
+    }
+    return {std::nullopt, target};
+}
+
 std::vector<std::string_view> segments(std::string_view path) {
     std::vector<std::string_view> out;
     if (path.empty() || path == "/") return out;
@@ -623,6 +644,7 @@ private:
 
 restinio::request_handling_status_t http_server::impl::handle(const request& req) {
     const auto& h = req->header();
+    const target_parts target = split_target(h.path());
     // A wait or an events stream before this request on its connection ends now (a wait as at
     // its timeout, 408): the connection's answers then flow, and it stays read.
     supersede(req->connection_id());
@@ -631,7 +653,7 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
     // 9.3.2: a pipelining client would read one as its next answer's start), whatever else is
     // wrong with the request.
     if (h.method() == restinio::http_method_head()) {
-        const char* allow = allowed_methods(segments(h.path()));
+        const char* allow = allowed_methods(segments(target.path));
         auto r = req->create_response(status(allow ? 405 : 404));
         if (allow) r.append_header("Allow", allow);
         r.append_header("Cache-Control", "no-store");
@@ -668,12 +690,21 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
     }
     if (!cfg.any_host) {
         // Loopback only (DESIGN.md): also by name, or a rebinding page could read every mail.
-        if (!loopback_host(h.get_field_or(restinio::http_field::host, ""))) {
+        // An absolute-form target's authority stands for the Host (RFC 9112 3.2.2); both are checked.
+        if (!loopback_host(h.get_field_or(restinio::http_field::host, "")) ||
+            (target.authority && !loopback_host(*target.authority))) {
             fail(req, 403, "the Host is not this machine's loopback (see --allow-open-network)");
             return restinio::request_accepted();
         }
+        // Two Origin headers: as foreign as the worse of them (a check of the first alone let
+        // a second one name another site).
+        std::size_t origins = 0;
+        h.for_each_value_of(restinio::http_field::origin, [&](auto) {
+            ++origins;
+            return restinio::http_header_fields_t::continue_enumeration();
+        });
         if (method != restinio::http_method_get() &&
-            foreign_origin(h.get_field_or(restinio::http_field::origin, ""))) {
+            (origins > 1 || foreign_origin(h.get_field_or(restinio::http_field::origin, "")))) {
             fail(req, 403, "a request from another site's page");
             return restinio::request_accepted();
         }
@@ -687,7 +718,7 @@ restinio::request_handling_status_t http_server::impl::handle(const request& req
         return restinio::request_accepted();
     }
     const query_params& params = std::get<query_params>(parsed);
-    const auto seg = segments(h.path());
+    const auto seg = segments(target.path);
     // RFC 7231 6.5.5: a 405 names the methods the path takes.
     const auto not_allowed = [&] {
         const char* allow = allowed_methods(seg);

@@ -408,6 +408,27 @@ TEST(http_server, a_request_without_a_host_or_with_two_is_a_400) {
     EXPECT_EQ(status_of("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"), "HTTP/1.1 200 OK");
 }
 
+// RFC 9112 3.2.2: a target in absolute form is taken (a proxy-minded client sends it), its
+// authority standing for the Host, which must be loopback too.
+TEST(http_server, an_absolute_form_target_is_served_and_its_authority_checked) {
+    server_fixture srv;
+    const std::string authority = "localhost:" + std::to_string(srv.port());
+    auto r = srv.request("GET", "http://" + authority + "/healthz");
+    EXPECT_EQ(r.status, 200) << r.head;
+    r = srv.request("GET", "HTTP://" + authority + "/api/v1/messages?mailbox=nobody@x.org&limit=1");
+    EXPECT_EQ(r.status, 200) << r.head;
+    EXPECT_NE(r.body.find("\"total\":0"), std::string::npos) << r.body;
+    EXPECT_EQ(srv.request("GET", "http://evil.example/healthz").status, 403);
+    EXPECT_EQ(srv.request("GET", "http://" + authority + "/nothing").status, 404);
+}
+
+// A page elsewhere must not change anything by adding a second Origin after a loopback one.
+TEST(http_server, two_origin_headers_are_a_foreign_origin) {
+    server_fixture srv;
+    EXPECT_EQ(srv.request("DELETE", "/api/v1/messages?mailbox=nobody@x.org", {}, "Origin: http://localhost\r\nOrigin: http://evil.example\r\n").status, 403);
+    EXPECT_EQ(srv.request("DELETE", "/api/v1/messages?mailbox=nobody@x.org", {}, "Origin: http://localhost\r\n").status, 204);
+}
+
 TEST(http_server, pipelined_requests_within_restinios_limit_are_all_answered) {
     // RESTinio answers 3 and closes when more than max_pipelined_requests + 1 come in one write.
     server_fixture srv;
