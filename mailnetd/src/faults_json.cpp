@@ -7,6 +7,8 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <set>
+#include <vector>
 
 namespace mailnet::mailnetd {
 namespace {
@@ -71,11 +73,24 @@ std::string read_rule(const json& j, fault_rule& r) {
 
 std::variant<std::vector<fault_rule>, faults_refusal> parse_fault_rules(std::string_view text) {
     json j;
+    // A key given twice in one object is refused, not resolved silently to one of its values
+    // ({"phase": "rcpt", "phase": "pop3-login"} is no rule anyone meant).
+    std::vector<std::set<std::string>> keys;  // per open object
+    std::string twice;
+    const json::parser_callback_t check = [&](int, json::parse_event_t event, json& parsed) {
+        if (event == json::parse_event_t::object_start) keys.emplace_back();
+        if (event == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+        if (event == json::parse_event_t::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second &&
+            twice.empty())
+            twice = parsed.get<std::string>();
+        return true;
+    };
     try {
-        j = json::parse(text);
+        j = json::parse(text, check);
     } catch (const json::exception& e) {
         return faults_refusal{std::string("bad JSON: ") + e.what()};
     }
+    if (!twice.empty()) return faults_refusal{"bad JSON: the field \"" + twice + "\" given twice in one object"};
     if (!j.is_array()) return faults_refusal{"want a JSON array of fault rules"};
     if (j.size() > max_fault_rules)
         return faults_refusal{"at most " + std::to_string(max_fault_rules) + " fault rules"};

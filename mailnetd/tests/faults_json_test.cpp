@@ -103,6 +103,15 @@ TEST(faults_json, bad_json_and_missing_phase) {
     EXPECT_EQ(refusal(R"([{"phase": "quit"}])").rfind("rules[0].phase: unknown phase \"quit\"", 0), 0u);
 }
 
+TEST(faults_json, a_field_given_twice_is_refused) {
+    EXPECT_EQ(refusal(R"([{"phase": "rcpt", "phase": "pop3-login"}])"),
+              R"(bad JSON: the field "phase" given twice in one object)");
+    EXPECT_EQ(refusal(R"([{"phase": "rcpt", "match": {"rcpt": "a", "rcpt": "b"}}])"),
+              R"(bad JSON: the field "rcpt" given twice in one object)");
+    // The same field in two rules, or in a rule and its match, is no repetition.
+    EXPECT_EQ(parsed(R"([{"phase": "rcpt", "match": {"rcpt": "a"}}, {"phase": "rcpt", "reply": "452 x"}])").size(), 2u);
+}
+
 TEST(faults_json, ranges_and_replies_are_refused_with_a_reason) {
     EXPECT_EQ(refusal(R"([{"phase": "rcpt", "delay_ms": 60001}])"), "rules[0].delay_ms: must be an integer from 0 to 60000");
     EXPECT_EQ(refusal(R"([{"phase": "rcpt", "delay_ms": -5}])"), "rules[0].delay_ms: must be an integer from 0 to 60000");
