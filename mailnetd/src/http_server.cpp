@@ -413,8 +413,8 @@ target_parts split_target(std::string_view target) {
             if (std::tolower(static_cast<unsigned char>(target[i])) != scheme[i]) same = false;
         if (!same) continue;
         target.remove_prefix(scheme.size());
-        const auto slash = target.find('/');
-        if (slash == std::string_view::npos) return {target, "/"};
+        const auto slash = target.find_first_of("/?#");
+        if (slash == std::string_view::npos || target[slash] != '/') return {target.substr(0, slash), "/"};  // an empty path is "/"
         return {target.substr(0, slash), target.substr(slash)};
     }
     return {std::nullopt, target};
@@ -1073,7 +1073,7 @@ void http_server::impl::delete_all(const request& req, const query_params& param
             std::vector<std::pair<std::string, std::string>> gone;  // mailbox, store id
             std::error_code failed;
             for (const auto& b : boxes) {
-                auto snap = st->snapshot(b);
+                auto snap = st->contents(b);
                 if (!snap) {
                     failed = snap.error();
                     continue;

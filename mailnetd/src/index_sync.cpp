@@ -105,7 +105,7 @@ void index_sync::scan(std::function<void(std::size_t)> on_scanned) {
                                                boxes.error().message() + "): the index starts empty");
     } else {
         for (const auto& box : *boxes) {
-            auto snap = store_->snapshot(box);
+            auto snap = store_->contents(box);
             if (!snap) continue;
             for (const auto& m : *snap)
                 if (auto s = read_summary(*store_, box, m.id, m.octets)) all.push_back(std::move(*s));
@@ -132,7 +132,7 @@ void index_sync::scan(std::function<void(std::size_t)> on_scanned) {
 }
 
 void index_sync::on_event(const store_event& e) {
-    if (e.what == store_event::kind::resync && !e.mailbox.empty()) {
+    if (e.what == store_event::kind::changed) {
         asio::post(io_, [this, box = e.mailbox] { check_later(box); });
         return;
     }
@@ -214,7 +214,7 @@ void index_sync::resync() {
     std::vector<listed> now;
     std::unordered_set<std::string> unread;  // mailboxes whose snapshot failed
     for (const auto& box : *boxes) {
-        auto snap = store_->snapshot(box);
+        auto snap = store_->contents(box);
         if (!snap) {
             unread.insert(box);
             continue;
@@ -266,39 +266,66 @@ void index_sync::resync() {
 
 void index_sync::check_later(const std::string& box) {
     to_check_.insert(box);
-    if (check_armed_) return;
+    arm_check();
+}
+
+void index_sync::arm_check() {
+    if (check_armed_ || to_check_.empty()) return;
+    // At least 0.2 s: the changes of a burst (100 recipients, a copy of many files) come in
+    // together; a mailbox compared lately waits for its not_before.
+    const auto now = std::chrono::steady_clock::now();
+    auto at = now + std::chrono::milliseconds(200);
+    auto soonest = std::chrono::steady_clock::time_point::max();
+    for (const auto& box : to_check_) {
+        const auto c = checks_.find(box);
+        soonest = std::min(soonest, c == checks_.end() ? now : c->second.not_before);
+    }
+    at = std::max(at, soonest);
     check_armed_ = true;
-    check_timer_.expires_after(check_pause_);
+    check_timer_.expires_at(at);
     check_timer_.async_wait([this](std::error_code ec) {
+        if (ec) return;  // cancelled: this object may be gone
         check_armed_ = false;
-        if (ec) return;
-        for (auto& box : std::exchange(to_check_, {})) asio::post(serial_, [this, box] { check(box); });
+        const auto now = std::chrono::steady_clock::now();
+        for (auto it = to_check_.begin(); it != to_check_.end();) {
+            const auto c = checks_.find(*it);
+            if (c != checks_.end() && c->second.not_before > now) {
+                ++it;
+                continue;
+            }
+            asio::post(serial_, [this, box = *it] { check(box); });
+            it = to_check_.erase(it);
+        }
+        arm_check();
     });
 }
 
 // On serial_, after the events told before it (as resync(), for one mailbox). A message in the
-// store and not in the index is taken only when the comparison before also lacked it: the
-// store's own deliveries are told through their events within that second, and they are
-// inserted so (their received time kept in order), not from here.
+// store and not in the index, and one in the index and not in the store, is taken in or
+// dropped only when comparisons at least a second apart all found it so: the store's own
+// deliveries are told through their events (and one it is about to tell is left alone), its
+// own deletions likewise, and a file renamed while a directory is read may be missed once.
 void index_sync::check(const std::string& box) {
     struct listed {
         std::string id, store_id;
         std::uint64_t octets = 0;
     };
     const auto began = std::chrono::steady_clock::now();
-    auto snap = store_->snapshot(box);
+    auto snap = store_->contents(box);
     // A failure is no deletion: the entries stay until the mailbox's next change is heard of.
     if (!snap) return;
-    // A large mailbox changing all the time is compared at most a tenth of the time.
-    const auto took = std::chrono::steady_clock::now() - began;
     std::vector<listed> now;
     now.reserve(snap->size());
     for (const auto& m : *snap) now.push_back({make_message_id(box, m.id), m.id, m.octets});
-    asio::post(io_, [this, box, took, now = std::move(now)]() mutable {
-        check_pause_ = std::max<std::chrono::steady_clock::duration>(std::chrono::seconds(1), 10 * took);
-        auto& before = suspects_[box];
-        std::unordered_set<std::string> in_store, lacking;
+    snap->clear();
+    const auto read_for = std::chrono::steady_clock::now() - began;
+    asio::post(io_, [this, box, read_for, now = std::move(now)]() mutable {
+        const auto began = std::chrono::steady_clock::now();
+        constexpr auto settle = std::chrono::seconds(1);
+        auto& c = checks_[box];
+        std::unordered_set<std::string> in_store;
         in_store.reserve(now.size());
+        std::unordered_map<std::string, std::chrono::steady_clock::time_point> lacking, missing;
         std::vector<listed> found;
         std::size_t listed_here = 0;  // of the mailbox's messages in the store, those in the index
         for (auto& m : now) {
@@ -307,26 +334,33 @@ void index_sync::check(const std::string& box) {
                 ++listed_here;
                 continue;
             }
-            if (before.contains(m.id)) {
+            if (store_->delivering(box, m.store_id)) continue;  // told by its own event soon
+            const auto first = c.lacking.find(m.id);
+            const auto since = first == c.lacking.end() ? began : first->second;
+            if (began - since >= settle)
                 found.push_back(std::move(m));
-            } else {
-                lacking.insert(m.id);
-            }
+            else
+                lacking.emplace(m.id, since);
         }
         // The index's whole walk only when the mailbox holds entries the store no longer has.
         std::vector<std::string> gone;
         if (index_.count_in(box) != listed_here)
-            for (const auto* s : index_.in_mailbox(box))
-                if (!in_store.contains(s->id)) gone.push_back(s->id);
+            for (const auto* s : index_.in_mailbox(box)) {
+                if (s->mailbox != box || in_store.contains(s->id)) continue;  // Bob@ is not bob@
+                const auto first = c.missing.find(s->id);
+                const auto since = first == c.missing.end() ? began : first->second;
+                if (began - since >= settle)
+                    gone.push_back(s->id);
+                else
+                    missing.emplace(s->id, since);
+            }
         for (const auto& id : gone) index_.remove(id);
-        // Only ids lacking for the first time are looked at again: one found but unreadable
-        // is tried again at the mailbox's next change, not every second.
-        if (lacking.empty()) {
-            suspects_.erase(box);
-        } else {
-            before = std::move(lacking);
-            check_later(box);  // looked at again, even if nothing more changes
-        }
+        c.lacking = std::move(lacking);
+        c.missing = std::move(missing);
+        // A large mailbox changing all the time is compared at most a tenth of the time.
+        const auto took = read_for + (std::chrono::steady_clock::now() - began);
+        c.not_before = began + std::max<std::chrono::steady_clock::duration>(settle, 10 * took);
+        if (!c.lacking.empty() || !c.missing.empty()) check_later(box);  // again, even if nothing more changes
         if (log_ && !gone.empty())
             log_(log_level::info, "mailnetd: http: mailbox " + log_text(box, 256) + " changed on disk outside this process: " +
                                       std::to_string(gone.size()) + " gone");

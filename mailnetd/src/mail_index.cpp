@@ -33,14 +33,6 @@ std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
 
 }  // namespace
 
-namespace {
-std::string fold_mailbox(std::string_view mailbox) {
-    std::string out(mailbox);
-    for (auto& ch : out)
-        if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
-    return out;
-}
-}  // namespace
 
 bool equals_nocase(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
@@ -120,7 +112,7 @@ bool mail_index::insert(message_summary s) {
     s.json_text = summary_json(s);
     const order_key key{to_us(s.received), ++seq_};
     by_id_.emplace(s.id, key);
-    ++per_mailbox_[fold_mailbox(s.mailbox)];
+    ++per_mailbox_[s.mailbox];
     auto [it, fresh] = by_order_.emplace(key, std::move(s));
     const message_summary& e = it->second;
     // Waiters first (their answer includes this message), then the live events.
@@ -157,7 +149,7 @@ void mail_index::erase(std::map<order_key, message_summary>::iterator it) {
     for (auto& [wid, w] : waiters_)
         if (after_since(w.q, it->first) && matches(w.q, it->second) && w.have > 0) --w.have;
     by_id_.erase(id);
-    if (auto n = per_mailbox_.find(fold_mailbox(it->second.mailbox)); n != per_mailbox_.end() && --n->second == 0)
+    if (auto n = per_mailbox_.find(it->second.mailbox); n != per_mailbox_.end() && --n->second == 0)
         per_mailbox_.erase(n);
     if (removed_keys_.insert_or_assign(id, it->first).second) {
         removed_order_.push_back(id);
@@ -247,7 +239,7 @@ std::vector<const message_summary*> mail_index::in_mailbox(std::string_view mail
 }
 
 std::size_t mail_index::count_in(std::string_view mailbox) const {
-    const auto n = per_mailbox_.find(fold_mailbox(mailbox));
+    const auto n = per_mailbox_.find(std::string(mailbox));
     return n == per_mailbox_.end() ? 0 : n->second;
 }
 

@@ -419,6 +419,9 @@ TEST(http_server, an_absolute_form_target_is_served_and_its_authority_checked) {
     EXPECT_EQ(r.status, 200) << r.head;
     EXPECT_NE(r.body.find("\"total\":0"), std::string::npos) << r.body;
     EXPECT_EQ(srv.request("GET", "http://evil.example/healthz").status, 403);
+    EXPECT_EQ(srv.request("GET", "http://" + authority).status, 200) << "an empty path is /: the web view";
+    // A query after an empty path: the authority ends before it (the page takes no parameter: 400).
+    EXPECT_EQ(srv.request("GET", "http://" + authority + "?x=1").status, 400);
     EXPECT_EQ(srv.request("GET", "http://" + authority + "/nothing").status, 404);
 }
 

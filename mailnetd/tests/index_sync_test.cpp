@@ -334,6 +334,10 @@ TEST(index_sync, a_mailbox_the_store_cannot_read_in_a_resync_keeps_its_entries_u
 
 namespace {
 
+void hand_made_dir(const std::filesystem::path& box) {
+    for (const char* sub : {"tmp", "new", "cur"}) std::filesystem::create_directories(box / sub);
+}
+
 // Mail written into a Maildir store by another program (a file copied in by hand, another
 // pop3d's deletion) is in the index within a few seconds, as the store's own deliveries are
 // at once; those are never taken twice.
@@ -351,9 +355,10 @@ TEST(index_sync, a_maildir_changed_on_disk_by_another_program_is_followed) {
     synced s(st);
     s.start();
     ASSERT_TRUE(s.until([&] { return s.index.complete() && s.index.size() == 1u; }));
-    const auto subjects = [&](const std::string& box) {
+    const auto subjects = [&](const std::string& box) {  // of the mailbox named exactly so
         std::set<std::string> out;
-        for (const auto* m : s.index.in_mailbox(box)) out.insert(m->subject);
+        for (const auto* m : s.index.in_mailbox(box))
+            if (m->mailbox == box) out.insert(m->subject);
         return out;
     };
     // Copied in by hand: into bob's new/, and a mailbox of its own made with it.
@@ -365,16 +370,54 @@ TEST(index_sync, a_maildir_changed_on_disk_by_another_program_is_followed) {
     // The store's own deliveries meanwhile: each told once, by its event.
     for (int i = 1; i <= 20; ++i) ASSERT_TRUE(st->deliver(bob, "Subject: own " + std::to_string(i) + "\n\nx\n"));
     ASSERT_TRUE(s.until([&] { return subjects("bob@x.org").size() == 22u; }));
+    // A mailbox named in other letters is another mailbox: a delivery to bob@ drops none of Bob@'s.
+    hand_made_dir(dir / "Bob@x.org");
+    std::ofstream(dir / "Bob@x.org" / "new" / "1700000002.M3P1.elsewhere") << "Subject: Bob's\n\nx\n";
+    ASSERT_TRUE(s.until([&] { return subjects("Bob@x.org").size() == 1u; }));
+    ASSERT_TRUE(st->deliver(bob, "Subject: own 21\n\nx\n"));
+    std::this_thread::sleep_for(2500ms);
+    EXPECT_EQ(s.on_io([&] { return subjects("Bob@x.org").size(); }), 1u) << "compared as bob@x.org's";
+    EXPECT_EQ(s.on_io([&] { return subjects("bob@x.org").size(); }), 23u);
+    std::filesystem::remove_all(dir / "Bob@x.org");
     // Removed by hand: gone from the index.
     std::filesystem::remove(dir / "bob@x.org" / "new" / "1700000000.M1P1.elsewhere");
     std::filesystem::remove_all(dir / "amy@x.org");
-    ASSERT_TRUE(s.until([&] { return !subjects("bob@x.org").contains("copied") && subjects("amy@x.org").empty(); }));
+    ASSERT_TRUE(s.until([&] {
+        return !subjects("bob@x.org").contains("copied") && subjects("amy@x.org").empty() && subjects("Bob@x.org").empty();
+    }));
     std::this_thread::sleep_for(2500ms);  // two more comparisons, had anything been left to compare
     s.on_io([&] {
-        EXPECT_EQ(s.index.size(), 21u);
+        EXPECT_EQ(s.index.size(), 22u);
         for (const auto& [id, n] : s.added) EXPECT_EQ(n, 1) << id;
         return 0;
     });
+    std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+
+namespace {
+
+// A POP3 session of this process that locked a mailbox before it existed sees it empty (no
+// flock was taken); the index follows the mailbox as it is, and keeps what is delivered to it.
+TEST(index_sync, mail_to_a_mailbox_a_session_locked_before_it_existed_stays_listed) {
+    const auto dir = std::filesystem::temp_directory_path() / ("mailnetd-index-locked-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    mailnet::maildir_options opts;
+    opts.root = dir;
+    auto opened = mailnet::open_maildir_store(opts);
+    ASSERT_TRUE(opened) << opened.error().message();
+    std::shared_ptr<mailnet::store> st = std::move(*opened);
+    synced s(st);
+    s.start();
+    ASSERT_TRUE(s.until([&] { return s.index.complete(); }));
+    ASSERT_TRUE(st->lock("bob@x.org"));  // a session, before bob has a mailbox
+    ASSERT_TRUE(st->deliver(std::vector<std::string>{"bob@x.org"}, "Subject: while locked\n\nx\n"));
+    ASSERT_TRUE(s.until([&] { return s.index.size() == 1u; }));
+    std::this_thread::sleep_for(2500ms);  // the comparisons its new mailbox's files set off
+    EXPECT_EQ(s.on_io([&] { return s.index.size(); }), 1u) << "dropped: compared with the session's empty view";
+    st->unlock("bob@x.org");
     std::filesystem::remove_all(dir);
 }
 

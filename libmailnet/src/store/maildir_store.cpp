@@ -1166,10 +1166,14 @@ public:
         caches_.erase(enc);
     }
 
-    result<std::vector<message_info>> snapshot(std::string_view mailbox) override {
+    result<std::vector<message_info>> snapshot(std::string_view mailbox) override { return list(mailbox, true); }
+    result<std::vector<message_info>> contents(std::string_view mailbox) override { return list(mailbox, false); }
+
+    // as_session: snapshot()'s view for this process's session of a locked mailbox.
+    result<std::vector<message_info>> list(std::string_view mailbox, bool as_session) {
         if (mailbox.empty()) return unexpected(errc::bad_input);
         const std::string enc = encode_mailbox_name(mailbox);
-        {
+        if (as_session) {
             std::lock_guard guard(mutex_);
             // A mailbox that was missing at lock() has no flock: a message delivered since
             // could belong to another process's session, so this session sees none.
@@ -1880,7 +1884,7 @@ public:
     }
 
     // Also told of what other programs change on disk (inotify, while anyone listens): each
-    // mailbox whose files changed, as a `resync` naming it.
+    // mailbox whose files changed, as a `changed` naming it.
     subscription subscribe(event_hub::listener listener) override {
         auto s = store::subscribe(std::move(listener));
         if (!folder_)

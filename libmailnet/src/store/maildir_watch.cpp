@@ -10,13 +10,14 @@
 #include <cstring>
 #include <set>
 #include <unordered_map>
+#include <vector>
 
 namespace mailnet::detail {
 
 namespace {
 
 constexpr std::uint32_t root_mask = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR | IN_DONT_FOLLOW;
-constexpr std::uint32_t box_mask = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW;
+constexpr std::uint32_t box_mask = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW;  // new/, cur/, a name file
 constexpr std::uint32_t messages_mask = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR | IN_DONT_FOLLOW;
 
 }  // namespace
@@ -65,7 +66,9 @@ struct maildir_watch::state {
         for (const char* sub : {"new", "cur"}) add(entry + "/" + sub, messages_mask, {entry, kind::messages});
     }
 
-    void start() {
+    // Every mailbox directory of the root watched (again: a path watched already keeps its
+    // watch), each marked changed when `all_changed`.
+    void start(bool all_changed = false) {
         // The root's watch first: a mailbox made while the root is read is heard of, then found twice.
         add("", root_mask, {{}, kind::root});
         const int own = ::dup(root_fd.get());
@@ -75,10 +78,12 @@ struct maildir_watch::state {
             ::close(own);
             return;
         }
+        ::rewinddir(d);  // the dup shares the offset an earlier read left at the end
         while (const dirent* e = ::readdir(d)) {
             const std::string entry = e->d_name;
             if (entry == "." || entry == ".." || (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN)) continue;
             add_box(entry);
+            if (all_changed) dirty.insert(entry);
         }
         ::closedir(d);
     }
@@ -99,14 +104,23 @@ struct maildir_watch::state {
         switch (it->second.what) {
             case kind::root:
                 if (name.empty() || !(e.mask & IN_ISDIR)) return;
-                if (e.mask & (IN_CREATE | IN_MOVED_TO)) add_box(name);  // made, or moved in whole
+                if (e.mask & (IN_CREATE | IN_MOVED_TO)) {
+                    add_box(name);  // made, or moved in whole
+                } else {
+                    // Removed or moved out: its watches go (a directory moved elsewhere would
+                    // still be heard of under this name, and hold watches).
+                    std::vector<int> gone;
+                    for (const auto& [wd, w] : watches)
+                        if (w.what != kind::root && w.entry == name) gone.push_back(wd);
+                    for (const int wd : gone) ::inotify_rm_watch(inotify.get(), wd);  // each then IN_IGNORED
+                }
                 dirty.insert(name);
                 return;
             case kind::box:
-                if ((e.mask & IN_ISDIR) && (name == "new" || name == "cur")) {
+                if ((e.mask & IN_ISDIR) && (name == "new" || name == "cur"))
                     add(it->second.entry + "/" + name, messages_mask, {it->second.entry, kind::messages});
-                    dirty.insert(it->second.entry);
-                }
+                // new/, cur/, or the name file of a hashed name coming after its messages
+                dirty.insert(it->second.entry);
                 return;
             case kind::messages:
                 dirty.insert(it->second.entry);
@@ -116,10 +130,10 @@ struct maildir_watch::state {
 
     void publish() {
         if (overflow) {
-            hub->publish({store_event::kind::resync, {}, {}, 0, 0});
+            // Events were lost, the making of a mailbox (or of its new/) among them: every
+            // mailbox is watched again and told as changed.
             overflow = false;
-            dirty.clear();
-            return;
+            start(true);
         }
         for (const auto& entry : dirty) {
             auto known = names.find(entry);
@@ -128,7 +142,7 @@ struct maildir_watch::state {
                 if (!name) continue;  // no mailbox of this store (yet: its name file comes later)
                 known = names.emplace(entry, std::move(*name)).first;
             }
-            hub->publish({store_event::kind::resync, known->second, {}, 0, 0});
+            hub->publish({store_event::kind::changed, known->second, {}, 0, 0});
         }
         dirty.clear();
     }

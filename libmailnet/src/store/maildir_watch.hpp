@@ -25,8 +25,8 @@ public:
     using name_of_entry = std::function<std::optional<std::string>(int root_fd, const std::string& entry)>;
 
     /// Starts watching `root` and every mailbox's new/ and cur/ in it, and a thread that
-    /// publishes, at most every `pause`, a `resync` naming each mailbox whose messages
-    /// changed (a whole-store `resync`, with no mailbox, when the kernel's queue overflowed).
+    /// publishes, at most every `pause`, a `changed` naming each mailbox whose files changed
+    /// (every mailbox, watched again, when the kernel's queue overflowed).
     /// Nothing is watched when inotify cannot be had (a warning is logged).
     maildir_watch(std::filesystem::path root, name_of_entry name_of, std::shared_ptr<event_hub> hub, log_sink log,
                   std::chrono::milliseconds pause = std::chrono::milliseconds(200));

@@ -112,6 +112,12 @@ void event_hub::expect(std::string_view mailbox, std::string_view id) {
     expected_.insert(key(mailbox, id));
 }
 
+bool event_hub::expected(std::string_view mailbox, std::string_view id) const {
+    const std::string k = key(mailbox, id);
+    std::lock_guard lock(mutex_);
+    return expected_.contains(k);
+}
+
 void event_hub::withdraw(std::string_view mailbox, std::string_view id) {
     const std::string k = key(mailbox, id);
     std::lock_guard lock(mutex_);

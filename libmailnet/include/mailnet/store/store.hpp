@@ -43,13 +43,14 @@ struct store_event {
         deleted,    ///< a message was deleted from `mailbox` (a POP3 QUIT's commit)
         /// Events may have been missed: the store's source of other processes' events was cut
         /// and is back (PostgreSQL: the LISTEN connection was lost and is listening again). A
-        /// listener that keeps state rebuilds it from mailboxes() and snapshot() now; every
+        /// listener that keeps state rebuilds it from mailboxes() and contents() now; every
         /// change after this event is told again. `mailbox` and `id` are empty.
-        /// With `mailbox` set (the Maildir store, while anyone subscribes): that mailbox's
-        /// files changed on disk, maybe through another program (a file copied in, another
-        /// pop3d's deletion; this store's own changes too, which are also told as above); a
-        /// listener that keeps state compares that mailbox's snapshot() with it.
         resync,
+        /// `mailbox`'s files changed on disk, maybe through another program (a file copied
+        /// in, another pop3d's deletion; this store's own changes too, which are also told as
+        /// delivered/deleted): a listener that keeps state compares that mailbox's contents()
+        /// with it. The Maildir store, while anyone subscribes (inotify); `id` is empty.
+        changed,
     };
     kind what = kind::delivered;
     std::string mailbox;       ///< as begin_delivery() or commit() was given it
@@ -103,6 +104,9 @@ public:
     /// The delivery expect()ed failed and removed its message: a deletion waiting on it is
     /// dropped (its delivery never was told).
     void withdraw(std::string_view mailbox, std::string_view id);
+    /// Whether a delivery expect()ed `id` in `mailbox` and has not published or withdrawn it:
+    /// visible, and not yet told (a listener comparing the store with its view leaves it alone).
+    bool expected(std::string_view mailbox, std::string_view id) const;
     /// Whether anyone listens (a store builds no events for nobody).
     bool has_subscribers() const noexcept { return count_.load(std::memory_order_acquire) > 0; }
 
@@ -179,6 +183,14 @@ public:
     virtual void unlock(std::string_view mailbox) noexcept = 0;
     /// The messages, oldest delivery first; taken once after lock() so numbers never move.
     virtual result<std::vector<message_info>> snapshot(std::string_view mailbox) = 0;
+    /// What `mailbox` holds now, listed as snapshot() lists it, for a listener that keeps its
+    /// own view of the store (mailnetd's index): never a session's view. (The Maildir store
+    /// shows a session that locked a mailbox which did not exist yet an empty snapshot, as it
+    /// holds no flock on it; this lists what was delivered to it since.) By default snapshot().
+    virtual result<std::vector<message_info>> contents(std::string_view mailbox) { return snapshot(mailbox); }
+    /// Whether a delivery of this store object has made `id` visible in `mailbox` and not yet
+    /// told its subscribers (it will, or take it back): not a message another program wrote.
+    bool delivering(std::string_view mailbox, std::string_view id) const { return events_->expected(mailbox, id); }
     /// Opens a message of the snapshot by id (found again if renamed meanwhile); errc::not_found
     /// if it is gone, another error if it is no longer what the snapshot announced (not a
     /// regular file, or another size).

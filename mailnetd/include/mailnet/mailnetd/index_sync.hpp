@@ -34,11 +34,11 @@ std::optional<message_summary> read_summary(store& st, const std::string& mailbo
 /// reads (a 30 MB message view) never delay an index update. After a store's `resync` event
 /// (its event source was cut: PostgreSQL's LISTEN connection) the index is compared with the
 /// store again: what was missed is added (and wakes its waiters), what is gone is removed.
-/// A `resync` naming one mailbox (the Maildir store: its files changed on disk, maybe by
-/// another program) compares that mailbox only, at most once a second (or a tenth of the
-/// time, for a mailbox whose snapshot takes more than 100 ms): a message it lacks is
-/// added when a second comparison still lacks it (this process's own deliveries are told by
-/// then, through their own events), one gone is removed at once.
+/// A `changed` event (the Maildir store: a mailbox's files changed on disk, maybe through
+/// another program) compares that mailbox's contents() with the index, at most once a second
+/// per mailbox (or a tenth of the time, for one whose comparison takes more than 100 ms): a
+/// message the index lacks, and no delivery of this store is about to tell, is added once
+/// comparisons at least a second apart all lacked it; one the store lost is removed so too.
 class index_sync {
 public:
     index_sync(asio::io_context& io, std::shared_ptr<store> st, mail_index& index, log_sink log);
@@ -69,8 +69,9 @@ private:
     // that cannot list a mailbox (the database just came back) is asked again later.
     void resync();
     void resync_later();  // on io_
-    // A resync naming `box`: compared within check_pause_ (on io_).
+    // A `changed` of `box`: compared at its box_check's not_before at the soonest (on io_).
     void check_later(const std::string& box);
+    void arm_check();                     // on io_
     void check(const std::string& box);  // on serial_
 
     asio::io_context& io_;
@@ -87,12 +88,17 @@ private:
     asio::steady_timer retry_;             // on io_: the next resync after one that failed
     std::chrono::seconds retry_pause_{1};  // on io_: doubles to 30 s while they fail
     // On io_: mailboxes to compare with the store (check_later), the timer that does it, and
-    // per mailbox the ids the last comparison found in the store and not in the index.
+    // per mailbox what its comparisons found.
+    struct box_check {
+        std::chrono::steady_clock::time_point not_before{};  // the next comparison no sooner
+        // API id -> when a comparison first found it in the store and not in the index
+        // (lacking), or in the index and not in the store (missing)
+        std::unordered_map<std::string, std::chrono::steady_clock::time_point> lacking, missing;
+    };
     std::set<std::string> to_check_;
     asio::steady_timer check_timer_;
     bool check_armed_ = false;
-    std::chrono::steady_clock::duration check_pause_ = std::chrono::seconds(1);  // 1 s, or 10x the last comparison's time
-    std::map<std::string, std::unordered_set<std::string>> suspects_;
+    std::map<std::string, box_check> checks_;
 };
 
 }  // namespace mailnet::mailnetd

@@ -132,7 +132,7 @@ public:
 
     /// Every id of `mailbox` (empty: all), for DELETE /api/v1/messages.
     std::vector<const message_summary*> in_mailbox(std::string_view mailbox) const;
-    /// How many of `mailbox`'s messages (ASCII case ignored) are here: a hash lookup.
+    /// How many messages of the mailbox named exactly so are here: a hash lookup.
     std::size_t count_in(std::string_view mailbox) const;
 
 private:
@@ -148,7 +148,7 @@ private:
     std::unordered_map<std::string, order_key> by_id_;
     std::unordered_map<std::string, order_key> removed_keys_;  // id -> where it stood, bounded
     std::deque<std::string> removed_order_;                    // their ids, oldest first
-    std::unordered_map<std::string, std::size_t> per_mailbox_;  // ASCII-lowercased mailbox -> messages here
+    std::unordered_map<std::string, std::size_t> per_mailbox_;  // mailbox (exact) -> messages here
     std::uint64_t seq_ = 0;
     std::map<waiter_id, waiter> waiters_;
     waiter_id next_waiter_ = 1;
