@@ -2712,3 +2712,26 @@ TEST(maildir_store, after_an_inotify_overflow_a_mailbox_made_meanwhile_is_watche
 }
 
 }  // namespace
+
+namespace {
+
+// A message not in any scan yet (just delivered) is opened from new/ by its id at once; one
+// whose S= lies is refused all the same.
+TEST(maildir_store, a_message_in_new_is_opened_by_id_without_a_scan_and_a_lying_size_refused) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    ASSERT_TRUE(s);
+    const fs::path box = hand_made_box(d.path / "store" / "alice");
+    write_file(box / "new" / "7001.M1P1Q1.h,S=6", "hello\n");
+    write_file(box / "new" / "7002.M1P1Q1.h,S=99,W=101", "hi\n");
+    auto m = s->open("alice", "7001.M1P1Q1.h,S=6");
+    ASSERT_TRUE(m) << m.error().message();
+    std::string text(16, '\0');
+    auto n = m->read(text);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(text.substr(0, *n), "hello\n");
+    EXPECT_FALSE(s->open("alice", "7002.M1P1Q1.h,S=99,W=101")) << "its S= says 99 octets; it has 3";
+    EXPECT_FALSE(s->open("alice", "../alice/new/7001.M1P1Q1.h,S=6"));
+}
+
+}  // namespace

@@ -1266,10 +1266,14 @@ public:
                 dirs = std::make_shared<const box_dirs>(std::move(*fresh));
             }
             auto rel = attempt == 0 ? cached_path(enc, id) : rescan_for(*dirs, enc, id);
-            if (!rel) {
-                if (attempt == 0) continue;
-                return unexpected(errc::not_found);
+            if (!rel && attempt == 0) {
+                // Not in the last scan: a message just delivered is in new/ under its id, and is
+                // opened so without reading the whole directory again (mailnetd's index reads
+                // each delivery's head; a rescan of a 100,000-message mailbox took 80 ms).
+                if (auto fresh = open_in_new(*dirs, id)) return std::move(*fresh);
+                continue;
             }
+            if (!rel) return unexpected(errc::not_found);
             auto file = open_regular(dirs->sub(rel->rel), rel->rel.c_str() + 4, O_RDONLY);
             if (!file) {
                 last = file.error();
@@ -2093,6 +2097,18 @@ private:
         // (ENOENT), so callers rescan and then find it again the same way; the chance of two
         // of one mailbox's base names sharing 64 bits is negligible.
         return cached_file{(e->in_cur ? "cur/" : "new/") + file_name(id, box->second.infos.at(e->info)), e->size};
+    }
+
+    // new/<id> when it is there: a file in new/ has no info part, so its name is its id. One
+    // whose S= lies is left to the rescan, which refuses it as it refuses a scanned one.
+    std::optional<message> open_in_new(const box_dirs& dirs, std::string_view id) {
+        if (dirs.new_dir.get() < 0 || id.empty() || id.find('/') != std::string_view::npos || ignored_name(id))
+            return std::nullopt;
+        const std::string name(id);
+        auto file = open_regular(dirs.new_dir.get(), name.c_str(), O_RDONLY);
+        if (!file) return std::nullopt;
+        if (const auto s = name_field(name, ",S="); s && *s != file->size) return std::nullopt;
+        return message(file_source(file->fd.release()), file->size);
     }
 
     std::optional<cached_file> rescan_for(const box_dirs& dirs, const std::string& enc, std::string_view id) {
