@@ -2690,23 +2690,31 @@ TEST(maildir_store, after_an_inotify_overflow_a_mailbox_made_meanwhile_is_watche
     });
     // Renames back and forth, far more than the queue holds (16384 events by default) while
     // the watcher waits between its rounds; a mailbox made in the middle of them.
+    const fs::path doomed = hand_made_box(d.path / "store" / "doomed");
+    write_file(doomed / "new" / "7003.M1P1Q1.x", "three\n");
     const fs::path a = busy / "cur" / "7001.M1P1Q1.x:2,", b = busy / "cur" / "7001.M1P1Q1.x:2,S";
     const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
     bool made = false;
     for (int i = 0; std::chrono::steady_clock::now() < end; ++i) {
         ::rename((i % 2 ? b : a).c_str(), (i % 2 ? a : b).c_str());
         if (!made && i == 40000) {
+            {
+                std::lock_guard lock(m);
+                changed.clear();
+            }
             hand_made_box(d.path / "store" / "late");
+            fs::remove_all(doomed);  // its removal's events may be lost in the overflow
             made = true;
         }
     }
     ASSERT_TRUE(made) << "the renames were too slow to fill the queue";
-    {
-        std::lock_guard lock(m);
-        changed.clear();
-    }
-    write_file(d.path / "store" / "late" / "new" / "7002.M1P1Q1.x", "two\n");
     std::unique_lock lock(m);
+    EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return changed.contains("doomed"); }))
+        << "a mailbox removed during the overflow is not told changed";
+    changed.clear();
+    lock.unlock();
+    write_file(d.path / "store" / "late" / "new" / "7002.M1P1Q1.x", "two\n");
+    lock.lock();
     EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return changed.contains("late"); }))
         << "a file copied into a mailbox made during the overflow is not heard of";
 }
@@ -2722,9 +2730,9 @@ TEST(maildir_store, a_message_in_new_is_opened_by_id_without_a_scan_and_a_lying_
     auto s = open_store(options(d.path));
     ASSERT_TRUE(s);
     const fs::path box = hand_made_box(d.path / "store" / "alice");
-    write_file(box / "new" / "7001.M1P1Q1.h,S=6", "hello\n");
+    write_file(box / "new" / "7001.M1P1Q1.h,S=6,W=7", "hello\n");
     write_file(box / "new" / "7002.M1P1Q1.h,S=99,W=101", "hi\n");
-    auto m = s->open("alice", "7001.M1P1Q1.h,S=6");
+    auto m = s->open("alice", "7001.M1P1Q1.h,S=6,W=7");
     ASSERT_TRUE(m) << m.error().message();
     std::string text(16, '\0');
     auto n = m->read(text);

@@ -271,30 +271,34 @@ void index_sync::check_later(const std::string& box) {
 
 void index_sync::arm_check() {
     if (check_armed_ || to_check_.empty()) return;
-    // At least 0.2 s: the changes of a burst (100 recipients, a copy of many files) come in
-    // together; a mailbox compared lately waits for its not_before.
-    const auto now = std::chrono::steady_clock::now();
-    auto at = now + std::chrono::milliseconds(200);
-    auto soonest = std::chrono::steady_clock::time_point::max();
-    for (const auto& box : to_check_) {
-        const auto c = checks_.find(box);
-        soonest = std::min(soonest, c == checks_.end() ? now : c->second.not_before);
-    }
-    at = std::max(at, soonest);
+    // A tick every 0.2 s while a mailbox waits: the changes of a burst (100 recipients, a copy
+    // of many files) come in together, and a mailbox due later never holds back one due now.
     check_armed_ = true;
-    check_timer_.expires_at(at);
+    check_timer_.expires_after(std::chrono::milliseconds(200));
     check_timer_.async_wait([this](std::error_code ec) {
         if (ec) return;  // cancelled: this object may be gone
         check_armed_ = false;
         const auto now = std::chrono::steady_clock::now();
-        for (auto it = to_check_.begin(); it != to_check_.end();) {
-            const auto c = checks_.find(*it);
-            if (c != checks_.end() && c->second.not_before > now) {
+        check_budget_ = std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(200),
+                                                                      check_budget_ + (now - budget_at_) / 10);
+        budget_at_ = now;
+        for (auto it = to_check_.begin(); it != to_check_.end() && check_budget_ > std::chrono::steady_clock::duration::zero();) {
+            auto& c = checks_[*it];
+            if (c.running || c.not_before > now) {  // one at a time per mailbox; a busy one waits its turn
                 ++it;
                 continue;
             }
+            c.running = true;
             asio::post(serial_, [this, box = *it] { check(box); });
             it = to_check_.erase(it);
+        }
+        // What is done with: a mailbox with nothing pending whose pause has passed.
+        for (auto it = checks_.begin(); it != checks_.end();) {
+            const auto& c = it->second;
+            if (!c.running && c.lacking.empty() && c.missing.empty() && c.not_before <= now && !to_check_.contains(it->first))
+                it = checks_.erase(it);
+            else
+                ++it;
         }
         arm_check();
     });
@@ -312,8 +316,17 @@ void index_sync::check(const std::string& box) {
     };
     const auto began = std::chrono::steady_clock::now();
     auto snap = store_->contents(box);
-    // A failure is no deletion: the entries stay until the mailbox's next change is heard of.
-    if (!snap) return;
+    if (!snap) {
+        // A failure is no deletion: the entries stay, and the mailbox is compared again at its
+        // next change, 5 s from now at the soonest.
+        asio::post(io_, [this, box, took = std::chrono::steady_clock::now() - began] {
+            auto& c = checks_[box];
+            c.running = false;
+            c.not_before = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+            check_budget_ -= took;
+        });
+        return;
+    }
     std::vector<listed> now;
     now.reserve(snap->size());
     for (const auto& m : *snap) now.push_back({make_message_id(box, m.id), m.id, m.octets});
@@ -360,6 +373,8 @@ void index_sync::check(const std::string& box) {
         // A large mailbox changing all the time is compared at most a tenth of the time.
         const auto took = read_for + (std::chrono::steady_clock::now() - began);
         c.not_before = began + std::max<std::chrono::steady_clock::duration>(settle, 10 * took);
+        c.running = false;
+        check_budget_ -= took;
         if (!c.lacking.empty() || !c.missing.empty()) check_later(box);  // again, even if nothing more changes
         if (log_ && !gone.empty())
             log_(log_level::info, "mailnetd: http: mailbox " + log_text(box, 256) + " changed on disk outside this process: " +

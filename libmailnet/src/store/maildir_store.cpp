@@ -1270,7 +1270,7 @@ public:
                 // Not in the last scan: a message just delivered is in new/ under its id, and is
                 // opened so without reading the whole directory again (mailnetd's index reads
                 // each delivery's head; a rescan of a 100,000-message mailbox took 80 ms).
-                if (auto fresh = open_in_new(*dirs, id)) return std::move(*fresh);
+                if (auto fresh = open_in_new(*dirs, enc, id)) return std::move(*fresh);
                 continue;
             }
             if (!rel) return unexpected(errc::not_found);
@@ -2099,11 +2099,19 @@ private:
         return cached_file{(e->in_cur ? "cur/" : "new/") + file_name(id, box->second.infos.at(e->info)), e->size};
     }
 
-    // new/<id> when it is there: a file in new/ has no info part, so its name is its id. One
+    // new/<id> when it is there: a file in new/ has no info part, so its name is its id. Only
+    // for a name whose S= and W= give its size (as this store names its deliveries), and for a
+    // mailbox no session of this process holds: a session's message is opened at the size its
+    // snapshot announced, and a second file of one base name is told apart by the scan. One
     // whose S= lies is left to the rescan, which refuses it as it refuses a scanned one.
-    std::optional<message> open_in_new(const box_dirs& dirs, std::string_view id) {
-        if (dirs.new_dir.get() < 0 || id.empty() || id.find('/') != std::string_view::npos || ignored_name(id))
+    std::optional<message> open_in_new(const box_dirs& dirs, const std::string& enc, std::string_view id) {
+        if (dirs.new_dir.get() < 0 || id.empty() || id.find_first_of(std::string_view("/\0", 2)) != std::string_view::npos ||
+            ignored_name(id) || !name_field(id, ",S=") || !name_field(id, ",W="))
             return std::nullopt;
+        {
+            std::lock_guard guard(mutex_);
+            if (locks_.contains(enc)) return std::nullopt;
+        }
         const std::string name(id);
         auto file = open_regular(dirs.new_dir.get(), name.c_str(), O_RDONLY);
         if (!file) return std::nullopt;

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstring>
@@ -119,8 +120,9 @@ struct maildir_watch::state {
             case kind::box:
                 if ((e.mask & IN_ISDIR) && (name == "new" || name == "cur"))
                     add(it->second.entry + "/" + name, messages_mask, {it->second.entry, kind::messages});
-                // new/, cur/, or the name file of a hashed name coming after its messages
-                dirty.insert(it->second.entry);
+                // new/, cur/, or the name file of a hashed name coming after its messages; not
+                // tmp/ or a lock file (each POP3 login makes one); the name file as maildir_store.cpp names it
+                if (name == "new" || name == "cur" || name == "mailnet-mailbox-name") dirty.insert(it->second.entry);
                 return;
             case kind::messages:
                 dirty.insert(it->second.entry);
@@ -130,10 +132,17 @@ struct maildir_watch::state {
 
     void publish() {
         if (overflow) {
-            // Events were lost, the making of a mailbox (or of its new/) among them: every
-            // mailbox is watched again and told as changed.
+            // Events were lost: the making of a mailbox (or of its new/), the removal of one.
+            // Every mailbox once heard of and every one there now is told as changed, and all
+            // is watched again on a new descriptor (a removal's IN_IGNORED may be lost too).
             overflow = false;
-            start(true);
+            for (const auto& [entry, name] : names) dirty.insert(entry);
+            for (const auto& [wd, w] : watches)
+                if (w.what != kind::root) dirty.insert(w.entry);
+            watches.clear();
+            inotify.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+            if (inotify.get() < 0) warn(std::string("cannot watch again after an overflow (") + std::strerror(errno) + ")");
+            else start(true);
         }
         for (const auto& entry : dirty) {
             auto known = names.find(entry);
@@ -143,6 +152,9 @@ struct maildir_watch::state {
                 known = names.emplace(entry, std::move(*name)).first;
             }
             hub->publish({store_event::kind::changed, known->second, {}, 0, 0});
+            // A mailbox no longer there is forgotten once told (a name used once per test).
+            struct stat st {};
+            if (::fstatat(root_fd.get(), entry.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT) names.erase(known);
         }
         dirty.clear();
     }

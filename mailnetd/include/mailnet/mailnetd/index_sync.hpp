@@ -91,6 +91,7 @@ private:
     // per mailbox what its comparisons found.
     struct box_check {
         std::chrono::steady_clock::time_point not_before{};  // the next comparison no sooner
+        bool running = false;                                // posted to serial_, not yet back on io_
         // API id -> when a comparison first found it in the store and not in the index
         // (lacking), or in the index and not in the store (missing)
         std::unordered_map<std::string, std::chrono::steady_clock::time_point> lacking, missing;
@@ -99,6 +100,10 @@ private:
     asio::steady_timer check_timer_;
     bool check_armed_ = false;
     std::map<std::string, box_check> checks_;
+    // All comparisons together take at most about a tenth of the time: each takes its time
+    // from this budget, which grows by 100 ms a second up to 200 ms.
+    std::chrono::steady_clock::duration check_budget_ = std::chrono::milliseconds(200);
+    std::chrono::steady_clock::time_point budget_at_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace mailnet::mailnetd
