@@ -338,18 +338,30 @@ void hand_made_dir(const std::filesystem::path& box) {
     for (const char* sub : {"tmp", "new", "cur"}) std::filesystem::create_directories(box / sub);
 }
 
+// An empty directory of this test process's own, made again.
+std::filesystem::path fresh_dir(const std::string& what) {
+    const auto dir = std::filesystem::temp_directory_path() / ("mailnetd-index-" + what + "-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    return dir;
+}
+
+// A Maildir store on `dir` (null, and the test failed, when it cannot be opened).
+std::shared_ptr<mailnet::store> maildir_at(const std::filesystem::path& dir) {
+    mailnet::maildir_options opts;
+    opts.root = dir;
+    auto opened = mailnet::open_maildir_store(opts);
+    EXPECT_TRUE(opened) << opened.error().message();
+    return opened ? std::shared_ptr<mailnet::store>(std::move(*opened)) : nullptr;
+}
+
 // Mail written into a Maildir store by another program (a file copied in by hand, another
 // pop3d's deletion) is in the index within a few seconds, as the store's own deliveries are
 // at once; those are never taken twice.
 TEST(index_sync, a_maildir_changed_on_disk_by_another_program_is_followed) {
-    const auto dir = std::filesystem::temp_directory_path() / ("mailnetd-index-disk-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-    mailnet::maildir_options opts;
-    opts.root = dir;
-    auto opened = mailnet::open_maildir_store(opts);
-    ASSERT_TRUE(opened) << opened.error().message();
-    std::shared_ptr<mailnet::store> st = std::move(*opened);
+    const auto dir = fresh_dir("disk");
+    std::shared_ptr<mailnet::store> st = maildir_at(dir);
+    ASSERT_TRUE(st);
     const std::vector<std::string> bob{"bob@x.org"};
     ASSERT_TRUE(st->deliver(bob, "Subject: own 0\n\nx\n"));
     synced s(st);
@@ -401,14 +413,9 @@ namespace {
 // A POP3 session of this process that locked a mailbox before it existed sees it empty (no
 // flock was taken); the index follows the mailbox as it is, and keeps what is delivered to it.
 TEST(index_sync, mail_to_a_mailbox_a_session_locked_before_it_existed_stays_listed) {
-    const auto dir = std::filesystem::temp_directory_path() / ("mailnetd-index-locked-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-    mailnet::maildir_options opts;
-    opts.root = dir;
-    auto opened = mailnet::open_maildir_store(opts);
-    ASSERT_TRUE(opened) << opened.error().message();
-    std::shared_ptr<mailnet::store> st = std::move(*opened);
+    const auto dir = fresh_dir("locked");
+    std::shared_ptr<mailnet::store> st = maildir_at(dir);
+    ASSERT_TRUE(st);
     synced s(st);
     s.start();
     ASSERT_TRUE(s.until([&] { return s.index.complete(); }));
