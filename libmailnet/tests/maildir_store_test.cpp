@@ -2743,3 +2743,32 @@ TEST(maildir_store, a_message_in_new_is_opened_by_id_without_a_scan_and_a_lying_
 }
 
 }  // namespace
+
+namespace {
+
+// A file another program was still writing when a listing saw it (cp into new/ writes in
+// place) is opened at its whole size once no session has announced one; a session's message
+// keeps the size its snapshot announced.
+TEST(maildir_store, a_file_seen_half_written_outside_a_session_is_opened_whole) {
+    temp_dir d;
+    auto s = open_store(options(d.path));
+    ASSERT_TRUE(s);
+    const fs::path box = hand_made_box(d.path / "store" / "alice");
+    write_file(box / "new" / "7001.M1P1Q1.cp", "Sub");
+    ASSERT_TRUE(s->contents("alice"));
+    write_file(box / "new" / "7001.M1P1Q1.cp", "Subject: whole\n\nx\n");
+    ASSERT_TRUE(s->contents("alice"));  // a listing after it was written whole
+    auto m = s->open("alice", "7001.M1P1Q1.cp");
+    ASSERT_TRUE(m) << m.error().message();
+    EXPECT_EQ(m->stored_octets(), 18u);
+    // Within a session, the size its snapshot announced stands.
+    ASSERT_TRUE(s->lock("alice"));
+    auto snap = s->snapshot("alice");
+    ASSERT_TRUE(snap);
+    write_file(box / "new" / "7001.M1P1Q1.cp", "Subject: longer now\n\nx\n");
+    ASSERT_TRUE(s->contents("alice"));
+    EXPECT_FALSE(s->open("alice", "7001.M1P1Q1.cp")) << "a session's message is not sent at another size";
+    s->unlock("alice");
+}
+
+}  // namespace

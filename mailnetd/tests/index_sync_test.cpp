@@ -76,6 +76,15 @@ struct synced {
     }
 };
 
+// A file put into a Maildir's new/ or cur/ as a Maildir writer puts it: written in tmp/, then
+// renamed, so that no scan sees it half written (a scan that saw it short would keep that size).
+void put_file(const std::filesystem::path& path, const std::string& text) {
+    const auto tmp = path.parent_path().parent_path() / "tmp" / path.filename();
+    std::filesystem::create_directories(tmp.parent_path());
+    std::ofstream(tmp) << text;
+    std::filesystem::rename(tmp, path);
+}
+
 std::set<std::string> store_ids(mailnet::store& st) {
     std::set<std::string> out;
     auto boxes = st.mailboxes();
@@ -234,7 +243,7 @@ TEST(index_sync, a_delivery_is_received_when_told_not_at_its_file_names_earlier_
     s.start();
     ASSERT_TRUE(s.until([&] { return s.index.complete(); }));
     const auto deliver = [&](const std::string& name, const std::string& subject) {
-        std::ofstream(dir / "bob@x.org" / "new" / name) << "Subject: " + subject + "\n\nx\n";
+        put_file(dir / "bob@x.org" / "new" / name, "Subject: " + subject + "\n\nx\n");
         store->tell("bob@x.org", name, 16 + subject.size());
     };
     const auto before = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -374,9 +383,9 @@ TEST(index_sync, a_maildir_changed_on_disk_by_another_program_is_followed) {
         return out;
     };
     // Copied in by hand: into bob's new/, and a mailbox of its own made with it.
-    std::ofstream(dir / "bob@x.org" / "new" / "1700000000.M1P1.elsewhere") << "Subject: copied\n\nx\n";
+    put_file(dir / "bob@x.org" / "new" / "1700000000.M1P1.elsewhere", "Subject: copied\n\nx\n");
     for (const char* sub : {"tmp", "new", "cur"}) std::filesystem::create_directories(dir / "amy@x.org" / sub);
-    std::ofstream(dir / "amy@x.org" / "cur" / "1700000001.M2P1.elsewhere:2,S") << "Subject: amy's\n\ny\n";
+    put_file(dir / "amy@x.org" / "cur" / "1700000001.M2P1.elsewhere:2,S", "Subject: amy's\n\ny\n");
     ASSERT_TRUE(s.until([&] { return subjects("bob@x.org").contains("copied") && subjects("amy@x.org").size() == 1u; }))
         << s.on_io([&] { return s.index.size(); }) << " in the index";
     // The store's own deliveries meanwhile: each told once, by its event.
@@ -384,7 +393,7 @@ TEST(index_sync, a_maildir_changed_on_disk_by_another_program_is_followed) {
     ASSERT_TRUE(s.until([&] { return subjects("bob@x.org").size() == 22u; }));
     // A mailbox named in other letters is another mailbox: a delivery to bob@ drops none of Bob@'s.
     hand_made_dir(dir / "Bob@x.org");
-    std::ofstream(dir / "Bob@x.org" / "new" / "1700000002.M3P1.elsewhere") << "Subject: Bob's\n\nx\n";
+    put_file(dir / "Bob@x.org" / "new" / "1700000002.M3P1.elsewhere", "Subject: Bob's\n\nx\n");
     ASSERT_TRUE(s.until([&] { return subjects("Bob@x.org").size() == 1u; }));
     ASSERT_TRUE(st->deliver(bob, "Subject: own 21\n\nx\n"));
     std::this_thread::sleep_for(2500ms);

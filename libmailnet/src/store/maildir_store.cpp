@@ -2008,10 +2008,13 @@ private:
         cache.entries.reserve(out.size());
         std::lock_guard guard(mutex_);
         const auto old = caches_.find(enc);
+        const bool session = locks_.contains(enc);
         for (const auto& f : out) {
             scan_cache::entry c{hash_of(f.base), f.size, f.info, f.in_cur};
-            if (old != caches_.end() && !(name_field(f.base, ",S=") && name_field(f.base, ",W="))) {
-                // A rescan (a file moved) keeps the size the snapshot was based on.
+            if (session && old != caches_.end() && !(name_field(f.base, ",S=") && name_field(f.base, ",W="))) {
+                // A rescan (a file moved) keeps the size the session's snapshot was based on.
+                // Without a session nothing was announced: a file another program was still
+                // writing when an earlier scan saw it (cp into new/) has its whole size now.
                 if (auto prev = find_cached(old->second, f.base)) c.size = prev->size;
             }
             cache.entries.push_back(c);
