@@ -183,11 +183,21 @@ static reply fitting(const verdict& v) {
 
 void session::bad_command(int code, std::string_view enhanced, std::string_view text) {
     say(code, enhanced, text);
+    count_error(code == 503);
+}
+
+// A command that did no work, answered as usual (limits::max_junk_commands): past the
+// allowance since the last message accepted, each one is an error too.
+void session::junk_command() {
+    if (++junk_commands_ > limits_.max_junk_commands) count_error(false);
+}
+
+void session::count_error(bool sequence_error) {
     // A 503 is what a pipelining client gets for every command after a refused MAIL or RCPT
     // (RFC 2920 3.1): not a sign of a broken client, so counted apart, with an allowance of a
     // whole transaction's commands since the last MAIL accepted (20,000 RCPTs without a MAIL
     // would otherwise keep a session busy for ever).
-    const bool too_many = code == 503 ? ++sequence_errors_ > limits_.max_recipients + limits_.max_bad_commands
+    const bool too_many = sequence_error ? ++sequence_errors_ > limits_.max_recipients + limits_.max_bad_commands
                                       : ++bad_commands_ >= limits_.max_bad_commands;
     if (too_many) {
         // A protection limit closes (STYLE.md "Limits"): a client stuck in a loop, or a scanner.
@@ -206,6 +216,7 @@ void session::reset_transaction() {
     mail_ = envelope{};
     has_sender_ = false;
     pending_rcpt_.reset();
+    overshoot_recipients_ = 0;
 }
 
 // A fault rule for this event (mailnet/faults.hpp): its delay is queued at once; returned only
@@ -285,9 +296,13 @@ void session::handle_line(std::string_view line) {
     if (iequals(verb, "RSET")) {
         if (!arg.empty()) return bad_command(501, "5.5.4", "Syntax: RSET");
         reset_transaction();
-        return say(250, "2.0.0", "Ok");
+        say(250, "2.0.0", "Ok");
+        return junk_command();
     }
-    if (iequals(verb, "NOOP")) return say(250, "2.0.0", "Ok");  // RFC 5321 4.1.1.9: an argument is allowed
+    if (iequals(verb, "NOOP")) {
+        say(250, "2.0.0", "Ok");  // RFC 5321 4.1.1.9: an argument is allowed
+        return junk_command();
+    }
     if (iequals(verb, "QUIT")) {
         say(221, "2.0.0", "Bye");
         emit(act::close{});
@@ -297,14 +312,16 @@ void session::handle_line(std::string_view line) {
     if (iequals(verb, "VRFY")) {
         if (arg.empty()) return bad_command(501, "5.5.4", "Syntax: VRFY address");
         // RFC 5321 3.5.3: 252 neither confirms nor denies (no user enumeration).
-        return say(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
+        say(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
+        return junk_command();
     }
     if (iequals(verb, "HELP")) {
         // The commands this session can take (STARTTLS and AUTH only where EHLO offers them).
         std::string cmds = "EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP";
         if (config_.tls_available && !config_.tls_active) cmds += " STARTTLS";
         if (auth_allowed() && !authenticated_) cmds += " AUTH";
-        return say(214, "2.0.0", "See RFC 5321: " + cmds);
+        say(214, "2.0.0", "See RFC 5321: " + cmds);
+        return junk_command();
     }
     if (iequals(verb, "EXPN")) return bad_command(502, "5.5.1", "Error: EXPN not supported");
     bad_command(502, "5.5.2", "Error: command not recognized");
@@ -329,7 +346,7 @@ void session::cmd_ehlo(std::string_view arg, bool extended) {
     // RFC 2034 4: no enhanced code on the EHLO/HELO reply.
     if (!extended) {
         output_.text() += "250 " + config_.hostname + "\r\n";
-        return;
+        return junk_command();
     }
     output_.text() += "250-" + config_.hostname + "\r\n";
     output_.text() += "250-PIPELINING\r\n";
@@ -340,6 +357,7 @@ void session::cmd_ehlo(std::string_view arg, bool extended) {
     if (config_.tls_available && !config_.tls_active) output_.text() += "250-STARTTLS\r\n";
     if (auth_allowed() && !authenticated_) output_.text() += "250-AUTH PLAIN LOGIN\r\n";
     output_.text() += "250 SMTPUTF8\r\n";
+    junk_command();
 }
 
 void session::cmd_mail(std::string_view arg) {
@@ -414,7 +432,11 @@ void session::cmd_rcpt(std::string_view arg) {
         if (auto f = fault(fault_phase::rcpt, address, &mail_.sender)) return apply_fault(*f);  // not added
     }
     // RFC 5321 4.5.3.1.10: past the limit, 452; the client sends the rest in another transaction.
-    if (mail_.recipients.size() >= limits_.max_recipients) return say(452, "4.5.3", "Error: too many recipients");
+    if (mail_.recipients.size() >= limits_.max_recipients) {
+        say(452, "4.5.3", "Error: too many recipients");
+        if (++overshoot_recipients_ > limits_.max_recipient_overshoot) count_error(false);
+        return;
+    }
     // The same recipient twice gets one copy (as Postfix merges them); the domain's case does
     // not matter (RFC 5321 2.4), the local part's does.
     const auto same = [&](const mailbox_address& r) {
@@ -729,9 +751,11 @@ void session::resume(const verdict& v) {
         case wait::sender:
             if (!v.accepted) {
                 mail_ = envelope{};
-                return say(fitting(v));
+                say(fitting(v));
+                return junk_command();
             }
             has_sender_ = true;
+            overshoot_recipients_ = 0;
             sequence_errors_ = 0;  // a transaction begins: its own allowance of 503s (a refused MAIL is none)
             return say(250, "2.1.0", "Ok");
         case wait::recipient:
@@ -756,7 +780,7 @@ void session::resume(const verdict& v) {
             // count again from none (as Postfix's limits on errors "without delivering mail"),
             // so a relay sending many messages over one connection, each with a stale
             // address, is not cut off.
-            if (v.accepted) refused_recipients_ = bad_commands_ = 0;
+            if (v.accepted) refused_recipients_ = bad_commands_ = junk_commands_ = 0;
             return say(fitting(v));
     }
 }

@@ -48,6 +48,8 @@ transcript load(const fs::path& p) {
         else if (w[0] == "max-message-octets") t.lim.max_message_octets = std::stoull(w.at(1));
         else if (w[0] == "max-bad-commands") t.lim.max_bad_commands = std::stoul(w.at(1));
         else if (w[0] == "max-refused-recipients") t.lim.max_refused_recipients = std::stoul(w.at(1));
+        else if (w[0] == "max-junk-commands") t.lim.max_junk_commands = std::stoul(w.at(1));
+        else if (w[0] == "max-recipient-overshoot") t.lim.max_recipient_overshoot = std::stoul(w.at(1));
         else if (w[0] == "max-command-octets") t.lim.max_command_octets = std::stoul(w.at(1));
         else if (w[0] == "max-text-line-octets") t.lim.max_text_line_octets = std::stoul(w.at(1));
         else if (w[0] == "normalise") t.config.normalise_bare_line_ends = true;

@@ -39,6 +39,14 @@ struct limits {
     /// session, then 421 and close, so addresses cannot be probed for free (Postfix's
     /// smtpd_hard_error_limit is 20 too). A temporary refusal (4xx) is not counted.
     std::size_t max_refused_recipients = 20;
+    /// Commands that do no work (NOOP, VRFY, HELP, RSET, EHLO, HELO, a MAIL refused by
+    /// validate_sender) since the last message accepted: each past this many still gets its
+    /// reply and also counts as a bad command, so a client cannot hold a session (and its
+    /// connection slot) for ever with them (Postfix's smtpd_junk_command_limit is 100 too).
+    std::size_t max_junk_commands = 100;
+    /// Recipients past max_recipients in one transaction (each 452 4.5.3): each past this many
+    /// also counts as a bad command (Postfix's smtpd_recipient_overshoot_limit is 1000 too).
+    std::size_t max_recipient_overshoot = 1000;
     std::size_t max_sasl_octets = 12288;           ///< an AUTH response line (RFC 4954 4)
     std::size_t max_failed_logins = 3;             ///< then 421 and close
     std::chrono::milliseconds auth_failure_delay{2000};  ///< before each failed-login reply
@@ -188,6 +196,8 @@ private:
     void say(int code, std::string_view enhanced, std::string_view text);
     void say(const reply& r);
     void bad_command(int code, std::string_view enhanced, std::string_view text);
+    void junk_command();
+    void count_error(bool sequence_error);
     void emit(action a);
     void reset_transaction();
     std::optional<fault_action> fault(fault_phase phase, std::span<const std::string> rcpt = {},
@@ -224,6 +234,8 @@ private:
     std::size_t bad_commands_ = 0;
     std::size_t sequence_errors_ = 0;  // 503s since the last MAIL accepted (limits::max_bad_commands)
     std::size_t refused_recipients_ = 0;
+    std::size_t junk_commands_ = 0;        // since the last message accepted (limits::max_junk_commands)
+    std::size_t overshoot_recipients_ = 0;  // 452s past max_recipients in this transaction
     bool in_data_ = false;     // octets go to the message (DATA, or a BDAT chunk), not to commands
     std::string data_in_;      // raw octets of DATA or of a chunk not yet decoded
     std::optional<dot_decoder> decoder_;  // the message being received (DATA, or BDAT until LAST)
