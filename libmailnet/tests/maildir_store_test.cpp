@@ -2628,6 +2628,39 @@ TEST(uidl, anything_else_is_a_truncated_base32_sha256) {
 
 namespace {
 
+// The mailboxes a subscriber heard told `changed` ("(whole store)" for a resync), kept under a
+// lock: the Maildir store tells them from its watch thread.
+class change_log {
+public:
+    explicit change_log(mailnet::store& s)
+        : sub_(s.subscribe([this](const mailnet::store_event& e) {
+              std::lock_guard lock(m_);
+              if (e.what == mailnet::store_event::kind::resync) boxes_.insert("(whole store)");
+              if (e.what != mailnet::store_event::kind::changed) return;
+              boxes_.insert(e.mailbox);
+              cv_.notify_all();
+          })) {}
+    /// Whether `box` was told changed, waiting up to 5 s for it.
+    bool heard(const std::string& box) {
+        std::unique_lock lock(m_);
+        return cv_.wait_for(lock, std::chrono::seconds(5), [&] { return boxes_.contains(box); });
+    }
+    bool contains(const std::string& box) {
+        std::lock_guard lock(m_);
+        return boxes_.contains(box);
+    }
+    void clear() {
+        std::lock_guard lock(m_);
+        boxes_.clear();
+    }
+
+private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::multiset<std::string> boxes_;
+    mailnet::subscription sub_;  // last: unsubscribed before the members it uses go
+};
+
 // While anyone subscribes, what changes on disk is told as a `changed` naming the mailbox,
 // whoever changed it: a file copied in by hand, a mailbox made by hand, a file removed.
 TEST(maildir_store, a_subscriber_hears_which_mailbox_changed_on_disk) {
@@ -2636,20 +2669,10 @@ TEST(maildir_store, a_subscriber_hears_which_mailbox_changed_on_disk) {
     auto s = open_store(options(d.path));
     ASSERT_TRUE(s);
     const fs::path alice = hand_made_box(d.path / "store" / "alice");
-    std::mutex m;
-    std::condition_variable cv;
-    std::multiset<std::string> resyncs;  // the mailboxes named changed
-    auto sub = s->subscribe([&](const mailnet::store_event& e) {
-        std::lock_guard lock(m);
-        if (e.what == mailnet::store_event::kind::resync) resyncs.insert("(whole store)");
-        if (e.what != mailnet::store_event::kind::changed) return;
-        resyncs.insert(e.mailbox);
-        cv.notify_all();
-    });
+    change_log log(*s);
     const auto heard = [&](const std::string& box) {
-        std::unique_lock lock(m);
-        const bool got = cv.wait_for(lock, std::chrono::seconds(5), [&] { return resyncs.contains(box); });
-        resyncs.clear();
+        const bool got = log.heard(box);
+        log.clear();
         return got;
     };
     write_file(alice / "new" / "7001.M1P1Q1.elsewhere", "one\n");
@@ -2661,15 +2684,8 @@ TEST(maildir_store, a_subscriber_hears_which_mailbox_changed_on_disk) {
     EXPECT_TRUE(heard("alice")) << "a file removed";
     fs::remove_all(bob);
     EXPECT_TRUE(heard("bob")) << "a mailbox removed";
-    {
-        std::lock_guard lock(m);
-        EXPECT_FALSE(resyncs.contains("(whole store)")) << "never the whole store for a few files";
-    }
+    EXPECT_FALSE(log.contains("(whole store)")) << "never the whole store for a few files";
 }
-
-}  // namespace
-
-namespace {
 
 // When the kernel's queue overflows (more changes than it holds before the watcher reads),
 // the mailboxes made meanwhile are watched all the same and every mailbox is told changed.
@@ -2680,14 +2696,7 @@ TEST(maildir_store, after_an_inotify_overflow_a_mailbox_made_meanwhile_is_watche
     ASSERT_TRUE(s);
     const fs::path busy = hand_made_box(d.path / "store" / "busy");
     write_file(busy / "cur" / "7001.M1P1Q1.x:2,", "one\n");
-    std::mutex m;
-    std::condition_variable cv;
-    std::set<std::string> changed;
-    auto sub = s->subscribe([&](const mailnet::store_event& e) {
-        std::lock_guard lock(m);
-        if (e.what == mailnet::store_event::kind::changed) changed.insert(e.mailbox);
-        cv.notify_all();
-    });
+    change_log log(*s);
     // Renames back and forth, far more than the queue holds (16384 events by default) while
     // the watcher waits between its rounds; a mailbox made in the middle of them.
     const fs::path doomed = hand_made_box(d.path / "store" / "doomed");
@@ -2698,25 +2707,17 @@ TEST(maildir_store, after_an_inotify_overflow_a_mailbox_made_meanwhile_is_watche
     for (int i = 0; std::chrono::steady_clock::now() < end; ++i) {
         ::rename((i % 2 ? b : a).c_str(), (i % 2 ? a : b).c_str());
         if (!made && i == 40000) {
-            {
-                std::lock_guard lock(m);
-                changed.clear();
-            }
+            log.clear();
             hand_made_box(d.path / "store" / "late");
             fs::remove_all(doomed);  // its removal's events may be lost in the overflow
             made = true;
         }
     }
     ASSERT_TRUE(made) << "the renames were too slow to fill the queue";
-    std::unique_lock lock(m);
-    EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return changed.contains("doomed"); }))
-        << "a mailbox removed during the overflow is not told changed";
-    changed.clear();
-    lock.unlock();
+    EXPECT_TRUE(log.heard("doomed")) << "a mailbox removed during the overflow is not told changed";
+    log.clear();
     write_file(d.path / "store" / "late" / "new" / "7002.M1P1Q1.x", "two\n");
-    lock.lock();
-    EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return changed.contains("late"); }))
-        << "a file copied into a mailbox made during the overflow is not heard of";
+    EXPECT_TRUE(log.heard("late")) << "a file copied into a mailbox made during the overflow is not heard of";
 }
 
 }  // namespace
