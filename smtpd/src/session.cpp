@@ -405,7 +405,7 @@ void session::cmd_mail(std::string_view arg) {
         }
     }
     if (eight_bit && !next.smtputf8)
-        return say(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
+        return bad_command(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
     if (auto f = fault(fault_phase::mail, {}, &path->mailbox)) return apply_fault(*f);  // no transaction begins
     next.sender = std::move(path->mailbox);
     mail_ = std::move(next);
@@ -420,7 +420,7 @@ void session::cmd_rcpt(std::string_view arg) {
     if (decoder_) return bad_command(503, "5.5.1", "Error: RCPT after BDAT");
     if (!istarts_with(arg, "TO:")) return bad_command(501, "5.5.4", "Syntax: RCPT TO:<address>");
     if (!mail_.smtputf8 && std::any_of(arg.begin(), arg.end(), [](char c) { return static_cast<unsigned char>(c) > 0x7F; }))
-        return say(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
+        return bad_command(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
     std::string why;
     auto path = parse_path(arg.substr(3), path_options{false, mail_.smtputf8, true}, &why);
     if (!path && why.find("parameter") != std::string::npos) return bad_command(501, "5.5.4", "Bad parameter: " + why);
