@@ -449,8 +449,9 @@ result<void> validate(const server_config& c, const log_sink& log) {
         why = "the SASL line limit must not be below the command line limit";
     else if (l.max_message_octets == 0 || l.max_recipients == 0)
         why = "message size and recipient limits must be at least 1";
-    else if (l.max_failed_logins == 0 || l.max_bad_commands == 0 || l.max_refused_recipients == 0)
-        why = "failed-login, bad-command and refused-recipient limits must be at least 1";
+    else if (l.max_failed_logins == 0 || l.max_bad_commands == 0 || l.max_refused_recipients == 0 ||
+             l.max_junk_commands == 0 || l.max_recipient_overshoot == 0)
+        why = "failed-login, bad-command, refused-recipient, junk-command and recipient-overshoot limits must be at least 1";
     // DESIGN.md "Rules": open mode takes mail for any address, so only from this machine.
     const bool open_mode = c.storage && !c.recipients_from_auth && !c.require_auth;
     if (why.empty() && open_mode && !c.allow_open_network) {

@@ -192,6 +192,25 @@ void session::junk_command() {
     if (++junk_commands_ > limits_.max_junk_commands) count_error(false);
 }
 
+// A MAIL refused (by validate_sender, or for its size or its 8-bit address): its reply, and a
+// command that did no work.
+void session::refused_mail(int code, std::string_view enhanced, std::string_view text) {
+    say(code, enhanced, text);
+    junk_command();
+}
+
+// A recipient refused after its reply `code` went out: a 5xx counts toward
+// limits::max_refused_recipients (no free probing for addresses), a 4xx (a greylisting policy, a
+// store that cannot answer) is a command that did no work.
+void session::refused_recipient(int code) {
+    if (code < 500) return junk_command();
+    if (++refused_recipients_ >= limits_.max_refused_recipients) {
+        say(421, "4.7.0", config_.hostname + " Error: too many refused recipients");
+        emit(act::close{});
+        closed_ = true;
+    }
+}
+
 void session::count_error(bool sequence_error) {
     // A 503 is what a pipelining client gets for every command after a refused MAIL or RCPT
     // (RFC 2920 3.1): not a sign of a broken client, so counted apart, with an allowance of a
@@ -380,10 +399,11 @@ void session::cmd_mail(std::string_view arg) {
             const auto [end, ec] = std::from_chars(p.value.data(), p.value.data() + p.value.size(), n);
             const bool digits = p.has_value && end == p.value.data() + p.value.size();
             if (digits && ec == std::errc::result_out_of_range)  // RFC 1870: 20 digits are valid
-                return say(552, "5.3.4", "Error: message size exceeds fixed limit");
+                return refused_mail(552, "5.3.4", "Error: message size exceeds fixed limit");
             if (!digits || ec != std::errc()) return bad_command(501, "5.5.4", "Bad SIZE parameter");
             // RFC 1870 6: refused at once when the announced size is over the limit.
-            if (n > limits_.max_message_octets) return say(552, "5.3.4", "Error: message size exceeds fixed limit");
+            if (n > limits_.max_message_octets)
+                return refused_mail(552, "5.3.4", "Error: message size exceeds fixed limit");
             next.announced_size = n;
         } else if (p.keyword == "BODY") {
             if (iequals(p.value, "8BITMIME"))
@@ -405,7 +425,7 @@ void session::cmd_mail(std::string_view arg) {
         }
     }
     if (eight_bit && !next.smtputf8)
-        return bad_command(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
+        return refused_mail(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
     if (auto f = fault(fault_phase::mail, {}, &path->mailbox)) return apply_fault(*f);  // no transaction begins
     next.sender = std::move(path->mailbox);
     mail_ = std::move(next);
@@ -419,8 +439,10 @@ void session::cmd_rcpt(std::string_view arg) {
     // already being written for the others.
     if (decoder_) return bad_command(503, "5.5.1", "Error: RCPT after BDAT");
     if (!istarts_with(arg, "TO:")) return bad_command(501, "5.5.4", "Syntax: RCPT TO:<address>");
-    if (!mail_.smtputf8 && std::any_of(arg.begin(), arg.end(), [](char c) { return static_cast<unsigned char>(c) > 0x7F; }))
-        return bad_command(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
+    if (!mail_.smtputf8 && std::any_of(arg.begin(), arg.end(), [](char c) { return static_cast<unsigned char>(c) > 0x7F; })) {
+        say(553, "5.6.7", "Error: an internationalized address needs SMTPUTF8 (RFC 6531)");
+        return refused_recipient(553);
+    }
     std::string why;
     auto path = parse_path(arg.substr(3), path_options{false, mail_.smtputf8, true}, &why);
     if (!path && why.find("parameter") != std::string::npos) return bad_command(501, "5.5.4", "Bad parameter: " + why);
@@ -442,8 +464,10 @@ void session::cmd_rcpt(std::string_view arg) {
     const auto same = [&](const mailbox_address& r) {
         return r.local == path->mailbox.local && iequals(r.domain, path->mailbox.domain);
     };
-    if (std::any_of(mail_.recipients.begin(), mail_.recipients.end(), same))
-        return say(250, "2.1.5", "Ok (duplicate recipient)");
+    if (std::any_of(mail_.recipients.begin(), mail_.recipients.end(), same)) {
+        say(250, "2.1.5", "Ok (duplicate recipient)");
+        return junk_command();
+    }
     pending_rcpt_ = std::move(path->mailbox);
     emit(act::validate_recipient{*pending_rcpt_});
     waiting_ = wait::recipient;
@@ -490,6 +514,7 @@ void session::end_message(std::string& tail) {
         emit(act::discard{});
         reset_transaction();
         say(code, enhanced, text);
+        junk_command();  // a transaction that delivered nothing
     };
     if (d.over_limit()) return refuse(552, "5.3.4", "Error: message size exceeds fixed limit");
     // RFC 5321 2.3.8: a bare CR or LF is no line end; a message holding one is not taken (it is
@@ -585,9 +610,11 @@ void session::take_chunk() {
         decoder_.reset();
         emit(act::discard{});
         reset_transaction();
-        return say(552, "5.3.4", "Error: message size exceeds fixed limit");
+        say(552, "5.3.4", "Error: message size exceeds fixed limit");
+        return junk_command();  // a transaction that delivered nothing
     }
     say(250, "2.0.0", std::to_string(c.size) + " octets received");
+    if (c.size == 0) junk_command();  // an empty chunk adds nothing
 }
 
 void session::cmd_starttls(std::string_view arg) {
@@ -622,7 +649,7 @@ void session::cmd_auth(std::string_view arg) {
     if (authenticated_) return bad_command(503, "5.5.1", "Error: already authenticated");  // RFC 4954 4
     if (has_sender_ || decoder_) return bad_command(503, "5.5.1", "Error: MAIL transaction in progress");
     // RFC 4954 4 and DESIGN.md "Rules": 538 when only TLS would make the mechanism acceptable.
-    if (!auth_allowed()) return say(538, "5.7.11", "Encryption required for requested authentication mechanism");
+    if (!auth_allowed()) return bad_command(538, "5.7.11", "Encryption required for requested authentication mechanism");
     const auto [mech, initial] = split_first(arg);
     if (initial.find(' ') != std::string_view::npos) return bad_command(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]");
     if (iequals(mech, "PLAIN")) {
@@ -720,7 +747,8 @@ void session::resume(const auth_result& r) {
                                 "Error: authentication failed");
         case auth_result::status::tempfail:
             sasl_user_.clear();
-            return say(454, "4.7.0", "Temporary authentication failure, try later");
+            say(454, "4.7.0", "Temporary authentication failure, try later");
+            return junk_command();
         case auth_result::status::ok: break;
     }
     sasl_user_.clear();
@@ -751,7 +779,7 @@ void session::resume(const verdict& v) {
         case wait::sender:
             if (!v.accepted) {
                 mail_ = envelope{};
-                say(fitting(v));
+                say(fitting(v));  // its text made one line, its code fitting
                 return junk_command();
             }
             has_sender_ = true;
@@ -763,12 +791,7 @@ void session::resume(const verdict& v) {
                 pending_rcpt_.reset();
                 const reply r = fitting(v);
                 say(r);
-                if (r.code >= 500 && ++refused_recipients_ >= limits_.max_refused_recipients) {
-                    say(421, "4.7.0", config_.hostname + " Error: too many refused recipients");
-                    emit(act::close{});
-                    closed_ = true;
-                }
-                return;
+                return refused_recipient(r.code);
             }
             mail_.recipients.push_back(std::move(*pending_rcpt_));
             pending_rcpt_.reset();
@@ -781,7 +804,9 @@ void session::resume(const verdict& v) {
             // so a relay sending many messages over one connection, each with a stale
             // address, is not cut off.
             if (v.accepted) refused_recipients_ = bad_commands_ = junk_commands_ = 0;
-            return say(fitting(v));
+            say(fitting(v));
+            if (!v.accepted) junk_command();  // a transaction that delivered nothing
+            return;
     }
 }
 

@@ -1065,6 +1065,11 @@ TEST(smtp_server, an_unusable_configuration_is_refused_and_the_old_one_kept) {
     bad.session_limits.max_command_octets = 100;
     EXPECT_EQ(s.configure(bad).error(), mailnet::errc::bad_config);
     EXPECT_EQ(s.config().session_limits.max_command_octets, 2048u);
+    for (auto limit : {&smtp::limits::max_junk_commands, &smtp::limits::max_recipient_overshoot}) {
+        bad = cfg;
+        bad.session_limits.*limit = 0;  // every EHLO (or 452) would be a bad command
+        EXPECT_EQ(s.configure(bad).error(), mailnet::errc::bad_config);
+    }
     EXPECT_TRUE(s.up());
     EXPECT_EQ(s.configure(cfg).error(), mailnet::errc::bad_config) << "not while up";
     s.destroy(mailnet::net::server::destroy_mode::kill);

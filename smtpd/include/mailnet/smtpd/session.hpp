@@ -197,6 +197,8 @@ private:
     void say(const reply& r);
     void bad_command(int code, std::string_view enhanced, std::string_view text);
     void junk_command();
+    void refused_mail(int code, std::string_view enhanced, std::string_view text);
+    void refused_recipient(int code);
     void count_error(bool sequence_error);
     void emit(action a);
     void reset_transaction();
