@@ -267,6 +267,8 @@ void session::apply_fault(const fault_action& f) {
     if (f.disconnect) {
         emit(act::close{});
         closed_ = true;
+    } else if (!f.reply.empty()) {
+        junk_command();  // a refusal in place of the command's work, counted as the real ones are
     }
 }
 
@@ -476,7 +478,12 @@ void session::cmd_rcpt(std::string_view arg) {
 void session::cmd_data(std::string_view arg) {
     if (!arg.empty()) return bad_command(501, "5.5.4", "Syntax: DATA");
     if (!has_sender_) return bad_command(503, "5.5.1", "Error: need MAIL command");
-    if (mail_.recipients.empty()) return bad_command(554, "5.5.1", "Error: no valid recipients");
+    if (mail_.recipients.empty()) {
+        // What a pipelining client's DATA gets after its RCPTs were refused (RFC 2920 3.1): its
+        // refusals are counted already, so this counts with the 503s, not as a bad command.
+        say(554, "5.5.1", "Error: no valid recipients");
+        return count_error(true);
+    }
     if (decoder_) return bad_command(503, "5.5.1", "Error: DATA after BDAT");  // RFC 3030 2
     say(354, "", "End data with <CR><LF>.<CR><LF>");
     dot_decoder_options o;
@@ -594,7 +601,11 @@ void session::take_chunk() {
     in_data_ = false;
     reader_.feed(data_in_);  // what follows the chunk is commands again
     data_in_.clear();
-    if (c.refusal) return bad_command(c.refusal->code, c.refusal->enhanced, c.refusal->text);
+    if (c.refusal) {
+        // A 503, or a 554 for want of recipients (as DATA's): counted with the 503s.
+        say(c.refusal->code, c.refusal->enhanced, c.refusal->text);
+        return count_error(true);
+    }
     if (c.last) {
         std::string tail;
         decoder_->end_of_chunks(tail);
