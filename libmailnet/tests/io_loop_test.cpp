@@ -151,31 +151,37 @@ TEST(run_io, runs_every_handler_and_returns_when_out_of_work) {
 
 TEST(run_io, work_posted_from_another_thread_runs_whether_the_loop_spins_or_sleeps) {
     for (const auto spin : {microseconds{0}, microseconds{50}, microseconds{1000}}) {
-        asio::io_context io;
-        auto guard = asio::make_work_guard(io);
-        std::atomic<int> ran{0};
-        std::thread other([&] {
-            for (int i = 0; i < 20; ++i) {
-                // Some posts come within a spin, some long after it (the loop sleeps then).
-                std::this_thread::sleep_for(microseconds{i % 2 ? 10 : 3000});
-                asio::post(io, [&] { ++ran; });
-            }
-            asio::post(io, [&] { guard.reset(); });
-        });
-        net::io_loop_counts counts;
-        net::run_io(io, spin, &counts);
-        other.join();
-        EXPECT_EQ(ran.load(), 20) << spin.count();
-        if (spin.count() == 0) {
-            EXPECT_EQ(counts.spins, 0u);
-        } else {
-            EXPECT_GE(counts.spins, 1u) << spin.count();
-            EXPECT_GE(counts.sleeps, 1u) << spin.count();  // the posts 3 ms apart come after any spin
-        }
         // Posts 10 us apart (more with timer slack) mostly come within a spin of 1 ms: one at
-        // least did, on any machine that runs the other thread within a millisecond once.
+        // least does, on any machine that runs the other thread within a millisecond once in
+        // a few tries (a machine busy with a parallel build may not in one try of ten posts).
+        const int tries = spin == microseconds{1000} ? 5 : 1;
+        std::size_t hits = 0;
+        for (int attempt = 0; attempt < tries && hits == 0; ++attempt) {
+            asio::io_context io;
+            auto guard = asio::make_work_guard(io);
+            std::atomic<int> ran{0};
+            std::thread other([&] {
+                for (int i = 0; i < 20; ++i) {
+                    // Some posts come within a spin, some long after it (the loop sleeps then).
+                    std::this_thread::sleep_for(microseconds{i % 2 ? 10 : 3000});
+                    asio::post(io, [&] { ++ran; });
+                }
+                asio::post(io, [&] { guard.reset(); });
+            });
+            net::io_loop_counts counts;
+            net::run_io(io, spin, &counts);
+            other.join();
+            EXPECT_EQ(ran.load(), 20) << spin.count();
+            if (spin.count() == 0) {
+                EXPECT_EQ(counts.spins, 0u);
+            } else {
+                EXPECT_GE(counts.spins, 1u) << spin.count();
+                EXPECT_GE(counts.sleeps, 1u) << spin.count();  // the posts 3 ms apart come after any spin
+            }
+            hits = counts.hits;
+        }
         if (spin == microseconds{1000}) {
-            EXPECT_GE(counts.hits, 1u);
+            EXPECT_GE(hits, 1u) << "no post came within a spin in " << tries << " tries";
         }
     }
 }
