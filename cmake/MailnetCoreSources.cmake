@@ -17,4 +17,7 @@ set(MAILNET_FUZZ_CORE_SOURCES
   ${PROJECT_SOURCE_DIR}/smtpd/src/session.cpp
   ${PROJECT_SOURCE_DIR}/pop3c/src/core.cpp
   ${PROJECT_SOURCE_DIR}/mailnetd/src/message_view.cpp
+  ${PROJECT_SOURCE_DIR}/mailnetd/src/api.cpp
+  ${PROJECT_SOURCE_DIR}/mailnetd/src/faults_json.cpp
+  ${PROJECT_SOURCE_DIR}/mailnetd/src/mail_index.cpp
 )
