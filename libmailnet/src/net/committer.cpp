@@ -71,14 +71,14 @@ void delivery_committer::run() {
             // NOTE: where the store asks for it (store::group_linger; that of the first request
             // waiting), a group smaller than one more than the recent ones' mean, and than
             // their peak, waits a little for the messages about to end: at most the store's
-            // linger and the last commit's time, and only while groups held two or more (a
-            // lone client's every message would wait for nothing).
+            // linger and linger_commits times the last commit's time, and only while groups
+            // held two or more (a lone client's every message would wait for nothing).
             const auto want = std::min({max_group, static_cast<std::size_t>(usual_group_) + 1,
                                         static_cast<std::size_t>(peak_group_)});
             if (usual_group_ >= 2 && queue_.size() < want && !stopping_) {
                 const auto& first = queue_.front()->request.storage;
                 const auto most = first ? std::chrono::steady_clock::duration(first->group_linger()) : std::chrono::steady_clock::duration{};
-                if (const auto linger = std::min(most, last_commit_); linger.count() > 0) {
+                if (const auto linger = std::min(most, linger_commits * last_commit_); linger.count() > 0) {
                     lingering_for_ = want;
                     cv_.wait_for(lock, linger, [&] { return stopping_ || queue_.size() >= want; });
                     lingering_for_ = 0;

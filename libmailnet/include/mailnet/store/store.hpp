@@ -221,7 +221,7 @@ public:
     /// How long a delivery committer may hold back a group smaller than its recent ones,
     /// waiting for the messages about to end, when it commits this store's deliveries; zero:
     /// never (the default). Worth it where each commit costs CPU on the cores the front-ends
-    /// use too (a PostgreSQL transaction: the PostgreSQL store says 1 ms), not where a commit
+    /// use too (a PostgreSQL transaction: the PostgreSQL store says 3 ms), not where a commit
     /// waits on a device (the Maildir store's flushes, where holding back only idles the disk).
     virtual std::chrono::microseconds group_linger() const noexcept { return {}; }
 
