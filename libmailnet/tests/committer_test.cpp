@@ -110,11 +110,14 @@ std::shared_ptr<mailnet::store_functions> fake_store(const std::shared_ptr<journ
 
 // The same with store::group_linger (as the PostgreSQL store's, but long, so that only the last
 // commit's time bounds it: four times that).
-std::shared_ptr<mailnet::store_functions> lingering_store(const std::shared_ptr<journal>& j) {
+std::shared_ptr<mailnet::store_functions> lingering_store(const std::shared_ptr<journal>& j,
+                                                          std::chrono::microseconds linger = std::chrono::seconds(30)) {
     struct lingering final : mailnet::store_functions {
-        std::chrono::microseconds group_linger() const noexcept override { return std::chrono::seconds(30); }
+        explicit lingering(std::chrono::microseconds l) : linger(l) {}
+        std::chrono::microseconds group_linger() const noexcept override { return linger; }
+        std::chrono::microseconds linger;
     };
-    auto s = std::make_shared<lingering>();
+    auto s = std::make_shared<lingering>(linger);
     s->on_begin_delivery = fake_store(j)->on_begin_delivery;
     return s;
 }
@@ -338,11 +341,15 @@ std::vector<std::size_t> batches_with_a_late_pair(const std::shared_ptr<mailnet:
     caller lone, pair, last;
     std::vector<commit_request> rqs;
     rqs.push_back(request(s, "a", "lone\n"));
+    const auto lone_sent = std::chrono::steady_clock::now();
     lone.start(c, std::move(rqs));
     std::thread t3([&] { lone.io.run(); });
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (!lingering)
+    if (!lingering) {
         for (int i = 0; i < 10000 && lone.done == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        // Committed at once: not after a wait of four times the last commit (4 s).
+        EXPECT_LT(std::chrono::steady_clock::now() - lone_sent, std::chrono::milliseconds(2000));
+    }
     EXPECT_EQ(lone.done, lingering ? 0u : 1u);
     rqs.clear();
     rqs.push_back(request(s, "a", "pair 1\n"));
@@ -356,8 +363,8 @@ std::vector<std::size_t> batches_with_a_late_pair(const std::shared_ptr<mailnet:
     t4.join();
     EXPECT_EQ(lone.done, 1u);
     EXPECT_EQ(pair.done, 2u);
-    // One more, alone: the wait is bounded (by the last commit's time), so it is committed
-    // although no other request comes.
+    // One more, alone: the wait is bounded (by four times the last commit's time), so it is
+    // committed although no other request comes.
     rqs.clear();
     rqs.push_back(request(s, "a", "last\n"));
     last.start(c, std::move(rqs));
@@ -399,6 +406,26 @@ TEST(delivery_committer, a_small_group_waits_at_most_the_linger_and_four_times_t
     EXPECT_LT(waited, std::chrono::seconds(5));
     std::lock_guard l(j->mutex);
     EXPECT_EQ(j->batches, (std::vector<std::size_t>{1, 5, 1}));
+}
+
+TEST(delivery_committer, a_small_group_waits_no_longer_than_the_store_asks) {
+    // The last commit took about 1 s (five slow messages), four times that is 4 s; the store
+    // asks for 0.3 s: a lone request is committed after about 0.3 s.
+    auto j = std::make_shared<journal>();
+    j->hold_first = true;
+    auto s = lingering_store(j, std::chrono::milliseconds(300));
+    delivery_committer c;
+    groups_of_one_and_five(c, s, j);
+    caller lone;
+    std::vector<commit_request> rqs;
+    rqs.push_back(request(s, "a", "lone\n"));
+    const auto sent = std::chrono::steady_clock::now();
+    lone.start(c, std::move(rqs));
+    lone.io.run();
+    const auto waited = std::chrono::steady_clock::now() - sent;
+    EXPECT_EQ(lone.done, 1u);
+    EXPECT_GE(waited, std::chrono::milliseconds(250));
+    EXPECT_LT(waited, std::chrono::milliseconds(2000));
 }
 
 TEST(delivery_committer, a_committer_stopped_while_a_group_waits_commits_it_at_once) {

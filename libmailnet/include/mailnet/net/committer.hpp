@@ -102,8 +102,10 @@ private:
     static constexpr std::chrono::seconds idle_resets{1};
     std::chrono::steady_clock::duration last_commit_{};  // run()'s: the last group's commit time
     // A lingering group waits at most this many times the last commit's time (and at most the
-    // store's linger). 4: three PostgreSQL front-ends on two cores, 3 ms lingers, were 13-16%
-    // faster with it than with one commit's time (docs/stores.md).
+    // store's linger). 4: three PostgreSQL front-ends on two cores were 13-16% faster with a
+    // 3 ms linger unbounded by the commit's time than with 1 ms bounded by one commit (where a
+    // 2 ms linger was no faster): PostgreSQL's commits take 0.75 ms or more there, so four of
+    // them leave the 3 ms (docs/stores.md).
     static constexpr int linger_commits = 4;
     std::thread thread_;
 };
