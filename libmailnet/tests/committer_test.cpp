@@ -383,47 +383,45 @@ TEST(delivery_committer, a_store_that_asks_for_it_has_a_small_group_wait_for_the
     EXPECT_EQ(batches_with_a_late_pair(lingering_store(j), j, true), (std::vector<std::size_t>{1, 5, 3, 1}));
 }
 
+// After groups_of_one_and_five(..., slow) on a store asking for `linger`: how long one lone
+// request then waits to be committed (the recent groups promise two more, which never come).
+std::chrono::steady_clock::duration lone_request_wait(std::chrono::microseconds linger, int slow,
+                                                       std::vector<std::size_t>* batches = nullptr) {
+    auto j = std::make_shared<journal>();
+    j->hold_first = true;
+    auto s = lingering_store(j, linger);
+    delivery_committer c;
+    groups_of_one_and_five(c, s, j, slow);
+    caller lone;
+    std::vector<commit_request> rqs;
+    rqs.push_back(request(s, "a", "lone\n"));
+    const auto sent = std::chrono::steady_clock::now();
+    lone.start(c, std::move(rqs));
+    lone.io.run();
+    const auto waited = std::chrono::steady_clock::now() - sent;
+    EXPECT_EQ(lone.done, 1u);
+    EXPECT_FALSE(lone.outcomes.empty() || lone.outcomes[0].error);
+    std::lock_guard l(j->mutex);
+    if (batches) *batches = j->batches;
+    return waited;
+}
+
 TEST(delivery_committer, a_small_group_waits_at_most_the_linger_and_four_times_the_last_commit) {
     // The last commit took about 0.2 s (one slow message of five): a lone request then waits
     // for the two more the recent groups promise until four times that (0.8 s), not the
     // store's 30 s, and not just the commit's 0.2 s (that was too short a wait for
     // PostgreSQL front-ends sharing two cores: docs/stores.md).
-    auto j = std::make_shared<journal>();
-    j->hold_first = true;
-    auto s = lingering_store(j);
-    delivery_committer c;
-    groups_of_one_and_five(c, s, j, 1);
-    caller lone;
-    std::vector<commit_request> rqs;
-    rqs.push_back(request(s, "a", "lone\n"));
-    const auto sent = std::chrono::steady_clock::now();
-    lone.start(c, std::move(rqs));
-    lone.io.run();
-    const auto waited = std::chrono::steady_clock::now() - sent;
-    EXPECT_EQ(lone.done, 1u);
-    EXPECT_FALSE(lone.outcomes[0].error);
+    std::vector<std::size_t> batches;
+    const auto waited = lone_request_wait(std::chrono::seconds(30), 1, &batches);
     EXPECT_GE(waited, std::chrono::milliseconds(450));
     EXPECT_LT(waited, std::chrono::seconds(5));
-    std::lock_guard l(j->mutex);
-    EXPECT_EQ(j->batches, (std::vector<std::size_t>{1, 5, 1}));
+    EXPECT_EQ(batches, (std::vector<std::size_t>{1, 5, 1}));
 }
 
 TEST(delivery_committer, a_small_group_waits_no_longer_than_the_store_asks) {
     // The last commit took about 1 s (five slow messages), four times that is 4 s; the store
     // asks for 0.3 s: a lone request is committed after about 0.3 s.
-    auto j = std::make_shared<journal>();
-    j->hold_first = true;
-    auto s = lingering_store(j, std::chrono::milliseconds(300));
-    delivery_committer c;
-    groups_of_one_and_five(c, s, j);
-    caller lone;
-    std::vector<commit_request> rqs;
-    rqs.push_back(request(s, "a", "lone\n"));
-    const auto sent = std::chrono::steady_clock::now();
-    lone.start(c, std::move(rqs));
-    lone.io.run();
-    const auto waited = std::chrono::steady_clock::now() - sent;
-    EXPECT_EQ(lone.done, 1u);
+    const auto waited = lone_request_wait(std::chrono::milliseconds(300), 5);
     EXPECT_GE(waited, std::chrono::milliseconds(250));
     EXPECT_LT(waited, std::chrono::milliseconds(2000));
 }
