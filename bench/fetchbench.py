@@ -103,7 +103,7 @@ RSS_TARGET_KIB = 8 * 1024
 
 
 def report(raw, doc, meta):
-    vals, by_run, extra = read_raw(raw, ("fetch_", "retr_", "disk_", "nodisk_"))
+    vals, by_run, extra = read_raw(raw, ("fetch_", "retr_", "floor_", "disk_", "nodisk_"))
     runs = sorted({int(r) for (_f, _s, r) in by_run if r.isdigit()})
     failed = {}
     with open(raw) as f:
@@ -202,6 +202,13 @@ def report(raw, doc, meta):
             lim.append(f"| pop3c with no disk, {label} | msg/s (MiB/s) | {fmt(statistics.median(v))} "
                        f"({', '.join(fmt(x) for x in v)}); {fmt(statistics.median(mibs))} MiB/s | `pop3c fetch --stdout --keep` "
                        f"into /dev/null, timed as the fetches are (start to exit): the network, Dovecot and pop3c without the Maildir |")
+        fig = f"floor_{key}"
+        if (fig, "dovecot") in vals:
+            v = vals[(fig, "dovecot")]
+            lim.append(f"| Dovecot's shortest fetch, {label} | msg/s (ms a fetch) | {fmt(statistics.median(v))} "
+                       f"({', '.join(fmt(x) for x in v)}); {n / statistics.median(v) * 1000:.0f} ms | `popload retr --batch {n}`: "
+                       f"one session from the connect to the close after QUIT (USER, PASS, LIST, every RETR sent at once, read and "
+                       f"discarded), no process start: what a fetcher that cost nothing would take |")
         fig = f"retr_{key}"
         if (fig, "dovecot") in vals:
             v = vals[(fig, "dovecot")]
@@ -231,7 +238,15 @@ def report(raw, doc, meta):
         if ratio is None:
             tg.append(f"| {label}: ≥ {goal}× the fastest peer | **not measured** (pop3c or every peer failed) |")
         else:
-            tg.append(f"| {label}: ≥ {goal}× the fastest peer (is {ratio:.2f}× {best}) | {'met' if ratio >= goal else '**not met**'} |")
+            verdict = 'met' if ratio >= goal else '**not met**'
+            # What the target asks in time, beside the shortest fetch Dovecot allows in this run.
+            peer, floor = vals.get((f"fetch_{key}", best)), vals.get((f"floor_{key}", "dovecot"))
+            if ratio < goal and peer and floor:
+                need, fl = goal * statistics.median(peer), statistics.median(floor)
+                verdict += (f": {goal}× {best} is {fmt(need)} msg/s, {n / need * 1000:.0f} ms a fetch; Dovecot's shortest "
+                            f"fetch took {n / fl * 1000:.0f} ms ({fmt(fl)} msg/s)"
+                            + (", longer: no fetcher can meet it against this server here" if fl < need else ""))
+            tg.append(f"| {label}: ≥ {goal}× the fastest peer (is {ratio:.2f}× {best}) | {verdict} |")
     v = vals.get(("fetch_B_rss", "pop3c"))
     if v:
         tg.append(f"| set B: pop3c peak RSS < 8 MiB (is {max(v):,.0f} KiB = {max(v) / 1024:.2f} MiB, the largest of "

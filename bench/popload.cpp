@@ -421,6 +421,7 @@ int mode_retr(const options& o) {
     const long batch = o.num("batch", "50"), passes = o.num("passes", "1");
     const double deadline = now_s() + static_cast<double>(o.num("seconds", "120"));
     if (o.num("tls", "0")) init_tls(o.get("ciphersuite", "TLS_AES_128_GCM_SHA256"));
+    const double session_t0 = now_s();  // session_secs: from the connect to the close after QUIT
     link fd = open_link(port, 30);
     if (fd.fd < 0) die("retr: cannot connect");
     reader r(fd, 1024 * 1024, deadline);
@@ -461,11 +462,12 @@ int mode_retr(const options& o) {
     command(fd, r, "QUIT");
     const std::string tls = tls_desc(fd);
     close_link(fd);
+    const double session_secs = now_s() - session_t0;
     std::printf("mode=retr msgs=%ld wire_bytes=%llu body_bytes=%llu secs=%.4f msgs_per_s=%.1f MBps=%.1f "
-                "client_cpu=%.2f size_mismatches=%ld %s\n",
+                "client_cpu=%.2f size_mismatches=%ld session_secs=%.4f %s\n",
                 done, static_cast<unsigned long long>(wire), static_cast<unsigned long long>(body_octets), secs,
                 static_cast<double>(done) / secs, static_cast<double>(wire) / secs / 1e6, cpu / secs, bad,
-                tls.c_str());
+                session_secs, tls.c_str());
     return bad == 0 && done == n * passes ? 0 : 1;
 }
 

@@ -11,7 +11,8 @@
 //   smtpload fsync --dir D [--threads 1] [--count 2000] [--size 4096] [--seconds 20]
 //       the disk's fsync'd Maildir write, as mailnet's Maildir store does it per message: open
 //       D/tmp/NAME (O_CREAT|O_EXCL), write SIZE octets, fsync, close, link into D/new/, open
-//       D/new and fsync it, unlink the tmp/ name; THREADS threads share COUNT files.
+//       D/new and fsync it, unlink the tmp/ name; THREADS threads share COUNT files. Prints the
+//       rate and, per file, the time of the fsync, link and fsync of new/ (flush_us_per_file).
 //       Prints "files=N threads=T secs=S per_s=R user_us_per_file=U sys_us_per_file=K" (its own CPU).
 //   smtpload probe --port P --rcpt ADDR (--pop3-port Q --user U --pass W
 //                  | --http-port H [--http-path /api/email?subject=])
@@ -306,6 +307,7 @@ int fsync_rate(const std::map<std::string, std::string>& a) {
     const std::string body(size, 'x');
     std::atomic<long> next{0}, done{0};
     std::atomic<bool> error{false};
+    std::atomic<long long> flush_ns{0};
     const auto t0 = clk::now();
     auto worker = [&](int t) {
         const std::string newdir = dir + "/new";
@@ -315,15 +317,22 @@ int fsync_rate(const std::map<std::string, std::string>& a) {
             const std::string name = std::to_string(getpid()) + "." + std::to_string(t) + "." + std::to_string(i);
             const std::string tmp = dir + "/tmp/" + name, fin = newdir + "/" + name;
             const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-            bool ok = fd >= 0 && ::write(fd, body.data(), body.size()) == static_cast<ssize_t>(body.size()) &&
-                      ::fsync(fd) == 0;
+            bool ok = fd >= 0 && ::write(fd, body.data(), body.size()) == static_cast<ssize_t>(body.size());
+            // flush_us_per_file: the steps that must follow a message's last octet one after the
+            // other (its data's flush, its link, new/'s flush); open, write, close could overlap
+            // the message's transfer.
+            auto t = clk::now();
+            ok = ok && ::fsync(fd) == 0;
+            auto flushing = clk::now() - t;
             if (fd >= 0 && ::close(fd) != 0) ok = false;
-            ok = ok && ::link(tmp.c_str(), fin.c_str()) == 0;
             if (ok) {
                 const int dfd = ::open(newdir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                ok = dfd >= 0 && ::fsync(dfd) == 0;
+                t = clk::now();
+                ok = ::link(tmp.c_str(), fin.c_str()) == 0 && dfd >= 0 && ::fsync(dfd) == 0;
+                flushing += clk::now() - t;
                 if (dfd >= 0) ::close(dfd);
             }
+            flush_ns.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(flushing).count());
             ::unlink(tmp.c_str());
             if (!ok) {
                 std::perror("smtpload fsync");
@@ -341,8 +350,9 @@ int fsync_rate(const std::map<std::string, std::string>& a) {
     getrusage(RUSAGE_SELF, &ru);
     const double user = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, sys = ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     const double per = done > 0 ? 1e6 / static_cast<double>(done.load()) : 0;
-    std::printf("files=%ld threads=%d secs=%.3f per_s=%.1f user_us_per_file=%.0f sys_us_per_file=%.0f\n", done.load(),
-                threads, secs, done / secs, user * per, sys * per);
+    std::printf("files=%ld threads=%d secs=%.3f per_s=%.1f user_us_per_file=%.0f sys_us_per_file=%.0f flush_us_per_file=%.0f\n",
+                done.load(), threads, secs, done / secs, user * per, sys * per,
+                static_cast<double>(flush_ns.load()) / 1e3 * per / 1e6);
     return error ? 70 : 0;
 }
 
