@@ -496,6 +496,50 @@ TEST(smtp_server, a_client_that_sends_nothing_in_time_reads_421_then_the_close) 
     EXPECT_EQ(talking->received(), notice);
 }
 
+TEST(smtp_server, a_client_trickling_a_message_below_the_minimum_rate_reads_421_and_one_above_it_never_does) {
+    // Each keeps sending (a line every 0.2 s: never idle), so only the rate tells them apart:
+    // 50 octets/s against the default minimum of 500 is timed out about the idle timeout after
+    // its DATA (1 s, and 0.02 s per 10 octets: 1.1 s; not delivered); 50 against 20 goes on
+    // past it (its deadline moves 2.5 s a second) and its message is delivered.
+    temp_dir dir("mailnet-smtpd");
+    const std::string notice = "421 4.4.2 mx.test Timeout waiting for the client, closing\r\n";
+    std::vector<std::string> got;
+    for (const std::uint32_t rate : {500u, 20u}) {
+        SCOPED_TRACE(rate);
+        auto cfg = config(maildir(dir.path));
+        cfg.idle_timeout = 1s;
+        cfg.allow_short_idle_timeout = true;
+        EXPECT_EQ(cfg.min_data_rate, 500u) << "Postfix's smtpd_min_data_rate";
+        cfg.min_data_rate = rate;
+        fixture f(cfg);
+        auto c = greeted(f.port());
+        const std::string to = rate == 500 ? "slow@example.net" : "fast@example.net";
+        c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<" + to + ">\r\nDATA\r\n");
+        c->read_until("354 ");
+        c->read_until("\r\n");
+        c->clear();
+        const auto start = std::chrono::steady_clock::now();
+        bool cut = false;
+        for (int i = 0; i < 12 && !cut; ++i) {  // 2.4 s: 10 octets every 0.2 s
+            c->send("trickle.\r\n");
+            cut = c->closed_within(200ms);
+        }
+        if (rate == 500) {
+            EXPECT_TRUE(cut);
+            const auto took = std::chrono::steady_clock::now() - start;
+            EXPECT_GE(took, 900ms) << "not before the idle timeout";
+            EXPECT_LT(took, 1800ms) << "about the idle timeout: 1 s, and 0.02 s per 10 octets";
+            EXPECT_EQ(c->received(), notice);
+        } else {
+            EXPECT_FALSE(cut) << "50 octets/s is above the minimum: never cut";
+            c->send(".\r\n");
+            EXPECT_EQ(c->read_until("\r\n").substr(0, 10), "250 2.0.0 ");
+        }
+    }
+    EXPECT_TRUE(files_in(dir.path / "slow@example.net" / "new").empty());
+    EXPECT_EQ(files_in(dir.path / "fast@example.net" / "new").size(), 1u);
+}
+
 TEST(smtp_server, a_client_silent_after_a_failed_login_delay_reads_421_too) {
     // The failed login's delay reads ahead (a client that leaves frees its slot at once); the
     // wait for a command after it goes on with that read, which must end the same way.

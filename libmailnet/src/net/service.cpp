@@ -43,6 +43,7 @@ runner_options service_config::runner(std::string protocol, std::shared_ptr<logi
     o.read_ahead_octets = read_ahead_octets;
     o.line_timeout = line_timeout;
     o.login_timeout = login_timeout;
+    o.min_data_rate = min_data_rate;
     o.throttle = std::move(per_peer);
     o.account_throttle = std::move(per_account);
     return o;

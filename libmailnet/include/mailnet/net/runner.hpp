@@ -7,6 +7,7 @@
 #include <concepts>
 #include <exception>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -48,6 +49,11 @@ struct runner_options {
     std::chrono::seconds line_timeout{60};            ///< a command line completes within this of its first octet
     std::chrono::seconds login_timeout{120};          ///< until logged_in(): AUTHORIZATION, or SMTP before MAIL with AUTH required
     bool login_required = true;                       ///< false: no login deadline (SMTP without required AUTH)
+    /// Octets per second the input of an exchange (the core's in_exchange(): SMTP, a message)
+    /// must average: each octet of it read moves its deadline, the idle timeout from its start,
+    /// 1/min_data_rate s later, so a peer that trickles it slower is timed out (as an idle one)
+    /// within about the idle timeout, and one that keeps the rate never is. 0: no such bound.
+    std::uint32_t min_data_rate = 0;
     std::shared_ptr<login_throttle> throttle;         ///< failed logins per peer address; null: none
     std::shared_ptr<login_throttle> account_throttle; ///< failed logins per account (a table of its own); null: none
     std::shared_ptr<mailnet::store> storage;          ///< where stream_message reads from; null: every message is gone

@@ -52,6 +52,7 @@ struct service_config {
     std::size_t read_ahead_octets = 64 * 1024;      ///< pipelined input buffered at most
     std::chrono::seconds line_timeout{60};          ///< a command line completes within this of its first octet
     std::chrono::seconds login_timeout{120};        ///< logged in within this, or closed
+    std::uint32_t min_data_rate = 0;                ///< octets/s a message must average (runner_options); 0: none
     std::chrono::seconds peer_failure_window{60};   ///< failed logins per peer counted this long
     std::size_t blocking_threads = 4;               ///< pool for auth hashing, callbacks and store calls
     log_sink log = stderr_log();
