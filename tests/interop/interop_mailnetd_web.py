@@ -187,13 +187,21 @@ class Browser:
         return r["result"].get("value")
 
     def wait_for(self, session, expr, timeout=WAIT):
+        # An expression that throws is not true yet (an element the page has not drawn yet:
+        # querySelector gives null until the list has its first row); the last error is told
+        # if it never becomes true.
         deadline = time.monotonic() + timeout
+        error = None
         while True:
-            v = self.eval(session, expr)
+            try:
+                v = self.eval(session, expr)
+                error = None
+            except AssertionError as e:
+                v, error = None, e
             if v:
                 return v
             if time.monotonic() > deadline:
-                raise AssertionError(f"not true within {timeout} s: {expr}")
+                raise AssertionError(f"not true within {timeout} s: {expr}" + (f" (last: {error})" if error else ""))
             time.sleep(0.1)
 
     def screenshot(self, session, path):
