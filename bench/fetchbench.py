@@ -208,7 +208,8 @@ def report(raw, doc, meta):
             lim.append(f"| Dovecot's shortest fetch, {label} | msg/s (ms a fetch) | {fmt(statistics.median(v))} "
                        f"({', '.join(fmt(x) for x in v)}); {n / statistics.median(v) * 1000:.0f} ms | `popload retr --batch {n}`: "
                        f"one session from the connect to the close after QUIT (USER, PASS, LIST, every RETR sent at once, read and "
-                       f"discarded), no process start: what a fetcher that cost nothing would take |")
+                       f"discarded), no process start: about what a fetcher that cost nothing would take (an estimate: "
+                       f"a fetcher could leave out the LIST) |")
         fig = f"retr_{key}"
         if (fig, "dovecot") in vals:
             v = vals[(fig, "dovecot")]
@@ -245,7 +246,7 @@ def report(raw, doc, meta):
                 need, fl = goal * statistics.median(peer), statistics.median(floor)
                 verdict += (f": {goal}× {best} is {fmt(need)} msg/s, {n / need * 1000:.0f} ms a fetch; Dovecot's shortest "
                             f"fetch took {n / fl * 1000:.0f} ms ({fmt(fl)} msg/s)"
-                            + (", longer: no fetcher can meet it against this server here" if fl < need else ""))
+                            + (", longer than the target allows" if fl < need else ""))
             tg.append(f"| {label}: ≥ {goal}× the fastest peer (is {ratio:.2f}× {best}) | {verdict} |")
     v = vals.get(("fetch_B_rss", "pop3c"))
     if v:

@@ -182,7 +182,7 @@ def report(raw, doc, meta):
         for t in "ba":
             if run + t in flush_s:
                 xs.append(flush_s[run + t])
-            elif ("disk_fsync1", "disk", run + t) in by_run:
+            elif by_run.get(("disk_fsync1", "disk", run + t), 0) > 0:
                 xs.append(1 / by_run[("disk_fsync1", "disk", run + t)])
         return sum(xs) / len(xs) if xs else None
 
@@ -196,7 +196,7 @@ def report(raw, doc, meta):
         for run in run_ids:
             proto = max([x for x in (by_run.get((fig, "null", run)), by_run.get((fig, "sink", run))) if x] or [0])
             flush = flush_of(run)
-            if proto and flush:
+            if proto and flush is not None:
                 out[run] = 1 / (1 / proto + flush)
         return out
 

@@ -321,15 +321,15 @@ int fsync_rate(const std::map<std::string, std::string>& a) {
             // flush_us_per_file: the steps that must follow a message's last octet one after the
             // other (its data's flush, its link, new/'s flush); open, write, close could overlap
             // the message's transfer.
-            auto t = clk::now();
+            auto t_flush = clk::now();
             ok = ok && ::fsync(fd) == 0;
-            auto flushing = clk::now() - t;
+            auto flushing = clk::now() - t_flush;
             if (fd >= 0 && ::close(fd) != 0) ok = false;
             if (ok) {
                 const int dfd = ::open(newdir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                t = clk::now();
+                t_flush = clk::now();
                 ok = ::link(tmp.c_str(), fin.c_str()) == 0 && dfd >= 0 && ::fsync(dfd) == 0;
-                flushing += clk::now() - t;
+                flushing += clk::now() - t_flush;
                 if (dfd >= 0) ::close(dfd);
             }
             flush_ns.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(flushing).count());

@@ -492,6 +492,7 @@ void session::cmd_data(std::string_view arg) {
     o.max_message_octets = limits_.max_message_octets;
     decoder_.emplace(o);
     in_data_ = true;
+    ++transfers_;
     // Octets the client sent after DATA are the message's (RFC 2920 3.1 asks it to wait for
     // the 354, but what arrived there is data, never commands).
     data_in_ = reader_.take_buffered();
@@ -558,6 +559,7 @@ void session::cmd_bdat(std::string_view arg) {
         return lose_framing();
     }
     chunk c{size, size, last, std::nullopt};
+    if (!decoder_) ++transfers_;  // a message's first chunk, or a refused one: a new transfer
     // A refused chunk is read all the same (RFC 3030 2: "MUST still consume"), then answered.
     if (greeted_.empty())
         c.refusal = reply{503, "5.5.1", "Error: send HELO/EHLO first"};

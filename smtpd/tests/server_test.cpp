@@ -500,44 +500,99 @@ TEST(smtp_server, a_client_trickling_a_message_below_the_minimum_rate_reads_421_
     // Each keeps sending (a line every 0.2 s: never idle), so only the rate tells them apart:
     // 50 octets/s against the default minimum of 500 is timed out about the idle timeout after
     // its DATA (1 s, and 0.02 s per 10 octets: 1.1 s; not delivered); 50 against 20 goes on
-    // past it (its deadline moves 2.5 s a second) and its message is delivered.
+    // past it (its deadline moves 2.5 s a second) and its message is delivered. The rate counts
+    // over a whole BDAT message too, not chunk by chunk: 19 octets (a 10-octet chunk and its
+    // command) every 0.2 s is timed out as well, though no chunk takes long.
     temp_dir dir("mailnet-smtpd");
     const std::string notice = "421 4.4.2 mx.test Timeout waiting for the client, closing\r\n";
-    std::vector<std::string> got;
-    for (const std::uint32_t rate : {500u, 20u}) {
-        SCOPED_TRACE(rate);
+    struct trickle {
+        const char* to;
+        std::uint32_t rate;
+        bool bdat;
+    };
+    for (const trickle t : {trickle{"slow@example.net", 500, false}, trickle{"fast@example.net", 20, false},
+                            trickle{"chunks@example.net", 500, true}}) {
+        SCOPED_TRACE(t.to);
         auto cfg = config(maildir(dir.path));
         cfg.idle_timeout = 1s;
         cfg.allow_short_idle_timeout = true;
         EXPECT_EQ(cfg.min_data_rate, 500u) << "Postfix's smtpd_min_data_rate";
-        cfg.min_data_rate = rate;
+        cfg.min_data_rate = t.rate;
         fixture f(cfg);
         auto c = greeted(f.port());
-        const std::string to = rate == 500 ? "slow@example.net" : "fast@example.net";
-        c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<" + to + ">\r\nDATA\r\n");
-        c->read_until("354 ");
-        c->read_until("\r\n");
+        c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<" + std::string(t.to) + ">\r\n");
+        c->read_until("250 2.1.5 Ok\r\n");
+        if (!t.bdat) {
+            c->send("DATA\r\n");
+            c->read_until("354 ");
+            c->read_until("\r\n");
+        }
         c->clear();
         const auto start = std::chrono::steady_clock::now();
         bool cut = false;
-        for (int i = 0; i < 12 && !cut; ++i) {  // 2.4 s: 10 octets every 0.2 s
-            c->send("trickle.\r\n");
+        for (int i = 0; i < 12 && !cut; ++i) {  // 2.4 s: a line every 0.2 s
+            c->send(t.bdat ? "BDAT 10\r\ntrickle.\r\n" : "trickle.\r\n");
             cut = c->closed_within(200ms);
         }
-        if (rate == 500) {
+        if (t.rate == 500) {
             EXPECT_TRUE(cut);
             const auto took = std::chrono::steady_clock::now() - start;
             EXPECT_GE(took, 900ms) << "not before the idle timeout";
             EXPECT_LT(took, 1800ms) << "about the idle timeout: 1 s, and 0.02 s per 10 octets";
-            EXPECT_EQ(c->received(), notice);
+            const auto& got = c->received();
+            EXPECT_TRUE(got.size() >= notice.size() && got.compare(got.size() - notice.size(), notice.size(), notice) == 0) << got;
+            EXPECT_TRUE(files_in(dir.path / t.to / "new").empty());
         } else {
             EXPECT_FALSE(cut) << "50 octets/s is above the minimum: never cut";
             c->send(".\r\n");
             EXPECT_EQ(c->read_until("\r\n").substr(0, 10), "250 2.0.0 ");
+            EXPECT_EQ(files_in(dir.path / t.to / "new").size(), 1u);
         }
     }
-    EXPECT_TRUE(files_in(dir.path / "slow@example.net" / "new").empty());
-    EXPECT_EQ(files_in(dir.path / "fast@example.net" / "new").size(), 1u);
+}
+
+TEST(smtp_server, a_message_ended_just_before_the_rate_deadline_gets_its_250_however_long_its_delivery) {
+    // The rate bounds the wait for the message, never what follows its last octet: a client
+    // that paused 0.8 s of its 1 s (the deadline then 0.2 s away) and ends the message while a
+    // delivery takes 0.6 s gets its 250 (once, a cut after the message was stored made every
+    // client retry it: delivered twice).
+    temp_dir dir("mailnet-smtpd");
+    auto cfg = config(maildir(dir.path));
+    cfg.idle_timeout = 1s;
+    cfg.allow_short_idle_timeout = true;
+    cfg.before_reply = [](const smtp::transaction_info&) -> asio::awaitable<void> {
+        asio::steady_timer t(co_await asio::this_coro::executor, 600ms);
+        co_await t.async_wait(asio::use_awaitable);
+    };
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n");
+    c->read_until("354 ");
+    c->read_until("\r\n");
+    c->clear();
+    std::this_thread::sleep_for(800ms);
+    c->send("x\r\n.\r\n");
+    EXPECT_EQ(c->read_until("\r\n", 3000ms).substr(0, 24), "250 2.0.0 Ok: queued as ");
+    EXPECT_EQ(files_in(dir.path / "bob@example.net" / "new").size(), 1u);
+}
+
+TEST(smtp_server, a_refused_bdat_chunk_trickled_below_the_minimum_rate_reads_421) {
+    // A refused chunk is read to its end all the same (RFC 3030 2), so its octets count too: a
+    // huge one sent a line every 0.2 s (50 octets/s) must not hold the connection.
+    temp_dir dir("mailnet-smtpd");
+    auto cfg = config(maildir(dir.path));
+    cfg.idle_timeout = 1s;
+    cfg.allow_short_idle_timeout = true;
+    fixture f(cfg);
+    auto c = greeted(f.port());
+    c->send("BDAT 18446744073709551615\r\n");  // refused (no MAIL), consumed all the same
+    bool cut = false;
+    for (int i = 0; i < 15 && !cut; ++i) {
+        c->send("trickle.\r\n");
+        cut = c->closed_within(200ms);
+    }
+    EXPECT_TRUE(cut);
+    EXPECT_EQ(c->received(), "421 4.4.2 mx.test Timeout waiting for the client, closing\r\n");
 }
 
 TEST(smtp_server, a_client_silent_after_a_failed_login_delay_reads_421_too) {

@@ -143,8 +143,9 @@ struct runner::impl {
     std::optional<stream::clock::time_point> line_started;  // the partial command line buffered arrived from then
     std::uint64_t fed = 0;         // octets fed to the core so far
     std::uint64_t line_offset = 0;  // where (in `fed`) that partial line starts
-    std::optional<stream::clock::time_point> exchange_started;  // the exchange under way was first waited on then
+    std::optional<stream::clock::time_point> exchange_started;  // the transfer under way was first waited on then
     std::uint64_t exchange_fed = 0;  // `fed` then (its octets are counted from there)
+    std::uint64_t transfer = 0;      // which transfer that is (core_port::transfer())
 
     // ---- output ----------------------------------------------------------------------
 
@@ -282,13 +283,16 @@ struct runner::impl {
 
     // ---- input -----------------------------------------------------------------------
 
-    // The deadline of a read now: the idle timeout, a partial line's own limit, the login limit.
-    stream::clock::time_point read_deadline() const {
+    // The deadline of a read now: the idle timeout, a partial line's own limit, the login limit,
+    // a transfer's minimum rate. Only the idle and login limits once input came (`waiting`
+    // false): the line and the rate bound the wait for the peer, never what is done with what
+    // it sent (a delivery, its reply).
+    stream::clock::time_point read_deadline(bool waiting = true) const {
         const auto now = stream::clock::now();
         auto at = now + c.idle_timeout();
-        if (line_started) at = std::min(at, *line_started + o.line_timeout);
+        if (waiting && line_started) at = std::min(at, *line_started + o.line_timeout);
         if (!logged_in) at = std::min(at, started + o.login_timeout);
-        if (exchange_started && o.min_data_rate > 0) {
+        if (waiting && exchange_started && o.min_data_rate > 0) {
             // The idle timeout from the exchange's start, and 1/min_data_rate s per octet of
             // it read since (runner_options::min_data_rate).
             // (At most a year: no overflow whatever the rate and the octets.)
@@ -516,13 +520,15 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
         // finish and get its reply.
         const bool exchange = p.core.in_exchange();
         if (c_.stopping() && !exchange) co_return co_await p.say_goodbye();
-        if (!exchange) {
+        if (const auto transfer = p.core.transfer(); transfer == 0) {
             p.exchange_started.reset();
-        } else if (!p.exchange_started) {
-            // An exchange's input begins (SMTP: a message after its 354, a BDAT chunk): the
-            // minimum data rate counts from here (runner_options::min_data_rate).
+        } else if (!p.exchange_started || p.transfer != transfer) {
+            // A transfer's input begins (SMTP: a message after its 354, or its first BDAT
+            // chunk; a new one also when the last one's end and its start came in one read):
+            // the minimum data rate counts from here (runner_options::min_data_rate).
             p.exchange_started = stream::clock::now();
             p.exchange_fed = p.fed;
+            p.transfer = transfer;
         }
         const std::size_t partial = p.core.partial_line_octets();  // the core took every whole line
         if (partial == 0) {
@@ -557,12 +563,12 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
             // Data came: a deadline that passed just as it did is forgotten (consume() does
             // that for every read), and the one in force closes again on expiry.
             if (c_.io().timed_out()) c_.io().clear_timeout();
-            c_.io().set_deadline(p.read_deadline());
+            c_.io().set_deadline(p.read_deadline(false));
         }
         c_.set_reading(false);
         c_.set_idle(false);
         c_.set_notice_on_stop(false);
-        if (until == c_.read_limit()) c_.io().set_deadline(p.read_deadline());  // the grace is over for what follows
+        if (until == c_.read_limit()) c_.io().set_deadline(p.read_deadline(false));  // the grace is over for what follows
     }
 }
 

@@ -49,10 +49,12 @@ struct runner_options {
     std::chrono::seconds line_timeout{60};            ///< a command line completes within this of its first octet
     std::chrono::seconds login_timeout{120};          ///< until logged_in(): AUTHORIZATION, or SMTP before MAIL with AUTH required
     bool login_required = true;                       ///< false: no login deadline (SMTP without required AUTH)
-    /// Octets per second the input of an exchange (the core's in_exchange(): SMTP, a message)
-    /// must average: each octet of it read moves its deadline, the idle timeout from its start,
-    /// 1/min_data_rate s later, so a peer that trickles it slower is timed out (as an idle one)
-    /// within about the idle timeout, and one that keeps the rate never is. 0: no such bound.
+    /// Octets per second the input of a transfer (the core's transfer(), else its in_exchange():
+    /// SMTP, a message, DATA or BDAT from its first chunk to LAST) must average while the runner
+    /// waits for it: each octet read moves its deadline, the idle timeout from the first such
+    /// wait, 1/min_data_rate s later, so a peer that trickles it slower is timed out (as an idle
+    /// one) within about the idle timeout, and one that keeps the rate never is. Only waits for
+    /// input: what the server does with the octets (a delivery) never runs into it. 0: none.
     std::uint32_t min_data_rate = 0;
     std::shared_ptr<login_throttle> throttle;         ///< failed logins per peer address; null: none
     std::shared_ptr<login_throttle> account_throttle; ///< failed logins per account (a table of its own); null: none
@@ -69,6 +71,7 @@ public:
     virtual void streamed(std::error_code error) = 0;
     virtual void tls_started() = 0;
     virtual bool in_exchange() const = 0;
+    virtual std::uint64_t transfer() const = 0;
     virtual std::string_view shutdown_notice() const = 0;
     virtual std::string_view timeout_notice() const = 0;
 };
@@ -182,6 +185,15 @@ public:
             return core_.in_exchange();
         else
             return false;
+    }
+    // Optional in a core: the transfer under way, 0 if none, another number for each new one,
+    // also between its exchanges (SMTP: a message, from DATA's 354 or its first BDAT chunk until
+    // it ends), over which runner_options::min_data_rate counts. Without it: in_exchange().
+    std::uint64_t transfer() const override {
+        if constexpr (requires(const Core& c) { { c.transfer() } -> std::convertible_to<std::uint64_t>; })
+            return core_.transfer();
+        else
+            return in_exchange() ? 1 : 0;
     }
     // Optional in a core: what to tell the peer when the server stops while the session waits
     // for a command (SMTP: 421 4.3.2, RFC 5321 3.8), written before the close. Without it, or

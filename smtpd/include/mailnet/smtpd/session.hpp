@@ -161,6 +161,10 @@ public:
     /// finish. Between chunks the client is at a command boundary, and a refused chunk is no
     /// exchange: neither holds a stopping server.
     bool in_exchange() const noexcept { return in_data_ && !(chunk_ && chunk_->refusal); }
+    /// The message being received, 0 if none: DATA, or BDAT from its first chunk until LAST
+    /// (between chunks too), or a refused chunk's octets, each a new number: the runner's
+    /// minimum data rate counts over it.
+    std::uint64_t transfer() const noexcept { return in_data_ || decoder_ ? transfers_ : 0; }
     /// What a stopping server tells the client waiting for a command before it closes
     /// (RFC 5321 3.8, 4.2.2: 421, with RFC 3463's 4.3.2 "system not accepting network
     /// messages"); empty while a refused BDAT chunk is still arriving, and once closed.
@@ -239,6 +243,7 @@ private:
     std::size_t junk_commands_ = 0;        // since the last message accepted (limits::max_junk_commands)
     std::size_t overshoot_recipients_ = 0;  // 452s past max_recipients in this transaction
     bool in_data_ = false;     // octets go to the message (DATA, or a BDAT chunk), not to commands
+    std::uint64_t transfers_ = 0;  // messages (and refused chunks) begun: transfer()
     std::string data_in_;      // raw octets of DATA or of a chunk not yet decoded
     std::optional<dot_decoder> decoder_;  // the message being received (DATA, or BDAT until LAST)
     // The BDAT chunk being read (RFC 3030 2): octets still to come, whether it is LAST, and the
