@@ -284,15 +284,13 @@ struct runner::impl {
     // ---- input -----------------------------------------------------------------------
 
     // The deadline of a read now: the idle timeout, a partial line's own limit, the login limit,
-    // a transfer's minimum rate. Only the idle and login limits once input came (`waiting`
-    // false): the line and the rate bound the wait for the peer, never what is done with what
-    // it sent (a delivery, its reply).
-    stream::clock::time_point read_deadline(bool waiting = true) const {
+    // a transfer's minimum rate.
+    stream::clock::time_point read_deadline() const {
         const auto now = stream::clock::now();
         auto at = now + c.idle_timeout();
-        if (waiting && line_started) at = std::min(at, *line_started + o.line_timeout);
+        if (line_started) at = std::min(at, *line_started + o.line_timeout);
         if (!logged_in) at = std::min(at, started + o.login_timeout);
-        if (waiting && exchange_started && o.min_data_rate > 0) {
+        if (exchange_started && o.min_data_rate > 0) {
             // The idle timeout from the exchange's start, and 1/min_data_rate s per octet of
             // it read since (runner_options::min_data_rate).
             // (At most a year: no overflow whatever the rate and the octets.)
@@ -559,16 +557,19 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
             p.rd->n = co_await c_.read_some_until(asio::buffer(p.rd->buf), p.rd->ec, until, then);
             p.rd->done = true;
         }
-        if (notice && !p.rd->ec) {
-            // Data came: a deadline that passed just as it did is forgotten (consume() does
-            // that for every read), and the one in force closes again on expiry.
-            if (c_.io().timed_out()) c_.io().clear_timeout();
-            c_.io().set_deadline(p.read_deadline(false));
+        if (!p.rd->ec || until == c_.read_limit()) {
+            // Data came (or a stop's grace ended the wait): the peer's limits bounded the wait
+            // for it, never the server's work on it (a delivery, its hooks) that follows: no
+            // deadline until the next write or wait sets its own (the login limit stays, the
+            // stream's cap). So a message that ended in time is never cut from its 250,
+            // however long its delivery. A deadline that passed just as the data came is
+            // forgotten (consume() does that for every read).
+            if (notice && c_.io().timed_out()) c_.io().clear_timeout();
+            c_.io().set_deadline(stream::clock::time_point::max());
         }
         c_.set_reading(false);
         c_.set_idle(false);
         c_.set_notice_on_stop(false);
-        if (until == c_.read_limit()) c_.io().set_deadline(p.read_deadline(false));  // the grace is over for what follows
     }
 }
 

@@ -54,7 +54,9 @@ struct runner_options {
     /// waits for it: each octet read moves its deadline, the idle timeout from the first such
     /// wait, 1/min_data_rate s later, so a peer that trickles it slower is timed out (as an idle
     /// one) within about the idle timeout, and one that keeps the rate never is. Only waits for
-    /// input: what the server does with the octets (a delivery) never runs into it. 0: none.
+    /// input count (on wall time, the server's own work between them too); what the server does
+    /// with the octets (a delivery) never runs into it, nor into any other limit of the peer's
+    /// but the login limit. 0: none.
     std::uint32_t min_data_rate = 0;
     std::shared_ptr<login_throttle> throttle;         ///< failed logins per peer address; null: none
     std::shared_ptr<login_throttle> account_throttle; ///< failed logins per account (a table of its own); null: none

@@ -34,10 +34,10 @@ struct server_config : net::service_config {
     server_config() {
         idle_timeout = std::chrono::seconds(300);
         blocking_threads = 8;  // deliveries wait for the disk: more of them share each fsync
-        // A message (DATA, or BDAT from its first chunk to LAST, the rest of one over the size
-        // limit) averages 500 octets/s after the idle timeout from its start, or the client is
-        // timed out: one that trickles it would hold its connection for ever (Postfix's
-        // smtpd_min_data_rate).
+        // A message (DATA, the rest of one over the size limit too, or BDAT from its first
+        // chunk to LAST; each chunk refused after a 552 on its own) averages 500 octets/s
+        // after the idle timeout from its start, or the client is timed out: one that trickles
+        // it would hold its connection for ever (Postfix's smtpd_min_data_rate).
         min_data_rate = 500;
     }
     std::shared_ptr<callbacks> handler;            ///< validate_* and (without a store) deliver; null: accept all
