@@ -143,8 +143,8 @@ struct runner::impl {
     std::optional<stream::clock::time_point> line_started;  // the partial command line buffered arrived from then
     std::uint64_t fed = 0;         // octets fed to the core so far
     std::uint64_t line_offset = 0;  // where (in `fed`) that partial line starts
-    std::optional<stream::clock::time_point> exchange_started;  // the transfer under way was first waited on then
-    std::uint64_t exchange_fed = 0;  // `fed` then (its octets are counted from there)
+    std::optional<stream::clock::time_point> transfer_started;  // the transfer under way was first waited on then
+    std::uint64_t transfer_fed = 0;  // `fed` then (its octets are counted from there)
     std::uint64_t transfer = 0;      // which transfer that is (core_port::transfer())
 
     // ---- output ----------------------------------------------------------------------
@@ -290,13 +290,12 @@ struct runner::impl {
         auto at = now + c.idle_timeout();
         if (line_started) at = std::min(at, *line_started + o.line_timeout);
         if (!logged_in) at = std::min(at, started + o.login_timeout);
-        if (exchange_started && o.min_data_rate > 0) {
-            // The idle timeout from the exchange's start, and 1/min_data_rate s per octet of
-            // it read since (runner_options::min_data_rate).
-            // (At most a year: no overflow whatever the rate and the octets.)
+        if (transfer_started && o.min_data_rate > 0) {
+            // The idle timeout from the transfer's first wait, and 1/min_data_rate s per octet
+            // read since (runner_options::min_data_rate); at most a year, so no overflow.
             const auto credit = std::chrono::duration<double>(
-                std::min(static_cast<double>(fed - exchange_fed) / o.min_data_rate, 365.0 * 24 * 3600));
-            at = std::min(at, *exchange_started + c.idle_timeout() +
+                std::min(static_cast<double>(fed - transfer_fed) / o.min_data_rate, 365.0 * 24 * 3600));
+            at = std::min(at, *transfer_started + c.idle_timeout() +
                                   std::chrono::duration_cast<stream::clock::duration>(credit));
         }
         return at;
@@ -519,13 +518,13 @@ asio::awaitable<bool> runner::perform(act::need_input&) {
         const bool exchange = p.core.in_exchange();
         if (c_.stopping() && !exchange) co_return co_await p.say_goodbye();
         if (const auto transfer = p.core.transfer(); transfer == 0) {
-            p.exchange_started.reset();
-        } else if (!p.exchange_started || p.transfer != transfer) {
+            p.transfer_started.reset();
+        } else if (!p.transfer_started || p.transfer != transfer) {
             // A transfer's input begins (SMTP: a message after its 354, or its first BDAT
             // chunk; a new one also when the last one's end and its start came in one read):
             // the minimum data rate counts from here (runner_options::min_data_rate).
-            p.exchange_started = stream::clock::now();
-            p.exchange_fed = p.fed;
+            p.transfer_started = stream::clock::now();
+            p.transfer_fed = p.fed;
             p.transfer = transfer;
         }
         const std::size_t partial = p.core.partial_line_octets();  // the core took every whole line
