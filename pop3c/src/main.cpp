@@ -18,6 +18,7 @@
 #include <iostream>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "mailnet/log.hpp"
 #include "mailnet/net/program.hpp"
@@ -342,6 +343,14 @@ int open_state(const fetch_options& f, const std::string& user, const std::strin
 // The mbox sink's spool for a fetch that keeps `state` (docs/pop3c.md).
 std::filesystem::path spool_of(const state_file& state) { return state.path().string() + ".spool"; }
 
+// The files a state keeps beside itself: FILE.tmp (written, then renamed over FILE, at each
+// save), FILE.lock (held for the run) and the mbox sink's FILE.spool. Mail written to one of
+// them would be truncated, renamed away or cut by the state's own work.
+std::vector<std::filesystem::path> state_companions(const state_file& state) {
+    const std::string name = state.path().string();
+    return {name + ".tmp", name + ".lock", spool_of(state)};
+}
+
 int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     auto log = mailnet::stderr_log();
     std::unique_ptr<message_sink> sink;
@@ -400,11 +409,12 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
             std::cerr << "pop3c: " << held << " messages of an interrupted run were already stored\n";
         auto u = c.uidl();
         if (!u) {
-            if (u.error() == make_error_code(errc::server_error))
-                std::cerr << "pop3c: the server has no UIDL, which --new-only and deleting need (use --keep): "
-                          << u.why().message() << "\n";
-            else
+            // A refusal that says it is for now ([SYS/TEMP], [IN-USE], [LOGIN-DELAY]) is a
+            // temporary failure (75), to be tried again; any other -ERR: no UIDL (69).
+            if (u.error() != make_error_code(errc::server_error) || exit_for(u.why()) == exit_code::temporary)
                 return fail(u.why(), "UIDL");
+            std::cerr << "pop3c: the server has no UIDL, which --new-only and deleting need (use --keep): "
+                      << u.why().message() << "\n";
             return exit_code::unavailable;
         }
         uids = std::move(*u);
@@ -819,10 +829,21 @@ int main(int argc, char** argv) {
     std::optional<state_file> state;
     if (*fetch_cmd) {
         if (const int code = open_state(fo, user, host, real_port, state); code != exit_code::ok) return code;
-        // The mbox sink's spool (see fetch) is the state's path (links followed) plus ".spool".
-        if (state && !fo.mbox.empty() && same_file(spool_of(*state), fo.mbox)) {
-            std::cerr << "pop3c: --mbox names the state's spool " << spool_of(*state).string() << "\n";
-            return exit_code::usage;
+        // Nor may the mbox or stdout be one of the files the state keeps beside itself (the
+        // state's path, links followed, plus .tmp, .lock or .spool): each save truncates
+        // FILE.tmp and renames it over the state, so mail written there would be gone.
+        struct stat out{};
+        const bool out_known = fo.to_stdout && ::fstat(STDOUT_FILENO, &out) == 0;
+        for (const auto& companion : state ? state_companions(*state) : std::vector<std::filesystem::path>{}) {
+            struct stat st{};
+            if (!fo.mbox.empty() && same_file(companion, fo.mbox)) {
+                std::cerr << "pop3c: --mbox names a file the state keeps beside itself: " << companion.string() << "\n";
+                return exit_code::usage;
+            }
+            if (out_known && ::stat(companion.c_str(), &st) == 0 && out.st_dev == st.st_dev && out.st_ino == st.st_ino) {
+                std::cerr << "pop3c: stdout writes to a file the state keeps beside itself: " << companion.string() << "\n";
+                return exit_code::usage;
+            }
         }
     }
     int no_password = exit_code::usage;

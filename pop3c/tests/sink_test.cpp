@@ -7,6 +7,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <optional>
@@ -529,6 +531,18 @@ std::unique_ptr<message_sink> open_mbox(const fs::path& file, mailnet::log_sink 
     return s ? std::move(*s) : nullptr;
 }
 
+// The directories fsync'd since the last clear (device, inode): this test binary defines
+// fsync(2), which the sinks' calls bind to, records directories, then does the real one.
+std::mutex fsynced_mutex;
+std::vector<std::pair<dev_t, ino_t>> fsynced_dirs;
+
+bool fsynced(const fs::path& dir) {
+    struct stat st{};
+    if (::stat(dir.c_str(), &st) != 0) return false;
+    std::lock_guard g(fsynced_mutex);
+    return std::find(fsynced_dirs.begin(), fsynced_dirs.end(), std::pair{st.st_dev, st.st_ino}) != fsynced_dirs.end();
+}
+
 std::unique_ptr<message_sink> open_mbox_with(const fs::path& file, mbox_sink_options o) {
     o.lock_wait = std::chrono::milliseconds(200);
     o.clock = [] { return fixed_time; };
@@ -556,6 +570,40 @@ std::string as_mbox(std::string_view message, std::size_t piece = 1000000) {
 std::string from_line(std::string_view message) {
     const std::string m = as_mbox(message);
     return m.substr(0, m.find('\n'));
+}
+
+TEST(mbox_sink, a_new_mbox_has_its_name_made_durable_before_anything_is_stored_in_it) {
+    // A flush fsyncs the file; the name of a file the sink made must be durable too (an fsync
+    // of its directory), or a power cut could take the new mbox and the mail deleted on the
+    // server after the flush. An mbox that was there needs no directory fsync.
+    temp_dir d;
+    const fs::path dir = d.path / "mail";
+    fs::create_directories(dir);
+    {
+        std::lock_guard g(fsynced_mutex);
+        fsynced_dirs.clear();
+    }
+    auto sink = open_mbox(dir / "inbox");
+    ASSERT_TRUE(sink);
+    EXPECT_TRUE(fsynced(dir)) << "the directory of the mbox the sink made";
+    store(*sink, "Subject: one\n\nbody\n");
+    ASSERT_TRUE(sink->flush());
+    sink.reset();
+    {
+        std::lock_guard g(fsynced_mutex);
+        fsynced_dirs.clear();
+    }
+    auto again = open_mbox(dir / "inbox");
+    ASSERT_TRUE(again);
+    EXPECT_FALSE(fsynced(dir)) << "an mbox that was there already";
+    // A new mbox named without a directory part: the current directory's.
+    const auto cwd = fs::current_path();
+    fs::current_path(dir);
+    again.reset();
+    auto here = open_mbox("relative-inbox");
+    fs::current_path(cwd);
+    ASSERT_TRUE(here);
+    EXPECT_TRUE(fsynced(dir)) << "the current directory, for a name without one";
 }
 
 TEST(mbox_sink, mboxrd_quoting_and_message_ends_whatever_the_chunks) {
@@ -995,6 +1043,17 @@ TEST(stream_sink, an_error_of_buffered_output_shows_in_flush) {
 }
 
 }  // namespace
+
+// fsync(2) as the sinks call it in this test binary: a directory's recorded (fsynced_dirs),
+// then the real call.
+extern "C" int fsync(int fd) {
+    struct stat st{};
+    if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        std::lock_guard g(fsynced_mutex);
+        fsynced_dirs.emplace_back(st.st_dev, st.st_ino);
+    }
+    return static_cast<int>(::syscall(SYS_fsync, fd));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Finding a message again after a run was cut off (locator, holds)

@@ -791,6 +791,7 @@ class ScriptedPop3:
         self.stat_answer = None  # STAT answered with these octets instead (b"": the connection closed)
         self.user_error = None  # USER answered "-ERR " + this (PASS still +OK: a broken server)
         self.dele_error = None  # every DELE answered "-ERR " + this
+        self.uidl_error = None  # UIDL answered "-ERR " + this
         self.list_crlf = False  # LIST gives CRLF octets (Dovecot's size once cached), not LF
         self.capa = b"USER\r\nUIDL\r\nPIPELINING\r\n"
         self.reads = []  # the commands of each read, in order
@@ -845,6 +846,8 @@ class ScriptedPop3:
                         out += b"+OK\r\n" + b"".join(b"%d %d\r\n" % (i + 1, len(m) + (m.count(b"\n") if self.list_crlf else 0))
                                                      for i, m in enumerate(self.messages)) + (
                             b"1 %d\r\n" % len(self.messages[0]) if self.list_twice else b"") + b".\r\n"
+                    elif verb == "UIDL" and self.uidl_error:
+                        out += b"-ERR " + self.uidl_error + b"\r\n"
                     elif verb == "UIDL":
                         ids = self.uidls or [b"uid%d" % (i + 1) for i in range(len(self.messages))]
                         out += b"+OK\r\n" + b"".join(b"%d %s\r\n" % (i + 1, u) for i, u in enumerate(ids)) + b".\r\n"
@@ -1255,6 +1258,19 @@ class FetchBatches(unittest.TestCase):
         self.assertIn("RETR 5", cmds)
         self.assertIn("DELE 5", cmds)
 
+    def test_a_uidl_refused_for_now_is_a_temporary_failure_and_one_refused_for_good_is_not(self):
+        # A state needs UIDL: -ERR [SYS/TEMP] (or [IN-USE]) is to be tried again (75, what a
+        # cron wrapper retries on), a plain -ERR means the server has none (69). Nothing is
+        # retrieved or deleted either way.
+        for error, rc in ((b"[SYS/TEMP] busy, try later", 75), (b"[IN-USE] locked", 75), (b"no UIDL here", 69)):
+            with self.subTest(error=error):
+                srv = ScriptedPop3(self.msgs)
+                srv.uidl_error = error
+                state = os.path.join(self.tmp.path, "state-%d" % rc + error[:4].decode().strip("[/ "))
+                cmds = self.fetch(srv, "--state", state, keep=False, rc=rc)
+                self.assertIn("UIDL", cmds)
+                self.assertFalse(any(c.startswith(("RETR", "DELE")) for c in cmds), cmds)
+
     def test_state_and_mbox_naming_one_file_are_refused(self):
         mb = os.path.join(self.tmp.path, "mb")
         link = os.path.join(self.tmp.path, "link")
@@ -1267,18 +1283,29 @@ class FetchBatches(unittest.TestCase):
                 p = t.run(cmd, timeout=30, env=dict(os.environ, **{PW_ENV: "pw"}))
                 self.assertEqual(p.returncode, 64, p.stderr)
                 self.assertIn(b"name the same file", p.stderr)
-        # Nor the state's spool (STATE.spool, the state's links followed), before any connection.
+        # Nor a file the state keeps beside itself (STATE.spool, STATE.tmp that each save
+        # truncates and renames over the state, STATE.lock; the state's links followed), as the
+        # mbox or as stdout, before any connection: mail written there would be gone.
         real = os.path.join(self.tmp.path, "real-state")
         open(real, "w").close()
         os.symlink(real, os.path.join(self.tmp.path, "state-link"))
-        for state, mbox in ((os.path.join(self.tmp.path, "st"), os.path.join(self.tmp.path, "st.spool")),
-                            (os.path.join(self.tmp.path, "state-link"), real + ".spool")):
-            with self.subTest(state=state, mbox=mbox):
-                cmd = [POP3C, "fetch", "--mbox", mbox, "--state", state, "--quiet", "--host", "127.0.0.1",
-                       "--port", "1", "--user", "u", "--password-env", PW_ENV, "--timeout", "5"]
-                p = t.run(cmd, timeout=30, env=dict(os.environ, **{PW_ENV: "pw"}))
-                self.assertEqual(p.returncode, 64, p.stderr)
-                self.assertIn(b"names the state's spool", p.stderr)
+        st = os.path.join(self.tmp.path, "st")
+        cases = [(st, st + ".spool"), (st, st + ".tmp"), (st, st + ".lock"),
+                 (os.path.join(self.tmp.path, "state-link"), real + ".spool"),
+                 (os.path.join(self.tmp.path, "state-link"), real + ".tmp")]
+        for state, mbox in cases:
+            for dest in ("--mbox", "--stdout"):
+                with self.subTest(state=state, mbox=mbox, dest=dest):
+                    base = [POP3C, "fetch", "--state", state, "--quiet", "--host", "127.0.0.1",
+                            "--port", "1", "--user", "u", "--password-env", PW_ENV, "--timeout", "5"]
+                    env = dict(os.environ, **{PW_ENV: "pw"})
+                    if dest == "--mbox":
+                        p = t.run(base + ["--mbox", mbox], timeout=30, env=env)
+                    else:
+                        with open(mbox, "ab") as out:  # stdout redirected there, as a shell would
+                            p = subprocess.run(base + ["--stdout"], stdout=out, stderr=subprocess.PIPE, timeout=30, env=env)
+                    self.assertEqual(p.returncode, 64, p.stderr)
+                    self.assertIn(b"a file the state keeps beside itself", p.stderr)
 
     def keep_new_only_runs(self, make_server, runs):
         """Runs `fetch --keep --new-only` `runs` times against a fresh make_server(i) each;
