@@ -21,6 +21,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -58,6 +59,10 @@ public:
     }
     std::uint16_t port() const { return port_; }
     void freeze(bool f) { frozen_ = f; }
+    /// While set, a connection is relayed only until the server says it is ready for queries
+    /// after the login (a stuck pooler: the login goes through, no query ever gets an answer);
+    /// clearing it relays every connection again.
+    void freeze_after_login(bool f) { freeze_after_login_ = f; }
     /// The next COMMIT is passed on, then its connection cut; no new one until refuse(false).
     void lose_next_commit_answer() { cut_commit_ = true; }
     bool commit_answer_lost() const { return commit_cut_; }
@@ -70,9 +75,11 @@ private:
     void run() {
         while (!stop_) {
             std::vector<pollfd> fds{{listener_, POLLIN, 0}};
+            if (!freeze_after_login_) held_.clear();
             if (!frozen_)
-                for (const auto& [a, b] : pairs_) {
-                    fds.push_back({a, POLLIN, 0});
+                for (std::size_t k = 0; k < pairs_.size(); ++k) {
+                    const auto& [a, b] = pairs_[k];
+                    fds.push_back({a, static_cast<short>(held_.contains(a) ? 0 : POLLIN), 0});  // a held client: not read
                     fds.push_back({b, POLLIN, 0});
                 }
             if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
@@ -110,6 +117,9 @@ private:
                     if (w <= 0) break;
                     done += w;
                 }
+                static constexpr char ready[] = {'Z', 0, 0, 0, 5};  // ReadyForQuery
+                if (from == pr.second && freeze_after_login_ && std::search(buf, buf + n, ready, ready + sizeof ready) != buf + n)
+                    held_.insert(pr.first);
                 static constexpr char commit[] = "COMMIT";  // a Parse message's text, NUL-ended
                 if (from == pr.first && cut_commit_ &&
                     std::search(buf, buf + n, commit, commit + sizeof commit) != buf + n) {
@@ -121,6 +131,7 @@ private:
                 }
             }
             for (auto it = gone.rbegin(); it != gone.rend(); ++it) {
+                held_.erase(pairs_[*it].first);
                 ::close(pairs_[*it].first);
                 ::close(pairs_[*it].second);
                 pairs_.erase(pairs_.begin() + static_cast<std::ptrdiff_t>(*it));
@@ -135,7 +146,9 @@ private:
     std::atomic<bool> refusing_{false};
     std::atomic<bool> commit_cut_{false};
     std::atomic<bool> stop_{false};
+    std::atomic<bool> freeze_after_login_{false};
     std::vector<std::pair<int, int>> pairs_;  // the relay thread's
+    std::set<int> held_;                      // the relay thread's: client sides no more read
     std::thread thread_;
 };
 
@@ -400,6 +413,56 @@ TEST_F(postgresql_store, every_front_end_hears_every_front_ends_deliveries_and_d
     EXPECT_EQ(heard[2].what, store_event::kind::deleted);
     EXPECT_EQ(heard[2].id, (*snap)[0].id);
     EXPECT_EQ(heard[2].seq, heard[1].seq + 1);
+}
+
+TEST_F(postgresql_store, logins_queued_behind_a_lock_call_that_got_no_answer_fail_at_once_not_one_deadline_each) {
+    // A pooler or proxy that takes logins but answers no query: the lock connection's
+    // statement is cut after call_timeout; the POP3 logins queued behind it (one lock
+    // connection per front-end) get [SYS/TEMP] at once, instead of each reconnecting (the
+    // login goes through) and waiting out a deadline of its own, one after the other.
+    freezing_relay relay(server_port());
+    ASSERT_NE(relay.port(), 0);
+    const auto colon = guard.uri.rfind(':');
+    const auto slash = guard.uri.find('/', colon);
+    mailnet::postgresql_options o;
+    o.uri = guard.uri.substr(0, colon + 1) + std::to_string(relay.port()) + guard.uri.substr(slash);
+    o.schema = guard.schema;
+    o.pool_size = 2;
+    o.wait = std::chrono::milliseconds(2000);
+    o.call_timeout = std::chrono::milliseconds(1000);
+    auto opened = mailnet::open_postgresql_store(std::move(o));
+    ASSERT_TRUE(opened) << opened.error().message();
+    auto& st = **opened;
+    ASSERT_TRUE(st.lock("warm@example.org"));  // the lock connection made, through the relay
+    st.unlock("warm@example.org");
+    relay.freeze_after_login(true);
+    ASSERT_TRUE(st.lock("last@example.org"));  // answered; from now on nothing is
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> logins;
+    std::vector<mailnet::result<void>> got(4, mailnet::result<void>{});
+    std::vector<std::chrono::steady_clock::duration> took(4);
+    for (std::size_t i = 0; i < got.size(); ++i)
+        logins.emplace_back([&, i] {
+            got[i] = st.lock("user" + std::to_string(i) + "@example.org");
+            took[i] = std::chrono::steady_clock::now() - t0;
+        });
+    for (auto& t : logins) t.join();
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        EXPECT_FALSE(got[i]) << i;
+        if (!got[i]) {
+            EXPECT_EQ(got[i].error(), make_error_code(errc::temporary_failure)) << i;
+        }
+        // One deadline (1 s) for the first, then at once: not 1 s more (or 2) for each in turn.
+        EXPECT_LT(took[i], std::chrono::milliseconds(2500)) << i << ": "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(took[i]).count() << " ms";
+    }
+    relay.freeze_after_login(false);
+    // Once the server answers again, the next login after the pause gets its lock.
+    bool locked = false;
+    for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+         !locked && std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(std::chrono::milliseconds(100)))
+        locked = st.lock("again@example.org").has_value();
+    EXPECT_TRUE(locked);
 }
 
 TEST_F(postgresql_store, a_front_end_that_goes_away_releases_its_pop3_locks) {

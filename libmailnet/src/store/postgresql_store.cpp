@@ -1825,12 +1825,23 @@ public:
             // The mailbox's lock, and then its fence free: a QUIT of a session that held the
             // mailbox until its lock connection was lost holds the fence while it checks that
             // lock and deletes (commit_on); until it is done the mailbox is in use.
+            const auto asked = std::chrono::steady_clock::now();
+            const auto cuts_before = db_->cuts();
             r = db_->exec(lock_conn_.get(),
                           "SELECT CASE WHEN NOT pg_try_advisory_lock($1::bigint) THEN false "
                           "WHEN pg_try_advisory_lock_shared($2::bigint) THEN pg_advisory_unlock_shared($2::bigint) "
                           "ELSE NOT pg_advisory_unlock($1::bigint) END",
                           {{key}, {fence}});
             if (r || PQstatus(lock_conn_.get()) != CONNECTION_BAD) break;
+            if (db_->cuts() != cuts_before) {
+                // Cut for want of an answer (a server or proxy that stopped answering): not
+                // asked again, and, as after a failed connect, no login asks for a while, so
+                // the ones queued behind this one get [SYS/TEMP] at once instead of each
+                // waiting out a deadline of its own.
+                lock_retry_at_ = std::chrono::steady_clock::now() +
+                                 std::max<std::chrono::steady_clock::duration>(reconnect_pause, std::chrono::steady_clock::now() - asked);
+                break;
+            }
         }
         if (!r) return unexpected(r.error());
         if (std::string_view(PQgetvalue(r->get(), 0, 0)) != "t") return unexpected(errc::mailbox_in_use);
@@ -2136,7 +2147,13 @@ private:
         setup_lock_connection(c->get());
         auto who = db_->exec(c->get(), "SELECT pg_backend_pid(), (extract(epoch FROM backend_start) * 1000000)::bigint "
                                        "FROM pg_stat_get_activity(pg_backend_pid())");
-        if (!who || PQntuples(who->get()) != 1 || PQgetisnull(who->get(), 0, 1)) return false;
+        if (!who || PQntuples(who->get()) != 1 || PQgetisnull(who->get(), 0, 1)) {
+            // A server that took the login and then stopped answering: held off as a failed
+            // connect is, for as long as this attempt took.
+            const auto took = std::chrono::steady_clock::now() - now;
+            lock_retry_at_ = std::chrono::steady_clock::now() + std::max<std::chrono::steady_clock::duration>(reconnect_pause, took);
+            return false;
+        }
         const auto lost = static_cast<std::size_t>(
             std::count_if(locked_.begin(), locked_.end(), [&](const auto& l) { return l.second == lock_generation_; }));
         if (lost > 0 && lock_generation_ > 0)
