@@ -21,6 +21,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <future>
 #include <set>
 #include <string>
 #include <thread>
@@ -463,6 +464,43 @@ TEST_F(postgresql_store, logins_queued_behind_a_lock_call_that_got_no_answer_fai
          !locked && std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(std::chrono::milliseconds(100)))
         locked = st.lock("again@example.org").has_value();
     EXPECT_TRUE(locked);
+}
+
+TEST_F(postgresql_store, an_event_connection_whose_server_stops_answering_does_not_hold_up_the_shutdown) {
+    // The subscription's wait for the readers of the listeners table times out (a long
+    // reader), so the event thread tries it again a second later; by then the server answers
+    // nothing. That retry, as every call, is cut after call_timeout: the store's shutdown,
+    // which joins the event thread, ends (it waited for ever).
+    freezing_relay relay(server_port());
+    ASSERT_NE(relay.port(), 0);
+    const auto colon = guard.uri.rfind(':');
+    const auto slash = guard.uri.find('/', colon);
+    mailnet::postgresql_options o;
+    o.uri = guard.uri.substr(0, colon + 1) + std::to_string(relay.port()) + guard.uri.substr(slash);
+    o.schema = guard.schema;
+    o.pool_size = 2;
+    o.wait = std::chrono::milliseconds(2000);
+    o.call_timeout = std::chrono::milliseconds(1000);
+    auto opened = mailnet::open_postgresql_store(std::move(o));
+    ASSERT_TRUE(opened) << opened.error().message();
+    std::unique_ptr<mailnet::store> st = std::move(*opened);
+    PGconn* reader = PQconnectdb(guard.uri.c_str());  // straight to the server, not through the relay
+    ASSERT_EQ(PQstatus(reader), CONNECTION_OK);
+    const std::string hold = "BEGIN; SELECT count(*) FROM " + guard.schema + ".listeners";
+    PQclear(PQexec(reader, hold.c_str()));
+    auto sub = st->subscribe([](const store_event&) {});
+    std::this_thread::sleep_for(std::chrono::milliseconds(900));  // the first wait gave up (0.5 s)
+    relay.freeze(true);
+    PQclear(PQexec(reader, "COMMIT"));
+    PQfinish(reader);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the retry waits on the relay now
+    auto stopped = std::async(std::launch::async, [&] {
+        sub = {};
+        st.reset();
+    });
+    EXPECT_EQ(stopped.wait_for(std::chrono::seconds(6)), std::future_status::ready) << "the shutdown waits on the event thread";
+    relay.freeze(false);  // without the deadline, the retry gets its answer now and the store ends
+    stopped.wait();
 }
 
 TEST_F(postgresql_store, a_front_end_that_goes_away_releases_its_pop3_locks) {

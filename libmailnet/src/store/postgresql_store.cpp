@@ -1072,6 +1072,9 @@ private:
     // snapshot's xmax (no newer one finished yet) is not in its list; and they are the whole
     // server's, not only those that read this table.
     barrier wait_for_readers(PGconn* c, std::chrono::milliseconds timeout) {
+        // Under call_timeout as every other call: a server that stops answering here would
+        // otherwise hold the event thread, and the store's shutdown that joins it, for ever.
+        const auto deadline = watch(c);
         auto run = [&](const std::string& q) { return pg_result(PQexec(c, q.c_str())); };
         auto ok = [](const pg_result& r) { return r && PQresultStatus(r.get()) == PGRES_COMMAND_OK; };
         if (!ok(run("BEGIN"))) return barrier::failed;
