@@ -113,14 +113,16 @@ private:
                     if (gone.empty() || gone.back() != (i - 1) / 2) gone.push_back((i - 1) / 2);
                     continue;
                 }
+                // Decided before the answer is passed on: once the client has it, what it sends
+                // next is held (an answer passed on first could let the client send before).
+                static constexpr char ready[] = {'Z', 0, 0, 0, 5};  // ReadyForQuery
+                if (from == pr.second && freeze_after_login_ && std::search(buf, buf + n, ready, ready + sizeof ready) != buf + n)
+                    held_.insert(pr.first);
                 for (ssize_t done = 0; done < n;) {
                     const ssize_t w = ::write(to, buf + done, static_cast<std::size_t>(n - done));
                     if (w <= 0) break;
                     done += w;
                 }
-                static constexpr char ready[] = {'Z', 0, 0, 0, 5};  // ReadyForQuery
-                if (from == pr.second && freeze_after_login_ && std::search(buf, buf + n, ready, ready + sizeof ready) != buf + n)
-                    held_.insert(pr.first);
                 static constexpr char commit[] = "COMMIT";  // a Parse message's text, NUL-ended
                 if (from == pr.first && cut_commit_ &&
                     std::search(buf, buf + n, commit, commit + sizeof commit) != buf + n) {
