@@ -419,53 +419,66 @@ TEST_F(postgresql_store, every_front_end_hears_every_front_ends_deliveries_and_d
 }
 
 TEST_F(postgresql_store, logins_queued_behind_a_lock_call_that_got_no_answer_fail_at_once_not_one_deadline_each) {
-    // A pooler or proxy that takes logins but answers no query: the lock connection's
-    // statement is cut after call_timeout; the POP3 logins queued behind it (one lock
-    // connection per front-end) get [SYS/TEMP] at once, instead of each reconnecting (the
-    // login goes through) and waiting out a deadline of its own, one after the other.
-    freezing_relay relay(server_port());
-    ASSERT_NE(relay.port(), 0);
-    const auto colon = guard.uri.rfind(':');
-    const auto slash = guard.uri.find('/', colon);
-    mailnet::postgresql_options o;
-    o.uri = guard.uri.substr(0, colon + 1) + std::to_string(relay.port()) + guard.uri.substr(slash);
-    o.schema = guard.schema;
-    o.pool_size = 2;
-    o.wait = std::chrono::milliseconds(2000);
-    o.call_timeout = std::chrono::milliseconds(1000);
-    auto opened = mailnet::open_postgresql_store(std::move(o));
-    ASSERT_TRUE(opened) << opened.error().message();
-    auto& st = **opened;
-    ASSERT_TRUE(st.lock("warm@example.org"));  // the lock connection made, through the relay
-    st.unlock("warm@example.org");
-    relay.freeze_after_login(true);
-    ASSERT_TRUE(st.lock("last@example.org"));  // answered; from now on nothing is
-    const auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::thread> logins;
-    std::vector<mailnet::result<void>> got(4, mailnet::result<void>{});
-    std::vector<std::chrono::steady_clock::duration> took(4);
-    for (std::size_t i = 0; i < got.size(); ++i)
-        logins.emplace_back([&, i] {
-            got[i] = st.lock("user" + std::to_string(i) + "@example.org");
-            took[i] = std::chrono::steady_clock::now() - t0;
-        });
-    for (auto& t : logins) t.join();
-    for (std::size_t i = 0; i < got.size(); ++i) {
-        EXPECT_FALSE(got[i]) << i;
-        if (!got[i]) {
-            EXPECT_EQ(got[i].error(), make_error_code(errc::temporary_failure)) << i;
+    // A pooler or proxy that takes logins but answers no query: a statement on the lock
+    // connection is cut after call_timeout (2 s here); the POP3 logins queued behind it (one
+    // lock connection per front-end) get [SYS/TEMP] at once, not after reconnecting (the login
+    // goes through) and waiting out a deadline each, one after the other; and the next login
+    // a moment later asks again (no hold-off for the call's whole time).
+    // Two ways in: the lock connection made before (its lock statement cut), and one made
+    // while the pooler is stuck (its first statements cut).
+    for (const bool made_before : {true, false}) {
+        SCOPED_TRACE(made_before ? "lock connection made before" : "lock connection made while stuck");
+        freezing_relay relay(server_port());
+        ASSERT_NE(relay.port(), 0);
+        const auto colon = guard.uri.rfind(':');
+        const auto slash = guard.uri.find('/', colon);
+        mailnet::postgresql_options o;
+        o.uri = guard.uri.substr(0, colon + 1) + std::to_string(relay.port()) + guard.uri.substr(slash);
+        o.schema = guard.schema;
+        o.pool_size = 2;
+        o.wait = std::chrono::milliseconds(2000);
+        o.call_timeout = std::chrono::milliseconds(2000);
+        auto opened = mailnet::open_postgresql_store(std::move(o));
+        ASSERT_TRUE(opened) << opened.error().message();
+        auto& st = **opened;
+        if (made_before) {
+            ASSERT_TRUE(st.lock("warm@example.org"));  // the lock connection made, through the relay
+            st.unlock("warm@example.org");
         }
-        // One deadline (1 s) for the first, then at once: not 1 s more (or 2) for each in turn.
-        EXPECT_LT(took[i], std::chrono::milliseconds(2500)) << i << ": "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(took[i]).count() << " ms";
+        relay.freeze_after_login(true);
+        if (made_before) {
+            ASSERT_TRUE(st.lock("last@example.org"));  // answered; from now on nothing is
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        std::vector<std::thread> logins;
+        std::vector<mailnet::result<void>> got(4, mailnet::result<void>{});
+        std::vector<std::chrono::steady_clock::duration> took(4);
+        for (std::size_t i = 0; i < got.size(); ++i)
+            logins.emplace_back([&, i] {
+                got[i] = st.lock("user" + std::to_string(i) + "@example.org");
+                took[i] = std::chrono::steady_clock::now() - t0;
+            });
+        for (auto& t : logins) t.join();
+        for (std::size_t i = 0; i < got.size(); ++i) {
+            EXPECT_FALSE(got[i]) << i;
+            if (!got[i]) {
+                EXPECT_EQ(got[i].error(), make_error_code(errc::temporary_failure)) << i;
+            }
+            // One deadline (2 s) for all: not a second one on a new connection, nor one each.
+            EXPECT_LT(took[i], std::chrono::milliseconds(3000)) << i << ": "
+                << std::chrono::duration_cast<std::chrono::milliseconds>(took[i]).count() << " ms";
+        }
+        relay.freeze_after_login(false);
+        // Once the server answers again, a login within a few seconds gets its lock.
+        bool locked = false;
+        const auto back = std::chrono::steady_clock::now();
+        while (!locked && std::chrono::steady_clock::now() - back < std::chrono::seconds(15)) {
+            locked = st.lock("again@example.org").has_value();
+            if (!locked) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        EXPECT_TRUE(locked);
+        EXPECT_LT(std::chrono::steady_clock::now() - back, std::chrono::seconds(5)) << "held off for about the pause, not the call's time";
     }
-    relay.freeze_after_login(false);
-    // Once the server answers again, the next login after the pause gets its lock.
-    bool locked = false;
-    for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-         !locked && std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(std::chrono::milliseconds(100)))
-        locked = st.lock("again@example.org").has_value();
-    EXPECT_TRUE(locked);
 }
 
 TEST_F(postgresql_store, an_event_connection_whose_server_stops_answering_does_not_hold_up_the_shutdown) {
@@ -490,8 +503,7 @@ TEST_F(postgresql_store, an_event_connection_whose_server_stops_answering_does_n
     ASSERT_EQ(PQstatus(reader), CONNECTION_OK);
     const std::string hold = "BEGIN; SELECT count(*) FROM " + guard.schema + ".listeners";
     PQclear(PQexec(reader, hold.c_str()));
-    auto sub = st->subscribe([](const store_event&) {});
-    std::this_thread::sleep_for(std::chrono::milliseconds(900));  // the first wait gave up (0.5 s)
+    auto sub = st->subscribe([](const store_event&) {});  // returns once listening: the first wait gave up (0.5 s)
     relay.freeze(true);
     PQclear(PQexec(reader, "COMMIT"));
     PQfinish(reader);

@@ -1828,23 +1828,15 @@ public:
             // The mailbox's lock, and then its fence free: a QUIT of a session that held the
             // mailbox until its lock connection was lost holds the fence while it checks that
             // lock and deletes (commit_on); until it is done the mailbox is in use.
-            const auto asked = std::chrono::steady_clock::now();
-            const auto cuts_before = db_->cuts();
-            r = db_->exec(lock_conn_.get(),
+            bool cut = false;
+            r = lock_exec(lock_conn_.get(),
                           "SELECT CASE WHEN NOT pg_try_advisory_lock($1::bigint) THEN false "
                           "WHEN pg_try_advisory_lock_shared($2::bigint) THEN pg_advisory_unlock_shared($2::bigint) "
                           "ELSE NOT pg_advisory_unlock($1::bigint) END",
-                          {{key}, {fence}});
-            if (r || PQstatus(lock_conn_.get()) != CONNECTION_BAD) break;
-            if (db_->cuts() != cuts_before) {
-                // Cut for want of an answer (a server or proxy that stopped answering): not
-                // asked again, and, as after a failed connect, no login asks for a while, so
-                // the ones queued behind this one get [SYS/TEMP] at once instead of each
-                // waiting out a deadline of its own.
-                lock_retry_at_ = std::chrono::steady_clock::now() +
-                                 std::max<std::chrono::steady_clock::duration>(reconnect_pause, std::chrono::steady_clock::now() - asked);
-                break;
-            }
+                          {{key}, {fence}}, cut);
+            // Cut for want of an answer (a server or proxy that stopped answering): not asked
+            // again on a new connection (lock_exec holds the logins off a moment).
+            if (r || cut || PQstatus(lock_conn_.get()) != CONNECTION_BAD) break;
         }
         if (!r) return unexpected(r.error());
         if (std::string_view(PQgetvalue(r->get(), 0, 0)) != "t") return unexpected(errc::mailbox_in_use);
@@ -1862,7 +1854,8 @@ public:
         // connection is not held on this one.
         if (generation == lock_generation_ && lock_conn_ && PQstatus(lock_conn_.get()) == CONNECTION_OK) {
             const std::string key = std::to_string(lock_key(db_->options().schema, mailbox));
-            (void)db_->exec(lock_conn_.get(), "SELECT pg_advisory_unlock($1::bigint)", {{key}});
+            bool cut = false;
+            (void)lock_exec(lock_conn_.get(), "SELECT pg_advisory_unlock($1::bigint)", {{key}}, cut);
         }
     }
 
@@ -2098,7 +2091,8 @@ private:
     void notice_lost_lock_connection(std::uint64_t generation) {
         std::lock_guard lock(lock_mutex_);
         if (generation != lock_generation_ || !lock_conn_) return;
-        (void)db_->exec(lock_conn_.get(), "SELECT 1");
+        bool cut = false;
+        (void)lock_exec(lock_conn_.get(), "SELECT 1", {}, cut);
         (void)ensure_lock_connection();
     }
 
@@ -2124,6 +2118,22 @@ private:
     }
 
     void setup_lock_connection(PGconn* c) { db_->keep_alive(c); }
+
+    // A statement on the lock connection (caller holds lock_mutex_), as database::exec. One
+    // cut for want of an answer (`cut`) holds every login, unlock and QUIT of this front-end
+    // off the lock connection for reconnect_pause, as a failed connect does: those queued
+    // behind it (on lock_mutex_) get [SYS/TEMP] at once instead of each reconnecting (a stuck
+    // pooler takes the login) and waiting out a call_timeout of its own. A short pause, not
+    // the call's time: the server may answer again the moment after.
+    // NOTE: cuts() counts every call's cut: one of another call at the same moment also counts
+    // here (a login then fails once, temporarily, where a retry might have served it).
+    result<pg_result> lock_exec(PGconn* c, std::string_view text, std::initializer_list<param> params, bool& cut) {
+        const auto cuts_before = db_->cuts();
+        auto r = db_->exec(c, text, params);
+        cut = !r && db_->cuts() != cuts_before;
+        if (cut) lock_retry_at_ = std::chrono::steady_clock::now() + reconnect_pause;
+        return r;
+    }
 
     // Caller holds lock_mutex_. Reconnects a lost lock connection; false if the database cannot
     // be reached. NOTE: the locks of the sessions still open here are not taken back: another
@@ -2151,10 +2161,9 @@ private:
         auto who = db_->exec(c->get(), "SELECT pg_backend_pid(), (extract(epoch FROM backend_start) * 1000000)::bigint "
                                        "FROM pg_stat_get_activity(pg_backend_pid())");
         if (!who || PQntuples(who->get()) != 1 || PQgetisnull(who->get(), 0, 1)) {
-            // A server that took the login and then stopped answering: held off as a failed
-            // connect is, for as long as this attempt took.
-            const auto took = std::chrono::steady_clock::now() - now;
-            lock_retry_at_ = std::chrono::steady_clock::now() + std::max<std::chrono::steady_clock::duration>(reconnect_pause, took);
+            // A server that took the login and then answered nothing (its first statements
+            // cut): the logins queued behind this one are held off a moment, as after a cut.
+            lock_retry_at_ = std::chrono::steady_clock::now() + reconnect_pause;
             return false;
         }
         const auto lost = static_cast<std::size_t>(
