@@ -23,6 +23,7 @@
 #include "mailnet/log.hpp"
 #include "mailnet/net/program.hpp"
 #include "mailnet/net/server.hpp"
+#include "mailnet/posix_io.hpp"
 #include "mailnet/pop3c/client.hpp"
 #include "mailnet/version.hpp"
 #include "arguments.hpp"
@@ -318,9 +319,13 @@ int open_state(const fetch_options& f, const std::string& user, const std::strin
     std::filesystem::path path = f.state.empty() ? default_state_path(user, host, port) : std::filesystem::path(f.state);
     // A link is followed: its target is the file replaced at each save, the link stays.
     if (std::error_code ec; std::filesystem::is_symlink(path, ec)) path = link_target(path);
-    if (f.state.empty()) {
-        std::error_code ec;
-        std::filesystem::create_directories(path.parent_path(), ec);
+    if (f.state.empty() && path.has_parent_path()) {
+        // Made durably (each new directory fsync'd in its parent): the state file's own save
+        // fsyncs only the directory it is in, and a power cut that took a directory above it
+        // after a first run deleted mail would fetch it all again.
+        if (auto made = mailnet::posix::make_dirs(path.parent_path(), true); !made)
+            return std::cerr << "pop3c: state directory " << path.parent_path() << ": " << made.error().message() << "\n",
+                   exit_code::io_error;
     }
     auto s = state_file::load(path, mailnet::stderr_log());
     if (!s && s.error() == make_error_code(mailnet::errc::mailbox_in_use))
@@ -617,8 +622,16 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
                 return exit_code::io_error;
             } else if (pending_now) {
                 for (auto& p : state->take_pending()) (void)state->add(p.uid, p.size);
-                if (auto sv = state->save(); !sv)
-                    std::cerr << "pop3c: saving the state " << state->path() << ": " << sv.error().message() << "\n";
+                if (auto sv = state->save(); !sv) {
+                    // The records stay pending (the next run finds the messages in the sink):
+                    // nothing lost, but a state that could not be written is a local I/O failure.
+                    meter.done();
+                    if (h->local_error) std::cerr << "pop3c: " << *h->local_error << "\n";
+                    if (!r) std::cerr << "pop3c: RETR: " << r.why().message() << "\n";
+                    std::cerr << "pop3c: saving the state " << state->path() << ": " << sv.error().message()
+                              << " (nothing of this batch is deleted)\n";
+                    return exit_code::io_error;
+                }
             }
         }
         if (h && h->local_error) {

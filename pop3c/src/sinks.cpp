@@ -1201,20 +1201,8 @@ result<std::unique_ptr<message_sink>> open_mbox_sink(const std::filesystem::path
         return unexpected(e ? e : make_error_code(errc::bad_config));
     };
     // O_NONBLOCK only while opening: a FIFO in its place must not hang the fetch.
-    struct stat before{};
-    const bool existed = ::lstat(path.c_str(), &before) == 0;
     posix::unique_fd fd(::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_NOCTTY | O_NONBLOCK | O_CLOEXEC, 0600));
     if (fd.get() < 0) return fail("cannot open", last_system_error());
-    if (!existed) {
-        // A file this open made: its name is made durable (an fsync of its directory) before
-        // any message counts as stored in it. A flush fsyncs the file, not the directory, and
-        // without this a power cut could take the new mbox, and every message the server
-        // deleted after that flush, with it.
-        const auto parent = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
-        posix::unique_fd dir(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        if (dir.get() < 0) return fail("cannot open its directory " + parent.string(), last_system_error());
-        if (::fsync(dir.get()) != 0) return fail("fsync of its directory " + parent.string(), last_system_error());
-    }
     struct stat st{};
     if (::fstat(fd.get(), &st) != 0) return fail("stat", last_system_error());
     if (!S_ISREG(st.st_mode)) return fail("not a regular file", {});
@@ -1257,6 +1245,24 @@ result<std::unique_ptr<message_sink>> open_mbox_sink(const std::filesystem::path
     }
     // The size only now: another program may have appended until it let go of the lock.
     if (::fstat(fd.get(), &st) != 0) return fail("stat", last_system_error());
+    if (st.st_nlink == 0) return fail("removed while it was being opened", {});
+    if (st.st_size == 0) {
+        // An empty mbox (one this open made, or one a run before made and did not get to
+        // store in): its name is made durable (an fsync of the directory that holds it, a
+        // symbolic link's target's) before any message counts as stored in it. A flush fsyncs
+        // the file, not the directory, and without this a power cut could take the new mbox,
+        // and every message the server deleted after that flush, with it. Keyed on the size,
+        // not on whether the name was there before the open: a dangling link's new target, or
+        // a file whose first run failed this very fsync, is covered too.
+        std::error_code ec;
+        const auto real = std::filesystem::canonical(file, ec);
+        if (ec) return fail("cannot resolve its name", ec);
+        struct stat named{};
+        if (::stat(real.c_str(), &named) != 0 || named.st_dev != st.st_dev || named.st_ino != st.st_ino)
+            return fail("renamed or replaced while it was being opened", {});
+        if (auto s = posix::fsync_dir(real.parent_path().string()); !s)
+            return fail("fsync of its directory " + real.parent_path().string(), s.error());
+    }
     posix::unique_fd spool;
     if (options.hold_batches) {
         auto sp = open_spool(options.spool, file.parent_path());

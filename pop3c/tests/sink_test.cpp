@@ -1,6 +1,7 @@
 // sink_test.cpp: where `pop3c fetch` stores messages: Maildir (through the store's delivery, with
 // commits on a pool), stdout; each durable after flush() and all-or-nothing per batch.
 #include "sinks.hpp"
+#include "mailnet/posix_io.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -604,6 +605,50 @@ TEST(mbox_sink, a_new_mbox_has_its_name_made_durable_before_anything_is_stored_i
     fs::current_path(cwd);
     ASSERT_TRUE(here);
     EXPECT_TRUE(fsynced(dir)) << "the current directory, for a name without one";
+}
+
+TEST(mbox_sink, an_empty_mbox_found_or_made_through_a_link_has_its_real_directory_made_durable) {
+    // Keyed on what is opened, not on whether the name was there: an empty mbox a failed run
+    // left (its directory fsync may be what failed), and the target a dangling symbolic link
+    // names (made by the open, in the target's directory, not the link's).
+    temp_dir d;
+    const fs::path links = d.path / "links", real = d.path / "real";
+    fs::create_directories(links);
+    fs::create_directories(real);
+    { std::ofstream(real / "left-empty"); }
+    fs::create_symlink(real / "made-by-the-open", links / "dangling");
+    for (const char* name : {"left-empty", "dangling"}) {
+        {
+            std::lock_guard g(fsynced_mutex);
+            fsynced_dirs.clear();
+        }
+        auto sink = open_mbox(std::string(name) == "dangling" ? links / name : real / name);
+        ASSERT_TRUE(sink) << name;
+        EXPECT_TRUE(fsynced(real)) << name << ": the directory that holds the file";
+        EXPECT_FALSE(fsynced(links)) << name << ": not the link's";
+    }
+    EXPECT_TRUE(fs::exists(real / "made-by-the-open"));
+}
+
+TEST(durable_dirs, each_directory_made_is_fsynced_in_its_parent_before_the_next_is_made) {
+    // What pop3c makes for a first run's default state ($XDG_STATE_HOME/mailnet-pop3c): a
+    // power cut must not keep the state file's directory entry while losing a directory above.
+    temp_dir d;
+    {
+        std::lock_guard g(fsynced_mutex);
+        fsynced_dirs.clear();
+    }
+    ASSERT_TRUE(mailnet::posix::make_dirs(d.path / "state" / "mailnet-pop3c", true));
+    EXPECT_TRUE(fsynced(d.path)) << "the entry of state/";
+    EXPECT_TRUE(fsynced(d.path / "state")) << "the entry of mailnet-pop3c/";
+    {
+        std::lock_guard g(fsynced_mutex);
+        fsynced_dirs.clear();
+    }
+    ASSERT_TRUE(mailnet::posix::make_dirs(d.path / "state" / "mailnet-pop3c", true));
+    EXPECT_FALSE(fsynced(d.path / "state")) << "nothing made, nothing to make durable";
+    { std::ofstream(d.path / "file"); }
+    EXPECT_FALSE(mailnet::posix::make_dirs(d.path / "file" / "below", true)) << "a file in the way";
 }
 
 TEST(mbox_sink, mboxrd_quoting_and_message_ends_whatever_the_chunks) {

@@ -1,9 +1,10 @@
 // mailnet/posix_io.hpp: the few POSIX file helpers the stores, smtpd's spool and pop3c's local
 // side share: a descriptor closed on scope exit, a write that finishes or fails, fsync of a
-// directory, an unnamed spool file. No Asio here.
+// directory, a directory made (durably), an unnamed spool file. No Asio here.
 #pragma once
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -12,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "mailnet/error.hpp"
 
@@ -57,6 +59,39 @@ inline result<void> write_all(int fd, std::string_view octets) {
 inline result<void> fsync_dir(const std::string& dir) {
     unique_fd fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (fd.get() < 0 || ::fsync(fd.get()) != 0) return unexpected(last_system_error());
+    return {};
+}
+
+/// Creates a directory; true if this call created it, false if a directory was already
+/// there (lstat: a symbolic link there is not taken for one).
+inline result<bool> make_dir(const std::string& path, mode_t mode = 0700) {
+    if (::mkdir(path.c_str(), mode) == 0) return true;
+    if (errno != EEXIST) return unexpected(last_system_error());
+    struct stat st{};
+    if (::lstat(path.c_str(), &st) != 0) return unexpected(last_system_error());
+    if (!S_ISDIR(st.st_mode)) return unexpected(std::error_code(ENOTDIR, std::system_category()));
+    return false;
+}
+
+/// Creates `path` and its missing parents (mode 0777 less the umask, as mkdir -p); with
+/// `durable`, each new entry is fsync'd in its parent before the next level is made, so a
+/// power cut never keeps a file made below while losing a directory above it.
+inline result<void> make_dirs(const std::filesystem::path& path, bool durable) {
+    std::vector<std::filesystem::path> missing;  // deepest first
+    for (std::filesystem::path p = path; !p.empty(); p = p.parent_path()) {
+        struct stat st{};
+        if (::stat(p.c_str(), &st) == 0 || errno != ENOENT) break;
+        missing.push_back(p);
+        if (p == p.parent_path()) break;
+    }
+    for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+        auto made = make_dir(it->string(), 0777);
+        if (!made) return unexpected(made.error());
+        if (!*made || !durable) continue;
+        if (auto s = fsync_dir(it->parent_path().string()); !s) return s;
+    }
+    auto last = make_dir(path.string(), 0777);  // there already, or not a directory
+    if (!last) return unexpected(last.error());
     return {};
 }
 

@@ -76,49 +76,10 @@ result<regular_file> open_regular(int dir, const char* name, int flags, mode_t m
     return regular_file{std::move(fd), static_cast<std::uint64_t>(st.st_size)};
 }
 
-// Creates a directory; true if this call created it, false if a directory was already there.
-result<bool> make_dir(const std::string& path, mode_t mode = 0700) {
-    if (::mkdir(path.c_str(), mode) == 0) return true;
-    if (errno != EEXIST) return unexpected(last_system_error());
-    struct stat st{};
-    // lstat: a symlink in the store is never taken for a directory (nothing is followed out).
-    if (::lstat(path.c_str(), &st) != 0) return unexpected(last_system_error());
-    if (!S_ISDIR(st.st_mode)) return unexpected(sys_error(ENOTDIR));
-    return false;
-}
-
-result<void> fsync_path(const std::string& path) {
-    unique_fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (fd.get() < 0) return unexpected(last_system_error());
-    if (::fsync(fd.get()) != 0) return unexpected(last_system_error());
-    return {};
-}
-
-// Creates `path` and its missing parents (mode 0777 less the umask, as mkdir -p); with
-// `durable`, each new entry is fsync'd in its parent before the next level is made
-// (DESIGN.md "Delivery": a new DIR is made durable too, not only its mailboxes).
-result<void> make_dirs(const std::filesystem::path& path, bool durable) {
-    std::vector<std::filesystem::path> missing;  // deepest first
-    for (std::filesystem::path p = path; !p.empty(); p = p.parent_path()) {
-        struct stat st{};
-        if (::stat(p.c_str(), &st) == 0 || errno != ENOENT) break;
-        missing.push_back(p);
-        if (p == p.parent_path()) break;
-    }
-    for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
-        auto made = make_dir(it->string(), 0777);
-        if (!made) return unexpected(made.error());
-        if (!*made || !durable) continue;
-        const std::filesystem::path parent = it->parent_path();
-        if (auto s = fsync_path(parent.empty() ? std::string(".") : parent.string()); !s) return s;
-    }
-    auto last = make_dir(path.string(), 0777);  // there already, or not a directory
-    if (!last) return unexpected(last.error());
-    return {};
-}
-
 using posix::write_all;
 using posix::fsync_dir;
+using posix::make_dir;
+using posix::make_dirs;
 
 // The wire size of a file without ,W= in its name (RFC 1939 LIST counts CRLF line ends).
 result<std::uint64_t> wire_size_of_file(int dir, const char* name) {
@@ -347,7 +308,7 @@ public:
             for (bool again = true; again;) {
                 const std::uint64_t round = ++started_;
                 lock.unlock();  // others link and register meanwhile: they need the next round
-                auto r = fsync_path(dir_);
+                auto r = fsync_dir(dir_);
                 lock.lock();
                 synced_ = round;
                 if (!r) {
@@ -1816,18 +1777,18 @@ private:
         if (has_cur && !*box && !made_sub) return {};
         const bool durable = options_.fsync;
         if (durable) {
-            if (auto s = fsync_path(dir); !s) return s;  // tmp/, new/
+            if (auto s = fsync_dir(dir); !s) return s;  // tmp/, new/
             if (*box || !has_cur) {
                 // DIR/<mailbox> (a folder: its entry in its parent, made durable at open)
                 if (!folder_) {
-                    if (auto s = fsync_path(root_); !s) return s;
+                    if (auto s = fsync_dir(root_); !s) return s;
                 }
             }
         }
         if (has_cur) return {};
         auto made_cur = make_dir(cur);
         if (!made_cur) return unexpected(made_cur.error());
-        if (durable && *made_cur) return fsync_path(dir);  // cur/
+        if (durable && *made_cur) return fsync_dir(dir);  // cur/
         return {};
     }
 
@@ -1845,7 +1806,7 @@ private:
         if (w && options_.fsync && ::fsync(fd.get()) != 0) w = unexpected(last_system_error());
         if (w && ::rename(tmp.c_str(), path.c_str()) != 0) w = unexpected(last_system_error());
         if (!w) ::unlink(tmp.c_str());
-        if (w && options_.fsync) return fsync_path(dir);
+        if (w && options_.fsync) return fsync_dir(dir);
         return w;
     }
 

@@ -1305,6 +1305,10 @@ private:
     std::size_t running_large_ = 0;  // of them, batches of large_batch_octets or more
     std::atomic<std::uint64_t> transactions_{0};  // numbers the tokens of this front-end's transactions
     std::atomic<std::chrono::steady_clock::rep> prune_at_{0};  // prune_due()
+    // After a delivery's call was cut for want of an answer (a server or pooler that stopped
+    // answering): until then, batches fail at once (451) instead of each connecting (a stuck
+    // pooler takes the login) and waiting out a call_timeout of its own, one after the other.
+    std::atomic<std::chrono::steady_clock::rep> paused_until_{0};
 };
 
 class pg_delivery final : public delivery {
@@ -1519,9 +1523,22 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
     auto fail_all = [&](std::error_code e) {
         for (job* j : batch) j->result = e;
     };
+    const auto now = [] { return std::chrono::steady_clock::now().time_since_epoch().count(); };
+    if (now() < paused_until_.load()) return fail_all(make_error_code(errc::temporary_failure));
     auto l = db_->take();
     if (!l) return fail_all(l.error());
     const auto cut_before = db_->cuts();
+    // A call cut for want of an answer: a server that stopped answering. Nothing is stored (no
+    // COMMIT was sent); tried again, on any connection, each delivery would wait out a
+    // deadline of its own, and so would the batches queued behind (paused_until_).
+    // NOTE: cuts() counts every call's cut: one elsewhere at the same moment also pauses.
+    auto cut = [&] {
+        if (db_->cuts() == cut_before) return false;
+        paused_until_.store(now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(reconnect_pause).count());
+        { auto dead = std::move(*l); }
+        fail_all(make_error_code(errc::temporary_failure));
+        return true;
+    };
     // The mailboxes first, each made in a statement of its own (committed at once), in name
     // order: two batches making the same new mailboxes inside their transactions would wait
     // for each other's uncommitted rows and deadlock. A mailbox made for a delivery that then
@@ -1531,6 +1548,7 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
         for (const auto& t : j->d->targets()) box_ids.emplace(t, std::string());
     for (auto& [name, id] : box_ids) {
         auto made = db_->mailbox_id(l->get(), name, true);
+        if (!made && cut()) return;
         if (!made && PQstatus(l->get()) == CONNECTION_BAD) {
             // A connection lost while idle (a restarted server): nothing was done, take a new one
             // (the dead one given back first, so it does not hold a place in a full pool).
@@ -1554,13 +1572,7 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
             e = send_batch(l->conn(), batch, box_ids, marker, xid, token);
         }
     }
-    if (e && db_->cuts() != cut_before) {
-        // A call cut for want of an answer: a server that stopped answering. Nothing is
-        // stored (no COMMIT was sent); tried again, on any connection, each delivery would
-        // wait out a deadline of its own.
-        { auto dead = std::move(*l); }
-        return fail_all(make_error_code(errc::temporary_failure));
-    }
+    if (e && cut()) return;
     if (e && PQstatus(l->get()) == CONNECTION_BAD) {
         // A connection lost (most likely while idle: a restarted server) before any COMMIT
         // was sent: nothing is stored; the batch again on a new one.
@@ -1569,6 +1581,7 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
         l = db_->take();
         if (!l) return fail_all(l.error());
         e = send_batch(l->conn(), batch, box_ids, marker, xid, token);
+        if (e && cut()) return;
     }
     if (e) {
         // Rolled back; a connection left in pipeline mode (a broken flight) is dropped instead,
