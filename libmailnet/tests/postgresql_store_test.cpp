@@ -64,6 +64,9 @@ public:
     /// after the login (a stuck pooler: the login goes through, no query ever gets an answer);
     /// clearing it relays every connection again.
     void freeze_after_login(bool f) { freeze_after_login_ = f; }
+    /// Every connection there is now stops being relayed for good (a proxy or pooler stuck on
+    /// them: TCP stays up, nothing comes through); new ones are relayed as before.
+    void stall_existing() { stall_ = true; }
     /// The next COMMIT is passed on, then its connection cut; no new one until refuse(false).
     void lose_next_commit_answer() { cut_commit_ = true; }
     bool commit_answer_lost() const { return commit_cut_; }
@@ -77,11 +80,14 @@ private:
         while (!stop_) {
             std::vector<pollfd> fds{{listener_, POLLIN, 0}};
             if (!freeze_after_login_) held_.clear();
+            if (stall_.exchange(false))
+                for (const auto& [a, b] : pairs_) stalled_.insert(a);
             if (!frozen_)
                 for (std::size_t k = 0; k < pairs_.size(); ++k) {
                     const auto& [a, b] = pairs_[k];
-                    fds.push_back({a, static_cast<short>(held_.contains(a) ? 0 : POLLIN), 0});  // a held client: not read
-                    fds.push_back({b, POLLIN, 0});
+                    const bool stalled = stalled_.contains(a);
+                    fds.push_back({a, static_cast<short>(held_.contains(a) || stalled ? 0 : POLLIN), 0});  // a held client: not read
+                    fds.push_back({b, static_cast<short>(stalled ? 0 : POLLIN), 0});
                 }
             if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
             if (fds[0].revents & POLLIN) {
@@ -135,6 +141,7 @@ private:
             }
             for (auto it = gone.rbegin(); it != gone.rend(); ++it) {
                 held_.erase(pairs_[*it].first);
+                stalled_.erase(pairs_[*it].first);
                 ::close(pairs_[*it].first);
                 ::close(pairs_[*it].second);
                 pairs_.erase(pairs_.begin() + static_cast<std::ptrdiff_t>(*it));
@@ -150,8 +157,10 @@ private:
     std::atomic<bool> commit_cut_{false};
     std::atomic<bool> stop_{false};
     std::atomic<bool> freeze_after_login_{false};
+    std::atomic<bool> stall_{false};
     std::vector<std::pair<int, int>> pairs_;  // the relay thread's
     std::set<int> held_;                      // the relay thread's: client sides no more read
+    std::set<int> stalled_;                   // the relay thread's: client sides of pairs relayed no more
     std::thread thread_;
 };
 
@@ -524,6 +533,34 @@ TEST_F(postgresql_store, deliveries_queued_behind_a_delivery_that_got_no_answer_
     }
     EXPECT_TRUE(stored);
     EXPECT_LT(std::chrono::steady_clock::now() - back, std::chrono::seconds(5)) << "held off for about the pause";
+}
+
+TEST_F(postgresql_store, an_event_connection_that_silently_stops_relaying_is_replaced_and_the_subscribers_told_to_look_again) {
+    // A proxy stuck on the LISTENing connection: TCP stays up (keepalives never end it), no
+    // notification comes through. After call_timeout (2 s here) without a word the event
+    // thread asks whether it still answers, cuts it when it does not, listens on a new one and
+    // tells the subscribers to look at the store again: a delivery through another front-end
+    // meanwhile is not missed for ever.
+    freezing_relay relay(server_port());
+    ASSERT_NE(relay.port(), 0);
+    auto a = open_through(relay, mailnet::null_log(), std::chrono::milliseconds(2000), 2);
+    auto b = open();
+    ASSERT_TRUE(a && b);
+    event_record heard;
+    auto sub = a->subscribe(heard.listener());
+    ASSERT_TRUE(b->deliver(std::vector<std::string>{"stall@example.org"}, "Subject: before\n\nx\n"));
+    {
+        std::unique_lock lock(heard.m);
+        ASSERT_TRUE(heard.cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard.count(store_event::kind::delivered) == 1; }));
+    }
+    relay.stall_existing();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    ASSERT_TRUE(b->deliver(std::vector<std::string>{"stall@example.org"}, "Subject: during\n\nx\n"));
+    std::unique_lock lock(heard.m);
+    const bool told = heard.cv.wait_for(lock, std::chrono::seconds(15), [&] {
+        return heard.count(store_event::kind::resync) + heard.count(store_event::kind::delivered) >= 2;
+    });
+    EXPECT_TRUE(told) << "the subscriber heard " << heard.events.size() << " events";
 }
 
 TEST_F(postgresql_store, an_event_connection_whose_server_stops_answering_does_not_hold_up_the_shutdown) {

@@ -69,6 +69,9 @@ constexpr auto listen_barrier = std::chrono::milliseconds(500);
 constexpr auto listen_barrier_retry = std::chrono::milliseconds(100);
 constexpr auto listen_retry_first = std::chrono::seconds(1);
 constexpr auto listen_retry_most = std::chrono::seconds(30);
+// The event connection's liveness query (serve()) gets this long at most: a LISTENing
+// connection that cannot answer SELECT 1 in it is taken for stuck, and replaced.
+constexpr auto events_probe_limit = std::chrono::milliseconds(10000);
 
 struct result_deleter {
     void operator()(PGresult* r) const noexcept { PQclear(r); }
@@ -489,15 +492,18 @@ public:
         ~call_guard() { w->disarm(id); }
     };
     // The deadline of a call on `c` (options::call_timeout), until the guard goes.
-    [[nodiscard]] call_guard watch(PGconn* c) const {
-        return call_guard(&watchdog_, watchdog_.arm(PQsocket(c), o_.call_timeout, o_.log));
+    // A shorter `limit` than call_timeout, when given, is the deadline instead.
+    [[nodiscard]] call_guard watch(PGconn* c, std::chrono::milliseconds limit = {}) const {
+        const auto t = limit.count() <= 0 ? o_.call_timeout : o_.call_timeout.count() <= 0 ? limit : std::min(limit, o_.call_timeout);
+        return call_guard(&watchdog_, watchdog_.arm(PQsocket(c), t, o_.log));
     }
 
     // Runs one statement; any failure is logged and errc::temporary_failure (the client's
-    // reply is [SYS/TEMP] or 451 whatever the database said).
+    // reply is [SYS/TEMP] or 451 whatever the database said). Under call_timeout, or `limit`
+    // if shorter.
     result<pg_result> exec(PGconn* c, std::string_view text, std::initializer_list<param> params = {},
-                           bool binary_result = false) const {
-        const auto deadline = watch(c);
+                           bool binary_result = false, std::chrono::milliseconds limit = {}) const {
+        const auto deadline = watch(c, limit);
         const wire_params w(params);
         const std::string q(text);
         return checked(c, pg_result(PQexecParams(c, q.c_str(), w.count(), nullptr, w.values.data(), w.lengths.data(),
@@ -912,6 +918,7 @@ public:
         events_cv_.wait_for(lock, event_wait, [&] { return seen_markers_.contains(marker) || !listening_ || stopping_; });
         if (seen_markers_.erase(marker) == 1) return true;
         log(log_level::warning, "postgresql: the events of a commit were not heard back; told by the committer");
+        if (listening_) probe_events_ = true;  // the event connection may have stopped relaying (serve)
         return false;
     }
 
@@ -931,6 +938,14 @@ public:
     // out before a crash, never durable) did not commit.
     fate transaction_fate(const std::string& xid, const std::string& token) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        // Each call under what is left of the 30 s (at least a second), so that a server that
+        // stops answering meanwhile holds the answer up for 30 s and one connect at most, not
+        // for a call_timeout or two past them.
+        auto left = [&] {
+            return std::max<std::chrono::milliseconds>(
+                std::chrono::seconds(1),
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
+        };
         while (std::chrono::steady_clock::now() < deadline) {
             if (auto c = connect("pool")) {
                 // "future": at or past the id this query is given, the next one handed out.
@@ -940,14 +955,15 @@ public:
                 auto r = exec(c->get(),
                               "SELECT CASE WHEN $1::xid8 >= pg_current_xact_id() THEN 'future' "
                               "ELSE pg_xact_status($1::xid8) END, $1::xid8 < pg_snapshot_xmin(pg_current_snapshot())",
-                              {{xid}});
+                              {{xid}}, false, left());
                 if (r && PQntuples(r->get()) == 1) {
                     const bool too_old = PQgetisnull(r->get(), 0, 0);
                     const std::string_view st = too_old ? std::string_view() : PQgetvalue(r->get(), 0, 0);
                     const bool settled = std::string_view(PQgetvalue(r->get(), 0, 1)) == "t";
                     if (st == "future" || st == "aborted") return fate::aborted;
                     if (st == "committed" || too_old) {
-                        auto b = exec(c->get(), sql("SELECT EXISTS (SELECT 1 FROM @.deliveries WHERE token = $1)"), {{token}});
+                        auto b = exec(c->get(), sql("SELECT EXISTS (SELECT 1 FROM @.deliveries WHERE token = $1)"), {{token}},
+                                      false, left());
                         if (b && PQntuples(b->get()) == 1) {
                             if (std::string_view(PQgetvalue(b->get(), 0, 0)) == "t") return fate::committed;
                             // No row once every snapshot would see it: the id is another
@@ -1104,6 +1120,7 @@ private:
     // short wait (others' deliveries wait behind it), at growing intervals.
     void serve(PGconn* c, bool pending) {
         auto last_try = std::chrono::steady_clock::now();
+        auto last_heard = last_try;
         std::chrono::steady_clock::duration retry_after = listen_retry_first;
         while (true) {
             pollfd fds[2] = {{PQsocket(c), POLLIN, 0}, {wake_, POLLIN, 0}};
@@ -1112,6 +1129,18 @@ private:
             {
                 std::lock_guard lock(events_mutex_);
                 if (stopping_) break;
+            }
+            if (n > 0 && (fds[0].revents & POLLIN) != 0) last_heard = std::chrono::steady_clock::now();
+            // A connection that silently stopped relaying (a stuck proxy or pooler: TCP stays
+            // up, so keepalives never end it) would miss every other front-end's events for
+            // ever: after call_timeout (75 s if none) without a word, or at once when this front-end's own
+            // commit was not heard back (wait_for_marker), a query asks whether it still
+            // answers (within events_probe_limit); one that does not is cut, and a new
+            // connection follows (the subscribers then look at the store again).
+            const auto quiet = o_.call_timeout.count() > 0 ? o_.call_timeout : std::chrono::milliseconds(75000);
+            if (probe_events_.exchange(false) || std::chrono::steady_clock::now() - last_heard >= quiet) {
+                if (!exec(c, "SELECT 1", {}, false, events_probe_limit)) return;
+                last_heard = std::chrono::steady_clock::now();
             }
             if (pending && std::chrono::steady_clock::now() - last_try >= retry_after) {
                 last_try = std::chrono::steady_clock::now();
@@ -1195,6 +1224,7 @@ private:
     std::condition_variable events_cv_;
     std::thread listener_;
     std::atomic<std::uint64_t> cuts_{0};  // calls the watchdog cut
+    std::atomic<bool> probe_events_{false};  // a commit's events were not heard back: serve() asks
     mutable call_watchdog watchdog_;  // declared after what its guards use; joined first
     int wake_ = -1;
     bool listening_ = false;  // under events_mutex_
@@ -1275,6 +1305,7 @@ private:
         pg_delivery* d;
         std::error_code result;
         bool done = false;
+        bool committed = false;       // its transaction committed: stored, whatever comes after
         const void* owner = nullptr;  // the commit_all() call it belongs to
     };
     using box_map = std::map<std::string, std::string, std::less<>>;  // mailbox name -> id
@@ -1489,11 +1520,12 @@ void committer::commit_all(std::span<pg_delivery* const> ds, std::span<result<vo
         std::vector<committed> to_tell;
         auto give_up = [&] {
             // NOTE: an exception (bad_alloc) may come before or after COMMIT: a temporary
-            // failure for each job not yet answered loses nothing (a stored one comes again
-            // and is stored twice at worst), and the slot is freed, or every later delivery
-            // of this front-end would wait for ever.
+            // failure for each job not yet answered and not committed loses nothing, one
+            // committed keeps its success (a 451 would have the client send it again, stored
+            // twice), and the slot is freed, or every later delivery of this front-end would
+            // wait for ever.
             for (job* j : batch)
-                if (!j->result) j->result = make_error_code(errc::temporary_failure);
+                if (!j->result && !j->committed) j->result = make_error_code(errc::temporary_failure);
             to_tell.clear();
         };
         try {
@@ -1616,7 +1648,9 @@ void committer::run(std::vector<job*>& batch, std::vector<committed>& to_tell) {
             fail_all(make_error_code(errc::temporary_failure));
             return;
         }
-    } else if (prune_due()) {
+    }
+    for (job* j : batch) j->committed = true;  // nothing after this may turn them into a 451
+    if (committed && prune_due()) {
         // Old rows of @.deliveries, after the COMMIT and in a statement of its own: a prune that
         // fails (a role without DELETE on it, a timeout) never takes deliveries down with it.
         // One round trip a minute.
