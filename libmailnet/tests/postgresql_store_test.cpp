@@ -21,6 +21,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <future>
 #include <set>
 #include <string>
@@ -164,6 +165,18 @@ private:
     std::thread thread_;
 };
 
+// Tries `f` every 100 ms until it returns true or `limit` passes; how long it took to succeed,
+// or nothing.
+template <class F>
+std::optional<std::chrono::steady_clock::duration> succeeds_within(std::chrono::seconds limit, F&& f) {
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < limit) {
+        if (f()) return std::chrono::steady_clock::now() - start;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return std::nullopt;
+}
+
 // What a subscriber heard, to be waited for under `m` with `cv`.
 struct event_record {
     std::mutex m;
@@ -301,11 +314,7 @@ TEST_F(postgresql_store, a_server_that_stops_answering_fails_calls_temporarily_a
     relay.freeze(false);
     // Deliveries are held off for a second after a cut (not tried on a server that just
     // stopped answering); within a few seconds one is stored.
-    bool after = false;
-    for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-         !after && std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(std::chrono::milliseconds(100)))
-        after = st.deliver(boxes, "Subject: after\n\nx\n").has_value();
-    EXPECT_TRUE(after);
+    EXPECT_TRUE(succeeds_within(std::chrono::seconds(5), [&] { return st.deliver(boxes, "Subject: after\n\nx\n").has_value(); }));
     auto snap = st.snapshot("bob@example.org");
     ASSERT_TRUE(snap);
     EXPECT_GE(snap->size(), 2u);  // before and after (the frozen one got 451: stored or not)
@@ -473,14 +482,9 @@ TEST_F(postgresql_store, logins_queued_behind_a_lock_call_that_got_no_answer_fai
         }
         relay.freeze_after_login(false);
         // Once the server answers again, a login within a few seconds gets its lock.
-        bool locked = false;
-        const auto back = std::chrono::steady_clock::now();
-        while (!locked && std::chrono::steady_clock::now() - back < std::chrono::seconds(15)) {
-            locked = st.lock("again@example.org").has_value();
-            if (!locked) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        }
-        EXPECT_TRUE(locked);
-        EXPECT_LT(std::chrono::steady_clock::now() - back, std::chrono::seconds(5)) << "held off for about the pause, not the call's time";
+        const auto locked = succeeds_within(std::chrono::seconds(15), [&] { return st.lock("again@example.org").has_value(); });
+        ASSERT_TRUE(locked);
+        EXPECT_LT(*locked, std::chrono::seconds(5)) << "held off for about the pause, not the call's time";
     }
 }
 
@@ -525,14 +529,9 @@ TEST_F(postgresql_store, deliveries_queued_behind_a_delivery_that_got_no_answer_
             << i << ": " << std::chrono::duration_cast<std::chrono::milliseconds>(took[i]).count() << " ms";
     }
     relay.freeze_after_login(false);
-    bool stored = false;
-    const auto back = std::chrono::steady_clock::now();
-    while (!stored && std::chrono::steady_clock::now() - back < std::chrono::seconds(15)) {
-        stored = st->deliver(boxes, "Subject: after\n\nx\n").has_value();
-        if (!stored) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    EXPECT_TRUE(stored);
-    EXPECT_LT(std::chrono::steady_clock::now() - back, std::chrono::seconds(5)) << "held off for about the pause";
+    const auto stored = succeeds_within(std::chrono::seconds(15), [&] { return st->deliver(boxes, "Subject: after\n\nx\n").has_value(); });
+    ASSERT_TRUE(stored);
+    EXPECT_LT(*stored, std::chrono::seconds(5)) << "held off for about the pause";
 }
 
 TEST_F(postgresql_store, an_event_connection_that_silently_stops_relaying_is_replaced_and_the_subscribers_told_to_look_again) {
