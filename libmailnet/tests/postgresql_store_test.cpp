@@ -562,6 +562,42 @@ TEST_F(postgresql_store, an_event_connection_that_silently_stops_relaying_is_rep
     EXPECT_TRUE(told) << "the subscriber heard " << heard.events.size() << " events";
 }
 
+TEST_F(postgresql_store, two_commits_of_one_locked_mailbox_at_once_both_delete) {
+    // A POP3 QUIT and an HTTP DELETE of one mailnetd on the same mailbox at once: both check
+    // the session's lock under the mailbox's fence. The one that finds the fence taken waits
+    // for it (milliseconds), rather than taking it for a lost lock (-ERR [SYS/TEMP], nothing
+    // deleted, a lock connection probed for nothing).
+    auto st = open();
+    ASSERT_TRUE(st);
+    const std::string box = "both@example.org";
+    constexpr int rounds = 30;
+    for (int i = 0; i < 2 * rounds; ++i)
+        ASSERT_TRUE(st->deliver(std::vector<std::string>{box}, "Subject: " + std::to_string(i) + "\n\nx\n"));
+    auto snap = st->snapshot(box);
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->size(), static_cast<std::size_t>(2 * rounds));
+    ASSERT_TRUE(st->lock(box));
+    std::atomic<int> failed{0};
+    for (int i = 0; i < rounds; ++i) {
+        std::atomic<int> ready{0};
+        auto one = [&](const std::string& id) {
+            ++ready;
+            while (ready < 2) std::this_thread::yield();  // both at once
+            const std::vector<std::string> gone{id};
+            for (const auto& e : st->commit(box, gone, {}))
+                if (e) ++failed;
+        };
+        std::thread a(one, (*snap)[2 * i].id), b(one, (*snap)[2 * i + 1].id);
+        a.join();
+        b.join();
+    }
+    st->unlock(box);
+    EXPECT_EQ(failed, 0);
+    auto left = st->snapshot(box);
+    ASSERT_TRUE(left);
+    EXPECT_TRUE(left->empty()) << left->size() << " left";
+}
+
 TEST_F(postgresql_store, an_event_connection_whose_server_stops_answering_does_not_hold_up_the_shutdown) {
     // The subscription's wait for the readers of the listeners table times out (a long
     // reader), so the event thread tries it again a second later; by then the server answers

@@ -72,6 +72,8 @@ constexpr auto listen_retry_most = std::chrono::seconds(30);
 // The event connection's liveness query (serve()) gets this long at most: a LISTENing
 // connection that cannot answer SELECT 1 in it is taken for stuck, and replaced.
 constexpr auto events_probe_limit = std::chrono::milliseconds(10000);
+// How long a QUIT's commit waits for the mailbox's fence held by another commit of it.
+constexpr auto fence_wait = std::chrono::seconds(5);
 
 struct result_deleter {
     void operator()(PGresult* r) const noexcept { PQclear(r); }
@@ -1885,7 +1887,18 @@ public:
             // again on a new connection (lock_exec holds the logins off a moment).
             if (r || cut || PQstatus(lock_conn_.get()) != CONNECTION_BAD) break;
         }
-        if (!r) return unexpected(r.error());
+        if (!r) {
+            // A statement that failed on a live connection (out of shared memory for locks, a
+            // cancel) may have taken the mailbox's lock before it failed: a session-level lock
+            // outlives the failed statement, and unrecorded here it would stay held, the
+            // mailbox in use on every front-end until this lock connection goes. Let go of it
+            // (a lock not held: false and a warning in the server's log).
+            if (lock_conn_ && PQstatus(lock_conn_.get()) == CONNECTION_OK) {
+                bool cut = false;
+                (void)lock_exec(lock_conn_.get(), "SELECT pg_advisory_unlock($1::bigint)", {{key}}, cut);
+            }
+            return unexpected(r.error());
+        }
         if (std::string_view(PQgetvalue(r->get(), 0, 0)) != "t") return unexpected(errc::mailbox_in_use);
         locked_.emplace(mailbox, lock_generation_);
         return {};
@@ -2055,16 +2068,26 @@ private:
             // and only then whether the session's lock connection still holds the lock: if it
             // does, no other session can have the mailbox until these deletions are done.
             // (CASE evaluates its branches in order; the subqueries run when first reached.)
-            auto r = db_->exec(c,
-                               "SELECT CASE WHEN NOT pg_try_advisory_xact_lock($1::bigint) THEN false ELSE "
-                               "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-                               "AND pid = $3::integer AND ((classid::bigint << 32) | objid::bigint) = $2::bigint) "
-                               "AND (SELECT (extract(epoch FROM backend_start) * 1000000)::bigint FROM "
-                               "pg_stat_get_activity($3::integer)) = $4::bigint END",
-                               {{std::to_string(fence_key(mailbox))}, {std::to_string(lock_key(db_->options().schema, mailbox))},
-                                {holder->pid}, {holder->started}});
-            if (!r) return rollback(r.error());
-            if (std::string_view(PQgetvalue(r->get(), 0, 0)) != "t") return rollback(make_error_code(errc::mailbox_in_use));
+            // A fence held by another commit of this mailbox (a QUIT and an HTTP DELETE of one
+            // mailnetd at once) is waited for, a moment at a time: it is over in milliseconds,
+            // and is no sign that the lock was lost.
+            const auto give_up_at = std::chrono::steady_clock::now() + fence_wait;
+            for (;;) {
+                auto r = db_->exec(c,
+                                   "SELECT CASE WHEN NOT pg_try_advisory_xact_lock($1::bigint) THEN 'busy' WHEN "
+                                   "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+                                   "AND pid = $3::integer AND ((classid::bigint << 32) | objid::bigint) = $2::bigint) "
+                                   "AND (SELECT (extract(epoch FROM backend_start) * 1000000)::bigint FROM "
+                                   "pg_stat_get_activity($3::integer)) = $4::bigint THEN 'held' ELSE 'lost' END",
+                                   {{std::to_string(fence_key(mailbox))}, {std::to_string(lock_key(db_->options().schema, mailbox))},
+                                    {holder->pid}, {holder->started}});
+                if (!r) return rollback(r.error());
+                const std::string_view answer = PQgetvalue(r->get(), 0, 0);
+                if (answer == "held") break;
+                if (answer != "busy") return rollback(make_error_code(errc::mailbox_in_use));
+                if (std::chrono::steady_clock::now() >= give_up_at) return rollback(make_error_code(errc::temporary_failure));
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            }
         }
         const bool wait = db_->should_wait_for_events();
         std::vector<std::string> gone;
