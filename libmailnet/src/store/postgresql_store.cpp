@@ -696,14 +696,21 @@ public:
         // The URI's own `options=` come after the settings connect() gives, so they can change
         // them: one that weakens durability or the isolation the store's locking and its
         // listeners barrier rely on is refused at start, never run with.
-        auto settings = exec(c, "SELECT current_setting('synchronous_commit'), current_setting('transaction_isolation')");
+        // A pooler that drops the connection's options (PgBouncer's ignore_startup_parameters
+        // = options) leaves the role's and database's settings in force: found here too.
+        auto settings = exec(c, "SELECT current_setting('synchronous_commit'), current_setting('transaction_isolation'), "
+                                "current_setting('idle_session_timeout')");
         if (!settings) return unexpected(settings.error());
-        const std::string_view commit = PQgetvalue(settings->get(), 0, 0), isolation = PQgetvalue(settings->get(), 0, 1);
-        if ((commit != "on" && commit != "remote_apply") || isolation != "read committed") {
-            log(log_level::error, "postgresql: the URI's options= set synchronous_commit=" + std::string(commit) +
-                                      " and isolation " + std::string(isolation) +
+        const std::string_view commit = PQgetvalue(settings->get(), 0, 0), isolation = PQgetvalue(settings->get(), 0, 1),
+                               idle = PQgetvalue(settings->get(), 0, 2);
+        if ((commit != "on" && commit != "remote_apply") || isolation != "read committed" || idle != "0") {
+            log(log_level::error, "postgresql: the session has synchronous_commit=" + std::string(commit) + ", isolation " +
+                                      std::string(isolation) + " and idle_session_timeout=" + std::string(idle) +
                                       "; this store needs synchronous_commit on or remote_apply (no 250 before a "
-                                      "durable COMMIT) and read committed");
+                                      "durable COMMIT), read committed and idle_session_timeout 0 (its lock connection's "
+                                      "POP3 locks live while it is idle). It asks for them in the connection's options; "
+                                      "the URI's options=, or a pooler that drops them (PgBouncer: ignore_startup_parameters), "
+                                      "left these: set them for the role (ALTER ROLE ... SET) or in the URI");
             return unexpected(errc::bad_input);
         }
         // A name SQL keeps for itself ("user", "order": the statements would not parse) or
