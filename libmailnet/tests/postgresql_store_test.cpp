@@ -476,8 +476,9 @@ TEST_F(postgresql_store, logins_queued_behind_a_lock_call_that_got_no_answer_fai
             if (!got[i]) {
                 EXPECT_EQ(got[i].error(), make_error_code(errc::temporary_failure)) << i;
             }
-            // One deadline (2 s) for all: not a second one on a new connection, nor one each.
-            EXPECT_LT(took[i], std::chrono::milliseconds(3000)) << i << ": "
+            // One deadline (2 s) for all: not a second one on a new connection, nor one each
+            // (4 s and more); 1.5 s of slack for a loaded machine.
+            EXPECT_LT(took[i], std::chrono::milliseconds(3500)) << i << ": "
                 << std::chrono::duration_cast<std::chrono::milliseconds>(took[i]).count() << " ms";
         }
         relay.freeze_after_login(false);
@@ -524,8 +525,9 @@ TEST_F(postgresql_store, deliveries_queued_behind_a_delivery_that_got_no_answer_
         if (!got[i]) {
             EXPECT_EQ(got[i].error(), make_error_code(errc::temporary_failure)) << i;
         }
-        // One deadline (2 s) for all of them, not one for each batch.
-        EXPECT_LT(took[i], std::chrono::milliseconds(3000))
+        // One deadline (2 s) for all of them, not one for each batch (4 s and more); 1.5 s of
+        // slack for a loaded machine.
+        EXPECT_LT(took[i], std::chrono::milliseconds(3500))
             << i << ": " << std::chrono::duration_cast<std::chrono::milliseconds>(took[i]).count() << " ms";
     }
     relay.freeze_after_login(false);
@@ -552,12 +554,17 @@ TEST_F(postgresql_store, an_event_connection_that_silently_stops_relaying_is_rep
         std::unique_lock lock(heard.m);
         ASSERT_TRUE(heard.cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard.count(store_event::kind::delivered) == 1; }));
     }
+    std::size_t before = 0;  // what was heard before the stall (a slow first LISTEN may have added a resync)
+    {
+        std::lock_guard lock(heard.m);
+        before = heard.count(store_event::kind::resync) + heard.count(store_event::kind::delivered);
+    }
     relay.stall_existing();
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     ASSERT_TRUE(b->deliver(std::vector<std::string>{"stall@example.org"}, "Subject: during\n\nx\n"));
     std::unique_lock lock(heard.m);
     const bool told = heard.cv.wait_for(lock, std::chrono::seconds(15), [&] {
-        return heard.count(store_event::kind::resync) + heard.count(store_event::kind::delivered) >= 2;
+        return heard.count(store_event::kind::resync) + heard.count(store_event::kind::delivered) > before;
     });
     EXPECT_TRUE(told) << "the subscriber heard " << heard.events.size() << " events";
 }

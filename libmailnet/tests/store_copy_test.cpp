@@ -145,7 +145,8 @@ TEST_P(store_copy, two_sources_copied_into_one_target_keep_each_others_messages)
     auto second = second_maker.make();
     ASSERT_TRUE(second);
     ASSERT_TRUE(from->deliver(std::vector<std::string>{"bob@example.org"}, "Subject: from the first\n\n1\n"));
-    ASSERT_TRUE(second->deliver(std::vector<std::string>{"bob@example.org"}, "Subject: from the second\n\n2\n"));
+    // Of the same size as the first's, other octets: a UIDL and a size alone say nothing.
+    ASSERT_TRUE(second->deliver(std::vector<std::string>{"bob@example.org"}, "Subject: from the secnd\n\n2\n"));
     auto r1 = mailnet::copy_store(*from, *to);
     ASSERT_TRUE(r1) << r1.error().message();
     auto r2 = mailnet::copy_store(*second, *to);

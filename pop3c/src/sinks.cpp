@@ -1246,14 +1246,15 @@ result<std::unique_ptr<message_sink>> open_mbox_sink(const std::filesystem::path
     // The size only now: another program may have appended until it let go of the lock.
     if (::fstat(fd.get(), &st) != 0) return fail("stat", last_system_error());
     if (st.st_nlink == 0) return fail("removed while it was being opened", {});
-    if (st.st_size == 0) {
-        // An empty mbox (one this open made, or one a run before made and did not get to
-        // store in): its name is made durable (an fsync of the directory that holds it, a
-        // symbolic link's target's) before any message counts as stored in it. A flush fsyncs
-        // the file, not the directory, and without this a power cut could take the new mbox,
-        // and every message the server deleted after that flush, with it. Keyed on the size,
-        // not on whether the name was there before the open: a dangling link's new target, or
-        // a file whose first run failed this very fsync, is covered too.
+    {
+        // Its name is made durable (an fsync of the directory that holds it, a symbolic
+        // link's target's) before any message counts as stored in it, at every open: a flush
+        // fsyncs the file, not the directory, and without this a power cut could take a new
+        // mbox, and every message the server deleted after that flush, with it. Not keyed on
+        // whether this open made the file: another program (a delivery agent) may have made
+        // it, or written to one this open made before the lock was had; and a dangling
+        // link's new target, or a file whose first run failed this very fsync, is covered too.
+        // One fsync a run.
         std::error_code ec;
         const auto real = std::filesystem::canonical(file, ec);
         if (ec) return fail("cannot resolve its name", ec);

@@ -87,7 +87,8 @@ inline result<void> make_dirs(const std::filesystem::path& path, bool durable) {
     for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
         auto made = make_dir(it->string(), 0777);
         if (!made) return unexpected(made.error());
-        if (!*made || !durable) continue;
+        if (!durable) continue;
+        // Also when another process made it a moment ago: its fsync may not be done yet.
         if (auto s = fsync_dir(it->parent_path().string()); !s) return s;
     }
     auto last = make_dir(path.string(), 0777);  // there already, or not a directory

@@ -2,10 +2,13 @@
 // each message streamed from open() into a delivery of its own.
 #include "mailnet/store/copy.hpp"
 
-#include <algorithm>
-#include <cstring>
+#include <openssl/evp.h>
+
+#include <array>
+#include <memory>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,38 +36,27 @@ private:
     bool held_ = false;
 };
 
-// Whether message `a` of `from` and message `b` of `to`, both in `box`, hold the same octets.
-result<bool> same_octets(store& from, store& to, const std::string& box, const std::string& a, const std::string& b,
-                         std::vector<char>& buf, std::vector<char>& other) {
-    auto x = from.open(box, a);
-    if (!x) return unexpected(x.error());
-    auto y = to.open(box, b);
-    if (!y) return unexpected(y.error());
-    if (x->stored_octets() != y->stored_octets()) return false;
-    std::size_t have = 0;  // octets of y read ahead in `other`, not yet compared
-    std::size_t at = 0;
+using digest = std::array<unsigned char, 32>;  // SHA-256 of a message's stored octets
+
+// The SHA-256 of message `id` of `s` in `box`, read through `buf`.
+result<digest> digest_of(store& s, const std::string& box, const std::string& id, std::vector<char>& buf) {
+    auto m = s.open(box, id);
+    if (!m) return unexpected(m.error());
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) return unexpected(errc::io_error);
+    std::uint64_t octets = 0;
     while (true) {
-        auto n = x->read(buf);
+        auto n = m->read(buf);
         if (!n) return unexpected(n.error());
         if (*n == 0) break;
-        for (std::size_t done = 0; done < *n;) {
-            if (at == have) {
-                auto k = y->read(other);
-                if (!k) return unexpected(k.error());
-                if (*k == 0) return false;
-                have = *k;
-                at = 0;
-            }
-            const std::size_t len = std::min(*n - done, have - at);
-            if (std::memcmp(buf.data() + done, other.data() + at, len) != 0) return false;
-            done += len;
-            at += len;
-        }
+        if (EVP_DigestUpdate(ctx.get(), buf.data(), *n) != 1) return unexpected(errc::io_error);
+        octets += *n;
     }
-    if (at < have) return false;
-    auto k = y->read(other);
-    if (!k) return unexpected(k.error());
-    return *k == 0;
+    if (octets != m->stored_octets()) return unexpected(errc::io_error);  // changed while read
+    digest d{};
+    unsigned int len = 0;
+    if (EVP_DigestFinal_ex(ctx.get(), d.data(), &len) != 1 || len != d.size()) return unexpected(errc::io_error);
+    return d;
 }
 
 }  // namespace
@@ -90,58 +82,85 @@ result<copy_report> copy_store(store& from, store& to, const copy_options& optio
         if (!messages) return fail("cannot list it in the source", messages.error());
         auto present = to.snapshot(box);
         if (!present) return fail("cannot list it in the target", present.error());
-        // What is there already: a message of the target with identical octets, each target
-        // message answering for one source message only (so a second identical copy is not
-        // taken for one there already). Under the same UIDL where the target keeps the
+        // What is there already: a message of the target with identical octets (SHA-256), each
+        // target message answering for one source message only (so a second identical copy is
+        // not taken for one there already). Under the same UIDL where the target keeps the
         // source's (then it was copied before); else, and when the target holds other octets
         // under that UIDL (another source copied into the same target), any of the same size:
         // a PostgreSQL target gives an all-digit UIDL (another PostgreSQL store's) a new one,
-        // which may equal an unrelated message's UIDL there. A UIDL alone never decides.
+        // which may equal an unrelated message's UIDL there. A UIDL alone never decides. Each
+        // message is read for its digest at most once, and only where a match is possible.
         std::map<std::string, std::string, std::less<>> by_uidl;  // target UIDL -> target id
-        std::multimap<std::uint64_t, std::string> unmatched;     // target wire size -> target id
+        std::map<std::uint64_t, std::vector<std::string>> by_size; // target wire size -> ids
         for (const auto& m : *present) {
             by_uidl.emplace(m.pop3_uidl(), m.id);
-            unmatched.emplace(m.octets, m.id);
+            by_size[m.octets].push_back(m.id);
         }
+        std::map<std::string, std::optional<digest>, std::less<>> target_digest;  // nothing: unreadable
+        std::map<std::uint64_t, std::multimap<digest, std::string>> hashed;      // by_size's, by digest
+        std::set<std::string, std::less<>> matched;
+        auto digest_of_target = [&](const std::string& id) -> const std::optional<digest>& {
+            auto [it, fresh] = target_digest.try_emplace(id);
+            if (fresh) {
+                auto d = digest_of(to, box, id, other);
+                if (d) {
+                    it->second = *d;
+                } else {
+                    // Not a copy of anything then: the source's message is copied.
+                    log(log_level::warning, "copy: mailbox " + box + ": cannot read the target's message " + id +
+                                                " to compare: " + d.error().message());
+                }
+            }
+            return it->second;
+        };
         const std::vector<std::string> targets{box};
         std::size_t copied_here = 0;
         for (const auto& m : *messages) {
             auto d = to.begin_delivery(targets);
             if (!d) return fail("cannot start storing message " + m.id, d.error());
             bool kept = (*d)->keep(m.pop3_uidl(), m.seen);
-            // Whether target message `id`, not yet matched, holds m's octets; matched if so.
-            auto matches = [&](const std::string& id) -> result<bool> {
-                auto [it, end] = unmatched.equal_range(m.octets);
-                while (it != end && it->second != id) ++it;
-                if (it == end) return false;
-                auto same = same_octets(from, to, box, m.id, id, buf, other);
-                if (same && *same) unmatched.erase(it);
-                return same;
+            std::optional<digest> mine;
+            auto source_digest = [&]() -> result<digest> {
+                if (!mine) {
+                    auto x = digest_of(from, box, m.id, buf);
+                    if (!x) return unexpected(x.error());
+                    mine = *x;
+                }
+                return *mine;
             };
-            bool there = false, taken = false;
+            std::optional<std::string> there;
+            bool taken = false;
             if (auto it = kept ? by_uidl.find(m.pop3_uidl()) : by_uidl.end(); it != by_uidl.end()) {
-                auto same = matches(it->second);
-                if (!same) return fail("cannot compare message " + m.id + " with the target's " + it->second, same.error());
-                there = *same;
-                taken = !there;  // the UIDL holds other octets there: this message needs a new one
+                // The UIDL is taken there: by this message, or by other octets (or by a message
+                // already answering for another of the source), and then this one needs a new one.
+                taken = true;
+                if (!matched.contains(it->second)) {
+                    auto x = source_digest();
+                    if (!x) return fail("cannot read message " + m.id, x.error());
+                    if (const auto& t = digest_of_target(it->second); t && *t == *x) there = it->second;
+                }
             }
             if (!there && (!kept || taken)) {
-                std::vector<std::string> sized;
-                for (auto [it, end] = unmatched.equal_range(m.octets); it != end; ++it) sized.push_back(it->second);
-                for (const auto& id : sized) {
-                    auto same = matches(id);
-                    if (!same) return fail("cannot compare message " + m.id + " with the target's " + id, same.error());
-                    if ((there = *same)) break;
+                if (auto sized = by_size.find(m.octets); sized != by_size.end()) {
+                    auto [h, fresh] = hashed.try_emplace(m.octets);
+                    if (fresh)
+                        for (const auto& id : sized->second)
+                            if (const auto& t = digest_of_target(id)) h->second.emplace(*t, id);
+                    auto x = source_digest();
+                    if (!x) return fail("cannot read message " + m.id, x.error());
+                    for (auto [c, end] = h->second.equal_range(*x); c != end && !there; ++c)
+                        if (!matched.contains(c->second)) there = c->second;
                 }
             }
             if (there) {
                 d->reset();  // nothing stored
+                matched.insert(*there);
                 ++report.already;
                 continue;
             }
             if (taken) {
                 d->reset();
-                d = to.begin_delivery(targets);  // without keep(): a new UIDL
+                d = to.begin_delivery(targets);  // without keep(): a new UIDL (and no seen flag)
                 if (!d) return fail("cannot start storing message " + m.id, d.error());
                 kept = false;
             }

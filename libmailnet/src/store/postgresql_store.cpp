@@ -971,8 +971,10 @@ public:
                     const bool settled = std::string_view(PQgetvalue(r->get(), 0, 1)) == "t";
                     if (st == "future" || st == "aborted") return fate::aborted;
                     if (st == "committed" || too_old) {
+                        // Its own budget: the status is final, and this answer decides between a
+                        // 250 and a 451 that a retry would turn into a duplicate.
                         auto b = exec(c->get(), sql("SELECT EXISTS (SELECT 1 FROM @.deliveries WHERE token = $1)"), {{token}},
-                                      false, left());
+                                      false, std::chrono::seconds(10));
                         if (b && PQntuples(b->get()) == 1) {
                             if (std::string_view(PQgetvalue(b->get(), 0, 0)) == "t") return fate::committed;
                             // No row once every snapshot would see it: the id is another
@@ -1899,10 +1901,13 @@ public:
             // cancel) may have taken the mailbox's lock before it failed: a session-level lock
             // outlives the failed statement, and unrecorded here it would stay held, the
             // mailbox in use on every front-end until this lock connection goes. Let go of it
-            // (a lock not held: false and a warning in the server's log).
+            // and of the fence's shared lock, which every QUIT of the mailbox would else wait on.
             if (lock_conn_ && PQstatus(lock_conn_.get()) == CONNECTION_OK) {
+                // Each returns false (and the server warns) for a lock not held; a lock key never
+                // stacks here (locked_ says this front-end holds no lock of this mailbox).
                 bool cut = false;
-                (void)lock_exec(lock_conn_.get(), "SELECT pg_advisory_unlock($1::bigint)", {{key}}, cut);
+                (void)lock_exec(lock_conn_.get(), "SELECT pg_advisory_unlock($1::bigint), pg_advisory_unlock_shared($2::bigint)",
+                                {{key}, {fence}}, cut);
             }
             return unexpected(r.error());
         }
