@@ -1259,10 +1259,19 @@ result<std::unique_ptr<message_sink>> open_mbox_sink(const std::filesystem::path
         const auto real = std::filesystem::canonical(file, ec);
         if (ec) return fail("cannot resolve its name", ec);
         struct stat named{};
-        if (::stat(real.c_str(), &named) != 0 || named.st_dev != st.st_dev || named.st_ino != st.st_ino)
-            return fail("renamed or replaced while it was being opened", {});
-        if (auto s = posix::fsync_dir(real.parent_path().string()); !s)
-            return fail("fsync of its directory " + real.parent_path().string(), s.error());
+        if (::stat(real.c_str(), &named) != 0 || named.st_dev != st.st_dev || named.st_ino != st.st_ino) {
+            log(log_level::error, "mbox " + path + ": renamed or replaced while it was being opened; try again");
+            return unexpected(errc::mailbox_in_use);  // another program at work on it: temporary
+        }
+        if (auto s = posix::fsync_dir(real.parent_path().string()); !s) {
+            // A directory this user may write and search but not read (a sticky spool of mode
+            // 1733), or a file system without directory fsync: the whole file system's sync
+            // (through the mbox's own descriptor) makes the entry durable as well.
+            const int e = s.error().value();
+            const bool other_way = e == EACCES || e == EPERM || e == EINVAL || e == ENOSYS || e == EOPNOTSUPP;
+            if (!other_way || ::syncfs(fd.get()) != 0)
+                return fail("fsync of its directory " + real.parent_path().string(), s.error());
+        }
     }
     posix::unique_fd spool;
     if (options.hold_batches) {

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -536,6 +537,7 @@ std::unique_ptr<message_sink> open_mbox(const fs::path& file, mailnet::log_sink 
 // fsync(2), which the sinks' calls bind to, records directories, then does the real one.
 std::mutex fsynced_mutex;
 std::vector<std::pair<dev_t, ino_t>> fsynced_dirs;
+int dir_fsync_error = 0;  // under fsynced_mutex: a directory's fsync fails with it
 
 bool fsynced(const fs::path& dir) {
     struct stat st{};
@@ -630,6 +632,25 @@ TEST(mbox_sink, an_empty_mbox_found_or_made_through_a_link_has_its_real_director
         EXPECT_FALSE(fsynced(links)) << name << ": not the link's";
     }
     EXPECT_TRUE(fs::exists(real / "made-by-the-open"));
+}
+
+TEST(mbox_sink, a_directory_that_cannot_be_fsynced_is_made_durable_by_a_sync_of_its_file_system) {
+    // A spool directory this user may write but not read (mode 1733: opening it for the fsync
+    // is refused), or a file system without directory fsync: the run goes on (syncfs through
+    // the mbox), where it stopped every run; another failure still stops it.
+    temp_dir d;
+    for (const int e : {EACCES, EINVAL, EIO}) {
+        {
+            std::lock_guard g(fsynced_mutex);
+            dir_fsync_error = e;
+        }
+        auto sink = mailnet::pop3c::open_mbox_sink(d.path / ("mbox" + std::to_string(e)), mailnet::null_log(), {});
+        {
+            std::lock_guard g(fsynced_mutex);
+            dir_fsync_error = 0;
+        }
+        EXPECT_EQ(sink.has_value(), e != EIO) << std::strerror(e);
+    }
 }
 
 TEST(durable_dirs, each_directory_made_is_fsynced_in_its_parent) {
@@ -1097,6 +1118,10 @@ extern "C" int fsync(int fd) {
     struct stat st{};
     if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
         std::lock_guard g(fsynced_mutex);
+        if (dir_fsync_error != 0) {
+            errno = dir_fsync_error;
+            return -1;
+        }
         fsynced_dirs.emplace_back(st.st_dev, st.st_ino);
     }
     return static_cast<int>(::syscall(SYS_fsync, fd));

@@ -90,23 +90,28 @@ result<copy_report> copy_store(store& from, store& to, const copy_options& optio
         // a PostgreSQL target gives an all-digit UIDL (another PostgreSQL store's) a new one,
         // which may equal an unrelated message's UIDL there. A UIDL alone never decides. Each
         // message is read for its digest at most once, and only where a match is possible.
-        std::map<std::string, std::string, std::less<>> by_uidl;  // target UIDL -> target id
-        std::map<std::uint64_t, std::vector<std::string>> by_size; // target wire size -> ids
+        std::map<std::string, const message_info*, std::less<>> by_uidl;  // target UIDL -> its message
+        std::map<std::uint64_t, std::vector<std::string>> by_size;         // target wire size -> ids
         for (const auto& m : *present) {
-            by_uidl.emplace(m.pop3_uidl(), m.id);
+            by_uidl.emplace(m.pop3_uidl(), &m);
             by_size[m.octets].push_back(m.id);
         }
         std::map<std::string, std::optional<digest>, std::less<>> target_digest;  // nothing: unreadable
-        std::map<std::uint64_t, std::multimap<digest, std::string>> hashed;      // by_size's, by digest
+        std::map<std::uint64_t, std::multimap<digest, std::string>> hashed;      // by_size's, by digest, unmatched
         std::set<std::string, std::less<>> matched;
+        std::error_code broken;  // a target read failed for a reason that may pass (the database away)
         auto digest_of_target = [&](const std::string& id) -> const std::optional<digest>& {
             auto [it, fresh] = target_digest.try_emplace(id);
             if (fresh) {
                 auto d = digest_of(to, box, id, other);
                 if (d) {
                     it->second = *d;
+                } else if (d.error() == make_error_code(errc::temporary_failure) ||
+                           d.error() == make_error_code(errc::mailbox_in_use)) {
+                    broken = d.error();  // the mailbox stops: taken for no copy, it might be copied twice
                 } else {
-                    // Not a copy of anything then: the source's message is copied.
+                    // A broken message (missing, not the size it says): a copy of nothing, so
+                    // the source's message is copied.
                     log(log_level::warning, "copy: mailbox " + box + ": cannot read the target's message " + id +
                                                 " to compare: " + d.error().message());
                 }
@@ -134,27 +139,38 @@ result<copy_report> copy_store(store& from, store& to, const copy_options& optio
                 // The UIDL is taken there: by this message, or by other octets (or by a message
                 // already answering for another of the source), and then this one needs a new one.
                 taken = true;
-                if (!matched.contains(it->second)) {
+                const message_info& t = *it->second;
+                if (t.octets == m.octets && !matched.contains(t.id)) {
                     auto x = source_digest();
                     if (!x) return fail("cannot read message " + m.id, x.error());
-                    if (const auto& t = digest_of_target(it->second); t && *t == *x) there = it->second;
+                    if (const auto& td = digest_of_target(t.id); td && *td == *x) there = t.id;
+                    if (broken) return fail("cannot read the target's message " + t.id, broken);
                 }
             }
-            if (!there && (!kept || taken)) {
+            // Not under its UIDL (kept or not; one taken, or no longer there after a copy under
+            // a new one): any unmatched message of the same size and digest.
+            if (!there) {
                 if (auto sized = by_size.find(m.octets); sized != by_size.end()) {
                     auto [h, fresh] = hashed.try_emplace(m.octets);
                     if (fresh)
                         for (const auto& id : sized->second)
-                            if (const auto& t = digest_of_target(id)) h->second.emplace(*t, id);
+                            if (const auto& td = digest_of_target(id); td && !matched.contains(id)) h->second.emplace(*td, id);
+                    if (broken) return fail("cannot read the target's messages", broken);
                     auto x = source_digest();
                     if (!x) return fail("cannot read message " + m.id, x.error());
-                    for (auto [c, end] = h->second.equal_range(*x); c != end && !there; ++c)
-                        if (!matched.contains(c->second)) there = c->second;
+                    if (auto c = h->second.find(*x); c != h->second.end()) there = c->second;
                 }
             }
             if (there) {
                 d->reset();  // nothing stored
                 matched.insert(*there);
+                // Out of its size's index too, so k identical messages cost k lookups, not k².
+                if (auto h = hashed.find(m.octets); h != hashed.end() && mine)
+                    for (auto [c, end] = h->second.equal_range(*mine); c != end; ++c)
+                        if (c->second == *there) {
+                            h->second.erase(c);
+                            break;
+                        }
                 ++report.already;
                 continue;
             }
