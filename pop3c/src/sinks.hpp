@@ -100,6 +100,9 @@ struct maildir_sink_options {
     /// off then leaves only tmp/ files, which are never delivered); flush() commits them as
     /// one group. `pop3c fetch` uses it whenever it keeps a state file.
     bool defer_commits = false;
+    /// A message's octets past this many are written with O_DIRECT, not through the page
+    /// cache (maildir_options::direct_io_from); 0: never.
+    std::uint64_t direct_io_from = 128 * 1024;
 };
 
 /// `--maildir DIR`: DIR/{tmp,new,cur}, created if missing; messages land in new/ through the

@@ -33,6 +33,7 @@
 #include <gtest/gtest.h>
 
 #include "support/fixtures.hpp"
+#include "support/heap.hpp"
 
 namespace {
 
@@ -135,6 +136,32 @@ TEST(maildir_sink, messages_land_in_new_with_their_exact_octets) {
         const auto size = fs::file_size(p);
         EXPECT_NE(name.find(",S=" + std::to_string(size) + ",W="), std::string::npos) << name;
     }
+}
+
+TEST(maildir_sink, large_messages_held_for_a_flush_are_stored_exactly_and_hold_no_write_buffer) {
+    // Their octets past the first 128 KiB are written directly (maildir_sink_options::
+    // direct_io_from), through a 256 KiB buffer of each message's own: a completed message
+    // writes out what it held back and lets the buffer go, so 96 of them waiting for their
+    // batch's flush do not hold 24 MiB of heap.
+    temp_dir d;
+    const fs::path box = d.path / "Maildir";
+    auto sink = open_deferred(box);
+    ASSERT_TRUE(sink);
+    auto text_of = [](int i) {
+        std::string text = "Subject: " + std::to_string(i) + "\n\n";
+        while (text.size() < 300 * 1024 + static_cast<std::size_t>(i) * 977) text += "line " + std::to_string(text.size()) + "\n";
+        return text;
+    };
+    store(*sink, text_of(96), 65536);  // the threads and their stacks are there before the count
+    const std::size_t before = mailnet::testing::heap_in_use();
+    for (int i = 0; i < 96; ++i) store(*sink, text_of(i), 65536 + static_cast<std::size_t>(i));
+    const std::size_t after = mailnet::testing::heap_in_use();
+    EXPECT_LT(after, before + 2 * 1024 * 1024) << before << " octets of heap before, " << after << " after";
+    ASSERT_TRUE(sink->flush());
+    std::multiset<std::string> sent;
+    for (int i = 0; i <= 96; ++i) sent.insert(text_of(i));
+    EXPECT_EQ(contents_of(box / "new"), sent);
+    EXPECT_TRUE(written_in(box / "tmp").empty());
 }
 
 TEST(maildir_sink, the_files_opened_ahead_are_empty_few_and_removed_with_the_sink) {

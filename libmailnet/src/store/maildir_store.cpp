@@ -23,6 +23,7 @@
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -50,6 +51,12 @@ constexpr std::size_t max_name_file_octets = 64 * 1024;
 // for) each time this much more is written, so that its commit's sync finds most of them
 // written while the rest was still arriving. Small messages never reach it.
 constexpr std::uint64_t writeback_step = 1024 * 1024;
+// Direct writes (maildir_options::direct_io_from): blocks of this size from a buffer aligned
+// to direct_align, at file offsets and of lengths that are multiples of it (4096: what the
+// block devices and file systems in use ask at most; one that asks more fails the write with
+// EINVAL, and the delivery goes on through the page cache).
+constexpr std::size_t direct_block = 256 * 1024;
+constexpr std::size_t direct_align = 4096;
 
 std::error_code sys_error(int e) { return {e, std::system_category()}; }
 
@@ -639,6 +646,7 @@ struct delivery_config {
     bool fsync = true;
     log_sink log;
     std::shared_ptr<event_hub> events;  // told of the message once it is durable everywhere
+    std::uint64_t direct_io_from = 0;   // maildir_options::direct_io_from (0: never)
 };
 
 class maildir_delivery final : public delivery {
@@ -668,9 +676,12 @@ public:
     result<void> write(std::string_view octets) override {
         if (done_) return unexpected(errc::bad_input);
         if (write_error_) return unexpected(write_error_);
-        if (auto r = write_all(fd_, octets); !r) {
+        const bool direct = direct_buf_ || (config_.direct_io_from > 0 && data_ &&
+                                            stored_ + octets.size() > config_.direct_io_from);
+        if (auto r = direct ? write_direct(octets) : write_all(fd_, octets); !r) {
             // A partial write leaves the file unknown: this delivery can only be aborted now.
             write_error_ = r.error();
+            direct_buf_.reset();
             return r;
         }
         stored_ += octets.size();
@@ -679,7 +690,7 @@ public:
         // Whole pages only: the page the next write() appends to is not put under writeback
         // (where pages are kept stable while written, that write would wait for the device).
         const std::uint64_t whole = stored_ & ~std::uint64_t{4095};
-        if (data_ && whole - written_back_ >= writeback_step) {
+        if (data_ && !direct_buf_ && whole - written_back_ >= writeback_step) {
             // A hint: its failure changes nothing (the commit's sync reports any error).
             (void)::sync_file_range(fd_, static_cast<off_t>(written_back_), static_cast<off_t>(whole - written_back_),
                                     SYNC_FILE_RANGE_WRITE);
@@ -688,9 +699,22 @@ public:
         return {};
     }
 
+    // The octets held back for a direct write are written (the last partial block through the
+    // page cache) and the buffer let go of; commit() does it too.
+    result<void> end_of_message() override {
+        if (done_) return unexpected(errc::bad_input);
+        if (write_error_) return unexpected(write_error_);
+        if (auto r = finish_direct(); !r) {
+            write_error_ = r.error();
+            return r;
+        }
+        return {};
+    }
+
     result<void> commit() override {
         if (done_) return unexpected(errc::bad_input);
-        auto r = write_error_ ? result<void>(unexpected(write_error_)) : commit_once();
+        auto r = end_of_message();
+        if (r) r = commit_once();
         finish(r);
         return r;
     }
@@ -712,8 +736,8 @@ public:
         std::vector<int> fds;
         std::vector<std::size_t> of;  // fds[k] is ds[of[k]]'s
         for (std::size_t i = 0; i < ds.size(); ++i) {
-            if (ds[i]->write_error_) {
-                results[i] = unexpected(ds[i]->write_error_);
+            if (auto w = ds[i]->end_of_message(); !w) {
+                results[i] = unexpected(w.error());
                 continue;
             }
             fds.push_back(ds[i]->fd_);
@@ -879,6 +903,20 @@ private:
     result<void> link_everywhere(std::vector<std::string>& made) {
         const std::string& base = final_base_name();
         const std::string first = targets_.front().dir + "/new/" + base;
+        if (targets_.size() == 1) {
+            // One target: a rename that never replaces an existing file moves it in one step,
+            // where a link and the unlink of the tmp/ name change tmp/ twice (its lock is what
+            // the next message's creation waits for).
+            if (::renameat2(AT_FDCWD, tmp_path_.c_str(), AT_FDCWD, first.c_str(), RENAME_NOREPLACE) == 0) {
+                tmp_path_.clear();
+                made.push_back(first);
+                return {};
+            }
+            const int e = errno;
+            if (e == EEXIST) return unexpected(sys_error(e));
+            // Not supported (an old kernel, some FUSE file systems, a seccomp filter): a link.
+            if (e != EINVAL && e != ENOSYS && e != EPERM && e != EOPNOTSUPP) return fail("rename", first, sys_error(e));
+        }
         // link(), not rename(): it never replaces an existing file, and the tmp/ name is
         // dropped in abort() after the message is visible everywhere.
         if (::link(tmp_path_.c_str(), first.c_str()) != 0) {
@@ -990,6 +1028,83 @@ private:
         return base_name_;
     }
 
+    // write() past direct_io_from: the octets go into the delivery's aligned buffer, written
+    // with O_DIRECT whenever it is full. The file offset first reaches a block boundary through
+    // the page cache. A file system or descriptor that takes no O_DIRECT: the page cache.
+    result<void> write_direct(std::string_view octets) {
+        if (!direct_buf_) {
+            const std::size_t head = std::min<std::size_t>(octets.size(), (direct_align - stored_ % direct_align) % direct_align);
+            if (auto r = write_all(fd_, octets.substr(0, head)); !r) return r;
+            octets.remove_prefix(head);
+            if (octets.empty()) return {};
+            if (!start_direct()) {
+                config_.direct_io_from = 0;  // this delivery's own copy
+                return write_all(fd_, octets);
+            }
+        }
+        while (!octets.empty()) {
+            const std::size_t n = std::min(octets.size(), direct_block - direct_len_);
+            std::memcpy(direct_buf_.get() + direct_len_, octets.data(), n);
+            direct_len_ += n;
+            octets.remove_prefix(n);
+            if (direct_len_ == direct_block) {
+                if (auto r = write_out(direct_block); !r) return r;
+                direct_len_ = 0;
+            }
+        }
+        return {};
+    }
+
+    bool start_direct() {
+        void* p = nullptr;
+        if (::posix_memalign(&p, direct_align, direct_block) != 0) return false;
+        direct_buf_.reset(static_cast<char*>(p));
+        const int flags = ::fcntl(fd_, F_GETFL);
+        if (flags < 0 || ::fcntl(fd_, F_SETFL, flags | O_DIRECT) != 0) {
+            direct_buf_.reset();
+            return false;
+        }
+        return true;
+    }
+
+    // Writes the buffer's first n octets (a multiple of direct_align unless the page cache is
+    // in use already); on EINVAL (an alignment the device asks for beyond direct_align) the
+    // descriptor leaves O_DIRECT and they go through the page cache, as the rest will.
+    result<void> write_out(std::size_t n) {
+        std::string_view rest(direct_buf_.get(), n);
+        while (!rest.empty()) {
+            const ssize_t w = ::write(fd_, rest.data(), rest.size());
+            if (w >= 0) {
+                rest.remove_prefix(static_cast<std::size_t>(w));
+                continue;
+            }
+            if (errno == EINTR) continue;
+            if (errno != EINVAL || !direct_on_) return unexpected(last_system_error());
+            if (auto r = leave_direct(); !r) return r;
+        }
+        return {};
+    }
+
+    result<void> leave_direct() {
+        const int flags = ::fcntl(fd_, F_GETFL);
+        if (flags < 0 || ::fcntl(fd_, F_SETFL, flags & ~O_DIRECT) != 0) return unexpected(last_system_error());
+        direct_on_ = false;
+        return {};
+    }
+
+    // The buffer's whole blocks written directly, the partial one through the page cache; the
+    // buffer let go of. Nothing to do for a delivery that never wrote directly.
+    result<void> finish_direct() {
+        if (!direct_buf_) return {};
+        const std::size_t whole = direct_len_ / direct_align * direct_align;
+        result<void> r = whole > 0 ? write_out(whole) : result<void>{};
+        if (r && direct_on_) r = leave_direct();
+        if (r) r = write_all(fd_, {direct_buf_.get() + whole, direct_len_ - whole});
+        direct_buf_.reset();
+        direct_len_ = 0;
+        return r;
+    }
+
     result<void> fail(const char* what, const std::string& path, std::error_code ec) const {
         if (config_.log)
             config_.log(log_level::warning,
@@ -1009,6 +1124,12 @@ private:
     std::string unique_tail_;  // prefix_ without the Q number
     std::uint64_t stored_ = 0;
     std::uint64_t written_back_ = 0;  // octets whose writeback write() started (writeback_step)
+    struct free_deleter {
+        void operator()(char* p) const noexcept { std::free(p); }
+    };
+    std::unique_ptr<char, free_deleter> direct_buf_;  // write_direct(): aligned, direct_block octets
+    std::size_t direct_len_ = 0;  // octets in direct_buf_ not yet written
+    bool direct_on_ = true;       // fd_ has O_DIRECT (while direct_buf_ is set)
     wire_size_counter wire_;  // octets with CRLF line ends (,W=)
     bool done_ = false;
     std::error_code write_error_;
@@ -1387,7 +1508,7 @@ public:
             }
             file = std::move(*made);
         }
-        delivery_config config{root_, host_, options_.fsync, options_.log, events()};
+        delivery_config config{root_, host_, options_.fsync, options_.log, events(), options_.direct_io_from};
         auto data = std::move(file->data);
         return std::unique_ptr<delivery>(std::make_unique<maildir_delivery>(
             std::move(config), std::move(targets), std::move(file->prefix), std::move(file->path), file->fd.release(),

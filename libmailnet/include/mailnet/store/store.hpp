@@ -131,6 +131,11 @@ public:
     virtual ~delivery() = default;  ///< aborts if neither commit nor abort was called
     /// Appends octets of the message as it will be stored (LF line ends).
     virtual result<void> write(std::string_view octets) = 0;
+    /// Says that the message is complete: a store that holds octets back (the Maildir's direct
+    /// writes) writes them now and lets go of its buffers. commit() does it if it was not
+    /// called; a caller that keeps completed deliveries a while before committing them calls it
+    /// first. An error as from write(): the delivery can only be aborted.
+    virtual result<void> end_of_message() { return {}; }
     /// Makes the message durable in every target mailbox, or in none (then an error).
     virtual result<void> commit() = 0;
     /// Drops the message; nothing becomes visible.
@@ -338,6 +343,12 @@ struct maildir_options {
     /// change them; a server keeps the defaults.
     std::chrono::milliseconds made_ahead_lifetime = store::prepared_lifetime;
     std::chrono::milliseconds made_ahead_busy{1000};
+    /// With `fsync`: a message's octets past this many are written with O_DIRECT, in aligned
+    /// blocks from a buffer of the delivery's own (256 KiB), instead of through the page cache:
+    /// a large message then costs no copy into freshly allocated page cache and its data round
+    /// finds it written (docs/benchmarks.md). 0: never. A file system that takes no O_DIRECT
+    /// is written through the page cache.
+    std::uint64_t direct_io_from = 0;
 };
 
 /// A Maildir store (DESIGN.md "On disk"), readable by Dovecot and mutt.
