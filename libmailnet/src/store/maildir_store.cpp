@@ -674,7 +674,7 @@ public:
     ~maildir_delivery() override { abort(); }
 
     result<void> write(std::string_view octets) override {
-        if (done_) return unexpected(errc::bad_input);
+        if (done_ || ended_) return unexpected(errc::bad_input);
         if (write_error_) return unexpected(write_error_);
         const bool direct = direct_buf_ || (config_.direct_io_from > 0 && data_ &&
                                             stored_ + octets.size() > config_.direct_io_from);
@@ -704,9 +704,10 @@ public:
     result<void> end_of_message() override {
         if (done_) return unexpected(errc::bad_input);
         if (write_error_) return unexpected(write_error_);
+        ended_ = true;  // no write() from now on
         if (auto r = finish_direct(); !r) {
             write_error_ = r.error();
-            return r;
+            return fail("write", tmp_path_, r.error());
         }
         return {};
     }
@@ -814,6 +815,8 @@ public:
     }
 
     void abort() noexcept override {
+        direct_buf_.reset();
+        direct_len_ = 0;
         if (fd_ >= 0) {
             ::close(fd_);
             fd_ = -1;
@@ -903,20 +906,6 @@ private:
     result<void> link_everywhere(std::vector<std::string>& made) {
         const std::string& base = final_base_name();
         const std::string first = targets_.front().dir + "/new/" + base;
-        if (targets_.size() == 1) {
-            // One target: a rename that never replaces an existing file moves it in one step,
-            // where a link and the unlink of the tmp/ name change tmp/ twice (its lock is what
-            // the next message's creation waits for).
-            if (::renameat2(AT_FDCWD, tmp_path_.c_str(), AT_FDCWD, first.c_str(), RENAME_NOREPLACE) == 0) {
-                tmp_path_.clear();
-                made.push_back(first);
-                return {};
-            }
-            const int e = errno;
-            if (e == EEXIST) return unexpected(sys_error(e));
-            // Not supported (an old kernel, some FUSE file systems, a seccomp filter): a link.
-            if (e != EINVAL && e != ENOSYS && e != EPERM && e != EOPNOTSUPP) return fail("rename", first, sys_error(e));
-        }
         // link(), not rename(): it never replaces an existing file, and the tmp/ name is
         // dropped in abort() after the message is visible everywhere.
         if (::link(tmp_path_.c_str(), first.c_str()) != 0) {
@@ -1033,7 +1022,10 @@ private:
     // the page cache. A file system or descriptor that takes no O_DIRECT: the page cache.
     result<void> write_direct(std::string_view octets) {
         if (!direct_buf_) {
-            const std::size_t head = std::min<std::size_t>(octets.size(), (direct_align - stored_ % direct_align) % direct_align);
+            // Up to direct_io_from, then to the next block boundary, through the page cache.
+            const std::uint64_t from = std::max<std::uint64_t>(stored_, config_.direct_io_from);
+            const std::uint64_t boundary = (from + direct_align - 1) / direct_align * direct_align;
+            const std::size_t head = static_cast<std::size_t>(std::min<std::uint64_t>(octets.size(), boundary - stored_));
             if (auto r = write_all(fd_, octets.substr(0, head)); !r) return r;
             octets.remove_prefix(head);
             if (octets.empty()) return {};
@@ -1056,6 +1048,11 @@ private:
     }
 
     bool start_direct() {
+        // Only where O_DIRECT bypasses the page cache and the data round covers what it wrote:
+        // ext4 (ext2/3 too) and xfs. Elsewhere it may be taken and cached all the same (tmpfs),
+        // or be another path of the file system's own (btrfs, ZFS, network file systems).
+        struct statfs fs{};
+        if (::fstatfs(fd_, &fs) != 0 || (fs.f_type != 0xEF53 && fs.f_type != 0x58465342)) return false;
         void* p = nullptr;
         if (::posix_memalign(&p, direct_align, direct_block) != 0) return false;
         direct_buf_.reset(static_cast<char*>(p));
@@ -1064,6 +1061,7 @@ private:
             direct_buf_.reset();
             return false;
         }
+        direct_on_ = true;
         return true;
     }
 
@@ -1129,7 +1127,8 @@ private:
     };
     std::unique_ptr<char, free_deleter> direct_buf_;  // write_direct(): aligned, direct_block octets
     std::size_t direct_len_ = 0;  // octets in direct_buf_ not yet written
-    bool direct_on_ = true;       // fd_ has O_DIRECT (while direct_buf_ is set)
+    bool direct_on_ = false;      // fd_ has O_DIRECT (while direct_buf_ is set)
+    bool ended_ = false;          // end_of_message() was called: no more write()
     wire_size_counter wire_;  // octets with CRLF line ends (,W=)
     bool done_ = false;
     std::error_code write_error_;

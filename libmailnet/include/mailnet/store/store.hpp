@@ -343,11 +343,11 @@ struct maildir_options {
     /// change them; a server keeps the defaults.
     std::chrono::milliseconds made_ahead_lifetime = store::prepared_lifetime;
     std::chrono::milliseconds made_ahead_busy{1000};
-    /// With `fsync`: a message's octets past this many are written with O_DIRECT, in aligned
-    /// blocks from a buffer of the delivery's own (256 KiB), instead of through the page cache:
-    /// a large message then costs no copy into freshly allocated page cache and its data round
-    /// finds it written (docs/benchmarks.md). 0: never. A file system that takes no O_DIRECT
-    /// is written through the page cache.
+    /// With `fsync`, on ext2/3/4 and xfs: a message's octets past this many are written with
+    /// O_DIRECT, in aligned blocks from a buffer of the delivery's own (256 KiB), instead of
+    /// through the page cache: a large message then costs no copy into freshly allocated page
+    /// cache and its data round finds it written (docs/libmailnet.md, "Direct writes"). 0:
+    /// never. Other file systems, or a descriptor that refuses O_DIRECT: the page cache.
     std::uint64_t direct_io_from = 0;
 };
 
