@@ -498,6 +498,7 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
     const std::size_t batch_messages = state ? f.batch_messages : todo.size();
     const std::uint64_t batch_octets = state ? f.batch_octets : ~std::uint64_t{0};
     progress meter(!f.quiet && isatty(STDERR_FILENO) && f.maildir.size() + f.mbox.size() > 0, todo.size());
+    sink->expect(todo.size());
     std::size_t deleted = 0, refused = 0;
     std::size_t dele_refused = 0;
     std::vector<std::string> still_on_server;  // records kept at the end: DELEs the server refused
@@ -835,9 +836,10 @@ int main(int argc, char** argv) {
     // An IPv6 address as URLs and listening lines write it: [::1] is ::1.
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
     // A Maildir batch keeps one descriptor per message until its flush, and that flush runs
-    // while the next batch is retrieved: two batches' worth at once.
+    // while the next batch is retrieved: two batches' worth at once, and up to 64 files the
+    // sink opens ahead; 64 more for the rest (the connection, the state, stdio).
     const std::uint64_t fds = mailnet::net::raise_fd_limit();
-    if (fds > 0 && 2 * fo.batch_messages + 64 > fds) fo.batch_messages = fds > 66 ? static_cast<std::size_t>((fds - 64) / 2) : 1;
+    if (fds > 0 && 2 * fo.batch_messages + 128 > fds) fo.batch_messages = fds > 130 ? static_cast<std::size_t>((fds - 128) / 2) : 1;
     const auto real_port = static_cast<std::uint16_t>(port != 0 ? port : tls ? 995 : 110);
     std::optional<state_file> state;
     if (*fetch_cmd) {

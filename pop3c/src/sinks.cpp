@@ -48,6 +48,7 @@ namespace {
 class maildir_sink;
 
 constexpr std::size_t stock_max = 16;                      // tmp/ files opened ahead at most
+constexpr std::size_t stock_expected_max = 64;             // ... once expect() told how many will come
 constexpr std::size_t gather_target = 128;                 // messages a round waits for at most
 constexpr std::chrono::microseconds gather_window{2000};   // and how long
 
@@ -189,6 +190,14 @@ public:
         return pending_;
     }
 
+    void expect(std::size_t messages) override {
+        {
+            std::lock_guard lock(mutex_);
+            expected_until_ = begun_ + messages;
+        }
+        stock_cv_.notify_one();
+    }
+
     // A name's file is in new/ (or in cur/, moved there by a mail reader meanwhile). Both are
     // read once, on the first call: only a run that was cut off asks, right at its start.
     // A run cut off mid-flush may have linked files into new/ without the fsync of new/ that
@@ -322,7 +331,7 @@ private:
         quiet_thread = true;
         std::unique_lock lock(mutex_);
         for (;;) {
-            stock_cv_.wait(lock, [&] { return stopping_ || (stock_.size() < std::min(begun_, stock_max) && !open_failed_); });
+            stock_cv_.wait(lock, [&] { return stopping_ || (stock_.size() < stock_wanted() && !open_failed_); });
             if (stopping_) return;
             lock.unlock();
             try {
@@ -343,6 +352,15 @@ private:
                 open_failed_ = true;
             }
         }
+    }
+
+    // How many files the opener keeps ready (lock held): as many as the messages expect()
+    // announced that are still to begin, up to stock_expected_max (none once all began);
+    // without expect(), or past what it announced, no more than begun so far, up to stock_max
+    // (a short fetch makes few in vain).
+    std::size_t stock_wanted() const {
+        if (expected_until_ && *expected_until_ >= begun_) return std::min(*expected_until_ - begun_, stock_expected_max);
+        return std::min(begun_, stock_max);
     }
 
     // The device and inode of the Maildir's tmp/ now; nothing if it cannot be read.
@@ -397,6 +415,7 @@ private:
     // tmp/ files opened ahead, for begin(), each with the identity of the tmp/ it was made in
     std::deque<std::pair<std::unique_ptr<delivery>, std::pair<dev_t, ino_t>>> stock_;
     std::size_t begun_ = 0;            // begin() calls so far
+    std::optional<std::size_t> expected_until_;  // expect(): begun_ will reach this
     bool open_failed_ = false;         // the opener failed once and makes no more
     std::optional<std::unordered_set<std::string>> names_;  // holds(): what new/ and cur/ held
     std::vector<std::unique_ptr<delivery>> held_;  // defer_commits: completed, committed at flush()

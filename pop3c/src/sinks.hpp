@@ -64,6 +64,9 @@ public:
     virtual bool flushes_in_background() const { return false; }
     /// Messages completed since the last flush() or start_flush().
     virtual std::size_t pending() const = 0;
+    /// A hint: about `messages` more messages will be begun (the fetch's list). The Maildir
+    /// sink then opens files further ahead of begin(), never more than that many.
+    virtual void expect(std::size_t messages) { (void)messages; }
     /// Whether the message a locator() names is there (a run cut off between its flush and
     /// its record in the state file). False for an empty or foreign locator.
     virtual bool holds(std::string_view locator) {

@@ -200,6 +200,30 @@ TEST(maildir_sink, the_files_opened_ahead_are_empty_few_and_removed_with_the_sin
     }
 }
 
+TEST(maildir_sink, told_how_many_messages_come_it_opens_files_ahead_for_them_and_never_more) {
+    // expect(n) (the fetch's list): before the first begin() the sink opens files ahead for the
+    // messages announced, up to 64, and as they are begun never more than are still to come.
+    temp_dir d;
+    const fs::path box = d.path / "m";
+    auto sink = open_maildir(box);
+    ASSERT_TRUE(sink);
+    auto settle = [&](std::size_t want) {  // the opener's turn: up to 2 s for `want` files
+        for (int i = 0; i < 200 && files_in(box / "tmp").size() < want; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));  // and none beyond
+        return files_in(box / "tmp").size();
+    };
+    sink->expect(100);
+    EXPECT_EQ(settle(64), 64u);
+    for (int i = 0; i < 90; ++i) store(*sink, "Subject: " + std::to_string(i) + "\n\n");
+    ASSERT_TRUE(sink->flush());
+    EXPECT_EQ(settle(10), 10u) << "10 of the 100 are still to come";
+    for (int i = 0; i < 10; ++i) store(*sink, "Subject: late " + std::to_string(i) + "\n\n");
+    ASSERT_TRUE(sink->flush());
+    EXPECT_EQ(settle(0), 0u) << "all 100 came: no file in vain";
+    EXPECT_EQ(files_in(box / "new").size(), 100u);
+}
+
 TEST(maildir_sink, a_tmp_directory_removed_during_a_fetch_is_made_again_and_the_files_opened_ahead_dropped) {
     // As before the files were opened ahead: the store makes tmp/ again for the next message;
     // the ones opened in the removed tmp/ could never be linked, so they are not handed out.

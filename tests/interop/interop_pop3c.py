@@ -1103,7 +1103,7 @@ class FetchBatches(unittest.TestCase):
 
     def test_a_low_descriptor_limit_holds_two_batches_at_once(self):
         # With --maildir a batch's files stay open until its flush, which runs while the next
-        # batch is retrieved: --batch is bounded by half the descriptor limit (less 64), or a
+        # batch is retrieved: --batch is bounded by half the descriptor limit (less 128), or a
         # commit slower than the next retrieval runs out of descriptors (exit 74).
         msgs = [b"Subject: fd%d\n\nbody %d\n" % (i, i) for i in range(800)]
         srv = ScriptedPop3(msgs)
