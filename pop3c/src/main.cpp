@@ -241,7 +241,11 @@ public:
         msg_.reset();
     }
     void refused(std::uint32_t n, const failure& why) override {
-        if (msg_) msg_->abort();  // too large: what was written of it goes
+        if (msg_) {
+            msg_->abort();  // too large: what was written of it goes
+        } else {
+            sink_.expect_fewer(1);  // never begun: no file is wanted for it
+        }
         msg_.reset();
         ++refused_count;
         std::cerr << "pop3c: message " << n << " not retrieved: " << why.message() << "\n";
@@ -303,6 +307,7 @@ struct fetch_options {
     std::string state;
     std::size_t batch_messages = 256;
     std::uint64_t batch_octets = 64ull << 20;
+    std::size_t open_ahead = 64;  // Maildir files opened ahead at most (the descriptors left for them)
 };
 
 // The UIDL state: asked for (--new-only, --state), or needed so that a run cut between storing
@@ -365,6 +370,7 @@ int fetch(client& c, const fetch_options& f, std::optional<state_file> state) {
         // pending: a run killed at any moment neither loses nor duplicates a message.
         mo.defer_commits = use_state_for(f);
         mo.max_outstanding = f.batch_messages;  // open descriptors: as many as a batch may hold (see --batch)
+        mo.open_ahead = f.open_ahead;
         // (with defer_commits the batches bound them: two at once, one flushing, one retrieved)
         auto s = open_maildir_sink(f.maildir, log, mo);
         if (!s) return std::cerr << "pop3c: --maildir " << f.maildir << ": " << s.error().message() << "\n", exit_code::io_error;
@@ -836,10 +842,14 @@ int main(int argc, char** argv) {
     // An IPv6 address as URLs and listening lines write it: [::1] is ::1.
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
     // A Maildir batch keeps one descriptor per message until its flush, and that flush runs
-    // while the next batch is retrieved: two batches' worth at once, and up to 64 files the
-    // sink opens ahead; 64 more for the rest (the connection, the state, stdio).
+    // while the next batch is retrieved: two batches' worth at once, and 64 for the rest (the
+    // connection, the state, stdio). The files the sink opens ahead get what is left, up to 64.
     const std::uint64_t fds = mailnet::net::raise_fd_limit();
-    if (fds > 0 && 2 * fo.batch_messages + 128 > fds) fo.batch_messages = fds > 130 ? static_cast<std::size_t>((fds - 128) / 2) : 1;
+    if (fds > 0 && 2 * fo.batch_messages + 64 > fds) fo.batch_messages = fds > 66 ? static_cast<std::size_t>((fds - 64) / 2) : 1;
+    if (fds > 0) {
+        const std::uint64_t taken = 2 * fo.batch_messages + 64;
+        fo.open_ahead = fds > taken ? static_cast<std::size_t>(std::min<std::uint64_t>(fds - taken, 64)) : 0;
+    }
     const auto real_port = static_cast<std::uint16_t>(port != 0 ? port : tls ? 995 : 110);
     std::optional<state_file> state;
     if (*fetch_cmd) {

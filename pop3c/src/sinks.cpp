@@ -47,8 +47,7 @@ namespace {
 
 class maildir_sink;
 
-constexpr std::size_t stock_max = 16;                      // tmp/ files opened ahead at most
-constexpr std::size_t stock_expected_max = 64;             // ... once expect() told how many will come
+constexpr std::size_t stock_max = 16;                      // tmp/ files opened ahead at most without expect()
 constexpr std::size_t gather_target = 128;                 // messages a round waits for at most
 constexpr std::chrono::microseconds gather_window{2000};   // and how long
 
@@ -198,6 +197,21 @@ public:
         stock_cv_.notify_one();
     }
 
+    void expect_fewer(std::size_t messages) override {
+        std::deque<std::pair<std::unique_ptr<delivery>, std::pair<dev_t, ino_t>>> extra;
+        {
+            std::lock_guard lock(mutex_);
+            if (!expected_until_) return;
+            const std::size_t left = *expected_until_ > begun_ ? *expected_until_ - begun_ : 0;
+            *expected_until_ -= std::min(messages, left);
+            while (stock_.size() > stock_wanted()) {
+                extra.push_back(std::move(stock_.back()));
+                stock_.pop_back();
+            }
+        }
+        extra.clear();  // aborted (removed), outside the lock
+    }
+
     // A name's file is in new/ (or in cur/, moved there by a mail reader meanwhile). Both are
     // read once, on the first call: only a run that was cut off asks, right at its start.
     // A run cut off mid-flush may have linked files into new/ without the fsync of new/ that
@@ -322,11 +336,11 @@ private:
         }
     }
 
-    // The opener: keeps a few tmp/ files open ahead of begin() (creating a file is the
-    // costliest step of a small message, and the thread that reads the server need not wait
-    // for it). No more ahead than messages begun so far (a short fetch makes few in vain) and
-    // at most stock_max; the ones never used are aborted (removed) when the sink stops. After a
-    // failure it makes no more: begin() then opens its own files and reports the error itself.
+    // The opener: keeps tmp/ files open ahead of begin() (creating a file is the costliest
+    // step of a small message, and the thread that reads the server need not wait for it), as
+    // many as stock_wanted(); the ones never used are aborted (removed) when the sink stops.
+    // After a failure it makes no more: begin() then opens its own files and reports the error
+    // itself.
     void open_ahead() {
         quiet_thread = true;
         std::unique_lock lock(mutex_);
@@ -343,8 +357,14 @@ private:
                     continue;
                 }
                 // No tmp/ before this open: the first message was making the Maildir. The file
-                // is dropped (where it lies is not known for sure), the next one kept.
-                if (!where) continue;
+                // is dropped (where it lies is not known for sure), the next one kept. One no
+                // longer wanted (begin() opened its own meanwhile, or expect_fewer()) too.
+                if (!where || stopping_ || stock_.size() >= stock_wanted()) {
+                    lock.unlock();
+                    d->reset();  // aborted (removed), outside the lock
+                    lock.lock();
+                    continue;
+                }
                 stock_.push_back({std::move(*d), *where});
             } catch (const std::exception&) {
                 // NOTE: bad_alloc; begin() opens its own files from now on and reports what fails.
@@ -355,12 +375,12 @@ private:
     }
 
     // How many files the opener keeps ready (lock held): as many as the messages expect()
-    // announced that are still to begin, up to stock_expected_max (none once all began);
+    // announced that are still to begin, up to options_.open_ahead (none once all began);
     // without expect(), or past what it announced, no more than begun so far, up to stock_max
     // (a short fetch makes few in vain).
     std::size_t stock_wanted() const {
-        if (expected_until_ && *expected_until_ >= begun_) return std::min(*expected_until_ - begun_, stock_expected_max);
-        return std::min(begun_, stock_max);
+        if (expected_until_ && *expected_until_ >= begun_) return std::min(*expected_until_ - begun_, options_.open_ahead);
+        return std::min({begun_, stock_max, options_.open_ahead});
     }
 
     // The device and inode of the Maildir's tmp/ now; nothing if it cannot be read.
@@ -411,7 +431,7 @@ private:
     bool stopping_ = false;
     std::size_t waiting_ = 0;          // threads waiting for the committer (a flush, a full queue)
     std::thread opener_;               // open_ahead()
-    std::condition_variable stock_cv_; // stock_ fell, begun_ rose, or stopping_
+    std::condition_variable stock_cv_; // stock_ fell, begun_ rose, expect(), or stopping_
     // tmp/ files opened ahead, for begin(), each with the identity of the tmp/ it was made in
     std::deque<std::pair<std::unique_ptr<delivery>, std::pair<dev_t, ino_t>>> stock_;
     std::size_t begun_ = 0;            // begin() calls so far

@@ -64,9 +64,12 @@ public:
     virtual bool flushes_in_background() const { return false; }
     /// Messages completed since the last flush() or start_flush().
     virtual std::size_t pending() const = 0;
-    /// A hint: about `messages` more messages will be begun (the fetch's list). The Maildir
-    /// sink then opens files further ahead of begin(), never more than that many.
+    /// A hint: `messages` more messages will be begun (the fetch's list). The Maildir sink then
+    /// opens files ahead of begin() for them (maildir_sink_options::open_ahead at most).
     virtual void expect(std::size_t messages) { (void)messages; }
+    /// `messages` of those expect() announced will not be begun after all (refused by the
+    /// server): files opened ahead for them are let go.
+    virtual void expect_fewer(std::size_t messages) { (void)messages; }
     /// Whether the message a locator() names is there (a run cut off between its flush and
     /// its record in the state file). False for an empty or foreign locator.
     virtual bool holds(std::string_view locator) {
@@ -106,6 +109,9 @@ struct maildir_sink_options {
     /// A message's octets past this many are written with O_DIRECT, not through the page
     /// cache (maildir_options::direct_io_from); 0: never.
     std::uint64_t direct_io_from = 128 * 1024;
+    /// tmp/ files opened ahead at most for the messages expect() announced (each holds a
+    /// descriptor); without expect(), at most 16 and no more than messages begun so far.
+    std::size_t open_ahead = 64;
 };
 
 /// `--maildir DIR`: DIR/{tmp,new,cur}, created if missing; messages land in new/ through the

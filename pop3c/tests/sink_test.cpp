@@ -207,8 +207,8 @@ TEST(maildir_sink, told_how_many_messages_come_it_opens_files_ahead_for_them_and
     const fs::path box = d.path / "m";
     auto sink = open_maildir(box);
     ASSERT_TRUE(sink);
-    auto settle = [&](std::size_t want) {  // the opener's turn: up to 2 s for `want` files
-        for (int i = 0; i < 200 && files_in(box / "tmp").size() < want; ++i)
+    auto settle = [&](std::size_t want) {  // the opener's turn: up to 20 s for `want` files
+        for (int i = 0; i < 2000 && files_in(box / "tmp").size() != want; ++i)
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         std::this_thread::sleep_for(std::chrono::milliseconds(20));  // and none beyond
         return files_in(box / "tmp").size();
@@ -222,6 +222,33 @@ TEST(maildir_sink, told_how_many_messages_come_it_opens_files_ahead_for_them_and
     ASSERT_TRUE(sink->flush());
     EXPECT_EQ(settle(0), 0u) << "all 100 came: no file in vain";
     EXPECT_EQ(files_in(box / "new").size(), 100u);
+    // Messages the server refused are never begun: expect_fewer() lets their files go.
+    sink->expect(10);
+    EXPECT_EQ(settle(10), 10u);
+    sink->expect_fewer(4);
+    EXPECT_EQ(settle(6), 6u) << "4 of the 10 will not come";
+    for (int i = 0; i < 6; ++i) store(*sink, "Subject: after " + std::to_string(i) + "\n\n");
+    ASSERT_TRUE(sink->flush());
+    EXPECT_EQ(settle(0), 0u);
+    EXPECT_EQ(files_in(box / "new").size(), 106u);
+}
+
+TEST(maildir_sink, files_opened_ahead_stay_within_what_the_descriptor_limit_leaves_them) {
+    // maildir_sink_options::open_ahead (pop3c: what the descriptor limit leaves after two
+    // batches and 64 more): 0 opens none ahead, whatever expect() says.
+    temp_dir d;
+    const fs::path box = d.path / "m";
+    maildir_sink_options o;
+    o.open_ahead = 0;
+    o.hostname = "test.example";
+    auto sink = mailnet::pop3c::open_maildir_sink(box, mailnet::null_log(), o);
+    ASSERT_TRUE(sink);
+    (*sink)->expect(50);
+    for (int i = 0; i < 20; ++i) store(**sink, "Subject: " + std::to_string(i) + "\n\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the opener's turn
+    EXPECT_TRUE(files_in(box / "tmp").empty());
+    ASSERT_TRUE((*sink)->flush());
+    EXPECT_EQ(files_in(box / "new").size(), 20u);
 }
 
 TEST(maildir_sink, a_tmp_directory_removed_during_a_fetch_is_made_again_and_the_files_opened_ahead_dropped) {

@@ -1103,7 +1103,7 @@ class FetchBatches(unittest.TestCase):
 
     def test_a_low_descriptor_limit_holds_two_batches_at_once(self):
         # With --maildir a batch's files stay open until its flush, which runs while the next
-        # batch is retrieved: --batch is bounded by half the descriptor limit (less 128), or a
+        # batch is retrieved: --batch is bounded by half the descriptor limit (less 64), or a
         # commit slower than the next retrieval runs out of descriptors (exit 74).
         msgs = [b"Subject: fd%d\n\nbody %d\n" % (i, i) for i in range(800)]
         srv = ScriptedPop3(msgs)
@@ -1115,6 +1115,20 @@ class FetchBatches(unittest.TestCase):
         srv.thread.join(10)
         self.assertEqual(sorted(t.maildir_messages(self.mdir)), sorted(msgs))
         self.assertEqual(len([c for c in srv.commands() if c.startswith("DELE")]), 800)
+
+    def test_a_descriptor_limit_of_64_still_fetches_everything(self):
+        # Batches of one, and no file opened ahead: what the limit leaves after the rest.
+        msgs = [b"Subject: low%d\n\nbody %d\n" % (i, i) for i in range(60)]
+        srv = ScriptedPop3(msgs)
+        cmd = ["prlimit", "--nofile=64:64", "--", POP3C, "fetch", "--maildir", self.mdir,
+               "--state", os.path.join(self.tmp.path, "state"), "--quiet", "--host", "127.0.0.1",
+               "--port", str(srv.port), "--user", "u", "--password-env", PW_ENV, "--timeout", "30"]
+        p = t.run(cmd, timeout=60, env=dict(os.environ, **{PW_ENV: "pw"}))
+        self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
+        srv.thread.join(10)
+        self.assertEqual(sorted(t.maildir_messages(self.mdir)), sorted(msgs))
+        self.assertEqual(len([c for c in srv.commands() if c.startswith("DELE")]), 60)
+        self.assertEqual(os.listdir(os.path.join(self.mdir, "tmp")), [])
 
     def test_deleting_into_an_mbox_each_batch_is_deleted_before_the_next_one(self):
         # The mbox sink flushes at once: a batch is settled before the next is retrieved, so a
