@@ -1118,7 +1118,7 @@ class FetchBatches(unittest.TestCase):
 
     def test_a_descriptor_limit_of_64_still_fetches_everything(self):
         # Batches of one, and no file opened ahead: what the limit leaves after the rest.
-        msgs = [b"Subject: low%d\n\nbody %d\n" % (i, i) for i in range(60)]
+        msgs = [b"Subject: low%d\n\nbody %d\n" % (i, i) for i in range(300)]
         srv = ScriptedPop3(msgs)
         cmd = ["prlimit", "--nofile=64:64", "--", POP3C, "fetch", "--maildir", self.mdir,
                "--state", os.path.join(self.tmp.path, "state"), "--quiet", "--host", "127.0.0.1",
@@ -1127,7 +1127,7 @@ class FetchBatches(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
         srv.thread.join(10)
         self.assertEqual(sorted(t.maildir_messages(self.mdir)), sorted(msgs))
-        self.assertEqual(len([c for c in srv.commands() if c.startswith("DELE")]), 60)
+        self.assertEqual(len([c for c in srv.commands() if c.startswith("DELE")]), 300)
         self.assertEqual(os.listdir(os.path.join(self.mdir, "tmp")), [])
 
     def test_deleting_into_an_mbox_each_batch_is_deleted_before_the_next_one(self):
